@@ -1,0 +1,151 @@
+//! Requests and responses of the sidecar's HTTP API (`/v1/...`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::PgAddress;
+
+/// What a Postgres server is doing in its replication topology.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Primary,
+    Standby,
+    /// Postgres is not running and the data directory does not say (no `standby.signal`).
+    Unknown,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub member: String,
+    pub role: Role,
+    /// Postgres is running and accepts connections.
+    pub running: bool,
+    /// Stopped on purpose by `POST /v1/fence`; the supervisor will not start it.
+    pub fenced: bool,
+    pub pid: Option<u32>,
+    pub timeline: Option<u32>,
+    pub system_identifier: Option<String>,
+    /// Primary: `pg_current_wal_lsn()`. Standby: none.
+    pub current_lsn: Option<String>,
+    /// Standby: the last WAL position received and flushed.
+    pub receive_lsn: Option<String>,
+    /// Standby: the last WAL position replayed.
+    pub replay_lsn: Option<String>,
+    /// Standby: the state of its WAL receiver (`streaming`, …); none when not connected.
+    pub wal_receiver_status: Option<String>,
+    /// Standby: the primary it follows.
+    pub primary: Option<PgAddress>,
+    /// Standby: bytes received from the primary but not yet replayed, measured against the latest
+    /// position the primary reported.
+    pub lag_bytes: Option<u64>,
+    /// Standby: seconds since the last replayed transaction when replay is behind, else 0.
+    pub lag_seconds: Option<f64>,
+    /// Primary: the standbys connected to it.
+    pub standbys: Vec<StandbyStatus>,
+    pub synchronous_standby_names: Option<String>,
+    pub synchronous_commit: Option<String>,
+    /// Settings whose new value waits for a restart.
+    pub pending_restart: Vec<String>,
+    /// How many times the supervisor restarted Postgres after it died.
+    pub postgres_restarts: u64,
+    pub server_version: Option<String>,
+}
+
+/// One connected standby, as its primary sees it (`pg_stat_replication`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StandbyStatus {
+    pub application_name: String,
+    pub client_addr: Option<String>,
+    pub state: String,
+    /// `async`, `potential`, `sync` or `quorum`.
+    pub sync_state: String,
+    pub sent_lsn: Option<String>,
+    pub flush_lsn: Option<String>,
+    pub replay_lsn: Option<String>,
+    /// Bytes between the primary's current position and what this standby has replayed.
+    pub lag_bytes: Option<u64>,
+    pub replay_lag_seconds: Option<f64>,
+}
+
+/// `POST /v1/promote` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PromoteResponse {
+    pub timeline: u32,
+    pub lsn: String,
+    /// Time from the request to the server accepting writes.
+    pub duration_ms: u64,
+}
+
+/// `POST /v1/demote`: become a standby of `primary`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DemoteRequest {
+    pub primary: PgAddress,
+    /// When the data directory cannot be rewound, take a fresh copy of the primary instead of
+    /// failing. Off by default: a re-clone throws the old data away.
+    #[serde(default)]
+    pub reclone_if_needed: bool,
+}
+
+/// `POST /v1/demote` answer: what it took.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DemoteResponse {
+    /// `none` (already a compatible copy), `rewind` or `reclone`.
+    pub method: String,
+    pub duration_ms: u64,
+}
+
+/// `GET /v1/parameters`: every setting of the server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Parameters {
+    pub parameters: Vec<ParameterInfo>,
+}
+
+/// One setting, as `pg_settings` describes it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ParameterInfo {
+    pub name: String,
+    pub setting: String,
+    pub unit: Option<String>,
+    /// `postmaster` (restart), `sighup` (reload), `user`, `superuser`, …
+    pub context: String,
+    pub source: String,
+    pub pending_restart: bool,
+    /// Managed by the sidecar; refused by `PUT /v1/parameters`.
+    pub owned: bool,
+}
+
+/// `PUT /v1/parameters`: names to values; `null` resets a setting to its default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SetParametersRequest {
+    pub parameters: BTreeMap<String, Option<String>>,
+}
+
+/// `PUT /v1/parameters` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SetParametersResponse {
+    /// Settings written and reloaded.
+    pub applied: Vec<String>,
+    /// Of those, the ones that take effect only after `POST /v1/restart`.
+    pub pending_restart: Vec<String>,
+}
+
+/// `PUT /v1/replication`: fields left out are left as they are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ReplicationRequest {
+    /// Primary only: the value of `synchronous_standby_names` (`""` for none).
+    pub synchronous_standby_names: Option<String>,
+    /// `on`, `remote_apply`, `remote_write`, `local` or `off`.
+    pub synchronous_commit: Option<String>,
+    /// Standby only: the primary to follow from now on.
+    pub primary: Option<PgAddress>,
+}
+
+/// `POST /v1/fence`, `POST /v1/unfence`, `POST /v1/restart`, `PUT /v1/replication` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ActionResponse {
+    pub ok: bool,
+    pub message: String,
+}

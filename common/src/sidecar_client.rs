@@ -1,0 +1,175 @@
+//! A typed client for the sidecar API, used by the controller and the tests.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::ErrorBody;
+use crate::sidecar_api::*;
+
+/// What went wrong calling a sidecar.
+#[derive(Debug, thiserror::Error)]
+pub enum SidecarClientError {
+    #[error("sidecar at {url} unreachable: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("sidecar answered {status}: {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("sidecar answered {status} with an unreadable body: {body}")]
+    BadResponse { status: u16, body: String },
+}
+
+impl SidecarClientError {
+    /// The HTTP status the sidecar answered with, when it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            SidecarClientError::Api { status, .. }
+            | SidecarClientError::BadResponse { status, .. } => Some(*status),
+            SidecarClientError::Unreachable { .. } => None,
+        }
+    }
+}
+
+/// Talks to one sidecar at `base_url` (`http://127.0.0.1:8008`) with its bearer token.
+#[derive(Clone)]
+pub struct SidecarClient {
+    base_url: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for SidecarClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SidecarClient")
+            .field("base_url", &self.base_url)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl SidecarClient {
+    /// A client whose requests time out after `timeout` (promotion and demotion can take a while:
+    /// give those calls a generous one).
+    pub fn new(base_url: impl Into<String>, token: impl Into<String>, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .expect("a plain HTTP client always builds");
+        Self {
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            token: token.into(),
+            http,
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, SidecarClientError> {
+        let url = format!("{}{}", self.base_url, path);
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| SidecarClientError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| SidecarClientError::Unreachable { url, source })?;
+        if status.is_success() {
+            serde_json::from_slice(&bytes).map_err(|_| SidecarClientError::BadResponse {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+            })
+        } else {
+            Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(e) => SidecarClientError::Api {
+                    status: status.as_u16(),
+                    code: e.error.code,
+                    message: e.error.message,
+                },
+                Err(_) => SidecarClientError::BadResponse {
+                    status: status.as_u16(),
+                    body: String::from_utf8_lossy(&bytes).into_owned(),
+                },
+            })
+        }
+    }
+
+    pub async fn status(&self) -> Result<Status, SidecarClientError> {
+        self.call::<(), _>(Method::GET, "/v1/status", None).await
+    }
+
+    pub async fn promote(&self) -> Result<PromoteResponse, SidecarClientError> {
+        self.call::<(), _>(Method::POST, "/v1/promote", None).await
+    }
+
+    pub async fn demote(&self, req: &DemoteRequest) -> Result<DemoteResponse, SidecarClientError> {
+        self.call(Method::POST, "/v1/demote", Some(req)).await
+    }
+
+    pub async fn fence(&self) -> Result<ActionResponse, SidecarClientError> {
+        self.call::<(), _>(Method::POST, "/v1/fence", None).await
+    }
+
+    pub async fn unfence(&self) -> Result<ActionResponse, SidecarClientError> {
+        self.call::<(), _>(Method::POST, "/v1/unfence", None).await
+    }
+
+    pub async fn restart(&self) -> Result<ActionResponse, SidecarClientError> {
+        self.call::<(), _>(Method::POST, "/v1/restart", None).await
+    }
+
+    pub async fn parameters(&self) -> Result<Parameters, SidecarClientError> {
+        self.call::<(), _>(Method::GET, "/v1/parameters", None)
+            .await
+    }
+
+    pub async fn set_parameters(
+        &self,
+        req: &SetParametersRequest,
+    ) -> Result<SetParametersResponse, SidecarClientError> {
+        self.call(Method::PUT, "/v1/parameters", Some(req)).await
+    }
+
+    pub async fn set_replication(
+        &self,
+        req: &ReplicationRequest,
+    ) -> Result<ActionResponse, SidecarClientError> {
+        self.call(Method::PUT, "/v1/replication", Some(req)).await
+    }
+
+    /// `GET /readyz`: whether the server is ready (no token needed).
+    pub async fn ready(&self) -> Result<bool, SidecarClientError> {
+        let url = format!("{}/readyz", self.base_url);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| SidecarClientError::Unreachable { url, source })?;
+        Ok(resp.status() == StatusCode::OK)
+    }
+}
