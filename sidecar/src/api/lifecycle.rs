@@ -1,0 +1,76 @@
+//! Routes that change what the server is doing: status, promote, demote, fence, unfence,
+//! restart. Operations run in their own task, so a client that hangs up does not cut one short.
+
+use std::future::Future;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use toygres_common::sidecar_api::{
+    ActionResponse, DemoteRequest, DemoteResponse, PromoteResponse, Status,
+};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::postgres::OpError;
+
+/// Runs an operation to completion even if the request is dropped.
+pub async fn detached<T: Send + 'static>(
+    op: impl Future<Output = Result<T, OpError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(op)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "failed",
+                format!("operation task: {e}"),
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
+fn done(message: &str) -> Json<ActionResponse> {
+    Json(ActionResponse {
+        ok: true,
+        message: message.into(),
+    })
+}
+
+pub async fn status(State(state): State<AppState>) -> Json<Status> {
+    Json(state.member.status().await)
+}
+
+pub async fn promote(State(state): State<AppState>) -> Result<Json<PromoteResponse>, ApiError> {
+    let member = state.member.clone();
+    Ok(Json(detached(async move { member.promote().await }).await?))
+}
+
+pub async fn demote(
+    State(state): State<AppState>,
+    body: Result<Json<DemoteRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<DemoteResponse>, ApiError> {
+    let Json(req) = body?;
+    let member = state.member.clone();
+    Ok(Json(
+        detached(async move { member.demote(&req).await }).await?,
+    ))
+}
+
+pub async fn fence(State(state): State<AppState>) -> Result<Json<ActionResponse>, ApiError> {
+    let member = state.member.clone();
+    detached(async move { member.fence().await }).await?;
+    Ok(done("fenced: postgres stopped"))
+}
+
+pub async fn unfence(State(state): State<AppState>) -> Result<Json<ActionResponse>, ApiError> {
+    let member = state.member.clone();
+    detached(async move { member.unfence().await }).await?;
+    Ok(done("unfenced: postgres running"))
+}
+
+pub async fn restart(State(state): State<AppState>) -> Result<Json<ActionResponse>, ApiError> {
+    let member = state.member.clone();
+    detached(async move { member.restart().await }).await?;
+    Ok(done("postgres restarted"))
+}

@@ -1,0 +1,73 @@
+//! Builds the router: open probes and metrics, token-protected `/v1` routes, request counting.
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+
+use super::error::ApiError;
+use super::{auth, health, lifecycle, settings};
+use crate::metrics::{self, ApiMetrics};
+use crate::postgres::Member;
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub member: Arc<Member>,
+    pub token: Arc<str>,
+    pub api_metrics: Arc<ApiMetrics>,
+}
+
+/// The whole API.
+pub fn app(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/v1/status", get(lifecycle::status))
+        .route("/v1/promote", post(lifecycle::promote))
+        .route("/v1/demote", post(lifecycle::demote))
+        .route("/v1/fence", post(lifecycle::fence))
+        .route("/v1/unfence", post(lifecycle::unfence))
+        .route("/v1/restart", post(lifecycle::restart))
+        .route(
+            "/v1/parameters",
+            get(settings::get_parameters).put(settings::put_parameters),
+        )
+        .route("/v1/replication", put(settings::put_replication))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::handler))
+        .merge(protected)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// Counts requests by route and status for `/metrics`.
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_string();
+    let response = next.run(req).await.into_response();
+    state
+        .api_metrics
+        .record(&method, &route, response.status().as_u16());
+    response
+}

@@ -1,0 +1,37 @@
+//! Routes that change settings: `GET/PUT /v1/parameters` and `PUT /v1/replication`.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::Json;
+use toygres_common::sidecar_api::{
+    ActionResponse, Parameters, ReplicationRequest, SetParametersRequest, SetParametersResponse,
+};
+
+use super::error::ApiError;
+use super::lifecycle::detached;
+use super::AppState;
+
+pub async fn get_parameters(State(state): State<AppState>) -> Result<Json<Parameters>, ApiError> {
+    Ok(Json(state.member.parameters().await?))
+}
+
+pub async fn put_parameters(
+    State(state): State<AppState>,
+    body: Result<Json<SetParametersRequest>, JsonRejection>,
+) -> Result<Json<SetParametersResponse>, ApiError> {
+    let Json(req) = body?;
+    let member = state.member.clone();
+    Ok(Json(
+        detached(async move { member.set_parameters(&req).await }).await?,
+    ))
+}
+
+pub async fn put_replication(
+    State(state): State<AppState>,
+    body: Result<Json<ReplicationRequest>, JsonRejection>,
+) -> Result<Json<ActionResponse>, ApiError> {
+    let Json(req) = body?;
+    let member = state.member.clone();
+    let message = detached(async move { member.set_replication(&req).await }).await?;
+    Ok(Json(ActionResponse { ok: true, message }))
+}

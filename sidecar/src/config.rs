@@ -1,0 +1,278 @@
+//! The sidecar's settings: flags and environment variables, validated once into a [`Config`].
+//! Secrets (passwords, the API token) come from files and never from the command line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use toygres_common::names::{validate_member_name, PgAddress};
+
+/// How the data directory is created when it is empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BootstrapMode {
+    /// initdb: a new primary.
+    Init,
+    /// pg_basebackup from `--primary`: a new standby.
+    Standby,
+}
+
+/// `toygres-sidecar run` flags. Every flag can also be set through the environment variable
+/// named beside it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The Postgres data directory. Bootstrap happens only when it is empty or missing.
+    #[arg(long, env = "TOYGRES_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The port Postgres listens on.
+    #[arg(long, env = "TOYGRES_PG_PORT", default_value_t = 5432)]
+    pub pg_port: u16,
+    /// Postgres's `listen_addresses`.
+    #[arg(long, env = "TOYGRES_PG_LISTEN", default_value = "127.0.0.1")]
+    pub pg_listen: String,
+    /// Where the HTTP API listens.
+    #[arg(long, env = "TOYGRES_API_ADDR", default_value = "127.0.0.1:8008")]
+    pub api_addr: SocketAddr,
+    /// A file holding the bearer token the API requires.
+    #[arg(long, env = "TOYGRES_TOKEN_FILE")]
+    pub token_file: PathBuf,
+    /// This member's name (`<instance>-<n>`): the standby's application_name and slot.
+    #[arg(long, env = "TOYGRES_MEMBER_NAME")]
+    pub member_name: String,
+    /// How to create an empty data directory.
+    #[arg(long, env = "TOYGRES_BOOTSTRAP", value_enum, default_value = "init")]
+    pub bootstrap: BootstrapMode,
+    /// The primary to copy and follow (`--bootstrap standby`), as HOST:PORT.
+    #[arg(long, env = "TOYGRES_PRIMARY")]
+    pub primary: Option<PgAddress>,
+    /// Where Postgres's programs are (found automatically when omitted).
+    #[arg(long, env = "TOYGRES_PG_BIN_DIR")]
+    pub pg_bin_dir: Option<PathBuf>,
+    /// A file holding the password of the `postgres` superuser.
+    #[arg(long, env = "TOYGRES_SUPERUSER_PASSWORD_FILE")]
+    pub superuser_password_file: PathBuf,
+    /// A file holding the password of the `replicator` role.
+    #[arg(long, env = "TOYGRES_REPLICATION_PASSWORD_FILE")]
+    pub replication_password_file: PathBuf,
+    /// Directory for Postgres's socket and the sidecar's runtime files (default: `<data-dir>.run`).
+    #[arg(long, env = "TOYGRES_RUN_DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// A standby is ready only while its replay lag stays within this many bytes.
+    #[arg(long, env = "TOYGRES_READY_MAX_LAG_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub ready_max_lag_bytes: u64,
+    /// Postgres's `max_slot_wal_keep_size`: the most WAL a lost standby's slot may hold back.
+    #[arg(long, env = "TOYGRES_MAX_SLOT_WAL_KEEP_SIZE", default_value = "4GB")]
+    pub max_slot_wal_keep_size: String,
+    /// Seconds a fast shutdown may take before it becomes an immediate one.
+    #[arg(long, env = "TOYGRES_STOP_TIMEOUT_SECS", default_value_t = 30)]
+    pub stop_timeout_secs: u64,
+    /// Seconds Postgres may take to accept connections after a start (crash recovery included).
+    #[arg(long, env = "TOYGRES_START_TIMEOUT_SECS", default_value_t = 300)]
+    pub start_timeout_secs: u64,
+}
+
+/// Secrets read from their files. `Debug` never shows them.
+#[derive(Clone)]
+pub struct Secrets {
+    pub api_token: String,
+    pub superuser_password: String,
+    pub replication_password: String,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets { <redacted> }")
+    }
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub pg_port: u16,
+    pub pg_listen: String,
+    pub api_addr: SocketAddr,
+    pub member_name: String,
+    pub bootstrap: BootstrapMode,
+    pub primary: Option<PgAddress>,
+    pub pg_bin_dir: Option<PathBuf>,
+    pub ready_max_lag_bytes: u64,
+    pub max_slot_wal_keep_size: String,
+    pub stop_timeout: std::time::Duration,
+    pub start_timeout: std::time::Duration,
+    pub secrets: Secrets,
+}
+
+impl Config {
+    /// Checks every setting and reads the secret files; any problem is a clear error.
+    pub fn from_args(args: RunArgs) -> anyhow::Result<Self> {
+        validate_member_name(&args.member_name).context("check --member-name")?;
+        if args.bootstrap == BootstrapMode::Standby && args.primary.is_none() {
+            bail!("--bootstrap standby needs --primary HOST:PORT");
+        }
+        if args.pg_port == 0 {
+            bail!("--pg-port must not be 0");
+        }
+        if args.pg_listen.is_empty()
+            || !args.pg_listen.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | ',' | '*' | '-' | ' ')
+            })
+        {
+            bail!(
+                "--pg-listen {:?} is not a list of addresses",
+                args.pg_listen
+            );
+        }
+        if !args
+            .max_slot_wal_keep_size
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            bail!(
+                "--max-slot-wal-keep-size {:?} is not a size",
+                args.max_slot_wal_keep_size
+            );
+        }
+        let data_dir = absolute(&args.data_dir)?;
+        let run_dir = match args.run_dir {
+            Some(dir) => absolute(&dir)?,
+            None => {
+                let mut name = data_dir
+                    .file_name()
+                    .context("--data-dir has no final component")?
+                    .to_os_string();
+                name.push(".run");
+                data_dir.with_file_name(name)
+            }
+        };
+        // Postgres's socket path must fit in sun_path (108 bytes).
+        let socket = run_dir.join(format!(".s.PGSQL.{}", args.pg_port));
+        if socket.as_os_str().len() > 100 {
+            bail!(
+                "the socket path {} is too long for a Unix socket; pass a shorter --run-dir",
+                socket.display()
+            );
+        }
+        let secrets = Secrets {
+            api_token: read_secret(&args.token_file, "--token-file")?,
+            superuser_password: read_secret(
+                &args.superuser_password_file,
+                "--superuser-password-file",
+            )?,
+            replication_password: read_secret(
+                &args.replication_password_file,
+                "--replication-password-file",
+            )?,
+        };
+        if secrets.api_token.len() < 16 {
+            bail!("the API token in --token-file must be at least 16 characters");
+        }
+        Ok(Config {
+            data_dir,
+            run_dir,
+            pg_port: args.pg_port,
+            pg_listen: args.pg_listen,
+            api_addr: args.api_addr,
+            member_name: args.member_name,
+            bootstrap: args.bootstrap,
+            primary: args.primary,
+            pg_bin_dir: args.pg_bin_dir,
+            ready_max_lag_bytes: args.ready_max_lag_bytes,
+            max_slot_wal_keep_size: args.max_slot_wal_keep_size,
+            stop_timeout: std::time::Duration::from_secs(args.stop_timeout_secs),
+            start_timeout: std::time::Duration::from_secs(args.start_timeout_secs),
+            secrets,
+        })
+    }
+
+    /// The replication slot this member streams through.
+    pub fn slot_name(&self) -> String {
+        toygres_common::names::slot_name_for_member(&self.member_name)
+    }
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.is_absolute() {
+        Ok(path.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()
+            .context("read the current directory")?
+            .join(path))
+    }
+}
+
+/// Reads a secret file: its content with one trailing newline removed; empty is an error.
+fn read_secret(path: &Path, flag: &str) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("read {flag} {}", path.display()))?;
+    let secret = text.trim_end_matches(['\n', '\r']).to_string();
+    if secret.is_empty() {
+        bail!("{flag} {} is empty", path.display());
+    }
+    if secret.contains(['\n', '\0']) {
+        bail!("{flag} {} must hold a single line", path.display());
+    }
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn args(dir: &Path, extra: &[&str]) -> RunArgs {
+        for (name, content) in [
+            ("token", "0123456789abcdef0123\n"),
+            ("su", "pw1\n"),
+            ("repl", "pw2"),
+        ] {
+            std::fs::write(dir.join(name), content).unwrap();
+        }
+        let mut argv = vec![
+            "x".to_string(),
+            format!("--data-dir={}", dir.join("data").display()),
+            format!("--token-file={}", dir.join("token").display()),
+            format!("--superuser-password-file={}", dir.join("su").display()),
+            format!("--replication-password-file={}", dir.join("repl").display()),
+            "--member-name=db-0".into(),
+        ];
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        Cli::try_parse_from(argv).unwrap().run
+    }
+
+    #[test]
+    fn secrets_are_read_from_files_and_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::from_args(args(dir.path(), &[])).unwrap();
+        assert_eq!(cfg.secrets.superuser_password, "pw1");
+        assert_eq!(cfg.secrets.replication_password, "pw2");
+        assert!(!format!("{cfg:?}").contains("pw1"));
+        assert_eq!(cfg.run_dir, dir.path().join("data.run"));
+        assert_eq!(cfg.slot_name(), "db_0");
+    }
+
+    #[test]
+    fn standby_without_primary_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Config::from_args(args(dir.path(), &["--bootstrap=standby"])).unwrap_err();
+        assert!(err.to_string().contains("--primary"), "{err}");
+    }
+
+    #[test]
+    fn bad_member_names_and_short_tokens_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args(dir.path(), &[]);
+        a.member_name = "Bad_Name".into();
+        assert!(Config::from_args(a).is_err());
+        let a = args(dir.path(), &[]);
+        std::fs::write(dir.path().join("token"), "short").unwrap();
+        let err = Config::from_args(a).unwrap_err();
+        assert!(err.to_string().contains("16 characters"), "{err}");
+    }
+}

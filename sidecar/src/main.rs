@@ -1,0 +1,100 @@
+//! `toygres-sidecar`: the agent inside every Postgres pod.
+
+mod api;
+mod config;
+mod metrics;
+mod postgres;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "toygres-sidecar",
+    version,
+    about = "The Toygres pod agent: owns one Postgres"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bootstrap (when the data directory is empty), supervise Postgres and serve the API.
+    Run(config::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => runtime.block_on(run(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: config::RunArgs) -> anyhow::Result<()> {
+    let cfg = config::Config::from_args(args)?;
+    let listener = tokio::net::TcpListener::bind(cfg.api_addr)
+        .await
+        .with_context(|| format!("listen on {}", cfg.api_addr))?;
+    let token: Arc<str> = cfg.secrets.api_token.clone().into();
+    tracing::info!(member = %cfg.member_name, data_dir = %cfg.data_dir.display(), "starting");
+    let member = postgres::Member::open(cfg).await?;
+    tokio::spawn(member.clone().supervise());
+    let state = api::AppState {
+        member: member.clone(),
+        token,
+        api_metrics: Arc::new(metrics::ApiMetrics::default()),
+    };
+    tracing::info!(addr = %listener.local_addr()?, "API listening");
+    axum::serve(listener, api::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serve the API")?;
+    tracing::info!("shutting down: stopping postgres");
+    member.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install the SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

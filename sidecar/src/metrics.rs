@@ -1,0 +1,253 @@
+//! `/metrics` in Prometheus's text format: Postgres up, role, timeline, lag, standbys,
+//! connections by state, database sizes, commits and rollbacks, restarts, pending restart, and
+//! the API's own requests. Read fresh at each scrape.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use toygres_common::sidecar_api::{Role, Status};
+
+use crate::api::AppState;
+use crate::postgres::Member;
+
+/// Request counts by (method, route, status).
+#[derive(Debug, Default)]
+pub struct ApiMetrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+}
+
+impl ApiMetrics {
+    pub fn record(&self, method: &str, route: &str, status: u16) {
+        let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((method.to_string(), route.to_string(), status))
+            .or_default() += 1;
+    }
+}
+
+/// A Prometheus text exposition being written.
+#[derive(Default)]
+struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let v = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
+                let _ = write!(self.out, "{k}=\"{v}\"");
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.family(name, "gauge", help);
+        self.sample(name, &[], value);
+    }
+}
+
+pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
+    let status = state.member.status().await;
+    let mut x = Exposition::default();
+    write_status(&mut x, &status);
+    if status.running {
+        write_database_stats(&mut x, &state.member).await;
+    }
+    write_api(&mut x, &state.api_metrics);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        x.out,
+    )
+}
+
+fn write_status(x: &mut Exposition, s: &Status) {
+    let b = |v: bool| if v { 1.0 } else { 0.0 };
+    x.gauge(
+        "toygres_pg_up",
+        "Whether Postgres accepts connections.",
+        b(s.running),
+    );
+    x.gauge(
+        "toygres_pg_fenced",
+        "Whether the member is fenced (kept stopped).",
+        b(s.fenced),
+    );
+    x.family(
+        "toygres_pg_role",
+        "gauge",
+        "The member's role: 1 for the current one.",
+    );
+    for (role, name) in [
+        (Role::Primary, "primary"),
+        (Role::Standby, "standby"),
+        (Role::Unknown, "unknown"),
+    ] {
+        x.sample("toygres_pg_role", &[("role", name)], b(s.role == role));
+    }
+    if let Some(tli) = s.timeline {
+        x.gauge(
+            "toygres_pg_timeline",
+            "The server's current timeline.",
+            tli as f64,
+        );
+    }
+    if let Some(lag) = s.lag_bytes {
+        x.gauge(
+            "toygres_replication_lag_bytes",
+            "Standby: WAL received or announced but not replayed.",
+            lag as f64,
+        );
+    }
+    if let Some(lag) = s.lag_seconds {
+        x.gauge(
+            "toygres_replication_lag_seconds",
+            "Standby: age of the last replayed transaction while replay is behind.",
+            lag,
+        );
+    }
+    if s.role == Role::Primary && s.running {
+        x.gauge(
+            "toygres_standbys_connected",
+            "Primary: standbys connected.",
+            s.standbys.len() as f64,
+        );
+        x.family(
+            "toygres_standby_lag_bytes",
+            "gauge",
+            "Primary: WAL each standby has not replayed yet.",
+        );
+        for st in &s.standbys {
+            x.sample(
+                "toygres_standby_lag_bytes",
+                &[
+                    ("application_name", &st.application_name),
+                    ("sync_state", &st.sync_state),
+                ],
+                st.lag_bytes.unwrap_or(0) as f64,
+            );
+        }
+        x.family(
+            "toygres_standby_replay_lag_seconds",
+            "gauge",
+            "Primary: each standby's replay lag.",
+        );
+        for st in &s.standbys {
+            x.sample(
+                "toygres_standby_replay_lag_seconds",
+                &[
+                    ("application_name", &st.application_name),
+                    ("sync_state", &st.sync_state),
+                ],
+                st.replay_lag_seconds.unwrap_or(0.0),
+            );
+        }
+    }
+    x.family(
+        "toygres_pg_restarts_total",
+        "counter",
+        "Times the sidecar restarted Postgres after it died.",
+    );
+    x.sample("toygres_pg_restarts_total", &[], s.postgres_restarts as f64);
+    x.gauge(
+        "toygres_pg_pending_restart",
+        "Whether some setting waits for a restart.",
+        b(!s.pending_restart.is_empty()),
+    );
+}
+
+async fn write_database_stats(x: &mut Exposition, member: &Member) {
+    let Ok(client) = member.query_client().await else {
+        return;
+    };
+    if let Ok(rows) = client
+        .query(
+            "SELECT s.state, count(a.pid) FROM \
+               (VALUES ('active'), ('idle'), ('idle in transaction'), \
+                       ('idle in transaction (aborted)'), ('fastpath function call'), ('disabled')) AS s(state) \
+             LEFT JOIN pg_stat_activity a ON a.state = s.state AND a.backend_type = 'client backend' \
+             GROUP BY s.state ORDER BY s.state",
+            &[],
+        )
+        .await
+    {
+        x.family("toygres_pg_connections", "gauge", "Client connections by state.");
+        for r in rows {
+            let state: String = r.get(0);
+            let count: i64 = r.get(1);
+            x.sample("toygres_pg_connections", &[("state", &state)], count as f64);
+        }
+    }
+    if let Ok(rows) = client
+        .query(
+            "SELECT d.datname, pg_database_size(d.oid)::float8, s.xact_commit::float8, s.xact_rollback::float8 \
+             FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid \
+             WHERE d.datallowconn ORDER BY d.datname",
+            &[],
+        )
+        .await
+    {
+        let rows: Vec<(String, f64, f64, f64)> =
+            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+        x.family("toygres_pg_database_size_bytes", "gauge", "Size of each database.");
+        for (db, size, _, _) in &rows {
+            x.sample("toygres_pg_database_size_bytes", &[("datname", db)], *size);
+        }
+        x.family("toygres_pg_commits_total", "counter", "Transactions committed in each database.");
+        for (db, _, commits, _) in &rows {
+            x.sample("toygres_pg_commits_total", &[("datname", db)], *commits);
+        }
+        x.family("toygres_pg_rollbacks_total", "counter", "Transactions rolled back in each database.");
+        for (db, _, _, rollbacks) in &rows {
+            x.sample("toygres_pg_rollbacks_total", &[("datname", db)], *rollbacks);
+        }
+    }
+}
+
+fn write_api(x: &mut Exposition, m: &ApiMetrics) {
+    x.family(
+        "toygres_sidecar_api_requests_total",
+        "counter",
+        "API requests by method, route and status.",
+    );
+    let map = m.requests.lock().unwrap_or_else(|p| p.into_inner());
+    for ((method, route, status), count) in map.iter() {
+        let status = status.to_string();
+        x.sample(
+            "toygres_sidecar_api_requests_total",
+            &[("method", method), ("route", route), ("status", &status)],
+            *count as f64,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped() {
+        let mut x = Exposition::default();
+        x.sample("m", &[("a", "x\"y\\z")], 1.0);
+        assert_eq!(x.out, "m{a=\"x\\\"y\\\\z\"} 1\n");
+    }
+}

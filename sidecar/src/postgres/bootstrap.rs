@@ -1,0 +1,194 @@
+//! Creating a data directory: `init` (initdb, a new primary) or `standby` (pg_basebackup from the
+//! primary through this member's replication slot). The new cluster is made in a sibling
+//! directory and renamed into place, so a bootstrap cut short leaves nothing half-made.
+
+use std::ffi::OsStr;
+
+use anyhow::{bail, Context};
+use toygres_common::names::PgAddress;
+use toygres_common::pg_exec::PgBinaries;
+
+use super::files::{self, Layout, ReplicationState};
+use super::{process, sql};
+use crate::config::{BootstrapMode, Config};
+
+/// Settings a new cluster starts with (the operator may change them later).
+const INITIAL_SETTINGS: &str = "
+# Toygres defaults, set at bootstrap.
+max_wal_senders = 16
+max_replication_slots = 16
+wal_keep_size = '512MB'
+password_encryption = 'scram-sha-256'
+log_line_prefix = '%m [%p] %q%u@%d '
+";
+
+/// Bootstraps the data directory when it holds no cluster; leaves an existing one as it is.
+pub async fn bootstrap_if_needed(
+    cfg: &Config,
+    bins: &PgBinaries,
+    layout: &Layout,
+) -> anyhow::Result<()> {
+    let aside = layout.discarded_dir();
+    if !layout.is_initialized() && aside.join("PG_VERSION").exists() {
+        // A re-clone was cut short after setting the old data aside: put it back.
+        tracing::warn!(dir = %aside.display(), "restoring the data directory a re-clone set aside");
+        let _ = std::fs::remove_dir_all(&layout.data_dir);
+        std::fs::rename(&aside, &layout.data_dir)
+            .context("restore the data directory set aside")?;
+        // It was being demoted: it must never come back as a primary.
+        files::set_standby_signal(bins, layout, true)?;
+    }
+    if layout.is_initialized() {
+        tracing::info!(data_dir = %layout.data_dir.display(), "existing data directory: starting it as it is");
+        return Ok(());
+    }
+    if let Ok(mut entries) = std::fs::read_dir(&layout.data_dir) {
+        if entries.next().is_some() {
+            bail!(
+                "{} is not empty but holds no Postgres cluster (no PG_VERSION); refusing to touch it",
+                layout.data_dir.display()
+            );
+        }
+    }
+    match cfg.bootstrap {
+        BootstrapMode::Init => {
+            let work = fresh_work_dir(bins, layout)?;
+            initdb(cfg, bins, layout, &work).await?;
+            move_into_place(layout, &work)?;
+            files::write_config(
+                cfg,
+                bins,
+                layout,
+                &ReplicationState {
+                    synchronous_commit: "on".into(),
+                    ..Default::default()
+                },
+            )?;
+        }
+        BootstrapMode::Standby => {
+            let primary = cfg
+                .primary
+                .as_ref()
+                .context("--bootstrap standby needs --primary")?;
+            clone_from_primary(cfg, bins, layout, primary).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies `primary` into the data directory with pg_basebackup and makes it a standby of it.
+/// The data directory must be empty or missing.
+pub async fn clone_from_primary(
+    cfg: &Config,
+    bins: &PgBinaries,
+    layout: &Layout,
+    primary: &PgAddress,
+) -> anyhow::Result<()> {
+    sql::ensure_slot_on_primary(cfg, primary).await?;
+    let work = fresh_work_dir(bins, layout)?;
+    tracing::info!(%primary, "copying the primary with pg_basebackup");
+    let port = primary.port.to_string();
+    let slot = cfg.slot_name();
+    let pgpass = layout.pgpass();
+    process::run_tool(
+        bins,
+        "pg_basebackup",
+        &[
+            OsStr::new("--pgdata"),
+            work.as_os_str(),
+            OsStr::new("--host"),
+            OsStr::new(&primary.host),
+            OsStr::new("--port"),
+            OsStr::new(&port),
+            OsStr::new("--username=replicator"),
+            OsStr::new("--no-password"),
+            OsStr::new("--wal-method=stream"),
+            OsStr::new("--checkpoint=fast"),
+            OsStr::new("--slot"),
+            OsStr::new(&slot),
+        ],
+        &[("PGPASSFILE", pgpass.as_path())],
+    )
+    .await
+    .context("copy the primary")?;
+    // The copy carries the primary's own sidecar files; this member's replace them.
+    for stale in [layout.fence_marker(), work.join("toygres.fenced")] {
+        let _ = std::fs::remove_file(stale);
+    }
+    move_into_place(layout, &work)?;
+    files::set_standby_signal(bins, layout, true)?;
+    files::write_config(
+        cfg,
+        bins,
+        layout,
+        &ReplicationState {
+            primary: Some(primary.clone()),
+            synchronous_standby_names: String::new(),
+            synchronous_commit: "on".into(),
+        },
+    )?;
+    Ok(())
+}
+
+async fn initdb(
+    cfg: &Config,
+    bins: &PgBinaries,
+    layout: &Layout,
+    work: &std::path::Path,
+) -> anyhow::Result<()> {
+    let pwfile = layout.run_dir.join("initdb.pw");
+    files::write_file(
+        bins,
+        &pwfile,
+        cfg.secrets.superuser_password.as_bytes(),
+        0o600,
+    )?;
+    let result = process::run_tool(
+        bins,
+        "initdb",
+        &[
+            OsStr::new("--pgdata"),
+            work.as_os_str(),
+            OsStr::new("--username=postgres"),
+            OsStr::new("--pwfile"),
+            pwfile.as_os_str(),
+            OsStr::new("--auth-local=trust"),
+            OsStr::new("--auth-host=scram-sha-256"),
+            OsStr::new("--data-checksums"),
+            OsStr::new("--encoding=UTF8"),
+            OsStr::new("--locale=C.UTF-8"),
+            OsStr::new("--no-instructions"),
+        ],
+        &[],
+    )
+    .await;
+    let _ = std::fs::remove_file(&pwfile);
+    result.context("initdb")?;
+    let conf = work.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).context("read postgresql.conf")?;
+    text.push_str(INITIAL_SETTINGS);
+    files::write_file(bins, &conf, text.as_bytes(), 0o600)?;
+    Ok(())
+}
+
+/// An empty directory beside the data directory, owned by the Postgres OS user.
+fn fresh_work_dir(bins: &PgBinaries, layout: &Layout) -> anyhow::Result<std::path::PathBuf> {
+    let work = layout.bootstrap_dir();
+    if work.exists() {
+        tracing::warn!(dir = %work.display(), "removing a bootstrap that was cut short");
+        std::fs::remove_dir_all(&work).with_context(|| format!("remove {}", work.display()))?;
+    }
+    files::ensure_private_dir(bins, &work)?;
+    Ok(work)
+}
+
+/// Replaces the (empty or missing) data directory with the finished bootstrap.
+fn move_into_place(layout: &Layout, work: &std::path::Path) -> anyhow::Result<()> {
+    if layout.data_dir.exists() {
+        std::fs::remove_dir_all(&layout.data_dir)
+            .with_context(|| format!("remove {}", layout.data_dir.display()))?;
+    }
+    std::fs::rename(work, &layout.data_dir)
+        .with_context(|| format!("move {} into place", work.display()))?;
+    Ok(())
+}

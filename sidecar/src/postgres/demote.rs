@@ -1,0 +1,185 @@
+//! Demotion: this server becomes a standby of a given primary. It is stopped, rewound with
+//! pg_rewind when its history diverged from the primary's (re-cloned only when asked), and
+//! started as a standby that streams through its slot on the new primary.
+
+use std::ffi::OsStr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use toygres_common::sidecar_api::{DemoteRequest, DemoteResponse};
+
+use super::files;
+use super::member::{Member, OpError};
+use super::{bootstrap, process, sql};
+
+/// How long a demoted server may take to start streaming from its new primary.
+const STREAMING_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Member {
+    /// Makes this server a standby of `req.primary`.
+    pub async fn demote(&self, req: &DemoteRequest) -> Result<DemoteResponse, OpError> {
+        let began = Instant::now();
+        let mut ops = self.ops.lock().await;
+        if self.layout.is_fenced() {
+            return Err(OpError::Conflict(
+                "the member is fenced; unfence it first".into(),
+            ));
+        }
+        if req.primary.port == self.cfg.pg_port && is_loopback(&req.primary.host) {
+            return Err(OpError::invalid(
+                "invalid_primary",
+                "a server cannot follow itself",
+            ));
+        }
+        // The new primary must be reachable and really a primary before anything is stopped.
+        let remote = sql::connect_remote(&self.cfg, &req.primary)
+            .await
+            .map_err(|e| {
+                OpError::Unavailable(format!("connect to the new primary {}: {e}", req.primary))
+            })?;
+        let remote_in_recovery: bool = remote
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .map_err(|e| OpError::Unavailable(format!("query the new primary: {e}")))?
+            .get(0);
+        if remote_in_recovery {
+            return Err(OpError::Conflict(format!(
+                "{} is not a primary",
+                req.primary
+            )));
+        }
+        // pg_rewind reads the source's timeline from its control file, which a just-promoted
+        // server updates only at its first checkpoint: without one, pg_rewind would wrongly
+        // find "no rewind required".
+        remote
+            .batch_execute("CHECKPOINT")
+            .await
+            .map_err(|e| OpError::Unavailable(format!("checkpoint the new primary: {e}")))?;
+        let walfile: String = remote
+            .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])
+            .await
+            .map_err(|e| OpError::Unavailable(format!("query the new primary: {e}")))?
+            .get(0);
+        let primary_timeline = super::promote::timeline_of_walfile(&walfile);
+        drop(remote);
+        sql::ensure_slot_on_primary(&self.cfg, &req.primary).await?;
+
+        tracing::warn!(primary = %req.primary, "demoting: stopping postgres");
+        self.stop_locked(&mut ops).await;
+        let method = match self.rewind(&req.primary).await {
+            Ok(rewound) => {
+                if rewound {
+                    "rewind"
+                } else {
+                    "none"
+                }
+            }
+            Err(e) if req.reclone_if_needed => {
+                tracing::warn!("pg_rewind failed ({e:#}); re-cloning from the primary as asked");
+                self.reclone(&req.primary).await?;
+                "reclone"
+            }
+            Err(e) => {
+                // Never come back as a primary: keep the server a (non-streaming) standby.
+                files::set_standby_signal(&self.bins, &self.layout, true)?;
+                ops.state.primary = Some(req.primary.clone());
+                files::write_config(&self.cfg, &self.bins, &self.layout, &ops.state)?;
+                let _ = self.start_locked(&mut ops).await;
+                return Err(OpError::Failed(format!(
+                    "{e:#}; the server was started as a standby but cannot stream; \
+                     retry with reclone_if_needed to copy the primary afresh"
+                )));
+            }
+        };
+        files::set_standby_signal(&self.bins, &self.layout, true)?;
+        ops.state.primary = Some(req.primary.clone());
+        files::write_config(&self.cfg, &self.bins, &self.layout, &ops.state)?;
+        self.start_locked(&mut ops).await?;
+        self.wait_streaming(primary_timeline).await?;
+        let duration_ms = began.elapsed().as_millis() as u64;
+        tracing::warn!(method, duration_ms, primary = %req.primary, "demoted: streaming");
+        Ok(DemoteResponse {
+            method: method.into(),
+            duration_ms,
+        })
+    }
+
+    /// Runs pg_rewind against the primary; `Ok(false)` when no rewind was needed.
+    async fn rewind(&self, primary: &toygres_common::names::PgAddress) -> anyhow::Result<bool> {
+        let source = format!(
+            "host={} port={} user=postgres dbname=postgres passfile={} connect_timeout=10",
+            primary.host,
+            primary.port,
+            self.layout.pgpass().display()
+        );
+        let target = format!("--target-pgdata={}", self.layout.data_dir.display());
+        let source = format!("--source-server={source}");
+        let out = process::run_tool(
+            &self.bins,
+            "pg_rewind",
+            &[OsStr::new(&target), OsStr::new(&source)],
+            &[("PGPASSFILE", self.layout.pgpass().as_path())],
+        )
+        .await?;
+        Ok(!out.contains("no rewind required"))
+    }
+
+    /// Throws the data directory away and copies the primary afresh. The old directory is kept
+    /// aside until the copy has succeeded.
+    async fn reclone(&self, primary: &toygres_common::names::PgAddress) -> Result<(), OpError> {
+        let aside = self.layout.discarded_dir();
+        let _ = std::fs::remove_dir_all(&aside);
+        std::fs::rename(&self.layout.data_dir, &aside)
+            .map_err(|e| OpError::Failed(format!("set the old data directory aside: {e}")))?;
+        match bootstrap::clone_from_primary(&self.cfg, &self.bins, &self.layout, primary).await {
+            Ok(()) => {
+                let _ = std::fs::remove_dir_all(&aside);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&self.layout.data_dir);
+                let _ = std::fs::rename(&aside, &self.layout.data_dir);
+                Err(OpError::Failed(format!("re-clone from {primary}: {e:#}")))
+            }
+        }
+    }
+
+    /// Polls until the WAL receiver streams (on `timeline` or later, when given), or fails after
+    /// [`STREAMING_TIMEOUT`].
+    pub(super) async fn wait_streaming(&self, timeline: Option<u32>) -> Result<(), OpError> {
+        let deadline = Instant::now() + STREAMING_TIMEOUT;
+        let mut last = String::from("no WAL receiver");
+        while Instant::now() < deadline {
+            if let Ok(client) = sql::connect_local(&self.cfg).await {
+                match client
+                    .query_opt("SELECT status, received_tli FROM pg_stat_wal_receiver", &[])
+                    .await
+                {
+                    Ok(Some(row)) => {
+                        let status: String = row.get(0);
+                        let tli: Option<i32> = row.get(1);
+                        let tli = tli.unwrap_or(0) as u32;
+                        if status == "streaming" && timeline.is_none_or(|t| tli >= t) {
+                            return Ok(());
+                        }
+                        last = format!("WAL receiver {status} on timeline {tli}");
+                    }
+                    Ok(None) => last = "no WAL receiver".into(),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(OpError::Failed(format!(
+            "started as a standby but not streaming after {STREAMING_TIMEOUT:?}: {last}"
+        )))
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}

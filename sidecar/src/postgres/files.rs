@@ -1,0 +1,394 @@
+//! The files the sidecar owns in and beside the data directory: `toygres.conf` (settings the
+//! sidecar manages, included by `postgresql.conf`), `pg_hba.conf`, the replication `pgpass` file,
+//! `standby.signal`, the fence marker, and `toygres.state.json` (what the sidecar must remember
+//! across restarts: the primary it follows and the synchronous replication settings).
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use toygres_common::names::PgAddress;
+use toygres_common::pg_exec::PgBinaries;
+
+use crate::config::Config;
+
+/// Settings the sidecar manages itself; `PUT /v1/parameters` refuses them.
+pub const OWNED_PARAMETERS: &[&str] = &[
+    "archive_command",
+    "archive_library",
+    "archive_mode",
+    "cluster_name",
+    "config_file",
+    "data_directory",
+    "external_pid_file",
+    "full_page_writes",
+    "hba_file",
+    "hot_standby",
+    "ident_file",
+    "listen_addresses",
+    "logging_collector",
+    "max_slot_wal_keep_size",
+    "port",
+    "primary_conninfo",
+    "primary_slot_name",
+    "promote_trigger_file",
+    "recovery_target",
+    "recovery_target_action",
+    "recovery_target_inclusive",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_time",
+    "recovery_target_timeline",
+    "recovery_target_xid",
+    "restore_command",
+    "synchronous_commit",
+    "synchronous_standby_names",
+    "unix_socket_directories",
+    "unix_socket_group",
+    "unix_socket_permissions",
+    "wal_level",
+    "wal_log_hints",
+];
+
+/// Values of `synchronous_commit` Postgres accepts.
+pub const SYNCHRONOUS_COMMIT_VALUES: &[&str] =
+    &["on", "off", "local", "remote_write", "remote_apply"];
+
+/// Whether the sidecar manages `name` itself.
+pub fn is_owned(name: &str) -> bool {
+    OWNED_PARAMETERS.contains(&name)
+}
+
+/// What the sidecar remembers about replication, kept in the data directory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ReplicationState {
+    /// The primary this server follows when it is a standby.
+    pub primary: Option<PgAddress>,
+    #[serde(default)]
+    pub synchronous_standby_names: String,
+    #[serde(default = "default_synchronous_commit")]
+    pub synchronous_commit: String,
+}
+
+fn default_synchronous_commit() -> String {
+    "on".into()
+}
+
+/// Paths of one member's files.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub data_dir: PathBuf,
+    pub run_dir: PathBuf,
+}
+
+impl Layout {
+    pub fn new(cfg: &Config) -> Self {
+        Self {
+            data_dir: cfg.data_dir.clone(),
+            run_dir: cfg.run_dir.clone(),
+        }
+    }
+    pub fn pg_version_file(&self) -> PathBuf {
+        self.data_dir.join("PG_VERSION")
+    }
+    pub fn standby_signal(&self) -> PathBuf {
+        self.data_dir.join("standby.signal")
+    }
+    pub fn fence_marker(&self) -> PathBuf {
+        self.data_dir.join("toygres.fenced")
+    }
+    pub fn state_file(&self) -> PathBuf {
+        self.data_dir.join("toygres.state.json")
+    }
+    pub fn toygres_conf(&self) -> PathBuf {
+        self.data_dir.join("toygres.conf")
+    }
+    pub fn postmaster_pid(&self) -> PathBuf {
+        self.data_dir.join("postmaster.pid")
+    }
+    pub fn pgpass(&self) -> PathBuf {
+        self.run_dir.join("pgpass")
+    }
+    /// A sibling of the data directory that bootstrap fills before renaming it into place, so a
+    /// bootstrap cut short never leaves a half-made data directory behind.
+    pub fn bootstrap_dir(&self) -> PathBuf {
+        let mut name = self
+            .data_dir
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        name.push(".bootstrap");
+        self.data_dir.with_file_name(name)
+    }
+    /// Where a re-clone keeps the old data directory until the new copy is in place.
+    pub fn discarded_dir(&self) -> PathBuf {
+        let mut name = self
+            .data_dir
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        name.push(".discarded");
+        self.data_dir.with_file_name(name)
+    }
+    /// The data directory holds a Postgres cluster.
+    pub fn is_initialized(&self) -> bool {
+        self.pg_version_file().exists()
+    }
+    pub fn is_standby(&self) -> bool {
+        self.standby_signal().exists()
+    }
+    pub fn is_fenced(&self) -> bool {
+        self.fence_marker().exists()
+    }
+}
+
+/// Writes `content` to `path` atomically (temp file, fsync, rename) with `mode`, owned by the
+/// Postgres OS user.
+pub fn write_file(bins: &PgBinaries, path: &Path, content: &[u8], mode: u32) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp-toygres");
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("create {}", tmp.display()))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("set the mode of {}", tmp.display()))?;
+        f.write_all(content)
+            .with_context(|| format!("write {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("sync {}", tmp.display()))?;
+    }
+    bins.chown(&tmp)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename {} into place", tmp.display()))?;
+    Ok(())
+}
+
+/// Quotes a value for a Postgres configuration file.
+pub fn conf_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Quotes a value inside a libpq connection string.
+fn conninfo_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// The libpq connection string a standby uses to reach `primary` (no password: it is read from
+/// the pgpass file).
+pub fn primary_conninfo(cfg: &Config, layout: &Layout, primary: &PgAddress) -> String {
+    format!(
+        "host={} port={} user=replicator passfile={} application_name={} connect_timeout=5 \
+         keepalives_idle=5 keepalives_interval=2 keepalives_count=3",
+        conninfo_quote(&primary.host),
+        primary.port,
+        conninfo_quote(&layout.pgpass().display().to_string()),
+        conninfo_quote(&cfg.member_name),
+    )
+}
+
+/// The content of `toygres.conf`: the settings the sidecar owns, from its flags and state.
+pub fn render_toygres_conf(
+    cfg: &Config,
+    layout: &Layout,
+    state: &ReplicationState,
+    standby: bool,
+) -> String {
+    let mut lines = vec![
+        "# Managed by toygres-sidecar and rewritten at every start: do not edit.".to_string(),
+        format!("listen_addresses = {}", conf_quote(&cfg.pg_listen)),
+        format!("port = {}", cfg.pg_port),
+        format!(
+            "unix_socket_directories = {}",
+            conf_quote(&layout.run_dir.display().to_string())
+        ),
+        "unix_socket_permissions = 0700".into(),
+        "wal_level = replica".into(),
+        "hot_standby = on".into(),
+        // pg_rewind needs hint-bit changes in WAL (data checksums give the same; both are on).
+        "wal_log_hints = on".into(),
+        "full_page_writes = on".into(),
+        // Postgres logs to stderr, which the sidecar forwards into its own log.
+        "logging_collector = off".into(),
+        format!("cluster_name = {}", conf_quote(&cfg.member_name)),
+        format!(
+            "max_slot_wal_keep_size = {}",
+            conf_quote(&cfg.max_slot_wal_keep_size)
+        ),
+        format!(
+            "synchronous_standby_names = {}",
+            conf_quote(&state.synchronous_standby_names)
+        ),
+        format!(
+            "synchronous_commit = {}",
+            conf_quote(&state.synchronous_commit)
+        ),
+        "recovery_target_timeline = 'latest'".into(),
+    ];
+    if standby {
+        if let Some(primary) = &state.primary {
+            lines.push(format!(
+                "primary_conninfo = {}",
+                conf_quote(&primary_conninfo(cfg, layout, primary))
+            ));
+            lines.push(format!(
+                "primary_slot_name = {}",
+                conf_quote(&cfg.slot_name())
+            ));
+        }
+    }
+    lines.push(String::new());
+    lines.join("\n")
+}
+
+/// `pg_hba.conf`: the local socket (private to the Postgres OS user) is trusted; over TCP every
+/// connection authenticates with scram-sha-256, and `replicator` may only replicate.
+pub const PG_HBA: &str = "\
+# Managed by toygres-sidecar: do not edit.
+# TYPE  DATABASE     USER        ADDRESS     METHOD
+# The socket directory is mode 0700, owned by the Postgres OS user.
+local   all          all                     trust
+host    replication  replicator  0.0.0.0/0   scram-sha-256
+host    replication  replicator  ::/0        scram-sha-256
+host    all          replicator  0.0.0.0/0   reject
+host    all          replicator  ::/0        reject
+host    all          all         0.0.0.0/0   scram-sha-256
+host    all          all         ::/0        scram-sha-256
+";
+
+/// Escapes a pgpass field.
+fn pgpass_escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace(':', "\\:")
+}
+
+/// The pgpass file Postgres and its tools read the replication and superuser passwords from.
+pub fn render_pgpass(cfg: &Config) -> String {
+    format!(
+        "*:*:*:replicator:{}\n*:*:*:postgres:{}\n",
+        pgpass_escape(&cfg.secrets.replication_password),
+        pgpass_escape(&cfg.secrets.superuser_password)
+    )
+}
+
+/// Reads the replication state; a missing file is the default state.
+pub fn read_state(layout: &Layout) -> anyhow::Result<ReplicationState> {
+    let path = layout.state_file();
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ReplicationState {
+            synchronous_commit: default_synchronous_commit(),
+            ..Default::default()
+        }),
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
+/// Everything the sidecar writes before Postgres starts: the run directory (socket, pgpass),
+/// `pg_hba.conf`, `toygres.conf` and the state file.
+pub fn prepare_for_start(
+    cfg: &Config,
+    bins: &PgBinaries,
+    layout: &Layout,
+    state: &ReplicationState,
+) -> anyhow::Result<()> {
+    ensure_private_dir(bins, &layout.run_dir)?;
+    write_file(bins, &layout.pgpass(), render_pgpass(cfg).as_bytes(), 0o600)?;
+    write_config(cfg, bins, layout, state)
+}
+
+/// Writes the state file, `toygres.conf` and `pg_hba.conf` (a reload applies them).
+pub fn write_config(
+    cfg: &Config,
+    bins: &PgBinaries,
+    layout: &Layout,
+    state: &ReplicationState,
+) -> anyhow::Result<()> {
+    let state_json = serde_json::to_vec_pretty(state).context("serialize the replication state")?;
+    write_file(bins, &layout.state_file(), &state_json, 0o600)?;
+    let conf = render_toygres_conf(cfg, layout, state, layout.is_standby());
+    write_file(bins, &layout.toygres_conf(), conf.as_bytes(), 0o600)?;
+    write_file(
+        bins,
+        &layout.data_dir.join("pg_hba.conf"),
+        PG_HBA.as_bytes(),
+        0o600,
+    )?;
+    ensure_included(bins, layout)
+}
+
+/// Makes `postgresql.conf` include `toygres.conf` (once).
+fn ensure_included(bins: &PgBinaries, layout: &Layout) -> anyhow::Result<()> {
+    let path = layout.data_dir.join("postgresql.conf");
+    let current =
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let line = "include 'toygres.conf'";
+    if current.lines().any(|l| l.trim() == line) {
+        return Ok(());
+    }
+    let updated = format!(
+        "{}\n# Settings owned by toygres-sidecar.\n{line}\n",
+        current.trim_end()
+    );
+    write_file(bins, &path, updated.as_bytes(), 0o600)
+}
+
+/// Creates `dir` (and its parents) as a directory only the Postgres OS user can enter.
+pub fn ensure_private_dir(bins: &PgBinaries, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("set the mode of {}", dir.display()))?;
+    bins.chown(dir)?;
+    Ok(())
+}
+
+/// Creates or removes `standby.signal`.
+pub fn set_standby_signal(bins: &PgBinaries, layout: &Layout, standby: bool) -> anyhow::Result<()> {
+    let path = layout.standby_signal();
+    if standby {
+        write_file(bins, &path, b"", 0o600)
+    } else {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("remove {}", path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_escapes_quotes_and_backslashes() {
+        assert_eq!(conf_quote("a'b\\c"), "'a''b\\\\c'");
+        assert_eq!(conninfo_quote("a'b"), "'a\\'b'");
+        assert_eq!(pgpass_escape("p:w\\d"), "p\\:w\\\\d");
+    }
+
+    #[test]
+    fn owned_parameters_are_sorted_and_cover_the_issue_list() {
+        let mut sorted = OWNED_PARAMETERS.to_vec();
+        sorted.sort();
+        assert_eq!(sorted, OWNED_PARAMETERS);
+        for name in [
+            "port",
+            "listen_addresses",
+            "wal_level",
+            "archive_command",
+            "restore_command",
+            "primary_conninfo",
+            "synchronous_standby_names",
+        ] {
+            assert!(is_owned(name), "{name}");
+        }
+        assert!(!is_owned("work_mem"));
+    }
+}

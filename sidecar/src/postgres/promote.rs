@@ -1,0 +1,122 @@
+//! Promotion of this standby. Single-flight: a second request while one runs joins it, and the
+//! promotion goes on even when the client that asked hangs up.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use toygres_common::sidecar_api::PromoteResponse;
+
+use super::files;
+use super::member::{Member, OpError};
+
+impl Member {
+    /// Promotes this standby and returns once it accepts writes.
+    pub async fn promote(self: &Arc<Self>) -> Result<PromoteResponse, OpError> {
+        let mut rx = {
+            let mut flight = self.promotion.lock().unwrap_or_else(|p| p.into_inner());
+            match flight.as_ref() {
+                Some(rx) if rx.borrow().is_none() => rx.clone(),
+                _ => {
+                    let (tx, rx) = watch::channel(None);
+                    *flight = Some(rx.clone());
+                    let member = Arc::clone(self);
+                    tokio::spawn(async move {
+                        let result = member.promote_now().await;
+                        let _ = tx.send(Some(result));
+                    });
+                    rx
+                }
+            }
+        };
+        let done = rx
+            .wait_for(|r| r.is_some())
+            .await
+            .map_err(|_| OpError::Failed("the promotion task ended without a result".into()))?;
+        done.clone()
+            .unwrap_or_else(|| Err(OpError::Failed("no promotion result".into())))
+    }
+
+    async fn promote_now(&self) -> Result<PromoteResponse, OpError> {
+        let began = Instant::now();
+        let mut ops = self.ops.lock().await;
+        if self.layout.is_fenced() {
+            return Err(OpError::Conflict(
+                "the member is fenced; unfence it first".into(),
+            ));
+        }
+        if ops.child.is_none() {
+            return Err(OpError::Conflict("postgres is not running".into()));
+        }
+        let client = super::sql::connect_local(&self.cfg)
+            .await
+            .map_err(|e| OpError::Unavailable(format!("connect to postgres: {e}")))?;
+        let in_recovery: bool = client
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .map_err(|e| OpError::Failed(format!("ask whether postgres is in recovery: {e}")))?
+            .get(0);
+        if !in_recovery {
+            return Err(OpError::Conflict("this server is already a primary".into()));
+        }
+        tracing::warn!("promoting this standby");
+        let promoted: bool = client
+            .query_one("SELECT pg_promote(true, 60)", &[])
+            .await
+            .map_err(|e| OpError::Failed(format!("promote: {e}")))?
+            .get(0);
+        if !promoted {
+            return Err(OpError::Failed(
+                "promotion did not finish within 60 s".into(),
+            ));
+        }
+        // Accepting writes: a transaction id can be assigned.
+        let row = client
+            .query_one(
+                "SELECT pg_current_xact_id()::text, pg_walfile_name(pg_current_wal_lsn()), \
+                 pg_current_wal_lsn()::text",
+                &[],
+            )
+            .await
+            .map_err(|e| OpError::Failed(format!("check the promoted server takes writes: {e}")))?;
+        let walfile: String = row.get(1);
+        let lsn: String = row.get(2);
+        let timeline = timeline_of_walfile(&walfile)
+            .ok_or_else(|| OpError::Failed(format!("unexpected WAL file name {walfile}")))?;
+        // Postgres removed standby.signal; forget the old primary in the sidecar's files too.
+        ops.state.primary = None;
+        files::write_config(&self.cfg, &self.bins, &self.layout, &ops.state)?;
+        client
+            .execute("SELECT pg_reload_conf()", &[])
+            .await
+            .map_err(|e| OpError::Failed(format!("reload: {e}")))?;
+        let duration_ms = began.elapsed().as_millis() as u64;
+        tracing::warn!(timeline, %lsn, duration_ms, "promoted: accepting writes");
+        Ok(PromoteResponse {
+            timeline,
+            lsn,
+            duration_ms,
+        })
+    }
+}
+
+/// The timeline a WAL file name starts with (`00000002000000000000000A` → 2).
+pub fn timeline_of_walfile(name: &str) -> Option<u32> {
+    u32::from_str_radix(name.get(..8)?, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timelines_come_from_wal_file_names() {
+        assert_eq!(
+            super::timeline_of_walfile("00000002000000000000000A"),
+            Some(2)
+        );
+        assert_eq!(
+            super::timeline_of_walfile("0000001F0000000100000003"),
+            Some(31)
+        );
+        assert_eq!(super::timeline_of_walfile("xyz"), None);
+    }
+}

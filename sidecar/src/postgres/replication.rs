@@ -1,0 +1,106 @@
+//! `PUT /v1/replication`: synchronous replication settings on a primary, and the primary a
+//! standby follows. Values are written to `toygres.conf`, checked by Postgres's own parser
+//! (`pg_file_settings`) before they are kept, and applied with a reload.
+
+use toygres_common::sidecar_api::ReplicationRequest;
+
+use super::files::{self, SYNCHRONOUS_COMMIT_VALUES};
+use super::member::{Member, OpError};
+use super::sql;
+
+impl Member {
+    /// Applies a replication change; fields left out keep their value.
+    pub async fn set_replication(&self, req: &ReplicationRequest) -> Result<String, OpError> {
+        if req.synchronous_standby_names.is_none()
+            && req.synchronous_commit.is_none()
+            && req.primary.is_none()
+        {
+            return Err(OpError::invalid("invalid_request", "nothing to change"));
+        }
+        if let Some(level) = &req.synchronous_commit {
+            if !SYNCHRONOUS_COMMIT_VALUES.contains(&level.as_str()) {
+                return Err(OpError::invalid(
+                    "invalid_value",
+                    format!(
+                        "synchronous_commit must be one of {}, not {level:?}",
+                        SYNCHRONOUS_COMMIT_VALUES.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(names) = &req.synchronous_standby_names {
+            if names.contains(['\0', '\n', '\r', '\'', '\\']) {
+                return Err(OpError::invalid(
+                    "invalid_value",
+                    "synchronous_standby_names must be one line without quotes or backslashes",
+                ));
+            }
+        }
+        let mut ops = self.ops.lock().await;
+        if ops.child.is_none() {
+            return Err(OpError::Conflict("postgres is not running".into()));
+        }
+        let client = sql::connect_local(&self.cfg)
+            .await
+            .map_err(|e| OpError::Unavailable(format!("connect to postgres: {e}")))?;
+        let standby = self.layout.is_standby();
+        if let Some(primary) = &req.primary {
+            if !standby {
+                return Err(OpError::Conflict(
+                    "this server is a primary; use /v1/demote to make it follow another".into(),
+                ));
+            }
+            sql::ensure_slot_on_primary(&self.cfg, primary)
+                .await
+                .map_err(|e| OpError::Unavailable(format!("{e:#}")))?;
+        }
+        let before = ops.state.clone();
+        let mut next = before.clone();
+        if let Some(names) = &req.synchronous_standby_names {
+            next.synchronous_standby_names = names.clone();
+        }
+        if let Some(level) = &req.synchronous_commit {
+            next.synchronous_commit = level.clone();
+        }
+        if let Some(primary) = &req.primary {
+            next.primary = Some(primary.clone());
+        }
+        files::write_config(&self.cfg, &self.bins, &self.layout, &next)?;
+        // Postgres parses the files again for pg_file_settings and reports what it would reject.
+        let errors = client
+            .query(
+                "SELECT name, error FROM pg_file_settings \
+                 WHERE sourcefile LIKE '%/toygres.conf' AND error IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(|e| OpError::Failed(format!("read pg_file_settings: {e}")))?;
+        if let Some(row) = errors.first() {
+            files::write_config(&self.cfg, &self.bins, &self.layout, &before)?;
+            let name: Option<String> = row.get(0);
+            let error: String = row.get(1);
+            let name = name.unwrap_or_else(|| "toygres.conf".into());
+            let hint = if name == "synchronous_standby_names" {
+                " (Postgres could not parse it; standby names with '-' must be double-quoted, \
+                 as in ANY 1 (\"db-1\", \"db-2\"))"
+            } else {
+                ""
+            };
+            return Err(OpError::invalid(
+                "invalid_value",
+                format!("{name}: {error}{hint}"),
+            ));
+        }
+        client
+            .execute("SELECT pg_reload_conf()", &[])
+            .await
+            .map_err(|e| OpError::Failed(format!("reload: {e}")))?;
+        ops.state = next;
+        drop(ops);
+        if req.primary.is_some() {
+            self.wait_streaming(None).await?;
+        }
+        tracing::info!(?req, "replication settings changed");
+        Ok("replication settings applied".into())
+    }
+}

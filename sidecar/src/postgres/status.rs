@@ -1,0 +1,164 @@
+//! What this member is doing: role, positions, lag, standbys, pending restarts. Read with one
+//! reused connection and never behind an operation, so status stays answerable during a
+//! promotion or a restart.
+
+use std::time::Duration;
+
+use toygres_common::sidecar_api::{Role, StandbyStatus, Status};
+
+use super::member::{Member, OpError};
+use super::promote::timeline_of_walfile;
+use super::sql::parse_lsn;
+
+/// Status queries give up after this long (a stuck server reads as not running).
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Member {
+    /// The member's status; a server that does not answer reads as not running.
+    pub async fn status(&self) -> Status {
+        let ops_state = {
+            // Readable without waiting: the state only changes under the ops lock, and a
+            // slightly stale copy is fine for status.
+            self.ops.try_lock().ok().map(|o| o.state.clone())
+        };
+        let mut status = Status {
+            member: self.cfg.member_name.clone(),
+            role: if !self.layout.is_initialized() {
+                Role::Unknown
+            } else if self.layout.is_standby() {
+                Role::Standby
+            } else {
+                Role::Primary
+            },
+            running: false,
+            fenced: self.layout.is_fenced(),
+            pid: self.pid(),
+            timeline: None,
+            system_identifier: None,
+            current_lsn: None,
+            receive_lsn: None,
+            replay_lsn: None,
+            wal_receiver_status: None,
+            primary: None,
+            lag_bytes: None,
+            lag_seconds: None,
+            standbys: Vec::new(),
+            synchronous_standby_names: None,
+            synchronous_commit: None,
+            pending_restart: Vec::new(),
+            postgres_restarts: self.restarts(),
+            server_version: None,
+        };
+        match tokio::time::timeout(QUERY_TIMEOUT, self.fill_status(&mut status)).await {
+            Ok(Ok(())) => status.running = true,
+            Ok(Err(e)) => tracing::debug!("status query: {e}"),
+            Err(_) => tracing::warn!("status query timed out after {QUERY_TIMEOUT:?}"),
+        }
+        if status.role == Role::Standby {
+            status.primary = ops_state.and_then(|s| s.primary).or_else(|| {
+                super::files::read_state(&self.layout)
+                    .ok()
+                    .and_then(|s| s.primary)
+            });
+        }
+        status
+    }
+
+    async fn fill_status(&self, s: &mut Status) -> Result<(), OpError> {
+        let client = self.query_client().await?;
+        let fail = |e: tokio_postgres::Error| OpError::Failed(e.to_string());
+        let row = client
+            .query_one(
+                "SELECT pg_is_in_recovery(), \
+                        (SELECT system_identifier::text FROM pg_control_system()), \
+                        current_setting('server_version'), \
+                        current_setting('synchronous_standby_names'), \
+                        current_setting('synchronous_commit'), \
+                        CASE WHEN pg_is_in_recovery() THEN NULL \
+                             ELSE pg_current_wal_lsn()::text END, \
+                        CASE WHEN pg_is_in_recovery() THEN NULL \
+                             ELSE pg_walfile_name(pg_current_wal_lsn()) END, \
+                        pg_last_wal_receive_lsn()::text, \
+                        pg_last_wal_replay_lsn()::text, \
+                        (SELECT timeline_id FROM pg_control_checkpoint()), \
+                        CASE WHEN pg_last_wal_receive_lsn() IS NULL \
+                               OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0 \
+                             ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END, \
+                        ARRAY(SELECT name FROM pg_settings WHERE pending_restart ORDER BY name)",
+                &[],
+            )
+            .await
+            .map_err(fail)?;
+        let in_recovery: bool = row.get(0);
+        s.role = if in_recovery {
+            Role::Standby
+        } else {
+            Role::Primary
+        };
+        s.system_identifier = row.get(1);
+        s.server_version = row.get(2);
+        s.synchronous_standby_names = row.get(3);
+        s.synchronous_commit = row.get(4);
+        s.pending_restart = row.get(11);
+        if in_recovery {
+            s.receive_lsn = row.get(7);
+            s.replay_lsn = row.get(8);
+            let checkpoint_tli: i32 = row.get(9);
+            s.timeline = Some(checkpoint_tli as u32);
+            s.lag_seconds = row.get::<_, Option<f64>>(10).map(|v| v.max(0.0));
+            let receiver = client
+                .query_opt(
+                    "SELECT status, latest_end_lsn::text, received_tli FROM pg_stat_wal_receiver",
+                    &[],
+                )
+                .await
+                .map_err(fail)?;
+            let replay = s.replay_lsn.as_deref().and_then(parse_lsn);
+            let mut upstream = s.receive_lsn.as_deref().and_then(parse_lsn);
+            if let Some(r) = receiver {
+                s.wal_receiver_status = r.get(0);
+                let latest: Option<String> = r.get(1);
+                if let Some(latest) = latest.as_deref().and_then(parse_lsn) {
+                    upstream = upstream.max(Some(latest));
+                }
+                let tli: Option<i32> = r.get(2);
+                if let Some(tli) = tli {
+                    s.timeline = Some(s.timeline.unwrap_or(0).max(tli as u32));
+                }
+            }
+            if let (Some(up), Some(replay)) = (upstream, replay) {
+                s.lag_bytes = Some(up.saturating_sub(replay));
+            }
+        } else {
+            s.current_lsn = row.get(5);
+            let walfile: Option<String> = row.get(6);
+            s.timeline = walfile.as_deref().and_then(timeline_of_walfile);
+            let rows = client
+                .query(
+                    "SELECT application_name, host(client_addr), state, sync_state, \
+                            sent_lsn::text, flush_lsn::text, replay_lsn::text, \
+                            pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::float8, \
+                            extract(epoch FROM replay_lag)::float8 \
+                     FROM pg_stat_replication ORDER BY application_name",
+                    &[],
+                )
+                .await
+                .map_err(fail)?;
+            s.standbys = rows
+                .iter()
+                .map(|r| StandbyStatus {
+                    application_name: r.get(0),
+                    client_addr: r.get(1),
+                    state: r.get::<_, Option<String>>(2).unwrap_or_default(),
+                    sync_state: r.get::<_, Option<String>>(3).unwrap_or_default(),
+                    sent_lsn: r.get(4),
+                    flush_lsn: r.get(5),
+                    replay_lsn: r.get(6),
+                    lag_bytes: r.get::<_, Option<f64>>(7).map(|v| v.max(0.0) as u64),
+                    replay_lag_seconds: r.get(8),
+                })
+                .collect();
+        }
+        Ok(())
+    }
+}
