@@ -1,0 +1,71 @@
+//! The API's errors: each case maps to an HTTP status and a machine-readable code; internal
+//! detail is logged here, once, and not sent to the client.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use toygres_common::ErrorBody;
+
+use crate::cms::CmsError;
+
+/// An error answered to an API client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("the CMS is unavailable: {0}")]
+    CmsUnavailable(#[source] CmsError),
+    #[error("internal error: {0:#}")]
+    Internal(anyhow::Error),
+}
+
+impl From<CmsError> for ApiError {
+    fn from(e: CmsError) -> Self {
+        if e.is_unavailable() {
+            ApiError::CmsUnavailable(e)
+        } else {
+            ApiError::Internal(e.into())
+        }
+    }
+}
+
+impl ApiError {
+    /// The HTTP status and the code of the JSON body.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::CmsUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "cms_unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            ApiError::CmsUnavailable(e) => {
+                tracing::warn!("answering 503: the CMS is unavailable: {e}");
+                "the CMS database is unavailable".to_string()
+            }
+            ApiError::Internal(e) => {
+                tracing::error!("answering 500: {e:#}");
+                "internal error; see the controller's log".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut response = (status, Json(ErrorBody::new(code, message))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

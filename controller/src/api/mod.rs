@@ -1,0 +1,173 @@
+//! The controller's HTTP API: the router, its shared state, and one file per route.
+//!
+//! `/healthz` and `/metrics` answer without authentication; everything under `/v1` requires the
+//! bearer token. Every non-2xx answer is an [`ErrorBody`](toygres_common::ErrorBody).
+
+mod auth;
+pub mod error;
+mod health;
+mod instances;
+mod metrics;
+pub mod types;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::{Method, Uri};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+
+use crate::cms::Cms;
+use crate::token::ApiToken;
+
+pub use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub cms: Arc<Cms>,
+    pub token: Arc<ApiToken>,
+}
+
+/// The API's router.
+pub fn app(state: ApiState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/instances", get(instances::list))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(metrics::metrics))
+        .merge(v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}
+
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    use tower::ServiceExt as _;
+    use toygres_common::ErrorBody;
+
+    use super::*;
+
+    /// A router whose CMS cannot be reached: a socket directory with no Postgres in it.
+    fn unreachable_cms_app() -> (Router, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host_path(dir.path())
+            .port(1)
+            .user("postgres")
+            .dbname("toygres");
+        let state = ApiState {
+            cms: Arc::new(Cms::new(config)),
+            token: Arc::new(ApiToken::parse("the-token").unwrap()),
+        };
+        (app(state), dir)
+    }
+
+    async fn send(
+        app: Router,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, String) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = app
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    fn error_code(body: &str) -> String {
+        serde_json::from_str::<ErrorBody>(body).unwrap().error.code
+    }
+
+    #[tokio::test]
+    async fn healthz_is_503_when_the_cms_is_unreachable() {
+        let (app, _dir) = unreachable_cms_app();
+        let (status, body) = send(app, "GET", "/healthz", None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error_code(&body), "cms_unavailable");
+    }
+
+    #[tokio::test]
+    async fn v1_routes_require_the_bearer_token() {
+        let (app, _dir) = unreachable_cms_app();
+        let (status, body) = send(app.clone(), "GET", "/v1/instances", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(error_code(&body), "unauthorized");
+
+        let (status, body) = send(app.clone(), "GET", "/v1/instances", Some("wrong")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(error_code(&body), "unauthorized");
+
+        // The right token gets past authentication, to the unreachable CMS.
+        let (status, body) = send(app, "GET", "/v1/instances", Some("the-token")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error_code(&body), "cms_unavailable");
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_and_methods_answer_json_errors() {
+        let (app, _dir) = unreachable_cms_app();
+        let (status, body) = send(app.clone(), "GET", "/nope", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(error_code(&body), "not_found");
+
+        let (status, body) = send(app, "DELETE", "/healthz", None).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(error_code(&body), "method_not_allowed");
+    }
+
+    #[tokio::test]
+    async fn metrics_report_the_controller_up_and_the_cms_down() {
+        let (app, _dir) = unreachable_cms_app();
+        let (status, body) = send(app, "GET", "/metrics", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("\ntoygres_controller_up 1\n"), "{body}");
+        assert!(body.contains("\ntoygres_controller_cms_up 0\n"), "{body}");
+    }
+}

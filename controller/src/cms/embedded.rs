@@ -1,0 +1,683 @@
+//! The embedded CMS: a Postgres cluster the controller runs as its child when no `DATABASE_URL`
+//! is given. Its files live under `$TOYGRES_HOME/cms`:
+//!
+//! ```text
+//! cms/data/                 the cluster (initdb'd once, into an empty directory)
+//! cms/run/                  the Unix socket directory (mode 0700); the controller connects here
+//! cms/port                  the loopback TCP port, chosen once so it stays stable
+//! cms/superuser.password    the `postgres` role's password for TCP connections (mode 0600)
+//! cms/controller.lock       held (flock) while a controller runs this cluster
+//! ```
+//!
+//! When the controller is root, Postgres runs as the `postgres` OS user, which owns `cms/`.
+//! Postgres's log lines are forwarded into the controller's log; it is stopped with SIGINT (fast
+//! shutdown) when the controller stops.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rand::RngCore as _;
+use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
+use tokio::sync::watch;
+use toygres_common::pg_exec::{OsUser, PgBinaries};
+
+use crate::home::write_file_atomically;
+use crate::token::hex;
+
+/// How long Postgres may take to accept connections after it is started.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a fast shutdown (SIGINT) may take before an immediate one (SIGQUIT) is asked for.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The longest Unix socket path the kernel accepts (`sun_path` less its terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The OS user and role the embedded cluster's superuser is named after.
+const SUPERUSER: &str = "postgres";
+
+/// The files of the embedded CMS under `$TOYGRES_HOME/cms`.
+#[derive(Debug, Clone)]
+pub struct CmsPaths {
+    pub dir: PathBuf,
+    pub data: PathBuf,
+    pub run: PathBuf,
+    pub port_file: PathBuf,
+    pub password_file: PathBuf,
+    pub lock_file: PathBuf,
+}
+
+impl CmsPaths {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            data: dir.join("data"),
+            run: dir.join("run"),
+            port_file: dir.join("port"),
+            password_file: dir.join("superuser.password"),
+            lock_file: dir.join("controller.lock"),
+            dir,
+        }
+    }
+}
+
+/// A running embedded CMS: the Postgres child process and what is needed to reach it.
+#[derive(Debug)]
+pub struct EmbeddedCms {
+    paths: CmsPaths,
+    port: u16,
+    pid: Pid,
+    /// Becomes `Some(status)` when the child exits.
+    exit: watch::Receiver<Option<String>>,
+    /// Held while this controller owns the cluster.
+    _lock: Flock<fs::File>,
+}
+
+impl EmbeddedCms {
+    /// Prepares `cms_dir` (creating the cluster the first time), stops a Postgres left running
+    /// by an earlier controller that was killed, and starts Postgres. It does not wait for
+    /// Postgres to accept connections: call [`EmbeddedCms::wait_ready`].
+    pub async fn start(cms_dir: PathBuf, pg: &PgBinaries) -> anyhow::Result<Self> {
+        let paths = CmsPaths::new(cms_dir);
+        prepare_dirs(&paths, pg)?;
+        let lock = lock_cluster(&paths.lock_file)?;
+        init_cluster(&paths, pg).await?;
+        let port = stable_port(&paths.port_file)?;
+        stop_orphaned_postmaster(&paths.data).await?;
+
+        let mut cmd = pg.command("postgres");
+        cmd.arg("-D")
+            .arg(&paths.data)
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", &format!("port={port}")])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", paths.run.display()))
+            .args(["-c", "unix_socket_permissions=0700"])
+            // The controller's log lines already carry a timestamp.
+            .args(["-c", "log_line_prefix=[%p] "])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: a ctrl-c in the terminal reaches only the controller,
+            // which then stops Postgres in order.
+            .process_group(0);
+        let mut child = tokio::process::Command::from(cmd)
+            .spawn()
+            .with_context(|| format!("start {}", pg.program("postgres").display()))?;
+        let raw_pid = child
+            .id()
+            .context("read the pid of the CMS Postgres")?
+            .try_into()
+            .context("read the pid of the CMS Postgres")?;
+        let pid = Pid::from_raw(raw_pid);
+        if let Some(stdout) = child.stdout.take() {
+            forward_log_lines(stdout);
+        }
+        if let Some(stderr) = child.stderr.take() {
+            forward_log_lines(stderr);
+        }
+        let (exit_tx, exit) = watch::channel(None);
+        tokio::spawn(async move {
+            let status = match child.wait().await {
+                Ok(status) => status.to_string(),
+                Err(e) => format!("unknown status (wait failed: {e})"),
+            };
+            exit_tx.send_replace(Some(status));
+        });
+        tracing::info!(
+            pid = raw_pid,
+            port,
+            "started the embedded CMS Postgres in {}",
+            paths.data.display()
+        );
+        Ok(Self {
+            paths,
+            port,
+            pid,
+            exit,
+            _lock: lock,
+        })
+    }
+
+    /// The files of this CMS.
+    pub fn paths(&self) -> &CmsPaths {
+        &self.paths
+    }
+
+    /// The loopback TCP port Postgres listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The postmaster's process id.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// How to connect to database `dbname` as the superuser over the Unix socket (trusted, so no
+    /// password).
+    pub fn connect_config(&self, dbname: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host_path(&self.paths.run)
+            .port(self.port)
+            .user(SUPERUSER)
+            .dbname(dbname)
+            .application_name("toygres-controller")
+            .connect_timeout(Duration::from_secs(5));
+        config
+    }
+
+    /// Waits until Postgres reports itself ready in `postmaster.pid` and accepts a connection,
+    /// failing when it exits first or `timeout` passes.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let config = self.connect_config("postgres");
+        let mut last_error = String::from("it has not reported itself ready");
+        loop {
+            if let Some(status) = self.exit.borrow().clone() {
+                bail!("the CMS Postgres exited while starting ({status}); see its log lines above");
+            }
+            let ready = matches!(
+                read_postmaster_pid(&self.paths.data),
+                Some((pid, status)) if pid == self.pid.as_raw() && status == "ready"
+            );
+            if ready {
+                match super::connect(&config).await {
+                    Ok(client) => {
+                        client
+                            .simple_query("SELECT 1")
+                            .await
+                            .context("query the CMS Postgres")?;
+                        return Ok(());
+                    }
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the CMS Postgres did not accept connections within {timeout:?}: {last_error}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Creates database `name` when it does not exist yet.
+    pub async fn ensure_database(&self, name: &str) -> anyhow::Result<()> {
+        let client = super::connect(&self.connect_config("postgres"))
+            .await
+            .context("connect to the CMS Postgres")?;
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await
+            .context("look up the CMS database")?
+            .is_some();
+        if exists {
+            return Ok(());
+        }
+        let create = format!("CREATE DATABASE {}", quote_ident(name));
+        match client.batch_execute(&create).await {
+            Ok(()) => {
+                tracing::info!("created database {name} in the embedded CMS");
+                Ok(())
+            }
+            // Another process created it between our check and our CREATE.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {
+                Ok(())
+            }
+            Err(e) => Err(e).with_context(|| format!("create database {name}")),
+        }
+    }
+
+    /// Resolves when Postgres exits, with its exit status. Only an unexpected exit can resolve
+    /// it while the controller runs: [`EmbeddedCms::stop`] consumes the handle.
+    pub async fn exited(&self) -> String {
+        let mut exit = self.exit.clone();
+        let status = match exit.wait_for(|status| status.is_some()).await {
+            Ok(status) => status.clone().unwrap_or_default(),
+            Err(_) => "unknown status".to_string(),
+        };
+        status
+    }
+
+    /// Stops Postgres with a fast shutdown (SIGINT) and waits for it to exit; asks for an
+    /// immediate shutdown (SIGQUIT) if it is still running after a minute.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        if let Some(status) = self.exit.borrow().clone() {
+            tracing::warn!("the CMS Postgres had already exited ({status})");
+            return Ok(());
+        }
+        tracing::info!(
+            pid = self.pid.as_raw(),
+            "stopping the embedded CMS Postgres"
+        );
+        signal_ignoring_gone(self.pid, Signal::SIGINT)?;
+        let mut exit = self.exit.clone();
+        let wait = |timeout| {
+            let mut exit = exit.clone();
+            async move {
+                tokio::time::timeout(timeout, exit.wait_for(|s| s.is_some()))
+                    .await
+                    .is_ok()
+            }
+        };
+        if !wait(STOP_TIMEOUT).await {
+            tracing::warn!(
+                "the CMS Postgres did not stop within {STOP_TIMEOUT:?}; sending SIGQUIT"
+            );
+            signal_ignoring_gone(self.pid, Signal::SIGQUIT)?;
+            if !wait(Duration::from_secs(10)).await {
+                bail!("the CMS Postgres (pid {}) did not stop", self.pid);
+            }
+        }
+        let status = exit.borrow_and_update().clone().unwrap_or_default();
+        tracing::info!("the embedded CMS Postgres stopped ({status})");
+        Ok(())
+    }
+}
+
+/// Creates `cms/`, `cms/data` and `cms/run` (mode 0700, owned by the Postgres OS user) and checks
+/// that the Postgres OS user can reach them.
+fn prepare_dirs(paths: &CmsPaths, pg: &PgBinaries) -> anyhow::Result<()> {
+    let run_socket = paths.run.join(".s.PGSQL.65535");
+    if run_socket.as_os_str().len() > MAX_SOCKET_PATH {
+        bail!(
+            "the CMS socket path {} is longer than the {MAX_SOCKET_PATH} bytes a Unix socket \
+             allows; choose a shorter --home",
+            run_socket.display()
+        );
+    }
+    let run = paths.run.to_string_lossy();
+    if run.contains([',', '"', '\'', '\\']) {
+        bail!(
+            "the CMS socket directory {} contains a character Postgres cannot take in \
+             unix_socket_directories; choose another --home",
+            paths.run.display()
+        );
+    }
+    for dir in [&paths.dir, &paths.data, &paths.run] {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("create {}", dir.display()))?;
+        pg.chown(dir)?;
+    }
+    if let Some(user) = &pg.run_as {
+        check_reachable(&paths.data, user)?;
+    }
+    Ok(())
+}
+
+/// Fails with a clear message when `user` cannot search every directory from `/` to `dir`.
+fn check_reachable(dir: &Path, user: &OsUser) -> anyhow::Result<()> {
+    for ancestor in dir.ancestors() {
+        let meta = fs::metadata(ancestor)
+            .with_context(|| format!("read the metadata of {}", ancestor.display()))?;
+        if !can_search(
+            meta.mode(),
+            meta.uid(),
+            meta.gid(),
+            user.uid.as_raw(),
+            user.gid.as_raw(),
+        ) {
+            bail!(
+                "the {} OS user, which runs the CMS Postgres, cannot enter {} (mode {:o}); \
+                 choose a --home it can reach (for example /var/lib/toygres) or chmod o+x {}",
+                user.name,
+                ancestor.display(),
+                meta.mode() & 0o777,
+                ancestor.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether a user (`uid`, primary group `gid`) may search a directory with `mode`, owned by
+/// `owner`:`group`.
+fn can_search(mode: u32, owner: u32, group: u32, uid: u32, gid: u32) -> bool {
+    if uid == 0 {
+        return true;
+    }
+    let bit = if uid == owner {
+        0o100
+    } else if gid == group {
+        0o010
+    } else {
+        0o001
+    };
+    mode & bit != 0
+}
+
+/// Takes the cluster's lock file, so two controllers never run one cluster.
+fn lock_cluster(path: &Path) -> anyhow::Result<Flock<fs::File>> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        if errno == nix::errno::Errno::EWOULDBLOCK {
+            anyhow::anyhow!(
+                "another controller is running the embedded CMS in {} (it holds {})",
+                path.parent().unwrap_or(path).display(),
+                path.display()
+            )
+        } else {
+            anyhow::anyhow!("lock {}: {errno}", path.display())
+        }
+    })
+}
+
+/// Runs initdb into `cms/data` when it holds no cluster yet.
+async fn init_cluster(paths: &CmsPaths, pg: &PgBinaries) -> anyhow::Result<()> {
+    if paths.data.join("PG_VERSION").exists() {
+        return Ok(());
+    }
+    let not_empty = fs::read_dir(&paths.data)
+        .with_context(|| format!("read {}", paths.data.display()))?
+        .next()
+        .is_some();
+    if not_empty {
+        bail!(
+            "{} is not empty but holds no Postgres cluster (no PG_VERSION); refusing to initdb \
+             into it, move its contents away",
+            paths.data.display()
+        );
+    }
+    tracing::info!(
+        "creating the embedded CMS cluster in {} with {}",
+        paths.data.display(),
+        pg.program("initdb").display()
+    );
+    let password = {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        hex(&bytes)
+    };
+    write_file_atomically(&paths.password_file, &format!("{password}\n"), 0o600)?;
+
+    // initdb reads the password from a file only the Postgres OS user can read, deleted after.
+    let pwfile = PasswordFile::create(paths.dir.join("initdb.pwfile"), &password, pg)?;
+    let mut cmd = pg.command("initdb");
+    cmd.arg("-D")
+        .arg(&paths.data)
+        .args([
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-U",
+            SUPERUSER,
+            "--encoding=UTF8",
+            "--locale=C",
+        ])
+        .arg(format!("--pwfile={}", pwfile.path.display()))
+        .stdin(Stdio::null());
+    let output = tokio::process::Command::from(cmd)
+        .output()
+        .await
+        .with_context(|| format!("run {}", pg.program("initdb").display()))?;
+    drop(pwfile);
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        tracing::debug!(target: "cms_postgres", "initdb: {line}");
+    }
+    if !output.status.success() {
+        bail!(
+            "initdb of the CMS cluster failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// A file holding a password, owned by the Postgres OS user, mode 0600, removed on drop.
+struct PasswordFile {
+    path: PathBuf,
+}
+
+impl PasswordFile {
+    fn create(path: PathBuf, password: &str, pg: &PgBinaries) -> anyhow::Result<Self> {
+        // A leftover from a crash would make create_new fail.
+        let _ = fs::remove_file(&path);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("create {}", path.display()))?;
+        let this = Self { path };
+        file.write_all(format!("{password}\n").as_bytes())
+            .with_context(|| format!("write {}", this.path.display()))?;
+        pg.chown(&this.path)?;
+        Ok(this)
+    }
+}
+
+impl Drop for PasswordFile {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_file(&self.path) {
+            tracing::warn!("remove {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// The port in `port_file`, or a free loopback port, recorded there for next time.
+fn stable_port(port_file: &Path) -> anyhow::Result<u16> {
+    match fs::read_to_string(port_file) {
+        Ok(text) => {
+            return text
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .with_context(|| {
+                    format!(
+                        "{} does not hold a port number (1-65535); fix or delete it",
+                        port_file.display()
+                    )
+                })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("read {}", port_file.display())),
+    }
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|listener| listener.local_addr())
+        .context("find a free loopback port for the CMS")?
+        .port();
+    write_file_atomically(port_file, &format!("{port}\n"), 0o644)?;
+    Ok(port)
+}
+
+/// Reads the pid (line 1) and the status (line 8: `starting`, `ready`, `stopping`) from
+/// `postmaster.pid`.
+fn read_postmaster_pid(data: &Path) -> Option<(i32, String)> {
+    let text = fs::read_to_string(data.join("postmaster.pid")).ok()?;
+    let mut lines = text.lines();
+    let pid = lines.next()?.trim().parse().ok()?;
+    let status = lines.nth(6).unwrap_or("").trim().to_string();
+    Some((pid, status))
+}
+
+/// Stops a postmaster still running in `data` (its controller was killed), so this controller can
+/// start its own. Only this controller holds the cluster lock, so such a process has no owner.
+async fn stop_orphaned_postmaster(data: &Path) -> anyhow::Result<()> {
+    let Some((raw_pid, _)) = read_postmaster_pid(data) else {
+        return Ok(());
+    };
+    let pid = Pid::from_raw(raw_pid);
+    if !is_running(pid) || !is_postgres(pid) {
+        // A stale file: Postgres itself recognises and replaces it.
+        return Ok(());
+    }
+    tracing::warn!(
+        pid = raw_pid,
+        "a CMS Postgres left by an earlier controller is still running; stopping it"
+    );
+    for (signal, timeout) in [
+        (Signal::SIGINT, STOP_TIMEOUT),
+        (Signal::SIGQUIT, Duration::from_secs(10)),
+    ] {
+        signal_ignoring_gone(pid, signal)?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if !is_running(pid) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    bail!("the CMS Postgres left running (pid {raw_pid}) did not stop")
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone).
+fn is_running(pid: Pid) -> bool {
+    if kill(pid, None).is_err() {
+        return false;
+    }
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name: "1234 (postgres) S …".
+        Ok(stat) => {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                != Some("Z")
+        }
+        Err(_) => true,
+    }
+}
+
+/// Whether `pid` runs the `postgres` program (when /proc can tell).
+fn is_postgres(pid: Pid) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(comm) => comm.trim() == "postgres",
+        Err(_) => true,
+    }
+}
+
+fn signal_ignoring_gone(pid: Pid, signal: Signal) -> anyhow::Result<()> {
+    match kill(pid, signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("send {signal} to the CMS Postgres (pid {pid})")),
+    }
+}
+
+/// Logs each line Postgres writes, at a level matching its severity.
+fn forward_log_lines(stream: impl AsyncRead + Unpin + Send + 'static) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            match severity(&line) {
+                Severity::Error => tracing::error!(target: "cms_postgres", "{line}"),
+                Severity::Warn => tracing::warn!(target: "cms_postgres", "{line}"),
+                Severity::Info => tracing::info!(target: "cms_postgres", "{line}"),
+            }
+        }
+    });
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Severity {
+    Error,
+    Warn,
+    Info,
+}
+
+fn severity(line: &str) -> Severity {
+    if ["PANIC:", "FATAL:"].iter().any(|s| line.contains(s)) {
+        Severity::Error
+    } else if ["ERROR:", "WARNING:"].iter().any(|s| line.contains(s)) {
+        Severity::Warn
+    } else {
+        Severity::Info
+    }
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn search_permission_follows_owner_group_other() {
+        // Owner postgres (uid 100, gid 200) on a 0700 dir.
+        assert!(can_search(0o40700, 100, 200, 100, 200));
+        // Someone else's 0700 dir: no; 0711: yes.
+        assert!(!can_search(0o40700, 0, 0, 100, 200));
+        assert!(can_search(0o40711, 0, 0, 100, 200));
+        // Group-only search.
+        assert!(can_search(0o40710, 0, 200, 100, 200));
+        assert!(!can_search(0o40701, 0, 200, 100, 200));
+    }
+
+    #[test]
+    fn postmaster_pid_file_gives_pid_and_status() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("postmaster.pid"),
+            "4242\n/data\n1700000000\n5432\n/run\n127.0.0.1\n  1234  5678\nready   \n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_postmaster_pid(dir.path()),
+            Some((4242, "ready".to_string()))
+        );
+        fs::write(dir.path().join("postmaster.pid"), "17\n/data\n").unwrap();
+        assert_eq!(read_postmaster_pid(dir.path()), Some((17, String::new())));
+        fs::remove_file(dir.path().join("postmaster.pid")).unwrap();
+        assert_eq!(read_postmaster_pid(dir.path()), None);
+    }
+
+    #[test]
+    fn port_is_chosen_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("port");
+        let first = stable_port(&file).unwrap();
+        assert_ne!(first, 0);
+        assert_eq!(stable_port(&file).unwrap(), first);
+        fs::write(&file, "not a port\n").unwrap();
+        let err = stable_port(&file).unwrap_err();
+        assert!(err.to_string().contains("does not hold a port"), "{err}");
+    }
+
+    #[test]
+    fn second_lock_on_a_cluster_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controller.lock");
+        let _held = lock_cluster(&path).unwrap();
+        let err = lock_cluster(&path).unwrap_err();
+        assert!(err.to_string().contains("another controller"), "{err}");
+    }
+
+    #[test]
+    fn log_lines_are_graded_by_postgres_severity() {
+        assert_eq!(severity("[12] FATAL:  could not bind"), Severity::Error);
+        assert_eq!(severity("[12] WARNING:  checkpoints"), Severity::Warn);
+        assert_eq!(
+            severity("[12] LOG:  database system is ready"),
+            Severity::Info
+        );
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("toygres"), "\"toygres\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}
