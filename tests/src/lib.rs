@@ -183,18 +183,16 @@ impl Sidecar {
             .arg(format!("--pg-port={}", self.pg_port))
             .arg(format!("--api-addr=127.0.0.1:{}", self.api_port))
             .arg(format!("--member-name={}", self.member))
-            .arg(format!(
-                "--token-file={}",
-                self.root.join("token").display()
-            ))
-            .arg(format!(
-                "--superuser-password-file={}",
-                self.root.join("superuser.pw").display()
-            ))
-            .arg(format!(
-                "--replication-password-file={}",
-                self.root.join("replication.pw").display()
-            ))
+            // Secret files through the environment (flags given later override them).
+            .env("TOYGRES_TOKEN_FILE", self.root.join("token"))
+            .env(
+                "TOYGRES_SUPERUSER_PASSWORD_FILE",
+                self.root.join("superuser.pw"),
+            )
+            .env(
+                "TOYGRES_REPLICATION_PASSWORD_FILE",
+                self.root.join("replication.pw"),
+            )
             .arg("--stop-timeout-secs=10")
             .env("RUST_LOG", "info");
         if let Some(primary) = &self.spec.primary {
@@ -219,11 +217,16 @@ impl Sidecar {
         self.child = Some(cmd.spawn().expect("start toygres-sidecar"));
     }
 
-    /// Starts the sidecar again after [`Sidecar::stop`] or a kill.
+    /// Starts the sidecar again after [`Sidecar::stop`] or a kill, and waits until ready.
     pub async fn restart_process(&mut self) {
+        self.relaunch();
+        self.wait_ready(Duration::from_secs(120)).await;
+    }
+
+    /// Starts the sidecar again after [`Sidecar::stop`] or a kill, without waiting.
+    pub fn relaunch(&mut self) {
         assert!(self.child.is_none(), "sidecar still running");
         self.launch();
-        self.wait_ready(Duration::from_secs(120)).await;
     }
 
     /// Waits until `/readyz` answers 200; panics with the log tail if the sidecar exits.
