@@ -19,7 +19,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
 /// The flags of `toygres controller`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ControllerArgs {
-    /// Where the controller keeps its token, address file and embedded CMS [default: $HOME/.toygres]
+    /// Where the controller keeps its token, address file and embedded CMS [default: $HOME/.toygres; /var/lib/toygres for root]
     #[arg(long, env = "TOYGRES_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
 
@@ -105,13 +105,19 @@ impl ControllerConfig {
     }
 }
 
-/// `--home` when given, else `$HOME/.toygres`; always absolute.
+/// Default home for root: root's own home is closed to the `postgres` OS user that runs the
+/// embedded CMS, so root keeps its state where system services do.
+pub const ROOT_DEFAULT_HOME: &str = "/var/lib/toygres";
+
+/// `--home` when given, else `/var/lib/toygres` for root and `$HOME/.toygres` for others;
+/// always absolute.
 pub fn resolve_home(
     arg: Option<PathBuf>,
     home_env: Option<OsString>,
 ) -> Result<PathBuf, ConfigError> {
     let path = match arg.filter(|p| !p.as_os_str().is_empty()) {
         Some(path) => path,
+        None if nix::unistd::Uid::effective().is_root() => PathBuf::from(ROOT_DEFAULT_HOME),
         None => {
             let home = home_env
                 .filter(|h| !h.is_empty())
@@ -367,23 +373,29 @@ EMPTY=
     }
 
     #[test]
-    fn home_defaults_to_dot_toygres_under_home() {
+    fn home_defaults_to_dot_toygres_under_home_or_var_lib_for_root() {
         let config = ControllerConfig::from_args(
             args(&["--database-url", "postgres://cms@db.example/toygres"]),
             Some("/home/alice".into()),
         )
         .unwrap();
-        assert_eq!(config.home.root(), Path::new("/home/alice/.toygres"));
-        assert_eq!(
-            config.token_file,
-            Path::new("/home/alice/.toygres/controller.token")
-        );
+        let expected = if nix::unistd::Uid::effective().is_root() {
+            PathBuf::from(ROOT_DEFAULT_HOME)
+        } else {
+            PathBuf::from("/home/alice/.toygres")
+        };
+        assert_eq!(config.home.root(), expected);
+        assert_eq!(config.token_file, expected.join("controller.token"));
         assert_eq!(config.listen, DEFAULT_LISTEN.parse().unwrap());
         assert!(matches!(config.cms, CmsLocation::External(_)));
     }
 
     #[test]
     fn missing_home_is_a_clear_error() {
+        if nix::unistd::Uid::effective().is_root() {
+            // Root never needs $HOME: it defaults to /var/lib/toygres.
+            return;
+        }
         let err =
             ControllerConfig::from_args(args(&["--database-url", "host=db"]), None).unwrap_err();
         assert!(matches!(err, ConfigError::NoHome), "{err}");

@@ -186,7 +186,9 @@ async fn owned_unknown_and_invalid_parameters_are_refused_and_nothing_changes() 
     let auto_conf = || std::fs::read_to_string(s.data_dir.join("postgresql.auto.conf")).unwrap();
     let before = auto_conf();
 
-    let cases: &[(&[(&str, Option<&str>)], &str, &str)] = &[
+    // (the request, the error code, a word the message must mention)
+    type Case<'a> = (&'a [(&'a str, Option<&'a str>)], &'a str, &'a str);
+    let cases: &[Case] = &[
         (&[("port", Some("6000"))], "owned_parameter", "port"),
         (
             &[("listen_addresses", Some("*"))],

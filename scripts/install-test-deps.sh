@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian machine, idempotently and quietly:
+# PostgreSQL 15 (server, client tools, pgbench), promtool (Debian's prometheus package),
+# and the object-store emulators when their installer is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need_apt+=(postgresql-15 postgresql-client-15)
+fi
+command -v pgbench >/dev/null 2>&1 || need_apt+=(postgresql-contrib)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing ${need_apt[*]}: run this script as root (or install them) first" >&2
+    exit 1
+  fi
+  echo "installing ${need_apt[*]} with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # Debian's postgresql-common would create and start a 'main' cluster; the tests run their own.
+  mkdir -p /etc/postgresql-common
+  if [ ! -f /etc/postgresql-common/createcluster.conf ] || ! grep -q '^create_main_cluster = false' /etc/postgresql-common/createcluster.conf; then
+    echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf
+  fi
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # The prometheus package starts a server we do not need.
+  if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus 2>/dev/null || true; fi
+  pkill -x prometheus 2>/dev/null || true
+fi
+
+if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+  echo "running as root, but there is no 'postgres' OS user to run Postgres as" >&2
+  exit 1
+fi
+
+if [ -f scripts/install-object-stores.sh ]; then
+  bash scripts/install-object-stores.sh
+fi
+echo "test dependencies ready: $(ls -d /usr/lib/postgresql/*/bin | tail -1), $(promtool --version 2>&1 | head -1)"

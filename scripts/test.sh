@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs what the tests need, builds every binary,
+# checks formatting and lints, then runs unit and end-to-end tests against real PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-test-deps.sh
+cargo fmt --all -- --check
+cargo build --workspace --bins --locked
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# End-to-end tests start real Postgres servers; two test threads suit the 2-core machines.
+cargo test --workspace --locked -- --test-threads=2
