@@ -342,3 +342,63 @@ async fn demote_reclones_when_asked_and_rewind_is_impossible() {
         a.client().status().await.unwrap().system_identifier
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_is_unready_while_replay_lags_beyond_the_bound() {
+    let dir = TestDir::new();
+    let primary = Sidecar::start(&dir, SidecarSpec::primary("lag-0")).await;
+    let mut spec = SidecarSpec::standby("lag-1", &primary);
+    spec.extra_args.push("--ready-max-lag-bytes=65536".into());
+    let standby = Sidecar::start(&dir, spec).await;
+    let sc = standby.client();
+    assert!(sc.ready().await.unwrap());
+
+    // Replay paused: WAL keeps arriving but is not applied, so the lag grows past the bound.
+    standby
+        .connect()
+        .await
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    primary
+        .connect()
+        .await
+        .batch_execute("CREATE TABLE t AS SELECT g AS x FROM generate_series(1, 20000) g")
+        .await
+        .unwrap();
+    let lag = eventually(
+        WAIT,
+        "the standby to report lag beyond the bound",
+        || async {
+            let st = sc.status().await.ok()?;
+            st.lag_bytes.filter(|lag| *lag > 65536)
+        },
+    )
+    .await;
+    assert!(!sc.ready().await.unwrap(), "ready with {lag} bytes of lag");
+
+    standby
+        .connect()
+        .await
+        .batch_execute("SELECT pg_wal_replay_resume()")
+        .await
+        .unwrap();
+    eventually(WAIT, "the standby to be ready again", || async {
+        sc.ready().await.ok().filter(|r| *r)
+    })
+    .await;
+    wait_rows_count(&standby, 20000).await;
+}
+
+async fn wait_rows_count(s: &Sidecar, want: i64) {
+    eventually(WAIT, "rows to replicate", || async {
+        let c = s.try_connect().await.ok()?;
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM t", &[])
+            .await
+            .ok()?
+            .get(0);
+        (n == want).then_some(())
+    })
+    .await
+}
