@@ -65,21 +65,46 @@ fn main() -> ExitCode {
 
 async fn run(args: config::RunArgs) -> anyhow::Result<()> {
     let cfg = config::Config::from_args(args)?;
-    let listener = tokio::net::TcpListener::bind(cfg.api_addr)
-        .await
+    let socket = std::net::TcpListener::bind(cfg.api_addr)
         .with_context(|| format!("listen on {}", cfg.api_addr))?;
+    socket
+        .set_nonblocking(true)
+        .context("make the API socket non-blocking")?;
     let token: Arc<str> = cfg.secrets.api_token.clone().into();
-    tracing::info!(member = %cfg.member_name, data_dir = %cfg.data_dir.display(), "starting");
-    let member = postgres::Member::open(cfg).await?;
+    tracing::info!(member = %cfg.member_name, data_dir = %cfg.data_dir.display(), addr = %socket.local_addr()?, "starting");
+
+    // Until Postgres is bootstrapped and started, a minimal API answers on the same socket:
+    // liveness succeeds (a long pg_basebackup must not get the pod killed), the rest is 503.
+    let early =
+        tokio::net::TcpListener::from_std(socket.try_clone().context("duplicate the API socket")?)?;
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let early_api = tokio::spawn(async move {
+        axum::serve(early, api::server::starting_app())
+            .with_graceful_shutdown(async {
+                let _ = started_rx.await;
+            })
+            .await
+    });
+    let mut stop = Box::pin(shutdown_signal());
+    let member = tokio::select! {
+        member = postgres::Member::open(cfg) => member?,
+        _ = &mut stop => {
+            tracing::info!("stop requested while starting");
+            return Ok(());
+        }
+    };
+    let _ = started_tx.send(());
+    let _ = early_api.await;
+
     tokio::spawn(member.clone().supervise());
     let state = api::AppState {
         member: member.clone(),
         token,
         api_metrics: Arc::new(metrics::ApiMetrics::default()),
     };
-    tracing::info!(addr = %listener.local_addr()?, "API listening");
-    axum::serve(listener, api::app(state))
-        .with_graceful_shutdown(shutdown_signal())
+    tracing::info!("API serving");
+    axum::serve(tokio::net::TcpListener::from_std(socket)?, api::app(state))
+        .with_graceful_shutdown(stop)
         .await
         .context("serve the API")?;
     tracing::info!("shutting down: stopping postgres");

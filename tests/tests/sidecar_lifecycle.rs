@@ -262,3 +262,49 @@ async fn fenced_member_stays_stopped_across_a_sidecar_restart_until_unfenced() {
     assert!(!st.fenced && st.running);
     assert!(client.ready().await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_waits_for_its_primary_while_answering_liveness() {
+    let dir = TestDir::new();
+    // The primary's port is chosen now, but nothing listens there yet.
+    let primary_pg_port = free_port();
+    let primary_api_port = free_port();
+    let mut spec = SidecarSpec::primary("early-1");
+    spec.primary = Some(toygres_common::names::PgAddress {
+        host: "127.0.0.1".into(),
+        port: primary_pg_port,
+    });
+    let mut standby = Sidecar::spawn(&dir, spec, free_port(), free_port());
+    let client = standby.client();
+    let http = reqwest::Client::new();
+    eventually(
+        WAIT,
+        "liveness while the standby waits for its primary",
+        || async {
+            let r = http
+                .get(format!("{}/healthz", standby.api_url()))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
+    assert!(!client.ready().await.unwrap());
+    let err = client.status().await.unwrap_err();
+    assert_eq!(err.status(), Some(503), "{err}");
+    assert!(err.to_string().contains("starting"), "{err}");
+
+    // The primary comes up on that port: the standby copies it and streams.
+    let mut primary = Sidecar::spawn(
+        &dir,
+        SidecarSpec::primary("early-0"),
+        primary_pg_port,
+        primary_api_port,
+    );
+    primary.wait_ready(WAIT).await;
+    standby.wait_ready(Duration::from_secs(120)).await;
+    let st = client.status().await.unwrap();
+    assert_eq!(st.role, Role::Standby);
+    assert!(standby.log_tail(500).contains("retrying"));
+}

@@ -53,6 +53,36 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// What answers while the member bootstraps and Postgres first starts: `/healthz` succeeds,
+/// `/metrics` says Postgres is down, everything else is 503.
+pub fn starting_app() -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok", "phase": "starting"})) }),
+        )
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    "# HELP toygres_pg_up Whether Postgres accepts connections.\n\
+                     # TYPE toygres_pg_up gauge\ntoygres_pg_up 0\n",
+                )
+            }),
+        )
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting",
+                "the sidecar is still bootstrapping or starting Postgres",
+            )
+        })
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }

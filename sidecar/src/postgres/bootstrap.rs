@@ -70,7 +70,13 @@ pub async fn bootstrap_if_needed(
                 .primary
                 .as_ref()
                 .context("--bootstrap standby needs --primary")?;
-            clone_from_primary(cfg, bins, layout, primary).await?;
+            // The primary may not be up yet (pods start in any order): keep trying.
+            let mut delay = std::time::Duration::from_secs(1);
+            while let Err(e) = clone_from_primary(cfg, bins, layout, primary).await {
+                tracing::warn!("copy the primary {primary}: {e:#}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(15));
+            }
         }
     }
     Ok(())

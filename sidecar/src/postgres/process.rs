@@ -183,7 +183,9 @@ pub async fn run_tool(
     for (k, v) in envs {
         cmd.env(k, v);
     }
+    // A bootstrap abandoned on shutdown must not leave its tool running.
     let out = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
         .output()
         .await
         .with_context(|| format!("run {program}"))?;

@@ -10,6 +10,9 @@ use toygres_common::sidecar_api::PromoteResponse;
 use super::files;
 use super::member::{Member, OpError};
 
+/// How long a promotion may take before it is reported as failed.
+const PROMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Member {
     /// Promotes this standby and returns once it accepts writes.
     pub async fn promote(self: &Arc<Self>) -> Result<PromoteResponse, OpError> {
@@ -60,15 +63,34 @@ impl Member {
             return Err(OpError::Conflict("this server is already a primary".into()));
         }
         tracing::warn!("promoting this standby");
-        let promoted: bool = client
-            .query_one("SELECT pg_promote(true, 60)", &[])
+        // pg_promote(wait => true) checks only every 100 ms; start the promotion and poll
+        // ourselves, which returns as soon as the server leaves recovery.
+        let started: bool = client
+            .query_one("SELECT pg_promote(false)", &[])
             .await
             .map_err(|e| OpError::Failed(format!("promote: {e}")))?
             .get(0);
-        if !promoted {
+        if !started {
             return Err(OpError::Failed(
-                "promotion did not finish within 60 s".into(),
+                "postgres refused to start the promotion".into(),
             ));
+        }
+        let deadline = Instant::now() + PROMOTE_TIMEOUT;
+        loop {
+            let in_recovery: bool = client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .map_err(|e| OpError::Failed(format!("watch the promotion: {e}")))?
+                .get(0);
+            if !in_recovery {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(OpError::Failed(format!(
+                    "promotion did not finish within {PROMOTE_TIMEOUT:?}"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         // Accepting writes: a transaction id can be assigned.
         let row = client
