@@ -9,6 +9,8 @@ pub mod cli;
 pub mod cms;
 pub mod config;
 pub mod controller;
+pub mod endpoints;
 pub mod home;
+pub mod platform;
 pub mod shutdown;
 pub mod token;

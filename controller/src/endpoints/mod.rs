@@ -1,0 +1,7 @@
+//! An instance's stable endpoints as the controller serves them in local mode: a read-write and
+//! a read-only TCP proxy per instance ([`proxy`]). On Kubernetes, Services play this part and
+//! nothing here runs.
+
+pub mod proxy;
+
+pub use proxy::{EndpointRole, EndpointStats, InstanceProxy, ProxyTargets};

@@ -1,0 +1,564 @@
+//! The rw and ro TCP proxies of one instance: each accepts on its own stable port and copies
+//! bytes both ways between the client and the member its endpoint leads to.
+//!
+//! - **rw** leads to the primary. Without one, new connections are closed at once.
+//! - **ro** spreads connections round-robin over the standbys (trying the next one when a
+//!   standby cannot be reached) and leads to the primary when there is no standby.
+//!
+//! [`InstanceProxy::route`] swaps both endpoints' targets at once. A connection whose member is
+//! no longer a target of its endpoint is closed, so that after a failover nothing still writes to
+//! the old primary through the rw endpoint.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// How long connecting to a member may take before the proxy gives up on it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The two endpoints of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointRole {
+    /// Read-write: the primary.
+    Rw,
+    /// Read-only: the standbys, or the primary when there is none.
+    Ro,
+}
+
+impl std::fmt::Display for EndpointRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EndpointRole::Rw => "rw",
+            EndpointRole::Ro => "ro",
+        })
+    }
+}
+
+/// Where an instance's endpoints lead, as Postgres addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyTargets {
+    /// The primary.
+    pub rw: Option<SocketAddr>,
+    /// The standbys that take read-only connections.
+    pub ro: Vec<SocketAddr>,
+}
+
+impl ProxyTargets {
+    /// Whether a connection of `role` to `target` may stay open under these targets.
+    pub fn allows(&self, role: EndpointRole, target: SocketAddr) -> bool {
+        match role {
+            EndpointRole::Rw => self.rw == Some(target),
+            EndpointRole::Ro if self.ro.is_empty() => self.rw == Some(target),
+            EndpointRole::Ro => self.ro.contains(&target),
+        }
+    }
+
+    /// The members a new connection of `role` tries, in order. For ro, `turn` picks which
+    /// standby comes first.
+    fn candidates(&self, role: EndpointRole, turn: usize) -> Vec<SocketAddr> {
+        match role {
+            EndpointRole::Ro if !self.ro.is_empty() => {
+                let first = turn % self.ro.len();
+                self.ro[first..]
+                    .iter()
+                    .chain(&self.ro[..first])
+                    .copied()
+                    .collect()
+            }
+            EndpointRole::Rw | EndpointRole::Ro => self.rw.into_iter().collect(),
+        }
+    }
+}
+
+/// Counters of one endpoint since its proxy started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EndpointStats {
+    /// Connections open now.
+    pub active: u64,
+    /// Connections accepted.
+    pub total: u64,
+    /// Connections closed at once because the endpoint led nowhere.
+    pub refused: u64,
+    /// Connections closed because their member stopped being a target.
+    pub closed_by_reroute: u64,
+    /// Attempts to reach a member that failed.
+    pub upstream_failures: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    active: AtomicU64,
+    total: AtomicU64,
+    refused: AtomicU64,
+    closed_by_reroute: AtomicU64,
+    upstream_failures: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> EndpointStats {
+        EndpointStats {
+            active: self.active.load(Ordering::Relaxed),
+            total: self.total.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            closed_by_reroute: self.closed_by_reroute.load(Ordering::Relaxed),
+            upstream_failures: self.upstream_failures.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Counts a connection as active for as long as it lives, also when its task is aborted.
+struct ActiveConnection(Arc<Counters>);
+
+impl ActiveConnection {
+    fn new(counters: Arc<Counters>) -> Self {
+        counters.active.fetch_add(1, Ordering::Relaxed);
+        Self(counters)
+    }
+}
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One listening endpoint: its address, counters and accept task.
+#[derive(Debug)]
+struct Endpoint {
+    addr: SocketAddr,
+    counters: Arc<Counters>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// The running rw and ro proxies of one instance. Dropping it stops both and closes every
+/// connection through them; [`InstanceProxy::stop`] does the same and waits until the ports are
+/// free again.
+#[derive(Debug)]
+pub struct InstanceProxy {
+    instance: String,
+    targets: watch::Sender<Arc<ProxyTargets>>,
+    rw: Endpoint,
+    ro: Endpoint,
+}
+
+impl InstanceProxy {
+    /// Starts serving `instance`'s endpoints on two bound listeners, leading to `targets`. Must
+    /// be called inside a Tokio runtime: the proxies are tasks on it.
+    pub fn start(
+        instance: &str,
+        rw: TcpListener,
+        ro: TcpListener,
+        targets: ProxyTargets,
+    ) -> std::io::Result<Self> {
+        let (tx, _) = watch::channel(Arc::new(targets));
+        let endpoint = |role, listener: TcpListener| -> std::io::Result<Endpoint> {
+            let addr = listener.local_addr()?;
+            let counters = Arc::new(Counters::default());
+            let task = tokio::spawn(accept_loop(
+                instance.to_string(),
+                role,
+                listener,
+                tx.subscribe(),
+                counters.clone(),
+            ));
+            Ok(Endpoint {
+                addr,
+                counters,
+                task: Some(task),
+            })
+        };
+        let rw = endpoint(EndpointRole::Rw, rw)?;
+        let ro = endpoint(EndpointRole::Ro, ro)?;
+        tracing::info!(
+            instance,
+            rw = %rw.addr,
+            ro = %ro.addr,
+            "serving the instance's endpoints"
+        );
+        Ok(Self {
+            instance: instance.to_string(),
+            targets: tx,
+            rw,
+            ro,
+        })
+    }
+
+    /// The instance whose endpoints these are.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Where `role`'s endpoint listens.
+    pub fn addr(&self, role: EndpointRole) -> SocketAddr {
+        self.endpoint(role).addr
+    }
+
+    /// Where the endpoints lead now.
+    pub fn targets(&self) -> Arc<ProxyTargets> {
+        self.targets.borrow().clone()
+    }
+
+    /// Leads both endpoints to `targets` from now on, and closes the connections whose member is
+    /// no longer a target of their endpoint.
+    pub fn route(&self, targets: ProxyTargets) {
+        tracing::info!(
+            instance = self.instance,
+            rw = ?targets.rw,
+            ro = ?targets.ro,
+            "routing the instance's endpoints"
+        );
+        self.targets.send_replace(Arc::new(targets));
+    }
+
+    /// The counters of `role`'s endpoint.
+    pub fn stats(&self, role: EndpointRole) -> EndpointStats {
+        self.endpoint(role).counters.snapshot()
+    }
+
+    /// Stops both endpoints, closes their connections, and returns once the listeners are
+    /// closed (so their ports can be bound again).
+    pub async fn stop(mut self) {
+        for endpoint in [&mut self.rw, &mut self.ro] {
+            if let Some(task) = endpoint.task.take() {
+                task.abort();
+                // The task's result is only its cancellation.
+                let _ = task.await;
+            }
+        }
+        tracing::info!(instance = self.instance, "stopped the instance's endpoints");
+    }
+
+    fn endpoint(&self, role: EndpointRole) -> &Endpoint {
+        match role {
+            EndpointRole::Rw => &self.rw,
+            EndpointRole::Ro => &self.ro,
+        }
+    }
+}
+
+impl Drop for InstanceProxy {
+    fn drop(&mut self) {
+        for endpoint in [&mut self.rw, &mut self.ro] {
+            if let Some(task) = endpoint.task.take() {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// Accepts connections until aborted; its connections live in a [`JoinSet`], so aborting it
+/// closes them too.
+async fn accept_loop(
+    instance: String,
+    role: EndpointRole,
+    listener: TcpListener,
+    targets: watch::Receiver<Arc<ProxyTargets>>,
+    counters: Arc<Counters>,
+) {
+    let mut connections = JoinSet::new();
+    let turn = AtomicUsize::new(0);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((client, peer)) => {
+                    counters.total.fetch_add(1, Ordering::Relaxed);
+                    let current = targets.borrow().clone();
+                    let candidates = current.candidates(role, turn.fetch_add(1, Ordering::Relaxed));
+                    if candidates.is_empty() {
+                        counters.refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(instance, %role, %peer, "no target: closing the connection");
+                        drop(client);
+                        continue;
+                    }
+                    connections.spawn(forward(
+                        instance.clone(),
+                        role,
+                        client,
+                        candidates,
+                        targets.clone(),
+                        counters.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // Out of file descriptors, mostly: wait instead of spinning.
+                    tracing::warn!(instance, %role, "accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// Connects to the first reachable candidate and copies bytes both ways until either side
+/// closes or the member stops being a target of `role`'s endpoint.
+async fn forward(
+    instance: String,
+    role: EndpointRole,
+    mut client: TcpStream,
+    candidates: Vec<SocketAddr>,
+    mut targets: watch::Receiver<Arc<ProxyTargets>>,
+    counters: Arc<Counters>,
+) {
+    let _active = ActiveConnection::new(counters.clone());
+    let mut upstream = None;
+    for candidate in candidates {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(candidate)).await {
+            Ok(Ok(stream)) => {
+                upstream = Some((stream, candidate));
+                break;
+            }
+            Ok(Err(e)) => {
+                counters.upstream_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(instance, %role, %candidate, "connect to the member: {e}");
+            }
+            Err(_) => {
+                counters.upstream_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    instance, %role, %candidate,
+                    "connect to the member: no answer within {CONNECT_TIMEOUT:?}"
+                );
+            }
+        }
+    }
+    let Some((mut server, target)) = upstream else {
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    // The targets may have changed while connecting.
+    if !targets.borrow_and_update().allows(role, target) {
+        counters.closed_by_reroute.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    // One copy future for the connection's whole life: dropping it mid-way would lose buffered
+    // bytes, so it is polled until the end or until the connection is cut.
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+    tokio::pin!(copy);
+    loop {
+        tokio::select! {
+            _ = &mut copy => return,
+            changed = targets.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if !targets.borrow_and_update().allows(role, target) {
+                    counters.closed_by_reroute.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        instance, %role, %target,
+                        "closing a connection: its member is no longer a target"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// A server that answers each connection with its name, then echoes.
+    async fn named_server(name: &'static str) -> (SocketAddr, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                connections.spawn(async move {
+                    socket.write_all(name.as_bytes()).await.unwrap();
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 || socket.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, task)
+    }
+
+    async fn proxy(targets: ProxyTargets) -> InstanceProxy {
+        let rw = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ro = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        InstanceProxy::start("db", rw, ro, targets).unwrap()
+    }
+
+    /// Connects through `endpoint` and reads the server's name; `None` when the proxy closes the
+    /// connection instead.
+    async fn greeting(endpoint: SocketAddr) -> (Option<String>, TcpStream) {
+        let mut stream = TcpStream::connect(endpoint).await.unwrap();
+        let mut buf = [0u8; 2];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut buf))
+            .await
+            .unwrap();
+        let name = read
+            .ok()
+            .map(|_| String::from_utf8_lossy(&buf).into_owned());
+        (name, stream)
+    }
+
+    async fn closed(stream: &mut TcpStream) -> bool {
+        let mut buf = [0u8; 8];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[test]
+    fn ro_candidates_rotate_and_fall_back_to_the_primary() {
+        let targets = ProxyTargets {
+            rw: Some(addr(1)),
+            ro: vec![addr(2), addr(3)],
+        };
+        assert_eq!(targets.candidates(EndpointRole::Ro, 0), [addr(2), addr(3)]);
+        assert_eq!(targets.candidates(EndpointRole::Ro, 1), [addr(3), addr(2)]);
+        assert_eq!(targets.candidates(EndpointRole::Rw, 1), [addr(1)]);
+        assert!(targets.allows(EndpointRole::Ro, addr(3)));
+        assert!(!targets.allows(EndpointRole::Ro, addr(1)));
+
+        let primary_only = ProxyTargets {
+            rw: Some(addr(1)),
+            ro: vec![],
+        };
+        assert_eq!(primary_only.candidates(EndpointRole::Ro, 5), [addr(1)]);
+        assert!(primary_only.allows(EndpointRole::Ro, addr(1)));
+        assert!(ProxyTargets::default()
+            .candidates(EndpointRole::Ro, 0)
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn endpoints_forward_spread_and_fall_back() {
+        let (p, _p) = named_server("p0").await;
+        let (s1, _s1) = named_server("s1").await;
+        let (s2, _s2) = named_server("s2").await;
+        let proxy = proxy(ProxyTargets {
+            rw: Some(p),
+            ro: vec![s1, s2],
+        })
+        .await;
+        let rw = proxy.addr(EndpointRole::Rw);
+        let ro = proxy.addr(EndpointRole::Ro);
+
+        let (name, mut stream) = greeting(rw).await;
+        assert_eq!(name.as_deref(), Some("p0"));
+        stream.write_all(b"ping").await.unwrap();
+        let mut echo = [0u8; 4];
+        stream.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"ping");
+
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(greeting(ro).await.0.unwrap());
+        }
+        seen.sort();
+        assert_eq!(seen, ["s1", "s1", "s2", "s2"]);
+
+        proxy.route(ProxyTargets {
+            rw: Some(p),
+            ro: vec![],
+        });
+        assert_eq!(greeting(ro).await.0.as_deref(), Some("p0"));
+        let stats = proxy.stats(EndpointRole::Ro);
+        assert_eq!(stats.total, 5);
+        assert_eq!(stats.refused, 0);
+        proxy.stop().await;
+    }
+
+    #[tokio::test]
+    async fn rerouting_closes_connections_to_the_old_target_only() {
+        let (old, _old) = named_server("p0").await;
+        let (new, _new) = named_server("p1").await;
+        let (standby, _standby) = named_server("s1").await;
+        let proxy = proxy(ProxyTargets {
+            rw: Some(old),
+            ro: vec![standby],
+        })
+        .await;
+        let rw = proxy.addr(EndpointRole::Rw);
+        let (name, mut on_old) = greeting(rw).await;
+        assert_eq!(name.as_deref(), Some("p0"));
+        let (_, mut on_standby) = greeting(proxy.addr(EndpointRole::Ro)).await;
+        assert_eq!(proxy.stats(EndpointRole::Rw).active, 1);
+
+        proxy.route(ProxyTargets {
+            rw: Some(new),
+            ro: vec![standby],
+        });
+        assert!(closed(&mut on_old).await);
+        assert_eq!(greeting(rw).await.0.as_deref(), Some("p1"));
+        // The ro connection still leads to a target: it stays open and working.
+        on_standby.write_all(b"hi").await.unwrap();
+        let mut echo = [0u8; 2];
+        on_standby.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"hi");
+        assert_eq!(proxy.stats(EndpointRole::Rw).closed_by_reroute, 1);
+
+        // No primary: rw connections are closed at once.
+        proxy.route(ProxyTargets {
+            rw: None,
+            ro: vec![standby],
+        });
+        let (name, _) = greeting(rw).await;
+        assert_eq!(name, None);
+        assert_eq!(proxy.stats(EndpointRole::Rw).refused, 1);
+        proxy.stop().await;
+    }
+
+    #[tokio::test]
+    async fn ro_skips_an_unreachable_standby() {
+        let (standby, _standby) = named_server("s1").await;
+        let gone = {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listener.local_addr().unwrap()
+        };
+        let proxy = proxy(ProxyTargets {
+            rw: None,
+            ro: vec![gone, standby],
+        })
+        .await;
+        for _ in 0..2 {
+            assert_eq!(
+                greeting(proxy.addr(EndpointRole::Ro)).await.0.as_deref(),
+                Some("s1")
+            );
+        }
+        assert!(proxy.stats(EndpointRole::Ro).upstream_failures >= 1);
+        proxy.stop().await;
+    }
+
+    #[tokio::test]
+    async fn stopping_frees_the_ports_and_closes_connections() {
+        let (p, _p) = named_server("p0").await;
+        let proxy = proxy(ProxyTargets {
+            rw: Some(p),
+            ro: vec![],
+        })
+        .await;
+        let rw = proxy.addr(EndpointRole::Rw);
+        let (_, mut open) = greeting(rw).await;
+        proxy.stop().await;
+        assert!(closed(&mut open).await);
+        TcpListener::bind(rw).await.unwrap();
+    }
+}

@@ -1,0 +1,408 @@
+//! Where pods and Services live: the one trait through which the controller creates, finds,
+//! stops and removes an instance's members, keeps its credentials, and points its stable
+//! endpoints at the right members.
+//!
+//! Two implementations follow the same contract: [`local::LocalPlatform`] (a member is a
+//! `toygres-sidecar` process on loopback ports, an endpoint is a TCP proxy in the controller) and,
+//! later, Kubernetes (a member is a one-replica StatefulSet `<instance>-<n>` with its PVC; the rw
+//! and ro endpoints are Services selecting pods by a role label; credentials are Secrets).
+//!
+//! Every operation is idempotent — the durable orchestrations call them from activities, which
+//! run at least once — and everything that crosses this trait is serializable and free of
+//! passwords: credentials travel as [`SecretRef`]s that only the platform resolves.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use toygres_common::names::{validate_instance_name, validate_member_name, InvalidName, PgAddress};
+
+pub mod local;
+
+/// What went wrong on the platform.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// The member, endpoints or secret named does not exist.
+    #[error("{kind} {name:?} does not exist")]
+    NotFound { kind: &'static str, name: String },
+    /// An instance or member name that cannot be used.
+    #[error(transparent)]
+    InvalidName(#[from] InvalidName),
+    /// A request that contradicts the platform's state (for example, routing to a member of
+    /// another instance).
+    #[error("{0}")]
+    Invalid(String),
+    /// Anything else (I/O, processes, the Kubernetes API); the context says what failed.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+impl PlatformError {
+    /// A [`PlatformError::NotFound`] for `kind` (`"member"`, `"endpoints"`, …) named `name`.
+    pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
+        Self::NotFound {
+            kind,
+            name: name.into(),
+        }
+    }
+}
+
+/// Which credential of an instance a [`SecretRef`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretName {
+    /// The password of the `postgres` superuser.
+    SuperuserPassword,
+    /// The password of the `replicator` role standbys stream with.
+    ReplicationPassword,
+    /// The bearer token of the instance's sidecars' API.
+    SidecarToken,
+}
+
+impl SecretName {
+    /// Every credential an instance has.
+    pub const ALL: [SecretName; 3] = [
+        SecretName::SuperuserPassword,
+        SecretName::ReplicationPassword,
+        SecretName::SidecarToken,
+    ];
+
+    /// The name as a key: a file name in local mode, a key of the instance's Secret on
+    /// Kubernetes.
+    pub fn key(self) -> &'static str {
+        match self {
+            SecretName::SuperuserPassword => "superuser-password",
+            SecretName::ReplicationPassword => "replication-password",
+            SecretName::SidecarToken => "sidecar-token",
+        }
+    }
+}
+
+impl fmt::Display for SecretName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+/// A reference to one credential of one instance. Safe to log, store in the CMS and pass through
+/// orchestration history: it holds no secret, only where the platform keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SecretRef {
+    pub instance: String,
+    pub name: SecretName,
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.instance, self.name)
+    }
+}
+
+/// References to all credentials of an instance, as [`Platform::ensure_instance_secrets`]
+/// returns them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRefs {
+    pub superuser_password: SecretRef,
+    pub replication_password: SecretRef,
+    pub sidecar_token: SecretRef,
+}
+
+impl SecretRefs {
+    /// The references of `instance`'s credentials (they need not exist yet).
+    pub fn for_instance(instance: &str) -> Self {
+        let reference = |name| SecretRef {
+            instance: instance.to_string(),
+            name,
+        };
+        Self {
+            superuser_password: reference(SecretName::SuperuserPassword),
+            replication_password: reference(SecretName::ReplicationPassword),
+            sidecar_token: reference(SecretName::SidecarToken),
+        }
+    }
+
+    /// All three references.
+    pub fn all(&self) -> [&SecretRef; 3] {
+        [
+            &self.superuser_password,
+            &self.replication_password,
+            &self.sidecar_token,
+        ]
+    }
+}
+
+/// A credential's value, read through [`Platform::read_secret`]. Its `Debug` is redacted and it
+/// has no `Display`, so it cannot end up in a log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(String);
+
+impl SecretValue {
+    /// Wraps a value read from the platform's store.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The value itself, to hand to a client library.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretValue(<redacted>)")
+    }
+}
+
+/// How a member's data directory is created the first time it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum Bootstrap {
+    /// initdb: a new primary.
+    Init,
+    /// pg_basebackup from `primary`, then stream from it: a new standby.
+    Standby { primary: PgAddress },
+}
+
+/// Where a member would like to run. The local platform records the hints and ignores them; on
+/// Kubernetes they become a node selector (zone) and resource requests (size).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+}
+
+/// Everything needed to create one member (one pod: a sidecar and its Postgres).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSpec {
+    pub instance: String,
+    /// `<instance>-<n>`.
+    pub member: String,
+    pub bootstrap: Bootstrap,
+    pub secrets: SecretRefs,
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+impl MemberSpec {
+    /// Checks the names: the instance's is a valid instance name, the member's a valid member
+    /// name starting with `<instance>-`.
+    pub fn validate(&self) -> Result<(), PlatformError> {
+        validate_member_of(&self.instance, &self.member)?;
+        for secret in self.secrets.all() {
+            if secret.instance != self.instance {
+                return Err(PlatformError::Invalid(format!(
+                    "member {} of instance {} refers to secret {secret} of another instance",
+                    self.member, self.instance
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `member` is a valid name for a member of the valid instance `instance`.
+pub fn validate_member_of(instance: &str, member: &str) -> Result<(), PlatformError> {
+    validate_instance_name(instance)?;
+    validate_member_name(member)?;
+    let belongs = member
+        .strip_prefix(instance)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|suffix| !suffix.is_empty());
+    if !belongs {
+        return Err(PlatformError::Invalid(format!(
+            "member name {member:?} does not start with \"{instance}-\""
+        )));
+    }
+    Ok(())
+}
+
+/// How to reach a member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAddress {
+    /// Postgres (for clients, replication and the endpoints).
+    pub pg: PgAddress,
+    /// The sidecar's HTTP API, for example `http://127.0.0.1:8008`.
+    pub api_url: String,
+}
+
+/// A member as [`Platform::create_member`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberHandle {
+    pub instance: String,
+    pub member: String,
+    pub address: MemberAddress,
+}
+
+/// Whether a member's pod is running, as far as the platform can tell (not whether Postgres is
+/// healthy: that is the sidecar's `/readyz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemberState {
+    /// The pod runs.
+    Running,
+    /// The pod was stopped on purpose ([`Platform::kill_member`]) and stays down until
+    /// [`Platform::create_member`] starts it again.
+    Stopped,
+    /// The pod should run but does not (it died; the platform restarts it).
+    Down,
+}
+
+/// A member as [`Platform::list_members`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub member: String,
+    pub address: MemberAddress,
+    pub state: MemberState,
+    pub placement: Placement,
+}
+
+/// An instance's stable endpoints: what clients connect to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoints {
+    /// Read-write: the current primary.
+    pub rw: PgAddress,
+    /// Read-only: the healthy standbys, or the primary when there is none.
+    pub ro: PgAddress,
+}
+
+/// Which members an instance's endpoints lead to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRoutes {
+    /// The primary; `None` refuses read-write connections (during a failover, for example).
+    pub rw: Option<String>,
+    /// The healthy standbys; when empty, read-only connections go to the primary.
+    #[serde(default)]
+    pub ro: Vec<String>,
+}
+
+/// The platform the controller runs instances on.
+#[async_trait::async_trait]
+pub trait Platform: Send + Sync + fmt::Debug {
+    /// Generates the instance's superuser password, replication password and sidecar token the
+    /// first time, keeps them in the platform's secret store, and returns references to them.
+    /// Later calls return the same references and leave the values alone.
+    async fn ensure_instance_secrets(&self, instance: &str) -> Result<SecretRefs, PlatformError>;
+
+    /// Removes the instance's credentials. Succeeds when they are already gone.
+    async fn delete_instance_secrets(&self, instance: &str) -> Result<(), PlatformError>;
+
+    /// Reads one credential, for the controller's own use (the sidecar token for its API, the
+    /// superuser password for health queries).
+    async fn read_secret(&self, secret: &SecretRef) -> Result<SecretValue, PlatformError>;
+
+    /// Creates the member and starts it; when it already exists, makes sure it runs and returns
+    /// it unchanged (the bootstrap only matters for an empty data directory). Returns once the
+    /// pod is started, not once Postgres is ready: poll the sidecar's `/readyz` for that.
+    async fn create_member(&self, spec: &MemberSpec) -> Result<MemberHandle, PlatformError>;
+
+    /// Stops the member cleanly (escalating to a kill after a deadline) and removes it, with its
+    /// data unless `keep_data`. Succeeds when the member does not exist.
+    async fn delete_member(
+        &self,
+        instance: &str,
+        member: &str,
+        keep_data: bool,
+    ) -> Result<(), PlatformError>;
+
+    /// Where the member's Postgres and sidecar API are.
+    async fn member_address(
+        &self,
+        instance: &str,
+        member: &str,
+    ) -> Result<MemberAddress, PlatformError>;
+
+    /// Stops the member hard and at once, without asking its sidecar (fencing a primary whose
+    /// sidecar does not answer). The member stays down, data kept, until
+    /// [`Platform::create_member`] or [`Platform::delete_member`].
+    async fn kill_member(&self, instance: &str, member: &str) -> Result<(), PlatformError>;
+
+    /// The instance's members, sorted by name.
+    async fn list_members(&self, instance: &str) -> Result<Vec<MemberInfo>, PlatformError>;
+
+    /// Creates the instance's rw and ro endpoints when missing (their addresses never change
+    /// afterwards) and returns them. New endpoints lead nowhere until
+    /// [`Platform::route_endpoint`].
+    async fn ensure_endpoints(&self, instance: &str) -> Result<Endpoints, PlatformError>;
+
+    /// Points the endpoints at `routes`' members. Connections open to a member that is no longer
+    /// a target of their endpoint are closed.
+    async fn route_endpoint(
+        &self,
+        instance: &str,
+        routes: &EndpointRoutes,
+    ) -> Result<(), PlatformError>;
+
+    /// Removes the instance's endpoints. Succeeds when they are already gone.
+    async fn delete_endpoints(&self, instance: &str) -> Result<(), PlatformError>;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn members_must_belong_to_their_instance() {
+        validate_member_of("db", "db-0").unwrap();
+        validate_member_of("db", "db-12").unwrap();
+        assert!(validate_member_of("db", "dbx-0").is_err());
+        assert!(validate_member_of("db", "db-").is_err());
+        assert!(validate_member_of("db", "db").is_err());
+        assert!(validate_member_of("db", "other-0").is_err());
+        assert!(validate_member_of("Db", "Db-0").is_err());
+        assert!(validate_member_of("db", "db-../x").is_err());
+    }
+
+    #[test]
+    fn secret_references_serialize_without_values_and_values_are_redacted() {
+        let refs = SecretRefs::for_instance("db");
+        let json = serde_json::to_string(&refs).unwrap();
+        assert_eq!(
+            json,
+            "{\"superuser_password\":{\"instance\":\"db\",\"name\":\"superuser-password\"},\
+             \"replication_password\":{\"instance\":\"db\",\"name\":\"replication-password\"},\
+             \"sidecar_token\":{\"instance\":\"db\",\"name\":\"sidecar-token\"}}"
+        );
+        let value = SecretValue::new("hunter2".into());
+        assert_eq!(format!("{value:?}"), "SecretValue(<redacted>)");
+        assert_eq!(value.expose(), "hunter2");
+    }
+
+    #[test]
+    fn a_spec_may_not_use_another_instances_secrets() {
+        let spec = MemberSpec {
+            instance: "db".into(),
+            member: "db-0".into(),
+            bootstrap: Bootstrap::Init,
+            secrets: SecretRefs::for_instance("other"),
+            placement: Placement::default(),
+        };
+        assert!(matches!(spec.validate(), Err(PlatformError::Invalid(_))));
+        let spec = MemberSpec {
+            secrets: SecretRefs::for_instance("db"),
+            ..spec
+        };
+        spec.validate().unwrap();
+    }
+
+    #[test]
+    fn bootstrap_is_tagged_by_mode() {
+        let standby = Bootstrap::Standby {
+            primary: PgAddress {
+                host: "127.0.0.1".into(),
+                port: 5432,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&standby).unwrap(),
+            "{\"mode\":\"standby\",\"primary\":{\"host\":\"127.0.0.1\",\"port\":5432}}"
+        );
+        assert_eq!(
+            serde_json::to_string(&Bootstrap::Init).unwrap(),
+            "{\"mode\":\"init\"}"
+        );
+    }
+}
