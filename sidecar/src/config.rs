@@ -68,6 +68,11 @@ pub struct RunArgs {
     /// Seconds Postgres may take to accept connections after a start (crash recovery included).
     #[arg(long, env = "TOYGRES_START_TIMEOUT_SECS", default_value_t = 300)]
     pub start_timeout_secs: u64,
+    /// A primary that hears from neither the controller (an authenticated request) nor a
+    /// streaming standby for this many seconds fences itself. 0 (the default) disables it; it
+    /// arms at the first authenticated request.
+    #[arg(long, env = "TOYGRES_ISOLATION_LEASE_SECS", default_value_t = 0)]
+    pub isolation_lease_secs: u64,
 }
 
 /// Secrets read from their files. `Debug` never shows them.
@@ -100,6 +105,7 @@ pub struct Config {
     pub max_slot_wal_keep_size: String,
     pub stop_timeout: std::time::Duration,
     pub start_timeout: std::time::Duration,
+    pub isolation_lease: Option<std::time::Duration>,
     pub secrets: Secrets,
 }
 
@@ -181,6 +187,8 @@ impl Config {
             max_slot_wal_keep_size: args.max_slot_wal_keep_size,
             stop_timeout: std::time::Duration::from_secs(args.stop_timeout_secs),
             start_timeout: std::time::Duration::from_secs(args.start_timeout_secs),
+            isolation_lease: (args.isolation_lease_secs > 0)
+                .then(|| std::time::Duration::from_secs(args.isolation_lease_secs)),
             secrets,
         })
     }

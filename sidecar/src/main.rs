@@ -97,6 +97,7 @@ async fn run(args: config::RunArgs) -> anyhow::Result<()> {
     let _ = early_api.await;
 
     tokio::spawn(member.clone().supervise());
+    tokio::spawn(member.clone().watch_isolation());
     let state = api::AppState {
         member: member.clone(),
         token,

@@ -70,6 +70,16 @@ pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
     if status.running {
         write_database_stats(&mut x, &state.member).await;
     }
+    x.family(
+        "toygres_self_fences_total",
+        "counter",
+        "Times this primary fenced itself after losing the controller and its standbys.",
+    );
+    x.sample(
+        "toygres_self_fences_total",
+        &[],
+        state.member.self_fences() as f64,
+    );
     write_api(&mut x, &state.api_metrics);
     (
         [(

@@ -17,6 +17,7 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
         Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => {
+            state.member.touch_controller();
             next.run(req).await
         }
         Some(_) => ApiError::new(

@@ -79,6 +79,9 @@ pub struct Member {
     pub(super) promotion: std::sync::Mutex<Option<watch::Receiver<PromotionResult>>>,
     /// A connection for status and metrics queries, opened on demand.
     client: Mutex<Option<Client>>,
+    /// Last contact with the controller and standbys, for the isolation lease.
+    pub(super) contacts: std::sync::Mutex<super::isolation::Contacts>,
+    self_fences: AtomicU64,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -118,6 +121,8 @@ impl Member {
             shutting_down: AtomicBool::new(false),
             promotion: std::sync::Mutex::new(None),
             client: Mutex::new(None),
+            contacts: std::sync::Mutex::new(Default::default()),
+            self_fences: AtomicU64::new(0),
             cfg,
             bins,
             layout,
@@ -146,6 +151,19 @@ impl Member {
     /// How many times the supervisor restarted Postgres after it died.
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// How many times the member fenced itself for isolation.
+    pub fn self_fences(&self) -> u64 {
+        self.self_fences.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn count_self_fence(&self) {
+        self.self_fences.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
     }
 
     /// Starts Postgres and waits until it accepts connections. Caller holds the ops lock.

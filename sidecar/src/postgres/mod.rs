@@ -3,6 +3,7 @@
 pub mod bootstrap;
 pub mod demote;
 pub mod files;
+pub mod isolation;
 pub mod member;
 pub mod parameters;
 pub mod process;
