@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use toygres_common::names::{validate_member_name, PgAddress};
+use toygres_common::store_url::StoreUrl;
+
+use crate::archive::{ArchiveSettings, ArchiveSetup, Compression};
 
 /// How the data directory is created when it is empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -73,6 +76,22 @@ pub struct RunArgs {
     /// arms at the first authenticated request.
     #[arg(long, env = "TOYGRES_ISOLATION_LEASE_SECS", default_value_t = 0)]
     pub isolation_lease_secs: u64,
+    /// Object store WAL is archived to and restored from: `file:///path`, `s3://bucket/prefix`,
+    /// `az://container/prefix` or `gs://bucket/prefix`, with credentials from the environment.
+    /// No archiving when absent.
+    #[arg(long, env = "TOYGRES_ARCHIVE_URL")]
+    pub archive_url: Option<StoreUrl>,
+    /// The instance name archived WAL is stored under (default: the member name without its
+    /// trailing `-<n>`).
+    #[arg(long, env = "TOYGRES_INSTANCE_NAME")]
+    pub instance_name: Option<String>,
+    /// WAL compression: a gzip level 0-9, or `none`. Level 1 keeps up with the peak WAL rate at
+    /// little CPU; on pgbench WAL, level 6 stores under 10% less for about twice the CPU.
+    #[arg(long, env = "TOYGRES_WAL_COMPRESSION", default_value = "1")]
+    pub wal_compression: Compression,
+    /// WAL files uploaded (and prefetched) in parallel.
+    #[arg(long, env = "TOYGRES_ARCHIVE_CONCURRENCY", default_value_t = 4)]
+    pub archive_concurrency: usize,
 }
 
 /// Secrets read from their files. `Debug` never shows them.
@@ -107,6 +126,8 @@ pub struct Config {
     pub start_timeout: std::time::Duration,
     pub isolation_lease: Option<std::time::Duration>,
     pub secrets: Secrets,
+    /// WAL archiving, when `--archive-url` is set.
+    pub archive: Option<ArchiveSetup>,
 }
 
 impl Config {
@@ -173,6 +194,29 @@ impl Config {
         if secrets.api_token.len() < 16 {
             bail!("the API token in --token-file must be at least 16 characters");
         }
+        let archive = match args.archive_url {
+            None => None,
+            Some(url) => {
+                let instance = match args.instance_name {
+                    Some(name) => name,
+                    None => instance_of_member(&args.member_name),
+                };
+                let settings = ArchiveSettings {
+                    url,
+                    instance,
+                    compression: args.wal_compression,
+                    concurrency: args.archive_concurrency,
+                    state_dir: run_dir.join("archive"),
+                    wal_segment_size: crate::archive::walname::DEFAULT_SEGMENT_SIZE,
+                };
+                settings
+                    .validate()
+                    .context("check --instance-name and --archive-concurrency")?;
+                let exe = std::env::current_exe()
+                    .context("find the sidecar binary (Postgres runs it to archive WAL)")?;
+                Some(ArchiveSetup { settings, exe })
+            }
+        };
         Ok(Config {
             data_dir,
             run_dir,
@@ -190,12 +234,23 @@ impl Config {
             isolation_lease: (args.isolation_lease_secs > 0)
                 .then(|| std::time::Duration::from_secs(args.isolation_lease_secs)),
             secrets,
+            archive,
         })
     }
 
     /// The replication slot this member streams through.
     pub fn slot_name(&self) -> String {
         toygres_common::names::slot_name_for_member(&self.member_name)
+    }
+}
+
+/// The instance a member belongs to: its name without the trailing `-<n>`.
+fn instance_of_member(member: &str) -> String {
+    match member.rsplit_once('-') {
+        Some((instance, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            instance.to_string()
+        }
+        _ => member.to_string(),
     }
 }
 
@@ -270,6 +325,78 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = Config::from_args(args(dir.path(), &["--bootstrap=standby"])).unwrap_err();
         assert!(err.to_string().contains("--primary"), "{err}");
+    }
+
+    #[test]
+    fn archiving_is_off_by_default_and_configured_from_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Config::from_args(args(dir.path(), &[]))
+            .unwrap()
+            .archive
+            .is_none());
+        let cfg = Config::from_args(args(
+            dir.path(),
+            &["--archive-url=s3://bucket/p", "--wal-compression=none"],
+        ))
+        .unwrap();
+        let archive = cfg.archive.unwrap();
+        assert_eq!(archive.settings.instance, "db");
+        assert_eq!(archive.settings.compression, Compression::None);
+        assert_eq!(archive.settings.concurrency, 4);
+        assert_eq!(
+            archive.settings.state_dir,
+            dir.path().join("data.run/archive")
+        );
+        assert!(archive.exe.is_absolute());
+        let cfg = Config::from_args(args(
+            dir.path(),
+            &["--archive-url=file:///tmp/x", "--instance-name=other"],
+        ))
+        .unwrap();
+        assert_eq!(cfg.archive.unwrap().settings.instance, "other");
+    }
+
+    #[test]
+    fn bad_archive_settings_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        args(dir.path(), &[]);
+        let parse = |extra: &[&str]| {
+            let mut argv = vec![
+                "x".to_string(),
+                "--data-dir=/d".into(),
+                "--token-file=/t".into(),
+                "--superuser-password-file=/s".into(),
+                "--replication-password-file=/r".into(),
+                "--member-name=db-0".into(),
+            ];
+            argv.extend(extra.iter().map(|s| s.to_string()));
+            Cli::try_parse_from(argv)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(parse(&["--archive-url=http://x/y"]).contains("unsupported scheme"));
+        assert!(parse(&["--wal-compression=11"]).contains("gzip level 0-9"));
+        let err = Config::from_args(args(
+            dir.path(),
+            &["--archive-url=file:///tmp/x", "--archive-concurrency=0"],
+        ))
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("concurrency"), "{err:#}");
+        let err = Config::from_args(args(
+            dir.path(),
+            &["--archive-url=file:///tmp/x", "--instance-name=Bad"],
+        ))
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("instance name"), "{err:#}");
+    }
+
+    #[test]
+    fn instance_is_the_member_name_without_its_ordinal() {
+        assert_eq!(instance_of_member("orders-0"), "orders");
+        assert_eq!(instance_of_member("my-db-12"), "my-db");
+        assert_eq!(instance_of_member("solo"), "solo");
+        assert_eq!(instance_of_member("db-x"), "db-x");
     }
 
     #[test]

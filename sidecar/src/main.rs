@@ -1,8 +1,10 @@
 //! `toygres-sidecar`: the agent inside every Postgres pod.
 
 mod api;
+mod archive;
 mod config;
 mod metrics;
+mod objstore;
 mod postgres;
 
 use std::process::ExitCode;
@@ -25,7 +27,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Bootstrap (when the data directory is empty), supervise Postgres and serve the API.
-    Run(config::RunArgs),
+    Run(Box<config::RunArgs>),
+    /// Archive one WAL file to the object store (Postgres's archive_command).
+    WalPush(archive::WalPushArgs),
+    /// Restore one WAL file from the object store (Postgres's restore_command); exits 1 quietly
+    /// when the archive does not hold it.
+    WalFetch(archive::WalFetchArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,7 +58,9 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run(args) => runtime.block_on(run(args)),
+        Command::Run(args) => runtime.block_on(run(*args)),
+        Command::WalPush(args) => return runtime.block_on(archive::push::run(args)),
+        Command::WalFetch(args) => return runtime.block_on(archive::fetch::wal_fetch(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,6 @@
 //! `/metrics` in Prometheus's text format: Postgres up, role, timeline, lag, standbys,
-//! connections by state, database sizes, commits and rollbacks, restarts, pending restart, and
-//! the API's own requests. Read fresh at each scrape.
+//! connections by state, database sizes, commits and rollbacks, restarts, pending restart,
+//! WAL archiving, and the API's own requests. Read fresh at each scrape.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -12,6 +12,7 @@ use axum::response::IntoResponse;
 use toygres_common::sidecar_api::{Role, Status};
 
 use crate::api::AppState;
+use crate::archive::{stats, ArchiveSetup};
 use crate::postgres::Member;
 
 /// Request counts by (method, route, status).
@@ -67,6 +68,9 @@ pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
     let status = state.member.status().await;
     let mut x = Exposition::default();
     write_status(&mut x, &status);
+    if let Some(archive) = &state.member.cfg.archive {
+        write_archive(&mut x, archive, &state.member.layout.data_dir);
+    }
     if status.running {
         write_database_stats(&mut x, &state.member).await;
     }
@@ -233,6 +237,98 @@ async fn write_database_stats(x: &mut Exposition, member: &Member) {
     }
 }
 
+/// WAL archiving: counters the `wal-push`/`wal-fetch` processes keep in the archive state
+/// directory, plus the `.ready` files Postgres has not had archived yet.
+fn write_archive(x: &mut Exposition, archive: &ArchiveSetup, data_dir: &std::path::Path) {
+    let s = stats::read(&archive.settings.state_dir);
+    let counter = |x: &mut Exposition, name: &str, help: &str, value: u64| {
+        x.family(name, "counter", help);
+        x.sample(name, &[], value as f64);
+    };
+    counter(
+        x,
+        "toygres_wal_archive_success_total",
+        "WAL files archived (or found already archived with identical content).",
+        s.archived_total,
+    );
+    counter(
+        x,
+        "toygres_wal_archive_failures_total",
+        "Failed WAL archive attempts (Postgres keeps the file and retries).",
+        s.archive_failures_total,
+    );
+    counter(
+        x,
+        "toygres_wal_archive_conflicts_total",
+        "Archive attempts refused because a different file of the same name is stored.",
+        s.archive_conflicts_total,
+    );
+    counter(
+        x,
+        "toygres_wal_archive_bytes_total",
+        "Bytes of WAL archived, before compression.",
+        s.archived_bytes_total,
+    );
+    counter(
+        x,
+        "toygres_wal_archive_stored_bytes_total",
+        "Bytes written to the object store by WAL archiving, after compression.",
+        s.archived_stored_bytes_total,
+    );
+    counter(
+        x,
+        "toygres_wal_fetch_total",
+        "WAL files restored from the object store.",
+        s.fetched_total,
+    );
+    counter(
+        x,
+        "toygres_wal_fetch_prefetch_hits_total",
+        "Restored WAL files that were already prefetched.",
+        s.prefetch_hits_total,
+    );
+    counter(
+        x,
+        "toygres_wal_fetch_failures_total",
+        "WAL restores that failed for another reason than a missing file.",
+        s.fetch_failures_total,
+    );
+    x.gauge(
+        "toygres_wal_archive_ready_files",
+        "WAL files waiting to be archived (.ready in pg_wal/archive_status).",
+        stats::ready_count(data_dir) as f64,
+    );
+    if let (Some(name), Some(at)) = (&s.last_archived, s.last_archived_time) {
+        x.family(
+            "toygres_wal_archive_last_archived_info",
+            "gauge",
+            "The newest WAL file archived.",
+        );
+        x.sample(
+            "toygres_wal_archive_last_archived_info",
+            &[("file", name)],
+            1.0,
+        );
+        x.gauge(
+            "toygres_wal_archive_last_success_timestamp_seconds",
+            "When WAL was last archived (Unix time).",
+            at,
+        );
+        x.gauge(
+            "toygres_wal_archive_last_success_age_seconds",
+            "Seconds since WAL was last archived.",
+            (stats::now() - at).max(0.0),
+        );
+    }
+    if let Some(at) = s.last_failure_time {
+        x.gauge(
+            "toygres_wal_archive_last_failure_timestamp_seconds",
+            "When WAL archiving last failed (Unix time).",
+            at,
+        );
+    }
+}
+
 fn write_api(x: &mut Exposition, m: &ApiMetrics) {
     x.family(
         "toygres_sidecar_api_requests_total",
@@ -253,6 +349,59 @@ fn write_api(x: &mut Exposition, m: &ApiMetrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn archive_metrics_come_from_the_counters_file_and_pg_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("archive");
+        std::fs::create_dir_all(&state_dir).unwrap();
+        stats::update(&state_dir, |s| {
+            s.archived_total = 5;
+            s.archive_failures_total = 2;
+            s.last_archived = Some("000000010000000000000009".into());
+            s.last_archived_time = Some(stats::now() - 10.0);
+        })
+        .unwrap();
+        let data_dir = dir.path().join("data");
+        let status = data_dir.join("pg_wal/archive_status");
+        std::fs::create_dir_all(&status).unwrap();
+        for f in [
+            "00000001000000000000000A.ready",
+            "00000001000000000000000B.ready",
+        ] {
+            std::fs::write(status.join(f), b"").unwrap();
+        }
+        let setup = ArchiveSetup {
+            settings: crate::archive::ArchiveSettings {
+                url: "file:///tmp/x".parse().unwrap(),
+                instance: "db".into(),
+                compression: crate::archive::Compression::Gzip(1),
+                concurrency: 4,
+                state_dir,
+                wal_segment_size: crate::archive::walname::DEFAULT_SEGMENT_SIZE,
+            },
+            exe: "/bin/toygres-sidecar".into(),
+        };
+        let mut x = Exposition::default();
+        write_archive(&mut x, &setup, &data_dir);
+        for line in [
+            "toygres_wal_archive_success_total 5\n",
+            "toygres_wal_archive_failures_total 2\n",
+            "toygres_wal_archive_conflicts_total 0\n",
+            "toygres_wal_archive_ready_files 2\n",
+            "toygres_wal_archive_last_archived_info{file=\"000000010000000000000009\"} 1\n",
+        ] {
+            assert!(x.out.contains(line), "{line} missing from:\n{}", x.out);
+        }
+        let age: f64 = x
+            .out
+            .lines()
+            .find_map(|l| l.strip_prefix("toygres_wal_archive_last_success_age_seconds "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((9.0..60.0).contains(&age), "{age}");
+    }
 
     #[test]
     fn labels_are_escaped() {

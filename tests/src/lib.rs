@@ -15,6 +15,8 @@ use toygres_common::SidecarClient;
 
 pub use toygres_common::sidecar_api;
 
+pub mod objstores;
+
 /// Superuser password every harness cluster uses.
 pub const SUPERUSER_PASSWORD: &str = "harness-superuser-pw";
 /// Replication password every harness cluster uses.
@@ -117,6 +119,8 @@ pub struct SidecarSpec {
     pub primary: Option<PgAddress>,
     /// Extra `--flag=value` arguments.
     pub extra_args: Vec<String>,
+    /// Extra environment variables (object-store credentials and endpoints).
+    pub env: Vec<(String, String)>,
 }
 
 impl SidecarSpec {
@@ -125,6 +129,7 @@ impl SidecarSpec {
             member: member.into(),
             primary: None,
             extra_args: Vec::new(),
+            env: Vec::new(),
         }
     }
     pub fn standby(member: &str, primary: &Sidecar) -> Self {
@@ -132,6 +137,7 @@ impl SidecarSpec {
             member: member.into(),
             primary: Some(primary.pg_address()),
             extra_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -200,6 +206,7 @@ impl Sidecar {
                 .arg(format!("--primary={primary}"));
         }
         cmd.args(&self.spec.extra_args);
+        cmd.envs(self.spec.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

@@ -1,6 +1,7 @@
 //! The files the sidecar owns in and beside the data directory: `toygres.conf` (settings the
 //! sidecar manages, included by `postgresql.conf`), `pg_hba.conf`, the replication `pgpass` file,
-//! `standby.signal`, the fence marker, and `toygres.state.json` (what the sidecar must remember
+//! `standby.signal`, the fence marker, the archive settings (see [`crate::archive`]), and
+//! `toygres.state.json` (what the sidecar must remember
 //! across restarts: the primary it follows and the synchronous replication settings).
 
 use std::io::Write;
@@ -229,6 +230,9 @@ pub fn render_toygres_conf(
         ),
         "recovery_target_timeline = 'latest'".into(),
     ];
+    if let Some(archive) = &cfg.archive {
+        lines.extend(archive.conf_lines(conf_quote));
+    }
     if standby {
         if let Some(primary) = &state.primary {
             lines.push(format!(
@@ -299,6 +303,9 @@ pub fn prepare_for_start(
 ) -> anyhow::Result<()> {
     ensure_private_dir(bins, &layout.run_dir)?;
     write_file(bins, &layout.pgpass(), render_pgpass(cfg).as_bytes(), 0o600)?;
+    if let Some(archive) = &cfg.archive {
+        archive.write_files(bins)?;
+    }
     write_config(cfg, bins, layout, state)
 }
 

@@ -1,0 +1,261 @@
+//! `wal-fetch`: hands Postgres one archived WAL file (`restore_command`), prefetching the
+//! following segments of the same timeline in parallel.
+//!
+//! A file the archive does not hold is an ordinary answer during recovery (Postgres asks for the
+//! next segment, and for timeline history files, until one is missing): it exits with status 1
+//! and prints nothing. Other failures print one line and exit with status 2.
+//!
+//! Prefetch: when the requested segment is not already waiting in the prefetch directory, it is
+//! downloaded together with the next `concurrency - 1` segments; those land in the prefetch
+//! directory (temp file, rename) and later requests are served from there with a rename.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::walname::WalFileName;
+use super::{decompress, stats, ArchiveSettings, WalFetchArgs};
+use crate::objstore::Store;
+
+/// Entry point of `toygres-sidecar wal-fetch`.
+pub async fn wal_fetch(args: WalFetchArgs) -> ExitCode {
+    let settings = match ArchiveSettings::load(&args.config) {
+        Ok(s) => s,
+        Err(e) => return failed(&args.name, e, None),
+    };
+    let state_dir = settings.state_dir.clone();
+    let fetcher = match Store::open(&settings.url) {
+        Ok(store) => WalFetcher { store, settings },
+        Err(e) => return failed(&args.name, e, Some(&state_dir)),
+    };
+    let dest = match absolute(&args.path) {
+        Ok(p) => p,
+        Err(e) => return failed(&args.name, e, Some(&state_dir)),
+    };
+    match fetcher.fetch(&args.name, &dest).await {
+        Ok(Fetched::Missing) => ExitCode::from(1),
+        Ok(fetched) => {
+            stats::record(&state_dir, |s| {
+                s.fetched_total += 1;
+                if fetched == Fetched::FromPrefetch {
+                    s.prefetch_hits_total += 1;
+                }
+            });
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed(&args.name, e, Some(&state_dir)),
+    }
+}
+
+fn failed(name: &str, e: anyhow::Error, state_dir: Option<&Path>) -> ExitCode {
+    eprintln!("toygres-sidecar wal-fetch {name}: {e:#}");
+    if let Some(dir) = state_dir {
+        stats::record(dir, |s| s.fetch_failures_total += 1);
+    }
+    ExitCode::from(2)
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.is_absolute() {
+        Ok(path.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()
+            .context("read the current directory")?
+            .join(path))
+    }
+}
+
+/// How a request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetched {
+    /// Downloaded now.
+    Downloaded,
+    /// Already waiting in the prefetch directory.
+    FromPrefetch,
+    /// The archive does not hold the file.
+    Missing,
+}
+
+/// Restores WAL files from one store.
+#[derive(Debug, Clone)]
+pub struct WalFetcher {
+    pub store: Store,
+    pub settings: ArchiveSettings,
+}
+
+impl WalFetcher {
+    /// Puts the archived file `name` at `dest` (temp file, rename).
+    pub async fn fetch(&self, name: &str, dest: &Path) -> anyhow::Result<Fetched> {
+        let name = WalFileName::parse(name)?;
+        let prefetch_dir = self.settings.prefetch_dir();
+        self.forget_passed_prefetches(&name);
+        let waiting = prefetch_dir.join(name.as_str());
+        if waiting.exists() {
+            move_into_place(&waiting, dest)
+                .with_context(|| format!("restore {name} from {}", prefetch_dir.display()))?;
+            return Ok(Fetched::FromPrefetch);
+        }
+        let ahead = name.following_segments(
+            self.settings.wal_segment_size,
+            self.settings.concurrency.saturating_sub(1),
+        );
+        let ahead: Vec<String> = ahead
+            .into_iter()
+            .filter(|n| !prefetch_dir.join(n).exists())
+            .collect();
+        let requested = self.download(name.as_str());
+        let prefetch_dir = &prefetch_dir;
+        let prefetches = futures::future::join_all(ahead.iter().map(|n| async move {
+            match self.download(n).await {
+                Ok(Some(raw)) => {
+                    if let Err(e) = write_atomically(&prefetch_dir.join(n), &raw) {
+                        tracing::warn!(file = %n, "keep a prefetched WAL file: {e:#}");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(file = %n, "prefetch: {e:#}"),
+            }
+        }));
+        let (requested, _) = tokio::join!(requested, prefetches);
+        match requested? {
+            Some(raw) => {
+                write_atomically(dest, &raw)
+                    .with_context(|| format!("write {name} to {}", dest.display()))?;
+                Ok(Fetched::Downloaded)
+            }
+            None => Ok(Fetched::Missing),
+        }
+    }
+
+    /// The decompressed content of `name`, under whichever compression it was archived with.
+    async fn download(&self, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        for key in self.settings.wal_keys(name) {
+            if let Some(stored) = self.store.get(&key).await? {
+                let raw = tokio::task::spawn_blocking(move || decompress(&key, stored))
+                    .await
+                    .context("join the decompression task")??;
+                return Ok(Some(raw));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes prefetched files replay has moved past (older segments, other timelines) and
+    /// temp files of interrupted downloads.
+    fn forget_passed_prefetches(&self, current: &WalFileName) {
+        let Ok(entries) = std::fs::read_dir(self.settings.prefetch_dir()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let stale = match WalFileName::parse(&file) {
+                Ok(n) => n.is_behind(current),
+                Err(_) => file.ends_with(".tmp"),
+            };
+            if stale {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// Writes `content` to a temp file beside `path`, then renames it into place.
+fn write_atomically(path: &Path, content: &[u8]) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, content).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("rename {} into place", tmp.display())
+    })
+}
+
+/// Renames `from` to `to`, copying when they are on different filesystems.
+fn move_into_place(from: &Path, to: &Path) -> anyhow::Result<()> {
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let content =
+                std::fs::read(from).with_context(|| format!("read {}", from.display()))?;
+            write_atomically(to, &content)?;
+            let _ = std::fs::remove_file(from);
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("move {} to {}", from.display(), to.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::push::WalArchiver;
+    use crate::archive::Compression;
+
+    fn segment(n: u32) -> String {
+        format!("0000000100000000{n:08X}")
+    }
+
+    #[tokio::test]
+    async fn fetch_restores_pushed_files_and_prefetches_the_next_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        std::fs::create_dir_all(state_dir.join("prefetch")).unwrap();
+        std::fs::create_dir_all(state_dir.join("pushed")).unwrap();
+        let settings = ArchiveSettings {
+            url: format!("file://{}/store", dir.path().display())
+                .parse()
+                .unwrap(),
+            instance: "db".into(),
+            compression: Compression::Gzip(1),
+            concurrency: 3,
+            state_dir,
+            wal_segment_size: crate::archive::walname::DEFAULT_SEGMENT_SIZE,
+        };
+        let store = Store::open(&settings.url).unwrap();
+        let archiver = WalArchiver {
+            store: store.clone(),
+            settings: settings.clone(),
+        };
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        for n in 1..=4u32 {
+            let p = src.join(segment(n));
+            std::fs::write(&p, vec![n as u8; 10_000]).unwrap();
+            archiver
+                .push_file(&p, &WalFileName::parse(&segment(n)).unwrap())
+                .await
+                .unwrap();
+        }
+        let fetcher = WalFetcher { store, settings };
+        let dest = dir.path().join("RECOVERYXLOG");
+        assert_eq!(
+            fetcher.fetch(&segment(1), &dest).await.unwrap(),
+            Fetched::Downloaded
+        );
+        assert_eq!(std::fs::read(&dest).unwrap(), vec![1u8; 10_000]);
+        // 2 and 3 were prefetched; 2 is served from there.
+        assert_eq!(
+            fetcher.fetch(&segment(2), &dest).await.unwrap(),
+            Fetched::FromPrefetch
+        );
+        assert_eq!(std::fs::read(&dest).unwrap(), vec![2u8; 10_000]);
+        // Jumping to 4 forgets 3, which replay no longer needs.
+        assert_eq!(
+            fetcher.fetch(&segment(4), &dest).await.unwrap(),
+            Fetched::Downloaded
+        );
+        assert!(!fetcher.settings.prefetch_dir().join(segment(3)).exists());
+        // The end of the archive: a quiet miss.
+        assert_eq!(
+            fetcher.fetch(&segment(5), &dest).await.unwrap(),
+            Fetched::Missing
+        );
+        assert_eq!(
+            fetcher.fetch("00000002.history", &dest).await.unwrap(),
+            Fetched::Missing
+        );
+        assert!(fetcher.fetch("../etc/passwd", &dest).await.is_err());
+    }
+}

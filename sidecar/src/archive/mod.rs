@@ -1,0 +1,394 @@
+//! WAL archiving to object storage and WAL restore from it.
+//!
+//! Postgres runs the sidecar binary itself as its `archive_command` (`wal-push`, [`push`]) and
+//! `restore_command` (`wal-fetch`, [`fetch`]). Those short-lived processes read their settings
+//! from a small, non-secret JSON file ([`ArchiveSettings`]) that the sidecar writes into its run
+//! directory before Postgres starts; credentials reach them through the environment Postgres
+//! inherited from the sidecar. Objects live at `<instance>/wal/<file>[.gz]` under the store URL.
+
+pub mod fetch;
+pub mod push;
+pub mod stats;
+pub mod walname;
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use toygres_common::store_url::StoreUrl;
+
+/// How archived WAL is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Stored as is.
+    None,
+    /// gzip at this level (0–9).
+    Gzip(u32),
+}
+
+impl Compression {
+    /// The object-name suffix this compression adds.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip(_) => ".gz",
+        }
+    }
+
+    /// Compresses `raw`.
+    pub fn compress(self, raw: &[u8]) -> anyhow::Result<Vec<u8>> {
+        match self {
+            Compression::None => Ok(raw.to_vec()),
+            Compression::Gzip(level) => {
+                let mut enc = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(raw.len() / 4),
+                    flate2::Compression::new(level),
+                );
+                enc.write_all(raw).context("gzip")?;
+                enc.finish().context("gzip")
+            }
+        }
+    }
+}
+
+/// Undoes the compression an object's name suffix says it has.
+pub fn decompress(key: &str, stored: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    if key.ends_with(".gz") {
+        let mut out = Vec::with_capacity(stored.len() * 4);
+        flate2::read::GzDecoder::new(stored.as_slice())
+            .read_to_end(&mut out)
+            .with_context(|| format!("gunzip {key}"))?;
+        Ok(out)
+    } else {
+        Ok(stored)
+    }
+}
+
+impl FromStr for Compression {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "none" => Ok(Compression::None),
+            "gzip" => Ok(Compression::Gzip(6)),
+            level => match level.parse::<u32>() {
+                Ok(n) if n <= 9 => Ok(Compression::Gzip(n)),
+                _ => Err(format!(
+                    "{s:?} is not a WAL compression: expected a gzip level 0-9, \"gzip\" or \"none\""
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::None => f.write_str("none"),
+            Compression::Gzip(level) => write!(f, "{level}"),
+        }
+    }
+}
+
+impl Serialize for Compression {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Compression {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// What `wal-push` and `wal-fetch` need to know, written by the sidecar as
+/// `<run dir>/archive/config.json`. Holds no secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveSettings {
+    /// The store WAL is archived to.
+    pub url: StoreUrl,
+    /// The instance whose WAL this is: the first component of every key.
+    pub instance: String,
+    /// How WAL is compressed.
+    pub compression: Compression,
+    /// Uploads (and downloads) in flight at once, the requested file included.
+    pub concurrency: usize,
+    /// The sidecar-owned directory for markers, prefetched WAL and counters.
+    pub state_dir: PathBuf,
+    /// Postgres's WAL segment size.
+    #[serde(default = "default_segment_size")]
+    pub wal_segment_size: u64,
+}
+
+fn default_segment_size() -> u64 {
+    walname::DEFAULT_SEGMENT_SIZE
+}
+
+/// The most parallel transfers `--archive-concurrency` allows.
+pub const MAX_CONCURRENCY: usize = 64;
+
+impl ArchiveSettings {
+    /// The settings file's path inside the state directory.
+    pub fn config_file(&self) -> PathBuf {
+        self.state_dir.join("config.json")
+    }
+
+    /// Reads the settings file `wal-push` and `wal-fetch` are pointed at.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("read the archive settings {}", path.display()))?;
+        let settings: Self = serde_json::from_slice(&bytes)
+            .with_context(|| format!("parse the archive settings {}", path.display()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks the values a hand-edited file could get wrong.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        toygres_common::names::validate_instance_name(&self.instance)
+            .context("check the archive instance name")?;
+        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
+            anyhow::bail!(
+                "the archive concurrency must be between 1 and {MAX_CONCURRENCY}, not {}",
+                self.concurrency
+            );
+        }
+        if !self.wal_segment_size.is_power_of_two() || self.wal_segment_size < 1 << 20 {
+            anyhow::bail!(
+                "the WAL segment size {} is not a power of two of at least 1 MiB",
+                self.wal_segment_size
+            );
+        }
+        Ok(())
+    }
+
+    /// The store key of a WAL file, with the suffix of `compression`.
+    pub fn wal_key(&self, name: &str, compression: Compression) -> String {
+        format!("{}/wal/{name}{}", self.instance, compression.suffix())
+    }
+
+    /// The keys a WAL file may be stored under, the current compression's first (an archive may
+    /// hold files written under an earlier setting).
+    pub fn wal_keys(&self, name: &str) -> [String; 2] {
+        let other = match self.compression {
+            Compression::None => Compression::Gzip(6),
+            Compression::Gzip(_) => Compression::None,
+        };
+        [
+            self.wal_key(name, self.compression),
+            self.wal_key(name, other),
+        ]
+    }
+
+    /// Where markers of files pushed ahead of Postgres's request live.
+    pub fn pushed_dir(&self) -> PathBuf {
+        self.state_dir.join("pushed")
+    }
+
+    /// Where WAL fetched ahead of replay waits.
+    pub fn prefetch_dir(&self) -> PathBuf {
+        self.state_dir.join("prefetch")
+    }
+}
+
+/// `toygres-sidecar wal-push`: Postgres's `archive_command`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WalPushArgs {
+    /// The archive settings file the sidecar wrote.
+    #[arg(long, env = "TOYGRES_ARCHIVE_CONFIG")]
+    pub config: PathBuf,
+    /// The WAL file to archive (`%p`: a path relative to the data directory).
+    pub path: PathBuf,
+}
+
+/// `toygres-sidecar wal-fetch`: Postgres's `restore_command`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WalFetchArgs {
+    /// The archive settings file the sidecar wrote.
+    #[arg(long, env = "TOYGRES_ARCHIVE_CONFIG")]
+    pub config: PathBuf,
+    /// The WAL file Postgres wants (`%f`).
+    pub name: String,
+    /// Where to put it (`%p`).
+    pub path: PathBuf,
+}
+
+/// The sidecar's archive setup: the settings plus the binary Postgres runs as its hooks.
+#[derive(Debug, Clone)]
+pub struct ArchiveSetup {
+    pub settings: ArchiveSettings,
+    /// The running sidecar binary's absolute path.
+    pub exe: PathBuf,
+}
+
+/// Quotes `value` for `/bin/sh` (Postgres runs the commands through the shell).
+fn sh_quote(value: &str) -> String {
+    if !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c))
+    {
+        value.to_string()
+    } else {
+        format!("'{}'", value.replace('\'', "'\\''"))
+    }
+}
+
+impl ArchiveSetup {
+    fn hook(&self, subcommand: &str, args: &str) -> String {
+        // `%` introduces Postgres's placeholders: a literal one in a path is doubled.
+        let exe = sh_quote(&self.exe.display().to_string()).replace('%', "%%");
+        let config =
+            sh_quote(&self.settings.config_file().display().to_string()).replace('%', "%%");
+        format!("{exe} {subcommand} --config {config} {args}")
+    }
+
+    /// `archive_command`: pushes `%p`.
+    pub fn archive_command(&self) -> String {
+        self.hook("wal-push", "%p")
+    }
+
+    /// `restore_command`: fetches `%f` into `%p`.
+    pub fn restore_command(&self) -> String {
+        self.hook("wal-fetch", "%f %p")
+    }
+
+    /// The lines `toygres.conf` gets (values quoted with `quote`).
+    pub fn conf_lines(&self, quote: impl Fn(&str) -> String) -> Vec<String> {
+        vec![
+            "archive_mode = on".into(),
+            format!("archive_command = {}", quote(&self.archive_command())),
+            format!("restore_command = {}", quote(&self.restore_command())),
+        ]
+    }
+
+    /// Creates the state directory (owned by the Postgres OS user, like the run directory),
+    /// empties the prefetch directory, and writes the settings file `wal-push` and `wal-fetch`
+    /// read. Runs before every start of Postgres.
+    pub fn write_files(&self, bins: &toygres_common::pg_exec::PgBinaries) -> anyhow::Result<()> {
+        let s = &self.settings;
+        for dir in [s.state_dir.clone(), s.pushed_dir(), s.prefetch_dir()] {
+            crate::postgres::files::ensure_private_dir(bins, &dir)?;
+        }
+        // WAL prefetched for an earlier run may belong to a timeline this one never replays:
+        // start with an empty prefetch directory so it cannot pile up.
+        if let Ok(entries) = std::fs::read_dir(s.prefetch_dir()) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        // A local store directory the sidecar creates belongs to the Postgres OS user, who runs
+        // wal-push; an existing one is left as its owner set it up.
+        if let toygres_common::store_url::StoreLocation::File { root } = &s.url.location {
+            if !root.exists() {
+                std::fs::create_dir_all(root)
+                    .with_context(|| format!("create the store directory {}", root.display()))?;
+                bins.chown(root)?;
+            }
+        }
+        let json = serde_json::to_vec_pretty(s).context("serialize the archive settings")?;
+        crate::postgres::files::write_file(bins, &s.config_file(), &json, 0o600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(compression: Compression) -> ArchiveSettings {
+        ArchiveSettings {
+            url: "s3://bucket/pfx".parse().unwrap(),
+            instance: "db".into(),
+            compression,
+            concurrency: 4,
+            state_dir: "/run/db 1/archive".into(),
+            wal_segment_size: walname::DEFAULT_SEGMENT_SIZE,
+        }
+    }
+
+    #[test]
+    fn compression_parses_levels_and_none() {
+        assert_eq!("none".parse(), Ok(Compression::None));
+        assert_eq!("0".parse(), Ok(Compression::Gzip(0)));
+        assert_eq!("9".parse(), Ok(Compression::Gzip(9)));
+        assert_eq!("gzip".parse(), Ok(Compression::Gzip(6)));
+        for bad in ["10", "-1", "zstd", ""] {
+            let err = bad.parse::<Compression>().unwrap_err();
+            assert!(err.contains("gzip level 0-9"), "{err}");
+        }
+    }
+
+    #[test]
+    fn compression_round_trips() {
+        let raw: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 7).to_le_bytes())
+            .collect();
+        for c in [
+            Compression::None,
+            Compression::Gzip(0),
+            Compression::Gzip(6),
+        ] {
+            let stored = c.compress(&raw).unwrap();
+            let key = format!("x{}", c.suffix());
+            assert_eq!(decompress(&key, stored).unwrap(), raw);
+        }
+        assert!(Compression::Gzip(1).compress(&raw).unwrap().len() < raw.len() / 10);
+    }
+
+    #[test]
+    fn keys_follow_the_layout() {
+        let s = settings(Compression::Gzip(1));
+        assert_eq!(
+            s.wal_keys("000000010000000000000001"),
+            [
+                "db/wal/000000010000000000000001.gz".to_string(),
+                "db/wal/000000010000000000000001".to_string()
+            ]
+        );
+        let s = settings(Compression::None);
+        assert_eq!(s.wal_keys("00000002.history")[0], "db/wal/00000002.history");
+    }
+
+    #[test]
+    fn settings_file_round_trips_and_is_validated() {
+        let s = settings(Compression::Gzip(3));
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("\"compression\":\"3\""), "{json}");
+        let back: ArchiveSettings = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        let mut bad = s.clone();
+        bad.concurrency = 0;
+        assert!(bad.validate().is_err());
+        bad.concurrency = 4;
+        bad.instance = "Bad".into();
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn hooks_quote_paths_for_the_shell_and_postgres() {
+        let setup = ArchiveSetup {
+            settings: settings(Compression::Gzip(1)),
+            exe: "/opt/toy gres/bin/toygres-sidecar".into(),
+        };
+        assert_eq!(
+            setup.archive_command(),
+            "'/opt/toy gres/bin/toygres-sidecar' wal-push --config '/run/db 1/archive/config.json' %p"
+        );
+        assert!(setup.restore_command().ends_with(" %f %p"));
+        let mut pct = setup.clone();
+        pct.exe = "/opt/100%/sidecar".into();
+        assert!(pct
+            .archive_command()
+            .starts_with("'/opt/100%%/sidecar' wal-push"));
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+        let lines = setup.conf_lines(|v| format!("<{v}>"));
+        assert_eq!(lines[0], "archive_mode = on");
+        assert!(lines[1].starts_with("archive_command = <"));
+    }
+}

@@ -1,0 +1,516 @@
+//! `wal-push`: archives one WAL file for Postgres, and the next few waiting ones with it.
+//!
+//! Success means the store acknowledged a durable write. An object that already exists is
+//! compared with the local file (decompressed content, SHA-256): identical is success (a retry
+//! after a crash, or a file already pushed ahead), different is refused and counted, never
+//! overwritten.
+//!
+//! Look-ahead: while the requested file uploads, up to `concurrency - 1` other files that have a
+//! `.ready` status upload beside it. Each one pushed leaves a marker (its SHA-256) in the state
+//! directory, so Postgres's later `wal-push` for it only re-hashes the local file and returns.
+//! `archive_status` belongs to Postgres: this code reads it and never writes it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+
+use super::walname::{WalFileKind, WalFileName};
+use super::{decompress, stats, ArchiveSettings, WalPushArgs};
+use crate::objstore::{PutOutcome, Store};
+
+/// A push refused because the store holds a different object under the same name.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing to overwrite {location}: it holds different content than {name} \
+     (sha256 {stored} in the store, {local} here); this WAL comes from another server or history"
+)]
+pub struct ConflictError {
+    pub name: String,
+    pub location: String,
+    pub stored: String,
+    pub local: String,
+}
+
+/// What one successful push did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pushed {
+    pub name: String,
+    pub raw_bytes: u64,
+    /// Bytes written to the store (0 when the object already existed).
+    pub stored_bytes: u64,
+    pub already_stored: bool,
+    pub sha256: String,
+}
+
+/// Archives WAL files to one store.
+#[derive(Debug, Clone)]
+pub struct WalArchiver {
+    pub store: Store,
+    pub settings: ArchiveSettings,
+}
+
+/// The user metadata holding the SHA-256 of an archived file's uncompressed content.
+pub const SHA256_METADATA: &str = "sha256";
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Entry point of `toygres-sidecar wal-push`: a failure is one line on stderr, which Postgres
+/// puts in its log beside its own "archive command failed".
+pub async fn run(args: WalPushArgs) -> ExitCode {
+    let file = args.path.display().to_string();
+    match wal_push(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("toygres-sidecar wal-push {file}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Archives the file `args` names (with look-ahead), updating the counters.
+pub async fn wal_push(args: WalPushArgs) -> anyhow::Result<()> {
+    let settings = ArchiveSettings::load(&args.config)?;
+    let state_dir = settings.state_dir.clone();
+    match prepare(&args, settings) {
+        Ok((archiver, path, name)) => archiver.push_with_look_ahead(&path, &name).await,
+        Err(e) => {
+            stats::record(&state_dir, |s| {
+                s.archive_failures_total += 1;
+                s.last_failure_time = Some(stats::now());
+            });
+            Err(e)
+        }
+    }
+}
+
+/// Opens the store and checks the file name.
+fn prepare(
+    args: &WalPushArgs,
+    settings: ArchiveSettings,
+) -> anyhow::Result<(WalArchiver, PathBuf, WalFileName)> {
+    let path = if args.path.is_absolute() {
+        args.path.clone()
+    } else {
+        std::env::current_dir()
+            .context("read the current directory")?
+            .join(&args.path)
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let name = WalFileName::parse(&name)?;
+    let store = Store::open(&settings.url)?;
+    Ok((WalArchiver { store, settings }, path, name))
+}
+
+impl WalArchiver {
+    /// Pushes `path` (and, beside it, other waiting files); records the outcome in the counters.
+    pub async fn push_with_look_ahead(
+        &self,
+        path: &Path,
+        name: &WalFileName,
+    ) -> anyhow::Result<()> {
+        let state_dir = &self.settings.state_dir;
+        if self.pushed_ahead(path, name).await {
+            tracing::debug!(file = %name, "already pushed ahead");
+            return Ok(());
+        }
+        let others = self.look_ahead_candidates(path, name);
+        let main = self.push_file(path, name);
+        let ahead = futures::future::join_all(others.iter().map(|(p, n)| async move {
+            let result = self.push_file(p, n).await;
+            if let Ok(pushed) = &result {
+                self.write_marker(pushed);
+            }
+            result
+        }));
+        let (main_result, ahead_results) = tokio::join!(main, ahead);
+        // Files pushed ahead count once stored; their failures do not: Postgres asks for each
+        // of them in turn, and that request's outcome is the one that counts.
+        let mut stored: Vec<&Pushed> = ahead_results.iter().flatten().collect();
+        if let Ok(p) = &main_result {
+            stored.push(p);
+        }
+        stats::record(state_dir, |s| {
+            for p in &stored {
+                s.archived_total += 1;
+                s.archived_bytes_total += p.raw_bytes;
+                s.archived_stored_bytes_total += p.stored_bytes;
+                if is_newer(&p.name, s.last_archived.as_deref()) {
+                    s.last_archived = Some(p.name.clone());
+                }
+                s.last_archived_time = Some(stats::now());
+            }
+            if let Err(e) = &main_result {
+                s.archive_failures_total += 1;
+                s.last_failure_time = Some(stats::now());
+                if e.downcast_ref::<ConflictError>().is_some() {
+                    s.archive_conflicts_total += 1;
+                }
+            }
+        });
+        for (r, (_, n)) in ahead_results.iter().zip(&others) {
+            if let Err(e) = r {
+                tracing::debug!(file = %n, "push ahead: {e:#}");
+            }
+        }
+        main_result.map(|p| {
+            tracing::debug!(file = %p.name, bytes = p.stored_bytes, "archived");
+        })
+    }
+
+    /// Archives one file: compress, create-if-absent, and compare when it already exists.
+    pub async fn push_file(&self, path: &Path, name: &WalFileName) -> anyhow::Result<Pushed> {
+        let raw = tokio::fs::read(path)
+            .await
+            .with_context(|| format!("read {}", path.display()))?;
+        let compression = self.settings.compression;
+        let (raw, sha, stored) = tokio::task::spawn_blocking(move || {
+            let sha = sha256_hex(&raw);
+            compression.compress(&raw).map(|stored| (raw, sha, stored))
+        })
+        .await
+        .context("join the compression task")?
+        .with_context(|| format!("compress {name}"))?;
+        let keys = self.settings.wal_keys(name.as_str());
+        let key = &keys[0];
+        let pushed = |stored_bytes: u64, already_stored: bool, sha: String| Pushed {
+            name: name.to_string(),
+            raw_bytes: raw.len() as u64,
+            stored_bytes,
+            already_stored,
+            sha256: sha,
+        };
+        // An object may exist under either compression's name: look for both.
+        let mut existing = None;
+        for k in &keys {
+            if let Some(stored_sha) = self.store.metadata(k, SHA256_METADATA).await? {
+                existing = Some((k.clone(), stored_sha));
+                break;
+            }
+        }
+        if existing.is_none() {
+            let stored_len = stored.len() as u64;
+            let metadata = [(SHA256_METADATA, sha.clone())];
+            match self
+                .store
+                .put_new(key, stored, &metadata)
+                .await
+                .with_context(|| format!("upload {name} to {}", self.store.describe(key)))?
+            {
+                PutOutcome::Created => return Ok(pushed(stored_len, false, sha)),
+                PutOutcome::AlreadyExists => existing = Some((key.clone(), None)),
+            }
+        }
+        let (existing, stored_sha) = existing.unwrap_or_else(|| (key.clone(), None));
+        match stored_sha {
+            // The store recorded the content's hash at upload: no need to download it.
+            Some(stored) if stored == sha => {}
+            Some(stored) => {
+                return Err(ConflictError {
+                    name: name.to_string(),
+                    location: self.store.describe(&existing),
+                    stored,
+                    local: sha,
+                }
+                .into())
+            }
+            None => self.compare_with_stored(name, &existing, &sha).await?,
+        }
+        Ok(pushed(0, true, sha))
+    }
+
+    /// Succeeds when the object at `key` holds the content whose hash is `local_sha`.
+    async fn compare_with_stored(
+        &self,
+        name: &WalFileName,
+        key: &str,
+        local_sha: &str,
+    ) -> anyhow::Result<()> {
+        let location = self.store.describe(key);
+        let stored = self
+            .store
+            .get(key)
+            .await?
+            .with_context(|| format!("{location} vanished while comparing it with {name}"))?;
+        let key_owned = key.to_string();
+        let stored_sha = tokio::task::spawn_blocking(move || {
+            decompress(&key_owned, stored).map(|raw| sha256_hex(&raw))
+        })
+        .await
+        .context("join the comparison task")?
+        .unwrap_or_else(|e| format!("unreadable ({e:#})"));
+        if stored_sha == local_sha {
+            return Ok(());
+        }
+        Err(ConflictError {
+            name: name.to_string(),
+            location,
+            stored: stored_sha,
+            local: local_sha.to_string(),
+        }
+        .into())
+    }
+
+    fn marker_path(&self, name: &str) -> PathBuf {
+        self.settings.pushed_dir().join(name)
+    }
+
+    /// Whether a look-ahead already pushed exactly this file; consumes the marker.
+    async fn pushed_ahead(&self, path: &Path, name: &WalFileName) -> bool {
+        let marker = self.marker_path(name.as_str());
+        let Ok(expected) = std::fs::read_to_string(&marker) else {
+            return false;
+        };
+        let path = path.to_path_buf();
+        let local =
+            tokio::task::spawn_blocking(move || std::fs::read(path).map(|b| sha256_hex(&b)))
+                .await
+                .ok()
+                .and_then(|r| r.ok());
+        let _ = std::fs::remove_file(&marker);
+        local.as_deref() == Some(expected.trim())
+    }
+
+    /// Records that `pushed` is in the store (temp file, rename).
+    fn write_marker(&self, pushed: &Pushed) {
+        let marker = self.marker_path(&pushed.name);
+        let tmp = marker.with_extension("tmp");
+        let result =
+            std::fs::write(&tmp, &pushed.sha256).and_then(|()| std::fs::rename(&tmp, &marker));
+        if let Err(e) = result {
+            tracing::warn!(file = %pushed.name, "record a file pushed ahead: {e}");
+        }
+    }
+
+    /// The oldest waiting files besides `name` (history files first, as Postgres orders them),
+    /// at most `concurrency - 1`, skipping those already pushed ahead. Also drops markers whose
+    /// file no longer waits.
+    fn look_ahead_candidates(
+        &self,
+        path: &Path,
+        name: &WalFileName,
+    ) -> Vec<(PathBuf, WalFileName)> {
+        let want = self.settings.concurrency.saturating_sub(1);
+        let Some(wal_dir) = path.parent() else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir(wal_dir.join("archive_status")) else {
+            return Vec::new();
+        };
+        let mut ready: Vec<WalFileName> = entries
+            .flatten()
+            .filter_map(|e| {
+                let file = e.file_name().to_string_lossy().into_owned();
+                WalFileName::parse(file.strip_suffix(".ready")?).ok()
+            })
+            .collect();
+        ready.sort_by_key(|n| {
+            (
+                !matches!(n.kind(), WalFileKind::History),
+                n.as_str().to_string(),
+            )
+        });
+        if let Ok(markers) = std::fs::read_dir(self.settings.pushed_dir()) {
+            for m in markers.flatten() {
+                let file = m.file_name().to_string_lossy().into_owned();
+                if !ready.iter().any(|r| r.as_str() == file) {
+                    let _ = std::fs::remove_file(m.path());
+                }
+            }
+        }
+        ready
+            .into_iter()
+            .filter(|n| n != name && !self.marker_path(n.as_str()).exists())
+            .take(want)
+            .map(|n| (wal_dir.join(n.as_str()), n))
+            .collect()
+    }
+}
+
+/// Whether `name` sorts after `last` (WAL names sort by timeline, then position).
+fn is_newer(name: &str, last: Option<&str>) -> bool {
+    last.is_none_or(|last| name > last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::Compression;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        wal: PathBuf,
+        archiver: WalArchiver,
+        store_root: PathBuf,
+    }
+
+    fn fixture(compression: Compression, concurrency: usize) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("pg_wal");
+        std::fs::create_dir_all(wal.join("archive_status")).unwrap();
+        let state_dir = dir.path().join("state");
+        std::fs::create_dir_all(state_dir.join("pushed")).unwrap();
+        let store_root = dir.path().join("store");
+        let settings = ArchiveSettings {
+            url: format!("file://{}", store_root.display()).parse().unwrap(),
+            instance: "db".into(),
+            compression,
+            concurrency,
+            state_dir,
+            wal_segment_size: super::super::walname::DEFAULT_SEGMENT_SIZE,
+        };
+        let store = Store::open(&settings.url).unwrap();
+        Fixture {
+            _dir: dir,
+            wal,
+            archiver: WalArchiver { store, settings },
+            store_root,
+        }
+    }
+
+    fn segment(n: u32) -> String {
+        format!("0000000100000000{n:08X}")
+    }
+
+    impl Fixture {
+        fn write_ready(&self, n: u32, fill: u8) -> (PathBuf, WalFileName) {
+            let name = segment(n);
+            let path = self.wal.join(&name);
+            std::fs::write(&path, vec![fill; 64 * 1024]).unwrap();
+            std::fs::write(self.wal.join(format!("archive_status/{name}.ready")), b"").unwrap();
+            (path, WalFileName::parse(&name).unwrap())
+        }
+        fn stored(&self, name: &str) -> Option<Vec<u8>> {
+            std::fs::read(self.store_root.join("db/wal").join(name)).ok()
+        }
+    }
+
+    #[tokio::test]
+    async fn identical_repush_succeeds_and_different_content_is_refused() {
+        let f = fixture(Compression::Gzip(1), 1);
+        let (path, name) = f.write_ready(1, 7);
+        f.archiver.push_with_look_ahead(&path, &name).await.unwrap();
+        let stored = f.stored(&format!("{name}.gz")).unwrap();
+        assert_eq!(
+            decompress("x.gz", stored.clone()).unwrap(),
+            vec![7; 64 * 1024]
+        );
+        // Same content again: success, object untouched.
+        f.archiver.push_with_look_ahead(&path, &name).await.unwrap();
+        // Different content under the same name: refused, object untouched, counted.
+        std::fs::write(&path, vec![8u8; 64 * 1024]).unwrap();
+        let err = f
+            .archiver
+            .push_with_look_ahead(&path, &name)
+            .await
+            .unwrap_err();
+        assert!(err.downcast_ref::<ConflictError>().is_some(), "{err:#}");
+        assert!(err.to_string().contains("refusing to overwrite"), "{err}");
+        assert_eq!(f.stored(&format!("{name}.gz")).unwrap(), stored);
+        let s = stats::read(&f.archiver.settings.state_dir);
+        assert_eq!(s.archived_total, 2);
+        assert_eq!(s.archive_failures_total, 1);
+        assert_eq!(s.archive_conflicts_total, 1);
+        assert_eq!(s.last_archived.as_deref(), Some(name.as_str()));
+    }
+
+    #[tokio::test]
+    async fn an_object_stored_under_another_compression_is_compared_too() {
+        let f = fixture(Compression::None, 1);
+        let (path, name) = f.write_ready(1, 1);
+        f.archiver.push_with_look_ahead(&path, &name).await.unwrap();
+        assert!(f.stored(name.as_str()).is_some());
+        let mut gz = f.archiver.clone();
+        gz.settings.compression = Compression::Gzip(6);
+        gz.push_with_look_ahead(&path, &name).await.unwrap();
+        assert!(f.stored(&format!("{name}.gz")).is_none(), "stored twice");
+        std::fs::write(&path, b"other").unwrap();
+        assert!(gz.push_with_look_ahead(&path, &name).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn look_ahead_pushes_waiting_files_and_leaves_markers() {
+        let f = fixture(Compression::Gzip(1), 3);
+        let (p1, n1) = f.write_ready(1, 1);
+        for n in 2..=5 {
+            f.write_ready(n, n as u8);
+        }
+        f.archiver.push_with_look_ahead(&p1, &n1).await.unwrap();
+        // 1 plus the two oldest others.
+        for n in 1..=3 {
+            assert!(f.stored(&format!("{}.gz", segment(n))).is_some(), "{n}");
+        }
+        assert!(f.stored(&format!("{}.gz", segment(4))).is_none());
+        let pushed = f.archiver.settings.pushed_dir();
+        assert!(pushed.join(segment(2)).exists());
+        assert!(pushed.join(segment(3)).exists());
+        // Postgres never got .done from us.
+        assert!(f
+            .wal
+            .join(format!("archive_status/{}.ready", segment(2)))
+            .exists());
+        // Postgres marks 1 done and asks for 2: answered from the marker, which is consumed.
+        std::fs::remove_file(f.wal.join(format!("archive_status/{}.ready", segment(1)))).unwrap();
+        let (p2, n2) = (
+            f.wal.join(segment(2)),
+            WalFileName::parse(&segment(2)).unwrap(),
+        );
+        f.archiver.push_with_look_ahead(&p2, &n2).await.unwrap();
+        assert!(!pushed.join(segment(2)).exists());
+        let s = stats::read(&f.archiver.settings.state_dir);
+        assert_eq!(s.archived_total, 3, "the marker hit is not counted twice");
+        assert_eq!(s.last_archived.as_deref(), Some(segment(3).as_str()));
+        // A marker whose content no longer matches is not trusted.
+        std::fs::write(pushed.join(segment(3)), "0000").unwrap();
+        let (p3, n3) = (
+            f.wal.join(segment(3)),
+            WalFileName::parse(&segment(3)).unwrap(),
+        );
+        f.archiver.push_with_look_ahead(&p3, &n3).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_conflict_ahead_is_left_alone_until_postgres_asks_for_that_file() {
+        let f = fixture(Compression::Gzip(1), 3);
+        let (p2, n2) = f.write_ready(2, 2);
+        f.archiver.push_file(&p2, &n2).await.unwrap();
+        std::fs::write(&p2, vec![9u8; 64 * 1024]).unwrap();
+        let (p1, n1) = f.write_ready(1, 1);
+        f.archiver.push_with_look_ahead(&p1, &n1).await.unwrap();
+        assert!(!f.archiver.settings.pushed_dir().join(segment(2)).exists());
+        let stored = f.stored(&format!("{}.gz", segment(2))).unwrap();
+        assert_eq!(decompress("x.gz", stored).unwrap(), vec![2u8; 64 * 1024]);
+        assert_eq!(
+            stats::read(&f.archiver.settings.state_dir).archive_failures_total,
+            0
+        );
+        let err = f.archiver.push_with_look_ahead(&p2, &n2).await.unwrap_err();
+        assert!(err.downcast_ref::<ConflictError>().is_some(), "{err:#}");
+        assert_eq!(
+            stats::read(&f.archiver.settings.state_dir).archive_conflicts_total,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_fails_and_is_counted() {
+        let f = fixture(Compression::Gzip(1), 2);
+        let name = WalFileName::parse(&segment(9)).unwrap();
+        let err = f
+            .archiver
+            .push_with_look_ahead(&f.wal.join(segment(9)), &name)
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("read "), "{err:#}");
+        assert_eq!(
+            stats::read(&f.archiver.settings.state_dir).archive_failures_total,
+            1
+        );
+    }
+}
