@@ -52,6 +52,31 @@ pub struct Status {
     /// How many times the supervisor restarted Postgres after it died.
     pub postgres_restarts: u64,
     pub server_version: Option<String>,
+    /// Standby: seconds since its WAL receiver last heard from the primary; none when not
+    /// connected. A standby that still hears from the primary says the primary is alive.
+    #[serde(default)]
+    pub primary_last_contact_seconds: Option<f64>,
+    /// WAL archiving, when an object store is configured.
+    #[serde(default)]
+    pub archive: Option<ArchiveStatus>,
+}
+
+/// The state of WAL archiving on one member (the sidecar's own counters).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ArchiveStatus {
+    /// The store, as a URL without credentials.
+    pub store: String,
+    /// The instance name WAL is archived under.
+    pub instance: String,
+    pub archived_total: u64,
+    pub failures_total: u64,
+    /// Pushes refused because the store holds different content under the same name.
+    pub conflicts_total: u64,
+    pub last_archived_wal: Option<String>,
+    pub last_archived_age_seconds: Option<f64>,
+    pub last_failure_age_seconds: Option<f64>,
+    /// WAL files waiting to be archived.
+    pub ready_files: u64,
 }
 
 /// One connected standby, as its primary sees it (`pg_stat_replication`).

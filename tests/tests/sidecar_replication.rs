@@ -121,6 +121,11 @@ async fn standby_streams_through_its_slot_and_replicates_writes() {
     assert_eq!(s.wal_receiver_status.as_deref(), Some("streaming"));
     assert_eq!(s.primary, Some(primary.pg_address()));
     assert!(s.lag_bytes.is_some() && s.lag_seconds.is_some());
+    let heard = s
+        .primary_last_contact_seconds
+        .expect("contact with the primary");
+    assert!((0.0..30.0).contains(&heard), "{heard}");
+    assert!(s.archive.is_none(), "no store configured, no archive state");
     assert_eq!(
         s.system_identifier,
         pc.status().await.unwrap().system_identifier

@@ -352,6 +352,20 @@ async fn archive_under_load_through_an_outage(dir: &TestDir, mut backend: Backen
         .await
         .expect("the last-success age");
     assert!(age < CATCH_UP.as_secs_f64(), "{age}");
+    // /v1/status tells the same story as the metrics.
+    let archive = primary
+        .client()
+        .status()
+        .await
+        .expect("status")
+        .archive
+        .expect("archive state in the status");
+    assert_eq!(archive.instance, instance);
+    assert!(
+        archive.archived_total > 0 && archive.failures_total > 0,
+        "{archive:?}"
+    );
+    assert!(archive.last_archived_wal.is_some() && archive.last_failure_age_seconds.is_some());
 
     // Restore: wal-fetch hands back the exact bytes of an archived segment.
     let config = settings_copy(&primary, dir.path());

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use toygres_common::sidecar_api::{Role, StandbyStatus, Status};
+use toygres_common::sidecar_api::{ArchiveStatus, Role, StandbyStatus, Status};
 
 use super::member::{Member, OpError};
 use super::promote::timeline_of_walfile;
@@ -48,6 +48,8 @@ impl Member {
             pending_restart: Vec::new(),
             postgres_restarts: self.restarts(),
             server_version: None,
+            primary_last_contact_seconds: None,
+            archive: self.archive_status(),
         };
         match tokio::time::timeout(QUERY_TIMEOUT, self.fill_status(&mut status)).await {
             Ok(Ok(())) => status.running = true,
@@ -62,6 +64,24 @@ impl Member {
             });
         }
         status
+    }
+
+    /// WAL archiving counters, read from the files `wal-push` and `wal-fetch` keep.
+    fn archive_status(&self) -> Option<ArchiveStatus> {
+        let archive = self.cfg.archive.as_ref()?;
+        let s = crate::archive::stats::read(&archive.settings.state_dir);
+        let now = crate::archive::stats::now();
+        Some(ArchiveStatus {
+            store: archive.settings.url.to_string(),
+            instance: archive.settings.instance.clone(),
+            archived_total: s.archived_total,
+            failures_total: s.archive_failures_total,
+            conflicts_total: s.archive_conflicts_total,
+            last_archived_wal: s.last_archived.clone(),
+            last_archived_age_seconds: s.last_archived_time.map(|t| (now - t).max(0.0)),
+            last_failure_age_seconds: s.last_failure_time.map(|t| (now - t).max(0.0)),
+            ready_files: crate::archive::stats::ready_count(&self.layout.data_dir) as u64,
+        })
     }
 
     async fn fill_status(&self, s: &mut Status) -> Result<(), OpError> {
@@ -108,7 +128,9 @@ impl Member {
             s.lag_seconds = row.get::<_, Option<f64>>(10).map(|v| v.max(0.0));
             let receiver = client
                 .query_opt(
-                    "SELECT status, latest_end_lsn::text, received_tli FROM pg_stat_wal_receiver",
+                    "SELECT status, latest_end_lsn::text, received_tli, \
+                            extract(epoch FROM now() - last_msg_receipt_time)::float8 \
+                     FROM pg_stat_wal_receiver",
                     &[],
                 )
                 .await
@@ -121,6 +143,7 @@ impl Member {
                 if let Some(latest) = latest.as_deref().and_then(parse_lsn) {
                     upstream = upstream.max(Some(latest));
                 }
+                s.primary_last_contact_seconds = r.get::<_, Option<f64>>(3).map(|v| v.max(0.0));
                 let tli: Option<i32> = r.get(2);
                 if let Some(tli) = tli {
                     s.timeline = Some(s.timeline.unwrap_or(0).max(tli as u32));
