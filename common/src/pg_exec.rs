@@ -141,3 +141,26 @@ fn find_bin_dir() -> Option<PathBuf> {
             .find(|p| p.join("initdb").exists() && p.join("postgres").exists())
     })
 }
+
+/// Whether `pid` is a live process (a zombie, exited but not yet reaped, is not).
+pub fn process_alive(pid: i32) -> bool {
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            !stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// The pid of a live postmaster running in `data_dir`, from its `postmaster.pid`.
+pub fn live_postmaster(data_dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+    let is_postgres = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|comm| matches!(comm.trim(), "postgres" | "postmaster"));
+    (process_alive(pid) && is_postgres).then_some(pid)
+}

@@ -271,9 +271,7 @@ impl Sidecar {
 
     /// The postmaster's pid, from `postmaster.pid`, when that process is alive.
     pub fn postmaster_pid(&self) -> Option<i32> {
-        let text = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
-        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-        process_alive(pid).then_some(pid)
+        toygres_common::pg_exec::live_postmaster(&self.data_dir)
     }
 
     /// An API client with the right token.
@@ -393,19 +391,7 @@ impl Drop for Sidecar {
     }
 }
 
-/// Whether a process with `pid` exists (and is not a zombie).
-pub fn process_alive(pid: i32) -> bool {
-    if kill(Pid::from_raw(pid), None).is_err() {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
-    }
-}
+pub use toygres_common::pg_exec::process_alive;
 
 /// Pids of all processes whose parent is `pid`.
 pub fn children_of(pid: i32) -> Vec<i32> {

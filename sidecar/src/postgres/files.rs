@@ -106,9 +106,6 @@ impl Layout {
     pub fn toygres_conf(&self) -> PathBuf {
         self.data_dir.join("toygres.conf")
     }
-    pub fn postmaster_pid(&self) -> PathBuf {
-        self.data_dir.join("postmaster.pid")
-    }
     pub fn pgpass(&self) -> PathBuf {
         self.run_dir.join("pgpass")
     }

@@ -119,29 +119,9 @@ fn set_parent_death_signal(cmd: &mut std::process::Command) {
     }
 }
 
-/// Reads the postmaster pid from `postmaster.pid`, if the file exists and names a live process.
+/// The live postmaster running in this member's data directory, if any.
 pub fn live_postmaster(layout: &Layout) -> Option<i32> {
-    let text = std::fs::read_to_string(layout.postmaster_pid()).ok()?;
-    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-    let alive = pid_alive(pid);
-    let is_postgres = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|c| c.trim() == "postgres" || c.trim() == "postmaster")
-        .unwrap_or(false);
-    (alive && is_postgres).then_some(pid)
-}
-
-/// Whether `pid` is a live process (a zombie, exited but not yet reaped, is not).
-fn pid_alive(pid: i32) -> bool {
-    if kill(Pid::from_raw(pid), None).is_err() {
-        return false;
-    }
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            !stat
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
+    toygres_common::pg_exec::live_postmaster(&layout.data_dir)
 }
 
 /// Stops a postmaster this sidecar did not start (left behind by an earlier sidecar that was
@@ -162,7 +142,7 @@ pub async fn stop_stray_postmaster(layout: &Layout, timeout: Duration) -> anyhow
         let _ = kill(Pid::from_raw(pid), signal);
         let deadline = tokio::time::Instant::now() + wait;
         while tokio::time::Instant::now() < deadline {
-            if !pid_alive(pid) {
+            if !toygres_common::pg_exec::process_alive(pid) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
