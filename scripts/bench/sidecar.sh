@@ -316,12 +316,12 @@ bench_sidecar() {
     local p_log=$dir/bench-0.log s_log=$dir/bench-1.log tb0 tb1 tb2
     tb0=$(log_time "$p_log" 'toygres_sidecar: starting')
     tb1=$(log_time "$p_log" 'postgres started')
-    tb2=$(log_time "$p_log" 'API listening')
+    tb2=$(log_time "$p_log" 'API serving')
     record sc_primary_initdb_s "$(elapsed "$tb0" "$tb1")"
     record sc_primary_start_s "$(elapsed "$tb1" "$tb2")"
     tb0=$(log_time "$s_log" 'copying the primary with pg_basebackup')
     tb1=$(log_time "$s_log" 'postgres started')
-    tb2=$(log_time "$s_log" 'API listening')
+    tb2=$(log_time "$s_log" 'API serving')
     record sc_standby_basebackup_s "$(elapsed "$tb0" "$tb1")"
     record sc_standby_start_s "$(elapsed "$tb1" "$tb2")"
     record sc_standby_start_fatal_lines "$(grep -c 'FATAL:  the database system is starting up' "$s_log" || true)"
