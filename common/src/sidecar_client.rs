@@ -161,6 +161,16 @@ impl SidecarClient {
         self.call(Method::PUT, "/v1/replication", Some(req)).await
     }
 
+    /// Drops the replication slot of `member` on this primary (a removed standby).
+    pub async fn drop_slot(&self, member: &str) -> Result<ActionResponse, SidecarClientError> {
+        self.call::<(), _>(
+            Method::DELETE,
+            &format!("/v1/replication/slots/{member}"),
+            None,
+        )
+        .await
+    }
+
     /// `GET /readyz`: whether the server is ready (no token needed).
     pub async fn ready(&self) -> Result<bool, SidecarClientError> {
         let url = format!("{}/readyz", self.base_url);

@@ -407,3 +407,47 @@ async fn wait_rows_count(s: &Sidecar, want: i64) {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_departed_standbys_slot_can_be_dropped_but_not_while_it_streams() {
+    let dir = TestDir::new();
+    let primary = Sidecar::start(&dir, SidecarSpec::primary("slot-0")).await;
+    let mut standby = Sidecar::start(&dir, SidecarSpec::standby("slot-1", &primary)).await;
+    let pc = primary.client();
+    let slot_exists = || async {
+        primary
+            .connect()
+            .await
+            .query_opt(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'slot_1'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .is_some()
+    };
+    eventually(WAIT, "the standby to stream", || async {
+        let st = pc.status().await.ok()?;
+        (!st.standbys.is_empty()).then_some(())
+    })
+    .await;
+
+    let err = pc.drop_slot("slot-1").await.unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err}");
+    assert!(slot_exists().await);
+    let err = pc.drop_slot("Not_A_Member").await.unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+
+    // The standby is removed: its slot would hold WAL on the primary forever.
+    assert_eq!(standby.stop().await, Some(0));
+    let dropped = eventually(WAIT, "the slot to become droppable", || async {
+        pc.drop_slot("slot-1").await.ok()
+    })
+    .await;
+    assert_eq!(dropped.message, "slot dropped");
+    assert!(!slot_exists().await);
+    assert_eq!(
+        pc.drop_slot("slot-1").await.unwrap().message,
+        "no such slot"
+    );
+}

@@ -36,6 +36,10 @@ pub fn app(state: AppState) -> Router {
             get(settings::get_parameters).put(settings::put_parameters),
         )
         .route("/v1/replication", put(settings::put_replication))
+        .route(
+            "/v1/replication/slots/{member}",
+            axum::routing::delete(settings::delete_slot),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

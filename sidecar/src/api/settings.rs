@@ -35,3 +35,19 @@ pub async fn put_replication(
     let message = detached(async move { member.set_replication(&req).await }).await?;
     Ok(Json(ActionResponse { ok: true, message }))
 }
+
+pub async fn delete_slot(
+    State(state): State<AppState>,
+    axum::extract::Path(member): axum::extract::Path<String>,
+) -> Result<Json<ActionResponse>, ApiError> {
+    let m = state.member.clone();
+    let dropped = detached(async move { m.drop_slot(&member).await }).await?;
+    Ok(Json(ActionResponse {
+        ok: true,
+        message: if dropped {
+            "slot dropped".into()
+        } else {
+            "no such slot".into()
+        },
+    }))
+}

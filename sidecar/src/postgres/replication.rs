@@ -104,3 +104,38 @@ impl Member {
         Ok("replication settings applied".into())
     }
 }
+
+impl Member {
+    /// Drops the replication slot of a standby that left (`member`), so the primary stops
+    /// keeping WAL for it. Refused while a standby still streams through it; absent is success.
+    pub async fn drop_slot(&self, member: &str) -> Result<bool, OpError> {
+        toygres_common::names::validate_member_name(member)
+            .map_err(|e| OpError::invalid("invalid_member", e.to_string()))?;
+        let slot = toygres_common::names::slot_name_for_member(member);
+        let _ops = self.ops.lock().await;
+        let client = sql::connect_local(&self.cfg)
+            .await
+            .map_err(|e| OpError::Unavailable(format!("connect to postgres: {e}")))?;
+        let row = client
+            .query_opt(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(|e| OpError::Failed(format!("look up slot {slot}: {e}")))?;
+        match row {
+            None => Ok(false),
+            Some(r) if r.get::<_, bool>(0) => Err(OpError::Conflict(format!(
+                "slot {slot} is in use: {member} still streams through it"
+            ))),
+            Some(_) => {
+                client
+                    .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+                    .await
+                    .map_err(|e| OpError::Failed(format!("drop slot {slot}: {e}")))?;
+                tracing::info!(%slot, "replication slot dropped");
+                Ok(true)
+            }
+        }
+    }
+}

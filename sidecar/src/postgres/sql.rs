@@ -60,18 +60,36 @@ pub async fn wait_until_accepting(
         if let Some(exit) = gave_up() {
             anyhow::bail!("postgres exited while starting ({exit}); see the log above");
         }
-        match connect_local(cfg).await {
-            Ok(client) => match client.simple_query("SELECT 1").await {
-                Ok(_) => return Ok(()),
+        // Connect only once the postmaster says it accepts connections: each earlier attempt
+        // costs a backend and a FATAL line in the log.
+        let status = postmaster_status(&cfg.data_dir);
+        if !matches!(status.as_deref(), Some("ready" | "standby")) {
+            last_error = format!(
+                "postmaster status {}",
+                status.as_deref().unwrap_or("unknown")
+            );
+        } else {
+            match connect_local(cfg).await {
+                Ok(client) => match client.simple_query("SELECT 1").await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last_error = e.to_string(),
+                },
                 Err(e) => last_error = e.to_string(),
-            },
-            Err(e) => last_error = e.to_string(),
+            }
         }
         if tokio::time::Instant::now() >= deadline {
             anyhow::bail!("postgres did not accept connections within {timeout:?}: {last_error}");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The status line of `postmaster.pid` (`starting`, `ready`, `standby`, `stopping`), which the
+/// postmaster updates as it goes.
+fn postmaster_status(data_dir: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    // Line 8 (PM_STATUS) since PostgreSQL 10.
+    text.lines().nth(7).map(|l| l.trim().to_string())
 }
 
 /// Creates this member's physical replication slot on `primary` unless it exists.
