@@ -345,3 +345,31 @@ fn promtool_check(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_can_be_changed_on_a_standby_too() {
+    let dir = TestDir::new();
+    let primary = Sidecar::start(&dir, SidecarSpec::primary("sbparam-0")).await;
+    let standby = Sidecar::start(&dir, SidecarSpec::standby("sbparam-1", &primary)).await;
+    let out = standby
+        .client()
+        .set_parameters(&params(&[
+            ("work_mem", Some("24MB")),
+            ("max_connections", Some("120")),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(out.pending_restart, vec!["max_connections"]);
+    eventually(WAIT, "the standby to reload work_mem", || async {
+        (show(&standby, "work_mem").await == "24MB").then_some(())
+    })
+    .await;
+    // A standby's max_connections may not be below its primary's; raising it is fine.
+    standby.client().restart().await.unwrap();
+    assert_eq!(show(&standby, "max_connections").await, "120");
+    assert_eq!(
+        show(&primary, "work_mem").await,
+        "4MB",
+        "a standby's change stays its own"
+    );
+}
