@@ -40,6 +40,49 @@ pub struct ControllerArgs {
     /// File holding the API bearer token, created when missing [default: $TOYGRES_HOME/controller.token]
     #[arg(long, env = "TOYGRES_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// The toygres-sidecar program the local platform runs [default: beside this program, then $PATH]
+    #[arg(long, env = "TOYGRES_SIDECAR_BIN", value_name = "FILE")]
+    pub sidecar_bin: Option<PathBuf>,
+
+    /// Milliseconds between two health rounds of an instance
+    #[arg(long, env = "TOYGRES_HEALTH_INTERVAL_MS", value_name = "MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub health_interval_ms: u64,
+
+    /// Milliseconds one health probe of a member may take
+    #[arg(long, env = "TOYGRES_HEALTH_TIMEOUT_MS", value_name = "MS", default_value_t = 3000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub health_timeout_ms: u64,
+
+    /// Milliseconds between two passes of the local platform's supervisor, which starts again
+    /// the members whose sidecar died
+    #[arg(long, env = "TOYGRES_SUPERVISE_INTERVAL_MS", value_name = "MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub supervise_interval_ms: u64,
+
+    /// Milliseconds the orchestration dispatchers wait between polls when idle (each step of an
+    /// operation costs about this much)
+    #[arg(long, env = "TOYGRES_POLL_INTERVAL_MS", value_name = "MS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub poll_interval_ms: u64,
+}
+
+/// A connection string that may hold a password: never printed (`Debug` is redacted).
+#[derive(Clone)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// The URL itself, for the client library.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretUrl(<redacted>)")
+    }
 }
 
 /// Settings that failed validation.
@@ -75,7 +118,15 @@ pub struct ControllerConfig {
     pub home: ControllerHome,
     pub listen: SocketAddr,
     pub cms: CmsLocation,
+    /// `DATABASE_URL` as a `postgres://` URL, for the duroxide store (sqlx parses it itself).
+    pub database_url: Option<SecretUrl>,
     pub token_file: PathBuf,
+    pub sidecar_bin: Option<PathBuf>,
+    pub pg_bin_dir: Option<PathBuf>,
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub poll_interval: Duration,
+    pub supervise_interval: Duration,
 }
 
 impl ControllerConfig {
@@ -86,11 +137,20 @@ impl ControllerConfig {
         home_env: Option<OsString>,
     ) -> Result<Self, ConfigError> {
         let home = ControllerHome::new(resolve_home(args.home, home_env)?);
-        let cms = match args.database_url.filter(|url| !url.trim().is_empty()) {
-            Some(url) => CmsLocation::External(Box::new(parse_database_url(&url)?)),
-            None => CmsLocation::Embedded {
-                pg_bin_dir: args.pg_bin_dir.map(|dir| absolute(&dir)).transpose()?,
-            },
+        let pg_bin_dir = args.pg_bin_dir.map(|dir| absolute(&dir)).transpose()?;
+        let database_url = args.database_url.filter(|url| !url.trim().is_empty());
+        let (cms, database_url) = match &database_url {
+            Some(url) => {
+                let config = parse_database_url(url)?;
+                let store_url = store_url(url, &config);
+                (CmsLocation::External(Box::new(config)), Some(store_url))
+            }
+            None => (
+                CmsLocation::Embedded {
+                    pg_bin_dir: pg_bin_dir.clone(),
+                },
+                None,
+            ),
         };
         let token_file = match args.token_file {
             Some(path) => absolute(&path)?,
@@ -100,7 +160,14 @@ impl ControllerConfig {
             home,
             listen: args.listen,
             cms,
+            database_url,
             token_file,
+            sidecar_bin: args.sidecar_bin.map(|p| absolute(&p)).transpose()?,
+            pg_bin_dir,
+            health_interval: Duration::from_millis(args.health_interval_ms),
+            health_timeout: Duration::from_millis(args.health_timeout_ms),
+            poll_interval: Duration::from_millis(args.poll_interval_ms),
+            supervise_interval: Duration::from_millis(args.supervise_interval_ms),
         })
     }
 }
@@ -156,6 +223,53 @@ pub fn parse_database_url(url: &str) -> Result<tokio_postgres::Config, ConfigErr
         config.connect_timeout(Duration::from_secs(5));
     }
     Ok(config)
+}
+
+/// `DATABASE_URL` as a URL the duroxide store accepts: a `postgres://` URL as given, a
+/// `key=value` string rebuilt as one (sqlx reads only URLs).
+pub fn store_url(given: &str, config: &tokio_postgres::Config) -> SecretUrl {
+    let given = given.trim();
+    if given.starts_with("postgres://") || given.starts_with("postgresql://") {
+        return SecretUrl(given.to_string());
+    }
+    let encode = |bytes: &[u8]| -> String {
+        bytes
+            .iter()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    char::from(*b).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect()
+    };
+    let mut url = String::from("postgres://");
+    if let Some(user) = config.get_user() {
+        url.push_str(&encode(user.as_bytes()));
+        if let Some(password) = config.get_password() {
+            url.push(':');
+            url.push_str(&encode(password));
+        }
+        url.push('@');
+    }
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let mut socket = None;
+    match config.get_hosts().first() {
+        Some(Host::Tcp(host)) => url.push_str(&format!("{host}:{port}")),
+        Some(Host::Unix(path)) => {
+            url.push_str(&format!("localhost:{port}"));
+            socket = Some(encode(path.as_os_str().as_encoded_bytes()));
+        }
+        None => url.push_str(&format!("localhost:{port}")),
+    }
+    url.push('/');
+    url.push_str(&encode(
+        config.get_dbname().unwrap_or("postgres").as_bytes(),
+    ));
+    if let Some(socket) = socket {
+        url.push_str(&format!("?host={socket}"));
+    }
+    SecretUrl(url)
 }
 
 /// Where a CMS connection goes (`host:port/dbname`), without user or password, for logs.
@@ -467,6 +581,22 @@ EMPTY=
         let description = describe_cms(&config);
         assert_eq!(description, "db.example:6432/toygres");
         assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_key_value_database_url_becomes_a_url_for_the_store() {
+        let given = "host=db.example port=6432 user=cms password='p@ss word' dbname=toygres";
+        let url = store_url(given, &parse_database_url(given).unwrap());
+        assert_eq!(
+            url.expose(),
+            "postgres://cms:p%40ss%20word@db.example:6432/toygres"
+        );
+        assert_eq!(format!("{url:?}"), "SecretUrl(<redacted>)");
+        let given = "postgresql://cms:x@db/toygres";
+        assert_eq!(
+            store_url(given, &parse_database_url(given).unwrap()).expose(),
+            given
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `toygres controller`: starts the embedded CMS (or connects to the one `DATABASE_URL` names),
-//! brings its schema up to date, serves the API until SIGTERM or SIGINT, then stops the API and
-//! the embedded CMS in that order.
+//! brings its schema up to date, takes over the local platform's pods and endpoints, starts the
+//! durable engine (its store in the CMS database), serves the API until SIGTERM or SIGINT, then
+//! stops the API, the engine, the endpoints and the embedded CMS in that order. The instances'
+//! pods keep running: a controller stop never stops an instance.
 
 use std::future::IntoFuture as _;
 use std::sync::Arc;
@@ -14,22 +16,48 @@ use crate::api::{self, ApiState};
 use crate::cms::embedded::{EmbeddedCms, READY_TIMEOUT};
 use crate::cms::{self, migrate, Cms};
 use crate::config::{describe_cms, CmsLocation, ControllerConfig};
+use crate::engine::{open_store, Engine, EngineSettings};
 use crate::home::{listen_url, remove_addr_file, write_file_atomically};
+use crate::metrics::ControllerMetrics;
+use crate::orchestrations::create_instance::ActorSettings;
+use crate::platform::local::{LocalPlatform, LocalPlatformConfig};
+use crate::platform::Platform;
 use crate::shutdown::ShutdownSignals;
 use crate::token::ApiToken;
 
 /// How long in-flight requests may take to finish once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often the controller checks that every running instance has a live actor.
+const ACTOR_WATCH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long running orchestration steps may take to finish once shutdown starts.
+const ENGINE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Runs the controller until a shutdown signal (returns `Ok`) or a failure (returns the error).
 pub async fn run(config: ControllerConfig) -> anyhow::Result<()> {
     let mut signals = ShutdownSignals::install().context("listen for shutdown signals")?;
     match &config.cms {
         CmsLocation::External(cms_config) => {
-            config.home.create(false)?;
+            // Root runs Postgres as the postgres OS user, which must reach the members' data.
+            config
+                .home
+                .create(nix::unistd::Uid::effective().is_root())?;
             let token = ApiToken::load_or_create(&config.token_file)?;
             tracing::info!("using the CMS at {}", describe_cms(cms_config));
-            serve(&config, (**cms_config).clone(), token, &mut signals, None).await
+            let Some(url) = config.database_url.clone() else {
+                anyhow::bail!("an external CMS needs DATABASE_URL");
+            };
+            let store_url = url.expose().to_string();
+            serve(
+                &config,
+                (**cms_config).clone(),
+                store_url,
+                token,
+                &mut signals,
+                None,
+            )
+            .await
         }
         CmsLocation::Embedded { pg_bin_dir } => {
             let pg = PgBinaries::locate(pg_bin_dir.as_deref())?;
@@ -64,13 +92,46 @@ async fn run_with_embedded(
     }
     cms.ensure_database(cms::DATABASE).await?;
     let cms_config = cms.connect_config(cms::DATABASE);
-    serve(config, cms_config, token, signals, Some(cms)).await
+    let store_url = socket_url(&cms.paths().run, cms.port(), cms::DATABASE);
+    serve(config, cms_config, store_url, token, signals, Some(cms)).await
 }
 
-/// Migrates the CMS, binds the API, and serves it until a signal or the embedded CMS's death.
+/// A `postgres://` URL for sqlx (the duroxide store) that reaches `dbname` as the superuser over
+/// the Unix socket in `socket_dir` (trusted: no password in the URL).
+pub fn socket_url(socket_dir: &std::path::Path, port: u16, dbname: &str) -> String {
+    let mut host = String::new();
+    for byte in socket_dir.as_os_str().as_encoded_bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'_' | b'.' | b'-' => {
+                host.push(char::from(*byte))
+            }
+            other => host.push_str(&format!("%{other:02X}")),
+        }
+    }
+    format!("postgres://postgres@localhost:{port}/{dbname}?host={host}")
+}
+
+/// Makes sure every running instance has its actor: at once, then every [`ACTOR_WATCH_INTERVAL`]
+/// (an actor that ended for any reason gets a successor).
+fn spawn_actor_watch(engine: Arc<Engine>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(ACTOR_WATCH_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(e) = engine.ensure_actors().await {
+                tracing::error!("make sure every instance has its actor: {e:#}");
+            }
+        }
+    })
+}
+
+/// Migrates the CMS, takes over the platform, starts the engine, binds the API, and serves it
+/// until a signal or the embedded CMS's death.
 async fn serve(
     config: &ControllerConfig,
     cms_config: tokio_postgres::Config,
+    store_url: String,
     token: ApiToken,
     signals: &mut ShutdownSignals,
     embedded: Option<&EmbeddedCms>,
@@ -83,6 +144,49 @@ async fn serve(
         tracing::info!("the CMS schema is up to date");
     }
     drop(client);
+
+    let mut platform_config = LocalPlatformConfig::new(config.home.root().to_path_buf());
+    platform_config.sidecar_bin = config.sidecar_bin.clone();
+    platform_config.pg_bin_dir = config.pg_bin_dir.clone();
+    let platform =
+        Arc::new(LocalPlatform::new(platform_config).context("set up the local platform")?);
+    let adopted = platform
+        .adopt()
+        .await
+        .context("take over the local members")?;
+    tracing::info!(
+        members = adopted.members.len(),
+        endpoints = adopted.endpoints.len(),
+        "took over the local platform"
+    );
+    let _supervisor = platform.spawn_supervisor(config.supervise_interval);
+
+    let cms = Arc::new(Cms::new(cms_config));
+    let metrics = Arc::new(ControllerMetrics::default());
+    let store = open_store(&store_url).await?;
+    let settings = EngineSettings {
+        poll_interval: config.poll_interval,
+        actor: ActorSettings {
+            health_interval_ms: u64::try_from(config.health_interval.as_millis()).unwrap_or(5000),
+            ..ActorSettings::default()
+        },
+        probe_timeout: config.health_timeout,
+    };
+    let dyn_platform: Arc<dyn Platform> = platform.clone();
+    let engine = Arc::new(
+        Engine::start(
+            store,
+            Arc::clone(&dyn_platform),
+            Arc::clone(&cms),
+            Arc::clone(&metrics),
+            settings,
+        )
+        .await?,
+    );
+    if let Err(e) = engine.resume_pending_operations().await {
+        tracing::error!("resume the pending operations: {e:#}");
+    }
+    let actor_watch = spawn_actor_watch(Arc::clone(&engine));
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -97,8 +201,12 @@ async fn serve(
     tracing::info!("the controller API listens on {url}");
 
     let state = ApiState {
-        cms: Arc::new(Cms::new(cms_config)),
+        cms,
         token: Arc::new(token),
+        engine: Some(Arc::clone(&engine)),
+        platform: Some(dyn_platform),
+        metrics,
+        endpoint_host: "127.0.0.1".into(),
     };
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(
@@ -126,6 +234,7 @@ async fn serve(
             Err(e) => anyhow::Error::new(e).context("serve the API"),
         }),
     };
+    actor_watch.abort();
     let _ = drain_tx.send(());
     if !server.is_finished() {
         match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
@@ -137,5 +246,7 @@ async fn serve(
         }
     }
     remove_addr_file(&addr_file, &url);
+    engine.shutdown(ENGINE_STOP_TIMEOUT).await;
+    platform.shutdown().await;
     outcome
 }

@@ -45,19 +45,30 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::List(args) => match runtime.block_on(cli::list::run(args)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("Error: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::List(args) => finish(runtime.block_on(cli::list::run(args))),
+        Command::Create(args) => finish(runtime.block_on(cli::instances::create(args))),
+        Command::Get(args) => finish(runtime.block_on(cli::instances::get(args))),
+        Command::Delete(args) => finish(runtime.block_on(cli::instances::delete(args))),
+        Command::Operation(args) => finish(runtime.block_on(cli::operation::run(args))),
+        Command::Replication(args) => finish(runtime.block_on(cli::replication::run(args))),
+    }
+}
+
+/// The exit code of a client subcommand, printing its error.
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

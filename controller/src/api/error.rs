@@ -14,7 +14,13 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("the CMS is unavailable: {0}")]
@@ -33,12 +39,46 @@ impl From<CmsError> for ApiError {
     }
 }
 
+impl From<crate::engine::EngineError> for ApiError {
+    fn from(e: crate::engine::EngineError) -> Self {
+        use crate::engine::EngineError;
+        match e {
+            EngineError::Invalid(message) => ApiError::BadRequest(message),
+            EngineError::Conflict(message) => ApiError::Conflict(message),
+            EngineError::NotFound(message) => ApiError::NotFound(message),
+            EngineError::Cms(e) => e.into(),
+            EngineError::Failed(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+impl From<toygres_common::controller_api::InvalidRequest> for ApiError {
+    fn from(e: toygres_common::controller_api::InvalidRequest) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
 impl ApiError {
     /// The HTTP status and the code of the JSON body.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::CmsUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "cms_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

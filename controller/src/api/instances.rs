@@ -1,12 +1,139 @@
-//! `GET /v1/instances`: the instances the CMS knows, deleted ones left out.
+//! `/v1/instances[/{name}]`: list, create, read and delete instances. Creating and deleting
+//! start an operation and answer `202 Accepted` with its id at once.
 
-use axum::extract::State;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::Json;
+use toygres_common::controller_api::{
+    ConnectionInfo, CreateInstanceRequest, DeleteInstanceQuery, EventList, InstanceDetail,
+    MemberView, OperationAccepted, ValidatedCreateInstance,
+};
+use toygres_common::names::validate_instance_name;
 
+use super::openapi::ErrorResponse;
 use super::types::InstanceList;
 use super::{ApiError, ApiState};
+use crate::platform::SecretRefs;
 
+/// `GET /v1/instances`.
+#[utoipa::path(get, path = "/v1/instances", tag = "instances", responses((status = 200, description = "The live instances", body = InstanceList), (status = 401, description = "Missing or wrong token", body = ErrorResponse)), security(("bearer" = [])))]
 pub async fn list(State(state): State<ApiState>) -> Result<Json<InstanceList>, ApiError> {
     let instances = state.cms.list_instances().await?;
     Ok(Json(InstanceList { instances }))
+}
+
+/// `POST /v1/instances`.
+#[utoipa::path(post, path = "/v1/instances", tag = "instances", request_body = CreateInstanceRequest, responses((status = 202, description = "Creation started", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Missing or wrong token", body = ErrorResponse), (status = 409, description = "The instance exists", body = ErrorResponse)), security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<ApiState>,
+    body: Result<Json<CreateInstanceRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<OperationAccepted>), ApiError> {
+    let Json(request) = body?;
+    let spec = ValidatedCreateInstance::try_from(request)?;
+    let engine = state.engine()?;
+    let accepted = engine.create_instance(spec).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+/// `GET /v1/instances/{name}`.
+#[utoipa::path(get, path = "/v1/instances/{name}", tag = "instances", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "The instance", body = InstanceDetail), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Missing or wrong token", body = ErrorResponse), (status = 404, description = "No such instance", body = ErrorResponse)), security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<InstanceDetail>, ApiError> {
+    validate_name(&name)?;
+    let instance = state
+        .cms
+        .get_instance(&name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("instance {name} does not exist")))?;
+    let members = state.cms.list_members(&name).await?;
+    let last_operation = state.cms.latest_operation(&name).await?;
+    let password_location = state.platform.as_ref().and_then(|platform| {
+        platform.secret_location(&SecretRefs::for_instance(&name).superuser_password)
+    });
+    let connection = match (instance.summary.rw_port, instance.summary.ro_port) {
+        (Some(rw), Some(ro)) if instance.summary.state != "deleted" => Some(connection_info(
+            &state.endpoint_host,
+            rw,
+            ro,
+            &members,
+            password_location,
+        )),
+        _ => None,
+    };
+    Ok(Json(InstanceDetail {
+        summary: instance.summary,
+        replicas: instance.replicas,
+        members,
+        connection,
+        last_operation,
+    }))
+}
+
+/// `DELETE /v1/instances/{name}[?keep_data=true]`.
+#[utoipa::path(delete, path = "/v1/instances/{name}", tag = "instances", params(("name" = String, Path, description = "Instance name"), ("keep_data" = Option<bool>, Query, description = "Keep the members' data")), responses((status = 202, description = "Deletion started", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Missing or wrong token", body = ErrorResponse), (status = 404, description = "No such instance", body = ErrorResponse), (status = 409, description = "Another operation runs", body = ErrorResponse)), security(("bearer" = [])))]
+pub async fn delete(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    query: Result<Query<DeleteInstanceQuery>, QueryRejection>,
+) -> Result<(StatusCode, Json<OperationAccepted>), ApiError> {
+    let Query(query) = query?;
+    validate_name(&name)?;
+    let engine = state.engine()?;
+    let accepted = engine.delete_instance(&name, query.keep_data).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+/// `GET /v1/instances/{name}/events`: the newest 200, oldest first.
+#[utoipa::path(get, path = "/v1/instances/{name}/events", tag = "instances", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "The newest events, oldest first", body = EventList), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Missing or wrong token", body = ErrorResponse)), security(("bearer" = [])))]
+pub async fn events(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<EventList>, ApiError> {
+    validate_name(&name)?;
+    let events = state.cms.list_events(&name, 200).await?;
+    Ok(Json(EventList { events }))
+}
+
+fn validate_name(name: &str) -> Result<(), ApiError> {
+    validate_instance_name(name).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// How to reach an instance: its endpoints, and every member for clients that find the primary
+/// themselves.
+pub fn connection_info(
+    host: &str,
+    rw_port: u16,
+    ro_port: u16,
+    members: &[MemberView],
+    password_location: Option<String>,
+) -> ConnectionInfo {
+    const USER: &str = "postgres";
+    const DATABASE: &str = "postgres";
+    let url = |hosts: &str| format!("postgresql://{USER}@{hosts}/{DATABASE}");
+    let member_hosts: Vec<&str> = members
+        .iter()
+        .filter_map(|m| m.address.as_deref())
+        .collect();
+    let multi_host = if member_hosts.is_empty() {
+        format!(
+            "{}?target_session_attrs=read-write",
+            url(&format!("{host}:{rw_port}"))
+        )
+    } else {
+        format!(
+            "{}?target_session_attrs=read-write",
+            url(&member_hosts.join(","))
+        )
+    };
+    ConnectionInfo {
+        user: USER.into(),
+        database: DATABASE.into(),
+        password_location,
+        rw: url(&format!("{host}:{rw_port}")),
+        ro: url(&format!("{host}:{ro_port}")),
+        multi_host,
+    }
 }

@@ -16,13 +16,72 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
             None
         }
     };
+    let health = state.cms.count_instances_by_health().await.ok();
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(counts.as_deref()),
+        {
+            let mut text = render(counts.as_deref());
+            render_controller(&mut text, health.as_deref(), &state.metrics);
+            text
+        },
     )
+}
+
+/// The gauges of instance health and the counters of operations and health checks.
+fn render_controller(
+    out: &mut String,
+    health: Option<&[(String, i64)]>,
+    metrics: &crate::metrics::ControllerMetrics,
+) {
+    if let Some(health) = health {
+        let _ = writeln!(
+            out,
+            "# HELP toygres_controller_instances_health Live instances, by health.\n\
+             # TYPE toygres_controller_instances_health gauge"
+        );
+        for (health, count) in health {
+            let _ = writeln!(
+                out,
+                "toygres_controller_instances_health{{health=\"{health}\"}} {count}"
+            );
+        }
+    }
+    let operations = metrics.operations();
+    let _ = writeln!(
+        out,
+        "# HELP toygres_controller_operations_total Operations finished since start, by kind and result.\n\
+         # TYPE toygres_controller_operations_total counter"
+    );
+    for (kind, result, count, _) in &operations {
+        let _ = writeln!(
+            out,
+            "toygres_controller_operations_total{{kind=\"{kind}\",result=\"{result}\"}} {count}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP toygres_controller_operation_duration_seconds How long finished operations took.\n\
+         # TYPE toygres_controller_operation_duration_seconds summary"
+    );
+    for (kind, result, count, seconds) in &operations {
+        let labels = format!("kind=\"{kind}\",result=\"{result}\"");
+        let _ = writeln!(
+            out,
+            "toygres_controller_operation_duration_seconds_sum{{{labels}}} {seconds}\n\
+             toygres_controller_operation_duration_seconds_count{{{labels}}} {count}"
+        );
+    }
+    let (ok, failed) = metrics.health_checks();
+    let _ = writeln!(
+        out,
+        "# HELP toygres_controller_health_checks_total Member health probes, by result.\n\
+         # TYPE toygres_controller_health_checks_total counter\n\
+         toygres_controller_health_checks_total{{result=\"ok\"}} {ok}\n\
+         toygres_controller_health_checks_total{{result=\"failed\"}} {failed}"
+    );
 }
 
 /// The metrics text; `instance_counts` is `None` when the CMS could not be read.
@@ -69,6 +128,24 @@ mod tests {
         assert!(text.contains("toygres_controller_instances{state=\"running\"} 2\n"));
         assert!(text.contains("toygres_controller_instances{state=\"creating\"} 0\n"));
         assert!(text.contains("toygres_controller_cms_up 1\n"));
+    }
+
+    #[test]
+    fn operation_and_health_check_counters_are_rendered() {
+        let metrics = crate::metrics::ControllerMetrics::default();
+        metrics.record_operation("create", "succeeded", 2500);
+        metrics.record_health_check(true);
+        metrics.record_health_check(false);
+        let mut text = String::new();
+        render_controller(&mut text, Some(&[("healthy".to_string(), 1)]), &metrics);
+        assert!(text.contains("toygres_controller_instances_health{health=\"healthy\"} 1\n"));
+        assert!(text.contains(
+            "toygres_controller_operations_total{kind=\"create\",result=\"succeeded\"} 1\n"
+        ));
+        assert!(text.contains(
+            "toygres_controller_operation_duration_seconds_sum{kind=\"create\",result=\"succeeded\"} 2.5\n"
+        ));
+        assert!(text.contains("toygres_controller_health_checks_total{result=\"failed\"} 1\n"));
     }
 
     #[test]

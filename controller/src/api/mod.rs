@@ -8,6 +8,9 @@ pub mod error;
 mod health;
 mod instances;
 mod metrics;
+pub mod openapi;
+mod operations;
+mod replicas;
 pub mod types;
 
 use std::sync::Arc;
@@ -21,6 +24,9 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::cms::Cms;
+use crate::engine::Engine;
+use crate::metrics::ControllerMetrics;
+use crate::platform::Platform;
 use crate::token::ApiToken;
 
 pub use error::ApiError;
@@ -30,12 +36,57 @@ pub use error::ApiError;
 pub struct ApiState {
     pub cms: Arc<Cms>,
     pub token: Arc<ApiToken>,
+    /// The durable engine; `None` answers the routes that start operations with 503.
+    pub engine: Option<Arc<Engine>>,
+    /// The platform, to point at credentials.
+    pub platform: Option<Arc<dyn Platform>>,
+    pub metrics: Arc<ControllerMetrics>,
+    /// The host clients reach the endpoints on.
+    pub endpoint_host: String,
+}
+
+impl ApiState {
+    /// State without an engine or platform (tests, and the CMS-only routes).
+    pub fn new(cms: Arc<Cms>, token: Arc<ApiToken>) -> Self {
+        Self {
+            cms,
+            token,
+            engine: None,
+            platform: None,
+            metrics: Arc::new(ControllerMetrics::default()),
+            endpoint_host: "127.0.0.1".into(),
+        }
+    }
+
+    fn engine(&self) -> Result<&Arc<Engine>, ApiError> {
+        self.engine
+            .as_ref()
+            .ok_or_else(|| ApiError::Unavailable("the orchestration engine is not running".into()))
+    }
 }
 
 /// The API's router.
 pub fn app(state: ApiState) -> Router {
     let v1 = Router::new()
-        .route("/v1/instances", get(instances::list))
+        .route(
+            "/v1/instances",
+            get(instances::list).post(instances::create),
+        )
+        .route(
+            "/v1/instances/{name}",
+            get(instances::get).delete(instances::delete),
+        )
+        .route("/v1/instances/{name}/events", get(instances::events))
+        .route(
+            "/v1/instances/{name}/replicas",
+            get(replicas::status).post(replicas::add),
+        )
+        .route(
+            "/v1/instances/{name}/replicas/{member}",
+            axum::routing::delete(replicas::remove),
+        )
+        .route("/v1/operations/{id}", get(operations::get))
+        .route("/v1/openapi.json", get(openapi::document))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -93,10 +144,10 @@ mod tests {
             .port(1)
             .user("postgres")
             .dbname("toygres");
-        let state = ApiState {
-            cms: Arc::new(Cms::new(config)),
-            token: Arc::new(ApiToken::parse("the-token").unwrap()),
-        };
+        let state = ApiState::new(
+            Arc::new(Cms::new(config)),
+            Arc::new(ApiToken::parse("the-token").unwrap()),
+        );
         (app(state), dir)
     }
 
@@ -119,6 +170,55 @@ mod tests {
             .await
             .unwrap();
         (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    async fn post_json(app: Router, uri: &str, body: &str) -> (StatusCode, String) {
+        let request = Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header(header::AUTHORIZATION, "Bearer the-token")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_bad_create_request_is_a_400_naming_the_field() {
+        let (app, _dir) = unreachable_cms_app();
+        for (body, field) in [
+            (r#"{"name": "Bad"}"#, "name"),
+            (r#"{"name": "ok", "replicas": 9}"#, "replicas"),
+            (
+                r#"{"name": "ok", "replicas": 1, "replication": "semi"}"#,
+                "replication",
+            ),
+            (r#"{"replicas": 1}"#, "name"),
+            ("not json", "JSON"),
+        ] {
+            let (status, text) = post_json(app.clone(), "/v1/instances", body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {text}");
+            assert_eq!(error_code(&text), "invalid_request");
+            assert!(text.contains(field), "{body}: {text}");
+        }
+        // A valid request reaches the engine, which this router does not have.
+        let (status, text) = post_json(app, "/v1/instances", r#"{"name": "ok"}"#).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    }
+
+    #[tokio::test]
+    async fn the_openapi_document_is_served_to_token_holders() {
+        let (app, _dir) = unreachable_cms_app();
+        let (status, _) = send(app.clone(), "GET", "/v1/openapi.json", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body) = send(app, "GET", "/v1/openapi.json", Some("the-token")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("\"/v1/instances/{name}/replicas\""), "{body}");
     }
 
     fn error_code(body: &str) -> String {

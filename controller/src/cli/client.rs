@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use toygres_common::ErrorBody;
 
 use super::ClientArgs;
@@ -99,11 +100,39 @@ impl ControllerClient {
 
     /// `GET path`, decoding a JSON body.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call::<(), T>(reqwest::Method::GET, path, None).await
+    }
+
+    /// `POST path` with a JSON body, decoding a JSON answer.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// `DELETE path`, decoding a JSON answer.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call::<(), T>(reqwest::Method::DELETE, path, None)
+            .await
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base_url);
-        let response = self
+        let mut request = self
             .http
-            .get(&url)
-            .bearer_auth(self.token.expose())
+            .request(method, &url)
+            .bearer_auth(self.token.expose());
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
             .send()
             .await
             .map_err(|source| ClientError::Unreachable {

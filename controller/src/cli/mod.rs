@@ -2,7 +2,10 @@
 //! the client subcommands, which talk to a running controller's API.
 
 pub mod client;
+pub mod instances;
 pub mod list;
+pub mod operation;
+pub mod replication;
 
 use std::path::PathBuf;
 
@@ -27,8 +30,18 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller: the CMS database and the HTTP API
     Controller(ControllerArgs),
+    /// Create an instance: a primary and its standbys; waits and prints how to connect
+    Create(instances::CreateArgs),
     /// List instances
     List(list::ListArgs),
+    /// Show an instance: its members, their health, and how to connect
+    Get(instances::GetArgs),
+    /// Delete an instance
+    Delete(instances::DeleteArgs),
+    /// An instance's standbys: status, add, remove
+    Replication(replication::ReplicationArgs),
+    /// Show or wait for an operation
+    Operation(operation::OperationArgs),
 }
 
 /// How a client subcommand finds the controller. In local mode none of these is needed: the

@@ -14,11 +14,18 @@ pub struct Migration {
 }
 
 /// Every migration, in the order they apply.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "cms",
-    sql: include_str!("../../../migrations/0001_cms.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "cms",
+        sql: include_str!("../../../migrations/0001_cms.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "orchestrations",
+        sql: include_str!("../../../migrations/0002_orchestrations.sql"),
+    },
+];
 
 /// The advisory lock key every migrating controller takes ("toygres" in ASCII).
 const LOCK_KEY: i64 = 0x0074_6f79_6772_6573;

@@ -4,13 +4,17 @@
 //! `DATABASE_URL` is given, and [`migrate`] brings its schema up to date at start-up.
 
 pub mod embedded;
+pub mod events;
+pub mod instances;
 pub mod migrate;
+pub mod operations;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row};
 
 use crate::api::types::InstanceSummary;
 
@@ -100,6 +104,48 @@ impl Cms {
         Ok(client)
     }
 
+    /// Runs one query, within the query timeout.
+    pub(crate) async fn query(
+        &self,
+        what: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, CmsError> {
+        with_timeout(what, async {
+            let client = self.client().await?;
+            client
+                .query(sql, params)
+                .await
+                .map_err(|source| CmsError::Query { what, source })
+        })
+        .await
+    }
+
+    /// Runs one statement, within the query timeout; returns the rows it changed.
+    pub(crate) async fn execute(
+        &self,
+        what: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, CmsError> {
+        with_timeout(what, async {
+            let client = self.client().await?;
+            client
+                .execute(sql, params)
+                .await
+                .map_err(|source| CmsError::Query { what, source })
+        })
+        .await
+    }
+
+    /// A connection of its own, for a transaction (the shared one interleaves callers).
+    pub(crate) async fn dedicated(&self, what: &'static str) -> Result<Client, CmsError> {
+        with_timeout(what, async {
+            connect(&self.config).await.map_err(CmsError::Connect)
+        })
+        .await
+    }
+
     /// Checks that the CMS answers a query.
     pub async fn ping(&self) -> Result<(), CmsError> {
         let what = "check the CMS with SELECT 1";
@@ -164,6 +210,22 @@ impl Cms {
             .collect()
     }
 
+    /// How many live instances have each health.
+    pub async fn count_instances_by_health(&self) -> Result<Vec<(String, i64)>, CmsError> {
+        let what = "count instances by health";
+        let rows = self
+            .query(
+                what,
+                "SELECT health, count(*) FROM toygres.instances WHERE state <> 'deleted'
+                  GROUP BY health ORDER BY health",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| Ok((get(row, 0, what)?, get(row, 1, what)?)))
+            .collect()
+    }
+
     /// How many instances are in each state; every state of [`INSTANCE_STATES`] is present.
     pub async fn count_instances_by_state(&self) -> Result<Vec<(&'static str, i64)>, CmsError> {
         let what = "count instances by state";
@@ -195,7 +257,29 @@ impl Cms {
     }
 }
 
-async fn with_timeout<T>(
+/// Reads column `index` of `row`, naming `what` in the error.
+pub(crate) fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    index: usize,
+    what: &'static str,
+) -> Result<T, CmsError> {
+    row.try_get(index)
+        .map_err(|source| CmsError::Query { what, source })
+}
+
+/// SQL rendering a `timestamptz` expression as RFC 3339 in UTC.
+macro_rules! rfc3339 {
+    ($column:literal) => {
+        concat!(
+            "to_char(",
+            $column,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+        )
+    };
+}
+pub(crate) use rfc3339;
+
+pub(crate) async fn with_timeout<T>(
     what: &'static str,
     fut: impl Future<Output = Result<T, CmsError>>,
 ) -> Result<T, CmsError> {

@@ -292,6 +292,12 @@ pub trait Platform: Send + Sync + fmt::Debug {
     /// superuser password for health queries).
     async fn read_secret(&self, secret: &SecretRef) -> Result<SecretValue, PlatformError>;
 
+    /// Where an operator finds a credential (a file path in local mode, a Secret and key on
+    /// Kubernetes), to print instead of the value. `None` when there is nothing to point at.
+    fn secret_location(&self, _secret: &SecretRef) -> Option<String> {
+        None
+    }
+
     /// Creates the member and starts it; when it already exists, makes sure it runs and returns
     /// it unchanged (the bootstrap only matters for an empty data directory). Returns once the
     /// pod is started, not once Postgres is ready: poll the sidecar's `/readyz` for that.

@@ -560,6 +560,16 @@ impl Platform for LocalPlatform {
             .ok_or_else(|| PlatformError::not_found("secret", secret.to_string()))
     }
 
+    fn secret_location(&self, secret: &SecretRef) -> Option<String> {
+        validate_instance_name(&secret.instance).ok()?;
+        Some(
+            self.layout
+                .secret_file(&secret.instance, secret.name)
+                .display()
+                .to_string(),
+        )
+    }
+
     async fn create_member(&self, spec: &MemberSpec) -> Result<MemberHandle, PlatformError> {
         spec.validate()?;
         let _lock = self.lock(&spec.instance).await;

@@ -1,0 +1,266 @@
+//! Activities on the platform: an instance's credentials, endpoints and members.
+
+use std::sync::Arc;
+
+use duroxide::ActivityContext;
+use serde::{Deserialize, Serialize};
+
+use super::{describe, ActivityDeps};
+use crate::cms::instances::MemberRow;
+use crate::platform::{
+    Bootstrap, EndpointRoutes, Endpoints, MemberHandle, MemberSpec, Placement, SecretRefs,
+};
+use toygres_common::names::PgAddress;
+
+/// The instance an activity acts on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRef {
+    pub instance: String,
+}
+
+/// Generates the instance's credentials the first time; returns references to them.
+pub async fn ensure_secrets(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: InstanceRef,
+) -> Result<SecretRefs, String> {
+    deps.platform
+        .ensure_instance_secrets(&input.instance)
+        .await
+        .map_err(describe)
+}
+
+/// Removes the instance's credentials.
+pub async fn delete_secrets(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: InstanceRef,
+) -> Result<(), String> {
+    deps.platform
+        .delete_instance_secrets(&input.instance)
+        .await
+        .map_err(describe)
+}
+
+/// Creates the instance's rw and ro endpoints (stable addresses) and records their ports.
+pub async fn ensure_endpoints(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: InstanceRef,
+) -> Result<Endpoints, String> {
+    let endpoints = deps
+        .platform
+        .ensure_endpoints(&input.instance)
+        .await
+        .map_err(describe)?;
+    deps.cms
+        .set_instance_endpoints(&input.instance, endpoints.rw.port, endpoints.ro.port)
+        .await
+        .map_err(describe)?;
+    Ok(endpoints)
+}
+
+/// Points the endpoints at members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteInput {
+    pub instance: String,
+    pub routes: EndpointRoutes,
+}
+
+/// Points the instance's endpoints at the given members.
+pub async fn route_endpoints(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: RouteInput,
+) -> Result<(), String> {
+    deps.platform
+        .route_endpoint(&input.instance, &input.routes)
+        .await
+        .map_err(describe)
+}
+
+/// Removes the instance's endpoints.
+pub async fn delete_endpoints(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: InstanceRef,
+) -> Result<(), String> {
+    deps.platform
+        .delete_endpoints(&input.instance)
+        .await
+        .map_err(describe)
+}
+
+/// A member to create, and the role it starts in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateMemberInput {
+    pub instance: String,
+    pub member: String,
+    pub bootstrap: Bootstrap,
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+/// Creates (or finds) the member's pod and records it in the CMS as `creating`.
+pub async fn create_member(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: CreateMemberInput,
+) -> Result<MemberHandle, String> {
+    let role = match input.bootstrap {
+        Bootstrap::Init => "primary",
+        Bootstrap::Standby { .. } => "standby",
+    };
+    let spec = MemberSpec {
+        secrets: SecretRefs::for_instance(&input.instance),
+        instance: input.instance,
+        member: input.member,
+        bootstrap: input.bootstrap,
+        placement: input.placement,
+    };
+    let handle = deps.platform.create_member(&spec).await.map_err(describe)?;
+    let api_port = handle
+        .address
+        .api_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok());
+    deps.cms
+        .upsert_member(&MemberRow {
+            instance: &handle.instance,
+            name: &handle.member,
+            role,
+            state: "creating",
+            host: &handle.address.pg.host,
+            pg_port: handle.address.pg.port,
+            api_port,
+        })
+        .await
+        .map_err(describe)?;
+    Ok(handle)
+}
+
+/// A member to delete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteMemberInput {
+    pub instance: String,
+    pub member: String,
+    pub keep_data: bool,
+}
+
+/// Stops and removes the member (its data too unless `keep_data`) and forgets it in the CMS.
+pub async fn delete_member(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: DeleteMemberInput,
+) -> Result<(), String> {
+    deps.cms
+        .set_member_state(&input.instance, &input.member, "deleting")
+        .await
+        .map_err(describe)?;
+    deps.platform
+        .delete_member(&input.instance, &input.member, input.keep_data)
+        .await
+        .map_err(describe)?;
+    deps.cms
+        .delete_member(&input.instance, &input.member)
+        .await
+        .map_err(describe)
+}
+
+/// The instance's members as the platform knows them (those it runs or keeps), by name.
+pub async fn list_members(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: InstanceRef,
+) -> Result<Vec<String>, String> {
+    let members = deps
+        .platform
+        .list_members(&input.instance)
+        .await
+        .map_err(describe)?;
+    Ok(members.into_iter().map(|m| m.member).collect())
+}
+
+/// An instance's members by role, as the CMS records them, and where its primary listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    pub primary: Option<String>,
+    pub primary_address: Option<PgAddress>,
+    pub standbys: Vec<String>,
+    /// `sync` or `async`.
+    pub replication_mode: String,
+    pub replicas: u32,
+}
+
+/// Reads the instance's topology: members and roles from the CMS, the primary's address from
+/// the platform.
+pub async fn read_topology(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: InstanceRef,
+) -> Result<Topology, String> {
+    let instance = deps
+        .cms
+        .get_instance(&input.instance)
+        .await
+        .map_err(describe)?
+        .ok_or_else(|| format!("instance {} does not exist", input.instance))?;
+    let members = deps
+        .cms
+        .list_members(&input.instance)
+        .await
+        .map_err(describe)?;
+    let primary = members
+        .iter()
+        .find(|m| m.role == "primary")
+        .map(|m| m.name.clone());
+    let primary_address = match &primary {
+        Some(primary) => Some(
+            deps.platform
+                .member_address(&input.instance, primary)
+                .await
+                .map_err(describe)?
+                .pg,
+        ),
+        None => None,
+    };
+    Ok(Topology {
+        primary,
+        primary_address,
+        standbys: members
+            .iter()
+            .filter(|m| m.role == "standby")
+            .map(|m| m.name.clone())
+            .collect(),
+        replication_mode: instance.summary.replication_mode,
+        replicas: instance.replicas,
+    })
+}
+
+/// The members an instance actor should probe, or `None` when it is no longer the instance's
+/// actor (another one replaced it, or the instance is being deleted): it should then stop.
+pub async fn actor_members(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: crate::activities::records::ActorRef,
+) -> Result<Option<Vec<String>>, String> {
+    let instance = deps
+        .cms
+        .get_instance(&input.instance)
+        .await
+        .map_err(describe)?;
+    let current = instance.is_some_and(|i| {
+        i.actor_id.as_deref() == Some(input.actor_id.as_str())
+            && !matches!(i.summary.state.as_str(), "deleting" | "deleted")
+    });
+    if !current {
+        return Ok(None);
+    }
+    let members = deps
+        .platform
+        .list_members(&input.instance)
+        .await
+        .map_err(describe)?;
+    Ok(Some(members.into_iter().map(|m| m.member).collect()))
+}

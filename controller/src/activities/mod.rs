@@ -1,0 +1,112 @@
+//! The orchestrations' activities: every piece of I/O they do (the platform, the sidecars, the
+//! CMS), one small idempotent function each, registered under the names in [`names`].
+//!
+//! Activities run at least once, so each one is safe to repeat: "already exists" is success,
+//! "already gone" is success. Inputs and outputs are serializable and hold no secret: credentials
+//! travel as [`SecretRef`](crate::platform::SecretRef)s and are read here, at the point of use.
+
+pub mod members;
+pub mod records;
+pub mod sidecar;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use duroxide::runtime::registry::ActivityRegistry;
+use duroxide::ActivityContext;
+
+use crate::cms::Cms;
+use crate::metrics::ControllerMetrics;
+use crate::platform::Platform;
+
+/// The registered names of the activities.
+pub mod names {
+    pub const RECORD_OPERATION_STARTED: &str = "RecordOperationStarted";
+    pub const RECORD_OPERATION_FINISHED: &str = "RecordOperationFinished";
+    pub const RECORD_INSTANCE_RUNNING: &str = "RecordInstanceRunning";
+    pub const RECORD_ACTOR: &str = "RecordActor";
+    pub const RECORD_HEALTH: &str = "RecordHealth";
+    pub const RECORD_REPLICAS: &str = "RecordReplicas";
+    pub const ENSURE_SECRETS: &str = "EnsureSecrets";
+    pub const DELETE_SECRETS: &str = "DeleteSecrets";
+    pub const ENSURE_ENDPOINTS: &str = "EnsureEndpoints";
+    pub const ROUTE_ENDPOINTS: &str = "RouteEndpoints";
+    pub const DELETE_ENDPOINTS: &str = "DeleteEndpoints";
+    pub const CREATE_MEMBER: &str = "CreateMember";
+    pub const DELETE_MEMBER: &str = "DeleteMember";
+    pub const LIST_MEMBERS: &str = "ListMembers";
+    pub const READ_TOPOLOGY: &str = "ReadTopology";
+    pub const ACTOR_MEMBERS: &str = "ActorMembers";
+    pub const STOP_ACTOR: &str = "StopActor";
+    pub const PRUNE_ACTOR_HISTORY: &str = "PruneActorHistory";
+    pub const WAIT_MEMBER_READY: &str = "WaitMemberReady";
+    pub const SET_SYNC_STANDBYS: &str = "SetSyncStandbys";
+    pub const WAIT_SYNC_STANDBY: &str = "WaitSyncStandby";
+    pub const PROBE_MEMBER: &str = "ProbeMember";
+}
+
+/// What the activities reach.
+#[derive(Debug)]
+pub struct ActivityDeps {
+    pub platform: Arc<dyn Platform>,
+    pub cms: Arc<Cms>,
+    pub metrics: Arc<ControllerMetrics>,
+    /// How often the waiting activities poll a sidecar.
+    pub poll_interval: Duration,
+    /// How long one health probe of a member may take.
+    pub probe_timeout: Duration,
+}
+
+/// An activity's error: the whole chain of causes, as text (it goes into the history).
+pub(crate) fn describe(e: impl Into<anyhow::Error>) -> String {
+    format!("{:#}", e.into())
+}
+
+/// Registers every activity, each with its own handle on `deps`.
+pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
+    macro_rules! register {
+        ($builder:expr, $name:expr, $f:path) => {{
+            let deps = Arc::clone(&deps);
+            $builder.register_typed($name, move |ctx: ActivityContext, input| {
+                let deps = Arc::clone(&deps);
+                async move { $f(deps, ctx, input).await }
+            })
+        }};
+    }
+    let b = ActivityRegistry::builder();
+    let b = register!(
+        b,
+        names::RECORD_OPERATION_STARTED,
+        records::record_operation_started
+    );
+    let b = register!(
+        b,
+        names::RECORD_OPERATION_FINISHED,
+        records::record_operation_finished
+    );
+    let b = register!(
+        b,
+        names::RECORD_INSTANCE_RUNNING,
+        records::record_instance_running
+    );
+    let b = register!(b, names::RECORD_ACTOR, records::record_actor);
+    let b = register!(b, names::RECORD_HEALTH, records::record_health);
+    let b = register!(b, names::RECORD_REPLICAS, records::record_replicas);
+    let b = register!(b, names::ENSURE_SECRETS, members::ensure_secrets);
+    let b = register!(b, names::DELETE_SECRETS, members::delete_secrets);
+    let b = register!(b, names::ENSURE_ENDPOINTS, members::ensure_endpoints);
+    let b = register!(b, names::ROUTE_ENDPOINTS, members::route_endpoints);
+    let b = register!(b, names::DELETE_ENDPOINTS, members::delete_endpoints);
+    let b = register!(b, names::CREATE_MEMBER, members::create_member);
+    let b = register!(b, names::DELETE_MEMBER, members::delete_member);
+    let b = register!(b, names::LIST_MEMBERS, members::list_members);
+    let b = register!(b, names::READ_TOPOLOGY, members::read_topology);
+    let b = register!(b, names::ACTOR_MEMBERS, members::actor_members);
+    let b = register!(b, names::STOP_ACTOR, records::stop_actor);
+    let b = register!(b, names::PRUNE_ACTOR_HISTORY, records::prune_actor_history);
+    let b = register!(b, names::WAIT_MEMBER_READY, sidecar::wait_member_ready);
+    let b = register!(b, names::SET_SYNC_STANDBYS, sidecar::set_sync_standbys);
+    let b = register!(b, names::WAIT_SYNC_STANDBY, sidecar::wait_sync_standby);
+    let b = register!(b, names::PROBE_MEMBER, sidecar::probe_member);
+    b.build_result()
+}

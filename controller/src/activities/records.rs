@@ -1,0 +1,282 @@
+//! Activities that keep the CMS true: operations, instance state, members, health, events; and
+//! the one that stops an instance's actor.
+
+use std::sync::Arc;
+
+use duroxide::ActivityContext;
+use serde::{Deserialize, Serialize};
+
+use super::sidecar::ProbeResult;
+use super::{describe, ActivityDeps};
+
+/// An operation begins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationStarted {
+    pub operation_id: String,
+    pub kind: String,
+    pub instance: String,
+    /// The instance's new state, if the operation changes it (`deleting`).
+    pub instance_state: Option<String>,
+}
+
+/// Marks the operation running, sets the instance's state, and logs an event.
+pub async fn record_operation_started(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: OperationStarted,
+) -> Result<(), String> {
+    let cms = &deps.cms;
+    cms.insert_operation(
+        &input.operation_id,
+        &input.kind,
+        &input.instance,
+        &serde_json::Value::Object(Default::default()),
+    )
+    .await
+    .map_err(describe)?;
+    cms.start_operation(&input.operation_id)
+        .await
+        .map_err(describe)?;
+    if let Some(state) = &input.instance_state {
+        cms.set_instance_state(&input.instance, state)
+            .await
+            .map_err(describe)?;
+    }
+    cms.record_event(
+        &input.instance,
+        None,
+        Some(&input.operation_id),
+        &format!("{}-started", input.kind),
+        &format!("operation {} ({}) started", input.operation_id, input.kind),
+    )
+    .await
+    .map_err(describe)
+}
+
+/// An operation ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationFinished {
+    pub operation_id: String,
+    pub kind: String,
+    pub instance: String,
+    /// `None` when it succeeded.
+    pub error: Option<String>,
+    /// The instance's new state (`running`, `deleted`, `failed`), if any.
+    pub instance_state: Option<String>,
+    /// How long it took, for metrics.
+    pub duration_ms: u64,
+}
+
+/// Marks the operation finished, sets the instance's state, and logs an event.
+pub async fn record_operation_finished(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: OperationFinished,
+) -> Result<(), String> {
+    let cms = &deps.cms;
+    let status = if input.error.is_none() {
+        "succeeded"
+    } else {
+        "failed"
+    };
+    if let Some(state) = &input.instance_state {
+        cms.set_instance_state(&input.instance, state)
+            .await
+            .map_err(describe)?;
+    }
+    cms.finish_operation(&input.operation_id, status, input.error.as_deref())
+        .await
+        .map_err(describe)?;
+    let message = match &input.error {
+        None => format!(
+            "operation {} ({}) succeeded",
+            input.operation_id, input.kind
+        ),
+        Some(e) => format!(
+            "operation {} ({}) failed: {e}",
+            input.operation_id, input.kind
+        ),
+    };
+    cms.record_event(
+        &input.instance,
+        None,
+        Some(&input.operation_id),
+        &format!("{}-{status}", input.kind),
+        &message,
+    )
+    .await
+    .map_err(describe)?;
+    deps.metrics
+        .record_operation(&input.kind, status, input.duration_ms);
+    Ok(())
+}
+
+/// A member's role once the instance runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRole {
+    pub member: String,
+    /// `primary` or `standby`.
+    pub role: String,
+}
+
+/// The instance is up: its members and their roles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRunning {
+    pub instance: String,
+    pub members: Vec<MemberRole>,
+}
+
+/// Marks the members running in their roles and the instance running.
+pub async fn record_instance_running(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: InstanceRunning,
+) -> Result<(), String> {
+    for member in &input.members {
+        deps.cms
+            .set_member_state(&input.instance, &member.member, "running")
+            .await
+            .map_err(describe)?;
+    }
+    deps.cms
+        .set_instance_state(&input.instance, "running")
+        .await
+        .map_err(describe)
+}
+
+/// The actor of an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorRef {
+    pub instance: String,
+    pub actor_id: String,
+}
+
+/// Records which orchestration is the instance's actor.
+pub async fn record_actor(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: ActorRef,
+) -> Result<(), String> {
+    deps.cms
+        .set_instance_actor(&input.instance, &input.actor_id)
+        .await
+        .map_err(describe)
+}
+
+/// Stops the instance's actor (cancels its orchestration). Succeeds when it has already ended.
+pub async fn stop_actor(
+    _deps: Arc<ActivityDeps>,
+    ctx: ActivityContext,
+    input: ActorRef,
+) -> Result<(), String> {
+    let client = ctx.get_client();
+    match client.get_orchestration_status(&input.actor_id).await {
+        Ok(duroxide::OrchestrationStatus::Running { .. }) => client
+            .cancel_instance(&input.actor_id, "the instance is being deleted")
+            .await
+            .map_err(|e| format!("cancel the actor {}: {e}", input.actor_id)),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("read the actor {}'s status: {e}", input.actor_id)),
+    }
+}
+
+/// Drops the actor's finished executions (continue-as-new leaves one per generation).
+pub async fn prune_actor_history(
+    _deps: Arc<ActivityDeps>,
+    ctx: ActivityContext,
+    input: ActorRef,
+) -> Result<(), String> {
+    ctx.get_client()
+        .prune_executions(&input.actor_id, duroxide::PruneOptions::default())
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("prune the executions of {}: {e}", input.actor_id))
+}
+
+/// The standbys asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicasChanged {
+    pub instance: String,
+    pub replicas: u32,
+}
+
+/// Records how many standbys the instance should have.
+pub async fn record_replicas(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: ReplicasChanged,
+) -> Result<(), String> {
+    deps.cms
+        .set_instance_replicas(&input.instance, input.replicas)
+        .await
+        .map_err(describe)
+}
+
+/// Something the health loop noticed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthEvent {
+    pub member: Option<String>,
+    /// `member-down`, `member-up`, `lag-high`, `lag-ok`, `instance-health`.
+    pub kind: String,
+    pub message: String,
+}
+
+/// One round of the health loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthReport {
+    pub instance: String,
+    /// `healthy`, `degraded` or `unavailable`.
+    pub health: String,
+    pub probes: Vec<ProbeResult>,
+    pub events: Vec<HealthEvent>,
+}
+
+/// Records each member's health, the bounded check history, the instance's health and the
+/// notable changes as events.
+pub async fn record_health(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: HealthReport,
+) -> Result<(), String> {
+    let cms = &deps.cms;
+    for probe in &input.probes {
+        cms.record_member_health(
+            &input.instance,
+            &probe.member,
+            probe.healthy,
+            probe.role.as_deref(),
+            probe.timeline.map(i64::from),
+            probe.lsn.as_deref(),
+            probe.lag_bytes.and_then(|l| i64::try_from(l).ok()),
+            probe.sync_state.as_deref(),
+            probe.error.as_deref(),
+        )
+        .await
+        .map_err(describe)?;
+        let details = serde_json::to_value(probe).unwrap_or_default();
+        cms.record_health_check(
+            &input.instance,
+            &probe.member,
+            probe.healthy,
+            probe.latency_ms,
+            &details,
+        )
+        .await
+        .map_err(describe)?;
+    }
+    cms.set_instance_health(&input.instance, &input.health)
+        .await
+        .map_err(describe)?;
+    for event in &input.events {
+        cms.record_event(
+            &input.instance,
+            event.member.as_deref(),
+            None,
+            &event.kind,
+            &event.message,
+        )
+        .await
+        .map_err(describe)?;
+    }
+    Ok(())
+}

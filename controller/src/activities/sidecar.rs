@@ -1,0 +1,281 @@
+//! Activities that talk to a member's sidecar: wait until it serves in its role, set the
+//! primary's synchronous standbys, and probe its health.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duroxide::ActivityContext;
+use serde::{Deserialize, Serialize};
+use toygres_common::sidecar_api::{ReplicationRequest, Role, Status};
+use toygres_common::SidecarClient;
+
+use super::{describe, ActivityDeps};
+use crate::platform::SecretRefs;
+
+/// A client of the member's sidecar, with the instance's sidecar token.
+async fn sidecar(
+    deps: &ActivityDeps,
+    instance: &str,
+    member: &str,
+    timeout: Duration,
+) -> Result<SidecarClient, String> {
+    let address = deps
+        .platform
+        .member_address(instance, member)
+        .await
+        .map_err(describe)?;
+    let token = deps
+        .platform
+        .read_secret(&SecretRefs::for_instance(instance).sidecar_token)
+        .await
+        .map_err(describe)?;
+    Ok(SidecarClient::new(address.api_url, token.expose(), timeout))
+}
+
+/// The role a member must reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpectedRole {
+    /// Accepts writes.
+    Primary,
+    /// Streams from its primary.
+    Standby,
+}
+
+/// Wait until a member serves in its role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitReadyInput {
+    pub instance: String,
+    pub member: String,
+    pub role: ExpectedRole,
+    pub timeout_secs: u64,
+}
+
+/// What a member looked like once ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberReady {
+    pub member: String,
+    pub timeline: Option<u32>,
+}
+
+/// Whether `status` shows the member serving as `role`.
+pub fn serves_as(status: &Status, role: ExpectedRole) -> bool {
+    match role {
+        ExpectedRole::Primary => status.running && status.role == Role::Primary,
+        ExpectedRole::Standby => {
+            status.running
+                && status.role == Role::Standby
+                && status.wal_receiver_status.as_deref() == Some("streaming")
+        }
+    }
+}
+
+/// Polls the member's sidecar until it serves in the expected role (a primary accepting
+/// writes, a standby streaming), failing after the deadline with the last thing it saw.
+pub async fn wait_member_ready(
+    deps: Arc<ActivityDeps>,
+    ctx: ActivityContext,
+    input: WaitReadyInput,
+) -> Result<MemberReady, String> {
+    let deadline = Instant::now() + Duration::from_secs(input.timeout_secs);
+    let client = sidecar(
+        &deps,
+        &input.instance,
+        &input.member,
+        Duration::from_secs(5),
+    )
+    .await?;
+    let mut last: String;
+    loop {
+        match client.status().await {
+            Ok(status) if serves_as(&status, input.role) => {
+                return Ok(MemberReady {
+                    member: input.member,
+                    timeline: status.timeline,
+                })
+            }
+            Ok(status) => {
+                last = format!(
+                    "role {:?}, running {}, WAL receiver {}",
+                    status.role,
+                    status.running,
+                    status.wal_receiver_status.as_deref().unwrap_or("none")
+                )
+            }
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() >= deadline || ctx.is_cancelled() {
+            return Err(format!(
+                "member {} did not become a ready {:?} within {} s: {last}",
+                input.member, input.role, input.timeout_secs
+            ));
+        }
+        tokio::time::sleep(deps.poll_interval).await;
+    }
+}
+
+/// Set the primary's synchronous standbys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStandbysInput {
+    pub instance: String,
+    pub primary: String,
+    /// The value of `synchronous_standby_names` (`""` for none).
+    pub synchronous_standby_names: String,
+}
+
+/// Sets `synchronous_standby_names` on the primary (a reload).
+pub async fn set_sync_standbys(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: SyncStandbysInput,
+) -> Result<(), String> {
+    let client = sidecar(
+        &deps,
+        &input.instance,
+        &input.primary,
+        Duration::from_secs(30),
+    )
+    .await?;
+    client
+        .set_replication(&ReplicationRequest {
+            synchronous_standby_names: Some(input.synchronous_standby_names),
+            synchronous_commit: Some("on".into()),
+            primary: None,
+        })
+        .await
+        .map_err(describe)?;
+    Ok(())
+}
+
+/// Wait until the primary reports a synchronous standby.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitSyncInput {
+    pub instance: String,
+    pub primary: String,
+    pub timeout_secs: u64,
+}
+
+/// Polls the primary until one of its standbys is `sync`; returns that standby's name.
+pub async fn wait_sync_standby(
+    deps: Arc<ActivityDeps>,
+    ctx: ActivityContext,
+    input: WaitSyncInput,
+) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(input.timeout_secs);
+    let client = sidecar(
+        &deps,
+        &input.instance,
+        &input.primary,
+        Duration::from_secs(5),
+    )
+    .await?;
+    let mut last: String;
+    loop {
+        match client.status().await {
+            Ok(status) => {
+                if let Some(sync) = status.standbys.iter().find(|s| s.sync_state == "sync") {
+                    return Ok(sync.application_name.clone());
+                }
+                last = format!(
+                    "standbys {:?}, synchronous_standby_names {:?}",
+                    status
+                        .standbys
+                        .iter()
+                        .map(|s| format!("{}={}", s.application_name, s.sync_state))
+                        .collect::<Vec<_>>(),
+                    status.synchronous_standby_names
+                );
+            }
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() >= deadline || ctx.is_cancelled() {
+            return Err(format!(
+                "no standby of {} became synchronous within {} s: {last}",
+                input.primary, input.timeout_secs
+            ));
+        }
+        tokio::time::sleep(deps.poll_interval).await;
+    }
+}
+
+/// Probe one member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeInput {
+    pub instance: String,
+    pub member: String,
+}
+
+/// What a probe saw of a member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    pub member: String,
+    /// The sidecar answered and Postgres runs.
+    pub healthy: bool,
+    /// `primary`, `standby` or `unknown`, when the sidecar answered.
+    pub role: Option<String>,
+    pub timeline: Option<u32>,
+    /// The primary's current LSN or the standby's replay LSN.
+    pub lsn: Option<String>,
+    /// Standby: replay lag in bytes.
+    pub lag_bytes: Option<u64>,
+    /// Primary: its standbys' sync states, `name=state` (`db-1=sync`).
+    pub standbys: Vec<String>,
+    /// The member's own sync state as its primary reports it (filled in by the actor).
+    pub sync_state: Option<String>,
+    pub latency_ms: f64,
+    pub error: Option<String>,
+}
+
+/// Asks the member's sidecar for its status. Never fails: an unreachable sidecar is an
+/// unhealthy result, not an activity error.
+pub async fn probe_member(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: ProbeInput,
+) -> Result<ProbeResult, String> {
+    let started = Instant::now();
+    let status = match sidecar(&deps, &input.instance, &input.member, deps.probe_timeout).await {
+        Ok(client) => client.status().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let result = match status {
+        Ok(status) => ProbeResult {
+            member: input.member,
+            healthy: status.running && !status.fenced,
+            role: Some(
+                match status.role {
+                    Role::Primary => "primary",
+                    Role::Standby => "standby",
+                    Role::Unknown => "unknown",
+                }
+                .to_string(),
+            ),
+            timeline: status.timeline,
+            lsn: status.current_lsn.or(status.replay_lsn),
+            lag_bytes: status.lag_bytes,
+            standbys: status
+                .standbys
+                .iter()
+                .map(|s| format!("{}={}", s.application_name, s.sync_state))
+                .collect(),
+            sync_state: None,
+            latency_ms,
+            error: (!status.running).then(|| "Postgres is not running".to_string()),
+        },
+        Err(error) => ProbeResult {
+            member: input.member,
+            healthy: false,
+            role: None,
+            timeline: None,
+            lsn: None,
+            lag_bytes: None,
+            standbys: Vec::new(),
+            sync_state: None,
+            latency_ms,
+            error: Some(error),
+        },
+    };
+    deps.metrics.record_health_check(result.healthy);
+    Ok(result)
+}

@@ -1,0 +1,94 @@
+//! `GET /v1/openapi.json`: the API's OpenAPI document, generated from the handlers' annotations
+//! and the request and response types (utoipa), so it cannot drift from the code.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use toygres_common::controller_api::*;
+
+/// The shape of every error answer (`toygres_common::ErrorBody`).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorResponse {
+    error: ErrorResponseDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorResponseDetail {
+    /// Machine-readable: `invalid_request`, `unauthorized`, `not_found`, `conflict`, …
+    code: String,
+    /// For a person.
+    message: String,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Toygres controller API", description = "PostgreSQL as a service: instances, their standbys, and the operations on them."),
+    paths(
+        super::instances::list,
+        super::instances::create,
+        super::instances::get,
+        super::instances::delete,
+        super::instances::events,
+        super::replicas::status,
+        super::replicas::add,
+        super::replicas::remove,
+        super::operations::get,
+    ),
+    components(schemas(
+        ErrorResponse, ErrorResponseDetail, CreateInstanceRequest, OperationAccepted, Operation,
+        Progress, InstanceSummary, InstanceList, InstanceDetail, MemberView, ConnectionInfo,
+        EventList, Event, AddReplicaRequest, ReplicationStatus,
+    )),
+    modifiers(&BearerAuth),
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+/// `GET /v1/openapi.json`.
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_lists_every_route_and_the_bearer_scheme() {
+        let json = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        let paths = json["paths"].as_object().cloned().unwrap_or_default();
+        for path in [
+            "/v1/instances",
+            "/v1/instances/{name}",
+            "/v1/instances/{name}/events",
+            "/v1/instances/{name}/replicas",
+            "/v1/instances/{name}/replicas/{member}",
+            "/v1/operations/{id}",
+        ] {
+            assert!(paths.contains_key(path), "{path} missing");
+        }
+        assert!(json["paths"]["/v1/instances"]["post"].is_object());
+        assert_eq!(
+            json["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        assert!(json["components"]["schemas"]["InstanceDetail"].is_object());
+    }
+}

@@ -1,0 +1,253 @@
+//! `toygres create`, `get` and `delete`: one instance's life from the command line.
+
+use toygres_common::controller_api::{
+    CreateInstanceRequest, InstanceDetail, OperationAccepted, MAX_REPLICAS,
+};
+
+use super::client::ControllerClient;
+use super::operation::{fail_unless_succeeded, wait};
+use super::{ClientArgs, OutputFormat};
+
+/// The flags of `toygres create`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CreateArgs {
+    /// The instance's name: lowercase letters, digits and '-', starting with a letter, at most 40
+    pub name: String,
+    /// Standbys besides the primary
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=i64::from(MAX_REPLICAS)))]
+    pub replicas: i64,
+    /// How standbys acknowledge commits
+    #[arg(long, value_parser = ["sync", "async"], default_value = "async")]
+    pub replication: String,
+    /// Print the operation id and return at once
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// The flags of `toygres get`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GetArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// The flags of `toygres delete`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeleteArgs {
+    pub name: String,
+    /// Keep the members' data directories
+    #[arg(long)]
+    pub keep_data: bool,
+    /// Print the operation id and return at once
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// Creates an instance, waits for it with a progress display, and prints how to connect.
+pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
+    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let request = CreateInstanceRequest {
+        name: args.name.clone(),
+        replicas: args.replicas,
+        replication: Some(args.replication.clone()),
+    };
+    let accepted: OperationAccepted = client.post("/v1/instances", &request).await?;
+    let table = args.output == OutputFormat::Table;
+    if args.no_wait {
+        return print_accepted(&accepted, args.output);
+    }
+    if table {
+        eprintln!(
+            "Creating instance {} (operation {})",
+            accepted.instance, accepted.operation_id
+        );
+    }
+    let operation = wait(&client, &accepted.operation_id, table).await?;
+    fail_unless_succeeded(&operation)?;
+    let detail: InstanceDetail = client.get(&format!("/v1/instances/{}", args.name)).await?;
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&detail)?),
+        OutputFormat::Table => {
+            eprintln!(
+                "Instance {} is running ({:.1} s).",
+                args.name, operation.elapsed_seconds
+            );
+            print!("{}", render_connection(&detail));
+        }
+    }
+    Ok(())
+}
+
+/// Prints an instance.
+pub async fn get(args: GetArgs) -> anyhow::Result<()> {
+    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let detail: InstanceDetail = client.get(&format!("/v1/instances/{}", args.name)).await?;
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&detail)?),
+        OutputFormat::Table => print!("{}", render_instance(&detail)),
+    }
+    Ok(())
+}
+
+/// Deletes an instance and waits until it is gone.
+pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
+    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let path = if args.keep_data {
+        format!("/v1/instances/{}?keep_data=true", args.name)
+    } else {
+        format!("/v1/instances/{}", args.name)
+    };
+    let accepted: OperationAccepted = client.delete(&path).await?;
+    if args.no_wait {
+        return print_accepted(&accepted, args.output);
+    }
+    let table = args.output == OutputFormat::Table;
+    let operation = wait(&client, &accepted.operation_id, table).await?;
+    fail_unless_succeeded(&operation)?;
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&operation)?),
+        OutputFormat::Table => println!("Instance {} deleted.", args.name),
+    }
+    Ok(())
+}
+
+fn print_accepted(accepted: &OperationAccepted, output: OutputFormat) -> anyhow::Result<()> {
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(accepted)?),
+        OutputFormat::Table => println!(
+            "Operation {} ({}) started; follow it with: toygres operation wait {}",
+            accepted.operation_id, accepted.kind, accepted.operation_id
+        ),
+    }
+    Ok(())
+}
+
+/// How to connect, never with the password: it says where the password is.
+pub fn render_connection(detail: &InstanceDetail) -> String {
+    let Some(connection) = &detail.connection else {
+        return "No endpoints yet.\n".to_string();
+    };
+    let mut out = format!(
+        "Read-write:  {}\nRead-only:   {}\nMulti-host:  {}\n",
+        connection.rw, connection.ro, connection.multi_host
+    );
+    if let Some(location) = &connection.password_location {
+        out.push_str(&format!(
+            "Password:    in {location}\n             (for example: PGPASSWORD=\"$(cat {location})\" psql '{}')\n",
+            connection.rw
+        ));
+    }
+    out
+}
+
+/// An instance for people: its state, members and how to connect.
+pub fn render_instance(detail: &InstanceDetail) -> String {
+    let s = &detail.summary;
+    let mut out = format!(
+        "Name:         {}\nState:        {}\nHealth:       {}\nReplication:  {} ({} replica{})\n",
+        s.name,
+        s.state,
+        s.health,
+        s.replication_mode,
+        detail.replicas,
+        if detail.replicas == 1 { "" } else { "s" }
+    );
+    if let Some(operation) = &detail.last_operation {
+        out.push_str(&format!("Operation:    {operation}\n"));
+    }
+    out.push('\n');
+    let mut rows = vec![[
+        "MEMBER",
+        "ROLE",
+        "STATE",
+        "HEALTH",
+        "ADDRESS",
+        "LAG",
+        "SYNC",
+        "LAST CHECK",
+    ]
+    .map(String::from)];
+    for m in &detail.members {
+        rows.push([
+            m.name.clone(),
+            m.role.clone(),
+            m.state.clone(),
+            m.health.clone(),
+            m.address.clone().unwrap_or_else(|| "-".into()),
+            match (m.role.as_str(), m.lag_bytes) {
+                ("primary", _) => "-".into(),
+                (_, Some(lag)) => format!("{lag} B"),
+                (_, None) => "?".into(),
+            },
+            m.sync_state.clone().unwrap_or_else(|| "-".into()),
+            last_check(m.last_check_age_seconds),
+        ]);
+    }
+    out.push_str(&columns(&rows));
+    out.push('\n');
+    out.push_str(&render_connection(detail));
+    out
+}
+
+/// "2 seconds ago", "never".
+pub fn last_check(age_seconds: Option<f64>) -> String {
+    match age_seconds {
+        None => "never".into(),
+        Some(age) => {
+            let age = age.max(0.0).round() as u64;
+            match age {
+                1 => "1 second ago".into(),
+                a if a < 120 => format!("{a} seconds ago"),
+                a => format!("{} minutes ago", a / 60),
+            }
+        }
+    }
+}
+
+fn columns<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_check_reads_like_a_person_would_say_it() {
+        assert_eq!(last_check(None), "never");
+        assert_eq!(last_check(Some(1.2)), "1 second ago");
+        assert_eq!(last_check(Some(2.4)), "2 seconds ago");
+        assert_eq!(last_check(Some(600.0)), "10 minutes ago");
+    }
+}

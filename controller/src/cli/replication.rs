@@ -1,0 +1,198 @@
+//! `toygres replication status|add|remove NAME`: an instance's standbys.
+
+use toygres_common::controller_api::{AddReplicaRequest, OperationAccepted, ReplicationStatus};
+
+use super::client::ControllerClient;
+use super::instances::last_check;
+use super::operation::{fail_unless_succeeded, wait};
+use super::{ClientArgs, OutputFormat};
+
+/// The flags of `toygres replication`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplicationArgs {
+    #[command(subcommand)]
+    pub command: ReplicationCommand,
+}
+
+/// The subcommands of `toygres replication`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ReplicationCommand {
+    /// Show the members, their roles, lag and sync state
+    Status(StatusArgs),
+    /// Add a standby
+    Add(AddArgs),
+    /// Remove a standby
+    Remove(RemoveArgs),
+}
+
+/// `toygres replication status NAME`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// `toygres replication add NAME`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AddArgs {
+    pub name: String,
+    /// The new member's name (`<instance>-<n>`) [default: the next free one]
+    #[arg(long = "member")]
+    pub member: Option<String>,
+    /// Placement hint: the zone to run in
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// Placement hint: the pod's size
+    #[arg(long)]
+    pub size: Option<String>,
+    /// Print the operation id and return at once
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// `toygres replication remove NAME MEMBER`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RemoveArgs {
+    pub name: String,
+    /// The standby to remove (`<instance>-<n>`)
+    pub member: String,
+    /// Keep its data directory
+    #[arg(long)]
+    pub keep_data: bool,
+    /// Print the operation id and return at once
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// Runs `toygres replication …`.
+pub async fn run(args: ReplicationArgs) -> anyhow::Result<()> {
+    match args.command {
+        ReplicationCommand::Status(args) => {
+            let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+            let status: ReplicationStatus = client
+                .get(&format!("/v1/instances/{}/replicas", args.name))
+                .await?;
+            match args.output {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+                OutputFormat::Table => print!("{}", render_status(&status)),
+            }
+            Ok(())
+        }
+        ReplicationCommand::Add(args) => {
+            let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+            let request = AddReplicaRequest {
+                name: args.member,
+                zone: args.zone,
+                size: args.size,
+            };
+            let accepted: OperationAccepted = client
+                .post(&format!("/v1/instances/{}/replicas", args.name), &request)
+                .await?;
+            follow(&client, accepted, args.no_wait, args.output).await
+        }
+        ReplicationCommand::Remove(args) => {
+            let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+            let mut path = format!("/v1/instances/{}/replicas/{}", args.name, args.member);
+            if args.keep_data {
+                path.push_str("?keep_data=true");
+            }
+            let accepted: OperationAccepted = client.delete(&path).await?;
+            follow(&client, accepted, args.no_wait, args.output).await
+        }
+    }
+}
+
+async fn follow(
+    client: &ControllerClient,
+    accepted: OperationAccepted,
+    no_wait: bool,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    if no_wait {
+        match output {
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&accepted)?),
+            OutputFormat::Table => println!(
+                "Operation {} ({}) queued; follow it with: toygres operation wait {}",
+                accepted.operation_id, accepted.kind, accepted.operation_id
+            ),
+        }
+        return Ok(());
+    }
+    let table = output == OutputFormat::Table;
+    let operation = wait(client, &accepted.operation_id, table).await?;
+    fail_unless_succeeded(&operation)?;
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&operation)?),
+        OutputFormat::Table => println!(
+            "Operation {} ({}) succeeded in {:.1} s.",
+            operation.id, operation.kind, operation.elapsed_seconds
+        ),
+    }
+    Ok(())
+}
+
+fn render_status(status: &ReplicationStatus) -> String {
+    let mut out = format!(
+        "Instance {}: {} replication, {} replica{}\n\n",
+        status.instance,
+        status.replication_mode,
+        status.replicas,
+        if status.replicas == 1 { "" } else { "s" }
+    );
+    let mut rows = vec![[
+        "MEMBER",
+        "ROLE",
+        "HEALTH",
+        "LAG",
+        "SYNC",
+        "TIMELINE",
+        "LAST CHECK",
+    ]
+    .map(String::from)];
+    for m in &status.members {
+        rows.push([
+            m.name.clone(),
+            m.role.clone(),
+            m.health.clone(),
+            match (m.role.as_str(), m.lag_bytes) {
+                ("primary", _) => "-".into(),
+                (_, Some(lag)) => format!("{lag} B"),
+                (_, None) => "?".into(),
+            },
+            m.sync_state.clone().unwrap_or_else(|| "-".into()),
+            m.timeline.map_or_else(|| "-".into(), |t| t.to_string()),
+            last_check(m.last_check_age_seconds),
+        ]);
+    }
+    let mut widths = [0usize; 7];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        let line = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,81 @@
+//! The events log and the health-check history in the CMS.
+
+use toygres_common::controller_api::Event;
+
+use super::{get, rfc3339, Cms, CmsError};
+
+/// How many health checks are kept per member.
+pub const HEALTH_HISTORY_PER_MEMBER: i64 = 100;
+
+impl Cms {
+    /// Appends an event to an instance's log.
+    pub async fn record_event(
+        &self,
+        instance: &str,
+        member: Option<&str>,
+        operation_id: Option<&str>,
+        kind: &str,
+        message: &str,
+    ) -> Result<(), CmsError> {
+        self.execute(
+            "record an event",
+            "INSERT INTO toygres.events (instance, member, operation_id, kind, message)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&instance, &member, &operation_id, &kind, &message],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// An instance's newest events, oldest first.
+    pub async fn list_events(&self, instance: &str, limit: i64) -> Result<Vec<Event>, CmsError> {
+        let what = "list an instance's events";
+        let sql = concat!(
+            "SELECT id, ",
+            rfc3339!("at"),
+            ", kind, member, operation_id, message FROM (
+                SELECT * FROM toygres.events WHERE instance = $1 ORDER BY id DESC LIMIT $2
+             ) newest ORDER BY id"
+        );
+        let rows = self.query(what, sql, &[&instance, &limit]).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Event {
+                    id: get(row, 0, what)?,
+                    at: get(row, 1, what)?,
+                    kind: get(row, 2, what)?,
+                    member: get(row, 3, what)?,
+                    operation_id: get(row, 4, what)?,
+                    message: get(row, 5, what)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Appends one health check of a member and drops its checks beyond the bounded history.
+    pub async fn record_health_check(
+        &self,
+        instance: &str,
+        member: &str,
+        ok: bool,
+        latency_ms: f64,
+        details: &serde_json::Value,
+    ) -> Result<(), CmsError> {
+        self.execute(
+            "record a health check",
+            "INSERT INTO toygres.health_checks (instance, member, ok, latency_ms, details)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&instance, &member, &ok, &latency_ms, details],
+        )
+        .await?;
+        self.execute(
+            "prune the health-check history",
+            "DELETE FROM toygres.health_checks WHERE instance = $1 AND member = $2 AND id <= (
+                SELECT id FROM toygres.health_checks WHERE instance = $1 AND member = $2
+                 ORDER BY id DESC OFFSET $3 LIMIT 1)",
+            &[&instance, &member, &HEALTH_HISTORY_PER_MEMBER],
+        )
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,472 @@
+//! The durable engine: the duroxide runtime on its store (duroxide-pg in the CMS database, schema
+//! `toygres_duroxide`), the client the API starts and reads operations with, and the start-up
+//! passes that keep the orchestrations whole after a crash (pending operations started, every
+//! live instance given its actor).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use duroxide::providers::Provider;
+use duroxide::runtime::{Runtime, RuntimeOptions};
+use duroxide::{Client, OrchestrationStatus};
+use rand::RngCore as _;
+use toygres_common::controller_api::{
+    AddReplicaRequest, OperationAccepted, Progress, ValidatedCreateInstance, MAX_REPLICAS,
+};
+
+use crate::activities::{self, ActivityDeps};
+use crate::cms::instances::CreateOutcome;
+use crate::cms::instances::InstanceRecord;
+use crate::cms::{Cms, CmsError};
+use crate::metrics::ControllerMetrics;
+use crate::orchestrations::create_instance::{ActorSettings, CreateInstanceInput};
+use crate::orchestrations::delete_instance::DeleteInstanceInput;
+use crate::orchestrations::instance_actor::{ActorCommand, ActorInput, COMMANDS_QUEUE};
+use crate::orchestrations::replicas::{AddReplicaInput, RemoveReplicaInput};
+use crate::orchestrations::{self, names};
+use crate::platform::Platform;
+use crate::platform::{validate_member_of, Placement};
+use crate::token::hex;
+
+/// The schema of the duroxide store in the CMS database.
+pub const DUROXIDE_SCHEMA: &str = "toygres_duroxide";
+
+/// Settings of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// How often the dispatchers look for work when idle: each sequential step of an
+    /// orchestration costs about this much.
+    pub poll_interval: Duration,
+    /// The instance actors' settings.
+    pub actor: ActorSettings,
+    /// How long one health probe may take.
+    pub probe_timeout: Duration,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(20),
+            actor: ActorSettings::default(),
+            probe_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Why the engine refused or failed a request.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Cms(#[from] CmsError),
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// The duroxide runtime and its client.
+pub struct Engine {
+    runtime: Arc<Runtime>,
+    client: Client,
+    cms: Arc<Cms>,
+    settings: EngineSettings,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The runtime options: a 30 s orchestration lock (the 5 s default poisons messages against a
+/// busy database) and a short poll interval (each orchestration step costs about one).
+pub fn runtime_options(settings: &EngineSettings) -> RuntimeOptions {
+    RuntimeOptions {
+        dispatcher_min_poll_interval: settings.poll_interval,
+        orchestrator_lock_timeout: Duration::from_secs(30),
+        orchestrator_lock_renewal_buffer: Duration::from_secs(10),
+        // A crashed controller's activities are picked up again once their lock expires:
+        // keep that short (locks are renewed while an activity runs).
+        worker_lock_timeout: Duration::from_secs(10),
+        worker_lock_renewal_buffer: Duration::from_secs(3),
+        orchestration_concurrency: 4,
+        // Waiting activities (a standby's copy, a health probe) hold a worker slot each.
+        worker_concurrency: 16,
+        ..RuntimeOptions::default()
+    }
+}
+
+/// Opens the duroxide-pg store at `url` in its own schema (applying duroxide's migrations).
+pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Provider>> {
+    let mut config = duroxide_pg::ProviderConfig::url(url);
+    config.schema_name = Some(DUROXIDE_SCHEMA.into());
+    let provider = duroxide_pg::PostgresProvider::new_with_config(config)
+        .await
+        .context("open the duroxide store in the CMS")?;
+    Ok(Arc::new(provider))
+}
+
+/// A new operation id: `op-` and 16 hex digits.
+pub fn new_operation_id() -> String {
+    let mut bytes = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("op-{}", hex(&bytes))
+}
+
+impl Engine {
+    /// Starts the runtime with every orchestration and activity registered.
+    pub async fn start(
+        store: Arc<dyn Provider>,
+        platform: Arc<dyn Platform>,
+        cms: Arc<Cms>,
+        metrics: Arc<ControllerMetrics>,
+        settings: EngineSettings,
+    ) -> anyhow::Result<Self> {
+        let deps = Arc::new(ActivityDeps {
+            platform,
+            cms: Arc::clone(&cms),
+            metrics,
+            poll_interval: Duration::from_millis(100),
+            probe_timeout: settings.probe_timeout,
+        });
+        let activities = activities::registry(deps)
+            .map_err(|e| anyhow::anyhow!("register the activities: {e}"))?;
+        let orchestrations = orchestrations::registry()
+            .map_err(|e| anyhow::anyhow!("register the orchestrations: {e}"))?;
+        let runtime = Runtime::start_with_options(
+            Arc::clone(&store),
+            activities,
+            orchestrations,
+            runtime_options(&settings),
+        )
+        .await;
+        Ok(Self {
+            runtime,
+            client: Client::new(store),
+            cms,
+            settings,
+        })
+    }
+
+    /// The duroxide client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Stops the runtime, letting running steps finish for up to `timeout`. What is left
+    /// resumes from the store at the next start.
+    pub async fn shutdown(&self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        Arc::clone(&self.runtime).shutdown(Some(ms)).await;
+    }
+
+    /// Records a new instance and starts its *CreateInstance* operation.
+    pub async fn create_instance(
+        &self,
+        spec: ValidatedCreateInstance,
+    ) -> Result<OperationAccepted, EngineError> {
+        let operation_id = new_operation_id();
+        let input = CreateInstanceInput {
+            operation_id: operation_id.clone(),
+            spec: spec.clone(),
+            actor: self.settings.actor,
+        };
+        let request = serde_json::to_value(&input).context("encode the create request")?;
+        match self
+            .cms
+            .create_instance(&spec, &operation_id, &request)
+            .await?
+        {
+            CreateOutcome::Created => {}
+            CreateOutcome::Exists { state } => {
+                return Err(EngineError::Conflict(format!(
+                    "instance {} already exists (state {state})",
+                    spec.name
+                )))
+            }
+        }
+        self.start_operation(names::CREATE_INSTANCE, &operation_id, &request)
+            .await?;
+        Ok(OperationAccepted {
+            operation_id,
+            kind: "create".into(),
+            instance: spec.name,
+        })
+    }
+
+    /// Starts the *DeleteInstance* operation of an instance.
+    pub async fn delete_instance(
+        &self,
+        name: &str,
+        keep_data: bool,
+    ) -> Result<OperationAccepted, EngineError> {
+        let instance = self
+            .cms
+            .get_instance(name)
+            .await?
+            .filter(|i| i.summary.state != "deleted")
+            .ok_or_else(|| EngineError::NotFound(format!("instance {name} does not exist")))?;
+        if let Some((id, kind)) = self.cms.unfinished_operation(name).await? {
+            return Err(EngineError::Conflict(format!(
+                "instance {name} has an unfinished {kind} operation ({id}); wait for it: \
+                 toygres operation wait {id}"
+            )));
+        }
+        let operation_id = new_operation_id();
+        let input = DeleteInstanceInput {
+            operation_id: operation_id.clone(),
+            instance: name.to_string(),
+            actor_id: instance.actor_id,
+            keep_data,
+        };
+        let request = serde_json::to_value(&input).context("encode the delete request")?;
+        self.cms
+            .insert_operation(&operation_id, "delete", name, &request)
+            .await?;
+        self.start_operation(names::DELETE_INSTANCE, &operation_id, &request)
+            .await?;
+        Ok(OperationAccepted {
+            operation_id,
+            kind: "delete".into(),
+            instance: name.to_string(),
+        })
+    }
+
+    async fn start_operation(
+        &self,
+        orchestration: &str,
+        operation_id: &str,
+        input: &serde_json::Value,
+    ) -> anyhow::Result<()> {
+        self.client
+            .start_orchestration(
+                orchestrations::operation_instance_id(operation_id),
+                orchestration,
+                input.to_string(),
+            )
+            .await
+            .with_context(|| format!("start the {orchestration} orchestration"))
+    }
+
+    /// The progress an operation's orchestration last reported.
+    pub async fn progress(&self, operation_id: &str) -> Option<Progress> {
+        let status = self
+            .client
+            .get_orchestration_status(&orchestrations::operation_instance_id(operation_id))
+            .await
+            .ok()?;
+        let custom = match status {
+            OrchestrationStatus::Running { custom_status, .. }
+            | OrchestrationStatus::Completed { custom_status, .. }
+            | OrchestrationStatus::Failed { custom_status, .. } => custom_status,
+            OrchestrationStatus::NotFound => None,
+        }?;
+        serde_json::from_str(&custom).ok()
+    }
+
+    /// Queues an *AddReplica* operation on the instance's actor.
+    pub async fn add_replica(
+        &self,
+        name: &str,
+        request: AddReplicaRequest,
+    ) -> Result<OperationAccepted, EngineError> {
+        let instance = self.running_instance(name).await?;
+        if instance.replicas >= MAX_REPLICAS {
+            return Err(EngineError::Conflict(format!(
+                "instance {name} already has {MAX_REPLICAS} replicas, the most it may have"
+            )));
+        }
+        if let Some(member) = &request.name {
+            validate_member_of(name, member).map_err(|e| EngineError::Invalid(e.to_string()))?;
+            let members = self.cms.list_members(name).await?;
+            if members.iter().any(|m| &m.name == member) {
+                return Err(EngineError::Conflict(format!(
+                    "member {member} already exists"
+                )));
+            }
+        }
+        let operation_id = new_operation_id();
+        let command = ActorCommand::AddReplica(AddReplicaInput {
+            operation_id: operation_id.clone(),
+            instance: name.to_string(),
+            member: request.name,
+            placement: Placement {
+                zone: request.zone,
+                size: request.size,
+            },
+        });
+        self.queue_operation(&instance, &operation_id, "add-replica", &command)
+            .await
+    }
+
+    /// Queues a *RemoveReplica* operation on the instance's actor.
+    pub async fn remove_replica(
+        &self,
+        name: &str,
+        member: &str,
+        keep_data: bool,
+    ) -> Result<OperationAccepted, EngineError> {
+        let instance = self.running_instance(name).await?;
+        validate_member_of(name, member).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let members = self.cms.list_members(name).await?;
+        let found = members
+            .iter()
+            .find(|m| m.name == member)
+            .ok_or_else(|| EngineError::NotFound(format!("member {member} does not exist")))?;
+        if found.role == "primary" {
+            return Err(EngineError::Conflict(format!(
+                "{member} is the primary; only a standby can be removed"
+            )));
+        }
+        let standbys = members.iter().filter(|m| m.role == "standby").count();
+        if instance.summary.replication_mode == "sync" && standbys <= 1 {
+            return Err(EngineError::Conflict(format!(
+                "{member} is the last standby and instance {name} replicates synchronously"
+            )));
+        }
+        let operation_id = new_operation_id();
+        let command = ActorCommand::RemoveReplica(RemoveReplicaInput {
+            operation_id: operation_id.clone(),
+            instance: name.to_string(),
+            member: member.to_string(),
+            keep_data,
+        });
+        self.queue_operation(&instance, &operation_id, "remove-replica", &command)
+            .await
+    }
+
+    /// An instance that is running and has an actor.
+    async fn running_instance(&self, name: &str) -> Result<InstanceRecord, EngineError> {
+        let instance = self
+            .cms
+            .get_instance(name)
+            .await?
+            .filter(|i| i.summary.state != "deleted")
+            .ok_or_else(|| EngineError::NotFound(format!("instance {name} does not exist")))?;
+        if instance.summary.state != "running" {
+            return Err(EngineError::Conflict(format!(
+                "instance {name} is {}, not running",
+                instance.summary.state
+            )));
+        }
+        if instance.actor_id.is_none() {
+            return Err(EngineError::Conflict(format!(
+                "instance {name} has no actor yet; try again in a moment"
+            )));
+        }
+        Ok(instance)
+    }
+
+    /// Records an operation and hands it to the instance's actor, which runs it after the
+    /// commands queued before it.
+    async fn queue_operation(
+        &self,
+        instance: &InstanceRecord,
+        operation_id: &str,
+        kind: &str,
+        command: &ActorCommand,
+    ) -> Result<OperationAccepted, EngineError> {
+        let name = &instance.summary.name;
+        let actor_id = instance
+            .actor_id
+            .as_deref()
+            .ok_or_else(|| EngineError::Conflict(format!("instance {name} has no actor")))?;
+        let request = serde_json::to_value(command).context("encode the command")?;
+        self.cms
+            .insert_operation(operation_id, kind, name, &request)
+            .await?;
+        self.client
+            .enqueue_event(actor_id, COMMANDS_QUEUE, request.to_string())
+            .await
+            .with_context(|| format!("send the command to {name}'s actor"))?;
+        Ok(OperationAccepted {
+            operation_id: operation_id.to_string(),
+            kind: kind.to_string(),
+            instance: name.clone(),
+        })
+    }
+
+    /// Asks an instance's actor to run a health round now.
+    pub async fn check_now(&self, name: &str) -> Result<(), EngineError> {
+        let actor_id = self
+            .cms
+            .get_instance(name)
+            .await?
+            .and_then(|i| i.actor_id)
+            .ok_or_else(|| EngineError::NotFound(format!("instance {name} has no actor")))?;
+        let command = serde_json::to_string(&ActorCommand::CheckNow).context("encode a command")?;
+        self.client
+            .enqueue_event(&actor_id, COMMANDS_QUEUE, command)
+            .await
+            .context("send the actor a command")?;
+        Ok(())
+    }
+
+    /// Starts the orchestrations of operations the API recorded but could not start (the
+    /// controller stopped in between). Already started ones are left alone.
+    pub async fn resume_pending_operations(&self) -> anyhow::Result<()> {
+        for operation in self.cms.pending_operations().await? {
+            let id = orchestrations::operation_instance_id(&operation.id);
+            let status = self
+                .client
+                .get_orchestration_status(&id)
+                .await
+                .with_context(|| format!("read the status of operation {}", operation.id))?;
+            if !matches!(status, OrchestrationStatus::NotFound) {
+                continue;
+            }
+            let orchestration = match operation.kind.as_str() {
+                "create" => names::CREATE_INSTANCE,
+                "delete" => names::DELETE_INSTANCE,
+                // Queued on an actor, whose durable queue keeps them.
+                _ => continue,
+            };
+            tracing::info!(
+                operation = operation.id,
+                instance = operation.instance,
+                "starting an operation accepted before the controller stopped"
+            );
+            self.start_operation(orchestration, &operation.id, &operation.request)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure every running instance has a live actor, starting a new one (with a new id)
+    /// where it is missing or has ended.
+    pub async fn ensure_actors(&self) -> anyhow::Result<()> {
+        for instance in self.cms.live_instances().await? {
+            if instance.summary.state != "running" {
+                continue;
+            }
+            let name = &instance.summary.name;
+            if let Some(actor_id) = &instance.actor_id {
+                let status = self
+                    .client
+                    .get_orchestration_status(actor_id)
+                    .await
+                    .with_context(|| format!("read the status of {name}'s actor"))?;
+                if matches!(status, OrchestrationStatus::Running { .. }) {
+                    continue;
+                }
+            }
+            let actor_id = format!("actor-{name}-{}", new_operation_id());
+            self.cms.set_instance_actor(name, &actor_id).await?;
+            let input = serde_json::to_string(&ActorInput::new(name, self.settings.actor))
+                .context("encode the actor's input")?;
+            self.client
+                .start_orchestration(&actor_id, names::INSTANCE_ACTOR, input)
+                .await
+                .with_context(|| format!("start {name}'s actor"))?;
+            tracing::info!(instance = name, actor_id, "started the instance's actor");
+        }
+        Ok(())
+    }
+}

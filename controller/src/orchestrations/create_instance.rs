@@ -1,0 +1,319 @@
+//! *CreateInstance*: a primary and N standbys, streaming (and, in sync mode, one confirmed
+//! synchronous), behind the instance's stable endpoints, recorded in the CMS, with its actor
+//! running.
+
+use duroxide::OrchestrationContext;
+use serde::{Deserialize, Serialize};
+use toygres_common::controller_api::{ReplicationMode, ValidatedCreateInstance};
+
+use super::instance_actor::ActorInput;
+use super::{call, call_once, member_name, names, now_ms, report, synchronous_standby_names};
+use crate::activities::members::{CreateMemberInput, InstanceRef, RouteInput};
+use crate::activities::names as act;
+use crate::activities::records::{
+    ActorRef, InstanceRunning, MemberRole, OperationFinished, OperationStarted,
+};
+use crate::activities::sidecar::{
+    ExpectedRole, MemberReady, SyncStandbysInput, WaitReadyInput, WaitSyncInput,
+};
+use crate::platform::{Bootstrap, EndpointRoutes, Endpoints, MemberHandle, Placement, SecretRefs};
+
+/// How long a new member may take to serve in its role (initdb or pg_basebackup included).
+pub const MEMBER_READY_TIMEOUT_SECS: u64 = 300;
+
+/// How long the first standby may take to become synchronous once asked.
+pub const SYNC_TIMEOUT_SECS: u64 = 60;
+
+/// The input of *CreateInstance*.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateInstanceInput {
+    pub operation_id: String,
+    pub spec: ValidatedCreateInstance,
+    /// Settings the instance's actor starts with.
+    pub actor: ActorSettings,
+}
+
+/// How the instance actor runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorSettings {
+    pub health_interval_ms: u64,
+    /// Replication lag (bytes) beyond which a standby counts as lagging.
+    pub max_lag_bytes: u64,
+    /// Health rounds before the actor continues as new.
+    pub rounds_per_execution: u32,
+}
+
+impl Default for ActorSettings {
+    fn default() -> Self {
+        Self {
+            health_interval_ms: 5_000,
+            max_lag_bytes: 16 * 1024 * 1024,
+            rounds_per_execution: 50,
+        }
+    }
+}
+
+/// What *CreateInstance* returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateInstanceOutput {
+    pub endpoints: Endpoints,
+    pub primary: String,
+    pub standbys: Vec<String>,
+    /// Sync mode: the standby confirmed synchronous.
+    pub sync_standby: Option<String>,
+    pub actor_id: String,
+}
+
+/// The orchestration id of an instance's actor started by operation `operation_id`.
+pub fn actor_id(instance: &str, operation_id: &str) -> String {
+    format!("actor-{instance}-{operation_id}")
+}
+
+/// Runs the create runbook; records the outcome on the operation and the instance whatever
+/// happens.
+pub async fn create_instance(
+    ctx: OrchestrationContext,
+    input: CreateInstanceInput,
+) -> Result<CreateInstanceOutput, String> {
+    let started = now_ms(&ctx).await?;
+    let result = provision(&ctx, &input).await;
+    let duration_ms = now_ms(&ctx).await?.saturating_sub(started);
+    let finished = |error: Option<String>, instance_state: Option<&str>| OperationFinished {
+        operation_id: input.operation_id.clone(),
+        kind: "create".into(),
+        instance: input.spec.name.clone(),
+        error,
+        instance_state: instance_state.map(String::from),
+        duration_ms,
+    };
+    match result {
+        Ok(output) => {
+            call::<_, ()>(&ctx, act::RECORD_OPERATION_FINISHED, &finished(None, None)).await?;
+            report(&ctx, STEPS, STEPS, "the instance is running");
+            Ok(output)
+        }
+        Err(error) => {
+            ctx.trace_error(format!("create {} failed: {error}", input.spec.name));
+            call::<_, ()>(
+                &ctx,
+                act::RECORD_OPERATION_FINISHED,
+                &finished(Some(error.clone()), Some("failed")),
+            )
+            .await?;
+            report(&ctx, 0, STEPS, format!("failed: {error}"));
+            Err(error)
+        }
+    }
+}
+
+const STEPS: u32 = 9;
+
+async fn provision(
+    ctx: &OrchestrationContext,
+    input: &CreateInstanceInput,
+) -> Result<CreateInstanceOutput, String> {
+    let name = &input.spec.name;
+    let instance = InstanceRef {
+        instance: name.clone(),
+    };
+
+    report(ctx, 1, STEPS, "recording the instance");
+    call::<_, ()>(
+        ctx,
+        act::RECORD_OPERATION_STARTED,
+        &OperationStarted {
+            operation_id: input.operation_id.clone(),
+            kind: "create".into(),
+            instance: name.clone(),
+            instance_state: Some("creating".into()),
+        },
+    )
+    .await?;
+
+    report(ctx, 2, STEPS, "generating credentials and endpoints");
+    let _secrets: SecretRefs = call(ctx, act::ENSURE_SECRETS, &instance).await?;
+    let endpoints: Endpoints = call(ctx, act::ENSURE_ENDPOINTS, &instance).await?;
+
+    let primary_name = member_name(name, 0);
+    report(
+        ctx,
+        3,
+        STEPS,
+        format!("starting the primary {primary_name}"),
+    );
+    let primary: MemberHandle = call(
+        ctx,
+        act::CREATE_MEMBER,
+        CreateMemberInput {
+            instance: name.clone(),
+            member: primary_name.clone(),
+            bootstrap: Bootstrap::Init,
+            placement: Placement::default(),
+        },
+    )
+    .await?;
+
+    let standbys: Vec<String> = (1..=input.spec.replicas)
+        .map(|n| member_name(name, n))
+        .collect();
+    if !standbys.is_empty() {
+        // Started at once: each copies the primary as soon as it accepts connections.
+        report(
+            ctx,
+            4,
+            STEPS,
+            format!("starting the standbys {}", standbys.join(", ")),
+        );
+        let created = ctx
+            .join(
+                standbys
+                    .iter()
+                    .map(|standby| {
+                        call::<_, MemberHandle>(
+                            ctx,
+                            act::CREATE_MEMBER,
+                            CreateMemberInput {
+                                instance: name.clone(),
+                                member: standby.clone(),
+                                bootstrap: Bootstrap::Standby {
+                                    primary: primary.address.pg.clone(),
+                                },
+                                placement: Placement::default(),
+                            },
+                        )
+                    })
+                    .collect(),
+            )
+            .await;
+        first_error(created)?;
+    }
+
+    report(
+        ctx,
+        5,
+        STEPS,
+        format!("waiting for {primary_name} to accept writes"),
+    );
+    let _: MemberReady = call_once(
+        ctx,
+        act::WAIT_MEMBER_READY,
+        WaitReadyInput {
+            instance: name.clone(),
+            member: primary_name.clone(),
+            role: ExpectedRole::Primary,
+            timeout_secs: MEMBER_READY_TIMEOUT_SECS,
+        },
+    )
+    .await?;
+
+    if !standbys.is_empty() {
+        report(ctx, 6, STEPS, "waiting for the standbys to stream");
+        let streaming = ctx
+            .join(
+                standbys
+                    .iter()
+                    .map(|standby| {
+                        call_once::<_, MemberReady>(
+                            ctx,
+                            act::WAIT_MEMBER_READY,
+                            WaitReadyInput {
+                                instance: name.clone(),
+                                member: standby.clone(),
+                                role: ExpectedRole::Standby,
+                                timeout_secs: MEMBER_READY_TIMEOUT_SECS,
+                            },
+                        )
+                    })
+                    .collect(),
+            )
+            .await;
+        first_error(streaming)?;
+    }
+
+    let mut sync_standby = None;
+    if input.spec.replication == ReplicationMode::Sync {
+        report(ctx, 7, STEPS, "making a standby synchronous");
+        call::<_, ()>(
+            ctx,
+            act::SET_SYNC_STANDBYS,
+            &SyncStandbysInput {
+                instance: name.clone(),
+                primary: primary_name.clone(),
+                synchronous_standby_names: synchronous_standby_names(&standbys),
+            },
+        )
+        .await?;
+        let confirmed: String = call_once(
+            ctx,
+            act::WAIT_SYNC_STANDBY,
+            &WaitSyncInput {
+                instance: name.clone(),
+                primary: primary_name.clone(),
+                timeout_secs: SYNC_TIMEOUT_SECS,
+            },
+        )
+        .await?;
+        sync_standby = Some(confirmed);
+    }
+
+    report(ctx, 8, STEPS, "routing the endpoints");
+    call::<_, ()>(
+        ctx,
+        act::ROUTE_ENDPOINTS,
+        &RouteInput {
+            instance: name.clone(),
+            routes: EndpointRoutes {
+                rw: Some(primary_name.clone()),
+                ro: standbys.clone(),
+            },
+        },
+    )
+    .await?;
+    let mut members = vec![MemberRole {
+        member: primary_name.clone(),
+        role: "primary".into(),
+    }];
+    members.extend(standbys.iter().map(|s| MemberRole {
+        member: s.clone(),
+        role: "standby".into(),
+    }));
+    call::<_, ()>(
+        ctx,
+        act::RECORD_INSTANCE_RUNNING,
+        &InstanceRunning {
+            instance: name.clone(),
+            members,
+        },
+    )
+    .await?;
+
+    report(ctx, 9, STEPS, "starting the instance actor");
+    let actor = actor_id(name, &input.operation_id);
+    call::<_, ()>(
+        ctx,
+        act::RECORD_ACTOR,
+        &ActorRef {
+            instance: name.clone(),
+            actor_id: actor.clone(),
+        },
+    )
+    .await?;
+    ctx.schedule_orchestration_typed(
+        names::INSTANCE_ACTOR,
+        actor.clone(),
+        &ActorInput::new(name, input.actor),
+    );
+
+    Ok(CreateInstanceOutput {
+        endpoints,
+        primary: primary_name,
+        standbys,
+        sync_standby,
+        actor_id: actor,
+    })
+}
+
+/// The first error of a fan-out, once every branch has ended.
+pub(crate) fn first_error<T>(results: Vec<Result<T, String>>) -> Result<Vec<T>, String> {
+    results.into_iter().collect()
+}

@@ -1,0 +1,111 @@
+//! *DeleteInstance*: stop the instance's actor, remove its members (keeping their data only when
+//! asked), its endpoints and its credentials, and mark it deleted.
+
+use duroxide::OrchestrationContext;
+use serde::{Deserialize, Serialize};
+
+use super::create_instance::first_error;
+use super::{call, now_ms, report};
+use crate::activities::members::{DeleteMemberInput, InstanceRef};
+use crate::activities::names as act;
+use crate::activities::records::{ActorRef, OperationFinished, OperationStarted};
+
+/// The input of *DeleteInstance*.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteInstanceInput {
+    pub operation_id: String,
+    pub instance: String,
+    /// The actor to stop, as the CMS recorded it.
+    pub actor_id: Option<String>,
+    pub keep_data: bool,
+}
+
+const STEPS: u32 = 4;
+
+/// Runs the delete runbook; records the outcome on the operation and the instance.
+pub async fn delete_instance(
+    ctx: OrchestrationContext,
+    input: DeleteInstanceInput,
+) -> Result<(), String> {
+    let started = now_ms(&ctx).await?;
+    let result = remove(&ctx, &input).await;
+    let duration_ms = now_ms(&ctx).await?.saturating_sub(started);
+    let (error, state) = match &result {
+        Ok(()) => (None, "deleted"),
+        Err(e) => (Some(e.clone()), "failed"),
+    };
+    call::<_, ()>(
+        &ctx,
+        act::RECORD_OPERATION_FINISHED,
+        &OperationFinished {
+            operation_id: input.operation_id.clone(),
+            kind: "delete".into(),
+            instance: input.instance.clone(),
+            error,
+            instance_state: Some(state.into()),
+            duration_ms,
+        },
+    )
+    .await?;
+    match &result {
+        Ok(()) => report(&ctx, STEPS, STEPS, "the instance is deleted"),
+        Err(e) => report(&ctx, 0, STEPS, format!("failed: {e}")),
+    }
+    result
+}
+
+async fn remove(ctx: &OrchestrationContext, input: &DeleteInstanceInput) -> Result<(), String> {
+    let instance = InstanceRef {
+        instance: input.instance.clone(),
+    };
+    report(ctx, 1, STEPS, "stopping the instance actor");
+    call::<_, ()>(
+        ctx,
+        act::RECORD_OPERATION_STARTED,
+        &OperationStarted {
+            operation_id: input.operation_id.clone(),
+            kind: "delete".into(),
+            instance: input.instance.clone(),
+            instance_state: Some("deleting".into()),
+        },
+    )
+    .await?;
+    if let Some(actor_id) = &input.actor_id {
+        call::<_, ()>(
+            ctx,
+            act::STOP_ACTOR,
+            &ActorRef {
+                instance: input.instance.clone(),
+                actor_id: actor_id.clone(),
+            },
+        )
+        .await?;
+    }
+
+    report(ctx, 2, STEPS, "removing the members");
+    let members: Vec<String> = call(ctx, act::LIST_MEMBERS, &instance).await?;
+    let deleted = ctx
+        .join(
+            members
+                .iter()
+                .map(|member| {
+                    call::<_, ()>(
+                        ctx,
+                        act::DELETE_MEMBER,
+                        DeleteMemberInput {
+                            instance: input.instance.clone(),
+                            member: member.clone(),
+                            keep_data: input.keep_data,
+                        },
+                    )
+                })
+                .collect(),
+        )
+        .await;
+    first_error(deleted)?;
+
+    report(ctx, 3, STEPS, "removing the endpoints and credentials");
+    call::<_, ()>(ctx, act::DELETE_ENDPOINTS, &instance).await?;
+    call::<_, ()>(ctx, act::DELETE_SECRETS, &instance).await?;
+    Ok(())
+}

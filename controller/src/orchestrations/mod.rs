@@ -1,0 +1,119 @@
+//! The durable orchestrations: the runbooks that act across an instance's pods. Each one reads
+//! like the steps a person would follow; all I/O happens in [`crate::activities`].
+//!
+//! Determinism rules (see `DUROXIDE.md`): no I/O, clocks, randomness, `tokio::select!` or sleeps
+//! in here — only `ctx.schedule_*`, `ctx.utc_now()`, `ctx.join`/`select2`.
+
+pub mod create_instance;
+pub mod delete_instance;
+pub mod instance_actor;
+pub mod replicas;
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use duroxide::{BackoffStrategy, OrchestrationContext, OrchestrationRegistry, RetryPolicy};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use toygres_common::controller_api::Progress;
+
+/// The registered names of the orchestrations.
+pub mod names {
+    pub const CREATE_INSTANCE: &str = "CreateInstance";
+    pub const DELETE_INSTANCE: &str = "DeleteInstance";
+    pub const INSTANCE_ACTOR: &str = "InstanceActor";
+    pub const ADD_REPLICA: &str = "AddReplica";
+    pub const REMOVE_REPLICA: &str = "RemoveReplica";
+}
+
+/// Registers every orchestration.
+pub fn registry() -> Result<OrchestrationRegistry, String> {
+    OrchestrationRegistry::builder()
+        .register_typed(names::CREATE_INSTANCE, create_instance::create_instance)
+        .register_typed(names::DELETE_INSTANCE, delete_instance::delete_instance)
+        .register_typed(names::INSTANCE_ACTOR, instance_actor::instance_actor)
+        .register_typed(names::ADD_REPLICA, replicas::add_replica)
+        .register_typed(names::REMOVE_REPLICA, replicas::remove_replica)
+        .build_result()
+}
+
+/// The orchestration id of an operation: the operation id itself.
+pub fn operation_instance_id(operation_id: &str) -> String {
+    operation_id.to_string()
+}
+
+/// Publishes the operation's progress (its custom status).
+pub(crate) fn report(
+    ctx: &OrchestrationContext,
+    step: u32,
+    steps: u32,
+    message: impl Into<String>,
+) {
+    let message = message.into();
+    ctx.trace_info(format!("step {step}/{steps}: {message}"));
+    let progress = Progress {
+        step,
+        steps,
+        message,
+    };
+    if let Ok(json) = serde_json::to_string(&progress) {
+        ctx.set_custom_status(json);
+    }
+}
+
+/// Runs an activity that can fail for passing reasons (a busy CMS, a sidecar restarting),
+/// retrying a few times with backoff.
+pub(crate) async fn call<In: Serialize, Out: DeserializeOwned>(
+    ctx: &OrchestrationContext,
+    name: &str,
+    input: In,
+) -> Result<Out, String> {
+    let policy = RetryPolicy::new(4).with_backoff(BackoffStrategy::Exponential {
+        base: Duration::from_millis(200),
+        multiplier: 3.0,
+        max: Duration::from_secs(5),
+    });
+    ctx.schedule_activity_with_retry_typed(name, &input, policy)
+        .await
+        .map_err(|e| format!("{name}: {e}"))
+}
+
+/// Runs an activity once (the waits, which carry their own deadline).
+pub(crate) async fn call_once<In: Serialize, Out: DeserializeOwned + Send + 'static>(
+    ctx: &OrchestrationContext,
+    name: &str,
+    input: In,
+) -> Result<Out, String> {
+    ctx.schedule_activity_typed(name, &input)
+        .await
+        .map_err(|e| format!("{name}: {e}"))
+}
+
+/// Milliseconds since the epoch, from the replay-safe clock.
+pub(crate) async fn now_ms(ctx: &OrchestrationContext) -> Result<u64, String> {
+    let now = ctx.utc_now().await?;
+    Ok(now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0))
+}
+
+/// The value of `synchronous_standby_names` that makes the first available of `standbys`
+/// synchronous. Member names contain `-`, so each is double-quoted.
+pub fn synchronous_standby_names(standbys: &[String]) -> String {
+    if standbys.is_empty() {
+        return String::new();
+    }
+    let quoted: Vec<String> = standbys
+        .iter()
+        .map(|s| format!("\"{}\"", s.replace('"', "\"\"")))
+        .collect();
+    format!("FIRST 1 ({})", quoted.join(", "))
+}
+
+/// The name of member `n` of `instance`.
+pub fn member_name(instance: &str, n: u32) -> String {
+    format!("{instance}-{n}")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,325 @@
+//! *AddReplica* and *RemoveReplica*: a standby more or less. Both run as children of the
+//! instance's actor (one command at a time), with the operation id as their orchestration id so
+//! the operation's progress is theirs.
+
+use duroxide::OrchestrationContext;
+use serde::{Deserialize, Serialize};
+
+use super::create_instance::MEMBER_READY_TIMEOUT_SECS;
+use super::{call, call_once, member_name, now_ms, report, synchronous_standby_names};
+use crate::activities::members::{
+    CreateMemberInput, DeleteMemberInput, InstanceRef, RouteInput, Topology,
+};
+use crate::activities::names as act;
+use crate::activities::records::{
+    InstanceRunning, MemberRole, OperationFinished, OperationStarted, ReplicasChanged,
+};
+use crate::activities::sidecar::{ExpectedRole, MemberReady, SyncStandbysInput, WaitReadyInput};
+use crate::platform::{Bootstrap, EndpointRoutes, MemberHandle, Placement};
+
+/// The input of *AddReplica*.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddReplicaInput {
+    pub operation_id: String,
+    pub instance: String,
+    /// The new member's name; the next free `<instance>-<n>` when `None`.
+    pub member: Option<String>,
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+/// The input of *RemoveReplica*.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveReplicaInput {
+    pub operation_id: String,
+    pub instance: String,
+    pub member: String,
+    #[serde(default)]
+    pub keep_data: bool,
+}
+
+/// The next member name of `instance`: one past the highest `<instance>-<n>` in `existing`.
+pub fn next_member_name(instance: &str, existing: &[String]) -> String {
+    let next = existing
+        .iter()
+        .filter_map(|m| {
+            m.strip_prefix(instance)?
+                .strip_prefix('-')?
+                .parse::<u32>()
+                .ok()
+        })
+        .max()
+        .map_or(0, |n| n + 1);
+    member_name(instance, next)
+}
+
+const ADD_STEPS: u32 = 5;
+const REMOVE_STEPS: u32 = 4;
+
+/// Adds a standby: copy the primary, wait until it streams, include it in the synchronous set
+/// (sync mode) and in the ro endpoint, and record it.
+pub async fn add_replica(
+    ctx: OrchestrationContext,
+    input: AddReplicaInput,
+) -> Result<String, String> {
+    let started = now_ms(&ctx).await?;
+    let result = add(&ctx, &input).await;
+    finish(
+        &ctx,
+        &input.operation_id,
+        "add-replica",
+        &input.instance,
+        started,
+        &result,
+        ADD_STEPS,
+    )
+    .await?;
+    result
+}
+
+async fn add(ctx: &OrchestrationContext, input: &AddReplicaInput) -> Result<String, String> {
+    let instance = InstanceRef {
+        instance: input.instance.clone(),
+    };
+    report(ctx, 1, ADD_STEPS, "reading the instance's members");
+    call::<_, ()>(
+        ctx,
+        act::RECORD_OPERATION_STARTED,
+        &OperationStarted {
+            operation_id: input.operation_id.clone(),
+            kind: "add-replica".into(),
+            instance: input.instance.clone(),
+            instance_state: None,
+        },
+    )
+    .await?;
+    let topology: Topology = call(ctx, act::READ_TOPOLOGY, &instance).await?;
+    let (Some(primary), Some(primary_address)) = (topology.primary, topology.primary_address)
+    else {
+        return Err(format!("instance {} has no primary", input.instance));
+    };
+    let existing: Vec<String> = call(ctx, act::LIST_MEMBERS, &instance).await?;
+    let member = match &input.member {
+        Some(member) if existing.contains(member) => {
+            return Err(format!("member {member} already exists"))
+        }
+        Some(member) => member.clone(),
+        None => next_member_name(&input.instance, &existing),
+    };
+
+    report(ctx, 2, ADD_STEPS, format!("copying {primary} to {member}"));
+    let _: MemberHandle = call(
+        ctx,
+        act::CREATE_MEMBER,
+        &CreateMemberInput {
+            instance: input.instance.clone(),
+            member: member.clone(),
+            bootstrap: Bootstrap::Standby {
+                primary: primary_address,
+            },
+            placement: input.placement.clone(),
+        },
+    )
+    .await?;
+    report(ctx, 3, ADD_STEPS, format!("waiting for {member} to stream"));
+    let _: MemberReady = call_once(
+        ctx,
+        act::WAIT_MEMBER_READY,
+        &WaitReadyInput {
+            instance: input.instance.clone(),
+            member: member.clone(),
+            role: ExpectedRole::Standby,
+            timeout_secs: MEMBER_READY_TIMEOUT_SECS,
+        },
+    )
+    .await?;
+
+    let mut standbys = topology.standbys.clone();
+    standbys.push(member.clone());
+    report(ctx, 4, ADD_STEPS, "routing read-only connections to it");
+    if topology.replication_mode == "sync" {
+        call::<_, ()>(
+            ctx,
+            act::SET_SYNC_STANDBYS,
+            &SyncStandbysInput {
+                instance: input.instance.clone(),
+                primary: primary.clone(),
+                synchronous_standby_names: synchronous_standby_names(&standbys),
+            },
+        )
+        .await?;
+    }
+    call::<_, ()>(
+        ctx,
+        act::ROUTE_ENDPOINTS,
+        &RouteInput {
+            instance: input.instance.clone(),
+            routes: EndpointRoutes {
+                rw: Some(primary),
+                ro: standbys.clone(),
+            },
+        },
+    )
+    .await?;
+    call::<_, ()>(
+        ctx,
+        act::RECORD_INSTANCE_RUNNING,
+        &InstanceRunning {
+            instance: input.instance.clone(),
+            members: vec![MemberRole {
+                member: member.clone(),
+                role: "standby".into(),
+            }],
+        },
+    )
+    .await?;
+    call::<_, ()>(
+        ctx,
+        act::RECORD_REPLICAS,
+        &ReplicasChanged {
+            instance: input.instance.clone(),
+            replicas: u32::try_from(standbys.len()).unwrap_or(u32::MAX),
+        },
+    )
+    .await?;
+    Ok(member)
+}
+
+/// Removes a standby: take it out of the ro endpoint and the synchronous set first, then stop
+/// and delete it.
+pub async fn remove_replica(
+    ctx: OrchestrationContext,
+    input: RemoveReplicaInput,
+) -> Result<String, String> {
+    let started = now_ms(&ctx).await?;
+    let result = remove(&ctx, &input).await;
+    finish(
+        &ctx,
+        &input.operation_id,
+        "remove-replica",
+        &input.instance,
+        started,
+        &result,
+        REMOVE_STEPS,
+    )
+    .await?;
+    result
+}
+
+async fn remove(ctx: &OrchestrationContext, input: &RemoveReplicaInput) -> Result<String, String> {
+    let instance = InstanceRef {
+        instance: input.instance.clone(),
+    };
+    report(ctx, 1, REMOVE_STEPS, "reading the instance's members");
+    call::<_, ()>(
+        ctx,
+        act::RECORD_OPERATION_STARTED,
+        &OperationStarted {
+            operation_id: input.operation_id.clone(),
+            kind: "remove-replica".into(),
+            instance: input.instance.clone(),
+            instance_state: None,
+        },
+    )
+    .await?;
+    let topology: Topology = call(ctx, act::READ_TOPOLOGY, &instance).await?;
+    if topology.primary.as_deref() == Some(input.member.as_str()) {
+        return Err(format!(
+            "{} is the primary; only a standby can be removed",
+            input.member
+        ));
+    }
+    let standbys: Vec<String> = topology
+        .standbys
+        .iter()
+        .filter(|s| **s != input.member)
+        .cloned()
+        .collect();
+    if topology.replication_mode == "sync" && standbys.is_empty() {
+        return Err("sync replication needs at least one standby; this is the last".into());
+    }
+
+    report(
+        ctx,
+        2,
+        REMOVE_STEPS,
+        format!("taking {} out of service", input.member),
+    );
+    call::<_, ()>(
+        ctx,
+        act::ROUTE_ENDPOINTS,
+        &RouteInput {
+            instance: input.instance.clone(),
+            routes: EndpointRoutes {
+                rw: topology.primary.clone(),
+                ro: standbys.clone(),
+            },
+        },
+    )
+    .await?;
+    if let (Some(primary), "sync") = (&topology.primary, topology.replication_mode.as_str()) {
+        call::<_, ()>(
+            ctx,
+            act::SET_SYNC_STANDBYS,
+            &SyncStandbysInput {
+                instance: input.instance.clone(),
+                primary: primary.clone(),
+                synchronous_standby_names: synchronous_standby_names(&standbys),
+            },
+        )
+        .await?;
+    }
+
+    report(ctx, 3, REMOVE_STEPS, format!("deleting {}", input.member));
+    call::<_, ()>(
+        ctx,
+        act::DELETE_MEMBER,
+        &DeleteMemberInput {
+            instance: input.instance.clone(),
+            member: input.member.clone(),
+            keep_data: input.keep_data,
+        },
+    )
+    .await?;
+    call::<_, ()>(
+        ctx,
+        act::RECORD_REPLICAS,
+        &ReplicasChanged {
+            instance: input.instance.clone(),
+            replicas: u32::try_from(standbys.len()).unwrap_or(u32::MAX),
+        },
+    )
+    .await?;
+    Ok(input.member.clone())
+}
+
+/// Records how a replica operation ended and publishes its last progress.
+async fn finish(
+    ctx: &OrchestrationContext,
+    operation_id: &str,
+    kind: &str,
+    instance: &str,
+    started_ms: u64,
+    result: &Result<String, String>,
+    steps: u32,
+) -> Result<(), String> {
+    let duration_ms = now_ms(ctx).await?.saturating_sub(started_ms);
+    call::<_, ()>(
+        ctx,
+        act::RECORD_OPERATION_FINISHED,
+        &OperationFinished {
+            operation_id: operation_id.to_string(),
+            kind: kind.to_string(),
+            instance: instance.to_string(),
+            error: result.as_ref().err().cloned(),
+            instance_state: None,
+            duration_ms,
+        },
+    )
+    .await?;
+    match result {
+        Ok(member) => report(ctx, steps, steps, format!("done: {member}")),
+        Err(e) => report(ctx, 0, steps, format!("failed: {e}")),
+    }
+    Ok(())
+}
