@@ -58,9 +58,11 @@ impl Member {
                     "isolated for {silent:?} (no controller request, no streaming standby; lease \
                      {lease:?}): fencing this primary so it takes no more writes"
                 );
-                match self.fence().await {
-                    Ok(()) => self.count_self_fence(),
-                    Err(e) => tracing::error!("self-fence: {e}"),
+                // Counted when decided: the fence is visible (marker, readiness) before Postgres
+                // has finished stopping.
+                self.count_self_fence();
+                if let Err(e) = self.fence().await {
+                    tracing::error!("self-fence: {e}");
                 }
             }
         }
