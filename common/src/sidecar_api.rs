@@ -174,3 +174,129 @@ pub struct ActionResponse {
     pub ok: bool,
     pub message: String,
 }
+
+/// What a backup holds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupKind {
+    /// A physical copy of the whole cluster (pg_basebackup), restorable to any later point in
+    /// time with the archived WAL.
+    Base,
+    /// `pg_dump -Fc` of some databases.
+    Logical,
+}
+
+/// `POST /v1/backups`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {
+    pub kind: BackupKind,
+    /// Logical backups: the databases to dump (at least one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<String>,
+}
+
+/// One object a backup stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackupObject {
+    /// The key under the store URL's prefix.
+    pub key: String,
+    /// The database it holds (logical backups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Bytes before compression.
+    pub raw_bytes: u64,
+    /// Bytes in the store.
+    pub stored_bytes: u64,
+    /// SHA-256 of the stored bytes, hex.
+    pub sha256: String,
+}
+
+/// A backup's `manifest.json`, written last: a backup without one is incomplete.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackupManifest {
+    pub id: String,
+    pub kind: BackupKind,
+    pub instance: String,
+    /// The member the backup was taken on.
+    pub member: String,
+    /// Whether that member was a standby at the time.
+    #[serde(default)]
+    pub from_standby: bool,
+    /// Base backups: where replay must start (from `backup_label`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_lsn: Option<String>,
+    /// Base backups: the first position at which the copy is consistent (from Postgres's
+    /// `backup_manifest`); a recovery target must not be before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_lsn: Option<String>,
+    /// Base backups: the timeline the backup started on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u32>,
+    /// RFC 3339, UTC.
+    pub start_time: String,
+    /// RFC 3339, UTC: after the copy was complete.
+    pub stop_time: String,
+    /// The next transaction id once the copy was complete (a recovery target xid at or after
+    /// it is reachable from this backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_xid: Option<u64>,
+    /// Bytes before compression, all objects.
+    pub raw_bytes: u64,
+    /// Bytes in the store, all objects.
+    pub stored_bytes: u64,
+    /// `none`, a gzip level, or `pg_dump` (custom format, compressed by pg_dump).
+    pub compression: String,
+    /// `server_version` of the Postgres backed up.
+    pub pg_version: String,
+    pub system_identifier: String,
+    /// SHA-256 of the main stored object (the base tar), hex.
+    pub sha256: String,
+    pub objects: Vec<BackupObject>,
+}
+
+/// `GET /v1/backups`: complete backups, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackupList {
+    pub backups: Vec<BackupManifest>,
+}
+
+/// `POST /v1/restores/logical`: restore one database of a logical backup into the running
+/// server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogicalRestoreRequest {
+    pub backup_id: String,
+    /// The database as it was dumped.
+    pub database: String,
+    /// The database to restore into; created when missing (default: `database`).
+    #[serde(default)]
+    pub target_database: Option<String>,
+}
+
+/// `POST /v1/backups/{id}/verify` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VerifyResponse {
+    pub backup_id: String,
+    pub ok: bool,
+    /// Why it failed, or what was checked.
+    pub message: String,
+    pub duration_ms: u64,
+}
+
+/// `POST /v1/backups/retention`: the backups to keep; every other one, and every WAL file no
+/// kept backup needs, is deleted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRequest {
+    pub keep: Vec<String>,
+}
+
+/// `POST /v1/backups/retention` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RetentionResponse {
+    pub kept_backups: Vec<String>,
+    pub deleted_backups: Vec<String>,
+    /// WAL objects deleted (keys).
+    pub deleted_wal: Vec<String>,
+}

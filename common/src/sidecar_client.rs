@@ -161,6 +161,40 @@ impl SidecarClient {
         self.call(Method::PUT, "/v1/replication", Some(req)).await
     }
 
+    /// `POST /v1/backups`: takes a backup; returns its manifest when it is complete.
+    pub async fn backup(&self, req: &BackupRequest) -> Result<BackupManifest, SidecarClientError> {
+        self.call(Method::POST, "/v1/backups", Some(req)).await
+    }
+
+    /// `GET /v1/backups`: complete backups in the store, oldest first.
+    pub async fn backups(&self) -> Result<BackupList, SidecarClientError> {
+        self.call::<(), _>(Method::GET, "/v1/backups", None).await
+    }
+
+    /// `POST /v1/backups/{id}/verify`.
+    pub async fn verify_backup(&self, id: &str) -> Result<VerifyResponse, SidecarClientError> {
+        self.call::<(), _>(Method::POST, &format!("/v1/backups/{id}/verify"), None)
+            .await
+    }
+
+    /// `POST /v1/backups/retention`.
+    pub async fn apply_retention(
+        &self,
+        req: &RetentionRequest,
+    ) -> Result<RetentionResponse, SidecarClientError> {
+        self.call(Method::POST, "/v1/backups/retention", Some(req))
+            .await
+    }
+
+    /// `POST /v1/restores/logical`.
+    pub async fn restore_logical(
+        &self,
+        req: &LogicalRestoreRequest,
+    ) -> Result<ActionResponse, SidecarClientError> {
+        self.call(Method::POST, "/v1/restores/logical", Some(req))
+            .await
+    }
+
     /// Drops the replication slot of `member` on this primary (a removed standby).
     pub async fn drop_slot(&self, member: &str) -> Result<ActionResponse, SidecarClientError> {
         self.call::<(), _>(

@@ -17,6 +17,8 @@ pub enum BootstrapMode {
     Init,
     /// pg_basebackup from `--primary`: a new standby.
     Standby,
+    /// A base backup from object storage (`--restore-*`), recovered to an optional target.
+    Restore,
 }
 
 /// `toygres-sidecar run` flags. Every flag can also be set through the environment variable
@@ -92,6 +94,37 @@ pub struct RunArgs {
     /// WAL files uploaded (and prefetched) in parallel.
     #[arg(long, env = "TOYGRES_ARCHIVE_CONCURRENCY", default_value_t = 4)]
     pub archive_concurrency: usize,
+    /// `--bootstrap restore`: the store holding the source's backups and WAL (default: the
+    /// archive URL).
+    #[arg(long, env = "TOYGRES_RESTORE_FROM")]
+    pub restore_from: Option<StoreUrl>,
+    /// `--bootstrap restore`: the instance whose backup is restored.
+    #[arg(long, env = "TOYGRES_RESTORE_INSTANCE")]
+    pub restore_instance: Option<String>,
+    /// `--bootstrap restore`: the base backup to restore (default: the latest one complete
+    /// before the recovery target).
+    #[arg(long, env = "TOYGRES_RESTORE_BACKUP_ID")]
+    pub restore_backup_id: Option<String>,
+    /// Recover up to this time (with a zone: `2026-11-23 06:15:00+00`).
+    #[arg(long, env = "TOYGRES_RECOVERY_TARGET_TIME")]
+    pub recovery_target_time: Option<String>,
+    /// Recover up to this WAL position (`0/3000060`).
+    #[arg(long, env = "TOYGRES_RECOVERY_TARGET_LSN")]
+    pub recovery_target_lsn: Option<String>,
+    /// Recover up to the commit of this transaction.
+    #[arg(long, env = "TOYGRES_RECOVERY_TARGET_XID")]
+    pub recovery_target_xid: Option<String>,
+    /// Recover up to this restore point (`pg_create_restore_point`).
+    #[arg(long, env = "TOYGRES_RECOVERY_TARGET_NAME")]
+    pub recovery_target_name: Option<String>,
+    /// What to do at the recovery target.
+    #[arg(
+        long,
+        env = "TOYGRES_RECOVERY_TARGET_ACTION",
+        value_enum,
+        default_value = "promote"
+    )]
+    pub recovery_target_action: crate::restore::TargetAction,
 }
 
 /// Secrets read from their files. `Debug` never shows them.
@@ -128,6 +161,8 @@ pub struct Config {
     pub secrets: Secrets,
     /// WAL archiving, when `--archive-url` is set.
     pub archive: Option<ArchiveSetup>,
+    /// What `--bootstrap restore` restores.
+    pub restore: Option<crate::restore::RestoreSpec>,
 }
 
 impl Config {
@@ -161,7 +196,7 @@ impl Config {
             );
         }
         let data_dir = absolute(&args.data_dir)?;
-        let run_dir = match args.run_dir {
+        let run_dir = match args.run_dir.clone() {
             Some(dir) => absolute(&dir)?,
             None => {
                 let mut name = data_dir
@@ -194,10 +229,10 @@ impl Config {
         if secrets.api_token.len() < 16 {
             bail!("the API token in --token-file must be at least 16 characters");
         }
-        let archive = match args.archive_url {
+        let archive = match args.archive_url.clone() {
             None => None,
             Some(url) => {
-                let instance = match args.instance_name {
+                let instance = match args.instance_name.clone() {
                     Some(name) => name,
                     None => instance_of_member(&args.member_name),
                 };
@@ -217,6 +252,7 @@ impl Config {
                 Some(ArchiveSetup { settings, exe })
             }
         };
+        let restore = restore_spec(&args, archive.as_ref())?;
         Ok(Config {
             data_dir,
             run_dir,
@@ -235,6 +271,7 @@ impl Config {
                 .then(|| std::time::Duration::from_secs(args.isolation_lease_secs)),
             secrets,
             archive,
+            restore,
         })
     }
 
@@ -242,6 +279,52 @@ impl Config {
     pub fn slot_name(&self) -> String {
         toygres_common::names::slot_name_for_member(&self.member_name)
     }
+}
+
+/// The restore `--bootstrap restore` performs, checked; `None` for the other modes.
+fn restore_spec(
+    args: &RunArgs,
+    archive: Option<&ArchiveSetup>,
+) -> anyhow::Result<Option<crate::restore::RestoreSpec>> {
+    let target = crate::restore::RecoveryTarget::from_flags(
+        args.recovery_target_time.as_deref(),
+        args.recovery_target_lsn.as_deref(),
+        args.recovery_target_xid.as_deref(),
+        args.recovery_target_name.as_deref(),
+    )?;
+    if args.bootstrap != BootstrapMode::Restore {
+        if target.is_some() || args.restore_instance.is_some() || args.restore_backup_id.is_some() {
+            bail!("--restore-* and --recovery-target-* apply only to --bootstrap restore");
+        }
+        return Ok(None);
+    }
+    let url = match (&args.restore_from, archive) {
+        (Some(url), _) => url.clone(),
+        (None, Some(a)) => a.settings.url.clone(),
+        (None, None) => bail!("--bootstrap restore needs --restore-from or --archive-url"),
+    };
+    let instance = args
+        .restore_instance
+        .clone()
+        .context("--bootstrap restore needs --restore-instance (the source instance)")?;
+    toygres_common::names::validate_instance_name(&instance).context("check --restore-instance")?;
+    if let Some(a) = archive {
+        if a.settings.url == url && a.settings.instance == instance {
+            bail!(
+                "this member would archive into the WAL of the instance it restores ({instance});                  give it its own --instance-name"
+            );
+        }
+    }
+    if let Some(id) = &args.restore_backup_id {
+        crate::backup::check_id(id).context("check --restore-backup-id")?;
+    }
+    Ok(Some(crate::restore::RestoreSpec {
+        url,
+        instance,
+        backup_id: args.restore_backup_id.clone(),
+        target,
+        action: args.recovery_target_action,
+    }))
 }
 
 /// The instance a member belongs to: its name without the trailing `-<n>`.
@@ -389,6 +472,57 @@ mod tests {
         ))
         .unwrap_err();
         assert!(format!("{err:#}").contains("instance name"), "{err:#}");
+    }
+
+    #[test]
+    fn restore_flags_are_checked_and_never_archive_into_the_source() {
+        use crate::restore::{RecoveryTarget, TargetAction};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::from_args(args(
+            dir.path(),
+            &[
+                "--archive-url=file:///tmp/store",
+                "--instance-name=copy",
+                "--bootstrap=restore",
+                "--restore-instance=db",
+                "--recovery-target-lsn=0/3000060",
+                "--recovery-target-action=pause",
+            ],
+        ))
+        .unwrap();
+        let spec = cfg.restore.unwrap();
+        assert_eq!(spec.url.to_string(), "file:///tmp/store");
+        assert_eq!(spec.instance, "db");
+        assert_eq!(spec.action, TargetAction::Pause);
+        assert!(matches!(spec.target, Some(RecoveryTarget::Lsn { .. })));
+        let refused = |extra: &[&str]| {
+            format!(
+                "{:#}",
+                Config::from_args(args(dir.path(), extra)).unwrap_err()
+            )
+        };
+        // Member db-0 archives as "db": restoring db into it would archive into db's WAL.
+        assert!(refused(&[
+            "--archive-url=file:///tmp/store",
+            "--bootstrap=restore",
+            "--restore-instance=db"
+        ])
+        .contains("own --instance-name"));
+        assert!(refused(&["--bootstrap=restore", "--restore-instance=db"])
+            .contains("--restore-from or --archive-url"));
+        assert!(
+            refused(&["--archive-url=file:///tmp/s", "--bootstrap=restore"])
+                .contains("--restore-instance")
+        );
+        assert!(refused(&["--recovery-target-name=x"]).contains("only to --bootstrap restore"));
+        assert!(refused(&[
+            "--restore-from=file:///tmp/s",
+            "--bootstrap=restore",
+            "--restore-instance=db",
+            "--recovery-target-name=x",
+            "--recovery-target-xid=5"
+        ])
+        .contains("at most one"));
     }
 
     #[test]

@@ -2,10 +2,12 @@
 
 mod api;
 mod archive;
+mod backup;
 mod config;
 mod metrics;
 mod objstore;
 mod postgres;
+mod restore;
 
 use std::process::ExitCode;
 use std::sync::Arc;

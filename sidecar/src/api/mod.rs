@@ -2,6 +2,7 @@
 //! route but `/healthz`, `/readyz` and `/metrics` requires the bearer token.
 
 pub mod auth;
+pub mod backups;
 pub mod error;
 pub mod health;
 pub mod lifecycle;

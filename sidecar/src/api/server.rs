@@ -10,7 +10,7 @@ use axum::routing::{get, post, put};
 use axum::Router;
 
 use super::error::ApiError;
-use super::{auth, health, lifecycle, settings};
+use super::{auth, backups, health, lifecycle, settings};
 use crate::metrics::{self, ApiMetrics};
 use crate::postgres::Member;
 
@@ -40,6 +40,10 @@ pub fn app(state: AppState) -> Router {
             "/v1/replication/slots/{member}",
             axum::routing::delete(settings::delete_slot),
         )
+        .route("/v1/backups", get(backups::list).post(backups::create))
+        .route("/v1/backups/retention", post(backups::retention))
+        .route("/v1/backups/{id}/verify", post(backups::verify))
+        .route("/v1/restores/logical", post(backups::restore_logical))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

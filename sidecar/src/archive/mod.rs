@@ -291,6 +291,16 @@ impl ArchiveSetup {
                     .with_context(|| format!("create the store directory {}", root.display()))?;
                 bins.chown(root)?;
             }
+            // The sidecar itself writes backups into the same tree (as root, when it runs as
+            // root): the instance's WAL directory must exist, owned by the Postgres OS user,
+            // before a backup creates the instance directory as root.
+            let wal_dir = root.join(&s.instance).join("wal");
+            if !wal_dir.exists() {
+                std::fs::create_dir_all(&wal_dir)
+                    .with_context(|| format!("create the WAL directory {}", wal_dir.display()))?;
+                bins.chown(&root.join(&s.instance))?;
+                bins.chown(&wal_dir)?;
+            }
         }
         let json = serde_json::to_vec_pretty(s).context("serialize the archive settings")?;
         crate::postgres::files::write_file(bins, &s.config_file(), &json, 0o600)

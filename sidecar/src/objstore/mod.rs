@@ -11,6 +11,8 @@
 //! - GCS: `GOOGLE_SERVICE_ACCOUNT` / `GOOGLE_APPLICATION_CREDENTIALS` or the metadata server.
 //!
 //! Every write is a create-if-absent ([`Store::put_new`]): an existing object is never replaced.
+//! The one exception is a streamed multipart upload ([`Store::put_stream`], backups), whose
+//! callers pick a fresh key and write the object that marks the backup complete with `put_new`.
 //! Remote objects can carry user metadata (`file://` ones cannot).
 
 use std::sync::Arc;
@@ -209,7 +211,6 @@ impl Store {
     }
 
     /// The keys (relative to the URL's prefix) of every object under `prefix`, sorted.
-    #[allow(dead_code)] // the backup catalogue and retention list objects next
     pub async fn list(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
         use futures::StreamExt;
         let base = self.path(prefix.trim_end_matches('/'));
@@ -231,6 +232,120 @@ impl Store {
         Ok(keys)
     }
 }
+
+/// Parts of a streamed upload in flight at once.
+const UPLOAD_CONCURRENCY: usize = 4;
+
+impl Store {
+    /// Stores the byte chunks `chunks` yields under `key` as one multipart upload (never the
+    /// whole object in memory); callers pick fresh keys. Once the chunks end, `done` (the
+    /// producer's outcome) decides: `Ok` completes the upload, `Err` aborts it and nothing
+    /// appears under `key`. Returns the bytes stored and the producer's result.
+    pub async fn put_stream<T>(
+        &self,
+        key: &str,
+        mut chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+        done: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<(u64, T)> {
+        let path = self.path(key);
+        let upload = self
+            .inner
+            .put_multipart(&path)
+            .await
+            .map_err(redacted)
+            .with_context(|| format!("start uploading {}", self.describe(key)))?;
+        let mut upload = object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut total = 0u64;
+        let mut failed = None;
+        while let Some(chunk) = chunks.recv().await {
+            if let Err(e) = upload.wait_for_capacity(UPLOAD_CONCURRENCY).await {
+                failed = Some(redacted(e));
+                break;
+            }
+            total += chunk.len() as u64;
+            upload.put(chunk);
+        }
+        // Dropping the receiver stops a producer still writing (after an upload failure).
+        drop(chunks);
+        let produced = done.await;
+        if let Some(e) = failed {
+            let _ = upload.abort().await;
+            return Err(e).with_context(|| format!("upload {}", self.describe(key)));
+        }
+        let produced = match produced {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = upload.abort().await;
+                return Err(e);
+            }
+        };
+        upload
+            .finish()
+            .await
+            .map_err(redacted)
+            .with_context(|| format!("complete the upload of {}", self.describe(key)))?;
+        Ok((total, produced))
+    }
+
+    /// The content of `key` as a stream of chunks, or `None` when there is no such object.
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> anyhow::Result<Option<futures::stream::BoxStream<'static, anyhow::Result<bytes::Bytes>>>>
+    {
+        use futures::StreamExt;
+        let result = match self.inner.get(&self.path(key)).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => {
+                return Err(redacted(e)).with_context(|| format!("download {}", self.describe(key)))
+            }
+        };
+        let what = self.describe(key);
+        Ok(Some(
+            result
+                .into_stream()
+                .map(move |chunk| {
+                    chunk
+                        .map_err(redacted)
+                        .with_context(|| format!("download {what}"))
+                })
+                .boxed(),
+        ))
+    }
+
+    /// Deletes every key in `keys` (in batches where the store has a bulk delete); objects
+    /// already gone are no error.
+    pub async fn delete_many(&self, keys: &[String]) -> anyhow::Result<()> {
+        use futures::StreamExt;
+        let paths: Vec<object_store::Result<ObjectPath>> =
+            keys.iter().map(|k| Ok(self.path(k))).collect();
+        let mut results = self
+            .inner
+            .delete_stream(futures::stream::iter(paths).boxed());
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(redacted(e))
+                        .with_context(|| format!("delete objects under {}", self.describe("")))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes `key`; an object that is already gone is no error.
+    pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        match self.inner.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(redacted(e)).with_context(|| format!("delete {}", self.describe(key))),
+        }
+    }
+}
+
+/// The size of each part of a streamed upload (S3 wants at least 5 MiB).
+const PART_SIZE: usize = 8 * 1024 * 1024;
 
 /// An object-store error as text, its whole chain included, with the query string of every URL
 /// in it cut off: an Azure SAS token or a presigned URL must never reach a log.

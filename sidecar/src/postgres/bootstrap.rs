@@ -1,5 +1,6 @@
-//! Creating a data directory: `init` (initdb, a new primary) or `standby` (pg_basebackup from the
-//! primary through this member's replication slot). The new cluster is made in a sibling
+//! Creating a data directory: `init` (initdb, a new primary), `standby` (pg_basebackup from the
+//! primary through this member's replication slot) or `restore` (a base backup from object
+//! storage, recovered to a target: [`crate::restore`]). The new cluster is made in a sibling
 //! directory and renamed into place, so a bootstrap cut short leaves nothing half-made.
 
 use std::ffi::OsStr;
@@ -64,6 +65,18 @@ pub async fn bootstrap_if_needed(
                     ..Default::default()
                 },
             )?;
+        }
+        BootstrapMode::Restore => {
+            let spec = cfg
+                .restore
+                .as_ref()
+                .context("--bootstrap restore needs --restore-instance")?;
+            let work = fresh_work_dir(bins, layout)?;
+            crate::restore::restore_and_recover(cfg, bins, layout, &work, spec, |work| {
+                move_into_place(layout, work)
+            })
+            .await
+            .context("restore from object storage")?;
         }
         BootstrapMode::Standby => {
             let primary = cfg

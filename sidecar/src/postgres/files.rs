@@ -106,6 +106,11 @@ impl Layout {
     pub fn toygres_conf(&self) -> PathBuf {
         self.data_dir.join("toygres.conf")
     }
+    /// Recovery settings of a restore (`restore_command` from the source, the target), included
+    /// by `toygres.conf` while the file exists.
+    pub fn recovery_conf(&self) -> PathBuf {
+        self.data_dir.join("toygres.recovery.conf")
+    }
     pub fn pgpass(&self) -> PathBuf {
         self.run_dir.join("pgpass")
     }
@@ -242,6 +247,8 @@ pub fn render_toygres_conf(
             ));
         }
     }
+    // Last, so that a restore's recovery settings win.
+    lines.push("include_if_exists 'toygres.recovery.conf'".into());
     lines.push(String::new());
     lines.join("\n")
 }
@@ -253,6 +260,7 @@ pub const PG_HBA: &str = "\
 # TYPE  DATABASE     USER        ADDRESS     METHOD
 # The socket directory is mode 0700, owned by the Postgres OS user.
 local   all          all                     trust
+local   replication  all                     trust
 host    replication  replicator  0.0.0.0/0   scram-sha-256
 host    replication  replicator  ::/0        scram-sha-256
 host    all          replicator  0.0.0.0/0   reject
@@ -355,6 +363,14 @@ pub fn ensure_private_dir(bins: &PgBinaries, dir: &Path) -> anyhow::Result<()> {
 pub fn set_standby_signal(bins: &PgBinaries, layout: &Layout, standby: bool) -> anyhow::Result<()> {
     let path = layout.standby_signal();
     if standby {
+        // A standby of a primary never keeps a restore's recovery target.
+        match std::fs::remove_file(layout.recovery_conf()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e)
+                    .with_context(|| format!("remove {}", layout.recovery_conf().display()))
+            }
+            _ => {}
+        }
         write_file(bins, &path, b"", 0o600)
     } else {
         match std::fs::remove_file(&path) {

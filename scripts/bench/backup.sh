@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# Base backup and restore benchmark (issue 3): a pgbench database, backed up and restored by the
+# sidecar through a file:// object store, against pg_basebackup -Ft to local disk and a restore by
+# hand (tar -x, pg_ctl start).
+#
+#   scripts/bench/backup.sh                     # from the repo root; SCALE=50 RUNS=1
+#   SCALE=20 RUNS=3 LEVELS="1 6" scripts/bench/backup.sh
+#
+# Per run and gzip level L (LEVELS, default "1 6"):
+#   1. ours, backup: POST /v1/backups {"kind":"base"} on a sidecar started with
+#      --wal-compression=L (pg_basebackup -D - -Ft -X fetch, gzip L, multipart upload into the
+#      store), until it returns the manifest.
+#   2. peer, backup: pg_basebackup -D DIR -Ft -X fetch --checkpoint=fast --compress=client-gzip:L
+#      --manifest-checksums=SHA256, to local disk.
+#   3. ours, restore: toygres-sidecar run --bootstrap restore --restore-backup-id=ID (download,
+#      SHA-256 check, gunzip, untar, recovery, promotion, restart as a primary) until /readyz.
+#   4. peer, restore: tar -xzf base.tar.gz into an empty directory, pg_ctl start -w (recovery
+#      from backup_label) until it accepts connections.
+#
+# Environment: SCALE (50), RUNS (1), LEVELS ("1 6"), SIDECAR_BIN (target/release/toygres-sidecar,
+# built when missing), PG_BIN (pg_config --bindir), KEEP=1 (keep the temp dir), TIMEOUT (900 s).
+# Everything lives in one temp dir (TMPDIR); every process started is stopped by pid on exit (also
+# on failure or Ctrl-C), and every postmaster found in a data directory made here is stopped too.
+set -eEuo pipefail
+
+SCALE=${SCALE:-50}
+RUNS=${RUNS:-1}
+LEVELS=${LEVELS:-"1 6"}
+TIMEOUT=${TIMEOUT:-900}
+KEEP=${KEEP:-0}
+TOKEN="bench-api-token-0123456789abcdef"
+SU_PW="bench-superuser-pw"
+REPL_PW="bench-replication-pw"
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+for tool in curl jq awk pgbench tar; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+
+if [[ -z ${SIDECAR_BIN:-} ]]; then
+    SIDECAR_BIN=$REPO_ROOT/target/release/toygres-sidecar
+    if [[ ! -x $SIDECAR_BIN ]]; then
+        log "building the release sidecar (cargo build --release -p toygres-sidecar)"
+        (cd "$REPO_ROOT" && cargo build --release -p toygres-sidecar)
+    fi
+fi
+[[ $SIDECAR_BIN == /* ]] || SIDECAR_BIN=$PWD/$SIDECAR_BIN
+[[ -x $SIDECAR_BIN ]] || die "no sidecar binary at $SIDECAR_BIN"
+if [[ -z ${PG_BIN:-} ]]; then
+    PG_BIN=$(pg_config --bindir 2>/dev/null || true)
+    [[ -x $PG_BIN/initdb ]] || PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+fi
+[[ -x $PG_BIN/pg_basebackup && -x $PG_BIN/pg_ctl ]] || die "no PostgreSQL programs in '$PG_BIN'"
+
+if [[ $(id -u) -eq 0 ]]; then
+    id postgres >/dev/null 2>&1 || die "running as root needs a 'postgres' OS user"
+    as_pg() { runuser -u postgres -- "$@"; }
+    PG_OWNER=postgres
+else
+    as_pg() { "$@"; }
+    PG_OWNER=$(id -un)
+fi
+
+ROOT=$(mktemp -d "${TMPDIR:-/tmp}/tgbk.XXXXXX")
+chmod 0711 "$ROOT"
+PIDS=()
+DATA_DIRS=()
+LOGS=()
+
+pid_alive() {
+    local pid=$1 state
+    kill -0 "$pid" 2>/dev/null || return 1
+    state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null || echo Z)
+    [[ $state != Z ]]
+}
+
+stop_pid() { # pid signal seconds
+    local pid=$1 sig=$2 wait_s=$3 i
+    pid_alive "$pid" || return 0
+    kill "-$sig" "$pid" 2>/dev/null || true
+    for ((i = 0; i < wait_s * 20; i++)); do
+        pid_alive "$pid" || return 0
+        sleep 0.05
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.1
+}
+
+forget_pid() {
+    local keep=() p
+    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+postmaster_of() {
+    local dir=$1 pid
+    [[ -f $dir/postmaster.pid ]] || return 1
+    pid=$(head -1 "$dir/postmaster.pid" 2>/dev/null) || return 1
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    pid_alive "$pid" || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir" || return 1
+    echo "$pid"
+}
+
+cleanup() {
+    local rc=$? pid dir i
+    trap - EXIT INT TERM ERR
+    set +e
+    if ((rc != 0)); then
+        for f in "${LOGS[@]}"; do
+            [[ -f $f ]] || continue
+            log "---- last lines of $f ----"
+            tail -n 25 "$f" >&2
+        done
+    fi
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        stop_pid "${PIDS[i]}" TERM 30
+        wait "${PIDS[i]}" 2>/dev/null
+    done
+    for dir in "${DATA_DIRS[@]}"; do
+        if pid=$(postmaster_of "$dir"); then
+            log "stopping leftover postmaster $pid ($dir)"
+            stop_pid "$pid" QUIT 10
+        fi
+    done
+    if ((KEEP == 1)); then log "kept $ROOT"; else rm -rf "$ROOT"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap '[[ $BASHPID != "$$" ]] || log "ERROR: line $LINENO: \"$BASH_COMMAND\" failed"' ERR
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+printf '%s\n' "$TOKEN" >"$ROOT/token"
+printf '%s\n' "$SU_PW" >"$ROOT/superuser.pw"
+printf '%s\n' "$REPL_PW" >"$ROOT/replication.pw"
+chmod 0600 "$ROOT/token" "$ROOT/superuser.pw" "$ROOT/replication.pw"
+STORE=$ROOT/store
+mkdir -p "$STORE"
+chmod 0777 "$STORE"
+
+USED_PORTS=" "
+free_port() { # free_port VAR
+    local p i
+    for ((i = 0; i < 1000; i++)); do
+        p=$((10000 + RANDOM % 20000))
+        [[ $USED_PORTS == *" $p "* ]] && continue
+        [[ -z $(ss -Htan "( sport = :$p )" 2>/dev/null) ]] || continue
+        USED_PORTS+="$p "
+        printf -v "$1" '%s' "$p"
+        return 0
+    done
+    die "no free port found"
+}
+
+now() { echo "$EPOCHREALTIME"; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
+
+wait_for() { # pid-or-- what command…
+    local watch=$1 what=$2 deadline
+    shift 2
+    deadline=$((SECONDS + TIMEOUT))
+    until "$@" >/dev/null 2>&1; do
+        if [[ $watch != - ]] && ! pid_alive "$watch"; then
+            die "process $watch exited while waiting for $what"
+        fi
+        ((SECONDS < deadline)) || die "timed out after ${TIMEOUT}s waiting for $what"
+        sleep 0.05
+    done
+}
+readyz_ok() { curl -sf --max-time 2 "http://127.0.0.1:$1/readyz" >/dev/null; }
+
+start_sidecar() { # dir member pg_port api_port [extra args…]; sets SC_PID
+    local dir=$1 member=$2 pg_port=$3 api_port=$4
+    shift 4
+    local logf=$dir/$member.log
+    LOGS+=("$logf")
+    DATA_DIRS+=("$dir/$member/data")
+    RUST_LOG=${RUST_LOG:-info} "$SIDECAR_BIN" run \
+        --data-dir="$dir/$member/data" --pg-port="$pg_port" --api-addr="127.0.0.1:$api_port" \
+        --member-name="$member" --token-file="$ROOT/token" \
+        --superuser-password-file="$ROOT/superuser.pw" \
+        --replication-password-file="$ROOT/replication.pw" \
+        --pg-bin-dir="$PG_BIN" --stop-timeout-secs=30 --start-timeout-secs="$TIMEOUT" \
+        --archive-url="file://$STORE" "$@" </dev/null >"$logf" 2>&1 &
+    SC_PID=$!
+    PIDS+=("$SC_PID")
+}
+
+stop_sidecar() {
+    stop_pid "$1" TERM 60
+    wait "$1" 2>/dev/null || true
+    forget_pid "$1"
+}
+
+RESULTS=$ROOT/results.txt
+: >"$RESULTS"
+record() { echo "$1 $2" >>"$RESULTS"; log "  $1 = $2"; }
+
+# ---------------------------------------------------------------------------------------------
+# The source: a sidecar primary with a pgbench database.
+
+SRC=$ROOT/src
+mkdir -p "$SRC"
+chmod 0711 "$SRC"
+free_port SRC_PG
+free_port SRC_API
+start_sidecar "$SRC" bench-0 "$SRC_PG" "$SRC_API" --wal-compression=1
+SRC_PID=$SC_PID
+wait_for "$SRC_PID" "the source sidecar" readyz_ok "$SRC_API"
+log "pgbench -i -s $SCALE"
+PGPASSWORD=$SU_PW pgbench -h 127.0.0.1 -p "$SRC_PG" -U postgres -i -s "$SCALE" -q postgres \
+    >"$ROOT/pgbench.log" 2>&1 || die "pgbench -i failed: $(tail -3 "$ROOT/pgbench.log")"
+DB_BYTES=$(PGPASSWORD=$SU_PW "$PG_BIN/psql" -X -h 127.0.0.1 -p "$SRC_PG" -U postgres -Atqc \
+    "SELECT sum(pg_database_size(oid)) FROM pg_database" postgres)
+record db_mib "$(mib "$DB_BYTES")"
+SOCKET=$SRC/bench-0/data.run
+
+for run in $(seq 1 "$RUNS"); do
+    for level in $LEVELS; do
+        # The source's compression setting is its backup compression: restart it with level L.
+        if [[ $(cat "$ROOT/level" 2>/dev/null || echo 1) != "$level" ]]; then
+            stop_sidecar "$SRC_PID"
+            start_sidecar "$SRC" bench-0 "$SRC_PG" "$SRC_API" --wal-compression="$level"
+            SRC_PID=$SC_PID
+            wait_for "$SRC_PID" "the source sidecar" readyz_ok "$SRC_API"
+            echo "$level" >"$ROOT/level"
+        fi
+
+        log "run $run, gzip $level: ours, backup"
+        t0=$(now)
+        curl -sS --fail-with-body --max-time "$TIMEOUT" -X POST \
+            -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+            -d '{"kind":"base"}' "http://127.0.0.1:$SRC_API/v1/backups" >"$ROOT/manifest.json"
+        t1=$(now)
+        ID=$(jq -r .id "$ROOT/manifest.json")
+        record "ours_backup_s_gzip$level" "$(elapsed "$t0" "$t1")"
+        record "ours_backup_mib_gzip$level" "$(mib "$(jq .stored_bytes "$ROOT/manifest.json")")"
+
+        log "run $run, gzip $level: peer, pg_basebackup -Ft to local disk"
+        PEER=$ROOT/peer-$run-$level
+        mkdir -p "$PEER"
+        chown "$PG_OWNER" "$PEER"
+        t0=$(now)
+        as_pg "$PG_BIN/pg_basebackup" -h "$SOCKET" -p "$SRC_PG" -U postgres -D "$PEER/backup" \
+            -Ft -X fetch --checkpoint=fast --compress="client-gzip:$level" \
+            --manifest-checksums=SHA256
+        t1=$(now)
+        record "peer_backup_s_gzip$level" "$(elapsed "$t0" "$t1")"
+        record "peer_backup_mib_gzip$level" "$(mib "$(du -sb "$PEER/backup" | awk '{ print $1 }')")"
+
+        log "run $run, gzip $level: ours, restore"
+        DST=$ROOT/dst-$run-$level
+        mkdir -p "$DST"
+        chmod 0711 "$DST"
+        free_port DST_PG
+        free_port DST_API
+        t0=$(now)
+        start_sidecar "$DST" "copy$run$level-0" "$DST_PG" "$DST_API" \
+            --bootstrap=restore --restore-instance=bench --restore-backup-id="$ID"
+        DST_PID=$SC_PID
+        wait_for "$DST_PID" "the restored sidecar" readyz_ok "$DST_API"
+        t1=$(now)
+        record "ours_restore_s_gzip$level" "$(elapsed "$t0" "$t1")"
+        # Of which download + SHA-256 + gunzip + untar + fsync, from the sidecar's log.
+        record "ours_restore_unpack_s_gzip$level" "$(grep -m1 'downloaded and unpacked' \
+            "$DST/copy$run$level-0.log" | sed -E 's/.*seconds=([0-9.]+).*/\1/' |
+            awk '{ printf "%.1f", $1 }')"
+        stop_sidecar "$DST_PID"
+        ((KEEP == 1)) || rm -rf "$DST"
+
+        log "run $run, gzip $level: peer, tar -x and pg_ctl start"
+        PDATA=$PEER/data
+        DATA_DIRS+=("$PDATA")
+        free_port PEER_PG
+        t0=$(now)
+        as_pg mkdir -m 0700 "$PDATA"
+        as_pg tar -xzf "$PEER/backup/base.tar.gz" -C "$PDATA"
+        # The copy carries the sidecar's settings: give it its own port and socket, no archiving.
+        as_pg sh -c "printf \"port = $PEER_PG\nunix_socket_directories = '$PEER'\narchive_mode = off\n\" \
+            >'$PDATA/toygres.conf'"
+        as_pg "$PG_BIN/pg_ctl" -D "$PDATA" -w -t "$TIMEOUT" -l "$PEER/pg.log" \
+            -o "-c listen_addresses=''" start >/dev/null
+        t1=$(now)
+        record "peer_restore_s_gzip$level" "$(elapsed "$t0" "$t1")"
+        as_pg "$PG_BIN/pg_ctl" -D "$PDATA" -m fast stop >/dev/null
+        ((KEEP == 1)) || rm -rf "$PEER"
+    done
+done
+
+log "results (seconds; sizes in MiB):"
+# Per measurement: its values in run order, then the median.
+awk '{ n[$1]++; v[$1, n[$1]] = $2 } END {
+    for (k in n) {
+        line = k ":"; m = n[k]
+        for (i = 1; i <= m; i++) { line = line " " v[k, i]; s[i] = v[k, i] + 0 }
+        for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (s[j] < s[i]) { t = s[i]; s[i] = s[j]; s[j] = t }
+        med = (m % 2) ? s[(m + 1) / 2] : (s[m / 2] + s[m / 2 + 1]) / 2
+        print line "  (median " med ")"
+    }
+}' "$RESULTS" | sort

@@ -1,0 +1,84 @@
+//! Backup routes: `POST /v1/backups` (base or logical), `GET /v1/backups`,
+//! `POST /v1/backups/{id}/verify`, `POST /v1/backups/retention` and
+//! `POST /v1/restores/logical`. Each runs in its own task: a client that hangs up does not cut
+//! a backup short.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::Json;
+use toygres_common::sidecar_api::{
+    ActionResponse, BackupKind, BackupList, BackupManifest, BackupRequest, LogicalRestoreRequest,
+    RetentionRequest, RetentionResponse, VerifyResponse,
+};
+
+use super::error::ApiError;
+use super::lifecycle::detached;
+use super::AppState;
+use crate::backup::{self, base, logical, retention, verify};
+use crate::postgres::OpError;
+
+pub async fn create(
+    State(state): State<AppState>,
+    body: Result<Json<BackupRequest>, JsonRejection>,
+) -> Result<Json<BackupManifest>, ApiError> {
+    let Json(req) = body?;
+    let member = state.member.clone();
+    Ok(Json(
+        detached(async move {
+            match req.kind {
+                BackupKind::Base => {
+                    if !req.databases.is_empty() {
+                        return Err(OpError::invalid(
+                            "invalid_request",
+                            "a base backup copies every database: leave out \"databases\"",
+                        ));
+                    }
+                    base::take_base_backup(&member).await
+                }
+                BackupKind::Logical => logical::take_logical_backup(&member, &req.databases).await,
+            }
+        })
+        .await?,
+    ))
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<BackupList>, ApiError> {
+    let member = state.member.clone();
+    let backups = detached(async move {
+        let catalog = backup::catalog_of(&member)?;
+        Ok(catalog.list().await?)
+    })
+    .await?;
+    Ok(Json(BackupList { backups }))
+}
+
+pub async fn verify(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<VerifyResponse>, ApiError> {
+    let member = state.member.clone();
+    Ok(Json(
+        detached(async move { verify::verify_base_backup(&member, &id).await }).await?,
+    ))
+}
+
+pub async fn retention(
+    State(state): State<AppState>,
+    body: Result<Json<RetentionRequest>, JsonRejection>,
+) -> Result<Json<RetentionResponse>, ApiError> {
+    let Json(req) = body?;
+    let member = state.member.clone();
+    Ok(Json(
+        detached(async move { retention::apply(&member, &req.keep).await }).await?,
+    ))
+}
+
+pub async fn restore_logical(
+    State(state): State<AppState>,
+    body: Result<Json<LogicalRestoreRequest>, JsonRejection>,
+) -> Result<Json<ActionResponse>, ApiError> {
+    let Json(req) = body?;
+    let member = state.member.clone();
+    let message = detached(async move { logical::restore(&member, &req).await }).await?;
+    Ok(Json(ActionResponse { ok: true, message }))
+}
