@@ -59,6 +59,17 @@ pub struct Status {
     /// WAL archiving, when an object store is configured.
     #[serde(default)]
     pub archive: Option<ArchiveStatus>,
+    /// Space on the data directory's filesystem.
+    #[serde(default)]
+    pub disk: Option<DiskStatus>,
+}
+
+/// Space on the filesystem holding the data directory.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct DiskStatus {
+    pub total_bytes: u64,
+    /// Available to Postgres (not counting blocks reserved for root).
+    pub available_bytes: u64,
 }
 
 /// The state of WAL archiving on one member (the sidecar's own counters).

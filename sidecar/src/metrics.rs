@@ -101,6 +101,18 @@ fn write_status(x: &mut Exposition, s: &Status) {
         "Whether Postgres accepts connections.",
         b(s.running),
     );
+    if let Some(disk) = s.disk {
+        x.gauge(
+            "toygres_data_disk_available_bytes",
+            "Space available on the data directory's filesystem.",
+            disk.available_bytes as f64,
+        );
+        x.gauge(
+            "toygres_data_disk_size_bytes",
+            "Size of the data directory's filesystem.",
+            disk.total_bytes as f64,
+        );
+    }
     x.gauge(
         "toygres_pg_fenced",
         "Whether the member is fenced (kept stopped).",

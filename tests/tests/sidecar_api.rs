@@ -290,6 +290,7 @@ async fn metrics_pass_promtool_and_cover_primary_and_standby() {
             .unwrap();
         for needle in [
             "toygres_pg_up 1".to_string(),
+            "toygres_data_disk_available_bytes ".to_string(),
             format!("toygres_pg_role{{role=\"{role}\"}} 1"),
             "toygres_pg_timeline 1".to_string(),
             "toygres_pg_restarts_total 0".to_string(),

@@ -44,6 +44,11 @@ async fn primary_bootstraps_with_checksums_scram_and_a_replicator_role() {
     assert!(status.running);
     assert_eq!(status.timeline, Some(1));
     assert!(status.system_identifier.is_some());
+    let disk = status.disk.expect("disk space in the status");
+    assert!(
+        disk.total_bytes > 0 && disk.available_bytes <= disk.total_bytes,
+        "{disk:?}"
+    );
 
     let c = primary.connect().await;
     let row = c

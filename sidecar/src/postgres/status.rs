@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use toygres_common::sidecar_api::{ArchiveStatus, Role, StandbyStatus, Status};
+use toygres_common::sidecar_api::{ArchiveStatus, DiskStatus, Role, StandbyStatus, Status};
 
 use super::member::{Member, OpError};
 use super::promote::timeline_of_walfile;
@@ -50,6 +50,7 @@ impl Member {
             server_version: None,
             primary_last_contact_seconds: None,
             archive: self.archive_status(),
+            disk: disk_status(&self.layout.data_dir),
         };
         match tokio::time::timeout(QUERY_TIMEOUT, self.fill_status(&mut status)).await {
             Ok(Ok(())) => status.running = true,
@@ -184,4 +185,15 @@ impl Member {
         }
         Ok(())
     }
+}
+
+/// Free and total space of the filesystem holding `dir` (its parent when it does not exist yet).
+fn disk_status(dir: &std::path::Path) -> Option<DiskStatus> {
+    let probe = if dir.exists() { dir } else { dir.parent()? };
+    let st = nix::sys::statvfs::statvfs(probe).ok()?;
+    let fragment = st.fragment_size() as u64;
+    Some(DiskStatus {
+        total_bytes: st.blocks() as u64 * fragment,
+        available_bytes: st.blocks_available() as u64 * fragment,
+    })
 }
