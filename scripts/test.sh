@@ -13,7 +13,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --all-targets --locked -- --test-threads=2 2>&1 | tee "$log" || status=$?
+cargo test --workspace --all-targets --locked --no-fail-fast -- --test-threads=2 2>&1 | tee "$log" || status=$?
 echo
 awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"

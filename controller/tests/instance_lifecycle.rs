@@ -475,17 +475,18 @@ async fn a_sync_instance_serves_writes_on_rw_reads_on_ro_notices_a_dead_standby_
     })
     .await;
     assert_eq!(value, "through rw");
-    // Sync mode: the standby is confirmed synchronous, and the health loop reports it.
+    // Sync mode: the standby is confirmed synchronous, and the health loop (whose first round
+    // may come after create returns) reports the instance healthy.
     let synced = eventually(
-        Duration::from_secs(20),
-        "orders-1 reported sync",
+        Duration::from_secs(30),
+        "orders-1 reported sync and the instance healthy",
         || async {
             let detail: InstanceDetail = api.get("/v1/instances/orders").await;
-            detail
+            let sync = detail
                 .members
                 .iter()
-                .any(|m| m.name == "orders-1" && m.sync_state.as_deref() == Some("sync"))
-                .then_some(detail)
+                .any(|m| m.name == "orders-1" && m.sync_state.as_deref() == Some("sync"));
+            (sync && detail.summary.health == "healthy").then_some(detail)
         },
     )
     .await;
