@@ -1,0 +1,554 @@
+#!/usr/bin/env bash
+# WAL archiving benchmark (issue 3): our `toygres-sidecar wal-push` against
+# `barman-cloud-wal-archive` (Debian barman-cli-cloud) and `pgbackrest archive-push` (async), side
+# by side in one run, all writing to the same kind of S3 store (moto's S3 server behind stunnel,
+# so over HTTPS) with the same gzip level.
+#
+#   scripts/bench/wal-archive.sh            # from the repo root; RUNS=3 by default
+#   RUNS=1 DURATION=20 scripts/bench/wal-archive.sh
+#
+# Each trial (one archiver, one run): a fresh moto S3 server and a fresh cluster (initdb as the
+# postgres OS user when root; archive_mode=on). `pgbench -i -s SCALE` runs with
+# archive_command=/bin/true (the load's WAL is what is measured, not the init's), then the
+# archiver becomes archive_command (ALTER SYSTEM + reload), a CHECKPOINT, and a fixed-duration
+# pgbench write load (`-c CLIENTS -j JOBS -T DURATION`, TPC-B-like, synchronous_commit=off so
+# Postgres writes WAL as fast as it can). At the end of the load, pg_switch_wal(), and the clock
+# runs until pg_stat_archiver reports that last segment archived and no .ready file is left.
+# Measured:
+#   - archive throughput: segments archived (and MiB of WAL) per second from the start of the
+#     load until everything is archived; also during the load and after it (the drain rate,
+#     which is the archiver's capacity when a backlog is left);
+#   - archive lag: number of .ready files and age of the oldest one (its mtime), sampled every
+#     SAMPLE_MS: maximum, and at the end of the load;
+#   - time from the end of the load until everything is archived;
+#   - pgbench TPS (archiving shares the machine with the load) and WAL written.
+# The "none" archiver (archive_command=/bin/true, no store) is the baseline for TPS and WAL rate.
+#
+# Environment: RUNS (3), ARCHIVERS ("toygres barman pgbackrest none"), SCALE (50), CLIENTS (4),
+# JOBS (2), DURATION (30 s), CONCURRENCY (4: our wal-push concurrency = pgBackRest process-max),
+# GZIP_LEVEL (9: what barman-cloud-wal-archive --gzip uses, Python's gzip default, which has no
+# level option), SAMPLE_MS (500), DRAIN_TIMEOUT (900 s), SIDECAR_BIN
+# (target/release/toygres-sidecar, built when missing), PG_BIN, KEEP=1 (keep the temp dir).
+#
+# Everything lives in one temp dir; every process started is stopped by pid on exit (also on
+# failure or Ctrl-C), every postmaster found in a data directory made here is stopped, and so is
+# every pgBackRest async process whose command line names this run's config file.
+set -eEuo pipefail
+
+RUNS=${RUNS:-3}
+ARCHIVERS=${ARCHIVERS:-"toygres barman pgbackrest none"}
+SCALE=${SCALE:-50}
+CLIENTS=${CLIENTS:-4}
+JOBS=${JOBS:-2}
+DURATION=${DURATION:-30}
+CONCURRENCY=${CONCURRENCY:-4}
+GZIP_LEVEL=${GZIP_LEVEL:-9}
+SAMPLE_MS=${SAMPLE_MS:-500}
+DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-900}
+KEEP=${KEEP:-0}
+BUCKET=walbench
+SEG_MIB=16
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SAMPLE_SLEEP=$(awk -v ms="$SAMPLE_MS" 'BEGIN { printf "%.3f", ms / 1000 }')
+
+log() { printf '[wal-bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+for tool in curl jq awk openssl find stunnel pgbackrest barman-cloud-wal-archive; do
+    command -v "$tool" >/dev/null ||
+        die "$tool is required (apt-get install -y pgbackrest barman-cli-cloud stunnel4 openssl curl jq)"
+done
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
+[[ $GZIP_LEVEL =~ ^[1-9]$ ]] || die "GZIP_LEVEL must be 1-9"
+for a in $ARCHIVERS; do
+    [[ $a =~ ^(toygres|barman|pgbackrest|none)$ ]] || die "unknown archiver '$a'"
+done
+
+# moto_server: through pyenv's shim the pid would be a wrapper's; use the real script.
+MOTO=$(pyenv which moto_server 2>/dev/null || command -v moto_server || true)
+[[ -n $MOTO ]] || die "moto_server not found: run scripts/install-object-stores.sh"
+
+# ---------------------------------------------------------------------------------------------
+# Binaries
+
+if [[ -z ${SIDECAR_BIN:-} ]]; then
+    SIDECAR_BIN=$REPO_ROOT/target/release/toygres-sidecar
+    if [[ ! -x $SIDECAR_BIN ]]; then
+        log "building the release sidecar (cargo build --release -p toygres-sidecar)"
+        (cd "$REPO_ROOT" && cargo build --release -p toygres-sidecar)
+    fi
+fi
+[[ $SIDECAR_BIN == /* ]] || SIDECAR_BIN=$PWD/$SIDECAR_BIN
+[[ -x $SIDECAR_BIN ]] || die "no sidecar binary at $SIDECAR_BIN"
+
+if [[ -z ${PG_BIN:-} ]]; then
+    PG_BIN=$(pg_config --bindir 2>/dev/null || true)
+    if [[ -z $PG_BIN || ! -x $PG_BIN/initdb ]]; then
+        PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+    fi
+fi
+[[ -x $PG_BIN/initdb && -x $PG_BIN/pg_ctl && -x $PG_BIN/pgbench ]] ||
+    die "no PostgreSQL programs in '$PG_BIN' (set PG_BIN)"
+PSQL=$PG_BIN/psql
+[[ -x $PSQL ]] || PSQL=$(command -v psql) || die "psql not found"
+
+if [[ $(id -u) -eq 0 ]]; then
+    id postgres >/dev/null 2>&1 || die "running as root needs a 'postgres' OS user"
+    as_pg() { runuser -u postgres -- "$@"; }
+    PG_OWNER=postgres
+else
+    as_pg() { "$@"; }
+    PG_OWNER=$(id -un)
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Cleanup: every pid started, every data directory made, every pgBackRest async process of ours.
+
+ROOT=$(mktemp -d "${TMPDIR:-/tmp}/tgwal.XXXXXX")
+chmod 0711 "$ROOT"
+PIDS=()
+DATA_DIRS=()
+
+pid_alive() {
+    local pid=$1 state
+    kill -0 "$pid" 2>/dev/null || return 1
+    state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null || echo Z)
+    [[ $state != Z ]]
+}
+
+stop_pid() {
+    local pid=$1 sig=$2 wait_s=$3 i
+    pid_alive "$pid" || return 0
+    kill "-$sig" "$pid" 2>/dev/null || true
+    for ((i = 0; i < wait_s * 20; i++)); do
+        pid_alive "$pid" || return 0
+        sleep 0.05
+    done
+    log "pid $pid did not stop after SIG$sig within ${wait_s}s: SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.1
+}
+
+forget_pid() {
+    local keep=() p
+    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+postmaster_of() {
+    local dir=$1 pid
+    [[ -f $dir/postmaster.pid ]] || return 1
+    pid=$(head -1 "$dir/postmaster.pid" 2>/dev/null) || return 1
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    pid_alive "$pid" || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir" || return 1
+    echo "$pid"
+}
+
+# pgBackRest's async archiver detaches from Postgres: find ours by the config path (under ROOT)
+# on their command lines, and stop them by pid.
+stop_pgbackrest_async() {
+    local p
+    for p in /proc/[0-9]*; do
+        p=${p#/proc/}
+        [[ $p == "$$" ]] && continue
+        if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q "^pgbackrest .*--config=$ROOT/"; then
+            stop_pid "$p" TERM 10
+        fi
+    done
+}
+
+cleanup() {
+    local rc=$? pid dir i
+    trap - EXIT INT TERM ERR
+    set +e
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        stop_pid "${PIDS[i]}" TERM 20
+        wait "${PIDS[i]}" 2>/dev/null || true
+    done
+    for dir in "${DATA_DIRS[@]}"; do
+        if pid=$(postmaster_of "$dir"); then
+            log "stopping leftover postmaster $pid ($dir)"
+            stop_pid "$pid" QUIT 10
+        fi
+    done
+    stop_pgbackrest_async
+    if ((KEEP == 1)); then
+        log "kept $ROOT"
+    else
+        rm -rf "$ROOT"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap '[[ $BASHPID != "$$" ]] || log "ERROR: line $LINENO: \"$BASH_COMMAND\" failed"' ERR
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+USED_PORTS=" "
+EPHEMERAL_LOW=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+((EPHEMERAL_LOW > 15000)) || EPHEMERAL_LOW=60000
+free_port() {
+    local p i
+    for ((i = 0; i < 1000; i++)); do
+        p=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
+        [[ $USED_PORTS == *" $p "* ]] && continue
+        if command -v ss >/dev/null; then
+            [[ -z $(ss -Htan "( sport = :$p )" 2>/dev/null) ]] || continue
+        elif (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            continue
+        fi
+        USED_PORTS+="$p "
+        printf -v "$1" '%s' "$p"
+        return 0
+    done
+    die "no free port found"
+}
+
+now() { echo "$EPOCHREALTIME"; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+calc() { awk "BEGIN { printf \"%.4f\", $1 }"; }
+
+RESULTS=$ROOT/results.txt
+: >"$RESULTS"
+record() { echo "$1 $2" >>"$RESULTS"; log "  $1 = $2"; }
+
+# The store: moto's S3 server (plain HTTP) behind stunnel (TLS): pgBackRest talks to S3 over HTTPS
+# only, and moto's own --ssl mode closes connections without a TLS close_notify, which pgBackRest
+# (OpenSSL 3) rejects ("unexpected eof while reading"). All three archivers
+# use the same https:// endpoint. pgBackRest: repo1-storage-verify-tls=n; barman (boto3):
+# AWS_CA_BUNDLE; ours (object_store): AWS_ALLOW_INVALID_CERTIFICATES=true.
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$ROOT/key.pem" -out "$ROOT/cert.pem" -days 2 \
+    -subj /CN=127.0.0.1 -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" >/dev/null 2>&1 ||
+    die "openssl could not make a certificate"
+chmod 0644 "$ROOT/cert.pem"
+export AWS_ACCESS_KEY_ID=walbench AWS_SECRET_ACCESS_KEY=walbench-secret AWS_REGION=us-east-1
+export AWS_DEFAULT_REGION=us-east-1 AWS_CA_BUNDLE=$ROOT/cert.pem AWS_ALLOW_INVALID_CERTIFICATES=true
+unset AWS_ALLOW_HTTP AWS_PROFILE || true
+
+MOTO_PID=""
+TLS_PID=""
+MOTO_PORT="" # what the archivers connect to: stunnel's TLS port
+start_moto() { # dir
+    local http_port
+    free_port http_port
+    free_port MOTO_PORT
+    "$MOTO" -H 127.0.0.1 -p "$http_port" </dev/null >"$1/moto.log" 2>&1 &
+    MOTO_PID=$!
+    PIDS+=("$MOTO_PID")
+    printf '%s\n' "foreground = yes" "pid =" "debug = warning" "[s3]" \
+        "accept = 127.0.0.1:$MOTO_PORT" "connect = 127.0.0.1:$http_port" \
+        "cert = $ROOT/cert.pem" "key = $ROOT/key.pem" >"$1/stunnel.conf"
+    stunnel "$1/stunnel.conf" </dev/null >"$1/stunnel.log" 2>&1 &
+    TLS_PID=$!
+    PIDS+=("$TLS_PID")
+    local deadline=$((SECONDS + 60))
+    until curl -s --cacert "$ROOT/cert.pem" -o /dev/null "https://127.0.0.1:$MOTO_PORT/"; do
+        pid_alive "$MOTO_PID" || die "moto_server exited: $(tail -5 "$1/moto.log")"
+        pid_alive "$TLS_PID" || die "stunnel exited: $(tail -5 "$1/stunnel.log")"
+        ((SECONDS < deadline)) || die "moto_server (behind stunnel) not answering after 60 s"
+        sleep 0.1
+    done
+    [[ $(curl -s --cacert "$ROOT/cert.pem" -o /dev/null -w '%{http_code}' -X PUT \
+        "https://127.0.0.1:$MOTO_PORT/$BUCKET") == 200 ]] || die "could not create the bucket"
+}
+
+stop_moto() {
+    local p
+    for p in $TLS_PID $MOTO_PID; do
+        stop_pid "$p" TERM 10
+        wait "$p" 2>/dev/null || true
+        forget_pid "$p"
+    done
+    MOTO_PID=""
+    TLS_PID=""
+}
+
+# Objects and total bytes stored under a prefix (moto answers unsigned listings).
+stored_under() { # prefix -> "count bytes"
+    local token="" url body count=0 bytes=0 c b
+    while :; do
+        url="https://127.0.0.1:$MOTO_PORT/$BUCKET?list-type=2&prefix=$1"
+        [[ -n $token ]] && url+="&continuation-token=$(printf %s "$token" | jq -sRr @uri)"
+        body=$(curl -s --cacert "$ROOT/cert.pem" "$url")
+        read -r c b < <(grep -o '<Size>[0-9]*</Size>' <<<"$body" | tr -dc '0-9\n' |
+            awk '{ n++; s += $1 } END { print n + 0, s + 0 }')
+        count=$((count + c))
+        bytes=$((bytes + b))
+        token=$(grep -o '<NextContinuationToken>[^<]*' <<<"$body" | sed 's/.*>//' || true)
+        [[ -n $token ]] || break
+    done
+    echo "$count $bytes"
+}
+
+SOCK=""
+PGPORT_=""
+sql() { "$PSQL" -X -h "$SOCK" -p "$PGPORT_" -U postgres -d postgres -Atqc "$1"; }
+
+ready_dir() { echo "$1/pg_wal/archive_status"; }
+# "count oldest_age_s" of .ready files
+ready_stat() { # data dir, now
+    find "$(ready_dir "$1")" -name '*.ready' -printf '%T@\n' 2>/dev/null |
+        awk -v t="$2" 'BEGIN { n = 0; m = 0 } { n++; if (m == 0 || $1 < m) m = $1 }
+            END { printf "%d %.2f\n", n, (n ? t - m : 0) }'
+}
+
+# ---------------------------------------------------------------------------------------------
+# One trial
+
+trial() { # run archiver
+    local run=$1 a=$2 dir=$ROOT/run$1/$2
+    mkdir -p "$dir/sock"
+    chmod 0711 "$ROOT/run$run"
+    local data=$dir/data
+    SOCK=$dir/sock
+    free_port PGPORT_
+    DATA_DIRS+=("$data")
+
+    [[ $a == none ]] || start_moto "$dir"
+    local ep="https://127.0.0.1:$MOTO_PORT" cmd prefix
+    case $a in
+    toygres)
+        mkdir -p "$dir/archive/pushed" "$dir/archive/prefetch"
+        cat >"$dir/archive/config.json" <<EOF
+{"url": "s3://$BUCKET/toygres", "instance": "bench", "compression": "$GZIP_LEVEL",
+ "concurrency": $CONCURRENCY, "state_dir": "$dir/archive", "wal_segment_size": 16777216}
+EOF
+        cmd="AWS_ENDPOINT_URL=$ep $SIDECAR_BIN wal-push --config $dir/archive/config.json %p"
+        prefix=toygres/bench/wal/
+        ;;
+    barman)
+        cmd="barman-cloud-wal-archive --endpoint-url $ep --gzip s3://$BUCKET/barman bench %p"
+        prefix=barman/bench/wals/
+        ;;
+    pgbackrest)
+        mkdir -p "$dir/pgbr/spool" "$dir/pgbr/lock" "$dir/pgbr/log"
+        cat >"$dir/pgbackrest.conf" <<EOF
+[global]
+repo1-type=s3
+repo1-path=/pgbackrest
+repo1-s3-bucket=$BUCKET
+repo1-s3-endpoint=127.0.0.1
+repo1-storage-port=$MOTO_PORT
+repo1-s3-region=us-east-1
+repo1-s3-key=$AWS_ACCESS_KEY_ID
+repo1-s3-key-secret=$AWS_SECRET_ACCESS_KEY
+repo1-s3-uri-style=path
+repo1-storage-verify-tls=n
+compress-type=gz
+compress-level=$GZIP_LEVEL
+archive-async=y
+process-max=$CONCURRENCY
+spool-path=$dir/pgbr/spool
+lock-path=$dir/pgbr/lock
+log-path=$dir/pgbr/log
+log-level-file=info
+
+[bench]
+pg1-path=$data
+pg1-socket-path=$SOCK
+pg1-port=$PGPORT_
+pg1-user=postgres
+EOF
+        cmd="pgbackrest --config=$dir/pgbackrest.conf --stanza=bench archive-push %p"
+        prefix=pgbackrest/archive/bench/
+        ;;
+    none)
+        cmd=/bin/true
+        prefix=""
+        ;;
+    esac
+    chown -R "$PG_OWNER" "$dir"
+    chmod 0700 "$dir/sock"
+
+    log "run $run, $a: initdb, pgbench -i -s $SCALE"
+    as_pg "$PG_BIN/initdb" -D "$data" -U postgres --auth-local=trust --auth-host=trust \
+        --data-checksums --encoding=UTF8 --locale=C.UTF-8 --no-instructions \
+        >"$dir/initdb.log" 2>&1 || die "initdb failed: $(tail -5 "$dir/initdb.log")"
+    cat >>"$data/postgresql.conf" <<EOF
+port = $PGPORT_
+listen_addresses = ''
+unix_socket_directories = '$SOCK'
+archive_mode = on
+archive_command = '/bin/true'
+synchronous_commit = off
+max_wal_size = 4GB
+checkpoint_timeout = 30min
+EOF
+    as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$dir/postgres.log" -w -s start ||
+        die "pg_ctl start failed: $(tail -5 "$dir/postgres.log")"
+    as_pg "$PG_BIN/pgbench" -h "$SOCK" -p "$PGPORT_" -U postgres -i -q -s "$SCALE" postgres \
+        >"$dir/pgbench-init.log" 2>&1 || die "pgbench -i failed: $(tail -5 "$dir/pgbench-init.log")"
+    if [[ $a == pgbackrest ]]; then
+        as_pg pgbackrest --config="$dir/pgbackrest.conf" --stanza=bench stanza-create \
+            >"$dir/stanza.log" 2>&1 || die "pgbackrest stanza-create failed: $(tail -5 "$dir/stanza.log")"
+    fi
+    # The init's WAL goes to /bin/true; then the archiver takes over.
+    sql "CHECKPOINT" >/dev/null
+    sql "SELECT pg_switch_wal()" >/dev/null
+    local deadline=$((SECONDS + 120)) n age
+    while read -r n age < <(ready_stat "$data" "$(now)") && ((n > 0)); do
+        ((SECONDS < deadline)) || die "the init's WAL was not archived (to /bin/true)"
+        sleep 0.1
+    done
+    sql "ALTER SYSTEM SET archive_command = \$\$$cmd\$\$" >/dev/null
+    sql "SELECT pg_reload_conf()" >/dev/null
+    sleep 1
+    [[ $(sql "SHOW archive_command") == "$cmd" ]] || die "archive_command did not change"
+    sql "CHECKPOINT" >/dev/null
+
+    local lsn0 arch0 fail0 t0 t1 t2
+    lsn0=$(sql "SELECT pg_current_wal_lsn()")
+    read -r arch0 fail0 < <(sql "SELECT archived_count, failed_count FROM pg_stat_archiver" | tr '|' ' ')
+
+    # Sampler: time, .ready count, oldest .ready age.
+    (
+        while :; do
+            t=$(now)
+            echo "$t $(ready_stat "$data" "$t")"
+            sleep "$SAMPLE_SLEEP"
+        done
+    ) >"$dir/samples.txt" 2>/dev/null &
+    local sampler=$!
+    PIDS+=("$sampler")
+
+    log "run $run, $a: pgbench -c $CLIENTS -j $JOBS -T $DURATION"
+    t0=$(now)
+    as_pg "$PG_BIN/pgbench" -h "$SOCK" -p "$PGPORT_" -U postgres -c "$CLIENTS" -j "$JOBS" \
+        -T "$DURATION" postgres >"$dir/pgbench.log" 2>&1 || die "pgbench failed: $(tail -5 "$dir/pgbench.log")"
+    t1=$(now)
+    local end_ready end_age lsn1 target arch1
+    read -r end_ready end_age < <(ready_stat "$data" "$t1")
+    lsn1=$(sql "SELECT pg_current_wal_lsn()")
+    read -r arch1 < <(sql "SELECT archived_count FROM pg_stat_archiver")
+    target=$(sql "SELECT pg_walfile_name(pg_switch_wal())")
+
+    log "run $run, $a: load done ($end_ready .ready); waiting until $target is archived"
+    local last arch2 fail2
+    deadline=$((SECONDS + DRAIN_TIMEOUT))
+    while :; do
+        read -r last arch2 fail2 < <(sql "SELECT coalesce(last_archived_wal, '-'), archived_count,
+            failed_count FROM pg_stat_archiver" | tr '|' ' ')
+        # WAL names on one timeline sort by position.
+        if [[ $last != - ]] && [[ $last == "$target" || $last > $target ]]; then
+            read -r n age < <(ready_stat "$data" "$(now)")
+            ((n == 0)) && break
+        fi
+        ((SECONDS < deadline)) || die "$a: $target not archived after ${DRAIN_TIMEOUT}s (last: $last)"
+        sleep 0.1
+    done
+    t2=$(now)
+    stop_pid "$sampler" TERM 5
+    wait "$sampler" 2>/dev/null || true
+    forget_pid "$sampler"
+
+    local load_s drain_s window_s segs wal_mib tps max_ready max_age
+    load_s=$(elapsed "$t0" "$t1")
+    drain_s=$(elapsed "$t1" "$t2")
+    window_s=$(elapsed "$t0" "$t2")
+    segs=$((arch2 - arch0))
+    wal_mib=$(calc "$(sql "SELECT pg_wal_lsn_diff('$lsn1', '$lsn0')") / 1048576")
+    tps=$(grep -m1 -oP 'tps = \K[0-9.]+' "$dir/pgbench.log")
+    read -r max_ready max_age < <(awk -v a="$t0" -v b="$t2" '$1 >= a && $1 <= b {
+            if ($2 > n) n = $2; if ($3 > m) m = $3 } END { printf "%d %.2f\n", n, m }' "$dir/samples.txt")
+
+    record "${a}_tps" "$tps"
+    record "${a}_wal_mib" "$wal_mib"
+    record "${a}_wal_mibs" "$(calc "$wal_mib / $load_s")"
+    if [[ $a != none ]]; then
+        record "${a}_segments" "$segs"
+        record "${a}_seg_per_s" "$(calc "$segs / $window_s")"
+        record "${a}_mibs" "$(calc "$segs * $SEG_MIB / $window_s")"
+        record "${a}_seg_per_s_load" "$(calc "($arch1 - $arch0) / $load_s")"
+        # Drain rate: only meaningful with a backlog; else it is the last few segments' latency.
+        if ((end_ready >= 2 * CONCURRENCY)); then
+            record "${a}_seg_per_s_drain" "$(calc "($arch2 - $arch1) / $drain_s")"
+        fi
+        record "${a}_drain_s" "$drain_s"
+        record "${a}_ready_end" "$end_ready"
+        record "${a}_age_end_s" "$end_age"
+        record "${a}_ready_max" "$max_ready"
+        record "${a}_age_max_s" "$max_age"
+        record "${a}_failures" "$((fail2 - fail0))"
+        local objs bytes
+        read -r objs bytes < <(stored_under "$prefix")
+        record "${a}_objects" "$objs"
+        record "${a}_stored_pct" "$(calc "100 * $bytes / ($segs * $SEG_MIB * 1048576)")"
+    fi
+
+    as_pg "$PG_BIN/pg_ctl" -D "$data" -m fast -w -s stop || die "pg_ctl stop failed"
+    stop_pgbackrest_async
+    stop_moto
+    ((KEEP == 1)) || rm -rf "$dir"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Main
+
+log "sidecar: $SIDECAR_BIN"
+log "postgres: $("$PG_BIN/postgres" --version); $(pgbackrest version); $(barman-cloud-wal-archive --version 2>&1)"
+log "runs: $RUNS; archivers: $ARCHIVERS; gzip level $GZIP_LEVEL; concurrency $CONCURRENCY; temp dir: $ROOT"
+read -r -a ORDER <<<"$ARCHIVERS"
+for ((run = 1; run <= RUNS; run++)); do
+    # Rotate the order each run, so drift in machine load hits every archiver.
+    for ((i = 0; i < ${#ORDER[@]}; i++)); do
+        trial "$run" "${ORDER[(i + run - 1) % ${#ORDER[@]}]}"
+    done
+done
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+stat() {
+    awk -v m="$1" '$1 == m { print $2 }' "$RESULTS" | sort -g | awk '
+        { v[NR] = $1 }
+        END {
+            if (NR == 0) { print "nan nan nan"; exit }
+            med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+            print med, v[1], v[NR]
+        }'
+}
+cell() { # metric decimals
+    local med min max
+    read -r med min max < <(stat "$1")
+    [[ $med == nan ]] && { echo "-"; return; }
+    awk -v a="$med" -v b="$min" -v c="$max" -v d="$2" \
+        'BEGIN { printf "%.*f (%.*f–%.*f)", d, a, d, b, d, c }'
+}
+ratio() { # metric_a metric_b
+    local a b
+    read -r a _ _ < <(stat "$1")
+    read -r b _ _ < <(stat "$2")
+    awk -v a="$a" -v b="$b" 'BEGIN { if (a == "nan" || b == "nan" || b == 0) print "-"; else printf "%.2f×", a / b }'
+}
+row() { # label suffix decimals
+    local label=$1 s=$2 d=$3
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$(cell "toygres_$s" "$d")" \
+        "$(cell "barman_$s" "$d")" "$(cell "pgbackrest_$s" "$d")" "$(cell "none_$s" "$d")" \
+        "$(ratio "toygres_$s" "barman_$s")" "$(ratio "toygres_$s" "pgbackrest_$s")"
+}
+
+echo
+echo "WAL archiving: $RUNS runs, PostgreSQL $("$PG_BIN/postgres" --version | awk '{ print $3 }'), pgbench -i -s $SCALE, then -c $CLIENTS -j $JOBS -T $DURATION (synchronous_commit=off); gzip level $GZIP_LEVEL; concurrency $CONCURRENCY; moto S3 behind stunnel (HTTPS)"
+echo
+echo "| measurement (median, min–max) | toygres wal-push | barman-cloud-wal-archive | pgbackrest archive-push (async) | no archiving (/bin/true) | ours / barman | ours / pgBackRest |"
+echo "|---|---|---|---|---|---|---|"
+row "**archive throughput, load start → all archived (segments/s)**" seg_per_s 2
+row "… the same in MiB/s of WAL" mibs 1
+row "segments archived per second during the load" seg_per_s_load 2
+row "drain rate after the load, with a backlog (segments/s)" seg_per_s_drain 2
+row "**end of load → everything archived (s)**" drain_s 1
+row "**.ready files at the end of the load**" ready_end 0
+row "oldest .ready at the end of the load (s)" age_end_s 1
+row "max .ready files" ready_max 0
+row "max age of the oldest .ready (s)" age_max_s 1
+row "segments archived (load + final switch)" segments 0
+row "pgbench TPS" tps 0
+row "WAL written by the load (MiB)" wal_mib 0
+row "WAL write rate during the load (MiB/s)" wal_mibs 1
+row "stored size, % of raw WAL" stored_pct 1
+row "archive_command failures" failures 0
