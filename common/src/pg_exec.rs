@@ -144,7 +144,8 @@ fn find_bin_dir() -> Option<PathBuf> {
 
 /// Whether `pid` is a live process (a zombie, exited but not yet reaped, is not).
 pub fn process_alive(pid: i32) -> bool {
-    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+    // kill(0) and kill(-n) address process groups, not one process.
+    if pid <= 0 || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
         return false;
     }
     std::fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -85,20 +85,7 @@ fn new_session(cmd: &mut std::process::Command) {
     }
 }
 
-/// Whether `pid` is a live process (a zombie, exited but not reaped, counts as gone).
-pub fn is_alive(pid: i32) -> bool {
-    if pid <= 0 || kill(Pid::from_raw(pid), None).is_err() {
-        return false;
-    }
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name: "1234 (postgres) S …".
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z"),
-        Err(_) => false,
-    }
-}
+pub use toygres_common::pg_exec::{live_postmaster, process_alive as is_alive};
 
 /// The `--data-dir=` argument a sidecar for `data_dir` runs with.
 pub fn data_dir_arg(data_dir: &Path) -> OsString {
@@ -132,15 +119,6 @@ pub fn find_sidecar_of(data_dir: &Path) -> Option<i32> {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .find(|pid| is_sidecar_of(*pid, data_dir))
-}
-
-/// The pid of a live postmaster running in `data_dir`, from its `postmaster.pid`.
-pub fn live_postmaster(data_dir: &Path) -> Option<i32> {
-    let text = fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
-    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-    let is_postgres = fs::read_to_string(format!("/proc/{pid}/comm"))
-        .is_ok_and(|comm| matches!(comm.trim(), "postgres" | "postmaster"));
-    (is_alive(pid) && is_postgres).then_some(pid)
 }
 
 /// Waits until `pid` is gone; `false` when it is still alive at the deadline.
