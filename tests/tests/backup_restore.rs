@@ -314,6 +314,13 @@ async fn back_up_restore_and_prune(dir: &TestDir, backend: &Backend, source: &st
             toygres_tests::free_port(),
             toygres_tests::free_port(),
         );
+        // The API answers once the restore is in place (recovery runs in a bootstrap directory
+        // that is renamed into place, with a restart, after the target is reached).
+        let client = paused.client();
+        eventually(WAIT, "the paused restore's API", || async {
+            client.status().await.ok()
+        })
+        .await;
         let rows_seen = eventually(WAIT, "the paused restore to answer", || async {
             let c = paused.try_connect().await.ok()?;
             let rows = c.query("SELECT x FROM t ORDER BY x", &[]).await.ok()?;
@@ -325,11 +332,6 @@ async fn back_up_restore_and_prune(dir: &TestDir, backend: &Backend, source: &st
             !is_primary(&paused).await,
             "the paused restore is not in recovery"
         );
-        let client = paused.client();
-        eventually(WAIT, "the paused restore's API", || async {
-            client.status().await.ok()
-        })
-        .await;
         client.promote().await.expect("promote the paused restore");
         assert!(is_primary(&paused).await);
         write_row(&paused.connect().await, 6).await;
