@@ -673,6 +673,20 @@ async fn creates_and_replica_adds_interrupted_by_a_controller_kill_complete_afte
     let status: ReplicationStatus = api.get("/v1/instances/crashy/replicas").await;
     let names: Vec<&str> = status.members.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["crashy-0", "crashy-2"]);
+    // Its slot went with it: the primary keeps no WAL for a standby that is gone.
+    let rw = connect(&connection.rw, &password).await;
+    let slots: Vec<String> = rw
+        .query(
+            "SELECT slot_name::text FROM pg_replication_slots ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(slots, ["crashy_2"]);
+    drop(rw);
     // The primary cannot be removed.
     let (status, text) = api
         .send(

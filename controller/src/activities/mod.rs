@@ -43,6 +43,7 @@ pub mod names {
     pub const SET_SYNC_STANDBYS: &str = "SetSyncStandbys";
     pub const WAIT_SYNC_STANDBY: &str = "WaitSyncStandby";
     pub const PROBE_MEMBER: &str = "ProbeMember";
+    pub const DROP_SLOT: &str = "DropSlot";
 }
 
 /// What the activities reach.
@@ -108,5 +109,6 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
     let b = register!(b, names::SET_SYNC_STANDBYS, sidecar::set_sync_standbys);
     let b = register!(b, names::WAIT_SYNC_STANDBY, sidecar::wait_sync_standby);
     let b = register!(b, names::PROBE_MEMBER, sidecar::probe_member);
+    let b = register!(b, names::DROP_SLOT, sidecar::drop_slot);
     b.build_result()
 }

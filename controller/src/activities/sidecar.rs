@@ -279,3 +279,40 @@ pub async fn probe_member(
     deps.metrics.record_health_check(result.healthy);
     Ok(result)
 }
+
+/// Drop a removed standby's replication slot on the primary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropSlotInput {
+    pub instance: String,
+    pub primary: String,
+    /// The standby that left.
+    pub member: String,
+    pub timeout_secs: u64,
+}
+
+/// Drops `member`'s slot on the primary, so it stops keeping WAL for a standby that is gone.
+/// The slot stays busy for a moment after the standby stops (its WAL sender exits): retried
+/// until the deadline. An absent slot is success.
+pub async fn drop_slot(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: DropSlotInput,
+) -> Result<(), String> {
+    let client = sidecar(
+        &deps,
+        &input.instance,
+        &input.primary,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(input.timeout_secs);
+    loop {
+        match client.drop_slot(&input.member).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.status() == Some(409) && Instant::now() < deadline => {
+                tokio::time::sleep(deps.poll_interval).await;
+            }
+            Err(e) => return Err(describe(e)),
+        }
+    }
+}

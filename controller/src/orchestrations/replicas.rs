@@ -14,7 +14,9 @@ use crate::activities::names as act;
 use crate::activities::records::{
     InstanceRunning, MemberRole, OperationFinished, OperationStarted, ReplicasChanged,
 };
-use crate::activities::sidecar::{ExpectedRole, MemberReady, SyncStandbysInput, WaitReadyInput};
+use crate::activities::sidecar::{
+    DropSlotInput, ExpectedRole, MemberReady, SyncStandbysInput, WaitReadyInput,
+};
 use crate::platform::{Bootstrap, EndpointRoutes, MemberHandle, Placement};
 
 /// The input of *AddReplica*.
@@ -281,6 +283,27 @@ async fn remove(ctx: &OrchestrationContext, input: &RemoveReplicaInput) -> Resul
         },
     )
     .await?;
+    // Its slot would keep WAL on the primary for a standby that no longer exists. The member is
+    // already gone, so a failure here is reported, not fatal (max_slot_wal_keep_size bounds it).
+    if let Some(primary) = &topology.primary {
+        let dropped = call::<_, ()>(
+            ctx,
+            act::DROP_SLOT,
+            &DropSlotInput {
+                instance: input.instance.clone(),
+                primary: primary.clone(),
+                member: input.member.clone(),
+                timeout_secs: 30,
+            },
+        )
+        .await;
+        if let Err(e) = dropped {
+            ctx.trace_warn(format!(
+                "could not drop {}'s replication slot on {primary}: {e}",
+                input.member
+            ));
+        }
+    }
     call::<_, ()>(
         ctx,
         act::RECORD_REPLICAS,
