@@ -56,6 +56,13 @@ pub struct Status {
     /// connected. A standby that still hears from the primary says the primary is alive.
     #[serde(default)]
     pub primary_last_contact_seconds: Option<f64>,
+    /// Primary: the synchronous replication policy it follows, if any.
+    #[serde(default)]
+    pub sync_policy: Option<SyncPolicy>,
+    /// Primary in `degrade` mode: commits currently do not wait for standbys, because too few
+    /// of the policy's standbys stream.
+    #[serde(default)]
+    pub sync_degraded: bool,
     /// WAL archiving, when an object store is configured.
     #[serde(default)]
     pub archive: Option<ArchiveStatus>,
@@ -177,6 +184,62 @@ pub struct ReplicationRequest {
     pub synchronous_commit: Option<String>,
     /// Standby only: the primary to follow from now on.
     pub primary: Option<PgAddress>,
+    /// Primary only: who must confirm commits, and what happens when they cannot. When set,
+    /// the sidecar owns `synchronous_standby_names` (computed from the policy, and emptied and
+    /// restored by itself in `degrade` mode); setting `synchronous_standby_names` directly
+    /// clears the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncPolicy>,
+}
+
+/// How a primary replicates synchronously.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SyncPolicy {
+    /// `strict`: commits wait rather than run without enough synchronous standbys. `degrade`:
+    /// after `degrade_timeout_secs` without enough streaming standbys, commits stop waiting
+    /// (`synchronous_standby_names` is emptied) until enough stream again.
+    pub mode: SyncMode,
+    /// `first`: the first `num_sync` streaming standbys of the list, in order (`FIRST n (…)`);
+    /// `any`: any `num_sync` of them (quorum, `ANY n (…)`).
+    #[serde(default)]
+    pub method: SyncMethod,
+    /// How many standbys must confirm each commit (at least 1).
+    #[serde(default = "one")]
+    pub num_sync: u32,
+    /// The candidate standbys (their `application_name`s, that is member names). Empty: no
+    /// synchronous replication.
+    pub standbys: Vec<String>,
+    /// `degrade` mode: how long commits may wait for missing standbys before the primary goes
+    /// asynchronous.
+    #[serde(default = "default_degrade_timeout_secs")]
+    pub degrade_timeout_secs: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_degrade_timeout_secs() -> u64 {
+    10
+}
+
+/// See [`SyncPolicy::mode`].
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    #[default]
+    Strict,
+    Degrade,
+}
+
+/// See [`SyncPolicy::method`].
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMethod {
+    #[default]
+    First,
+    Any,
 }
 
 /// `POST /v1/fence`, `POST /v1/unfence`, `POST /v1/restart`, `PUT /v1/replication` answer.

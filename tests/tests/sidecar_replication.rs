@@ -155,7 +155,7 @@ async fn standby_streams_through_its_slot_and_replicates_writes() {
         .set_replication(&ReplicationRequest {
             synchronous_standby_names: Some("FIRST 1 (\"repl-1\")".into()),
             synchronous_commit: Some("remote_apply".into()),
-            primary: None,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -140,7 +140,7 @@ pub async fn set_sync_standbys(
         .set_replication(&ReplicationRequest {
             synchronous_standby_names: Some(input.synchronous_standby_names),
             synchronous_commit: Some("on".into()),
-            primary: None,
+            ..Default::default()
         })
         .await
         .map_err(describe)?;

@@ -49,6 +49,8 @@ impl Member {
             postgres_restarts: self.restarts(),
             server_version: None,
             primary_last_contact_seconds: None,
+            sync_policy: None,
+            sync_degraded: false,
             archive: self.archive_status(),
             disk: disk_status(&self.layout.data_dir),
         };
