@@ -262,6 +262,7 @@ fn routes(rw: Option<&str>, ro: &[&str]) -> EndpointRoutes {
     EndpointRoutes {
         rw: rw.map(String::from),
         ro: ro.iter().map(|m| m.to_string()).collect(),
+        ..Default::default()
     }
 }
 

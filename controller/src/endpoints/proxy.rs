@@ -22,6 +22,9 @@ use tokio::task::{JoinHandle, JoinSet};
 /// How long connecting to a member may take before the proxy gives up on it.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a held rw connection waits for a primary before it is closed.
+const HOLD_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The two endpoints of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,6 +51,10 @@ pub struct ProxyTargets {
     pub rw: Option<SocketAddr>,
     /// The standbys that take read-only connections.
     pub ro: Vec<SocketAddr>,
+    /// With no `rw` target: hold new rw connections (up to [`HOLD_TIMEOUT`]) until there is
+    /// one, instead of closing them. A switchover or failover holds writes this way, so
+    /// clients see a pause rather than an error.
+    pub hold_rw: bool,
 }
 
 impl ProxyTargets {
@@ -271,7 +278,8 @@ async fn accept_loop(
                     counters.total.fetch_add(1, Ordering::Relaxed);
                     let current = targets.borrow().clone();
                     let candidates = current.candidates(role, turn.fetch_add(1, Ordering::Relaxed));
-                    if candidates.is_empty() {
+                    let held = role == EndpointRole::Rw && current.hold_rw;
+                    if candidates.is_empty() && !held {
                         counters.refused.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(instance, %role, %peer, "no target: closing the connection");
                         drop(client);
@@ -308,6 +316,17 @@ async fn forward(
     counters: Arc<Counters>,
 ) {
     let _active = ActiveConnection::new(counters.clone());
+    let candidates = if candidates.is_empty() {
+        match held_until_routed(role, &mut targets).await {
+            Some(candidates) => candidates,
+            None => {
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    } else {
+        candidates
+    };
     let mut upstream = None;
     for candidate in candidates {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(candidate)).await {
@@ -358,6 +377,31 @@ async fn forward(
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Waits while the endpoint holds connections and leads nowhere; the candidates once it leads
+/// somewhere, `None` when the hold ends without a target or times out.
+async fn held_until_routed(
+    role: EndpointRole,
+    targets: &mut watch::Receiver<Arc<ProxyTargets>>,
+) -> Option<Vec<SocketAddr>> {
+    let deadline = tokio::time::Instant::now() + HOLD_TIMEOUT;
+    loop {
+        {
+            let current = targets.borrow_and_update();
+            let candidates = current.candidates(role, 0);
+            if !candidates.is_empty() {
+                return Some(candidates);
+            }
+            if !current.hold_rw {
+                return None;
+            }
+        }
+        match tokio::time::timeout_at(deadline, targets.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return None,
         }
     }
 }
@@ -429,6 +473,7 @@ mod tests {
         let targets = ProxyTargets {
             rw: Some(addr(1)),
             ro: vec![addr(2), addr(3)],
+            ..Default::default()
         };
         assert_eq!(targets.candidates(EndpointRole::Ro, 0), [addr(2), addr(3)]);
         assert_eq!(targets.candidates(EndpointRole::Ro, 1), [addr(3), addr(2)]);
@@ -439,6 +484,7 @@ mod tests {
         let primary_only = ProxyTargets {
             rw: Some(addr(1)),
             ro: vec![],
+            ..Default::default()
         };
         assert_eq!(primary_only.candidates(EndpointRole::Ro, 5), [addr(1)]);
         assert!(primary_only.allows(EndpointRole::Ro, addr(1)));
@@ -455,6 +501,7 @@ mod tests {
         let proxy = proxy(ProxyTargets {
             rw: Some(p),
             ro: vec![s1, s2],
+            ..Default::default()
         })
         .await;
         let rw = proxy.addr(EndpointRole::Rw);
@@ -477,12 +524,63 @@ mod tests {
         proxy.route(ProxyTargets {
             rw: Some(p),
             ro: vec![],
+            ..Default::default()
         });
         assert_eq!(greeting(ro).await.0.as_deref(), Some("p0"));
         let stats = proxy.stats(EndpointRole::Ro);
         assert_eq!(stats.total, 5);
         assert_eq!(stats.refused, 0);
         proxy.stop().await;
+    }
+
+    #[tokio::test]
+    async fn held_rw_connections_wait_for_the_new_primary() {
+        let (old, _old) = named_server("p0").await;
+        let (new, _new) = named_server("p1").await;
+        let proxy = proxy(ProxyTargets {
+            rw: Some(old),
+            ..Default::default()
+        })
+        .await;
+        let rw = proxy.addr(EndpointRole::Rw);
+        let (_, mut on_old) = greeting(rw).await;
+        // Writes held: the old primary's connection closes, a new one waits.
+        proxy.route(ProxyTargets {
+            hold_rw: true,
+            ..Default::default()
+        });
+        assert!(closed(&mut on_old).await);
+        let waiting = tokio::spawn(greeting(rw));
+        // Accepted and parked: nothing answers while held.
+        eventually_active(&proxy, 1).await;
+        assert!(!waiting.is_finished());
+        proxy.route(ProxyTargets {
+            rw: Some(new),
+            ..Default::default()
+        });
+        let (name, _stream) = waiting.await.unwrap();
+        assert_eq!(name.as_deref(), Some("p1"));
+        assert_eq!(proxy.stats(EndpointRole::Rw).refused, 0);
+
+        // A hold released without a primary closes the parked connections.
+        proxy.route(ProxyTargets {
+            hold_rw: true,
+            ..Default::default()
+        });
+        let waiting = tokio::spawn(greeting(rw));
+        eventually_active(&proxy, 1).await;
+        proxy.route(ProxyTargets::default());
+        assert_eq!(waiting.await.unwrap().0, None);
+        proxy.stop().await;
+    }
+
+    /// Polls until `n` rw connections are open (accepted and parked or forwarded).
+    async fn eventually_active(proxy: &InstanceProxy, n: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while proxy.stats(EndpointRole::Rw).active < n {
+            assert!(tokio::time::Instant::now() < deadline, "no parked connection");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]
@@ -493,6 +591,7 @@ mod tests {
         let proxy = proxy(ProxyTargets {
             rw: Some(old),
             ro: vec![standby],
+            ..Default::default()
         })
         .await;
         let rw = proxy.addr(EndpointRole::Rw);
@@ -504,6 +603,7 @@ mod tests {
         proxy.route(ProxyTargets {
             rw: Some(new),
             ro: vec![standby],
+            ..Default::default()
         });
         assert!(closed(&mut on_old).await);
         assert_eq!(greeting(rw).await.0.as_deref(), Some("p1"));
@@ -518,6 +618,7 @@ mod tests {
         proxy.route(ProxyTargets {
             rw: None,
             ro: vec![standby],
+            ..Default::default()
         });
         let (name, _) = greeting(rw).await;
         assert_eq!(name, None);
@@ -535,6 +636,7 @@ mod tests {
         let proxy = proxy(ProxyTargets {
             rw: None,
             ro: vec![gone, standby],
+            ..Default::default()
         })
         .await;
         for _ in 0..2 {
@@ -553,6 +655,7 @@ mod tests {
         let proxy = proxy(ProxyTargets {
             rw: Some(p),
             ro: vec![],
+            ..Default::default()
         })
         .await;
         let rw = proxy.addr(EndpointRole::Rw);

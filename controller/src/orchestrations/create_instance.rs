@@ -265,6 +265,7 @@ async fn provision(
             routes: EndpointRoutes {
                 rw: Some(primary_name.clone()),
                 ro: standbys.clone(),
+                ..Default::default()
             },
         },
     )

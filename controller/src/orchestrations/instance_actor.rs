@@ -317,6 +317,7 @@ pub fn desired_routes(
     Some(EndpointRoutes {
         rw: Some(primary.member.clone()),
         ro,
+        ..Default::default()
     })
 }
 

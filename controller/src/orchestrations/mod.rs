@@ -54,6 +54,7 @@ pub(crate) fn report(
         step,
         steps,
         message,
+        ..Progress::default()
     };
     if let Ok(json) = serde_json::to_string(&progress) {
         ctx.set_custom_status(json);

@@ -159,6 +159,7 @@ async fn add(ctx: &OrchestrationContext, input: &AddReplicaInput) -> Result<Stri
             routes: EndpointRoutes {
                 rw: Some(primary),
                 ro: standbys.clone(),
+                ..Default::default()
             },
         },
     )
@@ -255,6 +256,7 @@ async fn remove(ctx: &OrchestrationContext, input: &RemoveReplicaInput) -> Resul
             routes: EndpointRoutes {
                 rw: topology.primary.clone(),
                 ro: standbys.clone(),
+                ..Default::default()
             },
         },
     )

@@ -275,6 +275,10 @@ pub struct EndpointRoutes {
     /// The healthy standbys; when empty, read-only connections go to the primary.
     #[serde(default)]
     pub ro: Vec<String>,
+    /// With `rw` empty: hold new read-write connections until a primary is routed, instead of
+    /// refusing them (a switchover or failover in progress).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold_rw: bool,
 }
 
 /// The platform the controller runs instances on.

@@ -455,6 +455,7 @@ impl LocalPlatform {
                 .iter()
                 .filter_map(|m| self.pg_socket(instance, m))
                 .collect(),
+            hold_rw: routes.hold_rw,
         }
     }
 
