@@ -500,6 +500,7 @@ pub enum SyncModeSetting {
 /// High-availability settings of an instance: automatic failover and synchronous replication.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HaSettings {
     /// Automatic failover on or off.
     pub failover_enabled: bool,

@@ -6,6 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::names::PgAddress;
 
+/// The file in a member's data directory that keeps it fenced: while it exists the sidecar
+/// keeps Postgres stopped, also across restarts. The sidecar writes it on `POST /v1/fence`; a
+/// platform that kills a member it cannot reach writes it too, so the member cannot come back
+/// as a second primary.
+pub const FENCE_MARKER_FILE: &str = "toygres.fenced";
+
 /// What a Postgres server is doing in its replication topology.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -373,4 +379,10 @@ pub struct RetentionResponse {
     pub deleted_backups: Vec<String>,
     /// WAL objects deleted (keys).
     pub deleted_wal: Vec<String>,
+}
+
+/// Parses an LSN (`16/B374D848`) into a byte position.
+pub fn parse_lsn(lsn: &str) -> Option<u64> {
+    let (hi, lo) = lsn.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }

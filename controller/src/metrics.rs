@@ -13,6 +13,8 @@ pub struct ControllerMetrics {
     operations: Mutex<BTreeMap<(String, String), (u64, f64)>>,
     health_checks_ok: AtomicU64,
     health_checks_failed: AtomicU64,
+    /// High-availability events by kind (failover decisions, alerts).
+    ha_events: Mutex<BTreeMap<String, u64>>,
 }
 
 /// A snapshot of the operation counters: `(kind, result, count, summed seconds)`.
@@ -40,6 +42,29 @@ impl ControllerMetrics {
             &self.health_checks_failed
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one high-availability event (`failover-*`, `ha-alert`, `sync-*`) by kind; other
+    /// kinds are not counted.
+    pub fn record_ha_event(&self, kind: &str) {
+        let counted = ["failover", "switchover", "ha-", "sync-", "rejoin"];
+        if !counted.iter().any(|prefix| kind.starts_with(prefix)) {
+            return;
+        }
+        let mut events = match self.ha_events.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *events.entry(kind.to_string()).or_default() += 1;
+    }
+
+    /// The HA event counters, sorted by kind.
+    pub fn ha_events(&self) -> Vec<(String, u64)> {
+        let events = match self.ha_events.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        events.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// The operation counters, sorted.

@@ -495,7 +495,8 @@ async fn members_survive_a_controller_restart_and_adopt_restarts_a_killed_sideca
         .get(0);
     assert_eq!(count, 1);
 
-    // kill_member stops it hard and for good: adopt leaves it down until created again.
+    // kill_member stops it hard and for good: adopt leaves it down until created again, and
+    // it comes back fenced (Postgres kept stopped) until its sidecar is told otherwise.
     let postmaster = postmaster_pid(&after.data_dir).unwrap();
     platform.kill_member("kept", "kept-0").await.unwrap();
     assert!(!alive(new_pid));
@@ -510,6 +511,21 @@ async fn members_survive_a_controller_restart_and_adopt_restarts_a_killed_sideca
         .create_member(&spec("kept", "kept-0", Bootstrap::Init, &secrets))
         .await
         .unwrap();
+    let address = platform.member_address("kept", "kept-0").await.unwrap();
+    let token = platform
+        .read_secret(&secrets.sidecar_token)
+        .await
+        .unwrap()
+        .expose()
+        .to_string();
+    let sidecar = SidecarClient::new(&address.api_url, &token, Duration::from_secs(30));
+    let status = eventually(READY_TIMEOUT, "the restarted sidecar to answer", || {
+        let sidecar = sidecar.clone();
+        async move { sidecar.status().await.ok() }
+    })
+    .await;
+    assert!(status.fenced && !status.running, "{status:?}");
+    sidecar.unfence().await.unwrap();
     wait_ready(&platform, "kept", "kept-0").await;
     assert_eq!(
         platform.list_members("kept").await.unwrap()[0].state,

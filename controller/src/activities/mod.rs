@@ -5,6 +5,7 @@
 //! "already gone" is success. Inputs and outputs are serializable and hold no secret: credentials
 //! travel as [`SecretRef`](crate::platform::SecretRef)s and are read here, at the point of use.
 
+pub mod ha;
 pub mod members;
 pub mod records;
 pub mod sidecar;
@@ -44,6 +45,18 @@ pub mod names {
     pub const WAIT_SYNC_STANDBY: &str = "WaitSyncStandby";
     pub const PROBE_MEMBER: &str = "ProbeMember";
     pub const DROP_SLOT: &str = "DropSlot";
+    pub const SURVEY_MEMBERS: &str = "SurveyMembers";
+    pub const FENCE_MEMBER: &str = "FenceMember";
+    pub const PROMOTE_MEMBER: &str = "PromoteMember";
+    pub const UNFENCE_MEMBER: &str = "UnfenceMember";
+    pub const REPOINT_STANDBY: &str = "RepointStandby";
+    pub const SET_SYNC_POLICY: &str = "SetSyncPolicy";
+    pub const WAIT_CAUGHT_UP: &str = "WaitCaughtUp";
+    pub const REJOIN_MEMBER: &str = "RejoinMember";
+    pub const RECORD_HANDOVER: &str = "RecordHandover";
+    pub const RECORD_EVENT: &str = "RecordEvent";
+    pub const SET_MEMBER_STATE: &str = "SetMemberState";
+    pub const READ_ACTOR_VIEW: &str = "ReadActorView";
 }
 
 /// What the activities reach.
@@ -110,5 +123,17 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
     let b = register!(b, names::WAIT_SYNC_STANDBY, sidecar::wait_sync_standby);
     let b = register!(b, names::PROBE_MEMBER, sidecar::probe_member);
     let b = register!(b, names::DROP_SLOT, sidecar::drop_slot);
+    let b = register!(b, names::SURVEY_MEMBERS, ha::survey_members);
+    let b = register!(b, names::FENCE_MEMBER, ha::fence_member);
+    let b = register!(b, names::PROMOTE_MEMBER, ha::promote_member);
+    let b = register!(b, names::UNFENCE_MEMBER, ha::unfence_member);
+    let b = register!(b, names::REPOINT_STANDBY, ha::repoint_standby);
+    let b = register!(b, names::SET_SYNC_POLICY, ha::set_sync_policy);
+    let b = register!(b, names::WAIT_CAUGHT_UP, ha::wait_caught_up);
+    let b = register!(b, names::REJOIN_MEMBER, ha::rejoin_member);
+    let b = register!(b, names::RECORD_HANDOVER, ha::record_handover);
+    let b = register!(b, names::RECORD_EVENT, ha::record_event);
+    let b = register!(b, names::SET_MEMBER_STATE, ha::set_member_state);
+    let b = register!(b, names::READ_ACTOR_VIEW, ha::read_actor_view);
     b.build_result()
 }

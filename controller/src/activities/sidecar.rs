@@ -222,6 +222,9 @@ pub struct ProbeResult {
     pub standbys: Vec<String>,
     /// The member's own sync state as its primary reports it (filled in by the actor).
     pub sync_state: Option<String>,
+    /// Primary: its synchronous replication degraded to asynchronous.
+    #[serde(default)]
+    pub sync_degraded: bool,
     pub latency_ms: f64,
     pub error: Option<String>,
 }
@@ -260,6 +263,7 @@ pub async fn probe_member(
                 .map(|s| format!("{}={}", s.application_name, s.sync_state))
                 .collect(),
             sync_state: None,
+            sync_degraded: status.sync_degraded,
             latency_ms,
             error: (!status.running).then(|| "Postgres is not running".to_string()),
         },
@@ -272,6 +276,7 @@ pub async fn probe_member(
             lag_bytes: None,
             standbys: Vec::new(),
             sync_state: None,
+            sync_degraded: false,
             latency_ms,
             error: Some(error),
         },

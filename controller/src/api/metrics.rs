@@ -74,6 +74,17 @@ fn render_controller(
              toygres_controller_operation_duration_seconds_count{{{labels}}} {count}"
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP toygres_controller_ha_events_total High-availability decisions and alerts since start, by kind (ha-alert: a primary is down and no standby may take over).\n\
+         # TYPE toygres_controller_ha_events_total counter"
+    );
+    for (kind, count) in metrics.ha_events() {
+        let _ = writeln!(
+            out,
+            "toygres_controller_ha_events_total{{kind=\"{kind}\"}} {count}"
+        );
+    }
     let (ok, failed) = metrics.health_checks();
     let _ = writeln!(
         out,

@@ -1,7 +1,9 @@
 //! Instances and their members in the CMS: what the API reads and what the orchestrations'
 //! activities record. Every write is idempotent (activities run at least once).
 
-use toygres_common::controller_api::{InstanceSummary, MemberView, ValidatedCreateInstance};
+use toygres_common::controller_api::{
+    HaSettings, InstanceSummary, MemberView, ValidatedCreateInstance,
+};
 
 use super::{get, rfc3339, Cms, CmsError};
 
@@ -189,6 +191,66 @@ impl Cms {
         Ok(())
     }
 
+    /// The instance's HA settings (defaults for whatever was never set); `None` when the
+    /// instance does not exist.
+    pub async fn get_ha_settings(&self, name: &str) -> Result<Option<HaSettings>, CmsError> {
+        let what = "read an instance's HA settings";
+        let rows = self
+            .query(
+                what,
+                "SELECT ha FROM toygres.instances WHERE name = $1",
+                &[&name],
+            )
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let value: serde_json::Value = get(row, 0, what)?;
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| CmsError::Invalid {
+                what,
+                message: e.to_string(),
+            })
+    }
+
+    /// Stores the instance's HA settings.
+    pub async fn set_ha_settings(&self, name: &str, ha: &HaSettings) -> Result<(), CmsError> {
+        let value = serde_json::to_value(ha).map_err(|e| CmsError::Invalid {
+            what: "store HA settings",
+            message: e.to_string(),
+        })?;
+        self.execute(
+            "store an instance's HA settings",
+            "UPDATE toygres.instances SET ha = $2 WHERE name = $1",
+            &[&name, &value],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Records a change of primary in one transaction: `new_primary` becomes the primary, the
+    /// old one (if any) a standby in `old_state` (`rejoining`, `fenced`), the others standbys.
+    pub async fn record_new_primary(
+        &self,
+        instance: &str,
+        new_primary: &str,
+        old_primary: Option<&str>,
+        old_state: &str,
+    ) -> Result<(), CmsError> {
+        self.execute(
+            "record a new primary",
+            "UPDATE toygres.members
+                SET role = CASE WHEN name = $2 THEN 'primary' ELSE 'standby' END,
+                    state = CASE WHEN name = $3 THEN $4
+                                 WHEN name = $2 THEN 'running' ELSE state END
+              WHERE instance = $1 AND state NOT IN ('deleting', 'deleted')",
+            &[&instance, &new_primary, &old_primary, &old_state],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Records the standbys asked for.
     pub async fn set_instance_replicas(&self, name: &str, replicas: u32) -> Result<(), CmsError> {
         let replicas = i32::try_from(replicas).unwrap_or(0);
@@ -280,7 +342,13 @@ impl Cms {
         self.execute(
             "record a member's health",
             "UPDATE toygres.members
-                SET health = $3, role = coalesce($4, role), timeline = coalesce($5, timeline),
+                SET health = $3,
+                    -- A probe may not name a second primary (a fenced former primary still
+                    -- reports its role): only a failover or switchover moves the primary.
+                    role = CASE WHEN $4 = 'primary' AND role <> 'primary' THEN role
+                                WHEN $4 = 'standby' AND role = 'primary' THEN role
+                                ELSE coalesce($4, role) END,
+                    timeline = coalesce($5, timeline),
                     lsn = coalesce($6, lsn), lag_bytes = $7, sync_state = $8, last_error = $9,
                     last_check_at = now()
               WHERE instance = $1 AND name = $2",

@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "orchestrations",
         sql: include_str!("../../../migrations/0002_orchestrations.sql"),
     },
+    Migration {
+        version: 3,
+        name: "ha",
+        sql: include_str!("../../../migrations/0003_ha.sql"),
+    },
 ];
 
 /// The advisory lock key every migrating controller takes ("toygres" in ASCII).

@@ -578,7 +578,10 @@ mod tests {
     async fn eventually_active(proxy: &InstanceProxy, n: u64) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while proxy.stats(EndpointRole::Rw).active < n {
-            assert!(tokio::time::Instant::now() < deadline, "no parked connection");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no parked connection"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

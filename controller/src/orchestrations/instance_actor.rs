@@ -10,9 +10,17 @@ use std::time::Duration;
 use duroxide::{DurableFuture, Either2, OrchestrationContext};
 use serde::{Deserialize, Serialize};
 
+use toygres_common::controller_api::{HaSettings, ValidatedSwitchover};
+
 use super::create_instance::ActorSettings;
+use super::ha::{
+    choose_target, FailoverInput, NoCandidate, PrimarySeen, RejoinOperation, SwitchoverInput,
+};
 use super::replicas::{AddReplicaInput, RemoveReplicaInput};
-use super::{call, call_once, names};
+use super::{call, call_once, names, now_ms};
+use crate::activities::ha::{
+    ActorView, EventRecord, FenceInput, Fenced, MemberStateInput, MemberSurvey, SurveyInput,
+};
 use crate::activities::members::RouteInput;
 use crate::activities::names as act;
 use crate::activities::records::{ActorRef, HealthEvent, HealthReport};
@@ -32,6 +40,25 @@ pub enum ActorCommand {
     AddReplica(AddReplicaInput),
     /// Remove a standby (operation *RemoveReplica*).
     RemoveReplica(RemoveReplicaInput),
+    /// Hand the primary role to a standby (operation *Switchover*).
+    Switchover(SwitchoverCommand),
+    /// Promote a standby because the primary is down (operation *Failover*).
+    Failover(FailoverCommand),
+}
+
+/// An operator's switchover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchoverCommand {
+    pub operation_id: String,
+    pub request: ValidatedSwitchover,
+}
+
+/// An operator's failover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverCommand {
+    pub operation_id: String,
+    pub to: Option<String>,
+    pub force: bool,
 }
 
 /// The actor's input: which instance, how, and what it remembers across executions.
@@ -67,6 +94,24 @@ pub struct ActorState {
     /// The members the ro endpoint was last pointed at by this actor.
     #[serde(default)]
     pub routed_ro: Option<Vec<String>>,
+    /// Checks in a row that found the primary down.
+    #[serde(default)]
+    pub primary_failures: u32,
+    /// The primary as last seen healthy: its position and synchronous standbys.
+    #[serde(default)]
+    pub last_seen: PrimarySeen,
+    /// When the last failover by this actor began (ms since the epoch).
+    #[serde(default)]
+    pub last_failover_ms: Option<u64>,
+    /// The last HA alert or decision logged, so a lasting condition is logged once.
+    #[serde(default)]
+    pub alert: Option<String>,
+    /// When a rejoin was last tried (ms since the epoch).
+    #[serde(default)]
+    pub last_rejoin_ms: Option<u64>,
+    /// The instance's HA settings as last read.
+    #[serde(default)]
+    pub ha: HaSettings,
 }
 
 /// One member as the last round saw it.
@@ -89,40 +134,40 @@ pub async fn instance_actor(ctx: OrchestrationContext, input: ActorInput) -> Res
             ctx.trace_warn(format!("prune the actor's history: {e}"));
         }
     }
-    let interval = health_interval(&input.settings);
     for _ in 0..input.settings.rounds_per_execution.max(1) {
+        // A primary that stopped answering is checked again sooner.
+        let interval = if state.primary_failures > 0 {
+            Duration::from_millis(state.ha.check_interval_ms.max(50))
+        } else {
+            health_interval(&input.settings)
+        };
         let command = ctx.dequeue_event(COMMANDS_QUEUE);
         let tick = ctx.schedule_timer(interval);
-        match ctx.select2(command, tick).await {
+        let command = match ctx.select2(command, tick).await {
             Either2::First(message) => match serde_json::from_str::<ActorCommand>(&message) {
-                Ok(ActorCommand::CheckNow) => {
-                    match health_round(&ctx, &input, state, Routing::Allowed).await {
-                        Some(next) => state = next,
-                        None => return superseded(&ctx),
-                    }
+                Ok(command) => Some(command),
+                Err(e) => {
+                    ctx.trace_warn(format!("ignoring an unreadable command: {e}"));
+                    continue;
                 }
-                Ok(ActorCommand::AddReplica(command)) => {
-                    let child = ctx.schedule_sub_orchestration_with_id_typed::<_, String>(
-                        names::ADD_REPLICA,
-                        command.operation_id.clone(),
-                        &command,
-                    );
-                    state = run_command(&ctx, &input, state, &command.operation_id, child).await;
-                }
-                Ok(ActorCommand::RemoveReplica(command)) => {
-                    let child = ctx.schedule_sub_orchestration_with_id_typed::<_, String>(
-                        names::REMOVE_REPLICA,
-                        command.operation_id.clone(),
-                        &command,
-                    );
-                    state = run_command(&ctx, &input, state, &command.operation_id, child).await;
-                }
-                Err(e) => ctx.trace_warn(format!("ignoring an unreadable command: {e}")),
             },
-            Either2::Second(()) => {
+            Either2::Second(()) => None,
+        };
+        match command {
+            None | Some(ActorCommand::CheckNow) => {
                 match health_round(&ctx, &input, state, Routing::Allowed).await {
-                    Some(next) => state = next,
-                    None => return superseded(&ctx),
+                    (next, Some(round)) => {
+                        state = look_after_primary(&ctx, &input, next, round).await
+                    }
+                    (next, None) if next.generation == u64::MAX => return superseded(&ctx),
+                    (next, None) => state = next,
+                }
+            }
+            Some(command) => {
+                if let Some((operation_id, child)) = start_operation(&ctx, &input, &state, command)
+                {
+                    state = run_command(&ctx, &input, state, &operation_id, child).await;
+                    state.primary_failures = 0;
                 }
             }
         }
@@ -134,6 +179,378 @@ pub async fn instance_actor(ctx: OrchestrationContext, input: ActorInput) -> Res
         state,
     };
     ctx.continue_as_new_typed(&next).await.map(|_| ())
+}
+
+/// Starts the child orchestration that carries out an operator's command (`None` for
+/// `CheckNow`, which the loop handles itself).
+fn start_operation(
+    ctx: &OrchestrationContext,
+    input: &ActorInput,
+    state: &ActorState,
+    command: ActorCommand,
+) -> Option<(String, DurableFuture<Result<String, String>>)> {
+    Some(match command {
+        ActorCommand::AddReplica(command) => (
+            command.operation_id.clone(),
+            ctx.schedule_sub_orchestration_with_id_typed::<_, String>(
+                names::ADD_REPLICA,
+                command.operation_id.clone(),
+                &command,
+            ),
+        ),
+        ActorCommand::RemoveReplica(command) => (
+            command.operation_id.clone(),
+            ctx.schedule_sub_orchestration_with_id_typed::<_, String>(
+                names::REMOVE_REPLICA,
+                command.operation_id.clone(),
+                &command,
+            ),
+        ),
+        ActorCommand::Switchover(command) => (
+            command.operation_id.clone(),
+            ctx.schedule_sub_orchestration_with_id_typed::<_, String>(
+                names::SWITCHOVER,
+                command.operation_id.clone(),
+                &SwitchoverInput {
+                    operation_id: command.operation_id.clone(),
+                    instance: input.instance.clone(),
+                    request: command.request,
+                    ha: state.ha.clone(),
+                },
+            ),
+        ),
+        ActorCommand::Failover(command) => (
+            command.operation_id.clone(),
+            ctx.schedule_sub_orchestration_with_id_typed::<_, String>(
+                names::FAILOVER,
+                command.operation_id.clone(),
+                &FailoverInput {
+                    operation_id: command.operation_id.clone(),
+                    instance: input.instance.clone(),
+                    to: command.to,
+                    force: command.force,
+                    automatic: false,
+                    ha: state.ha.clone(),
+                    last_seen: state.last_seen.clone(),
+                },
+            ),
+        ),
+        ActorCommand::CheckNow => return None,
+    })
+}
+
+/// What a health round saw, for the HA checks that follow it.
+#[derive(Debug, Clone)]
+pub struct Round {
+    pub view: ActorView,
+    pub probes: Vec<ProbeResult>,
+}
+
+/// After a health round: counts the primary's failed checks and fails over when they reach the
+/// threshold (if allowed and a standby may take over), fences a member that serves as a second
+/// primary, and retries the rejoin of former primaries.
+async fn look_after_primary(
+    ctx: &OrchestrationContext,
+    input: &ActorInput,
+    mut state: ActorState,
+    round: Round,
+) -> ActorState {
+    let Round { view, probes } = round;
+    state.ha = view.ha.clone();
+    let Some(primary) = view.primary.clone() else {
+        return state;
+    };
+    let probe = probes.iter().find(|p| p.member == primary);
+    let primary_up = probe.is_some_and(|p| p.healthy && p.role.as_deref() == Some("primary"));
+    if primary_up {
+        if let Some(p) = probe {
+            state.last_seen = PrimarySeen {
+                lsn: p
+                    .lsn
+                    .as_deref()
+                    .and_then(toygres_common::sidecar_api::parse_lsn),
+                synchronous: p
+                    .standbys
+                    .iter()
+                    .filter_map(|s| s.split_once('='))
+                    .filter(|(_, sync)| *sync == "sync" || *sync == "quorum")
+                    .map(|(name, _)| name.to_string())
+                    .collect(),
+                degraded: p.sync_degraded,
+            };
+        }
+        if state.primary_failures > 0 {
+            ctx.trace_info(format!("the primary {primary} answers again"));
+        }
+        state.primary_failures = 0;
+        state.alert = None;
+        state = fence_stray_primaries(ctx, input, state, &primary, &probes).await;
+        return rejoin_former_primaries(ctx, input, state, &view).await;
+    }
+    state.primary_failures = state.primary_failures.saturating_add(1);
+    if state.primary_failures < view.ha.failure_threshold {
+        return state;
+    }
+    let down_for = format!(
+        "the primary {primary} failed {} checks in a row",
+        state.primary_failures
+    );
+    if !view.ha.failover_enabled {
+        return alert_once(
+            ctx,
+            input,
+            state,
+            "failover-disabled",
+            format!("{down_for}; automatic failover is disabled"),
+        )
+        .await;
+    }
+    let Ok(now) = now_ms(ctx).await else {
+        return state;
+    };
+    if let Some(last) = state.last_failover_ms {
+        let cooldown = view.ha.cooldown_secs.saturating_mul(1000);
+        if now.saturating_sub(last) < cooldown {
+            return alert_once(
+                ctx,
+                input,
+                state,
+                "failover-cooldown",
+                format!(
+                    "{down_for}; no automatic failover within {} s of the last one",
+                    view.ha.cooldown_secs
+                ),
+            )
+            .await;
+        }
+    }
+    // Before acting, ask the standbys: one that still streams from the primary says it lives
+    // (the controller, not the primary, may be the one cut off).
+    let standbys: Vec<String> = view
+        .members
+        .iter()
+        .filter(|m| **m != primary)
+        .cloned()
+        .collect();
+    let surveys: Vec<MemberSurvey> = match call_once(
+        ctx,
+        act::SURVEY_MEMBERS,
+        &SurveyInput {
+            instance: input.instance.clone(),
+            members: standbys,
+            timeout_ms: view.ha.check_timeout_ms,
+        },
+    )
+    .await
+    {
+        Ok(surveys) => surveys,
+        Err(e) => {
+            ctx.trace_warn(format!("survey the standbys: {e}"));
+            return state;
+        }
+    };
+    if let Some(witness) = surveys.iter().find(|s| s.streaming) {
+        return alert_once(
+            ctx,
+            input,
+            state,
+            "failover-skipped",
+            format!(
+                "{down_for}, but {} still streams from it: not failing over",
+                witness.member
+            ),
+        )
+        .await;
+    }
+    let sync = view.replication_mode == "sync";
+    match choose_target(&surveys, sync, &view.ha, &state.last_seen, None, false) {
+        Err(NoCandidate(why)) => {
+            alert_once(
+                ctx,
+                input,
+                state,
+                "ha-alert",
+                format!("{down_for} and no standby may take over: {why}"),
+            )
+            .await
+        }
+        Ok(choice) => {
+            let Ok(guid) = ctx.new_guid().await else {
+                return state;
+            };
+            let operation_id = format!(
+                "op-{}",
+                guid.replace('-', "").chars().take(16).collect::<String>()
+            );
+            let _ = call::<_, ()>(
+                ctx,
+                act::RECORD_EVENT,
+                &EventRecord {
+                    instance: input.instance.clone(),
+                    member: Some(primary.clone()),
+                    operation_id: Some(operation_id.clone()),
+                    kind: "failover-decided".into(),
+                    message: format!(
+                        "{down_for} and no standby streams from it: failing over to {}",
+                        choice.reason
+                    ),
+                },
+            )
+            .await;
+            state.last_failover_ms = Some(now);
+            let child = ctx.schedule_sub_orchestration_with_id_typed::<_, String>(
+                names::FAILOVER,
+                operation_id.clone(),
+                &FailoverInput {
+                    operation_id: operation_id.clone(),
+                    instance: input.instance.clone(),
+                    to: Some(choice.member),
+                    force: false,
+                    automatic: true,
+                    ha: view.ha.clone(),
+                    last_seen: state.last_seen.clone(),
+                },
+            );
+            let mut next = run_command(ctx, input, state, &operation_id, child).await;
+            next.primary_failures = 0;
+            next.alert = None;
+            next
+        }
+    }
+}
+
+/// Logs an HA event unless the same kind was the last one logged.
+async fn alert_once(
+    ctx: &OrchestrationContext,
+    input: &ActorInput,
+    mut state: ActorState,
+    kind: &str,
+    message: String,
+) -> ActorState {
+    if state.alert.as_deref() == Some(kind) {
+        return state;
+    }
+    ctx.trace_warn(message.clone());
+    let logged = call::<_, ()>(
+        ctx,
+        act::RECORD_EVENT,
+        &EventRecord {
+            instance: input.instance.clone(),
+            member: None,
+            operation_id: None,
+            kind: kind.to_string(),
+            message,
+        },
+    )
+    .await;
+    if logged.is_ok() {
+        state.alert = Some(kind.to_string());
+    }
+    state
+}
+
+/// A member other than the recorded primary that serves as a primary (a former primary that
+/// came back before it could be fenced) is fenced at once and left to rejoin.
+async fn fence_stray_primaries(
+    ctx: &OrchestrationContext,
+    input: &ActorInput,
+    state: ActorState,
+    primary: &str,
+    probes: &[ProbeResult],
+) -> ActorState {
+    for stray in probes
+        .iter()
+        .filter(|p| p.member != primary && p.healthy && p.role.as_deref() == Some("primary"))
+    {
+        let fenced = call_once::<_, Fenced>(
+            ctx,
+            act::FENCE_MEMBER,
+            &FenceInput {
+                instance: input.instance.clone(),
+                member: stray.member.clone(),
+                timeout_ms: state.ha.check_timeout_ms.max(5_000),
+            },
+        )
+        .await;
+        let message = match &fenced {
+            Ok(f) => format!(
+                "{} serves as a second primary beside {primary}: fenced it ({})",
+                stray.member, f.method
+            ),
+            Err(e) => format!(
+                "{} serves as a second primary beside {primary}; fencing it failed: {e}",
+                stray.member
+            ),
+        };
+        ctx.trace_error(message.clone());
+        if fenced.is_ok() {
+            let _ = call::<_, ()>(
+                ctx,
+                act::SET_MEMBER_STATE,
+                &MemberStateInput {
+                    instance: input.instance.clone(),
+                    member: stray.member.clone(),
+                    state: "rejoining".into(),
+                },
+            )
+            .await;
+        }
+        let _ = call::<_, ()>(
+            ctx,
+            act::RECORD_EVENT,
+            &EventRecord {
+                instance: input.instance.clone(),
+                member: Some(stray.member.clone()),
+                operation_id: None,
+                kind: "ha-stray-primary".into(),
+                message,
+            },
+        )
+        .await;
+    }
+    state
+}
+
+/// How often the actor tries again to rejoin a former primary.
+const REJOIN_RETRY_MS: u64 = 15_000;
+
+/// Retries, one member at a time, the rejoin of former primaries a failover left behind.
+async fn rejoin_former_primaries(
+    ctx: &OrchestrationContext,
+    input: &ActorInput,
+    mut state: ActorState,
+    view: &ActorView,
+) -> ActorState {
+    let Some(member) = view.rejoining.first() else {
+        return state;
+    };
+    let Ok(now) = now_ms(ctx).await else {
+        return state;
+    };
+    if state
+        .last_rejoin_ms
+        .is_some_and(|last| now.saturating_sub(last) < REJOIN_RETRY_MS)
+    {
+        return state;
+    }
+    state.last_rejoin_ms = Some(now);
+    let Ok(guid) = ctx.new_guid().await else {
+        return state;
+    };
+    let operation_id = format!(
+        "op-{}",
+        guid.replace('-', "").chars().take(16).collect::<String>()
+    );
+    let child = ctx.schedule_sub_orchestration_with_id_typed::<_, String>(
+        names::REJOIN,
+        operation_id.clone(),
+        &RejoinOperation {
+            operation_id: operation_id.clone(),
+            instance: input.instance.clone(),
+            member: member.clone(),
+        },
+    );
+    run_command(ctx, input, state, &operation_id, child).await
 }
 
 /// Waits for a command's operation (a child orchestration) while the health loop goes on: the
@@ -163,7 +580,8 @@ async fn run_command(
             // The operation owns the routes while it runs. (A superseded actor finishes the
             // operation it started before it stops.)
             Either2::Second(()) => {
-                if let Some(next) = health_round(ctx, input, state.clone(), Routing::Frozen).await {
+                let (next, _) = health_round(ctx, input, state.clone(), Routing::Frozen).await;
+                if next.generation != u64::MAX {
                     state = next;
                 }
             }
@@ -190,20 +608,28 @@ enum Routing {
 }
 
 /// Probes every member in parallel, points the ro endpoint at the healthy standbys, records
-/// what it saw, and returns the new state. A round that cannot finish (the CMS is down) is
-/// logged and leaves the state as it was. `None` when this actor is no longer the instance's
-/// (replaced, or the instance is being deleted): it must stop.
+/// what it saw, and returns the new state with what the round saw. A round that cannot finish
+/// (the CMS is down) is logged and leaves the state as it was, with no round. When this actor is
+/// no longer the instance's (replaced, or the instance is being deleted) the state's generation
+/// is `u64::MAX`: it must stop.
 async fn health_round(
     ctx: &OrchestrationContext,
     input: &ActorInput,
     state: ActorState,
     routing: Routing,
-) -> Option<ActorState> {
+) -> (ActorState, Option<Round>) {
     match try_health_round(ctx, input, &state, routing).await {
-        Ok(next) => next,
+        Ok(Some((next, round))) => (next, Some(round)),
+        Ok(None) => (
+            ActorState {
+                generation: u64::MAX,
+                ..state
+            },
+            None,
+        ),
         Err(e) => {
             ctx.trace_warn(format!("health round of {} failed: {e}", input.instance));
-            Some(state)
+            (state, None)
         }
     }
 }
@@ -213,15 +639,15 @@ async fn try_health_round(
     input: &ActorInput,
     state: &ActorState,
     routing: Routing,
-) -> Result<Option<ActorState>, String> {
+) -> Result<Option<(ActorState, Round)>, String> {
     let owner = ActorRef {
         instance: input.instance.clone(),
         actor_id: ctx.instance_id(),
     };
-    let Some(members) = call::<_, Option<Vec<String>>>(ctx, act::ACTOR_MEMBERS, &owner).await?
-    else {
+    let Some(view) = call::<_, Option<ActorView>>(ctx, act::READ_ACTOR_VIEW, &owner).await? else {
         return Ok(None);
     };
+    let members = view.members.clone();
     let results = ctx
         .join(
             members
@@ -245,7 +671,11 @@ async fn try_health_round(
         .map(|(member, result)| result.unwrap_or_else(|e| unreachable_probe(member, e)))
         .collect();
     let mut assessment = assess(state, probes, input.settings.max_lag_bytes);
-    let desired = desired_routes(&assessment.probes, &assessment.state.members);
+    let desired = desired_routes(
+        &assessment.probes,
+        &assessment.state.members,
+        view.primary.as_deref(),
+    );
     if let (Routing::Allowed, Some(routes)) = (routing, desired) {
         if state.routed_ro.as_ref() != Some(&routes.ro) {
             let route = RouteInput {
@@ -277,12 +707,18 @@ async fn try_health_round(
         &HealthReport {
             instance: input.instance.clone(),
             health: assessment.health.clone(),
-            probes: assessment.probes,
+            probes: assessment.probes.clone(),
             events: assessment.events,
         },
     )
     .await?;
-    Ok(Some(assessment.state))
+    Ok(Some((
+        assessment.state,
+        Round {
+            view,
+            probes: assessment.probes,
+        },
+    )))
 }
 
 fn describe_targets(members: &[String]) -> String {
@@ -293,20 +729,24 @@ fn describe_targets(members: &[String]) -> String {
     }
 }
 
-/// Where the endpoints should lead after a round: rw to the one healthy primary, ro to the
-/// healthy standbys that do not lag (none: the platform sends ro to the primary). `None` when
-/// there is no single healthy primary: routes are then left alone (failover decides them).
+/// Where the endpoints should lead after a round: rw to the recorded primary when it is healthy
+/// and serves as one, ro to the healthy standbys that do not lag (none: the platform sends ro to
+/// the primary). `None` when the primary is not healthy: routes are then left alone (failover
+/// decides them). Without a recorded primary, the one healthy primary is taken.
 pub fn desired_routes(
     probes: &[ProbeResult],
     members: &BTreeMap<String, MemberSeen>,
+    recorded_primary: Option<&str>,
 ) -> Option<EndpointRoutes> {
-    let mut primaries = probes
+    let serving: Vec<&ProbeResult> = probes
         .iter()
-        .filter(|p| p.healthy && p.role.as_deref() == Some("primary"));
-    let primary = primaries.next()?;
-    if primaries.next().is_some() {
-        return None;
-    }
+        .filter(|p| p.healthy && p.role.as_deref() == Some("primary"))
+        .collect();
+    let primary = match recorded_primary {
+        Some(recorded) => serving.iter().find(|p| p.member == recorded)?,
+        None if serving.len() == 1 => serving[0],
+        None => return None,
+    };
     let mut ro: Vec<String> = probes
         .iter()
         .filter(|p| p.healthy && p.role.as_deref() == Some("standby"))
@@ -331,6 +771,7 @@ fn unreachable_probe(member: &str, error: String) -> ProbeResult {
         lag_bytes: None,
         standbys: Vec::new(),
         sync_state: None,
+        sync_degraded: false,
         latency_ms: 0.0,
         error: Some(error),
     }
@@ -441,8 +882,7 @@ pub fn assess(
             members,
             health: Some(health.clone()),
             rounds: previous.rounds + 1,
-            generation: previous.generation,
-            routed_ro: previous.routed_ro.clone(),
+            ..previous.clone()
         },
         health,
         probes,

@@ -6,6 +6,7 @@
 
 pub mod create_instance;
 pub mod delete_instance;
+pub mod ha;
 pub mod instance_actor;
 pub mod replicas;
 
@@ -23,6 +24,9 @@ pub mod names {
     pub const INSTANCE_ACTOR: &str = "InstanceActor";
     pub const ADD_REPLICA: &str = "AddReplica";
     pub const REMOVE_REPLICA: &str = "RemoveReplica";
+    pub const SWITCHOVER: &str = "Switchover";
+    pub const FAILOVER: &str = "Failover";
+    pub const REJOIN: &str = "Rejoin";
 }
 
 /// Registers every orchestration.
@@ -33,6 +37,9 @@ pub fn registry() -> Result<OrchestrationRegistry, String> {
         .register_typed(names::INSTANCE_ACTOR, instance_actor::instance_actor)
         .register_typed(names::ADD_REPLICA, replicas::add_replica)
         .register_typed(names::REMOVE_REPLICA, replicas::remove_replica)
+        .register_typed(names::SWITCHOVER, ha::switchover)
+        .register_typed(names::FAILOVER, ha::failover)
+        .register_typed(names::REJOIN, ha::rejoin_operation)
         .build_result()
 }
 

@@ -54,6 +54,18 @@ fn fake_activities(calls: Calls, failing: BTreeSet<String>) -> ActivityRegistry 
         act::SET_SYNC_STANDBYS,
         act::WAIT_SYNC_STANDBY,
         act::PROBE_MEMBER,
+        act::READ_ACTOR_VIEW,
+        act::SURVEY_MEMBERS,
+        act::FENCE_MEMBER,
+        act::PROMOTE_MEMBER,
+        act::UNFENCE_MEMBER,
+        act::REPOINT_STANDBY,
+        act::SET_SYNC_POLICY,
+        act::WAIT_CAUGHT_UP,
+        act::REJOIN_MEMBER,
+        act::RECORD_HANDOVER,
+        act::RECORD_EVENT,
+        act::SET_MEMBER_STATE,
     ];
     let mut builder = ActivityRegistry::builder();
     for name in all {
@@ -103,15 +115,53 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
         }
         n if n == act::WAIT_SYNC_STANDBY => json!("db-1"),
         n if n == act::LIST_MEMBERS => json!(["db-0", "db-1"]),
-        n if n == act::ACTOR_MEMBERS && input["actor_id"] == "actor-stale" => Value::Null,
-        n if n == act::ACTOR_MEMBERS => json!(["db-0", "db-1"]),
+        n if n == act::READ_ACTOR_VIEW && input["actor_id"] == "actor-stale" => Value::Null,
+        n if n == act::READ_ACTOR_VIEW => json!({
+            "members": ["db-0", "db-1"],
+            "primary": "db-0",
+            "replication_mode": if instance == "down" { "async" } else { "sync" },
+            "ha": {"failure_threshold": 2, "check_interval_ms": 50},
+            "rejoining": [],
+        }),
         n if n == act::READ_TOPOLOGY => json!({
             "primary": "db-0",
             "primary_address": {"host": "127.0.0.1", "port": 7000},
             "standbys": ["db-1"],
-            "replication_mode": "sync",
+            "replication_mode": if instance == "down" { "async" } else { "sync" },
             "replicas": 1,
         }),
+        n if n == act::SURVEY_MEMBERS => json!(input["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| if m == "db-0" {
+                json!({"member": m, "reachable": false, "error": "connection refused"})
+            } else {
+                json!({"member": m, "reachable": true, "running": true, "role": "standby",
+                       "receive_lsn": 100, "streaming": false})
+            })
+            .collect::<Vec<_>>()),
+        n if n == act::FENCE_MEMBER => {
+            json!({"method": "platform", "last_lsn": null, "sidecar_error": "unreachable"})
+        }
+        n if n == act::PROMOTE_MEMBER => json!({"timeline": 2, "lsn": 100, "duration_ms": 5}),
+        n if n == act::REJOIN_MEMBER => json!("rewind"),
+        n if n == act::PROBE_MEMBER && instance == "down" && member == "db-0" => {
+            serde_json::to_value(ProbeResult {
+                member: member.clone(),
+                healthy: false,
+                role: None,
+                timeline: None,
+                lsn: None,
+                lag_bytes: None,
+                standbys: Vec::new(),
+                sync_state: None,
+                sync_degraded: false,
+                latency_ms: 1.0,
+                error: Some("connection refused".into()),
+            })
+            .unwrap()
+        }
         n if n == act::PROBE_MEMBER => serde_json::to_value(ProbeResult {
             member: member.clone(),
             healthy: true,
@@ -128,6 +178,7 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
             lag_bytes: Some(0),
             standbys: Vec::new(),
             sync_state: None,
+            sync_degraded: false,
             latency_ms: 1.0,
             error: None,
         })
@@ -369,7 +420,17 @@ async fn delete_stops_the_actor_before_removing_members_endpoints_and_secrets() 
 async fn until(harness: &Harness, what: &str, check: impl Fn(&Harness) -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !check(harness) {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out: {what}; calls: {:?}",
+            harness
+                .calls
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -522,6 +583,7 @@ fn probe(member: &str, role: &str, healthy: bool, lag: Option<u64>) -> ProbeResu
             Vec::new()
         },
         sync_state: None,
+        sync_degraded: false,
         latency_ms: 1.0,
         error: (!healthy).then(|| "unreachable".to_string()),
     }
@@ -596,7 +658,7 @@ fn ro_leads_to_the_healthy_standbys_that_keep_up_and_rw_to_the_primary() {
         ],
         1024,
     );
-    let routes = desired_routes(&round.probes, &round.state.members).unwrap();
+    let routes = desired_routes(&round.probes, &round.state.members, Some("db-0")).unwrap();
     assert_eq!(routes.rw.as_deref(), Some("db-0"));
     assert_eq!(routes.ro, ["db-2"]);
     // No healthy primary: the routes are left to failover.
@@ -608,7 +670,7 @@ fn ro_leads_to_the_healthy_standbys_that_keep_up_and_rw_to_the_primary() {
         ],
         1024,
     );
-    assert!(desired_routes(&round.probes, &round.state.members).is_none());
+    assert!(desired_routes(&round.probes, &round.state.members, Some("db-0")).is_none());
 }
 
 #[test]
@@ -631,4 +693,80 @@ fn synchronous_standby_names_quotes_member_names() {
         synchronous_standby_names(&["db-1".into(), "db-2".into()]),
         "FIRST 1 (\"db-1\", \"db-2\")"
     );
+}
+
+#[tokio::test]
+async fn the_actor_fails_over_once_the_primary_misses_enough_checks_fencing_before_promoting() {
+    let harness = Harness::start(&[]).await;
+    let input = ActorInput::new(
+        "down",
+        ActorSettings {
+            health_interval_ms: 100,
+            max_lag_bytes: 1024,
+            rounds_per_execution: 50,
+        },
+    );
+    harness
+        .client
+        .start_orchestration(
+            "actor-down",
+            names::INSTANCE_ACTOR,
+            serde_json::to_string(&input).unwrap(),
+        )
+        .await
+        .unwrap();
+    until(&harness, "the failover to finish", |h| {
+        h.calls_to(act::RECORD_OPERATION_FINISHED)
+            .iter()
+            .any(|f| f["kind"] == "auto-failover")
+    })
+    .await;
+    let calls = harness.calls.lock().unwrap().clone();
+    let at = |name: &str, check: &dyn Fn(&Value) -> bool| {
+        calls
+            .iter()
+            .position(|(n, i)| n == name && check(i))
+            .unwrap_or_else(|| panic!("no {name} call"))
+    };
+    let probes_before = calls[..at(act::FENCE_MEMBER, &|_| true)]
+        .iter()
+        .filter(|(n, i)| n == act::PROBE_MEMBER && i["member"] == "db-0")
+        .count();
+    assert!(
+        probes_before >= 2,
+        "failed over after {probes_before} check(s)"
+    );
+    let held = at(act::ROUTE_ENDPOINTS, &|i| {
+        i["routes"]["rw"].is_null() && i["routes"]["hold_rw"] == true
+    });
+    let fenced = at(act::FENCE_MEMBER, &|i| i["member"] == "db-0");
+    let promoted = at(act::PROMOTE_MEMBER, &|i| i["member"] == "db-1");
+    let routed = at(act::ROUTE_ENDPOINTS, &|i| i["routes"]["rw"] == "db-1");
+    let recorded = at(act::RECORD_HANDOVER, &|i| i["new_primary"] == "db-1");
+    let rejoined = at(act::REJOIN_MEMBER, &|i| i["member"] == "db-0");
+    assert!(
+        held < fenced
+            && fenced < promoted
+            && promoted < recorded
+            && recorded < routed
+            && routed < rejoined,
+        "{:?}",
+        calls.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()
+    );
+    let finished = harness
+        .calls_to(act::RECORD_OPERATION_FINISHED)
+        .into_iter()
+        .find(|f| f["kind"] == "auto-failover")
+        .unwrap();
+    assert!(finished["error"].is_null(), "{finished}");
+    // The fake view still names db-0 the primary and down: the cooldown keeps a second failover
+    // from happening, and says so once.
+    until(&harness, "the cooldown to be logged", |h| {
+        h.calls_to(act::RECORD_EVENT)
+            .iter()
+            .any(|e| e["kind"] == "failover-cooldown")
+    })
+    .await;
+    assert_eq!(harness.calls_to(act::PROMOTE_MEMBER).len(), 1);
+    harness.stop().await;
 }

@@ -698,6 +698,15 @@ impl Platform for LocalPlatform {
                 .ok_or_else(|| PlatformError::not_found("member", member))?;
         record.stopped = true;
         self.write_member(&record)?;
+        // Fenced before the kill: whoever starts it again (create_member, to rejoin it) finds
+        // Postgres kept stopped until it is made a standby.
+        if record.data_dir.join("PG_VERSION").exists() {
+            let marker = record
+                .data_dir
+                .join(toygres_common::sidecar_api::FENCE_MARKER_FILE);
+            std::fs::write(&marker, b"")
+                .with_context(|| format!("fence member {member}: write {}", marker.display()))?;
+        }
         let pid = record
             .pid
             .filter(|pid| process::is_sidecar_of(*pid, &record.data_dir))

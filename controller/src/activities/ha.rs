@@ -1,0 +1,641 @@
+//! Activities of switchover, failover and rejoin: survey the members, fence the old primary,
+//! promote a standby, point the others at it, rejoin the old primary as a standby, and record
+//! the new roles. Each is idempotent: fencing a fenced member, promoting a primary or rejoining
+//! a streaming standby succeed without doing anything.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duroxide::ActivityContext;
+use serde::{Deserialize, Serialize};
+use toygres_common::controller_api::HaSettings;
+use toygres_common::sidecar_api::{
+    parse_lsn, DemoteRequest, ReplicationRequest, Role, Status, SyncPolicy,
+};
+use toygres_common::SidecarClient;
+
+use super::{describe, ActivityDeps};
+use crate::platform::{Bootstrap, MemberSpec, Placement, SecretRefs};
+
+/// A client of the member's sidecar with the instance's token.
+async fn sidecar(
+    deps: &ActivityDeps,
+    instance: &str,
+    member: &str,
+    timeout: Duration,
+) -> Result<SidecarClient, String> {
+    let address = deps
+        .platform
+        .member_address(instance, member)
+        .await
+        .map_err(describe)?;
+    let token = deps
+        .platform
+        .read_secret(&SecretRefs::for_instance(instance).sidecar_token)
+        .await
+        .map_err(describe)?;
+    Ok(SidecarClient::new(address.api_url, token.expose(), timeout))
+}
+
+/// Survey some members of an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SurveyInput {
+    pub instance: String,
+    pub members: Vec<String>,
+    pub timeout_ms: u64,
+}
+
+/// One member as its sidecar described itself (or did not).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemberSurvey {
+    pub member: String,
+    /// The sidecar answered.
+    pub reachable: bool,
+    /// Postgres runs (and the member is not fenced).
+    pub running: bool,
+    pub fenced: bool,
+    /// `primary`, `standby` or `unknown`.
+    pub role: Option<String>,
+    pub timeline: Option<u32>,
+    /// Primary: its current WAL position.
+    pub current_lsn: Option<u64>,
+    /// Standby: WAL received (flushed) and replayed.
+    pub receive_lsn: Option<u64>,
+    pub replay_lsn: Option<u64>,
+    /// Standby: its WAL receiver streams.
+    pub streaming: bool,
+    /// Standby: seconds since it last heard from its primary.
+    pub primary_last_contact_seconds: Option<f64>,
+    /// Primary: its standbys as `(name, sync_state, flush LSN)`.
+    pub standbys: Vec<(String, String, Option<u64>)>,
+    /// Primary: synchronous replication degraded to asynchronous.
+    pub sync_degraded: bool,
+    pub error: Option<String>,
+}
+
+impl MemberSurvey {
+    /// How far this member's WAL goes: a primary's current position, a standby's received one.
+    pub fn wal_position(&self) -> Option<u64> {
+        self.current_lsn.or(self.receive_lsn).or(self.replay_lsn)
+    }
+
+    fn from_status(member: &str, status: &Status) -> Self {
+        let lsn = |v: &Option<String>| v.as_deref().and_then(parse_lsn);
+        MemberSurvey {
+            member: member.to_string(),
+            reachable: true,
+            running: status.running && !status.fenced,
+            fenced: status.fenced,
+            role: Some(
+                match status.role {
+                    Role::Primary => "primary",
+                    Role::Standby => "standby",
+                    Role::Unknown => "unknown",
+                }
+                .to_string(),
+            ),
+            timeline: status.timeline,
+            current_lsn: lsn(&status.current_lsn),
+            receive_lsn: lsn(&status.receive_lsn),
+            replay_lsn: lsn(&status.replay_lsn),
+            streaming: status.wal_receiver_status.as_deref() == Some("streaming"),
+            primary_last_contact_seconds: status.primary_last_contact_seconds,
+            standbys: status
+                .standbys
+                .iter()
+                .map(|s| {
+                    (
+                        s.application_name.clone(),
+                        s.sync_state.clone(),
+                        s.flush_lsn.as_deref().and_then(parse_lsn),
+                    )
+                })
+                .collect(),
+            sync_degraded: status.sync_degraded,
+            error: None,
+        }
+    }
+}
+
+/// Asks every member's sidecar for its status at once. Never fails: a member that does not
+/// answer within the timeout is reported unreachable.
+pub async fn survey_members(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: SurveyInput,
+) -> Result<Vec<MemberSurvey>, String> {
+    let timeout = Duration::from_millis(input.timeout_ms.max(50));
+    let asks = input.members.iter().map(|member| {
+        let deps = &deps;
+        let instance = &input.instance;
+        async move {
+            let status = match sidecar(deps, instance, member, timeout).await {
+                Ok(client) => tokio::time::timeout(timeout, client.status())
+                    .await
+                    .map_err(|_| format!("no answer within {timeout:?}"))
+                    .and_then(|r| r.map_err(|e| e.to_string())),
+                Err(e) => Err(e),
+            };
+            match status {
+                Ok(status) => MemberSurvey::from_status(member, &status),
+                Err(error) => MemberSurvey {
+                    member: member.clone(),
+                    error: Some(error),
+                    ..MemberSurvey::default()
+                },
+            }
+        }
+    });
+    Ok(futures::future::join_all(asks).await)
+}
+
+/// Fence a member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceInput {
+    pub instance: String,
+    pub member: String,
+    /// How long the sidecar may take to answer before the platform kills the member instead.
+    pub timeout_ms: u64,
+}
+
+/// How a member was fenced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fenced {
+    /// `sidecar` (clean stop, kept stopped) or `platform` (killed and kept down).
+    pub method: String,
+    /// The WAL position the member reported just before it was stopped, when it answered.
+    pub last_lsn: Option<u64>,
+    /// Why the sidecar could not do it, when the platform did.
+    pub sidecar_error: Option<String>,
+}
+
+/// Stops the member's Postgres and keeps it stopped: through its sidecar (a clean shutdown,
+/// which first sends the remaining WAL to the connected standbys), or, when the sidecar does
+/// not answer, through the platform (killed, and marked fenced so it cannot come back as a
+/// primary).
+pub async fn fence_member(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: FenceInput,
+) -> Result<Fenced, String> {
+    let timeout = Duration::from_millis(input.timeout_ms.max(100));
+    let attempt = async {
+        let client = sidecar(&deps, &input.instance, &input.member, timeout).await?;
+        let before = client.status().await.map_err(|e| e.to_string())?;
+        let last_lsn = before.current_lsn.as_deref().and_then(parse_lsn);
+        // A clean stop may take longer than a status call.
+        let stopper = sidecar(&deps, &input.instance, &input.member, timeout * 30).await?;
+        stopper.fence().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(last_lsn)
+    };
+    let error = match attempt.await {
+        Ok(last_lsn) => {
+            return Ok(Fenced {
+                method: "sidecar".into(),
+                last_lsn,
+                sidecar_error: None,
+            })
+        }
+        Err(e) => e,
+    };
+    tracing::warn!(
+        instance = input.instance,
+        member = input.member,
+        "the sidecar did not fence the member ({error}); killing it through the platform"
+    );
+    deps.platform
+        .kill_member(&input.instance, &input.member)
+        .await
+        .map_err(describe)?;
+    Ok(Fenced {
+        method: "platform".into(),
+        last_lsn: None,
+        sidecar_error: Some(error),
+    })
+}
+
+/// Promote a standby.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromoteInput {
+    pub instance: String,
+    pub member: String,
+}
+
+/// What a promotion produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promoted {
+    pub timeline: u32,
+    pub lsn: Option<u64>,
+    pub duration_ms: u64,
+}
+
+/// Promotes the member (it replays all the WAL it received first). A member that is already a
+/// primary succeeds.
+pub async fn promote_member(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: PromoteInput,
+) -> Result<Promoted, String> {
+    let client = sidecar(
+        &deps,
+        &input.instance,
+        &input.member,
+        Duration::from_secs(120),
+    )
+    .await?;
+    let promoted = client.promote().await.map_err(describe)?;
+    Ok(Promoted {
+        timeline: promoted.timeline,
+        lsn: parse_lsn(&promoted.lsn),
+        duration_ms: promoted.duration_ms,
+    })
+}
+
+/// Lets a fenced member serve again (a switchover that failed gives the old primary its role
+/// back).
+pub async fn unfence_member(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: PromoteInput,
+) -> Result<(), String> {
+    let client = sidecar(
+        &deps,
+        &input.instance,
+        &input.member,
+        Duration::from_secs(120),
+    )
+    .await?;
+    client.unfence().await.map_err(describe)?;
+    Ok(())
+}
+
+/// Point a standby at a (new) primary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepointInput {
+    pub instance: String,
+    pub member: String,
+    pub primary: String,
+}
+
+/// Makes the standby follow `primary` (it switches timeline by itself).
+pub async fn repoint_standby(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: RepointInput,
+) -> Result<(), String> {
+    let primary = deps
+        .platform
+        .member_address(&input.instance, &input.primary)
+        .await
+        .map_err(describe)?;
+    let client = sidecar(
+        &deps,
+        &input.instance,
+        &input.member,
+        Duration::from_secs(30),
+    )
+    .await?;
+    client
+        .set_replication(&ReplicationRequest {
+            primary: Some(primary.pg),
+            ..ReplicationRequest::default()
+        })
+        .await
+        .map_err(describe)?;
+    Ok(())
+}
+
+/// Set the primary's synchronous replication policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncPolicyInput {
+    pub instance: String,
+    pub primary: String,
+    /// `None`: asynchronous replication.
+    pub policy: Option<SyncPolicy>,
+}
+
+/// Applies the policy on the primary (a reload).
+pub async fn set_sync_policy(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: SyncPolicyInput,
+) -> Result<(), String> {
+    let client = sidecar(
+        &deps,
+        &input.instance,
+        &input.primary,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let request = match input.policy {
+        Some(policy) => ReplicationRequest {
+            synchronous_commit: Some("on".into()),
+            sync: Some(policy),
+            ..ReplicationRequest::default()
+        },
+        None => ReplicationRequest {
+            synchronous_standby_names: Some(String::new()),
+            ..ReplicationRequest::default()
+        },
+    };
+    client.set_replication(&request).await.map_err(describe)?;
+    Ok(())
+}
+
+/// Wait until a standby has caught up with its primary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchUpInput {
+    pub instance: String,
+    pub primary: String,
+    pub standby: String,
+    /// Caught up: at most this many bytes behind the primary's current position.
+    pub max_lag_bytes: u64,
+    pub timeout_secs: u64,
+}
+
+/// How far behind a standby was, then and at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaughtUp {
+    pub lag_bytes_at_start: u64,
+    pub lag_bytes: u64,
+}
+
+/// Polls the primary's view of the standby until its flushed WAL is within the bound.
+pub async fn wait_caught_up(
+    deps: Arc<ActivityDeps>,
+    ctx: ActivityContext,
+    input: CatchUpInput,
+) -> Result<CaughtUp, String> {
+    let client = sidecar(
+        &deps,
+        &input.instance,
+        &input.primary,
+        Duration::from_secs(5),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(input.timeout_secs);
+    let mut at_start = None;
+    loop {
+        let last = match client.status().await {
+            Ok(status) => {
+                let current = status.current_lsn.as_deref().and_then(parse_lsn);
+                let flushed = status
+                    .standbys
+                    .iter()
+                    .find(|s| s.application_name == input.standby)
+                    .and_then(|s| s.flush_lsn.as_deref().and_then(parse_lsn));
+                match (current, flushed) {
+                    (Some(current), Some(flushed)) => {
+                        let lag = current.saturating_sub(flushed);
+                        let start = *at_start.get_or_insert(lag);
+                        if lag <= input.max_lag_bytes {
+                            return Ok(CaughtUp {
+                                lag_bytes_at_start: start,
+                                lag_bytes: lag,
+                            });
+                        }
+                        format!("{lag} bytes behind")
+                    }
+                    _ => format!("{} is not streaming from {}", input.standby, input.primary),
+                }
+            }
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= deadline || ctx.is_cancelled() {
+            return Err(format!(
+                "{} did not catch up with {} within {} s: {last}",
+                input.standby, input.primary, input.timeout_secs
+            ));
+        }
+        tokio::time::sleep(deps.poll_interval).await;
+    }
+}
+
+/// Rejoin a former primary as a standby of the current one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejoinInput {
+    pub instance: String,
+    pub member: String,
+    pub primary: String,
+    pub timeout_secs: u64,
+}
+
+/// Makes sure the member's pod runs (it comes back fenced when the platform killed it), then
+/// demotes it to follow `primary`: pg_rewind when its history diverged, a fresh copy when that
+/// is impossible. Returns how (`rewind`, `none`, `reclone`, `already-streaming`).
+pub async fn rejoin_member(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: RejoinInput,
+) -> Result<String, String> {
+    let primary = deps
+        .platform
+        .member_address(&input.instance, &input.primary)
+        .await
+        .map_err(describe)?;
+    let placement = deps
+        .platform
+        .list_members(&input.instance)
+        .await
+        .map_err(describe)?
+        .into_iter()
+        .find(|m| m.member == input.member)
+        .map(|m| m.placement)
+        .unwrap_or_else(Placement::default);
+    deps.platform
+        .create_member(&MemberSpec {
+            instance: input.instance.clone(),
+            member: input.member.clone(),
+            bootstrap: Bootstrap::Standby {
+                primary: primary.pg.clone(),
+            },
+            secrets: SecretRefs::for_instance(&input.instance),
+            placement,
+        })
+        .await
+        .map_err(describe)?;
+    let timeout = Duration::from_secs(input.timeout_secs.max(10));
+    let client = sidecar(&deps, &input.instance, &input.member, timeout).await?;
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match client.status().await {
+            Ok(status) => break status,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("{} did not answer: {e}", input.member))
+            }
+            Err(_) => tokio::time::sleep(deps.poll_interval).await,
+        }
+    };
+    let follows = status.primary.as_ref() == Some(&primary.pg);
+    if status.role == Role::Standby
+        && !status.fenced
+        && follows
+        && status.wal_receiver_status.as_deref() == Some("streaming")
+    {
+        return Ok("already-streaming".into());
+    }
+    let demoted = client
+        .demote(&DemoteRequest {
+            primary: primary.pg,
+            reclone_if_needed: true,
+        })
+        .await
+        .map_err(describe)?;
+    Ok(demoted.method)
+}
+
+/// Record a change of primary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverRecord {
+    pub instance: String,
+    pub operation_id: String,
+    pub new_primary: String,
+    pub old_primary: Option<String>,
+    /// The old primary's member state: `rejoining`, `fenced` or `running`.
+    pub old_state: String,
+    pub event_kind: String,
+    pub message: String,
+}
+
+/// Records the new roles and an event, in the CMS.
+pub async fn record_handover(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: HandoverRecord,
+) -> Result<(), String> {
+    deps.cms
+        .record_new_primary(
+            &input.instance,
+            &input.new_primary,
+            input.old_primary.as_deref(),
+            &input.old_state,
+        )
+        .await
+        .map_err(describe)?;
+    deps.cms
+        .record_event(
+            &input.instance,
+            Some(&input.new_primary),
+            Some(&input.operation_id),
+            &input.event_kind,
+            &input.message,
+        )
+        .await
+        .map_err(describe)
+}
+
+/// One event for the instance's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub instance: String,
+    pub member: Option<String>,
+    pub operation_id: Option<String>,
+    pub kind: String,
+    pub message: String,
+}
+
+/// Appends an event to the instance's log (and counts HA alerts).
+pub async fn record_event(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: EventRecord,
+) -> Result<(), String> {
+    deps.metrics.record_ha_event(&input.kind);
+    deps.cms
+        .record_event(
+            &input.instance,
+            input.member.as_deref(),
+            input.operation_id.as_deref(),
+            &input.kind,
+            &input.message,
+        )
+        .await
+        .map_err(describe)
+}
+
+/// Set a member's state in the CMS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStateInput {
+    pub instance: String,
+    pub member: String,
+    pub state: String,
+}
+
+/// Records the member's state.
+pub async fn set_member_state(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: MemberStateInput,
+) -> Result<(), String> {
+    deps.cms
+        .set_member_state(&input.instance, &input.member, &input.state)
+        .await
+        .map_err(describe)
+}
+
+/// What the actor needs each round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorView {
+    /// Every member the platform has.
+    pub members: Vec<String>,
+    /// The primary as the CMS records it.
+    pub primary: Option<String>,
+    /// `sync` or `async`.
+    pub replication_mode: String,
+    pub ha: HaSettings,
+    /// Former primaries waiting to rejoin as standbys.
+    pub rejoining: Vec<String>,
+}
+
+/// Reads the actor's view of its instance; `None` when the actor is no longer the instance's
+/// (replaced, or the instance is being deleted).
+pub async fn read_actor_view(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: super::records::ActorRef,
+) -> Result<Option<ActorView>, String> {
+    let Some(instance) = deps
+        .cms
+        .get_instance(&input.instance)
+        .await
+        .map_err(describe)?
+    else {
+        return Ok(None);
+    };
+    if instance.actor_id.as_deref() != Some(input.actor_id.as_str())
+        || matches!(instance.summary.state.as_str(), "deleting" | "deleted")
+    {
+        return Ok(None);
+    }
+    let ha = deps
+        .cms
+        .get_ha_settings(&input.instance)
+        .await
+        .map_err(describe)?
+        .unwrap_or_default();
+    let recorded = deps
+        .cms
+        .list_members(&input.instance)
+        .await
+        .map_err(describe)?;
+    let members = deps
+        .platform
+        .list_members(&input.instance)
+        .await
+        .map_err(describe)?;
+    Ok(Some(ActorView {
+        members: members.into_iter().map(|m| m.member).collect(),
+        primary: recorded
+            .iter()
+            .find(|m| m.role == "primary")
+            .map(|m| m.name.clone()),
+        replication_mode: instance.summary.replication_mode,
+        ha,
+        rejoining: recorded
+            .iter()
+            .filter(|m| m.state == "rejoining")
+            .map(|m| m.name.clone())
+            .collect(),
+    }))
+}

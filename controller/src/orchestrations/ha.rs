@@ -1,0 +1,1139 @@
+//! *Switchover*, *Failover* and *Rejoin*: moving the primary role, planned or not, and bringing
+//! a former primary back as a standby. All three run as children of the instance's actor, one at
+//! a time with its other commands, so automatic failover never races a switchover.
+//!
+//! The order is what keeps data safe: the rw endpoint stops leading to the old primary (new
+//! connections are held) and the old primary is fenced *before* anything is promoted; a standby
+//! is promoted only if it holds every acknowledged commit (sync mode) or is within the lag bound
+//! (async mode); the new primary gets its synchronous standbys *before* rw leads to it.
+
+use duroxide::OrchestrationContext;
+use serde::{Deserialize, Serialize};
+use toygres_common::controller_api::{
+    HaSettings, Handover, OldPrimaryAction, Progress, SyncModeSetting, ValidatedSwitchover,
+};
+use toygres_common::sidecar_api::{SyncMethod, SyncMode, SyncPolicy};
+
+use super::{call, call_once, now_ms};
+use crate::activities::ha::{
+    CatchUpInput, CaughtUp, FenceInput, Fenced, HandoverRecord, MemberStateInput, MemberSurvey,
+    PromoteInput, Promoted, RejoinInput, RepointInput, SurveyInput, SyncPolicyInput,
+};
+use crate::activities::members::{DeleteMemberInput, InstanceRef, RouteInput, Topology};
+use crate::activities::names as act;
+use crate::activities::records::{OperationFinished, OperationStarted, ReplicasChanged};
+use crate::activities::sidecar::DropSlotInput;
+use crate::platform::EndpointRoutes;
+
+/// How long a former primary may take to rejoin inside a switchover or failover (a re-clone
+/// included); past it the operation ends and the actor keeps trying.
+pub const REJOIN_TIMEOUT_SECS: u64 = 300;
+
+/// A switchover's target counts as caught up within this many bytes of the primary; the rest
+/// is sent while the old primary shuts down.
+pub const CAUGHT_UP_BYTES: u64 = 1024 * 1024;
+
+/// The input of *Failover*.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailoverInput {
+    pub operation_id: String,
+    pub instance: String,
+    pub to: Option<String>,
+    /// Fail over although the primary answers, and accept a target beyond the lag bound.
+    pub force: bool,
+    /// Decided by the actor (not asked by an operator).
+    pub automatic: bool,
+    pub ha: HaSettings,
+    /// What the actor last saw of the primary while it was healthy.
+    pub last_seen: PrimarySeen,
+}
+
+/// What the actor last saw of the primary while it answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrimarySeen {
+    /// Its WAL position.
+    pub lsn: Option<u64>,
+    /// The standbys it reported synchronous (`sync`) or in the quorum (`quorum`).
+    pub synchronous: Vec<String>,
+    /// Its synchronous replication had degraded to asynchronous.
+    pub degraded: bool,
+}
+
+/// The input of *Switchover*.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SwitchoverInput {
+    pub operation_id: String,
+    pub instance: String,
+    pub request: ValidatedSwitchover,
+    pub ha: HaSettings,
+}
+
+/// The input of *Rejoin*.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejoinOperation {
+    pub operation_id: String,
+    pub instance: String,
+    pub member: String,
+}
+
+/// Why no standby may be promoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoCandidate(pub String);
+
+/// The standby to promote, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub member: String,
+    /// Bytes it is behind the old primary's last known position (0 when unknown).
+    pub lag_bytes: u64,
+    pub reason: String,
+}
+
+/// Picks the standby to promote from a survey of the standbys, or says why none may be.
+///
+/// - A candidate answers, runs, and is a standby.
+/// - Sync mode (unless forced, or degraded at the time): only standbys the primary last
+///   reported synchronous. With a quorum (`ANY n` of m), enough of them must answer that one
+///   of them surely has every acknowledged commit (m − n + 1).
+/// - Async mode (unless forced): within `max_lag_bytes` of the primary's last known position.
+/// - The furthest WAL position wins; ties go by name. A requested target must be a candidate.
+pub fn choose_target(
+    standbys: &[MemberSurvey],
+    sync: bool,
+    ha: &HaSettings,
+    seen: &PrimarySeen,
+    to: Option<&str>,
+    force: bool,
+) -> Result<Choice, NoCandidate> {
+    let alive: Vec<&MemberSurvey> = standbys
+        .iter()
+        .filter(|s| s.reachable && s.running && s.role.as_deref() == Some("standby"))
+        .collect();
+    if alive.is_empty() {
+        return Err(NoCandidate("no standby answers and runs".into()));
+    }
+    let furthest = alive
+        .iter()
+        .filter_map(|s| s.wal_position())
+        .max()
+        .unwrap_or(0);
+    let reference = seen.lsn.unwrap_or(0).max(furthest);
+    let lag = |s: &MemberSurvey| reference.saturating_sub(s.wal_position().unwrap_or(0));
+    let mut candidates: Vec<&MemberSurvey> = if force {
+        alive.clone()
+    } else if sync && !seen.degraded {
+        if seen.synchronous.is_empty() {
+            return Err(NoCandidate(
+                "the primary reported no synchronous standby before it failed".into(),
+            ));
+        }
+        let answering: Vec<&MemberSurvey> = alive
+            .iter()
+            .copied()
+            .filter(|s| seen.synchronous.contains(&s.member))
+            .collect();
+        let needed = if ha.quorum {
+            let set = u32::try_from(seen.synchronous.len()).unwrap_or(u32::MAX);
+            usize::try_from(set.saturating_sub(ha.num_sync) + 1).unwrap_or(usize::MAX)
+        } else {
+            1
+        };
+        if answering.len() < needed {
+            return Err(NoCandidate(format!(
+                "only {} of the synchronous standbys ({}) answer; {needed} are needed to be \
+                 sure of having every acknowledged commit",
+                answering.len(),
+                seen.synchronous.join(", ")
+            )));
+        }
+        answering
+    } else {
+        let within: Vec<&MemberSurvey> = alive
+            .iter()
+            .copied()
+            .filter(|s| lag(s) <= ha.max_lag_bytes)
+            .collect();
+        if within.is_empty() {
+            return Err(NoCandidate(format!(
+                "every standby lags more than {} bytes",
+                ha.max_lag_bytes
+            )));
+        }
+        within
+    };
+    if let Some(to) = to {
+        candidates.retain(|s| s.member == to);
+        if candidates.is_empty() {
+            return Err(NoCandidate(format!(
+                "{to} is not an eligible standby (it must answer, stream{})",
+                if sync {
+                    " and be synchronous"
+                } else {
+                    " and be within the lag bound"
+                }
+            )));
+        }
+    }
+    candidates.sort_by(|a, b| {
+        b.wal_position()
+            .cmp(&a.wal_position())
+            .then_with(|| a.member.cmp(&b.member))
+    });
+    let best = candidates[0];
+    let reason = format!(
+        "{} has the furthest WAL ({}) of the eligible standbys ({}){}",
+        best.member,
+        best.wal_position().map_or("unknown".into(), format_lsn),
+        candidates
+            .iter()
+            .map(|s| s.member.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if force { ", forced" } else { "" }
+    );
+    Ok(Choice {
+        member: best.member.clone(),
+        lag_bytes: lag(best),
+        reason,
+    })
+}
+
+/// An LSN as Postgres prints it.
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
+/// The synchronous replication policy of a primary whose standbys are `standbys`; `None` in
+/// async mode or without standbys.
+pub fn sync_policy(sync: bool, ha: &HaSettings, standbys: &[String]) -> Option<SyncPolicy> {
+    if !sync || standbys.is_empty() {
+        return None;
+    }
+    let count = u32::try_from(standbys.len()).unwrap_or(u32::MAX);
+    Some(SyncPolicy {
+        mode: match ha.sync_mode {
+            SyncModeSetting::Strict => SyncMode::Strict,
+            SyncModeSetting::Degrade => SyncMode::Degrade,
+        },
+        method: if ha.quorum {
+            SyncMethod::Any
+        } else {
+            SyncMethod::First
+        },
+        num_sync: ha.num_sync.clamp(1, count),
+        standbys: standbys.to_vec(),
+        degrade_timeout_secs: ha.degrade_timeout_secs,
+    })
+}
+
+/// The states a switchover or failover goes through.
+const WAITING_FOR_SYNC: &str = "waiting_for_sync";
+const FENCING_PRIMARY: &str = "fencing_primary";
+const PROMOTING_REPLICA: &str = "promoting_replica";
+const UPDATING_ROUTING: &str = "updating_routing";
+const CLEANING_UP: &str = "cleaning_up_old_primary";
+const COMPLETED: &str = "completed";
+const FAILED: &str = "failed";
+
+const STEPS: u32 = 6;
+
+/// Publishes the operation's state and what it knows so far.
+fn progress(ctx: &OrchestrationContext, state: &str, message: impl Into<String>, h: &Handover) {
+    let message = message.into();
+    let step = match state {
+        WAITING_FOR_SYNC => 1,
+        FENCING_PRIMARY => 2,
+        PROMOTING_REPLICA => 3,
+        UPDATING_ROUTING => 4,
+        CLEANING_UP => 5,
+        COMPLETED => STEPS,
+        _ => 0,
+    };
+    ctx.trace_info(format!("{state}: {message}"));
+    let progress = Progress {
+        step,
+        steps: STEPS,
+        message,
+        state: Some(state.to_string()),
+        handover: Some(h.clone()),
+    };
+    if let Ok(json) = serde_json::to_string(&progress) {
+        ctx.set_custom_status(json);
+    }
+}
+
+/// Records the operation's end, its last state, and returns its result.
+async fn finish(
+    ctx: &OrchestrationContext,
+    operation_id: &str,
+    kind: &str,
+    instance: &str,
+    started_ms: u64,
+    result: Result<Handover, (String, Handover)>,
+) -> Result<String, String> {
+    let duration_ms = now_ms(ctx).await?.saturating_sub(started_ms);
+    let (error, handover) = match &result {
+        Ok(h) => (None, h.clone()),
+        Err((e, h)) => (Some(e.clone()), h.clone()),
+    };
+    call::<_, ()>(
+        ctx,
+        act::RECORD_OPERATION_FINISHED,
+        &OperationFinished {
+            operation_id: operation_id.to_string(),
+            kind: kind.to_string(),
+            instance: instance.to_string(),
+            error: error.clone(),
+            instance_state: None,
+            duration_ms,
+        },
+    )
+    .await?;
+    match error {
+        None => {
+            let message = format!(
+                "{} is the primary (was {})",
+                handover.new_primary.as_deref().unwrap_or("?"),
+                handover.old_primary.as_deref().unwrap_or("none")
+            );
+            progress(ctx, COMPLETED, message.clone(), &handover);
+            Ok(message)
+        }
+        Some(e) => {
+            progress(ctx, FAILED, e.clone(), &handover);
+            Err(e)
+        }
+    }
+}
+
+async fn started(
+    ctx: &OrchestrationContext,
+    operation_id: &str,
+    kind: &str,
+    instance: &str,
+) -> Result<u64, String> {
+    let started = now_ms(ctx).await?;
+    call::<_, ()>(
+        ctx,
+        act::RECORD_OPERATION_STARTED,
+        &OperationStarted {
+            operation_id: operation_id.to_string(),
+            kind: kind.to_string(),
+            instance: instance.to_string(),
+            instance_state: None,
+        },
+    )
+    .await?;
+    Ok(started)
+}
+
+/// Runs a failover: promote the best standby of an instance whose primary is down (or, forced,
+/// one that answers).
+pub async fn failover(ctx: OrchestrationContext, input: FailoverInput) -> Result<String, String> {
+    let kind = if input.automatic {
+        "auto-failover"
+    } else {
+        "failover"
+    };
+    let started = started(&ctx, &input.operation_id, kind, &input.instance).await?;
+    let mut handover = Handover::default();
+    let result = run_failover(&ctx, &input, &mut handover)
+        .await
+        .map(|()| handover.clone())
+        .map_err(|e| (e, handover.clone()));
+    finish(
+        &ctx,
+        &input.operation_id,
+        kind,
+        &input.instance,
+        started,
+        result,
+    )
+    .await
+}
+
+async fn survey(
+    ctx: &OrchestrationContext,
+    instance: &str,
+    members: &[String],
+    timeout_ms: u64,
+) -> Result<Vec<MemberSurvey>, String> {
+    call_once(
+        ctx,
+        act::SURVEY_MEMBERS,
+        &SurveyInput {
+            instance: instance.to_string(),
+            members: members.to_vec(),
+            timeout_ms,
+        },
+    )
+    .await
+}
+
+async fn run_failover(
+    ctx: &OrchestrationContext,
+    input: &FailoverInput,
+    handover: &mut Handover,
+) -> Result<(), String> {
+    let instance = &input.instance;
+    let topology: Topology = call(
+        ctx,
+        act::READ_TOPOLOGY,
+        &InstanceRef {
+            instance: instance.clone(),
+        },
+    )
+    .await?;
+    let sync = topology.replication_mode == "sync";
+    let old = topology.primary.clone();
+    handover.old_primary = old.clone();
+    let mut members = topology.standbys.clone();
+    members.extend(old.iter().cloned());
+    let surveys = survey(ctx, instance, &members, input.ha.check_timeout_ms).await?;
+    if let Some(old) = &old {
+        let primary = surveys.iter().find(|s| &s.member == old);
+        if primary.is_some_and(|p| p.running && p.role.as_deref() == Some("primary"))
+            && !input.force
+        {
+            return Err(format!(
+                "the primary {old} is healthy: use a switchover, or force the failover"
+            ));
+        }
+    }
+    let standbys: Vec<MemberSurvey> = surveys
+        .iter()
+        .filter(|s| Some(&s.member) != old.as_ref())
+        .cloned()
+        .collect();
+    let choice = choose_target(
+        &standbys,
+        sync,
+        &input.ha,
+        &input.last_seen,
+        input.to.as_deref(),
+        input.force,
+    )
+    .map_err(|NoCandidate(why)| {
+        handover.reason = Some(why.clone());
+        format!("no standby may be promoted: {why}")
+    })?;
+    let target = choice.member.clone();
+    handover.new_primary = Some(target.clone());
+    handover.lag_bytes_at_start = Some(choice.lag_bytes);
+    handover.data_loss_bytes = Some(if sync && !input.last_seen.degraded {
+        0
+    } else {
+        choice.lag_bytes
+    });
+    handover.reason = Some(choice.reason.clone());
+
+    // Nothing reaches the old primary through rw from here on: held until the new one serves.
+    progress(
+        ctx,
+        FENCING_PRIMARY,
+        format!(
+            "fencing {}; promoting {target}: {}",
+            old.as_deref().unwrap_or("nothing"),
+            choice.reason
+        ),
+        handover,
+    );
+    let others: Vec<String> = topology
+        .standbys
+        .iter()
+        .filter(|s| **s != target)
+        .cloned()
+        .collect();
+    hold_writes(ctx, instance, &others).await?;
+    if let Some(old) = &old {
+        let fenced: Fenced = call_once(
+            ctx,
+            act::FENCE_MEMBER,
+            &FenceInput {
+                instance: instance.clone(),
+                member: old.clone(),
+                timeout_ms: input.ha.check_timeout_ms,
+            },
+        )
+        .await?;
+        ctx.trace_info(format!("fenced {old} through the {}", fenced.method));
+    }
+    promote_and_route(
+        ctx,
+        input.operation_id.as_str(),
+        instance,
+        &target,
+        old.as_deref(),
+        &others,
+        sync,
+        &input.ha,
+        handover,
+        input.automatic,
+    )
+    .await?;
+
+    if let Some(old) = &old {
+        progress(
+            ctx,
+            CLEANING_UP,
+            format!("rejoining {old} as a standby of {target}"),
+            handover,
+        );
+        rejoin(ctx, instance, old, &target).await;
+    }
+    Ok(())
+}
+
+/// Holds new rw connections (closing those to the old primary); ro keeps serving the standbys
+/// that stay standbys.
+async fn hold_writes(
+    ctx: &OrchestrationContext,
+    instance: &str,
+    standbys: &[String],
+) -> Result<(), String> {
+    call::<_, ()>(
+        ctx,
+        act::ROUTE_ENDPOINTS,
+        &RouteInput {
+            instance: instance.to_string(),
+            routes: EndpointRoutes {
+                rw: None,
+                ro: standbys.to_vec(),
+                hold_rw: true,
+            },
+        },
+    )
+    .await
+}
+
+/// Promotes `target`, gives it its synchronous standbys and its followers, records the new
+/// roles, then leads rw to it.
+#[allow(clippy::too_many_arguments)]
+async fn promote_and_route(
+    ctx: &OrchestrationContext,
+    operation_id: &str,
+    instance: &str,
+    target: &str,
+    old: Option<&str>,
+    others: &[String],
+    sync: bool,
+    ha: &HaSettings,
+    handover: &mut Handover,
+    automatic: bool,
+) -> Result<(), String> {
+    progress(
+        ctx,
+        PROMOTING_REPLICA,
+        format!("promoting {target}"),
+        handover,
+    );
+    let promoted: Promoted = call(
+        ctx,
+        act::PROMOTE_MEMBER,
+        &PromoteInput {
+            instance: instance.to_string(),
+            member: target.to_string(),
+        },
+    )
+    .await?;
+
+    progress(
+        ctx,
+        UPDATING_ROUTING,
+        format!(
+            "{target} is the primary on timeline {}; pointing the endpoints and standbys at it",
+            promoted.timeline
+        ),
+        handover,
+    );
+    // Its synchronous standbys: the other standbys, and the old primary, which rejoins.
+    let mut followers: Vec<String> = others.to_vec();
+    if let Some(old) = old {
+        followers.push(old.to_string());
+    }
+    let policy = sync_policy(sync, ha, &followers);
+    let set_policy = call::<_, ()>(
+        ctx,
+        act::SET_SYNC_POLICY,
+        SyncPolicyInput {
+            instance: instance.to_string(),
+            primary: target.to_string(),
+            policy,
+        },
+    );
+    let repoint = ctx.join(
+        others
+            .iter()
+            .map(|standby| {
+                call::<_, ()>(
+                    ctx,
+                    act::REPOINT_STANDBY,
+                    RepointInput {
+                        instance: instance.to_string(),
+                        member: standby.clone(),
+                        primary: target.to_string(),
+                    },
+                )
+            })
+            .collect(),
+    );
+    let (policy_set, repointed) = ctx.join2(set_policy, repoint).await;
+    // The policy must hold before writes reach the new primary; a standby that cannot be
+    // re-pointed now is left to the actor (it shows as not streaming).
+    if let Err(e) = policy_set {
+        return Err(format!("set the synchronous standbys of {target}: {e}"));
+    }
+    for (standby, result) in others.iter().zip(repointed) {
+        if let Err(e) = result {
+            ctx.trace_warn(format!("re-point {standby} at {target}: {e}"));
+        }
+    }
+    let message = format!(
+        "{}{target} promoted (was {}): {}",
+        if automatic {
+            "automatic failover: "
+        } else {
+            ""
+        },
+        old.unwrap_or("no primary"),
+        handover.reason.as_deref().unwrap_or("")
+    );
+    call::<_, ()>(
+        ctx,
+        act::RECORD_HANDOVER,
+        &HandoverRecord {
+            instance: instance.to_string(),
+            operation_id: operation_id.to_string(),
+            new_primary: target.to_string(),
+            old_primary: old.map(String::from),
+            old_state: "rejoining".into(),
+            event_kind: if automatic {
+                "failover-automatic".into()
+            } else {
+                "primary-changed".into()
+            },
+            message,
+        },
+    )
+    .await?;
+    call::<_, ()>(
+        ctx,
+        act::ROUTE_ENDPOINTS,
+        &RouteInput {
+            instance: instance.to_string(),
+            routes: EndpointRoutes {
+                rw: Some(target.to_string()),
+                ro: others.to_vec(),
+                hold_rw: false,
+            },
+        },
+    )
+    .await
+}
+
+/// Rejoins `member` as a standby of `primary`; records it running on success. A failure is
+/// logged and left to the actor, which retries.
+async fn rejoin(ctx: &OrchestrationContext, instance: &str, member: &str, primary: &str) -> bool {
+    let rejoined = call_once::<_, String>(
+        ctx,
+        act::REJOIN_MEMBER,
+        &RejoinInput {
+            instance: instance.to_string(),
+            member: member.to_string(),
+            primary: primary.to_string(),
+            timeout_secs: REJOIN_TIMEOUT_SECS,
+        },
+    )
+    .await;
+    match rejoined {
+        Ok(method) => {
+            let recorded = call::<_, ()>(
+                ctx,
+                act::SET_MEMBER_STATE,
+                &MemberStateInput {
+                    instance: instance.to_string(),
+                    member: member.to_string(),
+                    state: "running".into(),
+                },
+            )
+            .await;
+            let event = call::<_, ()>(
+                ctx,
+                act::RECORD_EVENT,
+                &crate::activities::ha::EventRecord {
+                    instance: instance.to_string(),
+                    member: Some(member.to_string()),
+                    operation_id: None,
+                    kind: "rejoined".into(),
+                    message: format!("{member} rejoined as a standby of {primary} ({method})"),
+                },
+            )
+            .await;
+            recorded.and(event).is_ok()
+        }
+        Err(e) => {
+            ctx.trace_warn(format!("rejoin {member}: {e}"));
+            let _ = call::<_, ()>(
+                ctx,
+                act::RECORD_EVENT,
+                &crate::activities::ha::EventRecord {
+                    instance: instance.to_string(),
+                    member: Some(member.to_string()),
+                    operation_id: None,
+                    kind: "rejoin-failed".into(),
+                    message: format!("{member} could not rejoin yet: {e}"),
+                },
+            )
+            .await;
+            false
+        }
+    }
+}
+
+/// Runs a switchover: the primary is healthy and hands over to a caught-up standby.
+pub async fn switchover(
+    ctx: OrchestrationContext,
+    input: SwitchoverInput,
+) -> Result<String, String> {
+    let started = started(&ctx, &input.operation_id, "switchover", &input.instance).await?;
+    let mut handover = Handover {
+        data_loss_bytes: Some(0),
+        ..Handover::default()
+    };
+    let result = run_switchover(&ctx, &input, &mut handover)
+        .await
+        .map(|()| handover.clone())
+        .map_err(|e| (e, handover.clone()));
+    finish(
+        &ctx,
+        &input.operation_id,
+        "switchover",
+        &input.instance,
+        started,
+        result,
+    )
+    .await
+}
+
+async fn run_switchover(
+    ctx: &OrchestrationContext,
+    input: &SwitchoverInput,
+    handover: &mut Handover,
+) -> Result<(), String> {
+    let instance = &input.instance;
+    let request = &input.request;
+    let topology: Topology = call(
+        ctx,
+        act::READ_TOPOLOGY,
+        &InstanceRef {
+            instance: instance.clone(),
+        },
+    )
+    .await?;
+    let sync = topology.replication_mode == "sync";
+    let old = topology
+        .primary
+        .clone()
+        .ok_or_else(|| format!("instance {instance} has no primary: use a failover"))?;
+    handover.old_primary = Some(old.clone());
+    let mut members = vec![old.clone()];
+    members.extend(topology.standbys.iter().cloned());
+    let surveys = survey(ctx, instance, &members, input.ha.check_timeout_ms).await?;
+    let primary = surveys
+        .iter()
+        .find(|s| s.member == old)
+        .filter(|p| p.running && p.role.as_deref() == Some("primary"))
+        .ok_or_else(|| format!("the primary {old} is not healthy: use a failover"))?;
+    let seen = PrimarySeen {
+        lsn: primary.current_lsn,
+        synchronous: primary
+            .standbys
+            .iter()
+            .filter(|(_, state, _)| state == "sync" || state == "quorum")
+            .map(|(name, _, _)| name.clone())
+            .collect(),
+        degraded: primary.sync_degraded,
+    };
+    // A switchover may pick any streaming standby (it waits for it to catch up); sync mode
+    // prefers a synchronous one.
+    let standbys: Vec<MemberSurvey> = surveys
+        .iter()
+        .filter(|s| s.member != old && s.streaming)
+        .cloned()
+        .collect();
+    let relaxed = HaSettings {
+        max_lag_bytes: u64::MAX,
+        ..input.ha.clone()
+    };
+    let choice = match choose_target(
+        &standbys,
+        sync,
+        &relaxed,
+        &seen,
+        request.to.as_deref(),
+        false,
+    ) {
+        Ok(choice) => choice,
+        Err(_) => choose_target(
+            &standbys,
+            false,
+            &relaxed,
+            &seen,
+            request.to.as_deref(),
+            false,
+        )
+        .map_err(|NoCandidate(why)| format!("no standby can take over: {why}"))?,
+    };
+    let target = choice.member.clone();
+    handover.new_primary = Some(target.clone());
+    handover.lag_bytes_at_start = Some(choice.lag_bytes);
+    handover.reason = Some(choice.reason.clone());
+
+    if request.wait_for_sync {
+        progress(
+            ctx,
+            WAITING_FOR_SYNC,
+            format!("waiting for {target} to catch up with {old}"),
+            handover,
+        );
+        let caught: CaughtUp = call_once(
+            ctx,
+            act::WAIT_CAUGHT_UP,
+            &CatchUpInput {
+                instance: instance.clone(),
+                primary: old.clone(),
+                standby: target.clone(),
+                max_lag_bytes: CAUGHT_UP_BYTES,
+                timeout_secs: request.sync_timeout_secs,
+            },
+        )
+        .await?;
+        handover.lag_bytes_at_start = Some(caught.lag_bytes_at_start);
+    }
+
+    progress(
+        ctx,
+        FENCING_PRIMARY,
+        format!("holding writes and stopping {old} cleanly"),
+        handover,
+    );
+    let others: Vec<String> = topology
+        .standbys
+        .iter()
+        .filter(|s| **s != target)
+        .cloned()
+        .collect();
+    hold_writes(ctx, instance, &others).await?;
+    // A clean stop sends the old primary's last WAL to the connected standbys.
+    let fenced: Fenced = call_once(
+        ctx,
+        act::FENCE_MEMBER,
+        &FenceInput {
+            instance: instance.clone(),
+            member: old.clone(),
+            timeout_ms: input.ha.check_timeout_ms.max(5_000),
+        },
+    )
+    .await?;
+    if fenced.method != "sidecar" {
+        handover.reason = Some(format!(
+            "{}; {old} had to be killed: {}",
+            choice.reason,
+            fenced.sidecar_error.as_deref().unwrap_or("")
+        ));
+    }
+    let received: Vec<MemberSurvey> =
+        survey(ctx, instance, std::slice::from_ref(&target), 5_000).await?;
+    let loss = match (
+        fenced.last_lsn,
+        received.first().and_then(|s| s.receive_lsn),
+    ) {
+        (Some(last), Some(got)) => last.saturating_sub(got),
+        _ => 0,
+    };
+    handover.data_loss_bytes = Some(loss);
+
+    let (rejoining, cleanup) = match request.old_primary_action {
+        OldPrimaryAction::ConvertToReplica => (Some(old.as_str()), "rejoining"),
+        OldPrimaryAction::StopAndRetain => (None, "fenced"),
+        OldPrimaryAction::Terminate => (None, "deleting"),
+    };
+    let promoted = promote_and_route(
+        ctx,
+        &input.operation_id,
+        instance,
+        &target,
+        rejoining,
+        &others,
+        sync,
+        &input.ha,
+        handover,
+        false,
+    )
+    .await;
+    if let Err(e) = promoted {
+        // Give the old primary its role back rather than leave the instance without one.
+        ctx.trace_error(format!(
+            "switchover to {target} failed: {e}; restoring {old}"
+        ));
+        let _ = call::<_, ()>(
+            ctx,
+            act::UNFENCE_MEMBER,
+            &PromoteInput {
+                instance: instance.clone(),
+                member: old.clone(),
+            },
+        )
+        .await;
+        let _ = call::<_, ()>(
+            ctx,
+            act::ROUTE_ENDPOINTS,
+            &RouteInput {
+                instance: instance.clone(),
+                routes: EndpointRoutes {
+                    rw: Some(old.clone()),
+                    ro: topology.standbys.clone(),
+                    hold_rw: false,
+                },
+            },
+        )
+        .await;
+        return Err(e);
+    }
+    if rejoining.is_none() {
+        call::<_, ()>(
+            ctx,
+            act::SET_MEMBER_STATE,
+            &MemberStateInput {
+                instance: instance.clone(),
+                member: old.clone(),
+                state: cleanup.into(),
+            },
+        )
+        .await?;
+    }
+
+    progress(
+        ctx,
+        CLEANING_UP,
+        match request.old_primary_action {
+            OldPrimaryAction::ConvertToReplica => format!("rejoining {old} as a standby"),
+            OldPrimaryAction::StopAndRetain => format!("{old} stays stopped, its data kept"),
+            OldPrimaryAction::Terminate => format!("deleting {old}"),
+        },
+        handover,
+    );
+    match request.old_primary_action {
+        OldPrimaryAction::ConvertToReplica => {
+            if !rejoin(ctx, instance, &old, &target).await {
+                return Err(format!(
+                    "{target} is the primary, but {old} could not rejoin as a standby yet (the \
+                     instance's actor keeps trying)"
+                ));
+            }
+        }
+        OldPrimaryAction::StopAndRetain => {}
+        OldPrimaryAction::Terminate => {
+            call::<_, ()>(
+                ctx,
+                act::DELETE_MEMBER,
+                &DeleteMemberInput {
+                    instance: instance.clone(),
+                    member: old.clone(),
+                    keep_data: false,
+                },
+            )
+            .await?;
+            if let Err(e) = call::<_, ()>(
+                ctx,
+                act::DROP_SLOT,
+                &DropSlotInput {
+                    instance: instance.clone(),
+                    primary: target.clone(),
+                    member: old.clone(),
+                    timeout_secs: 30,
+                },
+            )
+            .await
+            {
+                ctx.trace_warn(format!("drop {old}'s slot on {target}: {e}"));
+            }
+            call::<_, ()>(
+                ctx,
+                act::RECORD_REPLICAS,
+                &ReplicasChanged {
+                    instance: instance.clone(),
+                    replicas: u32::try_from(topology.standbys.len().saturating_sub(1)).unwrap_or(0),
+                },
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a rejoin of a former primary (the actor's retry after a failover could not finish it).
+pub async fn rejoin_operation(
+    ctx: OrchestrationContext,
+    input: RejoinOperation,
+) -> Result<String, String> {
+    let started = started(&ctx, &input.operation_id, "rejoin", &input.instance).await?;
+    let topology: Result<Topology, String> = call(
+        &ctx,
+        act::READ_TOPOLOGY,
+        &InstanceRef {
+            instance: input.instance.clone(),
+        },
+    )
+    .await;
+    let result = match topology {
+        Ok(Topology {
+            primary: Some(primary),
+            ..
+        }) if primary != input.member => {
+            let handover = Handover {
+                old_primary: Some(input.member.clone()),
+                new_primary: Some(primary.clone()),
+                ..Handover::default()
+            };
+            if rejoin(&ctx, &input.instance, &input.member, &primary).await {
+                Ok(handover)
+            } else {
+                Err((format!("{} could not rejoin yet", input.member), handover))
+            }
+        }
+        Ok(_) => Err((
+            format!("instance {} has no other primary to follow", input.instance),
+            Handover::default(),
+        )),
+        Err(e) => Err((e, Handover::default())),
+    };
+    finish(
+        &ctx,
+        &input.operation_id,
+        "rejoin",
+        &input.instance,
+        started,
+        result,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn standby(member: &str, lsn: u64) -> MemberSurvey {
+        MemberSurvey {
+            member: member.into(),
+            reachable: true,
+            running: true,
+            role: Some("standby".into()),
+            receive_lsn: Some(lsn),
+            streaming: false,
+            ..MemberSurvey::default()
+        }
+    }
+
+    fn seen(lsn: u64, synchronous: &[&str]) -> PrimarySeen {
+        PrimarySeen {
+            lsn: Some(lsn),
+            synchronous: synchronous.iter().map(|s| s.to_string()).collect(),
+            degraded: false,
+        }
+    }
+
+    #[test]
+    fn sync_mode_promotes_only_the_synchronous_standby() {
+        let ha = HaSettings::default();
+        let standbys = [standby("db-1", 100), standby("db-2", 200)];
+        // db-2 is further but was asynchronous: only db-1 surely has every commit.
+        let choice = choose_target(&standbys, true, &ha, &seen(200, &["db-1"]), None, false);
+        assert_eq!(choice.unwrap().member, "db-1");
+        // The synchronous standby is gone: nobody may be promoted.
+        let err = choose_target(
+            &standbys[1..],
+            true,
+            &ha,
+            &seen(200, &["db-1"]),
+            None,
+            false,
+        );
+        assert!(err.unwrap_err().0.contains("synchronous"));
+        // Forced: the furthest one.
+        let forced = choose_target(&standbys[1..], true, &ha, &seen(200, &["db-1"]), None, true);
+        assert_eq!(forced.unwrap().member, "db-2");
+    }
+
+    #[test]
+    fn quorum_needs_enough_answers_and_takes_the_furthest() {
+        let ha = HaSettings {
+            quorum: true,
+            num_sync: 1,
+            ..HaSettings::default()
+        };
+        let all = ["db-1", "db-2", "db-3"];
+        let standbys = [
+            standby("db-1", 100),
+            standby("db-2", 300),
+            standby("db-3", 200),
+        ];
+        let choice = choose_target(&standbys, true, &ha, &seen(300, &all), None, false).unwrap();
+        assert_eq!(choice.member, "db-2");
+        // ANY 1 of 3: all three must answer to be sure one has the last commit.
+        let err = choose_target(&standbys[..2], true, &ha, &seen(300, &all), None, false);
+        assert!(err.is_err());
+        // ANY 2 of 3: two answers suffice.
+        let two = HaSettings { num_sync: 2, ..ha };
+        let choice = choose_target(&standbys[..2], true, &two, &seen(300, &all), None, false);
+        assert_eq!(choice.unwrap().member, "db-2");
+    }
+
+    #[test]
+    fn async_mode_respects_the_lag_bound_and_the_requested_target() {
+        let ha = HaSettings {
+            max_lag_bytes: 50,
+            ..HaSettings::default()
+        };
+        let standbys = [standby("db-1", 960), standby("db-2", 990)];
+        let choice = choose_target(&standbys, false, &ha, &seen(1000, &[]), None, false).unwrap();
+        assert_eq!((choice.member.as_str(), choice.lag_bytes), ("db-2", 10));
+        let asked = choose_target(&standbys, false, &ha, &seen(1000, &[]), Some("db-1"), false);
+        assert_eq!(asked.unwrap().member, "db-1");
+        let err = choose_target(&standbys, false, &ha, &seen(2000, &[]), None, false);
+        assert!(err.unwrap_err().0.contains("lags more than 50"));
+        let unknown = choose_target(&standbys, false, &ha, &seen(1000, &[]), Some("db-9"), false);
+        assert!(unknown.is_err());
+    }
+
+    #[test]
+    fn unreachable_or_stopped_standbys_are_never_chosen() {
+        let ha = HaSettings::default();
+        let mut down = standby("db-1", 500);
+        down.reachable = false;
+        let mut fenced = standby("db-2", 500);
+        fenced.running = false;
+        let err = choose_target(&[down, fenced], false, &ha, &seen(500, &[]), None, true);
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn the_policy_follows_the_settings() {
+        let standbys = vec!["db-1".to_string(), "db-2".to_string()];
+        let ha = HaSettings {
+            quorum: true,
+            num_sync: 5,
+            sync_mode: SyncModeSetting::Degrade,
+            ..HaSettings::default()
+        };
+        let policy = sync_policy(true, &ha, &standbys).unwrap();
+        assert_eq!(policy.method, SyncMethod::Any);
+        assert_eq!(policy.num_sync, 2);
+        assert_eq!(policy.mode, SyncMode::Degrade);
+        assert!(sync_policy(false, &ha, &standbys).is_none());
+        assert!(sync_policy(true, &ha, &[]).is_none());
+        assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
+    }
+}
