@@ -12,7 +12,8 @@ use duroxide::runtime::{Runtime, RuntimeOptions};
 use duroxide::{Client, OrchestrationStatus};
 use rand::RngCore as _;
 use toygres_common::controller_api::{
-    AddReplicaRequest, OperationAccepted, Progress, ValidatedCreateInstance, MAX_REPLICAS,
+    AddReplicaRequest, FailoverRequest, HaSettings, HaSettingsPatch, MemberView, OperationAccepted,
+    Progress, SwitchoverRequest, ValidatedCreateInstance, ValidatedSwitchover, MAX_REPLICAS,
 };
 
 use crate::activities::{self, ActivityDeps};
@@ -22,7 +23,9 @@ use crate::cms::{Cms, CmsError};
 use crate::metrics::ControllerMetrics;
 use crate::orchestrations::create_instance::{ActorSettings, CreateInstanceInput};
 use crate::orchestrations::delete_instance::DeleteInstanceInput;
-use crate::orchestrations::instance_actor::{ActorCommand, ActorInput, COMMANDS_QUEUE};
+use crate::orchestrations::instance_actor::{
+    ActorCommand, ActorInput, FailoverCommand, SwitchoverCommand, COMMANDS_QUEUE,
+};
 use crate::orchestrations::replicas::{AddReplicaInput, RemoveReplicaInput};
 use crate::orchestrations::{self, names};
 use crate::platform::Platform;
@@ -340,6 +343,125 @@ impl Engine {
         });
         self.queue_operation(&instance, &operation_id, "remove-replica", &command)
             .await
+    }
+
+    /// Queues a *Switchover* on the instance's actor. The primary must be recorded and the
+    /// target, when named, one of its standbys.
+    pub async fn switchover(
+        &self,
+        name: &str,
+        request: SwitchoverRequest,
+    ) -> Result<OperationAccepted, EngineError> {
+        let instance = self.running_instance(name).await?;
+        let request = ValidatedSwitchover::try_from(request)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let members = self.cms.list_members(name).await?;
+        if !members.iter().any(|m| m.role == "standby") {
+            return Err(EngineError::Conflict(format!(
+                "instance {name} has no standby to hand over to"
+            )));
+        }
+        if let Some(to) = &request.to {
+            self.check_target(name, &members, to)?;
+        }
+        let operation_id = new_operation_id();
+        let command = ActorCommand::Switchover(SwitchoverCommand {
+            operation_id: operation_id.clone(),
+            request,
+        });
+        self.queue_operation(&instance, &operation_id, "switchover", &command)
+            .await
+    }
+
+    /// Queues a manual *Failover* on the instance's actor (refused by the orchestration while
+    /// the primary is healthy, unless forced).
+    pub async fn failover(
+        &self,
+        name: &str,
+        request: FailoverRequest,
+    ) -> Result<OperationAccepted, EngineError> {
+        let instance = self.running_instance(name).await?;
+        request
+            .validate()
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let members = self.cms.list_members(name).await?;
+        if let Some(to) = &request.to {
+            self.check_target(name, &members, to)?;
+        }
+        if !request.force {
+            // Refused up front when the primary answers: the operator wants a switchover.
+            let primary = members.iter().find(|m| m.role == "primary");
+            if let Some(primary) = primary.filter(|p| p.health == "healthy") {
+                return Err(EngineError::Conflict(format!(
+                    "the primary {} is healthy: use a switchover, or force the failover",
+                    primary.name
+                )));
+            }
+        }
+        let operation_id = new_operation_id();
+        let command = ActorCommand::Failover(FailoverCommand {
+            operation_id: operation_id.clone(),
+            to: request.to,
+            force: request.force,
+        });
+        self.queue_operation(&instance, &operation_id, "failover", &command)
+            .await
+    }
+
+    fn check_target(
+        &self,
+        name: &str,
+        members: &[MemberView],
+        to: &str,
+    ) -> Result<(), EngineError> {
+        validate_member_of(name, to).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        match members.iter().find(|m| m.name == to) {
+            None => Err(EngineError::NotFound(format!("member {to} does not exist"))),
+            Some(m) if m.role == "primary" => Err(EngineError::Conflict(format!(
+                "{to} is already the primary"
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The instance's HA settings.
+    pub async fn ha_settings(&self, name: &str) -> Result<HaSettings, EngineError> {
+        self.cms
+            .get_instance(name)
+            .await?
+            .filter(|i| i.summary.state != "deleted")
+            .ok_or_else(|| EngineError::NotFound(format!("instance {name} does not exist")))?;
+        Ok(self.cms.get_ha_settings(name).await?.unwrap_or_default())
+    }
+
+    /// Changes the instance's HA settings; its actor applies them from its next round on.
+    pub async fn set_ha_settings(
+        &self,
+        name: &str,
+        patch: &HaSettingsPatch,
+    ) -> Result<HaSettings, EngineError> {
+        let current = self.ha_settings(name).await?;
+        let next = current
+            .patched(patch)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        self.cms.set_ha_settings(name, &next).await?;
+        self.cms
+            .record_event(
+                name,
+                None,
+                None,
+                "ha-settings",
+                &format!(
+                    "HA settings changed: {}",
+                    serde_json::to_string(patch).unwrap_or_default()
+                ),
+            )
+            .await?;
+        // Applied at once rather than at the next tick.
+        if let Err(e) = self.check_now(name).await {
+            tracing::debug!(instance = name, "nudge the actor: {e}");
+        }
+        Ok(next)
     }
 
     /// An instance that is running and has an actor.

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         Command::Delete(args) => finish(runtime.block_on(cli::instances::delete(args))),
         Command::Operation(args) => finish(runtime.block_on(cli::operation::run(args))),
         Command::Replication(args) => finish(runtime.block_on(cli::replication::run(args))),
+        Command::Ha(args) => finish(runtime.block_on(cli::ha::run(args))),
     }
 }
 

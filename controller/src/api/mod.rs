@@ -5,6 +5,7 @@
 
 mod auth;
 pub mod error;
+mod ha;
 mod health;
 mod instances;
 mod metrics;
@@ -20,7 +21,7 @@ use axum::extract::Request;
 use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::cms::Cms;
@@ -84,6 +85,12 @@ pub fn app(state: ApiState) -> Router {
         .route(
             "/v1/instances/{name}/replicas/{member}",
             axum::routing::delete(replicas::remove),
+        )
+        .route("/v1/instances/{name}/switchover", post(ha::switchover))
+        .route("/v1/instances/{name}/failover", post(ha::failover))
+        .route(
+            "/v1/instances/{name}/ha",
+            get(ha::get_settings).put(ha::set_settings),
         )
         .route("/v1/operations/{id}", get(operations::get))
         .route("/v1/openapi.json", get(openapi::document))

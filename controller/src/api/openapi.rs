@@ -49,12 +49,17 @@ impl Modify for BearerAuth {
         super::replicas::status,
         super::replicas::add,
         super::replicas::remove,
+        super::ha::switchover,
+        super::ha::failover,
+        super::ha::get_settings,
+        super::ha::set_settings,
         super::operations::get,
     ),
     components(schemas(
         ErrorResponse, ErrorResponseDetail, CreateInstanceRequest, OperationAccepted, Operation,
         Progress, InstanceSummary, InstanceList, InstanceDetail, MemberView, ConnectionInfo,
-        EventList, Event, AddReplicaRequest, ReplicationStatus,
+        EventList, Event, AddReplicaRequest, ReplicationStatus, SwitchoverRequest,
+        FailoverRequest, HaSettings, HaSettingsPatch, SyncModeSetting, Handover,
     )),
     modifiers(&BearerAuth),
 )]
@@ -81,6 +86,9 @@ mod tests {
             "/v1/instances/{name}/replicas",
             "/v1/instances/{name}/replicas/{member}",
             "/v1/operations/{id}",
+            "/v1/instances/{name}/switchover",
+            "/v1/instances/{name}/failover",
+            "/v1/instances/{name}/ha",
         ] {
             assert!(paths.contains_key(path), "{path} missing");
         }

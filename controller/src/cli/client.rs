@@ -112,6 +112,15 @@ impl ControllerClient {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// `PUT path` with a JSON body, decoding a JSON answer.
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
     /// `DELETE path`, decoding a JSON answer.
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call::<(), T>(reqwest::Method::DELETE, path, None)

@@ -2,6 +2,7 @@
 //! the client subcommands, which talk to a running controller's API.
 
 pub mod client;
+pub mod ha;
 pub mod instances;
 pub mod list;
 pub mod operation;
@@ -42,6 +43,8 @@ pub enum Command {
     Replication(replication::ReplicationArgs),
     /// Show or wait for an operation
     Operation(operation::OperationArgs),
+    /// Show or change an instance's automatic-failover and synchronous-replication settings
+    Ha(ha::HaArgs),
 }
 
 /// How a client subcommand finds the controller. In local mode none of these is needed: the

@@ -1,6 +1,10 @@
-//! `toygres replication status|add|remove NAME`: an instance's standbys.
+//! `toygres replication status|add|remove|switchover|failover NAME`: an instance's standbys,
+//! and moving the primary role.
 
-use toygres_common::controller_api::{AddReplicaRequest, OperationAccepted, ReplicationStatus};
+use toygres_common::controller_api::{
+    AddReplicaRequest, FailoverRequest, Operation, OperationAccepted, ReplicationStatus,
+    SwitchoverRequest,
+};
 
 use super::client::ControllerClient;
 use super::instances::last_check;
@@ -23,6 +27,57 @@ pub enum ReplicationCommand {
     Add(AddArgs),
     /// Remove a standby
     Remove(RemoveArgs),
+    /// Hand the primary role to a standby (planned; the primary is healthy)
+    Switchover(SwitchoverArgs),
+    /// Promote a standby because the primary is down (refused while it is healthy, unless
+    /// --force)
+    Failover(FailoverArgs),
+}
+
+/// `toygres replication switchover NAME [--to MEMBER]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SwitchoverArgs {
+    pub name: String,
+    /// The standby to promote [default: the most caught-up eligible one]
+    #[arg(long)]
+    pub to: Option<String>,
+    /// What becomes of the old primary: convert_to_replica, stop_and_retain or terminate
+    #[arg(long, default_value = "convert_to_replica")]
+    pub old_primary_action: String,
+    /// Do not wait for the target to catch up before holding writes
+    #[arg(long)]
+    pub no_wait_for_sync: bool,
+    /// Seconds to wait for the target to catch up
+    #[arg(long, default_value_t = 60)]
+    pub sync_timeout: u64,
+    /// Print the operation id and return at once
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// `toygres replication failover NAME [--to MEMBER] [--force]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FailoverArgs {
+    pub name: String,
+    /// The standby to promote [default: the most caught-up eligible one]
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Fail over even though the primary answers (it is fenced first)
+    #[arg(long)]
+    pub force: bool,
+    /// Print the operation id and return at once
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 }
 
 /// `toygres replication status NAME`.
@@ -113,7 +168,48 @@ pub async fn run(args: ReplicationArgs) -> anyhow::Result<()> {
             let accepted: OperationAccepted = client.delete(&path).await?;
             follow(&client, accepted, args.no_wait, args.output).await
         }
+        ReplicationCommand::Switchover(args) => {
+            let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+            let request = SwitchoverRequest {
+                to: args.to,
+                wait_for_sync: Some(!args.no_wait_for_sync),
+                sync_timeout_secs: Some(args.sync_timeout),
+                old_primary_action: Some(args.old_primary_action),
+            };
+            let accepted: OperationAccepted = client
+                .post(&format!("/v1/instances/{}/switchover", args.name), &request)
+                .await?;
+            follow(&client, accepted, args.no_wait, args.output).await
+        }
+        ReplicationCommand::Failover(args) => {
+            let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+            let request = FailoverRequest {
+                to: args.to,
+                force: args.force,
+            };
+            let accepted: OperationAccepted = client
+                .post(&format!("/v1/instances/{}/failover", args.name), &request)
+                .await?;
+            follow(&client, accepted, args.no_wait, args.output).await
+        }
     }
+}
+
+/// The handover summary of a finished switchover or failover, for the table output.
+fn handover_summary(operation: &Operation) -> Option<String> {
+    let handover = operation.progress.as_ref()?.handover.as_ref()?;
+    let mut line = format!(
+        "Primary: {} -> {}",
+        handover.old_primary.as_deref().unwrap_or("none"),
+        handover.new_primary.as_deref().unwrap_or("none")
+    );
+    if let Some(lag) = handover.lag_bytes_at_start {
+        line.push_str(&format!("; lag at start {lag} B"));
+    }
+    if let Some(loss) = handover.data_loss_bytes {
+        line.push_str(&format!("; data loss {loss} B"));
+    }
+    Some(line)
 }
 
 async fn follow(
@@ -137,10 +233,15 @@ async fn follow(
     fail_unless_succeeded(&operation)?;
     match output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&operation)?),
-        OutputFormat::Table => println!(
-            "Operation {} ({}) succeeded in {:.1} s.",
-            operation.id, operation.kind, operation.elapsed_seconds
-        ),
+        OutputFormat::Table => {
+            println!(
+                "Operation {} ({}) succeeded in {:.1} s.",
+                operation.id, operation.kind, operation.elapsed_seconds
+            );
+            if let Some(summary) = handover_summary(&operation) {
+                println!("{summary}");
+            }
+        }
     }
     Ok(())
 }
