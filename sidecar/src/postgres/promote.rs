@@ -62,6 +62,19 @@ impl Member {
         if !in_recovery {
             return Err(OpError::Conflict("this server is already a primary".into()));
         }
+        if ops.state.sync_policy.is_some() || ops.state.sync_degraded {
+            // A policy kept from this member's days as a primary lists other members, maybe this
+            // one: it must not make the new primary's commits wait. The controller sets the new
+            // topology's policy after the promotion.
+            ops.state.forget_sync_policy();
+            files::write_config(&self.cfg, &self.bins, &self.layout, &ops.state)?;
+            client
+                .execute("SELECT pg_reload_conf()", &[])
+                .await
+                .map_err(|e| OpError::Failed(format!("reload: {e}")))?;
+            self.sync.policy_changed();
+            tracing::info!("synchronous replication policy dropped before promotion");
+        }
         tracing::warn!("promoting this standby");
         // pg_promote(wait => true) checks only every 100 ms; start the promotion and poll
         // ourselves, which returns as soon as the server leaves recovery.
