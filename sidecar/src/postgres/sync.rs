@@ -20,6 +20,8 @@ use super::member::{Member, OpError};
 
 /// How often the watcher looks at `pg_stat_replication`.
 const TICK: Duration = Duration::from_millis(250);
+/// A standby whose last reply is older than this does not count as streaming.
+const REPLY_STALE_SECS: f64 = 15.0;
 /// Longest `degrade_timeout_secs` accepted (a day).
 const MAX_DEGRADE_TIMEOUT_SECS: u64 = 86_400;
 
@@ -188,13 +190,17 @@ impl Member {
     }
 
     /// Standbys Postgres would accept as synchronous right now: streaming (caught up, past
-    /// the `catchup` phase) and reporting a flush position. `None` when Postgres does not answer.
+    /// the `catchup` phase) and reporting a flush position, and heard from recently (a standby
+    /// replies at least every `wal_receiver_status_interval`, 10 s by default; one cut off by
+    /// the network keeps its WAL sender until `wal_sender_timeout`, 60 s, and must not count
+    /// meanwhile). `None` when Postgres does not answer.
     async fn streaming_candidates(&self) -> Option<BTreeSet<String>> {
         let client = self.query_client().await.ok()?;
         let query = client.query(
             "SELECT application_name FROM pg_stat_replication \
-             WHERE state = 'streaming' AND flush_lsn IS NOT NULL",
-            &[],
+             WHERE state = 'streaming' AND flush_lsn IS NOT NULL \
+               AND (reply_time IS NULL OR reply_time > now() - make_interval(secs => $1))",
+            &[&REPLY_STALE_SECS],
         );
         let rows = tokio::time::timeout(Duration::from_secs(2), query)
             .await
