@@ -119,6 +119,16 @@ pub struct StandbyStatus {
     pub replay_lag_seconds: Option<f64>,
 }
 
+/// `POST /v1/promote` body (optional: no body is `{"force": false}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    /// Promote even while this standby still streams from a primary that answers (which makes
+    /// two primaries until the old one is fenced). Without it such a promotion is refused (409).
+    #[serde(default)]
+    pub force: bool,
+}
+
 /// `POST /v1/promote` answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PromoteResponse {

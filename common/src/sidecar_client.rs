@@ -126,6 +126,14 @@ impl SidecarClient {
         self.call::<(), _>(Method::POST, "/v1/promote", None).await
     }
 
+    /// `POST /v1/promote` with options (`force`: promote even while the primary still serves).
+    pub async fn promote_with(
+        &self,
+        req: &PromoteRequest,
+    ) -> Result<PromoteResponse, SidecarClientError> {
+        self.call(Method::POST, "/v1/promote", Some(req)).await
+    }
+
     pub async fn demote(&self, req: &DemoteRequest) -> Result<DemoteResponse, SidecarClientError> {
         self.call(Method::POST, "/v1/demote", Some(req)).await
     }

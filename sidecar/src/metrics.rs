@@ -84,6 +84,7 @@ pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
         &[],
         state.member.self_fences() as f64,
     );
+    write_sync(&mut x, &status, state.member.sync_counters());
     write_api(&mut x, &state.api_metrics);
     (
         [(
@@ -339,6 +340,36 @@ fn write_archive(x: &mut Exposition, archive: &ArchiveSetup, data_dir: &std::pat
             at,
         );
     }
+}
+
+/// Synchronous replication in `degrade` mode: whether commits currently skip the standbys, and
+/// how often the watcher degraded and restored.
+fn write_sync(x: &mut Exposition, s: &Status, counters: &crate::postgres::sync::SyncCounters) {
+    x.gauge(
+        "toygres_sync_degraded",
+        "Whether commits stopped waiting for standbys because too few of the policy's stream.",
+        if s.sync_degraded { 1.0 } else { 0.0 },
+    );
+    x.family(
+        "toygres_sync_degrade_total",
+        "counter",
+        "Times synchronous replication was degraded (synchronous_standby_names emptied).",
+    );
+    x.sample(
+        "toygres_sync_degrade_total",
+        &[],
+        counters.degrades() as f64,
+    );
+    x.family(
+        "toygres_sync_restore_total",
+        "counter",
+        "Times synchronous replication was restored after a degrade.",
+    );
+    x.sample(
+        "toygres_sync_restore_total",
+        &[],
+        counters.restores() as f64,
+    );
 }
 
 fn write_api(x: &mut Exposition, m: &ApiMetrics) {

@@ -344,6 +344,28 @@ impl Sidecar {
         self.wait_exit(Duration::from_secs(60)).await
     }
 
+    /// Kills the sidecar and its Postgres with SIGKILL, as a crashed node would: the sidecar's
+    /// process group (sidecar, postmaster, backends), then the postmaster by pid in case it
+    /// escaped the group. Returns once both are gone; [`Sidecar::relaunch`] starts it again.
+    pub async fn kill_hard(&mut self) {
+        let postmaster = self.postmaster_pid();
+        if let Some(mut child) = self.child.take() {
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+        if let Some(pid) = postmaster {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while process_alive(pid) {
+                assert!(
+                    Instant::now() < deadline,
+                    "postmaster {pid} survived SIGKILL"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
     /// The last `n` lines of the sidecar's log.
     pub fn log_tail(&self, n: usize) -> String {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();

@@ -236,17 +236,9 @@ async fn promotion_then_demotion_with_rewind_rejoins_the_old_primary() {
         .unwrap();
     wait_rows(&other, &[1, 2]).await;
 
-    // A fenced member refuses to be demoted; unfenced, the old primary comes back on its own
-    // files as a primary and takes a write the new timeline never sees: its history diverged.
-    let err = old
-        .client()
-        .demote(&DemoteRequest {
-            primary: new.pg_address(),
-            reclone_if_needed: false,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.status(), Some(409), "{err}");
+    // Unfenced, the old primary comes back on its own files as a primary and takes a write the
+    // new timeline never sees: its history diverged. (A fenced member can be demoted too; see
+    // sidecar_rejoin.rs.)
     old.client().unfence().await.unwrap();
     old.connect()
         .await
@@ -455,4 +447,45 @@ async fn a_departed_standbys_slot_can_be_dropped_but_not_while_it_streams() {
         pc.drop_slot("slot-1").await.unwrap().message,
         "no such slot"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_refuses_while_the_primary_still_serves_unless_forced() {
+    let dir = TestDir::new();
+    let primary = Sidecar::start(&dir, SidecarSpec::primary("pf-0")).await;
+    let standby = Sidecar::start(&dir, SidecarSpec::standby("pf-1", &primary)).await;
+    let sc = standby.client();
+    eventually(WAIT, "the standby to stream", || async {
+        let st = sc.status().await.ok()?;
+        (st.wal_receiver_status.as_deref() == Some("streaming")).then_some(())
+    })
+    .await;
+
+    // The primary is up and the standby streams from it: promoting would make two primaries.
+    let err = sc.promote().await.unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err}");
+    assert!(err.to_string().contains("force"), "{err}");
+    assert_eq!(sc.status().await.unwrap().role, Role::Standby);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/promote", standby.api_url()))
+        .bearer_auth(toygres_tests::API_TOKEN)
+        .json(&serde_json::json!({"force": "yes"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(sc.status().await.unwrap().role, Role::Standby);
+
+    // Forced, it goes ahead.
+    let promoted = sc
+        .promote_with(&toygres_common::sidecar_api::PromoteRequest { force: true })
+        .await
+        .unwrap();
+    assert_eq!(promoted.timeline, 2);
+    standby
+        .connect()
+        .await
+        .batch_execute("CREATE TABLE forced (x int)")
+        .await
+        .unwrap();
 }

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use toygres_common::sidecar_api::{
-    ActionResponse, DemoteRequest, DemoteResponse, PromoteResponse, Status,
+    ActionResponse, DemoteRequest, DemoteResponse, PromoteRequest, PromoteResponse, Status,
 };
 
 use super::error::ApiError;
@@ -41,9 +41,16 @@ pub async fn status(State(state): State<AppState>) -> Json<Status> {
     Json(state.member.status().await)
 }
 
-pub async fn promote(State(state): State<AppState>) -> Result<Json<PromoteResponse>, ApiError> {
+/// `POST /v1/promote`, with an optional body `{"force": true}`.
+pub async fn promote(
+    State(state): State<AppState>,
+    body: Result<Option<Json<PromoteRequest>>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<PromoteResponse>, ApiError> {
+    let force = body?.is_some_and(|Json(req)| req.force);
     let member = state.member.clone();
-    Ok(Json(detached(async move { member.promote().await }).await?))
+    Ok(Json(
+        detached(async move { member.promote(force).await }).await?,
+    ))
 }
 
 pub async fn demote(

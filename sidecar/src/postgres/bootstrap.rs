@@ -144,6 +144,8 @@ pub async fn clone_from_primary(
             primary: Some(primary.clone()),
             synchronous_standby_names: String::new(),
             synchronous_commit: "on".into(),
+            // The primary's policy (copied with its files) is not this standby's.
+            ..Default::default()
         },
     )?;
     Ok(())

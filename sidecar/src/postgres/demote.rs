@@ -1,6 +1,7 @@
 //! Demotion: this server becomes a standby of a given primary. It is stopped, rewound with
 //! pg_rewind when its history diverged from the primary's (re-cloned only when asked), and
-//! started as a standby that streams through its slot on the new primary.
+//! started as a standby that streams through its slot on the new primary. A fenced member
+//! (an old primary after a failover) can be demoted too: that is how it rejoins.
 
 use std::ffi::OsStr;
 use std::time::Duration;
@@ -20,11 +21,10 @@ impl Member {
     pub async fn demote(&self, req: &DemoteRequest) -> Result<DemoteResponse, OpError> {
         let began = Instant::now();
         let mut ops = self.ops.lock().await;
-        if self.layout.is_fenced() {
-            return Err(OpError::Conflict(
-                "the member is fenced; unfence it first".into(),
-            ));
-        }
+        // A fenced member is what a failover leaves behind: the old primary, stopped. It may be
+        // demoted: Postgres stays stopped until it starts as a standby (which cannot take
+        // writes), and only then is the fence lifted.
+        let fenced = self.layout.is_fenced();
         if req.primary.port == self.cfg.pg_port && is_loopback(&req.primary.host) {
             return Err(OpError::invalid(
                 "invalid_primary",
@@ -64,8 +64,10 @@ impl Member {
         drop(remote);
         sql::ensure_slot_on_primary(&self.cfg, &req.primary).await?;
 
-        tracing::warn!(primary = %req.primary, "demoting: stopping postgres");
+        tracing::warn!(primary = %req.primary, fenced, "demoting: stopping postgres");
         self.stop_locked(&mut ops).await;
+        // pg_rewind (PostgreSQL 13 and later) first runs crash recovery in single-user mode on a
+        // data directory that was not shut down cleanly, such as a primary killed with -9.
         let method = match self.rewind(&req.primary).await {
             Ok(rewound) => {
                 if rewound {
@@ -83,7 +85,14 @@ impl Member {
                 // Never come back as a primary: keep the server a (non-streaming) standby.
                 files::set_standby_signal(&self.bins, &self.layout, true)?;
                 ops.state.primary = Some(req.primary.clone());
+                ops.state.forget_sync_policy();
                 files::write_config(&self.cfg, &self.bins, &self.layout, &ops.state)?;
+                if fenced {
+                    return Err(OpError::Failed(format!(
+                        "{e:#}; the member stays fenced (stopped, now marked a standby); \
+                         retry with reclone_if_needed to copy the primary afresh"
+                    )));
+                }
                 let _ = self.start_locked(&mut ops).await;
                 return Err(OpError::Failed(format!(
                     "{e:#}; the server was started as a standby but cannot stream; \
@@ -93,8 +102,20 @@ impl Member {
         };
         files::set_standby_signal(&self.bins, &self.layout, true)?;
         ops.state.primary = Some(req.primary.clone());
+        // The policy described this member's standbys when it was the primary.
+        ops.state.forget_sync_policy();
         files::write_config(&self.cfg, &self.bins, &self.layout, &ops.state)?;
+        self.sync.policy_changed();
         self.start_locked(&mut ops).await?;
+        if fenced {
+            // Running as a standby now: it cannot take writes, so the fence has done its job.
+            match std::fs::remove_file(self.layout.fence_marker()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(OpError::Failed(format!("remove the fence marker: {e}")))
+                }
+                _ => tracing::warn!("fence lifted: this member is a standby now"),
+            }
+        }
         self.wait_streaming(primary_timeline).await?;
         let duration_ms = began.elapsed().as_millis() as u64;
         tracing::warn!(method, duration_ms, primary = %req.primary, "demoted: streaming");

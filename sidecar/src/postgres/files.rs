@@ -12,6 +12,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use toygres_common::names::PgAddress;
 use toygres_common::pg_exec::PgBinaries;
+use toygres_common::sidecar_api::SyncPolicy;
 
 use crate::config::Config;
 
@@ -71,6 +72,26 @@ pub struct ReplicationState {
     pub synchronous_standby_names: String,
     #[serde(default = "default_synchronous_commit")]
     pub synchronous_commit: String,
+    /// The synchronous replication policy (primary only). While one is set, the sidecar
+    /// computes `synchronous_standby_names` from it (see [`crate::postgres::sync`]).
+    #[serde(default)]
+    pub sync_policy: Option<SyncPolicy>,
+    /// `degrade` mode: `synchronous_standby_names` is emptied because too few of the policy's
+    /// standbys stream. Kept across restarts, so a restarted sidecar does not block commits
+    /// again before its standbys are back.
+    #[serde(default)]
+    pub sync_degraded: bool,
+}
+
+impl ReplicationState {
+    /// Drops the synchronous replication policy and the `synchronous_standby_names` it set
+    /// (on promotion and demotion: the policy described another topology).
+    pub fn forget_sync_policy(&mut self) {
+        if self.sync_policy.take().is_some() || self.sync_degraded {
+            self.synchronous_standby_names.clear();
+        }
+        self.sync_degraded = false;
+    }
 }
 
 fn default_synchronous_commit() -> String {
@@ -391,6 +412,27 @@ mod tests {
         assert_eq!(conf_quote("a'b\\c"), "'a''b\\\\c'");
         assert_eq!(conninfo_quote("a'b"), "'a\\'b'");
         assert_eq!(pgpass_escape("p:w\\d"), "p\\:w\\\\d");
+    }
+
+    #[test]
+    fn forgetting_the_policy_clears_only_the_names_it_set() {
+        let policy: SyncPolicy =
+            serde_json::from_str(r#"{"mode": "degrade", "standbys": ["db-1"]}"#).unwrap();
+        let mut state = ReplicationState {
+            synchronous_standby_names: "FIRST 1 (\"db-1\")".into(),
+            sync_policy: Some(policy),
+            ..Default::default()
+        };
+        state.forget_sync_policy();
+        assert_eq!(state.sync_policy, None);
+        assert_eq!(state.synchronous_standby_names, "");
+        // A value set by hand (no policy) is the operator's and stays.
+        let mut state = ReplicationState {
+            synchronous_standby_names: "\"db-1\"".into(),
+            ..Default::default()
+        };
+        state.forget_sync_policy();
+        assert_eq!(state.synchronous_standby_names, "\"db-1\"");
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub struct Member {
     /// Last contact with the controller and standbys, for the isolation lease.
     pub(super) contacts: std::sync::Mutex<super::isolation::Contacts>,
     self_fences: AtomicU64,
+    /// What the synchronous replication watcher did.
+    pub(super) sync: super::sync::SyncCounters,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -123,6 +125,7 @@ impl Member {
             client: Mutex::new(None),
             contacts: std::sync::Mutex::new(Default::default()),
             self_fences: AtomicU64::new(0),
+            sync: Default::default(),
             cfg,
             bins,
             layout,
@@ -156,6 +159,11 @@ impl Member {
     /// How many times the member fenced itself for isolation.
     pub fn self_fences(&self) -> u64 {
         self.self_fences.load(Ordering::Relaxed)
+    }
+
+    /// What the synchronous replication watcher did (degrades and restores).
+    pub fn sync_counters(&self) -> &super::sync::SyncCounters {
+        &self.sync
     }
 
     pub(super) fn count_self_fence(&self) {
@@ -207,6 +215,8 @@ impl Member {
     /// Runs until shutdown: restarts Postgres when it dies, with a growing delay while it keeps
     /// dying. Never runs while an operation holds the lock.
     pub async fn supervise(self: Arc<Self>) {
+        // The synchronous replication watcher lives as long as the supervisor.
+        tokio::spawn(Arc::clone(&self).watch_sync());
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
             if self.shutting_down.load(Ordering::SeqCst) {

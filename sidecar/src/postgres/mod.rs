@@ -11,5 +11,6 @@ pub mod promote;
 pub mod replication;
 pub mod sql;
 pub mod status;
+pub mod sync;
 
 pub use member::{Member, OpError};

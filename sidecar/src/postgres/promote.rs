@@ -1,10 +1,12 @@
 //! Promotion of this standby. Single-flight: a second request while one runs joins it, and the
-//! promotion goes on even when the client that asked hangs up.
+//! promotion goes on even when the client that asked hangs up. A standby still streaming from a
+//! primary that answers is not promoted unless the request forces it.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
+use toygres_common::names::PgAddress;
 use toygres_common::sidecar_api::PromoteResponse;
 
 use super::files;
@@ -14,8 +16,18 @@ use super::member::{Member, OpError};
 const PROMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Member {
-    /// Promotes this standby and returns once it accepts writes.
-    pub async fn promote(self: &Arc<Self>) -> Result<PromoteResponse, OpError> {
+    /// Promotes this standby and returns once it accepts writes. Unless `force`, refuses while
+    /// the standby still streams from a primary that answers: that primary is alive and not
+    /// fenced, and promoting now would make two.
+    pub async fn promote(self: &Arc<Self>, force: bool) -> Result<PromoteResponse, OpError> {
+        if !force {
+            if let Some(primary) = self.live_upstream_primary().await {
+                return Err(OpError::Conflict(format!(
+                    "this standby still streams from {primary}, which is up and a primary: fence \
+                     it first, or promote with force"
+                )));
+            }
+        }
         let mut rx = {
             let mut flight = self.promotion.lock().unwrap_or_else(|p| p.into_inner());
             match flight.as_ref() {
@@ -61,6 +73,19 @@ impl Member {
             .get(0);
         if !in_recovery {
             return Err(OpError::Conflict("this server is already a primary".into()));
+        }
+        if ops.state.sync_policy.is_some() || ops.state.sync_degraded {
+            // A policy kept from this member's days as a primary lists other members, maybe this
+            // one: it must not make the new primary's commits wait. The controller sets the new
+            // topology's policy after the promotion.
+            ops.state.forget_sync_policy();
+            files::write_config(&self.cfg, &self.bins, &self.layout, &ops.state)?;
+            client
+                .execute("SELECT pg_reload_conf()", &[])
+                .await
+                .map_err(|e| OpError::Failed(format!("reload: {e}")))?;
+            self.sync.policy_changed();
+            tracing::info!("synchronous replication policy dropped before promotion");
         }
         tracing::warn!("promoting this standby");
         // pg_promote(wait => true) checks only every 100 ms; start the promotion and poll
@@ -121,6 +146,46 @@ impl Member {
         })
     }
 }
+
+impl Member {
+    /// The primary this standby streams from, when its WAL receiver is streaming and that
+    /// server answers as a primary within [`LIVENESS_TIMEOUT`]. A primary that is down, fenced
+    /// or unreachable (or a standby upstream) gives `None`.
+    async fn live_upstream_primary(&self) -> Option<PgAddress> {
+        let streaming = {
+            let client = self.query_client().await.ok()?;
+            let row = client
+                .query_opt("SELECT status FROM pg_stat_wal_receiver", &[])
+                .await
+                .ok()??;
+            row.get::<_, Option<String>>(0).as_deref() == Some("streaming")
+        };
+        if !streaming {
+            return None;
+        }
+        let state = match self.ops.try_lock() {
+            Ok(ops) => ops.state.clone(),
+            Err(_) => files::read_state(&self.layout).ok()?,
+        };
+        let primary = state.primary?;
+        let ask = async {
+            let remote = super::sql::connect_remote(&self.cfg, &primary).await.ok()?;
+            let in_recovery: bool = remote
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .ok()?
+                .get(0);
+            Some(in_recovery)
+        };
+        match tokio::time::timeout(LIVENESS_TIMEOUT, ask).await {
+            Ok(Some(false)) => Some(primary),
+            _ => None,
+        }
+    }
+}
+
+/// How long the pre-promotion check waits for the upstream primary to answer.
+const LIVENESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The timeline a WAL file name starts with (`00000002000000000000000A` → 2).
 pub fn timeline_of_walfile(name: &str) -> Option<u32> {

@@ -1,12 +1,14 @@
 //! `PUT /v1/replication`: synchronous replication settings on a primary, and the primary a
 //! standby follows. Values are written to `toygres.conf`, checked by Postgres's own parser
-//! (`pg_file_settings`) before they are kept, and applied with a reload.
+//! (`pg_file_settings`) before they are kept, and applied with a reload. A synchronous
+//! replication policy ([`super::sync`]) replaces `synchronous_standby_names` with a value the
+//! sidecar computes and keeps up to date itself.
 
 use toygres_common::sidecar_api::ReplicationRequest;
 
 use super::files::{self, SYNCHRONOUS_COMMIT_VALUES};
 use super::member::{Member, OpError};
-use super::sql;
+use super::{sql, sync};
 
 impl Member {
     /// Applies a replication change; fields left out keep their value.
@@ -14,8 +16,18 @@ impl Member {
         if req.synchronous_standby_names.is_none()
             && req.synchronous_commit.is_none()
             && req.primary.is_none()
+            && req.sync.is_none()
         {
             return Err(OpError::invalid("invalid_request", "nothing to change"));
+        }
+        if req.sync.is_some() && req.synchronous_standby_names.is_some() {
+            return Err(OpError::invalid(
+                "invalid_request",
+                "give either sync (a policy) or synchronous_standby_names, not both",
+            ));
+        }
+        if let Some(policy) = &req.sync {
+            sync::validate_policy(policy, &self.cfg.member_name)?;
         }
         if let Some(level) = &req.synchronous_commit {
             if !SYNCHRONOUS_COMMIT_VALUES.contains(&level.as_str()) {
@@ -54,10 +66,25 @@ impl Member {
                 .await
                 .map_err(|e| OpError::Unavailable(format!("{e:#}")))?;
         }
+        if req.sync.is_some() && standby {
+            return Err(OpError::Conflict(
+                "this server is a standby; a synchronous replication policy belongs on the primary"
+                    .into(),
+            ));
+        }
         let before = ops.state.clone();
         let mut next = before.clone();
         if let Some(names) = &req.synchronous_standby_names {
+            // A value set by hand replaces the policy.
             next.synchronous_standby_names = names.clone();
+            next.sync_policy = None;
+            next.sync_degraded = false;
+        }
+        if let Some(policy) = &req.sync {
+            // A new policy starts synchronous; the watcher degrades it again if need be.
+            next.synchronous_standby_names = sync::standby_names(policy);
+            next.sync_policy = Some(policy.clone());
+            next.sync_degraded = false;
         }
         if let Some(level) = &req.synchronous_commit {
             next.synchronous_commit = level.clone();
@@ -96,6 +123,9 @@ impl Member {
             .await
             .map_err(|e| OpError::Failed(format!("reload: {e}")))?;
         ops.state = next;
+        if req.sync.is_some() || req.synchronous_standby_names.is_some() {
+            self.sync.policy_changed();
+        }
         drop(ops);
         if req.primary.is_some() {
             self.wait_streaming(None).await?;

@@ -59,12 +59,14 @@ impl Member {
             Ok(Err(e)) => tracing::debug!("status query: {e}"),
             Err(_) => tracing::warn!("status query timed out after {QUERY_TIMEOUT:?}"),
         }
-        if status.role == Role::Standby {
-            status.primary = ops_state.and_then(|s| s.primary).or_else(|| {
-                super::files::read_state(&self.layout)
-                    .ok()
-                    .and_then(|s| s.primary)
-            });
+        // While an operation holds the lock, the state file says the same.
+        let state = ops_state.or_else(|| super::files::read_state(&self.layout).ok());
+        if let Some(state) = state {
+            if status.role == Role::Standby {
+                status.primary = state.primary;
+            }
+            status.sync_policy = state.sync_policy;
+            status.sync_degraded = state.sync_degraded;
         }
         status
     }
