@@ -83,6 +83,9 @@ pub struct CreateInstanceRequest {
     /// `sync` or `async` (the default).
     #[serde(default)]
     pub replication: Option<String>,
+    /// HA settings other than the defaults (automatic failover, sync mode …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaSettingsPatch>,
 }
 
 /// A [`CreateInstanceRequest`] whose values were checked.
@@ -92,6 +95,8 @@ pub struct ValidatedCreateInstance {
     pub name: String,
     pub replicas: u32,
     pub replication: ReplicationMode,
+    #[serde(default)]
+    pub ha: HaSettings,
 }
 
 impl TryFrom<CreateInstanceRequest> for ValidatedCreateInstance {
@@ -122,10 +127,15 @@ impl TryFrom<CreateInstanceRequest> for ValidatedCreateInstance {
                 "sync replication needs at least one replica",
             ));
         }
+        let ha = match &request.ha {
+            Some(patch) => HaSettings::default().patched(patch)?,
+            None => HaSettings::default(),
+        };
         Ok(Self {
             name: request.name,
             replicas,
             replication,
+            ha,
         })
     }
 }
@@ -344,6 +354,7 @@ mod tests {
 
     fn request(name: &str, replicas: i64, replication: Option<&str>) -> CreateInstanceRequest {
         CreateInstanceRequest {
+            ha: None,
             name: name.into(),
             replicas,
             replication: replication.map(String::from),

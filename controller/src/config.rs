@@ -45,8 +45,9 @@ pub struct ControllerArgs {
     #[arg(long, env = "TOYGRES_SIDECAR_BIN", value_name = "FILE")]
     pub sidecar_bin: Option<PathBuf>,
 
-    /// Milliseconds between two health rounds of an instance
-    #[arg(long, env = "TOYGRES_HEALTH_INTERVAL_MS", value_name = "MS", default_value_t = 5000,
+    /// Milliseconds between two health rounds of an instance (a primary that misses one is
+    /// re-checked at its HA check interval)
+    #[arg(long, env = "TOYGRES_HEALTH_INTERVAL_MS", value_name = "MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(100..))]
     pub health_interval_ms: u64,
 
@@ -66,6 +67,16 @@ pub struct ControllerArgs {
     #[arg(long, env = "TOYGRES_POLL_INTERVAL_MS", value_name = "MS", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub poll_interval_ms: u64,
+
+    /// Seconds a primary that has had standbys may go without hearing from the controller and
+    /// from every standby before it fences itself (0: never)
+    #[arg(
+        long,
+        env = "TOYGRES_ISOLATION_LEASE_SECS",
+        value_name = "SECS",
+        default_value_t = 15
+    )]
+    pub isolation_lease_secs: u64,
 }
 
 /// A connection string that may hold a password: never printed (`Debug` is redacted).
@@ -127,6 +138,8 @@ pub struct ControllerConfig {
     pub health_timeout: Duration,
     pub poll_interval: Duration,
     pub supervise_interval: Duration,
+    /// The sidecars' isolation lease; `None`: off.
+    pub isolation_lease: Option<Duration>,
 }
 
 impl ControllerConfig {
@@ -168,6 +181,8 @@ impl ControllerConfig {
             health_timeout: Duration::from_millis(args.health_timeout_ms),
             poll_interval: Duration::from_millis(args.poll_interval_ms),
             supervise_interval: Duration::from_millis(args.supervise_interval_ms),
+            isolation_lease: (args.isolation_lease_secs > 0)
+                .then(|| Duration::from_secs(args.isolation_lease_secs)),
         })
     }
 }

@@ -148,6 +148,11 @@ async fn serve(
     let mut platform_config = LocalPlatformConfig::new(config.home.root().to_path_buf());
     platform_config.sidecar_bin = config.sidecar_bin.clone();
     platform_config.pg_bin_dir = config.pg_bin_dir.clone();
+    if let Some(lease) = config.isolation_lease {
+        platform_config
+            .extra_sidecar_args
+            .push(format!("--isolation-lease-secs={}", lease.as_secs()));
+    }
     let platform =
         Arc::new(LocalPlatform::new(platform_config).context("set up the local platform")?);
     let adopted = platform

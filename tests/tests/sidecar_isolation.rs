@@ -81,3 +81,13 @@ async fn unmanaged_primary_never_fences_itself() {
     let primary = Sidecar::start(&dir, with_lease(SidecarSpec::primary("solo-0"))).await;
     assert!(stays_ready(&primary, Duration::from_secs(2 * LEASE_SECS)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_primary_without_standbys_never_fences_itself() {
+    let dir = TestDir::new();
+    let primary = Sidecar::start(&dir, with_lease(SidecarSpec::primary("alone-0"))).await;
+    // Armed by the controller's request, but no standby ever streamed: nothing could replace
+    // it, so losing the controller must not stop it.
+    primary.client().status().await.unwrap();
+    assert!(stays_ready(&primary, Duration::from_secs(2 * LEASE_SECS)).await);
+}

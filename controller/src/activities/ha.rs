@@ -244,12 +244,27 @@ pub async fn promote_member(
         Duration::from_secs(120),
     )
     .await?;
-    let promoted = client.promote().await.map_err(describe)?;
-    Ok(Promoted {
-        timeline: promoted.timeline,
-        lsn: parse_lsn(&promoted.lsn),
-        duration_ms: promoted.duration_ms,
-    })
+    match client.promote().await {
+        Ok(promoted) => Ok(Promoted {
+            timeline: promoted.timeline,
+            lsn: parse_lsn(&promoted.lsn),
+            duration_ms: promoted.duration_ms,
+        }),
+        // Run again after a crash of the controller: the first run did it.
+        Err(e) if e.status() == Some(409) => {
+            let status = client.status().await.map_err(describe)?;
+            if status.running && status.role == Role::Primary {
+                Ok(Promoted {
+                    timeline: status.timeline.unwrap_or(0),
+                    lsn: status.current_lsn.as_deref().and_then(parse_lsn),
+                    duration_ms: 0,
+                })
+            } else {
+                Err(describe(e))
+            }
+        }
+        Err(e) => Err(describe(e)),
+    }
 }
 
 /// Lets a fenced member serve again (a switchover that failed gives the old primary its role

@@ -191,6 +191,9 @@ pub struct Topology {
     /// `sync` or `async`.
     pub replication_mode: String,
     pub replicas: u32,
+    /// The instance's HA settings (sync mode, quorum …).
+    #[serde(default)]
+    pub ha: toygres_common::controller_api::HaSettings,
 }
 
 /// Reads the instance's topology: members and roles from the CMS, the primary's address from
@@ -211,6 +214,12 @@ pub async fn read_topology(
         .list_members(&input.instance)
         .await
         .map_err(describe)?;
+    let ha = deps
+        .cms
+        .get_ha_settings(&input.instance)
+        .await
+        .map_err(describe)?
+        .unwrap_or_default();
     let primary = members
         .iter()
         .find(|m| m.role == "primary")
@@ -235,6 +244,7 @@ pub async fn read_topology(
             .collect(),
         replication_mode: instance.summary.replication_mode,
         replicas: instance.replicas,
+        ha,
     })
 }
 

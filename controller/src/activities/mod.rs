@@ -41,7 +41,6 @@ pub mod names {
     pub const STOP_ACTOR: &str = "StopActor";
     pub const PRUNE_ACTOR_HISTORY: &str = "PruneActorHistory";
     pub const WAIT_MEMBER_READY: &str = "WaitMemberReady";
-    pub const SET_SYNC_STANDBYS: &str = "SetSyncStandbys";
     pub const WAIT_SYNC_STANDBY: &str = "WaitSyncStandby";
     pub const PROBE_MEMBER: &str = "ProbeMember";
     pub const DROP_SLOT: &str = "DropSlot";
@@ -119,7 +118,6 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
     let b = register!(b, names::STOP_ACTOR, records::stop_actor);
     let b = register!(b, names::PRUNE_ACTOR_HISTORY, records::prune_actor_history);
     let b = register!(b, names::WAIT_MEMBER_READY, sidecar::wait_member_ready);
-    let b = register!(b, names::SET_SYNC_STANDBYS, sidecar::set_sync_standbys);
     let b = register!(b, names::WAIT_SYNC_STANDBY, sidecar::wait_sync_standby);
     let b = register!(b, names::PROBE_MEMBER, sidecar::probe_member);
     let b = register!(b, names::DROP_SLOT, sidecar::drop_slot);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use duroxide::ActivityContext;
 use serde::{Deserialize, Serialize};
-use toygres_common::sidecar_api::{ReplicationRequest, Role, Status};
+use toygres_common::sidecar_api::{Role, Status};
 use toygres_common::SidecarClient;
 
 use super::{describe, ActivityDeps};
@@ -112,39 +112,6 @@ pub async fn wait_member_ready(
         }
         tokio::time::sleep(deps.poll_interval).await;
     }
-}
-
-/// Set the primary's synchronous standbys.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncStandbysInput {
-    pub instance: String,
-    pub primary: String,
-    /// The value of `synchronous_standby_names` (`""` for none).
-    pub synchronous_standby_names: String,
-}
-
-/// Sets `synchronous_standby_names` on the primary (a reload).
-pub async fn set_sync_standbys(
-    deps: Arc<ActivityDeps>,
-    _ctx: ActivityContext,
-    input: SyncStandbysInput,
-) -> Result<(), String> {
-    let client = sidecar(
-        &deps,
-        &input.instance,
-        &input.primary,
-        Duration::from_secs(30),
-    )
-    .await?;
-    client
-        .set_replication(&ReplicationRequest {
-            synchronous_standby_names: Some(input.synchronous_standby_names),
-            synchronous_commit: Some("on".into()),
-            ..Default::default()
-        })
-        .await
-        .map_err(describe)?;
-    Ok(())
 }
 
 /// Wait until the primary reports a synchronous standby.

@@ -64,6 +64,7 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
         name: args.name.clone(),
         replicas: args.replicas,
         replication: Some(args.replication.clone()),
+        ha: None,
     };
     let accepted: OperationAccepted = client.post("/v1/instances", &request).await?;
     let table = args.output == OutputFormat::Table;

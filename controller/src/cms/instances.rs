@@ -110,14 +110,16 @@ impl Cms {
         }
         let replicas = i32::try_from(spec.replicas).unwrap_or(0);
         let spec_json = serde_json::to_value(spec).unwrap_or_default();
+        let ha_json = serde_json::to_value(&spec.ha).unwrap_or_default();
         tx.execute(
-            "INSERT INTO toygres.instances (name, state, replication_mode, replicas, spec)
-             VALUES ($1, 'creating', $2, $3, $4)",
+            "INSERT INTO toygres.instances (name, state, replication_mode, replicas, spec, ha)
+             VALUES ($1, 'creating', $2, $3, $4, $5)",
             &[
                 &spec.name,
                 &spec.replication.as_str(),
                 &replicas,
                 &spec_json,
+                &ha_json,
             ],
         )
         .await

@@ -6,16 +6,16 @@ use duroxide::OrchestrationContext;
 use serde::{Deserialize, Serialize};
 use toygres_common::controller_api::{ReplicationMode, ValidatedCreateInstance};
 
+use super::ha::sync_policy;
 use super::instance_actor::ActorInput;
-use super::{call, call_once, member_name, names, now_ms, report, synchronous_standby_names};
+use super::{call, call_once, member_name, names, now_ms, report};
+use crate::activities::ha::SyncPolicyInput;
 use crate::activities::members::{CreateMemberInput, InstanceRef, RouteInput};
 use crate::activities::names as act;
 use crate::activities::records::{
     ActorRef, InstanceRunning, MemberRole, OperationFinished, OperationStarted,
 };
-use crate::activities::sidecar::{
-    ExpectedRole, MemberReady, SyncStandbysInput, WaitReadyInput, WaitSyncInput,
-};
+use crate::activities::sidecar::{ExpectedRole, MemberReady, WaitReadyInput, WaitSyncInput};
 use crate::platform::{Bootstrap, EndpointRoutes, Endpoints, MemberHandle, Placement, SecretRefs};
 
 /// How long a new member may take to serve in its role (initdb or pg_basebackup included).
@@ -235,11 +235,11 @@ async fn provision(
         report(ctx, 7, STEPS, "making a standby synchronous");
         call::<_, ()>(
             ctx,
-            act::SET_SYNC_STANDBYS,
-            &SyncStandbysInput {
+            act::SET_SYNC_POLICY,
+            &SyncPolicyInput {
                 instance: name.clone(),
                 primary: primary_name.clone(),
-                synchronous_standby_names: synchronous_standby_names(&standbys),
+                policy: sync_policy(true, &input.spec.ha, &standbys),
             },
         )
         .await?;

@@ -14,12 +14,14 @@ use toygres_common::controller_api::{HaSettings, ValidatedSwitchover};
 
 use super::create_instance::ActorSettings;
 use super::ha::{
-    choose_target, FailoverInput, NoCandidate, PrimarySeen, RejoinOperation, SwitchoverInput,
+    choose_target, sync_policy, FailoverInput, NoCandidate, PrimarySeen, RejoinOperation,
+    SwitchoverInput,
 };
 use super::replicas::{AddReplicaInput, RemoveReplicaInput};
 use super::{call, call_once, names, now_ms};
 use crate::activities::ha::{
     ActorView, EventRecord, FenceInput, Fenced, MemberStateInput, MemberSurvey, SurveyInput,
+    SyncPolicyInput,
 };
 use crate::activities::members::RouteInput;
 use crate::activities::names as act;
@@ -256,12 +258,37 @@ async fn look_after_primary(
     round: Round,
 ) -> ActorState {
     let Round { view, probes } = round;
-    state.ha = view.ha.clone();
     let Some(primary) = view.primary.clone() else {
+        state.ha = view.ha.clone();
         return state;
     };
     let probe = probes.iter().find(|p| p.member == primary);
     let primary_up = probe.is_some_and(|p| p.healthy && p.role.as_deref() == Some("primary"));
+    if primary_up && view.replication_mode == "sync" && sync_settings_changed(&state.ha, &view.ha) {
+        // Changed through the API: the primary gets its new policy now.
+        let standbys: Vec<String> = view
+            .members
+            .iter()
+            .filter(|m| **m != primary && !view.rejoining.contains(m))
+            .cloned()
+            .collect();
+        let applied = call::<_, ()>(
+            ctx,
+            act::SET_SYNC_POLICY,
+            &SyncPolicyInput {
+                instance: input.instance.clone(),
+                primary: primary.clone(),
+                policy: sync_policy(true, &view.ha, &standbys),
+            },
+        )
+        .await;
+        if let Err(e) = applied {
+            // Tried again next round: the settings are not taken as applied.
+            ctx.trace_warn(format!("apply the synchronous replication settings: {e}"));
+            return state;
+        }
+    }
+    state.ha = view.ha.clone();
     if primary_up {
         if let Some(p) = probe {
             state.last_seen = PrimarySeen {
@@ -417,6 +444,21 @@ async fn look_after_primary(
             next
         }
     }
+}
+
+/// Whether the settings that shape the primary's synchronous replication differ.
+fn sync_settings_changed(before: &HaSettings, now: &HaSettings) -> bool {
+    (
+        before.sync_mode,
+        before.num_sync,
+        before.quorum,
+        before.degrade_timeout_secs,
+    ) != (
+        now.sync_mode,
+        now.num_sync,
+        now.quorum,
+        now.degrade_timeout_secs,
+    )
 }
 
 /// Logs an HA event unless the same kind was the last one logged.

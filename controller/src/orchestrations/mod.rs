@@ -105,19 +105,6 @@ pub(crate) async fn now_ms(ctx: &OrchestrationContext) -> Result<u64, String> {
         .unwrap_or(0))
 }
 
-/// The value of `synchronous_standby_names` that makes the first available of `standbys`
-/// synchronous. Member names contain `-`, so each is double-quoted.
-pub fn synchronous_standby_names(standbys: &[String]) -> String {
-    if standbys.is_empty() {
-        return String::new();
-    }
-    let quoted: Vec<String> = standbys
-        .iter()
-        .map(|s| format!("\"{}\"", s.replace('"', "\"\"")))
-        .collect();
-    format!("FIRST 1 ({})", quoted.join(", "))
-}
-
 /// The name of member `n` of `instance`.
 pub fn member_name(instance: &str, n: u32) -> String {
     format!("{instance}-{n}")

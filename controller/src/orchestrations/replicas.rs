@@ -6,7 +6,9 @@ use duroxide::OrchestrationContext;
 use serde::{Deserialize, Serialize};
 
 use super::create_instance::MEMBER_READY_TIMEOUT_SECS;
-use super::{call, call_once, member_name, now_ms, report, synchronous_standby_names};
+use super::ha::sync_policy;
+use super::{call, call_once, member_name, now_ms, report};
+use crate::activities::ha::SyncPolicyInput;
 use crate::activities::members::{
     CreateMemberInput, DeleteMemberInput, InstanceRef, RouteInput, Topology,
 };
@@ -14,9 +16,7 @@ use crate::activities::names as act;
 use crate::activities::records::{
     InstanceRunning, MemberRole, OperationFinished, OperationStarted, ReplicasChanged,
 };
-use crate::activities::sidecar::{
-    DropSlotInput, ExpectedRole, MemberReady, SyncStandbysInput, WaitReadyInput,
-};
+use crate::activities::sidecar::{DropSlotInput, ExpectedRole, MemberReady, WaitReadyInput};
 use crate::platform::{Bootstrap, EndpointRoutes, MemberHandle, Placement};
 
 /// The input of *AddReplica*.
@@ -142,11 +142,11 @@ async fn add(ctx: &OrchestrationContext, input: &AddReplicaInput) -> Result<Stri
     if topology.replication_mode == "sync" {
         call::<_, ()>(
             ctx,
-            act::SET_SYNC_STANDBYS,
-            &SyncStandbysInput {
+            act::SET_SYNC_POLICY,
+            &SyncPolicyInput {
                 instance: input.instance.clone(),
                 primary: primary.clone(),
-                synchronous_standby_names: synchronous_standby_names(&standbys),
+                policy: sync_policy(true, &topology.ha, &standbys),
             },
         )
         .await?;
@@ -264,11 +264,11 @@ async fn remove(ctx: &OrchestrationContext, input: &RemoveReplicaInput) -> Resul
     if let (Some(primary), "sync") = (&topology.primary, topology.replication_mode.as_str()) {
         call::<_, ()>(
             ctx,
-            act::SET_SYNC_STANDBYS,
-            &SyncStandbysInput {
+            act::SET_SYNC_POLICY,
+            &SyncPolicyInput {
                 instance: input.instance.clone(),
                 primary: primary.clone(),
-                synchronous_standby_names: synchronous_standby_names(&standbys),
+                policy: sync_policy(true, &topology.ha, &standbys),
             },
         )
         .await?;

@@ -51,7 +51,6 @@ fn fake_activities(calls: Calls, failing: BTreeSet<String>) -> ActivityRegistry 
         act::STOP_ACTOR,
         act::PRUNE_ACTOR_HISTORY,
         act::WAIT_MEMBER_READY,
-        act::SET_SYNC_STANDBYS,
         act::WAIT_SYNC_STANDBY,
         act::PROBE_MEMBER,
         act::READ_ACTOR_VIEW,
@@ -272,6 +271,7 @@ fn create_input(replicas: u32, replication: ReplicationMode) -> CreateInstanceIn
             name: "db".into(),
             replicas,
             replication,
+            ha: Default::default(),
         },
         actor: ActorSettings {
             // The actor started at the end idles through the test.
@@ -302,7 +302,7 @@ async fn create_with_a_sync_standby_waits_for_streaming_then_sync_then_routes_an
     let position = |name: &str| order.iter().position(|n| n == name).unwrap();
     assert!(position(act::RECORD_OPERATION_STARTED) < position(act::ENSURE_SECRETS));
     assert!(position(act::ENSURE_SECRETS) < position(act::CREATE_MEMBER));
-    assert!(position(act::SET_SYNC_STANDBYS) < position(act::WAIT_SYNC_STANDBY));
+    assert!(position(act::SET_SYNC_POLICY) < position(act::WAIT_SYNC_STANDBY));
     assert!(position(act::WAIT_SYNC_STANDBY) < position(act::ROUTE_ENDPOINTS));
     assert!(position(act::ROUTE_ENDPOINTS) < position(act::RECORD_INSTANCE_RUNNING));
 
@@ -314,8 +314,9 @@ async fn create_with_a_sync_standby_waits_for_streaming_then_sync_then_routes_an
     let waits = harness.calls_to(act::WAIT_MEMBER_READY);
     assert_eq!(waits[1]["role"], "standby");
     assert_eq!(
-        harness.calls_to(act::SET_SYNC_STANDBYS)[0]["synchronous_standby_names"],
-        "FIRST 1 (\"db-1\")"
+        harness.calls_to(act::SET_SYNC_POLICY)[0]["policy"],
+        json!({"mode": "strict", "method": "first", "num_sync": 1, "standbys": ["db-1"],
+               "degrade_timeout_secs": 10})
     );
     let route = &harness.calls_to(act::ROUTE_ENDPOINTS)[0]["routes"];
     assert_eq!(route["rw"], "db-0");
@@ -354,7 +355,7 @@ async fn async_create_without_replicas_sets_no_synchronous_standby() {
         matches!(status, OrchestrationStatus::Completed { .. }),
         "{status:?}"
     );
-    assert!(harness.calls_to(act::SET_SYNC_STANDBYS).is_empty());
+    assert!(harness.calls_to(act::SET_SYNC_POLICY).is_empty());
     assert_eq!(harness.calls_to(act::CREATE_MEMBER).len(), 1);
     assert_eq!(
         harness.calls_to(act::ROUTE_ENDPOINTS)[0]["routes"]["ro"],
@@ -508,10 +509,10 @@ async fn the_actor_keeps_checking_health_while_a_queued_add_replica_runs_and_con
         calls.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()
     );
     // Sync mode: the new standby joins the synchronous set and the ro endpoint.
-    let sync = harness.calls_to(act::SET_SYNC_STANDBYS);
+    let sync = harness.calls_to(act::SET_SYNC_POLICY);
     assert_eq!(
-        sync.last().unwrap()["synchronous_standby_names"],
-        "FIRST 1 (\"db-1\", \"db-2\")"
+        sync.last().unwrap()["policy"]["standbys"],
+        json!(["db-1", "db-2"])
     );
     let routed_during: Vec<&Value> = calls[started..finished]
         .iter()
@@ -684,15 +685,6 @@ fn no_healthy_primary_makes_the_instance_unavailable() {
         1024,
     );
     assert_eq!(result.health, "unavailable");
-}
-
-#[test]
-fn synchronous_standby_names_quotes_member_names() {
-    assert_eq!(synchronous_standby_names(&[]), "");
-    assert_eq!(
-        synchronous_standby_names(&["db-1".into(), "db-2".into()]),
-        "FIRST 1 (\"db-1\", \"db-2\")"
-    );
 }
 
 #[tokio::test]

@@ -3,8 +3,9 @@
 //! lease stops Postgres and fences itself: cut off from everyone, it cannot know whether a
 //! standby has been promoted meanwhile, and it must not keep taking writes that would be lost.
 //!
-//! The lease is off unless configured, and it arms only after the first authenticated request,
-//! so a sidecar nobody manages never fences itself.
+//! The lease is off unless configured, and it arms only after the first authenticated request
+//! and the first streaming standby: a sidecar nobody manages, or a primary that never had a
+//! standby (nobody could take its place), never fences itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +50,10 @@ impl Member {
                 match (c.controller, c.standby) {
                     // Not armed: nobody has managed this member yet.
                     (None, _) => continue,
-                    (Some(ctl), standby) => standby.map_or(ctl, |s| s.max(ctl)),
+                    // Never had a standby: nothing can have been promoted in its place, so
+                    // stopping would only turn a lost controller into an outage.
+                    (Some(_), None) => continue,
+                    (Some(ctl), Some(standby)) => standby.max(ctl),
                 }
             };
             let silent = last.elapsed();

@@ -1,0 +1,446 @@
+//! High availability end to end on the local platform: switchover and automatic failover under
+//! continuous writes through the rw endpoint (no acknowledged commit lost, one writer at a time),
+//! rejoin of the old primary, manual failover, the switches that keep a failover from happening
+//! (disabled, no eligible standby), and a controller killed in the middle of a failover.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::fs;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use support::*;
+use toygres_common::controller_api::{EventList, InstanceDetail, Operation, ReplicationStatus};
+
+/// Members killed by a test stay down until the controller rejoins them (no supervisor restart
+/// racing the failover).
+const NO_RESTARTS: (&str, &str) = ("TOYGRES_SUPERVISE_INTERVAL_MS", "3600000");
+
+/// How long a failover, with the old primary's rejoin, may take.
+const FAILOVER_DEADLINE: Duration = Duration::from_secs(120);
+
+/// One acknowledged commit: its id, the Postgres port that took it, when it returned.
+#[derive(Debug, Clone, Copy)]
+struct Ack {
+    id: i64,
+    port: i32,
+    at: Instant,
+}
+
+/// A client writing rows through the rw endpoint as fast as it can, reconnecting whenever its
+/// connection breaks, and remembering every commit Postgres acknowledged.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acks: Arc<Mutex<Vec<Ack>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(url: String, password: String) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            let acks = acks.clone();
+            async move {
+                let mut next = 1i64;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut config: tokio_postgres::Config = url.parse().unwrap();
+                    config
+                        .password(&password)
+                        .connect_timeout(Duration::from_secs(5));
+                    let Ok(Ok((client, connection))) = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        config.connect(tokio_postgres::NoTls),
+                    )
+                    .await
+                    else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    tokio::spawn(async move {
+                        let _ = connection.await;
+                    });
+                    while !stop.load(Ordering::Relaxed) {
+                        let id = next;
+                        next += 1;
+                        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+                        let insert = client.query_one(
+                            "INSERT INTO acked (id) VALUES ($1) RETURNING inet_server_port()",
+                            &params,
+                        );
+                        match tokio::time::timeout(Duration::from_secs(30), insert).await {
+                            Ok(Ok(row)) => acks.lock().unwrap().push(Ack {
+                                id,
+                                port: row.get(0),
+                                at: Instant::now(),
+                            }),
+                            // Not acknowledged: it may or may not be there; never counted.
+                            _ => break,
+                        }
+                    }
+                }
+            }
+        });
+        Self { stop, acks, task }
+    }
+
+    fn acks(&self) -> Vec<Ack> {
+        self.acks.lock().unwrap().clone()
+    }
+
+    /// Polls until a commit is acknowledged after `since`; returns when it was.
+    async fn acked_after(&self, since: Instant, what: &str) -> Instant {
+        eventually(FAILOVER_DEADLINE, what, || async {
+            self.acks().iter().find(|a| a.at > since).map(|a| a.at)
+        })
+        .await
+    }
+
+    async fn stop(self) -> Vec<Ack> {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = tokio::time::timeout(Duration::from_secs(40), self.task).await;
+        self.acks.lock().unwrap().clone()
+    }
+}
+
+/// The longest time between two consecutive acknowledged commits within `[from, to]`.
+fn longest_pause(acks: &[Ack], from: Instant, to: Instant) -> Duration {
+    let within: Vec<Instant> = acks
+        .iter()
+        .map(|a| a.at)
+        .filter(|at| *at >= from && *at <= to)
+        .collect();
+    within
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
+}
+
+/// SIGKILLs a member's sidecar and its postmaster.
+fn kill_member(home: &Home, instance: &str, member: &str) {
+    let dir = home.path().join("instances").join(instance).join(member);
+    let record: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("member.json")).unwrap()).unwrap();
+    let postmaster = fs::read_to_string(dir.join("data/postmaster.pid"))
+        .ok()
+        .and_then(|pid| pid.lines().next()?.trim().parse::<i32>().ok());
+    if let Some(pid) = record["pid"].as_i64() {
+        let _ = kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGKILL);
+    }
+    if let Some(pid) = postmaster {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+async fn members(api: &Api, instance: &str) -> ReplicationStatus {
+    api.get(&format!("/v1/instances/{instance}/replicas")).await
+}
+
+async fn primary_of(api: &Api, instance: &str) -> Option<String> {
+    members(api, instance)
+        .await
+        .members
+        .into_iter()
+        .find(|m| m.role == "primary")
+        .map(|m| m.name)
+}
+
+/// Polls until every member is a running, healthy primary or streaming standby, with exactly
+/// one primary.
+async fn wait_all_healthy(api: &Api, home: &Home, instance: &str, count: usize) {
+    let deadline = Instant::now() + FAILOVER_DEADLINE;
+    loop {
+        let status = members(api, instance).await;
+        let healthy = status
+            .members
+            .iter()
+            .filter(|m| m.health == "healthy" && m.state == "running")
+            .count();
+        let primaries = status
+            .members
+            .iter()
+            .filter(|m| m.role == "primary")
+            .count();
+        if healthy == count && primaries == 1 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{instance} is not healthy: {:?}\n{}",
+            status
+                .members
+                .iter()
+                .map(|m| (&m.name, &m.role, &m.state, &m.health))
+                .collect::<Vec<_>>(),
+            home.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn events(api: &Api, instance: &str) -> EventList {
+    api.get(&format!("/v1/instances/{instance}/events")).await
+}
+
+async fn connection(api: &Api, instance: &str) -> (String, String) {
+    let detail: InstanceDetail = api.get(&format!("/v1/instances/{instance}")).await;
+    let connection = detail.connection.unwrap();
+    let password = fs::read_to_string(connection.password_location.unwrap())
+        .unwrap()
+        .trim()
+        .to_string();
+    (connection.rw, password)
+}
+
+async fn post(api: &Api, path: &str, body: serde_json::Value) -> (u16, String) {
+    api.send(reqwest::Method::POST, path, Some(body)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_mode_switchover_and_ten_kill_failovers_lose_no_acknowledged_commit() {
+    let mut home = Home::new();
+    let api = home.start_with_env(&[NO_RESTARTS]).await;
+    let accepted = api.create("ha", 2, "sync").await;
+    let created = api.wait_operation(&home, &accepted.operation_id).await;
+    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
+    let (rw, password) = connection(&api, "ha").await;
+    connect(&rw, &password)
+        .await
+        .batch_execute("CREATE TABLE acked (id bigint PRIMARY KEY)")
+        .await
+        .unwrap();
+    let writer = Writer::start(rw.clone(), password.clone());
+    writer
+        .acked_after(Instant::now(), "the first acknowledged write")
+        .await;
+
+    // Switchover under writes: the primary hands over to a standby, nothing is lost.
+    let before = primary_of(&api, "ha").await.unwrap();
+    let began = Instant::now();
+    let (status, body) = post(&api, "/v1/instances/ha/switchover", serde_json::json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["operation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let switchover = api.wait_operation(&home, &id).await;
+    assert_eq!(
+        switchover.status,
+        "succeeded",
+        "{switchover:?}\n{}",
+        home.logs()
+    );
+    let progress = switchover.progress.clone().unwrap();
+    assert_eq!(progress.state.as_deref(), Some("completed"));
+    let handover = progress.handover.unwrap();
+    assert_eq!(handover.old_primary.as_deref(), Some(before.as_str()));
+    assert_eq!(handover.data_loss_bytes, Some(0));
+    let after = primary_of(&api, "ha").await.unwrap();
+    assert_ne!(after, before);
+    writer
+        .acked_after(Instant::now(), "a write after the switchover")
+        .await;
+    let pause = longest_pause(&writer.acks(), began, Instant::now());
+    eprintln!("switchover: longest write pause {pause:?}");
+    wait_all_healthy(&api, &home, "ha", 3).await;
+    let old = members(&api, "ha").await;
+    assert!(
+        old.members
+            .iter()
+            .any(|m| m.name == before && m.role == "standby"),
+        "the old primary did not rejoin as a standby"
+    );
+
+    // Ten times: kill -9 the primary's sidecar and Postgres while writes go on.
+    let mut failover_times = Vec::new();
+    for round in 1..=10 {
+        let primary = primary_of(&api, "ha").await.unwrap();
+        let killed = Instant::now();
+        kill_member(&home, "ha", &primary);
+        let next = eventually(FAILOVER_DEADLINE, "a new primary", || async {
+            primary_of(&api, "ha").await.filter(|p| *p != primary)
+        })
+        .await;
+        let first_write = writer
+            .acked_after(killed, "a write through rw after the failover")
+            .await;
+        failover_times.push(first_write - killed);
+        eprintln!(
+            "failover {round}: {primary} -> {next}, first write after {:?}",
+            first_write - killed
+        );
+        wait_all_healthy(&api, &home, "ha", 3).await;
+    }
+    let acks = writer.stop().await;
+
+    // Every acknowledged commit is there.
+    let client = connect(&rw, &password).await;
+    let rows: Vec<i64> = client
+        .query("SELECT id FROM acked ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let present: std::collections::BTreeSet<i64> = rows.into_iter().collect();
+    let lost: Vec<i64> = acks
+        .iter()
+        .map(|a| a.id)
+        .filter(|id| !present.contains(id))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
+    assert!(acks.len() > 100, "only {} writes acknowledged", acks.len());
+    // One writer at a time: in commit order, the server that took the writes changes once per
+    // change of primary (a switchover and ten failovers), never back and forth.
+    let changes = acks.windows(2).filter(|w| w[0].port != w[1].port).count();
+    assert!(
+        changes <= 11,
+        "writes moved between servers {changes} times"
+    );
+    let handovers: Vec<_> = events(&api, "ha")
+        .await
+        .events
+        .into_iter()
+        .filter(|e| e.kind == "failover-automatic")
+        .collect();
+    assert_eq!(handovers.len(), 10, "{handovers:?}");
+    failover_times.sort();
+    eprintln!(
+        "failover to first write: median {:?}, max {:?}",
+        failover_times[failover_times.len() / 2],
+        failover_times.last().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_is_held_back_when_disabled_or_impossible_and_survives_a_controller_kill() {
+    let mut home = Home::new();
+    let api = home.start_with_env(&[NO_RESTARTS]).await;
+    let accepted = api.create("solo", 1, "async").await;
+    let created = api.wait_operation(&home, &accepted.operation_id).await;
+    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
+
+    // A manual failover of a healthy primary is refused; a switchover is what that is.
+    wait_all_healthy(&api, &home, "solo", 2).await;
+    let (status, body) = post(&api, "/v1/instances/solo/failover", serde_json::json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("switchover"), "{body}");
+    let (status, body) = post(
+        &api,
+        "/v1/instances/solo/switchover",
+        serde_json::json!({"old_primary_action": "explode"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post(
+        &api,
+        "/v1/instances/solo/failover",
+        serde_json::json!({"to": "solo-7"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = api
+        .send(
+            reqwest::Method::PUT,
+            "/v1/instances/solo/ha",
+            Some(serde_json::json!({"failure_threshold": 0})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    // Disabled: the primary dies, the actor says so once and promotes nobody.
+    let out = stdout(&home.cli(&["ha", "set", "solo", "--failover-enabled", "false"]));
+    assert!(out.contains("failover_enabled      false"), "{out}");
+    kill_member(&home, "solo", "solo-0");
+    eventually(FAILOVER_DEADLINE, "a failover-disabled event", || async {
+        events(&api, "solo")
+            .await
+            .events
+            .iter()
+            .any(|e| e.kind == "failover-disabled")
+            .then_some(())
+    })
+    .await;
+    let status = members(&api, "solo").await;
+    assert_eq!(primary_of(&api, "solo").await.as_deref(), Some("solo-0"));
+    assert!(status
+        .members
+        .iter()
+        .any(|m| m.name == "solo-1" && m.role == "standby" && m.health == "healthy"));
+
+    // The operator fails over by hand; the controller is killed while it runs and finishes it
+    // after a restart.
+    let accepted =
+        stdout(&home.cli(&["replication", "failover", "solo", "--no-wait", "-o", "json"]));
+    let id = serde_json::from_str::<serde_json::Value>(&accepted).unwrap()["operation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually(Duration::from_secs(60), "the failover to start", || async {
+        let (status, body) = api
+            .send(reqwest::Method::GET, &format!("/v1/operations/{id}"), None)
+            .await;
+        (status == 200 && serde_json::from_str::<Operation>(&body).unwrap().status != "pending")
+            .then_some(())
+    })
+    .await;
+    home.kill_controller();
+    let api = home.start_with_env(&[NO_RESTARTS]).await;
+    let failover = api.wait_operation(&home, &id).await;
+    assert_eq!(
+        failover.status,
+        "succeeded",
+        "{failover:?}\n{}",
+        home.logs()
+    );
+    assert_eq!(primary_of(&api, "solo").await.as_deref(), Some("solo-1"));
+    let (rw, password) = connection(&api, "solo").await;
+    eventually(Duration::from_secs(30), "a write through rw", || async {
+        let mut config: tokio_postgres::Config = rw.parse().unwrap();
+        config
+            .password(&password)
+            .connect_timeout(Duration::from_secs(5));
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.ok()?;
+        tokio::spawn(connection);
+        client
+            .batch_execute("CREATE TABLE IF NOT EXISTS after_failover (x int)")
+            .await
+            .ok()
+    })
+    .await;
+    // The old primary came back as a standby of the new one.
+    wait_all_healthy(&api, &home, "solo", 2).await;
+
+    // No eligible standby: the standby is down when the primary dies. An alert, no failover.
+    let out = stdout(&home.cli(&["ha", "set", "solo", "--failover-enabled", "true"]));
+    assert!(out.contains("failover_enabled      true"), "{out}");
+    kill_member(&home, "solo", "solo-0");
+    kill_member(&home, "solo", "solo-1");
+    eventually(FAILOVER_DEADLINE, "an ha-alert event", || async {
+        events(&api, "solo")
+            .await
+            .events
+            .iter()
+            .any(|e| e.kind == "ha-alert")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(primary_of(&api, "solo").await.as_deref(), Some("solo-1"));
+    let metrics = reqwest::get(format!("{}/metrics", api.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("toygres_controller_ha_events_total{kind=\"ha-alert\"}"),
+        "{metrics}"
+    );
+}

@@ -1,0 +1,392 @@
+//! What the controller's end-to-end tests share: a temporary `$TOYGRES_HOME` with the
+//! controllers started on it (everything they started is killed when it drops, even when the test
+//! fails), the API, and small process and polling helpers.
+
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+pub use toygres_common::controller_api::{Operation, OperationAccepted};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_toygres");
+
+/// How long the controller may take to become healthy (initdb of the CMS included).
+pub const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long an operation may take.
+pub const OPERATION_DEADLINE: Duration = Duration::from_secs(180);
+
+/// A temporary `$TOYGRES_HOME` (mode 0711: Postgres runs as the `postgres` OS user when the tests
+/// run as root) and the controllers started on it.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+    pub controllers: Vec<Child>,
+    pub runs: usize,
+}
+
+impl Home {
+    pub fn new() -> Self {
+        // Short: Postgres's socket path must fit.
+        let dir = tempfile::Builder::new().prefix("tgi").tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711)).unwrap();
+        Self {
+            dir,
+            controllers: Vec::new(),
+            runs: 0,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(self.path())
+            .env("TOYGRES_HOME", self.path())
+            .env("RUST_LOG", "info")
+            .env_remove("DATABASE_URL")
+            .env_remove("TOYGRES_URL")
+            .env_remove("TOYGRES_TOKEN_FILE")
+            .env_remove("TOYGRES_LISTEN");
+        cmd
+    }
+
+    /// Starts a controller on a free port (health rounds every 500 ms) and waits until it is
+    /// healthy.
+    pub async fn start(&mut self) -> Api {
+        self.start_with_env(&[]).await
+    }
+
+    /// [`Home::start`] with more environment variables.
+    pub async fn start_with_env(&mut self, env: &[(&str, &str)]) -> Api {
+        let port = free_port();
+        self.runs += 1;
+        let log = fs::File::create(self.log_path(self.runs)).unwrap();
+        let child = self
+            .command()
+            .env("TOYGRES_HEALTH_INTERVAL_MS", "500")
+            // Slow enough that a killed sidecar stays down for a few health rounds.
+            .env("TOYGRES_SUPERVISE_INTERVAL_MS", "4000")
+            .envs(env.iter().copied())
+            .args([
+                "controller",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--sidecar-bin",
+                &sidecar_bin().to_string_lossy(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.controllers.push(child);
+        let api = Api {
+            url: format!("http://127.0.0.1:{port}"),
+            token: String::new(),
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if let Some(status) = self.controllers.last_mut().unwrap().try_wait().unwrap() {
+                panic!("the controller exited ({status}):\n{}", self.logs());
+            }
+            let healthy = api
+                .http
+                .get(format!("{}/healthz", api.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if healthy && self.path().join("controller.addr").exists() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no healthy controller:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let token = fs::read_to_string(self.path().join("controller.token")).unwrap();
+        Api {
+            token: token.trim().to_string(),
+            ..api
+        }
+    }
+
+    /// SIGKILLs the newest controller.
+    pub fn kill_controller(&mut self) {
+        let child = self.controllers.last_mut().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Runs `toygres ARGS` (a CLI client) to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    pub fn log_path(&self, run: usize) -> PathBuf {
+        self.path().join(format!("controller-{run}.log"))
+    }
+
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for run in 1..=self.runs {
+            let text = fs::read_to_string(self.log_path(run)).unwrap_or_default();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.contains("sqlx::postgres::notice") && !l.contains("migrations"))
+                .collect();
+            out.push_str(&format!("---- controller run {run} ----\n"));
+            out.push_str(&lines[lines.len().saturating_sub(60)..].join("\n"));
+            out.push('\n');
+        }
+        for log in find_files(&self.path().join("instances"), "sidecar.log") {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("---- {} ----\n", log.display()));
+            out.push_str(&lines[lines.len().saturating_sub(20)..].join("\n"));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// A superuser connection to the embedded CMS over its Unix socket.
+    pub async fn cms_client(&self) -> tokio_postgres::Client {
+        let port: u16 = fs::read_to_string(self.path().join("cms/port"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let (client, connection) = tokio_postgres::Config::new()
+            .host_path(self.path().join("cms/run"))
+            .port(port)
+            .user("postgres")
+            .dbname("toygres")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+    }
+
+    /// Live processes whose command line names this home, the controllers' CMS included.
+    pub fn processes(&self) -> Vec<i32> {
+        processes_mentioning(&self.path().to_string_lossy())
+    }
+
+    /// Live processes of the instance `name` (sidecars and postmasters of its members).
+    pub fn instance_processes(&self, name: &str) -> Vec<i32> {
+        processes_mentioning(&self.path().join("instances").join(name).to_string_lossy())
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("TOYGRES_TEST_LOGS").is_some() {
+            eprintln!("{}", self.logs());
+        }
+        for child in &mut self.controllers {
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        // Sidecars stop their Postgres on SIGTERM; postmasters shut down at once on SIGQUIT.
+        for pid in self.processes() {
+            let signal = if is_postmaster(pid) {
+                Signal::SIGQUIT
+            } else {
+                Signal::SIGTERM
+            };
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.processes().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for pid in self.processes() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// The controller's API.
+pub struct Api {
+    pub url: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, String) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let (status, body) = self.send(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub async fn create(&self, name: &str, replicas: i64, replication: &str) -> OperationAccepted {
+        let body =
+            serde_json::json!({"name": name, "replicas": replicas, "replication": replication});
+        let (status, text) = self
+            .send(reqwest::Method::POST, "/v1/instances", Some(body))
+            .await;
+        assert_eq!(status, 202, "create {name}: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub async fn wait_operation(&self, home: &Home, id: &str) -> Operation {
+        let deadline = Instant::now() + OPERATION_DEADLINE;
+        loop {
+            let (status, body) = self
+                .send(reqwest::Method::GET, &format!("/v1/operations/{id}"), None)
+                .await;
+            if status == 200 {
+                let operation: Operation = serde_json::from_str(&body).unwrap();
+                if operation.is_finished() {
+                    return operation;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "operation {id} did not finish: {body}\n{}",
+                home.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+pub fn sidecar_bin() -> PathBuf {
+    let path = Path::new(BIN).with_file_name("toygres-sidecar");
+    assert!(
+        path.is_file(),
+        "{} not found: cargo build -p toygres-sidecar --bin toygres-sidecar",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn port_listening(address: &str) -> bool {
+    std::net::TcpStream::connect(address).is_ok()
+}
+
+pub fn is_postmaster(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres")
+}
+
+pub fn alive(pid: i32) -> bool {
+    if kill(Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
+pub fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        if let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&cmdline).contains(needle) && alive(pid) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+pub fn find_files(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.ends_with("data") {
+            found.extend(find_files(&path, name));
+        } else if path.file_name().is_some_and(|n| n == name) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// A superuser connection to `url` (`postgresql://user@host:port/db`) with `password`.
+pub async fn connect(url: &str, password: &str) -> tokio_postgres::Client {
+    let mut config: tokio_postgres::Config = url.parse().unwrap();
+    config
+        .password(password)
+        .connect_timeout(Duration::from_secs(5));
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "the CLI failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
