@@ -67,6 +67,8 @@ pub struct MemberSurvey {
     pub streaming: bool,
     /// Standby: seconds since it last heard from its primary.
     pub primary_last_contact_seconds: Option<f64>,
+    /// Standby: the primary it follows.
+    pub upstream: Option<toygres_common::names::PgAddress>,
     /// Primary: its standbys as `(name, sync_state, flush LSN)`.
     pub standbys: Vec<(String, String, Option<u64>)>,
     /// Primary: synchronous replication degraded to asynchronous.
@@ -101,6 +103,7 @@ impl MemberSurvey {
             replay_lsn: lsn(&status.replay_lsn),
             streaming: status.wal_receiver_status.as_deref() == Some("streaming"),
             primary_last_contact_seconds: status.primary_last_contact_seconds,
+            upstream: status.primary.clone(),
             standbys: status
                 .standbys
                 .iter()
@@ -596,6 +599,9 @@ pub struct ActorView {
     pub members: Vec<String>,
     /// The primary as the CMS records it.
     pub primary: Option<String>,
+    /// Where that primary's Postgres listens.
+    #[serde(default)]
+    pub primary_address: Option<toygres_common::names::PgAddress>,
     /// `sync` or `async`.
     pub replication_mode: String,
     pub ha: HaSettings,
@@ -639,12 +645,18 @@ pub async fn read_actor_view(
         .list_members(&input.instance)
         .await
         .map_err(describe)?;
+    let primary = recorded
+        .iter()
+        .find(|m| m.role == "primary")
+        .map(|m| m.name.clone());
+    let primary_address = members
+        .iter()
+        .find(|m| Some(&m.member) == primary.as_ref())
+        .map(|m| m.address.pg.clone());
     Ok(Some(ActorView {
         members: members.into_iter().map(|m| m.member).collect(),
-        primary: recorded
-            .iter()
-            .find(|m| m.role == "primary")
-            .map(|m| m.name.clone()),
+        primary,
+        primary_address,
         replication_mode: instance.summary.replication_mode,
         ha,
         rejoining: recorded

@@ -240,8 +240,19 @@ impl Cms {
         old_primary: Option<&str>,
         old_state: &str,
     ) -> Result<(), CmsError> {
-        self.execute(
-            "record a new primary",
+        let what = "record a new primary";
+        let mut client = self.dedicated(what).await?;
+        let fail = |source| CmsError::Query { what, source };
+        let tx = client.transaction().await.map_err(fail)?;
+        // Two steps: the one-primary index is checked row by row.
+        tx.execute(
+            "UPDATE toygres.members SET role = 'standby'
+              WHERE instance = $1 AND name <> $2 AND role = 'primary'",
+            &[&instance, &new_primary],
+        )
+        .await
+        .map_err(fail)?;
+        tx.execute(
             "UPDATE toygres.members
                 SET role = CASE WHEN name = $2 THEN 'primary' ELSE 'standby' END,
                     state = CASE WHEN name = $3 THEN $4
@@ -249,7 +260,9 @@ impl Cms {
               WHERE instance = $1 AND state NOT IN ('deleting', 'deleted')",
             &[&instance, &new_primary, &old_primary, &old_state],
         )
-        .await?;
+        .await
+        .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
         Ok(())
     }
 

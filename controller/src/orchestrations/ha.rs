@@ -51,6 +51,9 @@ pub struct FailoverInput {
 /// What the actor last saw of the primary while it answered.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrimarySeen {
+    /// Which member it was.
+    #[serde(default)]
+    pub member: Option<String>,
     /// Its WAL position.
     pub lsn: Option<u64>,
     /// The standbys it reported synchronous (`sync`) or in the quorum (`quorum`).
@@ -405,11 +408,17 @@ async fn run_failover(
         .filter(|s| Some(&s.member) != old.as_ref())
         .cloned()
         .collect();
+    // What was seen of an earlier primary says nothing about this one.
+    let seen = if input.last_seen.member.is_some() && input.last_seen.member == old {
+        input.last_seen.clone()
+    } else {
+        PrimarySeen::default()
+    };
     let choice = choose_target(
         &standbys,
         sync,
         &input.ha,
-        &input.last_seen,
+        &seen,
         input.to.as_deref(),
         input.force,
     )
@@ -420,7 +429,7 @@ async fn run_failover(
     let target = choice.member.clone();
     handover.new_primary = Some(target.clone());
     handover.lag_bytes_at_start = Some(choice.lag_bytes);
-    handover.data_loss_bytes = Some(if sync && !input.last_seen.degraded {
+    handover.data_loss_bytes = Some(if sync && !seen.degraded && !input.force {
         0
     } else {
         choice.lag_bytes
@@ -745,6 +754,7 @@ async fn run_switchover(
         .filter(|p| p.running && p.role.as_deref() == Some("primary"))
         .ok_or_else(|| format!("the primary {old} is not healthy: use a failover"))?;
     let seen = PrimarySeen {
+        member: Some(old.clone()),
         lsn: primary.current_lsn,
         synchronous: primary
             .standbys
@@ -1039,6 +1049,7 @@ mod tests {
 
     fn seen(lsn: u64, synchronous: &[&str]) -> PrimarySeen {
         PrimarySeen {
+            member: Some("db-0".into()),
             lsn: Some(lsn),
             synchronous: synchronous.iter().map(|s| s.to_string()).collect(),
             degraded: false,

@@ -290,22 +290,6 @@ async fn look_after_primary(
     }
     state.ha = view.ha.clone();
     if primary_up {
-        if let Some(p) = probe {
-            state.last_seen = PrimarySeen {
-                lsn: p
-                    .lsn
-                    .as_deref()
-                    .and_then(toygres_common::sidecar_api::parse_lsn),
-                synchronous: p
-                    .standbys
-                    .iter()
-                    .filter_map(|s| s.split_once('='))
-                    .filter(|(_, sync)| *sync == "sync" || *sync == "quorum")
-                    .map(|(name, _)| name.to_string())
-                    .collect(),
-                degraded: p.sync_degraded,
-            };
-        }
         if state.primary_failures > 0 {
             ctx.trace_info(format!("the primary {primary} answers again"));
         }
@@ -376,7 +360,10 @@ async fn look_after_primary(
             return state;
         }
     };
-    if let Some(witness) = surveys.iter().find(|s| s.streaming) {
+    if let Some(witness) = surveys
+        .iter()
+        .find(|s| s.streaming && s.upstream.is_some() && s.upstream == view.primary_address)
+    {
         return alert_once(
             ctx,
             input,
@@ -390,7 +377,13 @@ async fn look_after_primary(
         .await;
     }
     let sync = view.replication_mode == "sync";
-    match choose_target(&surveys, sync, &view.ha, &state.last_seen, None, false) {
+    // What was seen of an earlier primary says nothing about this one.
+    let seen = if state.last_seen.member.as_deref() == Some(primary.as_str()) {
+        state.last_seen.clone()
+    } else {
+        PrimarySeen::default()
+    };
+    match choose_target(&surveys, sync, &view.ha, &seen, None, false) {
         Err(NoCandidate(why)) => {
             alert_once(
                 ctx,
@@ -435,7 +428,7 @@ async fn look_after_primary(
                     force: false,
                     automatic: true,
                     ha: view.ha.clone(),
-                    last_seen: state.last_seen.clone(),
+                    last_seen: seen,
                 },
             );
             let mut next = run_command(ctx, input, state, &operation_id, child).await;
@@ -444,6 +437,29 @@ async fn look_after_primary(
             next
         }
     }
+}
+
+/// What a round saw of `primary`, when it answered as a primary: its position and the standbys
+/// it reported synchronous or in the quorum.
+fn primary_seen(probes: &[ProbeResult], primary: &str) -> Option<PrimarySeen> {
+    let p = probes
+        .iter()
+        .find(|p| p.member == primary && p.healthy && p.role.as_deref() == Some("primary"))?;
+    Some(PrimarySeen {
+        member: Some(primary.to_string()),
+        lsn: p
+            .lsn
+            .as_deref()
+            .and_then(toygres_common::sidecar_api::parse_lsn),
+        synchronous: p
+            .standbys
+            .iter()
+            .filter_map(|s| s.split_once('='))
+            .filter(|(_, sync)| *sync == "sync" || *sync == "quorum")
+            .map(|(name, _)| name.to_string())
+            .collect(),
+        degraded: p.sync_degraded,
+    })
 }
 
 /// Whether the settings that shape the primary's synchronous replication differ.
@@ -713,6 +729,13 @@ async fn try_health_round(
         .map(|(member, result)| result.unwrap_or_else(|e| unreachable_probe(member, e)))
         .collect();
     let mut assessment = assess(state, probes, input.settings.max_lag_bytes);
+    if let Some(seen) = view
+        .primary
+        .as_deref()
+        .and_then(|primary| primary_seen(&assessment.probes, primary))
+    {
+        assessment.state.last_seen = seen;
+    }
     let desired = desired_routes(
         &assessment.probes,
         &assessment.state.members,

@@ -143,10 +143,15 @@ impl Home {
             let text = fs::read_to_string(self.log_path(run)).unwrap_or_default();
             let lines: Vec<&str> = text
                 .lines()
-                .filter(|l| !l.contains("sqlx::postgres::notice") && !l.contains("migrations"))
+                .filter(|l| {
+                    !l.contains("sqlx::postgres::notice")
+                        && !l.contains("migrations")
+                        && !l.contains("connect to the member")
+                        && !l.contains("database is locked")
+                })
                 .collect();
             out.push_str(&format!("---- controller run {run} ----\n"));
-            out.push_str(&lines[lines.len().saturating_sub(60)..].join("\n"));
+            out.push_str(&lines[lines.len().saturating_sub(150)..].join("\n"));
             out.push('\n');
         }
         for log in find_files(&self.path().join("instances"), "sidecar.log") {
