@@ -477,3 +477,120 @@ async fn failover_is_held_back_when_disabled_or_impossible_and_survives_a_contro
         "{metrics}"
     );
 }
+
+/// The HA benchmark (`scripts/bench/failover.sh`): with the controller's default health and HA
+/// settings, `TRIALS` kill -9 failovers and `SWITCHOVERS` switchovers of a three-member sync
+/// instance under continuous writes through rw; prints the time from each kill to the first
+/// write acknowledged by the new primary, and each switchover's longest write pause. Ignored in
+/// the test suite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run scripts/bench/failover.sh"]
+async fn bench_failover_and_switchover() {
+    let trials: usize = std::env::var("TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let switchovers: usize = std::env::var("SWITCHOVERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mode = std::env::var("REPLICATION").unwrap_or_else(|_| "sync".into());
+    let mut home = Home::new();
+    // The controller's own defaults (health every second), no supervisor restarts racing the
+    // failover: every trial is a failover.
+    let api = home
+        .start_with_env(&[("TOYGRES_HEALTH_INTERVAL_MS", "1000"), NO_RESTARTS])
+        .await;
+    let (status, body) = post(
+        &api,
+        "/v1/instances",
+        serde_json::json!({"name": "bench", "replicas": 2, "replication": mode,
+                           "ha": {"cooldown_secs": 0}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let accepted: OperationAccepted = serde_json::from_str(&body).unwrap();
+    let created = api.wait_operation(&home, &accepted.operation_id).await;
+    assert_eq!(created.status, "succeeded", "{created:?}");
+    let (rw, password) = connection(&api, "bench").await;
+    connect(&rw, &password)
+        .await
+        .batch_execute("CREATE TABLE acked (id bigint PRIMARY KEY)")
+        .await
+        .unwrap();
+    let writer = Writer::start(rw.clone(), password.clone());
+    writer
+        .acked_after(Instant::now(), None, "a first write")
+        .await;
+    wait_all_healthy(&api, &home, "bench", 3).await;
+
+    let mut pauses = Vec::new();
+    for _ in 0..switchovers {
+        let began = Instant::now();
+        let (status, body) = post(
+            &api,
+            "/v1/instances/bench/switchover",
+            serde_json::json!({}),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["operation_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let done = api.wait_operation(&home, &id).await;
+        assert_eq!(done.status, "succeeded", "{done:?}");
+        writer
+            .acked_after(Instant::now(), None, "a write after the switchover")
+            .await;
+        pauses.push(longest_pause(&writer.acks(), began, Instant::now()));
+        wait_all_healthy(&api, &home, "bench", 3).await;
+    }
+    let mut failovers = Vec::new();
+    for _ in 0..trials {
+        let primary = primary_of(&api, "bench").await.unwrap();
+        let port = pg_port(&api, "bench", &primary).await;
+        let killed = Instant::now();
+        kill_member(&home, "bench", &primary);
+        let first = writer
+            .acked_after(killed, Some(port), "a write after the failover")
+            .await;
+        failovers.push(first - killed);
+        wait_all_healthy(&api, &home, "bench", 3).await;
+    }
+    let acks = writer.stop().await;
+    let client = connect(&rw, &password).await;
+    let present: std::collections::BTreeSet<i64> = client
+        .query("SELECT id FROM acked", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let lost = acks.iter().filter(|a| !present.contains(&a.id)).count();
+    let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+    let summary = |name: &str, values: &mut Vec<Duration>| {
+        values.sort();
+        if values.is_empty() {
+            return;
+        }
+        println!(
+            "BENCH {name}: n={} median={:.0}ms min={:.0}ms max={:.0}ms all=[{}]",
+            values.len(),
+            ms(&values[values.len() / 2]),
+            ms(&values[0]),
+            ms(values.last().unwrap()),
+            values
+                .iter()
+                .map(|v| format!("{:.0}", ms(v)))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    };
+    summary("switchover write pause", &mut pauses);
+    summary("failover kill-to-first-write", &mut failovers);
+    println!(
+        "BENCH acknowledged writes={} lost={lost} replication={mode}",
+        acks.len()
+    );
+}

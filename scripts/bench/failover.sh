@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Failover and switchover benchmark (issue 5): a three-member instance on the local platform
+# with the controller's default health and HA settings (cooldown 0 so trials follow each other),
+# continuous single-row INSERTs through the rw endpoint, TRIALS kill -9 failovers of the primary
+# (sidecar and postmaster) and SWITCHOVERS switchovers. Prints the time from each kill to the
+# first write acknowledged by the new primary, and each switchover's longest write pause.
+#
+#   TRIALS=20 SWITCHOVERS=10 REPLICATION=sync scripts/bench/failover.sh
+#
+# Release build; the killed primary is not restarted by the platform's supervisor (it rejoins
+# through the controller), so every trial is a real failover.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export TRIALS="${TRIALS:-20}" SWITCHOVERS="${SWITCHOVERS:-10}" REPLICATION="${REPLICATION:-sync}"
+cargo build --release --bin toygres --bin toygres-sidecar >&2
+cargo test --release -p toygres-controller --test ha -- --ignored --nocapture \
+    bench_failover_and_switchover 2>&1 | grep -E '^BENCH|test result|panicked'
