@@ -433,6 +433,12 @@ async fn failover_is_held_back_when_disabled_or_impossible_and_survives_a_contro
         "{failover:?}\n{}",
         home.logs()
     );
+    // Async: what the new primary may lack is bounded by the lag bound it was chosen under.
+    let handover = failover.progress.clone().unwrap().handover.unwrap();
+    assert!(
+        handover.data_loss_bytes.unwrap() <= 16 * 1024 * 1024,
+        "{handover:?}"
+    );
     assert_eq!(primary_of(&api, "solo").await.as_deref(), Some("solo-1"));
     let (rw, password) = connection(&api, "solo").await;
     eventually(Duration::from_secs(30), "a write through rw", || async {
@@ -474,6 +480,71 @@ async fn failover_is_held_back_when_disabled_or_impossible_and_survives_a_contro
         .unwrap();
     assert!(
         metrics.contains("toygres_controller_ha_events_total{kind=\"ha-alert\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degrade_mode_keeps_writing_without_the_sync_standby_and_restores_it() {
+    let mut home = Home::new();
+    // The platform restarts the killed standby within 4 s (the test's default supervisor).
+    let api = home.start().await;
+    let (status, body) = post(
+        &api,
+        "/v1/instances",
+        serde_json::json!({"name": "deg", "replicas": 1, "replication": "sync",
+                           "ha": {"sync_mode": "degrade", "degrade_timeout_secs": 1}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let accepted: OperationAccepted = serde_json::from_str(&body).unwrap();
+    let created = api.wait_operation(&home, &accepted.operation_id).await;
+    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
+    wait_all_healthy(&api, &home, "deg", 2).await;
+    let (rw, password) = connection(&api, "deg").await;
+    let client = connect(&rw, &password).await;
+    client
+        .batch_execute("CREATE TABLE t (x int)")
+        .await
+        .unwrap();
+
+    // The only synchronous standby dies: after the degrade timeout the commit goes through.
+    kill_member(&home, "deg", "deg-1");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        client.batch_execute("INSERT INTO t VALUES (1)"),
+    )
+    .await
+    .expect("the commit still waits: the primary did not degrade")
+    .unwrap();
+    eventually(Duration::from_secs(60), "a sync-degraded event", || async {
+        events(&api, "deg")
+            .await
+            .events
+            .iter()
+            .any(|e| e.kind == "sync-degraded")
+            .then_some(())
+    })
+    .await;
+    // Back (restarted by the platform), it is synchronous again.
+    eventually(FAILOVER_DEADLINE, "a sync-restored event", || async {
+        events(&api, "deg")
+            .await
+            .events
+            .iter()
+            .any(|e| e.kind == "sync-restored")
+            .then_some(())
+    })
+    .await;
+    wait_all_healthy(&api, &home, "deg", 2).await;
+    let metrics = reqwest::get(format!("{}/metrics", api.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("toygres_controller_ha_events_total{kind=\"sync-degraded\"}"),
         "{metrics}"
     );
 }

@@ -268,6 +268,7 @@ pub async fn record_health(
         .await
         .map_err(describe)?;
     for event in &input.events {
+        deps.metrics.record_ha_event(&event.kind);
         cms.record_event(
             &input.instance,
             event.member.as_deref(),

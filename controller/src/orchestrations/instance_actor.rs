@@ -734,6 +734,29 @@ async fn try_health_round(
         .as_deref()
         .and_then(|primary| primary_seen(&assessment.probes, primary))
     {
+        let before = &state.last_seen;
+        if before.member == seen.member && before.degraded != seen.degraded {
+            let primary = seen.member.clone().unwrap_or_default();
+            assessment.events.push(if seen.degraded {
+                HealthEvent {
+                    member: Some(primary.clone()),
+                    kind: "sync-degraded".into(),
+                    message: format!(
+                        "{primary} no longer waits for synchronous standbys: too few stream \
+                         (degrade mode); commits are not protected until one is back"
+                    ),
+                }
+            } else {
+                HealthEvent {
+                    member: Some(primary.clone()),
+                    kind: "sync-restored".into(),
+                    message: format!(
+                        "{primary} waits for its synchronous standbys again ({})",
+                        seen.synchronous.join(", ")
+                    ),
+                }
+            });
+        }
         assessment.state.last_seen = seen;
     }
     let desired = desired_routes(
