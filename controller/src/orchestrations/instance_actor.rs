@@ -18,7 +18,7 @@ use super::ha::{
     SwitchoverInput,
 };
 use super::replicas::{AddReplicaInput, RemoveReplicaInput};
-use super::{call, call_once, names, now_ms};
+use super::{call, call_once, names, now_ms, sub_orchestration};
 use crate::activities::ha::{
     ActorView, EventRecord, FenceInput, Fenced, MemberStateInput, MemberSurvey, SurveyInput,
     SyncPolicyInput,
@@ -194,25 +194,18 @@ fn start_operation(
     Some(match command {
         ActorCommand::AddReplica(command) => (
             command.operation_id.clone(),
-            ctx.schedule_sub_orchestration_with_id_typed::<_, String>(
-                names::ADD_REPLICA,
-                command.operation_id.clone(),
-                &command,
-            ),
+            sub_orchestration(ctx, names::ADD_REPLICA, &command.operation_id, &command),
         ),
         ActorCommand::RemoveReplica(command) => (
             command.operation_id.clone(),
-            ctx.schedule_sub_orchestration_with_id_typed::<_, String>(
-                names::REMOVE_REPLICA,
-                command.operation_id.clone(),
-                &command,
-            ),
+            sub_orchestration(ctx, names::REMOVE_REPLICA, &command.operation_id, &command),
         ),
         ActorCommand::Switchover(command) => (
             command.operation_id.clone(),
-            ctx.schedule_sub_orchestration_with_id_typed::<_, String>(
+            sub_orchestration(
+                ctx,
                 names::SWITCHOVER,
-                command.operation_id.clone(),
+                &command.operation_id,
                 &SwitchoverInput {
                     operation_id: command.operation_id.clone(),
                     instance: input.instance.clone(),
@@ -223,9 +216,10 @@ fn start_operation(
         ),
         ActorCommand::Failover(command) => (
             command.operation_id.clone(),
-            ctx.schedule_sub_orchestration_with_id_typed::<_, String>(
+            sub_orchestration(
+                ctx,
                 names::FAILOVER,
-                command.operation_id.clone(),
+                &command.operation_id,
                 &FailoverInput {
                     operation_id: command.operation_id.clone(),
                     instance: input.instance.clone(),
@@ -418,9 +412,10 @@ async fn look_after_primary(
             )
             .await;
             state.last_failover_ms = Some(now);
-            let child = ctx.schedule_sub_orchestration_with_id_typed::<_, String>(
+            let child = sub_orchestration(
+                ctx,
                 names::FAILOVER,
-                operation_id.clone(),
+                &operation_id,
                 &FailoverInput {
                     operation_id: operation_id.clone(),
                     instance: input.instance.clone(),
@@ -599,9 +594,10 @@ async fn rejoin_former_primaries(
         "op-{}",
         guid.replace('-', "").chars().take(16).collect::<String>()
     );
-    let child = ctx.schedule_sub_orchestration_with_id_typed::<_, String>(
+    let child = sub_orchestration(
+        ctx,
         names::REJOIN,
-        operation_id.clone(),
+        &operation_id,
         &RejoinOperation {
             operation_id: operation_id.clone(),
             instance: input.instance.clone(),

@@ -12,7 +12,9 @@ pub mod replicas;
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use duroxide::{BackoffStrategy, OrchestrationContext, OrchestrationRegistry, RetryPolicy};
+use duroxide::{
+    BackoffStrategy, DurableFuture, OrchestrationContext, OrchestrationRegistry, RetryPolicy,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use toygres_common::controller_api::Progress;
@@ -86,14 +88,52 @@ pub(crate) async fn call<In: Serialize, Out: DeserializeOwned>(
 }
 
 /// Runs an activity once (the waits, which carry their own deadline).
+///
+/// Not `schedule_activity_typed`: in duroxide 0.1.32 its `DurableFuture::map` `mem::forget`s
+/// the future, leaking a handle on the orchestration context (and with it the whole history)
+/// at every call — the actor's probes leaked megabytes a minute. The string variant and a
+/// decode after the await are the same on the wire.
 pub(crate) async fn call_once<In: Serialize, Out: DeserializeOwned + Send + 'static>(
     ctx: &OrchestrationContext,
     name: &str,
     input: In,
 ) -> Result<Out, String> {
-    ctx.schedule_activity_typed(name, &input)
+    let payload = encode(&input).map_err(|e| format!("{name}: {e}"))?;
+    let output = ctx
+        .schedule_activity(name, payload)
         .await
-        .map_err(|e| format!("{name}: {e}"))
+        .map_err(|e| format!("{name}: {e}"))?;
+    decode(&output).map_err(|e| format!("{name}: {e}"))
+}
+
+/// Starts a child orchestration with its own id (see [`call_once`] for why not the typed
+/// variant); its output is the child's raw result.
+pub(crate) fn sub_orchestration<In: Serialize>(
+    ctx: &OrchestrationContext,
+    name: &str,
+    id: &str,
+    input: &In,
+) -> DurableFuture<Result<String, String>> {
+    // A value that cannot be encoded reaches the child as JSON null, which it refuses.
+    let payload = encode(input).unwrap_or_else(|_| "null".into());
+    ctx.schedule_sub_orchestration_with_id(name, id, payload)
+}
+
+/// duroxide's JSON codec: a JSON string travels as its raw content.
+fn encode<T: Serialize>(value: &T) -> Result<String, String> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        Ok(other) => serde_json::to_string(&other).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The inverse of [`encode`]: JSON first, else the raw text as a JSON string.
+fn decode<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_json::from_str(text).or_else(|_| {
+        serde_json::from_value(serde_json::Value::String(text.to_string()))
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// Milliseconds since the epoch, from the replay-safe clock.
