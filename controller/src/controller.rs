@@ -127,7 +127,7 @@ fn spawn_actor_watch(engine: Arc<Engine>) -> tokio::task::JoinHandle<()> {
 }
 
 /// Migrates the CMS, takes over the platform, starts the engine, binds the API, and serves it
-/// until a signal or the embedded CMS's death.
+/// until a signal, supervising the embedded CMS (if any) meanwhile.
 async fn serve(
     config: &ControllerConfig,
     cms_config: tokio_postgres::Config,
@@ -221,9 +221,11 @@ async fn serve(
             })
             .into_future(),
     );
-    let cms_exited = async {
+    // The embedded CMS is started again whenever it dies; the API and the engine ride out the
+    // gap (their connections reopen), and /healthz answers 503 meanwhile.
+    let cms_supervision = async {
         match embedded {
-            Some(cms) => cms.exited().await,
+            Some(cms) => cms.supervise().await,
             None => std::future::pending().await,
         }
     };
@@ -232,7 +234,7 @@ async fn serve(
             tracing::info!("{signal} received; shutting down");
             Ok(())
         }
-        status = cms_exited => Err(anyhow::anyhow!("the embedded CMS Postgres exited unexpectedly ({status})")),
+        never = cms_supervision => match never {},
         served = &mut server => Err(match served {
             Ok(Ok(())) => anyhow::anyhow!("the API server stopped unexpectedly"),
             Ok(Err(e)) => anyhow::Error::new(e).context("serve the API"),

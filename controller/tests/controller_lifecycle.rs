@@ -1,6 +1,6 @@
 //! The `toygres` binary end to end on this machine: the controller starts its embedded CMS,
 //! serves the API, answers the CLI, stops cleanly on SIGTERM, and comes back on the same home,
-//! including after being killed.
+//! including after being killed; it starts its CMS again when that dies under it.
 //!
 //! Every process a test starts is killed when the test ends, even when it fails: see
 //! [`ControllerHome`]'s `Drop`.
@@ -196,6 +196,24 @@ impl Drop for ControllerHome {
                 let _ = kill(pid, Signal::SIGKILL);
             }
         }
+        // So do the pods of instances a test created: their sidecars and postmasters.
+        let instances = self.path().join("instances");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = processes_mentioning(&instances.to_string_lossy());
+            if left.is_empty() {
+                break;
+            }
+            let signal = if Instant::now() < deadline {
+                Signal::SIGTERM
+            } else {
+                Signal::SIGKILL
+            };
+            for pid in left {
+                let _ = kill(pid, signal);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         if std::thread::panicking() {
             for run in 1..=self.runs {
                 eprintln!("--- controller run {run} log ---\n{}", self.log(run));
@@ -224,6 +242,52 @@ fn is_running(pid: Pid) -> bool {
             Some(rest.split_whitespace().next()? != "Z")
         })
         .unwrap_or(false)
+}
+
+/// Live processes (other than this one) whose command line contains `needle`.
+fn processes_mentioning(needle: &str) -> Vec<Pid> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(raw) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let pid = Pid::from_raw(raw);
+        if raw == i32::try_from(std::process::id()).unwrap() {
+            continue;
+        }
+        let cmdline = fs::read(format!("/proc/{raw}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) && is_running(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The sidecar built beside `toygres` (the controller runs it for an instance's members).
+fn sidecar_bin() -> PathBuf {
+    let path = Path::new(BIN).with_file_name("toygres-sidecar");
+    assert!(
+        path.is_file(),
+        "{} not found: cargo build -p toygres-sidecar --bin toygres-sidecar",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, failing after `timeout`.
+async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn wait_until_gone(pid: Pid) -> bool {
@@ -454,6 +518,104 @@ async fn controller_uses_the_cms_database_url_names_instead_of_an_embedded_one()
 
     server_home.signal(&server, Signal::SIGTERM);
     assert!(server_home.wait(&server).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_cms_postgres_is_started_again_and_the_controller_recovers() {
+    let mut home = ControllerHome::new();
+    let sidecar = sidecar_bin();
+    let running = home
+        .start_with_env(&[
+            ("TOYGRES_SIDECAR_BIN", &*sidecar.to_string_lossy()),
+            ("TOYGRES_HEALTH_INTERVAL_MS", "500"),
+        ])
+        .await;
+    let http = reqwest::Client::new();
+    let healthz = format!("{}/healthz", running.url);
+
+    // Twice: the supervisor must keep watching the postmaster it started itself.
+    for round in 1..=2 {
+        let dead = home.postmaster_pid().unwrap();
+        kill(dead, Signal::SIGKILL).unwrap();
+
+        let body: Value = eventually(DEADLINE, "/healthz to report the CMS down", || async {
+            let response = http.get(&healthz).send().await.ok()?;
+            if response.status() != 503 {
+                return None;
+            }
+            response.json().await.ok()
+        })
+        .await;
+        assert_eq!(body["error"]["code"], "cms_unavailable", "{body}");
+
+        eventually(DEADLINE, "/healthz to report the CMS back", || async {
+            let response = http.get(&healthz).send().await.ok()?;
+            (response.status() == 200).then_some(())
+        })
+        .await;
+        // The supervisor may see the new postmaster ready a moment after the API does.
+        eventually(DEADLINE, "the controller to log the CMS back", || async {
+            let restarts = home
+                .log(1)
+                .matches("the embedded CMS Postgres is running again")
+                .count();
+            (restarts == round).then_some(())
+        })
+        .await;
+        let postmaster = home.postmaster_pid().unwrap();
+        assert_ne!(postmaster, dead, "round {round}");
+        assert!(is_running(postmaster), "round {round}");
+        assert!(
+            home.controllers[running.index]
+                .try_wait()
+                .unwrap()
+                .is_none(),
+            "the controller exited:\n{}",
+            home.log(1)
+        );
+    }
+    let log = home.log(1);
+    assert_eq!(
+        log.matches("the embedded CMS Postgres exited unexpectedly")
+            .count(),
+        2,
+        "{log}"
+    );
+
+    // The API reads the CMS again, and the durable engine runs operations against it.
+    let listed = http
+        .get(format!("{}/v1/instances", running.url))
+        .bearer_auth(home.token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let out = home.cli(&["create", "after-restart"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        home.log(1)
+    );
+    let out = home.cli(&["list", "-o", "json"]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["instances"][0]["name"], "after-restart");
+    assert_eq!(listed["instances"][0]["state"], "running");
+    let out = home.cli(&["delete", "after-restart"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        home.log(1)
+    );
+    assert!(processes_mentioning(&home.path().join("instances").to_string_lossy()).is_empty());
+
+    // It still stops cleanly, and stops the CMS it started last.
+    let postmaster = home.postmaster_pid().unwrap();
+    home.signal(&running, Signal::SIGTERM);
+    let status = home.wait(&running).await;
+    assert!(status.success(), "exit status {status}:\n{}", home.log(1));
+    assert!(!is_running(postmaster), "the CMS Postgres is still running");
 }
 
 #[test]

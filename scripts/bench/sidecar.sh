@@ -29,218 +29,15 @@ POLL_PARALLEL=${POLL_PARALLEL:-8}
 IDLE_WAIT=${IDLE_WAIT:-3}
 POLL_MS=${POLL_MS:-20}
 SETTLE=${SETTLE:-2}
-TIMEOUT=${TIMEOUT:-180}
-KEEP=${KEEP:-0}
-TOKEN="bench-api-token-0123456789abcdef"
-SU_PW="bench-superuser-pw"
-REPL_PW="bench-replication-pw"
+LOG_TAG=bench
+# shellcheck source=scripts/bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-POLL_SLEEP=$(awk -v ms="$POLL_MS" 'BEGIN { printf "%.3f", ms / 1000 }')
-
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-for tool in curl jq awk; do
-    command -v "$tool" >/dev/null || die "$tool is required"
-done
-[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
-
-# ---------------------------------------------------------------------------------------------
-# Binaries
-
-if [[ -z ${SIDECAR_BIN:-} ]]; then
-    SIDECAR_BIN=$REPO_ROOT/target/release/toygres-sidecar
-    if [[ ! -x $SIDECAR_BIN ]]; then
-        log "building the release sidecar (cargo build --release -p toygres-sidecar)"
-        (cd "$REPO_ROOT" && cargo build --release -p toygres-sidecar)
-    fi
-fi
-[[ $SIDECAR_BIN == /* ]] || SIDECAR_BIN=$PWD/$SIDECAR_BIN
-[[ -x $SIDECAR_BIN ]] || die "no sidecar binary at $SIDECAR_BIN"
-
-if [[ -z ${PG_BIN:-} ]]; then
-    PG_BIN=$(pg_config --bindir 2>/dev/null || true)
-    if [[ -z $PG_BIN || ! -x $PG_BIN/initdb ]]; then
-        PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
-    fi
-fi
-[[ -x $PG_BIN/initdb && -x $PG_BIN/pg_ctl && -x $PG_BIN/pg_basebackup ]] ||
-    die "no PostgreSQL programs in '$PG_BIN' (set PG_BIN)"
-PSQL=$PG_BIN/psql
-[[ -x $PSQL ]] || PSQL=$(command -v psql) || die "psql not found"
-
-# Postgres refuses to run as root: run its programs as the postgres OS user then.
-if [[ $(id -u) -eq 0 ]]; then
-    id postgres >/dev/null 2>&1 || die "running as root needs a 'postgres' OS user"
-    as_pg() { runuser -u postgres -- "$@"; }
-    PG_OWNER=postgres
-else
-    as_pg() { "$@"; }
-    PG_OWNER=$(id -un)
-fi
-
-# ---------------------------------------------------------------------------------------------
-# Cleanup: every pid started, every data directory made.
-
-ROOT=$(mktemp -d "${TMPDIR:-/tmp}/tgb.XXXXXX")
-chmod 0711 "$ROOT"
-PIDS=()       # processes this script started (sidecars, load generators)
-DATA_DIRS=()  # data directories whose postmaster must not outlive the script
-LOGS=()       # sidecar logs, shown on failure
-
-pid_alive() {
-    local pid=$1 state
-    kill -0 "$pid" 2>/dev/null || return 1
-    state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null || echo Z)
-    [[ $state != Z ]]
-}
-
-# Sends $2 to pid $1, then waits up to $3 seconds for it to go; SIGKILL after that.
-stop_pid() {
-    local pid=$1 sig=$2 wait_s=$3 i
-    pid_alive "$pid" || return 0
-    kill "-$sig" "$pid" 2>/dev/null || true
-    for ((i = 0; i < wait_s * 20; i++)); do
-        pid_alive "$pid" || return 0
-        sleep 0.05
-    done
-    log "pid $pid did not stop after SIG$sig within ${wait_s}s: SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    sleep 0.1
-}
-
-# Drops a reaped pid from PIDS, so cleanup never signals a recycled one.
-forget_pid() {
-    local keep=() p
-    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
-
-# The live postmaster of data directory $1 (from postmaster.pid, and only if that process's
-# command line names the directory, so a stale file never points at a recycled pid).
-postmaster_of() {
-    local dir=$1 pid
-    [[ -f $dir/postmaster.pid ]] || return 1
-    pid=$(head -1 "$dir/postmaster.pid" 2>/dev/null) || return 1
-    [[ $pid =~ ^[0-9]+$ ]] || return 1
-    pid_alive "$pid" || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir" || return 1
-    echo "$pid"
-}
-
-cleanup() {
-    local rc=$? pid dir i
-    trap - EXIT INT TERM ERR
-    set +e
-    if ((rc != 0)); then
-        for f in "${LOGS[@]}"; do
-            [[ -f $f ]] || continue
-            log "---- last lines of $f ----"
-            tail -n 25 "$f" >&2 || true
-        done
-    fi
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        stop_pid "${PIDS[i]}" TERM 20
-        wait "${PIDS[i]}" 2>/dev/null || true
-    done
-    for dir in "${DATA_DIRS[@]}"; do
-        if pid=$(postmaster_of "$dir"); then
-            log "stopping leftover postmaster $pid ($dir)"
-            stop_pid "$pid" QUIT 10
-        fi
-    done
-    if ((KEEP == 1)); then
-        log "kept $ROOT"
-    else
-        rm -rf "$ROOT"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap '[[ $BASHPID != "$$" ]] || log "ERROR: line $LINENO: \"$BASH_COMMAND\" failed"' ERR
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-printf '%s\n' "$TOKEN" >"$ROOT/token"
-printf '%s\n' "$SU_PW" >"$ROOT/superuser.pw"
-printf '%s\n' "$REPL_PW" >"$ROOT/replication.pw"
-chmod 0600 "$ROOT/token" "$ROOT/superuser.pw" "$ROOT/replication.pw"
-
-# ---------------------------------------------------------------------------------------------
-# Helpers
-
-# free_port VAR: sets VAR to a port no socket uses and this script has not handed out yet (not
-# called in $(…): the bookkeeping must survive). Ports come from below the kernel's ephemeral
-# range, which other programs on this shared machine get their ports (bind to 0) from.
-USED_PORTS=" "
-EPHEMERAL_LOW=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-((EPHEMERAL_LOW > 15000)) || EPHEMERAL_LOW=60000
-free_port() {
-    local p i
-    for ((i = 0; i < 1000; i++)); do
-        p=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        if command -v ss >/dev/null; then
-            # Any TCP socket (listening or connected) on that local port: taken.
-            [[ -z $(ss -Htan "( sport = :$p )" 2>/dev/null) ]] || continue
-        elif (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            continue
-        fi
-        USED_PORTS+="$p "
-        printf -v "$1" '%s' "$p"
-        return 0
-    done
-    die "no free port found"
-}
-
-now() { echo "$EPOCHREALTIME"; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; } # seconds, a -> b
-
-api() { # api METHOD PORT PATH [curl args…]
-    local method=$1 port=$2 path=$3
-    shift 3
-    curl -sS --max-time 120 -X "$method" -H "Authorization: Bearer $TOKEN" "$@" \
-        "http://127.0.0.1:$port$path"
-}
-
-# Waits until the command succeeds, checking every POLL_MS; fails after TIMEOUT seconds, or at
-# once when pid $1 (if not "-") exits.
-wait_for() {
-    local watch=$1 what=$2 deadline
-    shift 2
-    deadline=$((SECONDS + TIMEOUT))
-    until "$@" >/dev/null 2>&1; do
-        if [[ $watch != - ]] && ! pid_alive "$watch"; then
-            die "process $watch exited while waiting for $what"
-        fi
-        ((SECONDS < deadline)) || die "timed out after ${TIMEOUT}s waiting for $what"
-        sleep "$POLL_SLEEP"
-    done
-}
-
-readyz_ok() { curl -sf --max-time 2 "http://127.0.0.1:$1/readyz" >/dev/null; }
-
-sidecar_sees_streaming() { # API port of the primary, standby member name
-    api GET "$1" /v1/status --max-time 2 |
-        jq -e --arg m "$2" 'any(.standbys[]; .application_name == $m and .state == "streaming")'
-}
-
-pg_sees_streaming() { # socket dir, port
-    local n
-    n=$("$PSQL" -X -h "$1" -p "$2" -U postgres -d postgres -Atqc \
-        "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'") || return 1
-    ((n > 0))
-}
-
-CLK_TCK=$(getconf CLK_TCK)
-# user + system CPU time of a process, in clock ticks
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
-
-rss_kb() {
-    [[ -r /proc/$1/status ]] || die "process $1 is gone (did the sidecar die?)"
-    awk -v k="${2:-VmRSS}:" '$1 == k { print $2 }' "/proc/$1/status"
-}
+require_tools curl jq awk
+require_positive_int RUNS
+find_sidecar_bin
+find_pg_bin pg_basebackup
+bench_root tgb
 
 # Epoch seconds of the first line of sidecar log $1 matching regex $2 (its RFC 3339 timestamp).
 log_time() {
@@ -249,39 +46,6 @@ log_time() {
     [[ -n $ts ]] || die "no line matching '$2' in $1"
     date -d "$ts" +%s.%N
 }
-
-# Starts a sidecar in the background; sets SC_PID.
-start_sidecar() { # dir member pg_port api_port [extra args…]
-    local dir=$1 member=$2 pg_port=$3 api_port=$4
-    shift 4
-    local logf=$dir/$member.log
-    LOGS+=("$logf")
-    DATA_DIRS+=("$dir/$member/data")
-    RUST_LOG=${RUST_LOG:-info} "$SIDECAR_BIN" run \
-        --data-dir="$dir/$member/data" \
-        --pg-port="$pg_port" \
-        --api-addr="127.0.0.1:$api_port" \
-        --member-name="$member" \
-        --token-file="$ROOT/token" \
-        --superuser-password-file="$ROOT/superuser.pw" \
-        --replication-password-file="$ROOT/replication.pw" \
-        --pg-bin-dir="$PG_BIN" \
-        --stop-timeout-secs=10 \
-        "$@" </dev/null >"$logf" 2>&1 &
-    SC_PID=$!
-    PIDS+=("$SC_PID")
-}
-
-stop_sidecar() {
-    stop_pid "$1" TERM 30
-    wait "$1" 2>/dev/null || true
-    forget_pid "$1"
-}
-
-# Results: one line "metric value" per measurement.
-RESULTS=$ROOT/results.txt
-: >"$RESULTS"
-record() { echo "$1 $2" >>"$RESULTS"; log "  $1 = $2"; }
 
 # ---------------------------------------------------------------------------------------------
 # One run of the sidecar side
@@ -409,43 +173,17 @@ bench_sidecar() {
 
 bench_peer() {
     local run=$1 dir=$ROOT/run$1/pg
-    mkdir -p "$dir/sock"
+    mkdir -p "$dir"
     chmod 0711 "$ROOT/run$run"
-    chown -R "$PG_OWNER" "$dir"
-    chmod 0700 "$dir"
-    local pdata=$dir/primary sdata=$dir/standby sock=$dir/sock p_port s_port t0 t1 t2
-    free_port p_port
-    free_port s_port
-    DATA_DIRS+=("$pdata" "$sdata")
-
     log "run $run: by hand: initdb + pg_ctl start + pg_basebackup -R + pg_ctl start"
-    t0=$(now)
-    as_pg "$PG_BIN/initdb" -D "$pdata" -U postgres --auth-local=trust --auth-host=trust \
-        --data-checksums --encoding=UTF8 --locale=C.UTF-8 --no-instructions \
-        >"$dir/initdb.log" 2>&1 || die "initdb failed: $(tail -5 "$dir/initdb.log")"
-    local ti
-    ti=$(now)
-    as_pg "$PG_BIN/pg_ctl" -D "$pdata" -l "$dir/primary.log" -w -s \
-        -o "-p $p_port -k $sock -c listen_addresses=127.0.0.1" start ||
-        die "pg_ctl start (primary) failed: $(tail -5 "$dir/primary.log")"
-    t1=$(now)
-    as_pg "$PG_BIN/pg_basebackup" -D "$sdata" -h 127.0.0.1 -p "$p_port" -U postgres \
-        -R -X stream --checkpoint=fast >"$dir/basebackup.log" 2>&1 ||
-        die "pg_basebackup failed: $(tail -5 "$dir/basebackup.log")"
-    local tb1 tb2
-    tb1=$(now)
-    as_pg "$PG_BIN/pg_ctl" -D "$sdata" -l "$dir/standby.log" -w -s \
-        -o "-p $s_port -k $sock -c listen_addresses=127.0.0.1" start ||
-        die "pg_ctl start (standby) failed: $(tail -5 "$dir/standby.log")"
-    tb2=$(now)
-    record pg_standby_basebackup_s "$(elapsed "$t1" "$tb1")"
-    record pg_standby_start_s "$(elapsed "$tb1" "$tb2")"
-    wait_for - "streaming in pg_stat_replication" pg_sees_streaming "$sock" "$p_port"
-    t2=$(now)
-    record pg_primary_ready_s "$(elapsed "$t0" "$t1")"
-    record pg_primary_initdb_s "$(elapsed "$t0" "$ti")"
-    record pg_primary_start_s "$(elapsed "$ti" "$t1")"
-    record pg_streaming_s "$(elapsed "$t0" "$t2")"
+    hand_made_pair "$dir"
+    local pdata=$PEER_PDATA sdata=$PEER_SDATA sock=$PEER_SOCK s_port=$PEER_SPORT t0 t1 t2
+    record pg_standby_basebackup_s "$(elapsed "$PEER_T_PRIMARY" "$PEER_T_BASEBACKUP")"
+    record pg_standby_start_s "$(elapsed "$PEER_T_BASEBACKUP" "$PEER_T_STANDBY")"
+    record pg_primary_ready_s "$(elapsed "$PEER_T0" "$PEER_T_PRIMARY")"
+    record pg_primary_initdb_s "$(elapsed "$PEER_T0" "$PEER_T_INITDB")"
+    record pg_primary_start_s "$(elapsed "$PEER_T_INITDB" "$PEER_T_PRIMARY")"
+    record pg_streaming_s "$(elapsed "$PEER_T0" "$PEER_T_STREAMING")"
 
     sleep "$SETTLE"
     t0=$(now)
@@ -490,16 +228,6 @@ done
 # ---------------------------------------------------------------------------------------------
 # Report
 
-# stat METRIC -> "median min max" (numeric, as recorded)
-stat() {
-    awk -v m="$1" '$1 == m { print $2 }' "$RESULTS" | sort -g | awk '
-        { v[NR] = $1 }
-        END {
-            if (NR == 0) { print "nan nan nan"; exit }
-            med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-            print med, v[1], v[NR]
-        }'
-}
 fmt() { # value scale decimals
     awk -v v="$1" -v s="$2" -v d="$3" 'BEGIN { printf "%.*f", d, v * s }'
 }
@@ -518,7 +246,7 @@ row() { # label metric scale decimals unit [peer_metric]
 
 MB=$(awk 'BEGIN { printf "%.10f", 1 / 1024 }')
 echo
-echo "Sidecar benchmarks: $RUNS runs, PostgreSQL $("$PG_BIN/postgres" --version | awk '{ print $3 }'), $(basename "$SIDECAR_BIN") at $SIDECAR_BIN"
+echo "Sidecar benchmarks: $RUNS runs, PostgreSQL $(pg_version), $(basename "$SIDECAR_BIN") at $SIDECAR_BIN"
 echo
 echo "| measurement | median | min | max | peer median (min–max) | sidecar / peer |"
 echo "|---|---|---|---|---|---|"

@@ -45,21 +45,16 @@ CONCURRENCY=${CONCURRENCY:-4}
 GZIP_LEVEL=${GZIP_LEVEL:-9}
 SAMPLE_MS=${SAMPLE_MS:-500}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-900}
-KEEP=${KEEP:-0}
 BUCKET=walbench
 SEG_MIB=16
-
-REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+LOG_TAG=wal-bench
+# shellcheck source=scripts/bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 SAMPLE_SLEEP=$(awk -v ms="$SAMPLE_MS" 'BEGIN { printf "%.3f", ms / 1000 }')
 
-log() { printf '[wal-bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-for tool in curl jq awk openssl find stunnel pgbackrest barman-cloud-wal-archive; do
-    command -v "$tool" >/dev/null ||
-        die "$tool is required (apt-get install -y pgbackrest barman-cli-cloud stunnel4 openssl curl jq)"
-done
-[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
+BENCH_INSTALL_HINT="apt-get install -y pgbackrest barman-cli-cloud stunnel4 openssl curl jq"
+require_tools curl jq awk openssl find stunnel pgbackrest barman-cloud-wal-archive
+require_positive_int RUNS
 [[ $GZIP_LEVEL =~ ^[1-9]$ ]] || die "GZIP_LEVEL must be 1-9"
 for a in $ARCHIVERS; do
     [[ $a =~ ^(toygres|barman|pgbackrest|none)$ ]] || die "unknown archiver '$a'"
@@ -69,82 +64,9 @@ done
 MOTO=$(pyenv which moto_server 2>/dev/null || command -v moto_server || true)
 [[ -n $MOTO ]] || die "moto_server not found: run scripts/install-object-stores.sh"
 
-# ---------------------------------------------------------------------------------------------
-# Binaries
-
-if [[ -z ${SIDECAR_BIN:-} ]]; then
-    SIDECAR_BIN=$REPO_ROOT/target/release/toygres-sidecar
-    if [[ ! -x $SIDECAR_BIN ]]; then
-        log "building the release sidecar (cargo build --release -p toygres-sidecar)"
-        (cd "$REPO_ROOT" && cargo build --release -p toygres-sidecar)
-    fi
-fi
-[[ $SIDECAR_BIN == /* ]] || SIDECAR_BIN=$PWD/$SIDECAR_BIN
-[[ -x $SIDECAR_BIN ]] || die "no sidecar binary at $SIDECAR_BIN"
-
-if [[ -z ${PG_BIN:-} ]]; then
-    PG_BIN=$(pg_config --bindir 2>/dev/null || true)
-    if [[ -z $PG_BIN || ! -x $PG_BIN/initdb ]]; then
-        PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
-    fi
-fi
-[[ -x $PG_BIN/initdb && -x $PG_BIN/pg_ctl && -x $PG_BIN/pgbench ]] ||
-    die "no PostgreSQL programs in '$PG_BIN' (set PG_BIN)"
-PSQL=$PG_BIN/psql
-[[ -x $PSQL ]] || PSQL=$(command -v psql) || die "psql not found"
-
-if [[ $(id -u) -eq 0 ]]; then
-    id postgres >/dev/null 2>&1 || die "running as root needs a 'postgres' OS user"
-    as_pg() { runuser -u postgres -- "$@"; }
-    PG_OWNER=postgres
-else
-    as_pg() { "$@"; }
-    PG_OWNER=$(id -un)
-fi
-
-# ---------------------------------------------------------------------------------------------
-# Cleanup: every pid started, every data directory made, every pgBackRest async process of ours.
-
-ROOT=$(mktemp -d "${TMPDIR:-/tmp}/tgwal.XXXXXX")
-chmod 0711 "$ROOT"
-PIDS=()
-DATA_DIRS=()
-
-pid_alive() {
-    local pid=$1 state
-    kill -0 "$pid" 2>/dev/null || return 1
-    state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null || echo Z)
-    [[ $state != Z ]]
-}
-
-stop_pid() {
-    local pid=$1 sig=$2 wait_s=$3 i
-    pid_alive "$pid" || return 0
-    kill "-$sig" "$pid" 2>/dev/null || true
-    for ((i = 0; i < wait_s * 20; i++)); do
-        pid_alive "$pid" || return 0
-        sleep 0.05
-    done
-    log "pid $pid did not stop after SIG$sig within ${wait_s}s: SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    sleep 0.1
-}
-
-forget_pid() {
-    local keep=() p
-    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
-
-postmaster_of() {
-    local dir=$1 pid
-    [[ -f $dir/postmaster.pid ]] || return 1
-    pid=$(head -1 "$dir/postmaster.pid" 2>/dev/null) || return 1
-    [[ $pid =~ ^[0-9]+$ ]] || return 1
-    pid_alive "$pid" || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir" || return 1
-    echo "$pid"
-}
+find_sidecar_bin
+find_pg_bin pgbench
+bench_root tgwal
 
 # pgBackRest's async archiver detaches from Postgres: find ours by the config path (under ROOT)
 # on their command lines, and stop them by pid.
@@ -153,69 +75,20 @@ stop_pgbackrest_async() {
     for p in /proc/[0-9]*; do
         p=${p#/proc/}
         [[ $p == "$$" ]] && continue
-        if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q "^pgbackrest .*--config=$ROOT/"; then
+        if tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -q "^pgbackrest .*--config=$ROOT/"; then
             stop_pid "$p" TERM 10
         fi
     done
 }
 
-cleanup() {
-    local rc=$? pid dir i
-    trap - EXIT INT TERM ERR
-    set +e
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        stop_pid "${PIDS[i]}" TERM 20
-        wait "${PIDS[i]}" 2>/dev/null || true
-    done
-    for dir in "${DATA_DIRS[@]}"; do
-        if pid=$(postmaster_of "$dir"); then
-            log "stopping leftover postmaster $pid ($dir)"
-            stop_pid "$pid" QUIT 10
-        fi
-    done
+# Before the generic cleanup: the postmasters (whose archive_command may start pgBackRest), then
+# pgBackRest's async processes.
+bench_cleanup_hook() {
+    stop_leftover_postmasters
     stop_pgbackrest_async
-    if ((KEEP == 1)); then
-        log "kept $ROOT"
-    else
-        rm -rf "$ROOT"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap '[[ $BASHPID != "$$" ]] || log "ERROR: line $LINENO: \"$BASH_COMMAND\" failed"' ERR
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# ---------------------------------------------------------------------------------------------
-# Helpers
-
-USED_PORTS=" "
-EPHEMERAL_LOW=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-((EPHEMERAL_LOW > 15000)) || EPHEMERAL_LOW=60000
-free_port() {
-    local p i
-    for ((i = 0; i < 1000; i++)); do
-        p=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        if command -v ss >/dev/null; then
-            [[ -z $(ss -Htan "( sport = :$p )" 2>/dev/null) ]] || continue
-        elif (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            continue
-        fi
-        USED_PORTS+="$p "
-        printf -v "$1" '%s' "$p"
-        return 0
-    done
-    die "no free port found"
 }
 
-now() { echo "$EPOCHREALTIME"; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-calc() { awk "BEGIN { printf \"%.4f\", $1 }"; }
 
-RESULTS=$ROOT/results.txt
-: >"$RESULTS"
-record() { echo "$1 $2" >>"$RESULTS"; log "  $1 = $2"; }
 
 # The store: moto's S3 server (plain HTTP) behind stunnel (TLS): pgBackRest talks to S3 over HTTPS
 # only, and moto's own --ssl mode closes connections without a TLS close_notify, which pgBackRest
@@ -503,28 +376,6 @@ done
 # ---------------------------------------------------------------------------------------------
 # Report
 
-stat() {
-    awk -v m="$1" '$1 == m { print $2 }' "$RESULTS" | sort -g | awk '
-        { v[NR] = $1 }
-        END {
-            if (NR == 0) { print "nan nan nan"; exit }
-            med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-            print med, v[1], v[NR]
-        }'
-}
-cell() { # metric decimals
-    local med min max
-    read -r med min max < <(stat "$1")
-    [[ $med == nan ]] && { echo "-"; return; }
-    awk -v a="$med" -v b="$min" -v c="$max" -v d="$2" \
-        'BEGIN { printf "%.*f (%.*f–%.*f)", d, a, d, b, d, c }'
-}
-ratio() { # metric_a metric_b
-    local a b
-    read -r a _ _ < <(stat "$1")
-    read -r b _ _ < <(stat "$2")
-    awk -v a="$a" -v b="$b" 'BEGIN { if (a == "nan" || b == "nan" || b == 0) print "-"; else printf "%.2f×", a / b }'
-}
 row() { # label suffix decimals
     local label=$1 s=$2 d=$3
     printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$(cell "toygres_$s" "$d")" \
@@ -533,7 +384,7 @@ row() { # label suffix decimals
 }
 
 echo
-echo "WAL archiving: $RUNS runs, PostgreSQL $("$PG_BIN/postgres" --version | awk '{ print $3 }'), pgbench -i -s $SCALE, then -c $CLIENTS -j $JOBS -T $DURATION (synchronous_commit=off); gzip level $GZIP_LEVEL; concurrency $CONCURRENCY; moto S3 behind stunnel (HTTPS)"
+echo "WAL archiving: $RUNS runs, PostgreSQL $(pg_version), pgbench -i -s $SCALE, then -c $CLIENTS -j $JOBS -T $DURATION (synchronous_commit=off); gzip level $GZIP_LEVEL; concurrency $CONCURRENCY; moto S3 behind stunnel (HTTPS)"
 echo
 echo "| measurement (median, min–max) | toygres wal-push | barman-cloud-wal-archive | pgbackrest archive-push (async) | no archiving (/bin/true) | ours / barman | ours / pgBackRest |"
 echo "|---|---|---|---|---|---|---|"

@@ -11,7 +11,8 @@
 //!
 //! When the controller is root, Postgres runs as the `postgres` OS user, which owns `cms/`.
 //! Postgres's log lines are forwarded into the controller's log; it is stopped with SIGINT (fast
-//! shutdown) when the controller stops.
+//! shutdown) when the controller stops. While the controller runs, [`EmbeddedCms::supervise`]
+//! starts Postgres again, with a growing pause between attempts, whenever it dies.
 
 use std::fs;
 use std::io::Write as _;
@@ -45,6 +46,16 @@ const MAX_SOCKET_PATH: usize = 107;
 /// The OS user and role the embedded cluster's superuser is named after.
 const SUPERUSER: &str = "postgres";
 
+/// The pause before the first attempt to start a dead CMS Postgres again; it doubles after each
+/// failed attempt, up to [`RESTART_BACKOFF_MAX`].
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(500);
+
+/// The longest pause between two attempts to start a dead CMS Postgres again.
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// How long Postgres must have run before its next death starts again from the shortest pause.
+const RESTART_BACKOFF_RESET: Duration = Duration::from_secs(60);
+
 /// The files of the embedded CMS under `$TOYGRES_HOME/cms`.
 #[derive(Debug, Clone)]
 pub struct CmsPaths {
@@ -69,16 +80,47 @@ impl CmsPaths {
     }
 }
 
-/// A running embedded CMS: the Postgres child process and what is needed to reach it.
+/// A running embedded CMS: the Postgres child process and what is needed to reach it (and to
+/// start it again).
 #[derive(Debug)]
 pub struct EmbeddedCms {
     paths: CmsPaths,
     port: u16,
-    pid: Pid,
-    /// Becomes `Some(status)` when the child exits.
-    exit: watch::Receiver<Option<String>>,
+    pg: PgBinaries,
+    /// The postmaster started last; replaced when [`EmbeddedCms::supervise`] starts a new one.
+    current: watch::Sender<Postmaster>,
     /// Held while this controller owns the cluster.
     _lock: Flock<fs::File>,
+}
+
+/// One postmaster process this controller started.
+#[derive(Debug, Clone)]
+struct Postmaster {
+    pid: Pid,
+    /// Becomes `Some(status)` when the process exits.
+    exit: watch::Receiver<Option<String>>,
+}
+
+impl Postmaster {
+    /// Its exit status, when it has exited.
+    fn exit_status(&self) -> Option<String> {
+        self.exit.borrow().clone()
+    }
+
+    /// Resolves when the process exits, with its exit status.
+    async fn exited(&self) -> String {
+        let mut exit = self.exit.clone();
+        let status = match exit.wait_for(|status| status.is_some()).await {
+            Ok(status) => status.clone().unwrap_or_default(),
+            Err(_) => "unknown status".to_string(),
+        };
+        status
+    }
+
+    /// Whether it exits within `timeout`.
+    async fn exits_within(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.exited()).await.is_ok()
+    }
 }
 
 impl EmbeddedCms {
@@ -92,59 +134,20 @@ impl EmbeddedCms {
         init_cluster(&paths, pg).await?;
         let port = stable_port(&paths.port_file)?;
         stop_orphaned_postmaster(&paths.data).await?;
-
-        let mut cmd = pg.command("postgres");
-        cmd.arg("-D")
-            .arg(&paths.data)
-            .args(["-c", "listen_addresses=127.0.0.1"])
-            .args(["-c", &format!("port={port}")])
-            .arg("-c")
-            .arg(format!("unix_socket_directories={}", paths.run.display()))
-            .args(["-c", "unix_socket_permissions=0700"])
-            // The controller's log lines already carry a timestamp.
-            .args(["-c", "log_line_prefix=[%p] "])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group: a ctrl-c in the terminal reaches only the controller,
-            // which then stops Postgres in order.
-            .process_group(0);
-        let mut child = tokio::process::Command::from(cmd)
-            .spawn()
-            .with_context(|| format!("start {}", pg.program("postgres").display()))?;
-        let raw_pid = child
-            .id()
-            .context("read the pid of the CMS Postgres")?
-            .try_into()
-            .context("read the pid of the CMS Postgres")?;
-        let pid = Pid::from_raw(raw_pid);
-        if let Some(stdout) = child.stdout.take() {
-            forward_log_lines(stdout);
-        }
-        if let Some(stderr) = child.stderr.take() {
-            forward_log_lines(stderr);
-        }
-        let (exit_tx, exit) = watch::channel(None);
-        tokio::spawn(async move {
-            let status = match child.wait().await {
-                Ok(status) => status.to_string(),
-                Err(e) => format!("unknown status (wait failed: {e})"),
-            };
-            exit_tx.send_replace(Some(status));
-        });
-        tracing::info!(
-            pid = raw_pid,
-            port,
-            "started the embedded CMS Postgres in {}",
-            paths.data.display()
-        );
+        let postmaster = spawn_postmaster(&paths, port, pg)?;
+        let (current, _) = watch::channel(postmaster);
         Ok(Self {
             paths,
             port,
-            pid,
-            exit,
+            pg: pg.clone(),
+            current,
             _lock: lock,
         })
+    }
+
+    /// The postmaster started last.
+    fn postmaster(&self) -> Postmaster {
+        self.current.borrow().clone()
     }
 
     /// The files of this CMS.
@@ -157,9 +160,9 @@ impl EmbeddedCms {
         self.port
     }
 
-    /// The postmaster's process id.
+    /// The process id of the postmaster started last.
     pub fn pid(&self) -> i32 {
-        self.pid.as_raw()
+        self.postmaster().pid.as_raw()
     }
 
     /// How to connect to database `dbname` as the superuser over the Unix socket (trusted, so no
@@ -180,15 +183,16 @@ impl EmbeddedCms {
     /// failing when it exits first or `timeout` passes.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
+        let postmaster = self.postmaster();
         let config = self.connect_config("postgres");
         let mut last_error = String::from("it has not reported itself ready");
         loop {
-            if let Some(status) = self.exit.borrow().clone() {
+            if let Some(status) = postmaster.exit_status() {
                 bail!("the CMS Postgres exited while starting ({status}); see its log lines above");
             }
             let ready = matches!(
                 read_postmaster_pid(&self.paths.data),
-                Some((pid, status)) if pid == self.pid.as_raw() && status == "ready"
+                Some((pid, status)) if pid == postmaster.pid.as_raw() && status == "ready"
             );
             if ready {
                 match super::connect(&config).await {
@@ -238,51 +242,140 @@ impl EmbeddedCms {
         }
     }
 
-    /// Resolves when Postgres exits, with its exit status. Only an unexpected exit can resolve
-    /// it while the controller runs: [`EmbeddedCms::stop`] consumes the handle.
-    pub async fn exited(&self) -> String {
-        let mut exit = self.exit.clone();
-        let status = match exit.wait_for(|status| status.is_some()).await {
-            Ok(status) => status.clone().unwrap_or_default(),
-            Err(_) => "unknown status".to_string(),
-        };
-        status
+    /// Watches Postgres and, whenever it dies, starts it again (same cluster, port and socket, so
+    /// every client reconnects to it unchanged), pausing [`RESTART_BACKOFF_MIN`] before the first
+    /// attempt and twice as long after each failed one, up to [`RESTART_BACKOFF_MAX`]. Never
+    /// returns: drop the future to stop supervising, before [`EmbeddedCms::stop`].
+    pub async fn supervise(&self) -> std::convert::Infallible {
+        let mut backoff = RESTART_BACKOFF_MIN;
+        loop {
+            let postmaster = self.postmaster();
+            let watched_since = Instant::now();
+            let status = postmaster.exited().await;
+            if watched_since.elapsed() >= RESTART_BACKOFF_RESET {
+                backoff = RESTART_BACKOFF_MIN;
+            }
+            tracing::error!(
+                pid = postmaster.pid.as_raw(),
+                "the embedded CMS Postgres exited unexpectedly ({status}); starting it again in \
+                 {backoff:?}"
+            );
+            loop {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+                match self.restart().await {
+                    Ok(()) => break,
+                    Err(e) => tracing::error!(
+                        "start the embedded CMS Postgres again: {e:#}; next attempt in {backoff:?}"
+                    ),
+                }
+            }
+            tracing::info!(
+                pid = self.pid(),
+                "the embedded CMS Postgres is running again"
+            );
+        }
+    }
+
+    /// Starts a new postmaster after the last one died and waits until it accepts connections;
+    /// stops it again when it does not.
+    async fn restart(&self) -> anyhow::Result<()> {
+        // The dead postmaster's backends notice its death and exit on their own; one still
+        // attached to the shared memory makes the new postmaster refuse to start, and the next
+        // attempt tries again.
+        stop_orphaned_postmaster(&self.paths.data).await?;
+        let postmaster = spawn_postmaster(&self.paths, self.port, &self.pg)?;
+        self.current.send_replace(postmaster.clone());
+        if let Err(e) = self.wait_ready(READY_TIMEOUT).await {
+            if postmaster.exit_status().is_none() {
+                signal_ignoring_gone(postmaster.pid, Signal::SIGQUIT)?;
+                if !postmaster.exits_within(Duration::from_secs(10)).await {
+                    signal_ignoring_gone(postmaster.pid, Signal::SIGKILL)?;
+                }
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Stops Postgres with a fast shutdown (SIGINT) and waits for it to exit; asks for an
     /// immediate shutdown (SIGQUIT) if it is still running after a minute.
     pub async fn stop(self) -> anyhow::Result<()> {
-        if let Some(status) = self.exit.borrow().clone() {
+        let postmaster = self.postmaster();
+        if let Some(status) = postmaster.exit_status() {
             tracing::warn!("the CMS Postgres had already exited ({status})");
             return Ok(());
         }
         tracing::info!(
-            pid = self.pid.as_raw(),
+            pid = postmaster.pid.as_raw(),
             "stopping the embedded CMS Postgres"
         );
-        signal_ignoring_gone(self.pid, Signal::SIGINT)?;
-        let mut exit = self.exit.clone();
-        let wait = |timeout| {
-            let mut exit = exit.clone();
-            async move {
-                tokio::time::timeout(timeout, exit.wait_for(|s| s.is_some()))
-                    .await
-                    .is_ok()
-            }
-        };
-        if !wait(STOP_TIMEOUT).await {
+        signal_ignoring_gone(postmaster.pid, Signal::SIGINT)?;
+        if !postmaster.exits_within(STOP_TIMEOUT).await {
             tracing::warn!(
                 "the CMS Postgres did not stop within {STOP_TIMEOUT:?}; sending SIGQUIT"
             );
-            signal_ignoring_gone(self.pid, Signal::SIGQUIT)?;
-            if !wait(Duration::from_secs(10)).await {
-                bail!("the CMS Postgres (pid {}) did not stop", self.pid);
+            signal_ignoring_gone(postmaster.pid, Signal::SIGQUIT)?;
+            if !postmaster.exits_within(Duration::from_secs(10)).await {
+                bail!("the CMS Postgres (pid {}) did not stop", postmaster.pid);
             }
         }
-        let status = exit.borrow_and_update().clone().unwrap_or_default();
+        let status = postmaster.exit_status().unwrap_or_default();
         tracing::info!("the embedded CMS Postgres stopped ({status})");
         Ok(())
     }
+}
+
+/// Starts the cluster's postmaster as a child, forwarding its output into the log.
+fn spawn_postmaster(paths: &CmsPaths, port: u16, pg: &PgBinaries) -> anyhow::Result<Postmaster> {
+    let mut cmd = pg.command("postgres");
+    cmd.arg("-D")
+        .arg(&paths.data)
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        .args(["-c", &format!("port={port}")])
+        .arg("-c")
+        .arg(format!("unix_socket_directories={}", paths.run.display()))
+        .args(["-c", "unix_socket_permissions=0700"])
+        // The controller's log lines already carry a timestamp.
+        .args(["-c", "log_line_prefix=[%p] "])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: a ctrl-c in the terminal reaches only the controller,
+        // which then stops Postgres in order.
+        .process_group(0);
+    let mut child = tokio::process::Command::from(cmd)
+        .spawn()
+        .with_context(|| format!("start {}", pg.program("postgres").display()))?;
+    let raw_pid = child
+        .id()
+        .context("read the pid of the CMS Postgres")?
+        .try_into()
+        .context("read the pid of the CMS Postgres")?;
+    if let Some(stdout) = child.stdout.take() {
+        forward_log_lines(stdout);
+    }
+    if let Some(stderr) = child.stderr.take() {
+        forward_log_lines(stderr);
+    }
+    let (exit_tx, exit) = watch::channel(None);
+    tokio::spawn(async move {
+        let status = match child.wait().await {
+            Ok(status) => status.to_string(),
+            Err(e) => format!("unknown status (wait failed: {e})"),
+        };
+        exit_tx.send_replace(Some(status));
+    });
+    tracing::info!(
+        pid = raw_pid,
+        port,
+        "started the embedded CMS Postgres in {}",
+        paths.data.display()
+    );
+    Ok(Postmaster {
+        pid: Pid::from_raw(raw_pid),
+        exit,
+    })
 }
 
 /// Creates `cms/`, `cms/data` and `cms/run` (mode 0700, owned by the Postgres OS user) and checks
