@@ -144,7 +144,9 @@ bench_sidecar() {
     sleep "$SETTLE"
     local resp
     t0=$(now)
-    resp=$(api POST "$s_api" /v1/promote --fail-with-body) ||
+    # force: the primary still runs (this measures promotion, not failover).
+    resp=$(api POST "$s_api" /v1/promote --fail-with-body \
+        -H 'Content-Type: application/json' -d '{"force":true}') ||
         die "POST /v1/promote failed: $resp"
     t1=$(now)
     record sc_promote_s "$(elapsed "$t0" "$t1")"
