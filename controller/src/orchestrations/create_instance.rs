@@ -10,7 +10,7 @@ use super::ha::sync_policy;
 use super::instance_actor::ActorInput;
 use super::{call, call_once, member_name, names, now_ms, report};
 use crate::activities::ha::SyncPolicyInput;
-use crate::activities::members::{CreateMemberInput, InstanceRef, RouteInput};
+use crate::activities::members::{CreateMemberInput, DeleteMemberInput, InstanceRef, RouteInput};
 use crate::activities::names as act;
 use crate::activities::records::{
     ActorRef, InstanceRunning, MemberRole, OperationFinished, OperationStarted,
@@ -94,6 +94,7 @@ pub async fn create_instance(
         }
         Err(error) => {
             ctx.trace_error(format!("create {} failed: {error}", input.spec.name));
+            clean_up(&ctx, &input.spec).await;
             call::<_, ()>(
                 &ctx,
                 act::RECORD_OPERATION_FINISHED,
@@ -107,6 +108,49 @@ pub async fn create_instance(
 }
 
 const STEPS: u32 = 9;
+
+/// After a failed create, removes what it made (members with their data, endpoints,
+/// credentials), so nothing keeps running for an instance that never served; the instance's
+/// record stays, `failed`, with its events. Each step is best effort: what fails here is left
+/// for `toygres delete`.
+async fn clean_up(ctx: &OrchestrationContext, spec: &ValidatedCreateInstance) {
+    let name = &spec.name;
+    let members: Vec<String> = (0..=spec.replicas).map(|n| member_name(name, n)).collect();
+    let deleted = ctx
+        .join(
+            members
+                .iter()
+                .map(|member| {
+                    call::<_, ()>(
+                        ctx,
+                        act::DELETE_MEMBER,
+                        DeleteMemberInput {
+                            instance: name.clone(),
+                            member: member.clone(),
+                            keep_data: false,
+                        },
+                    )
+                })
+                .collect(),
+        )
+        .await;
+    let instance = InstanceRef {
+        instance: name.clone(),
+    };
+    let mut errors: Vec<String> = deleted.into_iter().filter_map(Result::err).collect();
+    if let Err(e) = call::<_, ()>(ctx, act::DELETE_ENDPOINTS, &instance).await {
+        errors.push(e);
+    }
+    if let Err(e) = call::<_, ()>(ctx, act::DELETE_SECRETS, &instance).await {
+        errors.push(e);
+    }
+    if !errors.is_empty() {
+        ctx.trace_warn(format!(
+            "clean-up after the failed create of {name} left something behind: {}",
+            errors.join("; ")
+        ));
+    }
+}
 
 async fn provision(
     ctx: &OrchestrationContext,

@@ -387,6 +387,19 @@ async fn a_failed_create_records_the_error_and_marks_the_instance_failed() {
     assert_eq!(finished["instance_state"], "failed");
     assert!(harness.calls_to(act::ROUTE_ENDPOINTS).is_empty());
     assert!(harness.calls_to(act::RECORD_ACTOR).is_empty());
+    // Nothing is left running: both members, the endpoints and the credentials are removed
+    // before the failure is recorded.
+    let mut deleted: Vec<String> = harness
+        .calls_to(act::DELETE_MEMBER)
+        .iter()
+        .map(|d| d["member"].as_str().unwrap().to_string())
+        .collect();
+    deleted.sort();
+    assert_eq!(deleted, ["db-0", "db-1"]);
+    let order = harness.order();
+    let position = |name: &str| order.iter().position(|n| n == name).unwrap();
+    assert!(position(act::DELETE_ENDPOINTS) < position(act::RECORD_OPERATION_FINISHED));
+    assert!(position(act::DELETE_SECRETS) < position(act::RECORD_OPERATION_FINISHED));
     harness.stop().await;
 }
 
