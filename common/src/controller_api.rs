@@ -534,6 +534,11 @@ pub struct HaSettings {
     pub quorum: bool,
     /// Sync mode `degrade`: seconds without enough standbys before commits stop waiting.
     pub degrade_timeout_secs: u64,
+    /// A query every health round runs on every member (as the superuser, within the check
+    /// timeout). A member whose query fails, or returns `false` in its first column, is marked
+    /// as failing its check: an event, and the instance counts as degraded. It does not by
+    /// itself cause a failover.
+    pub health_query: Option<String>,
 }
 
 impl Default for HaSettings {
@@ -549,9 +554,13 @@ impl Default for HaSettings {
             num_sync: 1,
             quorum: false,
             degrade_timeout_secs: 10,
+            health_query: None,
         }
     }
 }
+
+/// The longest custom health query accepted.
+pub const MAX_HEALTH_QUERY_LEN: usize = 4096;
 
 /// `PUT /v1/instances/{name}/ha`: the settings to change; the others stay.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -568,6 +577,8 @@ pub struct HaSettingsPatch {
     pub num_sync: Option<u32>,
     pub quorum: Option<bool>,
     pub degrade_timeout_secs: Option<u64>,
+    /// `""` removes the query.
+    pub health_query: Option<String>,
 }
 
 impl HaSettings {
@@ -586,6 +597,11 @@ impl HaSettings {
             degrade_timeout_secs: patch
                 .degrade_timeout_secs
                 .unwrap_or(self.degrade_timeout_secs),
+            health_query: match &patch.health_query {
+                None => self.health_query.clone(),
+                Some(q) if q.trim().is_empty() => None,
+                Some(q) => Some(q.trim().to_string()),
+            },
         };
         next.validate()?;
         Ok(next)
@@ -609,6 +625,17 @@ impl HaSettings {
         range("cooldown_secs", self.cooldown_secs, 0, 86_400)?;
         range("num_sync", self.num_sync.into(), 1, u64::from(MAX_REPLICAS))?;
         range("degrade_timeout_secs", self.degrade_timeout_secs, 1, 3600)?;
+        if let Some(query) = &self.health_query {
+            if query.len() > MAX_HEALTH_QUERY_LEN {
+                return Err(InvalidRequest::new(
+                    "health_query",
+                    format!("must be at most {MAX_HEALTH_QUERY_LEN} bytes"),
+                ));
+            }
+            if query.contains('\0') {
+                return Err(InvalidRequest::new("health_query", "must not contain NUL"));
+            }
+        }
         Ok(())
     }
 }

@@ -388,6 +388,30 @@ async fn failover_is_held_back_when_disabled_or_impossible_and_survives_a_contro
         .await;
     assert_eq!(status, 400, "{body}");
 
+    // A custom health query: false marks the members as failing it, the instance degraded.
+    stdout(&home.cli(&["ha", "set", "solo", "--health-query", "SELECT 1 = 2"]));
+    eventually(Duration::from_secs(60), "a check-failed event", || async {
+        let detail: InstanceDetail = api.get("/v1/instances/solo").await;
+        let failed = events(&api, "solo")
+            .await
+            .events
+            .iter()
+            .any(|e| e.kind == "check-failed");
+        (failed && detail.summary.health == "degraded").then_some(())
+    })
+    .await;
+    stdout(&home.cli(&["ha", "set", "solo", "--health-query", ""]));
+    eventually(Duration::from_secs(60), "a check-ok event", || async {
+        let detail: InstanceDetail = api.get("/v1/instances/solo").await;
+        let ok = events(&api, "solo")
+            .await
+            .events
+            .iter()
+            .any(|e| e.kind == "check-ok");
+        (ok && detail.summary.health == "healthy").then_some(())
+    })
+    .await;
+
     // Disabled: the primary dies, the actor says so once and promotes nobody.
     let out = stdout(&home.cli(&["ha", "set", "solo", "--failover-enabled", "false"]));
     assert!(out.contains("failover_enabled      false"), "{out}");

@@ -249,7 +249,11 @@ pub async fn record_health(
             probe.lsn.as_deref(),
             probe.lag_bytes.and_then(|l| i64::try_from(l).ok()),
             probe.sync_state.as_deref(),
-            probe.error.as_deref(),
+            probe.error.as_deref().or(probe
+                .check
+                .as_ref()
+                .filter(|c| !c.ok)
+                .map(|c| c.message.as_str())),
         )
         .await
         .map_err(describe)?;

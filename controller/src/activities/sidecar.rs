@@ -170,6 +170,17 @@ pub async fn wait_sync_standby(
 pub struct ProbeInput {
     pub instance: String,
     pub member: String,
+    /// The instance's custom health query, run when the member is up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_query: Option<String>,
+}
+
+/// How a member's custom health query went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub ok: bool,
+    /// Why not, or what it returned.
+    pub message: String,
 }
 
 /// What a probe saw of a member.
@@ -192,6 +203,9 @@ pub struct ProbeResult {
     /// Primary: its synchronous replication degraded to asynchronous.
     #[serde(default)]
     pub sync_degraded: bool,
+    /// The custom health query's outcome, when there is one and the member is up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckResult>,
     pub latency_ms: f64,
     pub error: Option<String>,
 }
@@ -204,6 +218,7 @@ pub async fn probe_member(
     input: ProbeInput,
 ) -> Result<ProbeResult, String> {
     let started = Instant::now();
+    let member = input.member.clone();
     let status = match sidecar(&deps, &input.instance, &input.member, deps.probe_timeout).await {
         Ok(client) => client.status().await.map_err(|e| e.to_string()),
         Err(e) => Err(e),
@@ -231,6 +246,7 @@ pub async fn probe_member(
                 .collect(),
             sync_state: None,
             sync_degraded: status.sync_degraded,
+            check: None,
             latency_ms,
             error: (!status.running).then(|| "Postgres is not running".to_string()),
         },
@@ -244,12 +260,76 @@ pub async fn probe_member(
             standbys: Vec::new(),
             sync_state: None,
             sync_degraded: false,
+            check: None,
             latency_ms,
             error: Some(error),
         },
     };
+    let mut result = result;
+    if let (true, Some(query)) = (result.healthy, &input.health_query) {
+        result.check = Some(run_health_query(&deps, &input.instance, &member, query).await);
+    }
     deps.metrics.record_health_check(result.healthy);
     Ok(result)
+}
+
+/// Runs the custom health query on the member's Postgres as the superuser (scram over TCP),
+/// within the probe timeout. `false` in the first column, or an error, fails the check.
+async fn run_health_query(
+    deps: &ActivityDeps,
+    instance: &str,
+    member: &str,
+    query: &str,
+) -> CheckResult {
+    let attempt = async {
+        let address = deps
+            .platform
+            .member_address(instance, member)
+            .await
+            .map_err(describe)?;
+        let password = deps
+            .platform
+            .read_secret(&SecretRefs::for_instance(instance).superuser_password)
+            .await
+            .map_err(describe)?;
+        let (client, connection) = tokio_postgres::Config::new()
+            .host(&address.pg.host)
+            .port(address.pg.port)
+            .user("postgres")
+            .dbname("postgres")
+            .password(password.expose())
+            .application_name("toygres-health")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let connection = tokio::spawn(connection);
+        let rows = client.simple_query(query).await.map_err(|e| format!("{e}"));
+        drop(client);
+        let _ = connection.await;
+        let first = rows?.into_iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        });
+        Ok::<_, String>(first)
+    };
+    match tokio::time::timeout(deps.probe_timeout, attempt).await {
+        Err(_) => CheckResult {
+            ok: false,
+            message: format!("no answer within {:?}", deps.probe_timeout),
+        },
+        Ok(Err(e)) => CheckResult {
+            ok: false,
+            message: e,
+        },
+        Ok(Ok(Some(value))) if value == "f" || value == "false" => CheckResult {
+            ok: false,
+            message: format!("returned {value}"),
+        },
+        Ok(Ok(value)) => CheckResult {
+            ok: true,
+            message: format!("returned {}", value.as_deref().unwrap_or("no rows")),
+        },
+    }
 }
 
 /// Drop a removed standby's replication slot on the primary.

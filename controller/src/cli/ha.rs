@@ -74,6 +74,10 @@ pub struct SetArgs {
     /// Sync mode degrade: seconds without enough standbys before commits stop waiting
     #[arg(long, value_name = "SECS")]
     pub degrade_timeout_secs: Option<u64>,
+    /// A query each health round runs on every member (false or an error: the member fails
+    /// its check); "" removes it
+    #[arg(long, value_name = "SQL")]
+    pub health_query: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
     /// Output format
@@ -107,6 +111,7 @@ pub async fn run(args: HaArgs) -> anyhow::Result<()> {
                 num_sync: args.num_sync,
                 quorum: args.quorum,
                 degrade_timeout_secs: args.degrade_timeout_secs,
+                health_query: args.health_query,
             };
             if patch == HaSettingsPatch::default() {
                 anyhow::bail!("nothing to change: give at least one setting (see --help)");
@@ -142,6 +147,10 @@ fn render(s: &HaSettings) -> String {
         ("num_sync", s.num_sync.to_string()),
         ("quorum", s.quorum.to_string()),
         ("degrade_timeout_secs", s.degrade_timeout_secs.to_string()),
+        (
+            "health_query",
+            s.health_query.clone().unwrap_or_else(|| "-".into()),
+        ),
     ];
     rows.iter().map(|(k, v)| format!("{k:<22}{v}\n")).collect()
 }

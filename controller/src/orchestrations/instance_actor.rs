@@ -121,6 +121,9 @@ pub struct ActorState {
 pub struct MemberSeen {
     pub healthy: bool,
     pub lagging: bool,
+    /// Its custom health query failed.
+    #[serde(default)]
+    pub check_failed: bool,
 }
 
 /// Runs the actor: health rounds on a timer and commands from the queue, then continues as new.
@@ -713,6 +716,7 @@ async fn try_health_round(
                         ProbeInput {
                             instance: input.instance.clone(),
                             member: member.clone(),
+                            health_query: view.ha.health_query.clone(),
                         },
                     )
                 })
@@ -856,6 +860,7 @@ fn unreachable_probe(member: &str, error: String) -> ProbeResult {
         standbys: Vec::new(),
         sync_state: None,
         sync_degraded: false,
+        check: None,
         latency_ms: 0.0,
         error: Some(error),
     }
@@ -895,6 +900,7 @@ pub fn assess(
         let seen = MemberSeen {
             healthy: probe.healthy,
             lagging,
+            check_failed: probe.check.as_ref().is_some_and(|c| !c.ok),
         };
         let before = previous
             .members
@@ -903,7 +909,25 @@ pub fn assess(
             .unwrap_or(MemberSeen {
                 healthy: true,
                 lagging: false,
+                check_failed: false,
             });
+        if !before.check_failed && seen.check_failed {
+            events.push(HealthEvent {
+                member: Some(probe.member.clone()),
+                kind: "check-failed".into(),
+                message: format!(
+                    "member {} fails the health query: {}",
+                    probe.member,
+                    probe.check.as_ref().map_or("", |c| c.message.as_str())
+                ),
+            });
+        } else if before.check_failed && !seen.check_failed && seen.healthy {
+            events.push(HealthEvent {
+                member: Some(probe.member.clone()),
+                kind: "check-ok".into(),
+                message: format!("member {} passes the health query again", probe.member),
+            });
+        }
         let member = Some(probe.member.clone());
         if before.healthy && !seen.healthy {
             events.push(HealthEvent {
@@ -944,7 +968,9 @@ pub fn assess(
     let primary_healthy = probes
         .iter()
         .any(|p| p.healthy && p.role.as_deref() == Some("primary"));
-    let all_healthy = probes.iter().all(|p| p.healthy);
+    let all_healthy = probes
+        .iter()
+        .all(|p| p.healthy && p.check.as_ref().is_none_or(|c| c.ok));
     let health = match (primary_healthy, all_healthy) {
         (false, _) => "unavailable",
         (true, true) => "healthy",

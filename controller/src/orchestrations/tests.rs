@@ -156,6 +156,7 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
                 standbys: Vec::new(),
                 sync_state: None,
                 sync_degraded: false,
+                check: None,
                 latency_ms: 1.0,
                 error: Some("connection refused".into()),
             })
@@ -178,6 +179,7 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
             standbys: Vec::new(),
             sync_state: None,
             sync_degraded: false,
+            check: None,
             latency_ms: 1.0,
             error: None,
         })
@@ -598,6 +600,7 @@ fn probe(member: &str, role: &str, healthy: bool, lag: Option<u64>) -> ProbeResu
         },
         sync_state: None,
         sync_degraded: false,
+        check: None,
         latency_ms: 1.0,
         error: (!healthy).then(|| "unreachable".to_string()),
     }
@@ -633,7 +636,8 @@ fn a_standby_going_down_degrades_the_instance_and_is_an_event_once() {
         down.state.members["db-1"],
         MemberSeen {
             healthy: false,
-            lagging: false
+            lagging: false,
+            check_failed: false,
         }
     );
 
@@ -774,4 +778,40 @@ async fn the_actor_fails_over_once_the_primary_misses_enough_checks_fencing_befo
     .await;
     assert_eq!(harness.calls_to(act::PROMOTE_MEMBER).len(), 1);
     harness.stop().await;
+}
+
+#[test]
+fn a_failing_health_query_degrades_the_instance_once_and_recovers() {
+    let mut failing = probe("db-1", "standby", true, Some(0));
+    failing.check = Some(crate::activities::sidecar::CheckResult {
+        ok: false,
+        message: "returned f".into(),
+    });
+    let round = assess(
+        &ActorState::default(),
+        vec![probe("db-0", "primary", true, None), failing.clone()],
+        1024,
+    );
+    assert_eq!(round.health, "degraded");
+    assert!(round
+        .events
+        .iter()
+        .any(|e| e.kind == "check-failed" && e.message.contains("returned f")));
+    // Still failing: no new event.
+    let again = assess(
+        &round.state,
+        vec![probe("db-0", "primary", true, None), failing],
+        1024,
+    );
+    assert!(again.events.iter().all(|e| e.kind != "check-failed"));
+    let back = assess(
+        &again.state,
+        vec![
+            probe("db-0", "primary", true, None),
+            probe("db-1", "standby", true, Some(0)),
+        ],
+        1024,
+    );
+    assert_eq!(back.health, "healthy");
+    assert!(back.events.iter().any(|e| e.kind == "check-ok"));
 }
