@@ -153,6 +153,13 @@ pub struct AddReplicaRequest {
     /// Placement hint: the size (resources) of the pod.
     #[serde(default)]
     pub size: Option<String>,
+    /// `sync` (the default in a sync instance: it may confirm commits) or `async` (never a
+    /// synchronous standby).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// This standby's own lag bound: beyond it, it leaves the ro endpoint.
+    #[serde(default)]
+    pub max_lag_bytes: Option<u64>,
 }
 
 /// `GET /v1/instances/{name}/replicas`: the members and how replication goes.
@@ -307,6 +314,12 @@ pub struct MemberView {
     pub last_check_at: Option<String>,
     /// Seconds since the last health check.
     pub last_check_age_seconds: Option<f64>,
+    /// It may be a synchronous standby.
+    #[serde(default = "yes")]
+    pub sync_candidate: bool,
+    /// Its own lag bound for the ro endpoint, if any.
+    #[serde(default)]
+    pub max_lag_bytes: Option<i64>,
 }
 
 /// How clients reach an instance. Never holds the password: it says where to read it.
@@ -638,4 +651,8 @@ impl HaSettings {
         }
         Ok(())
     }
+}
+
+fn yes() -> bool {
+    true
 }

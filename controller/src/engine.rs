@@ -295,8 +295,24 @@ impl Engine {
                 )));
             }
         }
+        let sync_candidate = match request.mode.as_deref() {
+            None | Some("sync") => true,
+            Some("async") => false,
+            Some(other) => {
+                return Err(EngineError::Invalid(format!(
+                    "mode must be \"sync\" or \"async\", not {other:?}"
+                )))
+            }
+        };
+        if request.mode.as_deref() == Some("sync") && instance.summary.replication_mode != "sync" {
+            return Err(EngineError::Conflict(format!(
+                "instance {name} replicates asynchronously: a standby cannot be synchronous"
+            )));
+        }
         let operation_id = new_operation_id();
         let command = ActorCommand::AddReplica(AddReplicaInput {
+            sync_candidate,
+            max_lag_bytes: request.max_lag_bytes,
             operation_id: operation_id.clone(),
             instance: name.to_string(),
             member: request.name,

@@ -387,6 +387,13 @@ async fn failover_is_held_back_when_disabled_or_impossible_and_survives_a_contro
         )
         .await;
     assert_eq!(status, 400, "{body}");
+    let (status, body) = post(
+        &api,
+        "/v1/instances/solo/replicas",
+        serde_json::json!({"mode": "sync"}),
+    )
+    .await;
+    assert_eq!(status, 409, "a sync standby in an async instance: {body}");
 
     // A custom health query: false marks the members as failing it, the instance degraded.
     stdout(&home.cli(&["ha", "set", "solo", "--health-query", "SELECT 1 = 2"]));
@@ -571,6 +578,26 @@ async fn degrade_mode_keeps_writing_without_the_sync_standby_and_restores_it() {
         metrics.contains("toygres_controller_ha_events_total{kind=\"sync-degraded\"}"),
         "{metrics}"
     );
+
+    // A standby added with --mode async streams but never confirms commits.
+    stdout(&home.cli(&[
+        "replication",
+        "add",
+        "deg",
+        "--mode",
+        "async",
+        "--max-lag-bytes",
+        "1048576",
+    ]));
+    eventually(Duration::from_secs(60), "deg-2 streaming as async", || async {
+        let status = members(&api, "deg").await;
+        let added = status.members.iter().find(|m| m.name == "deg-2")?;
+        (!added.sync_candidate
+            && added.max_lag_bytes == Some(1_048_576)
+            && added.sync_state.as_deref() == Some("async"))
+        .then_some(())
+    })
+    .await;
 }
 
 /// The HA benchmark (`scripts/bench/failover.sh`): with the controller's default health and HA

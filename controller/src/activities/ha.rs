@@ -572,6 +572,32 @@ pub async fn record_event(
         .map_err(describe)
 }
 
+/// A standby's options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberOptions {
+    pub instance: String,
+    pub member: String,
+    pub sync_candidate: bool,
+    pub max_lag_bytes: Option<u64>,
+}
+
+/// Records a standby's options in the CMS.
+pub async fn record_member_options(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: MemberOptions,
+) -> Result<(), String> {
+    deps.cms
+        .set_member_options(
+            &input.instance,
+            &input.member,
+            input.sync_candidate,
+            input.max_lag_bytes,
+        )
+        .await
+        .map_err(describe)
+}
+
 /// Set a member's state in the CMS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberStateInput {
@@ -607,6 +633,12 @@ pub struct ActorView {
     pub ha: HaSettings,
     /// Former primaries waiting to rejoin as standbys.
     pub rejoining: Vec<String>,
+    /// Standbys that may never be synchronous.
+    #[serde(default)]
+    pub not_sync: Vec<String>,
+    /// Standbys with their own lag bound.
+    #[serde(default)]
+    pub lag_bounds: std::collections::BTreeMap<String, u64>,
 }
 
 /// Reads the actor's view of its instance; `None` when the actor is no longer the instance's
@@ -663,6 +695,15 @@ pub async fn read_actor_view(
             .iter()
             .filter(|m| m.state == "rejoining")
             .map(|m| m.name.clone())
+            .collect(),
+        not_sync: recorded
+            .iter()
+            .filter(|m| !m.sync_candidate)
+            .map(|m| m.name.clone())
+            .collect(),
+        lag_bounds: recorded
+            .iter()
+            .filter_map(|m| Some((m.name.clone(), u64::try_from(m.max_lag_bytes?).ok()?)))
             .collect(),
     }))
 }

@@ -194,6 +194,9 @@ pub struct Topology {
     /// The instance's HA settings (sync mode, quorum …).
     #[serde(default)]
     pub ha: toygres_common::controller_api::HaSettings,
+    /// The standbys that may be synchronous (not added with `--mode async`).
+    #[serde(default)]
+    pub sync_candidates: Vec<String>,
 }
 
 /// Reads the instance's topology: members and roles from the CMS, the primary's address from
@@ -240,6 +243,11 @@ pub async fn read_topology(
         standbys: members
             .iter()
             .filter(|m| m.role == "standby")
+            .map(|m| m.name.clone())
+            .collect(),
+        sync_candidates: members
+            .iter()
+            .filter(|m| m.role == "standby" && m.sync_candidate)
             .map(|m| m.name.clone())
             .collect(),
         replication_mode: instance.summary.replication_mode,

@@ -55,6 +55,7 @@ pub mod names {
     pub const RECORD_HANDOVER: &str = "RecordHandover";
     pub const RECORD_EVENT: &str = "RecordEvent";
     pub const SET_MEMBER_STATE: &str = "SetMemberState";
+    pub const RECORD_MEMBER_OPTIONS: &str = "RecordMemberOptions";
     pub const READ_ACTOR_VIEW: &str = "ReadActorView";
 }
 
@@ -132,6 +133,7 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
     let b = register!(b, names::RECORD_HANDOVER, ha::record_handover);
     let b = register!(b, names::RECORD_EVENT, ha::record_event);
     let b = register!(b, names::SET_MEMBER_STATE, ha::set_member_state);
+    let b = register!(b, names::RECORD_MEMBER_OPTIONS, ha::record_member_options);
     let b = register!(b, names::READ_ACTOR_VIEW, ha::read_actor_view);
     b.build_result()
 }

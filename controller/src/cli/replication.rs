@@ -104,6 +104,12 @@ pub struct AddArgs {
     /// Placement hint: the pod's size
     #[arg(long)]
     pub size: Option<String>,
+    /// sync (may confirm commits; the default in a sync instance) or async (never synchronous)
+    #[arg(long, value_parser = ["sync", "async"])]
+    pub mode: Option<String>,
+    /// Its own lag bound (bytes): beyond it, it leaves the ro endpoint
+    #[arg(long, value_name = "BYTES")]
+    pub max_lag_bytes: Option<u64>,
     /// Print the operation id and return at once
     #[arg(long)]
     pub no_wait: bool,
@@ -153,6 +159,8 @@ pub async fn run(args: ReplicationArgs) -> anyhow::Result<()> {
                 name: args.member,
                 zone: args.zone,
                 size: args.size,
+                mode: args.mode,
+                max_lag_bytes: args.max_lag_bytes,
             };
             let accepted: OperationAccepted = client
                 .post(&format!("/v1/instances/{}/replicas", args.name), &request)

@@ -328,6 +328,25 @@ impl Cms {
         Ok(())
     }
 
+    /// Records a standby's options: may it be synchronous, and its own lag bound.
+    pub async fn set_member_options(
+        &self,
+        instance: &str,
+        member: &str,
+        sync_candidate: bool,
+        max_lag_bytes: Option<u64>,
+    ) -> Result<(), CmsError> {
+        let max_lag = max_lag_bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX));
+        self.execute(
+            "record a member's options",
+            "UPDATE toygres.members SET sync_candidate = $3, max_lag_bytes = $4
+              WHERE instance = $1 AND name = $2",
+            &[&instance, &member, &sync_candidate, &max_lag],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Forgets a member.
     pub async fn delete_member(&self, instance: &str, member: &str) -> Result<(), CmsError> {
         self.execute(
@@ -388,7 +407,7 @@ impl Cms {
         let what = "list an instance's members";
         let sql = concat!(
             "SELECT name, role, state, health, host, pg_port, timeline, lag_bytes, sync_state,
-                    last_error, ",
+                    last_error, sync_candidate, max_lag_bytes, ",
             rfc3339!("last_check_at"),
             ", extract(epoch FROM now() - last_check_at)::float8
                FROM toygres.members WHERE instance = $1 ORDER BY name"
@@ -408,8 +427,10 @@ impl Cms {
                     lag_bytes: get(row, 7, what)?,
                     sync_state: get(row, 8, what)?,
                     last_error: get(row, 9, what)?,
-                    last_check_at: get(row, 10, what)?,
-                    last_check_age_seconds: get(row, 11, what)?,
+                    sync_candidate: get(row, 10, what)?,
+                    max_lag_bytes: get(row, 11, what)?,
+                    last_check_at: get(row, 12, what)?,
+                    last_check_age_seconds: get(row, 13, what)?,
                 })
             })
             .collect()

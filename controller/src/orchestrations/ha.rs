@@ -474,6 +474,7 @@ async fn run_failover(
         &target,
         old.as_deref(),
         &others,
+        &topology.sync_candidates,
         sync,
         &input.ha,
         handover,
@@ -525,6 +526,7 @@ async fn promote_and_route(
     target: &str,
     old: Option<&str>,
     others: &[String],
+    sync_candidates: &[String],
     sync: bool,
     ha: &HaSettings,
     handover: &mut Handover,
@@ -556,7 +558,13 @@ async fn promote_and_route(
         handover,
     );
     // Its synchronous standbys: the other standbys, and the old primary, which rejoins.
-    let mut followers: Vec<String> = others.to_vec();
+    // Its synchronous standbys: the other standbys that may be, and the old primary, which
+    // rejoins.
+    let mut followers: Vec<String> = others
+        .iter()
+        .filter(|s| sync_candidates.contains(s))
+        .cloned()
+        .collect();
     if let Some(old) = old {
         followers.push(old.to_string());
     }
@@ -875,6 +883,7 @@ async fn run_switchover(
         &target,
         rejoining,
         &others,
+        &topology.sync_candidates,
         sync,
         &input.ha,
         handover,

@@ -266,7 +266,7 @@ async fn look_after_primary(
         let standbys: Vec<String> = view
             .members
             .iter()
-            .filter(|m| **m != primary && !view.rejoining.contains(m))
+            .filter(|m| **m != primary && !view.rejoining.contains(m) && !view.not_sync.contains(m))
             .cloned()
             .collect();
         let applied = call::<_, ()>(
@@ -728,7 +728,12 @@ async fn try_health_round(
         .zip(results)
         .map(|(member, result)| result.unwrap_or_else(|e| unreachable_probe(member, e)))
         .collect();
-    let mut assessment = assess(state, probes, input.settings.max_lag_bytes);
+    let mut assessment = assess(
+        state,
+        probes,
+        input.settings.max_lag_bytes,
+        &view.lag_bounds,
+    );
     if let Some(seen) = view
         .primary
         .as_deref()
@@ -884,6 +889,7 @@ pub fn assess(
     previous: &ActorState,
     mut probes: Vec<ProbeResult>,
     max_lag_bytes: u64,
+    lag_bounds: &BTreeMap<String, u64>,
 ) -> Assessment {
     let sync_states: BTreeMap<String, String> = probes
         .iter()
@@ -896,7 +902,11 @@ pub fn assess(
     let mut members = BTreeMap::new();
     for probe in &mut probes {
         probe.sync_state = sync_states.get(&probe.member).cloned();
-        let lagging = probe.lag_bytes.is_some_and(|lag| lag > max_lag_bytes);
+        let bound = lag_bounds
+            .get(&probe.member)
+            .copied()
+            .unwrap_or(max_lag_bytes);
+        let lagging = probe.lag_bytes.is_some_and(|lag| lag > bound);
         let seen = MemberSeen {
             healthy: probe.healthy,
             lagging,
@@ -951,7 +961,7 @@ pub fn assess(
                 member: member.clone(),
                 kind: "lag-high".into(),
                 message: format!(
-                    "member {} lags {} bytes behind (bound {max_lag_bytes})",
+                    "member {} lags {} bytes behind (bound {bound})",
                     probe.member,
                     probe.lag_bytes.unwrap_or(0)
                 ),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::create_instance::MEMBER_READY_TIMEOUT_SECS;
 use super::ha::sync_policy;
 use super::{call, call_once, member_name, now_ms, report};
-use crate::activities::ha::SyncPolicyInput;
+use crate::activities::ha::{MemberOptions, SyncPolicyInput};
 use crate::activities::members::{
     CreateMemberInput, DeleteMemberInput, InstanceRef, RouteInput, Topology,
 };
@@ -28,6 +28,16 @@ pub struct AddReplicaInput {
     pub member: Option<String>,
     #[serde(default)]
     pub placement: Placement,
+    /// It may be a synchronous standby (sync instances).
+    #[serde(default = "yes")]
+    pub sync_candidate: bool,
+    /// Its own lag bound for the ro endpoint.
+    #[serde(default)]
+    pub max_lag_bytes: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The input of *RemoveReplica*.
@@ -138,6 +148,21 @@ async fn add(ctx: &OrchestrationContext, input: &AddReplicaInput) -> Result<Stri
 
     let mut standbys = topology.standbys.clone();
     standbys.push(member.clone());
+    call::<_, ()>(
+        ctx,
+        act::RECORD_MEMBER_OPTIONS,
+        &MemberOptions {
+            instance: input.instance.clone(),
+            member: member.clone(),
+            sync_candidate: input.sync_candidate,
+            max_lag_bytes: input.max_lag_bytes,
+        },
+    )
+    .await?;
+    let mut candidates = topology.sync_candidates.clone();
+    if input.sync_candidate {
+        candidates.push(member.clone());
+    }
     report(ctx, 4, ADD_STEPS, "routing read-only connections to it");
     if topology.replication_mode == "sync" {
         call::<_, ()>(
@@ -146,7 +171,7 @@ async fn add(ctx: &OrchestrationContext, input: &AddReplicaInput) -> Result<Stri
             &SyncPolicyInput {
                 instance: input.instance.clone(),
                 primary: primary.clone(),
-                policy: sync_policy(true, &topology.ha, &standbys),
+                policy: sync_policy(true, &topology.ha, &candidates),
             },
         )
         .await?;
@@ -238,8 +263,16 @@ async fn remove(ctx: &OrchestrationContext, input: &RemoveReplicaInput) -> Resul
         .filter(|s| **s != input.member)
         .cloned()
         .collect();
-    if topology.replication_mode == "sync" && standbys.is_empty() {
-        return Err("sync replication needs at least one standby; this is the last".into());
+    let candidates: Vec<String> = topology
+        .sync_candidates
+        .iter()
+        .filter(|s| **s != input.member)
+        .cloned()
+        .collect();
+    if topology.replication_mode == "sync" && candidates.is_empty() {
+        return Err(
+            "sync replication needs at least one synchronous standby; this is the last".into(),
+        );
     }
 
     report(
@@ -268,7 +301,7 @@ async fn remove(ctx: &OrchestrationContext, input: &RemoveReplicaInput) -> Resul
             &SyncPolicyInput {
                 instance: input.instance.clone(),
                 primary: primary.clone(),
-                policy: sync_policy(true, &topology.ha, &standbys),
+                policy: sync_policy(true, &topology.ha, &candidates),
             },
         )
         .await?;

@@ -65,6 +65,7 @@ fn fake_activities(calls: Calls, failing: BTreeSet<String>) -> ActivityRegistry 
         act::RECORD_HANDOVER,
         act::RECORD_EVENT,
         act::SET_MEMBER_STATE,
+        act::RECORD_MEMBER_OPTIONS,
     ];
     let mut builder = ActivityRegistry::builder();
     for name in all {
@@ -126,6 +127,7 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
             "primary": "db-0",
             "primary_address": {"host": "127.0.0.1", "port": 7000},
             "standbys": ["db-1"],
+            "sync_candidates": ["db-1"],
             "replication_mode": if instance == "down" { "async" } else { "sync" },
             "replicas": 1,
         }),
@@ -480,6 +482,8 @@ async fn the_actor_keeps_checking_health_while_a_queued_add_replica_runs_and_con
         instance: "db".into(),
         member: Some("db-2".into()),
         placement: Default::default(),
+        sync_candidate: true,
+        max_lag_bytes: None,
     });
     harness
         .client
@@ -615,6 +619,7 @@ fn a_standby_going_down_degrades_the_instance_and_is_an_event_once() {
             probe("db-1", "standby", true, Some(0)),
         ],
         1024,
+        &Default::default(),
     );
     assert_eq!(first.health, "healthy");
     assert_eq!(first.probes[1].sync_state.as_deref(), Some("sync"));
@@ -628,6 +633,7 @@ fn a_standby_going_down_degrades_the_instance_and_is_an_event_once() {
             probe("db-1", "standby", false, None),
         ],
         1024,
+        &Default::default(),
     );
     assert_eq!(down.health, "degraded");
     let kinds: Vec<&str> = down.events.iter().map(|e| e.kind.as_str()).collect();
@@ -648,6 +654,7 @@ fn a_standby_going_down_degrades_the_instance_and_is_an_event_once() {
             probe("db-1", "standby", false, None),
         ],
         1024,
+        &Default::default(),
     );
     assert!(still_down.events.is_empty(), "{:?}", still_down.events);
 
@@ -658,6 +665,7 @@ fn a_standby_going_down_degrades_the_instance_and_is_an_event_once() {
             probe("db-1", "standby", true, Some(4096)),
         ],
         1024,
+        &Default::default(),
     );
     let kinds: Vec<&str> = back.events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["member-up", "lag-high", "instance-health"]);
@@ -675,6 +683,7 @@ fn ro_leads_to_the_healthy_standbys_that_keep_up_and_rw_to_the_primary() {
             probe("db-3", "standby", true, Some(1 << 20)),
         ],
         1024,
+        &Default::default(),
     );
     let routes = desired_routes(&round.probes, &round.state.members, Some("db-0")).unwrap();
     assert_eq!(routes.rw.as_deref(), Some("db-0"));
@@ -687,6 +696,7 @@ fn ro_leads_to_the_healthy_standbys_that_keep_up_and_rw_to_the_primary() {
             probe("db-1", "standby", true, Some(0)),
         ],
         1024,
+        &Default::default(),
     );
     assert!(desired_routes(&round.probes, &round.state.members, Some("db-0")).is_none());
 }
@@ -700,6 +710,7 @@ fn no_healthy_primary_makes_the_instance_unavailable() {
             probe("db-1", "standby", true, Some(0)),
         ],
         1024,
+        &Default::default(),
     );
     assert_eq!(result.health, "unavailable");
 }
@@ -791,6 +802,7 @@ fn a_failing_health_query_degrades_the_instance_once_and_recovers() {
         &ActorState::default(),
         vec![probe("db-0", "primary", true, None), failing.clone()],
         1024,
+        &Default::default(),
     );
     assert_eq!(round.health, "degraded");
     assert!(round
@@ -802,6 +814,7 @@ fn a_failing_health_query_degrades_the_instance_once_and_recovers() {
         &round.state,
         vec![probe("db-0", "primary", true, None), failing],
         1024,
+        &Default::default(),
     );
     assert!(again.events.iter().all(|e| e.kind != "check-failed"));
     let back = assess(
@@ -811,6 +824,7 @@ fn a_failing_health_query_degrades_the_instance_once_and_recovers() {
             probe("db-1", "standby", true, Some(0)),
         ],
         1024,
+        &Default::default(),
     );
     assert_eq!(back.health, "healthy");
     assert!(back.events.iter().any(|e| e.kind == "check-ok"));
