@@ -138,6 +138,7 @@ impl Engine {
             metrics,
             poll_interval: Duration::from_millis(100),
             probe_timeout: settings.probe_timeout,
+            health_interval_ms: settings.actor.health_interval_ms,
         });
         let activities = activities::registry(deps)
             .map_err(|e| anyhow::anyhow!("register the activities: {e}"))?;

@@ -589,14 +589,18 @@ async fn degrade_mode_keeps_writing_without_the_sync_standby_and_restores_it() {
         "--max-lag-bytes",
         "1048576",
     ]));
-    eventually(Duration::from_secs(60), "deg-2 streaming as async", || async {
-        let status = members(&api, "deg").await;
-        let added = status.members.iter().find(|m| m.name == "deg-2")?;
-        (!added.sync_candidate
-            && added.max_lag_bytes == Some(1_048_576)
-            && added.sync_state.as_deref() == Some("async"))
-        .then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "deg-2 streaming as async",
+        || async {
+            let status = members(&api, "deg").await;
+            let added = status.members.iter().find(|m| m.name == "deg-2")?;
+            (!added.sync_candidate
+                && added.max_lag_bytes == Some(1_048_576)
+                && added.sync_state.as_deref() == Some("async"))
+            .then_some(())
+        },
+    )
     .await;
 }
 

@@ -639,6 +639,9 @@ pub struct ActorView {
     /// Standbys with their own lag bound.
     #[serde(default)]
     pub lag_bounds: std::collections::BTreeMap<String, u64>,
+    /// The controller's current health interval.
+    #[serde(default)]
+    pub health_interval_ms: Option<u64>,
 }
 
 /// Reads the actor's view of its instance; `None` when the actor is no longer the instance's
@@ -705,5 +708,6 @@ pub async fn read_actor_view(
             .iter()
             .filter_map(|m| Some((m.name.clone(), u64::try_from(m.max_lag_bytes?).ok()?)))
             .collect(),
+        health_interval_ms: Some(deps.health_interval_ms),
     }))
 }

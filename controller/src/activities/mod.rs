@@ -69,6 +69,9 @@ pub struct ActivityDeps {
     pub poll_interval: Duration,
     /// How long one health probe of a member may take.
     pub probe_timeout: Duration,
+    /// The health interval this controller runs with (its `--health-interval-ms`): running
+    /// actors pick it up from their next round, so a restart with a new value reaches them.
+    pub health_interval_ms: u64,
 }
 
 /// An activity's error: the whole chain of causes, as text (it goes into the history).

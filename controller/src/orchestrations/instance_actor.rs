@@ -114,6 +114,9 @@ pub struct ActorState {
     /// The instance's HA settings as last read.
     #[serde(default)]
     pub ha: HaSettings,
+    /// The controller's health interval as last read (it may have been restarted with another).
+    #[serde(default)]
+    pub health_interval_ms: Option<u64>,
 }
 
 /// One member as the last round saw it.
@@ -144,7 +147,7 @@ pub async fn instance_actor(ctx: OrchestrationContext, input: ActorInput) -> Res
         let interval = if state.primary_failures > 0 {
             Duration::from_millis(state.ha.check_interval_ms.max(50))
         } else {
-            health_interval(&input.settings)
+            health_interval(&input.settings, &state)
         };
         let command = ctx.dequeue_event(COMMANDS_QUEUE);
         let tick = ctx.schedule_timer(interval);
@@ -619,7 +622,7 @@ async fn run_command(
     operation_id: &str,
     mut operation: DurableFuture<Result<String, String>>,
 ) -> ActorState {
-    let interval = health_interval(&input.settings);
+    let interval = health_interval(&input.settings, &state);
     // The operation may have moved the endpoints: the next round sets them again.
     state.routed_ro = None;
     loop {
@@ -646,8 +649,11 @@ async fn run_command(
     }
 }
 
-fn health_interval(settings: &ActorSettings) -> Duration {
-    Duration::from_millis(settings.health_interval_ms.max(100))
+fn health_interval(settings: &ActorSettings, state: &ActorState) -> Duration {
+    let ms = state
+        .health_interval_ms
+        .unwrap_or(settings.health_interval_ms);
+    Duration::from_millis(ms.max(100))
 }
 
 /// How an actor that is no longer its instance's ends.
@@ -763,6 +769,9 @@ async fn try_health_round(
             });
         }
         assessment.state.last_seen = seen;
+    }
+    if view.health_interval_ms.is_some() {
+        assessment.state.health_interval_ms = view.health_interval_ms;
     }
     let desired = desired_routes(
         &assessment.probes,
