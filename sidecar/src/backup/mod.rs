@@ -1,6 +1,7 @@
 //! Backups to object storage: base backups (`pg_basebackup` tar, streamed through compression
 //! into a multipart upload, [`base`]), logical backups (`pg_dump -Fc`, [`logical`]), their
-//! verification ([`verify`]) and the retention primitive ([`retention`]).
+//! verification ([`verify`]), the retention primitive ([`retention`]) and the outcomes
+//! `/metrics` reports ([`stats`]).
 //!
 //! Layout under the store URL (see DESIGN.md):
 //!
@@ -21,6 +22,7 @@ pub mod base;
 pub mod clock;
 pub mod logical;
 pub mod retention;
+pub mod stats;
 pub mod stream;
 pub mod tar;
 pub mod verify;
