@@ -24,9 +24,13 @@
 #      pg_is_in_recovery() is false, i.e. like ours: recovered to the end of the archive and
 #      promoted.
 #
+#   6. with AB_SIDECAR_BIN set (another build of the sidecar, e.g. before a change): step 3
+#      again with that binary, right after step 3 (odd runs) or right before it (even runs),
+#      recorded as ab_restore_*: an A/B comparison of two builds in the same minutes.
+#
 # Environment: SCALE (50), RUNS (1), LEVELS ("1 6"), PGBR_PROCS ("1"; empty to skip pgBackRest),
-# SIDECAR_BIN (target/release/toygres-sidecar, built when missing), PG_BIN (pg_config --bindir),
-# KEEP=1 (keep the temp dir), TIMEOUT (900 s).
+# SIDECAR_BIN (target/release/toygres-sidecar, built when missing), AB_SIDECAR_BIN (unset),
+# PG_BIN (pg_config --bindir), KEEP=1 (keep the temp dir), TIMEOUT (900 s).
 # Everything lives in one temp dir (TMPDIR); every process started is stopped by pid on exit (also
 # on failure or Ctrl-C), and every postmaster found in a data directory made here is stopped too.
 set -eEuo pipefail
@@ -192,7 +196,7 @@ start_sidecar() { # dir member pg_port api_port [extra args…]; sets SC_PID
     local logf=$dir/$member.log
     LOGS+=("$logf")
     DATA_DIRS+=("$dir/$member/data")
-    RUST_LOG=${RUST_LOG:-info} "$SIDECAR_BIN" run \
+    RUST_LOG=${RUST_LOG:-info} "${SC_BIN:-$SIDECAR_BIN}" run \
         --data-dir="$dir/$member/data" --pg-port="$pg_port" --api-addr="127.0.0.1:$api_port" \
         --member-name="$member" --token-file="$ROOT/token" \
         --superuser-password-file="$ROOT/superuser.pw" \
@@ -299,25 +303,35 @@ for run in $(seq 1 "$RUNS"); do
         record "peer_backup_s_gzip$level" "$(elapsed "$t0" "$t1")"
         record "peer_backup_mib_gzip$level" "$(mib "$(du -sb "$PEER/backup" | awk '{ print $1 }')")"
 
-        log "run $run, gzip $level: ours, restore"
-        DST=$ROOT/dst-$run-$level
-        mkdir -p "$DST"
-        chmod 0711 "$DST"
-        free_port DST_PG
-        free_port DST_API
-        t0=$(now)
-        start_sidecar "$DST" "copy$run$level-0" "$DST_PG" "$DST_API" \
-            --bootstrap=restore --restore-instance=bench --restore-backup-id="$ID"
-        DST_PID=$SC_PID
-        wait_for "$DST_PID" "the restored sidecar" readyz_ok "$DST_API"
-        t1=$(now)
-        record "ours_restore_s_gzip$level" "$(elapsed "$t0" "$t1")"
-        # Of which download + SHA-256 + gunzip + untar + fsync, from the sidecar's log.
-        record "ours_restore_unpack_s_gzip$level" "$(grep -m1 'downloaded and unpacked' \
-            "$DST/copy$run$level-0.log" | sed -E 's/.*seconds=([0-9.]+).*/\1/' |
-            awk '{ printf "%.1f", $1 }')"
-        stop_sidecar "$DST_PID"
-        ((KEEP == 1)) || rm -rf "$DST"
+        # Ours (and the A/B build, alternating which goes first).
+        WHO="ours"
+        if [[ -n ${AB_SIDECAR_BIN:-} ]]; then
+            if ((run % 2)); then WHO="ours ab"; else WHO="ab ours"; fi
+        fi
+        for who in $WHO; do
+            log "run $run, gzip $level: $who, restore"
+            DST=$ROOT/dst-$run-$level-$who
+            mkdir -p "$DST"
+            chmod 0711 "$DST"
+            free_port DST_PG
+            free_port DST_API
+            SC_BIN=$SIDECAR_BIN
+            [[ $who == ours ]] || SC_BIN=$AB_SIDECAR_BIN
+            t0=$(now)
+            start_sidecar "$DST" "copy$run$level-0" "$DST_PG" "$DST_API" \
+                --bootstrap=restore --restore-instance=bench --restore-backup-id="$ID"
+            SC_BIN=
+            DST_PID=$SC_PID
+            wait_for "$DST_PID" "the restored sidecar" readyz_ok "$DST_API"
+            t1=$(now)
+            record "${who}_restore_s_gzip$level" "$(elapsed "$t0" "$t1")"
+            # Of which download + SHA-256 + gunzip + untar + fsync, from the sidecar's log.
+            record "${who}_restore_unpack_s_gzip$level" "$(grep -m1 'downloaded and unpacked' \
+                "$DST/copy$run$level-0.log" | sed -E 's/.*seconds=([0-9.]+).*/\1/' |
+                awk '{ printf "%.1f", $1 }')"
+            stop_sidecar "$DST_PID"
+            ((KEEP == 1)) || rm -rf "$DST"
+        done
 
         log "run $run, gzip $level: peer, tar -x and pg_ctl start"
         PDATA=$PEER/data
