@@ -15,8 +15,10 @@
 # the restore until /readyz.
 #
 # Environment: SCALE (20), CLIENTS (4), DURATION (60 s of pgbench writes after the backup), RUNS
-# (3), MODES ("prefetch none"), PREFETCH_CONCURRENCY (4, the default --archive-concurrency),
-# SIDECAR_BIN (target/release/toygres-sidecar, built when missing), PG_BIN, KEEP=1, TIMEOUT (900).
+# (3), MODES ("prefetch none"; also "ab-prefetch ab-none": the same with AB_SIDECAR_BIN, another
+# build, to A/B a change in the same run), PREFETCH_CONCURRENCY (4, the default
+# --archive-concurrency), SIDECAR_BIN (target/release/toygres-sidecar, built when missing),
+# PG_BIN, KEEP=1, TIMEOUT (900).
 # Everything lives in one temp dir; every process started is stopped by pid on exit.
 set -eEuo pipefail
 
@@ -180,7 +182,7 @@ start_sidecar() { # dir member pg_port api_port [extra args…]; sets SC_PID
     local logf=$dir/$member.log
     LOGS+=("$logf")
     DATA_DIRS+=("$dir/$member/data")
-    RUST_LOG=${RUST_LOG:-info} "$SIDECAR_BIN" run \
+    RUST_LOG=${RUST_LOG:-info} "${SC_BIN:-$SIDECAR_BIN}" run \
         --data-dir="$dir/$member/data" --pg-port="$pg_port" --api-addr="127.0.0.1:$api_port" \
         --member-name="$member" --token-file="$ROOT/token" \
         --superuser-password-file="$ROOT/superuser.pw" \
@@ -237,10 +239,13 @@ stop_sidecar "$SRC_PID"
 
 for run in $(seq 1 "$RUNS"); do
     for mode in $MODES; do
+        SC_BIN=$SIDECAR_BIN
         case $mode in
             prefetch) conc=$PREFETCH_CONCURRENCY ;;
             none) conc=1 ;;
-            *) die "unknown mode '$mode' (prefetch, none)" ;;
+            ab-prefetch) conc=$PREFETCH_CONCURRENCY SC_BIN=${AB_SIDECAR_BIN:?ab modes need AB_SIDECAR_BIN} ;;
+            ab-none) conc=1 SC_BIN=${AB_SIDECAR_BIN:?ab modes need AB_SIDECAR_BIN} ;;
+            *) die "unknown mode '$mode' (prefetch, none, ab-prefetch, ab-none)" ;;
         esac
         log "run $run: restore with $mode (--archive-concurrency=$conc)"
         DST=$ROOT/dst-$run-$mode
@@ -248,10 +253,11 @@ for run in $(seq 1 "$RUNS"); do
         chmod 0711 "$DST"
         free_port DST_PG
         free_port DST_API
-        member="copy$run$mode-0"
+        member="copy$run${mode//-/}-0"
         t0=$(now)
         start_sidecar "$DST" "$member" "$DST_PG" "$DST_API" --archive-concurrency="$conc" \
             --bootstrap=restore --restore-instance=bench --restore-backup-id="$ID"
+        SC_BIN=
         DST_PID=$SC_PID
         wait_for "$DST_PID" "the restored sidecar" readyz_ok "$DST_API"
         t1=$(now)

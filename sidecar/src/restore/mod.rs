@@ -15,6 +15,7 @@ use toygres_common::sidecar_api::{BackupKind, BackupManifest};
 
 pub use target::{RecoveryTarget, RestoreSpec, TargetAction};
 
+use crate::archive::fetch::{keep_prefetch_window, window_marker, WalFetcher};
 use crate::archive::{walname, ArchiveSettings, ArchiveSetup, Compression};
 use crate::backup::stream::store_to_writer;
 use crate::backup::tar::{Extract, TarReader};
@@ -268,7 +269,26 @@ async fn restore_one(
     files::prepare_for_start(cfg, bins, &staged, &state)?;
 
     let child = PgChild::spawn(bins, &staged)?;
+    // Sliding-window prefetch beside replay (none with --archive-concurrency=1).
+    let parallel = fetch.settings.concurrency.saturating_sub(1);
+    let window = (parallel > 0).then(|| {
+        let fetcher = WalFetcher {
+            store: store.clone(),
+            settings: fetch.settings.clone(),
+        };
+        tokio::spawn(keep_prefetch_window(
+            fetcher,
+            2 * parallel,
+            parallel,
+            bins.clone(),
+        ))
+    });
     let outcome = wait_for_target(cfg, &child, spec).await;
+    if let Some(window) = window {
+        window.abort();
+        let _ = window.await;
+        let _ = std::fs::remove_file(window_marker(&fetch.settings));
+    }
     let how = child.stop(cfg.stop_timeout).await;
     tracing::info!("recovery server stopped: {how}");
     outcome?;
