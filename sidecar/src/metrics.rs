@@ -13,6 +13,7 @@ use toygres_common::sidecar_api::{Role, Status};
 
 use crate::api::AppState;
 use crate::archive::{stats, ArchiveSetup};
+use crate::backup::stats::{BackupStats, LastBackup};
 use crate::postgres::Member;
 
 /// Request counts by (method, route, status).
@@ -253,7 +254,7 @@ async fn write_database_stats(x: &mut Exposition, member: &Member) {
 /// WAL archiving: counters the `wal-push`/`wal-fetch` processes keep in the archive state
 /// directory, plus the `.ready` files Postgres has not had archived yet.
 /// Backups this sidecar took, by kind; the last-success gauges only once there is one.
-fn write_backups(x: &mut Exposition, s: &crate::backup::stats::BackupStats) {
+fn write_backups(x: &mut Exposition, s: &BackupStats) {
     let kinds = [("base", &s.base), ("logical", &s.logical)];
     x.family(
         "toygres_backups_total",
@@ -279,7 +280,8 @@ fn write_backups(x: &mut Exposition, s: &crate::backup::stats::BackupStats) {
             k.failed_total as f64,
         );
     }
-    let gauges: [(&str, &str, fn(&crate::backup::stats::LastBackup) -> f64); 4] = [
+    type Read = fn(&LastBackup) -> f64;
+    let gauges: [(&str, &str, Read); 4] = [
         (
             "toygres_last_backup_success_timestamp_seconds",
             "When the last successful backup completed (Unix time), by kind.",
