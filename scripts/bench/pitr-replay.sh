@@ -2,9 +2,9 @@
 # WAL replay rate during a restore (issue 3), with and without wal-fetch's prefetch: a pgbench
 # database is backed up, pgbench then writes for a while (every segment archived by the sidecar
 # into a file:// store), and the backup is restored to the end of that WAL by
-# `toygres-sidecar run --bootstrap restore`, once with prefetch (PREFETCH_CONCURRENCY segments
-# fetched in parallel per wal-fetch call) and once without (--archive-concurrency=1: each
-# segment fetched alone, when Postgres asks for it).
+# `toygres-sidecar run --bootstrap restore`, once with prefetch (--archive-concurrency=
+# PREFETCH_CONCURRENCY: the sidecar keeps the next segments downloading while Postgres replays)
+# and once without (--archive-concurrency=1: each segment fetched alone, when Postgres asks).
 #
 #   scripts/bench/pitr-replay.sh                          # from the repo root
 #   SCALE=20 DURATION=60 RUNS=3 scripts/bench/pitr-replay.sh
