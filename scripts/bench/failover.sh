@@ -13,5 +13,14 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export TRIALS="${TRIALS:-20}" SWITCHOVERS="${SWITCHOVERS:-10}" REPLICATION="${REPLICATION:-sync}"
 cargo build --release --bin toygres --bin toygres-sidecar >&2
+log=$(mktemp /tmp/toygres-failover-bench.XXXXXX)
+status=0
 cargo test --release -p toygres-controller --test ha -- --ignored --nocapture \
-    bench_failover_and_switchover 2>&1 | grep -E '^BENCH|test result|panicked'
+    bench_failover_and_switchover >"$log" 2>&1 || status=$?
+grep -E '^BENCH|test result' "$log" || true
+if ((status != 0)); then
+    echo "the benchmark failed; its whole output is in $log" >&2
+    grep -E -A3 'panicked' "$log" >&2 || true
+fi
+exit "$status"
+

@@ -294,7 +294,7 @@ start_sidecar() {
     local logf=$dir/$member.log
     LOGS+=("$logf")
     DATA_DIRS+=("$dir/$member/data")
-    RUST_LOG=${RUST_LOG:-info} "$SIDECAR_BIN" run \
+    RUST_LOG=${RUST_LOG:-info} "${SC_BIN:-$SIDECAR_BIN}" run \
         --data-dir="$dir/$member/data" \
         --pg-port="$pg_port" \
         --api-addr="127.0.0.1:$api_port" \

@@ -1,6 +1,6 @@
 //! `/metrics` in Prometheus's text format: Postgres up, role, timeline, lag, standbys,
 //! connections by state, database sizes, commits and rollbacks, restarts, pending restart,
-//! WAL archiving, and the API's own requests. Read fresh at each scrape.
+//! WAL archiving, backups, and the API's own requests. Read fresh at each scrape.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -13,6 +13,7 @@ use toygres_common::sidecar_api::{Role, Status};
 
 use crate::api::AppState;
 use crate::archive::{stats, ArchiveSetup};
+use crate::backup::stats::{BackupStats, LastBackup};
 use crate::postgres::Member;
 
 /// Request counts by (method, route, status).
@@ -71,6 +72,7 @@ pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
     if let Some(archive) = &state.member.cfg.archive {
         write_archive(&mut x, archive, &state.member.layout.data_dir);
     }
+    write_backups(&mut x, &crate::backup::stats::snapshot());
     if status.running {
         write_database_stats(&mut x, &state.member).await;
     }
@@ -252,6 +254,66 @@ async fn write_database_stats(x: &mut Exposition, member: &Member) {
 
 /// WAL archiving: counters the `wal-push`/`wal-fetch` processes keep in the archive state
 /// directory, plus the `.ready` files Postgres has not had archived yet.
+/// Backups this sidecar took, by kind; the last-success gauges only once there is one.
+fn write_backups(x: &mut Exposition, s: &BackupStats) {
+    let kinds = [("base", &s.base), ("logical", &s.logical)];
+    x.family(
+        "toygres_backups_total",
+        "counter",
+        "Backups this sidecar completed, by kind.",
+    );
+    for (kind, k) in kinds {
+        x.sample(
+            "toygres_backups_total",
+            &[("kind", kind)],
+            k.succeeded_total as f64,
+        );
+    }
+    x.family(
+        "toygres_backup_failures_total",
+        "counter",
+        "Backups this sidecar started or was asked for and did not complete, by kind.",
+    );
+    for (kind, k) in kinds {
+        x.sample(
+            "toygres_backup_failures_total",
+            &[("kind", kind)],
+            k.failed_total as f64,
+        );
+    }
+    type Read = fn(&LastBackup) -> f64;
+    let gauges: [(&str, &str, Read); 4] = [
+        (
+            "toygres_last_backup_success_timestamp_seconds",
+            "When the last successful backup completed (Unix time), by kind.",
+            |l| l.finished_unix_seconds,
+        ),
+        (
+            "toygres_last_backup_stored_bytes",
+            "Size in the object store of the last successful backup, by kind.",
+            |l| l.stored_bytes as f64,
+        ),
+        (
+            "toygres_last_backup_raw_bytes",
+            "Size before compression of the last successful backup, by kind.",
+            |l| l.raw_bytes as f64,
+        ),
+        (
+            "toygres_last_backup_duration_seconds",
+            "How long the last successful backup took, by kind.",
+            |l| l.duration_seconds,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        x.family(name, "gauge", help);
+        for (kind, k) in kinds {
+            if let Some(last) = &k.last_success {
+                x.sample(name, &[("kind", kind)], value(last));
+            }
+        }
+    }
+}
+
 fn write_archive(x: &mut Exposition, archive: &ArchiveSetup, data_dir: &std::path::Path) {
     let s = stats::read(&archive.settings.state_dir);
     let counter = |x: &mut Exposition, name: &str, help: &str, value: u64| {

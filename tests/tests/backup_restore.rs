@@ -170,6 +170,20 @@ async fn base_backup(s: &Sidecar) -> BackupManifest {
         .unwrap_or_else(|e| panic!("base backup on {}: {e}", s.member))
 }
 
+/// The value of the sample `series` (name and labels, as exposed) in `s`'s `/metrics`.
+async fn metric(s: &Sidecar, series: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{}/metrics", s.api_url()))
+        .await
+        .expect("scrape /metrics")
+        .text()
+        .await
+        .expect("read /metrics");
+    text.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().expect("a sample's value"))
+    })
+}
+
 async fn is_primary(s: &Sidecar) -> bool {
     let c = s.connect().await;
     !c.query_one("SELECT pg_is_in_recovery()", &[])
@@ -178,8 +192,9 @@ async fn is_primary(s: &Sidecar) -> bool {
         .get::<_, bool>(0)
 }
 
-/// Restores `source` to one target into a new member, checks the rows and that the member is
-/// a writable primary archiving under its own name, and stops it.
+/// Restores `source` to one target into a new member, checks the rows, that the member is a
+/// writable primary archiving under its own name, and that the Postgres which recovered the
+/// copy before it was in place listened on its socket only; stops it. Returns its log.
 async fn restore_and_check(
     dir: &TestDir,
     backend: &Backend,
@@ -187,7 +202,7 @@ async fn restore_and_check(
     member: &str,
     target: &[String],
     expected: &[i32],
-) {
+) -> String {
     let mut restored = Sidecar::start(dir, restored_spec(member, backend, source, target)).await;
     assert_eq!(rows(&restored).await, expected, "{member}: restored rows");
     assert!(is_primary(&restored).await, "{member} is not a primary");
@@ -201,6 +216,16 @@ async fn restore_and_check(
         "{member} archived nothing of its new timeline under its own name: {own:?}"
     );
     restored.stop().await;
+    let log = std::fs::read_to_string(&restored.log_path).expect("read the sidecar's log");
+    let starts = log.matches("listening on Unix socket").count();
+    let tcp = log.matches("listening on IPv4 address").count();
+    assert!(starts >= 2, "{member}: {starts} Postgres starts in the log");
+    assert_eq!(
+        tcp, 1,
+        "{member}: Postgres listened on TCP {tcp} times in {starts} starts: only the copy in \
+         place may"
+    );
+    log
 }
 
 /// The PITR story on one store: three writes apart by a time, an LSN and a restore point.
@@ -228,6 +253,57 @@ async fn back_up_restore_and_prune(dir: &TestDir, backend: &Backend, source: &st
     }
     let listed = primary.client().backups().await.expect("list backups");
     assert_eq!(listed.backups, vec![backup.clone()]);
+    // The backup shows in the metrics: one base backup, its size, when and how long.
+    assert_eq!(
+        metric(&primary, r#"toygres_backups_total{kind="base"}"#).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&primary, r#"toygres_backup_failures_total{kind="base"}"#).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&primary, r#"toygres_backups_total{kind="logical"}"#).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&primary, r#"toygres_last_backup_stored_bytes{kind="base"}"#).await,
+        Some(backup.stored_bytes as f64)
+    );
+    assert_eq!(
+        metric(&primary, r#"toygres_last_backup_raw_bytes{kind="base"}"#).await,
+        Some(backup.raw_bytes as f64)
+    );
+    let took = metric(
+        &primary,
+        r#"toygres_last_backup_duration_seconds{kind="base"}"#,
+    )
+    .await
+    .expect("the last backup's duration");
+    assert!(took > 0.0 && took < WAIT.as_secs_f64(), "{took}");
+    let finished = metric(
+        &primary,
+        r#"toygres_last_backup_success_timestamp_seconds{kind="base"}"#,
+    )
+    .await
+    .expect("the last backup's time");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock")
+        .as_secs_f64();
+    assert!(
+        finished <= now && now - finished < WAIT.as_secs_f64(),
+        "{finished} vs {now}"
+    );
+    assert_eq!(
+        metric(
+            &primary,
+            r#"toygres_last_backup_stored_bytes{kind="logical"}"#
+        )
+        .await,
+        None,
+        "no logical backup yet"
+    );
 
     write_row(&c, 2).await;
     // Read after row 2 committed and before row 3 is written: between the two commits.
@@ -360,6 +436,50 @@ async fn back_up_restore_and_prune(dir: &TestDir, backend: &Backend, source: &st
     // before its start, in this store.
     let second = base_backup(&primary).await;
     archive_everything(&primary).await;
+    if all {
+        // Restore points and two backups: one made after the newest backup is reached from it;
+        // one that predates it is not, and the restore falls back to the older backup.
+        write_row(&c, 6).await;
+        c.query_one("SELECT pg_create_restore_point('after-second')", &[])
+            .await
+            .expect("create a restore point");
+        write_row(&c, 7).await;
+        archive_everything(&primary).await;
+        let log = restore_and_check(
+            dir,
+            backend,
+            source,
+            &format!("{source}newest-0"),
+            &["--recovery-target-name=after-second".to_string()],
+            &[1, 2, 3, 4, 5, 6],
+        )
+        .await;
+        assert!(
+            !log.contains("trying the next older backup"),
+            "a restore point after the newest backup was not reached from it"
+        );
+        let log = restore_and_check(
+            dir,
+            backend,
+            source,
+            &format!("{source}older-0"),
+            &["--recovery-target-name=before-5".to_string()],
+            &[1, 2, 3, 4],
+        )
+        .await;
+        assert!(
+            log.contains("trying the next older backup"),
+            "a restore point before the newest backup was reached without falling back"
+        );
+        let first_try = log
+            .lines()
+            .find(|l| l.contains("restoring base backup"))
+            .expect("a restore in the log");
+        assert!(
+            first_try.contains(&second.id),
+            "the newest backup was not tried first: {first_try}"
+        );
+    }
     let verdict = primary
         .client()
         .verify_backup(&second.id)
@@ -423,6 +543,15 @@ async fn backups_without_an_object_store_are_refused() {
         .await
         .expect_err("a backup without a store is refused");
     assert_eq!(err.status(), Some(409), "{err}");
+    // A backup asked for and not made counts as failed.
+    assert_eq!(
+        metric(&primary, r#"toygres_backup_failures_total{kind="base"}"#).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&primary, r#"toygres_backups_total{kind="base"}"#).await,
+        Some(0.0)
+    );
     let err = primary
         .client()
         .backups()

@@ -14,7 +14,7 @@ use toygres_common::sidecar_api::{
 use super::error::ApiError;
 use super::lifecycle::detached;
 use super::AppState;
-use crate::backup::{self, base, logical, retention, verify};
+use crate::backup::{self, base, logical, retention, stats, verify};
 use crate::postgres::OpError;
 
 pub async fn create(
@@ -25,7 +25,8 @@ pub async fn create(
     let member = state.member.clone();
     Ok(Json(
         detached(async move {
-            match req.kind {
+            let started = std::time::Instant::now();
+            let taken = match req.kind {
                 BackupKind::Base => {
                     if !req.databases.is_empty() {
                         return Err(OpError::invalid(
@@ -36,7 +37,12 @@ pub async fn create(
                     base::take_base_backup(&member).await
                 }
                 BackupKind::Logical => logical::take_logical_backup(&member, &req.databases).await,
+            };
+            // A request refused as invalid is not a backup that failed; anything else is.
+            if !matches!(taken, Err(OpError::Invalid { .. })) {
+                stats::record(req.kind, started.elapsed(), taken.as_ref().ok());
             }
+            taken
         })
         .await?,
     ))

@@ -8,13 +8,20 @@
 //! Prefetch: when the requested segment is not already waiting in the prefetch directory, it is
 //! downloaded together with the next `concurrency - 1` segments; those land in the prefetch
 //! directory (temp file, rename) and later requests are served from there with a rename.
+//!
+//! Sliding window: during a restore the sidecar itself runs [`keep_prefetch_window`] beside the
+//! recovering Postgres. `wal-fetch` notes each segment asked for; the window keeps the next
+//! segments downloading into the prefetch directory while replay runs, instead of in batches
+//! that replay waits for. While a window runs, `wal-fetch` fetches only what is asked for.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::walname::WalFileName;
+use super::walname::{WalFileKind, WalFileName};
 use super::{decompress, stats, ArchiveSettings, WalFetchArgs};
 use crate::objstore::Store;
 
@@ -89,6 +96,11 @@ impl WalFetcher {
     pub async fn fetch(&self, name: &str, dest: &Path) -> anyhow::Result<Fetched> {
         let name = WalFileName::parse(name)?;
         let prefetch_dir = self.settings.prefetch_dir();
+        let windowed = window_marker(&self.settings).exists();
+        if windowed && matches!(name.kind(), WalFileKind::Segment { .. }) {
+            // Best effort: the window follows what replay asks for.
+            let _ = write_atomically(&last_request(&self.settings), name.as_str().as_bytes());
+        }
         self.forget_passed_prefetches(&name);
         let waiting = prefetch_dir.join(name.as_str());
         if waiting.exists() {
@@ -96,10 +108,14 @@ impl WalFetcher {
                 .with_context(|| format!("restore {name} from {}", prefetch_dir.display()))?;
             return Ok(Fetched::FromPrefetch);
         }
-        let ahead = name.following_segments(
-            self.settings.wal_segment_size,
-            self.settings.concurrency.saturating_sub(1),
-        );
+        let ahead = if windowed {
+            Vec::new()
+        } else {
+            name.following_segments(
+                self.settings.wal_segment_size,
+                self.settings.concurrency.saturating_sub(1),
+            )
+        };
         let ahead: Vec<String> = ahead
             .into_iter()
             .filter(|n| !prefetch_dir.join(n).exists())
@@ -158,6 +174,111 @@ impl WalFetcher {
             }
         }
     }
+}
+
+/// The file `wal-fetch` writes the last segment asked for into, while a window runs.
+fn last_request(settings: &ArchiveSettings) -> PathBuf {
+    settings.state_dir.join("last-request")
+}
+
+/// Present while a [`keep_prefetch_window`] runs for these settings.
+pub fn window_marker(settings: &ArchiveSettings) -> PathBuf {
+    settings.state_dir.join("window-active")
+}
+
+/// Keeps the `ahead` segments that follow the one Postgres last asked for downloaded into the
+/// prefetch directory, at most `parallel` downloads at a time, handing each file to the
+/// Postgres OS user (`bins`). Runs until its task is aborted; the caller then removes
+/// [`window_marker`]. A segment the archive does not hold is tried again after a second (the
+/// end of the archive, usually, which a live source may still extend).
+pub async fn keep_prefetch_window(
+    fetcher: WalFetcher,
+    ahead: usize,
+    parallel: usize,
+    bins: toygres_common::pg_exec::PgBinaries,
+) {
+    let settings = &fetcher.settings;
+    if let Err(e) = std::fs::write(window_marker(settings), b"") {
+        tracing::warn!("start the WAL prefetch window: {e:#}");
+        return;
+    }
+    // A request left by an earlier attempt says nothing about this one.
+    let _ = std::fs::remove_file(last_request(settings));
+    let prefetch_dir = settings.prefetch_dir();
+    let mut running = tokio::task::JoinSet::new();
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut fetched: HashSet<String> = HashSet::new();
+    let mut missing: HashMap<String, Instant> = HashMap::new();
+    loop {
+        while let Some(done) = running.try_join_next() {
+            let Ok((name, outcome)) = done else { continue };
+            in_flight.remove(&name);
+            match outcome {
+                Ok(true) => {
+                    fetched.insert(name);
+                }
+                Ok(false) => {
+                    missing.insert(name, Instant::now());
+                }
+                Err(e) => tracing::debug!(file = %name, "prefetch window: {e:#}"),
+            }
+        }
+        let requested = std::fs::read_to_string(last_request(settings))
+            .ok()
+            .and_then(|n| WalFileName::parse(n.trim()).ok());
+        if let Some(requested) = requested {
+            for name in requested.following_segments(settings.wal_segment_size, ahead) {
+                if running.len() >= parallel.max(1) {
+                    break;
+                }
+                let recently_missing = missing
+                    .get(&name)
+                    .is_some_and(|at| at.elapsed() < Duration::from_secs(1));
+                if in_flight.contains(&name)
+                    || fetched.contains(&name)
+                    || recently_missing
+                    || prefetch_dir.join(&name).exists()
+                {
+                    continue;
+                }
+                in_flight.insert(name.clone());
+                let (fetcher, bins, path) =
+                    (fetcher.clone(), bins.clone(), prefetch_dir.join(&name));
+                running.spawn(async move {
+                    let outcome = match fetcher.download(&name).await {
+                        Ok(Some(raw)) => write_owned(&path, &raw, &bins).map(|()| true),
+                        Ok(None) => Ok(false),
+                        Err(e) => Err(e),
+                    };
+                    (name, outcome)
+                });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Like [`write_atomically`], with the file handed to the Postgres OS user before it appears.
+fn write_owned(
+    path: &Path,
+    content: &[u8],
+    bins: &toygres_common::pg_exec::PgBinaries,
+) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, content).with_context(|| format!("write {}", tmp.display()))?;
+    let placed = bins
+        .chown(&tmp)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| {
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("rename {} into place", tmp.display()))
+        });
+    if placed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    placed
 }
 
 /// Writes `content` to a temp file beside `path`, then renames it into place.
@@ -257,5 +378,51 @@ mod tests {
             Fetched::Missing
         );
         assert!(fetcher.fetch("../etc/passwd", &dest).await.is_err());
+
+        // A sliding window: once 5 is asked for, 6 and 7 are downloaded ahead of replay (only
+        // 6 and 7 exist), and wal-fetch then serves them from the prefetch directory.
+        for n in 6..=7u32 {
+            let p = src.join(segment(n));
+            std::fs::write(&p, vec![n as u8; 10_000]).unwrap();
+            WalArchiver {
+                store: fetcher.store.clone(),
+                settings: fetcher.settings.clone(),
+            }
+            .push_file(&p, &WalFileName::parse(&segment(n)).unwrap())
+            .await
+            .unwrap();
+        }
+        let bins = toygres_common::pg_exec::PgBinaries {
+            bin_dir: PathBuf::from("/nonexistent"),
+            run_as: None,
+        };
+        let window = tokio::spawn(keep_prefetch_window(fetcher.clone(), 4, 2, bins));
+        let marker = window_marker(&fetcher.settings);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !marker.exists() {
+            assert!(Instant::now() < deadline, "the window did not start");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            fetcher.fetch(&segment(5), &dest).await.unwrap(),
+            Fetched::Missing
+        );
+        let prefetched = |n: u32| fetcher.settings.prefetch_dir().join(segment(n)).exists();
+        while !(prefetched(6) && prefetched(7)) {
+            assert!(
+                Instant::now() < deadline,
+                "the window fetched nothing ahead"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for n in 6..=7u32 {
+            assert_eq!(
+                fetcher.fetch(&segment(n), &dest).await.unwrap(),
+                Fetched::FromPrefetch
+            );
+            assert_eq!(std::fs::read(&dest).unwrap(), vec![n as u8; 10_000]);
+        }
+        window.abort();
+        let _ = window.await;
     }
 }

@@ -283,6 +283,8 @@ impl ArchiveSetup {
                 let _ = std::fs::remove_file(e.path());
             }
         }
+        // Nor a prefetch window's marker that a crash left behind: no window runs yet.
+        let _ = std::fs::remove_file(fetch::window_marker(s));
         // A local store directory the sidecar creates belongs to the Postgres OS user, who runs
         // wal-push; an existing one is left as its owner set it up.
         if let toygres_common::store_url::StoreLocation::File { root } = &s.url.location {

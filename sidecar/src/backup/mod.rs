@@ -1,6 +1,7 @@
 //! Backups to object storage: base backups (`pg_basebackup` tar, streamed through compression
 //! into a multipart upload, [`base`]), logical backups (`pg_dump -Fc`, [`logical`]), their
-//! verification ([`verify`]) and the retention primitive ([`retention`]).
+//! verification ([`verify`]), the retention primitive ([`retention`]) and the outcomes
+//! `/metrics` reports ([`stats`]).
 //!
 //! Layout under the store URL (see DESIGN.md):
 //!
@@ -21,14 +22,19 @@ pub mod base;
 pub mod clock;
 pub mod logical;
 pub mod retention;
+pub mod stats;
 pub mod stream;
 pub mod tar;
 pub mod verify;
 
 use anyhow::Context;
+use futures::{StreamExt, TryStreamExt};
 use toygres_common::sidecar_api::{BackupKind, BackupManifest};
 
 use crate::objstore::{PutOutcome, Store};
+
+/// Manifests [`Catalog::list`] reads at a time.
+const MANIFEST_READS: usize = 16;
 
 /// Keys of one instance's backups.
 #[derive(Debug, Clone)]
@@ -166,15 +172,23 @@ impl Catalog {
             .await?;
         logical.retain(|k| k.ends_with(".manifest.json"));
         keys.extend(logical);
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            let Some(bytes) = self.store.get(&key).await? else {
-                continue;
-            };
-            let manifest: BackupManifest = serde_json::from_slice(&bytes)
-                .with_context(|| format!("parse {}", self.store.describe(&key)))?;
-            out.push(manifest);
-        }
+        // Read the manifests concurrently (a few at a time): against a remote store each read
+        // is a round trip, and a long-lived instance has hundreds of backups.
+        let reads = futures::stream::iter(keys)
+            .map(|key| async move {
+                let bytes = self.store.get(&key).await?;
+                bytes
+                    .map(|bytes| {
+                        serde_json::from_slice::<BackupManifest>(&bytes)
+                            .with_context(|| format!("parse {}", self.store.describe(&key)))
+                    })
+                    .transpose()
+            })
+            .buffer_unordered(MANIFEST_READS);
+        let mut out: Vec<BackupManifest> = reads
+            .try_filter_map(|m| async move { Ok(m) })
+            .try_collect()
+            .await?;
         out.sort_by(|a, b| {
             a.id.cmp(&b.id)
                 .then(kind_rank(a.kind).cmp(&kind_rank(b.kind)))

@@ -15,6 +15,7 @@ use toygres_common::sidecar_api::{BackupKind, BackupManifest};
 
 pub use target::{RecoveryTarget, RestoreSpec, TargetAction};
 
+use crate::archive::fetch::{keep_prefetch_window, window_marker, WalFetcher};
 use crate::archive::{walname, ArchiveSettings, ArchiveSetup, Compression};
 use crate::backup::stream::store_to_writer;
 use crate::backup::tar::{Extract, TarReader};
@@ -99,8 +100,12 @@ fn chown_tree(bins: &PgBinaries, root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Chooses the base backup to restore (see [`target::choose_backup`]) from the source's catalog.
-pub async fn find_backup(spec: &RestoreSpec, store: &Store) -> anyhow::Result<BackupManifest> {
+/// The base backups to try, in order (see [`target::candidate_backups`]), from the source's
+/// catalog.
+pub async fn find_backups(
+    spec: &RestoreSpec,
+    store: &Store,
+) -> anyhow::Result<Vec<BackupManifest>> {
     let catalog = Catalog::new(store.clone(), &spec.instance);
     let backups: Vec<BackupManifest> = catalog
         .list()
@@ -108,8 +113,8 @@ pub async fn find_backup(spec: &RestoreSpec, store: &Store) -> anyhow::Result<Ba
         .into_iter()
         .filter(|b| b.kind == BackupKind::Base)
         .collect();
-    target::choose_backup(&backups, spec.target.as_ref(), spec.backup_id.as_deref())
-        .cloned()
+    target::candidate_backups(&backups, spec.target.as_ref(), spec.backup_id.as_deref())
+        .map(|found| found.into_iter().cloned().collect())
         .with_context(|| {
             format!(
                 "choose a base backup of {} in {}",
@@ -166,6 +171,12 @@ fn recovery_conf(fetch: &ArchiveSetup, spec: &RestoreSpec) -> String {
 /// reach) leaves no data directory behind. Postgres is stopped again when this returns: a
 /// promoted restore is an ordinary primary; a paused one comes up as a read-only standby paused
 /// at the target until it is promoted.
+///
+/// When there are several candidate backups (a restore point: [`target::candidate_backups`]),
+/// each is tried in turn, newest first, until recovery from one reaches the target.
+///
+/// While it recovers in the bootstrap directory, Postgres listens on its socket only: nothing
+/// can connect over TCP to a copy that is not in place yet (and may still be thrown away).
 pub async fn restore_and_recover(
     cfg: &Config,
     bins: &PgBinaries,
@@ -175,14 +186,67 @@ pub async fn restore_and_recover(
     move_into_place: impl FnOnce(&Path) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let store = Store::open(&spec.url)?;
-    let backup = find_backup(spec, &store).await?;
+    let candidates = find_backups(spec, &store).await?;
+    let mut failures = Vec::new();
+    for (i, backup) in candidates.iter().enumerate() {
+        if i > 0 {
+            empty_directory(work)?;
+        }
+        match restore_one(cfg, bins, layout, work, spec, &store, backup).await {
+            Ok(()) => return move_into_place(work),
+            Err(e) if i + 1 < candidates.len() => {
+                tracing::warn!(
+                    backup = %backup.id,
+                    "recovery from this backup did not reach the target ({e:#}); trying the \
+                     next older backup"
+                );
+                failures.push(format!("{}: {e:#}", backup.id));
+            }
+            Err(e) if failures.is_empty() => return Err(e),
+            Err(e) => {
+                failures.push(format!("{}: {e:#}", backup.id));
+                bail!(
+                    "no base backup reached the target; tried, newest first: {}",
+                    failures.join("; ")
+                );
+            }
+        }
+    }
+    bail!("there is no base backup to restore")
+}
+
+/// Removes everything inside `dir` (a failed attempt's files), keeping `dir` itself.
+fn empty_directory(dir: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+        let path = entry?.path();
+        let removed = if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.with_context(|| format!("remove {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Restores `backup` into `work` and recovers it to the target there; Postgres is stopped
+/// when this returns.
+async fn restore_one(
+    cfg: &Config,
+    bins: &PgBinaries,
+    layout: &Layout,
+    work: &Path,
+    spec: &RestoreSpec,
+    store: &Store,
+    backup: &BackupManifest,
+) -> anyhow::Result<()> {
     tracing::info!(
         backup = %backup.id,
         source = %spec.instance,
         target = ?spec.target,
         "restoring base backup"
     );
-    download_base_backup(&store, &backup, work, bins).await?;
+    download_base_backup(store, backup, work, bins).await?;
     for name in STALE_FILES {
         let _ = std::fs::remove_file(work.join(name));
     }
@@ -194,7 +258,9 @@ pub async fn restore_and_recover(
     files::ensure_private_dir(bins, &layout.run_dir)?;
     fetch.write_files(bins)?;
     let recovery = recovery_conf(&fetch, spec);
-    files::write_file(bins, &staged.recovery_conf(), recovery.as_bytes(), 0o600)?;
+    // Included last: wins over toygres.conf's listen_addresses while the copy recovers here.
+    let socket_only = format!("{recovery}listen_addresses = ''\n");
+    files::write_file(bins, &staged.recovery_conf(), socket_only.as_bytes(), 0o600)?;
     files::write_file(bins, &work.join("recovery.signal"), b"", 0o600)?;
     let state = ReplicationState {
         synchronous_commit: "on".into(),
@@ -203,7 +269,26 @@ pub async fn restore_and_recover(
     files::prepare_for_start(cfg, bins, &staged, &state)?;
 
     let child = PgChild::spawn(bins, &staged)?;
+    // Sliding-window prefetch beside replay (none with --archive-concurrency=1).
+    let parallel = fetch.settings.concurrency.saturating_sub(1);
+    let window = (parallel > 0).then(|| {
+        let fetcher = WalFetcher {
+            store: store.clone(),
+            settings: fetch.settings.clone(),
+        };
+        tokio::spawn(keep_prefetch_window(
+            fetcher,
+            2 * parallel,
+            parallel,
+            bins.clone(),
+        ))
+    });
     let outcome = wait_for_target(cfg, &child, spec).await;
+    if let Some(window) = window {
+        window.abort();
+        let _ = window.await;
+        let _ = std::fs::remove_file(window_marker(&fetch.settings));
+    }
     let how = child.stop(cfg.stop_timeout).await;
     tracing::info!("recovery server stopped: {how}");
     outcome?;
@@ -218,8 +303,7 @@ pub async fn restore_and_recover(
             let _ = std::fs::remove_file(staged.recovery_conf());
         }
     }
-    files::write_config(cfg, bins, &staged, &state)?;
-    move_into_place(work)
+    files::write_config(cfg, bins, &staged, &state)
 }
 
 /// Polls the recovering server until it has reached the target: promoted (out of recovery), or

@@ -142,10 +142,36 @@ fn ends_before(backup: &BackupManifest, target: &RecoveryTarget) -> Option<bool>
     }
 }
 
+/// The base backups to try, in order, for a restore from `backups` (base backups of one
+/// instance, oldest first).
+///
+/// For a restore point without a named backup, the manifests cannot tell where the point is:
+/// every backup is a candidate, newest first. A point made after the newest backup (the usual
+/// case: "before the migration") is then reached with the least WAL to replay; a point that
+/// predates it makes recovery from the newest fail (Postgres stops with "recovery ended before
+/// configured recovery target was reached"), and the restore falls back to the next older
+/// backup. The oldest backup alone would always reach the point, but would replay every
+/// segment archived since it. In every other case there is one candidate, [`choose_backup`]'s.
+pub fn candidate_backups<'a>(
+    backups: &'a [BackupManifest],
+    target: Option<&RecoveryTarget>,
+    id: Option<&str>,
+) -> anyhow::Result<Vec<&'a BackupManifest>> {
+    match (target, id) {
+        (Some(RecoveryTarget::Name(_)), None) => {
+            if backups.is_empty() {
+                bail!("there are no base backups");
+            }
+            Ok(backups.iter().rev().collect())
+        }
+        _ => Ok(vec![choose_backup(backups, target, id)?]),
+    }
+}
+
 /// The base backup to restore from `backups` (base backups of one instance, oldest first):
 /// the one named, or else the latest that is complete before the target (for a restore point,
-/// whose position the manifests cannot tell, the oldest: recovery from it passes every restore
-/// point made since).
+/// whose position the manifests cannot tell, the newest: see [`candidate_backups`] for the
+/// fall-back to older ones).
 pub fn choose_backup<'a>(
     backups: &'a [BackupManifest],
     target: Option<&RecoveryTarget>,
@@ -168,7 +194,7 @@ pub fn choose_backup<'a>(
     }
     match target {
         None => Ok(backups.last().expect("checked non-empty")),
-        Some(RecoveryTarget::Name(_)) => Ok(backups.first().expect("checked non-empty")),
+        Some(RecoveryTarget::Name(_)) => Ok(backups.last().expect("checked non-empty")),
         Some(t) => backups
             .iter()
             .rev()
@@ -228,7 +254,24 @@ mod tests {
         assert_eq!(pick(xid("800")).unwrap(), "b");
         assert!(pick(xid("5")).is_err());
         let name = RecoveryTarget::from_flags(None, None, None, Some("before-migration")).unwrap();
-        assert_eq!(pick(name).unwrap(), "a");
+        assert_eq!(pick(name.clone()).unwrap(), "b");
+        // A restore point: newest first, then older ones; a named backup alone.
+        let order = |id| {
+            candidate_backups(&all, name.as_ref(), id)
+                .unwrap()
+                .iter()
+                .map(|b| b.id.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(order(None), ["b", "a"]);
+        assert_eq!(order(Some("a")), ["a"]);
+        assert!(candidate_backups(&[], name.as_ref(), None).is_err());
+        assert_eq!(
+            candidate_backups(&all, time("2026-11-23 06:30:00Z").as_ref(), None)
+                .unwrap()
+                .len(),
+            1
+        );
         assert!(choose_backup(&all, time("2026-11-23 06:30:00Z").as_ref(), Some("b")).is_err());
         assert_eq!(choose_backup(&all, None, Some("a")).unwrap().id, "a");
         assert!(choose_backup(&all, None, Some("zz")).is_err());
