@@ -197,6 +197,9 @@ pub struct Topology {
     /// The standbys that may be synchronous (not added with `--mode async`).
     #[serde(default)]
     pub sync_candidates: Vec<String>,
+    /// Former primaries still waiting to rejoin.
+    #[serde(default)]
+    pub rejoining: Vec<String>,
 }
 
 /// Reads the instance's topology: members and roles from the CMS, the primary's address from
@@ -248,6 +251,11 @@ pub async fn read_topology(
         sync_candidates: members
             .iter()
             .filter(|m| m.role == "standby" && m.sync_candidate)
+            .map(|m| m.name.clone())
+            .collect(),
+        rejoining: members
+            .iter()
+            .filter(|m| m.state == "rejoining")
             .map(|m| m.name.clone())
             .collect(),
         replication_mode: instance.summary.replication_mode,

@@ -96,7 +96,8 @@ pub struct Choice {
 ///
 /// - A candidate answers, runs, and is a standby.
 /// - Sync mode (unless forced, or degraded at the time): only standbys the primary last
-///   reported synchronous. With a quorum (`ANY n` of m), enough of them must answer that one
+///   reported synchronous (or, when it reported none, every standby of `sync_set` — those that
+///   could have been synchronous — must answer, and the furthest of them wins). With a quorum (`ANY n` of m), enough of them must answer that one
 ///   of them surely has every acknowledged commit (m − n + 1).
 /// - Async mode (unless forced): within `max_lag_bytes` of the primary's last known position.
 /// - The furthest WAL position wins; ties go by name. A requested target must be a candidate.
@@ -105,6 +106,7 @@ pub fn choose_target(
     sync: bool,
     ha: &HaSettings,
     seen: &PrimarySeen,
+    sync_set: &[String],
     to: Option<&str>,
     force: bool,
 ) -> Result<Choice, NoCandidate> {
@@ -124,12 +126,32 @@ pub fn choose_target(
     let lag = |s: &MemberSurvey| reference.saturating_sub(s.wal_position().unwrap_or(0));
     let mut candidates: Vec<&MemberSurvey> = if force {
         alive.clone()
-    } else if sync && !seen.degraded {
-        if seen.synchronous.is_empty() {
-            return Err(NoCandidate(
-                "the primary reported no synchronous standby before it failed".into(),
-            ));
+    } else if sync && !seen.degraded && seen.synchronous.is_empty() {
+        // Which standby confirmed the last commits was never seen (the primary failed right
+        // after it took over, say). Every acknowledged commit is on some standby that could be
+        // synchronous; if all of them answer, the furthest one has them all.
+        let missing: Vec<&str> = sync_set
+            .iter()
+            .filter(|m| !alive.iter().any(|s| &s.member == *m))
+            .map(String::as_str)
+            .collect();
+        if sync_set.is_empty() || !missing.is_empty() {
+            return Err(NoCandidate(format!(
+                "the primary reported no synchronous standby before it failed, and not every \
+                 standby that could have been one answers (missing: {})",
+                if missing.is_empty() {
+                    "all".to_string()
+                } else {
+                    missing.join(", ")
+                }
+            )));
         }
+        alive
+            .iter()
+            .copied()
+            .filter(|s| sync_set.contains(&s.member))
+            .collect()
+    } else if sync && !seen.degraded {
         let answering: Vec<&MemberSurvey> = alive
             .iter()
             .copied()
@@ -408,6 +430,14 @@ async fn run_failover(
         .filter(|s| Some(&s.member) != old.as_ref())
         .cloned()
         .collect();
+    // The standbys that could have confirmed commits: sync candidates that follow (not those
+    // still rejoining).
+    let sync_set: Vec<String> = topology
+        .sync_candidates
+        .iter()
+        .filter(|m| Some(*m) != old.as_ref() && !topology.rejoining.contains(m))
+        .cloned()
+        .collect();
     // What was seen of an earlier primary says nothing about this one.
     let seen = if input.last_seen.member.is_some() && input.last_seen.member == old {
         input.last_seen.clone()
@@ -419,6 +449,7 @@ async fn run_failover(
         sync,
         &input.ha,
         &seen,
+        &sync_set,
         input.to.as_deref(),
         input.force,
     )
@@ -788,6 +819,7 @@ async fn run_switchover(
         sync,
         &relaxed,
         &seen,
+        &topology.sync_candidates,
         request.to.as_deref(),
         false,
     ) {
@@ -797,6 +829,7 @@ async fn run_switchover(
             false,
             &relaxed,
             &seen,
+            &[],
             request.to.as_deref(),
             false,
         )
@@ -1070,7 +1103,15 @@ mod tests {
         let ha = HaSettings::default();
         let standbys = [standby("db-1", 100), standby("db-2", 200)];
         // db-2 is further but was asynchronous: only db-1 surely has every commit.
-        let choice = choose_target(&standbys, true, &ha, &seen(200, &["db-1"]), None, false);
+        let choice = choose_target(
+            &standbys,
+            true,
+            &ha,
+            &seen(200, &["db-1"]),
+            &[],
+            None,
+            false,
+        );
         assert_eq!(choice.unwrap().member, "db-1");
         // The synchronous standby is gone: nobody may be promoted.
         let err = choose_target(
@@ -1078,12 +1119,35 @@ mod tests {
             true,
             &ha,
             &seen(200, &["db-1"]),
+            &[],
             None,
             false,
         );
         assert!(err.unwrap_err().0.contains("synchronous"));
+        // Never saw a synchronous standby: all that could have been one must answer.
+        let set = ["db-1".to_string(), "db-2".to_string()];
+        let choice = choose_target(&standbys, true, &ha, &seen(200, &[]), &set, None, false);
+        assert_eq!(choice.unwrap().member, "db-2");
+        let err = choose_target(
+            &standbys[1..],
+            true,
+            &ha,
+            &seen(200, &[]),
+            &set,
+            None,
+            false,
+        );
+        assert!(err.unwrap_err().0.contains("db-1"));
         // Forced: the furthest one.
-        let forced = choose_target(&standbys[1..], true, &ha, &seen(200, &["db-1"]), None, true);
+        let forced = choose_target(
+            &standbys[1..],
+            true,
+            &ha,
+            &seen(200, &["db-1"]),
+            &[],
+            None,
+            true,
+        );
         assert_eq!(forced.unwrap().member, "db-2");
     }
 
@@ -1100,14 +1164,31 @@ mod tests {
             standby("db-2", 300),
             standby("db-3", 200),
         ];
-        let choice = choose_target(&standbys, true, &ha, &seen(300, &all), None, false).unwrap();
+        let choice =
+            choose_target(&standbys, true, &ha, &seen(300, &all), &[], None, false).unwrap();
         assert_eq!(choice.member, "db-2");
         // ANY 1 of 3: all three must answer to be sure one has the last commit.
-        let err = choose_target(&standbys[..2], true, &ha, &seen(300, &all), None, false);
+        let err = choose_target(
+            &standbys[..2],
+            true,
+            &ha,
+            &seen(300, &all),
+            &[],
+            None,
+            false,
+        );
         assert!(err.is_err());
         // ANY 2 of 3: two answers suffice.
         let two = HaSettings { num_sync: 2, ..ha };
-        let choice = choose_target(&standbys[..2], true, &two, &seen(300, &all), None, false);
+        let choice = choose_target(
+            &standbys[..2],
+            true,
+            &two,
+            &seen(300, &all),
+            &[],
+            None,
+            false,
+        );
         assert_eq!(choice.unwrap().member, "db-2");
     }
 
@@ -1118,13 +1199,30 @@ mod tests {
             ..HaSettings::default()
         };
         let standbys = [standby("db-1", 960), standby("db-2", 990)];
-        let choice = choose_target(&standbys, false, &ha, &seen(1000, &[]), None, false).unwrap();
+        let choice =
+            choose_target(&standbys, false, &ha, &seen(1000, &[]), &[], None, false).unwrap();
         assert_eq!((choice.member.as_str(), choice.lag_bytes), ("db-2", 10));
-        let asked = choose_target(&standbys, false, &ha, &seen(1000, &[]), Some("db-1"), false);
+        let asked = choose_target(
+            &standbys,
+            false,
+            &ha,
+            &seen(1000, &[]),
+            &[],
+            Some("db-1"),
+            false,
+        );
         assert_eq!(asked.unwrap().member, "db-1");
-        let err = choose_target(&standbys, false, &ha, &seen(2000, &[]), None, false);
+        let err = choose_target(&standbys, false, &ha, &seen(2000, &[]), &[], None, false);
         assert!(err.unwrap_err().0.contains("lags more than 50"));
-        let unknown = choose_target(&standbys, false, &ha, &seen(1000, &[]), Some("db-9"), false);
+        let unknown = choose_target(
+            &standbys,
+            false,
+            &ha,
+            &seen(1000, &[]),
+            &[],
+            Some("db-9"),
+            false,
+        );
         assert!(unknown.is_err());
     }
 
@@ -1135,7 +1233,15 @@ mod tests {
         down.reachable = false;
         let mut fenced = standby("db-2", 500);
         fenced.running = false;
-        let err = choose_target(&[down, fenced], false, &ha, &seen(500, &[]), None, true);
+        let err = choose_target(
+            &[down, fenced],
+            false,
+            &ha,
+            &seen(500, &[]),
+            &[],
+            None,
+            true,
+        );
         assert!(err.is_err());
     }
 

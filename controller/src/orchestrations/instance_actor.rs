@@ -383,7 +383,13 @@ async fn look_after_primary(
     } else {
         PrimarySeen::default()
     };
-    match choose_target(&surveys, sync, &view.ha, &seen, None, false) {
+    let sync_set: Vec<String> = view
+        .members
+        .iter()
+        .filter(|m| **m != primary && !view.rejoining.contains(m) && !view.not_sync.contains(m))
+        .cloned()
+        .collect();
+    match choose_target(&surveys, sync, &view.ha, &seen, &sync_set, None, false) {
         Err(NoCandidate(why)) => {
             alert_once(
                 ctx,
