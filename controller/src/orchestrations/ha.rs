@@ -46,6 +46,10 @@ pub struct FailoverInput {
     pub ha: HaSettings,
     /// What the actor last saw of the primary while it was healthy.
     pub last_seen: PrimarySeen,
+    /// The standbys as the actor surveyed them when it decided (an automatic failover does
+    /// not ask them twice).
+    #[serde(default)]
+    pub surveyed: Option<Vec<MemberSurvey>>,
 }
 
 /// What the actor last saw of the primary while it answered.
@@ -412,9 +416,14 @@ async fn run_failover(
     let sync = topology.replication_mode == "sync";
     let old = topology.primary.clone();
     handover.old_primary = old.clone();
-    let mut members = topology.standbys.clone();
-    members.extend(old.iter().cloned());
-    let surveys = survey(ctx, instance, &members, input.ha.check_timeout_ms).await?;
+    let surveys = match &input.surveyed {
+        Some(surveyed) => surveyed.clone(),
+        None => {
+            let mut members = topology.standbys.clone();
+            members.extend(old.iter().cloned());
+            survey(ctx, instance, &members, input.ha.check_timeout_ms).await?
+        }
+    };
     if let Some(old) = &old {
         let primary = surveys.iter().find(|s| &s.member == old);
         if primary.is_some_and(|p| p.running && p.role.as_deref() == Some("primary"))

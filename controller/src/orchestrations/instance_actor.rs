@@ -117,6 +117,10 @@ pub struct ActorState {
     /// The controller's health interval as last read (it may have been restarted with another).
     #[serde(default)]
     pub health_interval_ms: Option<u64>,
+    /// The instance as the last full round read it: what the quick re-checks of a failing
+    /// primary decide with.
+    #[serde(default)]
+    pub view: Option<ActorView>,
 }
 
 /// One member as the last round saw it.
@@ -162,6 +166,11 @@ pub async fn instance_actor(ctx: OrchestrationContext, input: ActorInput) -> Res
             Either2::Second(()) => None,
         };
         match command {
+            // A primary that missed a check: re-check it alone (no full round, nothing
+            // recorded), and decide as soon as it has missed enough.
+            None if state.primary_failures > 0 && state.view.is_some() => {
+                state = recheck_primary(&ctx, &input, state).await;
+            }
             None | Some(ActorCommand::CheckNow) => {
                 match health_round(&ctx, &input, state, Routing::Allowed).await {
                     (next, Some(round)) => {
@@ -234,6 +243,7 @@ fn start_operation(
                     automatic: false,
                     ha: state.ha.clone(),
                     last_seen: state.last_seen.clone(),
+                    surveyed: None,
                 },
             ),
         ),
@@ -258,6 +268,7 @@ async fn look_after_primary(
     round: Round,
 ) -> ActorState {
     let Round { view, probes } = round;
+    state.view = Some(view.clone());
     let Some(primary) = view.primary.clone() else {
         state.ha = view.ha.clone();
         return state;
@@ -302,6 +313,54 @@ async fn look_after_primary(
     if state.primary_failures < view.ha.failure_threshold {
         return state;
     }
+    decide_failover(ctx, input, state, &view, &primary).await
+}
+
+/// Probes the recorded primary alone; a healthy answer ends the suspicion (the next full round
+/// records it), another miss counts, and enough misses lead to the failover decision.
+async fn recheck_primary(
+    ctx: &OrchestrationContext,
+    input: &ActorInput,
+    mut state: ActorState,
+) -> ActorState {
+    let Some(view) = state.view.clone() else {
+        return state;
+    };
+    let Some(primary) = view.primary.clone() else {
+        return state;
+    };
+    let probe = call_once::<_, ProbeResult>(
+        ctx,
+        act::PROBE_MEMBER,
+        ProbeInput {
+            instance: input.instance.clone(),
+            member: primary.clone(),
+            health_query: None,
+        },
+    )
+    .await;
+    if probe.is_ok_and(|p| p.healthy && p.role.as_deref() == Some("primary")) {
+        ctx.trace_info(format!("the primary {primary} answers again"));
+        state.primary_failures = 0;
+        return state;
+    }
+    state.primary_failures = state.primary_failures.saturating_add(1);
+    if state.primary_failures < view.ha.failure_threshold {
+        return state;
+    }
+    decide_failover(ctx, input, state, &view, &primary).await
+}
+
+/// The primary missed enough checks: fail over unless disabled, in the cooldown, vetoed by a
+/// standby that still streams from it, or impossible (no standby may take over: an alert).
+async fn decide_failover(
+    ctx: &OrchestrationContext,
+    input: &ActorInput,
+    mut state: ActorState,
+    view: &ActorView,
+    primary: &str,
+) -> ActorState {
+    let primary = primary.to_string();
     let down_for = format!(
         "the primary {primary} failed {} checks in a row",
         state.primary_failures
@@ -408,21 +467,10 @@ async fn look_after_primary(
                 "op-{}",
                 guid.replace('-', "").chars().take(16).collect::<String>()
             );
-            let _ = call::<_, ()>(
-                ctx,
-                act::RECORD_EVENT,
-                &EventRecord {
-                    instance: input.instance.clone(),
-                    member: Some(primary.clone()),
-                    operation_id: Some(operation_id.clone()),
-                    kind: "failover-decided".into(),
-                    message: format!(
-                        "{down_for} and no standby streams from it: failing over to {}",
-                        choice.reason
-                    ),
-                },
-            )
-            .await;
+            ctx.trace_warn(format!(
+                "{down_for} and no standby streams from it: failing over to {}",
+                choice.reason
+            ));
             state.last_failover_ms = Some(now);
             let child = sub_orchestration(
                 ctx,
@@ -436,6 +484,7 @@ async fn look_after_primary(
                     automatic: true,
                     ha: view.ha.clone(),
                     last_seen: seen,
+                    surveyed: Some(surveys),
                 },
             );
             let mut next = run_command(ctx, input, state, &operation_id, child).await;
