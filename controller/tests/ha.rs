@@ -673,9 +673,14 @@ async fn bench_failover_and_switchover() {
         wait_all_healthy(&api, &home, "bench", 3).await;
     }
     let mut failovers = Vec::new();
-    for _ in 0..trials {
+    for trial in 0..trials {
         let primary = primary_of(&api, "bench").await.unwrap();
         let port = pg_port(&api, "bench", &primary).await;
+        // A crash does not wait for the health loop: spread the kills over the health interval
+        // (wait_all_healthy returns just after a round, which would put every kill at the
+        // same, worst, phase).
+        let phase = u64::try_from(trial * 379 % 1000).unwrap();
+        tokio::time::sleep(Duration::from_millis(phase)).await;
         let killed = Instant::now();
         kill_member(&home, "bench", &primary);
         let first = writer
