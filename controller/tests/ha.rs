@@ -178,7 +178,7 @@ async fn wait_all_healthy(api: &Api, home: &Home, instance: &str, count: usize) 
             || status
                 .members
                 .iter()
-                .any(|m| m.sync_state.as_deref() == Some("sync"));
+                .any(|m| matches!(m.sync_state.as_deref(), Some("sync" | "quorum")));
         if healthy == count && primaries == 1 && synchronous {
             return;
         }
@@ -602,6 +602,155 @@ async fn degrade_mode_keeps_writing_without_the_sync_standby_and_restores_it() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_switchover_actions_and_a_forced_failover() {
+    let mut home = Home::new();
+    let api = home.start_with_env(&[NO_RESTARTS]).await;
+    let (status, body) = post(
+        &api,
+        "/v1/instances",
+        serde_json::json!({"name": "sw", "replicas": 2, "replication": "sync",
+                           "ha": {"quorum": true, "num_sync": 1}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let accepted: OperationAccepted = serde_json::from_str(&body).unwrap();
+    let created = api.wait_operation(&home, &accepted.operation_id).await;
+    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
+    // ANY 1 of the two standbys: Postgres reports both as quorum standbys.
+    eventually(Duration::from_secs(60), "two quorum standbys", || async {
+        let status = members(&api, "sw").await;
+        (status
+            .members
+            .iter()
+            .filter(|m| m.sync_state.as_deref() == Some("quorum"))
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await;
+    let (rw, password) = connection(&api, "sw").await;
+    let client = connect(&rw, &password).await;
+    client
+        .batch_execute("CREATE TABLE t (x int)")
+        .await
+        .unwrap();
+    drop(client);
+    let write = |value: i32| {
+        let (rw, password) = (rw.clone(), password.clone());
+        async move {
+            eventually(Duration::from_secs(30), "a write through rw", || async {
+                let mut config: tokio_postgres::Config = rw.parse().unwrap();
+                config
+                    .password(&password)
+                    .connect_timeout(Duration::from_secs(5));
+                let (client, connection) = config.connect(tokio_postgres::NoTls).await.ok()?;
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!("INSERT INTO t VALUES ({value})"))
+                    .await
+                    .ok()
+            })
+            .await
+        }
+    };
+    write(1).await;
+
+    // stop_and_retain: the old primary stays fenced with its data, out of the endpoints.
+    let out = stdout(&home.cli(&[
+        "replication",
+        "switchover",
+        "sw",
+        "--to",
+        "sw-1",
+        "--old-primary-action",
+        "stop_and_retain",
+    ]));
+    assert!(out.contains("sw-0 -> sw-1"), "{out}");
+    assert!(out.contains("data loss 0 B"), "{out}");
+    let status = members(&api, "sw").await;
+    let old = status.members.iter().find(|m| m.name == "sw-0").unwrap();
+    assert_eq!(
+        (old.role.as_str(), old.state.as_str()),
+        ("standby", "fenced")
+    );
+    assert!(home
+        .path()
+        .join("instances/sw/sw-0/data/PG_VERSION")
+        .exists());
+    write(2).await;
+
+    // A forced failover of a healthy primary: fenced first, then the standby takes over, and
+    // the fenced one rejoins.
+    let out = stdout(&home.cli(&["replication", "failover", "sw", "--to", "sw-2", "--force"]));
+    assert!(out.contains("sw-1 -> sw-2"), "{out}");
+    write(3).await;
+    eventually(FAILOVER_DEADLINE, "sw-1 to rejoin", || async {
+        let status = members(&api, "sw").await;
+        status
+            .members
+            .iter()
+            .any(|m| m.name == "sw-1" && m.role == "standby" && m.health == "healthy")
+            .then_some(())
+    })
+    .await;
+
+    // terminate would leave sw-1 without a synchronous standby (sw-0 is kept fenced):
+    // refused before anything is touched.
+    let refused = home.cli(&[
+        "replication",
+        "switchover",
+        "sw",
+        "--to",
+        "sw-1",
+        "--old-primary-action",
+        "terminate",
+    ]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(
+        message.contains("without a synchronous standby"),
+        "{message}"
+    );
+    assert_eq!(primary_of(&api, "sw").await.as_deref(), Some("sw-2"));
+
+    // With one more standby it goes through: the old primary is deleted with its data.
+    stdout(&home.cli(&["replication", "add", "sw"]));
+    let out = stdout(&home.cli(&[
+        "replication",
+        "switchover",
+        "sw",
+        "--to",
+        "sw-1",
+        "--old-primary-action",
+        "terminate",
+    ]));
+    assert!(out.contains("sw-2 -> sw-1"), "{out}");
+    assert!(!home.path().join("instances/sw/sw-2").exists());
+    assert!(home.instance_processes("sw").iter().all(|pid| {
+        !fs::read_to_string(format!("/proc/{pid}/cmdline"))
+            .unwrap_or_default()
+            .contains("sw-2/")
+    }));
+    write(4).await;
+    let client = connect(&rw, &password).await;
+    let rows: Vec<i32> = client
+        .query("SELECT x FROM t ORDER BY x", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, [1, 2, 3, 4]);
+    let names: Vec<String> = members(&api, "sw")
+        .await
+        .members
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(names, ["sw-0", "sw-1", "sw-3"]);
 }
 
 /// The HA benchmark (`scripts/bench/failover.sh`): with the controller's default health and HA

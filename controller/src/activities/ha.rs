@@ -701,7 +701,7 @@ pub async fn read_actor_view(
             .collect(),
         not_sync: recorded
             .iter()
-            .filter(|m| !m.sync_candidate)
+            .filter(|m| !m.sync_candidate || m.state == "fenced")
             .map(|m| m.name.clone())
             .collect(),
         lag_bounds: recorded

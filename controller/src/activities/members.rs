@@ -200,6 +200,9 @@ pub struct Topology {
     /// Former primaries still waiting to rejoin.
     #[serde(default)]
     pub rejoining: Vec<String>,
+    /// Members kept stopped (a switchover's `stop_and_retain`): out of replication.
+    #[serde(default)]
+    pub fenced: Vec<String>,
 }
 
 /// Reads the instance's topology: members and roles from the CMS, the primary's address from
@@ -250,12 +253,17 @@ pub async fn read_topology(
             .collect(),
         sync_candidates: members
             .iter()
-            .filter(|m| m.role == "standby" && m.sync_candidate)
+            .filter(|m| m.role == "standby" && m.sync_candidate && m.state != "fenced")
             .map(|m| m.name.clone())
             .collect(),
         rejoining: members
             .iter()
             .filter(|m| m.state == "rejoining")
+            .map(|m| m.name.clone())
+            .collect(),
+        fenced: members
+            .iter()
+            .filter(|m| m.state == "fenced")
             .map(|m| m.name.clone())
             .collect(),
         replication_mode: instance.summary.replication_mode,

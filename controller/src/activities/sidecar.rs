@@ -122,7 +122,8 @@ pub struct WaitSyncInput {
     pub timeout_secs: u64,
 }
 
-/// Polls the primary until one of its standbys is `sync`; returns that standby's name.
+/// Polls the primary until one of its standbys is `sync` (or `quorum`); returns that standby's
+/// name.
 pub async fn wait_sync_standby(
     deps: Arc<ActivityDeps>,
     ctx: ActivityContext,
@@ -140,7 +141,12 @@ pub async fn wait_sync_standby(
     loop {
         match client.status().await {
             Ok(status) => {
-                if let Some(sync) = status.standbys.iter().find(|s| s.sync_state == "sync") {
+                // `quorum` under ANY n: each of them counts towards confirming commits.
+                if let Some(sync) = status
+                    .standbys
+                    .iter()
+                    .find(|s| s.sync_state == "sync" || s.sync_state == "quorum")
+                {
                     return Ok(sync.application_name.clone());
                 }
                 last = format!(
@@ -206,6 +212,11 @@ pub struct ProbeResult {
     /// The custom health query's outcome, when there is one and the member is up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckResult>,
+    /// The data directory's file system: bytes free (for Postgres) and in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_available_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_total_bytes: Option<u64>,
     pub latency_ms: f64,
     pub error: Option<String>,
 }
@@ -247,6 +258,8 @@ pub async fn probe_member(
             sync_state: None,
             sync_degraded: status.sync_degraded,
             check: None,
+            disk_available_bytes: status.disk.map(|d| d.available_bytes),
+            disk_total_bytes: status.disk.map(|d| d.total_bytes),
             latency_ms,
             error: (!status.running).then(|| "Postgres is not running".to_string()),
         },
@@ -261,6 +274,8 @@ pub async fn probe_member(
             sync_state: None,
             sync_degraded: false,
             check: None,
+            disk_available_bytes: None,
+            disk_total_bytes: None,
             latency_ms,
             error: Some(error),
         },

@@ -88,20 +88,20 @@ pub async fn create_instance(
     };
     match result {
         Ok(output) => {
-            call::<_, ()>(&ctx, act::RECORD_OPERATION_FINISHED, &finished(None, None)).await?;
             report(&ctx, STEPS, STEPS, "the instance is running");
+            call::<_, ()>(&ctx, act::RECORD_OPERATION_FINISHED, &finished(None, None)).await?;
             Ok(output)
         }
         Err(error) => {
             ctx.trace_error(format!("create {} failed: {error}", input.spec.name));
             clean_up(&ctx, &input.spec).await;
+            report(&ctx, 0, STEPS, format!("failed: {error}"));
             call::<_, ()>(
                 &ctx,
                 act::RECORD_OPERATION_FINISHED,
                 &finished(Some(error.clone()), Some("failed")),
             )
             .await?;
-            report(&ctx, 0, STEPS, format!("failed: {error}"));
             Err(error)
         }
     }

@@ -34,6 +34,11 @@ pub async fn delete_instance(
         Ok(()) => (None, "deleted"),
         Err(e) => (Some(e.clone()), "failed"),
     };
+    // Published first: a finished operation never shows an older progress.
+    match &result {
+        Ok(()) => report(&ctx, STEPS, STEPS, "the instance is deleted"),
+        Err(e) => report(&ctx, 0, STEPS, format!("failed: {e}")),
+    }
     call::<_, ()>(
         &ctx,
         act::RECORD_OPERATION_FINISHED,
@@ -47,10 +52,6 @@ pub async fn delete_instance(
         },
     )
     .await?;
-    match &result {
-        Ok(()) => report(&ctx, STEPS, STEPS, "the instance is deleted"),
-        Err(e) => report(&ctx, 0, STEPS, format!("failed: {e}")),
-    }
     result
 }
 

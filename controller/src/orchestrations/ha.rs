@@ -305,20 +305,9 @@ async fn finish(
         Ok(h) => (None, h.clone()),
         Err((e, h)) => (Some(e.clone()), h.clone()),
     };
-    call::<_, ()>(
-        ctx,
-        act::RECORD_OPERATION_FINISHED,
-        &OperationFinished {
-            operation_id: operation_id.to_string(),
-            kind: kind.to_string(),
-            instance: instance.to_string(),
-            error: error.clone(),
-            instance_state: None,
-            duration_ms,
-        },
-    )
-    .await?;
-    match error {
+    // The last state is published before the operation is recorded as finished, so nobody
+    // reads a finished operation with an older state.
+    let outcome = match &error {
         None => {
             let message = format!(
                 "{} is the primary (was {})",
@@ -330,9 +319,23 @@ async fn finish(
         }
         Some(e) => {
             progress(ctx, FAILED, e.clone(), &handover);
-            Err(e)
+            Err(e.clone())
         }
-    }
+    };
+    call::<_, ()>(
+        ctx,
+        act::RECORD_OPERATION_FINISHED,
+        &OperationFinished {
+            operation_id: operation_id.to_string(),
+            kind: kind.to_string(),
+            instance: instance.to_string(),
+            error,
+            instance_state: None,
+            duration_ms,
+        },
+    )
+    .await?;
+    outcome
 }
 
 async fn started(
@@ -487,10 +490,11 @@ async fn run_failover(
         ),
         handover,
     );
+    // The standbys that stay standbys (a member kept fenced by an earlier switchover is out).
     let others: Vec<String> = topology
         .standbys
         .iter()
-        .filter(|s| **s != target)
+        .filter(|s| **s != target && !topology.fenced.contains(s))
         .cloned()
         .collect();
     hold_writes(ctx, instance, &others).await?;
@@ -877,12 +881,23 @@ async fn run_switchover(
         format!("holding writes and stopping {old} cleanly"),
         handover,
     );
+    // The standbys that stay standbys (a member kept fenced by an earlier switchover is out).
     let others: Vec<String> = topology
         .standbys
         .iter()
-        .filter(|s| **s != target)
+        .filter(|s| **s != target && !topology.fenced.contains(s))
         .cloned()
         .collect();
+    let keeps_a_sync_standby = matches!(
+        request.old_primary_action,
+        OldPrimaryAction::ConvertToReplica
+    ) || others.iter().any(|s| topology.sync_candidates.contains(s));
+    if sync && !keeps_a_sync_standby {
+        return Err(format!(
+            "{target} would be left without a synchronous standby once {old} is gone; add a \
+             replica first, or convert {old} to a replica"
+        ));
+    }
     hold_writes(ctx, instance, &others).await?;
     // A clean stop sends the old primary's last WAL to the connected standbys.
     let fenced: Fenced = call_once(

@@ -131,6 +131,22 @@ pub struct MemberSeen {
     /// Its custom health query failed.
     #[serde(default)]
     pub check_failed: bool,
+    /// Less than [`DISK_LOW_PERCENT`] of its data file system is free.
+    #[serde(default)]
+    pub disk_low: bool,
+}
+
+/// Below this share of free space on a member's data file system, the instance is degraded.
+pub const DISK_LOW_PERCENT: u64 = 10;
+
+/// Whether a probe shows the member's disk nearly full.
+fn disk_low(probe: &ProbeResult) -> bool {
+    match (probe.disk_available_bytes, probe.disk_total_bytes) {
+        (Some(free), Some(total)) if total > 0 => {
+            free.saturating_mul(100) < total * DISK_LOW_PERCENT
+        }
+        _ => false,
+    }
 }
 
 /// Runs the actor: health rounds on a timer and commands from the queue, then continues as new.
@@ -930,6 +946,8 @@ fn unreachable_probe(member: &str, error: String) -> ProbeResult {
         sync_state: None,
         sync_degraded: false,
         check: None,
+        disk_available_bytes: None,
+        disk_total_bytes: None,
         latency_ms: 0.0,
         error: Some(error),
     }
@@ -975,6 +993,7 @@ pub fn assess(
             healthy: probe.healthy,
             lagging,
             check_failed: probe.check.as_ref().is_some_and(|c| !c.ok),
+            disk_low: disk_low(probe),
         };
         let before = previous
             .members
@@ -984,7 +1003,26 @@ pub fn assess(
                 healthy: true,
                 lagging: false,
                 check_failed: false,
+                disk_low: false,
             });
+        if !before.disk_low && seen.disk_low {
+            events.push(HealthEvent {
+                member: Some(probe.member.clone()),
+                kind: "disk-low".into(),
+                message: format!(
+                    "member {} has {} MiB free of {} MiB (under {DISK_LOW_PERCENT} %)",
+                    probe.member,
+                    probe.disk_available_bytes.unwrap_or(0) >> 20,
+                    probe.disk_total_bytes.unwrap_or(0) >> 20
+                ),
+            });
+        } else if before.disk_low && !seen.disk_low && seen.healthy {
+            events.push(HealthEvent {
+                member: Some(probe.member.clone()),
+                kind: "disk-ok".into(),
+                message: format!("member {} has enough free disk space again", probe.member),
+            });
+        }
         if !before.check_failed && seen.check_failed {
             events.push(HealthEvent {
                 member: Some(probe.member.clone()),
@@ -1044,7 +1082,7 @@ pub fn assess(
         .any(|p| p.healthy && p.role.as_deref() == Some("primary"));
     let all_healthy = probes
         .iter()
-        .all(|p| p.healthy && p.check.as_ref().is_none_or(|c| c.ok));
+        .all(|p| p.healthy && p.check.as_ref().is_none_or(|c| c.ok) && !disk_low(p));
     let health = match (primary_healthy, all_healthy) {
         (false, _) => "unavailable",
         (true, true) => "healthy",

@@ -362,6 +362,11 @@ async fn finish(
     steps: u32,
 ) -> Result<(), String> {
     let duration_ms = now_ms(ctx).await?.saturating_sub(started_ms);
+    // Published first: a finished operation never shows an older progress.
+    match result {
+        Ok(member) => report(ctx, steps, steps, format!("done: {member}")),
+        Err(e) => report(ctx, 0, steps, format!("failed: {e}")),
+    }
     call::<_, ()>(
         ctx,
         act::RECORD_OPERATION_FINISHED,
@@ -375,9 +380,5 @@ async fn finish(
         },
     )
     .await?;
-    match result {
-        Ok(member) => report(ctx, steps, steps, format!("done: {member}")),
-        Err(e) => report(ctx, 0, steps, format!("failed: {e}")),
-    }
     Ok(())
 }

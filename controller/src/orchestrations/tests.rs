@@ -159,6 +159,8 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
                 sync_state: None,
                 sync_degraded: false,
                 check: None,
+                disk_available_bytes: None,
+                disk_total_bytes: None,
                 latency_ms: 1.0,
                 error: Some("connection refused".into()),
             })
@@ -182,6 +184,8 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
             sync_state: None,
             sync_degraded: false,
             check: None,
+            disk_available_bytes: None,
+            disk_total_bytes: None,
             latency_ms: 1.0,
             error: None,
         })
@@ -605,6 +609,8 @@ fn probe(member: &str, role: &str, healthy: bool, lag: Option<u64>) -> ProbeResu
         sync_state: None,
         sync_degraded: false,
         check: None,
+        disk_available_bytes: None,
+        disk_total_bytes: None,
         latency_ms: 1.0,
         error: (!healthy).then(|| "unreachable".to_string()),
     }
@@ -644,6 +650,7 @@ fn a_standby_going_down_degrades_the_instance_and_is_an_event_once() {
             healthy: false,
             lagging: false,
             check_failed: false,
+            disk_low: false,
         }
     );
 
@@ -828,4 +835,24 @@ fn a_failing_health_query_degrades_the_instance_once_and_recovers() {
     );
     assert_eq!(back.health, "healthy");
     assert!(back.events.iter().any(|e| e.kind == "check-ok"));
+}
+
+#[test]
+fn a_nearly_full_disk_degrades_the_instance_and_is_an_event() {
+    let mut full = probe("db-1", "standby", true, Some(0));
+    full.disk_total_bytes = Some(100 << 20);
+    full.disk_available_bytes = Some(5 << 20);
+    let round = assess(
+        &ActorState::default(),
+        vec![probe("db-0", "primary", true, None), full],
+        1024,
+        &Default::default(),
+    );
+    assert_eq!(round.health, "degraded");
+    let event = round.events.iter().find(|e| e.kind == "disk-low").unwrap();
+    assert!(
+        event.message.contains("5 MiB free of 100 MiB"),
+        "{}",
+        event.message
+    );
 }
