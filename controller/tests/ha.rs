@@ -212,6 +212,19 @@ async fn events(api: &Api, instance: &str) -> EventList {
     api.get(&format!("/v1/instances/{instance}/events")).await
 }
 
+/// Polls the instance's events until one of `kind` is there.
+async fn wait_event(api: &Api, instance: &str, kind: &str) {
+    eventually(FAILOVER_DEADLINE, &format!("a {kind} event"), || async {
+        events(api, instance)
+            .await
+            .events
+            .iter()
+            .any(|e| e.kind == kind)
+            .then_some(())
+    })
+    .await;
+}
+
 async fn connection(api: &Api, instance: &str) -> (String, String) {
     let detail: InstanceDetail = api.get(&format!("/v1/instances/{instance}")).await;
     let connection = detail.connection.unwrap();
@@ -423,15 +436,7 @@ async fn failover_is_held_back_when_disabled_or_impossible_and_survives_a_contro
     let out = stdout(&home.cli(&["ha", "set", "solo", "--failover-enabled", "false"]));
     assert!(out.contains("failover_enabled      false"), "{out}");
     kill_member(&home, "solo", "solo-0");
-    eventually(FAILOVER_DEADLINE, "a failover-disabled event", || async {
-        events(&api, "solo")
-            .await
-            .events
-            .iter()
-            .any(|e| e.kind == "failover-disabled")
-            .then_some(())
-    })
-    .await;
+    wait_event(&api, "solo", "failover-disabled").await;
     let status = members(&api, "solo").await;
     assert_eq!(primary_of(&api, "solo").await.as_deref(), Some("solo-0"));
     assert!(status
@@ -493,15 +498,7 @@ async fn failover_is_held_back_when_disabled_or_impossible_and_survives_a_contro
     assert!(out.contains("failover_enabled      true"), "{out}");
     kill_member(&home, "solo", "solo-0");
     kill_member(&home, "solo", "solo-1");
-    eventually(FAILOVER_DEADLINE, "an ha-alert event", || async {
-        events(&api, "solo")
-            .await
-            .events
-            .iter()
-            .any(|e| e.kind == "ha-alert")
-            .then_some(())
-    })
-    .await;
+    wait_event(&api, "solo", "ha-alert").await;
     assert_eq!(primary_of(&api, "solo").await.as_deref(), Some("solo-1"));
     let metrics = reqwest::get(format!("{}/metrics", api.url))
         .await
@@ -548,25 +545,9 @@ async fn degrade_mode_keeps_writing_without_the_sync_standby_and_restores_it() {
     .await
     .expect("the commit still waits: the primary did not degrade")
     .unwrap();
-    eventually(Duration::from_secs(60), "a sync-degraded event", || async {
-        events(&api, "deg")
-            .await
-            .events
-            .iter()
-            .any(|e| e.kind == "sync-degraded")
-            .then_some(())
-    })
-    .await;
+    wait_event(&api, "deg", "sync-degraded").await;
     // Back (restarted by the platform), it is synchronous again.
-    eventually(FAILOVER_DEADLINE, "a sync-restored event", || async {
-        events(&api, "deg")
-            .await
-            .events
-            .iter()
-            .any(|e| e.kind == "sync-restored")
-            .then_some(())
-    })
-    .await;
+    wait_event(&api, "deg", "sync-restored").await;
     wait_all_healthy(&api, &home, "deg", 2).await;
     let metrics = reqwest::get(format!("{}/metrics", api.url))
         .await

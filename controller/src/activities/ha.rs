@@ -12,30 +12,10 @@ use toygres_common::controller_api::HaSettings;
 use toygres_common::sidecar_api::{
     parse_lsn, DemoteRequest, ReplicationRequest, Role, Status, SyncPolicy,
 };
-use toygres_common::SidecarClient;
 
+use super::sidecar::sidecar;
 use super::{describe, ActivityDeps};
 use crate::platform::{Bootstrap, MemberSpec, Placement, SecretRefs};
-
-/// A client of the member's sidecar with the instance's token.
-async fn sidecar(
-    deps: &ActivityDeps,
-    instance: &str,
-    member: &str,
-    timeout: Duration,
-) -> Result<SidecarClient, String> {
-    let address = deps
-        .platform
-        .member_address(instance, member)
-        .await
-        .map_err(describe)?;
-    let token = deps
-        .platform
-        .read_secret(&SecretRefs::for_instance(instance).sidecar_token)
-        .await
-        .map_err(describe)?;
-    Ok(SidecarClient::new(address.api_url, token.expose(), timeout))
-}
 
 /// Survey some members of an instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

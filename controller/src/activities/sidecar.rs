@@ -13,7 +13,7 @@ use super::{describe, ActivityDeps};
 use crate::platform::SecretRefs;
 
 /// A client of the member's sidecar, with the instance's sidecar token.
-async fn sidecar(
+pub(crate) async fn sidecar(
     deps: &ActivityDeps,
     instance: &str,
     member: &str,

@@ -402,20 +402,24 @@ async fn survey(
     .await
 }
 
+async fn read_topology(ctx: &OrchestrationContext, instance: &str) -> Result<Topology, String> {
+    call(
+        ctx,
+        act::READ_TOPOLOGY,
+        &InstanceRef {
+            instance: instance.to_string(),
+        },
+    )
+    .await
+}
+
 async fn run_failover(
     ctx: &OrchestrationContext,
     input: &FailoverInput,
     handover: &mut Handover,
 ) -> Result<(), String> {
     let instance = &input.instance;
-    let topology: Topology = call(
-        ctx,
-        act::READ_TOPOLOGY,
-        &InstanceRef {
-            instance: instance.clone(),
-        },
-    )
-    .await?;
+    let topology = read_topology(ctx, instance).await?;
     let sync = topology.replication_mode == "sync";
     let old = topology.primary.clone();
     handover.old_primary = old.clone();
@@ -783,14 +787,7 @@ async fn run_switchover(
 ) -> Result<(), String> {
     let instance = &input.instance;
     let request = &input.request;
-    let topology: Topology = call(
-        ctx,
-        act::READ_TOPOLOGY,
-        &InstanceRef {
-            instance: instance.clone(),
-        },
-    )
-    .await?;
+    let topology = read_topology(ctx, instance).await?;
     let sync = topology.replication_mode == "sync";
     let old = topology
         .primary
@@ -1054,14 +1051,7 @@ pub async fn rejoin_operation(
     input: RejoinOperation,
 ) -> Result<String, String> {
     let started = started(&ctx, &input.operation_id, "rejoin", &input.instance).await?;
-    let topology: Result<Topology, String> = call(
-        &ctx,
-        act::READ_TOPOLOGY,
-        &InstanceRef {
-            instance: input.instance.clone(),
-        },
-    )
-    .await;
+    let topology = read_topology(&ctx, &input.instance).await;
     let result = match topology {
         Ok(Topology {
             primary: Some(primary),
