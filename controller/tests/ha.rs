@@ -734,6 +734,44 @@ async fn quorum_switchover_actions_and_a_forced_failover() {
     assert_eq!(names, ["sw-0", "sw-1", "sw-3"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_failure_within_the_cooldown_is_not_failed_over() {
+    let mut home = Home::new();
+    let api = home.start_with_env(&[NO_RESTARTS]).await;
+    let (status, body) = post(
+        &api,
+        "/v1/instances",
+        serde_json::json!({"name": "cool", "replicas": 2, "replication": "async",
+                           "ha": {"cooldown_secs": 600}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let accepted: OperationAccepted = serde_json::from_str(&body).unwrap();
+    let created = api.wait_operation(&home, &accepted.operation_id).await;
+    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
+    wait_all_healthy(&api, &home, "cool", 3).await;
+
+    // The first failure is failed over automatically.
+    kill_member(&home, "cool", "cool-0");
+    let first = eventually(FAILOVER_DEADLINE, "an automatic failover", || async {
+        primary_of(&api, "cool").await.filter(|p| p != "cool-0")
+    })
+    .await;
+    wait_all_healthy(&api, &home, "cool", 3).await;
+
+    // The new primary dies within the cooldown: an event says why nothing happens.
+    kill_member(&home, "cool", &first);
+    wait_event(&api, "cool", "failover-cooldown").await;
+    assert_eq!(primary_of(&api, "cool").await, Some(first.clone()));
+    let automatic = events(&api, "cool")
+        .await
+        .events
+        .iter()
+        .filter(|e| e.kind == "failover-automatic")
+        .count();
+    assert_eq!(automatic, 1);
+}
+
 /// The HA benchmark (`scripts/bench/failover.sh`): with the controller's default health and HA
 /// settings, `TRIALS` kill -9 failovers and `SWITCHOVERS` switchovers of a three-member sync
 /// instance under continuous writes through rw; prints the time from each kill to the first
