@@ -154,3 +154,79 @@ async fn killed_and_fenced_old_primary_rejoins_as_a_standby_after_failover() {
         .collect();
     assert_eq!(names, vec!["rj-0"]);
 }
+
+/// A standby that received more WAL than the one promoted cannot follow it. Re-pointing it is
+/// refused at once as `diverged` (rather than left waiting for streaming that never starts), and
+/// a demotion rewinds it onto the new primary's timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_ahead_of_the_promoted_one_is_refused_as_diverged_then_rewound() {
+    let dir = TestDir::new();
+    let mut primary = Sidecar::start(&dir, SidecarSpec::primary("dv-0")).await;
+    let mut behind = Sidecar::start(&dir, SidecarSpec::standby("dv-1", &primary)).await;
+    let ahead = Sidecar::start(&dir, SidecarSpec::standby("dv-2", &primary)).await;
+    let p = primary.connect().await;
+    p.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    wait_rows(&behind, &[1]).await;
+    wait_rows(&ahead, &[1]).await;
+
+    // dv-1 is down while row 2 is written: only dv-2 has it when the primary dies.
+    behind.stop().await;
+    p.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+    wait_rows(&ahead, &[1, 2]).await;
+    drop(p);
+    primary.kill_hard().await;
+
+    behind.relaunch();
+    let bc = behind.client();
+    eventually(WAIT, "dv-1 to run again", || async {
+        bc.status().await.ok().filter(|s| s.running).map(|_| ())
+    })
+    .await;
+    let promoted = bc.promote().await.unwrap();
+    assert_eq!(promoted.timeline, 2);
+
+    let ac = ahead.client();
+    let refused = ac
+        .set_replication(&ReplicationRequest {
+            primary: Some(behind.pg_address()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    match &refused {
+        toygres_common::sidecar_client::SidecarClientError::Api {
+            status,
+            code,
+            message,
+        } => {
+            assert_eq!((*status, code.as_str()), (409, "diverged"), "{message}");
+            assert!(message.contains("timeline 1"), "{message}");
+        }
+        other => panic!("expected a 409 diverged, got {other:?}"),
+    }
+    // Nothing changed: it still names its old primary.
+    let st = ac.status().await.unwrap();
+    assert_eq!(st.primary, Some(primary.pg_address()));
+
+    let demoted = ac
+        .demote(&DemoteRequest {
+            primary: behind.pg_address(),
+            reclone_if_needed: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(demoted.method, "rewind", "{demoted:?}");
+    let st = ac.status().await.unwrap();
+    assert_eq!(st.wal_receiver_status.as_deref(), Some("streaming"));
+    assert_eq!(st.timeline, Some(2));
+    // Row 2 was never on the new primary's timeline; the rewound standby follows it exactly.
+    behind
+        .connect()
+        .await
+        .batch_execute("INSERT INTO t VALUES (3)")
+        .await
+        .unwrap();
+    wait_rows(&ahead, &[1, 3]).await;
+}

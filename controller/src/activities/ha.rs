@@ -16,6 +16,7 @@ use toygres_common::sidecar_api::{
 use super::sidecar::sidecar;
 use super::{describe, ActivityDeps};
 use crate::platform::{Bootstrap, MemberSpec, Placement, SecretRefs};
+use toygres_common::sidecar_client::SidecarClientError;
 
 /// Survey some members of an instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,12 +277,22 @@ pub struct RepointInput {
     pub primary: String,
 }
 
-/// Makes the standby follow `primary` (it switches timeline by itself).
+/// What became of a standby pointed at a new primary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repointed {
+    /// It follows the new primary and streams.
+    pub streaming: bool,
+    /// It cannot follow without a rewind (its WAL went past the new primary's fork): why.
+    pub diverged: Option<String>,
+}
+
+/// Makes the standby follow `primary` (it switches timeline by itself). A standby whose WAL
+/// went past the fork is left as it is and reported diverged: it needs a rejoin (pg_rewind).
 pub async fn repoint_standby(
     deps: Arc<ActivityDeps>,
     _ctx: ActivityContext,
     input: RepointInput,
-) -> Result<(), String> {
+) -> Result<Repointed, String> {
     let primary = deps
         .platform
         .member_address(&input.instance, &input.primary)
@@ -294,14 +305,23 @@ pub async fn repoint_standby(
         Duration::from_secs(30),
     )
     .await?;
-    client
+    let answer = client
         .set_replication(&ReplicationRequest {
             primary: Some(primary.pg),
             ..ReplicationRequest::default()
         })
-        .await
-        .map_err(describe)?;
-    Ok(())
+        .await;
+    match answer {
+        Ok(_) => Ok(Repointed {
+            streaming: true,
+            diverged: None,
+        }),
+        Err(SidecarClientError::Api { code, message, .. }) if code == "diverged" => Ok(Repointed {
+            streaming: false,
+            diverged: Some(message),
+        }),
+        Err(e) => Err(describe(e)),
+    }
 }
 
 /// Set the primary's synchronous replication policy.

@@ -17,7 +17,7 @@ use toygres_common::sidecar_api::{SyncMethod, SyncMode, SyncPolicy};
 use super::{call, call_once, now_ms};
 use crate::activities::ha::{
     CatchUpInput, CaughtUp, FenceInput, Fenced, HandoverRecord, MemberStateInput, MemberSurvey,
-    PromoteInput, Promoted, RejoinInput, RepointInput, SurveyInput, SyncPolicyInput,
+    PromoteInput, Promoted, RejoinInput, RepointInput, Repointed, SurveyInput, SyncPolicyInput,
 };
 use crate::activities::members::{DeleteMemberInput, InstanceRef, RouteInput, Topology};
 use crate::activities::names as act;
@@ -208,8 +208,8 @@ pub fn choose_target(
             .cmp(&a.wal_position())
             .then_with(|| a.member.cmp(&b.member))
     });
-    let best = candidates[0];
-    let reason = format!(
+    let mut best = candidates[0];
+    let mut reason = format!(
         "{} has the furthest WAL ({}) of the eligible standbys ({}){}",
         best.member,
         best.wal_position().map_or("unknown".into(), format_lsn),
@@ -220,6 +220,37 @@ pub fn choose_target(
             .join(", "),
         if force { ", forced" } else { "" }
     );
+    // In sync mode, a standby that could be synchronous and received more of the same history
+    // (same timeline, same upstream) holds everything the chosen one holds, and more. Promoting
+    // it spares it a rewind: otherwise it could not follow the new primary.
+    if sync && to.is_none() {
+        let further = alive
+            .iter()
+            .copied()
+            .filter(|s| {
+                sync_set.contains(&s.member)
+                    && s.timeline.is_some()
+                    && s.timeline == best.timeline
+                    && s.upstream == best.upstream
+                    && s.wal_position() > best.wal_position()
+            })
+            .max_by(|a, b| {
+                a.wal_position()
+                    .cmp(&b.wal_position())
+                    .then_with(|| b.member.cmp(&a.member))
+            });
+        if let Some(further) = further {
+            reason = format!(
+                "{} received more of the same WAL ({}) than {}, the furthest of the eligible \
+                 standbys, so it holds every commit {} holds",
+                further.member,
+                further.wal_position().map_or("unknown".into(), format_lsn),
+                best.member,
+                best.member
+            );
+            best = further;
+        }
+    }
     Ok(Choice {
         member: best.member.clone(),
         lag_bytes: lag(best),
@@ -626,11 +657,13 @@ async fn promote_and_route(
             policy,
         },
     );
+    // One attempt each: the sidecar answers within its own streaming bound, and a standby
+    // that cannot follow is left to the rejoin below and the actor.
     let repoint = ctx.join(
         others
             .iter()
             .map(|standby| {
-                call::<_, ()>(
+                call_once::<_, Repointed>(
                     ctx,
                     act::REPOINT_STANDBY,
                     RepointInput {
@@ -648,9 +681,20 @@ async fn promote_and_route(
     if let Err(e) = policy_set {
         return Err(format!("set the synchronous standbys of {target}: {e}"));
     }
+    let mut diverged = Vec::new();
     for (standby, result) in others.iter().zip(repointed) {
-        if let Err(e) = result {
-            ctx.trace_warn(format!("re-point {standby} at {target}: {e}"));
+        match result {
+            Ok(Repointed {
+                diverged: Some(why),
+                ..
+            }) => {
+                ctx.trace_warn(format!(
+                    "{standby} must be rewound to follow {target}: {why}"
+                ));
+                diverged.push(standby.clone());
+            }
+            Ok(_) => {}
+            Err(e) => ctx.trace_warn(format!("re-point {standby} at {target}: {e}")),
         }
     }
     let message = format!(
@@ -688,12 +732,33 @@ async fn promote_and_route(
             instance: instance.to_string(),
             routes: EndpointRoutes {
                 rw: Some(target.to_string()),
-                ro: others.to_vec(),
+                ro: others
+                    .iter()
+                    .filter(|s| !diverged.contains(s))
+                    .cloned()
+                    .collect(),
                 hold_rw: false,
             },
         },
     )
-    .await
+    .await?;
+    // A standby whose WAL went past the fork (it had received more than the new primary when
+    // the old one failed) rejoins like an old primary: pg_rewind, then streaming. Until it
+    // does, it is `rejoining`, which the actor retries.
+    for standby in &diverged {
+        call::<_, ()>(
+            ctx,
+            act::SET_MEMBER_STATE,
+            &MemberStateInput {
+                instance: instance.to_string(),
+                member: standby.clone(),
+                state: "rejoining".into(),
+            },
+        )
+        .await?;
+        rejoin(ctx, instance, standby, target).await;
+    }
+    Ok(())
 }
 
 /// Rejoins `member` as a standby of `primary`; records it running on success. A failure is
@@ -1126,6 +1191,27 @@ mod tests {
             None,
             false,
         );
+        assert_eq!(choice.unwrap().member, "db-1");
+        // ... unless db-2 could be synchronous and received more of the same timeline: then it
+        // holds every commit db-1 holds.
+        let on_tl = |mut s: MemberSurvey, tli| {
+            s.timeline = Some(tli);
+            s
+        };
+        let same = [
+            on_tl(standby("db-1", 100), 3),
+            on_tl(standby("db-2", 200), 3),
+        ];
+        let set = ["db-1".to_string(), "db-2".to_string()];
+        let choice = choose_target(&same, true, &ha, &seen(200, &["db-1"]), &set, None, false);
+        let choice = choice.unwrap();
+        assert_eq!(choice.member, "db-2", "{}", choice.reason);
+        // Not on another timeline (a standby left behind by an earlier failover).
+        let other = [
+            on_tl(standby("db-1", 100), 3),
+            on_tl(standby("db-2", 200), 2),
+        ];
+        let choice = choose_target(&other, true, &ha, &seen(200, &["db-1"]), &set, None, false);
         assert_eq!(choice.unwrap().member, "db-1");
         // The synchronous standby is gone: nobody may be promoted.
         let err = choose_target(

@@ -40,6 +40,7 @@ impl From<OpError> for ApiError {
     fn from(e: OpError) -> Self {
         match e {
             OpError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            OpError::Diverged(m) => ApiError::new(StatusCode::CONFLICT, "diverged", m),
             OpError::Invalid { code, message } => {
                 ApiError::new(StatusCode::BAD_REQUEST, code, message)
             }

@@ -15,6 +15,9 @@ use super::{bootstrap, process, sql};
 
 /// How long a demoted server may take to start streaming from its new primary.
 const STREAMING_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a running standby given a new primary may take to stream from it: short enough
+/// that the caller (the controller waits 30 s) hears the answer.
+pub(super) const REPOINT_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Member {
     /// Makes this server a standby of `req.primary`.
@@ -116,7 +119,8 @@ impl Member {
                 _ => tracing::warn!("fence lifted: this member is a standby now"),
             }
         }
-        self.wait_streaming(primary_timeline).await?;
+        self.wait_streaming(primary_timeline, STREAMING_TIMEOUT)
+            .await?;
         let duration_ms = began.elapsed().as_millis() as u64;
         tracing::warn!(method, duration_ms, primary = %req.primary, "demoted: streaming");
         Ok(DemoteResponse {
@@ -166,9 +170,13 @@ impl Member {
     }
 
     /// Polls until the WAL receiver streams (on `timeline` or later, when given), or fails after
-    /// [`STREAMING_TIMEOUT`].
-    pub(super) async fn wait_streaming(&self, timeline: Option<u32>) -> Result<(), OpError> {
-        let deadline = Instant::now() + STREAMING_TIMEOUT;
+    /// `timeout`.
+    pub(super) async fn wait_streaming(
+        &self,
+        timeline: Option<u32>,
+        timeout: Duration,
+    ) -> Result<(), OpError> {
+        let deadline = Instant::now() + timeout;
         let mut last = String::from("no WAL receiver");
         while Instant::now() < deadline {
             if let Ok(client) = sql::connect_local(&self.cfg).await {
@@ -192,7 +200,7 @@ impl Member {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err(OpError::Failed(format!(
-            "started as a standby but not streaming after {STREAMING_TIMEOUT:?}: {last}"
+            "started as a standby but not streaming after {timeout:?}: {last}"
         )))
     }
 }

@@ -25,6 +25,10 @@ pub enum OpError {
     /// The server's state forbids the operation (409).
     #[error("{0}")]
     Conflict(String),
+    /// This standby's history left the new primary's: it cannot follow it without a rewind
+    /// (409, code `diverged`). `POST /v1/demote` rewinds it.
+    #[error("{0}")]
+    Diverged(String),
     /// The request is wrong (400), with a machine-readable code.
     #[error("{message}")]
     Invalid { code: &'static str, message: String },

@@ -62,6 +62,21 @@ impl Member {
                     "this server is a primary; use /v1/demote to make it follow another".into(),
                 ));
             }
+            let remote = sql::connect_remote(&self.cfg, primary).await.map_err(|e| {
+                OpError::Unavailable(format!("connect to the new primary {primary}: {e}"))
+            })?;
+            // A standby that went further than the new primary's history cannot follow it:
+            // say so at once (the caller rewinds it with /v1/demote) rather than wait.
+            match sql::divergence(&client, &remote).await {
+                Ok(Some(reason)) => {
+                    return Err(OpError::Diverged(format!(
+                        "cannot follow {primary} without a rewind: {reason}"
+                    )))
+                }
+                Ok(None) => {}
+                Err(e) => return Err(OpError::Unavailable(format!("{e:#}"))),
+            }
+            drop(remote);
             sql::ensure_slot_on_primary(&self.cfg, primary)
                 .await
                 .map_err(|e| OpError::Unavailable(format!("{e:#}")))?;
@@ -128,7 +143,8 @@ impl Member {
         }
         drop(ops);
         if req.primary.is_some() {
-            self.wait_streaming(None).await?;
+            self.wait_streaming(None, super::demote::REPOINT_TIMEOUT)
+                .await?;
         }
         tracing::info!(?req, "replication settings changed");
         Ok("replication settings applied".into())

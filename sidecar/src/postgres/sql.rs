@@ -132,6 +132,102 @@ pub async fn ensure_roles(client: &Client, cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether this standby (`local`) can follow `remote`, a primary: it cannot when its WAL went
+/// past the point where the primary's timeline forked from the standby's, or its timeline is
+/// not in the primary's history at all. `Ok(Some(reason))` when it diverged; `Ok(None)` when
+/// it can follow (or its position is not known, in which case streaming will tell).
+pub async fn divergence(local: &Client, remote: &Client) -> anyhow::Result<Option<String>> {
+    let row = remote
+        .query_one(
+            "SELECT pg_is_in_recovery(), \
+                    CASE WHEN pg_is_in_recovery() THEN NULL \
+                         ELSE pg_walfile_name(pg_current_wal_lsn()) END",
+            &[],
+        )
+        .await
+        .context("ask the new primary its timeline")?;
+    if row.get::<_, bool>(0) {
+        anyhow::bail!("the new primary is in recovery: not a primary");
+    }
+    let walfile: String = row.get(1);
+    let Some(primary_tli) = super::promote::timeline_of_walfile(&walfile) else {
+        return Ok(None);
+    };
+    // The standby's timeline: the one of its last restartpoint, or later if its WAL receiver
+    // got WAL of a later one. (Its history files are no guide: the WAL receiver fetches the
+    // history of a timeline it then cannot follow.)
+    let row = local
+        .query_one(
+            "SELECT (SELECT timeline_id FROM pg_control_checkpoint()), \
+                    (SELECT received_tli FROM pg_stat_wal_receiver), \
+                    pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text",
+            &[],
+        )
+        .await
+        .context("ask this standby its position")?;
+    let own_tli =
+        (row.get::<_, i32>(0) as u32).max(row.get::<_, Option<i32>>(1).unwrap_or(0) as u32);
+    let position = [
+        row.get::<_, Option<String>>(2),
+        row.get::<_, Option<String>>(3),
+    ]
+    .iter()
+    .flatten()
+    .filter_map(|l| parse_lsn(l))
+    .max();
+    let Some(position) = position else {
+        return Ok(None);
+    };
+    if primary_tli == own_tli {
+        return Ok(None);
+    }
+    if primary_tli < own_tli {
+        return Ok(Some(format!(
+            "this standby is on timeline {own_tli}, later than the new primary's {primary_tli}"
+        )));
+    }
+    let history: String = remote
+        .query_one(
+            "SELECT pg_read_file('pg_wal/' || $1 || '.history')",
+            &[&format!("{primary_tli:08X}")],
+        )
+        .await
+        .with_context(|| format!("read the history of timeline {primary_tli} on the new primary"))?
+        .get(0);
+    Ok(match switchpoint(&history, own_tli) {
+        None => Some(format!(
+            "timeline {own_tli} of this standby is not in the history of the new primary's \
+             timeline {primary_tli}"
+        )),
+        Some(fork) if position > fork => Some(format!(
+            "this standby's WAL reaches {} on timeline {own_tli}, past {}, where the new \
+             primary's history left it",
+            format_lsn(position),
+            format_lsn(fork)
+        )),
+        Some(_) => None,
+    })
+}
+
+/// Where `tli` ended in a timeline history file (`parent TLI<tab>switch LSN<tab>reason` lines).
+pub fn switchpoint(history: &str, tli: u32) -> Option<u64> {
+    history
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let parent: u32 = fields.next()?.parse().ok()?;
+            let lsn = parse_lsn(fields.next()?)?;
+            (parent == tli).then_some(lsn)
+        })
+}
+
+/// An LSN as Postgres prints it.
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
 /// Parses an LSN (`16/B374D848`) into a byte position.
 pub fn parse_lsn(lsn: &str) -> Option<u64> {
     let (hi, lo) = lsn.split_once('/')?;
@@ -148,5 +244,16 @@ mod tests {
         assert_eq!(parse_lsn("1/10"), Some((1 << 32) + 16));
         assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
         assert_eq!(parse_lsn("zz"), None);
+    }
+
+    #[test]
+    fn switchpoints_come_from_history_files() {
+        let history = "1\t0/3000000\tno recovery target specified\n\n\
+                       2\t0/5A0F2D8\tno recovery target specified\n";
+        assert_eq!(switchpoint(history, 1), Some(0x300_0000));
+        assert_eq!(switchpoint(history, 2), Some(0x5A0_F2D8));
+        assert_eq!(switchpoint(history, 3), None);
+        assert_eq!(switchpoint("# comment\n", 1), None);
+        assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
     }
 }
