@@ -4,7 +4,7 @@
 //! a streaming standby succeed without doing anything.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use duroxide::ActivityContext;
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use toygres_common::sidecar_api::{
     parse_lsn, DemoteRequest, ReplicationRequest, Role, Status, SyncPolicy,
 };
 
-use super::sidecar::sidecar;
+use super::sidecar::{poll_status, sidecar, Polled};
 use super::{describe, ActivityDeps};
 use crate::platform::{Bootstrap, MemberSpec, Placement, SecretRefs};
 use toygres_common::sidecar_client::SidecarClientError;
@@ -385,49 +385,97 @@ pub async fn wait_caught_up(
     ctx: ActivityContext,
     input: CatchUpInput,
 ) -> Result<CaughtUp, String> {
-    let client = sidecar(
+    let timeout = Duration::from_secs(input.timeout_secs);
+    let mut at_start = None;
+    poll_status(
         &deps,
+        &ctx,
         &input.instance,
         &input.primary,
-        Duration::from_secs(5),
-    )
-    .await?;
-    let deadline = Instant::now() + Duration::from_secs(input.timeout_secs);
-    let mut at_start = None;
-    loop {
-        let last = match client.status().await {
-            Ok(status) => {
-                let current = status.current_lsn.as_deref().and_then(parse_lsn);
-                let flushed = status
-                    .standbys
-                    .iter()
-                    .find(|s| s.application_name == input.standby)
-                    .and_then(|s| s.flush_lsn.as_deref().and_then(parse_lsn));
-                match (current, flushed) {
-                    (Some(current), Some(flushed)) => {
-                        let lag = current.saturating_sub(flushed);
-                        let start = *at_start.get_or_insert(lag);
-                        if lag <= input.max_lag_bytes {
-                            return Ok(CaughtUp {
-                                lag_bytes_at_start: start,
-                                lag_bytes: lag,
-                            });
-                        }
-                        format!("{lag} bytes behind")
-                    }
-                    _ => format!("{} is not streaming from {}", input.standby, input.primary),
-                }
+        timeout,
+        |answer| {
+            let status = match answer {
+                Ok(status) => status,
+                Err(e) => return Polled::Waiting(e.to_string()),
+            };
+            let current = status.current_lsn.as_deref().and_then(parse_lsn);
+            let flushed = status
+                .standbys
+                .iter()
+                .find(|s| s.application_name == input.standby)
+                .and_then(|s| s.flush_lsn.as_deref().and_then(parse_lsn));
+            let (Some(current), Some(flushed)) = (current, flushed) else {
+                return Polled::Waiting(format!(
+                    "{} is not streaming from {}",
+                    input.standby, input.primary
+                ));
+            };
+            let lag = current.saturating_sub(flushed);
+            let start = *at_start.get_or_insert(lag);
+            if lag <= input.max_lag_bytes {
+                Polled::Done(CaughtUp {
+                    lag_bytes_at_start: start,
+                    lag_bytes: lag,
+                })
+            } else {
+                Polled::Waiting(format!("{lag} bytes behind"))
             }
-            Err(e) => e.to_string(),
-        };
-        if Instant::now() >= deadline || ctx.is_cancelled() {
-            return Err(format!(
-                "{} did not catch up with {} within {} s: {last}",
-                input.standby, input.primary, input.timeout_secs
-            ));
-        }
-        tokio::time::sleep(deps.poll_interval).await;
-    }
+        },
+    )
+    .await
+    .map_err(|last| {
+        format!(
+            "{} did not catch up with {} within {} s: {last}",
+            input.standby, input.primary, input.timeout_secs
+        )
+    })
+}
+
+/// Wait until a standby has received WAL up to a position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceivedInput {
+    pub instance: String,
+    pub member: String,
+    pub lsn: u64,
+    pub timeout_ms: u64,
+}
+
+/// Polls the standby until it has received (flushed) WAL up to `lsn`, or the timeout passes;
+/// returns how far it got (`None` when it never answered). A switchover stops the old primary
+/// cleanly, which hands its last WAL to the standbys; this waits for that WAL to land rather
+/// than taking the first answer as final.
+pub async fn wait_received(
+    deps: Arc<ActivityDeps>,
+    ctx: ActivityContext,
+    input: ReceivedInput,
+) -> Result<Option<u64>, String> {
+    let timeout = Duration::from_millis(input.timeout_ms);
+    let mut got = None;
+    // Short of the position at the deadline is an answer too: how far it got gives the
+    // data-loss bytes.
+    let _reached = poll_status(
+        &deps,
+        &ctx,
+        &input.instance,
+        &input.member,
+        timeout,
+        |answer| {
+            if let Ok(status) = answer {
+                let received = [&status.receive_lsn, &status.replay_lsn]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|l| parse_lsn(l))
+                    .max();
+                got = got.max(received);
+            }
+            match got {
+                Some(g) if g >= input.lsn => Polled::Done(()),
+                _ => Polled::Waiting(String::new()),
+            }
+        },
+    )
+    .await;
+    Ok(got)
 }
 
 /// Rejoin a former primary as a standby of the current one.
@@ -444,7 +492,7 @@ pub struct RejoinInput {
 /// is impossible. Returns how (`rewind`, `none`, `reclone`, `already-streaming`).
 pub async fn rejoin_member(
     deps: Arc<ActivityDeps>,
-    _ctx: ActivityContext,
+    ctx: ActivityContext,
     input: RejoinInput,
 ) -> Result<String, String> {
     let primary = deps
@@ -474,17 +522,20 @@ pub async fn rejoin_member(
         .await
         .map_err(describe)?;
     let timeout = Duration::from_secs(input.timeout_secs.max(10));
+    let status = poll_status(
+        &deps,
+        &ctx,
+        &input.instance,
+        &input.member,
+        timeout,
+        |answer| match answer {
+            Ok(status) => Polled::Done(status),
+            Err(e) => Polled::Waiting(e.to_string()),
+        },
+    )
+    .await
+    .map_err(|last| format!("{} did not answer: {last}", input.member))?;
     let client = sidecar(&deps, &input.instance, &input.member, timeout).await?;
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match client.status().await {
-            Ok(status) => break status,
-            Err(e) if Instant::now() >= deadline => {
-                return Err(format!("{} did not answer: {e}", input.member))
-            }
-            Err(_) => tokio::time::sleep(deps.poll_interval).await,
-        }
-    };
     let follows = status.primary.as_ref() == Some(&primary.pg);
     if status.role == Role::Standby
         && !status.fenced
@@ -642,6 +693,9 @@ pub struct ActorView {
     /// The controller's current health interval.
     #[serde(default)]
     pub health_interval_ms: Option<u64>,
+    /// Standbys the CMS records running (not being created, rejoining or fenced).
+    #[serde(default)]
+    pub running_standbys: Vec<String>,
 }
 
 /// Reads the actor's view of its instance; `None` when the actor is no longer the instance's
@@ -709,5 +763,10 @@ pub async fn read_actor_view(
             .filter_map(|m| Some((m.name.clone(), u64::try_from(m.max_lag_bytes?).ok()?)))
             .collect(),
         health_interval_ms: Some(deps.health_interval_ms),
+        running_standbys: recorded
+            .iter()
+            .filter(|m| m.role == "standby" && m.state == "running")
+            .map(|m| m.name.clone())
+            .collect(),
     }))
 }

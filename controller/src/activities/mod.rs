@@ -51,6 +51,7 @@ pub mod names {
     pub const REPOINT_STANDBY: &str = "RepointStandby";
     pub const SET_SYNC_POLICY: &str = "SetSyncPolicy";
     pub const WAIT_CAUGHT_UP: &str = "WaitCaughtUp";
+    pub const WAIT_RECEIVED: &str = "WaitReceived";
     pub const REJOIN_MEMBER: &str = "RejoinMember";
     pub const RECORD_HANDOVER: &str = "RecordHandover";
     pub const RECORD_EVENT: &str = "RecordEvent";
@@ -132,6 +133,7 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
     let b = register!(b, names::REPOINT_STANDBY, ha::repoint_standby);
     let b = register!(b, names::SET_SYNC_POLICY, ha::set_sync_policy);
     let b = register!(b, names::WAIT_CAUGHT_UP, ha::wait_caught_up);
+    let b = register!(b, names::WAIT_RECEIVED, ha::wait_received);
     let b = register!(b, names::REJOIN_MEMBER, ha::rejoin_member);
     let b = register!(b, names::RECORD_HANDOVER, ha::record_handover);
     let b = register!(b, names::RECORD_EVENT, ha::record_event);

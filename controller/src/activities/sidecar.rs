@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use duroxide::ActivityContext;
 use serde::{Deserialize, Serialize};
 use toygres_common::sidecar_api::{Role, Status};
+use toygres_common::sidecar_client::SidecarClientError;
 use toygres_common::SidecarClient;
 
 use super::{describe, ActivityDeps};
@@ -30,6 +31,38 @@ pub(crate) async fn sidecar(
         .await
         .map_err(describe)?;
     Ok(SidecarClient::new(address.api_url, token.expose(), timeout))
+}
+
+/// What one look at a member's status decided.
+pub(crate) enum Polled<T> {
+    /// Done: the poll returns this.
+    Done(T),
+    /// Not yet: what was seen, for the error at the deadline.
+    Waiting(String),
+}
+
+/// Asks the member's sidecar for its status every poll interval until `look` is done with it,
+/// or `timeout` passes or the activity is cancelled: then fails with the last thing seen.
+pub(crate) async fn poll_status<T>(
+    deps: &ActivityDeps,
+    ctx: &ActivityContext,
+    instance: &str,
+    member: &str,
+    timeout: Duration,
+    mut look: impl FnMut(Result<Status, SidecarClientError>) -> Polled<T>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    let client = sidecar(deps, instance, member, Duration::from_secs(5)).await?;
+    loop {
+        let last = match look(client.status().await) {
+            Polled::Done(value) => return Ok(value),
+            Polled::Waiting(last) => last,
+        };
+        if Instant::now() >= deadline || ctx.is_cancelled() {
+            return Err(last);
+        }
+        tokio::time::sleep(deps.poll_interval).await;
+    }
 }
 
 /// The role a member must reach.
@@ -77,41 +110,34 @@ pub async fn wait_member_ready(
     ctx: ActivityContext,
     input: WaitReadyInput,
 ) -> Result<MemberReady, String> {
-    let deadline = Instant::now() + Duration::from_secs(input.timeout_secs);
-    let client = sidecar(
+    let timeout = Duration::from_secs(input.timeout_secs);
+    poll_status(
         &deps,
+        &ctx,
         &input.instance,
         &input.member,
-        Duration::from_secs(5),
+        timeout,
+        |answer| match answer {
+            Ok(status) if serves_as(&status, input.role) => Polled::Done(MemberReady {
+                member: input.member.clone(),
+                timeline: status.timeline,
+            }),
+            Ok(status) => Polled::Waiting(format!(
+                "role {:?}, running {}, WAL receiver {}",
+                status.role,
+                status.running,
+                status.wal_receiver_status.as_deref().unwrap_or("none")
+            )),
+            Err(e) => Polled::Waiting(e.to_string()),
+        },
     )
-    .await?;
-    let mut last: String;
-    loop {
-        match client.status().await {
-            Ok(status) if serves_as(&status, input.role) => {
-                return Ok(MemberReady {
-                    member: input.member,
-                    timeline: status.timeline,
-                })
-            }
-            Ok(status) => {
-                last = format!(
-                    "role {:?}, running {}, WAL receiver {}",
-                    status.role,
-                    status.running,
-                    status.wal_receiver_status.as_deref().unwrap_or("none")
-                )
-            }
-            Err(e) => last = e.to_string(),
-        }
-        if Instant::now() >= deadline || ctx.is_cancelled() {
-            return Err(format!(
-                "member {} did not become a ready {:?} within {} s: {last}",
-                input.member, input.role, input.timeout_secs
-            ));
-        }
-        tokio::time::sleep(deps.poll_interval).await;
-    }
+    .await
+    .map_err(|last| {
+        format!(
+            "member {} did not become a ready {:?} within {} s: {last}",
+            input.member, input.role, input.timeout_secs
+        )
+    })
 }
 
 /// Wait until the primary reports a synchronous standby.
@@ -129,27 +155,26 @@ pub async fn wait_sync_standby(
     ctx: ActivityContext,
     input: WaitSyncInput,
 ) -> Result<String, String> {
-    let deadline = Instant::now() + Duration::from_secs(input.timeout_secs);
-    let client = sidecar(
+    let timeout = Duration::from_secs(input.timeout_secs);
+    poll_status(
         &deps,
+        &ctx,
         &input.instance,
         &input.primary,
-        Duration::from_secs(5),
-    )
-    .await?;
-    let mut last: String;
-    loop {
-        match client.status().await {
-            Ok(status) => {
-                // `quorum` under ANY n: each of them counts towards confirming commits.
-                if let Some(sync) = status
-                    .standbys
-                    .iter()
-                    .find(|s| s.sync_state == "sync" || s.sync_state == "quorum")
-                {
-                    return Ok(sync.application_name.clone());
-                }
-                last = format!(
+        timeout,
+        |answer| {
+            let status = match answer {
+                Ok(status) => status,
+                Err(e) => return Polled::Waiting(e.to_string()),
+            };
+            // `quorum` under ANY n: each of them counts towards confirming commits.
+            match status
+                .standbys
+                .iter()
+                .find(|s| s.sync_state == "sync" || s.sync_state == "quorum")
+            {
+                Some(sync) => Polled::Done(sync.application_name.clone()),
+                None => Polled::Waiting(format!(
                     "standbys {:?}, synchronous_standby_names {:?}",
                     status
                         .standbys
@@ -157,18 +182,17 @@ pub async fn wait_sync_standby(
                         .map(|s| format!("{}={}", s.application_name, s.sync_state))
                         .collect::<Vec<_>>(),
                     status.synchronous_standby_names
-                );
+                )),
             }
-            Err(e) => last = e.to_string(),
-        }
-        if Instant::now() >= deadline || ctx.is_cancelled() {
-            return Err(format!(
-                "no standby of {} became synchronous within {} s: {last}",
-                input.primary, input.timeout_secs
-            ));
-        }
-        tokio::time::sleep(deps.poll_interval).await;
-    }
+        },
+    )
+    .await
+    .map_err(|last| {
+        format!(
+            "no standby of {} became synchronous within {} s: {last}",
+            input.primary, input.timeout_secs
+        )
+    })
 }
 
 /// Probe one member.

@@ -17,7 +17,8 @@ use toygres_common::sidecar_api::{SyncMethod, SyncMode, SyncPolicy};
 use super::{call, call_once, now_ms};
 use crate::activities::ha::{
     CatchUpInput, CaughtUp, FenceInput, Fenced, HandoverRecord, MemberStateInput, MemberSurvey,
-    PromoteInput, Promoted, RejoinInput, RepointInput, Repointed, SurveyInput, SyncPolicyInput,
+    PromoteInput, Promoted, ReceivedInput, RejoinInput, RepointInput, Repointed, SurveyInput,
+    SyncPolicyInput,
 };
 use crate::activities::members::{DeleteMemberInput, InstanceRef, RouteInput, Topology};
 use crate::activities::names as act;
@@ -190,6 +191,28 @@ pub fn choose_target(
         }
         within
     };
+    // In sync mode, a standby that could be synchronous and received more of the same history
+    // (same timeline, same upstream) than an eligible one holds everything that one holds, and
+    // more: it is eligible too. Promoting it spares it a rewind (it could not follow a new
+    // primary that has less).
+    if sync && !force {
+        let further: Vec<&MemberSurvey> = alive
+            .iter()
+            .copied()
+            .filter(|s| {
+                sync_set.contains(&s.member)
+                    && !candidates.iter().any(|c| c.member == s.member)
+                    && candidates.iter().any(|c| {
+                        s.timeline.is_some()
+                            && s.wal_position().is_some()
+                            && s.timeline == c.timeline
+                            && s.upstream == c.upstream
+                            && s.wal_position() >= c.wal_position()
+                    })
+            })
+            .collect();
+        candidates.extend(further);
+    }
     if let Some(to) = to {
         candidates.retain(|s| s.member == to);
         if candidates.is_empty() {
@@ -208,8 +231,8 @@ pub fn choose_target(
             .cmp(&a.wal_position())
             .then_with(|| a.member.cmp(&b.member))
     });
-    let mut best = candidates[0];
-    let mut reason = format!(
+    let best = candidates[0];
+    let reason = format!(
         "{} has the furthest WAL ({}) of the eligible standbys ({}){}",
         best.member,
         best.wal_position().map_or("unknown".into(), format_lsn),
@@ -220,37 +243,6 @@ pub fn choose_target(
             .join(", "),
         if force { ", forced" } else { "" }
     );
-    // In sync mode, a standby that could be synchronous and received more of the same history
-    // (same timeline, same upstream) holds everything the chosen one holds, and more. Promoting
-    // it spares it a rewind: otherwise it could not follow the new primary.
-    if sync && to.is_none() {
-        let further = alive
-            .iter()
-            .copied()
-            .filter(|s| {
-                sync_set.contains(&s.member)
-                    && s.timeline.is_some()
-                    && s.timeline == best.timeline
-                    && s.upstream == best.upstream
-                    && s.wal_position() > best.wal_position()
-            })
-            .max_by(|a, b| {
-                a.wal_position()
-                    .cmp(&b.wal_position())
-                    .then_with(|| b.member.cmp(&a.member))
-            });
-        if let Some(further) = further {
-            reason = format!(
-                "{} received more of the same WAL ({}) than {}, the furthest of the eligible \
-                 standbys, so it holds every commit {} holds",
-                further.member,
-                further.wal_position().map_or("unknown".into(), format_lsn),
-                best.member,
-                best.member
-            );
-            best = further;
-        }
-    }
     Ok(Choice {
         member: best.member.clone(),
         lag_bytes: lag(best),
@@ -979,14 +971,24 @@ async fn run_switchover(
             fenced.sidecar_error.as_deref().unwrap_or("")
         ));
     }
-    let received: Vec<MemberSurvey> =
-        survey(ctx, instance, std::slice::from_ref(&target), 5_000).await?;
-    let loss = match (
-        fenced.last_lsn,
-        received.first().and_then(|s| s.receive_lsn),
-    ) {
-        (Some(last), Some(got)) => last.saturating_sub(got),
-        _ => 0,
+    // The data-loss bytes: how much of the old primary's WAL the target lacks once the clean
+    // stop's last WAL has had time to land.
+    let loss = match fenced.last_lsn {
+        Some(last) => {
+            let got: Option<u64> = call_once(
+                ctx,
+                act::WAIT_RECEIVED,
+                &ReceivedInput {
+                    instance: instance.clone(),
+                    member: target.clone(),
+                    lsn: last,
+                    timeout_ms: 5_000,
+                },
+            )
+            .await?;
+            got.map_or(0, |got| last.saturating_sub(got))
+        }
+        None => 0,
     };
     handover.data_loss_bytes = Some(loss);
 
@@ -1206,6 +1208,17 @@ mod tests {
         let choice = choose_target(&same, true, &ha, &seen(200, &["db-1"]), &set, None, false);
         let choice = choice.unwrap();
         assert_eq!(choice.member, "db-2", "{}", choice.reason);
+        // The actor names its choice as the failover's target: it must be accepted as such.
+        let named = choose_target(
+            &same,
+            true,
+            &ha,
+            &seen(200, &["db-1"]),
+            &set,
+            Some("db-2"),
+            false,
+        );
+        assert_eq!(named.unwrap().member, "db-2");
         // Not on another timeline (a standby left behind by an earlier failover).
         let other = [
             on_tl(standby("db-1", 100), 3),

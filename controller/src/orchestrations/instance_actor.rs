@@ -121,6 +121,9 @@ pub struct ActorState {
     /// primary decide with.
     #[serde(default)]
     pub view: Option<ActorView>,
+    /// Running standbys the healthy primary does not list as streaming: rounds in a row.
+    #[serde(default)]
+    pub not_following: BTreeMap<String, u32>,
 }
 
 /// One member as the last round saw it.
@@ -323,6 +326,7 @@ async fn look_after_primary(
         state.primary_failures = 0;
         state.alert = None;
         state = fence_stray_primaries(ctx, input, state, &primary, &probes).await;
+        state = rejoin_lost_standbys(ctx, input, state, &primary, &probes, &view).await;
         return rejoin_former_primaries(ctx, input, state, &view).await;
     }
     state.primary_failures = state.primary_failures.saturating_add(1);
@@ -637,6 +641,82 @@ async fn fence_stray_primaries(
             },
         )
         .await;
+    }
+    state
+}
+
+/// Rounds in a row a running standby may be missing from its primary's replication before the
+/// actor has it rejoin (a re-point that failed, a WAL receiver stuck on a dead upstream).
+pub const NOT_FOLLOWING_ROUNDS: u32 = 10;
+
+/// Counts the rounds each running standby is absent from the healthy primary's replication;
+/// at [`NOT_FOLLOWING_ROUNDS`] the standby is marked `rejoining`, which the rejoin retry
+/// repairs (re-point, rewind or re-clone).
+async fn rejoin_lost_standbys(
+    ctx: &OrchestrationContext,
+    input: &ActorInput,
+    mut state: ActorState,
+    primary: &str,
+    probes: &[ProbeResult],
+    view: &ActorView,
+) -> ActorState {
+    let Some(primary_probe) = probes.iter().find(|p| p.member == primary) else {
+        return state;
+    };
+    let streaming: Vec<&str> = primary_probe
+        .standbys
+        .iter()
+        .filter_map(|s| s.split('=').next())
+        .collect();
+    let mut counts = BTreeMap::new();
+    for probe in probes {
+        let lost = probe.member != primary
+            && probe.healthy
+            && probe.role.as_deref() == Some("standby")
+            && view.running_standbys.contains(&probe.member)
+            && !streaming.contains(&probe.member.as_str());
+        if lost {
+            let rounds = state.not_following.get(&probe.member).copied().unwrap_or(0) + 1;
+            counts.insert(probe.member.clone(), rounds);
+        }
+    }
+    state.not_following = counts;
+    let due: Vec<String> = state
+        .not_following
+        .iter()
+        .filter(|(_, rounds)| **rounds == NOT_FOLLOWING_ROUNDS)
+        .map(|(member, _)| member.clone())
+        .collect();
+    for member in due {
+        let message = format!(
+            "{member} runs as a standby but has not streamed from {primary} for \
+             {NOT_FOLLOWING_ROUNDS} health rounds: rejoining it"
+        );
+        ctx.trace_warn(message.clone());
+        let marked = call::<_, ()>(
+            ctx,
+            act::SET_MEMBER_STATE,
+            &MemberStateInput {
+                instance: input.instance.clone(),
+                member: member.clone(),
+                state: "rejoining".into(),
+            },
+        )
+        .await;
+        if marked.is_ok() {
+            let _ = call::<_, ()>(
+                ctx,
+                act::RECORD_EVENT,
+                &EventRecord {
+                    instance: input.instance.clone(),
+                    member: Some(member.clone()),
+                    operation_id: None,
+                    kind: "standby-not-following".into(),
+                    message,
+                },
+            )
+            .await;
+        }
     }
     state
 }

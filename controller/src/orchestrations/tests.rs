@@ -18,6 +18,7 @@ use super::create_instance::{ActorSettings, CreateInstanceInput};
 use super::delete_instance::DeleteInstanceInput;
 use super::instance_actor::{
     assess, desired_routes, ActorCommand, ActorInput, ActorState, MemberSeen, COMMANDS_QUEUE,
+    NOT_FOLLOWING_ROUNDS,
 };
 use super::replicas::{next_member_name, AddReplicaInput};
 use super::*;
@@ -61,6 +62,7 @@ fn fake_activities(calls: Calls, failing: BTreeSet<String>) -> ActivityRegistry 
         act::REPOINT_STANDBY,
         act::SET_SYNC_POLICY,
         act::WAIT_CAUGHT_UP,
+        act::WAIT_RECEIVED,
         act::REJOIN_MEMBER,
         act::RECORD_HANDOVER,
         act::RECORD_EVENT,
@@ -122,6 +124,11 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
             "replication_mode": if instance == "down" { "async" } else { "sync" },
             "ha": {"failure_threshold": 2, "check_interval_ms": 50},
             "rejoining": [],
+            "running_standbys": if ["lost", "following"].contains(&instance.as_str()) {
+                json!(["db-1"])
+            } else {
+                json!([])
+            },
         }),
         n if n == act::READ_TOPOLOGY => json!({
             "primary": "db-0",
@@ -147,6 +154,7 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
         }
         n if n == act::PROMOTE_MEMBER => json!({"timeline": 2, "lsn": 100, "duration_ms": 5}),
         n if n == act::REJOIN_MEMBER => json!("rewind"),
+        n if n == act::REPOINT_STANDBY => json!({"streaming": true, "diverged": null}),
         n if n == act::PROBE_MEMBER && instance == "down" && member == "db-0" => {
             serde_json::to_value(ProbeResult {
                 member: member.clone(),
@@ -180,7 +188,11 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
             timeline: Some(1),
             lsn: None,
             lag_bytes: Some(0),
-            standbys: Vec::new(),
+            standbys: if instance == "following" && member == "db-0" {
+                vec!["db-1=sync".into()]
+            } else {
+                Vec::new()
+            },
             sync_state: None,
             sync_degraded: false,
             check: None,
@@ -581,6 +593,71 @@ async fn an_actor_that_is_no_longer_its_instances_stops() {
         "{status:?}"
     );
     assert!(harness.calls_to(act::PROBE_MEMBER).is_empty());
+    harness.stop().await;
+}
+
+/// A running standby the healthy primary does not list as streaming is rejoined after
+/// [`NOT_FOLLOWING_ROUNDS`] rounds, once; one the primary lists is left alone.
+#[tokio::test]
+async fn a_standby_that_stopped_following_is_rejoined_after_enough_rounds() {
+    let harness = Harness::start(&[]).await;
+    for instance in ["lost", "following"] {
+        let input = ActorInput::new(
+            instance,
+            ActorSettings {
+                health_interval_ms: 20,
+                max_lag_bytes: 1024,
+                rounds_per_execution: 50,
+            },
+        );
+        harness
+            .client
+            .start_orchestration(
+                &format!("actor-{instance}"),
+                names::INSTANCE_ACTOR,
+                serde_json::to_string(&input).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let rounds_of = |h: &Harness, instance: &str| {
+        h.calls_to(act::PROBE_MEMBER)
+            .iter()
+            .filter(|p| p["instance"] == instance && p["member"] == "db-1")
+            .count()
+    };
+    until(&harness, "the lost standby to be marked rejoining", |h| {
+        h.calls_to(act::SET_MEMBER_STATE)
+            .iter()
+            .any(|c| c["instance"] == "lost" && c["member"] == "db-1" && c["state"] == "rejoining")
+    })
+    .await;
+    let at_mark = rounds_of(&harness, "lost");
+    assert!(
+        at_mark >= NOT_FOLLOWING_ROUNDS as usize,
+        "marked after {at_mark} rounds"
+    );
+    until(&harness, "the event", |h| {
+        h.calls_to(act::RECORD_EVENT)
+            .iter()
+            .any(|e| e["instance"] == "lost" && e["kind"] == "standby-not-following")
+    })
+    .await;
+    // Past the mark (the fake view never records it rejoining): marked once, and the standby
+    // the primary lists was never marked.
+    until(&harness, "more rounds", |h| {
+        rounds_of(h, "following") >= 2 * NOT_FOLLOWING_ROUNDS as usize
+            && rounds_of(h, "lost") >= at_mark + NOT_FOLLOWING_ROUNDS as usize
+    })
+    .await;
+    let marks = |instance: &str| {
+        harness
+            .calls_to(act::SET_MEMBER_STATE)
+            .iter()
+            .filter(|c| c["instance"] == instance)
+            .count()
+    };
+    assert_eq!((marks("lost"), marks("following")), (1, 0));
     harness.stop().await;
 }
 
