@@ -235,6 +235,15 @@ async fn connection(api: &Api, instance: &str) -> (String, String) {
     (connection.rw, password)
 }
 
+/// Creates an instance from `request` and waits until its creation succeeded.
+async fn create_and_wait(api: &Api, home: &Home, request: serde_json::Value) {
+    let (status, body) = post(api, "/v1/instances", request).await;
+    assert_eq!(status, 202, "{body}");
+    let accepted: OperationAccepted = serde_json::from_str(&body).unwrap();
+    let created = api.wait_operation(home, &accepted.operation_id).await;
+    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
+}
+
 async fn post(api: &Api, path: &str, body: serde_json::Value) -> (u16, String) {
     api.send(reqwest::Method::POST, path, Some(body)).await
 }
@@ -244,17 +253,13 @@ async fn sync_mode_switchover_and_ten_kill_failovers_lose_no_acknowledged_commit
     let mut home = Home::new();
     let api = home.start_with_env(&[NO_RESTARTS]).await;
     // No cooldown: the kills follow each other as soon as the instance is whole again.
-    let (status, body) = post(
+    create_and_wait(
         &api,
-        "/v1/instances",
+        &home,
         serde_json::json!({"name": "ha", "replicas": 2, "replication": "sync",
                            "ha": {"cooldown_secs": 0}}),
     )
     .await;
-    assert_eq!(status, 202, "{body}");
-    let accepted: OperationAccepted = serde_json::from_str(&body).unwrap();
-    let created = api.wait_operation(&home, &accepted.operation_id).await;
-    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
     let (rw, password) = connection(&api, "ha").await;
     connect(&rw, &password)
         .await
@@ -517,17 +522,13 @@ async fn degrade_mode_keeps_writing_without_the_sync_standby_and_restores_it() {
     let mut home = Home::new();
     // The platform restarts the killed standby within 4 s (the test's default supervisor).
     let api = home.start().await;
-    let (status, body) = post(
+    create_and_wait(
         &api,
-        "/v1/instances",
+        &home,
         serde_json::json!({"name": "deg", "replicas": 1, "replication": "sync",
                            "ha": {"sync_mode": "degrade", "degrade_timeout_secs": 1}}),
     )
     .await;
-    assert_eq!(status, 202, "{body}");
-    let accepted: OperationAccepted = serde_json::from_str(&body).unwrap();
-    let created = api.wait_operation(&home, &accepted.operation_id).await;
-    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
     wait_all_healthy(&api, &home, "deg", 2).await;
     let (rw, password) = connection(&api, "deg").await;
     let client = connect(&rw, &password).await;
@@ -589,17 +590,13 @@ async fn degrade_mode_keeps_writing_without_the_sync_standby_and_restores_it() {
 async fn quorum_switchover_actions_and_a_forced_failover() {
     let mut home = Home::new();
     let api = home.start_with_env(&[NO_RESTARTS]).await;
-    let (status, body) = post(
+    create_and_wait(
         &api,
-        "/v1/instances",
+        &home,
         serde_json::json!({"name": "sw", "replicas": 2, "replication": "sync",
                            "ha": {"quorum": true, "num_sync": 1}}),
     )
     .await;
-    assert_eq!(status, 202, "{body}");
-    let accepted: OperationAccepted = serde_json::from_str(&body).unwrap();
-    let created = api.wait_operation(&home, &accepted.operation_id).await;
-    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
     // ANY 1 of the two standbys: Postgres reports both as quorum standbys.
     eventually(Duration::from_secs(60), "two quorum standbys", || async {
         let status = members(&api, "sw").await;
@@ -738,17 +735,13 @@ async fn quorum_switchover_actions_and_a_forced_failover() {
 async fn a_second_failure_within_the_cooldown_is_not_failed_over() {
     let mut home = Home::new();
     let api = home.start_with_env(&[NO_RESTARTS]).await;
-    let (status, body) = post(
+    create_and_wait(
         &api,
-        "/v1/instances",
+        &home,
         serde_json::json!({"name": "cool", "replicas": 2, "replication": "async",
                            "ha": {"cooldown_secs": 600}}),
     )
     .await;
-    assert_eq!(status, 202, "{body}");
-    let accepted: OperationAccepted = serde_json::from_str(&body).unwrap();
-    let created = api.wait_operation(&home, &accepted.operation_id).await;
-    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
     wait_all_healthy(&api, &home, "cool", 3).await;
 
     // The first failure is failed over automatically.
@@ -795,17 +788,13 @@ async fn bench_failover_and_switchover() {
     let api = home
         .start_with_env(&[("TOYGRES_HEALTH_INTERVAL_MS", "1000"), NO_RESTARTS])
         .await;
-    let (status, body) = post(
+    create_and_wait(
         &api,
-        "/v1/instances",
+        &home,
         serde_json::json!({"name": "bench", "replicas": 2, "replication": mode,
                            "ha": {"cooldown_secs": 0}}),
     )
     .await;
-    assert_eq!(status, 202, "{body}");
-    let accepted: OperationAccepted = serde_json::from_str(&body).unwrap();
-    let created = api.wait_operation(&home, &accepted.operation_id).await;
-    assert_eq!(created.status, "succeeded", "{created:?}");
     let (rw, password) = connection(&api, "bench").await;
     connect(&rw, &password)
         .await

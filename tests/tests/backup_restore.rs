@@ -347,33 +347,34 @@ async fn back_up_restore_and_prune(dir: &TestDir, backend: &Backend, source: &st
     )
     .await;
     if all {
-        restore_and_check(
-            dir,
-            backend,
-            source,
-            &format!("{source}lsn-0"),
-            &[format!("--recovery-target-lsn={after_3}")],
-            &[1, 2, 3],
-        )
-        .await;
-        restore_and_check(
-            dir,
-            backend,
-            source,
-            &format!("{source}xid-0"),
-            &[format!("--recovery-target-xid={xid_3}")],
-            &[1, 2, 3],
-        )
-        .await;
-        restore_and_check(
-            dir,
-            backend,
-            source,
-            &format!("{source}name-0"),
-            &["--recovery-target-name=before-5".to_string()],
-            &[1, 2, 3, 4],
-        )
-        .await;
+        let targets = [
+            (
+                "lsn",
+                format!("--recovery-target-lsn={after_3}"),
+                &[1, 2, 3][..],
+            ),
+            (
+                "xid",
+                format!("--recovery-target-xid={xid_3}"),
+                &[1, 2, 3][..],
+            ),
+            (
+                "name",
+                "--recovery-target-name=before-5".to_string(),
+                &[1, 2, 3, 4][..],
+            ),
+        ];
+        for (kind, target, rows) in targets {
+            restore_and_check(
+                dir,
+                backend,
+                source,
+                &format!("{source}{kind}-0"),
+                &[target],
+                rows,
+            )
+            .await;
+        }
         // Paused at the target: a read-only standby until promoted, then a writable primary.
         let paused_spec = restored_spec(
             &format!("{source}pause-0"),

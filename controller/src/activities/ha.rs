@@ -13,6 +13,7 @@ use toygres_common::sidecar_api::{
     parse_lsn, DemoteRequest, ReplicationRequest, Role, Status, SyncPolicy,
 };
 
+use super::members::member_names;
 use super::sidecar::{poll_status, sidecar, Polled};
 use super::{describe, ActivityDeps};
 use crate::platform::{Bootstrap, MemberSpec, Placement, SecretRefs};
@@ -748,25 +749,13 @@ pub async fn read_actor_view(
         primary_address,
         replication_mode: instance.summary.replication_mode,
         ha,
-        rejoining: recorded
-            .iter()
-            .filter(|m| m.state == "rejoining")
-            .map(|m| m.name.clone())
-            .collect(),
-        not_sync: recorded
-            .iter()
-            .filter(|m| !m.sync_candidate || m.state == "fenced")
-            .map(|m| m.name.clone())
-            .collect(),
+        rejoining: member_names(&recorded, |m| m.state == "rejoining"),
+        not_sync: member_names(&recorded, |m| !m.sync_candidate || m.state == "fenced"),
         lag_bounds: recorded
             .iter()
             .filter_map(|m| Some((m.name.clone(), u64::try_from(m.max_lag_bytes?).ok()?)))
             .collect(),
         health_interval_ms: Some(deps.health_interval_ms),
-        running_standbys: recorded
-            .iter()
-            .filter(|m| m.role == "standby" && m.state == "running")
-            .map(|m| m.name.clone())
-            .collect(),
+        running_standbys: member_names(&recorded, |m| m.role == "standby" && m.state == "running"),
     }))
 }

@@ -205,6 +205,18 @@ pub struct Topology {
     pub fenced: Vec<String>,
 }
 
+/// The names of the recorded members that match.
+pub(crate) fn member_names(
+    members: &[toygres_common::controller_api::MemberView],
+    matches: impl Fn(&toygres_common::controller_api::MemberView) -> bool,
+) -> Vec<String> {
+    members
+        .iter()
+        .filter(|m| matches(m))
+        .map(|m| m.name.clone())
+        .collect()
+}
+
 /// Reads the instance's topology: members and roles from the CMS, the primary's address from
 /// the platform.
 pub async fn read_topology(
@@ -246,26 +258,12 @@ pub async fn read_topology(
     Ok(Topology {
         primary,
         primary_address,
-        standbys: members
-            .iter()
-            .filter(|m| m.role == "standby")
-            .map(|m| m.name.clone())
-            .collect(),
-        sync_candidates: members
-            .iter()
-            .filter(|m| m.role == "standby" && m.sync_candidate && m.state != "fenced")
-            .map(|m| m.name.clone())
-            .collect(),
-        rejoining: members
-            .iter()
-            .filter(|m| m.state == "rejoining")
-            .map(|m| m.name.clone())
-            .collect(),
-        fenced: members
-            .iter()
-            .filter(|m| m.state == "fenced")
-            .map(|m| m.name.clone())
-            .collect(),
+        standbys: member_names(&members, |m| m.role == "standby"),
+        sync_candidates: member_names(&members, |m| {
+            m.role == "standby" && m.sync_candidate && m.state != "fenced"
+        }),
+        rejoining: member_names(&members, |m| m.state == "rejoining"),
+        fenced: member_names(&members, |m| m.state == "fenced"),
         replication_mode: instance.summary.replication_mode,
         replicas: instance.replicas,
         ha,
