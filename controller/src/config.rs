@@ -62,8 +62,8 @@ pub struct ControllerArgs {
           value_parser = clap::value_parser!(u64).range(100..))]
     pub supervise_interval_ms: u64,
 
-    /// Milliseconds the orchestration dispatchers wait between polls when idle (each step of an
-    /// operation costs about this much)
+    /// Least milliseconds between two fetches of a dispatcher that found no work (idle
+    /// dispatchers wait for wake-ups from this process, and look anyway every 250 ms)
     #[arg(long, env = "TOYGRES_POLL_INTERVAL_MS", value_name = "MS", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub poll_interval_ms: u64,

@@ -38,8 +38,8 @@ pub const DUROXIDE_SCHEMA: &str = "toygres_duroxide";
 /// Settings of the engine.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
-    /// How often the dispatchers look for work when idle: each sequential step of an
-    /// orchestration costs about this much.
+    /// The least time between two fetches of a dispatcher that found no work (duroxide's
+    /// minimum poll interval). Idle dispatchers wait for wake-ups ([`crate::wake`]).
     pub poll_interval: Duration,
     /// The instance actors' settings.
     pub actor: ActorSettings,
@@ -89,7 +89,7 @@ impl std::fmt::Debug for Engine {
 }
 
 /// The runtime options: a 30 s orchestration lock (the 5 s default poisons messages against a
-/// busy database) and a short poll interval (each orchestration step costs about one).
+/// busy database) and a short minimum poll interval.
 pub fn runtime_options(settings: &EngineSettings) -> RuntimeOptions {
     RuntimeOptions {
         dispatcher_min_poll_interval: settings.poll_interval,
@@ -113,8 +113,15 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Provider>> {
     let provider = duroxide_pg::PostgresProvider::new_with_config(config)
         .await
         .context("open the duroxide store in the CMS")?;
-    Ok(Arc::new(provider))
+    Ok(Arc::new(crate::wake::WakingStore::new(
+        Arc::new(provider),
+        IDLE_FETCH_MAX_WAIT,
+    )))
 }
+
+/// The longest an idle dispatcher waits for a wake-up before it asks the store again (the
+/// wake-ups cover the work this process queues and the timers it knows of).
+pub const IDLE_FETCH_MAX_WAIT: Duration = Duration::from_millis(250);
 
 /// A new operation id: `op-` and 16 hex digits.
 pub fn new_operation_id() -> String {

@@ -19,3 +19,4 @@ pub mod orchestrations;
 pub mod platform;
 pub mod shutdown;
 pub mod token;
+pub mod wake;

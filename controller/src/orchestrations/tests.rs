@@ -221,8 +221,14 @@ impl Harness {
         let path = dir.path().join("store.db");
         std::fs::File::create(&path).unwrap();
         let url = format!("sqlite:{}", path.display());
-        let store: Arc<dyn duroxide::providers::Provider> =
+        // Wrapped in the controller's waking store with a one-minute safety net: an idle
+        // dispatcher only moves on a wake-up, so every test here also proves that the wake-ups
+        // (queued work, finished activities, timers, events) reach it.
+        let sqlite: Arc<dyn duroxide::providers::Provider> =
             Arc::new(SqliteProvider::new(&url, None).await.unwrap());
+        let store: Arc<dyn duroxide::providers::Provider> = Arc::new(
+            crate::wake::WakingStore::new(sqlite, Duration::from_secs(60)),
+        );
         let calls: Calls = Arc::default();
         let failing = failing.iter().map(|s| s.to_string()).collect();
         let settings = EngineSettings {

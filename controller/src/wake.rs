@@ -1,0 +1,432 @@
+//! Wake-ups for the duroxide dispatchers. duroxide-pg has no long polling: every idle
+//! dispatcher (4 orchestration and 16 activity workers) asks the database for work every poll
+//! interval, which with a 20 ms interval is a thousand queries a second on an idle controller.
+//! This store wraps the real one: a dispatcher that finds no work waits until this process
+//! queues some (a started orchestration, a finished activity, a scheduled activity), until the
+//! next timer it knows of is due, or at most [`WakingStore::max_wait`] — the safety net for work
+//! it cannot see coming (a lock that expired after a crash, another process's queueing). Work
+//! is thus picked up as soon as it exists instead of at the next poll, and an idle controller
+//! queries a few times a second.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use duroxide::providers::{
+    DispatcherCapabilityFilter, ExecutionMetadata, OrchestrationItem, Provider, ProviderAdmin,
+    ProviderError, ScheduledActivityIdentifier, SessionFetchConfig, TagFilter, WorkItem,
+};
+use duroxide::Event;
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
+
+/// One queue's wake-ups: a notification for work queued now, and the times of work queued for
+/// later (timers, delayed retries).
+#[derive(Default)]
+struct Wake {
+    notify: Notify,
+    due_ms: Mutex<BinaryHeap<Reverse<u64>>>,
+}
+
+impl Wake {
+    /// Work was queued: one waiting dispatcher fetches (one per item, not all of them; a busy
+    /// dispatcher fetches again anyway as soon as it is done).
+    fn now(&self) {
+        self.notify.notify_one();
+    }
+
+    fn at(&self, due_ms: u64) {
+        if let Ok(mut due) = self.due_ms.lock() {
+            due.push(Reverse(due_ms));
+        }
+        // A waiter may be sleeping towards a later time: one of them looks again.
+        self.notify.notify_one();
+    }
+
+    fn after(&self, delay: Option<Duration>) {
+        match delay {
+            Some(d) if !d.is_zero() => {
+                self.at(now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+            }
+            _ => self.now(),
+        }
+    }
+
+    /// How long to wait after a fetch that began at `fetched_ms` found nothing: until the next
+    /// due time after it, at most `cap`. Due times up to `fetched_ms` were visible to that fetch
+    /// and are dropped.
+    fn wait_for(&self, fetched_ms: u64, cap: Duration) -> Duration {
+        let next = match self.due_ms.lock() {
+            Ok(mut due) => {
+                while due.peek().is_some_and(|Reverse(t)| *t <= fetched_ms) {
+                    due.pop();
+                }
+                due.peek().map(|Reverse(t)| *t)
+            }
+            Err(_) => None,
+        };
+        match next {
+            // One millisecond past it: the store compares with its own reading of the clock.
+            Some(t) => Duration::from_millis(t.saturating_sub(now_ms()) + 1).min(cap),
+            None => cap,
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A duroxide store whose idle fetches wait for work instead of returning at once.
+pub struct WakingStore {
+    inner: Arc<dyn Provider>,
+    orchestrations: Wake,
+    activities: Wake,
+    max_wait: Duration,
+}
+
+impl std::fmt::Debug for WakingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WakingStore")
+            .field("inner", &self.inner.name())
+            .field("max_wait", &self.max_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WakingStore {
+    /// Wraps `inner`; an idle fetch returns empty after `max_wait` at most.
+    pub fn new(inner: Arc<dyn Provider>, max_wait: Duration) -> Self {
+        Self {
+            inner,
+            orchestrations: Wake::default(),
+            activities: Wake::default(),
+            max_wait,
+        }
+    }
+
+    /// Fetches with `fetch` until it finds work, or `max_wait` has passed with none. `wake` is
+    /// armed before each fetch, so work queued while the fetch runs is not missed.
+    async fn fetch_waiting<T, F, Fut>(
+        &self,
+        wake: &Wake,
+        mut fetch: F,
+    ) -> Result<Option<T>, ProviderError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>, ProviderError>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.max_wait;
+        loop {
+            let notified: Notified<'_> = wake.notify.notified();
+            let mut notified: Pin<Box<Notified<'_>>> = Box::pin(notified);
+            notified.as_mut().enable();
+            let fetched_ms = now_ms();
+            match fetch().await {
+                Ok(None) => {}
+                found => {
+                    // The wake-up this dispatcher may have taken could have been meant for other
+                    // work: pass one on, so another dispatcher looks for more (a backlog drains
+                    // in parallel, and no queued work waits for the safety net).
+                    wake.notify.notify_one();
+                    return found;
+                }
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let wait = wake.wait_for(fetched_ms, left);
+            let _ = tokio::time::timeout(wait, notified).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for WakingStore {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn version(&self) -> &str {
+        self.inner.version()
+    }
+
+    async fn fetch_orchestration_item(
+        &self,
+        lock_timeout: Duration,
+        poll_timeout: Duration,
+        filter: Option<&DispatcherCapabilityFilter>,
+    ) -> Result<Option<(OrchestrationItem, String, u32)>, ProviderError> {
+        self.fetch_waiting(&self.orchestrations, || {
+            self.inner
+                .fetch_orchestration_item(lock_timeout, poll_timeout, filter)
+        })
+        .await
+    }
+
+    async fn ack_orchestration_item(
+        &self,
+        lock_token: &str,
+        execution_id: u64,
+        history_delta: Vec<Event>,
+        worker_items: Vec<WorkItem>,
+        orchestrator_items: Vec<WorkItem>,
+        metadata: ExecutionMetadata,
+        cancelled_activities: Vec<ScheduledActivityIdentifier>,
+    ) -> Result<(), ProviderError> {
+        let activities = worker_items.len();
+        let timers: Vec<u64> = orchestrator_items
+            .iter()
+            .filter_map(|item| match item {
+                WorkItem::TimerFired { fire_at_ms, .. } => Some(*fire_at_ms),
+                _ => None,
+            })
+            .collect();
+        let orchestrator_items_len = orchestrator_items.len();
+        self.inner
+            .ack_orchestration_item(
+                lock_token,
+                execution_id,
+                history_delta,
+                worker_items,
+                orchestrator_items,
+                metadata,
+                cancelled_activities,
+            )
+            .await?;
+        for _ in 0..activities {
+            self.activities.now();
+        }
+        for _ in timers.len()..orchestrator_items_len {
+            self.orchestrations.now();
+        }
+        for at in timers {
+            self.orchestrations.at(at);
+        }
+        // The instance is unlocked: messages that reached it while it was locked can be fetched.
+        self.orchestrations.now();
+        Ok(())
+    }
+
+    async fn abandon_orchestration_item(
+        &self,
+        lock_token: &str,
+        delay: Option<Duration>,
+        ignore_attempt: bool,
+    ) -> Result<(), ProviderError> {
+        self.inner
+            .abandon_orchestration_item(lock_token, delay, ignore_attempt)
+            .await?;
+        self.orchestrations.after(delay);
+        Ok(())
+    }
+
+    async fn read(&self, instance: &str) -> Result<Vec<Event>, ProviderError> {
+        self.inner.read(instance).await
+    }
+
+    async fn read_with_execution(
+        &self,
+        instance: &str,
+        execution_id: u64,
+    ) -> Result<Vec<Event>, ProviderError> {
+        self.inner.read_with_execution(instance, execution_id).await
+    }
+
+    async fn append_with_execution(
+        &self,
+        instance: &str,
+        execution_id: u64,
+        new_events: Vec<Event>,
+    ) -> Result<(), ProviderError> {
+        self.inner
+            .append_with_execution(instance, execution_id, new_events)
+            .await
+    }
+
+    async fn enqueue_for_worker(&self, item: WorkItem) -> Result<(), ProviderError> {
+        self.inner.enqueue_for_worker(item).await?;
+        self.activities.now();
+        Ok(())
+    }
+
+    async fn fetch_work_item(
+        &self,
+        lock_timeout: Duration,
+        poll_timeout: Duration,
+        session: Option<&SessionFetchConfig>,
+        tag_filter: &TagFilter,
+    ) -> Result<Option<(WorkItem, String, u32)>, ProviderError> {
+        self.fetch_waiting(&self.activities, || {
+            self.inner
+                .fetch_work_item(lock_timeout, poll_timeout, session, tag_filter)
+        })
+        .await
+    }
+
+    async fn ack_work_item(
+        &self,
+        token: &str,
+        completion: Option<WorkItem>,
+    ) -> Result<(), ProviderError> {
+        let completes = completion.is_some();
+        self.inner.ack_work_item(token, completion).await?;
+        if completes {
+            self.orchestrations.now();
+        }
+        Ok(())
+    }
+
+    async fn renew_work_item_lock(
+        &self,
+        token: &str,
+        extend_for: Duration,
+    ) -> Result<(), ProviderError> {
+        self.inner.renew_work_item_lock(token, extend_for).await
+    }
+
+    async fn renew_session_lock(
+        &self,
+        owner_ids: &[&str],
+        extend_for: Duration,
+        idle_timeout: Duration,
+    ) -> Result<usize, ProviderError> {
+        self.inner
+            .renew_session_lock(owner_ids, extend_for, idle_timeout)
+            .await
+    }
+
+    async fn cleanup_orphaned_sessions(
+        &self,
+        idle_timeout: Duration,
+    ) -> Result<usize, ProviderError> {
+        self.inner.cleanup_orphaned_sessions(idle_timeout).await
+    }
+
+    async fn abandon_work_item(
+        &self,
+        token: &str,
+        delay: Option<Duration>,
+        ignore_attempt: bool,
+    ) -> Result<(), ProviderError> {
+        self.inner
+            .abandon_work_item(token, delay, ignore_attempt)
+            .await?;
+        self.activities.after(delay);
+        Ok(())
+    }
+
+    async fn renew_orchestration_item_lock(
+        &self,
+        token: &str,
+        extend_for: Duration,
+    ) -> Result<(), ProviderError> {
+        self.inner
+            .renew_orchestration_item_lock(token, extend_for)
+            .await
+    }
+
+    async fn enqueue_for_orchestrator(
+        &self,
+        item: WorkItem,
+        delay: Option<Duration>,
+    ) -> Result<(), ProviderError> {
+        let fires_at = match &item {
+            WorkItem::TimerFired { fire_at_ms, .. } => Some(*fire_at_ms),
+            _ => None,
+        };
+        self.inner.enqueue_for_orchestrator(item, delay).await?;
+        match fires_at {
+            Some(at) => self.orchestrations.at(at),
+            None => self.orchestrations.after(delay),
+        }
+        Ok(())
+    }
+
+    fn as_management_capability(&self) -> Option<&dyn ProviderAdmin> {
+        self.inner.as_management_capability()
+    }
+
+    async fn get_custom_status(
+        &self,
+        instance: &str,
+        last_seen_version: u64,
+    ) -> Result<Option<(Option<String>, u64)>, ProviderError> {
+        self.inner
+            .get_custom_status(instance, last_seen_version)
+            .await
+    }
+
+    async fn get_kv_value(
+        &self,
+        instance: &str,
+        key: &str,
+    ) -> Result<Option<String>, ProviderError> {
+        self.inner.get_kv_value(instance, key).await
+    }
+
+    async fn get_kv_all_values(
+        &self,
+        instance: &str,
+    ) -> Result<HashMap<String, String>, ProviderError> {
+        self.inner.get_kv_all_values(instance).await
+    }
+
+    async fn get_instance_stats(
+        &self,
+        instance: &str,
+    ) -> Result<Option<duroxide::SystemStats>, ProviderError> {
+        self.inner.get_instance_stats(instance).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn an_idle_wait_ends_at_the_next_due_time_and_forgets_past_ones() {
+        let wake = Wake::default();
+        let cap = Duration::from_secs(60);
+        assert_eq!(wake.wait_for(now_ms(), cap), cap);
+        // A due time the last fetch could already see is dropped: it waits the cap.
+        let fetched = now_ms();
+        wake.at(fetched - 5);
+        wake.at(fetched);
+        assert_eq!(wake.wait_for(fetched, cap), cap);
+        assert!(wake.due_ms.lock().unwrap().is_empty());
+        // A later one bounds the wait, and stays until a fetch after it.
+        wake.at(fetched + 30_000);
+        let wait = wake.wait_for(fetched, cap);
+        assert!(
+            wait <= Duration::from_millis(30_001) && wait > Duration::from_secs(20),
+            "{wait:?}"
+        );
+        assert_eq!(wake.due_ms.lock().unwrap().len(), 1);
+        assert_eq!(wake.wait_for(fetched + 30_000, cap), cap);
+        // Never longer than the cap.
+        wake.at(now_ms() + 120_000);
+        assert_eq!(wake.wait_for(now_ms(), cap), cap);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_armed_before_a_notification_is_woken_by_it() {
+        let wake = Arc::new(Wake::default());
+        let notified = wake.notify.notified();
+        let mut notified = Box::pin(notified);
+        notified.as_mut().enable();
+        // Notified after arming and before waiting: the wake-up is not lost.
+        wake.now();
+        tokio::time::timeout(Duration::from_secs(30), notified)
+            .await
+            .expect("the armed waiter missed the notification");
+    }
+}
