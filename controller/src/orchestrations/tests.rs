@@ -130,6 +130,17 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
                 json!([])
             },
         }),
+        n if n == act::READ_TOPOLOGY && instance == "fork" => json!({
+            "primary": "db-0",
+            "primary_address": {"host": "127.0.0.1", "port": 7000},
+            "standbys": ["db-1", "db-2"],
+            "sync_candidates": ["db-1", "db-2"],
+            "replication_mode": "async",
+            "replicas": 2,
+        }),
+        n if n == act::REPOINT_STANDBY && instance == "fork" && member == "db-2" => {
+            json!({"streaming": false, "diverged": "its WAL went past the fork"})
+        }
         n if n == act::READ_TOPOLOGY => json!({
             "primary": "db-0",
             "primary_address": {"host": "127.0.0.1", "port": 7000},
@@ -664,6 +675,60 @@ async fn a_standby_that_stopped_following_is_rejoined_after_enough_rounds() {
             .count()
     };
     assert_eq!((marks("lost"), marks("following")), (1, 0));
+    harness.stop().await;
+}
+
+/// A standby that received more than the promoted one cannot follow it: it is left out of ro,
+/// and once rw leads to the new primary it is marked rejoining and rejoined (pg_rewind), like
+/// the old primary after it.
+#[tokio::test]
+async fn a_diverged_standby_is_kept_out_of_ro_and_rejoined_after_routing() {
+    let harness = Harness::start(&[]).await;
+    let standby = |member: &str, lsn: u64| {
+        json!({"member": member, "reachable": true, "running": true, "role": "standby",
+               "timeline": 1, "receive_lsn": lsn, "streaming": false})
+    };
+    let input = json!({
+        "operation_id": "op-fork",
+        "instance": "fork",
+        "to": null,
+        "force": false,
+        "automatic": true,
+        "ha": {},
+        "last_seen": {"member": "db-0", "lsn": 300, "synchronous": [], "degraded": false},
+        "surveyed": [
+            {"member": "db-0", "reachable": false, "error": "connection refused"},
+            standby("db-1", 300),
+            standby("db-2", 200),
+        ],
+    });
+    let status = harness.run("op-fork", names::FAILOVER, &input).await;
+    assert!(
+        matches!(status, OrchestrationStatus::Completed { .. }),
+        "{status:?}"
+    );
+    let calls = harness.calls.lock().unwrap().clone();
+    let at = |name: &str, check: &dyn Fn(&Value) -> bool| {
+        calls
+            .iter()
+            .position(|(n, i)| n == name && check(i))
+            .unwrap_or_else(|| panic!("no {name} call: {calls:?}"))
+    };
+    at(act::PROMOTE_MEMBER, &|i| i["member"] == "db-1");
+    let routed = at(act::ROUTE_ENDPOINTS, &|i| i["routes"]["rw"] == "db-1");
+    assert_eq!(calls[routed].1["routes"]["ro"], json!([]), "db-2 served ro");
+    let marked = at(act::SET_MEMBER_STATE, &|i| {
+        i["member"] == "db-2" && i["state"] == "rejoining"
+    });
+    let rejoined = at(act::REJOIN_MEMBER, &|i| {
+        i["member"] == "db-2" && i["primary"] == "db-1"
+    });
+    let old_rejoined = at(act::REJOIN_MEMBER, &|i| i["member"] == "db-0");
+    assert!(
+        routed < marked && marked < rejoined && rejoined < old_rejoined,
+        "{:?}",
+        calls.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()
+    );
     harness.stop().await;
 }
 
