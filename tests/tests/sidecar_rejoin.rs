@@ -184,10 +184,21 @@ async fn a_standby_ahead_of_the_promoted_one_is_refused_as_diverged_then_rewound
         bc.status().await.ok().filter(|s| s.running).map(|_| ())
     })
     .await;
+    let ac = ahead.client();
+    // A standby is no primary to follow.
+    let refused = ac
+        .set_replication(&ReplicationRequest {
+            primary: Some(behind.pg_address()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(409), "{refused}");
+    assert!(refused.to_string().contains("not a primary"), "{refused}");
+
     let promoted = bc.promote().await.unwrap();
     assert_eq!(promoted.timeline, 2);
 
-    let ac = ahead.client();
     let refused = ac
         .set_replication(&ReplicationRequest {
             primary: Some(behind.pg_address()),

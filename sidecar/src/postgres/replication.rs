@@ -67,13 +67,16 @@ impl Member {
             })?;
             // A standby that went further than the new primary's history cannot follow it:
             // say so at once (the caller rewinds it with /v1/demote) rather than wait.
-            match sql::divergence(&client, &remote).await {
-                Ok(Some(reason)) => {
+            match sql::can_follow(&client, &remote).await {
+                Ok(sql::Follow::Yes) => {}
+                Ok(sql::Follow::Diverged(reason)) => {
                     return Err(OpError::Diverged(format!(
                         "cannot follow {primary} without a rewind: {reason}"
                     )))
                 }
-                Ok(None) => {}
+                Ok(sql::Follow::NotPrimary) => {
+                    return Err(OpError::Conflict(format!("{primary} is not a primary")))
+                }
                 Err(e) => return Err(OpError::Unavailable(format!("{e:#}"))),
             }
             drop(remote);

@@ -132,11 +132,21 @@ pub async fn ensure_roles(client: &Client, cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether this standby (`local`) can follow `remote`, a primary: it cannot when its WAL went
-/// past the point where the primary's timeline forked from the standby's, or its timeline is
-/// not in the primary's history at all. `Ok(Some(reason))` when it diverged; `Ok(None)` when
-/// it can follow (or its position is not known, in which case streaming will tell).
-pub async fn divergence(local: &Client, remote: &Client) -> anyhow::Result<Option<String>> {
+/// Whether a standby can follow a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Follow {
+    /// It can (or its position is not known, in which case streaming will tell).
+    Yes,
+    /// Its WAL left the server's history: why.
+    Diverged(String),
+    /// The server is not a primary.
+    NotPrimary,
+}
+
+/// Whether this standby (`local`) can follow `remote`: it cannot when `remote` is not a
+/// primary, when its WAL went past the point where the primary's timeline forked from the
+/// standby's, or when its timeline is not in the primary's history at all.
+pub async fn can_follow(local: &Client, remote: &Client) -> anyhow::Result<Follow> {
     let row = remote
         .query_one(
             "SELECT pg_is_in_recovery(), \
@@ -147,11 +157,11 @@ pub async fn divergence(local: &Client, remote: &Client) -> anyhow::Result<Optio
         .await
         .context("ask the new primary its timeline")?;
     if row.get::<_, bool>(0) {
-        anyhow::bail!("the new primary is in recovery: not a primary");
+        return Ok(Follow::NotPrimary);
     }
     let walfile: String = row.get(1);
     let Some(primary_tli) = super::promote::timeline_of_walfile(&walfile) else {
-        return Ok(None);
+        return Ok(Follow::Yes);
     };
     // The standby's timeline: the one of its last restartpoint, or later if its WAL receiver
     // got WAL of a later one. (Its history files are no guide: the WAL receiver fetches the
@@ -176,13 +186,13 @@ pub async fn divergence(local: &Client, remote: &Client) -> anyhow::Result<Optio
     .filter_map(|l| parse_lsn(l))
     .max();
     let Some(position) = position else {
-        return Ok(None);
+        return Ok(Follow::Yes);
     };
     if primary_tli == own_tli {
-        return Ok(None);
+        return Ok(Follow::Yes);
     }
     if primary_tli < own_tli {
-        return Ok(Some(format!(
+        return Ok(Follow::Diverged(format!(
             "this standby is on timeline {own_tli}, later than the new primary's {primary_tli}"
         )));
     }
@@ -195,17 +205,17 @@ pub async fn divergence(local: &Client, remote: &Client) -> anyhow::Result<Optio
         .with_context(|| format!("read the history of timeline {primary_tli} on the new primary"))?
         .get(0);
     Ok(match switchpoint(&history, own_tli) {
-        None => Some(format!(
+        None => Follow::Diverged(format!(
             "timeline {own_tli} of this standby is not in the history of the new primary's \
              timeline {primary_tli}"
         )),
-        Some(fork) if position > fork => Some(format!(
+        Some(fork) if position > fork => Follow::Diverged(format!(
             "this standby's WAL reaches {} on timeline {own_tli}, past {}, where the new \
              primary's history left it",
             format_lsn(position),
             format_lsn(fork)
         )),
-        Some(_) => None,
+        Some(_) => Follow::Yes,
     })
 }
 
