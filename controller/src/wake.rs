@@ -3,10 +3,10 @@
 //! interval, which with a 20 ms interval is a thousand queries a second on an idle controller.
 //! This store wraps the real one: a dispatcher that finds no work waits until this process
 //! queues some (a started orchestration, a finished activity, a scheduled activity), until the
-//! next timer it knows of is due, or at most [`WakingStore::max_wait`] — the safety net for work
-//! it cannot see coming (a lock that expired after a crash, another process's queueing). Work
-//! is thus picked up as soon as it exists instead of at the next poll, and an idle controller
-//! queries a few times a second.
+//! next timer it knows of is due, or at most `max_wait` (250 ms in the controller), the safety
+//! net for work it cannot see coming (a lock that expired after a crash, another process's
+//! queueing). Work is thus picked up as soon as it exists instead of at the next poll, and an
+//! idle dispatcher asks the database only a few times a second.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -31,27 +31,14 @@ struct Wake {
 }
 
 impl Wake {
-    /// Work was queued: one waiting dispatcher fetches (one per item, not all of them; a busy
-    /// dispatcher fetches again anyway as soon as it is done).
-    fn now(&self) {
-        self.notify.notify_one();
-    }
-
-    fn at(&self, due_ms: u64) {
-        if let Ok(mut due) = self.due_ms.lock() {
-            due.push(Reverse(due_ms));
+    /// Work was queued, visible at `due_ms` (`None`: now). One waiting dispatcher looks: one
+    /// per item, not all of them (a busy dispatcher fetches again anyway as soon as it is
+    /// done); for later work, it looks again at how long to wait.
+    fn queued(&self, due_ms: Option<u64>) {
+        if let (Some(t), Ok(mut due)) = (due_ms, self.due_ms.lock()) {
+            due.push(Reverse(t));
         }
-        // A waiter may be sleeping towards a later time: one of them looks again.
         self.notify.notify_one();
-    }
-
-    fn after(&self, delay: Option<Duration>) {
-        match delay {
-            Some(d) if !d.is_zero() => {
-                self.at(now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
-            }
-            _ => self.now(),
-        }
     }
 
     /// How long to wait after a fetch that began at `fetched_ms` found nothing: until the next
@@ -72,6 +59,21 @@ impl Wake {
             Some(t) => Duration::from_millis(t.saturating_sub(now_ms()) + 1).min(cap),
             None => cap,
         }
+    }
+}
+
+/// When work queued with `delay` becomes visible (`None`: now).
+fn due_after(delay: Option<Duration>) -> Option<u64> {
+    delay
+        .filter(|d| !d.is_zero())
+        .map(|d| now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+}
+
+/// When an orchestration message becomes visible: a timer when it fires, anything else now.
+fn fires_at(item: &WorkItem) -> Option<u64> {
+    match item {
+        WorkItem::TimerFired { fire_at_ms, .. } => Some(*fire_at_ms),
+        _ => None,
     }
 }
 
@@ -181,14 +183,7 @@ impl Provider for WakingStore {
         cancelled_activities: Vec<ScheduledActivityIdentifier>,
     ) -> Result<(), ProviderError> {
         let activities = worker_items.len();
-        let timers: Vec<u64> = orchestrator_items
-            .iter()
-            .filter_map(|item| match item {
-                WorkItem::TimerFired { fire_at_ms, .. } => Some(*fire_at_ms),
-                _ => None,
-            })
-            .collect();
-        let orchestrator_items_len = orchestrator_items.len();
+        let messages: Vec<Option<u64>> = orchestrator_items.iter().map(fires_at).collect();
         self.inner
             .ack_orchestration_item(
                 lock_token,
@@ -201,16 +196,13 @@ impl Provider for WakingStore {
             )
             .await?;
         for _ in 0..activities {
-            self.activities.now();
+            self.activities.queued(None);
         }
-        for _ in timers.len()..orchestrator_items_len {
-            self.orchestrations.now();
-        }
-        for at in timers {
-            self.orchestrations.at(at);
+        for due in messages {
+            self.orchestrations.queued(due);
         }
         // The instance is unlocked: messages that reached it while it was locked can be fetched.
-        self.orchestrations.now();
+        self.orchestrations.queued(None);
         Ok(())
     }
 
@@ -223,7 +215,7 @@ impl Provider for WakingStore {
         self.inner
             .abandon_orchestration_item(lock_token, delay, ignore_attempt)
             .await?;
-        self.orchestrations.after(delay);
+        self.orchestrations.queued(due_after(delay));
         Ok(())
     }
 
@@ -252,7 +244,7 @@ impl Provider for WakingStore {
 
     async fn enqueue_for_worker(&self, item: WorkItem) -> Result<(), ProviderError> {
         self.inner.enqueue_for_worker(item).await?;
-        self.activities.now();
+        self.activities.queued(None);
         Ok(())
     }
 
@@ -278,7 +270,7 @@ impl Provider for WakingStore {
         let completes = completion.is_some();
         self.inner.ack_work_item(token, completion).await?;
         if completes {
-            self.orchestrations.now();
+            self.orchestrations.queued(None);
         }
         Ok(())
     }
@@ -318,7 +310,7 @@ impl Provider for WakingStore {
         self.inner
             .abandon_work_item(token, delay, ignore_attempt)
             .await?;
-        self.activities.after(delay);
+        self.activities.queued(due_after(delay));
         Ok(())
     }
 
@@ -337,15 +329,9 @@ impl Provider for WakingStore {
         item: WorkItem,
         delay: Option<Duration>,
     ) -> Result<(), ProviderError> {
-        let fires_at = match &item {
-            WorkItem::TimerFired { fire_at_ms, .. } => Some(*fire_at_ms),
-            _ => None,
-        };
+        let due = fires_at(&item).or_else(|| due_after(delay));
         self.inner.enqueue_for_orchestrator(item, delay).await?;
-        match fires_at {
-            Some(at) => self.orchestrations.at(at),
-            None => self.orchestrations.after(delay),
-        }
+        self.orchestrations.queued(due);
         Ok(())
     }
 
@@ -399,12 +385,12 @@ mod tests {
         assert_eq!(wake.wait_for(now_ms(), cap), cap);
         // A due time the last fetch could already see is dropped: it waits the cap.
         let fetched = now_ms();
-        wake.at(fetched - 5);
-        wake.at(fetched);
+        wake.queued(Some(fetched - 5));
+        wake.queued(Some(fetched));
         assert_eq!(wake.wait_for(fetched, cap), cap);
         assert!(wake.due_ms.lock().unwrap().is_empty());
         // A later one bounds the wait, and stays until a fetch after it.
-        wake.at(fetched + 30_000);
+        wake.queued(Some(fetched + 30_000));
         let wait = wake.wait_for(fetched, cap);
         assert!(
             wait <= Duration::from_millis(30_001) && wait > Duration::from_secs(20),
@@ -413,7 +399,7 @@ mod tests {
         assert_eq!(wake.due_ms.lock().unwrap().len(), 1);
         assert_eq!(wake.wait_for(fetched + 30_000, cap), cap);
         // Never longer than the cap.
-        wake.at(now_ms() + 120_000);
+        wake.queued(Some(now_ms() + 120_000));
         assert_eq!(wake.wait_for(now_ms(), cap), cap);
     }
 
@@ -424,7 +410,7 @@ mod tests {
         let mut notified = Box::pin(notified);
         notified.as_mut().enable();
         // Notified after arming and before waiting: the wake-up is not lost.
-        wake.now();
+        wake.queued(None);
         tokio::time::timeout(Duration::from_secs(30), notified)
             .await
             .expect("the armed waiter missed the notification");

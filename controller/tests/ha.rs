@@ -235,6 +235,14 @@ async fn connection(api: &Api, instance: &str) -> (String, String) {
     (connection.rw, password)
 }
 
+/// Starts a controller with `env` and creates an instance from `request`.
+async fn start_with_instance(env: &[(&str, &str)], request: serde_json::Value) -> (Home, Api) {
+    let mut home = Home::new();
+    let api = home.start_with_env(env).await;
+    create_and_wait(&api, &home, request).await;
+    (home, api)
+}
+
 /// Creates an instance from `request` and waits until its creation succeeded.
 async fn create_and_wait(api: &Api, home: &Home, request: serde_json::Value) {
     let (status, body) = post(api, "/v1/instances", request).await;
@@ -244,18 +252,30 @@ async fn create_and_wait(api: &Api, home: &Home, request: serde_json::Value) {
     assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
 }
 
+/// Runs `sql` through the rw endpoint on a fresh connection, again until it succeeds (the
+/// endpoint may be moving to a new primary).
+async fn write_through(rw: &str, password: &str, sql: &str) {
+    eventually(Duration::from_secs(30), "a write through rw", || async {
+        let mut config: tokio_postgres::Config = rw.parse().unwrap();
+        config
+            .password(password)
+            .connect_timeout(Duration::from_secs(5));
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.ok()?;
+        tokio::spawn(connection);
+        client.batch_execute(sql).await.ok()
+    })
+    .await
+}
+
 async fn post(api: &Api, path: &str, body: serde_json::Value) -> (u16, String) {
     api.send(reqwest::Method::POST, path, Some(body)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_mode_switchover_and_ten_kill_failovers_lose_no_acknowledged_commit() {
-    let mut home = Home::new();
-    let api = home.start_with_env(&[NO_RESTARTS]).await;
     // No cooldown: the kills follow each other as soon as the instance is whole again.
-    create_and_wait(
-        &api,
-        &home,
+    let (home, api) = start_with_instance(
+        &[NO_RESTARTS],
         serde_json::json!({"name": "ha", "replicas": 2, "replication": "sync",
                            "ha": {"cooldown_secs": 0}}),
     )
@@ -372,11 +392,11 @@ async fn sync_mode_switchover_and_ten_kill_failovers_lose_no_acknowledged_commit
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_is_held_back_when_disabled_or_impossible_and_survives_a_controller_kill() {
-    let mut home = Home::new();
-    let api = home.start_with_env(&[NO_RESTARTS]).await;
-    let accepted = api.create("solo", 1, "async").await;
-    let created = api.wait_operation(&home, &accepted.operation_id).await;
-    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
+    let (mut home, api) = start_with_instance(
+        &[NO_RESTARTS],
+        serde_json::json!({"name": "solo", "replicas": 1, "replication": "async"}),
+    )
+    .await;
 
     // A manual failover of a healthy primary is refused; a switchover is what that is.
     wait_all_healthy(&api, &home, "solo", 2).await;
@@ -482,18 +502,11 @@ async fn failover_is_held_back_when_disabled_or_impossible_and_survives_a_contro
     );
     assert_eq!(primary_of(&api, "solo").await.as_deref(), Some("solo-1"));
     let (rw, password) = connection(&api, "solo").await;
-    eventually(Duration::from_secs(30), "a write through rw", || async {
-        let mut config: tokio_postgres::Config = rw.parse().unwrap();
-        config
-            .password(&password)
-            .connect_timeout(Duration::from_secs(5));
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await.ok()?;
-        tokio::spawn(connection);
-        client
-            .batch_execute("CREATE TABLE IF NOT EXISTS after_failover (x int)")
-            .await
-            .ok()
-    })
+    write_through(
+        &rw,
+        &password,
+        "CREATE TABLE IF NOT EXISTS after_failover (x int)",
+    )
     .await;
     // The old primary came back as a standby of the new one.
     wait_all_healthy(&api, &home, "solo", 2).await;
@@ -519,12 +532,9 @@ async fn failover_is_held_back_when_disabled_or_impossible_and_survives_a_contro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn degrade_mode_keeps_writing_without_the_sync_standby_and_restores_it() {
-    let mut home = Home::new();
     // The platform restarts the killed standby within 4 s (the test's default supervisor).
-    let api = home.start().await;
-    create_and_wait(
-        &api,
-        &home,
+    let (home, api) = start_with_instance(
+        &[],
         serde_json::json!({"name": "deg", "replicas": 1, "replication": "sync",
                            "ha": {"sync_mode": "degrade", "degrade_timeout_secs": 1}}),
     )
@@ -588,11 +598,8 @@ async fn degrade_mode_keeps_writing_without_the_sync_standby_and_restores_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_switchover_actions_and_a_forced_failover() {
-    let mut home = Home::new();
-    let api = home.start_with_env(&[NO_RESTARTS]).await;
-    create_and_wait(
-        &api,
-        &home,
+    let (home, api) = start_with_instance(
+        &[NO_RESTARTS],
         serde_json::json!({"name": "sw", "replicas": 2, "replication": "sync",
                            "ha": {"quorum": true, "num_sync": 1}}),
     )
@@ -618,21 +625,7 @@ async fn quorum_switchover_actions_and_a_forced_failover() {
     drop(client);
     let write = |value: i32| {
         let (rw, password) = (rw.clone(), password.clone());
-        async move {
-            eventually(Duration::from_secs(30), "a write through rw", || async {
-                let mut config: tokio_postgres::Config = rw.parse().unwrap();
-                config
-                    .password(&password)
-                    .connect_timeout(Duration::from_secs(5));
-                let (client, connection) = config.connect(tokio_postgres::NoTls).await.ok()?;
-                tokio::spawn(connection);
-                client
-                    .batch_execute(&format!("INSERT INTO t VALUES ({value})"))
-                    .await
-                    .ok()
-            })
-            .await
-        }
+        async move { write_through(&rw, &password, &format!("INSERT INTO t VALUES ({value})")).await }
     };
     write(1).await;
 
@@ -733,11 +726,8 @@ async fn quorum_switchover_actions_and_a_forced_failover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_failure_within_the_cooldown_is_not_failed_over() {
-    let mut home = Home::new();
-    let api = home.start_with_env(&[NO_RESTARTS]).await;
-    create_and_wait(
-        &api,
-        &home,
+    let (home, api) = start_with_instance(
+        &[NO_RESTARTS],
         serde_json::json!({"name": "cool", "replicas": 2, "replication": "async",
                            "ha": {"cooldown_secs": 600}}),
     )

@@ -185,27 +185,19 @@ async fn a_standby_ahead_of_the_promoted_one_is_refused_as_diverged_then_rewound
     })
     .await;
     let ac = ahead.client();
+    let follow_behind = ReplicationRequest {
+        primary: Some(behind.pg_address()),
+        ..Default::default()
+    };
     // A standby is no primary to follow.
-    let refused = ac
-        .set_replication(&ReplicationRequest {
-            primary: Some(behind.pg_address()),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let refused = ac.set_replication(&follow_behind).await.unwrap_err();
     assert_eq!(refused.status(), Some(409), "{refused}");
     assert!(refused.to_string().contains("not a primary"), "{refused}");
 
     let promoted = bc.promote().await.unwrap();
     assert_eq!(promoted.timeline, 2);
 
-    let refused = ac
-        .set_replication(&ReplicationRequest {
-            primary: Some(behind.pg_address()),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let refused = ac.set_replication(&follow_behind).await.unwrap_err();
     match &refused {
         toygres_common::sidecar_client::SidecarClientError::Api {
             status,

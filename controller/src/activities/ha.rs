@@ -278,12 +278,10 @@ pub struct RepointInput {
     pub primary: String,
 }
 
-/// What became of a standby pointed at a new primary.
+/// What became of a standby pointed at a new primary: it streams from it, or it cannot follow
+/// without a rewind (its WAL went past the new primary's fork), and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Repointed {
-    /// It follows the new primary and streams.
-    pub streaming: bool,
-    /// It cannot follow without a rewind (its WAL went past the new primary's fork): why.
     pub diverged: Option<String>,
 }
 
@@ -313,12 +311,8 @@ pub async fn repoint_standby(
         })
         .await;
     match answer {
-        Ok(_) => Ok(Repointed {
-            streaming: true,
-            diverged: None,
-        }),
+        Ok(_) => Ok(Repointed { diverged: None }),
         Err(SidecarClientError::Api { code, message, .. }) if code == "diverged" => Ok(Repointed {
-            streaming: false,
             diverged: Some(message),
         }),
         Err(e) => Err(describe(e)),
@@ -697,6 +691,18 @@ pub struct ActorView {
     /// Standbys the CMS records running (not being created, rejoining or fenced).
     #[serde(default)]
     pub running_standbys: Vec<String>,
+}
+
+impl ActorView {
+    /// The members that may be synchronous standbys of `primary`: not it, not rejoining, not
+    /// added as asynchronous, not kept fenced.
+    pub fn sync_candidates(&self, primary: &str) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| *m != primary && !self.rejoining.contains(m) && !self.not_sync.contains(m))
+            .cloned()
+            .collect()
+    }
 }
 
 /// Reads the actor's view of its instance; `None` when the actor is no longer the instance's

@@ -205,6 +205,18 @@ pub struct Topology {
     pub fenced: Vec<String>,
 }
 
+impl Topology {
+    /// The standbys that stay standbys when `target` takes over (a member kept fenced by an
+    /// earlier switchover is out of replication).
+    pub fn staying_standbys(&self, target: &str) -> Vec<String> {
+        self.standbys
+            .iter()
+            .filter(|s| *s != target && !self.fenced.contains(s))
+            .cloned()
+            .collect()
+    }
+}
+
 /// The names of the recorded members that match.
 pub(crate) fn member_names(
     members: &[toygres_common::controller_api::MemberView],

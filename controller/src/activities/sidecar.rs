@@ -245,6 +245,13 @@ pub struct ProbeResult {
     pub error: Option<String>,
 }
 
+impl ProbeResult {
+    /// Primary: its standbys and their sync states, as `(name, state)`.
+    pub fn standby_states(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.standbys.iter().filter_map(|s| s.split_once('='))
+    }
+}
+
 /// Asks the member's sidecar for its status. Never fails: an unreachable sidecar is an
 /// unhealthy result, not an activity error.
 pub async fn probe_member(

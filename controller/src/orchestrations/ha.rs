@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use toygres_common::controller_api::{
     HaSettings, Handover, OldPrimaryAction, Progress, SyncModeSetting, ValidatedSwitchover,
 };
-use toygres_common::sidecar_api::{SyncMethod, SyncMode, SyncPolicy};
+use toygres_common::sidecar_api::{format_lsn, SyncMethod, SyncMode, SyncPolicy};
 
 use super::{call, call_once, now_ms};
 use crate::activities::ha::{
@@ -101,9 +101,11 @@ pub struct Choice {
 ///
 /// - A candidate answers, runs, and is a standby.
 /// - Sync mode (unless forced, or degraded at the time): only standbys the primary last
-///   reported synchronous (or, when it reported none, every standby of `sync_set` — those that
-///   could have been synchronous — must answer, and the furthest of them wins). With a quorum (`ANY n` of m), enough of them must answer that one
-///   of them surely has every acknowledged commit (m − n + 1).
+///   reported synchronous. When it reported none, every standby of `sync_set` (those that
+///   could have been synchronous) must answer. With a quorum (`ANY n` of m), enough of them
+///   must answer that one of them surely has every acknowledged commit (m − n + 1). A standby
+///   of `sync_set` that received at least as much of the same WAL as one of those is eligible
+///   too: it holds every commit that one holds.
 /// - Async mode (unless forced): within `max_lag_bytes` of the primary's last known position.
 /// - The furthest WAL position wins; ties go by name. A requested target must be a candidate.
 pub fn choose_target(
@@ -196,19 +198,20 @@ pub fn choose_target(
     // more: it is eligible too. Promoting it spares it a rewind (it could not follow a new
     // primary that has less).
     if sync && !force {
+        let holds_all_of = |s: &MemberSurvey, c: &MemberSurvey| {
+            s.timeline == c.timeline
+                && s.upstream == c.upstream
+                && s.wal_position() >= c.wal_position()
+        };
         let further: Vec<&MemberSurvey> = alive
             .iter()
             .copied()
             .filter(|s| {
                 sync_set.contains(&s.member)
+                    && s.timeline.is_some()
+                    && s.wal_position().is_some()
                     && !candidates.iter().any(|c| c.member == s.member)
-                    && candidates.iter().any(|c| {
-                        s.timeline.is_some()
-                            && s.wal_position().is_some()
-                            && s.timeline == c.timeline
-                            && s.upstream == c.upstream
-                            && s.wal_position() >= c.wal_position()
-                    })
+                    && candidates.iter().any(|c| holds_all_of(s, c))
             })
             .collect();
         candidates.extend(further);
@@ -248,11 +251,6 @@ pub fn choose_target(
         lag_bytes: lag(best),
         reason,
     })
-}
-
-/// An LSN as Postgres prints it.
-pub fn format_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
 }
 
 /// The synchronous replication policy of a primary whose standbys are `standbys`; `None` in
@@ -517,13 +515,7 @@ async fn run_failover(
         ),
         handover,
     );
-    // The standbys that stay standbys (a member kept fenced by an earlier switchover is out).
-    let others: Vec<String> = topology
-        .standbys
-        .iter()
-        .filter(|s| **s != target && !topology.fenced.contains(s))
-        .cloned()
-        .collect();
+    let others = topology.staying_standbys(&target);
     hold_writes(ctx, instance, &others).await?;
     if let Some(old) = &old {
         let fenced: Fenced = call_once(
@@ -678,7 +670,6 @@ async fn promote_and_route(
         match result {
             Ok(Repointed {
                 diverged: Some(why),
-                ..
             }) => {
                 ctx.trace_warn(format!(
                     "{standby} must be rewound to follow {target}: {why}"
@@ -935,13 +926,7 @@ async fn run_switchover(
         format!("holding writes and stopping {old} cleanly"),
         handover,
     );
-    // The standbys that stay standbys (a member kept fenced by an earlier switchover is out).
-    let others: Vec<String> = topology
-        .standbys
-        .iter()
-        .filter(|s| **s != target && !topology.fenced.contains(s))
-        .cloned()
-        .collect();
+    let others = topology.staying_standbys(&target);
     let keeps_a_sync_standby = matches!(
         request.old_primary_action,
         OldPrimaryAction::ConvertToReplica

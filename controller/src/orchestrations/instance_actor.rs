@@ -296,12 +296,7 @@ async fn look_after_primary(
     let primary_up = probe.is_some_and(|p| p.healthy && p.role.as_deref() == Some("primary"));
     if primary_up && view.replication_mode == "sync" && sync_settings_changed(&state.ha, &view.ha) {
         // Changed through the API: the primary gets its new policy now.
-        let standbys: Vec<String> = view
-            .members
-            .iter()
-            .filter(|m| **m != primary && !view.rejoining.contains(m) && !view.not_sync.contains(m))
-            .cloned()
-            .collect();
+        let standbys = view.sync_candidates(&primary);
         let applied = call::<_, ()>(
             ctx,
             act::SET_SYNC_POLICY,
@@ -462,12 +457,7 @@ async fn decide_failover(
     } else {
         PrimarySeen::default()
     };
-    let sync_set: Vec<String> = view
-        .members
-        .iter()
-        .filter(|m| **m != primary && !view.rejoining.contains(m) && !view.not_sync.contains(m))
-        .cloned()
-        .collect();
+    let sync_set = view.sync_candidates(&primary);
     match choose_target(&surveys, sync, &view.ha, &seen, &sync_set, None, false) {
         Err(NoCandidate(why)) => {
             alert_once(
@@ -528,9 +518,7 @@ fn primary_seen(probes: &[ProbeResult], primary: &str) -> Option<PrimarySeen> {
             .as_deref()
             .and_then(toygres_common::sidecar_api::parse_lsn),
         synchronous: p
-            .standbys
-            .iter()
-            .filter_map(|s| s.split_once('='))
+            .standby_states()
             .filter(|(_, sync)| *sync == "sync" || *sync == "quorum")
             .map(|(name, _)| name.to_string())
             .collect(),
@@ -664,9 +652,8 @@ async fn rejoin_lost_standbys(
         return state;
     };
     let streaming: Vec<&str> = primary_probe
-        .standbys
-        .iter()
-        .filter_map(|s| s.split('=').next())
+        .standby_states()
+        .map(|(name, _)| name)
         .collect();
     let mut counts = BTreeMap::new();
     for probe in probes {
@@ -1056,8 +1043,7 @@ pub fn assess(
     let sync_states: BTreeMap<String, String> = probes
         .iter()
         .filter(|p| p.healthy && p.role.as_deref() == Some("primary"))
-        .flat_map(|p| p.standbys.iter())
-        .filter_map(|entry| entry.split_once('='))
+        .flat_map(|p| p.standby_states())
         .map(|(name, sync)| (name.to_string(), sync.to_string()))
         .collect();
     let mut events = Vec::new();

@@ -139,7 +139,7 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
             "replicas": 2,
         }),
         n if n == act::REPOINT_STANDBY && instance == "fork" && member == "db-2" => {
-            json!({"streaming": false, "diverged": "its WAL went past the fork"})
+            json!({"diverged": "its WAL went past the fork"})
         }
         n if n == act::READ_TOPOLOGY => json!({
             "primary": "db-0",
@@ -165,7 +165,7 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
         }
         n if n == act::PROMOTE_MEMBER => json!({"timeline": 2, "lsn": 100, "duration_ms": 5}),
         n if n == act::REJOIN_MEMBER => json!("rewind"),
-        n if n == act::REPOINT_STANDBY => json!({"streaming": true, "diverged": null}),
+        n if n == act::REPOINT_STANDBY => json!({"diverged": null}),
         n if n == act::PROBE_MEMBER && instance == "down" && member == "db-0" => {
             serde_json::to_value(ProbeResult {
                 member: member.clone(),

@@ -16,7 +16,7 @@ use toygres_common::sidecar_api::{BackupKind, BackupManifest, RetentionResponse}
 use super::catalog_of;
 use crate::archive::decompress;
 use crate::archive::walname::{WalFileKind, WalFileName};
-use crate::postgres::sql::parse_lsn;
+use crate::postgres::sql::{parse_history, parse_lsn};
 use crate::postgres::{Member, OpError};
 
 /// Where a kept base backup starts.
@@ -27,16 +27,10 @@ pub struct KeptStart {
 }
 
 /// The timelines `history` (a `.history` file) names as ancestors.
-pub fn parse_history(history: &str) -> Vec<u32> {
-    history
-        .lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            if l.is_empty() || l.starts_with('#') {
-                return None;
-            }
-            l.split_whitespace().next()?.parse().ok()
-        })
+pub fn ancestors_in(history: &str) -> Vec<u32> {
+    parse_history(history)
+        .into_iter()
+        .map(|(tli, _)| tli)
         .collect()
 }
 
@@ -161,7 +155,7 @@ pub async fn apply(member: &Member, keep: &[String]) -> Result<RetentionResponse
             };
             if let Some(stored) = store.get(key).await? {
                 let text = decompress(key, stored)?;
-                ancestors.insert(tli, parse_history(&String::from_utf8_lossy(&text)));
+                ancestors.insert(tli, ancestors_in(&String::from_utf8_lossy(&text)));
             }
         }
         files.push(file);
@@ -257,7 +251,7 @@ mod tests {
     #[test]
     fn history_files_list_their_ancestors() {
         assert_eq!(
-            parse_history("1\t0/5000000\tno recovery target specified\n\n2\t0/7000000\tx\n"),
+            ancestors_in("1\t0/5000000\tno recovery target specified\n\n2\t0/7000000\tx\n"),
             vec![1, 2]
         );
         assert_eq!(segment_of("00000002.history", SEG), None);

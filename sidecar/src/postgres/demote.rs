@@ -40,17 +40,10 @@ impl Member {
             .map_err(|e| {
                 OpError::Unavailable(format!("connect to the new primary {}: {e}", req.primary))
             })?;
-        let remote_in_recovery: bool = remote
-            .query_one("SELECT pg_is_in_recovery()", &[])
+        let primary_timeline = sql::primary_timeline(&remote)
             .await
-            .map_err(|e| OpError::Unavailable(format!("query the new primary: {e}")))?
-            .get(0);
-        if remote_in_recovery {
-            return Err(OpError::Conflict(format!(
-                "{} is not a primary",
-                req.primary
-            )));
-        }
+            .map_err(|e| OpError::Unavailable(format!("{e:#}")))?
+            .ok_or_else(|| OpError::Conflict(format!("{} is not a primary", req.primary)))?;
         // pg_rewind reads the source's timeline from its control file, which a just-promoted
         // server updates only at its first checkpoint: without one, pg_rewind would wrongly
         // find "no rewind required".
@@ -58,14 +51,8 @@ impl Member {
             .batch_execute("CHECKPOINT")
             .await
             .map_err(|e| OpError::Unavailable(format!("checkpoint the new primary: {e}")))?;
-        let walfile: String = remote
-            .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])
-            .await
-            .map_err(|e| OpError::Unavailable(format!("query the new primary: {e}")))?
-            .get(0);
-        let primary_timeline = super::promote::timeline_of_walfile(&walfile);
+        sql::ensure_slot(&self.cfg, &remote).await?;
         drop(remote);
-        sql::ensure_slot_on_primary(&self.cfg, &req.primary).await?;
 
         tracing::warn!(primary = %req.primary, fenced, "demoting: stopping postgres");
         self.stop_locked(&mut ops).await;
@@ -119,7 +106,7 @@ impl Member {
                 _ => tracing::warn!("fence lifted: this member is a standby now"),
             }
         }
-        self.wait_streaming(primary_timeline, STREAMING_TIMEOUT)
+        self.wait_streaming(Some(primary_timeline), STREAMING_TIMEOUT)
             .await?;
         let duration_ms = began.elapsed().as_millis() as u64;
         tracing::warn!(method, duration_ms, primary = %req.primary, "demoted: streaming");

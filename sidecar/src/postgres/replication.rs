@@ -79,8 +79,7 @@ impl Member {
                 }
                 Err(e) => return Err(OpError::Unavailable(format!("{e:#}"))),
             }
-            drop(remote);
-            sql::ensure_slot_on_primary(&self.cfg, primary)
+            sql::ensure_slot(&self.cfg, &remote)
                 .await
                 .map_err(|e| OpError::Unavailable(format!("{e:#}")))?;
         }

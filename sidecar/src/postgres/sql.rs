@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_postgres::{Client, Config as PgConfig, NoTls};
 use toygres_common::names::PgAddress;
+pub use toygres_common::sidecar_api::{format_lsn, parse_lsn};
 
 use crate::config::Config;
 
@@ -97,6 +98,14 @@ pub async fn ensure_slot_on_primary(cfg: &Config, primary: &PgAddress) -> anyhow
     let client = connect_remote(cfg, primary)
         .await
         .with_context(|| format!("connect to the primary {primary}"))?;
+    ensure_slot(cfg, &client)
+        .await
+        .with_context(|| format!("on {primary}"))
+}
+
+/// Creates this member's physical replication slot, unless it exists, on the primary `client`
+/// is connected to.
+pub async fn ensure_slot(cfg: &Config, client: &Client) -> anyhow::Result<()> {
     let slot = cfg.slot_name();
     client
         .execute(
@@ -105,8 +114,27 @@ pub async fn ensure_slot_on_primary(cfg: &Config, primary: &PgAddress) -> anyhow
             &[&slot],
         )
         .await
-        .with_context(|| format!("create the replication slot {slot} on {primary}"))?;
+        .with_context(|| format!("create the replication slot {slot}"))?;
     Ok(())
+}
+
+/// The timeline `client`'s server writes on, or `None` when it is in recovery (not a primary).
+pub async fn primary_timeline(client: &Client) -> anyhow::Result<Option<u32>> {
+    let walfile: Option<String> = client
+        .query_one(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN NULL \
+                         ELSE pg_walfile_name(pg_current_wal_lsn()) END",
+            &[],
+        )
+        .await
+        .context("ask the server its timeline")?
+        .get(0);
+    walfile
+        .map(|w| {
+            super::promote::timeline_of_walfile(&w)
+                .with_context(|| format!("unexpected WAL file name {w}"))
+        })
+        .transpose()
 }
 
 /// Makes sure the `replicator` role exists with the current password, and the superuser's
@@ -147,21 +175,8 @@ pub enum Follow {
 /// primary, when its WAL went past the point where the primary's timeline forked from the
 /// standby's, or when its timeline is not in the primary's history at all.
 pub async fn can_follow(local: &Client, remote: &Client) -> anyhow::Result<Follow> {
-    let row = remote
-        .query_one(
-            "SELECT pg_is_in_recovery(), \
-                    CASE WHEN pg_is_in_recovery() THEN NULL \
-                         ELSE pg_walfile_name(pg_current_wal_lsn()) END",
-            &[],
-        )
-        .await
-        .context("ask the new primary its timeline")?;
-    if row.get::<_, bool>(0) {
+    let Some(primary_tli) = primary_timeline(remote).await? else {
         return Ok(Follow::NotPrimary);
-    }
-    let walfile: String = row.get(1);
-    let Some(primary_tli) = super::promote::timeline_of_walfile(&walfile) else {
-        return Ok(Follow::Yes);
     };
     // The standby's timeline: the one of its last restartpoint, or later if its WAL receiver
     // got WAL of a later one. (Its history files are no guide: the WAL receiver fetches the
@@ -219,29 +234,25 @@ pub async fn can_follow(local: &Client, remote: &Client) -> anyhow::Result<Follo
     })
 }
 
-/// Where `tli` ended in a timeline history file (`parent TLI<tab>switch LSN<tab>reason` lines).
-pub fn switchpoint(history: &str, tli: u32) -> Option<u64> {
+/// The entries of a timeline history file (`parent TLI<tab>switch LSN<tab>reason` lines): each
+/// ancestor timeline and the position where it ended.
+pub fn parse_history(history: &str) -> Vec<(u32, u64)> {
     history
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .find_map(|line| {
+        .filter_map(|line| {
             let mut fields = line.split_whitespace();
-            let parent: u32 = fields.next()?.parse().ok()?;
-            let lsn = parse_lsn(fields.next()?)?;
-            (parent == tli).then_some(lsn)
+            Some((fields.next()?.parse().ok()?, parse_lsn(fields.next()?)?))
         })
+        .collect()
 }
 
-/// An LSN as Postgres prints it.
-pub fn format_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
-}
-
-/// Parses an LSN (`16/B374D848`) into a byte position.
-pub fn parse_lsn(lsn: &str) -> Option<u64> {
-    let (hi, lo) = lsn.split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+/// Where `tli` ended according to a timeline history file; `None` when it is not an ancestor.
+pub fn switchpoint(history: &str, tli: u32) -> Option<u64> {
+    parse_history(history)
+        .into_iter()
+        .find_map(|(parent, lsn)| (parent == tli).then_some(lsn))
 }
 
 #[cfg(test)]
