@@ -5,7 +5,7 @@
 #   - /readyz, `kubectl version` (server v1.x.y), a namespace, a StatefulSet whose pod is created
 #     by the StatefulSet controller and stays Pending (there are no nodes), its default
 #     ServiceAccount and kube-root-ca.crt ConfigMap, and the `kubernetes` Service's EndpointSlice.
-# Root only: it adds a dummy interface with 10.203.0.1/32 for the apiserver's advertise address
+# Root only: it adds an empty bridge interface with 10.203.0.1/32 for the apiserver's advertise address
 # (it must not be loopback) and deletes it on exit. No traffic is sent to that address.
 #
 #   bash scripts/k8s/smoke.sh           KEEP=1 leaves the temp dir (logs) behind
@@ -19,9 +19,16 @@ pids=()
 iface=tgk8s0
 advertise=10.203.0.1
 cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # Stop in reverse start order: an apiserver whose etcd is gone retries etcd for minutes
+    # during its graceful shutdown. Whatever is still running after 10 s gets SIGKILL.
+    local i pid t
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        pid=${pids[i]}
+        kill "$pid" 2>/dev/null || continue
+        for ((t = 0; t < 100; t++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     ip link del "$iface" 2>/dev/null || true
     if [[ -n ${KEEP:-} ]]; then echo "logs kept in $dir" >&2; else rm -rf "$dir"; fi
 }
@@ -31,7 +38,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 started=$(ms)
 
-ip link add "$iface" type dummy
+ip link add "$iface" type bridge
 ip addr add "$advertise/32" dev "$iface"
 ip link set "$iface" up
 
@@ -159,3 +166,7 @@ k -n smoke get statefulset,pods -o wide
 k get endpointslices -n default -l kubernetes.io/service-name=kubernetes
 k get --raw /version | grep -q "\"gitVersion\": \"$("$kube" kube-apiserver --version | awk '{print $2}')\""
 echo "control plane smoke test passed after $(( $(ms) - started )) ms"
+stop_started=$(ms)
+trap - EXIT
+cleanup
+echo "stopped in $(( $(ms) - stop_started )) ms"
