@@ -72,6 +72,7 @@ mkdir -p "$work"
 
 step "downloading Go modules (Kubernetes $K8S_VERSION) into $GOMODCACHE"
 go mod download
+step "verifying Go modules against go.sum"
 go mod verify >/dev/null
 
 version_flags=""
@@ -96,7 +97,7 @@ for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
 done
 # `go install pkg@version` ignores this module's go.mod and uses helm's own.
 GOBIN=$work GOFLAGS=-buildvcs=false go install -trimpath -ldflags "-s -w $helm_flags" \
-    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" 2> >(grep -v '^go: downloading ' >&2)
 
 step "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into a venv"
 python3 -m venv "$work/venv" >&2
