@@ -60,10 +60,12 @@ openssl rsa -in "$dir/sa.key" -pubout -out "$dir/sa.pub" 2>/dev/null
 admin_token=$(openssl rand -hex 16)
 kcm_token=$(openssl rand -hex 16)
 sched_token=$(openssl rand -hex 16)
+user_token=$(openssl rand -hex 16)
 cat >"$dir/tokens.csv" <<EOF
 $admin_token,admin,admin,"system:masters"
 $kcm_token,system:kube-controller-manager,system:kube-controller-manager,"system:masters"
 $sched_token,system:kube-scheduler,system:kube-scheduler
+$user_token,tester,tester
 EOF
 
 # --- kube-apiserver (a self-signed serving cert is generated in --cert-dir)
@@ -102,6 +104,7 @@ EOF
 kubeconfig admin "$admin_token"
 kubeconfig kube-controller-manager "$kcm_token"
 kubeconfig kube-scheduler "$sched_token"
+kubeconfig tester "$user_token"
 k() { "$kube" kubectl --kubeconfig="$dir/admin.kubeconfig" "$@"; }
 
 wait_for() { # description seconds command...
@@ -164,6 +167,15 @@ wait_for "pg-0 to be judged unschedulable (kube-scheduler)" 30 \
     bash -c "'$kube' kubectl --kubeconfig='$dir/admin.kubeconfig' -n smoke get pod pg-0 -o jsonpath='{.status.conditions[?(@.type==\"PodScheduled\")].reason}' | grep -qx Unschedulable"
 k -n smoke get statefulset,pods -o wide
 k get endpointslices -n default -l kubernetes.io/service-name=kubernetes
+# A restricted user: nothing until bound; then what the aggregated `edit` ClusterRole allows
+# (filled by clusterrole-aggregation-controller) in its namespace only.
+kt() { "$kube" kubectl --kubeconfig="$dir/tester.kubeconfig" "$@"; }
+[[ $(kt auth can-i list pods -n smoke) == no ]]
+k -n smoke create rolebinding tester-edit --clusterrole=edit --user=tester
+wait_for "tester may create configmaps in smoke (edit is aggregated)" 30 kt -n smoke auth can-i create configmaps
+kt -n smoke create configmap from-tester --from-literal=a=b
+if kt -n default get pods >/dev/null 2>&1; then echo "tester can read pods in default" >&2; exit 1; fi
+echo "restricted user: allowed in smoke, denied in default"
 k get --raw /version | grep -q "\"gitVersion\": \"$("$kube" kube-apiserver --version | awk '{print $2}')\""
 echo "control plane smoke test passed after $(( $(ms) - started )) ms"
 stop_started=$(ms)
