@@ -13,6 +13,8 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 fi
 command -v pgbench >/dev/null 2>&1 || need_apt+=(postgresql-contrib)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# scripts/k8s/build.sh puts kubernetes-validate in a venv.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
