@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine, idempotently and quietly:
 # PostgreSQL 15 (server, client tools, pgbench), promtool (Debian's prometheus package),
-# and the object-store emulators when their installer is present.
+# the object-store emulators when their installer is present, and the Kubernetes control plane,
+# helm and the manifest validator (built from Go modules by scripts/k8s/build.sh into a cache
+# outside the clone: a cold build takes minutes, a warm one nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,8 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 fi
 command -v pgbench >/dev/null 2>&1 || need_apt+=(postgresql-contrib)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# scripts/k8s/build.sh puts kubernetes-validate in a venv.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -39,4 +43,10 @@ fi
 if [ -f scripts/install-object-stores.sh ]; then
   bash scripts/install-object-stores.sh
 fi
-echo "test dependencies ready: $(ls -d /usr/lib/postgresql/*/bin | tail -1), $(promtool --version 2>&1 | head -1)"
+if ! command -v go >/dev/null 2>&1; then
+  echo "the Kubernetes test tools are built with Go (1.26 or later), which is not installed" >&2
+  exit 1
+fi
+k8s_bin=$(bash scripts/k8s/build.sh | tail -1)
+
+echo "test dependencies ready: kubernetes tools in $k8s_bin, $(ls -d /usr/lib/postgresql/*/bin | tail -1), $(promtool --version 2>&1 | head -1)"

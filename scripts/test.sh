@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what the tests need, builds every binary,
-# checks formatting and lints, then runs unit and end-to-end tests against real PostgreSQL.
+# checks the Helm chart, formatting and lints, then runs unit and end-to-end tests against real PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-test-deps.sh
+bash scripts/check-chart.sh
 cargo fmt --all -- --check
 cargo build --workspace --bins --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
