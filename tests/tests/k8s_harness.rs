@@ -1,0 +1,435 @@
+//! The Kubernetes test harness itself, on the real control plane with process nodes: the real
+//! scheduler spreads a StatefulSet over the three zones, pods run as local processes with their
+//! own addresses, the EndpointSlice controller lists exactly the ready pods, the StatefulSet
+//! controller recreates a deleted pod that finds its volume again, readiness follows a failing
+//! probe and a frozen pod, RBAC restricts a user, and stopping the cluster leaves nothing behind.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+use toygres_tests::eventually;
+use toygres_tests::k8s::{Cluster, ImageMap, ImageSpec, RESTRICTED_USER};
+
+const WAIT: Duration = Duration::from_secs(90);
+const NS: &str = "harness";
+
+/// The machine's Python, for a tiny HTTP server in pods.
+fn python() -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 is needed by the harness tests");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Workspace images plus `toygres/test-web`: a shell with `$PYTHON` set.
+async fn start_cluster() -> Cluster {
+    let mut images = ImageMap::with_workspace_images(&toygres_tests::k8s::workspace_bin_dir());
+    images.insert(
+        "toygres/test-web",
+        ImageSpec {
+            cmd: vec!["sh".into()],
+            env: vec![
+                (
+                    "PATH".into(),
+                    toygres_tests::k8s::node::images::DEFAULT_PATH.into(),
+                ),
+                ("PYTHON".into(), python()),
+            ],
+            ..ImageSpec::default()
+        },
+    );
+    let cluster = Cluster::start_with(images).await;
+    eprintln!("cluster started in {:?}", cluster.started_in());
+    let namespaces: Api<Namespace> = Api::all(cluster.client());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": NS}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    cluster
+}
+
+/// A StatefulSet `web` of `replicas` HTTP servers, one per zone, each serving its volume
+/// (`/data`): on start it appends its name to `/data/boots` and creates `/data/ready`, which its
+/// readiness probe fetches; and a Service `web` over them.
+async fn create_web(client: &Client, replicas: i32) {
+    let sts: StatefulSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": replicas,
+            "serviceName": "web",
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 5,
+                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+                        "labelSelector": {"matchLabels": {"app": "web"}},
+                        "topologyKey": "topology.kubernetes.io/zone"
+                    }]}},
+                    "containers": [{
+                        "name": "web",
+                        "image": "toygres/test-web:1",
+                        "command": ["sh", "-c",
+                            "echo $(POD_NAME) >> /data/boots && touch /data/ready && \
+                             exec \"$PYTHON\" -m http.server 8080 --bind $(POD_IP) --directory /data"],
+                        "env": [
+                            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+                        ],
+                        "ports": [{"name": "http", "containerPort": 8080}],
+                        "readinessProbe": {
+                            "httpGet": {"path": "/ready", "port": "http"},
+                            "periodSeconds": 1, "failureThreshold": 2, "timeoutSeconds": 1
+                        },
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}]
+                    }]
+                }
+            },
+            "volumeClaimTemplates": [{
+                "metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+            }]
+        }
+    }))
+    .unwrap();
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &svc)
+        .await
+        .unwrap();
+    Api::<StatefulSet>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap();
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+fn pod_ip(pod: &Pod) -> Option<String> {
+    pod.status.as_ref().and_then(|s| s.pod_ip.clone())
+}
+
+/// Waits until `n` web pods are Ready; returns them by name.
+async fn ready_pods(client: &Client, n: usize) -> BTreeMap<String, Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    eventually(WAIT, &format!("{n} ready web pods"), || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .ok()?;
+        let ready: BTreeMap<String, Pod> = list
+            .items
+            .into_iter()
+            .filter(|p| is_ready(p) && p.metadata.deletion_timestamp.is_none())
+            .map(|p| (p.metadata.name.clone().unwrap_or_default(), p))
+            .collect();
+        (ready.len() == n).then_some(ready)
+    })
+    .await
+}
+
+/// The addresses the `web` Service's EndpointSlices list as ready.
+async fn ready_endpoints(client: &Client) -> BTreeSet<String> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
+    let list = slices
+        .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+        .await
+        .unwrap();
+    list.items
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        .flat_map(|e| e.addresses.iter().cloned())
+        .collect()
+}
+
+async fn wait_endpoints(client: &Client, want: &BTreeSet<String>, what: &str) {
+    eventually(WAIT, what, || async {
+        let have = ready_endpoints(client).await;
+        (have == *want).then_some(())
+    })
+    .await;
+}
+
+async fn http_get(ip: &str, path: &str) -> Option<(u16, String)> {
+    let resp = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?
+        .get(format!("http://{ip}:8080{path}"))
+        .send()
+        .await
+        .ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.text().await.ok()?))
+}
+
+/// The host directory behind PVC `claim`.
+async fn volume_dir(client: &Client, claim: &str) -> std::path::PathBuf {
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS)
+        .get(claim)
+        .await
+        .unwrap();
+    let pv_name = pvc.spec.and_then(|s| s.volume_name).expect("bound claim");
+    let pv = Api::<PersistentVolume>::all(client.clone())
+        .get(&pv_name)
+        .await
+        .unwrap();
+    pv.spec
+        .and_then(|s| s.host_path)
+        .map(|h| h.path)
+        .expect("hostPath volume")
+        .into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statefulset_spreads_over_zones_and_its_slice_lists_exactly_the_ready_pods() {
+    let cluster = start_cluster().await;
+    let client = cluster.client();
+    let started = Instant::now();
+    create_web(&client, 3).await;
+    let pods = ready_pods(&client, 3).await;
+    eprintln!("three pods ready in {:?}", started.elapsed());
+
+    // One per zone, placed by the real scheduler.
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut zones = BTreeSet::new();
+    for pod in pods.values() {
+        let node = nodes
+            .get(pod.spec.as_ref().unwrap().node_name.as_ref().unwrap())
+            .await
+            .unwrap();
+        zones.insert(node.metadata.labels.unwrap()["topology.kubernetes.io/zone"].clone());
+    }
+    assert_eq!(
+        zones,
+        BTreeSet::from(["a".to_string(), "b".into(), "c".into()])
+    );
+
+    // Each has its own address, reachable from the host, serving its own volume.
+    let ips: BTreeSet<String> = pods.values().map(|p| pod_ip(p).unwrap()).collect();
+    assert_eq!(ips.len(), 3);
+    for (name, pod) in &pods {
+        let ip = pod_ip(pod).unwrap();
+        assert!(ip.starts_with("10.244."), "{ip}");
+        let (status, body) = http_get(&ip, "/boots").await.expect("the pod answers");
+        assert_eq!((status, body.trim()), (200, name.as_str()));
+    }
+    wait_endpoints(&client, &ips, "the slice to list the three pods").await;
+
+    // A failing readiness probe takes the pod out of the slice; passing again brings it back.
+    let web1 = pod_ip(&pods["web-1"]).unwrap();
+    let ready_file = volume_dir(&client, "data-web-1").await.join("ready");
+    std::fs::remove_file(&ready_file).unwrap();
+    let without: BTreeSet<String> = ips.iter().filter(|ip| **ip != web1).cloned().collect();
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), NS);
+    eventually(WAIT, "web-1 not ready", || async {
+        (!is_ready(&pods_api.get("web-1").await.ok()?)).then_some(())
+    })
+    .await;
+    wait_endpoints(&client, &without, "the slice to drop web-1").await;
+    std::fs::write(&ready_file, b"").unwrap();
+    wait_endpoints(&client, &ips, "the slice to list web-1 again").await;
+    eprintln!("test done in {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_pod_comes_back_through_the_statefulset_controller_with_its_volume() {
+    let cluster = start_cluster().await;
+    let client = cluster.client();
+    let started = Instant::now();
+    create_web(&client, 3).await;
+    let pods = ready_pods(&client, 3).await;
+    let old_uid = pods["web-2"].metadata.uid.clone().unwrap();
+    let old_ip = pod_ip(&pods["web-2"]).unwrap();
+    let old_pid_count =
+        toygres_tests::k8s::network::netns_pids(&cluster.pod_net(NS, "web-2").netns).len();
+    assert!(old_pid_count > 0);
+
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), NS);
+    pods_api
+        .delete("web-2", &DeleteParams::default())
+        .await
+        .unwrap();
+    let back = eventually(WAIT, "web-2 recreated and ready", || async {
+        let pod = pods_api.get("web-2").await.ok()?;
+        (pod.metadata.uid.as_deref() != Some(old_uid.as_str()) && is_ready(&pod)).then_some(pod)
+    })
+    .await;
+    eprintln!("web-2 back in {:?}", started.elapsed());
+    let ip = pod_ip(&back).unwrap();
+    // The recreated pod booted on the same volume: two boots recorded.
+    let (_, boots) = http_get(&ip, "/boots").await.expect("web-2 answers");
+    assert_eq!(boots.lines().collect::<Vec<_>>(), ["web-2", "web-2"]);
+    let mut ips: BTreeSet<String> = pods.values().map(|p| pod_ip(p).unwrap()).collect();
+    ips.remove(&old_ip);
+    ips.insert(ip);
+    wait_endpoints(&client, &ips, "the slice to list the new web-2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_pod_is_reported_not_ready_and_recovers_when_thawed() {
+    let cluster = start_cluster().await;
+    let client = cluster.client();
+    create_web(&client, 3).await;
+    let pods = ready_pods(&client, 3).await;
+    let ips: BTreeSet<String> = pods.values().map(|p| pod_ip(p).unwrap()).collect();
+    wait_endpoints(&client, &ips, "the slice to list the three pods").await;
+
+    let frozen_at = Instant::now();
+    cluster.freeze_pod(NS, "web-0");
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), NS);
+    eventually(WAIT, "frozen web-0 not ready", || async {
+        (!is_ready(&pods_api.get("web-0").await.ok()?)).then_some(())
+    })
+    .await;
+    eprintln!(
+        "frozen pod reported not ready after {:?}",
+        frozen_at.elapsed()
+    );
+    let web0 = pod_ip(&pods["web-0"]).unwrap();
+    let without: BTreeSet<String> = ips.iter().filter(|ip| **ip != web0).cloned().collect();
+    wait_endpoints(&client, &without, "the slice to drop frozen web-0").await;
+
+    cluster.thaw_pod(NS, "web-0");
+    wait_endpoints(&client, &ips, "the slice to list thawed web-0").await;
+    // Restarts: none, the process was only stopped.
+    let pod = pods_api.get("web-0").await.unwrap();
+    assert_eq!(
+        pod.status.unwrap().container_statuses.unwrap()[0].restart_count,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_cluster_leaves_no_process_and_no_network_namespace() {
+    let cluster = start_cluster().await;
+    let client = cluster.client();
+    create_web(&client, 3).await;
+    ready_pods(&client, 3).await;
+    let pids = cluster.pids();
+    let namespaces: Vec<String> = cluster
+        .bridge()
+        .live_pods()
+        .into_iter()
+        .map(|n| n.netns)
+        .collect();
+    let bridge = cluster.bridge().name().to_string();
+    assert!(pids.len() >= 7, "control plane and pods: {pids:?}");
+    assert_eq!(namespaces.len(), 3);
+
+    let stopping = Instant::now();
+    cluster.stop();
+    eprintln!("cluster stopped in {:?}", stopping.elapsed());
+    let alive: Vec<u32> = pids
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|stat| {
+                    !stat
+                        .rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+                .unwrap_or(false)
+        })
+        .collect();
+    assert!(alive.is_empty(), "still running: {alive:?}");
+    let netns = toygres_tests::k8s::network::ip(&["netns", "list"]).unwrap();
+    for ns in namespaces {
+        assert!(
+            !netns
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(ns.as_str())),
+            "{ns} left"
+        );
+    }
+    let links = toygres_tests::k8s::network::ip(&["-o", "link", "show"]).unwrap();
+    assert!(
+        !links.contains(&format!(" {bridge}:")),
+        "bridge {bridge} left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restricted_user_may_do_only_what_its_role_allows() {
+    let cluster = start_cluster().await;
+    let user = cluster
+        .control_plane()
+        .restricted_user_client()
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(user.clone(), NS);
+    match pods.list(&ListParams::default()).await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+    let role: Role = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "pod-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+    }))
+    .unwrap();
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "pod-reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": RESTRICTED_USER}]
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(cluster.client(), NS)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(cluster.client(), NS)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    eventually(WAIT, "the binding to take effect", || async {
+        pods.list(&ListParams::default()).await.ok()
+    })
+    .await;
+    let services: Api<Service> = Api::namespaced(user, NS);
+    match services.list(&ListParams::default()).await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 403),
+        other => panic!("expected 403 for services, got {other:?}"),
+    }
+
+    // A service account's token (TokenRequest) works the same way.
+    let (_, sa) = cluster
+        .control_plane()
+        .service_account_client(NS, "robot")
+        .await
+        .unwrap();
+    match Api::<Pod>::namespaced(sa, NS)
+        .list(&ListParams::default())
+        .await
+    {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 403),
+        other => panic!("expected 403 for the service account, got {other:?}"),
+    }
+}
