@@ -141,7 +141,7 @@ impl ControlPlane {
             .arg(format!("--service-account-issuer={url}"))
             .arg(format!(
                 "--service-account-key-file={}",
-                pki.service_account_key.display()
+                pki.service_account_pub.display()
             ))
             .arg(format!(
                 "--service-account-signing-key-file={}",
@@ -151,7 +151,7 @@ impl ControlPlane {
             .arg("--authorization-mode=RBAC")
             .arg("--allow-privileged=true")
             .arg("--profiling=false")
-            .arg("--v=1");
+            .arg("--v=0");
         let apiserver = ManagedProcess::spawn("kube-apiserver", cmd, &logs)?;
 
         let admin_kubeconfig = dir.join("admin.kubeconfig");
@@ -174,7 +174,7 @@ impl ControlPlane {
                 pki.service_account_key.display()
             ))
             .arg(format!("--root-ca-file={}", pki.ca_cert.display()))
-            .arg("--v=1");
+            .arg("--v=0");
         let controller_manager = ManagedProcess::spawn("kube-controller-manager", cmd, &logs)?;
         let mut cmd = Command::new(bins.kube());
         cmd.arg("kube-scheduler")
@@ -189,7 +189,7 @@ impl ControlPlane {
             ))
             .arg("--leader-elect=false")
             .arg("--secure-port=0")
-            .arg("--v=1");
+            .arg("--v=0");
         let scheduler = ManagedProcess::spawn("kube-scheduler", cmd, &logs)?;
 
         let mut plane = Self {

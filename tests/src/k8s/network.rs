@@ -86,6 +86,9 @@ pub struct PodNet {
 #[derive(Debug, Default)]
 struct Pool {
     free: BTreeSet<u8>,
+    /// The last address handed out: the next one is the first free above it, so a recreated
+    /// pod gets a new address (as with a CNI) and no stale neighbour entry points elsewhere.
+    last: u8,
     next_id: u32,
     live: HashMap<String, PodNet>,
 }
@@ -164,7 +167,13 @@ impl Bridge {
             if self.closed.load(Ordering::SeqCst) {
                 bail!("the harness network is torn down");
             }
-            let octet = pool.free.pop_first().context("the pod subnet is full")?;
+            let last = pool.last;
+            let octet = match pool.free.range(last.saturating_add(1)..).next() {
+                Some(o) => *o,
+                None => *pool.free.first().context("the pod subnet is full")?,
+            };
+            pool.free.remove(&octet);
+            pool.last = octet;
             pool.next_id += 1;
             let (netns, host_veth) = pod_link_names(self.slot, pool.next_id);
             let net = PodNet {
@@ -220,6 +229,7 @@ impl Bridge {
         kill_netns(&net.netns, Duration::from_secs(10));
         let _ = ip(&["link", "del", &net.host_veth]);
         let _ = ip(&["netns", "del", &net.netns]);
+        let _ = ip(&["neigh", "flush", "to", &net.ip.to_string()]);
         let mut pool = self.pool.lock().expect("pool lock");
         if pool.live.remove(&net.netns).is_some() {
             pool.free.insert(net.ip.octets()[3]);

@@ -21,9 +21,10 @@ pub struct Pki {
     /// The apiserver's serving certificate and key.
     pub serving_cert: PathBuf,
     pub serving_key: PathBuf,
-    /// The service-account signing key (PKCS#8 ECDSA P-256); the apiserver derives the public key
-    /// from it.
+    /// The service-account signing key (PKCS#8 ECDSA P-256).
     pub service_account_key: PathBuf,
+    /// Its public key (`PUBLIC KEY` PEM), which the apiserver verifies tokens with.
+    pub service_account_pub: PathBuf,
 }
 
 impl Pki {
@@ -68,12 +69,14 @@ impl Pki {
             serving_cert: dir.join("apiserver.crt"),
             serving_key: dir.join("apiserver.key"),
             service_account_key: dir.join("sa.key"),
+            service_account_pub: dir.join("sa.pub"),
         };
         std::fs::write(&pki.ca_cert, &pki.ca_pem).context("write ca.crt")?;
         std::fs::write(&pki.serving_cert, cert.pem()).context("write apiserver.crt")?;
         std::fs::write(&pki.serving_key, key.serialize_pem()).context("write apiserver.key")?;
         let sa = KeyPair::generate().context("service-account key")?;
         std::fs::write(&pki.service_account_key, sa.serialize_pem()).context("write sa.key")?;
+        std::fs::write(&pki.service_account_pub, sa.public_key_pem()).context("write sa.pub")?;
         Ok(pki)
     }
 }

@@ -322,7 +322,9 @@ pub(super) async fn run(ctx: Arc<NodeContext>, mut updates: watch::Receiver<Opti
             pods.remove(&key);
         }
     }
+    // No late status write may land on a successor pod of the same name.
     writer.abort();
+    let _ = writer.await;
     let _ = std::fs::remove_dir_all(&pod_dir);
     if let Ending::Deleting(_) = ending {
         delete_object(&api, &name, &uid).await;
