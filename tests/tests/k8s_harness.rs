@@ -5,6 +5,7 @@
 //! probe and a frozen pod, RBAC restricts a user, and stopping the cluster leaves nothing behind.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -16,7 +17,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use toygres_tests::eventually;
-use toygres_tests::k8s::{Cluster, ImageMap, ImageSpec, RESTRICTED_USER};
+use toygres_tests::k8s::{network, Cluster, ImageMap, ImageSpec, RESTRICTED_USER};
 
 const WAIT: Duration = Duration::from_secs(90);
 const NS: &str = "harness";
@@ -266,8 +267,7 @@ async fn a_deleted_pod_comes_back_through_the_statefulset_controller_with_its_vo
     let pods = ready_pods(&client, 3).await;
     let old_uid = pods["web-2"].metadata.uid.clone().unwrap();
     let old_ip = pod_ip(&pods["web-2"]).unwrap();
-    let old_pid_count =
-        toygres_tests::k8s::network::netns_pids(&cluster.pod_net(NS, "web-2").netns).len();
+    let old_pid_count = network::netns_pids(&cluster.pod_net(NS, "web-2").netns).len();
     assert!(old_pid_count > 0);
 
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), NS);
@@ -345,8 +345,15 @@ async fn stopping_the_cluster_leaves_no_process_and_no_network_namespace() {
     let stopping = Instant::now();
     cluster.stop();
     eprintln!("cluster stopped in {:?}", stopping.elapsed());
+    assert_nothing_left(&pids, &namespaces, &bridge);
+}
+
+/// What a cluster leaves behind must be nothing: no live process of those it ran, none of its
+/// network namespaces, not its bridge.
+fn assert_nothing_left(pids: &[u32], namespaces: &[String], bridge: &str) {
     let alive: Vec<u32> = pids
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .map(|stat| {
@@ -361,7 +368,7 @@ async fn stopping_the_cluster_leaves_no_process_and_no_network_namespace() {
         })
         .collect();
     assert!(alive.is_empty(), "still running: {alive:?}");
-    let netns = toygres_tests::k8s::network::ip(&["netns", "list"]).unwrap();
+    let netns = network::ip(&["netns", "list"]).unwrap();
     for ns in namespaces {
         assert!(
             !netns
@@ -370,11 +377,38 @@ async fn stopping_the_cluster_leaves_no_process_and_no_network_namespace() {
             "{ns} left"
         );
     }
-    let links = toygres_tests::k8s::network::ip(&["-o", "link", "show"]).unwrap();
+    let links = network::ip(&["-o", "link", "show"]).unwrap();
     assert!(
         !links.contains(&format!(" {bridge}:")),
         "bridge {bridge} left"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_that_panics_leaves_no_process_and_no_network_namespace() {
+    let seen = Arc::new(Mutex::new((Vec::new(), Vec::new(), String::new())));
+    let record = seen.clone();
+    let outcome = tokio::spawn(async move {
+        let cluster = start_cluster().await;
+        create_web(&cluster.client(), 2).await;
+        ready_pods(&cluster.client(), 2).await;
+        *record.lock().unwrap() = (
+            cluster.pids(),
+            cluster
+                .bridge()
+                .live_pods()
+                .into_iter()
+                .map(|n| n.netns)
+                .collect(),
+            cluster.bridge().name().to_string(),
+        );
+        panic!("a failing test");
+    })
+    .await;
+    assert!(outcome.expect_err("the task panicked").is_panic());
+    let (pids, namespaces, bridge) = seen.lock().unwrap().clone();
+    assert_eq!(namespaces.len(), 2);
+    assert_nothing_left(&pids, &namespaces, &bridge);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,4 +466,174 @@ async fn a_restricted_user_may_do_only_what_its_role_allows() {
         Err(kube::Error::Api(e)) => assert_eq!(e.code, 403),
         other => panic!("expected 403 for the service account, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_gets_its_env_files_user_workdir_and_an_in_cluster_identity() {
+    let cluster = start_cluster().await;
+    let client = cluster.client();
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "creds"}, "stringData": {"password": "s3cret"}
+    }))
+    .unwrap();
+    let config: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "cfg"}, "data": {"mode": "fast", "file.conf": "x=1"}
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    Api::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &config)
+        .await
+        .unwrap();
+    let script = r#"
+echo "env: $PASSWORD $MODE $POD_NAME $NS $NODE ip=$POD_IP"
+echo "files: $(cat /etc/creds/password) $(cat /etc/cfg/file.conf)"
+"$PYTHON" - <<'PY'
+import os, ssl, urllib.request, urllib.error
+d = '/var/run/secrets/kubernetes.io/serviceaccount/'
+ctx = ssl.create_default_context(cafile=d + 'ca.crt')
+url = 'https://%s:%s/api/v1/namespaces/%s/pods' % (
+    os.environ['KUBERNETES_SERVICE_HOST'], os.environ['KUBERNETES_SERVICE_PORT'], open(d + 'namespace').read())
+req = urllib.request.Request(url, headers={'Authorization': 'Bearer ' + open(d + 'token').read()})
+try:
+    urllib.request.urlopen(req, context=ctx, timeout=10)
+    print('api: 200')
+except urllib.error.HTTPError as e:
+    print('api: %d %s' % (e.code, e.read().decode()))
+PY
+"#;
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "inspect"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "user",
+                "image": "busybox",
+                "command": ["sh", "-c", "echo \"who: $(id -u):$(id -g) $(pwd)\""],
+                "securityContext": {"runAsUser": 1000, "runAsGroup": 1001},
+                "workingDir": "/toygres-harness-workdir"
+            }, {
+                "name": "main",
+                "image": "toygres/test-web",
+                "command": ["sh", "-c", script],
+                "env": [
+                    {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                    {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "mode"}}},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                    {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+                ],
+                "volumeMounts": [
+                    {"name": "creds", "mountPath": "/etc/creds"},
+                    {"name": "cfg", "mountPath": "/etc/cfg"}
+                ]
+            }],
+            "volumes": [
+                {"name": "creds", "secret": {"secretName": "creds"}},
+                {"name": "cfg", "configMap": {"name": "cfg"}}
+            ]
+        }
+    }))
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let done = eventually(WAIT, "the pod to succeed", || async {
+        let pod = pods.get("inspect").await.ok()?;
+        let phase = pod.status.as_ref()?.phase.clone()?;
+        assert_ne!(
+            phase,
+            "Failed",
+            "{}",
+            cluster.container_log(NS, "inspect", "main").await
+        );
+        (phase == "Succeeded").then_some(pod)
+    })
+    .await;
+    let log = cluster.container_log(NS, "inspect", "main").await;
+    let ip = pod_ip(&done).unwrap();
+    let node = done.spec.unwrap().node_name.unwrap();
+    assert!(
+        log.contains(&format!("env: s3cret fast inspect {NS} {node} ip={ip}")),
+        "{log}"
+    );
+    assert!(log.contains("files: s3cret x=1"), "{log}");
+    let user_log = cluster.container_log(NS, "inspect", "user").await;
+    assert_eq!(user_log.trim(), "who: 1000:1001 /toygres-harness-workdir");
+    // Authenticated as the pod's service account (403, not 401): the token, CA and address work.
+    assert!(log.contains("api: 403"), "{log}");
+    assert!(
+        log.contains(&format!("system:serviceaccount:{NS}:default")),
+        "{log}"
+    );
+    for status in done.status.unwrap().container_statuses.unwrap() {
+        let terminated = status.state.unwrap().terminated.unwrap();
+        assert_eq!(terminated.exit_code, 0, "{}", status.name);
+    }
+    // The mount points made for the pod are not left on the host once the cluster is gone.
+    drop(cluster);
+    assert!(!std::path::Path::new("/toygres-harness-workdir").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_failures_and_killed_processes_restart_the_container_and_a_cut_pod_is_not_ready() {
+    let cluster = start_cluster().await;
+    let client = cluster.client();
+    // Fails its exec liveness probe on the first boot only (the probe runs in the pod's mount
+    // namespace: /state is an emptyDir mounted there).
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "lively", "labels": {"app": "lively"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{
+                "name": "main",
+                "image": "toygres/test-web",
+                "command": ["sh", "-c",
+                    "if [ -f /state/booted ]; then touch /state/alive; else touch /state/booted; fi; \
+                     exec \"$PYTHON\" -m http.server 8080 --bind $(POD_IP) --directory /state"],
+                "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                "livenessProbe": {"exec": {"command": ["cat", "/state/alive"]}, "periodSeconds": 1, "failureThreshold": 2},
+                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1, "failureThreshold": 1, "timeoutSeconds": 1},
+                "volumeMounts": [{"name": "state", "mountPath": "/state"}]
+            }],
+            "volumes": [{"name": "state", "emptyDir": {}}]
+        }
+    }))
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let restarts = |pod: &Pod| {
+        pod.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(|c| c[0].restart_count)
+            .unwrap_or(0)
+    };
+    eventually(WAIT, "a liveness restart, then ready", || async {
+        let pod = pods.get("lively").await.ok()?;
+        (restarts(&pod) == 1 && is_ready(&pod)).then_some(())
+    })
+    .await;
+
+    cluster.kill_pod(NS, "lively");
+    eventually(WAIT, "a restart after kill -9, then ready", || async {
+        let pod = pods.get("lively").await.ok()?;
+        (restarts(&pod) == 2 && is_ready(&pod)).then_some(())
+    })
+    .await;
+
+    cluster.cut_pod_network(NS, "lively");
+    eventually(WAIT, "a cut pod not ready", || async {
+        (!is_ready(&pods.get("lively").await.ok()?)).then_some(())
+    })
+    .await;
+    cluster.restore_pod_network(NS, "lively");
+    eventually(WAIT, "a restored pod ready", || async {
+        is_ready(&pods.get("lively").await.ok()?).then_some(())
+    })
+    .await;
+    assert_eq!(restarts(&pods.get("lively").await.unwrap()), 2);
 }

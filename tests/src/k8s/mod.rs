@@ -192,6 +192,25 @@ impl Cluster {
         network::ip(&["link", "set", &veth, "up"]).expect("bring the pod's veth up");
     }
 
+    /// What container `container` of pod `namespace/name` wrote to stdout and stderr (all its
+    /// runs); empty once the pod is gone.
+    pub async fn container_log(&self, namespace: &str, name: &str, container: &str) -> String {
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(self.client(), namespace);
+        let Ok(pod) = pods.get(name).await else {
+            return String::new();
+        };
+        let uid = pod.metadata.uid.unwrap_or_default();
+        let path = self
+            .dir
+            .path()
+            .join("pods")
+            .join(uid)
+            .join("logs")
+            .join(format!("{container}.log"));
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
     /// Every pid this cluster started directly (control plane) or runs in a pod.
     pub fn pids(&self) -> Vec<u32> {
         let mut pids = self.control_plane.pids();
