@@ -637,3 +637,122 @@ async fn liveness_failures_and_killed_processes_restart_the_container_and_a_cut_
     .await;
     assert_eq!(restarts(&pods.get("lively").await.unwrap()), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecar_image_runs_postgres_in_a_pod_and_keeps_its_data_when_rescheduled() {
+    toygres_tests::bin_path("toygres-sidecar");
+    let cluster = start_cluster().await;
+    let client = cluster.client();
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "pg-secrets"},
+        "stringData": {"token": "pod-token-0123456789", "superuser": "pod-superuser-pw", "replication": "pod-repl-pw"}
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    // What the Kubernetes platform will create, in miniature: the image's own entrypoint, user
+    // and data dir; credentials as Secret files; the data dir on a PVC.
+    let sts: StatefulSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "pg"},
+        "spec": {
+            "replicas": 1,
+            "serviceName": "pg",
+            "selector": {"matchLabels": {"app": "pg"}},
+            "template": {
+                "metadata": {"labels": {"app": "pg"}},
+                "spec": {
+                    "securityContext": {"runAsUser": 999, "runAsGroup": 999, "fsGroup": 999},
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [{
+                        "name": "sidecar",
+                        "image": "toygres/sidecar:dev",
+                        "env": [
+                            {"name": "TOYGRES_MEMBER_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                            {"name": "TOYGRES_PG_LISTEN", "value": "0.0.0.0"},
+                            {"name": "TOYGRES_API_ADDR", "value": "0.0.0.0:8008"},
+                            {"name": "TOYGRES_TOKEN_FILE", "value": "/etc/toygres/token"},
+                            {"name": "TOYGRES_SUPERUSER_PASSWORD_FILE", "value": "/etc/toygres/superuser"},
+                            {"name": "TOYGRES_REPLICATION_PASSWORD_FILE", "value": "/etc/toygres/replication"}
+                        ],
+                        "ports": [{"name": "pg", "containerPort": 5432}, {"name": "api", "containerPort": 8008}],
+                        "startupProbe": {"httpGet": {"path": "/healthz", "port": "api"}, "periodSeconds": 1, "failureThreshold": 120},
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "api"}, "periodSeconds": 1},
+                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "api"}, "periodSeconds": 5},
+                        "volumeMounts": [
+                            {"name": "data", "mountPath": "/var/lib/postgresql/data"},
+                            {"name": "secrets", "mountPath": "/etc/toygres", "readOnly": true}
+                        ]
+                    }],
+                    "volumes": [{"name": "secrets", "secret": {"secretName": "pg-secrets"}}]
+                }
+            },
+            "volumeClaimTemplates": [{
+                "metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+            }]
+        }
+    }))
+    .unwrap();
+    Api::<StatefulSet>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let started = Instant::now();
+    let ready = |old_uid: Option<String>| {
+        let pods = pods.clone();
+        let cluster = &cluster;
+        async move {
+            eventually(Duration::from_secs(120), "the pg-0 pod ready", || async {
+                let pod = pods.get("pg-0").await.ok()?;
+                if let Some(s) = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                {
+                    assert!(
+                        s[0].restart_count == 0,
+                        "{}",
+                        cluster.container_log(NS, "pg-0", "sidecar").await
+                    );
+                }
+                (is_ready(&pod) && pod.metadata.uid != old_uid).then_some(pod)
+            })
+            .await
+        }
+    };
+    let pod = ready(None).await;
+    eprintln!("sidecar pod ready in {:?}", started.elapsed());
+    let connect = |ip: String| async move {
+        let (pg, conn) = tokio_postgres::Config::new()
+            .host(&ip)
+            .port(5432)
+            .user("postgres")
+            .password("pod-superuser-pw")
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(5))
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        pg
+    };
+    let pg = connect(pod_ip(&pod).unwrap()).await;
+    pg.batch_execute("CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)")
+        .await
+        .unwrap();
+    drop(pg);
+
+    pods.delete("pg-0", &DeleteParams::default()).await.unwrap();
+    let again = ready(pod.metadata.uid.clone()).await;
+    let pg = connect(pod_ip(&again).unwrap()).await;
+    let x: i32 = pg
+        .query_one("SELECT x FROM kept", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(x, 42);
+    eprintln!("sidecar pod test done in {:?}", started.elapsed());
+}
