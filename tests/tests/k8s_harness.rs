@@ -685,7 +685,7 @@ async fn the_sidecar_image_runs_postgres_in_a_pod_and_keeps_its_data_when_resche
                             {"name": "secrets", "mountPath": "/etc/toygres", "readOnly": true}
                         ]
                     }],
-                    "volumes": [{"name": "secrets", "secret": {"secretName": "pg-secrets"}}]
+                    "volumes": [{"name": "secrets", "secret": {"secretName": "pg-secrets", "defaultMode": 0o400}}]
                 }
             },
             "volumeClaimTemplates": [{

@@ -7,10 +7,13 @@
 //! Concurrent harnesses (threads or processes) each claim a free slot `n` by creating the
 //! bridge `tgbr<n>` (creation is atomic: the first creator wins), giving them pod subnet
 //! `10.244.<n>.0/24` and Service CIDR `10.96.<n>.0/24`. Everything created is removed on drop,
-//! also during a panic; the processes inside a pod's namespace are killed first.
+//! also during a panic; the processes inside a pod's namespace are killed first. A test process
+//! killed outright cannot clean up: the owner of each slot is recorded in
+//! `/run/toygres-k8s/tgbr<n>`, and the next harness removes the slots of dead owners.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -107,6 +110,7 @@ impl Bridge {
     /// Claims a free slot and creates the bridge, its host address and the Service CIDR's
     /// unreachable route.
     pub fn create() -> anyhow::Result<Arc<Self>> {
+        sweep_dead_owners();
         let start =
             std::process::id() as usize * 7 + SLOT_COUNTER.fetch_add(1, Ordering::SeqCst) as usize;
         let routes = ip(&["-4", "route", "show", "table", "all"])?;
@@ -132,6 +136,8 @@ impl Bridge {
                 closed: std::sync::atomic::AtomicBool::new(false),
             };
             // From here on, Drop removes whatever was made.
+            let _ = std::fs::create_dir_all(OWNERS)
+                .and_then(|()| std::fs::write(owner_file(slot), std::process::id().to_string()));
             let host = format!("{}/24", bridge.host_ip());
             ip(&["addr", "add", &host, "dev", &bridge.name])?;
             ip(&["link", "set", &bridge.name, "up"])?;
@@ -263,6 +269,52 @@ impl Bridge {
         }
         let _ = ip(&["route", "del", "unreachable", &self.service_cidr]);
         let _ = ip(&["link", "del", &self.name]);
+        let _ = std::fs::remove_file(owner_file(self.slot));
+    }
+}
+
+/// Where slot owners are recorded.
+const OWNERS: &str = "/run/toygres-k8s";
+
+fn owner_file(slot: u8) -> std::path::PathBuf {
+    std::path::Path::new(OWNERS).join(format!("tgbr{slot}"))
+}
+
+/// Removes the slots whose recorded owner process is gone: its pods' processes and namespaces,
+/// the Service route and the bridge.
+fn sweep_dead_owners() {
+    let Ok(entries) = std::fs::read_dir(OWNERS) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(slot) = name.strip_prefix("tgbr").and_then(|s| s.parse::<u8>().ok()) else {
+            continue;
+        };
+        let owner = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let Ok(pid) = owner.trim().parse::<i32>() else {
+            continue;
+        };
+        if pid as u32 == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let prefix = format!("tg{slot}p");
+        let namespaces = ip(&["netns", "list"]).unwrap_or_default();
+        for ns in namespaces
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+        {
+            if ns
+                .strip_prefix(&prefix)
+                .is_some_and(|id| id.chars().all(|c| c.is_ascii_digit()))
+            {
+                kill_netns(ns, Duration::from_secs(5));
+                let _ = ip(&["netns", "del", ns]);
+            }
+        }
+        let _ = ip(&["route", "del", "unreachable", &format!("10.96.{slot}.0/24")]);
+        let _ = ip(&["link", "del", &name]);
+        let _ = std::fs::remove_file(entry.path());
     }
 }
 

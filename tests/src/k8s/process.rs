@@ -1,5 +1,6 @@
 //! A control-plane process (etcd, kube-apiserver, …) in its own process group, its output in a
-//! log file; dropping it kills the group by pid with SIGKILL (test components keep nothing worth
+//! log file, started through `setpriv --pdeathsig KILL` so that it dies with the test process
+//! even when that is killed outright (no unsafe `pre_exec` needed); dropping it kills the group by pid with SIGKILL (test components keep nothing worth
 //! a graceful shutdown: etcd's data lives in the harness's temp dir).
 
 use std::os::unix::process::CommandExt;
@@ -20,7 +21,8 @@ pub struct ManagedProcess {
 
 impl ManagedProcess {
     /// Starts `command` in a new process group, stdout and stderr appended to `<log_dir>/<name>.log`.
-    pub fn spawn(name: &str, mut command: Command, log_dir: &Path) -> anyhow::Result<Self> {
+    pub fn spawn(name: &str, command: Command, log_dir: &Path) -> anyhow::Result<Self> {
+        let mut command = with_parent_death_signal(command);
         let log = log_dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).context("create the log file")?;
         command
@@ -70,4 +72,30 @@ impl Drop for ManagedProcess {
         let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
         let _ = self.child.wait();
     }
+}
+
+/// `command` run through `setpriv --pdeathsig KILL` (when util-linux's setpriv is installed):
+/// the kernel kills it when the thread that started it exits.
+fn with_parent_death_signal(command: Command) -> Command {
+    let Some(setpriv) = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+    else {
+        return command;
+    };
+    let mut wrapped = Command::new(setpriv);
+    wrapped
+        .args(["--pdeathsig", "KILL", "--"])
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(v) => wrapped.env(key, v),
+            None => wrapped.env_remove(key),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
 }

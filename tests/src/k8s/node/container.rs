@@ -4,7 +4,9 @@
 //! pod's network namespace and a private mount namespace, the script bind-mounts each volume's
 //! host directory at the container's real mount path (so programs see the paths their pod spec
 //! names, as in a container), changes to the working dir, drops to the container's user with
-//! `setpriv` and `exec`s the program: the pid spawned is the container's main process, in a
+//! `setpriv` and `exec`s the program (`ip` itself is started through `setpriv --pdeathsig KILL`,
+//! and the drop to the container's user sets it again, so a test process killed outright takes
+//! its pods' main processes with it): the pid spawned is the container's main process, in a
 //! process group of its own. Mount points missing on the host are created first (see
 //! [`super::volumes::MountPoints`]). `$(VAR)` references in env values, command and args expand
 //! as the kubelet expands them.
@@ -128,7 +130,7 @@ pub fn launch_script(plan: &LaunchPlan, setpriv: &str, mount: &str) -> String {
                 None => "--clear-groups".to_string(),
             };
             script.push_str(&format!(
-                "exec {setpriv} --reuid={uid} --regid={gid} {groups} -- \"$@\"\n"
+                "exec {setpriv} --reuid={uid} --regid={gid} {groups} --pdeathsig KILL -- \"$@\"\n"
             ));
         }
         _ => script.push_str("exec \"$@\"\n"),
@@ -247,7 +249,7 @@ mod tests {
              /usr/bin/mount --bind '/h/token' '/var/run/secrets/x'\n\
              /usr/bin/mount -o remount,bind,ro '/var/run/secrets/x'\n\
              cd '/var/lib/it'\\''s'\n\
-             exec /usr/bin/setpriv --reuid=101 --regid=104 --clear-groups -- \"$@\"\n"
+             exec /usr/bin/setpriv --reuid=101 --regid=104 --clear-groups --pdeathsig KILL -- \"$@\"\n"
         );
     }
 

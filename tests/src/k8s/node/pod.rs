@@ -740,6 +740,9 @@ impl ContainerRunner {
                     std::fs::create_dir_all(&source).context("create a subPath dir")?;
                 }
             }
+            if let (true, Some(group)) = (volume.generated, fs_group) {
+                super::volumes::share_with_group(&volume.host_path, group)?;
+            }
             if volume.writable_data {
                 if let Some((uid, gid)) = user.filter(|(uid, _)| *uid != 0) {
                     let gid = fs_group.unwrap_or(gid);

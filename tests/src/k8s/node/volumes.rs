@@ -90,6 +90,26 @@ pub struct PreparedVolume {
     pub read_only: bool,
     /// Persistent (PVC) or emptyDir: owned by the container's user when it is not root.
     pub writable_data: bool,
+    /// Files the node wrote (Secret, ConfigMap, projected, downwardAPI): group-owned by the
+    /// pod's `fsGroup` and group-readable when it has one, as a kubelet does.
+    pub generated: bool,
+}
+
+/// Gives `fs_group` read access to every file under `dir` (a generated volume).
+pub fn share_with_group(dir: &Path, fs_group: u32) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).context("list a volume")? {
+        let path = entry.context("read a volume entry")?.path();
+        nix::unistd::chown(&path, None, Some(fs_group.into())).context("chgrp a volume file")?;
+        let meta = std::fs::metadata(&path).context("stat a volume file")?;
+        let mode = meta.permissions().mode();
+        let group_read = if meta.is_dir() { 0o050 } else { 0o040 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode | group_read))
+            .context("chmod a volume file")?;
+        if meta.is_dir() {
+            share_with_group(&path, fs_group)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `entries` (key, bytes) into `dir` as files: all keys, or just `items` (key → path).
@@ -165,6 +185,7 @@ pub async fn prepare(
             host_path: dir.clone(),
             read_only: true,
             writable_data: false,
+            generated: true,
         };
         if let Some(claim) = &volume.persistent_volume_claim {
             let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
@@ -192,6 +213,7 @@ pub async fn prepare(
                 host_path: PathBuf::from(path),
                 read_only: claim.read_only == Some(true),
                 writable_data: true,
+                generated: false,
             };
         } else if volume.empty_dir.is_some() {
             std::fs::create_dir_all(&dir).context("create an emptyDir")?;
@@ -199,12 +221,14 @@ pub async fn prepare(
                 .context("chmod an emptyDir")?;
             prepared.read_only = false;
             prepared.writable_data = true;
+            prepared.generated = false;
         } else if let Some(host) = &volume.host_path {
             if host.type_.as_deref() == Some("DirectoryOrCreate") {
                 std::fs::create_dir_all(&host.path).context("create a hostPath dir")?;
             }
             prepared.host_path = PathBuf::from(&host.path);
             prepared.read_only = false;
+            prepared.generated = false;
         } else if let Some(secret) = &volume.secret {
             std::fs::create_dir_all(&dir).context("create a secret volume")?;
             let name = secret.secret_name.clone().unwrap_or_default();
