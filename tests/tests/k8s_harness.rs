@@ -242,6 +242,28 @@ async fn a_statefulset_spreads_over_zones_and_its_slice_lists_exactly_the_ready_
     }
     wait_endpoints(&client, &ips, "the slice to list the three pods").await;
 
+    // Pods find each other by the names cluster DNS would give them (their hosts files).
+    let web0 = cluster.pod_net(NS, "web-0").netns;
+    let pid = network::netns_pids(&web0)[0].to_string();
+    for (name, want) in [
+        ("web-1.web", pod_ip(&pods["web-1"]).unwrap()),
+        (
+            "web-2.web.harness.svc.cluster.local",
+            pod_ip(&pods["web-2"]).unwrap(),
+        ),
+    ] {
+        let out = std::process::Command::new("nsenter")
+            .args(["-t", &pid, "-m", "-n", "--", "getent", "hosts", name])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text.split_whitespace().next(),
+            Some(want.as_str()),
+            "{name}: {text}"
+        );
+    }
+
     // A failing readiness probe takes the pod out of the slice; passing again brings it back.
     let web1 = pod_ip(&pods["web-1"]).unwrap();
     let ready_file = volume_dir(&client, "data-web-1").await.join("ready");
@@ -375,6 +397,10 @@ fn assert_nothing_left(pids: &[u32], namespaces: &[String], bridge: &str) {
                 .lines()
                 .any(|l| l.split_whitespace().next() == Some(ns.as_str())),
             "{ns} left"
+        );
+        assert!(
+            !std::path::Path::new("/etc/netns").join(ns).exists(),
+            "/etc/netns/{ns} left"
         );
     }
     let links = network::ip(&["-o", "link", "show"]).unwrap();

@@ -236,10 +236,22 @@ impl Bridge {
         let _ = ip(&["link", "del", &net.host_veth]);
         let _ = ip(&["netns", "del", &net.netns]);
         let _ = ip(&["neigh", "flush", "to", &net.ip.to_string()]);
+        // Files `ip netns exec` mounts into the pod (its hosts file).
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&net.netns));
         let mut pool = self.pool.lock().expect("pool lock");
         if pool.live.remove(&net.netns).is_some() {
             pool.free.insert(net.ip.octets()[3]);
         }
+    }
+
+    /// Runs `f` with the namespaces of live pods, unless the network is torn down; teardown
+    /// waits for it (so files `f` writes for a pod are removed with the pod).
+    pub fn with_live_pods<T>(&self, f: impl FnOnce(&HashMap<String, PodNet>) -> T) -> Option<T> {
+        let pool = self.pool.lock().expect("pool lock");
+        if self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(f(&pool.live))
     }
 
     /// The namespaces of pods not removed yet.
@@ -270,6 +282,8 @@ impl Bridge {
         let _ = ip(&["route", "del", "unreachable", &self.service_cidr]);
         let _ = ip(&["link", "del", &self.name]);
         let _ = std::fs::remove_file(owner_file(self.slot));
+        // Only when empty: other harnesses may have pods.
+        let _ = std::fs::remove_dir("/etc/netns");
     }
 }
 
@@ -310,6 +324,7 @@ fn sweep_dead_owners() {
             {
                 kill_netns(ns, Duration::from_secs(5));
                 let _ = ip(&["netns", "del", ns]);
+                let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
             }
         }
         let _ = ip(&["route", "del", "unreachable", &format!("10.96.{slot}.0/24")]);

@@ -7,6 +7,7 @@
 
 pub mod container;
 pub mod env;
+pub mod hosts;
 pub mod images;
 pub mod pod;
 pub mod probes;
@@ -73,6 +74,8 @@ impl Tools {
 pub struct PodEntry {
     pub uid: String,
     pub net: PodNet,
+    /// Its names, for the pods' hosts files.
+    pub name: hosts::PodName,
 }
 
 /// What the node tasks share.
@@ -87,6 +90,23 @@ pub struct NodeContext {
     pub tools: Tools,
     /// `namespace/name` → the running pod.
     pub pods: Mutex<HashMap<String, PodEntry>>,
+}
+
+impl NodeContext {
+    /// Rewrites every running pod's hosts file (after a pod started or stopped).
+    /// Holds the pod table while writing, so a pod removed from it afterwards never gets its
+    /// file written again, and writes nothing once the network is torn down.
+    pub fn refresh_hosts(&self) {
+        let table = self.pods.lock().expect("pods");
+        self.bridge.with_live_pods(|live| {
+            let pods: Vec<(String, hosts::PodName)> = table
+                .values()
+                .filter(|e| live.contains_key(&e.net.netns))
+                .map(|e| (e.net.netns.clone(), e.name.clone()))
+                .collect();
+            hosts::write_all(&pods);
+        });
+    }
 }
 
 impl std::fmt::Debug for NodeContext {

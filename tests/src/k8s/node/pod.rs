@@ -253,8 +253,17 @@ pub(super) async fn run(ctx: Arc<NodeContext>, mut updates: watch::Receiver<Opti
         PodEntry {
             uid: uid.clone(),
             net: net.clone(),
+            name: super::hosts::PodName {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                hostname: pod.spec.as_ref().and_then(|s| s.hostname.clone()),
+                subdomain: pod.spec.as_ref().and_then(|s| s.subdomain.clone()),
+                ip: net.ip,
+            },
         },
     );
+    // Before any container starts: `ip netns exec` mounts the file only if it exists.
+    ctx.refresh_hosts();
     let pod_dir = ctx.dir.join("pods").join(&uid);
     let spec = pod.spec.clone().unwrap_or_default();
     let shared = Arc::new(Shared {
@@ -313,15 +322,16 @@ pub(super) async fn run(ctx: Arc<NodeContext>, mut updates: watch::Receiver<Opti
     if let (Ending::Deleting(grace), false) = (&ending, finished) {
         let _ = tokio::time::timeout(*grace, &mut lifecycle).await;
     }
-    let bridge = ctx.bridge.clone();
-    let removed = net.clone();
-    let _ = tokio::task::spawn_blocking(move || bridge.remove_pod(&removed)).await;
     {
         let mut pods = ctx.pods.lock().expect("pods");
         if pods.get(&key).map(|e| e.uid == uid).unwrap_or(false) {
             pods.remove(&key);
         }
     }
+    let bridge = ctx.bridge.clone();
+    let removed = net.clone();
+    let _ = tokio::task::spawn_blocking(move || bridge.remove_pod(&removed)).await;
+    ctx.refresh_hosts();
     // No late status write may land on a successor pod of the same name.
     writer.abort();
     let _ = writer.await;
