@@ -29,7 +29,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -322,7 +322,9 @@ async fn heartbeats(client: Client, host_ip: Ipv4Addr) {
 async fn dispatch_pods(ctx: Arc<NodeContext>) {
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
-    let mut events = watcher(pods, watcher::Config::default()).boxed();
+    let mut events = watcher(pods, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     while let Some(event) = events.next().await {
         let (pod, deleted) = match event {
             Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => (p, false),

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 
 /// The default StorageClass's name.
@@ -115,7 +115,9 @@ pub fn volume_for(pvc: &PersistentVolumeClaim, dir: PathBuf) -> PersistentVolume
 pub async fn run_claims(client: Client, volumes_dir: PathBuf) {
     let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
-    let mut events = watcher(claims, watcher::Config::default()).boxed();
+    let mut events = watcher(claims, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     while let Some(event) = events.next().await {
         let pvc = match event {
             Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => p,
@@ -146,7 +148,9 @@ pub async fn run_claims(client: Client, volumes_dir: PathBuf) {
 /// Deletes released volumes of ours (and their directories) until aborted.
 pub async fn run_reclaim(client: Client) {
     let volumes: Api<PersistentVolume> = Api::all(client);
-    let mut events = watcher(volumes.clone(), watcher::Config::default()).boxed();
+    let mut events = watcher(volumes.clone(), watcher::Config::default())
+        .default_backoff()
+        .boxed();
     while let Some(event) = events.next().await {
         let pv = match event {
             Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => p,
