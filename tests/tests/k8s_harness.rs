@@ -243,8 +243,6 @@ async fn a_statefulset_spreads_over_zones_and_its_slice_lists_exactly_the_ready_
     wait_endpoints(&client, &ips, "the slice to list the three pods").await;
 
     // Pods find each other by the names cluster DNS would give them (their hosts files).
-    let web0 = cluster.pod_net(NS, "web-0").netns;
-    let pid = network::netns_pids(&web0)[0].to_string();
     for (name, want) in [
         ("web-1.web", pod_ip(&pods["web-1"]).unwrap()),
         (
@@ -252,10 +250,7 @@ async fn a_statefulset_spreads_over_zones_and_its_slice_lists_exactly_the_ready_
             pod_ip(&pods["web-2"]).unwrap(),
         ),
     ] {
-        let out = std::process::Command::new("nsenter")
-            .args(["-t", &pid, "-m", "-n", "--", "getent", "hosts", name])
-            .output()
-            .unwrap();
+        let out = cluster.exec_in_pod(NS, "web-0", &["getent", "hosts", name]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
             text.split_whitespace().next(),

@@ -163,6 +163,21 @@ impl Cluster {
             .net
     }
 
+    /// Runs `argv` inside the pod (its network and mount namespaces, as root), like
+    /// `kubectl exec`; the pod must have a running process.
+    pub fn exec_in_pod(&self, namespace: &str, name: &str, argv: &[&str]) -> std::process::Output {
+        let netns = self.pod_net(namespace, name).netns;
+        let pid = network::netns_pids(&netns)
+            .into_iter()
+            .min()
+            .unwrap_or_else(|| panic!("pod {namespace}/{name} has no running process"));
+        Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-m", "-n", "--"])
+            .args(argv)
+            .output()
+            .unwrap_or_else(|e| panic!("nsenter into {namespace}/{name}: {e}"))
+    }
+
     /// SIGSTOPs every process of the pod.
     pub fn freeze_pod(&self, namespace: &str, name: &str) {
         network::signal_netns(&self.pod_net(namespace, name).netns, Signal::SIGSTOP);
