@@ -1,8 +1,10 @@
 //! A real Kubernetes cluster for tests: the control plane ([`control_plane`]) on a private
 //! bridge network ([`network`]) with three process nodes ([`node`]) that run pods as local
-//! processes. [`Cluster::start`] brings it up in a temp dir; dropping the cluster (also during a
-//! panic) kills every pod process and control-plane process by pid and removes every network
-//! namespace, veth, route and the bridge.
+//! processes. [`Cluster::start`] brings it up in a temp dir in a few seconds; dropping the
+//! cluster (also during a panic) kills every pod process and control-plane process by pid and
+//! removes every network namespace, veth, route, hosts file and the bridge. A test process
+//! killed outright takes its processes with it (parent-death signal) and the next cluster sweeps
+//! its network.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -10,6 +12,24 @@
 //! let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::default_namespaced(cluster.client());
 //! # }
 //! ```
+//!
+//! What a pod gets: its own IP on the bridge (reachable from the test process and other pods),
+//! its image mapped to a local program ([`ImageMap`]), env (values, fieldRef, secretKeyRef,
+//! configMapKeyRef, envFrom), volumes at their real paths (Secret, ConfigMap, projected
+//! service-account token with `kube-root-ca.crt`, downwardAPI, emptyDir, hostPath, PVCs of the
+//! default StorageClass `toygres-local`), `runAsUser`/`runAsGroup`/`fsGroup`, workingDir, probes
+//! (httpGet, tcpSocket, exec), restarts with back-off, graceful deletion, in-cluster API access
+//! (`KUBERNETES_SERVICE_HOST`/`PORT` point at the apiserver), and a hosts file resolving
+//! StatefulSet pods' DNS names.
+//!
+//! What it does not get: Service ClusterIPs are unroutable (no kube-proxy: resolve a Service
+//! through its EndpointSlices) and Service names do not resolve (no cluster DNS); no cgroups or
+//! resource limits; no image pulls; no UTS namespace (`HOSTNAME` is set, `hostname` is the
+//! host's); `/tmp` and paths outside the volumes are the host's; `readOnlyRootFilesystem`,
+//! capabilities and seccomp are ignored; Secrets and ConfigMaps are read once per container
+//! start, tokens (1 h) are not rotated; no `kubectl logs/exec/port-forward` (use
+//! [`Cluster::container_log`], [`Cluster::exec_in_pod`], the pod IP); nodes never fail (no
+//! node-lifecycle controller).
 
 pub mod binaries;
 pub mod control_plane;
