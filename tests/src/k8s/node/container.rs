@@ -76,7 +76,7 @@ pub fn expand(input: &str, vars: &HashMap<String, String>) -> String {
 }
 
 /// argv from the container's command/args and the image's entrypoint/cmd (Kubernetes' rules),
-/// expanded and with argv[0] translated to the local program.
+/// expanded and with `argv[0]` translated to the local program.
 pub fn argv(
     container: &Container,
     image: &ImageSpec,

@@ -28,7 +28,7 @@ pub struct ImageSpec {
 }
 
 impl ImageSpec {
-    /// The host path of argv[0]: a mapped program (by full image path or bare name), else as is.
+    /// The host path of `argv[0]`: a mapped program (by full image path or bare name), else as is.
     pub fn translate_program(&self, argv0: &str) -> String {
         let base = argv0.rsplit('/').next().unwrap_or(argv0);
         for (name, host) in &self.programs {
