@@ -15,6 +15,9 @@ use toygres_common::controller_api::{
     AddReplicaRequest, FailoverRequest, HaSettings, HaSettingsPatch, MemberView, OperationAccepted,
     Progress, SwitchoverRequest, ValidatedCreateInstance, ValidatedSwitchover, MAX_REPLICAS,
 };
+use toygres_common::domain::{
+    HaEventKind, InstanceState, MemberHealth, OperationKind, ReplicationMode, Role,
+};
 
 use crate::activities::{self, ActivityDeps};
 use crate::cms::instances::CreateOutcome;
@@ -207,7 +210,7 @@ impl Engine {
             .await?;
         Ok(OperationAccepted {
             operation_id,
-            kind: "create".into(),
+            kind: OperationKind::Create.to_string(),
             instance: spec.name,
         })
     }
@@ -222,7 +225,7 @@ impl Engine {
             .cms
             .get_instance(name)
             .await?
-            .filter(|i| i.summary.state != "deleted")
+            .filter(|i| i.summary.parsed_state() != Some(InstanceState::Deleted))
             .ok_or_else(|| EngineError::NotFound(format!("instance {name} does not exist")))?;
         if let Some((id, kind)) = self.cms.unfinished_operation(name).await? {
             return Err(EngineError::Conflict(format!(
@@ -239,13 +242,13 @@ impl Engine {
         };
         let request = serde_json::to_value(&input).context("encode the delete request")?;
         self.cms
-            .insert_operation(&operation_id, "delete", name, &request)
+            .insert_operation(&operation_id, OperationKind::Delete, name, &request)
             .await?;
         self.start_operation(names::DELETE_INSTANCE, &operation_id, &request)
             .await?;
         Ok(OperationAccepted {
             operation_id,
-            kind: "delete".into(),
+            kind: OperationKind::Delete.to_string(),
             instance: name.to_string(),
         })
     }
@@ -303,16 +306,19 @@ impl Engine {
                 )));
             }
         }
-        let sync_candidate = match request.mode.as_deref() {
-            None | Some("sync") => true,
-            Some("async") => false,
-            Some(other) => {
-                return Err(EngineError::Invalid(format!(
-                    "mode must be \"sync\" or \"async\", not {other:?}"
-                )))
-            }
+        let mode = match request.mode.as_deref() {
+            None => None,
+            Some(text) => Some(text.parse::<ReplicationMode>().map_err(|_| {
+                EngineError::Invalid(format!("mode must be \"sync\" or \"async\", not {text:?}"))
+            })?),
         };
-        if request.mode.as_deref() == Some("sync") && instance.summary.replication_mode != "sync" {
+        let sync_candidate = match mode {
+            None | Some(ReplicationMode::Sync) => true,
+            Some(ReplicationMode::Async) => false,
+        };
+        if mode == Some(ReplicationMode::Sync)
+            && instance.summary.parsed_replication_mode() != ReplicationMode::Sync
+        {
             return Err(EngineError::Conflict(format!(
                 "instance {name} replicates asynchronously: a standby cannot be synchronous"
             )));
@@ -329,8 +335,13 @@ impl Engine {
                 size: request.size,
             },
         });
-        self.queue_operation(&instance, &operation_id, "add-replica", &command)
-            .await
+        self.queue_operation(
+            &instance,
+            &operation_id,
+            OperationKind::AddReplica,
+            &command,
+        )
+        .await
     }
 
     /// Queues a *RemoveReplica* operation on the instance's actor.
@@ -347,13 +358,16 @@ impl Engine {
             .iter()
             .find(|m| m.name == member)
             .ok_or_else(|| EngineError::NotFound(format!("member {member} does not exist")))?;
-        if found.role == "primary" {
+        if found.parsed_role() == Role::Primary {
             return Err(EngineError::Conflict(format!(
                 "{member} is the primary; only a standby can be removed"
             )));
         }
-        let standbys = members.iter().filter(|m| m.role == "standby").count();
-        if instance.summary.replication_mode == "sync" && standbys <= 1 {
+        let standbys = members
+            .iter()
+            .filter(|m| m.parsed_role() == Role::Standby)
+            .count();
+        if instance.summary.parsed_replication_mode() == ReplicationMode::Sync && standbys <= 1 {
             return Err(EngineError::Conflict(format!(
                 "{member} is the last standby and instance {name} replicates synchronously"
             )));
@@ -365,8 +379,13 @@ impl Engine {
             member: member.to_string(),
             keep_data,
         });
-        self.queue_operation(&instance, &operation_id, "remove-replica", &command)
-            .await
+        self.queue_operation(
+            &instance,
+            &operation_id,
+            OperationKind::RemoveReplica,
+            &command,
+        )
+        .await
     }
 
     /// Queues a *Switchover* on the instance's actor. The primary must be recorded and the
@@ -380,7 +399,7 @@ impl Engine {
         let request = ValidatedSwitchover::try_from(request)
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
         let members = self.cms.list_members(name).await?;
-        if !members.iter().any(|m| m.role == "standby") {
+        if !members.iter().any(|m| m.parsed_role() == Role::Standby) {
             return Err(EngineError::Conflict(format!(
                 "instance {name} has no standby to hand over to"
             )));
@@ -393,8 +412,13 @@ impl Engine {
             operation_id: operation_id.clone(),
             request,
         });
-        self.queue_operation(&instance, &operation_id, "switchover", &command)
-            .await
+        self.queue_operation(
+            &instance,
+            &operation_id,
+            OperationKind::Switchover,
+            &command,
+        )
+        .await
     }
 
     /// Queues a manual *Failover* on the instance's actor (refused by the orchestration while
@@ -414,8 +438,8 @@ impl Engine {
         }
         if !request.force {
             // Refused up front when the primary answers: the operator wants a switchover.
-            let primary = members.iter().find(|m| m.role == "primary");
-            if let Some(primary) = primary.filter(|p| p.health == "healthy") {
+            let primary = members.iter().find(|m| m.parsed_role() == Role::Primary);
+            if let Some(primary) = primary.filter(|p| p.parsed_health() == MemberHealth::Healthy) {
                 return Err(EngineError::Conflict(format!(
                     "the primary {} is healthy: use a switchover, or force the failover",
                     primary.name
@@ -428,7 +452,7 @@ impl Engine {
             to: request.to,
             force: request.force,
         });
-        self.queue_operation(&instance, &operation_id, "failover", &command)
+        self.queue_operation(&instance, &operation_id, OperationKind::Failover, &command)
             .await
     }
 
@@ -441,7 +465,7 @@ impl Engine {
         validate_member_of(name, to).map_err(|e| EngineError::Invalid(e.to_string()))?;
         match members.iter().find(|m| m.name == to) {
             None => Err(EngineError::NotFound(format!("member {to} does not exist"))),
-            Some(m) if m.role == "primary" => Err(EngineError::Conflict(format!(
+            Some(m) if m.parsed_role() == Role::Primary => Err(EngineError::Conflict(format!(
                 "{to} is already the primary"
             ))),
             Some(_) => Ok(()),
@@ -453,7 +477,7 @@ impl Engine {
         self.cms
             .get_instance(name)
             .await?
-            .filter(|i| i.summary.state != "deleted")
+            .filter(|i| i.summary.parsed_state() != Some(InstanceState::Deleted))
             .ok_or_else(|| EngineError::NotFound(format!("instance {name} does not exist")))?;
         Ok(self.cms.get_ha_settings(name).await?.unwrap_or_default())
     }
@@ -474,7 +498,7 @@ impl Engine {
                 name,
                 None,
                 None,
-                "ha-settings",
+                HaEventKind::HaSettings.into(),
                 &format!(
                     "HA settings changed: {}",
                     serde_json::to_string(patch).unwrap_or_default()
@@ -494,9 +518,9 @@ impl Engine {
             .cms
             .get_instance(name)
             .await?
-            .filter(|i| i.summary.state != "deleted")
+            .filter(|i| i.summary.parsed_state() != Some(InstanceState::Deleted))
             .ok_or_else(|| EngineError::NotFound(format!("instance {name} does not exist")))?;
-        if instance.summary.state != "running" {
+        if instance.summary.parsed_state() != Some(InstanceState::Running) {
             return Err(EngineError::Conflict(format!(
                 "instance {name} is {}, not running",
                 instance.summary.state
@@ -516,7 +540,7 @@ impl Engine {
         &self,
         instance: &InstanceRecord,
         operation_id: &str,
-        kind: &str,
+        kind: OperationKind,
         command: &ActorCommand,
     ) -> Result<OperationAccepted, EngineError> {
         let name = &instance.summary.name;
@@ -568,11 +592,16 @@ impl Engine {
             if !matches!(status, OrchestrationStatus::NotFound) {
                 continue;
             }
-            let orchestration = match operation.kind.as_str() {
-                "create" => names::CREATE_INSTANCE,
-                "delete" => names::DELETE_INSTANCE,
+            let orchestration = match operation.kind {
+                OperationKind::Create => names::CREATE_INSTANCE,
+                OperationKind::Delete => names::DELETE_INSTANCE,
                 // Queued on an actor, whose durable queue keeps them.
-                _ => continue,
+                OperationKind::AddReplica
+                | OperationKind::RemoveReplica
+                | OperationKind::Switchover
+                | OperationKind::Failover
+                | OperationKind::AutoFailover
+                | OperationKind::Rejoin => continue,
             };
             tracing::info!(
                 operation = operation.id,
@@ -589,7 +618,7 @@ impl Engine {
     /// where it is missing or has ended.
     pub async fn ensure_actors(&self) -> anyhow::Result<()> {
         for instance in self.cms.live_instances().await? {
-            if instance.summary.state != "running" {
+            if instance.summary.parsed_state() != Some(InstanceState::Running) {
                 continue;
             }
             let name = &instance.summary.name;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use duroxide::ActivityContext;
 use serde::{Deserialize, Serialize};
 use toygres_common::controller_api::HaSettings;
+use toygres_common::domain::{HaEventKind, InstanceState, MemberState, ReplicationMode};
 use toygres_common::sidecar_api::{
     parse_lsn, DemoteRequest, ReplicationRequest, Role, Status, SyncPolicy,
 };
@@ -38,7 +39,7 @@ pub struct MemberSurvey {
     pub running: bool,
     pub fenced: bool,
     /// `primary`, `standby` or `unknown`.
-    pub role: Option<String>,
+    pub role: Option<Role>,
     pub timeline: Option<u32>,
     /// Primary: its current WAL position.
     pub current_lsn: Option<u64>,
@@ -71,14 +72,7 @@ impl MemberSurvey {
             reachable: true,
             running: status.running && !status.fenced,
             fenced: status.fenced,
-            role: Some(
-                match status.role {
-                    Role::Primary => "primary",
-                    Role::Standby => "standby",
-                    Role::Unknown => "unknown",
-                }
-                .to_string(),
-            ),
+            role: Some(status.role),
             timeline: status.timeline,
             current_lsn: lsn(&status.current_lsn),
             receive_lsn: lsn(&status.receive_lsn),
@@ -557,8 +551,8 @@ pub struct HandoverRecord {
     pub new_primary: String,
     pub old_primary: Option<String>,
     /// The old primary's member state: `rejoining`, `fenced` or `running`.
-    pub old_state: String,
-    pub event_kind: String,
+    pub old_state: MemberState,
+    pub event_kind: HaEventKind,
     pub message: String,
 }
 
@@ -573,7 +567,7 @@ pub async fn record_handover(
             &input.instance,
             &input.new_primary,
             input.old_primary.as_deref(),
-            &input.old_state,
+            input.old_state,
         )
         .await
         .map_err(describe)?;
@@ -582,7 +576,7 @@ pub async fn record_handover(
             &input.instance,
             Some(&input.new_primary),
             Some(&input.operation_id),
-            &input.event_kind,
+            input.event_kind.into(),
             &input.message,
         )
         .await
@@ -595,7 +589,7 @@ pub struct EventRecord {
     pub instance: String,
     pub member: Option<String>,
     pub operation_id: Option<String>,
-    pub kind: String,
+    pub kind: HaEventKind,
     pub message: String,
 }
 
@@ -605,13 +599,13 @@ pub async fn record_event(
     _ctx: ActivityContext,
     input: EventRecord,
 ) -> Result<(), String> {
-    deps.metrics.record_ha_event(&input.kind);
+    deps.metrics.record_ha_event(input.kind.as_str());
     deps.cms
         .record_event(
             &input.instance,
             input.member.as_deref(),
             input.operation_id.as_deref(),
-            &input.kind,
+            input.kind.into(),
             &input.message,
         )
         .await
@@ -649,7 +643,7 @@ pub async fn record_member_options(
 pub struct MemberStateInput {
     pub instance: String,
     pub member: String,
-    pub state: String,
+    pub state: MemberState,
 }
 
 /// Records the member's state.
@@ -659,7 +653,7 @@ pub async fn set_member_state(
     input: MemberStateInput,
 ) -> Result<(), String> {
     deps.cms
-        .set_member_state(&input.instance, &input.member, &input.state)
+        .set_member_state(&input.instance, &input.member, input.state)
         .await
         .map_err(describe)
 }
@@ -675,7 +669,7 @@ pub struct ActorView {
     #[serde(default)]
     pub primary_address: Option<toygres_common::names::PgAddress>,
     /// `sync` or `async`.
-    pub replication_mode: String,
+    pub replication_mode: ReplicationMode,
     pub ha: HaSettings,
     /// Former primaries waiting to rejoin as standbys.
     pub rejoining: Vec<String>,
@@ -721,7 +715,10 @@ pub async fn read_actor_view(
         return Ok(None);
     };
     if instance.actor_id.as_deref() != Some(input.actor_id.as_str())
-        || matches!(instance.summary.state.as_str(), "deleting" | "deleted")
+        || instance
+            .summary
+            .parsed_state()
+            .is_some_and(InstanceState::is_ending)
     {
         return Ok(None);
     }
@@ -743,7 +740,7 @@ pub async fn read_actor_view(
         .map_err(describe)?;
     let primary = recorded
         .iter()
-        .find(|m| m.role == "primary")
+        .find(|m| m.parsed_role() == Role::Primary)
         .map(|m| m.name.clone());
     let primary_address = members
         .iter()
@@ -753,15 +750,21 @@ pub async fn read_actor_view(
         members: members.into_iter().map(|m| m.member).collect(),
         primary,
         primary_address,
-        replication_mode: instance.summary.replication_mode,
+        replication_mode: instance.summary.parsed_replication_mode(),
         ha,
-        rejoining: member_names(&recorded, |m| m.state == "rejoining"),
-        not_sync: member_names(&recorded, |m| !m.sync_candidate || m.state == "fenced"),
+        rejoining: member_names(&recorded, |m| {
+            m.parsed_state() == Some(MemberState::Rejoining)
+        }),
+        not_sync: member_names(&recorded, |m| {
+            !m.sync_candidate || m.parsed_state() == Some(MemberState::Fenced)
+        }),
         lag_bounds: recorded
             .iter()
             .filter_map(|m| Some((m.name.clone(), u64::try_from(m.max_lag_bytes?).ok()?)))
             .collect(),
         health_interval_ms: Some(deps.health_interval_ms),
-        running_standbys: member_names(&recorded, |m| m.role == "standby" && m.state == "running"),
+        running_standbys: member_names(&recorded, |m| {
+            m.parsed_role() == Role::Standby && m.parsed_state() == Some(MemberState::Running)
+        }),
     }))
 }

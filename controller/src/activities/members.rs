@@ -10,6 +10,7 @@ use crate::cms::instances::MemberRow;
 use crate::platform::{
     Bootstrap, EndpointRoutes, Endpoints, MemberHandle, MemberSpec, Placement, SecretRefs,
 };
+use toygres_common::domain::{InstanceState, MemberState, ReplicationMode, Role};
 use toygres_common::names::PgAddress;
 
 /// The instance an activity acts on.
@@ -108,8 +109,8 @@ pub async fn create_member(
     input: CreateMemberInput,
 ) -> Result<MemberHandle, String> {
     let role = match input.bootstrap {
-        Bootstrap::Init => "primary",
-        Bootstrap::Standby { .. } => "standby",
+        Bootstrap::Init => Role::Primary,
+        Bootstrap::Standby { .. } => Role::Standby,
     };
     let spec = MemberSpec {
         secrets: SecretRefs::for_instance(&input.instance),
@@ -130,7 +131,7 @@ pub async fn create_member(
             instance: &handle.instance,
             name: &handle.member,
             role,
-            state: "creating",
+            state: MemberState::Creating,
             host: &handle.address.pg.host,
             pg_port: handle.address.pg.port,
             api_port,
@@ -155,7 +156,7 @@ pub async fn delete_member(
     input: DeleteMemberInput,
 ) -> Result<(), String> {
     deps.cms
-        .set_member_state(&input.instance, &input.member, "deleting")
+        .set_member_state(&input.instance, &input.member, MemberState::Deleting)
         .await
         .map_err(describe)?;
     deps.platform
@@ -189,7 +190,7 @@ pub struct Topology {
     pub primary_address: Option<PgAddress>,
     pub standbys: Vec<String>,
     /// `sync` or `async`.
-    pub replication_mode: String,
+    pub replication_mode: ReplicationMode,
     pub replicas: u32,
     /// The instance's HA settings (sync mode, quorum …).
     #[serde(default)]
@@ -255,7 +256,7 @@ pub async fn read_topology(
         .unwrap_or_default();
     let primary = members
         .iter()
-        .find(|m| m.role == "primary")
+        .find(|m| m.parsed_role() == Role::Primary)
         .map(|m| m.name.clone());
     let primary_address = match &primary {
         Some(primary) => Some(
@@ -270,13 +271,17 @@ pub async fn read_topology(
     Ok(Topology {
         primary,
         primary_address,
-        standbys: member_names(&members, |m| m.role == "standby"),
+        standbys: member_names(&members, |m| m.parsed_role() == Role::Standby),
         sync_candidates: member_names(&members, |m| {
-            m.role == "standby" && m.sync_candidate && m.state != "fenced"
+            m.parsed_role() == Role::Standby
+                && m.sync_candidate
+                && m.parsed_state() != Some(MemberState::Fenced)
         }),
-        rejoining: member_names(&members, |m| m.state == "rejoining"),
-        fenced: member_names(&members, |m| m.state == "fenced"),
-        replication_mode: instance.summary.replication_mode,
+        rejoining: member_names(&members, |m| {
+            m.parsed_state() == Some(MemberState::Rejoining)
+        }),
+        fenced: member_names(&members, |m| m.parsed_state() == Some(MemberState::Fenced)),
+        replication_mode: instance.summary.parsed_replication_mode(),
         replicas: instance.replicas,
         ha,
     })
@@ -296,7 +301,10 @@ pub async fn actor_members(
         .map_err(describe)?;
     let current = instance.is_some_and(|i| {
         i.actor_id.as_deref() == Some(input.actor_id.as_str())
-            && !matches!(i.summary.state.as_str(), "deleting" | "deleted")
+            && !i
+                .summary
+                .parsed_state()
+                .is_some_and(InstanceState::is_ending)
     });
     if !current {
         return Ok(None);

@@ -5,6 +5,10 @@ use std::sync::Arc;
 
 use duroxide::ActivityContext;
 use serde::{Deserialize, Serialize};
+use toygres_common::domain::{
+    EventKind, HaEventKind, InstanceHealth, InstanceState, MemberState, OperationKind,
+    OperationStage, OperationStatus, Role,
+};
 
 use super::sidecar::ProbeResult;
 use super::{describe, ActivityDeps};
@@ -13,10 +17,10 @@ use super::{describe, ActivityDeps};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperationStarted {
     pub operation_id: String,
-    pub kind: String,
+    pub kind: OperationKind,
     pub instance: String,
     /// The instance's new state, if the operation changes it (`deleting`).
-    pub instance_state: Option<String>,
+    pub instance_state: Option<InstanceState>,
 }
 
 /// Marks the operation running, sets the instance's state, and logs an event.
@@ -28,7 +32,7 @@ pub async fn record_operation_started(
     let cms = &deps.cms;
     cms.insert_operation(
         &input.operation_id,
-        &input.kind,
+        input.kind,
         &input.instance,
         &serde_json::Value::Object(Default::default()),
     )
@@ -37,7 +41,7 @@ pub async fn record_operation_started(
     cms.start_operation(&input.operation_id)
         .await
         .map_err(describe)?;
-    if let Some(state) = &input.instance_state {
+    if let Some(state) = input.instance_state {
         cms.set_instance_state(&input.instance, state)
             .await
             .map_err(describe)?;
@@ -46,7 +50,7 @@ pub async fn record_operation_started(
         &input.instance,
         None,
         Some(&input.operation_id),
-        &format!("{}-started", input.kind),
+        EventKind::Operation(input.kind, OperationStage::Started),
         &format!("operation {} ({}) started", input.operation_id, input.kind),
     )
     .await
@@ -57,12 +61,12 @@ pub async fn record_operation_started(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperationFinished {
     pub operation_id: String,
-    pub kind: String,
+    pub kind: OperationKind,
     pub instance: String,
     /// `None` when it succeeded.
     pub error: Option<String>,
     /// The instance's new state (`running`, `deleted`, `failed`), if any.
-    pub instance_state: Option<String>,
+    pub instance_state: Option<InstanceState>,
     /// How long it took, for metrics.
     pub duration_ms: u64,
 }
@@ -74,12 +78,11 @@ pub async fn record_operation_finished(
     input: OperationFinished,
 ) -> Result<(), String> {
     let cms = &deps.cms;
-    let status = if input.error.is_none() {
-        "succeeded"
-    } else {
-        "failed"
+    let (status, stage) = match input.error {
+        None => (OperationStatus::Succeeded, OperationStage::Succeeded),
+        Some(_) => (OperationStatus::Failed, OperationStage::Failed),
     };
-    if let Some(state) = &input.instance_state {
+    if let Some(state) = input.instance_state {
         cms.set_instance_state(&input.instance, state)
             .await
             .map_err(describe)?;
@@ -101,13 +104,13 @@ pub async fn record_operation_finished(
         &input.instance,
         None,
         Some(&input.operation_id),
-        &format!("{}-{status}", input.kind),
+        EventKind::Operation(input.kind, stage),
         &message,
     )
     .await
     .map_err(describe)?;
     deps.metrics
-        .record_operation(&input.kind, status, input.duration_ms);
+        .record_operation(input.kind.as_str(), status.as_str(), input.duration_ms);
     Ok(())
 }
 
@@ -116,7 +119,7 @@ pub async fn record_operation_finished(
 pub struct MemberRole {
     pub member: String,
     /// `primary` or `standby`.
-    pub role: String,
+    pub role: Role,
 }
 
 /// The instance is up: its members and their roles.
@@ -134,12 +137,12 @@ pub async fn record_instance_running(
 ) -> Result<(), String> {
     for member in &input.members {
         deps.cms
-            .set_member_state(&input.instance, &member.member, "running")
+            .set_member_state(&input.instance, &member.member, MemberState::Running)
             .await
             .map_err(describe)?;
     }
     deps.cms
-        .set_instance_state(&input.instance, "running")
+        .set_instance_state(&input.instance, InstanceState::Running)
         .await
         .map_err(describe)
 }
@@ -216,8 +219,8 @@ pub async fn record_replicas(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthEvent {
     pub member: Option<String>,
-    /// `member-down`, `member-up`, `lag-high`, `lag-ok`, `instance-health`.
-    pub kind: String,
+    /// `member-down`, `member-up`, `lag-high`, `lag-ok`, `instance-health`, …
+    pub kind: HaEventKind,
     pub message: String,
 }
 
@@ -226,7 +229,7 @@ pub struct HealthEvent {
 pub struct HealthReport {
     pub instance: String,
     /// `healthy`, `degraded` or `unavailable`.
-    pub health: String,
+    pub health: InstanceHealth,
     pub probes: Vec<ProbeResult>,
     pub events: Vec<HealthEvent>,
 }
@@ -244,7 +247,7 @@ pub async fn record_health(
             &input.instance,
             &probe.member,
             probe.healthy,
-            probe.role.as_deref(),
+            probe.role,
             probe.timeline.map(i64::from),
             probe.lsn.as_deref(),
             probe.lag_bytes.and_then(|l| i64::try_from(l).ok()),
@@ -268,16 +271,16 @@ pub async fn record_health(
         .await
         .map_err(describe)?;
     }
-    cms.set_instance_health(&input.instance, &input.health)
+    cms.set_instance_health(&input.instance, input.health)
         .await
         .map_err(describe)?;
     for event in &input.events {
-        deps.metrics.record_ha_event(&event.kind);
+        deps.metrics.record_ha_event(event.kind.as_str());
         cms.record_event(
             &input.instance,
             event.member.as_deref(),
             None,
-            &event.kind,
+            event.kind.into(),
             &event.message,
         )
         .await

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use duroxide::ActivityContext;
 use serde::{Deserialize, Serialize};
+use toygres_common::domain::SyncState;
 use toygres_common::sidecar_api::{Role, Status};
 use toygres_common::sidecar_client::SidecarClientError;
 use toygres_common::SidecarClient;
@@ -171,7 +172,7 @@ pub async fn wait_sync_standby(
             match status
                 .standbys
                 .iter()
-                .find(|s| s.sync_state == "sync" || s.sync_state == "quorum")
+                .find(|s| SyncState::text_confirms_commits(&s.sync_state))
             {
                 Some(sync) => Polled::Done(sync.application_name.clone()),
                 None => Polled::Waiting(format!(
@@ -220,7 +221,7 @@ pub struct ProbeResult {
     /// The sidecar answered and Postgres runs.
     pub healthy: bool,
     /// `primary`, `standby` or `unknown`, when the sidecar answered.
-    pub role: Option<String>,
+    pub role: Option<Role>,
     pub timeline: Option<u32>,
     /// The primary's current LSN or the standby's replay LSN.
     pub lsn: Option<String>,
@@ -270,14 +271,7 @@ pub async fn probe_member(
         Ok(status) => ProbeResult {
             member: input.member,
             healthy: status.running && !status.fenced,
-            role: Some(
-                match status.role {
-                    Role::Primary => "primary",
-                    Role::Standby => "standby",
-                    Role::Unknown => "unknown",
-                }
-                .to_string(),
-            ),
+            role: Some(status.role),
             timeline: status.timeline,
             lsn: status.current_lsn.or(status.replay_lsn),
             lag_bytes: status.lag_bytes,

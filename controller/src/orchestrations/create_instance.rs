@@ -5,6 +5,7 @@
 use duroxide::OrchestrationContext;
 use serde::{Deserialize, Serialize};
 use toygres_common::controller_api::{ReplicationMode, ValidatedCreateInstance};
+use toygres_common::domain::{InstanceState, OperationKind, Role};
 
 use super::ha::sync_policy;
 use super::instance_actor::ActorInput;
@@ -78,14 +79,15 @@ pub async fn create_instance(
     let started = now_ms(&ctx).await?;
     let result = provision(&ctx, &input).await;
     let duration_ms = now_ms(&ctx).await?.saturating_sub(started);
-    let finished = |error: Option<String>, instance_state: Option<&str>| OperationFinished {
-        operation_id: input.operation_id.clone(),
-        kind: "create".into(),
-        instance: input.spec.name.clone(),
-        error,
-        instance_state: instance_state.map(String::from),
-        duration_ms,
-    };
+    let finished =
+        |error: Option<String>, instance_state: Option<InstanceState>| OperationFinished {
+            operation_id: input.operation_id.clone(),
+            kind: OperationKind::Create,
+            instance: input.spec.name.clone(),
+            error,
+            instance_state,
+            duration_ms,
+        };
     match result {
         Ok(output) => {
             report(&ctx, STEPS, STEPS, "the instance is running");
@@ -99,7 +101,7 @@ pub async fn create_instance(
             call::<_, ()>(
                 &ctx,
                 act::RECORD_OPERATION_FINISHED,
-                &finished(Some(error.clone()), Some("failed")),
+                &finished(Some(error.clone()), Some(InstanceState::Failed)),
             )
             .await?;
             Err(error)
@@ -167,9 +169,9 @@ async fn provision(
         act::RECORD_OPERATION_STARTED,
         &OperationStarted {
             operation_id: input.operation_id.clone(),
-            kind: "create".into(),
+            kind: OperationKind::Create,
             instance: name.clone(),
-            instance_state: Some("creating".into()),
+            instance_state: Some(InstanceState::Creating),
         },
     )
     .await?;
@@ -316,11 +318,11 @@ async fn provision(
     .await?;
     let mut members = vec![MemberRole {
         member: primary_name.clone(),
-        role: "primary".into(),
+        role: Role::Primary,
     }];
     members.extend(standbys.iter().map(|s| MemberRole {
         member: s.clone(),
-        role: "standby".into(),
+        role: Role::Standby,
     }));
     call::<_, ()>(
         ctx,

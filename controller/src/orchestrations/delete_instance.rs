@@ -3,6 +3,7 @@
 
 use duroxide::OrchestrationContext;
 use serde::{Deserialize, Serialize};
+use toygres_common::domain::{InstanceState, OperationKind};
 
 use super::create_instance::first_error;
 use super::{call, now_ms, report};
@@ -31,8 +32,8 @@ pub async fn delete_instance(
     let result = remove(&ctx, &input).await;
     let duration_ms = now_ms(&ctx).await?.saturating_sub(started);
     let (error, state) = match &result {
-        Ok(()) => (None, "deleted"),
-        Err(e) => (Some(e.clone()), "failed"),
+        Ok(()) => (None, InstanceState::Deleted),
+        Err(e) => (Some(e.clone()), InstanceState::Failed),
     };
     // Published first: a finished operation never shows an older progress.
     match &result {
@@ -44,10 +45,10 @@ pub async fn delete_instance(
         act::RECORD_OPERATION_FINISHED,
         &OperationFinished {
             operation_id: input.operation_id.clone(),
-            kind: "delete".into(),
+            kind: OperationKind::Delete,
             instance: input.instance.clone(),
             error,
-            instance_state: Some(state.into()),
+            instance_state: Some(state),
             duration_ms,
         },
     )
@@ -65,9 +66,9 @@ async fn remove(ctx: &OrchestrationContext, input: &DeleteInstanceInput) -> Resu
         act::RECORD_OPERATION_STARTED,
         &OperationStarted {
             operation_id: input.operation_id.clone(),
-            kind: "delete".into(),
+            kind: OperationKind::Delete,
             instance: input.instance.clone(),
-            instance_state: Some("deleting".into()),
+            instance_state: Some(InstanceState::Deleting),
         },
     )
     .await?;

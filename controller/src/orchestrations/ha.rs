@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use toygres_common::controller_api::{
     HaSettings, Handover, OldPrimaryAction, Progress, SyncModeSetting, ValidatedSwitchover,
 };
+use toygres_common::domain::{
+    HaEventKind, HandoverState, MemberState, OperationKind, ReplicationMode, Role, SyncState,
+};
 use toygres_common::sidecar_api::{format_lsn, SyncMethod, SyncMode, SyncPolicy};
 
 use super::{call, call_once, now_ms};
@@ -119,7 +122,7 @@ pub fn choose_target(
 ) -> Result<Choice, NoCandidate> {
     let alive: Vec<&MemberSurvey> = standbys
         .iter()
-        .filter(|s| s.reachable && s.running && s.role.as_deref() == Some("standby"))
+        .filter(|s| s.reachable && s.running && s.role == Some(Role::Standby))
         .collect();
     if alive.is_empty() {
         return Err(NoCandidate("no standby answers and runs".into()));
@@ -276,33 +279,18 @@ pub fn sync_policy(sync: bool, ha: &HaSettings, standbys: &[String]) -> Option<S
     })
 }
 
-/// The states a switchover or failover goes through.
-const WAITING_FOR_SYNC: &str = "waiting_for_sync";
-const FENCING_PRIMARY: &str = "fencing_primary";
-const PROMOTING_REPLICA: &str = "promoting_replica";
-const UPDATING_ROUTING: &str = "updating_routing";
-const CLEANING_UP: &str = "cleaning_up_old_primary";
-const COMPLETED: &str = "completed";
-const FAILED: &str = "failed";
-
-const STEPS: u32 = 6;
-
 /// Publishes the operation's state and what it knows so far.
-fn progress(ctx: &OrchestrationContext, state: &str, message: impl Into<String>, h: &Handover) {
+fn progress(
+    ctx: &OrchestrationContext,
+    state: HandoverState,
+    message: impl Into<String>,
+    h: &Handover,
+) {
     let message = message.into();
-    let step = match state {
-        WAITING_FOR_SYNC => 1,
-        FENCING_PRIMARY => 2,
-        PROMOTING_REPLICA => 3,
-        UPDATING_ROUTING => 4,
-        CLEANING_UP => 5,
-        COMPLETED => STEPS,
-        _ => 0,
-    };
     ctx.trace_info(format!("{state}: {message}"));
     let progress = Progress {
-        step,
-        steps: STEPS,
+        step: state.step(),
+        steps: HandoverState::STEPS,
         message,
         state: Some(state.to_string()),
         handover: Some(h.clone()),
@@ -316,7 +304,7 @@ fn progress(ctx: &OrchestrationContext, state: &str, message: impl Into<String>,
 async fn finish(
     ctx: &OrchestrationContext,
     operation_id: &str,
-    kind: &str,
+    kind: OperationKind,
     instance: &str,
     started_ms: u64,
     result: Result<Handover, (String, Handover)>,
@@ -335,11 +323,11 @@ async fn finish(
                 handover.new_primary.as_deref().unwrap_or("?"),
                 handover.old_primary.as_deref().unwrap_or("none")
             );
-            progress(ctx, COMPLETED, message.clone(), &handover);
+            progress(ctx, HandoverState::Completed, message.clone(), &handover);
             Ok(message)
         }
         Some(e) => {
-            progress(ctx, FAILED, e.clone(), &handover);
+            progress(ctx, HandoverState::Failed, e.clone(), &handover);
             Err(e.clone())
         }
     };
@@ -348,7 +336,7 @@ async fn finish(
         act::RECORD_OPERATION_FINISHED,
         &OperationFinished {
             operation_id: operation_id.to_string(),
-            kind: kind.to_string(),
+            kind,
             instance: instance.to_string(),
             error,
             instance_state: None,
@@ -362,7 +350,7 @@ async fn finish(
 async fn started(
     ctx: &OrchestrationContext,
     operation_id: &str,
-    kind: &str,
+    kind: OperationKind,
     instance: &str,
 ) -> Result<u64, String> {
     let started = now_ms(ctx).await?;
@@ -371,7 +359,7 @@ async fn started(
         act::RECORD_OPERATION_STARTED,
         &OperationStarted {
             operation_id: operation_id.to_string(),
-            kind: kind.to_string(),
+            kind,
             instance: instance.to_string(),
             instance_state: None,
         },
@@ -384,9 +372,9 @@ async fn started(
 /// one that answers).
 pub async fn failover(ctx: OrchestrationContext, input: FailoverInput) -> Result<String, String> {
     let kind = if input.automatic {
-        "auto-failover"
+        OperationKind::AutoFailover
     } else {
-        "failover"
+        OperationKind::Failover
     };
     let started = started(&ctx, &input.operation_id, kind, &input.instance).await?;
     let mut handover = Handover::default();
@@ -441,7 +429,7 @@ async fn run_failover(
 ) -> Result<(), String> {
     let instance = &input.instance;
     let topology = read_topology(ctx, instance).await?;
-    let sync = topology.replication_mode == "sync";
+    let sync = topology.replication_mode == ReplicationMode::Sync;
     let old = topology.primary.clone();
     handover.old_primary = old.clone();
     let surveys = match &input.surveyed {
@@ -454,9 +442,7 @@ async fn run_failover(
     };
     if let Some(old) = &old {
         let primary = surveys.iter().find(|s| &s.member == old);
-        if primary.is_some_and(|p| p.running && p.role.as_deref() == Some("primary"))
-            && !input.force
-        {
+        if primary.is_some_and(|p| p.running && p.role == Some(Role::Primary)) && !input.force {
             return Err(format!(
                 "the primary {old} is healthy: use a switchover, or force the failover"
             ));
@@ -507,7 +493,7 @@ async fn run_failover(
     // Nothing reaches the old primary through rw from here on: held until the new one serves.
     progress(
         ctx,
-        FENCING_PRIMARY,
+        HandoverState::FencingPrimary,
         format!(
             "fencing {}; promoting {target}: {}",
             old.as_deref().unwrap_or("nothing"),
@@ -548,7 +534,7 @@ async fn run_failover(
     if let Some(old) = &old {
         progress(
             ctx,
-            CLEANING_UP,
+            HandoverState::CleaningUpOldPrimary,
             format!("rejoining {old} as a standby of {target}"),
             handover,
         );
@@ -597,7 +583,7 @@ async fn promote_and_route(
 ) -> Result<(), String> {
     progress(
         ctx,
-        PROMOTING_REPLICA,
+        HandoverState::PromotingReplica,
         format!("promoting {target}"),
         handover,
     );
@@ -613,7 +599,7 @@ async fn promote_and_route(
 
     progress(
         ctx,
-        UPDATING_ROUTING,
+        HandoverState::UpdatingRouting,
         format!(
             "{target} is the primary on timeline {}; pointing the endpoints and standbys at it",
             promoted.timeline
@@ -698,11 +684,11 @@ async fn promote_and_route(
             operation_id: operation_id.to_string(),
             new_primary: target.to_string(),
             old_primary: old.map(String::from),
-            old_state: "rejoining".into(),
+            old_state: MemberState::Rejoining,
             event_kind: if automatic {
-                "failover-automatic".into()
+                HaEventKind::FailoverAutomatic
             } else {
-                "primary-changed".into()
+                HaEventKind::PrimaryChanged
             },
             message,
         },
@@ -735,7 +721,7 @@ async fn promote_and_route(
             &MemberStateInput {
                 instance: instance.to_string(),
                 member: standby.clone(),
-                state: "rejoining".into(),
+                state: MemberState::Rejoining,
             },
         )
         .await?;
@@ -766,7 +752,7 @@ async fn rejoin(ctx: &OrchestrationContext, instance: &str, member: &str, primar
                 &MemberStateInput {
                     instance: instance.to_string(),
                     member: member.to_string(),
-                    state: "running".into(),
+                    state: MemberState::Running,
                 },
             )
             .await;
@@ -777,7 +763,7 @@ async fn rejoin(ctx: &OrchestrationContext, instance: &str, member: &str, primar
                     instance: instance.to_string(),
                     member: Some(member.to_string()),
                     operation_id: None,
-                    kind: "rejoined".into(),
+                    kind: HaEventKind::Rejoined,
                     message: format!("{member} rejoined as a standby of {primary} ({method})"),
                 },
             )
@@ -793,7 +779,7 @@ async fn rejoin(ctx: &OrchestrationContext, instance: &str, member: &str, primar
                     instance: instance.to_string(),
                     member: Some(member.to_string()),
                     operation_id: None,
-                    kind: "rejoin-failed".into(),
+                    kind: HaEventKind::RejoinFailed,
                     message: format!("{member} could not rejoin yet: {e}"),
                 },
             )
@@ -808,7 +794,13 @@ pub async fn switchover(
     ctx: OrchestrationContext,
     input: SwitchoverInput,
 ) -> Result<String, String> {
-    let started = started(&ctx, &input.operation_id, "switchover", &input.instance).await?;
+    let started = started(
+        &ctx,
+        &input.operation_id,
+        OperationKind::Switchover,
+        &input.instance,
+    )
+    .await?;
     let mut handover = Handover {
         data_loss_bytes: Some(0),
         ..Handover::default()
@@ -820,7 +812,7 @@ pub async fn switchover(
     finish(
         &ctx,
         &input.operation_id,
-        "switchover",
+        OperationKind::Switchover,
         &input.instance,
         started,
         result,
@@ -836,7 +828,7 @@ async fn run_switchover(
     let instance = &input.instance;
     let request = &input.request;
     let topology = read_topology(ctx, instance).await?;
-    let sync = topology.replication_mode == "sync";
+    let sync = topology.replication_mode == ReplicationMode::Sync;
     let old = topology
         .primary
         .clone()
@@ -848,7 +840,7 @@ async fn run_switchover(
     let primary = surveys
         .iter()
         .find(|s| s.member == old)
-        .filter(|p| p.running && p.role.as_deref() == Some("primary"))
+        .filter(|p| p.running && p.role == Some(Role::Primary))
         .ok_or_else(|| format!("the primary {old} is not healthy: use a failover"))?;
     let seen = PrimarySeen {
         member: Some(old.clone()),
@@ -856,7 +848,7 @@ async fn run_switchover(
         synchronous: primary
             .standbys
             .iter()
-            .filter(|(_, state, _)| state == "sync" || state == "quorum")
+            .filter(|(_, state, _)| SyncState::text_confirms_commits(state))
             .map(|(name, _, _)| name.clone())
             .collect(),
         degraded: primary.sync_degraded,
@@ -901,7 +893,7 @@ async fn run_switchover(
     if request.wait_for_sync {
         progress(
             ctx,
-            WAITING_FOR_SYNC,
+            HandoverState::WaitingForSync,
             format!("waiting for {target} to catch up with {old}"),
             handover,
         );
@@ -922,7 +914,7 @@ async fn run_switchover(
 
     progress(
         ctx,
-        FENCING_PRIMARY,
+        HandoverState::FencingPrimary,
         format!("holding writes and stopping {old} cleanly"),
         handover,
     );
@@ -978,9 +970,9 @@ async fn run_switchover(
     handover.data_loss_bytes = Some(loss);
 
     let (rejoining, cleanup) = match request.old_primary_action {
-        OldPrimaryAction::ConvertToReplica => (Some(old.as_str()), "rejoining"),
-        OldPrimaryAction::StopAndRetain => (None, "fenced"),
-        OldPrimaryAction::Terminate => (None, "deleting"),
+        OldPrimaryAction::ConvertToReplica => (Some(old.as_str()), MemberState::Rejoining),
+        OldPrimaryAction::StopAndRetain => (None, MemberState::Fenced),
+        OldPrimaryAction::Terminate => (None, MemberState::Deleting),
     };
     let promoted = promote_and_route(
         ctx,
@@ -1032,7 +1024,7 @@ async fn run_switchover(
             &MemberStateInput {
                 instance: instance.clone(),
                 member: old.clone(),
-                state: cleanup.into(),
+                state: cleanup,
             },
         )
         .await?;
@@ -1040,7 +1032,7 @@ async fn run_switchover(
 
     progress(
         ctx,
-        CLEANING_UP,
+        HandoverState::CleaningUpOldPrimary,
         match request.old_primary_action {
             OldPrimaryAction::ConvertToReplica => format!("rejoining {old} as a standby"),
             OldPrimaryAction::StopAndRetain => format!("{old} stays stopped, its data kept"),
@@ -1102,7 +1094,13 @@ pub async fn rejoin_operation(
     ctx: OrchestrationContext,
     input: RejoinOperation,
 ) -> Result<String, String> {
-    let started = started(&ctx, &input.operation_id, "rejoin", &input.instance).await?;
+    let started = started(
+        &ctx,
+        &input.operation_id,
+        OperationKind::Rejoin,
+        &input.instance,
+    )
+    .await?;
     let topology = read_topology(&ctx, &input.instance).await;
     let result = match topology {
         Ok(Topology {
@@ -1129,7 +1127,7 @@ pub async fn rejoin_operation(
     finish(
         &ctx,
         &input.operation_id,
-        "rejoin",
+        OperationKind::Rejoin,
         &input.instance,
         started,
         result,
@@ -1148,7 +1146,7 @@ mod tests {
             member: member.into(),
             reachable: true,
             running: true,
-            role: Some("standby".into()),
+            role: Some(Role::Standby),
             receive_lsn: Some(lsn),
             streaming: false,
             ..MemberSurvey::default()

@@ -11,6 +11,9 @@ use duroxide::{DurableFuture, Either2, OrchestrationContext};
 use serde::{Deserialize, Serialize};
 
 use toygres_common::controller_api::{HaSettings, ValidatedSwitchover};
+use toygres_common::domain::{
+    HaEventKind, InstanceHealth, MemberState, ReplicationMode, Role, SyncState,
+};
 
 use super::create_instance::ActorSettings;
 use super::ha::{
@@ -88,7 +91,7 @@ impl ActorInput {
 pub struct ActorState {
     pub members: BTreeMap<String, MemberSeen>,
     /// `unknown` until the first round.
-    pub health: Option<String>,
+    pub health: Option<InstanceHealth>,
     /// Health rounds since the actor started, across executions.
     pub rounds: u64,
     /// Executions so far (continue-as-new count).
@@ -107,7 +110,7 @@ pub struct ActorState {
     pub last_failover_ms: Option<u64>,
     /// The last HA alert or decision logged, so a lasting condition is logged once.
     #[serde(default)]
-    pub alert: Option<String>,
+    pub alert: Option<HaEventKind>,
     /// When a rejoin was last tried (ms since the epoch).
     #[serde(default)]
     pub last_rejoin_ms: Option<u64>,
@@ -293,8 +296,11 @@ async fn look_after_primary(
         return state;
     };
     let probe = probes.iter().find(|p| p.member == primary);
-    let primary_up = probe.is_some_and(|p| p.healthy && p.role.as_deref() == Some("primary"));
-    if primary_up && view.replication_mode == "sync" && sync_settings_changed(&state.ha, &view.ha) {
+    let primary_up = probe.is_some_and(|p| p.healthy && p.role == Some(Role::Primary));
+    if primary_up
+        && view.replication_mode == ReplicationMode::Sync
+        && sync_settings_changed(&state.ha, &view.ha)
+    {
         // Changed through the API: the primary gets its new policy now.
         let standbys = view.sync_candidates(&primary);
         let applied = call::<_, ()>(
@@ -354,7 +360,7 @@ async fn recheck_primary(
         },
     )
     .await;
-    if probe.is_ok_and(|p| p.healthy && p.role.as_deref() == Some("primary")) {
+    if probe.is_ok_and(|p| p.healthy && p.role == Some(Role::Primary)) {
         ctx.trace_info(format!("the primary {primary} answers again"));
         state.primary_failures = 0;
         return state;
@@ -385,7 +391,7 @@ async fn decide_failover(
             ctx,
             input,
             state,
-            "failover-disabled",
+            HaEventKind::FailoverDisabled,
             format!("{down_for}; automatic failover is disabled"),
         )
         .await;
@@ -400,7 +406,7 @@ async fn decide_failover(
                 ctx,
                 input,
                 state,
-                "failover-cooldown",
+                HaEventKind::FailoverCooldown,
                 format!(
                     "{down_for}; no automatic failover within {} s of the last one",
                     view.ha.cooldown_secs
@@ -442,7 +448,7 @@ async fn decide_failover(
             ctx,
             input,
             state,
-            "failover-skipped",
+            HaEventKind::FailoverSkipped,
             format!(
                 "{down_for}, but {} still streams from it: not failing over",
                 witness.member
@@ -450,7 +456,7 @@ async fn decide_failover(
         )
         .await;
     }
-    let sync = view.replication_mode == "sync";
+    let sync = view.replication_mode == ReplicationMode::Sync;
     // What was seen of an earlier primary says nothing about this one.
     let seen = if state.last_seen.member.as_deref() == Some(primary.as_str()) {
         state.last_seen.clone()
@@ -464,7 +470,7 @@ async fn decide_failover(
                 ctx,
                 input,
                 state,
-                "ha-alert",
+                HaEventKind::HaAlert,
                 format!("{down_for} and no standby may take over: {why}"),
             )
             .await
@@ -510,7 +516,7 @@ async fn decide_failover(
 fn primary_seen(probes: &[ProbeResult], primary: &str) -> Option<PrimarySeen> {
     let p = probes
         .iter()
-        .find(|p| p.member == primary && p.healthy && p.role.as_deref() == Some("primary"))?;
+        .find(|p| p.member == primary && p.healthy && p.role == Some(Role::Primary))?;
     Some(PrimarySeen {
         member: Some(primary.to_string()),
         lsn: p
@@ -519,7 +525,7 @@ fn primary_seen(probes: &[ProbeResult], primary: &str) -> Option<PrimarySeen> {
             .and_then(toygres_common::sidecar_api::parse_lsn),
         synchronous: p
             .standby_states()
-            .filter(|(_, sync)| *sync == "sync" || *sync == "quorum")
+            .filter(|(_, sync)| SyncState::text_confirms_commits(sync))
             .map(|(name, _)| name.to_string())
             .collect(),
         degraded: p.sync_degraded,
@@ -546,10 +552,10 @@ async fn alert_once(
     ctx: &OrchestrationContext,
     input: &ActorInput,
     mut state: ActorState,
-    kind: &str,
+    kind: HaEventKind,
     message: String,
 ) -> ActorState {
-    if state.alert.as_deref() == Some(kind) {
+    if state.alert == Some(kind) {
         return state;
     }
     ctx.trace_warn(message.clone());
@@ -560,13 +566,13 @@ async fn alert_once(
             instance: input.instance.clone(),
             member: None,
             operation_id: None,
-            kind: kind.to_string(),
+            kind,
             message,
         },
     )
     .await;
     if logged.is_ok() {
-        state.alert = Some(kind.to_string());
+        state.alert = Some(kind);
     }
     state
 }
@@ -582,7 +588,7 @@ async fn fence_stray_primaries(
 ) -> ActorState {
     for stray in probes
         .iter()
-        .filter(|p| p.member != primary && p.healthy && p.role.as_deref() == Some("primary"))
+        .filter(|p| p.member != primary && p.healthy && p.role == Some(Role::Primary))
     {
         let fenced = call_once::<_, Fenced>(
             ctx,
@@ -612,7 +618,7 @@ async fn fence_stray_primaries(
                 &MemberStateInput {
                     instance: input.instance.clone(),
                     member: stray.member.clone(),
-                    state: "rejoining".into(),
+                    state: MemberState::Rejoining,
                 },
             )
             .await;
@@ -624,7 +630,7 @@ async fn fence_stray_primaries(
                 instance: input.instance.clone(),
                 member: Some(stray.member.clone()),
                 operation_id: None,
-                kind: "ha-stray-primary".into(),
+                kind: HaEventKind::HaStrayPrimary,
                 message,
             },
         )
@@ -659,7 +665,7 @@ async fn rejoin_lost_standbys(
     for probe in probes {
         let lost = probe.member != primary
             && probe.healthy
-            && probe.role.as_deref() == Some("standby")
+            && probe.role == Some(Role::Standby)
             && view.running_standbys.contains(&probe.member)
             && !streaming.contains(&probe.member.as_str());
         if lost {
@@ -686,7 +692,7 @@ async fn rejoin_lost_standbys(
             &MemberStateInput {
                 instance: input.instance.clone(),
                 member: member.clone(),
-                state: "rejoining".into(),
+                state: MemberState::Rejoining,
             },
         )
         .await;
@@ -698,7 +704,7 @@ async fn rejoin_lost_standbys(
                     instance: input.instance.clone(),
                     member: Some(member.clone()),
                     operation_id: None,
-                    kind: "standby-not-following".into(),
+                    kind: HaEventKind::StandbyNotFollowing,
                     message,
                 },
             )
@@ -889,7 +895,7 @@ async fn try_health_round(
             assessment.events.push(if seen.degraded {
                 HealthEvent {
                     member: Some(primary.clone()),
-                    kind: "sync-degraded".into(),
+                    kind: HaEventKind::SyncDegraded,
                     message: format!(
                         "{primary} no longer waits for synchronous standbys: too few stream \
                          (degrade mode); commits are not protected until one is back"
@@ -898,7 +904,7 @@ async fn try_health_round(
             } else {
                 HealthEvent {
                     member: Some(primary.clone()),
-                    kind: "sync-restored".into(),
+                    kind: HaEventKind::SyncRestored,
                     message: format!(
                         "{primary} waits for its synchronous standbys again ({})",
                         seen.synchronous.join(", ")
@@ -927,7 +933,7 @@ async fn try_health_round(
                     if let Some(before) = &state.routed_ro {
                         assessment.events.push(HealthEvent {
                             member: None,
-                            kind: "ro-routes".into(),
+                            kind: HaEventKind::RoRoutes,
                             message: format!(
                                 "the ro endpoint leads to {} (was {})",
                                 describe_targets(&routes.ro),
@@ -946,7 +952,7 @@ async fn try_health_round(
         act::RECORD_HEALTH,
         &HealthReport {
             instance: input.instance.clone(),
-            health: assessment.health.clone(),
+            health: assessment.health,
             probes: assessment.probes.clone(),
             events: assessment.events,
         },
@@ -980,7 +986,7 @@ pub fn desired_routes(
 ) -> Option<EndpointRoutes> {
     let serving: Vec<&ProbeResult> = probes
         .iter()
-        .filter(|p| p.healthy && p.role.as_deref() == Some("primary"))
+        .filter(|p| p.healthy && p.role == Some(Role::Primary))
         .collect();
     let primary = match recorded_primary {
         Some(recorded) => serving.iter().find(|p| p.member == recorded)?,
@@ -989,7 +995,7 @@ pub fn desired_routes(
     };
     let mut ro: Vec<String> = probes
         .iter()
-        .filter(|p| p.healthy && p.role.as_deref() == Some("standby"))
+        .filter(|p| p.healthy && p.role == Some(Role::Standby))
         .filter(|p| !members.get(&p.member).is_some_and(|m| m.lagging))
         .map(|p| p.member.clone())
         .collect();
@@ -1025,7 +1031,7 @@ fn unreachable_probe(member: &str, error: String) -> ProbeResult {
 pub struct Assessment {
     pub state: ActorState,
     /// `healthy`, `degraded` or `unavailable`.
-    pub health: String,
+    pub health: InstanceHealth,
     /// The probes, each standby's sync state filled in from its primary's report.
     pub probes: Vec<ProbeResult>,
     pub events: Vec<HealthEvent>,
@@ -1042,7 +1048,7 @@ pub fn assess(
 ) -> Assessment {
     let sync_states: BTreeMap<String, String> = probes
         .iter()
-        .filter(|p| p.healthy && p.role.as_deref() == Some("primary"))
+        .filter(|p| p.healthy && p.role == Some(Role::Primary))
         .flat_map(|p| p.standby_states())
         .map(|(name, sync)| (name.to_string(), sync.to_string()))
         .collect();
@@ -1074,7 +1080,7 @@ pub fn assess(
         if !before.disk_low && seen.disk_low {
             events.push(HealthEvent {
                 member: Some(probe.member.clone()),
-                kind: "disk-low".into(),
+                kind: HaEventKind::DiskLow,
                 message: format!(
                     "member {} has {} MiB free of {} MiB (under {DISK_LOW_PERCENT} %)",
                     probe.member,
@@ -1085,14 +1091,14 @@ pub fn assess(
         } else if before.disk_low && !seen.disk_low && seen.healthy {
             events.push(HealthEvent {
                 member: Some(probe.member.clone()),
-                kind: "disk-ok".into(),
+                kind: HaEventKind::DiskOk,
                 message: format!("member {} has enough free disk space again", probe.member),
             });
         }
         if !before.check_failed && seen.check_failed {
             events.push(HealthEvent {
                 member: Some(probe.member.clone()),
-                kind: "check-failed".into(),
+                kind: HaEventKind::CheckFailed,
                 message: format!(
                     "member {} fails the health query: {}",
                     probe.member,
@@ -1102,7 +1108,7 @@ pub fn assess(
         } else if before.check_failed && !seen.check_failed && seen.healthy {
             events.push(HealthEvent {
                 member: Some(probe.member.clone()),
-                kind: "check-ok".into(),
+                kind: HaEventKind::CheckOk,
                 message: format!("member {} passes the health query again", probe.member),
             });
         }
@@ -1110,7 +1116,7 @@ pub fn assess(
         if before.healthy && !seen.healthy {
             events.push(HealthEvent {
                 member: member.clone(),
-                kind: "member-down".into(),
+                kind: HaEventKind::MemberDown,
                 message: format!(
                     "member {} is down: {}",
                     probe.member,
@@ -1120,14 +1126,14 @@ pub fn assess(
         } else if !before.healthy && seen.healthy {
             events.push(HealthEvent {
                 member: member.clone(),
-                kind: "member-up".into(),
+                kind: HaEventKind::MemberUp,
                 message: format!("member {} is up again", probe.member),
             });
         }
         if !before.lagging && seen.lagging {
             events.push(HealthEvent {
                 member: member.clone(),
-                kind: "lag-high".into(),
+                kind: HaEventKind::LagHigh,
                 message: format!(
                     "member {} lags {} bytes behind (bound {bound})",
                     probe.member,
@@ -1137,7 +1143,7 @@ pub fn assess(
         } else if before.lagging && !seen.lagging && seen.healthy {
             events.push(HealthEvent {
                 member,
-                kind: "lag-ok".into(),
+                kind: HaEventKind::LagOk,
                 message: format!("member {} caught up", probe.member),
             });
         }
@@ -1145,30 +1151,29 @@ pub fn assess(
     }
     let primary_healthy = probes
         .iter()
-        .any(|p| p.healthy && p.role.as_deref() == Some("primary"));
+        .any(|p| p.healthy && p.role == Some(Role::Primary));
     let all_healthy = probes
         .iter()
         .all(|p| p.healthy && p.check.as_ref().is_none_or(|c| c.ok) && !disk_low(p));
     let health = match (primary_healthy, all_healthy) {
-        (false, _) => "unavailable",
-        (true, true) => "healthy",
-        (true, false) => "degraded",
-    }
-    .to_string();
-    if previous.health.as_deref() != Some(health.as_str()) {
+        (false, _) => InstanceHealth::Unavailable,
+        (true, true) => InstanceHealth::Healthy,
+        (true, false) => InstanceHealth::Degraded,
+    };
+    if previous.health != Some(health) {
         events.push(HealthEvent {
             member: None,
-            kind: "instance-health".into(),
+            kind: HaEventKind::InstanceHealth,
             message: format!(
                 "instance health is {health} (was {})",
-                previous.health.as_deref().unwrap_or("unknown")
+                previous.health.unwrap_or(InstanceHealth::Unknown)
             ),
         });
     }
     Assessment {
         state: ActorState {
             members,
-            health: Some(health.clone()),
+            health: Some(health),
             rounds: previous.rounds + 1,
             ..previous.clone()
         },

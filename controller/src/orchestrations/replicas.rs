@@ -4,6 +4,7 @@
 
 use duroxide::OrchestrationContext;
 use serde::{Deserialize, Serialize};
+use toygres_common::domain::{OperationKind, ReplicationMode, Role};
 
 use super::create_instance::MEMBER_READY_TIMEOUT_SECS;
 use super::ha::sync_policy;
@@ -79,7 +80,7 @@ pub async fn add_replica(
     finish(
         &ctx,
         &input.operation_id,
-        "add-replica",
+        OperationKind::AddReplica,
         &input.instance,
         started,
         &result,
@@ -99,7 +100,7 @@ async fn add(ctx: &OrchestrationContext, input: &AddReplicaInput) -> Result<Stri
         act::RECORD_OPERATION_STARTED,
         &OperationStarted {
             operation_id: input.operation_id.clone(),
-            kind: "add-replica".into(),
+            kind: OperationKind::AddReplica,
             instance: input.instance.clone(),
             instance_state: None,
         },
@@ -164,7 +165,7 @@ async fn add(ctx: &OrchestrationContext, input: &AddReplicaInput) -> Result<Stri
         candidates.push(member.clone());
     }
     report(ctx, 4, ADD_STEPS, "routing read-only connections to it");
-    if topology.replication_mode == "sync" {
+    if topology.replication_mode == ReplicationMode::Sync {
         call::<_, ()>(
             ctx,
             act::SET_SYNC_POLICY,
@@ -196,7 +197,7 @@ async fn add(ctx: &OrchestrationContext, input: &AddReplicaInput) -> Result<Stri
             instance: input.instance.clone(),
             members: vec![MemberRole {
                 member: member.clone(),
-                role: "standby".into(),
+                role: Role::Standby,
             }],
         },
     )
@@ -224,7 +225,7 @@ pub async fn remove_replica(
     finish(
         &ctx,
         &input.operation_id,
-        "remove-replica",
+        OperationKind::RemoveReplica,
         &input.instance,
         started,
         &result,
@@ -244,7 +245,7 @@ async fn remove(ctx: &OrchestrationContext, input: &RemoveReplicaInput) -> Resul
         act::RECORD_OPERATION_STARTED,
         &OperationStarted {
             operation_id: input.operation_id.clone(),
-            kind: "remove-replica".into(),
+            kind: OperationKind::RemoveReplica,
             instance: input.instance.clone(),
             instance_state: None,
         },
@@ -269,7 +270,7 @@ async fn remove(ctx: &OrchestrationContext, input: &RemoveReplicaInput) -> Resul
         .filter(|s| **s != input.member)
         .cloned()
         .collect();
-    if topology.replication_mode == "sync" && candidates.is_empty() {
+    if topology.replication_mode == ReplicationMode::Sync && candidates.is_empty() {
         return Err(
             "sync replication needs at least one synchronous standby; this is the last".into(),
         );
@@ -294,7 +295,7 @@ async fn remove(ctx: &OrchestrationContext, input: &RemoveReplicaInput) -> Resul
         },
     )
     .await?;
-    if let (Some(primary), "sync") = (&topology.primary, topology.replication_mode.as_str()) {
+    if let (Some(primary), ReplicationMode::Sync) = (&topology.primary, topology.replication_mode) {
         call::<_, ()>(
             ctx,
             act::SET_SYNC_POLICY,
@@ -355,7 +356,7 @@ async fn remove(ctx: &OrchestrationContext, input: &RemoveReplicaInput) -> Resul
 async fn finish(
     ctx: &OrchestrationContext,
     operation_id: &str,
-    kind: &str,
+    kind: OperationKind,
     instance: &str,
     started_ms: u64,
     result: &Result<String, String>,
@@ -372,7 +373,7 @@ async fn finish(
         act::RECORD_OPERATION_FINISHED,
         &OperationFinished {
             operation_id: operation_id.to_string(),
-            kind: kind.to_string(),
+            kind,
             instance: instance.to_string(),
             error: result.as_ref().err().cloned(),
             instance_state: None,

@@ -13,6 +13,7 @@ use duroxide::runtime::Runtime;
 use duroxide::{ActivityContext, Client, OrchestrationStatus};
 use serde_json::{json, Value};
 use toygres_common::controller_api::{ReplicationMode, ValidatedCreateInstance};
+use toygres_common::domain::Role;
 
 use super::create_instance::{ActorSettings, CreateInstanceInput};
 use super::delete_instance::DeleteInstanceInput;
@@ -188,14 +189,11 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
         n if n == act::PROBE_MEMBER => serde_json::to_value(ProbeResult {
             member: member.clone(),
             healthy: true,
-            role: Some(
-                if member.ends_with("-0") {
-                    "primary"
-                } else {
-                    "standby"
-                }
-                .into(),
-            ),
+            role: Some(if member.ends_with("-0") {
+                Role::Primary
+            } else {
+                Role::Standby
+            }),
             timeline: Some(1),
             lsn: None,
             lag_bytes: Some(0),
@@ -745,7 +743,7 @@ fn probe(member: &str, role: &str, healthy: bool, lag: Option<u64>) -> ProbeResu
     ProbeResult {
         member: member.into(),
         healthy,
-        role: healthy.then(|| role.to_string()),
+        role: healthy.then(|| role.parse().unwrap()),
         timeline: Some(1),
         lsn: None,
         lag_bytes: lag,
