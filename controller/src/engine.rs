@@ -24,11 +24,12 @@ use crate::cms::instances::CreateOutcome;
 use crate::cms::instances::InstanceRecord;
 use crate::cms::{Cms, CmsError};
 use crate::metrics::ControllerMetrics;
-use crate::orchestrations::create_instance::{ActorSettings, CreateInstanceInput};
+use crate::orchestrations::create_instance::CreateInstanceInput;
 use crate::orchestrations::delete_instance::DeleteInstanceInput;
 use crate::orchestrations::instance_actor::{
-    ActorCommand, ActorInput, FailoverCommand, SwitchoverCommand, COMMANDS_QUEUE,
+    ActorCommand, ActorInput, ActorSettings, FailoverCommand, SwitchoverCommand, COMMANDS_QUEUE,
 };
+use crate::orchestrations::operation::operation_id_from;
 use crate::orchestrations::replicas::{AddReplicaInput, RemoveReplicaInput};
 use crate::orchestrations::{self, names};
 use crate::platform::Platform;
@@ -130,7 +131,7 @@ pub const IDLE_FETCH_MAX_WAIT: Duration = Duration::from_millis(250);
 pub fn new_operation_id() -> String {
     let mut bytes = [0u8; 8];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    format!("op-{}", hex(&bytes))
+    operation_id_from(&hex(&bytes))
 }
 
 impl Engine {

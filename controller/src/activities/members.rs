@@ -5,11 +5,13 @@ use std::sync::Arc;
 use duroxide::ActivityContext;
 use serde::{Deserialize, Serialize};
 
-use super::{describe, ActivityDeps};
+use super::deps::{describe, ActivityDeps};
+use super::records::ActorRef;
 use crate::cms::instances::MemberRow;
 use crate::platform::{
     Bootstrap, EndpointRoutes, Endpoints, MemberHandle, MemberSpec, Placement, SecretRefs,
 };
+use toygres_common::controller_api::HaSettings;
 use toygres_common::domain::{InstanceState, MemberState, ReplicationMode, Role};
 use toygres_common::names::PgAddress;
 
@@ -292,7 +294,7 @@ pub async fn read_topology(
 pub async fn actor_members(
     deps: Arc<ActivityDeps>,
     _ctx: ActivityContext,
-    input: crate::activities::records::ActorRef,
+    input: ActorRef,
 ) -> Result<Option<Vec<String>>, String> {
     let instance = deps
         .cms
@@ -315,4 +317,115 @@ pub async fn actor_members(
         .await
         .map_err(describe)?;
     Ok(Some(members.into_iter().map(|m| m.member).collect()))
+}
+
+/// What the actor needs each round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorView {
+    /// Every member the platform has.
+    pub members: Vec<String>,
+    /// The primary as the CMS records it.
+    pub primary: Option<String>,
+    /// Where that primary's Postgres listens.
+    #[serde(default)]
+    pub primary_address: Option<toygres_common::names::PgAddress>,
+    /// `sync` or `async`.
+    pub replication_mode: ReplicationMode,
+    pub ha: HaSettings,
+    /// Former primaries waiting to rejoin as standbys.
+    pub rejoining: Vec<String>,
+    /// Standbys that may never be synchronous.
+    #[serde(default)]
+    pub not_sync: Vec<String>,
+    /// Standbys with their own lag bound.
+    #[serde(default)]
+    pub lag_bounds: std::collections::BTreeMap<String, u64>,
+    /// The controller's current health interval.
+    #[serde(default)]
+    pub health_interval_ms: Option<u64>,
+    /// Standbys the CMS records running (not being created, rejoining or fenced).
+    #[serde(default)]
+    pub running_standbys: Vec<String>,
+}
+
+impl ActorView {
+    /// The members that may be synchronous standbys of `primary`: not it, not rejoining, not
+    /// added as asynchronous, not kept fenced.
+    pub fn sync_candidates(&self, primary: &str) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| *m != primary && !self.rejoining.contains(m) && !self.not_sync.contains(m))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Reads the actor's view of its instance; `None` when the actor is no longer the instance's
+/// (replaced, or the instance is being deleted).
+pub async fn read_actor_view(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: ActorRef,
+) -> Result<Option<ActorView>, String> {
+    let Some(instance) = deps
+        .cms
+        .get_instance(&input.instance)
+        .await
+        .map_err(describe)?
+    else {
+        return Ok(None);
+    };
+    if instance.actor_id.as_deref() != Some(input.actor_id.as_str())
+        || instance
+            .summary
+            .parsed_state()
+            .is_some_and(InstanceState::is_ending)
+    {
+        return Ok(None);
+    }
+    let ha = deps
+        .cms
+        .get_ha_settings(&input.instance)
+        .await
+        .map_err(describe)?
+        .unwrap_or_default();
+    let recorded = deps
+        .cms
+        .list_members(&input.instance)
+        .await
+        .map_err(describe)?;
+    let members = deps
+        .platform
+        .list_members(&input.instance)
+        .await
+        .map_err(describe)?;
+    let primary = recorded
+        .iter()
+        .find(|m| m.parsed_role() == Role::Primary)
+        .map(|m| m.name.clone());
+    let primary_address = members
+        .iter()
+        .find(|m| Some(&m.member) == primary.as_ref())
+        .map(|m| m.address.pg.clone());
+    Ok(Some(ActorView {
+        members: members.into_iter().map(|m| m.member).collect(),
+        primary,
+        primary_address,
+        replication_mode: instance.summary.parsed_replication_mode(),
+        ha,
+        rejoining: member_names(&recorded, |m| {
+            m.parsed_state() == Some(MemberState::Rejoining)
+        }),
+        not_sync: member_names(&recorded, |m| {
+            !m.sync_candidate || m.parsed_state() == Some(MemberState::Fenced)
+        }),
+        lag_bounds: recorded
+            .iter()
+            .filter_map(|m| Some((m.name.clone(), u64::try_from(m.max_lag_bytes?).ok()?)))
+            .collect(),
+        health_interval_ms: Some(deps.health_interval_ms),
+        running_standbys: member_names(&recorded, |m| {
+            m.parsed_role() == Role::Standby && m.parsed_state() == Some(MemberState::Running)
+        }),
+    }))
 }

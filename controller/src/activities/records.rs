@@ -1,5 +1,6 @@
-//! Activities that keep the CMS true: operations, instance state, members, health, events; and
-//! the one that stops an instance's actor.
+//! Activities that keep the CMS true: operations, instance state, members (their states,
+//! options and a change of primary), health, events; and the one that stops an instance's
+//! actor.
 
 use std::sync::Arc;
 
@@ -10,8 +11,8 @@ use toygres_common::domain::{
     OperationStage, OperationStatus, Role,
 };
 
+use super::deps::{describe, ActivityDeps};
 use super::sidecar::ProbeResult;
-use super::{describe, ActivityDeps};
 
 /// An operation begins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,4 +288,119 @@ pub async fn record_health(
         .map_err(describe)?;
     }
     Ok(())
+}
+
+/// Record a change of primary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverRecord {
+    pub instance: String,
+    pub operation_id: String,
+    pub new_primary: String,
+    pub old_primary: Option<String>,
+    /// The old primary's member state: `rejoining`, `fenced` or `running`.
+    pub old_state: MemberState,
+    pub event_kind: HaEventKind,
+    pub message: String,
+}
+
+/// Records the new roles and an event, in the CMS.
+pub async fn record_handover(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: HandoverRecord,
+) -> Result<(), String> {
+    deps.cms
+        .record_new_primary(
+            &input.instance,
+            &input.new_primary,
+            input.old_primary.as_deref(),
+            input.old_state,
+        )
+        .await
+        .map_err(describe)?;
+    deps.cms
+        .record_event(
+            &input.instance,
+            Some(&input.new_primary),
+            Some(&input.operation_id),
+            input.event_kind.into(),
+            &input.message,
+        )
+        .await
+        .map_err(describe)
+}
+
+/// One event for the instance's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub instance: String,
+    pub member: Option<String>,
+    pub operation_id: Option<String>,
+    pub kind: HaEventKind,
+    pub message: String,
+}
+
+/// Appends an event to the instance's log (and counts HA alerts).
+pub async fn record_event(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: EventRecord,
+) -> Result<(), String> {
+    deps.metrics.record_ha_event(input.kind.as_str());
+    deps.cms
+        .record_event(
+            &input.instance,
+            input.member.as_deref(),
+            input.operation_id.as_deref(),
+            input.kind.into(),
+            &input.message,
+        )
+        .await
+        .map_err(describe)
+}
+
+/// A standby's options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberOptions {
+    pub instance: String,
+    pub member: String,
+    pub sync_candidate: bool,
+    pub max_lag_bytes: Option<u64>,
+}
+
+/// Records a standby's options in the CMS.
+pub async fn record_member_options(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: MemberOptions,
+) -> Result<(), String> {
+    deps.cms
+        .set_member_options(
+            &input.instance,
+            &input.member,
+            input.sync_candidate,
+            input.max_lag_bytes,
+        )
+        .await
+        .map_err(describe)
+}
+
+/// Set a member's state in the CMS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStateInput {
+    pub instance: String,
+    pub member: String,
+    pub state: MemberState,
+}
+
+/// Records the member's state.
+pub async fn set_member_state(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: MemberStateInput,
+) -> Result<(), String> {
+    deps.cms
+        .set_member_state(&input.instance, &input.member, input.state)
+        .await
+        .map_err(describe)
 }

@@ -11,7 +11,7 @@ use toygres_common::sidecar_api::{Role, Status};
 use toygres_common::sidecar_client::SidecarClientError;
 use toygres_common::SidecarClient;
 
-use super::{describe, ActivityDeps};
+use super::deps::{describe, ActivityDeps};
 use crate::platform::SecretRefs;
 
 /// A client of the member's sidecar, with the instance's sidecar token.

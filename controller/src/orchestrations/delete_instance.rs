@@ -5,11 +5,11 @@ use duroxide::OrchestrationContext;
 use serde::{Deserialize, Serialize};
 use toygres_common::domain::{InstanceState, OperationKind};
 
-use super::create_instance::first_error;
-use super::{call, now_ms, report};
+use super::durable::{call, first_error};
+use super::operation::{report, OperationRun};
 use crate::activities::members::{DeleteMemberInput, InstanceRef};
 use crate::activities::names as act;
-use crate::activities::records::{ActorRef, OperationFinished, OperationStarted};
+use crate::activities::records::ActorRef;
 
 /// The input of *DeleteInstance*.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,50 +28,39 @@ pub async fn delete_instance(
     ctx: OrchestrationContext,
     input: DeleteInstanceInput,
 ) -> Result<(), String> {
-    let started = now_ms(&ctx).await?;
-    let result = remove(&ctx, &input).await;
-    let duration_ms = now_ms(&ctx).await?.saturating_sub(started);
+    let operation = OperationRun::begin(
+        &ctx,
+        &input.operation_id,
+        OperationKind::Delete,
+        &input.instance,
+    )
+    .await?;
+    let result = remove(&ctx, &input, &operation).await;
     let (error, state) = match &result {
         Ok(()) => (None, InstanceState::Deleted),
         Err(e) => (Some(e.clone()), InstanceState::Failed),
     };
-    // Published first: a finished operation never shows an older progress.
-    match &result {
-        Ok(()) => report(&ctx, STEPS, STEPS, "the instance is deleted"),
-        Err(e) => report(&ctx, 0, STEPS, format!("failed: {e}")),
-    }
-    call::<_, ()>(
-        &ctx,
-        act::RECORD_OPERATION_FINISHED,
-        &OperationFinished {
-            operation_id: input.operation_id.clone(),
-            kind: OperationKind::Delete,
-            instance: input.instance.clone(),
-            error,
-            instance_state: Some(state),
-            duration_ms,
-        },
-    )
-    .await?;
+    operation
+        .finish(&ctx, error, Some(state), || match &result {
+            Ok(()) => report(&ctx, STEPS, STEPS, "the instance is deleted"),
+            Err(e) => report(&ctx, 0, STEPS, format!("failed: {e}")),
+        })
+        .await?;
     result
 }
 
-async fn remove(ctx: &OrchestrationContext, input: &DeleteInstanceInput) -> Result<(), String> {
+async fn remove(
+    ctx: &OrchestrationContext,
+    input: &DeleteInstanceInput,
+    operation: &OperationRun,
+) -> Result<(), String> {
     let instance = InstanceRef {
         instance: input.instance.clone(),
     };
     report(ctx, 1, STEPS, "stopping the instance actor");
-    call::<_, ()>(
-        ctx,
-        act::RECORD_OPERATION_STARTED,
-        &OperationStarted {
-            operation_id: input.operation_id.clone(),
-            kind: OperationKind::Delete,
-            instance: input.instance.clone(),
-            instance_state: Some(InstanceState::Deleting),
-        },
-    )
-    .await?;
+    operation
+        .record_started(ctx, Some(InstanceState::Deleting))
+        .await?;
     if let Some(actor_id) = &input.actor_id {
         call::<_, ()>(
             ctx,

@@ -6,17 +6,17 @@ use duroxide::OrchestrationContext;
 use serde::{Deserialize, Serialize};
 use toygres_common::domain::{OperationKind, ReplicationMode, Role};
 
-use super::create_instance::MEMBER_READY_TIMEOUT_SECS;
-use super::ha::sync_policy;
-use super::{call, call_once, member_name, now_ms, report};
-use crate::activities::ha::{MemberOptions, SyncPolicyInput};
+use super::durable::{call, call_once};
+use super::ha::sync::sync_policy;
+use super::members::{next_member_name, MEMBER_READY_TIMEOUT_SECS};
+use super::operation::{report, OperationRun};
+use crate::activities::ha::SyncPolicyInput;
 use crate::activities::members::{
     CreateMemberInput, DeleteMemberInput, InstanceRef, RouteInput, Topology,
 };
 use crate::activities::names as act;
-use crate::activities::records::{
-    InstanceRunning, MemberRole, OperationFinished, OperationStarted, ReplicasChanged,
-};
+use crate::activities::records::MemberOptions;
+use crate::activities::records::{InstanceRunning, MemberRole, ReplicasChanged};
 use crate::activities::sidecar::{DropSlotInput, ExpectedRole, MemberReady, WaitReadyInput};
 use crate::platform::{Bootstrap, EndpointRoutes, MemberHandle, Placement};
 
@@ -51,21 +51,6 @@ pub struct RemoveReplicaInput {
     pub keep_data: bool,
 }
 
-/// The next member name of `instance`: one past the highest `<instance>-<n>` in `existing`.
-pub fn next_member_name(instance: &str, existing: &[String]) -> String {
-    let next = existing
-        .iter()
-        .filter_map(|m| {
-            m.strip_prefix(instance)?
-                .strip_prefix('-')?
-                .parse::<u32>()
-                .ok()
-        })
-        .max()
-        .map_or(0, |n| n + 1);
-    member_name(instance, next)
-}
-
 const ADD_STEPS: u32 = 5;
 const REMOVE_STEPS: u32 = 4;
 
@@ -75,37 +60,38 @@ pub async fn add_replica(
     ctx: OrchestrationContext,
     input: AddReplicaInput,
 ) -> Result<String, String> {
-    let started = now_ms(&ctx).await?;
-    let result = add(&ctx, &input).await;
-    finish(
+    let operation = OperationRun::begin(
         &ctx,
         &input.operation_id,
         OperationKind::AddReplica,
         &input.instance,
-        started,
-        &result,
-        ADD_STEPS,
     )
     .await?;
+    let result = add(&ctx, &input, &operation).await;
+    operation
+        .finish(
+            &ctx,
+            result.as_ref().err().cloned(),
+            None,
+            || match &result {
+                Ok(member) => report(&ctx, ADD_STEPS, ADD_STEPS, format!("done: {member}")),
+                Err(e) => report(&ctx, 0, ADD_STEPS, format!("failed: {e}")),
+            },
+        )
+        .await?;
     result
 }
 
-async fn add(ctx: &OrchestrationContext, input: &AddReplicaInput) -> Result<String, String> {
+async fn add(
+    ctx: &OrchestrationContext,
+    input: &AddReplicaInput,
+    operation: &OperationRun,
+) -> Result<String, String> {
     let instance = InstanceRef {
         instance: input.instance.clone(),
     };
     report(ctx, 1, ADD_STEPS, "reading the instance's members");
-    call::<_, ()>(
-        ctx,
-        act::RECORD_OPERATION_STARTED,
-        &OperationStarted {
-            operation_id: input.operation_id.clone(),
-            kind: OperationKind::AddReplica,
-            instance: input.instance.clone(),
-            instance_state: None,
-        },
-    )
-    .await?;
+    operation.record_started(ctx, None).await?;
     let topology: Topology = call(ctx, act::READ_TOPOLOGY, &instance).await?;
     let (Some(primary), Some(primary_address)) = (topology.primary, topology.primary_address)
     else {
@@ -220,37 +206,38 @@ pub async fn remove_replica(
     ctx: OrchestrationContext,
     input: RemoveReplicaInput,
 ) -> Result<String, String> {
-    let started = now_ms(&ctx).await?;
-    let result = remove(&ctx, &input).await;
-    finish(
+    let operation = OperationRun::begin(
         &ctx,
         &input.operation_id,
         OperationKind::RemoveReplica,
         &input.instance,
-        started,
-        &result,
-        REMOVE_STEPS,
     )
     .await?;
+    let result = remove(&ctx, &input, &operation).await;
+    operation
+        .finish(
+            &ctx,
+            result.as_ref().err().cloned(),
+            None,
+            || match &result {
+                Ok(member) => report(&ctx, REMOVE_STEPS, REMOVE_STEPS, format!("done: {member}")),
+                Err(e) => report(&ctx, 0, REMOVE_STEPS, format!("failed: {e}")),
+            },
+        )
+        .await?;
     result
 }
 
-async fn remove(ctx: &OrchestrationContext, input: &RemoveReplicaInput) -> Result<String, String> {
+async fn remove(
+    ctx: &OrchestrationContext,
+    input: &RemoveReplicaInput,
+    operation: &OperationRun,
+) -> Result<String, String> {
     let instance = InstanceRef {
         instance: input.instance.clone(),
     };
     report(ctx, 1, REMOVE_STEPS, "reading the instance's members");
-    call::<_, ()>(
-        ctx,
-        act::RECORD_OPERATION_STARTED,
-        &OperationStarted {
-            operation_id: input.operation_id.clone(),
-            kind: OperationKind::RemoveReplica,
-            instance: input.instance.clone(),
-            instance_state: None,
-        },
-    )
-    .await?;
+    operation.record_started(ctx, None).await?;
     let topology: Topology = call(ctx, act::READ_TOPOLOGY, &instance).await?;
     if topology.primary.as_deref() == Some(input.member.as_str()) {
         return Err(format!(
@@ -350,36 +337,4 @@ async fn remove(ctx: &OrchestrationContext, input: &RemoveReplicaInput) -> Resul
     )
     .await?;
     Ok(input.member.clone())
-}
-
-/// Records how a replica operation ended and publishes its last progress.
-async fn finish(
-    ctx: &OrchestrationContext,
-    operation_id: &str,
-    kind: OperationKind,
-    instance: &str,
-    started_ms: u64,
-    result: &Result<String, String>,
-    steps: u32,
-) -> Result<(), String> {
-    let duration_ms = now_ms(ctx).await?.saturating_sub(started_ms);
-    // Published first: a finished operation never shows an older progress.
-    match result {
-        Ok(member) => report(ctx, steps, steps, format!("done: {member}")),
-        Err(e) => report(ctx, 0, steps, format!("failed: {e}")),
-    }
-    call::<_, ()>(
-        ctx,
-        act::RECORD_OPERATION_FINISHED,
-        &OperationFinished {
-            operation_id: operation_id.to_string(),
-            kind,
-            instance: instance.to_string(),
-            error: result.as_ref().err().cloned(),
-            instance_state: None,
-            duration_ms,
-        },
-    )
-    .await?;
-    Ok(())
 }

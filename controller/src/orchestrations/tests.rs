@@ -15,14 +15,15 @@ use serde_json::{json, Value};
 use toygres_common::controller_api::{ReplicationMode, ValidatedCreateInstance};
 use toygres_common::domain::Role;
 
-use super::create_instance::{ActorSettings, CreateInstanceInput};
+use super::create_instance::CreateInstanceInput;
 use super::delete_instance::DeleteInstanceInput;
 use super::instance_actor::{
-    assess, desired_routes, ActorCommand, ActorInput, ActorState, MemberSeen, COMMANDS_QUEUE,
-    NOT_FOLLOWING_ROUNDS,
+    assess, desired_routes, ActorCommand, ActorInput, ActorSettings, ActorState, MemberSeen,
+    COMMANDS_QUEUE, NOT_FOLLOWING_ROUNDS,
 };
-use super::replicas::{next_member_name, AddReplicaInput};
-use super::*;
+use super::members::next_member_name;
+use super::replicas::AddReplicaInput;
+use super::{names, registry};
 use crate::activities::names as act;
 use crate::activities::sidecar::ProbeResult;
 use crate::engine::{runtime_options, EngineSettings};

@@ -1,0 +1,24 @@
+//! Members as the runbooks name and wait for them.
+
+/// How long a new member may take to serve in its role (initdb or pg_basebackup included).
+pub const MEMBER_READY_TIMEOUT_SECS: u64 = 300;
+
+/// The name of member `n` of `instance`.
+pub fn member_name(instance: &str, n: u32) -> String {
+    format!("{instance}-{n}")
+}
+
+/// The next member name of `instance`: one past the highest `<instance>-<n>` in `existing`.
+pub fn next_member_name(instance: &str, existing: &[String]) -> String {
+    let next = existing
+        .iter()
+        .filter_map(|m| {
+            m.strip_prefix(instance)?
+                .strip_prefix('-')?
+                .parse::<u32>()
+                .ok()
+        })
+        .max()
+        .map_or(0, |n| n + 1);
+    member_name(instance, next)
+}
