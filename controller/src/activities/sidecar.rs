@@ -247,6 +247,26 @@ pub struct ProbeResult {
 }
 
 impl ProbeResult {
+    /// A member whose sidecar did not answer (`error` says how), after `latency_ms`.
+    pub fn unreachable(member: &str, error: String, latency_ms: f64) -> Self {
+        ProbeResult {
+            member: member.to_string(),
+            healthy: false,
+            role: None,
+            timeline: None,
+            lsn: None,
+            lag_bytes: None,
+            standbys: Vec::new(),
+            sync_state: None,
+            sync_degraded: false,
+            check: None,
+            disk_available_bytes: None,
+            disk_total_bytes: None,
+            latency_ms,
+            error: Some(error),
+        }
+    }
+
     /// Primary: its standbys and their sync states, as `(name, state)`.
     pub fn standby_states(&self) -> impl Iterator<Item = (&str, &str)> {
         self.standbys.iter().filter_map(|s| s.split_once('='))
@@ -288,22 +308,7 @@ pub async fn probe_member(
             latency_ms,
             error: (!status.running).then(|| "Postgres is not running".to_string()),
         },
-        Err(error) => ProbeResult {
-            member: input.member,
-            healthy: false,
-            role: None,
-            timeline: None,
-            lsn: None,
-            lag_bytes: None,
-            standbys: Vec::new(),
-            sync_state: None,
-            sync_degraded: false,
-            check: None,
-            disk_available_bytes: None,
-            disk_total_bytes: None,
-            latency_ms,
-            error: Some(error),
-        },
+        Err(error) => ProbeResult::unreachable(&input.member, error, latency_ms),
     };
     let mut result = result;
     if let (true, Some(query)) = (result.healthy, &input.health_query) {

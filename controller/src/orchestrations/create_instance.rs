@@ -12,9 +12,9 @@ use super::ha::sync::sync_policy;
 use super::instance_actor::{actor_id, ActorInput, ActorSettings};
 use super::members::{member_name, MEMBER_READY_TIMEOUT_SECS};
 use super::names;
-use super::operation::{report, OperationRun};
+use super::operation::{report, route_endpoints, OperationRun};
 use crate::activities::ha::SyncPolicyInput;
-use crate::activities::members::{CreateMemberInput, DeleteMemberInput, InstanceRef, RouteInput};
+use crate::activities::members::{CreateMemberInput, DeleteMemberInput, InstanceRef};
 use crate::activities::names as act;
 use crate::activities::records::{ActorRef, InstanceRunning, MemberRole};
 use crate::activities::sidecar::{ExpectedRole, MemberReady, WaitReadyInput, WaitSyncInput};
@@ -271,16 +271,13 @@ async fn provision(
     }
 
     report(ctx, 8, STEPS, "routing the endpoints");
-    call::<_, ()>(
+    route_endpoints(
         ctx,
-        act::ROUTE_ENDPOINTS,
-        &RouteInput {
-            instance: name.clone(),
-            routes: EndpointRoutes {
-                rw: Some(primary_name.clone()),
-                ro: standbys.clone(),
-                ..Default::default()
-            },
+        name,
+        EndpointRoutes {
+            rw: Some(primary_name.clone()),
+            ro: standbys.clone(),
+            ..Default::default()
         },
     )
     .await?;

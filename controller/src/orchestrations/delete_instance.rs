@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use toygres_common::domain::{InstanceState, OperationKind};
 
 use super::durable::{call, first_error};
-use super::operation::{report, OperationRun};
+use super::operation::{report, report_outcome, OperationRun};
 use crate::activities::members::{DeleteMemberInput, InstanceRef};
 use crate::activities::names as act;
 use crate::activities::records::ActorRef;
@@ -41,9 +41,8 @@ pub async fn delete_instance(
         Err(e) => (Some(e.clone()), InstanceState::Failed),
     };
     operation
-        .finish(&ctx, error, Some(state), || match &result {
-            Ok(()) => report(&ctx, STEPS, STEPS, "the instance is deleted"),
-            Err(e) => report(&ctx, 0, STEPS, format!("failed: {e}")),
+        .finish(&ctx, error, Some(state), || {
+            report_outcome(&ctx, &result, STEPS, |()| "the instance is deleted".into())
         })
         .await?;
     result

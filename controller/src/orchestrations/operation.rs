@@ -1,17 +1,20 @@
 //! The record of an operation, kept the same way by every runbook: started (with the
 //! instance's new state), its progress as the orchestration's custom status, finished with its
 //! duration (the activity behind it counts the metrics and logs the event). Also the one
-//! minter of operation ids, and the helpers that log events and set member states.
+//! minter of operation ids, and the steps every runbook records the same way: an event, a
+//! member's state, the endpoints' routes.
 
 use duroxide::OrchestrationContext;
 use toygres_common::controller_api::Progress;
 use toygres_common::domain::{HaEventKind, InstanceState, MemberState, OperationKind};
 
 use super::durable::{call, now_ms};
+use crate::activities::members::RouteInput;
 use crate::activities::names as act;
 use crate::activities::records::{
     EventRecord, MemberStateInput, OperationFinished, OperationStarted,
 };
+use crate::platform::EndpointRoutes;
 
 /// An operation id from 16 or more hex digits (dashes are skipped): `op-` and the first 16.
 pub fn operation_id_from(hex: &str) -> String {
@@ -47,6 +50,20 @@ pub(crate) fn report(
             ..Progress::default()
         },
     );
+}
+
+/// Publishes the last progress of an operation that ended with `result`: all steps done and
+/// what `done` says, or step 0 and the error.
+pub(crate) fn report_outcome<T>(
+    ctx: &OrchestrationContext,
+    result: &Result<T, String>,
+    steps: u32,
+    done: impl FnOnce(&T) -> String,
+) {
+    match result {
+        Ok(value) => report(ctx, steps, steps, done(value)),
+        Err(e) => report(ctx, 0, steps, format!("failed: {e}")),
+    }
 }
 
 /// Publishes a progress as the orchestration's custom status.
@@ -181,6 +198,23 @@ pub(crate) async fn set_member_state(
             instance: instance.to_string(),
             member: member.to_string(),
             state,
+        },
+    )
+    .await
+}
+
+/// Leads the instance's endpoints as `routes` says.
+pub(crate) async fn route_endpoints(
+    ctx: &OrchestrationContext,
+    instance: &str,
+    routes: EndpointRoutes,
+) -> Result<(), String> {
+    call::<_, ()>(
+        ctx,
+        act::ROUTE_ENDPOINTS,
+        &RouteInput {
+            instance: instance.to_string(),
+            routes,
         },
     )
     .await

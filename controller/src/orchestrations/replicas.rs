@@ -9,11 +9,9 @@ use toygres_common::domain::{OperationKind, ReplicationMode, Role};
 use super::durable::{call, call_once};
 use super::ha::sync::sync_policy;
 use super::members::{next_member_name, MEMBER_READY_TIMEOUT_SECS};
-use super::operation::{report, OperationRun};
+use super::operation::{report, report_outcome, route_endpoints, OperationRun};
 use crate::activities::ha::SyncPolicyInput;
-use crate::activities::members::{
-    CreateMemberInput, DeleteMemberInput, InstanceRef, RouteInput, Topology,
-};
+use crate::activities::members::{CreateMemberInput, DeleteMemberInput, InstanceRef, Topology};
 use crate::activities::names as act;
 use crate::activities::records::MemberOptions;
 use crate::activities::records::{InstanceRunning, MemberRole, ReplicasChanged};
@@ -69,15 +67,9 @@ pub async fn add_replica(
     .await?;
     let result = add(&ctx, &input, &operation).await;
     operation
-        .finish(
-            &ctx,
-            result.as_ref().err().cloned(),
-            None,
-            || match &result {
-                Ok(member) => report(&ctx, ADD_STEPS, ADD_STEPS, format!("done: {member}")),
-                Err(e) => report(&ctx, 0, ADD_STEPS, format!("failed: {e}")),
-            },
-        )
+        .finish(&ctx, result.as_ref().err().cloned(), None, || {
+            report_outcome(&ctx, &result, ADD_STEPS, |member| format!("done: {member}"))
+        })
         .await?;
     result
 }
@@ -163,16 +155,13 @@ async fn add(
         )
         .await?;
     }
-    call::<_, ()>(
+    route_endpoints(
         ctx,
-        act::ROUTE_ENDPOINTS,
-        &RouteInput {
-            instance: input.instance.clone(),
-            routes: EndpointRoutes {
-                rw: Some(primary),
-                ro: standbys.clone(),
-                ..Default::default()
-            },
+        &input.instance,
+        EndpointRoutes {
+            rw: Some(primary),
+            ro: standbys.clone(),
+            ..Default::default()
         },
     )
     .await?;
@@ -215,15 +204,11 @@ pub async fn remove_replica(
     .await?;
     let result = remove(&ctx, &input, &operation).await;
     operation
-        .finish(
-            &ctx,
-            result.as_ref().err().cloned(),
-            None,
-            || match &result {
-                Ok(member) => report(&ctx, REMOVE_STEPS, REMOVE_STEPS, format!("done: {member}")),
-                Err(e) => report(&ctx, 0, REMOVE_STEPS, format!("failed: {e}")),
-            },
-        )
+        .finish(&ctx, result.as_ref().err().cloned(), None, || {
+            report_outcome(&ctx, &result, REMOVE_STEPS, |member| {
+                format!("done: {member}")
+            })
+        })
         .await?;
     result
 }
@@ -269,16 +254,13 @@ async fn remove(
         REMOVE_STEPS,
         format!("taking {} out of service", input.member),
     );
-    call::<_, ()>(
+    route_endpoints(
         ctx,
-        act::ROUTE_ENDPOINTS,
-        &RouteInput {
-            instance: input.instance.clone(),
-            routes: EndpointRoutes {
-                rw: topology.primary.clone(),
-                ro: standbys.clone(),
-                ..Default::default()
-            },
+        &input.instance,
+        EndpointRoutes {
+            rw: topology.primary.clone(),
+            ro: standbys.clone(),
+            ..Default::default()
         },
     )
     .await?;

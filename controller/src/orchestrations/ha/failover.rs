@@ -46,11 +46,8 @@ pub async fn failover(ctx: OrchestrationContext, input: FailoverInput) -> Result
     };
     let operation = started(&ctx, &input.operation_id, kind, &input.instance).await?;
     let mut handover = Handover::default();
-    let result = run_failover(&ctx, &input, &mut handover)
-        .await
-        .map(|()| handover.clone())
-        .map_err(|e| (e, handover.clone()));
-    finish(&ctx, &operation, result).await
+    let result = run_failover(&ctx, &input, &mut handover).await;
+    finish(&ctx, &operation, result, handover).await
 }
 
 async fn run_failover(

@@ -12,11 +12,13 @@ use crate::activities::ha::{
     MemberSurvey, PromoteInput, Promoted, RejoinInput, RepointInput, Repointed, SurveyInput,
     SyncPolicyInput,
 };
-use crate::activities::members::{InstanceRef, RouteInput, Topology};
+use crate::activities::members::{InstanceRef, Topology};
 use crate::activities::names as act;
 use crate::activities::records::HandoverRecord;
 use crate::orchestrations::durable::{call, call_once};
-use crate::orchestrations::operation::{publish, record_event, set_member_state, OperationRun};
+use crate::orchestrations::operation::{
+    publish, record_event, route_endpoints, set_member_state, OperationRun,
+};
 use crate::platform::EndpointRoutes;
 
 /// How long a former primary may take to rejoin inside a switchover or failover (a re-clone
@@ -56,16 +58,15 @@ pub(super) async fn started(
     Ok(operation)
 }
 
-/// Records the operation's end, its last state, and returns its result.
+/// Records the operation's end (`result`) with what it measured and decided (`handover`), its
+/// last state, and returns its result.
 pub(super) async fn finish(
     ctx: &OrchestrationContext,
     operation: &OperationRun,
-    result: Result<Handover, (String, Handover)>,
+    result: Result<(), String>,
+    handover: Handover,
 ) -> Result<String, String> {
-    let (error, handover) = match result {
-        Ok(h) => (None, h),
-        Err((e, h)) => (Some(e), h),
-    };
+    let error = result.err();
     let mut outcome = Err(String::new());
     // The last state is published before the operation is recorded as finished, so nobody
     // reads a finished operation with an older state.
@@ -132,16 +133,13 @@ pub(super) async fn hold_writes(
     instance: &str,
     standbys: &[String],
 ) -> Result<(), String> {
-    call::<_, ()>(
+    route_endpoints(
         ctx,
-        act::ROUTE_ENDPOINTS,
-        &RouteInput {
-            instance: instance.to_string(),
-            routes: EndpointRoutes {
-                rw: None,
-                ro: standbys.to_vec(),
-                hold_rw: true,
-            },
+        instance,
+        EndpointRoutes {
+            rw: None,
+            ro: standbys.to_vec(),
+            hold_rw: true,
         },
     )
     .await
@@ -297,20 +295,17 @@ pub(super) async fn promote_and_route(
         },
     )
     .await?;
-    call::<_, ()>(
+    route_endpoints(
         ctx,
-        act::ROUTE_ENDPOINTS,
-        &RouteInput {
-            instance: instance.to_string(),
-            routes: EndpointRoutes {
-                rw: Some(target.to_string()),
-                ro: others
-                    .iter()
-                    .filter(|s| !diverged.contains(s))
-                    .cloned()
-                    .collect(),
-                hold_rw: false,
-            },
+        instance,
+        EndpointRoutes {
+            rw: Some(target.to_string()),
+            ro: others
+                .iter()
+                .filter(|s| !diverged.contains(s))
+                .cloned()
+                .collect(),
+            hold_rw: false,
         },
     )
     .await?;

@@ -29,28 +29,25 @@ pub async fn rejoin_operation(
         &input.instance,
     )
     .await?;
-    let topology = read_topology(&ctx, &input.instance).await;
-    let result = match topology {
+    let mut handover = Handover::default();
+    let result = match read_topology(&ctx, &input.instance).await {
         Ok(Topology {
             primary: Some(primary),
             ..
         }) if primary != input.member => {
-            let handover = Handover {
-                old_primary: Some(input.member.clone()),
-                new_primary: Some(primary.clone()),
-                ..Handover::default()
-            };
+            handover.old_primary = Some(input.member.clone());
+            handover.new_primary = Some(primary.clone());
             if rejoin(&ctx, &input.instance, &input.member, &primary).await {
-                Ok(handover)
+                Ok(())
             } else {
-                Err((format!("{} could not rejoin yet", input.member), handover))
+                Err(format!("{} could not rejoin yet", input.member))
             }
         }
-        Ok(_) => Err((
-            format!("instance {} has no other primary to follow", input.instance),
-            Handover::default(),
+        Ok(_) => Err(format!(
+            "instance {} has no other primary to follow",
+            input.instance
         )),
-        Err(e) => Err((e, Handover::default())),
+        Err(e) => Err(e),
     };
-    finish(&ctx, &operation, result).await
+    finish(&ctx, &operation, result, handover).await
 }

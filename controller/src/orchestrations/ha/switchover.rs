@@ -18,12 +18,12 @@ use super::target::{choose_target, NoCandidate, PrimarySeen};
 use crate::activities::ha::{
     CatchUpInput, CaughtUp, FenceInput, Fenced, MemberSurvey, PromoteInput, ReceivedInput,
 };
-use crate::activities::members::{DeleteMemberInput, RouteInput};
+use crate::activities::members::DeleteMemberInput;
 use crate::activities::names as act;
 use crate::activities::records::ReplicasChanged;
 use crate::activities::sidecar::DropSlotInput;
 use crate::orchestrations::durable::{call, call_once};
-use crate::orchestrations::operation::set_member_state;
+use crate::orchestrations::operation::{route_endpoints, set_member_state};
 use crate::platform::EndpointRoutes;
 
 /// A switchover's target counts as caught up within this many bytes of the primary; the rest
@@ -55,11 +55,8 @@ pub async fn switchover(
         data_loss_bytes: Some(0),
         ..Handover::default()
     };
-    let result = run_switchover(&ctx, &input, &mut handover)
-        .await
-        .map(|()| handover.clone())
-        .map_err(|e| (e, handover.clone()));
-    finish(&ctx, &operation, result).await
+    let result = run_switchover(&ctx, &input, &mut handover).await;
+    finish(&ctx, &operation, result, handover).await
 }
 
 async fn run_switchover(
@@ -242,16 +239,13 @@ async fn run_switchover(
             },
         )
         .await;
-        let _ = call::<_, ()>(
+        let _ = route_endpoints(
             ctx,
-            act::ROUTE_ENDPOINTS,
-            &RouteInput {
-                instance: instance.clone(),
-                routes: EndpointRoutes {
-                    rw: Some(old.clone()),
-                    ro: topology.standbys.clone(),
-                    hold_rw: false,
-                },
+            instance,
+            EndpointRoutes {
+                rw: Some(old.clone()),
+                ro: topology.standbys.clone(),
+                hold_rw: false,
             },
         )
         .await;

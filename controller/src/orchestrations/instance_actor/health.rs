@@ -86,25 +86,6 @@ pub fn desired_routes(
     })
 }
 
-pub fn unreachable_probe(member: &str, error: String) -> ProbeResult {
-    ProbeResult {
-        member: member.to_string(),
-        healthy: false,
-        role: None,
-        timeline: None,
-        lsn: None,
-        lag_bytes: None,
-        standbys: Vec::new(),
-        sync_state: None,
-        sync_degraded: false,
-        check: None,
-        disk_available_bytes: None,
-        disk_total_bytes: None,
-        latency_ms: 0.0,
-        error: Some(error),
-    }
-}
-
 /// The outcome of one health round, decided from the probes alone.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Assessment {

@@ -5,13 +5,14 @@
 use duroxide::OrchestrationContext;
 use toygres_common::domain::HaEventKind;
 
-use super::health::{assess, describe_targets, desired_routes, primary_seen, unreachable_probe};
+use super::health::{assess, describe_targets, desired_routes, primary_seen};
 use super::state::{ActorInput, ActorState};
-use crate::activities::members::{ActorView, RouteInput};
+use crate::activities::members::ActorView;
 use crate::activities::names as act;
 use crate::activities::records::{ActorRef, HealthEvent, HealthReport};
 use crate::activities::sidecar::{ProbeInput, ProbeResult};
 use crate::orchestrations::durable::{call, call_once};
+use crate::orchestrations::operation::route_endpoints;
 
 /// What a health round saw, for the HA checks that follow it.
 #[derive(Debug, Clone)]
@@ -90,7 +91,7 @@ async fn try_health_round(
     let probes: Vec<ProbeResult> = members
         .iter()
         .zip(results)
-        .map(|(member, result)| result.unwrap_or_else(|e| unreachable_probe(member, e)))
+        .map(|(member, result)| result.unwrap_or_else(|e| ProbeResult::unreachable(member, e, 0.0)))
         .collect();
     let mut assessment = assess(
         state,
@@ -138,11 +139,7 @@ async fn try_health_round(
     );
     if let (Routing::Allowed, Some(routes)) = (routing, desired) {
         if state.routed_ro.as_ref() != Some(&routes.ro) {
-            let route = RouteInput {
-                instance: input.instance.clone(),
-                routes: routes.clone(),
-            };
-            match call::<_, ()>(ctx, act::ROUTE_ENDPOINTS, &route).await {
+            match route_endpoints(ctx, &input.instance, routes.clone()).await {
                 Ok(()) => {
                     if let Some(before) = &state.routed_ro {
                         assessment.events.push(HealthEvent {
