@@ -242,3 +242,198 @@ pub fn assess(
         events,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn probe(member: &str, role: &str, healthy: bool, lag: Option<u64>) -> ProbeResult {
+        ProbeResult {
+            member: member.into(),
+            healthy,
+            role: healthy.then(|| role.parse().unwrap()),
+            timeline: Some(1),
+            lsn: None,
+            lag_bytes: lag,
+            standbys: if role == "primary" {
+                vec!["db-1=sync".into()]
+            } else {
+                Vec::new()
+            },
+            sync_state: None,
+            sync_degraded: false,
+            check: None,
+            disk_available_bytes: None,
+            disk_total_bytes: None,
+            latency_ms: 1.0,
+            error: (!healthy).then(|| "unreachable".to_string()),
+        }
+    }
+
+    #[test]
+    fn a_standby_going_down_degrades_the_instance_and_is_an_event_once() {
+        let first = assess(
+            &ActorState::default(),
+            vec![
+                probe("db-0", "primary", true, None),
+                probe("db-1", "standby", true, Some(0)),
+            ],
+            1024,
+            &Default::default(),
+        );
+        assert_eq!(first.health, "healthy");
+        assert_eq!(first.probes[1].sync_state.as_deref(), Some("sync"));
+        assert_eq!(first.events.len(), 1, "{:?}", first.events);
+        assert_eq!(first.events[0].kind, "instance-health");
+
+        let down = assess(
+            &first.state,
+            vec![
+                probe("db-0", "primary", true, None),
+                probe("db-1", "standby", false, None),
+            ],
+            1024,
+            &Default::default(),
+        );
+        assert_eq!(down.health, "degraded");
+        let kinds: Vec<&str> = down.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["member-down", "instance-health"]);
+        assert_eq!(
+            down.state.members["db-1"],
+            MemberSeen {
+                healthy: false,
+                lagging: false,
+                check_failed: false,
+                disk_low: false,
+            }
+        );
+
+        let still_down = assess(
+            &down.state,
+            vec![
+                probe("db-0", "primary", true, None),
+                probe("db-1", "standby", false, None),
+            ],
+            1024,
+            &Default::default(),
+        );
+        assert!(still_down.events.is_empty(), "{:?}", still_down.events);
+
+        let back = assess(
+            &still_down.state,
+            vec![
+                probe("db-0", "primary", true, None),
+                probe("db-1", "standby", true, Some(4096)),
+            ],
+            1024,
+            &Default::default(),
+        );
+        let kinds: Vec<&str> = back.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["member-up", "lag-high", "instance-health"]);
+        assert_eq!(back.state.rounds, 4);
+    }
+
+    #[test]
+    fn ro_leads_to_the_healthy_standbys_that_keep_up_and_rw_to_the_primary() {
+        let round = assess(
+            &ActorState::default(),
+            vec![
+                probe("db-0", "primary", true, None),
+                probe("db-1", "standby", false, None),
+                probe("db-2", "standby", true, Some(0)),
+                probe("db-3", "standby", true, Some(1 << 20)),
+            ],
+            1024,
+            &Default::default(),
+        );
+        let routes = desired_routes(&round.probes, &round.state.members, Some("db-0")).unwrap();
+        assert_eq!(routes.rw.as_deref(), Some("db-0"));
+        assert_eq!(routes.ro, ["db-2"]);
+        // No healthy primary: the routes are left to failover.
+        let round = assess(
+            &ActorState::default(),
+            vec![
+                probe("db-0", "primary", false, None),
+                probe("db-1", "standby", true, Some(0)),
+            ],
+            1024,
+            &Default::default(),
+        );
+        assert!(desired_routes(&round.probes, &round.state.members, Some("db-0")).is_none());
+    }
+
+    #[test]
+    fn no_healthy_primary_makes_the_instance_unavailable() {
+        let result = assess(
+            &ActorState::default(),
+            vec![
+                probe("db-0", "primary", false, None),
+                probe("db-1", "standby", true, Some(0)),
+            ],
+            1024,
+            &Default::default(),
+        );
+        assert_eq!(result.health, "unavailable");
+    }
+
+    #[test]
+    fn a_failing_health_query_degrades_the_instance_once_and_recovers() {
+        let mut failing = probe("db-1", "standby", true, Some(0));
+        failing.check = Some(crate::activities::sidecar::CheckResult {
+            ok: false,
+            message: "returned f".into(),
+        });
+        let round = assess(
+            &ActorState::default(),
+            vec![probe("db-0", "primary", true, None), failing.clone()],
+            1024,
+            &Default::default(),
+        );
+        assert_eq!(round.health, "degraded");
+        assert!(round
+            .events
+            .iter()
+            .any(|e| e.kind == "check-failed" && e.message.contains("returned f")));
+        // Still failing: no new event.
+        let again = assess(
+            &round.state,
+            vec![probe("db-0", "primary", true, None), failing],
+            1024,
+            &Default::default(),
+        );
+        assert!(again.events.iter().all(|e| e.kind != "check-failed"));
+        let back = assess(
+            &again.state,
+            vec![
+                probe("db-0", "primary", true, None),
+                probe("db-1", "standby", true, Some(0)),
+            ],
+            1024,
+            &Default::default(),
+        );
+        assert_eq!(back.health, "healthy");
+        assert!(back.events.iter().any(|e| e.kind == "check-ok"));
+    }
+
+    #[test]
+    fn a_nearly_full_disk_degrades_the_instance_and_is_an_event() {
+        let mut full = probe("db-1", "standby", true, Some(0));
+        full.disk_total_bytes = Some(100 << 20);
+        full.disk_available_bytes = Some(5 << 20);
+        let round = assess(
+            &ActorState::default(),
+            vec![probe("db-0", "primary", true, None), full],
+            1024,
+            &Default::default(),
+        );
+        assert_eq!(round.health, "degraded");
+        let event = round.events.iter().find(|e| e.kind == "disk-low").unwrap();
+        assert!(
+            event.message.contains("5 MiB free of 100 MiB"),
+            "{}",
+            event.message
+        );
+    }
+}
