@@ -10,11 +10,11 @@ use toygres_common::domain::{InstanceState, OperationKind, Role};
 use super::durable::{call, call_once, first_error};
 use super::ha::sync::sync_policy;
 use super::instance_actor::{actor_id, ActorInput, ActorSettings};
-use super::members::{member_name, MEMBER_READY_TIMEOUT_SECS};
+use super::members::{delete_members, member_name, MEMBER_READY_TIMEOUT_SECS};
 use super::names;
 use super::operation::{report, route_endpoints, OperationRun};
 use crate::activities::ha::SyncPolicyInput;
-use crate::activities::members::{CreateMemberInput, DeleteMemberInput, InstanceRef};
+use crate::activities::members::{CreateMemberInput, InstanceRef};
 use crate::activities::names as act;
 use crate::activities::records::{ActorRef, InstanceRunning, MemberRole};
 use crate::activities::sidecar::{ExpectedRole, MemberReady, WaitReadyInput, WaitSyncInput};
@@ -93,24 +93,7 @@ const STEPS: u32 = 9;
 async fn clean_up(ctx: &OrchestrationContext, spec: &ValidatedCreateInstance) {
     let name = &spec.name;
     let members: Vec<String> = (0..=spec.replicas).map(|n| member_name(name, n)).collect();
-    let deleted = ctx
-        .join(
-            members
-                .iter()
-                .map(|member| {
-                    call::<_, ()>(
-                        ctx,
-                        act::DELETE_MEMBER,
-                        DeleteMemberInput {
-                            instance: name.clone(),
-                            member: member.clone(),
-                            keep_data: false,
-                        },
-                    )
-                })
-                .collect(),
-        )
-        .await;
+    let deleted = delete_members(ctx, name, &members, false).await;
     let instance = InstanceRef {
         instance: name.clone(),
     };

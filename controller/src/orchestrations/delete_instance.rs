@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 use toygres_common::domain::{InstanceState, OperationKind};
 
 use super::durable::{call, first_error};
-use super::operation::{report, report_outcome, OperationRun};
-use crate::activities::members::{DeleteMemberInput, InstanceRef};
+use super::members::delete_members;
+use super::operation::{report, OperationRun};
+use crate::activities::members::InstanceRef;
 use crate::activities::names as act;
 use crate::activities::records::ActorRef;
 
@@ -36,13 +37,13 @@ pub async fn delete_instance(
     )
     .await?;
     let result = remove(&ctx, &input, &operation).await;
-    let (error, state) = match &result {
-        Ok(()) => (None, InstanceState::Deleted),
-        Err(e) => (Some(e.clone()), InstanceState::Failed),
+    let state = match &result {
+        Ok(()) => InstanceState::Deleted,
+        Err(_) => InstanceState::Failed,
     };
     operation
-        .finish(&ctx, error, Some(state), || {
-            report_outcome(&ctx, &result, STEPS, |()| "the instance is deleted".into())
+        .finish_reporting(&ctx, &result, Some(state), STEPS, |()| {
+            "the instance is deleted".into()
         })
         .await?;
     result
@@ -74,24 +75,7 @@ async fn remove(
 
     report(ctx, 2, STEPS, "removing the members");
     let members: Vec<String> = call(ctx, act::LIST_MEMBERS, &instance).await?;
-    let deleted = ctx
-        .join(
-            members
-                .iter()
-                .map(|member| {
-                    call::<_, ()>(
-                        ctx,
-                        act::DELETE_MEMBER,
-                        DeleteMemberInput {
-                            instance: input.instance.clone(),
-                            member: member.clone(),
-                            keep_data: input.keep_data,
-                        },
-                    )
-                })
-                .collect(),
-        )
-        .await;
+    let deleted = delete_members(ctx, &input.instance, &members, input.keep_data).await;
     first_error(deleted)?;
 
     report(ctx, 3, STEPS, "removing the endpoints and credentials");

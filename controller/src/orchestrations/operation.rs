@@ -54,7 +54,7 @@ pub(crate) fn report(
 
 /// Publishes the last progress of an operation that ended with `result`: all steps done and
 /// what `done` says, or step 0 and the error.
-pub(crate) fn report_outcome<T>(
+fn report_outcome<T>(
     ctx: &OrchestrationContext,
     result: &Result<T, String>,
     steps: u32,
@@ -143,6 +143,22 @@ impl OperationRun {
                 duration_ms,
             },
         )
+        .await
+    }
+
+    /// Ends it with `result`: its duration, then its last progress (all `steps` done and what
+    /// `done` says, or step 0 and the error), then the record.
+    pub async fn finish_reporting<T>(
+        &self,
+        ctx: &OrchestrationContext,
+        result: &Result<T, String>,
+        instance_state: Option<InstanceState>,
+        steps: u32,
+        done: impl FnOnce(&T) -> String,
+    ) -> Result<(), String> {
+        self.finish(ctx, result.as_ref().err().cloned(), instance_state, || {
+            report_outcome(ctx, result, steps, done)
+        })
         .await
     }
 

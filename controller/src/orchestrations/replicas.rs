@@ -9,7 +9,7 @@ use toygres_common::domain::{OperationKind, ReplicationMode, Role};
 use super::durable::{call, call_once};
 use super::ha::sync::sync_policy;
 use super::members::{next_member_name, MEMBER_READY_TIMEOUT_SECS};
-use super::operation::{report, report_outcome, route_endpoints, OperationRun};
+use super::operation::{report, route_endpoints, OperationRun};
 use crate::activities::ha::SyncPolicyInput;
 use crate::activities::members::{CreateMemberInput, DeleteMemberInput, InstanceRef, Topology};
 use crate::activities::names as act;
@@ -67,8 +67,8 @@ pub async fn add_replica(
     .await?;
     let result = add(&ctx, &input, &operation).await;
     operation
-        .finish(&ctx, result.as_ref().err().cloned(), None, || {
-            report_outcome(&ctx, &result, ADD_STEPS, |member| format!("done: {member}"))
+        .finish_reporting(&ctx, &result, None, ADD_STEPS, |member| {
+            format!("done: {member}")
         })
         .await?;
     result
@@ -204,10 +204,8 @@ pub async fn remove_replica(
     .await?;
     let result = remove(&ctx, &input, &operation).await;
     operation
-        .finish(&ctx, result.as_ref().err().cloned(), None, || {
-            report_outcome(&ctx, &result, REMOVE_STEPS, |member| {
-                format!("done: {member}")
-            })
+        .finish_reporting(&ctx, &result, None, REMOVE_STEPS, |member| {
+            format!("done: {member}")
         })
         .await?;
     result
