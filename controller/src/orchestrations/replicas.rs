@@ -52,6 +52,20 @@ pub struct RemoveReplicaInput {
 const ADD_STEPS: u32 = 5;
 const REMOVE_STEPS: u32 = 4;
 
+/// The first step of a replica operation: recorded running, the instance's members read.
+async fn start(
+    ctx: &OrchestrationContext,
+    operation: &OperationRun,
+    steps: u32,
+) -> Result<Topology, String> {
+    let instance = InstanceRef {
+        instance: operation.instance.clone(),
+    };
+    report(ctx, 1, steps, "reading the instance's members");
+    operation.record_started(ctx, None).await?;
+    call(ctx, act::READ_TOPOLOGY, &instance).await
+}
+
 /// Adds a standby: copy the primary, wait until it streams, include it in the synchronous set
 /// (sync mode) and in the ro endpoint, and record it.
 pub async fn add_replica(
@@ -79,12 +93,10 @@ async fn add(
     input: &AddReplicaInput,
     operation: &OperationRun,
 ) -> Result<String, String> {
+    let topology = start(ctx, operation, ADD_STEPS).await?;
     let instance = InstanceRef {
         instance: input.instance.clone(),
     };
-    report(ctx, 1, ADD_STEPS, "reading the instance's members");
-    operation.record_started(ctx, None).await?;
-    let topology: Topology = call(ctx, act::READ_TOPOLOGY, &instance).await?;
     let (Some(primary), Some(primary_address)) = (topology.primary, topology.primary_address)
     else {
         return Err(format!("instance {} has no primary", input.instance));
@@ -216,12 +228,7 @@ async fn remove(
     input: &RemoveReplicaInput,
     operation: &OperationRun,
 ) -> Result<String, String> {
-    let instance = InstanceRef {
-        instance: input.instance.clone(),
-    };
-    report(ctx, 1, REMOVE_STEPS, "reading the instance's members");
-    operation.record_started(ctx, None).await?;
-    let topology: Topology = call(ctx, act::READ_TOPOLOGY, &instance).await?;
+    let topology = start(ctx, operation, REMOVE_STEPS).await?;
     if topology.primary.as_deref() == Some(input.member.as_str()) {
         return Err(format!(
             "{} is the primary; only a standby can be removed",
