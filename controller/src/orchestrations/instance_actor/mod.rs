@@ -7,9 +7,9 @@
 //! - [`state`]: its input, commands and memory; [`health`]: the round's pure decisions;
 //! - [`health_round`]: one round; [`supervision`]: HA after a round; [`commands`]: operations.
 
-mod commands;
+pub mod commands;
 pub mod health;
-mod health_round;
+pub mod health_round;
 pub mod state;
 pub mod supervision;
 
