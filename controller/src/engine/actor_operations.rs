@@ -1,7 +1,22 @@
 //! The operations an instance's actor carries out (replicas, switchover, failover, HA
 //! settings): checked here against the CMS, then recorded and queued on the actor.
 
-use super::*;
+use anyhow::Context as _;
+use toygres_common::controller_api::{
+    AddReplicaRequest, FailoverRequest, HaSettings, HaSettingsPatch, MemberView, OperationAccepted,
+    SwitchoverRequest, ValidatedSwitchover, MAX_REPLICAS,
+};
+use toygres_common::domain::{
+    HaEventKind, InstanceState, MemberHealth, OperationKind, ReplicationMode, Role,
+};
+
+use super::{new_operation_id, Engine, EngineError};
+use crate::cms::instances::InstanceRecord;
+use crate::orchestrations::instance_actor::{
+    ActorCommand, FailoverCommand, SwitchoverCommand, COMMANDS_QUEUE,
+};
+use crate::orchestrations::replicas::{AddReplicaInput, RemoveReplicaInput};
+use crate::platform::{validate_member_of, Placement};
 
 impl Engine {
     /// Queues an *AddReplica* operation on the instance's actor.

@@ -11,29 +11,19 @@ use duroxide::providers::Provider;
 use duroxide::runtime::{Runtime, RuntimeOptions};
 use duroxide::{Client, OrchestrationStatus};
 use rand::RngCore as _;
-use toygres_common::controller_api::{
-    AddReplicaRequest, FailoverRequest, HaSettings, HaSettingsPatch, MemberView, OperationAccepted,
-    Progress, SwitchoverRequest, ValidatedCreateInstance, ValidatedSwitchover, MAX_REPLICAS,
-};
-use toygres_common::domain::{
-    HaEventKind, InstanceState, MemberHealth, OperationKind, ReplicationMode, Role,
-};
+use toygres_common::controller_api::{OperationAccepted, Progress, ValidatedCreateInstance};
+use toygres_common::domain::{InstanceState, OperationKind};
 
 use crate::activities::{self, ActivityDeps};
 use crate::cms::instances::CreateOutcome;
-use crate::cms::instances::InstanceRecord;
 use crate::cms::{Cms, CmsError};
 use crate::metrics::ControllerMetrics;
 use crate::orchestrations::create_instance::CreateInstanceInput;
 use crate::orchestrations::delete_instance::DeleteInstanceInput;
-use crate::orchestrations::instance_actor::{
-    ActorCommand, ActorInput, ActorSettings, FailoverCommand, SwitchoverCommand, COMMANDS_QUEUE,
-};
+use crate::orchestrations::instance_actor::{ActorInput, ActorSettings};
 use crate::orchestrations::operation::operation_id_from;
-use crate::orchestrations::replicas::{AddReplicaInput, RemoveReplicaInput};
 use crate::orchestrations::{self, names};
 use crate::platform::Platform;
-use crate::platform::{validate_member_of, Placement};
 use crate::token::hex;
 
 mod actor_operations;

@@ -18,13 +18,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use toygres_common::names::{validate_instance_name, PgAddress};
 
-use self::layout::{remove_dir_if_empty, remove_path, LocalLayout};
+use self::layout::LocalLayout;
 use self::record::{AllRecords, EndpointsRecord, MemberRecord};
 use crate::endpoints::{EndpointRole, EndpointStats, InstanceProxy, ProxyTargets};
 use crate::platform::{
-    validate_member_of, Bootstrap, EndpointRoutes, Endpoints, MemberAddress, MemberHandle,
-    MemberInfo, MemberSpec, MemberState, Platform, PlatformError, SecretRef, SecretRefs,
-    SecretValue,
+    validate_member_of, Bootstrap, EndpointRoutes, Endpoints, MemberAddress, MemberState,
+    PlatformError, SecretRef,
 };
 
 pub mod layout;
@@ -597,6 +596,7 @@ fn locate_sidecar(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::Platform;
 
     #[test]
     fn the_local_platform_can_be_shared_as_a_platform() {

@@ -2,7 +2,19 @@
 //! under its directory), its members (sidecar processes) and its endpoints (proxies in the
 //! controller).
 
-use super::*;
+use std::path::Path;
+
+use anyhow::Context as _;
+use toygres_common::names::validate_instance_name;
+
+use super::layout::{remove_dir_if_empty, remove_path};
+use super::record::{AllRecords, EndpointsRecord, MemberRecord};
+use super::{process, record, secrets, LocalPlatform};
+use crate::endpoints::ProxyTargets;
+use crate::platform::{
+    validate_member_of, EndpointRoutes, Endpoints, MemberAddress, MemberHandle, MemberInfo,
+    MemberSpec, Platform, PlatformError, SecretRef, SecretRefs, SecretValue,
+};
 
 #[async_trait::async_trait]
 impl Platform for LocalPlatform {
