@@ -2,6 +2,7 @@
 //! between sidecar, controller and tests), name validation, the JSON error shape, a typed HTTP
 //! client for the sidecar API, and object-store URL parsing.
 
+pub mod backup_api;
 pub mod controller_api;
 pub mod domain;
 pub mod error;

@@ -311,6 +311,7 @@ fn create_input(replicas: u32, replication: ReplicationMode) -> CreateInstanceIn
             replicas,
             replication,
             ha: Default::default(),
+            backup: None,
         },
         actor: ActorSettings {
             // The actor started at the end idles through the test.
