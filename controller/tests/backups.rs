@@ -141,7 +141,7 @@ async fn an_instance_archives_wal_by_default_and_takes_base_backups_from_its_sta
 
     // Listed, through the API and the CLI.
     let list: BackupList = api.get(path).await;
-    assert_eq!(list.backups, [backup.clone()]);
+    assert_eq!(list.backups, std::slice::from_ref(&backup));
     let out = stdout(&home.cli(&["backup", "list", "orders", "-o", "json"]));
     let listed: BackupList = serde_json::from_str(&out).unwrap();
     assert_eq!(listed.backups[0].id, backup.id);
