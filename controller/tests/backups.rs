@@ -25,6 +25,14 @@ fn files_in(dir: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// A superuser connection to the instance's rw endpoint.
+async fn connect_rw(api: &Api, name: &str) -> tokio_postgres::Client {
+    let detail: InstanceDetail = api.get(&format!("/v1/instances/{name}")).await;
+    let connection = detail.connection.unwrap();
+    let password = fs::read_to_string(connection.password_location.unwrap()).unwrap();
+    connect(&connection.rw, password.trim()).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_archives_wal_by_default_and_takes_base_backups_from_its_standby() {
     let mut home = Home::new();
@@ -51,13 +59,7 @@ async fn an_instance_archives_wal_by_default_and_takes_base_backups_from_its_sta
     );
 
     // WAL is archived under the instance's name once a segment is switched out.
-    let detail: InstanceDetail = api.get("/v1/instances/orders").await;
-    let connection = detail.connection.clone().unwrap();
-    let password = fs::read_to_string(connection.password_location.clone().unwrap())
-        .unwrap()
-        .trim()
-        .to_string();
-    let rw = connect(&connection.rw, &password).await;
+    let rw = connect_rw(&api, "orders").await;
     rw.batch_execute("CREATE TABLE t AS SELECT generate_series(1, 1000) AS v")
         .await
         .unwrap();
@@ -188,13 +190,7 @@ async fn an_instance_created_without_backups_archives_nothing_and_refuses_a_back
         .unwrap()
         .get(0);
     assert!(off);
-    let detail: InstanceDetail = api.get("/v1/instances/plain").await;
-    let connection = detail.connection.clone().unwrap();
-    let password = fs::read_to_string(connection.password_location.clone().unwrap())
-        .unwrap()
-        .trim()
-        .to_string();
-    let rw = connect(&connection.rw, &password).await;
+    let rw = connect_rw(&api, "plain").await;
     let mode: String = rw.query_one("SHOW archive_mode", &[]).await.unwrap().get(0);
     assert_eq!(mode, "off");
     rw.query_one("SELECT pg_switch_wal()", &[]).await.unwrap();

@@ -7,13 +7,13 @@ use std::time::Duration;
 use duroxide::ActivityContext;
 use serde::{Deserialize, Serialize};
 use toygres_common::domain::MemberState;
-use toygres_common::sidecar_api::{BackupKind, BackupRequest};
+use toygres_common::sidecar_api::{BackupKind, BackupManifest, BackupRequest};
 
 use super::deps::{describe, ActivityDeps};
 use super::members::InstanceRef;
 use super::sidecar::sidecar;
 use crate::backups::source::BackupCandidate;
-use crate::cms::backups::{BackupFinished, BackupInsert, BackupStarted};
+use crate::cms::backups::{BackupInsert, BackupStarted};
 
 /// The instance's members as a backup's choice of member needs them.
 pub async fn backup_candidates(
@@ -92,24 +92,6 @@ pub struct TakeBackupInput {
     pub timeout_secs: u64,
 }
 
-/// What a backup stored, from the sidecar's manifest.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackupTaken {
-    /// The sidecar's id of the backup (its name in the store).
-    pub sidecar_id: String,
-    /// Where its objects lie, relative to the store URL.
-    pub store_path: String,
-    pub from_standby: bool,
-    pub raw_bytes: u64,
-    pub stored_bytes: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_lsn: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop_lsn: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeline: Option<u32>,
-}
-
 /// Has the member's sidecar take the backup. One synchronous request, bounded by
 /// `timeout_secs` (the sidecar finishes a backup whose caller hung up; polling a sidecar job
 /// is left for later).
@@ -117,7 +99,7 @@ pub async fn take_backup(
     deps: Arc<ActivityDeps>,
     _ctx: ActivityContext,
     input: TakeBackupInput,
-) -> Result<BackupTaken, String> {
+) -> Result<BackupManifest, String> {
     let client = sidecar(
         &deps,
         &input.instance,
@@ -125,36 +107,22 @@ pub async fn take_backup(
         Duration::from_secs(input.timeout_secs.max(60)),
     )
     .await?;
-    let manifest = client
+    client
         .backup(&BackupRequest {
             kind: input.kind,
             databases: input.databases.clone(),
         })
         .await
-        .map_err(describe)?;
-    let folder = match manifest.kind {
-        BackupKind::Base => format!("{}/base/{}", manifest.instance, manifest.id),
-        BackupKind::Logical => format!("{}/logical/{}", manifest.instance, manifest.id),
-    };
-    Ok(BackupTaken {
-        store_path: folder,
-        sidecar_id: manifest.id,
-        from_standby: manifest.from_standby,
-        raw_bytes: manifest.raw_bytes,
-        stored_bytes: manifest.stored_bytes,
-        start_lsn: manifest.start_lsn,
-        stop_lsn: manifest.stop_lsn,
-        timeline: manifest.timeline,
-    })
+        .map_err(describe)
 }
 
 /// How a backup ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackupEndInput {
     pub backup_id: String,
-    /// What it stored; `None` when it failed.
+    /// The sidecar's manifest of what it stored; `None` when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub taken: Option<BackupTaken>,
+    pub manifest: Option<BackupManifest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -165,21 +133,10 @@ pub async fn record_backup_finished(
     _ctx: ActivityContext,
     input: BackupEndInput,
 ) -> Result<(), String> {
-    match &input.taken {
-        Some(t) => deps
+    match &input.manifest {
+        Some(manifest) => deps
             .cms
-            .finish_backup_succeeded(
-                &input.backup_id,
-                &BackupFinished {
-                    store_path: Some(&t.store_path),
-                    from_standby: t.from_standby,
-                    raw_bytes: Some(t.raw_bytes),
-                    stored_bytes: Some(t.stored_bytes),
-                    start_lsn: t.start_lsn.as_deref(),
-                    stop_lsn: t.stop_lsn.as_deref(),
-                    timeline: t.timeline,
-                },
-            )
+            .finish_backup_succeeded(&input.backup_id, manifest)
             .await
             .map_err(describe),
         None => deps

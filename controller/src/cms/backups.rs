@@ -4,7 +4,7 @@
 
 use toygres_common::backup_api::BackupView;
 use toygres_common::domain::BackupStatus;
-use toygres_common::sidecar_api::BackupKind;
+use toygres_common::sidecar_api::{BackupKind, BackupManifest};
 
 use super::{get, rfc3339, Cms, CmsError};
 
@@ -17,18 +17,6 @@ pub struct BackupStarted<'a> {
     pub kind: BackupKind,
     pub label: Option<&'a str>,
     pub member: &'a str,
-}
-
-/// What a finished backup holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BackupFinished<'a> {
-    pub store_path: Option<&'a str>,
-    pub from_standby: bool,
-    pub raw_bytes: Option<u64>,
-    pub stored_bytes: Option<u64>,
-    pub start_lsn: Option<&'a str>,
-    pub stop_lsn: Option<&'a str>,
-    pub timeline: Option<u32>,
 }
 
 /// Whether [`Cms::insert_backup`] wrote the row.
@@ -85,8 +73,14 @@ fn backup_view(row: &tokio_postgres::Row, what: &'static str) -> Result<BackupVi
     })
 }
 
-fn to_i64(value: Option<u64>) -> Option<i64> {
-    value.and_then(|v| i64::try_from(v).ok())
+fn to_i64(value: u64) -> Option<i64> {
+    i64::try_from(value).ok()
+}
+
+/// Where a backup's objects lie, relative to the store URL (the layout in DESIGN.md).
+pub fn store_path(manifest: &BackupManifest) -> String {
+    let folder = kind_name(manifest.kind);
+    format!("{}/{folder}/{}", manifest.instance, manifest.id)
 }
 
 impl Cms {
@@ -133,13 +127,15 @@ impl Cms {
         ))
     }
 
-    /// Records a backup succeeded with what it holds (once: a finished backup stays as it is).
+    /// Records a backup succeeded with what its manifest says it holds (once: a finished backup
+    /// stays as it is).
     pub async fn finish_backup_succeeded(
         &self,
         id: &str,
-        f: &BackupFinished<'_>,
+        manifest: &BackupManifest,
     ) -> Result<(), CmsError> {
-        let timeline = f.timeline.and_then(|t| i32::try_from(t).ok());
+        let timeline = manifest.timeline.and_then(|t| i32::try_from(t).ok());
+        let store_path = store_path(manifest);
         self.execute(
             "record a backup succeeded",
             "UPDATE toygres.backups
@@ -149,12 +145,12 @@ impl Cms {
               WHERE id = $1 AND status = 'running'",
             &[
                 &id,
-                &f.store_path,
-                &f.from_standby,
-                &to_i64(f.raw_bytes),
-                &to_i64(f.stored_bytes),
-                &f.start_lsn,
-                &f.stop_lsn,
+                &store_path,
+                &manifest.from_standby,
+                &to_i64(manifest.raw_bytes),
+                &to_i64(manifest.stored_bytes),
+                &manifest.start_lsn,
+                &manifest.stop_lsn,
                 &timeline,
             ],
         )

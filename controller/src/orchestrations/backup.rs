@@ -6,11 +6,11 @@
 use duroxide::OrchestrationContext;
 use serde::{Deserialize, Serialize};
 use toygres_common::domain::OperationKind;
-use toygres_common::sidecar_api::BackupKind;
+use toygres_common::sidecar_api::{BackupKind, BackupManifest};
 
 use super::durable::{call, call_once};
 use super::operation::{report, OperationRun};
-use crate::activities::backups::{BackupEndInput, BackupStartInput, BackupTaken, TakeBackupInput};
+use crate::activities::backups::{BackupEndInput, BackupStartInput, TakeBackupInput};
 use crate::activities::members::InstanceRef;
 use crate::activities::names as act;
 use crate::backups::source::{choose_backup_member, BackupCandidate};
@@ -46,7 +46,7 @@ pub async fn backup(ctx: OrchestrationContext, input: BackupInput) -> Result<Str
     .await?;
     let result = take(&ctx, &input, &operation).await;
     operation
-        .finish_reporting(&ctx, &result, None, STEPS, |taken: &BackupTaken| {
+        .finish_reporting(&ctx, &result, None, STEPS, |taken: &BackupManifest| {
             format!(
                 "done: backup {} ({} bytes stored)",
                 input.backup_id, taken.stored_bytes
@@ -60,7 +60,7 @@ async fn take(
     ctx: &OrchestrationContext,
     input: &BackupInput,
     operation: &OperationRun,
-) -> Result<BackupTaken, String> {
+) -> Result<BackupManifest, String> {
     report(ctx, 1, STEPS, "choosing the member to back up");
     operation.record_started(ctx, None).await?;
     let candidates: Vec<BackupCandidate> = call(
@@ -91,7 +91,7 @@ async fn take(
 
     report(ctx, 3, STEPS, format!("taking the backup on {member}"));
     // Once: a second attempt would take a second backup.
-    let taken: Result<BackupTaken, String> = call_once(
+    let taken: Result<BackupManifest, String> = call_once(
         ctx,
         act::TAKE_BACKUP,
         &TakeBackupInput {
@@ -110,7 +110,7 @@ async fn take(
         act::RECORD_BACKUP_FINISHED,
         &BackupEndInput {
             backup_id: input.backup_id.clone(),
-            taken: taken.as_ref().ok().cloned(),
+            manifest: taken.as_ref().ok().cloned(),
             error: taken.as_ref().err().cloned(),
         },
     )
