@@ -2,33 +2,18 @@
 //! connections by state, database sizes, commits and rollbacks, restarts, pending restart,
 //! WAL archiving, backups, and the API's own requests. Read fresh at each scrape.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use toygres_common::sidecar_api::{Role, Status};
 
-use crate::api::AppState;
+use super::requests::ApiMetrics;
+use super::state::AppState;
 use crate::archive::{stats, ArchiveSetup};
 use crate::backup::stats::{BackupStats, LastBackup};
 use crate::postgres::Member;
-
-/// Request counts by (method, route, status).
-#[derive(Debug, Default)]
-pub struct ApiMetrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-}
-
-impl ApiMetrics {
-    pub fn record(&self, method: &str, route: &str, status: u16) {
-        let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        *map.entry((method.to_string(), route.to_string(), status))
-            .or_default() += 1;
-    }
-}
 
 /// A Prometheus text exposition being written.
 #[derive(Default)]
@@ -406,7 +391,7 @@ fn write_archive(x: &mut Exposition, archive: &ArchiveSetup, data_dir: &std::pat
 
 /// Synchronous replication in `degrade` mode: whether commits currently skip the standbys, and
 /// how often the watcher degraded and restored.
-fn write_sync(x: &mut Exposition, s: &Status, counters: &crate::postgres::sync::SyncCounters) {
+fn write_sync(x: &mut Exposition, s: &Status, counters: &crate::postgres::watchers::SyncCounters) {
     x.gauge(
         "toygres_sync_degraded",
         "Whether commits stopped waiting for standbys because too few of the policy's stream.",
