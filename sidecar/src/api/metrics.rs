@@ -13,6 +13,7 @@ use super::requests::ApiMetrics;
 use super::state::AppState;
 use crate::archive::{stats, ArchiveSetup};
 use crate::backup::stats::{BackupStats, LastBackup};
+use crate::postgres::watchers::SyncCounters;
 use crate::postgres::Member;
 
 /// A Prometheus text exposition being written.
@@ -50,36 +51,77 @@ impl Exposition {
     }
 }
 
+/// Everything one scrape reports, gathered before anything is written.
+pub struct Scrape<'a> {
+    pub status: &'a Status,
+    pub archive: Option<(&'a ArchiveSetup, &'a std::path::Path)>,
+    pub backups: BackupStats,
+    /// Connections by state and per-database figures; none while Postgres is down.
+    pub databases: Option<DatabaseStats>,
+    pub self_fences: u64,
+    pub sync: &'a SyncCounters,
+    pub api: &'a ApiMetrics,
+}
+
+/// What `pg_stat_activity` and `pg_stat_database` say.
+#[derive(Debug, Default)]
+pub struct DatabaseStats {
+    /// Client connections by state.
+    pub connections: Option<Vec<(String, i64)>>,
+    /// Each database: name, size, commits, rollbacks.
+    pub databases: Option<Vec<(String, f64, f64, f64)>>,
+}
+
 pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
     let status = state.member.status().await;
+    let databases = if status.running {
+        Some(database_stats(&state.member).await)
+    } else {
+        None
+    };
+    let scrape = Scrape {
+        status: &status,
+        archive: state
+            .member
+            .cfg
+            .archive
+            .as_ref()
+            .map(|a| (a, state.member.layout.data_dir.as_path())),
+        backups: crate::backup::stats::snapshot(),
+        databases,
+        self_fences: state.member.self_fences(),
+        sync: state.member.sync_counters(),
+        api: &state.api_metrics,
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&scrape),
+    )
+}
+
+/// The exposition of one scrape.
+pub fn render(scrape: &Scrape<'_>) -> String {
     let mut x = Exposition::default();
-    write_status(&mut x, &status);
-    if let Some(archive) = &state.member.cfg.archive {
-        write_archive(&mut x, archive, &state.member.layout.data_dir);
+    write_status(&mut x, scrape.status);
+    if let Some((archive, data_dir)) = scrape.archive {
+        write_archive(&mut x, archive, data_dir);
     }
-    write_backups(&mut x, &crate::backup::stats::snapshot());
-    if status.running {
-        write_database_stats(&mut x, &state.member).await;
+    write_backups(&mut x, &scrape.backups);
+    if let Some(db) = &scrape.databases {
+        write_database_stats(&mut x, db);
     }
     x.family(
         "toygres_self_fences_total",
         "counter",
         "Times this primary fenced itself after losing the controller and its standbys.",
     );
-    x.sample(
-        "toygres_self_fences_total",
-        &[],
-        state.member.self_fences() as f64,
-    );
-    write_sync(&mut x, &status, state.member.sync_counters());
-    write_api(&mut x, &state.api_metrics);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        x.out,
-    )
+    x.sample("toygres_self_fences_total", &[], scrape.self_fences as f64);
+    write_sync(&mut x, scrape.status, scrape.sync);
+    write_api(&mut x, scrape.api);
+    x.out
 }
 
 fn write_status(x: &mut Exposition, s: &Status) {
@@ -189,11 +231,11 @@ fn write_status(x: &mut Exposition, s: &Status) {
     );
 }
 
-async fn write_database_stats(x: &mut Exposition, member: &Member) {
+async fn database_stats(member: &Member) -> DatabaseStats {
     let Ok(client) = member.query_client().await else {
-        return;
+        return DatabaseStats::default();
     };
-    if let Ok(rows) = client
+    let connections = client
         .query(
             "SELECT s.state, count(a.pid) FROM \
                (VALUES ('active'), ('idle'), ('idle in transaction'), \
@@ -203,15 +245,9 @@ async fn write_database_stats(x: &mut Exposition, member: &Member) {
             &[],
         )
         .await
-    {
-        x.family("toygres_pg_connections", "gauge", "Client connections by state.");
-        for r in rows {
-            let state: String = r.get(0);
-            let count: i64 = r.get(1);
-            x.sample("toygres_pg_connections", &[("state", &state)], count as f64);
-        }
-    }
-    if let Ok(rows) = client
+        .ok()
+        .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect());
+    let databases = client
         .query(
             "SELECT d.datname, pg_database_size(d.oid)::float8, s.xact_commit::float8, s.xact_rollback::float8 \
              FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid \
@@ -219,19 +255,48 @@ async fn write_database_stats(x: &mut Exposition, member: &Member) {
             &[],
         )
         .await
-    {
-        let rows: Vec<(String, f64, f64, f64)> =
-            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
-        x.family("toygres_pg_database_size_bytes", "gauge", "Size of each database.");
-        for (db, size, _, _) in &rows {
+        .ok()
+        .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect());
+    DatabaseStats {
+        connections,
+        databases,
+    }
+}
+
+fn write_database_stats(x: &mut Exposition, db: &DatabaseStats) {
+    if let Some(rows) = &db.connections {
+        x.family(
+            "toygres_pg_connections",
+            "gauge",
+            "Client connections by state.",
+        );
+        for (state, count) in rows {
+            x.sample("toygres_pg_connections", &[("state", state)], *count as f64);
+        }
+    }
+    if let Some(rows) = &db.databases {
+        x.family(
+            "toygres_pg_database_size_bytes",
+            "gauge",
+            "Size of each database.",
+        );
+        for (db, size, _, _) in rows {
             x.sample("toygres_pg_database_size_bytes", &[("datname", db)], *size);
         }
-        x.family("toygres_pg_commits_total", "counter", "Transactions committed in each database.");
-        for (db, _, commits, _) in &rows {
+        x.family(
+            "toygres_pg_commits_total",
+            "counter",
+            "Transactions committed in each database.",
+        );
+        for (db, _, commits, _) in rows {
             x.sample("toygres_pg_commits_total", &[("datname", db)], *commits);
         }
-        x.family("toygres_pg_rollbacks_total", "counter", "Transactions rolled back in each database.");
-        for (db, _, _, rollbacks) in &rows {
+        x.family(
+            "toygres_pg_rollbacks_total",
+            "counter",
+            "Transactions rolled back in each database.",
+        );
+        for (db, _, _, rollbacks) in rows {
             x.sample("toygres_pg_rollbacks_total", &[("datname", db)], *rollbacks);
         }
     }
@@ -391,7 +456,7 @@ fn write_archive(x: &mut Exposition, archive: &ArchiveSetup, data_dir: &std::pat
 
 /// Synchronous replication in `degrade` mode: whether commits currently skip the standbys, and
 /// how often the watcher degraded and restored.
-fn write_sync(x: &mut Exposition, s: &Status, counters: &crate::postgres::watchers::SyncCounters) {
+fn write_sync(x: &mut Exposition, s: &Status, counters: &SyncCounters) {
     x.gauge(
         "toygres_sync_degraded",
         "Whether commits stopped waiting for standbys because too few of the policy's stream.",
@@ -439,6 +504,7 @@ fn write_api(x: &mut Exposition, m: &ApiMetrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
 
     #[test]
     fn archive_metrics_come_from_the_counters_file_and_pg_wal() {
@@ -499,4 +565,158 @@ mod tests {
         x.sample("m", &[("a", "x\"y\\z")], 1.0);
         assert_eq!(x.out, "m{a=\"x\\\"y\\\\z\"} 1\n");
     }
+
+    /// A scrape with every family present: a running primary with a standby, archiving, both
+    /// kinds of backup, database figures and counted requests.
+    fn full_scrape_text() -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("archive");
+        std::fs::create_dir_all(&state_dir).unwrap();
+        stats::update(&state_dir, |s| {
+            s.archived_total = 5;
+            s.last_archived = Some("000000010000000000000009".into());
+            s.last_archived_time = Some(stats::now() - 10.0);
+            s.last_failure_time = Some(stats::now() - 20.0);
+        })
+        .unwrap();
+        let setup = ArchiveSetup {
+            settings: crate::archive::ArchiveSettings {
+                url: "file:///tmp/x".parse().unwrap(),
+                instance: "db".into(),
+                compression: crate::archive::Compression::Gzip(1),
+                concurrency: 4,
+                state_dir,
+                wal_segment_size: crate::archive::walname::DEFAULT_SEGMENT_SIZE,
+            },
+            exe: "/bin/toygres-sidecar".into(),
+        };
+        let status: Status = serde_json::from_value(serde_json::json!({
+            "member": "db-0", "role": "primary", "running": true, "fenced": false,
+            "timeline": 2, "lag_bytes": 0, "lag_seconds": 0.0,
+            "disk": {"total_bytes": 100, "available_bytes": 50},
+            "standbys": [{"application_name": "db-1", "state": "streaming",
+                          "sync_state": "sync", "lag_bytes": 8, "replay_lag_seconds": 0.5}],
+            "pending_restart": ["shared_buffers"], "postgres_restarts": 1,
+            "sync_degraded": false,
+        }))
+        .unwrap();
+        let last = LastBackup {
+            finished_unix_seconds: 1.0,
+            stored_bytes: 2,
+            raw_bytes: 3,
+            duration_seconds: 4.0,
+        };
+        let mut backups = BackupStats::default();
+        backups.base.succeeded_total = 1;
+        backups.base.last_success = Some(last.clone());
+        backups.logical.last_success = Some(last);
+        let api = ApiMetrics::default();
+        api.record("GET", "/v1/status", 200);
+        api.record("POST", "unmatched", 404);
+        let sync = SyncCounters::default();
+        render(&Scrape {
+            status: &status,
+            archive: Some((&setup, dir.path())),
+            backups,
+            databases: Some(DatabaseStats {
+                connections: Some(vec![("active".into(), 1), ("idle".into(), 2)]),
+                databases: Some(vec![("postgres".into(), 1e6, 10.0, 1.0)]),
+            }),
+            self_fences: 0,
+            sync: &sync,
+            api: &api,
+        })
+    }
+
+    /// Each family with samples: its type, help and the label names of its series.
+    fn families(text: &str) -> BTreeMap<String, (String, String, BTreeSet<Vec<String>>)> {
+        let mut kinds = BTreeMap::new();
+        let mut helps = BTreeMap::new();
+        let mut series: BTreeMap<String, BTreeSet<Vec<String>>> = BTreeMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                kinds.insert(name.to_string(), kind.to_string());
+            } else if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap();
+                helps.insert(name.to_string(), help.to_string());
+            } else if !line.is_empty() {
+                let name_end = line.find(['{', ' ']).unwrap();
+                let labels = match line[name_end..].strip_prefix('{') {
+                    Some(rest) => rest[..rest.rfind('}').unwrap()]
+                        .split("\",")
+                        .map(|pair| pair.split('=').next().unwrap().to_string())
+                        .collect(),
+                    None => Vec::new(),
+                };
+                series
+                    .entry(line[..name_end].to_string())
+                    .or_default()
+                    .insert(labels);
+            }
+        }
+        series
+            .into_iter()
+            .map(|(name, labels)| {
+                let kind = kinds.get(&name).cloned().unwrap_or_default();
+                let help = helps.get(&name).cloned().unwrap_or_default();
+                (name, (kind, help, labels))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn families_types_help_and_label_sets_stay_as_they_were() {
+        let found = families(&full_scrape_text());
+        let listed: Vec<String> = found
+            .iter()
+            .map(|(name, (kind, help, labels))| format!("{name} {kind} {labels:?} {help}"))
+            .collect();
+        let expected: Vec<String> = EXPECTED_FAMILIES.lines().map(str::to_string).collect();
+        assert_eq!(listed, expected, "\n{}", listed.join("\n"));
+    }
+
+    /// The families of the hand-written exposition this module had before it used the
+    /// `prometheus` crate: `name type [label names per series] help`.
+    const EXPECTED_FAMILIES: &str = r#"toygres_backup_failures_total counter {["kind"]} Backups this sidecar started or was asked for and did not complete, by kind.
+toygres_backups_total counter {["kind"]} Backups this sidecar completed, by kind.
+toygres_data_disk_available_bytes gauge {[]} Space available on the data directory's filesystem.
+toygres_data_disk_size_bytes gauge {[]} Size of the data directory's filesystem.
+toygres_last_backup_duration_seconds gauge {["kind"]} How long the last successful backup took, by kind.
+toygres_last_backup_raw_bytes gauge {["kind"]} Size before compression of the last successful backup, by kind.
+toygres_last_backup_stored_bytes gauge {["kind"]} Size in the object store of the last successful backup, by kind.
+toygres_last_backup_success_timestamp_seconds gauge {["kind"]} When the last successful backup completed (Unix time), by kind.
+toygres_pg_commits_total counter {["datname"]} Transactions committed in each database.
+toygres_pg_connections gauge {["state"]} Client connections by state.
+toygres_pg_database_size_bytes gauge {["datname"]} Size of each database.
+toygres_pg_fenced gauge {[]} Whether the member is fenced (kept stopped).
+toygres_pg_pending_restart gauge {[]} Whether some setting waits for a restart.
+toygres_pg_restarts_total counter {[]} Times the sidecar restarted Postgres after it died.
+toygres_pg_role gauge {["role"]} The member's role: 1 for the current one.
+toygres_pg_rollbacks_total counter {["datname"]} Transactions rolled back in each database.
+toygres_pg_timeline gauge {[]} The server's current timeline.
+toygres_pg_up gauge {[]} Whether Postgres accepts connections.
+toygres_replication_lag_bytes gauge {[]} Standby: WAL received or announced but not replayed.
+toygres_replication_lag_seconds gauge {[]} Standby: age of the last replayed transaction while replay is behind.
+toygres_self_fences_total counter {[]} Times this primary fenced itself after losing the controller and its standbys.
+toygres_sidecar_api_requests_total counter {["method", "route", "status"]} API requests by method, route and status.
+toygres_standby_lag_bytes gauge {["application_name", "sync_state"]} Primary: WAL each standby has not replayed yet.
+toygres_standby_replay_lag_seconds gauge {["application_name", "sync_state"]} Primary: each standby's replay lag.
+toygres_standbys_connected gauge {[]} Primary: standbys connected.
+toygres_sync_degrade_total counter {[]} Times synchronous replication was degraded (synchronous_standby_names emptied).
+toygres_sync_degraded gauge {[]} Whether commits stopped waiting for standbys because too few of the policy's stream.
+toygres_sync_restore_total counter {[]} Times synchronous replication was restored after a degrade.
+toygres_wal_archive_bytes_total counter {[]} Bytes of WAL archived, before compression.
+toygres_wal_archive_conflicts_total counter {[]} Archive attempts refused because a different file of the same name is stored.
+toygres_wal_archive_failures_total counter {[]} Failed WAL archive attempts (Postgres keeps the file and retries).
+toygres_wal_archive_last_archived_info gauge {["file"]} The newest WAL file archived.
+toygres_wal_archive_last_failure_timestamp_seconds gauge {[]} When WAL archiving last failed (Unix time).
+toygres_wal_archive_last_success_age_seconds gauge {[]} Seconds since WAL was last archived.
+toygres_wal_archive_last_success_timestamp_seconds gauge {[]} When WAL was last archived (Unix time).
+toygres_wal_archive_ready_files gauge {[]} WAL files waiting to be archived (.ready in pg_wal/archive_status).
+toygres_wal_archive_stored_bytes_total counter {[]} Bytes written to the object store by WAL archiving, after compression.
+toygres_wal_archive_success_total counter {[]} WAL files archived (or found already archived with identical content).
+toygres_wal_fetch_failures_total counter {[]} WAL restores that failed for another reason than a missing file.
+toygres_wal_fetch_prefetch_hits_total counter {[]} Restored WAL files that were already prefetched.
+toygres_wal_fetch_total counter {[]} WAL files restored from the object store."#;
 }
