@@ -1,12 +1,14 @@
 //! `/metrics` in Prometheus's text format: Postgres up, role, timeline, lag, standbys,
 //! connections by state, database sizes, commits and rollbacks, restarts, pending restart,
-//! WAL archiving, backups, and the API's own requests. Read fresh at each scrape.
-
-use std::fmt::Write;
+//! WAL archiving, backups, and the API's own requests. Read fresh at each scrape: the handler
+//! gathers a [`Scrape`], and [`render`] sets it into a registry of its own and encodes it with
+//! the `prometheus` crate.
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use prometheus::core::Collector;
+use prometheus::{Counter, CounterVec, Encoder, Gauge, GaugeVec, Opts, Registry, TextEncoder};
 use toygres_common::sidecar_api::{Role, Status};
 
 use super::requests::ApiMetrics;
@@ -16,38 +18,68 @@ use crate::backup::stats::{BackupStats, LastBackup};
 use crate::postgres::watchers::SyncCounters;
 use crate::postgres::Member;
 
-/// A Prometheus text exposition being written.
+/// One scrape's families, in a registry of their own.
 #[derive(Default)]
 struct Exposition {
-    out: String,
+    registry: Registry,
 }
 
 impl Exposition {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {help}");
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    fn add<C: Collector + Clone + 'static>(&self, made: prometheus::Result<C>) -> Option<C> {
+        let collector = made
+            .and_then(|c| self.registry.register(Box::new(c.clone())).map(|()| c))
+            .map_err(|e| tracing::error!("a metric family was not added: {e}"))
+            .ok()?;
+        Some(collector)
     }
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let v = v
-                    .replace('\\', "\\\\")
-                    .replace('"', "\\\"")
-                    .replace('\n', "\\n");
-                let _ = write!(self.out, "{k}=\"{v}\"");
-            }
-            self.out.push('}');
+
+    fn gauge(&self, name: &str, help: &str, value: f64) {
+        if let Some(g) = self.add(Gauge::new(name, help)) {
+            g.set(value);
         }
-        let _ = writeln!(self.out, " {value}");
     }
-    fn gauge(&mut self, name: &str, help: &str, value: f64) {
-        self.family(name, "gauge", help);
-        self.sample(name, &[], value);
+
+    fn counter(&self, name: &str, help: &str, value: f64) {
+        if let Some(c) = self.add(Counter::new(name, help)) {
+            c.inc_by(value.max(0.0));
+        }
+    }
+
+    /// A gauge family with labels: `set(&[values], value)` per series.
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> Series<GaugeVec> {
+        Series(self.add(GaugeVec::new(Opts::new(name, help), labels)))
+    }
+
+    /// A counter family with labels.
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> Series<CounterVec> {
+        Series(self.add(CounterVec::new(Opts::new(name, help), labels)))
+    }
+
+    fn text(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!("encode the metrics: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The series of one labelled family (none when it could not be added).
+struct Series<V>(Option<V>);
+
+impl Series<GaugeVec> {
+    fn set(&self, labels: &[&str], value: f64) {
+        if let Some(v) = &self.0 {
+            v.with_label_values(labels).set(value);
+        }
+    }
+}
+
+impl Series<CounterVec> {
+    fn set(&self, labels: &[&str], value: f64) {
+        if let Some(v) = &self.0 {
+            v.with_label_values(labels).inc_by(value.max(0.0));
+        }
     }
 }
 
@@ -104,27 +136,26 @@ pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
 
 /// The exposition of one scrape.
 pub fn render(scrape: &Scrape<'_>) -> String {
-    let mut x = Exposition::default();
-    write_status(&mut x, scrape.status);
+    let x = Exposition::default();
+    write_status(&x, scrape.status);
     if let Some((archive, data_dir)) = scrape.archive {
-        write_archive(&mut x, archive, data_dir);
+        write_archive(&x, archive, data_dir);
     }
-    write_backups(&mut x, &scrape.backups);
+    write_backups(&x, &scrape.backups);
     if let Some(db) = &scrape.databases {
-        write_database_stats(&mut x, db);
+        write_database_stats(&x, db);
     }
-    x.family(
+    x.counter(
         "toygres_self_fences_total",
-        "counter",
         "Times this primary fenced itself after losing the controller and its standbys.",
+        scrape.self_fences as f64,
     );
-    x.sample("toygres_self_fences_total", &[], scrape.self_fences as f64);
-    write_sync(&mut x, scrape.status, scrape.sync);
-    write_api(&mut x, scrape.api);
-    x.out
+    write_sync(&x, scrape.status, scrape.sync);
+    scrape.api.write(&x);
+    x.text()
 }
 
-fn write_status(x: &mut Exposition, s: &Status) {
+fn write_status(x: &Exposition, s: &Status) {
     let b = |v: bool| if v { 1.0 } else { 0.0 };
     x.gauge(
         "toygres_pg_up",
@@ -148,17 +179,17 @@ fn write_status(x: &mut Exposition, s: &Status) {
         "Whether the member is fenced (kept stopped).",
         b(s.fenced),
     );
-    x.family(
+    let roles = x.gauges(
         "toygres_pg_role",
-        "gauge",
         "The member's role: 1 for the current one.",
+        &["role"],
     );
     for (role, name) in [
         (Role::Primary, "primary"),
         (Role::Standby, "standby"),
         (Role::Unknown, "unknown"),
     ] {
-        x.sample("toygres_pg_role", &[("role", name)], b(s.role == role));
+        roles.set(&[name], b(s.role == role));
     }
     if let Some(tli) = s.timeline {
         x.gauge(
@@ -187,43 +218,28 @@ fn write_status(x: &mut Exposition, s: &Status) {
             "Primary: standbys connected.",
             s.standbys.len() as f64,
         );
-        x.family(
+        let standby_labels = ["application_name", "sync_state"];
+        let lag_bytes = x.gauges(
             "toygres_standby_lag_bytes",
-            "gauge",
             "Primary: WAL each standby has not replayed yet.",
+            &standby_labels,
         );
-        for st in &s.standbys {
-            x.sample(
-                "toygres_standby_lag_bytes",
-                &[
-                    ("application_name", &st.application_name),
-                    ("sync_state", &st.sync_state),
-                ],
-                st.lag_bytes.unwrap_or(0) as f64,
-            );
-        }
-        x.family(
+        let replay_lag = x.gauges(
             "toygres_standby_replay_lag_seconds",
-            "gauge",
             "Primary: each standby's replay lag.",
+            &standby_labels,
         );
         for st in &s.standbys {
-            x.sample(
-                "toygres_standby_replay_lag_seconds",
-                &[
-                    ("application_name", &st.application_name),
-                    ("sync_state", &st.sync_state),
-                ],
-                st.replay_lag_seconds.unwrap_or(0.0),
-            );
+            let labels = [st.application_name.as_str(), st.sync_state.as_str()];
+            lag_bytes.set(&labels, st.lag_bytes.unwrap_or(0) as f64);
+            replay_lag.set(&labels, st.replay_lag_seconds.unwrap_or(0.0));
         }
     }
-    x.family(
+    x.counter(
         "toygres_pg_restarts_total",
-        "counter",
         "Times the sidecar restarted Postgres after it died.",
+        s.postgres_restarts as f64,
     );
-    x.sample("toygres_pg_restarts_total", &[], s.postgres_restarts as f64);
     x.gauge(
         "toygres_pg_pending_restart",
         "Whether some setting waits for a restart.",
@@ -263,73 +279,57 @@ async fn database_stats(member: &Member) -> DatabaseStats {
     }
 }
 
-fn write_database_stats(x: &mut Exposition, db: &DatabaseStats) {
+fn write_database_stats(x: &Exposition, db: &DatabaseStats) {
     if let Some(rows) = &db.connections {
-        x.family(
+        let connections = x.gauges(
             "toygres_pg_connections",
-            "gauge",
             "Client connections by state.",
+            &["state"],
         );
         for (state, count) in rows {
-            x.sample("toygres_pg_connections", &[("state", state)], *count as f64);
+            connections.set(&[state], *count as f64);
         }
     }
     if let Some(rows) = &db.databases {
-        x.family(
+        let size = x.gauges(
             "toygres_pg_database_size_bytes",
-            "gauge",
             "Size of each database.",
+            &["datname"],
         );
-        for (db, size, _, _) in rows {
-            x.sample("toygres_pg_database_size_bytes", &[("datname", db)], *size);
-        }
-        x.family(
+        let commits = x.counters(
             "toygres_pg_commits_total",
-            "counter",
             "Transactions committed in each database.",
+            &["datname"],
         );
-        for (db, _, commits, _) in rows {
-            x.sample("toygres_pg_commits_total", &[("datname", db)], *commits);
-        }
-        x.family(
+        let rollbacks = x.counters(
             "toygres_pg_rollbacks_total",
-            "counter",
             "Transactions rolled back in each database.",
+            &["datname"],
         );
-        for (db, _, _, rollbacks) in rows {
-            x.sample("toygres_pg_rollbacks_total", &[("datname", db)], *rollbacks);
+        for (db, bytes, committed, rolled_back) in rows {
+            size.set(&[db], *bytes);
+            commits.set(&[db], *committed);
+            rollbacks.set(&[db], *rolled_back);
         }
     }
 }
 
-/// WAL archiving: counters the `wal-push`/`wal-fetch` processes keep in the archive state
-/// directory, plus the `.ready` files Postgres has not had archived yet.
 /// Backups this sidecar took, by kind; the last-success gauges only once there is one.
-fn write_backups(x: &mut Exposition, s: &BackupStats) {
+fn write_backups(x: &Exposition, s: &BackupStats) {
     let kinds = [("base", &s.base), ("logical", &s.logical)];
-    x.family(
+    let succeeded = x.counters(
         "toygres_backups_total",
-        "counter",
         "Backups this sidecar completed, by kind.",
+        &["kind"],
     );
-    for (kind, k) in kinds {
-        x.sample(
-            "toygres_backups_total",
-            &[("kind", kind)],
-            k.succeeded_total as f64,
-        );
-    }
-    x.family(
+    let failed = x.counters(
         "toygres_backup_failures_total",
-        "counter",
         "Backups this sidecar started or was asked for and did not complete, by kind.",
+        &["kind"],
     );
     for (kind, k) in kinds {
-        x.sample(
-            "toygres_backup_failures_total",
-            &[("kind", kind)],
-            k.failed_total as f64,
-        );
+        succeeded.set(&[kind], k.succeeded_total as f64);
+        failed.set(&[kind], k.failed_total as f64);
     }
     type Read = fn(&LastBackup) -> f64;
     let gauges: [(&str, &str, Read); 4] = [
@@ -355,85 +355,76 @@ fn write_backups(x: &mut Exposition, s: &BackupStats) {
         ),
     ];
     for (name, help, value) in gauges {
-        x.family(name, "gauge", help);
+        let family = x.gauges(name, help, &["kind"]);
         for (kind, k) in kinds {
             if let Some(last) = &k.last_success {
-                x.sample(name, &[("kind", kind)], value(last));
+                family.set(&[kind], value(last));
             }
         }
     }
 }
 
-fn write_archive(x: &mut Exposition, archive: &ArchiveSetup, data_dir: &std::path::Path) {
+/// WAL archiving: counters the `wal-push`/`wal-fetch` processes keep in the archive state
+/// directory, plus the `.ready` files Postgres has not had archived yet.
+fn write_archive(x: &Exposition, archive: &ArchiveSetup, data_dir: &std::path::Path) {
     let s = stats::read(&archive.settings.state_dir);
-    let counter = |x: &mut Exposition, name: &str, help: &str, value: u64| {
-        x.family(name, "counter", help);
-        x.sample(name, &[], value as f64);
-    };
-    counter(
-        x,
-        "toygres_wal_archive_success_total",
-        "WAL files archived (or found already archived with identical content).",
-        s.archived_total,
-    );
-    counter(
-        x,
-        "toygres_wal_archive_failures_total",
-        "Failed WAL archive attempts (Postgres keeps the file and retries).",
-        s.archive_failures_total,
-    );
-    counter(
-        x,
-        "toygres_wal_archive_conflicts_total",
-        "Archive attempts refused because a different file of the same name is stored.",
-        s.archive_conflicts_total,
-    );
-    counter(
-        x,
-        "toygres_wal_archive_bytes_total",
-        "Bytes of WAL archived, before compression.",
-        s.archived_bytes_total,
-    );
-    counter(
-        x,
-        "toygres_wal_archive_stored_bytes_total",
-        "Bytes written to the object store by WAL archiving, after compression.",
-        s.archived_stored_bytes_total,
-    );
-    counter(
-        x,
-        "toygres_wal_fetch_total",
-        "WAL files restored from the object store.",
-        s.fetched_total,
-    );
-    counter(
-        x,
-        "toygres_wal_fetch_prefetch_hits_total",
-        "Restored WAL files that were already prefetched.",
-        s.prefetch_hits_total,
-    );
-    counter(
-        x,
-        "toygres_wal_fetch_failures_total",
-        "WAL restores that failed for another reason than a missing file.",
-        s.fetch_failures_total,
-    );
+    let counters: [(&str, &str, u64); 8] = [
+        (
+            "toygres_wal_archive_success_total",
+            "WAL files archived (or found already archived with identical content).",
+            s.archived_total,
+        ),
+        (
+            "toygres_wal_archive_failures_total",
+            "Failed WAL archive attempts (Postgres keeps the file and retries).",
+            s.archive_failures_total,
+        ),
+        (
+            "toygres_wal_archive_conflicts_total",
+            "Archive attempts refused because a different file of the same name is stored.",
+            s.archive_conflicts_total,
+        ),
+        (
+            "toygres_wal_archive_bytes_total",
+            "Bytes of WAL archived, before compression.",
+            s.archived_bytes_total,
+        ),
+        (
+            "toygres_wal_archive_stored_bytes_total",
+            "Bytes written to the object store by WAL archiving, after compression.",
+            s.archived_stored_bytes_total,
+        ),
+        (
+            "toygres_wal_fetch_total",
+            "WAL files restored from the object store.",
+            s.fetched_total,
+        ),
+        (
+            "toygres_wal_fetch_prefetch_hits_total",
+            "Restored WAL files that were already prefetched.",
+            s.prefetch_hits_total,
+        ),
+        (
+            "toygres_wal_fetch_failures_total",
+            "WAL restores that failed for another reason than a missing file.",
+            s.fetch_failures_total,
+        ),
+    ];
+    for (name, help, value) in counters {
+        x.counter(name, help, value as f64);
+    }
     x.gauge(
         "toygres_wal_archive_ready_files",
         "WAL files waiting to be archived (.ready in pg_wal/archive_status).",
         stats::ready_count(data_dir) as f64,
     );
     if let (Some(name), Some(at)) = (&s.last_archived, s.last_archived_time) {
-        x.family(
+        x.gauges(
             "toygres_wal_archive_last_archived_info",
-            "gauge",
             "The newest WAL file archived.",
-        );
-        x.sample(
-            "toygres_wal_archive_last_archived_info",
-            &[("file", name)],
-            1.0,
-        );
+            &["file"],
+        )
+        .set(&[name], 1.0);
         x.gauge(
             "toygres_wal_archive_last_success_timestamp_seconds",
             "When WAL was last archived (Unix time).",
@@ -456,48 +447,35 @@ fn write_archive(x: &mut Exposition, archive: &ArchiveSetup, data_dir: &std::pat
 
 /// Synchronous replication in `degrade` mode: whether commits currently skip the standbys, and
 /// how often the watcher degraded and restored.
-fn write_sync(x: &mut Exposition, s: &Status, counters: &SyncCounters) {
+fn write_sync(x: &Exposition, s: &Status, counters: &SyncCounters) {
     x.gauge(
         "toygres_sync_degraded",
         "Whether commits stopped waiting for standbys because too few of the policy's stream.",
         if s.sync_degraded { 1.0 } else { 0.0 },
     );
-    x.family(
+    x.counter(
         "toygres_sync_degrade_total",
-        "counter",
         "Times synchronous replication was degraded (synchronous_standby_names emptied).",
-    );
-    x.sample(
-        "toygres_sync_degrade_total",
-        &[],
         counters.degrades() as f64,
     );
-    x.family(
+    x.counter(
         "toygres_sync_restore_total",
-        "counter",
         "Times synchronous replication was restored after a degrade.",
-    );
-    x.sample(
-        "toygres_sync_restore_total",
-        &[],
         counters.restores() as f64,
     );
 }
 
-fn write_api(x: &mut Exposition, m: &ApiMetrics) {
-    x.family(
-        "toygres_sidecar_api_requests_total",
-        "counter",
-        "API requests by method, route and status.",
-    );
-    let map = m.requests.lock().unwrap_or_else(|p| p.into_inner());
-    for ((method, route, status), count) in map.iter() {
-        let status = status.to_string();
-        x.sample(
+impl ApiMetrics {
+    /// `toygres_sidecar_api_requests_total` by method, route and status.
+    fn write(&self, x: &Exposition) {
+        let family = x.counters(
             "toygres_sidecar_api_requests_total",
-            &[("method", method), ("route", route), ("status", &status)],
-            *count as f64,
+            "API requests by method, route and status.",
+            &["method", "route", "status"],
         );
+        for ((method, route, status), count) in self.counts() {
+            family.set(&[&method, &route, &status.to_string()], count as f64);
+        }
     }
 }
 
@@ -538,8 +516,9 @@ mod tests {
             },
             exe: "/bin/toygres-sidecar".into(),
         };
-        let mut x = Exposition::default();
-        write_archive(&mut x, &setup, &data_dir);
+        let x = Exposition::default();
+        write_archive(&x, &setup, &data_dir);
+        let text = x.text();
         for line in [
             "toygres_wal_archive_success_total 5\n",
             "toygres_wal_archive_failures_total 2\n",
@@ -547,10 +526,9 @@ mod tests {
             "toygres_wal_archive_ready_files 2\n",
             "toygres_wal_archive_last_archived_info{file=\"000000010000000000000009\"} 1\n",
         ] {
-            assert!(x.out.contains(line), "{line} missing from:\n{}", x.out);
+            assert!(text.contains(line), "{line} missing from:\n{text}");
         }
-        let age: f64 = x
-            .out
+        let age: f64 = text
             .lines()
             .find_map(|l| l.strip_prefix("toygres_wal_archive_last_success_age_seconds "))
             .unwrap()
@@ -561,9 +539,13 @@ mod tests {
 
     #[test]
     fn labels_are_escaped() {
-        let mut x = Exposition::default();
-        x.sample("m", &[("a", "x\"y\\z")], 1.0);
-        assert_eq!(x.out, "m{a=\"x\\\"y\\\\z\"} 1\n");
+        let x = Exposition::default();
+        x.gauges("m", "h", &["a"]).set(&["x\"y\\z"], 1.0);
+        assert!(
+            x.text().contains("m{a=\"x\\\"y\\\\z\"} 1\n"),
+            "{}",
+            x.text()
+        );
     }
 
     /// A scrape with every family present: a running primary with a standby, archiving, both
@@ -677,7 +659,7 @@ mod tests {
     }
 
     /// The families of the hand-written exposition this module had before it used the
-    /// `prometheus` crate: `name type [label names per series] help`.
+    /// `prometheus` crate (families without series are not written any more; none is here): `name type [label names per series] help`.
     const EXPECTED_FAMILIES: &str = r#"toygres_backup_failures_total counter {["kind"]} Backups this sidecar started or was asked for and did not complete, by kind.
 toygres_backups_total counter {["kind"]} Backups this sidecar completed, by kind.
 toygres_data_disk_available_bytes gauge {[]} Space available on the data directory's filesystem.
