@@ -166,4 +166,33 @@ mod tests {
         assert!(text.contains("toygres_controller_cms_up 0\n"));
         assert!(!text.contains("toygres_controller_instances"));
     }
+
+    /// Every family: the CMS answered, an operation finished, an HA event, health checks.
+    fn full_scrape_text() -> String {
+        let metrics = crate::metrics::ControllerMetrics::default();
+        metrics.record_operation("create", "succeeded", 2500);
+        metrics.record_ha_event("failover-started");
+        metrics.record_health_check(true);
+        let mut text = render(Some(&[("running", 2)]));
+        render_controller(&mut text, Some(&[("healthy".to_string(), 1)]), &metrics);
+        text
+    }
+
+    #[test]
+    fn families_types_help_and_label_sets_stay_as_they_were() {
+        let listed = toygres_common::exposition::family_lines(&full_scrape_text());
+        let expected: Vec<String> = EXPECTED_FAMILIES.lines().map(str::to_string).collect();
+        assert_eq!(listed, expected, "\n{}", listed.join("\n"));
+    }
+
+    /// The families of the hand-written exposition this module had before it used the
+    /// `prometheus` crate: `name type [label names per series] help`.
+    const EXPECTED_FAMILIES: &str = r#"toygres_controller_cms_up gauge {[]} Whether the CMS database answered the last scrape.
+toygres_controller_ha_events_total counter {["kind"]} High-availability decisions and alerts since start, by kind (ha-alert: a primary is down and no standby may take over).
+toygres_controller_health_checks_total counter {["result"]} Member health probes, by result.
+toygres_controller_instances gauge {["state"]} Instances recorded in the CMS, by state.
+toygres_controller_instances_health gauge {["health"]} Live instances, by health.
+toygres_controller_operation_duration_seconds summary {["kind", "result"]} How long finished operations took.
+toygres_controller_operations_total counter {["kind", "result"]} Operations finished since start, by kind and result.
+toygres_controller_up gauge {[]} Whether the controller is running."#;
 }

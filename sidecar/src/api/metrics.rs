@@ -1,14 +1,13 @@
 //! `/metrics` in Prometheus's text format: Postgres up, role, timeline, lag, standbys,
 //! connections by state, database sizes, commits and rollbacks, restarts, pending restart,
 //! WAL archiving, backups, and the API's own requests. Read fresh at each scrape: the handler
-//! gathers a [`Scrape`], and [`render`] sets it into a registry of its own and encodes it with
-//! the `prometheus` crate.
+//! gathers a [`Scrape`], and [`render`] writes it through `toygres_common::exposition` (the
+//! `prometheus` crate).
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use prometheus::core::Collector;
-use prometheus::{Counter, CounterVec, Encoder, Gauge, GaugeVec, Opts, Registry, TextEncoder};
+use toygres_common::exposition::{self, Exposition};
 use toygres_common::sidecar_api::{Role, Status};
 
 use super::requests::ApiMetrics;
@@ -17,71 +16,6 @@ use crate::archive::{stats, ArchiveSetup};
 use crate::backup::stats::{BackupStats, LastBackup};
 use crate::postgres::watchers::SyncCounters;
 use crate::postgres::Member;
-
-/// One scrape's families, in a registry of their own.
-#[derive(Default)]
-struct Exposition {
-    registry: Registry,
-}
-
-impl Exposition {
-    fn add<C: Collector + Clone + 'static>(&self, made: prometheus::Result<C>) -> Option<C> {
-        let collector = made
-            .and_then(|c| self.registry.register(Box::new(c.clone())).map(|()| c))
-            .map_err(|e| tracing::error!("a metric family was not added: {e}"))
-            .ok()?;
-        Some(collector)
-    }
-
-    fn gauge(&self, name: &str, help: &str, value: f64) {
-        if let Some(g) = self.add(Gauge::new(name, help)) {
-            g.set(value);
-        }
-    }
-
-    fn counter(&self, name: &str, help: &str, value: f64) {
-        if let Some(c) = self.add(Counter::new(name, help)) {
-            c.inc_by(value.max(0.0));
-        }
-    }
-
-    /// A gauge family with labels: `set(&[values], value)` per series.
-    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> Series<GaugeVec> {
-        Series(self.add(GaugeVec::new(Opts::new(name, help), labels)))
-    }
-
-    /// A counter family with labels.
-    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> Series<CounterVec> {
-        Series(self.add(CounterVec::new(Opts::new(name, help), labels)))
-    }
-
-    fn text(&self) -> String {
-        let mut out = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
-            tracing::error!("encode the metrics: {e}");
-        }
-        String::from_utf8(out).unwrap_or_default()
-    }
-}
-
-/// The series of one labelled family (none when it could not be added).
-struct Series<V>(Option<V>);
-
-impl Series<GaugeVec> {
-    fn set(&self, labels: &[&str], value: f64) {
-        if let Some(v) = &self.0 {
-            v.with_label_values(labels).set(value);
-        }
-    }
-}
-
-impl Series<CounterVec> {
-    fn set(&self, labels: &[&str], value: f64) {
-        if let Some(v) = &self.0 {
-            v.with_label_values(labels).inc_by(value.max(0.0));
-        }
-    }
-}
 
 /// Everything one scrape reports, gathered before anything is written.
 pub struct Scrape<'a> {
@@ -126,10 +60,7 @@ pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
         api: &state.api_metrics,
     };
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, exposition::CONTENT_TYPE)],
         render(&scrape),
     )
 }
@@ -482,7 +413,6 @@ impl ApiMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::{BTreeMap, BTreeSet};
 
     #[test]
     fn archive_metrics_come_from_the_counters_file_and_pg_wal() {
@@ -610,50 +540,9 @@ mod tests {
         })
     }
 
-    /// Each family with samples: its type, help and the label names of its series.
-    fn families(text: &str) -> BTreeMap<String, (String, String, BTreeSet<Vec<String>>)> {
-        let mut kinds = BTreeMap::new();
-        let mut helps = BTreeMap::new();
-        let mut series: BTreeMap<String, BTreeSet<Vec<String>>> = BTreeMap::new();
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = rest.split_once(' ').unwrap();
-                kinds.insert(name.to_string(), kind.to_string());
-            } else if let Some(rest) = line.strip_prefix("# HELP ") {
-                let (name, help) = rest.split_once(' ').unwrap();
-                helps.insert(name.to_string(), help.to_string());
-            } else if !line.is_empty() {
-                let name_end = line.find(['{', ' ']).unwrap();
-                let labels = match line[name_end..].strip_prefix('{') {
-                    Some(rest) => rest[..rest.rfind('}').unwrap()]
-                        .split("\",")
-                        .map(|pair| pair.split('=').next().unwrap().to_string())
-                        .collect(),
-                    None => Vec::new(),
-                };
-                series
-                    .entry(line[..name_end].to_string())
-                    .or_default()
-                    .insert(labels);
-            }
-        }
-        series
-            .into_iter()
-            .map(|(name, labels)| {
-                let kind = kinds.get(&name).cloned().unwrap_or_default();
-                let help = helps.get(&name).cloned().unwrap_or_default();
-                (name, (kind, help, labels))
-            })
-            .collect()
-    }
-
     #[test]
     fn families_types_help_and_label_sets_stay_as_they_were() {
-        let found = families(&full_scrape_text());
-        let listed: Vec<String> = found
-            .iter()
-            .map(|(name, (kind, help, labels))| format!("{name} {kind} {labels:?} {help}"))
-            .collect();
+        let listed = exposition::family_lines(&full_scrape_text());
         let expected: Vec<String> = EXPECTED_FAMILIES.lines().map(str::to_string).collect();
         assert_eq!(listed, expected, "\n{}", listed.join("\n"));
     }

@@ -5,6 +5,7 @@ use axum::middleware;
 use axum::routing::{get, post, put};
 use axum::Router;
 
+use toygres_common::exposition::{self, Exposition};
 use toygres_common::http_api::{require_bearer, BearerAuth};
 
 use super::error::ApiError;
@@ -65,13 +66,15 @@ pub fn starting_app() -> Router {
         .route(
             "/metrics",
             get(|| async {
+                let x = Exposition::default();
+                x.gauge(
+                    "toygres_pg_up",
+                    "Whether Postgres accepts connections.",
+                    0.0,
+                );
                 (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    "# HELP toygres_pg_up Whether Postgres accepts connections.\n\
-                     # TYPE toygres_pg_up gauge\ntoygres_pg_up 0\n",
+                    [(axum::http::header::CONTENT_TYPE, exposition::CONTENT_TYPE)],
+                    x.text(),
                 )
             }),
         )
