@@ -15,12 +15,15 @@ use subtle::ConstantTimeEq;
 use crate::ErrorBody;
 
 /// An error answer: its status and the code and message of its JSON body. A 500 is logged here,
-/// once; a 401 names the `Bearer` scheme in `WWW-Authenticate`.
+/// once (with its [`ApiError::detail`] when the message sent is kept general); a 401 names the
+/// `Bearer` scheme in `WWW-Authenticate`.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// What is logged instead of the message: internal detail the client is not shown.
+    pub detail: Option<String>,
 }
 
 impl ApiError {
@@ -29,7 +32,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            detail: None,
         }
+    }
+
+    /// Logs `detail` (never sent) instead of the message when this is a 500.
+    pub fn with_logged_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
     }
 
     /// A 400 `invalid_request`.
@@ -41,7 +51,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(code = self.code, "{}", self.message);
+            let logged = self.detail.as_deref().unwrap_or(&self.message);
+            tracing::error!(code = self.code, "answering 500: {logged}");
         }
         let mut response =
             (self.status, Json(ErrorBody::new(self.code, self.message))).into_response();

@@ -36,20 +36,6 @@ const KNOWN_CYCLES: &[(&str, &[&str])] = &[
     (
         "controller",
         &[
-            "api",
-            "api::auth",
-            "api::ha",
-            "api::health",
-            "api::instances",
-            "api::metrics",
-            "api::openapi",
-            "api::operations",
-            "api::replicas",
-        ],
-    ),
-    (
-        "controller",
-        &[
             "cli",
             "cli::client",
             "cli::ha",
