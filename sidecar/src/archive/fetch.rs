@@ -393,23 +393,27 @@ mod tests {
         };
         let window = tokio::spawn(keep_prefetch_window(fetcher.clone(), 4, 2, bins));
         let marker = fetcher.settings.window_marker();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !marker.exists() {
-            assert!(Instant::now() < deadline, "the window did not start");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        toygres_common::poll::poll_until(
+            "the window starts",
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+            || std::future::ready(marker.exists().then_some(())),
+        )
+        .await
+        .expect("the window did not start");
         assert_eq!(
             fetcher.fetch(&segment(5), &dest).await.unwrap(),
             Fetched::Missing
         );
         let prefetched = |n: u32| fetcher.settings.prefetch_dir().join(segment(n)).exists();
-        while !(prefetched(6) && prefetched(7)) {
-            assert!(
-                Instant::now() < deadline,
-                "the window fetched nothing ahead"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        toygres_common::poll::poll_until(
+            "the window fetches ahead",
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+            || std::future::ready((prefetched(6) && prefetched(7)).then_some(())),
+        )
+        .await
+        .expect("the window fetched nothing ahead");
         for n in 6..=7u32 {
             assert_eq!(
                 fetcher.fetch(&segment(n), &dest).await.unwrap(),
