@@ -435,17 +435,7 @@ mod tests {
         ] {
             std::fs::write(status.join(f), b"").unwrap();
         }
-        let setup = ArchiveSetup {
-            settings: crate::archive::ArchiveSettings {
-                url: "file:///tmp/x".parse().unwrap(),
-                instance: "db".into(),
-                compression: crate::archive::Compression::Gzip(1),
-                concurrency: 4,
-                state_dir,
-                wal_segment_size: crate::archive::walname::DEFAULT_SEGMENT_SIZE,
-            },
-            exe: "/bin/toygres-sidecar".into(),
-        };
+        let setup = archive_setup(state_dir);
         let x = Exposition::default();
         write_archive(&x, &setup, &data_dir);
         let text = x.text();
@@ -465,6 +455,21 @@ mod tests {
             .parse()
             .unwrap();
         assert!((9.0..60.0).contains(&age), "{age}");
+    }
+
+    /// Archiving to a local store, with its counters in `state_dir`.
+    fn archive_setup(state_dir: std::path::PathBuf) -> ArchiveSetup {
+        ArchiveSetup {
+            settings: crate::archive::ArchiveSettings {
+                url: "file:///tmp/x".parse().unwrap(),
+                instance: "db".into(),
+                compression: crate::archive::Compression::Gzip(1),
+                concurrency: 4,
+                state_dir,
+                wal_segment_size: crate::archive::walname::DEFAULT_SEGMENT_SIZE,
+            },
+            exe: "/bin/toygres-sidecar".into(),
+        }
     }
 
     #[test]
@@ -491,17 +496,7 @@ mod tests {
             s.last_failure_time = Some(stats::now() - 20.0);
         })
         .unwrap();
-        let setup = ArchiveSetup {
-            settings: crate::archive::ArchiveSettings {
-                url: "file:///tmp/x".parse().unwrap(),
-                instance: "db".into(),
-                compression: crate::archive::Compression::Gzip(1),
-                concurrency: 4,
-                state_dir,
-                wal_segment_size: crate::archive::walname::DEFAULT_SEGMENT_SIZE,
-            },
-            exe: "/bin/toygres-sidecar".into(),
-        };
+        let setup = archive_setup(state_dir);
         let status: Status = serde_json::from_value(serde_json::json!({
             "member": "db-0", "role": "primary", "running": true, "fenced": false,
             "timeline": 2, "lag_bytes": 0, "lag_seconds": 0.0,
