@@ -4,8 +4,8 @@
 //! The check is hand-written rather than `cargo-modules dependencies --acyclic`: cargo-modules
 //! 0.28 needs rustc 1.98, and installing 0.27 builds rust-analyzer's crates — on the 2-core
 //! machine (shared with other builds) it had compiled 135 crates after 5 minutes and was still
-//! among the `ra_ap_*` ones. A page of text scanning answers the question in a second. It reads each crate's sources and counts the edges
-//! cargo-modules counts as "uses":
+//! among the `ra_ap_*` ones. A page of text scanning answers the question in a second. It reads
+//! each crate's sources and counts the edges cargo-modules counts as "uses":
 //!
 //! - a `use` of a path starting with `crate::`, `super::` or `self::` (or, in a module, with the
 //!   name of one of its child modules), braces expanded, pointing at the module that defines the
@@ -14,7 +14,9 @@
 //!
 //! A parent's `mod child;` declaration is not a use, and test code (`#[cfg(test)] mod … { }`) and
 //! comments are not read. Any strongly connected component of more than one module fails the
-//! test, printed with a cycle through it and the lines that make each of its edges.
+//! test, printed with its edges and the lines that make each of them. Known limits: a path that
+//! starts with a name brought in by a `use` of a module is counted at that `use`; macros are not
+//! expanded.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
