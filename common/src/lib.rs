@@ -1,13 +1,20 @@
 //! Types and helpers shared by the Toygres agents: the sidecar's API types (what crosses the wire
 //! between sidecar, controller and tests), name validation, the JSON error shape, a typed HTTP
-//! client for the sidecar API, and object-store URL parsing.
+//! client for the sidecar API, object-store URL parsing, a poll-until-deadline helper, and (feature
+//! `server`) what both HTTP APIs answer alike: error responses, the bearer-token check and the
+//! `/metrics` exposition.
 
 pub mod backup_api;
 pub mod controller_api;
 pub mod domain;
 pub mod error;
+#[cfg(feature = "server")]
+pub mod exposition;
+#[cfg(feature = "server")]
+pub mod http_api;
 pub mod names;
 pub mod pg_exec;
+pub mod poll;
 pub mod sidecar_api;
 pub mod sidecar_client;
 pub mod store_url;

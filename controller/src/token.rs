@@ -47,7 +47,7 @@ impl ApiToken {
 
     /// Whether `presented` is this token, in time that does not depend on where they differ.
     pub fn matches(&self, presented: &str) -> bool {
-        constant_time_eq(self.0.as_bytes(), presented.as_bytes())
+        toygres_common::http_api::token_matches(&self.0, presented)
     }
 
     /// Reads the token in `path`.
@@ -100,23 +100,9 @@ impl ApiToken {
     }
 }
 
-/// Lower-case hex of `bytes`.
+/// Lower-case hex of `bytes` (the `hex` crate; kept as a name the callers already use).
 pub fn hex(bytes: &[u8]) -> String {
-    use fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
-/// Compares two byte strings without stopping at the first difference (only the length leaks).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    ::hex::encode(bytes)
 }
 
 #[cfg(test)]

@@ -1,5 +1,8 @@
-//! The sidecar's settings: flags and environment variables, validated once into a [`Config`].
-//! Secrets (passwords, the API token) come from files and never from the command line.
+//! The sidecar's settings: flags and environment variables, validated once into a [`Config`]
+//! made of per-concern settings that are handed down — the API's address and token, this
+//! member's Postgres ([`MemberSettings`], with its archive settings) and how to bootstrap it
+//! ([`BootstrapMode`]). Nothing below `main` sees the whole `Config`. Secrets (passwords, the API
+//! token) come from files and never from the command line.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,10 +12,12 @@ use toygres_common::names::{validate_member_name, PgAddress};
 use toygres_common::store_url::StoreUrl;
 
 use crate::archive::{ArchiveSettings, ArchiveSetup, Compression};
+use crate::bootstrap::BootstrapMode;
+use crate::postgres::settings::{MemberSettings, Passwords};
 
-/// How the data directory is created when it is empty.
+/// How the data directory is created when it is empty (`--bootstrap`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BootstrapMode {
+pub enum BootstrapKind {
     /// initdb: a new primary.
     Init,
     /// pg_basebackup from `--primary`: a new standby.
@@ -45,7 +50,7 @@ pub struct RunArgs {
     pub member_name: String,
     /// How to create an empty data directory.
     #[arg(long, env = "TOYGRES_BOOTSTRAP", value_enum, default_value = "init")]
-    pub bootstrap: BootstrapMode,
+    pub bootstrap: BootstrapKind,
     /// The primary to copy and follow (`--bootstrap standby`), as HOST:PORT.
     #[arg(long, env = "TOYGRES_PRIMARY")]
     pub primary: Option<PgAddress>,
@@ -127,49 +132,32 @@ pub struct RunArgs {
     pub recovery_target_action: crate::restore::TargetAction,
 }
 
-/// Secrets read from their files. `Debug` never shows them.
+/// The bearer token the API requires, read from its file. `Debug` never shows it.
 #[derive(Clone)]
-pub struct Secrets {
-    pub api_token: String,
-    pub superuser_password: String,
-    pub replication_password: String,
-}
+pub struct ApiToken(pub String);
 
-impl std::fmt::Debug for Secrets {
+impl std::fmt::Debug for ApiToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secrets { <redacted> }")
+        f.write_str("ApiToken(<redacted>)")
     }
 }
 
-/// Validated settings.
+/// Validated settings, by concern.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub data_dir: PathBuf,
-    pub run_dir: PathBuf,
-    pub pg_port: u16,
-    pub pg_listen: String,
     pub api_addr: SocketAddr,
-    pub member_name: String,
+    pub api_token: ApiToken,
+    /// This member's Postgres.
+    pub member: MemberSettings,
+    /// How to make the data directory when it is empty.
     pub bootstrap: BootstrapMode,
-    pub primary: Option<PgAddress>,
-    pub pg_bin_dir: Option<PathBuf>,
-    pub ready_max_lag_bytes: u64,
-    pub max_slot_wal_keep_size: String,
-    pub stop_timeout: std::time::Duration,
-    pub start_timeout: std::time::Duration,
-    pub isolation_lease: Option<std::time::Duration>,
-    pub secrets: Secrets,
-    /// WAL archiving, when `--archive-url` is set.
-    pub archive: Option<ArchiveSetup>,
-    /// What `--bootstrap restore` restores.
-    pub restore: Option<crate::restore::RestoreSpec>,
 }
 
 impl Config {
     /// Checks every setting and reads the secret files; any problem is a clear error.
     pub fn from_args(args: RunArgs) -> anyhow::Result<Self> {
         validate_member_name(&args.member_name).context("check --member-name")?;
-        if args.bootstrap == BootstrapMode::Standby && args.primary.is_none() {
+        if args.bootstrap == BootstrapKind::Standby && args.primary.is_none() {
             bail!("--bootstrap standby needs --primary HOST:PORT");
         }
         if args.pg_port == 0 {
@@ -215,8 +203,8 @@ impl Config {
                 socket.display()
             );
         }
-        let secrets = Secrets {
-            api_token: read_secret(&args.token_file, "--token-file")?,
+        let api_token = ApiToken(read_secret(&args.token_file, "--token-file")?);
+        let secrets = Passwords {
             superuser_password: read_secret(
                 &args.superuser_password_file,
                 "--superuser-password-file",
@@ -226,7 +214,7 @@ impl Config {
                 "--replication-password-file",
             )?,
         };
-        if secrets.api_token.len() < 16 {
+        if api_token.0.len() < 16 {
             bail!("the API token in --token-file must be at least 16 characters");
         }
         let archive = match args.archive_url.clone() {
@@ -252,51 +240,53 @@ impl Config {
                 Some(ArchiveSetup { settings, exe })
             }
         };
-        let restore = restore_spec(&args, archive.as_ref())?;
+        let bootstrap = bootstrap_mode(&args, archive.as_ref())?;
         Ok(Config {
-            data_dir,
-            run_dir,
-            pg_port: args.pg_port,
-            pg_listen: args.pg_listen,
             api_addr: args.api_addr,
-            member_name: args.member_name,
-            bootstrap: args.bootstrap,
-            primary: args.primary,
-            pg_bin_dir: args.pg_bin_dir,
-            ready_max_lag_bytes: args.ready_max_lag_bytes,
-            max_slot_wal_keep_size: args.max_slot_wal_keep_size,
-            stop_timeout: std::time::Duration::from_secs(args.stop_timeout_secs),
-            start_timeout: std::time::Duration::from_secs(args.start_timeout_secs),
-            isolation_lease: (args.isolation_lease_secs > 0)
-                .then(|| std::time::Duration::from_secs(args.isolation_lease_secs)),
-            secrets,
-            archive,
-            restore,
+            api_token,
+            member: MemberSettings {
+                data_dir,
+                run_dir,
+                pg_port: args.pg_port,
+                pg_listen: args.pg_listen,
+                member_name: args.member_name,
+                pg_bin_dir: args.pg_bin_dir,
+                ready_max_lag_bytes: args.ready_max_lag_bytes,
+                max_slot_wal_keep_size: args.max_slot_wal_keep_size,
+                stop_timeout: std::time::Duration::from_secs(args.stop_timeout_secs),
+                start_timeout: std::time::Duration::from_secs(args.start_timeout_secs),
+                isolation_lease: (args.isolation_lease_secs > 0)
+                    .then(|| std::time::Duration::from_secs(args.isolation_lease_secs)),
+                secrets,
+                archive,
+            },
+            bootstrap,
         })
-    }
-
-    /// The replication slot this member streams through.
-    pub fn slot_name(&self) -> String {
-        toygres_common::names::slot_name_for_member(&self.member_name)
     }
 }
 
-/// The restore `--bootstrap restore` performs, checked; `None` for the other modes.
-fn restore_spec(
-    args: &RunArgs,
-    archive: Option<&ArchiveSetup>,
-) -> anyhow::Result<Option<crate::restore::RestoreSpec>> {
+/// How `--bootstrap` makes the data directory, checked: the primary to copy, or the restore
+/// (`--restore-*`, `--recovery-target-*`) to perform.
+fn bootstrap_mode(args: &RunArgs, archive: Option<&ArchiveSetup>) -> anyhow::Result<BootstrapMode> {
     let target = crate::restore::RecoveryTarget::from_flags(
         args.recovery_target_time.as_deref(),
         args.recovery_target_lsn.as_deref(),
         args.recovery_target_xid.as_deref(),
         args.recovery_target_name.as_deref(),
     )?;
-    if args.bootstrap != BootstrapMode::Restore {
+    if args.bootstrap != BootstrapKind::Restore {
         if target.is_some() || args.restore_instance.is_some() || args.restore_backup_id.is_some() {
             bail!("--restore-* and --recovery-target-* apply only to --bootstrap restore");
         }
-        return Ok(None);
+        return Ok(match (args.bootstrap, &args.primary) {
+            (BootstrapKind::Standby, Some(primary)) => BootstrapMode::Standby {
+                primary: primary.clone(),
+            },
+            (BootstrapKind::Standby, None) => {
+                bail!("--bootstrap standby needs --primary HOST:PORT")
+            }
+            _ => BootstrapMode::Init,
+        });
     }
     let url = match (&args.restore_from, archive) {
         (Some(url), _) => url.clone(),
@@ -318,7 +308,7 @@ fn restore_spec(
     if let Some(id) = &args.restore_backup_id {
         crate::backup::check_id(id).context("check --restore-backup-id")?;
     }
-    Ok(Some(crate::restore::RestoreSpec {
+    Ok(BootstrapMode::Restore(crate::restore::RestoreSpec {
         url,
         instance,
         backup_id: args.restore_backup_id.clone(),
@@ -396,11 +386,11 @@ mod tests {
     fn secrets_are_read_from_files_and_redacted() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Config::from_args(args(dir.path(), &[])).unwrap();
-        assert_eq!(cfg.secrets.superuser_password, "pw1");
-        assert_eq!(cfg.secrets.replication_password, "pw2");
+        assert_eq!(cfg.member.secrets.superuser_password, "pw1");
+        assert_eq!(cfg.member.secrets.replication_password, "pw2");
         assert!(!format!("{cfg:?}").contains("pw1"));
-        assert_eq!(cfg.run_dir, dir.path().join("data.run"));
-        assert_eq!(cfg.slot_name(), "db_0");
+        assert_eq!(cfg.member.run_dir, dir.path().join("data.run"));
+        assert_eq!(cfg.member.slot_name(), "db_0");
     }
 
     #[test]
@@ -415,6 +405,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(Config::from_args(args(dir.path(), &[]))
             .unwrap()
+            .member
             .archive
             .is_none());
         let cfg = Config::from_args(args(
@@ -422,7 +413,7 @@ mod tests {
             &["--archive-url=s3://bucket/p", "--wal-compression=none"],
         ))
         .unwrap();
-        let archive = cfg.archive.unwrap();
+        let archive = cfg.member.archive.unwrap();
         assert_eq!(archive.settings.instance, "db");
         assert_eq!(archive.settings.compression, Compression::None);
         assert_eq!(archive.settings.concurrency, 4);
@@ -436,7 +427,7 @@ mod tests {
             &["--archive-url=file:///tmp/x", "--instance-name=other"],
         ))
         .unwrap();
-        assert_eq!(cfg.archive.unwrap().settings.instance, "other");
+        assert_eq!(cfg.member.archive.unwrap().settings.instance, "other");
     }
 
     #[test]
@@ -490,7 +481,9 @@ mod tests {
             ],
         ))
         .unwrap();
-        let spec = cfg.restore.unwrap();
+        let BootstrapMode::Restore(spec) = cfg.bootstrap else {
+            panic!("not a restore: {:?}", cfg.bootstrap)
+        };
         assert_eq!(spec.url.to_string(), "file:///tmp/store");
         assert_eq!(spec.instance, "db");
         assert_eq!(spec.action, TargetAction::Pause);

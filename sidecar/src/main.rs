@@ -3,9 +3,10 @@
 mod api;
 mod archive;
 mod backup;
+mod bootstrap;
 mod config;
-mod metrics;
 mod objstore;
+mod owned;
 mod postgres;
 mod restore;
 
@@ -75,14 +76,19 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: config::RunArgs) -> anyhow::Result<()> {
-    let cfg = config::Config::from_args(args)?;
-    let socket = std::net::TcpListener::bind(cfg.api_addr)
-        .with_context(|| format!("listen on {}", cfg.api_addr))?;
+    let config::Config {
+        api_addr,
+        api_token,
+        member: settings,
+        bootstrap,
+    } = config::Config::from_args(args)?;
+    let socket =
+        std::net::TcpListener::bind(api_addr).with_context(|| format!("listen on {api_addr}"))?;
     socket
         .set_nonblocking(true)
         .context("make the API socket non-blocking")?;
-    let token: Arc<str> = cfg.secrets.api_token.clone().into();
-    tracing::info!(member = %cfg.member_name, data_dir = %cfg.data_dir.display(), addr = %socket.local_addr()?, "starting");
+    let token: Arc<str> = api_token.0.into();
+    tracing::info!(member = %settings.member_name, data_dir = %settings.data_dir.display(), addr = %socket.local_addr()?, "starting");
 
     // Until Postgres is bootstrapped and started, a minimal API answers on the same socket:
     // liveness succeeds (a long pg_basebackup must not get the pod killed), the rest is 503.
@@ -98,7 +104,7 @@ async fn run(args: config::RunArgs) -> anyhow::Result<()> {
     });
     let mut stop = Box::pin(shutdown_signal());
     let member = tokio::select! {
-        member = postgres::Member::open(cfg) => member?,
+        member = bootstrap::open_member(settings, &bootstrap) => member?,
         _ = &mut stop => {
             tracing::info!("stop requested while starting");
             return Ok(());
@@ -112,7 +118,7 @@ async fn run(args: config::RunArgs) -> anyhow::Result<()> {
     let state = api::AppState {
         member: member.clone(),
         token,
-        api_metrics: Arc::new(metrics::ApiMetrics::default()),
+        api_metrics: Arc::new(api::requests::ApiMetrics::default()),
     };
     tracing::info!("API serving");
     axum::serve(tokio::net::TcpListener::from_std(socket)?, api::app(state))

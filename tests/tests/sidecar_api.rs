@@ -280,6 +280,16 @@ async fn metrics_pass_promtool_and_cover_primary_and_standby() {
     let _ = reqwest::get(format!("{}/v1/status", primary.api_url()))
         .await
         .unwrap();
+    // Made-up methods are counted as "other", never as label values of their own (issue 14).
+    let http = reqwest::Client::new();
+    for n in 0..20 {
+        let method = reqwest::Method::from_bytes(format!("MADEUP{n}").as_bytes()).unwrap();
+        let _ = http
+            .request(method, format!("{}/healthz", primary.api_url()))
+            .send()
+            .await
+            .unwrap();
+    }
 
     for (s, role) in [(&primary, "primary"), (&standby, "standby")] {
         let text = reqwest::get(format!("{}/metrics", s.api_url()))
@@ -312,6 +322,11 @@ async fn metrics_pass_promtool_and_cover_primary_and_standby() {
             assert!(text.contains("toygres_standbys_connected 1"), "{text}");
             assert!(
                 text.contains("toygres_sidecar_api_requests_total{method=\"GET\",route=\"/v1/status\",status=\"401\"} 1"),
+                "{text}"
+            );
+            assert!(!text.contains("MADEUP"), "{text}");
+            assert!(
+                text.contains("toygres_sidecar_api_requests_total{method=\"other\","),
                 "{text}"
             );
         } else {

@@ -1,10 +1,10 @@
-//! The API's errors: each case maps to an HTTP status and a machine-readable code; internal
-//! detail is logged here, once, and not sent to the client.
+//! The API's errors: each case maps to an HTTP status and a machine-readable code, answered in
+//! the one error shape both Toygres APIs use (`toygres_common::http_api::ApiError`); internal
+//! detail is logged, once, and not sent to the client.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use toygres_common::ErrorBody;
+use toygres_common::http_api;
 
 use crate::cms::CmsError;
 
@@ -89,23 +89,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let message = match &self {
+        let answer = match &self {
             ApiError::CmsUnavailable(e) => {
                 tracing::warn!("answering 503: the CMS is unavailable: {e}");
-                "the CMS database is unavailable".to_string()
+                http_api::ApiError::new(status, code, "the CMS database is unavailable")
             }
             ApiError::Internal(e) => {
-                tracing::error!("answering 500: {e:#}");
-                "internal error; see the controller's log".to_string()
+                http_api::ApiError::new(status, code, "internal error; see the controller's log")
+                    .with_logged_detail(format!("{e:#}"))
             }
-            other => other.to_string(),
+            other => http_api::ApiError::new(status, code, other.to_string()),
         };
-        let mut response = (status, Json(ErrorBody::new(code, message))).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        response
+        answer.into_response()
     }
 }

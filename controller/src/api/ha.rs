@@ -11,11 +11,12 @@ use toygres_common::controller_api::{
 };
 use toygres_common::names::validate_instance_name;
 
-use super::openapi::ErrorResponse;
+use toygres_common::ErrorBody;
+
 use super::{ApiError, ApiState};
 
 /// `POST /v1/instances/{name}/switchover`.
-#[utoipa::path(post, path = "/v1/instances/{name}/switchover", tag = "ha", params(("name" = String, Path, description = "Instance name")), request_body = SwitchoverRequest, responses((status = 202, description = "Queued on the instance's actor; its progress shows the switchover's state", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Missing or wrong token", body = ErrorResponse), (status = 404, description = "No such instance or member", body = ErrorResponse), (status = 409, description = "Not running, no standby, or the target is the primary", body = ErrorResponse)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/instances/{name}/switchover", tag = "ha", params(("name" = String, Path, description = "Instance name")), request_body = SwitchoverRequest, responses((status = 202, description = "Queued on the instance's actor; its progress shows the switchover's state", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance or member", body = ErrorBody), (status = 409, description = "Not running, no standby, or the target is the primary", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn switchover(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -28,7 +29,7 @@ pub async fn switchover(
 }
 
 /// `POST /v1/instances/{name}/failover`.
-#[utoipa::path(post, path = "/v1/instances/{name}/failover", tag = "ha", params(("name" = String, Path, description = "Instance name")), request_body = FailoverRequest, responses((status = 202, description = "Queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Missing or wrong token", body = ErrorResponse), (status = 404, description = "No such instance or member", body = ErrorResponse), (status = 409, description = "The primary is healthy (use force), or the instance is not running", body = ErrorResponse)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/instances/{name}/failover", tag = "ha", params(("name" = String, Path, description = "Instance name")), request_body = FailoverRequest, responses((status = 202, description = "Queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance or member", body = ErrorBody), (status = 409, description = "The primary is healthy (use force), or the instance is not running", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn failover(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -41,7 +42,7 @@ pub async fn failover(
 }
 
 /// `GET /v1/instances/{name}/ha`.
-#[utoipa::path(get, path = "/v1/instances/{name}/ha", tag = "ha", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "The HA settings", body = HaSettings), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Missing or wrong token", body = ErrorResponse), (status = 404, description = "No such instance", body = ErrorResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/instances/{name}/ha", tag = "ha", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "The HA settings", body = HaSettings), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get_settings(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -51,7 +52,7 @@ pub async fn get_settings(
 }
 
 /// `PUT /v1/instances/{name}/ha`: the fields given change, the others stay.
-#[utoipa::path(put, path = "/v1/instances/{name}/ha", tag = "ha", params(("name" = String, Path, description = "Instance name")), request_body = HaSettingsPatch, responses((status = 200, description = "The new HA settings", body = HaSettings), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Missing or wrong token", body = ErrorResponse), (status = 404, description = "No such instance", body = ErrorResponse)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/instances/{name}/ha", tag = "ha", params(("name" = String, Path, description = "Instance name")), request_body = HaSettingsPatch, responses((status = 200, description = "The new HA settings", body = HaSettings), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn set_settings(
     State(state): State<ApiState>,
     Path(name): Path<String>,

@@ -11,20 +11,21 @@ use toygres_common::controller_api::{
 };
 use toygres_common::names::validate_instance_name;
 
-use super::openapi::ErrorResponse;
+use toygres_common::ErrorBody;
+
 use super::types::InstanceList;
 use super::{ApiError, ApiState};
 use crate::platform::SecretRefs;
 
 /// `GET /v1/instances`.
-#[utoipa::path(get, path = "/v1/instances", tag = "instances", responses((status = 200, description = "The live instances", body = InstanceList), (status = 401, description = "Missing or wrong token", body = ErrorResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/instances", tag = "instances", responses((status = 200, description = "The live instances", body = InstanceList), (status = 401, description = "Missing or wrong token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list(State(state): State<ApiState>) -> Result<Json<InstanceList>, ApiError> {
     let instances = state.cms.list_instances().await?;
     Ok(Json(InstanceList { instances }))
 }
 
 /// `POST /v1/instances`.
-#[utoipa::path(post, path = "/v1/instances", tag = "instances", request_body = CreateInstanceRequest, responses((status = 202, description = "Creation started", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Missing or wrong token", body = ErrorResponse), (status = 409, description = "The instance exists", body = ErrorResponse)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/instances", tag = "instances", request_body = CreateInstanceRequest, responses((status = 202, description = "Creation started", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 409, description = "The instance exists", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn create(
     State(state): State<ApiState>,
     body: Result<Json<CreateInstanceRequest>, JsonRejection>,
@@ -37,7 +38,7 @@ pub async fn create(
 }
 
 /// `GET /v1/instances/{name}`.
-#[utoipa::path(get, path = "/v1/instances/{name}", tag = "instances", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "The instance", body = InstanceDetail), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Missing or wrong token", body = ErrorResponse), (status = 404, description = "No such instance", body = ErrorResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/instances/{name}", tag = "instances", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "The instance", body = InstanceDetail), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -75,7 +76,7 @@ pub async fn get(
 }
 
 /// `DELETE /v1/instances/{name}[?keep_data=true]`.
-#[utoipa::path(delete, path = "/v1/instances/{name}", tag = "instances", params(("name" = String, Path, description = "Instance name"), ("keep_data" = Option<bool>, Query, description = "Keep the members' data")), responses((status = 202, description = "Deletion started", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Missing or wrong token", body = ErrorResponse), (status = 404, description = "No such instance", body = ErrorResponse), (status = 409, description = "Another operation runs", body = ErrorResponse)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/instances/{name}", tag = "instances", params(("name" = String, Path, description = "Instance name"), ("keep_data" = Option<bool>, Query, description = "Keep the members' data")), responses((status = 202, description = "Deletion started", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Another operation runs", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -89,7 +90,7 @@ pub async fn delete(
 }
 
 /// `GET /v1/instances/{name}/events`: the newest 200, oldest first.
-#[utoipa::path(get, path = "/v1/instances/{name}/events", tag = "instances", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "The newest events, oldest first", body = EventList), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Missing or wrong token", body = ErrorResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/instances/{name}/events", tag = "instances", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "The newest events, oldest first", body = EventList), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn events(
     State(state): State<ApiState>,
     Path(name): Path<String>,

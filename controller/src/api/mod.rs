@@ -3,7 +3,6 @@
 //! `/healthz` and `/metrics` answer without authentication; everything under `/v1` requires the
 //! bearer token. Every non-2xx answer is an [`ErrorBody`](toygres_common::ErrorBody).
 
-mod auth;
 mod backups;
 pub mod error;
 mod ha;
@@ -13,9 +12,9 @@ mod metrics;
 pub mod openapi;
 mod operations;
 mod replicas;
+mod state;
 pub mod types;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::Request;
@@ -25,47 +24,10 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::cms::Cms;
-use crate::engine::Engine;
-use crate::metrics::ControllerMetrics;
-use crate::platform::Platform;
-use crate::token::ApiToken;
+use toygres_common::http_api::{require_bearer, BearerAuth};
 
 pub use error::ApiError;
-
-/// What every handler can reach.
-#[derive(Debug, Clone)]
-pub struct ApiState {
-    pub cms: Arc<Cms>,
-    pub token: Arc<ApiToken>,
-    /// The durable engine; `None` answers the routes that start operations with 503.
-    pub engine: Option<Arc<Engine>>,
-    /// The platform, to point at credentials.
-    pub platform: Option<Arc<dyn Platform>>,
-    pub metrics: Arc<ControllerMetrics>,
-    /// The host clients reach the endpoints on.
-    pub endpoint_host: String,
-}
-
-impl ApiState {
-    /// State without an engine or platform (tests, and the CMS-only routes).
-    pub fn new(cms: Arc<Cms>, token: Arc<ApiToken>) -> Self {
-        Self {
-            cms,
-            token,
-            engine: None,
-            platform: None,
-            metrics: Arc::new(ControllerMetrics::default()),
-            endpoint_host: "127.0.0.1".into(),
-        }
-    }
-
-    fn engine(&self) -> Result<&Arc<Engine>, ApiError> {
-        self.engine
-            .as_ref()
-            .ok_or_else(|| ApiError::Unavailable("the orchestration engine is not running".into()))
-    }
-}
+pub use state::ApiState;
 
 /// The API's router.
 pub fn app(state: ApiState) -> Router {
@@ -101,8 +63,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/operations/{id}", get(operations::get))
         .route("/v1/openapi.json", get(openapi::document))
         .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
+            BearerAuth::new(state.token.expose()),
+            require_bearer,
         ));
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -146,7 +108,11 @@ mod tests {
     use tower::ServiceExt as _;
     use toygres_common::ErrorBody;
 
+    use std::sync::Arc;
+
     use super::*;
+    use crate::cms::Cms;
+    use crate::token::ApiToken;
 
     /// A router whose CMS cannot be reached: a socket directory with no Postgres in it.
     fn unreachable_cms_app() -> (Router, tempfile::TempDir) {

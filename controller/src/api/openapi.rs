@@ -3,27 +3,11 @@
 
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use toygres_common::backup_api::*;
 use toygres_common::controller_api::*;
-
-/// The shape of every error answer (`toygres_common::ErrorBody`).
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorResponse {
-    error: ErrorResponseDetail,
-}
-
-/// What went wrong.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorResponseDetail {
-    /// Machine-readable: `invalid_request`, `unauthorized`, `not_found`, `conflict`, …
-    code: String,
-    /// For a person.
-    message: String,
-}
+use toygres_common::{ErrorBody, ErrorDetail};
 
 struct BearerAuth;
 
@@ -60,7 +44,7 @@ impl Modify for BearerAuth {
         super::backups::get,
     ),
     components(schemas(
-        ErrorResponse, ErrorResponseDetail, CreateInstanceRequest, OperationAccepted, Operation,
+        ErrorBody, ErrorDetail, CreateInstanceRequest, OperationAccepted, Operation,
         Progress, InstanceSummary, InstanceList, InstanceDetail, MemberView, ConnectionInfo,
         EventList, Event, AddReplicaRequest, ReplicationStatus, SwitchoverRequest,
         FailoverRequest, HaSettings, HaSettingsPatch, SyncModeSetting, Handover,
@@ -106,5 +90,15 @@ mod tests {
             "bearer"
         );
         assert!(json["components"]["schemas"]["InstanceDetail"].is_object());
+        // The error shape keeps its name, now that it is common's ErrorBody.
+        assert!(json["components"]["schemas"]["ErrorResponse"]["properties"]["error"].is_object());
+        assert!(
+            json["components"]["schemas"]["ErrorResponseDetail"]["properties"]["code"].is_object()
+        );
+        assert_eq!(
+            json["paths"]["/v1/instances"]["post"]["responses"]["400"]["content"]
+                ["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErrorResponse"
+        );
     }
 }

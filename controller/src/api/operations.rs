@@ -5,10 +5,11 @@ use axum::extract::{Path, State};
 use axum::Json;
 use toygres_common::controller_api::Operation;
 
-use super::openapi::ErrorResponse;
+use toygres_common::ErrorBody;
+
 use super::{ApiError, ApiState};
 
-#[utoipa::path(get, path = "/v1/operations/{id}", tag = "operations", params(("id" = String, Path, description = "Operation id")), responses((status = 200, description = "The operation and its progress", body = Operation), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Missing or wrong token", body = ErrorResponse), (status = 404, description = "No such operation", body = ErrorResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/operations/{id}", tag = "operations", params(("id" = String, Path, description = "Operation id")), responses((status = 200, description = "The operation and its progress", body = Operation), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such operation", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get(
     State(state): State<ApiState>,
     Path(id): Path<String>,

@@ -10,11 +10,12 @@ use toygres_common::controller_api::{
 };
 use toygres_common::names::validate_instance_name;
 
-use super::openapi::ErrorResponse;
+use toygres_common::ErrorBody;
+
 use super::{ApiError, ApiState};
 
 /// `GET /v1/instances/{name}/replicas`.
-#[utoipa::path(get, path = "/v1/instances/{name}/replicas", tag = "replicas", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "Members and replication", body = ReplicationStatus), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Missing or wrong token", body = ErrorResponse), (status = 404, description = "No such instance", body = ErrorResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/instances/{name}/replicas", tag = "replicas", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "Members and replication", body = ReplicationStatus), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn status(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -38,7 +39,7 @@ pub async fn status(
 }
 
 /// `POST /v1/instances/{name}/replicas`.
-#[utoipa::path(post, path = "/v1/instances/{name}/replicas", tag = "replicas", params(("name" = String, Path, description = "Instance name")), request_body = AddReplicaRequest, responses((status = 202, description = "Queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Missing or wrong token", body = ErrorResponse), (status = 404, description = "No such instance", body = ErrorResponse), (status = 409, description = "Not running, or at the replica limit", body = ErrorResponse)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/instances/{name}/replicas", tag = "replicas", params(("name" = String, Path, description = "Instance name")), request_body = AddReplicaRequest, responses((status = 202, description = "Queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Not running, or at the replica limit", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn add(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -51,7 +52,7 @@ pub async fn add(
 }
 
 /// `DELETE /v1/instances/{name}/replicas/{member}[?keep_data=true]`.
-#[utoipa::path(delete, path = "/v1/instances/{name}/replicas/{member}", tag = "replicas", params(("name" = String, Path, description = "Instance name"), ("member" = String, Path, description = "The standby"), ("keep_data" = Option<bool>, Query, description = "Keep its data")), responses((status = 202, description = "Queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Missing or wrong token", body = ErrorResponse), (status = 404, description = "No such member", body = ErrorResponse), (status = 409, description = "The primary, or the last sync standby", body = ErrorResponse)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/instances/{name}/replicas/{member}", tag = "replicas", params(("name" = String, Path, description = "Instance name"), ("member" = String, Path, description = "The standby"), ("keep_data" = Option<bool>, Query, description = "Keep its data")), responses((status = 202, description = "Queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such member", body = ErrorBody), (status = 409, description = "The primary, or the last sync standby", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<ApiState>,
     Path((name, member)): Path<(String, String)>,

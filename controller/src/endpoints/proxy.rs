@@ -576,14 +576,14 @@ mod tests {
 
     /// Polls until `n` rw connections are open (accepted and parked or forwarded).
     async fn eventually_active(proxy: &InstanceProxy, n: u64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while proxy.stats(EndpointRole::Rw).active < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no parked connection"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        toygres_common::poll::poll_until(
+            "a parked connection",
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+            || std::future::ready((proxy.stats(EndpointRole::Rw).active >= n).then_some(())),
+        )
+        .await
+        .expect("no parked connection");
     }
 
     #[tokio::test]

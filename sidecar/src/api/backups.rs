@@ -13,7 +13,7 @@ use toygres_common::sidecar_api::{
 
 use super::error::ApiError;
 use super::lifecycle::detached;
-use super::AppState;
+use super::state::AppState;
 use crate::backup::{self, base, logical, retention, stats, verify};
 use crate::postgres::OpError;
 

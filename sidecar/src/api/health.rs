@@ -7,7 +7,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use toygres_common::sidecar_api::Role;
 
-use super::AppState;
+use super::state::AppState;
 
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))

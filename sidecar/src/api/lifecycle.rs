@@ -11,7 +11,7 @@ use toygres_common::sidecar_api::{
 };
 
 use super::error::ApiError;
-use super::AppState;
+use super::state::AppState;
 use crate::postgres::OpError;
 
 /// Runs an operation to completion even if the request is dropped.

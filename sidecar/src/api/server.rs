@@ -1,26 +1,16 @@
 //! Builds the router: open probes and metrics, token-protected `/v1` routes, request counting.
 
-use std::sync::Arc;
-
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware;
 use axum::routing::{get, post, put};
 use axum::Router;
 
-use super::error::ApiError;
-use super::{auth, backups, health, lifecycle, settings};
-use crate::metrics::{self, ApiMetrics};
-use crate::postgres::Member;
+use toygres_common::exposition::{self, Exposition};
+use toygres_common::http_api::{require_bearer, BearerAuth};
 
-/// What every handler can reach.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    pub member: Arc<Member>,
-    pub token: Arc<str>,
-    pub api_metrics: Arc<ApiMetrics>,
-}
+use super::error::ApiError;
+use super::state::AppState;
+use super::{auth, backups, health, lifecycle, metrics, requests, settings};
 
 /// The whole API.
 pub fn app(state: AppState) -> Router {
@@ -46,7 +36,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/restores/logical", post(backups::restore_logical))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::require_token,
+            auth::note_controller_contact,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            BearerAuth::new(state.token.clone()),
+            require_bearer,
         ));
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -55,8 +49,8 @@ pub fn app(state: AppState) -> Router {
         .merge(protected)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
+            state.api_metrics.clone(),
+            requests::count_requests,
         ))
         .with_state(state)
 }
@@ -72,13 +66,15 @@ pub fn starting_app() -> Router {
         .route(
             "/metrics",
             get(|| async {
+                let x = Exposition::default();
+                x.gauge(
+                    "toygres_pg_up",
+                    "Whether Postgres accepts connections.",
+                    0.0,
+                );
                 (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    "# HELP toygres_pg_up Whether Postgres accepts connections.\n\
-                     # TYPE toygres_pg_up gauge\ntoygres_pg_up 0\n",
+                    [(axum::http::header::CONTENT_TYPE, exposition::CONTENT_TYPE)],
+                    x.text(),
                 )
             }),
         )
@@ -93,19 +89,4 @@ pub fn starting_app() -> Router {
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
-}
-
-/// Counts requests by route and status for `/metrics`.
-async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_string();
-    let response = next.run(req).await.into_response();
-    state
-        .api_metrics
-        .record(&method, &route, response.status().as_u16());
-    response
 }

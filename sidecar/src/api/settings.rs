@@ -9,7 +9,7 @@ use toygres_common::sidecar_api::{
 
 use super::error::ApiError;
 use super::lifecycle::detached;
-use super::AppState;
+use super::state::AppState;
 
 pub async fn get_parameters(State(state): State<AppState>) -> Result<Json<Parameters>, ApiError> {
     Ok(Json(state.member.parameters().await?))

@@ -96,7 +96,7 @@ impl WalFetcher {
     pub async fn fetch(&self, name: &str, dest: &Path) -> anyhow::Result<Fetched> {
         let name = WalFileName::parse(name)?;
         let prefetch_dir = self.settings.prefetch_dir();
-        let windowed = window_marker(&self.settings).exists();
+        let windowed = self.settings.window_marker().exists();
         if windowed && matches!(name.kind(), WalFileKind::Segment { .. }) {
             // Best effort: the window follows what replay asks for.
             let _ = write_atomically(&last_request(&self.settings), name.as_str().as_bytes());
@@ -181,15 +181,10 @@ fn last_request(settings: &ArchiveSettings) -> PathBuf {
     settings.state_dir.join("last-request")
 }
 
-/// Present while a [`keep_prefetch_window`] runs for these settings.
-pub fn window_marker(settings: &ArchiveSettings) -> PathBuf {
-    settings.state_dir.join("window-active")
-}
-
 /// Keeps the `ahead` segments that follow the one Postgres last asked for downloaded into the
 /// prefetch directory, at most `parallel` downloads at a time, handing each file to the
 /// Postgres OS user (`bins`). Runs until its task is aborted; the caller then removes
-/// [`window_marker`]. A segment the archive does not hold is tried again after a second (the
+/// [`ArchiveSettings::window_marker`]. A segment the archive does not hold is tried again after a second (the
 /// end of the archive, usually, which a live source may still extend).
 pub async fn keep_prefetch_window(
     fetcher: WalFetcher,
@@ -198,7 +193,7 @@ pub async fn keep_prefetch_window(
     bins: toygres_common::pg_exec::PgBinaries,
 ) {
     let settings = &fetcher.settings;
-    if let Err(e) = std::fs::write(window_marker(settings), b"") {
+    if let Err(e) = std::fs::write(settings.window_marker(), b"") {
         tracing::warn!("start the WAL prefetch window: {e:#}");
         return;
     }
@@ -397,24 +392,28 @@ mod tests {
             run_as: None,
         };
         let window = tokio::spawn(keep_prefetch_window(fetcher.clone(), 4, 2, bins));
-        let marker = window_marker(&fetcher.settings);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !marker.exists() {
-            assert!(Instant::now() < deadline, "the window did not start");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let marker = fetcher.settings.window_marker();
+        toygres_common::poll::poll_until(
+            "the window starts",
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+            || std::future::ready(marker.exists().then_some(())),
+        )
+        .await
+        .expect("the window did not start");
         assert_eq!(
             fetcher.fetch(&segment(5), &dest).await.unwrap(),
             Fetched::Missing
         );
         let prefetched = |n: u32| fetcher.settings.prefetch_dir().join(segment(n)).exists();
-        while !(prefetched(6) && prefetched(7)) {
-            assert!(
-                Instant::now() < deadline,
-                "the window fetched nothing ahead"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        toygres_common::poll::poll_until(
+            "the window fetches ahead",
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+            || std::future::ready((prefetched(6) && prefetched(7)).then_some(())),
+        )
+        .await
+        .expect("the window fetched nothing ahead");
         for n in 6..=7u32 {
             assert_eq!(
                 fetcher.fetch(&segment(n), &dest).await.unwrap(),

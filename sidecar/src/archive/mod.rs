@@ -195,6 +195,11 @@ impl ArchiveSettings {
     pub fn prefetch_dir(&self) -> PathBuf {
         self.state_dir.join("prefetch")
     }
+
+    /// Present while a [`fetch::keep_prefetch_window`] runs for these settings.
+    pub fn window_marker(&self) -> PathBuf {
+        self.state_dir.join("window-active")
+    }
 }
 
 /// `toygres-sidecar wal-push`: Postgres's `archive_command`.
@@ -274,7 +279,7 @@ impl ArchiveSetup {
     pub fn write_files(&self, bins: &toygres_common::pg_exec::PgBinaries) -> anyhow::Result<()> {
         let s = &self.settings;
         for dir in [s.state_dir.clone(), s.pushed_dir(), s.prefetch_dir()] {
-            crate::postgres::files::ensure_private_dir(bins, &dir)?;
+            crate::owned::ensure_private_dir(bins, &dir)?;
         }
         // WAL prefetched for an earlier run may belong to a timeline this one never replays:
         // start with an empty prefetch directory so it cannot pile up.
@@ -284,7 +289,7 @@ impl ArchiveSetup {
             }
         }
         // Nor a prefetch window's marker that a crash left behind: no window runs yet.
-        let _ = std::fs::remove_file(fetch::window_marker(s));
+        let _ = std::fs::remove_file(s.window_marker());
         // A local store directory the sidecar creates belongs to the Postgres OS user, who runs
         // wal-push; an existing one is left as its owner set it up.
         if let toygres_common::store_url::StoreLocation::File { root } = &s.url.location {
@@ -305,7 +310,7 @@ impl ArchiveSetup {
             }
         }
         let json = serde_json::to_vec_pretty(s).context("serialize the archive settings")?;
-        crate::postgres::files::write_file(bins, &s.config_file(), &json, 0o600)
+        crate::owned::write_file(bins, &s.config_file(), &json, 0o600)
     }
 }
 

@@ -11,7 +11,7 @@ use toygres_common::sidecar_api::{BackupKind, BackupManifest, BackupObject};
 
 use super::stream::command_to_store;
 use super::tar::{CaptureFiles, TarReader};
-use super::{clock, Catalog};
+use super::{clock, require_archive, require_running, Catalog};
 use crate::archive::ArchiveSetup;
 use crate::objstore::{PutOutcome, Store};
 use crate::postgres::{Member, OpError};
@@ -102,23 +102,6 @@ async fn next_xid(member: &Member) -> Option<u64> {
         .await
         .ok()?;
     row.get::<_, String>(0).parse().ok()
-}
-
-/// Refuses a backup when there is nowhere to put it or nothing to copy.
-pub fn require_archive(member: &Member) -> Result<&ArchiveSetup, OpError> {
-    member.cfg.archive.as_ref().ok_or_else(|| {
-        OpError::Conflict(
-            "no object store is configured (--archive-url): nowhere to back up to".into(),
-        )
-    })
-}
-
-/// Refuses when Postgres is not running.
-pub fn require_running(member: &Member) -> Result<(), OpError> {
-    if member.pid().is_none() {
-        return Err(OpError::Conflict("postgres is not running".into()));
-    }
-    Ok(())
 }
 
 /// Takes a base backup into the archive store; returns its manifest once it is complete.

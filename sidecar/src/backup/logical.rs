@@ -12,9 +12,8 @@ use toygres_common::sidecar_api::{
     BackupKind, BackupManifest, BackupObject, LogicalRestoreRequest,
 };
 
-use super::base::{require_archive, require_running};
 use super::stream::{command_to_store, store_to_writer};
-use super::{catalog_of, check_database_name, check_id, clock};
+use super::{catalog_of, check_database_name, check_id, clock, require_archive, require_running};
 use crate::archive::Compression;
 use crate::postgres::{Member, OpError};
 

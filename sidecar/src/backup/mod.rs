@@ -31,7 +31,9 @@ use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use toygres_common::sidecar_api::{BackupKind, BackupManifest};
 
+use crate::archive::ArchiveSetup;
 use crate::objstore::{PutOutcome, Store};
+use crate::postgres::{Member, OpError};
 
 /// Manifests [`Catalog::list`] reads at a time.
 const MANIFEST_READS: usize = 16;
@@ -215,10 +217,27 @@ impl Catalog {
 }
 
 /// The catalog of this member's instance in its archive store; 409 without one.
-pub fn catalog_of(member: &crate::postgres::Member) -> Result<Catalog, crate::postgres::OpError> {
-    let archive = base::require_archive(member)?;
+pub fn catalog_of(member: &Member) -> Result<Catalog, OpError> {
+    let archive = require_archive(member)?;
     let store = Store::open(&archive.settings.url)?;
     Ok(Catalog::new(store, &archive.settings.instance))
+}
+
+/// Refuses a backup when there is nowhere to put it or nothing to copy.
+pub fn require_archive(member: &Member) -> Result<&ArchiveSetup, OpError> {
+    member.cfg.archive.as_ref().ok_or_else(|| {
+        OpError::Conflict(
+            "no object store is configured (--archive-url): nowhere to back up to".into(),
+        )
+    })
+}
+
+/// Refuses when Postgres is not running.
+pub fn require_running(member: &Member) -> Result<(), OpError> {
+    if member.pid().is_none() {
+        return Err(OpError::Conflict("postgres is not running".into()));
+    }
+    Ok(())
 }
 
 fn kind_rank(kind: BackupKind) -> u8 {

@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use toygres_common::poll::{poll, Attempt, PollError};
 use toygres_common::sidecar_api::{BackupKind, VerifyResponse};
 
 use super::catalog_of;
+use crate::owned;
 use crate::postgres::files::{self, Layout};
 use crate::postgres::process::PgChild;
 use crate::postgres::{Member, OpError};
@@ -78,7 +80,7 @@ async fn check(
         if d.exists() {
             std::fs::remove_dir_all(d).with_context(|| format!("remove {}", d.display()))?;
         }
-        files::ensure_private_dir(bins, d)?;
+        owned::ensure_private_dir(bins, d)?;
     }
     let in_tar = restore::download_base_backup(&catalog.store, manifest, dir, bins).await?;
     let stored = catalog
@@ -91,7 +93,7 @@ async fn check(
         None => bail!("the backup has no backup_manifest"),
     };
     let manifest_path = run_dir.join("backup_manifest");
-    files::write_file(bins, &manifest_path, &pg_manifest, 0o600)?;
+    owned::write_file(bins, &manifest_path, &pg_manifest, 0o600)?;
     restore::verify_directory(bins, dir, &manifest_path)
         .await
         .context("pg_verifybackup")?;
@@ -117,7 +119,7 @@ async fn check(
          wal_level = replica\nsynchronous_standby_names = ''\n",
         files::conf_quote(&run_dir.display().to_string())
     );
-    files::write_file(bins, &dir.join("toygres.conf"), conf.as_bytes(), 0o600)?;
+    owned::write_file(bins, &dir.join("toygres.conf"), conf.as_bytes(), 0o600)?;
     let layout = Layout {
         data_dir: dir.to_path_buf(),
         run_dir: run_dir.to_path_buf(),
@@ -154,18 +156,35 @@ async fn sanity_query(
             Ok::<_, tokio_postgres::Error>(client)
         }
     };
-    let deadline = Instant::now() + timeout;
-    let client = loop {
-        if let Some(exit) = child.exited() {
-            bail!("the restored copy did not start ({exit}); see the log above");
-        }
-        match connect("postgres".into()).await {
-            Ok(c) => break c,
-            Err(e) if Instant::now() > deadline => {
-                bail!("the restored copy did not accept connections within {timeout:?}: {e}")
+    let attempt = || {
+        let exited = child.exited();
+        let connecting = connect("postgres".into());
+        async move {
+            if let Some(exit) = exited {
+                return Attempt::GiveUp(anyhow::anyhow!(
+                    "the restored copy did not start ({exit}); see the log above"
+                ));
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            match connecting.await {
+                Ok(c) => Attempt::Done(c),
+                Err(e) => Attempt::NotYet(e.to_string()),
+            }
         }
+    };
+    let client = match poll(
+        "the restored copy accepts connections",
+        Duration::from_millis(100),
+        timeout,
+        attempt,
+    )
+    .await
+    {
+        Ok(client) => client,
+        Err(PollError::GaveUp(e)) => return Err(e),
+        Err(PollError::TimedOut(t)) => bail!(
+            "the restored copy did not accept connections within {timeout:?}: {}",
+            t.last.unwrap_or_default()
+        ),
     };
     let databases: Vec<String> = client
         .query(

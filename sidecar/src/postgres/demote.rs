@@ -7,11 +7,12 @@ use std::ffi::OsStr;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use toygres_common::poll::{poll, Attempt, PollError};
 use toygres_common::sidecar_api::{DemoteRequest, DemoteResponse};
 
 use super::files;
 use super::member::{Member, OpError};
-use super::{bootstrap, process, sql};
+use super::{create, process, sql};
 
 /// How long a demoted server may take to start streaming from its new primary.
 const STREAMING_TIMEOUT: Duration = Duration::from_secs(60);
@@ -143,7 +144,7 @@ impl Member {
         let _ = std::fs::remove_dir_all(&aside);
         std::fs::rename(&self.layout.data_dir, &aside)
             .map_err(|e| OpError::Failed(format!("set the old data directory aside: {e}")))?;
-        match bootstrap::clone_from_primary(&self.cfg, &self.bins, &self.layout, primary).await {
+        match create::clone_from_primary(&self.cfg, &self.bins, &self.layout, primary).await {
             Ok(()) => {
                 let _ = std::fs::remove_dir_all(&aside);
                 Ok(())
@@ -163,32 +164,44 @@ impl Member {
         timeline: Option<u32>,
         timeout: Duration,
     ) -> Result<(), OpError> {
-        let deadline = Instant::now() + timeout;
-        let mut last = String::from("no WAL receiver");
-        while Instant::now() < deadline {
-            if let Ok(client) = sql::connect_local(&self.cfg).await {
-                match client
-                    .query_opt("SELECT status, received_tli FROM pg_stat_wal_receiver", &[])
-                    .await
-                {
-                    Ok(Some(row)) => {
-                        let status: String = row.get(0);
-                        let tli: Option<i32> = row.get(1);
-                        let tli = tli.unwrap_or(0) as u32;
-                        if status == "streaming" && timeline.is_none_or(|t| tli >= t) {
-                            return Ok(());
-                        }
-                        last = format!("WAL receiver {status} on timeline {tli}");
+        let attempt = || async {
+            let client = match sql::connect_local(&self.cfg).await {
+                Ok(client) => client,
+                Err(e) => return Attempt::<(), std::convert::Infallible>::NotYet(e.to_string()),
+            };
+            match client
+                .query_opt("SELECT status, received_tli FROM pg_stat_wal_receiver", &[])
+                .await
+            {
+                Ok(Some(row)) => {
+                    let status: String = row.get(0);
+                    let tli: Option<i32> = row.get(1);
+                    let tli = tli.unwrap_or(0) as u32;
+                    if status == "streaming" && timeline.is_none_or(|t| tli >= t) {
+                        return Attempt::Done(());
                     }
-                    Ok(None) => last = "no WAL receiver".into(),
-                    Err(e) => last = e.to_string(),
+                    Attempt::NotYet(format!("WAL receiver {status} on timeline {tli}"))
                 }
+                Ok(None) => Attempt::NotYet("no WAL receiver".into()),
+                Err(e) => Attempt::NotYet(e.to_string()),
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(OpError::Failed(format!(
-            "started as a standby but not streaming after {timeout:?}: {last}"
-        )))
+        };
+        poll(
+            "the WAL receiver streams",
+            Duration::from_millis(100),
+            timeout,
+            attempt,
+        )
+        .await
+        .map_err(|e| {
+            let last = match e {
+                PollError::TimedOut(t) => t.last.unwrap_or_default(),
+                PollError::GaveUp(never) => match never {},
+            };
+            OpError::Failed(format!(
+                "started as a standby but not streaming after {timeout:?}: {last}"
+            ))
+        })
     }
 }
 

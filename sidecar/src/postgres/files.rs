@@ -4,9 +4,7 @@
 //! `toygres.state.json` (what the sidecar must remember
 //! across restarts: the primary it follows and the synchronous replication settings).
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -14,7 +12,8 @@ use toygres_common::names::PgAddress;
 use toygres_common::pg_exec::PgBinaries;
 use toygres_common::sidecar_api::SyncPolicy;
 
-use crate::config::Config;
+use super::settings::MemberSettings;
+use crate::owned;
 
 /// Settings the sidecar manages itself; `PUT /v1/parameters` refuses them.
 pub const OWNED_PARAMETERS: &[&str] = &[
@@ -106,7 +105,7 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new(cfg: &Config) -> Self {
+    pub fn new(cfg: &MemberSettings) -> Self {
         Self {
             data_dir: cfg.data_dir.clone(),
             run_dir: cfg.run_dir.clone(),
@@ -168,30 +167,6 @@ impl Layout {
     }
 }
 
-/// Writes `content` to `path` atomically (temp file, fsync, rename) with `mode`, owned by the
-/// Postgres OS user.
-pub fn write_file(bins: &PgBinaries, path: &Path, content: &[u8], mode: u32) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp-toygres");
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .with_context(|| format!("create {}", tmp.display()))?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))
-            .with_context(|| format!("set the mode of {}", tmp.display()))?;
-        f.write_all(content)
-            .with_context(|| format!("write {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("sync {}", tmp.display()))?;
-    }
-    bins.chown(&tmp)?;
-    std::fs::rename(&tmp, path).with_context(|| format!("rename {} into place", tmp.display()))?;
-    Ok(())
-}
-
 /// Quotes a value for a Postgres configuration file.
 pub fn conf_quote(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
@@ -204,7 +179,7 @@ fn conninfo_quote(value: &str) -> String {
 
 /// The libpq connection string a standby uses to reach `primary` (no password: it is read from
 /// the pgpass file).
-pub fn primary_conninfo(cfg: &Config, layout: &Layout, primary: &PgAddress) -> String {
+pub fn primary_conninfo(cfg: &MemberSettings, layout: &Layout, primary: &PgAddress) -> String {
     format!(
         "host={} port={} user=replicator passfile={} application_name={} connect_timeout=5 \
          keepalives_idle=5 keepalives_interval=2 keepalives_count=3",
@@ -217,7 +192,7 @@ pub fn primary_conninfo(cfg: &Config, layout: &Layout, primary: &PgAddress) -> S
 
 /// The content of `toygres.conf`: the settings the sidecar owns, from its flags and state.
 pub fn render_toygres_conf(
-    cfg: &Config,
+    cfg: &MemberSettings,
     layout: &Layout,
     state: &ReplicationState,
     standby: bool,
@@ -296,7 +271,7 @@ fn pgpass_escape(value: &str) -> String {
 }
 
 /// The pgpass file Postgres and its tools read the replication and superuser passwords from.
-pub fn render_pgpass(cfg: &Config) -> String {
+pub fn render_pgpass(cfg: &MemberSettings) -> String {
     format!(
         "*:*:*:replicator:{}\n*:*:*:postgres:{}\n",
         pgpass_escape(&cfg.secrets.replication_password),
@@ -322,13 +297,13 @@ pub fn read_state(layout: &Layout) -> anyhow::Result<ReplicationState> {
 /// Everything the sidecar writes before Postgres starts: the run directory (socket, pgpass),
 /// `pg_hba.conf`, `toygres.conf` and the state file.
 pub fn prepare_for_start(
-    cfg: &Config,
+    cfg: &MemberSettings,
     bins: &PgBinaries,
     layout: &Layout,
     state: &ReplicationState,
 ) -> anyhow::Result<()> {
-    ensure_private_dir(bins, &layout.run_dir)?;
-    write_file(bins, &layout.pgpass(), render_pgpass(cfg).as_bytes(), 0o600)?;
+    owned::ensure_private_dir(bins, &layout.run_dir)?;
+    owned::write_file(bins, &layout.pgpass(), render_pgpass(cfg).as_bytes(), 0o600)?;
     if let Some(archive) = &cfg.archive {
         archive.write_files(bins)?;
     }
@@ -337,16 +312,16 @@ pub fn prepare_for_start(
 
 /// Writes the state file, `toygres.conf` and `pg_hba.conf` (a reload applies them).
 pub fn write_config(
-    cfg: &Config,
+    cfg: &MemberSettings,
     bins: &PgBinaries,
     layout: &Layout,
     state: &ReplicationState,
 ) -> anyhow::Result<()> {
     let state_json = serde_json::to_vec_pretty(state).context("serialize the replication state")?;
-    write_file(bins, &layout.state_file(), &state_json, 0o600)?;
+    owned::write_file(bins, &layout.state_file(), &state_json, 0o600)?;
     let conf = render_toygres_conf(cfg, layout, state, layout.is_standby());
-    write_file(bins, &layout.toygres_conf(), conf.as_bytes(), 0o600)?;
-    write_file(
+    owned::write_file(bins, &layout.toygres_conf(), conf.as_bytes(), 0o600)?;
+    owned::write_file(
         bins,
         &layout.data_dir.join("pg_hba.conf"),
         PG_HBA.as_bytes(),
@@ -368,16 +343,7 @@ fn ensure_included(bins: &PgBinaries, layout: &Layout) -> anyhow::Result<()> {
         "{}\n# Settings owned by toygres-sidecar.\n{line}\n",
         current.trim_end()
     );
-    write_file(bins, &path, updated.as_bytes(), 0o600)
-}
-
-/// Creates `dir` (and its parents) as a directory only the Postgres OS user can enter.
-pub fn ensure_private_dir(bins: &PgBinaries, dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("set the mode of {}", dir.display()))?;
-    bins.chown(dir)?;
-    Ok(())
+    owned::write_file(bins, &path, updated.as_bytes(), 0o600)
 }
 
 /// Creates or removes `standby.signal`.
@@ -392,7 +358,7 @@ pub fn set_standby_signal(bins: &PgBinaries, layout: &Layout, standby: bool) -> 
             }
             _ => {}
         }
-        write_file(bins, &path, b"", 0o600)
+        owned::write_file(bins, &path, b"", 0o600)
     } else {
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -13,13 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::member::Member;
-
-/// When the primary last heard from the controller and from a streaming standby.
-#[derive(Debug, Default)]
-pub struct Contacts {
-    controller: Option<Instant>,
-    standby: Option<Instant>,
-}
+use super::watchers::Contacts;
 
 impl Member {
     /// Records a request from the controller (any authenticated API call).

@@ -16,8 +16,9 @@ use toygres_common::sidecar_api::PromoteResponse;
 
 use super::files::{self, Layout, ReplicationState};
 use super::process::{self, PgChild};
-use super::{bootstrap, sql};
-use crate::config::Config;
+use super::settings::MemberSettings;
+use super::sql;
+use crate::owned;
 
 /// Why an operation was refused or failed; each case maps to an HTTP status.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -71,7 +72,7 @@ type PromotionResult = Option<Result<PromoteResponse, OpError>>;
 /// One member's Postgres, owned by this sidecar.
 #[derive(Debug)]
 pub struct Member {
-    pub cfg: Config,
+    pub cfg: MemberSettings,
     pub bins: PgBinaries,
     pub layout: Layout,
     pub(super) ops: Mutex<Ops>,
@@ -84,10 +85,10 @@ pub struct Member {
     /// A connection for status and metrics queries, opened on demand.
     client: Mutex<Option<Client>>,
     /// Last contact with the controller and standbys, for the isolation lease.
-    pub(super) contacts: std::sync::Mutex<super::isolation::Contacts>,
+    pub(super) contacts: std::sync::Mutex<super::watchers::Contacts>,
     self_fences: AtomicU64,
     /// What the synchronous replication watcher did.
-    pub(super) sync: super::sync::SyncCounters,
+    pub(super) sync: super::watchers::SyncCounters,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -96,21 +97,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 
 impl Member {
-    /// Bootstraps the data directory when it is empty, takes over from a postmaster an earlier
-    /// sidecar left running, and starts Postgres unless the member is fenced.
-    pub async fn open(cfg: Config) -> anyhow::Result<Arc<Self>> {
-        let bins = PgBinaries::locate(cfg.pg_bin_dir.as_deref()).context("find PostgreSQL")?;
-        let layout = Layout::new(&cfg);
-        files::ensure_private_dir(&bins, &layout.run_dir)?;
-        files::write_file(
-            &bins,
-            &layout.pgpass(),
-            files::render_pgpass(&cfg).as_bytes(),
-            0o600,
-        )?;
-        bootstrap::bootstrap_if_needed(&cfg, &bins, &layout)
-            .await
-            .context("bootstrap the data directory")?;
+    /// Takes over from a postmaster an earlier sidecar left running, and starts Postgres unless
+    /// the member is fenced. The data directory holds a cluster ([`crate::bootstrap`] made sure).
+    pub async fn open(
+        cfg: MemberSettings,
+        bins: PgBinaries,
+        layout: Layout,
+    ) -> anyhow::Result<Arc<Self>> {
         process::stop_stray_postmaster(&layout, cfg.stop_timeout).await?;
         let state = files::read_state(&layout)?;
         let now = Instant::now();
@@ -166,7 +159,7 @@ impl Member {
     }
 
     /// What the synchronous replication watcher did (degrades and restores).
-    pub fn sync_counters(&self) -> &super::sync::SyncCounters {
+    pub fn sync_counters(&self) -> &super::watchers::SyncCounters {
         &self.sync
     }
 
@@ -285,7 +278,7 @@ impl Member {
     /// Stops Postgres and keeps it stopped (also across sidecar restarts) until unfenced.
     pub async fn fence(&self) -> Result<(), OpError> {
         let mut ops = self.ops.lock().await;
-        files::write_file(&self.bins, &self.layout.fence_marker(), b"", 0o600)?;
+        owned::write_file(&self.bins, &self.layout.fence_marker(), b"", 0o600)?;
         self.stop_locked(&mut ops).await;
         tracing::warn!("fenced: postgres stopped");
         Ok(())

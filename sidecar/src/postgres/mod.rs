@@ -1,6 +1,7 @@
-//! This pod's Postgres: bootstrap, supervision and every operation the API offers on it.
+//! This pod's Postgres: supervision and every operation the API offers on it, and the
+//! primitives bootstrap composes (initdb, pg_basebackup).
 
-pub mod bootstrap;
+pub mod create;
 pub mod demote;
 pub mod files;
 pub mod isolation;
@@ -9,8 +10,10 @@ pub mod parameters;
 pub mod process;
 pub mod promote;
 pub mod replication;
+pub mod settings;
 pub mod sql;
 pub mod status;
 pub mod sync;
+pub mod watchers;
 
 pub use member::{Member, OpError};

@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 use toygres_common::pg_exec::PgBinaries;
+use toygres_common::poll::poll_until;
 
 use super::files::Layout;
 
@@ -140,12 +141,14 @@ pub async fn stop_stray_postmaster(layout: &Layout, timeout: Duration) -> anyhow
         (Signal::SIGKILL, Duration::from_secs(10)),
     ] {
         let _ = kill(Pid::from_raw(pid), signal);
-        let deadline = tokio::time::Instant::now() + wait;
-        while tokio::time::Instant::now() < deadline {
-            if !toygres_common::pg_exec::process_alive(pid) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let exited = poll_until(
+            "the stray postmaster exits",
+            Duration::from_millis(50),
+            wait,
+            || std::future::ready((!toygres_common::pg_exec::process_alive(pid)).then_some(())),
+        );
+        if exited.await.is_ok() {
+            return Ok(());
         }
     }
     anyhow::bail!("the stray postmaster {pid} did not stop")

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use toygres_common::names::PgAddress;
+use toygres_common::poll::{poll, Attempt, PollError};
 use toygres_common::sidecar_api::PromoteResponse;
 
 use super::files;
@@ -100,23 +101,25 @@ impl Member {
                 "postgres refused to start the promotion".into(),
             ));
         }
-        let deadline = Instant::now() + PROMOTE_TIMEOUT;
-        loop {
-            let in_recovery: bool = client
-                .query_one("SELECT pg_is_in_recovery()", &[])
-                .await
-                .map_err(|e| OpError::Failed(format!("watch the promotion: {e}")))?
-                .get(0);
-            if !in_recovery {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(OpError::Failed(format!(
-                    "promotion did not finish within {PROMOTE_TIMEOUT:?}"
-                )));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        poll(
+            "the promotion finishes",
+            std::time::Duration::from_millis(5),
+            PROMOTE_TIMEOUT,
+            || async {
+                match client.query_one("SELECT pg_is_in_recovery()", &[]).await {
+                    Ok(row) if row.get::<_, bool>(0) => Attempt::NotYet("in recovery".into()),
+                    Ok(_) => Attempt::Done(()),
+                    Err(e) => Attempt::GiveUp(format!("watch the promotion: {e}")),
+                }
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            PollError::GaveUp(m) => OpError::Failed(m),
+            PollError::TimedOut(_) => OpError::Failed(format!(
+                "promotion did not finish within {PROMOTE_TIMEOUT:?}"
+            )),
+        })?;
         // Accepting writes: a transaction id can be assigned.
         let row = client
             .query_one(
@@ -128,7 +131,7 @@ impl Member {
             .map_err(|e| OpError::Failed(format!("check the promoted server takes writes: {e}")))?;
         let walfile: String = row.get(1);
         let lsn: String = row.get(2);
-        let timeline = timeline_of_walfile(&walfile)
+        let timeline = super::sql::timeline_of_walfile(&walfile)
             .ok_or_else(|| OpError::Failed(format!("unexpected WAL file name {walfile}")))?;
         // Postgres removed standby.signal; forget the old primary in the sidecar's files too.
         ops.state.primary = None;
@@ -187,23 +190,18 @@ impl Member {
 /// How long the pre-promotion check waits for the upstream primary to answer.
 const LIVENESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The timeline a WAL file name starts with (`00000002000000000000000A` → 2).
-pub fn timeline_of_walfile(name: &str) -> Option<u32> {
-    u32::from_str_radix(name.get(..8)?, 16).ok()
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
     fn timelines_come_from_wal_file_names() {
         assert_eq!(
-            super::timeline_of_walfile("00000002000000000000000A"),
+            crate::postgres::sql::timeline_of_walfile("00000002000000000000000A"),
             Some(2)
         );
         assert_eq!(
-            super::timeline_of_walfile("0000001F0000000100000003"),
+            crate::postgres::sql::timeline_of_walfile("0000001F0000000100000003"),
             Some(31)
         );
-        assert_eq!(super::timeline_of_walfile("xyz"), None);
+        assert_eq!(crate::postgres::sql::timeline_of_walfile("xyz"), None);
     }
 }

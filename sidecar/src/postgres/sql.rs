@@ -6,12 +6,13 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_postgres::{Client, Config as PgConfig, NoTls};
 use toygres_common::names::PgAddress;
+use toygres_common::poll::{poll, Attempt, PollError};
 pub use toygres_common::sidecar_api::{format_lsn, parse_lsn};
 
-use crate::config::Config;
+use super::settings::MemberSettings;
 
 /// Connects to the local server as the superuser through the Unix socket.
-pub async fn connect_local(cfg: &Config) -> Result<Client, tokio_postgres::Error> {
+pub async fn connect_local(cfg: &MemberSettings) -> Result<Client, tokio_postgres::Error> {
     let mut pg = PgConfig::new();
     pg.host_path(&cfg.run_dir)
         .port(cfg.pg_port)
@@ -24,7 +25,7 @@ pub async fn connect_local(cfg: &Config) -> Result<Client, tokio_postgres::Error
 
 /// Connects to a remote server as the superuser over TCP (scram-sha-256).
 pub async fn connect_remote(
-    cfg: &Config,
+    cfg: &MemberSettings,
     addr: &PgAddress,
 ) -> Result<Client, tokio_postgres::Error> {
     let mut pg = PgConfig::new();
@@ -51,37 +52,50 @@ async fn connect(pg: PgConfig) -> Result<Client, tokio_postgres::Error> {
 /// Polls until the local server accepts connections and answers a query, or `timeout` passes,
 /// or `gave_up` says the server died.
 pub async fn wait_until_accepting(
-    cfg: &Config,
+    cfg: &MemberSettings,
     timeout: Duration,
     mut gave_up: impl FnMut() -> Option<String>,
 ) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let last_error;
-        if let Some(exit) = gave_up() {
-            anyhow::bail!("postgres exited while starting ({exit}); see the log above");
-        }
-        // Connect only once the postmaster says it accepts connections: each earlier attempt
-        // costs a backend and a FATAL line in the log.
-        let status = postmaster_status(&cfg.data_dir);
-        if !matches!(status.as_deref(), Some("ready" | "standby")) {
-            last_error = format!(
-                "postmaster status {}",
-                status.as_deref().unwrap_or("unknown")
-            );
-        } else {
+    let attempt = || {
+        let gave_up = gave_up();
+        async move {
+            if let Some(exit) = gave_up {
+                return Attempt::GiveUp(anyhow::anyhow!(
+                    "postgres exited while starting ({exit}); see the log above"
+                ));
+            }
+            // Connect only once the postmaster says it accepts connections: each earlier
+            // attempt costs a backend and a FATAL line in the log.
+            let status = postmaster_status(&cfg.data_dir);
+            if !matches!(status.as_deref(), Some("ready" | "standby")) {
+                return Attempt::NotYet(format!(
+                    "postmaster status {}",
+                    status.as_deref().unwrap_or("unknown")
+                ));
+            }
             match connect_local(cfg).await {
                 Ok(client) => match client.simple_query("SELECT 1").await {
-                    Ok(_) => return Ok(()),
-                    Err(e) => last_error = e.to_string(),
+                    Ok(_) => Attempt::Done(()),
+                    Err(e) => Attempt::NotYet(e.to_string()),
                 },
-                Err(e) => last_error = e.to_string(),
+                Err(e) => Attempt::NotYet(e.to_string()),
             }
         }
-        if tokio::time::Instant::now() >= deadline {
-            anyhow::bail!("postgres did not accept connections within {timeout:?}: {last_error}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    match poll(
+        "postgres accepts connections",
+        Duration::from_millis(20),
+        timeout,
+        attempt,
+    )
+    .await
+    {
+        Ok(()) => Ok(()),
+        Err(PollError::GaveUp(e)) => Err(e),
+        Err(PollError::TimedOut(t)) => anyhow::bail!(
+            "postgres did not accept connections within {timeout:?}: {}",
+            t.last.unwrap_or_default()
+        ),
     }
 }
 
@@ -94,7 +108,10 @@ fn postmaster_status(data_dir: &std::path::Path) -> Option<String> {
 }
 
 /// Creates this member's physical replication slot on `primary` unless it exists.
-pub async fn ensure_slot_on_primary(cfg: &Config, primary: &PgAddress) -> anyhow::Result<()> {
+pub async fn ensure_slot_on_primary(
+    cfg: &MemberSettings,
+    primary: &PgAddress,
+) -> anyhow::Result<()> {
     let client = connect_remote(cfg, primary)
         .await
         .with_context(|| format!("connect to the primary {primary}"))?;
@@ -105,7 +122,7 @@ pub async fn ensure_slot_on_primary(cfg: &Config, primary: &PgAddress) -> anyhow
 
 /// Creates this member's physical replication slot, unless it exists, on the primary `client`
 /// is connected to.
-pub async fn ensure_slot(cfg: &Config, client: &Client) -> anyhow::Result<()> {
+pub async fn ensure_slot(cfg: &MemberSettings, client: &Client) -> anyhow::Result<()> {
     let slot = cfg.slot_name();
     client
         .execute(
@@ -130,16 +147,13 @@ pub async fn primary_timeline(client: &Client) -> anyhow::Result<Option<u32>> {
         .context("ask the server its timeline")?
         .get(0);
     walfile
-        .map(|w| {
-            super::promote::timeline_of_walfile(&w)
-                .with_context(|| format!("unexpected WAL file name {w}"))
-        })
+        .map(|w| timeline_of_walfile(&w).with_context(|| format!("unexpected WAL file name {w}")))
         .transpose()
 }
 
 /// Makes sure the `replicator` role exists with the current password, and the superuser's
 /// password matches its file. Passwords go to the server as SCRAM verifiers, never as text.
-pub async fn ensure_roles(client: &Client, cfg: &Config) -> anyhow::Result<()> {
+pub async fn ensure_roles(client: &Client, cfg: &MemberSettings) -> anyhow::Result<()> {
     let repl =
         postgres_protocol::password::scram_sha_256(cfg.secrets.replication_password.as_bytes());
     let su = postgres_protocol::password::scram_sha_256(cfg.secrets.superuser_password.as_bytes());
@@ -253,6 +267,11 @@ pub fn switchpoint(history: &str, tli: u32) -> Option<u64> {
     parse_history(history)
         .into_iter()
         .find_map(|(parent, lsn)| (parent == tli).then_some(lsn))
+}
+
+/// The timeline a WAL file name starts with (`00000002000000000000000A` → 2).
+pub fn timeline_of_walfile(name: &str) -> Option<u32> {
+    u32::from_str_radix(name.get(..8)?, 16).ok()
 }
 
 #[cfg(test)]

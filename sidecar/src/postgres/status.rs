@@ -7,8 +7,8 @@ use std::time::Duration;
 use toygres_common::sidecar_api::{ArchiveStatus, DiskStatus, Role, StandbyStatus, Status};
 
 use super::member::{Member, OpError};
-use super::promote::timeline_of_walfile;
 use super::sql::parse_lsn;
+use super::sql::timeline_of_walfile;
 
 /// Status queries give up after this long (a stuck server reads as not running).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -8,7 +8,7 @@
 //! policy and the degraded flag live in the state file, so both survive a sidecar restart.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,31 +24,6 @@ const TICK: Duration = Duration::from_millis(250);
 const REPLY_STALE_SECS: f64 = 15.0;
 /// Longest `degrade_timeout_secs` accepted (a day).
 const MAX_DEGRADE_TIMEOUT_SECS: u64 = 86_400;
-
-/// What the degrade watcher has done, for `/metrics`, and the policy generation it watches.
-#[derive(Debug, Default)]
-pub struct SyncCounters {
-    degrades: AtomicU64,
-    restores: AtomicU64,
-    /// Bumped each time a policy is set, so the watcher starts its timeout afresh.
-    generation: AtomicU64,
-}
-
-impl SyncCounters {
-    /// Times commits stopped waiting for standbys because too few streamed.
-    pub fn degrades(&self) -> u64 {
-        self.degrades.load(Ordering::Relaxed)
-    }
-
-    /// Times synchronous replication was restored after a degrade.
-    pub fn restores(&self) -> u64 {
-        self.restores.load(Ordering::Relaxed)
-    }
-
-    pub(super) fn policy_changed(&self) {
-        self.generation.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 /// Checks a policy before it is kept; `own_name` is this member's name, which a primary cannot
 /// list as its own synchronous standby.

@@ -15,15 +15,16 @@ use toygres_common::sidecar_api::{BackupKind, BackupManifest};
 
 pub use target::{RecoveryTarget, RestoreSpec, TargetAction};
 
-use crate::archive::fetch::{keep_prefetch_window, window_marker, WalFetcher};
+use crate::archive::fetch::{keep_prefetch_window, WalFetcher};
 use crate::archive::{walname, ArchiveSettings, ArchiveSetup, Compression};
 use crate::backup::stream::store_to_writer;
 use crate::backup::tar::{Extract, TarReader};
 use crate::backup::Catalog;
-use crate::config::Config;
 use crate::objstore::Store;
+use crate::owned;
 use crate::postgres::files::{self, Layout, ReplicationState};
 use crate::postgres::process::PgChild;
+use crate::postgres::settings::MemberSettings;
 use crate::postgres::sql;
 
 /// Files a copy may carry that describe the member it was taken on, not the one restored.
@@ -125,7 +126,7 @@ pub async fn find_backups(
 }
 
 /// The settings `wal-fetch` reads the source's WAL with.
-fn source_fetch(cfg: &Config, spec: &RestoreSpec) -> anyhow::Result<ArchiveSetup> {
+fn source_fetch(cfg: &MemberSettings, spec: &RestoreSpec) -> anyhow::Result<ArchiveSetup> {
     let settings = ArchiveSettings {
         url: spec.url.clone(),
         instance: spec.instance.clone(),
@@ -178,7 +179,7 @@ fn recovery_conf(fetch: &ArchiveSetup, spec: &RestoreSpec) -> String {
 /// While it recovers in the bootstrap directory, Postgres listens on its socket only: nothing
 /// can connect over TCP to a copy that is not in place yet (and may still be thrown away).
 pub async fn restore_and_recover(
-    cfg: &Config,
+    cfg: &MemberSettings,
     bins: &PgBinaries,
     layout: &Layout,
     work: &Path,
@@ -232,7 +233,7 @@ fn empty_directory(dir: &Path) -> anyhow::Result<()> {
 /// Restores `backup` into `work` and recovers it to the target there; Postgres is stopped
 /// when this returns.
 async fn restore_one(
-    cfg: &Config,
+    cfg: &MemberSettings,
     bins: &PgBinaries,
     layout: &Layout,
     work: &Path,
@@ -255,13 +256,13 @@ async fn restore_one(
         run_dir: layout.run_dir.clone(),
     };
     let fetch = source_fetch(cfg, spec)?;
-    files::ensure_private_dir(bins, &layout.run_dir)?;
+    owned::ensure_private_dir(bins, &layout.run_dir)?;
     fetch.write_files(bins)?;
     let recovery = recovery_conf(&fetch, spec);
     // Included last: wins over toygres.conf's listen_addresses while the copy recovers here.
     let socket_only = format!("{recovery}listen_addresses = ''\n");
-    files::write_file(bins, &staged.recovery_conf(), socket_only.as_bytes(), 0o600)?;
-    files::write_file(bins, &work.join("recovery.signal"), b"", 0o600)?;
+    owned::write_file(bins, &staged.recovery_conf(), socket_only.as_bytes(), 0o600)?;
+    owned::write_file(bins, &work.join("recovery.signal"), b"", 0o600)?;
     let state = ReplicationState {
         synchronous_commit: "on".into(),
         ..Default::default()
@@ -287,7 +288,7 @@ async fn restore_one(
     if let Some(window) = window {
         window.abort();
         let _ = window.await;
-        let _ = std::fs::remove_file(window_marker(&fetch.settings));
+        let _ = std::fs::remove_file(fetch.settings.window_marker());
     }
     let how = child.stop(cfg.stop_timeout).await;
     tracing::info!("recovery server stopped: {how}");
@@ -297,7 +298,7 @@ async fn restore_one(
         (Some(_), TargetAction::Pause) => {
             files::set_standby_signal(bins, &staged, true)?;
             let _ = std::fs::remove_file(work.join("recovery.signal"));
-            files::write_file(bins, &staged.recovery_conf(), recovery.as_bytes(), 0o600)?;
+            owned::write_file(bins, &staged.recovery_conf(), recovery.as_bytes(), 0o600)?;
         }
         _ => {
             let _ = std::fs::remove_file(staged.recovery_conf());
@@ -308,7 +309,11 @@ async fn restore_one(
 
 /// Polls the recovering server until it has reached the target: promoted (out of recovery), or
 /// paused at it. Fails when Postgres exits (a target recovery cannot reach is fatal to it).
-async fn wait_for_target(cfg: &Config, child: &PgChild, spec: &RestoreSpec) -> anyhow::Result<()> {
+async fn wait_for_target(
+    cfg: &MemberSettings,
+    child: &PgChild,
+    spec: &RestoreSpec,
+) -> anyhow::Result<()> {
     let pause = spec.target.is_some() && spec.action == TargetAction::Pause;
     let started = std::time::Instant::now();
     let mut last_note = std::time::Instant::now();

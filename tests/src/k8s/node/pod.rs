@@ -32,11 +32,11 @@ use nix::unistd::Pid;
 use tokio::sync::{watch, Notify};
 
 use super::container::{argv, launch_script, merge_env, BindMount, LaunchPlan};
+use super::context::{NodeContext, PodEntry};
 use super::env::{resolve, ObjectCache};
 use super::images::ImageSpec;
 use super::probes::{run_once, ProbeTarget};
 use super::volumes::{prepare, PreparedVolume};
-use super::{NodeContext, PodEntry};
 use crate::k8s::network::{kill_netns, PodNet};
 
 const BACKOFF_START: Duration = Duration::from_secs(1);

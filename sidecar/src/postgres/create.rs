@@ -1,17 +1,18 @@
-//! Creating a data directory: `init` (initdb, a new primary), `standby` (pg_basebackup from the
-//! primary through this member's replication slot) or `restore` (a base backup from object
-//! storage, recovered to a target: [`crate::restore`]). The new cluster is made in a sibling
-//! directory and renamed into place, so a bootstrap cut short leaves nothing half-made.
+//! Making a cluster's files: initdb (a new primary) or pg_basebackup from the primary through
+//! this member's replication slot (a new standby, or a re-clone on demotion). The new cluster is
+//! made in a sibling directory and renamed into place, so a copy cut short leaves nothing
+//! half-made. Which of them a bootstrap runs is [`crate::bootstrap`]'s decision.
 
 use std::ffi::OsStr;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use toygres_common::names::PgAddress;
 use toygres_common::pg_exec::PgBinaries;
 
 use super::files::{self, Layout, ReplicationState};
+use super::settings::MemberSettings;
 use super::{process, sql};
-use crate::config::{BootstrapMode, Config};
+use crate::owned;
 
 /// Settings a new cluster starts with (the operator may change them later).
 const INITIAL_SETTINGS: &str = "
@@ -23,82 +24,10 @@ password_encryption = 'scram-sha-256'
 log_line_prefix = '%m [%p] %q%u@%d '
 ";
 
-/// Bootstraps the data directory when it holds no cluster; leaves an existing one as it is.
-pub async fn bootstrap_if_needed(
-    cfg: &Config,
-    bins: &PgBinaries,
-    layout: &Layout,
-) -> anyhow::Result<()> {
-    let aside = layout.discarded_dir();
-    if !layout.is_initialized() && aside.join("PG_VERSION").exists() {
-        // A re-clone was cut short after setting the old data aside: put it back.
-        tracing::warn!(dir = %aside.display(), "restoring the data directory a re-clone set aside");
-        let _ = std::fs::remove_dir_all(&layout.data_dir);
-        std::fs::rename(&aside, &layout.data_dir)
-            .context("restore the data directory set aside")?;
-        // It was being demoted: it must never come back as a primary.
-        files::set_standby_signal(bins, layout, true)?;
-    }
-    if layout.is_initialized() {
-        tracing::info!(data_dir = %layout.data_dir.display(), "existing data directory: starting it as it is");
-        return Ok(());
-    }
-    if let Ok(mut entries) = std::fs::read_dir(&layout.data_dir) {
-        if entries.next().is_some() {
-            bail!(
-                "{} is not empty but holds no Postgres cluster (no PG_VERSION); refusing to touch it",
-                layout.data_dir.display()
-            );
-        }
-    }
-    match cfg.bootstrap {
-        BootstrapMode::Init => {
-            let work = fresh_work_dir(bins, layout)?;
-            initdb(cfg, bins, layout, &work).await?;
-            move_into_place(layout, &work)?;
-            files::write_config(
-                cfg,
-                bins,
-                layout,
-                &ReplicationState {
-                    synchronous_commit: "on".into(),
-                    ..Default::default()
-                },
-            )?;
-        }
-        BootstrapMode::Restore => {
-            let spec = cfg
-                .restore
-                .as_ref()
-                .context("--bootstrap restore needs --restore-instance")?;
-            let work = fresh_work_dir(bins, layout)?;
-            crate::restore::restore_and_recover(cfg, bins, layout, &work, spec, |work| {
-                move_into_place(layout, work)
-            })
-            .await
-            .context("restore from object storage")?;
-        }
-        BootstrapMode::Standby => {
-            let primary = cfg
-                .primary
-                .as_ref()
-                .context("--bootstrap standby needs --primary")?;
-            // The primary may not be up yet (pods start in any order): keep trying.
-            let mut delay = std::time::Duration::from_secs(1);
-            while let Err(e) = clone_from_primary(cfg, bins, layout, primary).await {
-                tracing::warn!("copy the primary {primary}: {e:#}; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(15));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Copies `primary` into the data directory with pg_basebackup and makes it a standby of it.
 /// The data directory must be empty or missing.
 pub async fn clone_from_primary(
-    cfg: &Config,
+    cfg: &MemberSettings,
     bins: &PgBinaries,
     layout: &Layout,
     primary: &PgAddress,
@@ -151,14 +80,14 @@ pub async fn clone_from_primary(
     Ok(())
 }
 
-async fn initdb(
-    cfg: &Config,
+pub async fn initdb(
+    cfg: &MemberSettings,
     bins: &PgBinaries,
     layout: &Layout,
     work: &std::path::Path,
 ) -> anyhow::Result<()> {
     let pwfile = layout.run_dir.join("initdb.pw");
-    files::write_file(
+    owned::write_file(
         bins,
         &pwfile,
         cfg.secrets.superuser_password.as_bytes(),
@@ -188,23 +117,23 @@ async fn initdb(
     let conf = work.join("postgresql.conf");
     let mut text = std::fs::read_to_string(&conf).context("read postgresql.conf")?;
     text.push_str(INITIAL_SETTINGS);
-    files::write_file(bins, &conf, text.as_bytes(), 0o600)?;
+    owned::write_file(bins, &conf, text.as_bytes(), 0o600)?;
     Ok(())
 }
 
 /// An empty directory beside the data directory, owned by the Postgres OS user.
-fn fresh_work_dir(bins: &PgBinaries, layout: &Layout) -> anyhow::Result<std::path::PathBuf> {
+pub fn fresh_work_dir(bins: &PgBinaries, layout: &Layout) -> anyhow::Result<std::path::PathBuf> {
     let work = layout.bootstrap_dir();
     if work.exists() {
         tracing::warn!(dir = %work.display(), "removing a bootstrap that was cut short");
         std::fs::remove_dir_all(&work).with_context(|| format!("remove {}", work.display()))?;
     }
-    files::ensure_private_dir(bins, &work)?;
+    owned::ensure_private_dir(bins, &work)?;
     Ok(work)
 }
 
 /// Replaces the (empty or missing) data directory with the finished bootstrap.
-fn move_into_place(layout: &Layout, work: &std::path::Path) -> anyhow::Result<()> {
+pub fn move_into_place(layout: &Layout, work: &std::path::Path) -> anyhow::Result<()> {
     if layout.data_dir.exists() {
         std::fs::remove_dir_all(&layout.data_dir)
             .with_context(|| format!("remove {}", layout.data_dir.display()))?;
