@@ -9,11 +9,11 @@ use axum::Json;
 use toygres_common::backup_api::{BackupAccepted, BackupList, BackupView, CreateBackupRequest};
 use toygres_common::names::validate_instance_name;
 
-use super::openapi::ErrorResponse;
 use super::{ApiError, ApiState};
+use toygres_common::ErrorBody;
 
 /// `POST /v1/instances/{name}/backups`.
-#[utoipa::path(post, path = "/v1/instances/{name}/backups", tag = "backups", params(("name" = String, Path, description = "Instance name")), request_body = CreateBackupRequest, responses((status = 202, description = "Queued on the instance's actor", body = BackupAccepted), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Missing or wrong token", body = ErrorResponse), (status = 404, description = "No such instance", body = ErrorResponse), (status = 409, description = "Backups off, not running, or a backup in progress", body = ErrorResponse)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/instances/{name}/backups", tag = "backups", params(("name" = String, Path, description = "Instance name")), request_body = CreateBackupRequest, responses((status = 202, description = "Queued on the instance's actor", body = BackupAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Backups off, not running, or a backup in progress", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn create(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -26,7 +26,7 @@ pub async fn create(
 }
 
 /// `GET /v1/instances/{name}/backups`.
-#[utoipa::path(get, path = "/v1/instances/{name}/backups", tag = "backups", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "The instance's backups, newest first", body = BackupList), (status = 400, description = "Invalid input", body = ErrorResponse), (status = 401, description = "Missing or wrong token", body = ErrorResponse), (status = 404, description = "No such instance", body = ErrorResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/instances/{name}/backups", tag = "backups", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "The instance's backups, newest first", body = BackupList), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -37,7 +37,7 @@ pub async fn list(
 }
 
 /// `GET /v1/backups/{id}`.
-#[utoipa::path(get, path = "/v1/backups/{id}", tag = "backups", params(("id" = String, Path, description = "Backup id")), responses((status = 200, description = "The backup", body = BackupView), (status = 401, description = "Missing or wrong token", body = ErrorResponse), (status = 404, description = "No such backup", body = ErrorResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/backups/{id}", tag = "backups", params(("id" = String, Path, description = "Backup id")), responses((status = 200, description = "The backup", body = BackupView), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such backup", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get(
     State(state): State<ApiState>,
     Path(id): Path<String>,
