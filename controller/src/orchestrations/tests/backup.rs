@@ -21,33 +21,10 @@ fn backup_input(instance: &str, operation_id: &str) -> BackupInput {
 #[tokio::test]
 async fn a_queued_base_backup_is_taken_on_the_healthy_standby_and_recorded() {
     let harness = Harness::start(&[]).await;
-    let input = ActorInput::new(
-        "db",
-        ActorSettings {
-            health_interval_ms: 100,
-            max_lag_bytes: 1024,
-            rounds_per_execution: 50,
-        },
-    );
+    harness.start_actor("db", 50).await;
     harness
-        .client
-        .start_orchestration(
-            "actor-db",
-            names::INSTANCE_ACTOR,
-            serde_json::to_string(&input).unwrap(),
-        )
-        .await
-        .unwrap();
-    let command = ActorCommand::Backup(backup_input("db", "op-b1"));
-    harness
-        .client
-        .enqueue_event(
-            "actor-db",
-            COMMANDS_QUEUE,
-            serde_json::to_string(&command).unwrap(),
-        )
-        .await
-        .unwrap();
+        .queue("db", &ActorCommand::Backup(backup_input("db", "op-b1")))
+        .await;
     let status = harness
         .client
         .wait_for_orchestration("op-b1", Duration::from_secs(20))
@@ -78,20 +55,9 @@ async fn a_queued_base_backup_is_taken_on_the_healthy_standby_and_recorded() {
 #[tokio::test]
 async fn a_failed_backup_is_recorded_failed_with_its_error() {
     let harness = Harness::start(&[]).await;
-    harness
-        .client
-        .start_orchestration(
-            "op-b2",
-            names::BACKUP,
-            serde_json::to_string(&backup_input("broken", "op-b2")).unwrap(),
-        )
-        .await
-        .unwrap();
     let status = harness
-        .client
-        .wait_for_orchestration("op-b2", Duration::from_secs(20))
-        .await
-        .unwrap();
+        .run("op-b2", names::BACKUP, &backup_input("broken", "op-b2"))
+        .await;
     assert!(
         matches!(status, OrchestrationStatus::Failed { .. }),
         "{status:?}"

@@ -300,6 +300,38 @@ impl Harness {
             .unwrap()
     }
 
+    /// Starts `actor-<instance>`, with a health round every 100 ms.
+    async fn start_actor(&self, instance: &str, rounds_per_execution: u32) {
+        let input = ActorInput::new(
+            instance,
+            ActorSettings {
+                health_interval_ms: 100,
+                max_lag_bytes: 1024,
+                rounds_per_execution,
+            },
+        );
+        self.client
+            .start_orchestration(
+                &format!("actor-{instance}"),
+                names::INSTANCE_ACTOR,
+                serde_json::to_string(&input).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Queues `command` on `actor-<instance>`.
+    async fn queue(&self, instance: &str, command: &ActorCommand) {
+        self.client
+            .enqueue_event(
+                &format!("actor-{instance}"),
+                COMMANDS_QUEUE,
+                serde_json::to_string(command).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+
     fn calls_to(&self, name: &str) -> Vec<Value> {
         self.calls
             .lock()
