@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Lints and renders the Helm chart in charts/toygres with each values variant (the defaults need
 # no value), checks that bad values are refused, and validates every rendered manifest strictly
-# (unknown fields fail) against the Kubernetes version the test control plane runs, offline. Uses the helm and kubernetes-validate that
-# scripts/k8s/build.sh builds (and builds them when they are missing).
+# (unknown fields fail) against the Kubernetes version the test control plane runs, offline.
+# Uses the helm and kubernetes-validate that scripts/k8s/build.sh builds (and builds them when
+# they are missing).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
