@@ -196,8 +196,11 @@ fn member_pod_spec(
                 }),
                 ..Volume::default()
             },
-            empty_dir_volume("tmp"),
-            empty_dir_volume("run"),
+            empty_dir_volume("tmp", None),
+            empty_dir_volume("run", None),
+            // Postgres's dynamic shared memory (parallel queries): a container runtime's default
+            // /dev/shm is 64 MiB; this one is bounded by the memory limit instead.
+            empty_dir_volume("shm", Some("Memory")),
         ]),
         affinity: Some(member_affinity(settings)),
         topology_spread_constraints: Some(vec![TopologySpreadConstraint {
@@ -252,10 +255,13 @@ fn member_affinity(settings: &InstanceSettings) -> Affinity {
     }
 }
 
-fn empty_dir_volume(name: &str) -> Volume {
+fn empty_dir_volume(name: &str, medium: Option<&str>) -> Volume {
     Volume {
         name: name.to_string(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: medium.map(str::to_string),
+            ..EmptyDirVolumeSource::default()
+        }),
         ..Volume::default()
     }
 }
@@ -315,6 +321,7 @@ fn sidecar_container(
             volume_mount(CREDENTIALS_VOLUME, CREDENTIALS_DIR, true),
             volume_mount("tmp", "/tmp", false),
             volume_mount("run", SOCKET_DIR, false),
+            volume_mount("shm", "/dev/shm", false),
         ]),
         ..Container::default()
     }
@@ -574,6 +581,19 @@ mod tests {
             Quantity("1Gi".into())
         );
         assert!(!resources.limits.as_ref().unwrap().contains_key("cpu"));
+        // The root filesystem is read-only: these are the writable paths.
+        let mounts: Vec<_> = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|m| m.read_only != Some(true))
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert_eq!(
+            mounts,
+            [DATA_VOLUME_MOUNT, "/tmp", "/var/run/postgresql", "/dev/shm"]
+        );
     }
 
     #[test]
