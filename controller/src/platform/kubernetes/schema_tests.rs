@@ -23,10 +23,21 @@ const KUBERNETES_VERSION: &str = "1.36.5";
 
 /// The `kubernetes-validate` built by `scripts/k8s/build.sh`.
 fn validator() -> PathBuf {
+    validator_in_cache(None)
+}
+
+/// The `kubernetes-validate` in the tools cache `cache` (default: build.sh's own default,
+/// `$TOYGRES_K8S_CACHE` or `~/.cache/toygres-k8s`); panics saying how to build it when absent.
+fn validator_in_cache(cache: Option<&Path>) -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let output = Command::new("bash")
+    let mut command = Command::new("bash");
+    command
         .arg(repo.join("scripts/k8s/build.sh"))
-        .arg("--print-bin-dir")
+        .arg("--print-bin-dir");
+    if let Some(cache) = cache {
+        command.env("TOYGRES_K8S_CACHE", cache);
+    }
+    let output = command
         .output()
         .expect("run bash scripts/k8s/build.sh --print-bin-dir");
     let bin_dir = String::from_utf8_lossy(&output.stdout).trim().to_string();
@@ -165,4 +176,11 @@ fn the_validation_catches_an_unknown_field() {
     set["spec"]["template"]["spec"]["containers"][0]["bogusField"] = serde_json::json!(true);
     let output = validate(&objects).expect_err("an unknown field must fail strict validation");
     assert!(output.contains("bogusField"), "{output}");
+}
+
+#[test]
+#[should_panic(expected = "kubernetes-validate is not built")]
+fn a_missing_validator_fails_the_test_and_says_how_to_build_it() {
+    let empty_cache = tempfile::tempdir().unwrap();
+    validator_in_cache(Some(empty_cache.path()));
 }
