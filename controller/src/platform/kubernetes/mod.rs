@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use toygres_common::names::{validate_instance_name, PgAddress};
 
-use super::{Bootstrap, PlatformError};
+use super::{validate_member_of, Bootstrap, MemberSpec, PlatformError};
 
 pub mod credentials;
 pub mod disruption;
@@ -175,6 +175,30 @@ pub struct MemberSettings {
     pub zone: Option<String>,
 }
 
+impl MemberSettings {
+    /// The settings of the member a platform-neutral [`MemberSpec`] describes: its ordinal
+    /// parsed from `<instance>-<n>`, its bootstrap, and its zone hint.
+    pub fn from_spec(spec: &MemberSpec) -> Result<Self, PlatformError> {
+        validate_member_of(&spec.instance, &spec.member)?;
+        let suffix = &spec.member[spec.instance.len() + 1..];
+        let ordinal = suffix
+            .parse::<u32>()
+            .ok()
+            .filter(|n| n.to_string() == suffix)
+            .ok_or_else(|| {
+                PlatformError::Invalid(format!(
+                    "member {:?} does not end in an ordinal (<instance>-<n>)",
+                    spec.member
+                ))
+            })?;
+        Ok(Self {
+            ordinal,
+            bootstrap: spec.bootstrap.clone(),
+            zone: spec.placement.zone.clone(),
+        })
+    }
+}
+
 /// The name of member `ordinal` of `instance`, and of its StatefulSet: `<instance>-<n>`.
 pub fn member_name(instance: &str, ordinal: u32) -> String {
     format!("{instance}-{ordinal}")
@@ -293,6 +317,28 @@ mod tests {
         assert_eq!(members_service_name("orders"), "orders-members");
         assert_eq!(credentials_secret_name("orders"), "orders-credentials");
         assert_eq!(root_config_map_name("orders"), "orders-toygres");
+    }
+
+    #[test]
+    fn member_settings_come_from_a_member_spec_named_instance_dash_ordinal() {
+        use crate::platform::{Placement, SecretRefs};
+        let spec = |member: &str| MemberSpec {
+            instance: "orders".into(),
+            member: member.into(),
+            bootstrap: Bootstrap::Init,
+            secrets: SecretRefs::for_instance("orders"),
+            placement: Placement {
+                zone: Some("zone-b".into()),
+                size: None,
+            },
+        };
+        let settings = MemberSettings::from_spec(&spec("orders-12")).unwrap();
+        assert_eq!(settings.ordinal, 12);
+        assert_eq!(settings.zone.as_deref(), Some("zone-b"));
+        assert_eq!(settings.bootstrap, Bootstrap::Init);
+        for bad in ["orders-x", "orders-01", "orders-1a", "other-1"] {
+            assert!(MemberSettings::from_spec(&spec(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]
