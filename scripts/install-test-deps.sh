@@ -13,6 +13,10 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 fi
 command -v pgbench >/dev/null 2>&1 || need_apt+=(postgresql-contrib)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# The Kubernetes harness gives each pod a network namespace (ip, from iproute2) and runs small
+# HTTP servers in its tests with python3.
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 # scripts/k8s/build.sh puts kubernetes-validate in a venv.
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 

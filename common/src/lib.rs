@@ -3,6 +3,7 @@
 //! client for the sidecar API, and object-store URL parsing.
 
 pub mod controller_api;
+pub mod domain;
 pub mod error;
 pub mod names;
 pub mod pg_exec;

@@ -19,7 +19,7 @@ use crate::config::{describe_cms, CmsLocation, ControllerConfig};
 use crate::engine::{open_store, Engine, EngineSettings};
 use crate::home::{listen_url, remove_addr_file, write_file_atomically};
 use crate::metrics::ControllerMetrics;
-use crate::orchestrations::create_instance::ActorSettings;
+use crate::orchestrations::instance_actor::ActorSettings;
 use crate::platform::local::{LocalPlatform, LocalPlatformConfig};
 use crate::platform::Platform;
 use crate::shutdown::ShutdownSignals;

@@ -15,6 +15,7 @@ use toygres_common::SidecarClient;
 
 pub use toygres_common::sidecar_api;
 
+pub mod k8s;
 pub mod objstores;
 
 /// Superuser password every harness cluster uses.

@@ -8,14 +8,12 @@ use std::time::Duration;
 
 use duroxide::ActivityContext;
 use serde::{Deserialize, Serialize};
-use toygres_common::controller_api::HaSettings;
 use toygres_common::sidecar_api::{
     parse_lsn, DemoteRequest, ReplicationRequest, Role, Status, SyncPolicy,
 };
 
-use super::members::member_names;
+use super::deps::{describe, ActivityDeps};
 use super::sidecar::{poll_status, sidecar, Polled};
-use super::{describe, ActivityDeps};
 use crate::platform::{Bootstrap, MemberSpec, Placement, SecretRefs};
 use toygres_common::sidecar_client::SidecarClientError;
 
@@ -38,7 +36,7 @@ pub struct MemberSurvey {
     pub running: bool,
     pub fenced: bool,
     /// `primary`, `standby` or `unknown`.
-    pub role: Option<String>,
+    pub role: Option<Role>,
     pub timeline: Option<u32>,
     /// Primary: its current WAL position.
     pub current_lsn: Option<u64>,
@@ -71,14 +69,7 @@ impl MemberSurvey {
             reachable: true,
             running: status.running && !status.fenced,
             fenced: status.fenced,
-            role: Some(
-                match status.role {
-                    Role::Primary => "primary",
-                    Role::Standby => "standby",
-                    Role::Unknown => "unknown",
-                }
-                .to_string(),
-            ),
+            role: Some(status.role),
             timeline: status.timeline,
             current_lsn: lsn(&status.current_lsn),
             receive_lsn: lsn(&status.receive_lsn),
@@ -547,221 +538,4 @@ pub async fn rejoin_member(
         .await
         .map_err(describe)?;
     Ok(demoted.method)
-}
-
-/// Record a change of primary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HandoverRecord {
-    pub instance: String,
-    pub operation_id: String,
-    pub new_primary: String,
-    pub old_primary: Option<String>,
-    /// The old primary's member state: `rejoining`, `fenced` or `running`.
-    pub old_state: String,
-    pub event_kind: String,
-    pub message: String,
-}
-
-/// Records the new roles and an event, in the CMS.
-pub async fn record_handover(
-    deps: Arc<ActivityDeps>,
-    _ctx: ActivityContext,
-    input: HandoverRecord,
-) -> Result<(), String> {
-    deps.cms
-        .record_new_primary(
-            &input.instance,
-            &input.new_primary,
-            input.old_primary.as_deref(),
-            &input.old_state,
-        )
-        .await
-        .map_err(describe)?;
-    deps.cms
-        .record_event(
-            &input.instance,
-            Some(&input.new_primary),
-            Some(&input.operation_id),
-            &input.event_kind,
-            &input.message,
-        )
-        .await
-        .map_err(describe)
-}
-
-/// One event for the instance's log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventRecord {
-    pub instance: String,
-    pub member: Option<String>,
-    pub operation_id: Option<String>,
-    pub kind: String,
-    pub message: String,
-}
-
-/// Appends an event to the instance's log (and counts HA alerts).
-pub async fn record_event(
-    deps: Arc<ActivityDeps>,
-    _ctx: ActivityContext,
-    input: EventRecord,
-) -> Result<(), String> {
-    deps.metrics.record_ha_event(&input.kind);
-    deps.cms
-        .record_event(
-            &input.instance,
-            input.member.as_deref(),
-            input.operation_id.as_deref(),
-            &input.kind,
-            &input.message,
-        )
-        .await
-        .map_err(describe)
-}
-
-/// A standby's options.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberOptions {
-    pub instance: String,
-    pub member: String,
-    pub sync_candidate: bool,
-    pub max_lag_bytes: Option<u64>,
-}
-
-/// Records a standby's options in the CMS.
-pub async fn record_member_options(
-    deps: Arc<ActivityDeps>,
-    _ctx: ActivityContext,
-    input: MemberOptions,
-) -> Result<(), String> {
-    deps.cms
-        .set_member_options(
-            &input.instance,
-            &input.member,
-            input.sync_candidate,
-            input.max_lag_bytes,
-        )
-        .await
-        .map_err(describe)
-}
-
-/// Set a member's state in the CMS.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberStateInput {
-    pub instance: String,
-    pub member: String,
-    pub state: String,
-}
-
-/// Records the member's state.
-pub async fn set_member_state(
-    deps: Arc<ActivityDeps>,
-    _ctx: ActivityContext,
-    input: MemberStateInput,
-) -> Result<(), String> {
-    deps.cms
-        .set_member_state(&input.instance, &input.member, &input.state)
-        .await
-        .map_err(describe)
-}
-
-/// What the actor needs each round.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActorView {
-    /// Every member the platform has.
-    pub members: Vec<String>,
-    /// The primary as the CMS records it.
-    pub primary: Option<String>,
-    /// Where that primary's Postgres listens.
-    #[serde(default)]
-    pub primary_address: Option<toygres_common::names::PgAddress>,
-    /// `sync` or `async`.
-    pub replication_mode: String,
-    pub ha: HaSettings,
-    /// Former primaries waiting to rejoin as standbys.
-    pub rejoining: Vec<String>,
-    /// Standbys that may never be synchronous.
-    #[serde(default)]
-    pub not_sync: Vec<String>,
-    /// Standbys with their own lag bound.
-    #[serde(default)]
-    pub lag_bounds: std::collections::BTreeMap<String, u64>,
-    /// The controller's current health interval.
-    #[serde(default)]
-    pub health_interval_ms: Option<u64>,
-    /// Standbys the CMS records running (not being created, rejoining or fenced).
-    #[serde(default)]
-    pub running_standbys: Vec<String>,
-}
-
-impl ActorView {
-    /// The members that may be synchronous standbys of `primary`: not it, not rejoining, not
-    /// added as asynchronous, not kept fenced.
-    pub fn sync_candidates(&self, primary: &str) -> Vec<String> {
-        self.members
-            .iter()
-            .filter(|m| *m != primary && !self.rejoining.contains(m) && !self.not_sync.contains(m))
-            .cloned()
-            .collect()
-    }
-}
-
-/// Reads the actor's view of its instance; `None` when the actor is no longer the instance's
-/// (replaced, or the instance is being deleted).
-pub async fn read_actor_view(
-    deps: Arc<ActivityDeps>,
-    _ctx: ActivityContext,
-    input: super::records::ActorRef,
-) -> Result<Option<ActorView>, String> {
-    let Some(instance) = deps
-        .cms
-        .get_instance(&input.instance)
-        .await
-        .map_err(describe)?
-    else {
-        return Ok(None);
-    };
-    if instance.actor_id.as_deref() != Some(input.actor_id.as_str())
-        || matches!(instance.summary.state.as_str(), "deleting" | "deleted")
-    {
-        return Ok(None);
-    }
-    let ha = deps
-        .cms
-        .get_ha_settings(&input.instance)
-        .await
-        .map_err(describe)?
-        .unwrap_or_default();
-    let recorded = deps
-        .cms
-        .list_members(&input.instance)
-        .await
-        .map_err(describe)?;
-    let members = deps
-        .platform
-        .list_members(&input.instance)
-        .await
-        .map_err(describe)?;
-    let primary = recorded
-        .iter()
-        .find(|m| m.role == "primary")
-        .map(|m| m.name.clone());
-    let primary_address = members
-        .iter()
-        .find(|m| Some(&m.member) == primary.as_ref())
-        .map(|m| m.address.pg.clone());
-    Ok(Some(ActorView {
-        members: members.into_iter().map(|m| m.member).collect(),
-        primary,
-        primary_address,
-        replication_mode: instance.summary.replication_mode,
-        ha,
-        rejoining: member_names(&recorded, |m| m.state == "rejoining"),
-        not_sync: member_names(&recorded, |m| !m.sync_candidate || m.state == "fenced"),
-        lag_bounds: recorded
-            .iter()
-            .filter_map(|m| Some((m.name.clone(), u64::try_from(m.max_lag_bytes?).ok()?)))
-            .collect(),
-        health_interval_ms: Some(deps.health_interval_ms),
-        running_standbys: member_names(&recorded, |m| m.role == "standby" && m.state == "running"),
-    }))
 }

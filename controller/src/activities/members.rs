@@ -5,11 +5,14 @@ use std::sync::Arc;
 use duroxide::ActivityContext;
 use serde::{Deserialize, Serialize};
 
-use super::{describe, ActivityDeps};
+use super::deps::{describe, ActivityDeps};
+use super::records::ActorRef;
 use crate::cms::instances::MemberRow;
 use crate::platform::{
     Bootstrap, EndpointRoutes, Endpoints, MemberHandle, MemberSpec, Placement, SecretRefs,
 };
+use toygres_common::controller_api::HaSettings;
+use toygres_common::domain::{InstanceState, MemberState, ReplicationMode, Role};
 use toygres_common::names::PgAddress;
 
 /// The instance an activity acts on.
@@ -108,8 +111,8 @@ pub async fn create_member(
     input: CreateMemberInput,
 ) -> Result<MemberHandle, String> {
     let role = match input.bootstrap {
-        Bootstrap::Init => "primary",
-        Bootstrap::Standby { .. } => "standby",
+        Bootstrap::Init => Role::Primary,
+        Bootstrap::Standby { .. } => Role::Standby,
     };
     let spec = MemberSpec {
         secrets: SecretRefs::for_instance(&input.instance),
@@ -130,7 +133,7 @@ pub async fn create_member(
             instance: &handle.instance,
             name: &handle.member,
             role,
-            state: "creating",
+            state: MemberState::Creating,
             host: &handle.address.pg.host,
             pg_port: handle.address.pg.port,
             api_port,
@@ -155,7 +158,7 @@ pub async fn delete_member(
     input: DeleteMemberInput,
 ) -> Result<(), String> {
     deps.cms
-        .set_member_state(&input.instance, &input.member, "deleting")
+        .set_member_state(&input.instance, &input.member, MemberState::Deleting)
         .await
         .map_err(describe)?;
     deps.platform
@@ -189,7 +192,7 @@ pub struct Topology {
     pub primary_address: Option<PgAddress>,
     pub standbys: Vec<String>,
     /// `sync` or `async`.
-    pub replication_mode: String,
+    pub replication_mode: ReplicationMode,
     pub replicas: u32,
     /// The instance's HA settings (sync mode, quorum …).
     #[serde(default)]
@@ -255,7 +258,7 @@ pub async fn read_topology(
         .unwrap_or_default();
     let primary = members
         .iter()
-        .find(|m| m.role == "primary")
+        .find(|m| m.parsed_role() == Role::Primary)
         .map(|m| m.name.clone());
     let primary_address = match &primary {
         Some(primary) => Some(
@@ -270,13 +273,17 @@ pub async fn read_topology(
     Ok(Topology {
         primary,
         primary_address,
-        standbys: member_names(&members, |m| m.role == "standby"),
+        standbys: member_names(&members, |m| m.parsed_role() == Role::Standby),
         sync_candidates: member_names(&members, |m| {
-            m.role == "standby" && m.sync_candidate && m.state != "fenced"
+            m.parsed_role() == Role::Standby
+                && m.sync_candidate
+                && m.parsed_state() != Some(MemberState::Fenced)
         }),
-        rejoining: member_names(&members, |m| m.state == "rejoining"),
-        fenced: member_names(&members, |m| m.state == "fenced"),
-        replication_mode: instance.summary.replication_mode,
+        rejoining: member_names(&members, |m| {
+            m.parsed_state() == Some(MemberState::Rejoining)
+        }),
+        fenced: member_names(&members, |m| m.parsed_state() == Some(MemberState::Fenced)),
+        replication_mode: instance.summary.parsed_replication_mode(),
         replicas: instance.replicas,
         ha,
     })
@@ -287,7 +294,7 @@ pub async fn read_topology(
 pub async fn actor_members(
     deps: Arc<ActivityDeps>,
     _ctx: ActivityContext,
-    input: crate::activities::records::ActorRef,
+    input: ActorRef,
 ) -> Result<Option<Vec<String>>, String> {
     let instance = deps
         .cms
@@ -296,7 +303,10 @@ pub async fn actor_members(
         .map_err(describe)?;
     let current = instance.is_some_and(|i| {
         i.actor_id.as_deref() == Some(input.actor_id.as_str())
-            && !matches!(i.summary.state.as_str(), "deleting" | "deleted")
+            && !i
+                .summary
+                .parsed_state()
+                .is_some_and(InstanceState::is_ending)
     });
     if !current {
         return Ok(None);
@@ -307,4 +317,115 @@ pub async fn actor_members(
         .await
         .map_err(describe)?;
     Ok(Some(members.into_iter().map(|m| m.member).collect()))
+}
+
+/// What the actor needs each round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorView {
+    /// Every member the platform has.
+    pub members: Vec<String>,
+    /// The primary as the CMS records it.
+    pub primary: Option<String>,
+    /// Where that primary's Postgres listens.
+    #[serde(default)]
+    pub primary_address: Option<toygres_common::names::PgAddress>,
+    /// `sync` or `async`.
+    pub replication_mode: ReplicationMode,
+    pub ha: HaSettings,
+    /// Former primaries waiting to rejoin as standbys.
+    pub rejoining: Vec<String>,
+    /// Standbys that may never be synchronous.
+    #[serde(default)]
+    pub not_sync: Vec<String>,
+    /// Standbys with their own lag bound.
+    #[serde(default)]
+    pub lag_bounds: std::collections::BTreeMap<String, u64>,
+    /// The controller's current health interval.
+    #[serde(default)]
+    pub health_interval_ms: Option<u64>,
+    /// Standbys the CMS records running (not being created, rejoining or fenced).
+    #[serde(default)]
+    pub running_standbys: Vec<String>,
+}
+
+impl ActorView {
+    /// The members that may be synchronous standbys of `primary`: not it, not rejoining, not
+    /// added as asynchronous, not kept fenced.
+    pub fn sync_candidates(&self, primary: &str) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| *m != primary && !self.rejoining.contains(m) && !self.not_sync.contains(m))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Reads the actor's view of its instance; `None` when the actor is no longer the instance's
+/// (replaced, or the instance is being deleted).
+pub async fn read_actor_view(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: ActorRef,
+) -> Result<Option<ActorView>, String> {
+    let Some(instance) = deps
+        .cms
+        .get_instance(&input.instance)
+        .await
+        .map_err(describe)?
+    else {
+        return Ok(None);
+    };
+    if instance.actor_id.as_deref() != Some(input.actor_id.as_str())
+        || instance
+            .summary
+            .parsed_state()
+            .is_some_and(InstanceState::is_ending)
+    {
+        return Ok(None);
+    }
+    let ha = deps
+        .cms
+        .get_ha_settings(&input.instance)
+        .await
+        .map_err(describe)?
+        .unwrap_or_default();
+    let recorded = deps
+        .cms
+        .list_members(&input.instance)
+        .await
+        .map_err(describe)?;
+    let members = deps
+        .platform
+        .list_members(&input.instance)
+        .await
+        .map_err(describe)?;
+    let primary = recorded
+        .iter()
+        .find(|m| m.parsed_role() == Role::Primary)
+        .map(|m| m.name.clone());
+    let primary_address = members
+        .iter()
+        .find(|m| Some(&m.member) == primary.as_ref())
+        .map(|m| m.address.pg.clone());
+    Ok(Some(ActorView {
+        members: members.into_iter().map(|m| m.member).collect(),
+        primary,
+        primary_address,
+        replication_mode: instance.summary.parsed_replication_mode(),
+        ha,
+        rejoining: member_names(&recorded, |m| {
+            m.parsed_state() == Some(MemberState::Rejoining)
+        }),
+        not_sync: member_names(&recorded, |m| {
+            !m.sync_candidate || m.parsed_state() == Some(MemberState::Fenced)
+        }),
+        lag_bounds: recorded
+            .iter()
+            .filter_map(|m| Some((m.name.clone(), u64::try_from(m.max_lag_bytes?).ok()?)))
+            .collect(),
+        health_interval_ms: Some(deps.health_interval_ms),
+        running_standbys: member_names(&recorded, |m| {
+            m.parsed_role() == Role::Standby && m.parsed_state() == Some(MemberState::Running)
+        }),
+    }))
 }

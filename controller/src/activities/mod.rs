@@ -5,20 +5,18 @@
 //! "already gone" is success. Inputs and outputs are serializable and hold no secret: credentials
 //! travel as [`SecretRef`](crate::platform::SecretRef)s and are read here, at the point of use.
 
+mod deps;
 pub mod ha;
 pub mod members;
 pub mod records;
 pub mod sidecar;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use duroxide::runtime::registry::ActivityRegistry;
 use duroxide::ActivityContext;
 
-use crate::cms::Cms;
-use crate::metrics::ControllerMetrics;
-use crate::platform::Platform;
+pub use deps::ActivityDeps;
 
 /// The registered names of the activities.
 pub mod names {
@@ -58,26 +56,6 @@ pub mod names {
     pub const SET_MEMBER_STATE: &str = "SetMemberState";
     pub const RECORD_MEMBER_OPTIONS: &str = "RecordMemberOptions";
     pub const READ_ACTOR_VIEW: &str = "ReadActorView";
-}
-
-/// What the activities reach.
-#[derive(Debug)]
-pub struct ActivityDeps {
-    pub platform: Arc<dyn Platform>,
-    pub cms: Arc<Cms>,
-    pub metrics: Arc<ControllerMetrics>,
-    /// How often the waiting activities poll a sidecar.
-    pub poll_interval: Duration,
-    /// How long one health probe of a member may take.
-    pub probe_timeout: Duration,
-    /// The health interval this controller runs with (its `--health-interval-ms`): running
-    /// actors pick it up from their next round, so a restart with a new value reaches them.
-    pub health_interval_ms: u64,
-}
-
-/// An activity's error: the whole chain of causes, as text (it goes into the history).
-pub(crate) fn describe(e: impl Into<anyhow::Error>) -> String {
-    format!("{:#}", e.into())
 }
 
 /// Registers every activity, each with its own handle on `deps`.
@@ -135,10 +113,14 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
     let b = register!(b, names::WAIT_CAUGHT_UP, ha::wait_caught_up);
     let b = register!(b, names::WAIT_RECEIVED, ha::wait_received);
     let b = register!(b, names::REJOIN_MEMBER, ha::rejoin_member);
-    let b = register!(b, names::RECORD_HANDOVER, ha::record_handover);
-    let b = register!(b, names::RECORD_EVENT, ha::record_event);
-    let b = register!(b, names::SET_MEMBER_STATE, ha::set_member_state);
-    let b = register!(b, names::RECORD_MEMBER_OPTIONS, ha::record_member_options);
-    let b = register!(b, names::READ_ACTOR_VIEW, ha::read_actor_view);
+    let b = register!(b, names::RECORD_HANDOVER, records::record_handover);
+    let b = register!(b, names::RECORD_EVENT, records::record_event);
+    let b = register!(b, names::SET_MEMBER_STATE, records::set_member_state);
+    let b = register!(
+        b,
+        names::RECORD_MEMBER_OPTIONS,
+        records::record_member_options
+    );
+    let b = register!(b, names::READ_ACTOR_VIEW, members::read_actor_view);
     b.build_result()
 }

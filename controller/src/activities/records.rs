@@ -1,22 +1,27 @@
-//! Activities that keep the CMS true: operations, instance state, members, health, events; and
-//! the one that stops an instance's actor.
+//! Activities that keep the CMS true: operations, instance state, members (their states,
+//! options and a change of primary), health, events; and the one that stops an instance's
+//! actor.
 
 use std::sync::Arc;
 
 use duroxide::ActivityContext;
 use serde::{Deserialize, Serialize};
+use toygres_common::domain::{
+    EventKind, HaEventKind, InstanceHealth, InstanceState, MemberState, OperationKind,
+    OperationStage, OperationStatus, Role,
+};
 
+use super::deps::{describe, ActivityDeps};
 use super::sidecar::ProbeResult;
-use super::{describe, ActivityDeps};
 
 /// An operation begins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperationStarted {
     pub operation_id: String,
-    pub kind: String,
+    pub kind: OperationKind,
     pub instance: String,
     /// The instance's new state, if the operation changes it (`deleting`).
-    pub instance_state: Option<String>,
+    pub instance_state: Option<InstanceState>,
 }
 
 /// Marks the operation running, sets the instance's state, and logs an event.
@@ -28,7 +33,7 @@ pub async fn record_operation_started(
     let cms = &deps.cms;
     cms.insert_operation(
         &input.operation_id,
-        &input.kind,
+        input.kind,
         &input.instance,
         &serde_json::Value::Object(Default::default()),
     )
@@ -37,7 +42,7 @@ pub async fn record_operation_started(
     cms.start_operation(&input.operation_id)
         .await
         .map_err(describe)?;
-    if let Some(state) = &input.instance_state {
+    if let Some(state) = input.instance_state {
         cms.set_instance_state(&input.instance, state)
             .await
             .map_err(describe)?;
@@ -46,7 +51,7 @@ pub async fn record_operation_started(
         &input.instance,
         None,
         Some(&input.operation_id),
-        &format!("{}-started", input.kind),
+        EventKind::Operation(input.kind, OperationStage::Started),
         &format!("operation {} ({}) started", input.operation_id, input.kind),
     )
     .await
@@ -57,12 +62,12 @@ pub async fn record_operation_started(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperationFinished {
     pub operation_id: String,
-    pub kind: String,
+    pub kind: OperationKind,
     pub instance: String,
     /// `None` when it succeeded.
     pub error: Option<String>,
     /// The instance's new state (`running`, `deleted`, `failed`), if any.
-    pub instance_state: Option<String>,
+    pub instance_state: Option<InstanceState>,
     /// How long it took, for metrics.
     pub duration_ms: u64,
 }
@@ -74,12 +79,11 @@ pub async fn record_operation_finished(
     input: OperationFinished,
 ) -> Result<(), String> {
     let cms = &deps.cms;
-    let status = if input.error.is_none() {
-        "succeeded"
-    } else {
-        "failed"
+    let (status, stage) = match input.error {
+        None => (OperationStatus::Succeeded, OperationStage::Succeeded),
+        Some(_) => (OperationStatus::Failed, OperationStage::Failed),
     };
-    if let Some(state) = &input.instance_state {
+    if let Some(state) = input.instance_state {
         cms.set_instance_state(&input.instance, state)
             .await
             .map_err(describe)?;
@@ -101,13 +105,13 @@ pub async fn record_operation_finished(
         &input.instance,
         None,
         Some(&input.operation_id),
-        &format!("{}-{status}", input.kind),
+        EventKind::Operation(input.kind, stage),
         &message,
     )
     .await
     .map_err(describe)?;
     deps.metrics
-        .record_operation(&input.kind, status, input.duration_ms);
+        .record_operation(input.kind.as_str(), status.as_str(), input.duration_ms);
     Ok(())
 }
 
@@ -116,7 +120,7 @@ pub async fn record_operation_finished(
 pub struct MemberRole {
     pub member: String,
     /// `primary` or `standby`.
-    pub role: String,
+    pub role: Role,
 }
 
 /// The instance is up: its members and their roles.
@@ -134,12 +138,12 @@ pub async fn record_instance_running(
 ) -> Result<(), String> {
     for member in &input.members {
         deps.cms
-            .set_member_state(&input.instance, &member.member, "running")
+            .set_member_state(&input.instance, &member.member, MemberState::Running)
             .await
             .map_err(describe)?;
     }
     deps.cms
-        .set_instance_state(&input.instance, "running")
+        .set_instance_state(&input.instance, InstanceState::Running)
         .await
         .map_err(describe)
 }
@@ -216,8 +220,8 @@ pub async fn record_replicas(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthEvent {
     pub member: Option<String>,
-    /// `member-down`, `member-up`, `lag-high`, `lag-ok`, `instance-health`.
-    pub kind: String,
+    /// `member-down`, `member-up`, `lag-high`, `lag-ok`, `instance-health`, …
+    pub kind: HaEventKind,
     pub message: String,
 }
 
@@ -226,7 +230,7 @@ pub struct HealthEvent {
 pub struct HealthReport {
     pub instance: String,
     /// `healthy`, `degraded` or `unavailable`.
-    pub health: String,
+    pub health: InstanceHealth,
     pub probes: Vec<ProbeResult>,
     pub events: Vec<HealthEvent>,
 }
@@ -244,7 +248,7 @@ pub async fn record_health(
             &input.instance,
             &probe.member,
             probe.healthy,
-            probe.role.as_deref(),
+            probe.role,
             probe.timeline.map(i64::from),
             probe.lsn.as_deref(),
             probe.lag_bytes.and_then(|l| i64::try_from(l).ok()),
@@ -268,20 +272,135 @@ pub async fn record_health(
         .await
         .map_err(describe)?;
     }
-    cms.set_instance_health(&input.instance, &input.health)
+    cms.set_instance_health(&input.instance, input.health)
         .await
         .map_err(describe)?;
     for event in &input.events {
-        deps.metrics.record_ha_event(&event.kind);
+        deps.metrics.record_ha_event(event.kind.as_str());
         cms.record_event(
             &input.instance,
             event.member.as_deref(),
             None,
-            &event.kind,
+            event.kind.into(),
             &event.message,
         )
         .await
         .map_err(describe)?;
     }
     Ok(())
+}
+
+/// Record a change of primary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverRecord {
+    pub instance: String,
+    pub operation_id: String,
+    pub new_primary: String,
+    pub old_primary: Option<String>,
+    /// The old primary's member state: `rejoining`, `fenced` or `running`.
+    pub old_state: MemberState,
+    pub event_kind: HaEventKind,
+    pub message: String,
+}
+
+/// Records the new roles and an event, in the CMS.
+pub async fn record_handover(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: HandoverRecord,
+) -> Result<(), String> {
+    deps.cms
+        .record_new_primary(
+            &input.instance,
+            &input.new_primary,
+            input.old_primary.as_deref(),
+            input.old_state,
+        )
+        .await
+        .map_err(describe)?;
+    deps.cms
+        .record_event(
+            &input.instance,
+            Some(&input.new_primary),
+            Some(&input.operation_id),
+            input.event_kind.into(),
+            &input.message,
+        )
+        .await
+        .map_err(describe)
+}
+
+/// One event for the instance's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub instance: String,
+    pub member: Option<String>,
+    pub operation_id: Option<String>,
+    pub kind: HaEventKind,
+    pub message: String,
+}
+
+/// Appends an event to the instance's log (and counts HA alerts).
+pub async fn record_event(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: EventRecord,
+) -> Result<(), String> {
+    deps.metrics.record_ha_event(input.kind.as_str());
+    deps.cms
+        .record_event(
+            &input.instance,
+            input.member.as_deref(),
+            input.operation_id.as_deref(),
+            input.kind.into(),
+            &input.message,
+        )
+        .await
+        .map_err(describe)
+}
+
+/// A standby's options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberOptions {
+    pub instance: String,
+    pub member: String,
+    pub sync_candidate: bool,
+    pub max_lag_bytes: Option<u64>,
+}
+
+/// Records a standby's options in the CMS.
+pub async fn record_member_options(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: MemberOptions,
+) -> Result<(), String> {
+    deps.cms
+        .set_member_options(
+            &input.instance,
+            &input.member,
+            input.sync_candidate,
+            input.max_lag_bytes,
+        )
+        .await
+        .map_err(describe)
+}
+
+/// Set a member's state in the CMS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStateInput {
+    pub instance: String,
+    pub member: String,
+    pub state: MemberState,
+}
+
+/// Records the member's state.
+pub async fn set_member_state(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: MemberStateInput,
+) -> Result<(), String> {
+    deps.cms
+        .set_member_state(&input.instance, &input.member, input.state)
+        .await
+        .map_err(describe)
 }

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use duroxide::ActivityContext;
 use serde::{Deserialize, Serialize};
+use toygres_common::domain::SyncState;
 use toygres_common::sidecar_api::{Role, Status};
 use toygres_common::sidecar_client::SidecarClientError;
 use toygres_common::SidecarClient;
 
-use super::{describe, ActivityDeps};
+use super::deps::{describe, ActivityDeps};
 use crate::platform::SecretRefs;
 
 /// A client of the member's sidecar, with the instance's sidecar token.
@@ -171,7 +172,7 @@ pub async fn wait_sync_standby(
             match status
                 .standbys
                 .iter()
-                .find(|s| s.sync_state == "sync" || s.sync_state == "quorum")
+                .find(|s| SyncState::text_confirms_commits(&s.sync_state))
             {
                 Some(sync) => Polled::Done(sync.application_name.clone()),
                 None => Polled::Waiting(format!(
@@ -220,7 +221,7 @@ pub struct ProbeResult {
     /// The sidecar answered and Postgres runs.
     pub healthy: bool,
     /// `primary`, `standby` or `unknown`, when the sidecar answered.
-    pub role: Option<String>,
+    pub role: Option<Role>,
     pub timeline: Option<u32>,
     /// The primary's current LSN or the standby's replay LSN.
     pub lsn: Option<String>,
@@ -246,6 +247,26 @@ pub struct ProbeResult {
 }
 
 impl ProbeResult {
+    /// A member whose sidecar did not answer (`error` says how), after `latency_ms`.
+    pub fn unreachable(member: &str, error: String, latency_ms: f64) -> Self {
+        ProbeResult {
+            member: member.to_string(),
+            healthy: false,
+            role: None,
+            timeline: None,
+            lsn: None,
+            lag_bytes: None,
+            standbys: Vec::new(),
+            sync_state: None,
+            sync_degraded: false,
+            check: None,
+            disk_available_bytes: None,
+            disk_total_bytes: None,
+            latency_ms,
+            error: Some(error),
+        }
+    }
+
     /// Primary: its standbys and their sync states, as `(name, state)`.
     pub fn standby_states(&self) -> impl Iterator<Item = (&str, &str)> {
         self.standbys.iter().filter_map(|s| s.split_once('='))
@@ -270,14 +291,7 @@ pub async fn probe_member(
         Ok(status) => ProbeResult {
             member: input.member,
             healthy: status.running && !status.fenced,
-            role: Some(
-                match status.role {
-                    Role::Primary => "primary",
-                    Role::Standby => "standby",
-                    Role::Unknown => "unknown",
-                }
-                .to_string(),
-            ),
+            role: Some(status.role),
             timeline: status.timeline,
             lsn: status.current_lsn.or(status.replay_lsn),
             lag_bytes: status.lag_bytes,
@@ -294,22 +308,7 @@ pub async fn probe_member(
             latency_ms,
             error: (!status.running).then(|| "Postgres is not running".to_string()),
         },
-        Err(error) => ProbeResult {
-            member: input.member,
-            healthy: false,
-            role: None,
-            timeline: None,
-            lsn: None,
-            lag_bytes: None,
-            standbys: Vec::new(),
-            sync_state: None,
-            sync_degraded: false,
-            check: None,
-            disk_available_bytes: None,
-            disk_total_bytes: None,
-            latency_ms,
-            error: Some(error),
-        },
+        Err(error) => ProbeResult::unreachable(&input.member, error, latency_ms),
     };
     let mut result = result;
     if let (true, Some(query)) = (result.healthy, &input.health_query) {

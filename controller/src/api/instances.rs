@@ -53,8 +53,10 @@ pub async fn get(
     let password_location = state.platform.as_ref().and_then(|platform| {
         platform.secret_location(&SecretRefs::for_instance(&name).superuser_password)
     });
+    let live =
+        instance.summary.parsed_state() != Some(toygres_common::domain::InstanceState::Deleted);
     let connection = match (instance.summary.rw_port, instance.summary.ro_port) {
-        (Some(rw), Some(ro)) if instance.summary.state != "deleted" => Some(connection_info(
+        (Some(rw), Some(ro)) if live => Some(connection_info(
             &state.endpoint_host,
             rw,
             ro,

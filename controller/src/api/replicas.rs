@@ -24,7 +24,9 @@ pub async fn status(
         .cms
         .get_instance(&name)
         .await?
-        .filter(|i| i.summary.state != "deleted")
+        .filter(|i| {
+            i.summary.parsed_state() != Some(toygres_common::domain::InstanceState::Deleted)
+        })
         .ok_or_else(|| ApiError::NotFound(format!("instance {name} does not exist")))?;
     let members = state.cms.list_members(&name).await?;
     Ok(Json(ReplicationStatus {

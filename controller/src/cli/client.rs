@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use toygres_common::ErrorBody;
 
-use super::ClientArgs;
+use super::args::ClientArgs;
 use crate::config::resolve_home;
 use crate::home::ControllerHome;
 use crate::token::ApiToken;

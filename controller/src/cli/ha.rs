@@ -3,8 +3,8 @@
 
 use toygres_common::controller_api::{HaSettings, HaSettingsPatch, SyncModeSetting};
 
+use super::args::{ClientArgs, OutputFormat};
 use super::client::ControllerClient;
-use super::{ClientArgs, OutputFormat};
 
 /// The flags of `toygres ha`.
 #[derive(Debug, Clone, clap::Args)]

@@ -4,9 +4,9 @@ use toygres_common::controller_api::{
     CreateInstanceRequest, InstanceDetail, OperationAccepted, MAX_REPLICAS,
 };
 
+use super::args::{ClientArgs, OutputFormat};
 use super::client::ControllerClient;
 use super::operation::{fail_unless_succeeded, wait};
-use super::{ClientArgs, OutputFormat};
 
 /// The flags of `toygres create`.
 #[derive(Debug, Clone, clap::Args)]

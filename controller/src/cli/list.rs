@@ -1,7 +1,7 @@
 //! `toygres list`: the instances, as a table or as JSON.
 
+use super::args::{ClientArgs, OutputFormat};
 use super::client::ControllerClient;
-use super::{ClientArgs, OutputFormat};
 use crate::api::types::{InstanceList, InstanceSummary};
 
 /// The flags of `toygres list`.

@@ -1,6 +1,7 @@
 //! The command line: `toygres controller` (the controller itself, see [`crate::controller`]) and
 //! the client subcommands, which talk to a running controller's API.
 
+mod args;
 pub mod client;
 pub mod ha;
 pub mod instances;
@@ -8,9 +9,9 @@ pub mod list;
 pub mod operation;
 pub mod replication;
 
-use std::path::PathBuf;
+use clap::{Parser, Subcommand};
 
-use clap::{Parser, Subcommand, ValueEnum};
+pub use args::{ClientArgs, OutputFormat};
 
 use crate::config::ControllerArgs;
 
@@ -45,32 +46,6 @@ pub enum Command {
     Operation(operation::OperationArgs),
     /// Show or change an instance's automatic-failover and synchronous-replication settings
     Ha(ha::HaArgs),
-}
-
-/// How a client subcommand finds the controller. In local mode none of these is needed: the
-/// controller writes its address and token under `$TOYGRES_HOME`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ClientArgs {
-    /// The controller's home, where its address and token files are [default: $HOME/.toygres]
-    #[arg(long, env = "TOYGRES_HOME", value_name = "DIR")]
-    pub home: Option<PathBuf>,
-
-    /// The controller's API URL [default: read from $TOYGRES_HOME/controller.addr]
-    #[arg(long, env = "TOYGRES_URL", value_name = "URL")]
-    pub url: Option<String>,
-
-    /// File holding the API token [default: $TOYGRES_HOME/controller.token]
-    #[arg(long, env = "TOYGRES_TOKEN_FILE", value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-}
-
-/// How results are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    /// Aligned columns for people
-    Table,
-    /// JSON for programs
-    Json,
 }
 
 #[cfg(test)]

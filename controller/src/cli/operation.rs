@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use toygres_common::controller_api::Operation;
 
+use super::args::{ClientArgs, OutputFormat};
 use super::client::ControllerClient;
-use super::{ClientArgs, OutputFormat};
 
 /// How often a wait asks for the operation's status.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);

@@ -6,10 +6,10 @@ use toygres_common::controller_api::{
     SwitchoverRequest,
 };
 
+use super::args::{ClientArgs, OutputFormat};
 use super::client::ControllerClient;
 use super::instances::last_check;
 use super::operation::{fail_unless_succeeded, wait};
-use super::{ClientArgs, OutputFormat};
 
 /// The flags of `toygres replication`.
 #[derive(Debug, Clone, clap::Args)]

@@ -1,6 +1,7 @@
 //! The events log and the health-check history in the CMS.
 
 use toygres_common::controller_api::Event;
+use toygres_common::domain::EventKind;
 
 use super::{get, rfc3339, Cms, CmsError};
 
@@ -14,9 +15,10 @@ impl Cms {
         instance: &str,
         member: Option<&str>,
         operation_id: Option<&str>,
-        kind: &str,
+        kind: EventKind,
         message: &str,
     ) -> Result<(), CmsError> {
+        let kind = kind.name();
         self.execute(
             "record an event",
             "INSERT INTO toygres.events (instance, member, operation_id, kind, message)

@@ -4,6 +4,7 @@
 use toygres_common::controller_api::{
     HaSettings, InstanceSummary, MemberView, ValidatedCreateInstance,
 };
+use toygres_common::domain::{InstanceHealth, InstanceState, MemberHealth, MemberState, Role};
 
 use super::{get, rfc3339, Cms, CmsError};
 
@@ -29,8 +30,8 @@ pub enum CreateOutcome {
 pub struct MemberRow<'a> {
     pub instance: &'a str,
     pub name: &'a str,
-    pub role: &'a str,
-    pub state: &'a str,
+    pub role: Role,
+    pub state: MemberState,
     pub host: &'a str,
     pub pg_port: u16,
     pub api_port: Option<u16>,
@@ -98,7 +99,7 @@ impl Cms {
             .map_err(fail)?;
         if let Some(row) = existing {
             let state: String = get(&row, 0, what)?;
-            if state != "deleted" {
+            if state.parse() != Ok(InstanceState::Deleted) {
                 return Ok(CreateOutcome::Exists { state });
             }
             tx.execute(
@@ -156,7 +157,12 @@ impl Cms {
     }
 
     /// Sets an instance's state.
-    pub async fn set_instance_state(&self, name: &str, state: &str) -> Result<(), CmsError> {
+    pub async fn set_instance_state(
+        &self,
+        name: &str,
+        state: InstanceState,
+    ) -> Result<(), CmsError> {
+        let state = state.as_str();
         self.execute(
             "set an instance's state",
             "UPDATE toygres.instances SET state = $2 WHERE name = $1 AND state IS DISTINCT FROM $2",
@@ -238,8 +244,9 @@ impl Cms {
         instance: &str,
         new_primary: &str,
         old_primary: Option<&str>,
-        old_state: &str,
+        old_state: MemberState,
     ) -> Result<(), CmsError> {
+        let old_state = old_state.as_str();
         let what = "record a new primary";
         let mut client = self.dedicated(what).await?;
         let fail = |source| CmsError::Query { what, source };
@@ -279,7 +286,12 @@ impl Cms {
     }
 
     /// Records an instance's overall health and when it was checked.
-    pub async fn set_instance_health(&self, name: &str, health: &str) -> Result<(), CmsError> {
+    pub async fn set_instance_health(
+        &self,
+        name: &str,
+        health: InstanceHealth,
+    ) -> Result<(), CmsError> {
+        let health = health.as_str();
         self.execute(
             "record an instance's health",
             "UPDATE toygres.instances SET health = $2, last_check_at = now() WHERE name = $1",
@@ -301,8 +313,8 @@ impl Cms {
             &[
                 &member.instance,
                 &member.name,
-                &member.role,
-                &member.state,
+                &member.role.as_str(),
+                &member.state.as_str(),
                 &member.host,
                 &i32::from(member.pg_port),
                 &member.api_port.map(i32::from),
@@ -317,8 +329,9 @@ impl Cms {
         &self,
         instance: &str,
         member: &str,
-        state: &str,
+        state: MemberState,
     ) -> Result<(), CmsError> {
+        let state = state.as_str();
         self.execute(
             "set a member's state",
             "UPDATE toygres.members SET state = $3 WHERE instance = $1 AND name = $2",
@@ -365,14 +378,15 @@ impl Cms {
         instance: &str,
         member: &str,
         healthy: bool,
-        role: Option<&str>,
+        role: Option<Role>,
         timeline: Option<i64>,
         lsn: Option<&str>,
         lag_bytes: Option<i64>,
         sync_state: Option<&str>,
         error: Option<&str>,
     ) -> Result<(), CmsError> {
-        let health = if healthy { "healthy" } else { "unhealthy" };
+        let health = MemberHealth::of_probe(healthy).as_str();
+        let role = role.map(Role::as_str);
         self.execute(
             "record a member's health",
             "UPDATE toygres.members

@@ -16,16 +16,15 @@ use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row};
 
-use crate::api::types::InstanceSummary;
+use toygres_common::domain::InstanceState;
+
+use toygres_common::controller_api::InstanceSummary;
 
 /// The schema holding the CMS tables.
 pub const SCHEMA: &str = "toygres";
 
 /// The name of the CMS database in the embedded Postgres.
 pub const DATABASE: &str = "toygres";
-
-/// Every state an instance can be in (the CHECK constraint of `instances.state`).
-pub const INSTANCE_STATES: [&str; 5] = ["creating", "running", "deleting", "deleted", "failed"];
 
 /// How long one CMS query may take before the caller gives up.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -226,7 +225,7 @@ impl Cms {
             .collect()
     }
 
-    /// How many instances are in each state; every state of [`INSTANCE_STATES`] is present.
+    /// How many instances are in each state; every [`InstanceState`] is present.
     pub async fn count_instances_by_state(&self) -> Result<Vec<(&'static str, i64)>, CmsError> {
         let what = "count instances by state";
         let rows = with_timeout(what, async {
@@ -240,8 +239,10 @@ impl Cms {
                 .map_err(|source| CmsError::Query { what, source })
         })
         .await?;
-        let mut counts: Vec<(&'static str, i64)> =
-            INSTANCE_STATES.iter().map(|state| (*state, 0)).collect();
+        let mut counts: Vec<(&'static str, i64)> = InstanceState::ALL
+            .iter()
+            .map(|state| (state.as_str(), 0))
+            .collect();
         for row in rows {
             let state: String = row
                 .try_get(0)

@@ -2,6 +2,7 @@
 //! moved through `running` to `succeeded` or `failed` by its orchestration.
 
 use toygres_common::controller_api::Operation;
+use toygres_common::domain::{OperationKind, OperationStatus, UnknownWord};
 
 use super::{get, rfc3339, Cms, CmsError};
 
@@ -9,7 +10,7 @@ use super::{get, rfc3339, Cms, CmsError};
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnfinishedOperation {
     pub id: String,
-    pub kind: String,
+    pub kind: OperationKind,
     pub instance: String,
     pub request: serde_json::Value,
 }
@@ -28,10 +29,11 @@ impl Cms {
     pub async fn insert_operation(
         &self,
         id: &str,
-        kind: &str,
+        kind: OperationKind,
         instance: &str,
         request: &serde_json::Value,
     ) -> Result<(), CmsError> {
+        let kind = kind.as_str();
         self.execute(
             "record an operation",
             "INSERT INTO toygres.operations (id, kind, instance, status, request)
@@ -58,9 +60,10 @@ impl Cms {
     pub async fn finish_operation(
         &self,
         id: &str,
-        status: &str,
+        status: OperationStatus,
         error: Option<&str>,
     ) -> Result<(), CmsError> {
+        let status = status.as_str();
         self.execute(
             "mark an operation finished",
             "UPDATE toygres.operations
@@ -150,9 +153,13 @@ impl Cms {
             .await?;
         rows.iter()
             .map(|row| {
+                let kind: String = get(row, 1, what)?;
                 Ok(UnfinishedOperation {
                     id: get(row, 0, what)?,
-                    kind: get(row, 1, what)?,
+                    kind: kind.parse().map_err(|e: UnknownWord| CmsError::Invalid {
+                        what,
+                        message: e.to_string(),
+                    })?,
                     instance: get(row, 2, what)?,
                     request: get(row, 3, what)?,
                 })

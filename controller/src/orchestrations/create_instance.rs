@@ -5,21 +5,20 @@
 use duroxide::OrchestrationContext;
 use serde::{Deserialize, Serialize};
 use toygres_common::controller_api::{ReplicationMode, ValidatedCreateInstance};
+use toygres_common::domain::{InstanceState, OperationKind, Role};
 
-use super::ha::sync_policy;
-use super::instance_actor::ActorInput;
-use super::{call, call_once, member_name, names, now_ms, report};
+use super::durable::{call, call_once, first_error};
+use super::ha::sync::sync_policy;
+use super::instance_actor::{actor_id, ActorInput, ActorSettings};
+use super::members::{delete_members, member_name, MEMBER_READY_TIMEOUT_SECS};
+use super::names;
+use super::operation::{report, route_endpoints, OperationRun};
 use crate::activities::ha::SyncPolicyInput;
-use crate::activities::members::{CreateMemberInput, DeleteMemberInput, InstanceRef, RouteInput};
+use crate::activities::members::{CreateMemberInput, InstanceRef};
 use crate::activities::names as act;
-use crate::activities::records::{
-    ActorRef, InstanceRunning, MemberRole, OperationFinished, OperationStarted,
-};
+use crate::activities::records::{ActorRef, InstanceRunning, MemberRole};
 use crate::activities::sidecar::{ExpectedRole, MemberReady, WaitReadyInput, WaitSyncInput};
 use crate::platform::{Bootstrap, EndpointRoutes, Endpoints, MemberHandle, Placement, SecretRefs};
-
-/// How long a new member may take to serve in its role (initdb or pg_basebackup included).
-pub const MEMBER_READY_TIMEOUT_SECS: u64 = 300;
 
 /// How long the first standby may take to become synchronous once asked.
 pub const SYNC_TIMEOUT_SECS: u64 = 60;
@@ -33,26 +32,6 @@ pub struct CreateInstanceInput {
     pub actor: ActorSettings,
 }
 
-/// How the instance actor runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActorSettings {
-    pub health_interval_ms: u64,
-    /// Replication lag (bytes) beyond which a standby counts as lagging.
-    pub max_lag_bytes: u64,
-    /// Health rounds before the actor continues as new.
-    pub rounds_per_execution: u32,
-}
-
-impl Default for ActorSettings {
-    fn default() -> Self {
-        Self {
-            health_interval_ms: 5_000,
-            max_lag_bytes: 16 * 1024 * 1024,
-            rounds_per_execution: 50,
-        }
-    }
-}
-
 /// What *CreateInstance* returns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateInstanceOutput {
@@ -64,44 +43,42 @@ pub struct CreateInstanceOutput {
     pub actor_id: String,
 }
 
-/// The orchestration id of an instance's actor started by operation `operation_id`.
-pub fn actor_id(instance: &str, operation_id: &str) -> String {
-    format!("actor-{instance}-{operation_id}")
-}
-
 /// Runs the create runbook; records the outcome on the operation and the instance whatever
 /// happens.
 pub async fn create_instance(
     ctx: OrchestrationContext,
     input: CreateInstanceInput,
 ) -> Result<CreateInstanceOutput, String> {
-    let started = now_ms(&ctx).await?;
-    let result = provision(&ctx, &input).await;
-    let duration_ms = now_ms(&ctx).await?.saturating_sub(started);
-    let finished = |error: Option<String>, instance_state: Option<&str>| OperationFinished {
-        operation_id: input.operation_id.clone(),
-        kind: "create".into(),
-        instance: input.spec.name.clone(),
-        error,
-        instance_state: instance_state.map(String::from),
-        duration_ms,
-    };
+    let operation = OperationRun::begin(
+        &ctx,
+        &input.operation_id,
+        OperationKind::Create,
+        &input.spec.name,
+    )
+    .await?;
+    let result = provision(&ctx, &input, &operation).await;
+    // The duration ends before the clean-up of a failed create.
+    let duration_ms = operation.elapsed_ms(&ctx).await?;
     match result {
         Ok(output) => {
             report(&ctx, STEPS, STEPS, "the instance is running");
-            call::<_, ()>(&ctx, act::RECORD_OPERATION_FINISHED, &finished(None, None)).await?;
+            operation
+                .record_finished(&ctx, None, None, duration_ms)
+                .await?;
             Ok(output)
         }
         Err(error) => {
             ctx.trace_error(format!("create {} failed: {error}", input.spec.name));
             clean_up(&ctx, &input.spec).await;
             report(&ctx, 0, STEPS, format!("failed: {error}"));
-            call::<_, ()>(
-                &ctx,
-                act::RECORD_OPERATION_FINISHED,
-                &finished(Some(error.clone()), Some("failed")),
-            )
-            .await?;
+            operation
+                .record_finished(
+                    &ctx,
+                    Some(error.clone()),
+                    Some(InstanceState::Failed),
+                    duration_ms,
+                )
+                .await?;
             Err(error)
         }
     }
@@ -116,24 +93,7 @@ const STEPS: u32 = 9;
 async fn clean_up(ctx: &OrchestrationContext, spec: &ValidatedCreateInstance) {
     let name = &spec.name;
     let members: Vec<String> = (0..=spec.replicas).map(|n| member_name(name, n)).collect();
-    let deleted = ctx
-        .join(
-            members
-                .iter()
-                .map(|member| {
-                    call::<_, ()>(
-                        ctx,
-                        act::DELETE_MEMBER,
-                        DeleteMemberInput {
-                            instance: name.clone(),
-                            member: member.clone(),
-                            keep_data: false,
-                        },
-                    )
-                })
-                .collect(),
-        )
-        .await;
+    let deleted = delete_members(ctx, name, &members, false).await;
     let instance = InstanceRef {
         instance: name.clone(),
     };
@@ -155,6 +115,7 @@ async fn clean_up(ctx: &OrchestrationContext, spec: &ValidatedCreateInstance) {
 async fn provision(
     ctx: &OrchestrationContext,
     input: &CreateInstanceInput,
+    operation: &OperationRun,
 ) -> Result<CreateInstanceOutput, String> {
     let name = &input.spec.name;
     let instance = InstanceRef {
@@ -162,17 +123,9 @@ async fn provision(
     };
 
     report(ctx, 1, STEPS, "recording the instance");
-    call::<_, ()>(
-        ctx,
-        act::RECORD_OPERATION_STARTED,
-        &OperationStarted {
-            operation_id: input.operation_id.clone(),
-            kind: "create".into(),
-            instance: name.clone(),
-            instance_state: Some("creating".into()),
-        },
-    )
-    .await?;
+    operation
+        .record_started(ctx, Some(InstanceState::Creating))
+        .await?;
 
     report(ctx, 2, STEPS, "generating credentials and endpoints");
     let _secrets: SecretRefs = call(ctx, act::ENSURE_SECRETS, &instance).await?;
@@ -301,26 +254,23 @@ async fn provision(
     }
 
     report(ctx, 8, STEPS, "routing the endpoints");
-    call::<_, ()>(
+    route_endpoints(
         ctx,
-        act::ROUTE_ENDPOINTS,
-        &RouteInput {
-            instance: name.clone(),
-            routes: EndpointRoutes {
-                rw: Some(primary_name.clone()),
-                ro: standbys.clone(),
-                ..Default::default()
-            },
+        name,
+        EndpointRoutes {
+            rw: Some(primary_name.clone()),
+            ro: standbys.clone(),
+            ..Default::default()
         },
     )
     .await?;
     let mut members = vec![MemberRole {
         member: primary_name.clone(),
-        role: "primary".into(),
+        role: Role::Primary,
     }];
     members.extend(standbys.iter().map(|s| MemberRole {
         member: s.clone(),
-        role: "standby".into(),
+        role: Role::Standby,
     }));
     call::<_, ()>(
         ctx,
@@ -356,9 +306,4 @@ async fn provision(
         sync_standby,
         actor_id: actor,
     })
-}
-
-/// The first error of a fan-out, once every branch has ended.
-pub(crate) fn first_error<T>(results: Vec<Result<T, String>>) -> Result<Vec<T>, String> {
-    results.into_iter().collect()
 }

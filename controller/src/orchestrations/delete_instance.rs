@@ -3,12 +3,14 @@
 
 use duroxide::OrchestrationContext;
 use serde::{Deserialize, Serialize};
+use toygres_common::domain::{InstanceState, OperationKind};
 
-use super::create_instance::first_error;
-use super::{call, now_ms, report};
-use crate::activities::members::{DeleteMemberInput, InstanceRef};
+use super::durable::{call, first_error};
+use super::members::delete_members;
+use super::operation::{report, OperationRun};
+use crate::activities::members::InstanceRef;
 use crate::activities::names as act;
-use crate::activities::records::{ActorRef, OperationFinished, OperationStarted};
+use crate::activities::records::ActorRef;
 
 /// The input of *DeleteInstance*.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,50 +29,38 @@ pub async fn delete_instance(
     ctx: OrchestrationContext,
     input: DeleteInstanceInput,
 ) -> Result<(), String> {
-    let started = now_ms(&ctx).await?;
-    let result = remove(&ctx, &input).await;
-    let duration_ms = now_ms(&ctx).await?.saturating_sub(started);
-    let (error, state) = match &result {
-        Ok(()) => (None, "deleted"),
-        Err(e) => (Some(e.clone()), "failed"),
-    };
-    // Published first: a finished operation never shows an older progress.
-    match &result {
-        Ok(()) => report(&ctx, STEPS, STEPS, "the instance is deleted"),
-        Err(e) => report(&ctx, 0, STEPS, format!("failed: {e}")),
-    }
-    call::<_, ()>(
+    let operation = OperationRun::begin(
         &ctx,
-        act::RECORD_OPERATION_FINISHED,
-        &OperationFinished {
-            operation_id: input.operation_id.clone(),
-            kind: "delete".into(),
-            instance: input.instance.clone(),
-            error,
-            instance_state: Some(state.into()),
-            duration_ms,
-        },
+        &input.operation_id,
+        OperationKind::Delete,
+        &input.instance,
     )
     .await?;
+    let result = remove(&ctx, &input, &operation).await;
+    let state = match &result {
+        Ok(()) => InstanceState::Deleted,
+        Err(_) => InstanceState::Failed,
+    };
+    operation
+        .finish_reporting(&ctx, &result, Some(state), STEPS, |()| {
+            "the instance is deleted".into()
+        })
+        .await?;
     result
 }
 
-async fn remove(ctx: &OrchestrationContext, input: &DeleteInstanceInput) -> Result<(), String> {
+async fn remove(
+    ctx: &OrchestrationContext,
+    input: &DeleteInstanceInput,
+    operation: &OperationRun,
+) -> Result<(), String> {
     let instance = InstanceRef {
         instance: input.instance.clone(),
     };
     report(ctx, 1, STEPS, "stopping the instance actor");
-    call::<_, ()>(
-        ctx,
-        act::RECORD_OPERATION_STARTED,
-        &OperationStarted {
-            operation_id: input.operation_id.clone(),
-            kind: "delete".into(),
-            instance: input.instance.clone(),
-            instance_state: Some("deleting".into()),
-        },
-    )
-    .await?;
+    operation
+        .record_started(ctx, Some(InstanceState::Deleting))
+        .await?;
     if let Some(actor_id) = &input.actor_id {
         call::<_, ()>(
             ctx,
@@ -85,24 +75,7 @@ async fn remove(ctx: &OrchestrationContext, input: &DeleteInstanceInput) -> Resu
 
     report(ctx, 2, STEPS, "removing the members");
     let members: Vec<String> = call(ctx, act::LIST_MEMBERS, &instance).await?;
-    let deleted = ctx
-        .join(
-            members
-                .iter()
-                .map(|member| {
-                    call::<_, ()>(
-                        ctx,
-                        act::DELETE_MEMBER,
-                        DeleteMemberInput {
-                            instance: input.instance.clone(),
-                            member: member.clone(),
-                            keep_data: input.keep_data,
-                        },
-                    )
-                })
-                .collect(),
-        )
-        .await;
+    let deleted = delete_members(ctx, &input.instance, &members, input.keep_data).await;
     first_error(deleted)?;
 
     report(ctx, 3, STEPS, "removing the endpoints and credentials");

@@ -4,18 +4,17 @@
 
 use duroxide::OrchestrationContext;
 use serde::{Deserialize, Serialize};
+use toygres_common::domain::{OperationKind, ReplicationMode, Role};
 
-use super::create_instance::MEMBER_READY_TIMEOUT_SECS;
-use super::ha::sync_policy;
-use super::{call, call_once, member_name, now_ms, report};
-use crate::activities::ha::{MemberOptions, SyncPolicyInput};
-use crate::activities::members::{
-    CreateMemberInput, DeleteMemberInput, InstanceRef, RouteInput, Topology,
-};
+use super::durable::{call, call_once};
+use super::ha::sync::sync_policy;
+use super::members::{next_member_name, MEMBER_READY_TIMEOUT_SECS};
+use super::operation::{report, route_endpoints, OperationRun};
+use crate::activities::ha::SyncPolicyInput;
+use crate::activities::members::{CreateMemberInput, DeleteMemberInput, InstanceRef, Topology};
 use crate::activities::names as act;
-use crate::activities::records::{
-    InstanceRunning, MemberRole, OperationFinished, OperationStarted, ReplicasChanged,
-};
+use crate::activities::records::MemberOptions;
+use crate::activities::records::{InstanceRunning, MemberRole, ReplicasChanged};
 use crate::activities::sidecar::{DropSlotInput, ExpectedRole, MemberReady, WaitReadyInput};
 use crate::platform::{Bootstrap, EndpointRoutes, MemberHandle, Placement};
 
@@ -50,23 +49,22 @@ pub struct RemoveReplicaInput {
     pub keep_data: bool,
 }
 
-/// The next member name of `instance`: one past the highest `<instance>-<n>` in `existing`.
-pub fn next_member_name(instance: &str, existing: &[String]) -> String {
-    let next = existing
-        .iter()
-        .filter_map(|m| {
-            m.strip_prefix(instance)?
-                .strip_prefix('-')?
-                .parse::<u32>()
-                .ok()
-        })
-        .max()
-        .map_or(0, |n| n + 1);
-    member_name(instance, next)
-}
-
 const ADD_STEPS: u32 = 5;
 const REMOVE_STEPS: u32 = 4;
+
+/// The first step of a replica operation: recorded running, the instance's members read.
+async fn start(
+    ctx: &OrchestrationContext,
+    operation: &OperationRun,
+    steps: u32,
+) -> Result<Topology, String> {
+    let instance = InstanceRef {
+        instance: operation.instance.clone(),
+    };
+    report(ctx, 1, steps, "reading the instance's members");
+    operation.record_started(ctx, None).await?;
+    call(ctx, act::READ_TOPOLOGY, &instance).await
+}
 
 /// Adds a standby: copy the primary, wait until it streams, include it in the synchronous set
 /// (sync mode) and in the ro endpoint, and record it.
@@ -74,38 +72,31 @@ pub async fn add_replica(
     ctx: OrchestrationContext,
     input: AddReplicaInput,
 ) -> Result<String, String> {
-    let started = now_ms(&ctx).await?;
-    let result = add(&ctx, &input).await;
-    finish(
+    let operation = OperationRun::begin(
         &ctx,
         &input.operation_id,
-        "add-replica",
+        OperationKind::AddReplica,
         &input.instance,
-        started,
-        &result,
-        ADD_STEPS,
     )
     .await?;
+    let result = add(&ctx, &input, &operation).await;
+    operation
+        .finish_reporting(&ctx, &result, None, ADD_STEPS, |member| {
+            format!("done: {member}")
+        })
+        .await?;
     result
 }
 
-async fn add(ctx: &OrchestrationContext, input: &AddReplicaInput) -> Result<String, String> {
+async fn add(
+    ctx: &OrchestrationContext,
+    input: &AddReplicaInput,
+    operation: &OperationRun,
+) -> Result<String, String> {
+    let topology = start(ctx, operation, ADD_STEPS).await?;
     let instance = InstanceRef {
         instance: input.instance.clone(),
     };
-    report(ctx, 1, ADD_STEPS, "reading the instance's members");
-    call::<_, ()>(
-        ctx,
-        act::RECORD_OPERATION_STARTED,
-        &OperationStarted {
-            operation_id: input.operation_id.clone(),
-            kind: "add-replica".into(),
-            instance: input.instance.clone(),
-            instance_state: None,
-        },
-    )
-    .await?;
-    let topology: Topology = call(ctx, act::READ_TOPOLOGY, &instance).await?;
     let (Some(primary), Some(primary_address)) = (topology.primary, topology.primary_address)
     else {
         return Err(format!("instance {} has no primary", input.instance));
@@ -164,7 +155,7 @@ async fn add(ctx: &OrchestrationContext, input: &AddReplicaInput) -> Result<Stri
         candidates.push(member.clone());
     }
     report(ctx, 4, ADD_STEPS, "routing read-only connections to it");
-    if topology.replication_mode == "sync" {
+    if topology.replication_mode == ReplicationMode::Sync {
         call::<_, ()>(
             ctx,
             act::SET_SYNC_POLICY,
@@ -176,16 +167,13 @@ async fn add(ctx: &OrchestrationContext, input: &AddReplicaInput) -> Result<Stri
         )
         .await?;
     }
-    call::<_, ()>(
+    route_endpoints(
         ctx,
-        act::ROUTE_ENDPOINTS,
-        &RouteInput {
-            instance: input.instance.clone(),
-            routes: EndpointRoutes {
-                rw: Some(primary),
-                ro: standbys.clone(),
-                ..Default::default()
-            },
+        &input.instance,
+        EndpointRoutes {
+            rw: Some(primary),
+            ro: standbys.clone(),
+            ..Default::default()
         },
     )
     .await?;
@@ -196,7 +184,7 @@ async fn add(ctx: &OrchestrationContext, input: &AddReplicaInput) -> Result<Stri
             instance: input.instance.clone(),
             members: vec![MemberRole {
                 member: member.clone(),
-                role: "standby".into(),
+                role: Role::Standby,
             }],
         },
     )
@@ -219,38 +207,28 @@ pub async fn remove_replica(
     ctx: OrchestrationContext,
     input: RemoveReplicaInput,
 ) -> Result<String, String> {
-    let started = now_ms(&ctx).await?;
-    let result = remove(&ctx, &input).await;
-    finish(
+    let operation = OperationRun::begin(
         &ctx,
         &input.operation_id,
-        "remove-replica",
+        OperationKind::RemoveReplica,
         &input.instance,
-        started,
-        &result,
-        REMOVE_STEPS,
     )
     .await?;
+    let result = remove(&ctx, &input, &operation).await;
+    operation
+        .finish_reporting(&ctx, &result, None, REMOVE_STEPS, |member| {
+            format!("done: {member}")
+        })
+        .await?;
     result
 }
 
-async fn remove(ctx: &OrchestrationContext, input: &RemoveReplicaInput) -> Result<String, String> {
-    let instance = InstanceRef {
-        instance: input.instance.clone(),
-    };
-    report(ctx, 1, REMOVE_STEPS, "reading the instance's members");
-    call::<_, ()>(
-        ctx,
-        act::RECORD_OPERATION_STARTED,
-        &OperationStarted {
-            operation_id: input.operation_id.clone(),
-            kind: "remove-replica".into(),
-            instance: input.instance.clone(),
-            instance_state: None,
-        },
-    )
-    .await?;
-    let topology: Topology = call(ctx, act::READ_TOPOLOGY, &instance).await?;
+async fn remove(
+    ctx: &OrchestrationContext,
+    input: &RemoveReplicaInput,
+    operation: &OperationRun,
+) -> Result<String, String> {
+    let topology = start(ctx, operation, REMOVE_STEPS).await?;
     if topology.primary.as_deref() == Some(input.member.as_str()) {
         return Err(format!(
             "{} is the primary; only a standby can be removed",
@@ -269,7 +247,7 @@ async fn remove(ctx: &OrchestrationContext, input: &RemoveReplicaInput) -> Resul
         .filter(|s| **s != input.member)
         .cloned()
         .collect();
-    if topology.replication_mode == "sync" && candidates.is_empty() {
+    if topology.replication_mode == ReplicationMode::Sync && candidates.is_empty() {
         return Err(
             "sync replication needs at least one synchronous standby; this is the last".into(),
         );
@@ -281,20 +259,17 @@ async fn remove(ctx: &OrchestrationContext, input: &RemoveReplicaInput) -> Resul
         REMOVE_STEPS,
         format!("taking {} out of service", input.member),
     );
-    call::<_, ()>(
+    route_endpoints(
         ctx,
-        act::ROUTE_ENDPOINTS,
-        &RouteInput {
-            instance: input.instance.clone(),
-            routes: EndpointRoutes {
-                rw: topology.primary.clone(),
-                ro: standbys.clone(),
-                ..Default::default()
-            },
+        &input.instance,
+        EndpointRoutes {
+            rw: topology.primary.clone(),
+            ro: standbys.clone(),
+            ..Default::default()
         },
     )
     .await?;
-    if let (Some(primary), "sync") = (&topology.primary, topology.replication_mode.as_str()) {
+    if let (Some(primary), ReplicationMode::Sync) = (&topology.primary, topology.replication_mode) {
         call::<_, ()>(
             ctx,
             act::SET_SYNC_POLICY,
@@ -349,36 +324,4 @@ async fn remove(ctx: &OrchestrationContext, input: &RemoveReplicaInput) -> Resul
     )
     .await?;
     Ok(input.member.clone())
-}
-
-/// Records how a replica operation ended and publishes its last progress.
-async fn finish(
-    ctx: &OrchestrationContext,
-    operation_id: &str,
-    kind: &str,
-    instance: &str,
-    started_ms: u64,
-    result: &Result<String, String>,
-    steps: u32,
-) -> Result<(), String> {
-    let duration_ms = now_ms(ctx).await?.saturating_sub(started_ms);
-    // Published first: a finished operation never shows an older progress.
-    match result {
-        Ok(member) => report(ctx, steps, steps, format!("done: {member}")),
-        Err(e) => report(ctx, 0, steps, format!("failed: {e}")),
-    }
-    call::<_, ()>(
-        ctx,
-        act::RECORD_OPERATION_FINISHED,
-        &OperationFinished {
-            operation_id: operation_id.to_string(),
-            kind: kind.to_string(),
-            instance: instance.to_string(),
-            error: result.as_ref().err().cloned(),
-            instance_state: None,
-            duration_ms,
-        },
-    )
-    .await?;
-    Ok(())
 }

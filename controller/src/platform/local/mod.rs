@@ -18,16 +18,16 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use toygres_common::names::{validate_instance_name, PgAddress};
 
-use self::layout::{remove_dir_if_empty, remove_path, LocalLayout};
+use self::layout::LocalLayout;
 use self::record::{AllRecords, EndpointsRecord, MemberRecord};
 use crate::endpoints::{EndpointRole, EndpointStats, InstanceProxy, ProxyTargets};
 use crate::platform::{
-    validate_member_of, Bootstrap, EndpointRoutes, Endpoints, MemberAddress, MemberHandle,
-    MemberInfo, MemberSpec, MemberState, Platform, PlatformError, SecretRef, SecretRefs,
-    SecretValue,
+    validate_member_of, Bootstrap, EndpointRoutes, Endpoints, MemberAddress, MemberState,
+    PlatformError, SecretRef,
 };
 
 pub mod layout;
+mod platform_api;
 pub mod process;
 pub mod record;
 pub mod secrets;
@@ -539,282 +539,6 @@ impl LocalPlatform {
     }
 }
 
-#[async_trait::async_trait]
-impl Platform for LocalPlatform {
-    async fn ensure_instance_secrets(&self, instance: &str) -> Result<SecretRefs, PlatformError> {
-        validate_instance_name(instance)?;
-        let _lock = self.lock(instance).await;
-        Ok(secrets::ensure(&self.layout, instance)?)
-    }
-
-    async fn delete_instance_secrets(&self, instance: &str) -> Result<(), PlatformError> {
-        validate_instance_name(instance)?;
-        let _lock = self.lock(instance).await;
-        remove_path(&self.layout.secrets_dir(instance))?;
-        remove_dir_if_empty(&self.layout.instance_dir(instance));
-        Ok(())
-    }
-
-    async fn read_secret(&self, secret: &SecretRef) -> Result<SecretValue, PlatformError> {
-        validate_instance_name(&secret.instance)?;
-        secrets::read(&self.layout, secret)?
-            .ok_or_else(|| PlatformError::not_found("secret", secret.to_string()))
-    }
-
-    fn secret_location(&self, secret: &SecretRef) -> Option<String> {
-        validate_instance_name(&secret.instance).ok()?;
-        Some(
-            self.layout
-                .secret_file(&secret.instance, secret.name)
-                .display()
-                .to_string(),
-        )
-    }
-
-    async fn create_member(&self, spec: &MemberSpec) -> Result<MemberHandle, PlatformError> {
-        spec.validate()?;
-        let _lock = self.lock(&spec.instance).await;
-        for secret in spec.secrets.all() {
-            let path = self.layout.secret_file(&secret.instance, secret.name);
-            if !path.is_file() {
-                return Err(PlatformError::not_found("secret", secret.to_string()));
-            }
-        }
-        let path = self.layout.member_record(&spec.instance, &spec.member);
-        let mut member = match record::read::<MemberRecord>(&path)? {
-            Some(existing) => existing,
-            None => {
-                let _allocation = self.allocate_ports();
-                let reserved = AllRecords::scan(&self.layout.instances_dir())?.ports();
-                let listeners = record::bind_free_ports(2, &reserved)?;
-                let pg_port = record::port_of(&listeners[0])?;
-                let api_port = record::port_of(&listeners[1])?;
-                drop(listeners);
-                let new = MemberRecord::new(
-                    spec,
-                    pg_port,
-                    api_port,
-                    self.layout.data_dir(&spec.instance, &spec.member),
-                    self.layout.run_dir(&spec.instance, &spec.member, pg_port)?,
-                    self.layout.log_file(&spec.instance, &spec.member),
-                );
-                self.layout
-                    .create_dir(&self.layout.member_dir(&spec.instance, &spec.member))?;
-                // Recorded before the start, so a crash in between cannot lose the ports or
-                // start a second sidecar on the same data later.
-                self.write_member(&new)?;
-                new
-            }
-        };
-        let running = member
-            .pid
-            .is_some_and(|pid| process::is_sidecar_of(pid, &member.data_dir));
-        if !running {
-            // Started again after kill_member or a death: the newest spec wins (its bootstrap
-            // only matters while the data directory is still empty).
-            member.bootstrap = spec.bootstrap.clone();
-            member.secrets = spec.secrets.clone();
-            member.placement = spec.placement.clone();
-        }
-        if member.stopped || !running {
-            member.stopped = false;
-            self.write_member(&member)?;
-        }
-        if !running {
-            self.ensure_running(&mut member).await?;
-        }
-        Ok(MemberHandle {
-            instance: member.instance.clone(),
-            member: member.member.clone(),
-            address: Self::address_of(&member),
-        })
-    }
-
-    async fn delete_member(
-        &self,
-        instance: &str,
-        member: &str,
-        keep_data: bool,
-    ) -> Result<(), PlatformError> {
-        validate_member_of(instance, member)?;
-        let _lock = self.lock(instance).await;
-        let member_dir = self.layout.member_dir(instance, member);
-        let data_dir = self.layout.data_dir(instance, member);
-        let path = self.layout.member_record(instance, member);
-        let recorded = record::read::<MemberRecord>(&path)?;
-        let mut run_dirs = vec![member_dir.join("run")];
-        let pid = match &recorded {
-            Some(existing) => {
-                // Marked first, so an adopt() after a crash mid-way does not restart it.
-                let mut stopping = existing.clone();
-                stopping.stopped = true;
-                self.write_member(&stopping)?;
-                run_dirs.push(existing.run_dir.clone());
-                existing.pid
-            }
-            None => None,
-        };
-        let pid = pid
-            .filter(|pid| process::is_sidecar_of(*pid, &data_dir))
-            .or_else(|| process::find_sidecar_of(&data_dir));
-        process::stop_member(pid, &data_dir, self.delete_timeout())
-            .await
-            .with_context(|| format!("stop member {member}"))?;
-        // The record goes before the data: a crash in between leaves files that a retry
-        // removes, never a record that would start a fresh, empty member.
-        remove_path(&path)?;
-        for run_dir in run_dirs {
-            remove_path(&run_dir)?;
-        }
-        if keep_data {
-            // A bootstrap cut short is no data worth keeping.
-            let mut unfinished = data_dir.as_os_str().to_os_string();
-            unfinished.push(".bootstrap");
-            remove_path(Path::new(&unfinished))?;
-            tracing::info!(instance, member, "deleted the member, keeping its data");
-        } else {
-            remove_path(&member_dir)?;
-            tracing::info!(instance, member, "deleted the member and its data");
-        }
-        remove_dir_if_empty(&self.layout.home().join("run"));
-        remove_dir_if_empty(&self.layout.instance_dir(instance));
-        Ok(())
-    }
-
-    async fn member_address(
-        &self,
-        instance: &str,
-        member: &str,
-    ) -> Result<MemberAddress, PlatformError> {
-        let record = self.member_record(instance, member).await?;
-        Ok(Self::address_of(&record))
-    }
-
-    async fn kill_member(&self, instance: &str, member: &str) -> Result<(), PlatformError> {
-        validate_member_of(instance, member)?;
-        let _lock = self.lock(instance).await;
-        let mut record =
-            record::read::<MemberRecord>(&self.layout.member_record(instance, member))?
-                .ok_or_else(|| PlatformError::not_found("member", member))?;
-        record.stopped = true;
-        self.write_member(&record)?;
-        // Fenced before the kill: whoever starts it again (create_member, to rejoin it) finds
-        // Postgres kept stopped until it is made a standby.
-        if record.data_dir.join("PG_VERSION").exists() {
-            let marker = record
-                .data_dir
-                .join(toygres_common::sidecar_api::FENCE_MARKER_FILE);
-            std::fs::write(&marker, b"")
-                .with_context(|| format!("fence member {member}: write {}", marker.display()))?;
-        }
-        let pid = record
-            .pid
-            .filter(|pid| process::is_sidecar_of(*pid, &record.data_dir))
-            .or_else(|| process::find_sidecar_of(&record.data_dir));
-        process::kill_member(pid, &record.data_dir)
-            .await
-            .with_context(|| format!("kill member {member}"))?;
-        tracing::warn!(instance, member, "killed the member");
-        Ok(())
-    }
-
-    async fn list_members(&self, instance: &str) -> Result<Vec<MemberInfo>, PlatformError> {
-        validate_instance_name(instance)?;
-        let mut members = Vec::new();
-        for dir in record::subdirectories(&self.layout.instance_dir(instance))? {
-            let Some(record) = record::read::<MemberRecord>(&dir.join("member.json"))? else {
-                continue;
-            };
-            members.push(MemberInfo {
-                state: Self::state_of(&record),
-                address: Self::address_of(&record),
-                placement: record.placement,
-                member: record.member,
-            });
-        }
-        members.sort_by(|a, b| a.member.cmp(&b.member));
-        Ok(members)
-    }
-
-    async fn ensure_endpoints(&self, instance: &str) -> Result<Endpoints, PlatformError> {
-        validate_instance_name(instance)?;
-        let _lock = self.lock(instance).await;
-        let path = self.layout.endpoints_record(instance);
-        if let Some(existing) = record::read::<EndpointsRecord>(&path)? {
-            if !self.proxy_running(instance) {
-                let targets = self.resolve_routes(instance, &existing.routes);
-                self.serve_endpoints(&existing, targets, None).await?;
-            }
-            return Ok(Self::endpoints_of(&existing));
-        }
-        let (new, rw, ro) = {
-            let _allocation = self.allocate_ports();
-            let reserved = AllRecords::scan(&self.layout.instances_dir())?.ports();
-            let mut listeners = record::bind_free_ports(2, &reserved)?;
-            let (Some(ro), Some(rw)) = (listeners.pop(), listeners.pop()) else {
-                return Err(anyhow::anyhow!("bind the endpoints' ports").into());
-            };
-            let new = EndpointsRecord::new(instance, record::port_of(&rw)?, record::port_of(&ro)?);
-            self.layout
-                .create_dir(&self.layout.instance_dir(instance))?;
-            record::write(&path, &new)?;
-            (new, rw, ro)
-        };
-        self.serve_endpoints(&new, ProxyTargets::default(), Some((rw, ro)))
-            .await?;
-        Ok(Self::endpoints_of(&new))
-    }
-
-    async fn route_endpoint(
-        &self,
-        instance: &str,
-        routes: &EndpointRoutes,
-    ) -> Result<(), PlatformError> {
-        validate_instance_name(instance)?;
-        for member in routes.rw.iter().chain(&routes.ro) {
-            validate_member_of(instance, member)?;
-            if !self.layout.member_record(instance, member).is_file() {
-                return Err(PlatformError::not_found("member", member.clone()));
-            }
-        }
-        let _lock = self.lock(instance).await;
-        let path = self.layout.endpoints_record(instance);
-        let mut endpoints = record::read::<EndpointsRecord>(&path)?
-            .ok_or_else(|| PlatformError::not_found("endpoints", instance))?;
-        let targets = self.resolve_routes(instance, routes);
-        if endpoints.routes != *routes {
-            endpoints.routes = routes.clone();
-            record::write(&path, &endpoints)?;
-        }
-        let routed = match self.proxies.lock() {
-            Ok(map) => map.get(instance).map(|proxy| proxy.route(targets.clone())),
-            Err(poisoned) => poisoned
-                .into_inner()
-                .get(instance)
-                .map(|proxy| proxy.route(targets.clone())),
-        };
-        if routed.is_none() {
-            self.serve_endpoints(&endpoints, targets, None).await?;
-        }
-        Ok(())
-    }
-
-    async fn delete_endpoints(&self, instance: &str) -> Result<(), PlatformError> {
-        validate_instance_name(instance)?;
-        let _lock = self.lock(instance).await;
-        let proxy = match self.proxies.lock() {
-            Ok(mut map) => map.remove(instance),
-            Err(poisoned) => poisoned.into_inner().remove(instance),
-        };
-        if let Some(proxy) = proxy {
-            proxy.stop().await;
-        }
-        remove_path(&self.layout.endpoints_record(instance))?;
-        remove_dir_if_empty(&self.layout.instance_dir(instance));
-        Ok(())
-    }
-}
-
 fn into_tokio(listener: std::net::TcpListener) -> anyhow::Result<tokio::net::TcpListener> {
     listener
         .set_nonblocking(true)
@@ -872,6 +596,7 @@ fn locate_sidecar(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::Platform;
 
     #[test]
     fn the_local_platform_can_be_shared_as_a_platform() {

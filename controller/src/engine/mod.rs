@@ -11,26 +11,22 @@ use duroxide::providers::Provider;
 use duroxide::runtime::{Runtime, RuntimeOptions};
 use duroxide::{Client, OrchestrationStatus};
 use rand::RngCore as _;
-use toygres_common::controller_api::{
-    AddReplicaRequest, FailoverRequest, HaSettings, HaSettingsPatch, MemberView, OperationAccepted,
-    Progress, SwitchoverRequest, ValidatedCreateInstance, ValidatedSwitchover, MAX_REPLICAS,
-};
+use toygres_common::controller_api::{OperationAccepted, Progress, ValidatedCreateInstance};
+use toygres_common::domain::{InstanceState, OperationKind};
 
 use crate::activities::{self, ActivityDeps};
 use crate::cms::instances::CreateOutcome;
-use crate::cms::instances::InstanceRecord;
 use crate::cms::{Cms, CmsError};
 use crate::metrics::ControllerMetrics;
-use crate::orchestrations::create_instance::{ActorSettings, CreateInstanceInput};
+use crate::orchestrations::create_instance::CreateInstanceInput;
 use crate::orchestrations::delete_instance::DeleteInstanceInput;
-use crate::orchestrations::instance_actor::{
-    ActorCommand, ActorInput, FailoverCommand, SwitchoverCommand, COMMANDS_QUEUE,
-};
-use crate::orchestrations::replicas::{AddReplicaInput, RemoveReplicaInput};
+use crate::orchestrations::instance_actor::{ActorInput, ActorSettings};
+use crate::orchestrations::operation::operation_id_from;
 use crate::orchestrations::{self, names};
 use crate::platform::Platform;
-use crate::platform::{validate_member_of, Placement};
 use crate::token::hex;
+
+mod actor_operations;
 
 /// The schema of the duroxide store in the CMS database.
 pub const DUROXIDE_SCHEMA: &str = "toygres_duroxide";
@@ -127,7 +123,7 @@ pub const IDLE_FETCH_MAX_WAIT: Duration = Duration::from_millis(250);
 pub fn new_operation_id() -> String {
     let mut bytes = [0u8; 8];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    format!("op-{}", hex(&bytes))
+    operation_id_from(&hex(&bytes))
 }
 
 impl Engine {
@@ -207,7 +203,7 @@ impl Engine {
             .await?;
         Ok(OperationAccepted {
             operation_id,
-            kind: "create".into(),
+            kind: OperationKind::Create.to_string(),
             instance: spec.name,
         })
     }
@@ -222,7 +218,7 @@ impl Engine {
             .cms
             .get_instance(name)
             .await?
-            .filter(|i| i.summary.state != "deleted")
+            .filter(|i| i.summary.parsed_state() != Some(InstanceState::Deleted))
             .ok_or_else(|| EngineError::NotFound(format!("instance {name} does not exist")))?;
         if let Some((id, kind)) = self.cms.unfinished_operation(name).await? {
             return Err(EngineError::Conflict(format!(
@@ -239,13 +235,13 @@ impl Engine {
         };
         let request = serde_json::to_value(&input).context("encode the delete request")?;
         self.cms
-            .insert_operation(&operation_id, "delete", name, &request)
+            .insert_operation(&operation_id, OperationKind::Delete, name, &request)
             .await?;
         self.start_operation(names::DELETE_INSTANCE, &operation_id, &request)
             .await?;
         Ok(OperationAccepted {
             operation_id,
-            kind: "delete".into(),
+            kind: OperationKind::Delete.to_string(),
             instance: name.to_string(),
         })
     }
@@ -282,279 +278,6 @@ impl Engine {
         serde_json::from_str(&custom).ok()
     }
 
-    /// Queues an *AddReplica* operation on the instance's actor.
-    pub async fn add_replica(
-        &self,
-        name: &str,
-        request: AddReplicaRequest,
-    ) -> Result<OperationAccepted, EngineError> {
-        let instance = self.running_instance(name).await?;
-        if instance.replicas >= MAX_REPLICAS {
-            return Err(EngineError::Conflict(format!(
-                "instance {name} already has {MAX_REPLICAS} replicas, the most it may have"
-            )));
-        }
-        if let Some(member) = &request.name {
-            validate_member_of(name, member).map_err(|e| EngineError::Invalid(e.to_string()))?;
-            let members = self.cms.list_members(name).await?;
-            if members.iter().any(|m| &m.name == member) {
-                return Err(EngineError::Conflict(format!(
-                    "member {member} already exists"
-                )));
-            }
-        }
-        let sync_candidate = match request.mode.as_deref() {
-            None | Some("sync") => true,
-            Some("async") => false,
-            Some(other) => {
-                return Err(EngineError::Invalid(format!(
-                    "mode must be \"sync\" or \"async\", not {other:?}"
-                )))
-            }
-        };
-        if request.mode.as_deref() == Some("sync") && instance.summary.replication_mode != "sync" {
-            return Err(EngineError::Conflict(format!(
-                "instance {name} replicates asynchronously: a standby cannot be synchronous"
-            )));
-        }
-        let operation_id = new_operation_id();
-        let command = ActorCommand::AddReplica(AddReplicaInput {
-            sync_candidate,
-            max_lag_bytes: request.max_lag_bytes,
-            operation_id: operation_id.clone(),
-            instance: name.to_string(),
-            member: request.name,
-            placement: Placement {
-                zone: request.zone,
-                size: request.size,
-            },
-        });
-        self.queue_operation(&instance, &operation_id, "add-replica", &command)
-            .await
-    }
-
-    /// Queues a *RemoveReplica* operation on the instance's actor.
-    pub async fn remove_replica(
-        &self,
-        name: &str,
-        member: &str,
-        keep_data: bool,
-    ) -> Result<OperationAccepted, EngineError> {
-        let instance = self.running_instance(name).await?;
-        validate_member_of(name, member).map_err(|e| EngineError::Invalid(e.to_string()))?;
-        let members = self.cms.list_members(name).await?;
-        let found = members
-            .iter()
-            .find(|m| m.name == member)
-            .ok_or_else(|| EngineError::NotFound(format!("member {member} does not exist")))?;
-        if found.role == "primary" {
-            return Err(EngineError::Conflict(format!(
-                "{member} is the primary; only a standby can be removed"
-            )));
-        }
-        let standbys = members.iter().filter(|m| m.role == "standby").count();
-        if instance.summary.replication_mode == "sync" && standbys <= 1 {
-            return Err(EngineError::Conflict(format!(
-                "{member} is the last standby and instance {name} replicates synchronously"
-            )));
-        }
-        let operation_id = new_operation_id();
-        let command = ActorCommand::RemoveReplica(RemoveReplicaInput {
-            operation_id: operation_id.clone(),
-            instance: name.to_string(),
-            member: member.to_string(),
-            keep_data,
-        });
-        self.queue_operation(&instance, &operation_id, "remove-replica", &command)
-            .await
-    }
-
-    /// Queues a *Switchover* on the instance's actor. The primary must be recorded and the
-    /// target, when named, one of its standbys.
-    pub async fn switchover(
-        &self,
-        name: &str,
-        request: SwitchoverRequest,
-    ) -> Result<OperationAccepted, EngineError> {
-        let instance = self.running_instance(name).await?;
-        let request = ValidatedSwitchover::try_from(request)
-            .map_err(|e| EngineError::Invalid(e.to_string()))?;
-        let members = self.cms.list_members(name).await?;
-        if !members.iter().any(|m| m.role == "standby") {
-            return Err(EngineError::Conflict(format!(
-                "instance {name} has no standby to hand over to"
-            )));
-        }
-        if let Some(to) = &request.to {
-            self.check_target(name, &members, to)?;
-        }
-        let operation_id = new_operation_id();
-        let command = ActorCommand::Switchover(SwitchoverCommand {
-            operation_id: operation_id.clone(),
-            request,
-        });
-        self.queue_operation(&instance, &operation_id, "switchover", &command)
-            .await
-    }
-
-    /// Queues a manual *Failover* on the instance's actor (refused by the orchestration while
-    /// the primary is healthy, unless forced).
-    pub async fn failover(
-        &self,
-        name: &str,
-        request: FailoverRequest,
-    ) -> Result<OperationAccepted, EngineError> {
-        let instance = self.running_instance(name).await?;
-        request
-            .validate()
-            .map_err(|e| EngineError::Invalid(e.to_string()))?;
-        let members = self.cms.list_members(name).await?;
-        if let Some(to) = &request.to {
-            self.check_target(name, &members, to)?;
-        }
-        if !request.force {
-            // Refused up front when the primary answers: the operator wants a switchover.
-            let primary = members.iter().find(|m| m.role == "primary");
-            if let Some(primary) = primary.filter(|p| p.health == "healthy") {
-                return Err(EngineError::Conflict(format!(
-                    "the primary {} is healthy: use a switchover, or force the failover",
-                    primary.name
-                )));
-            }
-        }
-        let operation_id = new_operation_id();
-        let command = ActorCommand::Failover(FailoverCommand {
-            operation_id: operation_id.clone(),
-            to: request.to,
-            force: request.force,
-        });
-        self.queue_operation(&instance, &operation_id, "failover", &command)
-            .await
-    }
-
-    fn check_target(
-        &self,
-        name: &str,
-        members: &[MemberView],
-        to: &str,
-    ) -> Result<(), EngineError> {
-        validate_member_of(name, to).map_err(|e| EngineError::Invalid(e.to_string()))?;
-        match members.iter().find(|m| m.name == to) {
-            None => Err(EngineError::NotFound(format!("member {to} does not exist"))),
-            Some(m) if m.role == "primary" => Err(EngineError::Conflict(format!(
-                "{to} is already the primary"
-            ))),
-            Some(_) => Ok(()),
-        }
-    }
-
-    /// The instance's HA settings.
-    pub async fn ha_settings(&self, name: &str) -> Result<HaSettings, EngineError> {
-        self.cms
-            .get_instance(name)
-            .await?
-            .filter(|i| i.summary.state != "deleted")
-            .ok_or_else(|| EngineError::NotFound(format!("instance {name} does not exist")))?;
-        Ok(self.cms.get_ha_settings(name).await?.unwrap_or_default())
-    }
-
-    /// Changes the instance's HA settings; its actor applies them from its next round on.
-    pub async fn set_ha_settings(
-        &self,
-        name: &str,
-        patch: &HaSettingsPatch,
-    ) -> Result<HaSettings, EngineError> {
-        let current = self.ha_settings(name).await?;
-        let next = current
-            .patched(patch)
-            .map_err(|e| EngineError::Invalid(e.to_string()))?;
-        self.cms.set_ha_settings(name, &next).await?;
-        self.cms
-            .record_event(
-                name,
-                None,
-                None,
-                "ha-settings",
-                &format!(
-                    "HA settings changed: {}",
-                    serde_json::to_string(patch).unwrap_or_default()
-                ),
-            )
-            .await?;
-        // Applied at once rather than at the next tick.
-        if let Err(e) = self.check_now(name).await {
-            tracing::debug!(instance = name, "nudge the actor: {e}");
-        }
-        Ok(next)
-    }
-
-    /// An instance that is running and has an actor.
-    async fn running_instance(&self, name: &str) -> Result<InstanceRecord, EngineError> {
-        let instance = self
-            .cms
-            .get_instance(name)
-            .await?
-            .filter(|i| i.summary.state != "deleted")
-            .ok_or_else(|| EngineError::NotFound(format!("instance {name} does not exist")))?;
-        if instance.summary.state != "running" {
-            return Err(EngineError::Conflict(format!(
-                "instance {name} is {}, not running",
-                instance.summary.state
-            )));
-        }
-        if instance.actor_id.is_none() {
-            return Err(EngineError::Conflict(format!(
-                "instance {name} has no actor yet; try again in a moment"
-            )));
-        }
-        Ok(instance)
-    }
-
-    /// Records an operation and hands it to the instance's actor, which runs it after the
-    /// commands queued before it.
-    async fn queue_operation(
-        &self,
-        instance: &InstanceRecord,
-        operation_id: &str,
-        kind: &str,
-        command: &ActorCommand,
-    ) -> Result<OperationAccepted, EngineError> {
-        let name = &instance.summary.name;
-        let actor_id = instance
-            .actor_id
-            .as_deref()
-            .ok_or_else(|| EngineError::Conflict(format!("instance {name} has no actor")))?;
-        let request = serde_json::to_value(command).context("encode the command")?;
-        self.cms
-            .insert_operation(operation_id, kind, name, &request)
-            .await?;
-        self.client
-            .enqueue_event(actor_id, COMMANDS_QUEUE, request.to_string())
-            .await
-            .with_context(|| format!("send the command to {name}'s actor"))?;
-        Ok(OperationAccepted {
-            operation_id: operation_id.to_string(),
-            kind: kind.to_string(),
-            instance: name.clone(),
-        })
-    }
-
-    /// Asks an instance's actor to run a health round now.
-    pub async fn check_now(&self, name: &str) -> Result<(), EngineError> {
-        let actor_id = self
-            .cms
-            .get_instance(name)
-            .await?
-            .and_then(|i| i.actor_id)
-            .ok_or_else(|| EngineError::NotFound(format!("instance {name} has no actor")))?;
-        let command = serde_json::to_string(&ActorCommand::CheckNow).context("encode a command")?;
-        self.client
-            .enqueue_event(&actor_id, COMMANDS_QUEUE, command)
-            .await
-            .context("send the actor a command")?;
-        Ok(())
-    }
-
     /// Starts the orchestrations of operations the API recorded but could not start (the
     /// controller stopped in between). Already started ones are left alone.
     pub async fn resume_pending_operations(&self) -> anyhow::Result<()> {
@@ -568,11 +291,16 @@ impl Engine {
             if !matches!(status, OrchestrationStatus::NotFound) {
                 continue;
             }
-            let orchestration = match operation.kind.as_str() {
-                "create" => names::CREATE_INSTANCE,
-                "delete" => names::DELETE_INSTANCE,
+            let orchestration = match operation.kind {
+                OperationKind::Create => names::CREATE_INSTANCE,
+                OperationKind::Delete => names::DELETE_INSTANCE,
                 // Queued on an actor, whose durable queue keeps them.
-                _ => continue,
+                OperationKind::AddReplica
+                | OperationKind::RemoveReplica
+                | OperationKind::Switchover
+                | OperationKind::Failover
+                | OperationKind::AutoFailover
+                | OperationKind::Rejoin => continue,
             };
             tracing::info!(
                 operation = operation.id,
@@ -589,7 +317,7 @@ impl Engine {
     /// where it is missing or has ended.
     pub async fn ensure_actors(&self) -> anyhow::Result<()> {
         for instance in self.cms.live_instances().await? {
-            if instance.summary.state != "running" {
+            if instance.summary.parsed_state() != Some(InstanceState::Running) {
                 continue;
             }
             let name = &instance.summary.name;

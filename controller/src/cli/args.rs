@@ -1,0 +1,31 @@
+//! What every client subcommand takes: where the controller is, and how to print.
+
+use std::path::PathBuf;
+
+use clap::ValueEnum;
+
+/// How a client subcommand finds the controller. In local mode none of these is needed: the
+/// controller writes its address and token under `$TOYGRES_HOME`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// The controller's home, where its address and token files are [default: $HOME/.toygres]
+    #[arg(long, env = "TOYGRES_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// The controller's API URL [default: read from $TOYGRES_HOME/controller.addr]
+    #[arg(long, env = "TOYGRES_URL", value_name = "URL")]
+    pub url: Option<String>,
+
+    /// File holding the API token [default: $TOYGRES_HOME/controller.token]
+    #[arg(long, env = "TOYGRES_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people
+    Table,
+    /// JSON for programs
+    Json,
+}

@@ -1,0 +1,315 @@
+//! The operations an instance's actor carries out (replicas, switchover, failover, HA
+//! settings): checked here against the CMS, then recorded and queued on the actor.
+
+use anyhow::Context as _;
+use toygres_common::controller_api::{
+    AddReplicaRequest, FailoverRequest, HaSettings, HaSettingsPatch, MemberView, OperationAccepted,
+    SwitchoverRequest, ValidatedSwitchover, MAX_REPLICAS,
+};
+use toygres_common::domain::{
+    HaEventKind, InstanceState, MemberHealth, OperationKind, ReplicationMode, Role,
+};
+
+use super::{new_operation_id, Engine, EngineError};
+use crate::cms::instances::InstanceRecord;
+use crate::orchestrations::instance_actor::{
+    ActorCommand, FailoverCommand, SwitchoverCommand, COMMANDS_QUEUE,
+};
+use crate::orchestrations::replicas::{AddReplicaInput, RemoveReplicaInput};
+use crate::platform::{validate_member_of, Placement};
+
+impl Engine {
+    /// Queues an *AddReplica* operation on the instance's actor.
+    pub async fn add_replica(
+        &self,
+        name: &str,
+        request: AddReplicaRequest,
+    ) -> Result<OperationAccepted, EngineError> {
+        let instance = self.running_instance(name).await?;
+        if instance.replicas >= MAX_REPLICAS {
+            return Err(EngineError::Conflict(format!(
+                "instance {name} already has {MAX_REPLICAS} replicas, the most it may have"
+            )));
+        }
+        if let Some(member) = &request.name {
+            validate_member_of(name, member).map_err(|e| EngineError::Invalid(e.to_string()))?;
+            let members = self.cms.list_members(name).await?;
+            if members.iter().any(|m| &m.name == member) {
+                return Err(EngineError::Conflict(format!(
+                    "member {member} already exists"
+                )));
+            }
+        }
+        let mode = match request.mode.as_deref() {
+            None => None,
+            Some(text) => Some(text.parse::<ReplicationMode>().map_err(|_| {
+                EngineError::Invalid(format!("mode must be \"sync\" or \"async\", not {text:?}"))
+            })?),
+        };
+        let sync_candidate = match mode {
+            None | Some(ReplicationMode::Sync) => true,
+            Some(ReplicationMode::Async) => false,
+        };
+        if mode == Some(ReplicationMode::Sync)
+            && instance.summary.parsed_replication_mode() != ReplicationMode::Sync
+        {
+            return Err(EngineError::Conflict(format!(
+                "instance {name} replicates asynchronously: a standby cannot be synchronous"
+            )));
+        }
+        let operation_id = new_operation_id();
+        let command = ActorCommand::AddReplica(AddReplicaInput {
+            sync_candidate,
+            max_lag_bytes: request.max_lag_bytes,
+            operation_id: operation_id.clone(),
+            instance: name.to_string(),
+            member: request.name,
+            placement: Placement {
+                zone: request.zone,
+                size: request.size,
+            },
+        });
+        self.queue_operation(
+            &instance,
+            &operation_id,
+            OperationKind::AddReplica,
+            &command,
+        )
+        .await
+    }
+
+    /// Queues a *RemoveReplica* operation on the instance's actor.
+    pub async fn remove_replica(
+        &self,
+        name: &str,
+        member: &str,
+        keep_data: bool,
+    ) -> Result<OperationAccepted, EngineError> {
+        let instance = self.running_instance(name).await?;
+        validate_member_of(name, member).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let members = self.cms.list_members(name).await?;
+        let found = members
+            .iter()
+            .find(|m| m.name == member)
+            .ok_or_else(|| EngineError::NotFound(format!("member {member} does not exist")))?;
+        if found.parsed_role() == Role::Primary {
+            return Err(EngineError::Conflict(format!(
+                "{member} is the primary; only a standby can be removed"
+            )));
+        }
+        let standbys = members
+            .iter()
+            .filter(|m| m.parsed_role() == Role::Standby)
+            .count();
+        if instance.summary.parsed_replication_mode() == ReplicationMode::Sync && standbys <= 1 {
+            return Err(EngineError::Conflict(format!(
+                "{member} is the last standby and instance {name} replicates synchronously"
+            )));
+        }
+        let operation_id = new_operation_id();
+        let command = ActorCommand::RemoveReplica(RemoveReplicaInput {
+            operation_id: operation_id.clone(),
+            instance: name.to_string(),
+            member: member.to_string(),
+            keep_data,
+        });
+        self.queue_operation(
+            &instance,
+            &operation_id,
+            OperationKind::RemoveReplica,
+            &command,
+        )
+        .await
+    }
+
+    /// Queues a *Switchover* on the instance's actor. The primary must be recorded and the
+    /// target, when named, one of its standbys.
+    pub async fn switchover(
+        &self,
+        name: &str,
+        request: SwitchoverRequest,
+    ) -> Result<OperationAccepted, EngineError> {
+        let instance = self.running_instance(name).await?;
+        let request = ValidatedSwitchover::try_from(request)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let members = self.cms.list_members(name).await?;
+        if !members.iter().any(|m| m.parsed_role() == Role::Standby) {
+            return Err(EngineError::Conflict(format!(
+                "instance {name} has no standby to hand over to"
+            )));
+        }
+        if let Some(to) = &request.to {
+            self.check_target(name, &members, to)?;
+        }
+        let operation_id = new_operation_id();
+        let command = ActorCommand::Switchover(SwitchoverCommand {
+            operation_id: operation_id.clone(),
+            request,
+        });
+        self.queue_operation(
+            &instance,
+            &operation_id,
+            OperationKind::Switchover,
+            &command,
+        )
+        .await
+    }
+
+    /// Queues a manual *Failover* on the instance's actor (refused by the orchestration while
+    /// the primary is healthy, unless forced).
+    pub async fn failover(
+        &self,
+        name: &str,
+        request: FailoverRequest,
+    ) -> Result<OperationAccepted, EngineError> {
+        let instance = self.running_instance(name).await?;
+        request
+            .validate()
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let members = self.cms.list_members(name).await?;
+        if let Some(to) = &request.to {
+            self.check_target(name, &members, to)?;
+        }
+        if !request.force {
+            // Refused up front when the primary answers: the operator wants a switchover.
+            let primary = members.iter().find(|m| m.parsed_role() == Role::Primary);
+            if let Some(primary) = primary.filter(|p| p.parsed_health() == MemberHealth::Healthy) {
+                return Err(EngineError::Conflict(format!(
+                    "the primary {} is healthy: use a switchover, or force the failover",
+                    primary.name
+                )));
+            }
+        }
+        let operation_id = new_operation_id();
+        let command = ActorCommand::Failover(FailoverCommand {
+            operation_id: operation_id.clone(),
+            to: request.to,
+            force: request.force,
+        });
+        self.queue_operation(&instance, &operation_id, OperationKind::Failover, &command)
+            .await
+    }
+
+    fn check_target(
+        &self,
+        name: &str,
+        members: &[MemberView],
+        to: &str,
+    ) -> Result<(), EngineError> {
+        validate_member_of(name, to).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        match members.iter().find(|m| m.name == to) {
+            None => Err(EngineError::NotFound(format!("member {to} does not exist"))),
+            Some(m) if m.parsed_role() == Role::Primary => Err(EngineError::Conflict(format!(
+                "{to} is already the primary"
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The instance's HA settings.
+    pub async fn ha_settings(&self, name: &str) -> Result<HaSettings, EngineError> {
+        self.cms
+            .get_instance(name)
+            .await?
+            .filter(|i| i.summary.parsed_state() != Some(InstanceState::Deleted))
+            .ok_or_else(|| EngineError::NotFound(format!("instance {name} does not exist")))?;
+        Ok(self.cms.get_ha_settings(name).await?.unwrap_or_default())
+    }
+
+    /// Changes the instance's HA settings; its actor applies them from its next round on.
+    pub async fn set_ha_settings(
+        &self,
+        name: &str,
+        patch: &HaSettingsPatch,
+    ) -> Result<HaSettings, EngineError> {
+        let current = self.ha_settings(name).await?;
+        let next = current
+            .patched(patch)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        self.cms.set_ha_settings(name, &next).await?;
+        self.cms
+            .record_event(
+                name,
+                None,
+                None,
+                HaEventKind::HaSettings.into(),
+                &format!(
+                    "HA settings changed: {}",
+                    serde_json::to_string(patch).unwrap_or_default()
+                ),
+            )
+            .await?;
+        // Applied at once rather than at the next tick.
+        if let Err(e) = self.check_now(name).await {
+            tracing::debug!(instance = name, "nudge the actor: {e}");
+        }
+        Ok(next)
+    }
+
+    /// An instance that is running and has an actor.
+    async fn running_instance(&self, name: &str) -> Result<InstanceRecord, EngineError> {
+        let instance = self
+            .cms
+            .get_instance(name)
+            .await?
+            .filter(|i| i.summary.parsed_state() != Some(InstanceState::Deleted))
+            .ok_or_else(|| EngineError::NotFound(format!("instance {name} does not exist")))?;
+        if instance.summary.parsed_state() != Some(InstanceState::Running) {
+            return Err(EngineError::Conflict(format!(
+                "instance {name} is {}, not running",
+                instance.summary.state
+            )));
+        }
+        if instance.actor_id.is_none() {
+            return Err(EngineError::Conflict(format!(
+                "instance {name} has no actor yet; try again in a moment"
+            )));
+        }
+        Ok(instance)
+    }
+
+    /// Records an operation and hands it to the instance's actor, which runs it after the
+    /// commands queued before it.
+    async fn queue_operation(
+        &self,
+        instance: &InstanceRecord,
+        operation_id: &str,
+        kind: OperationKind,
+        command: &ActorCommand,
+    ) -> Result<OperationAccepted, EngineError> {
+        let name = &instance.summary.name;
+        let actor_id = instance
+            .actor_id
+            .as_deref()
+            .ok_or_else(|| EngineError::Conflict(format!("instance {name} has no actor")))?;
+        let request = serde_json::to_value(command).context("encode the command")?;
+        self.cms
+            .insert_operation(operation_id, kind, name, &request)
+            .await?;
+        self.client
+            .enqueue_event(actor_id, COMMANDS_QUEUE, request.to_string())
+            .await
+            .with_context(|| format!("send the command to {name}'s actor"))?;
+        Ok(OperationAccepted {
+            operation_id: operation_id.to_string(),
+            kind: kind.to_string(),
+            instance: name.clone(),
+        })
+    }
+
+    /// Asks an instance's actor to run a health round now.
+    pub async fn check_now(&self, name: &str) -> Result<(), EngineError> {
+        let actor_id = self
+            .cms
+            .get_instance(name)
+            .await?
+            .and_then(|i| i.actor_id)
+            .ok_or_else(|| EngineError::NotFound(format!("instance {name} has no actor")))?;
+        let command = serde_json::to_string(&ActorCommand::CheckNow).context("encode a command")?;
+        self.client
+            .enqueue_event(&actor_id, COMMANDS_QUEUE, command)
+            .await
+            .context("send the actor a command")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+//! Operator commands as operations: each starts a child orchestration, and the actor waits for
+//! it while its health rounds go on (the operation owns the routes meanwhile).
+
+use std::time::Duration;
+
+use duroxide::{DurableFuture, Either2, OrchestrationContext};
+
+use super::health_round::{health_round, Routing};
+use super::state::{ActorCommand, ActorInput, ActorSettings, ActorState};
+use crate::orchestrations::durable::sub_orchestration;
+use crate::orchestrations::ha::failover::FailoverInput;
+use crate::orchestrations::ha::switchover::SwitchoverInput;
+use crate::orchestrations::names;
+
+/// Starts the child orchestration that carries out an operator's command (`None` for
+/// `CheckNow`, which the loop handles itself).
+pub fn start_operation(
+    ctx: &OrchestrationContext,
+    input: &ActorInput,
+    state: &ActorState,
+    command: ActorCommand,
+) -> Option<(String, DurableFuture<Result<String, String>>)> {
+    Some(match command {
+        ActorCommand::AddReplica(command) => (
+            command.operation_id.clone(),
+            sub_orchestration(ctx, names::ADD_REPLICA, &command.operation_id, &command),
+        ),
+        ActorCommand::RemoveReplica(command) => (
+            command.operation_id.clone(),
+            sub_orchestration(ctx, names::REMOVE_REPLICA, &command.operation_id, &command),
+        ),
+        ActorCommand::Switchover(command) => (
+            command.operation_id.clone(),
+            sub_orchestration(
+                ctx,
+                names::SWITCHOVER,
+                &command.operation_id,
+                &SwitchoverInput {
+                    operation_id: command.operation_id.clone(),
+                    instance: input.instance.clone(),
+                    request: command.request,
+                    ha: state.ha.clone(),
+                },
+            ),
+        ),
+        ActorCommand::Failover(command) => (
+            command.operation_id.clone(),
+            sub_orchestration(
+                ctx,
+                names::FAILOVER,
+                &command.operation_id,
+                &FailoverInput {
+                    operation_id: command.operation_id.clone(),
+                    instance: input.instance.clone(),
+                    to: command.to,
+                    force: command.force,
+                    automatic: false,
+                    ha: state.ha.clone(),
+                    last_seen: state.last_seen.clone(),
+                    surveyed: None,
+                },
+            ),
+        ),
+        ActorCommand::CheckNow => return None,
+    })
+}
+
+/// Waits for a command's operation (a child orchestration) while the health loop goes on: the
+/// next command waits, the health rounds do not. The operation records its own outcome.
+pub async fn run_command(
+    ctx: &OrchestrationContext,
+    input: &ActorInput,
+    mut state: ActorState,
+    operation_id: &str,
+    mut operation: DurableFuture<Result<String, String>>,
+) -> ActorState {
+    let interval = health_interval(&input.settings, &state);
+    // The operation may have moved the endpoints: the next round sets them again.
+    state.routed_ro = None;
+    loop {
+        let tick = ctx.schedule_timer(interval);
+        // By reference: losing the race to the timer must not cancel the operation.
+        match ctx.select2(&mut operation, tick).await {
+            Either2::First(Ok(output)) => {
+                ctx.trace_info(format!("operation {operation_id} done: {output}"));
+                return state;
+            }
+            Either2::First(Err(e)) => {
+                ctx.trace_warn(format!("operation {operation_id} failed: {e}"));
+                return state;
+            }
+            // The operation owns the routes while it runs. (A superseded actor finishes the
+            // operation it started before it stops.)
+            Either2::Second(()) => {
+                let (next, _) = health_round(ctx, input, state.clone(), Routing::Frozen).await;
+                if next.generation != u64::MAX {
+                    state = next;
+                }
+            }
+        }
+    }
+}
+
+pub fn health_interval(settings: &ActorSettings, state: &ActorState) -> Duration {
+    let ms = state
+        .health_interval_ms
+        .unwrap_or(settings.health_interval_ms);
+    Duration::from_millis(ms.max(100))
+}

@@ -1,0 +1,147 @@
+//! What the actor is given and remembers: its input (instance, settings, state carried across
+//! continue-as-new), the commands its queue takes, and what it saw of each member.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use toygres_common::controller_api::{HaSettings, ValidatedSwitchover};
+use toygres_common::domain::{HaEventKind, InstanceHealth};
+
+use crate::activities::members::ActorView;
+use crate::orchestrations::ha::target::PrimarySeen;
+use crate::orchestrations::replicas::{AddReplicaInput, RemoveReplicaInput};
+
+/// The durable queue the actor takes commands from.
+pub const COMMANDS_QUEUE: &str = "commands";
+
+/// A command for the actor, sent with `client.enqueue_event(actor_id, COMMANDS_QUEUE, json)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum ActorCommand {
+    /// Run a health round now instead of at the next tick.
+    CheckNow,
+    /// Add a standby (operation *AddReplica*).
+    AddReplica(AddReplicaInput),
+    /// Remove a standby (operation *RemoveReplica*).
+    RemoveReplica(RemoveReplicaInput),
+    /// Hand the primary role to a standby (operation *Switchover*).
+    Switchover(SwitchoverCommand),
+    /// Promote a standby because the primary is down (operation *Failover*).
+    Failover(FailoverCommand),
+}
+
+/// An operator's switchover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchoverCommand {
+    pub operation_id: String,
+    pub request: ValidatedSwitchover,
+}
+
+/// An operator's failover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverCommand {
+    pub operation_id: String,
+    pub to: Option<String>,
+    pub force: bool,
+}
+
+/// How the instance actor runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorSettings {
+    pub health_interval_ms: u64,
+    /// Replication lag (bytes) beyond which a standby counts as lagging.
+    pub max_lag_bytes: u64,
+    /// Health rounds before the actor continues as new.
+    pub rounds_per_execution: u32,
+}
+
+impl Default for ActorSettings {
+    fn default() -> Self {
+        Self {
+            health_interval_ms: 5_000,
+            max_lag_bytes: 16 * 1024 * 1024,
+            rounds_per_execution: 50,
+        }
+    }
+}
+
+/// The orchestration id of an instance's actor started by operation `operation_id`.
+pub fn actor_id(instance: &str, operation_id: &str) -> String {
+    format!("actor-{instance}-{operation_id}")
+}
+
+/// The actor's input: which instance, how, and what it remembers across executions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorInput {
+    pub instance: String,
+    pub settings: ActorSettings,
+    #[serde(default)]
+    pub state: ActorState,
+}
+
+impl ActorInput {
+    /// A new actor of `instance`, remembering nothing yet.
+    pub fn new(instance: &str, settings: ActorSettings) -> Self {
+        Self {
+            instance: instance.to_string(),
+            settings,
+            state: ActorState::default(),
+        }
+    }
+}
+
+/// What the actor remembers of the last health round, to tell what changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorState {
+    pub members: BTreeMap<String, MemberSeen>,
+    /// `unknown` until the first round.
+    pub health: Option<InstanceHealth>,
+    /// Health rounds since the actor started, across executions.
+    pub rounds: u64,
+    /// Executions so far (continue-as-new count).
+    pub generation: u64,
+    /// The members the ro endpoint was last pointed at by this actor.
+    #[serde(default)]
+    pub routed_ro: Option<Vec<String>>,
+    /// Checks in a row that found the primary down.
+    #[serde(default)]
+    pub primary_failures: u32,
+    /// The primary as last seen healthy: its position and synchronous standbys.
+    #[serde(default)]
+    pub last_seen: PrimarySeen,
+    /// When the last failover by this actor began (ms since the epoch).
+    #[serde(default)]
+    pub last_failover_ms: Option<u64>,
+    /// The last HA alert or decision logged, so a lasting condition is logged once.
+    #[serde(default)]
+    pub alert: Option<HaEventKind>,
+    /// When a rejoin was last tried (ms since the epoch).
+    #[serde(default)]
+    pub last_rejoin_ms: Option<u64>,
+    /// The instance's HA settings as last read.
+    #[serde(default)]
+    pub ha: HaSettings,
+    /// The controller's health interval as last read (it may have been restarted with another).
+    #[serde(default)]
+    pub health_interval_ms: Option<u64>,
+    /// The instance as the last full round read it: what the quick re-checks of a failing
+    /// primary decide with.
+    #[serde(default)]
+    pub view: Option<ActorView>,
+    /// Running standbys the healthy primary does not list as streaming: rounds in a row.
+    #[serde(default)]
+    pub not_following: BTreeMap<String, u32>,
+}
+
+/// One member as the last round saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSeen {
+    pub healthy: bool,
+    pub lagging: bool,
+    /// Its custom health query failed.
+    #[serde(default)]
+    pub check_failed: bool,
+    /// Less than [`DISK_LOW_PERCENT`](super::health::DISK_LOW_PERCENT) of its data file system is free.
+    #[serde(default)]
+    pub disk_low: bool,
+}

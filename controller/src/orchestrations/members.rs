@@ -1,0 +1,57 @@
+//! Members as the runbooks name, wait for and delete them.
+
+use duroxide::OrchestrationContext;
+
+use super::durable::call;
+use crate::activities::members::DeleteMemberInput;
+use crate::activities::names as act;
+
+/// How long a new member may take to serve in its role (initdb or pg_basebackup included).
+pub const MEMBER_READY_TIMEOUT_SECS: u64 = 300;
+
+/// The name of member `n` of `instance`.
+pub fn member_name(instance: &str, n: u32) -> String {
+    format!("{instance}-{n}")
+}
+
+/// The next member name of `instance`: one past the highest `<instance>-<n>` in `existing`.
+pub fn next_member_name(instance: &str, existing: &[String]) -> String {
+    let next = existing
+        .iter()
+        .filter_map(|m| {
+            m.strip_prefix(instance)?
+                .strip_prefix('-')?
+                .parse::<u32>()
+                .ok()
+        })
+        .max()
+        .map_or(0, |n| n + 1);
+    member_name(instance, next)
+}
+
+/// Deletes `members` of `instance` in parallel (their data too unless `keep_data`); one result
+/// per member, once all have ended.
+pub(crate) async fn delete_members(
+    ctx: &OrchestrationContext,
+    instance: &str,
+    members: &[String],
+    keep_data: bool,
+) -> Vec<Result<(), String>> {
+    ctx.join(
+        members
+            .iter()
+            .map(|member| {
+                call::<_, ()>(
+                    ctx,
+                    act::DELETE_MEMBER,
+                    DeleteMemberInput {
+                        instance: instance.to_string(),
+                        member: member.clone(),
+                        keep_data,
+                    },
+                )
+            })
+            .collect(),
+    )
+    .await
+}

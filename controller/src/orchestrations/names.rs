@@ -1,0 +1,10 @@
+//! The registered names of the orchestrations.
+
+pub const CREATE_INSTANCE: &str = "CreateInstance";
+pub const DELETE_INSTANCE: &str = "DeleteInstance";
+pub const INSTANCE_ACTOR: &str = "InstanceActor";
+pub const ADD_REPLICA: &str = "AddReplica";
+pub const REMOVE_REPLICA: &str = "RemoveReplica";
+pub const SWITCHOVER: &str = "Switchover";
+pub const FAILOVER: &str = "Failover";
+pub const REJOIN: &str = "Rejoin";
