@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Lints and renders the Helm chart in charts/toygres with each values variant, and validates
-# every rendered manifest strictly (unknown fields fail) against the Kubernetes version the
-# test control plane runs, offline. Uses the helm and kubernetes-validate that
-# scripts/k8s/build.sh builds (and builds them when they are missing).
+# Lints and renders the Helm chart in charts/toygres with each values variant (the defaults need
+# no value), checks that bad values are refused, and validates every rendered manifest strictly
+# (unknown fields fail) against the Kubernetes version the test control plane runs, offline.
+# Uses the helm and kubernetes-validate that scripts/k8s/build.sh builds (and builds them when
+# they are missing).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,15 +20,16 @@ kube_version=$("$bin/kube" kube-apiserver --version | awk '{print $2}')
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# The chart requires the name of the Secret holding the CMS URL; any name renders.
-required_values=(--set databaseUrl.existingSecret=toygres-cms)
-
-# Every optional value set at once, so that each `with`/`if` block of the templates renders.
+# Every optional value set at once, so that each `with`/`if` block of the templates renders
+# (with an external CMS: the embedded one has its own variant below).
 cat >"$work/everything.yaml" <<'EOF'
 nameOverride: pg
 fullnameOverride: toygres-everything
+databaseUrl: {existingSecret: toygres-cms, key: url}
 controller:
   image: {tag: "1.2.3", pullPolicy: Always}
+  replicas: 2
+  strategy: {type: RollingUpdate}
   extraEnv:
     - {name: EXTRA, value: "1"}
     - name: FROM_SECRET
@@ -54,25 +56,48 @@ serviceAccount:
 serviceMonitor:
   enabled: true
   labels: {release: prometheus}
+podMonitor:
+  enabled: true
+  labels: {release: prometheus}
 EOF
 
 variants=(
-    "defaults|"
-    "serviceMonitor on|--set serviceMonitor.enabled=true"
+    "defaults: embedded CMS, controller StatefulSet|"
+    "external CMS: controller Deployment|--set databaseUrl.existingSecret=toygres-cms"
+    "embedded CMS on a named StorageClass|--set cms.persistence.storageClass=fast --set cms.persistence.size=1Gi"
+    "monitors on|--set serviceMonitor.enabled=true --set podMonitor.enabled=true"
     "rbac and serviceAccount off|--set rbac.create=false --set serviceAccount.create=false"
     "no rbac, own serviceAccount name|--set rbac.create=false --set serviceAccount.name=existing-sa"
     "no resources or security contexts|--set-json resources={} --set-json podSecurityContext={} --set-json securityContext={}"
     "every optional value|-f $work/everything.yaml"
 )
 
-"$helm" lint --strict "$chart" "${required_values[@]}"
-"$helm" lint --strict "$chart" "${required_values[@]}" -f "$work/everything.yaml"
+"$helm" lint --strict "$chart"
+"$helm" lint --strict "$chart" -f "$work/everything.yaml"
 
-# Without the required Secret name the chart must refuse to render.
-if "$helm" template toygres "$chart" >/dev/null 2>&1; then
-    echo "helm template rendered without databaseUrl.existingSecret" >&2
-    exit 1
-fi
+# Values the chart must refuse: by its values.schema.json (an unknown key, a bad quantity, a
+# port out of range) and by its templates (two controllers sharing one embedded CMS).
+refused=(
+    "--set controler.replicas=1|additional properties 'controler' not allowed"
+    "--set cms.persistence.size=lots|/cms/persistence/size"
+    "--set service.port=0|/service/port"
+    "--set controller.replicas=2|controller.replicas must be 1 with the embedded CMS"
+)
+for entry in "${refused[@]}"; do
+    flags=${entry%%|*}
+    reason=${entry#*|}
+    # shellcheck disable=SC2086 # $flags is a list of flags
+    if out=$("$helm" template toygres "$chart" $flags 2>&1); then
+        echo "helm template accepted $flags" >&2
+        exit 1
+    fi
+    if ! grep -qF -- "$reason" <<<"$out"; then
+        echo "helm template refused $flags, but not because of $reason:" >&2
+        echo "$out" >&2
+        exit 1
+    fi
+    echo "== refused as it should be: $flags ($reason)"
+done
 
 failed=0
 for entry in "${variants[@]}"; do
@@ -82,12 +107,12 @@ for entry in "${variants[@]}"; do
     echo "== helm template: $name"
     # shellcheck disable=SC2086 # $flags is a list of flags
     "$helm" template toygres "$chart" --namespace toygres --kube-version "$kube_version" \
-        "${required_values[@]}" $flags >"$rendered"
+        $flags >"$rendered"
     out=$("$validate" --strict --quiet -k "${kube_version#v}" "$rendered" 2>&1) || failed=1
     [[ -z $out ]] || echo "$out"
     # A kind without a bundled schema is only a warning to kubernetes-validate; only the
-    # Prometheus Operator's ServiceMonitor (a CRD) may lack one.
-    if grep -v 'Couldn.t find schema for kind ServiceMonitor with api version monitoring.coreos.com/v1 ' <<<"$out" | grep -q '^WARN'; then
+    # Prometheus Operator's ServiceMonitor and PodMonitor (CRDs) may lack one.
+    if grep -Ev 'Couldn.t find schema for kind (ServiceMonitor|PodMonitor) with api version monitoring.coreos.com/v1 ' <<<"$out" | grep -q '^WARN'; then
         failed=1
     fi
     kinds=$(grep -c '^kind:' "$rendered" || true)

@@ -69,3 +69,10 @@ Image references; the tag defaults to the chart's appVersion.
 {{- define "toygres.sidecarImage" -}}
 {{- printf "%s:%s" .Values.sidecar.image.repository (default .Chart.AppVersion .Values.sidecar.image.tag) }}
 {{- end }}
+
+{{/*
+"true" when the controller runs the CMS embedded (no external CMS Secret is named).
+*/}}
+{{- define "toygres.embeddedCms" -}}
+{{- if .Values.databaseUrl.existingSecret }}false{{ else }}true{{ end }}
+{{- end }}

@@ -16,6 +16,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use toygres_common::names::{validate_instance_name, validate_member_name, InvalidName, PgAddress};
 
+pub mod kubernetes;
 pub mod local;
 
 /// What went wrong on the platform.

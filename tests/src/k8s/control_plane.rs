@@ -370,8 +370,20 @@ pub fn kubeconfig_json(
     .to_string()
 }
 
+/// Makes `ring` the process's TLS provider. kube asks rustls for the process default, and a
+/// workspace-wide build enables both of rustls's providers (`ring` through kube, `aws-lc-rs`
+/// through object_store), so none is picked on its own and the first TLS connection panics.
+fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err means another default is installed already, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// A kube client from a kubeconfig file.
 pub async fn client_from_kubeconfig_file(path: &Path) -> anyhow::Result<Client> {
+    install_tls_provider();
     let kubeconfig = Kubeconfig::read_from(path).context("read the kubeconfig")?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
