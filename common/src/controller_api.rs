@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backup_api::{BackupConfig, BackupConfigRequest};
 use crate::names::validate_instance_name;
 
 /// The most standbys an instance may have.
@@ -86,6 +87,9 @@ pub struct CreateInstanceRequest {
     /// HA settings other than the defaults (automatic failover, sync mode …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha: Option<HaSettingsPatch>,
+    /// Backups and WAL archiving: on with the platform's defaults when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupConfigRequest>,
 }
 
 /// A [`CreateInstanceRequest`] whose values were checked.
@@ -97,6 +101,9 @@ pub struct ValidatedCreateInstance {
     pub replication: ReplicationMode,
     #[serde(default)]
     pub ha: HaSettings,
+    /// `None`: backups off (also what an older request in an orchestration's history reads as).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupConfig>,
 }
 
 impl TryFrom<CreateInstanceRequest> for ValidatedCreateInstance {
@@ -131,11 +138,13 @@ impl TryFrom<CreateInstanceRequest> for ValidatedCreateInstance {
             Some(patch) => HaSettings::default().patched(patch)?,
             None => HaSettings::default(),
         };
+        let backup = BackupConfig::from_request(request.backup)?;
         Ok(Self {
             name: request.name,
             replicas,
             replication,
             ha,
+            backup,
         })
     }
 }
@@ -368,6 +377,7 @@ mod tests {
     fn request(name: &str, replicas: i64, replication: Option<&str>) -> CreateInstanceRequest {
         CreateInstanceRequest {
             ha: None,
+            backup: None,
             name: name.into(),
             replicas,
             replication: replication.map(String::from),

@@ -175,6 +175,17 @@ words! {
         AutoFailover => "auto-failover",
         /// The actor's retry of a former primary's rejoin.
         Rejoin => "rejoin",
+        /// A base or logical backup.
+        Backup => "backup",
+    }
+}
+
+words! {
+    /// Where a backup is.
+    BackupStatus, "backup status" {
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
     }
 }
 
@@ -472,6 +483,7 @@ mod tests {
         round_trips(InstanceHealth::ALL);
         round_trips(MemberHealth::ALL);
         round_trips(OperationKind::ALL);
+        round_trips(BackupStatus::ALL);
         round_trips(OperationStatus::ALL);
         round_trips(HandoverState::ALL);
         round_trips(SyncState::ALL);

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         Command::Operation(args) => finish(runtime.block_on(cli::operation::run(args))),
         Command::Replication(args) => finish(runtime.block_on(cli::replication::run(args))),
         Command::Ha(args) => finish(runtime.block_on(cli::ha::run(args))),
+        Command::Backup(args) => finish(runtime.block_on(cli::backup::run(args))),
     }
 }
 

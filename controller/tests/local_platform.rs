@@ -201,6 +201,7 @@ fn spec(instance: &str, member: &str, bootstrap: Bootstrap, secrets: &SecretRefs
         bootstrap,
         secrets: secrets.clone(),
         placement: Placement::default(),
+        archive: None,
     }
 }
 

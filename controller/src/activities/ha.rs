@@ -495,8 +495,10 @@ pub async fn rejoin_member(
         .find(|m| m.member == input.member)
         .map(|m| m.placement)
         .unwrap_or_else(Placement::default);
+    let archive = super::members::member_archive(&deps, &input.instance).await?;
     deps.platform
         .create_member(&MemberSpec {
+            archive,
             instance: input.instance.clone(),
             member: input.member.clone(),
             bootstrap: Bootstrap::Standby {

@@ -9,7 +9,8 @@ use super::deps::{describe, ActivityDeps};
 use super::records::ActorRef;
 use crate::cms::instances::MemberRow;
 use crate::platform::{
-    Bootstrap, EndpointRoutes, Endpoints, MemberHandle, MemberSpec, Placement, SecretRefs,
+    Bootstrap, EndpointRoutes, Endpoints, MemberArchive, MemberHandle, MemberSpec, Placement,
+    SecretRefs,
 };
 use toygres_common::controller_api::HaSettings;
 use toygres_common::domain::{InstanceState, MemberState, ReplicationMode, Role};
@@ -104,6 +105,26 @@ pub struct CreateMemberInput {
     pub placement: Placement,
 }
 
+/// Where the instance's members archive WAL: its backup store, read from the CMS at the point
+/// of use (so no orchestration input carries it); `None` when its backups are off.
+pub(crate) async fn member_archive(
+    deps: &ActivityDeps,
+    instance: &str,
+) -> Result<Option<MemberArchive>, String> {
+    let config = deps
+        .cms
+        .get_backup_config(instance)
+        .await
+        .map_err(describe)?
+        .flatten();
+    Ok(config.and_then(|c| {
+        Some(MemberArchive {
+            store_url: c.store_url?,
+            credentials_secret: c.credentials_secret,
+        })
+    }))
+}
+
 /// Creates (or finds) the member's pod and records it in the CMS as `creating`.
 pub async fn create_member(
     deps: Arc<ActivityDeps>,
@@ -114,8 +135,10 @@ pub async fn create_member(
         Bootstrap::Init => Role::Primary,
         Bootstrap::Standby { .. } => Role::Standby,
     };
+    let archive = member_archive(&deps, &input.instance).await?;
     let spec = MemberSpec {
         secrets: SecretRefs::for_instance(&input.instance),
+        archive,
         instance: input.instance,
         member: input.member,
         bootstrap: input.bootstrap,

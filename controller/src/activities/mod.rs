@@ -5,6 +5,7 @@
 //! "already gone" is success. Inputs and outputs are serializable and hold no secret: credentials
 //! travel as [`SecretRef`](crate::platform::SecretRef)s and are read here, at the point of use.
 
+pub mod backups;
 mod deps;
 pub mod ha;
 pub mod members;
@@ -56,6 +57,10 @@ pub mod names {
     pub const SET_MEMBER_STATE: &str = "SetMemberState";
     pub const RECORD_MEMBER_OPTIONS: &str = "RecordMemberOptions";
     pub const READ_ACTOR_VIEW: &str = "ReadActorView";
+    pub const BACKUP_CANDIDATES: &str = "BackupCandidates";
+    pub const RECORD_BACKUP_STARTED: &str = "RecordBackupStarted";
+    pub const TAKE_BACKUP: &str = "TakeBackup";
+    pub const RECORD_BACKUP_FINISHED: &str = "RecordBackupFinished";
 }
 
 /// Registers every activity, each with its own handle on `deps`.
@@ -122,5 +127,17 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
         records::record_member_options
     );
     let b = register!(b, names::READ_ACTOR_VIEW, members::read_actor_view);
+    let b = register!(b, names::BACKUP_CANDIDATES, backups::backup_candidates);
+    let b = register!(
+        b,
+        names::RECORD_BACKUP_STARTED,
+        backups::record_backup_started
+    );
+    let b = register!(b, names::TAKE_BACKUP, backups::take_backup);
+    let b = register!(
+        b,
+        names::RECORD_BACKUP_FINISHED,
+        backups::record_backup_finished
+    );
     b.build_result()
 }

@@ -3,6 +3,7 @@
 //! `/healthz` and `/metrics` answer without authentication; everything under `/v1` requires the
 //! bearer token. Every non-2xx answer is an [`ErrorBody`](toygres_common::ErrorBody).
 
+mod backups;
 pub mod error;
 mod ha;
 mod health;
@@ -54,6 +55,11 @@ pub fn app(state: ApiState) -> Router {
             "/v1/instances/{name}/ha",
             get(ha::get_settings).put(ha::set_settings),
         )
+        .route(
+            "/v1/instances/{name}/backups",
+            get(backups::list).post(backups::create),
+        )
+        .route("/v1/backups/{id}", get(backups::get))
         .route("/v1/operations/{id}", get(operations::get))
         .route("/v1/openapi.json", get(openapi::document))
         .route_layer(middleware::from_fn_with_state(

@@ -5,6 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use toygres_common::backup_api::*;
 use toygres_common::controller_api::*;
 use toygres_common::{ErrorBody, ErrorDetail};
 
@@ -23,7 +24,7 @@ impl Modify for BearerAuth {
 /// The document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Toygres controller API", description = "PostgreSQL as a service: instances, their standbys, and the operations on them."),
+    info(title = "Toygres controller API", description = "PostgreSQL as a service: instances, their standbys, their backups, and the operations on them."),
     paths(
         super::instances::list,
         super::instances::create,
@@ -38,12 +39,17 @@ impl Modify for BearerAuth {
         super::ha::get_settings,
         super::ha::set_settings,
         super::operations::get,
+        super::backups::create,
+        super::backups::list,
+        super::backups::get,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, CreateInstanceRequest, OperationAccepted, Operation,
         Progress, InstanceSummary, InstanceList, InstanceDetail, MemberView, ConnectionInfo,
         EventList, Event, AddReplicaRequest, ReplicationStatus, SwitchoverRequest,
         FailoverRequest, HaSettings, HaSettingsPatch, SyncModeSetting, Handover,
+        BackupConfigRequest, RetentionSettings, CreateBackupRequest, BackupAccepted, BackupView,
+        BackupList,
     )),
     modifiers(&BearerAuth),
 )]
@@ -73,6 +79,8 @@ mod tests {
             "/v1/instances/{name}/switchover",
             "/v1/instances/{name}/failover",
             "/v1/instances/{name}/ha",
+            "/v1/instances/{name}/backups",
+            "/v1/backups/{id}",
         ] {
             assert!(paths.contains_key(path), "{path} missing");
         }

@@ -1,5 +1,7 @@
-//! Backups as the controller decides them: when scheduled backups fire ([`schedule`]) and which
-//! backups a retention policy keeps ([`retention`]). Both are pure: no I/O, no duroxide.
+//! Backups as the controller decides them: when scheduled backups fire ([`schedule`]), which
+//! backups a retention policy keeps ([`retention`]) and which member a backup is taken on
+//! ([`source`]). All pure: no I/O, no duroxide.
 
 pub mod retention;
 pub mod schedule;
+pub mod source;

@@ -11,10 +11,9 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use croner::Cron;
 
-/// The default base backup schedule: every Sunday at 01:00 UTC.
-pub const DEFAULT_BASE_SCHEDULE: &str = "0 1 * * 0";
-/// The default logical backup schedule: every day at 02:00 UTC.
-pub const DEFAULT_LOGICAL_SCHEDULE: &str = "0 2 * * *";
+/// The default schedules (every Sunday at 01:00 UTC, every day at 02:00 UTC): defined beside the
+/// API's backup configuration, which defaults to them.
+pub use toygres_common::backup_api::{DEFAULT_BASE_SCHEDULE, DEFAULT_LOGICAL_SCHEDULE};
 
 /// A parsed cron schedule.
 #[derive(Clone)]

@@ -1,5 +1,6 @@
 //! `toygres create`, `get` and `delete`: one instance's life from the command line.
 
+use toygres_common::backup_api::BackupConfigRequest;
 use toygres_common::controller_api::{
     CreateInstanceRequest, InstanceDetail, OperationAccepted, MAX_REPLICAS,
 };
@@ -19,6 +20,12 @@ pub struct CreateArgs {
     /// How standbys acknowledge commits
     #[arg(long, value_parser = ["sync", "async"], default_value = "async")]
     pub replication: String,
+    /// No backups and no WAL archiving (on by default, into the platform's backup store)
+    #[arg(long, conflicts_with = "backup_store")]
+    pub no_backup: bool,
+    /// The backup store (`file:///path`, `s3://bucket/prefix`, …) instead of the platform's
+    #[arg(long)]
+    pub backup_store: Option<String>,
     /// Print the operation id and return at once
     #[arg(long)]
     pub no_wait: bool,
@@ -65,6 +72,11 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
         replicas: args.replicas,
         replication: Some(args.replication.clone()),
         ha: None,
+        backup: (args.no_backup || args.backup_store.is_some()).then(|| BackupConfigRequest {
+            enabled: Some(!args.no_backup),
+            store_url: args.backup_store.clone(),
+            ..BackupConfigRequest::default()
+        }),
     };
     let accepted: OperationAccepted = client.post("/v1/instances", &request).await?;
     let table = args.output == OutputFormat::Table;

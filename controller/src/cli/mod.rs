@@ -2,6 +2,7 @@
 //! the client subcommands, which talk to a running controller's API.
 
 mod args;
+pub mod backup;
 pub mod client;
 pub mod ha;
 pub mod instances;
@@ -46,6 +47,8 @@ pub enum Command {
     Operation(operation::OperationArgs),
     /// Show or change an instance's automatic-failover and synchronous-replication settings
     Ha(ha::HaArgs),
+    /// An instance's backups: create, list, get
+    Backup(backup::BackupArgs),
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Instances and their members in the CMS: what the API reads and what the orchestrations'
 //! activities record. Every write is idempotent (activities run at least once).
 
+use toygres_common::backup_api::BackupConfig;
 use toygres_common::controller_api::{
     HaSettings, InstanceSummary, MemberView, ValidatedCreateInstance,
 };
@@ -112,15 +113,21 @@ impl Cms {
         let replicas = i32::try_from(spec.replicas).unwrap_or(0);
         let spec_json = serde_json::to_value(spec).unwrap_or_default();
         let ha_json = serde_json::to_value(&spec.ha).unwrap_or_default();
+        let backup_json = spec
+            .backup
+            .as_ref()
+            .map(|b| serde_json::to_value(b).unwrap_or_default());
         tx.execute(
-            "INSERT INTO toygres.instances (name, state, replication_mode, replicas, spec, ha)
-             VALUES ($1, 'creating', $2, $3, $4, $5)",
+            "INSERT INTO toygres.instances (name, state, replication_mode, replicas, spec, ha,
+                                            backup)
+             VALUES ($1, 'creating', $2, $3, $4, $5, $6)",
             &[
                 &spec.name,
                 &spec.replication.as_str(),
                 &replicas,
                 &spec_json,
                 &ha_json,
+                &backup_json,
             ],
         )
         .await
@@ -215,6 +222,34 @@ impl Cms {
         };
         let value: serde_json::Value = get(row, 0, what)?;
         serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| CmsError::Invalid {
+                what,
+                message: e.to_string(),
+            })
+    }
+
+    /// The instance's backup configuration: `None` when the instance does not exist,
+    /// `Some(None)` when its backups are off.
+    pub async fn get_backup_config(
+        &self,
+        name: &str,
+    ) -> Result<Option<Option<BackupConfig>>, CmsError> {
+        let what = "read an instance's backup configuration";
+        let rows = self
+            .query(
+                what,
+                "SELECT backup FROM toygres.instances WHERE name = $1",
+                &[&name],
+            )
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let value: Option<serde_json::Value> = get(row, 0, what)?;
+        value
+            .map(serde_json::from_value)
+            .transpose()
             .map(Some)
             .map_err(|e| CmsError::Invalid {
                 what,

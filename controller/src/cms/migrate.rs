@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "ha",
         sql: include_str!("../../../migrations/0003_ha.sql"),
     },
+    Migration {
+        version: 4,
+        name: "backups",
+        sql: include_str!("../../../migrations/0004_backups.sql"),
+    },
 ];
 
 /// The advisory lock key every migrating controller takes ("toygres" in ASCII).

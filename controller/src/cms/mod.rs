@@ -3,6 +3,7 @@
 //! goes away) and the queries the API needs; [`embedded`] runs the database when no
 //! `DATABASE_URL` is given, and [`migrate`] brings its schema up to date at start-up.
 
+pub mod backups;
 pub mod embedded;
 pub mod events;
 pub mod instances;

@@ -1,7 +1,8 @@
-//! The operations an instance's actor carries out (replicas, switchover, failover, HA
+//! The operations an instance's actor carries out (replicas, switchover, failover, backups, HA
 //! settings): checked here against the CMS, then recorded and queued on the actor.
 
 use anyhow::Context as _;
+use toygres_common::backup_api::{BackupAccepted, CreateBackupRequest, ValidatedCreateBackup};
 use toygres_common::controller_api::{
     AddReplicaRequest, FailoverRequest, HaSettings, HaSettingsPatch, MemberView, OperationAccepted,
     SwitchoverRequest, ValidatedSwitchover, MAX_REPLICAS,
@@ -10,8 +11,10 @@ use toygres_common::domain::{
     HaEventKind, InstanceState, MemberHealth, OperationKind, ReplicationMode, Role,
 };
 
+use super::backups::backup_id_of;
 use super::{new_operation_id, Engine, EngineError};
 use crate::cms::instances::InstanceRecord;
+use crate::orchestrations::backup::BackupInput;
 use crate::orchestrations::instance_actor::{
     ActorCommand, FailoverCommand, SwitchoverCommand, COMMANDS_QUEUE,
 };
@@ -188,6 +191,42 @@ impl Engine {
         });
         self.queue_operation(&instance, &operation_id, OperationKind::Failover, &command)
             .await
+    }
+
+    /// Queues a *Backup* on the instance's actor; refused when the instance's backups are off
+    /// or a backup of it is in progress. The new backup's id is in the answer.
+    pub async fn create_backup(
+        &self,
+        name: &str,
+        request: CreateBackupRequest,
+    ) -> Result<BackupAccepted, EngineError> {
+        let request = ValidatedCreateBackup::try_from(request)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let instance = self.running_instance(name).await?;
+        if self.cms.get_backup_config(name).await?.flatten().is_none() {
+            return Err(EngineError::Conflict(format!(
+                "instance {name} was created with backups off (--no-backup): it has no store to                  back up to"
+            )));
+        }
+        if let Some(running) = self.cms.running_backup(name).await? {
+            return Err(EngineError::Conflict(format!(
+                "backup {running} of instance {name} is still in progress"
+            )));
+        }
+        let operation_id = new_operation_id();
+        let backup_id = backup_id_of(&operation_id);
+        let command = ActorCommand::Backup(BackupInput {
+            operation_id: operation_id.clone(),
+            instance: name.to_string(),
+            backup_id: backup_id.clone(),
+            kind: request.kind,
+            label: request.label,
+            databases: request.databases,
+        });
+        let accepted = self
+            .queue_operation(&instance, &operation_id, OperationKind::Backup, &command)
+            .await?;
+        Ok(BackupAccepted::new(accepted, backup_id))
     }
 
     fn check_target(

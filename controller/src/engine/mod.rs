@@ -27,6 +27,7 @@ use crate::platform::Platform;
 use crate::token::hex;
 
 mod actor_operations;
+mod backups;
 
 /// The schema of the duroxide store in the CMS database.
 pub const DUROXIDE_SCHEMA: &str = "toygres_duroxide";
@@ -74,6 +75,8 @@ pub struct Engine {
     client: Client,
     cms: Arc<Cms>,
     settings: EngineSettings,
+    /// The platform's backup store for instances whose create request names none.
+    default_backup_store: Option<String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -135,6 +138,7 @@ impl Engine {
         metrics: Arc<ControllerMetrics>,
         settings: EngineSettings,
     ) -> anyhow::Result<Self> {
+        let default_backup_store = platform.default_backup_store();
         let deps = Arc::new(ActivityDeps {
             platform,
             cms: Arc::clone(&cms),
@@ -159,6 +163,7 @@ impl Engine {
             client: Client::new(store),
             cms,
             settings,
+            default_backup_store,
         })
     }
 
@@ -177,8 +182,11 @@ impl Engine {
     /// Records a new instance and starts its *CreateInstance* operation.
     pub async fn create_instance(
         &self,
-        spec: ValidatedCreateInstance,
+        mut spec: ValidatedCreateInstance,
     ) -> Result<OperationAccepted, EngineError> {
+        if let Some(backup) = &mut spec.backup {
+            self.complete_backup_config(backup)?;
+        }
         let operation_id = new_operation_id();
         let input = CreateInstanceInput {
             operation_id: operation_id.clone(),
@@ -300,7 +308,8 @@ impl Engine {
                 | OperationKind::Switchover
                 | OperationKind::Failover
                 | OperationKind::AutoFailover
-                | OperationKind::Rejoin => continue,
+                | OperationKind::Rejoin
+                | OperationKind::Backup => continue,
             };
             tracing::info!(
                 operation = operation.id,

@@ -4,6 +4,7 @@
 //! Determinism rules (see `DUROXIDE.md`): no I/O, clocks, randomness, `tokio::select!` or sleeps
 //! in here — only `ctx.schedule_*`, `ctx.utc_now()`, `ctx.join`/`select2`.
 
+pub mod backup;
 pub mod create_instance;
 pub mod delete_instance;
 mod durable;
@@ -27,6 +28,7 @@ pub fn registry() -> Result<OrchestrationRegistry, String> {
         .register_typed(names::SWITCHOVER, ha::switchover::switchover)
         .register_typed(names::FAILOVER, ha::failover::failover)
         .register_typed(names::REJOIN, ha::rejoin::rejoin_operation)
+        .register_typed(names::BACKUP, backup::backup)
         .build_result()
 }
 

@@ -8,3 +8,4 @@ pub const REMOVE_REPLICA: &str = "RemoveReplica";
 pub const SWITCHOVER: &str = "Switchover";
 pub const FAILOVER: &str = "Failover";
 pub const REJOIN: &str = "Rejoin";
+pub const BACKUP: &str = "Backup";

@@ -184,6 +184,21 @@ pub struct MemberSpec {
     pub secrets: SecretRefs,
     #[serde(default)]
     pub placement: Placement,
+    /// Where its WAL is archived (by Postgres, only while it is the primary); none when the
+    /// instance's backups are off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<MemberArchive>,
+}
+
+/// A member's WAL archive: the instance's store, and the prefix every member of the instance
+/// shares (the instance's name), so archiving carries on across failover and switchover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberArchive {
+    /// The store's URL (it holds no credentials).
+    pub store_url: String,
+    /// The name of the secret holding the store's credentials, if it needs any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
 }
 
 impl MemberSpec {
@@ -303,6 +318,12 @@ pub trait Platform: Send + Sync + fmt::Debug {
         None
     }
 
+    /// The backup store an instance gets when its create request names none (local: a
+    /// `file://` store under `$TOYGRES_HOME/backups`). `None`: the request must name one.
+    fn default_backup_store(&self) -> Option<String> {
+        None
+    }
+
     /// Creates the member and starts it; when it already exists, makes sure it runs and returns
     /// it unchanged (the bootstrap only matters for an empty data directory). Returns once the
     /// pod is started, not once Postgres is ready: poll the sidecar's `/readyz` for that.
@@ -390,6 +411,7 @@ mod tests {
             bootstrap: Bootstrap::Init,
             secrets: SecretRefs::for_instance("other"),
             placement: Placement::default(),
+            archive: None,
         };
         assert!(matches!(spec.validate(), Err(PlatformError::Invalid(_))));
         let spec = MemberSpec {

@@ -61,6 +61,10 @@ pub fn start_operation(
                 },
             ),
         ),
+        ActorCommand::Backup(command) => (
+            command.operation_id.clone(),
+            sub_orchestration(ctx, names::BACKUP, &command.operation_id, &command),
+        ),
         ActorCommand::CheckNow => return None,
     })
 }

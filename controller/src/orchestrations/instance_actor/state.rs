@@ -8,6 +8,7 @@ use toygres_common::controller_api::{HaSettings, ValidatedSwitchover};
 use toygres_common::domain::{HaEventKind, InstanceHealth};
 
 use crate::activities::members::ActorView;
+use crate::orchestrations::backup::BackupInput;
 use crate::orchestrations::ha::target::PrimarySeen;
 use crate::orchestrations::replicas::{AddReplicaInput, RemoveReplicaInput};
 
@@ -28,6 +29,8 @@ pub enum ActorCommand {
     Switchover(SwitchoverCommand),
     /// Promote a standby because the primary is down (operation *Failover*).
     Failover(FailoverCommand),
+    /// Take a base or logical backup (operation *Backup*).
+    Backup(BackupInput),
 }
 
 /// An operator's switchover.

@@ -8,23 +8,7 @@ use super::*;
 #[tokio::test]
 async fn the_actor_keeps_checking_health_while_a_queued_add_replica_runs_and_continues_as_new() {
     let harness = Harness::start(&[]).await;
-    let input = ActorInput::new(
-        "db",
-        ActorSettings {
-            health_interval_ms: 100,
-            max_lag_bytes: 1024,
-            rounds_per_execution: 3,
-        },
-    );
-    harness
-        .client
-        .start_orchestration(
-            "actor-db",
-            names::INSTANCE_ACTOR,
-            serde_json::to_string(&input).unwrap(),
-        )
-        .await
-        .unwrap();
+    harness.start_actor("db", 3).await;
     until(&harness, "a first health round", |h| {
         !h.calls_to(act::RECORD_HEALTH).is_empty()
     })
@@ -37,15 +21,7 @@ async fn the_actor_keeps_checking_health_while_a_queued_add_replica_runs_and_con
         sync_candidate: true,
         max_lag_bytes: None,
     });
-    harness
-        .client
-        .enqueue_event(
-            "actor-db",
-            COMMANDS_QUEUE,
-            serde_json::to_string(&command).unwrap(),
-        )
-        .await
-        .unwrap();
+    harness.queue("db", &command).await;
     until(&harness, "the add-replica to finish", |h| {
         h.calls_to(act::RECORD_OPERATION_FINISHED)
             .iter()
@@ -254,23 +230,7 @@ async fn a_diverged_standby_is_kept_out_of_ro_and_rejoined_after_routing() {
 #[tokio::test]
 async fn the_actor_fails_over_once_the_primary_misses_enough_checks_fencing_before_promoting() {
     let harness = Harness::start(&[]).await;
-    let input = ActorInput::new(
-        "down",
-        ActorSettings {
-            health_interval_ms: 100,
-            max_lag_bytes: 1024,
-            rounds_per_execution: 50,
-        },
-    );
-    harness
-        .client
-        .start_orchestration(
-            "actor-down",
-            names::INSTANCE_ACTOR,
-            serde_json::to_string(&input).unwrap(),
-        )
-        .await
-        .unwrap();
+    harness.start_actor("down", 50).await;
     until(&harness, "the failover to finish", |h| {
         h.calls_to(act::RECORD_OPERATION_FINISHED)
             .iter()

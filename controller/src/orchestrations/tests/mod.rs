@@ -1,10 +1,11 @@
 //! The orchestrations on duroxide's SQLite store (a file per test), with fake activities that record what
 //! they were asked: the runbooks' order, inputs and failure handling, without any pod. This
-//! module is the harness; [`create_delete`] and [`actor`] hold the tests.
+//! module is the harness; [`create_delete`], [`actor`] and [`backup`] hold the tests.
 
 #![allow(clippy::unwrap_used)]
 
 mod actor;
+mod backup;
 mod create_delete;
 
 use std::collections::BTreeSet;
@@ -73,6 +74,10 @@ fn fake_activities(calls: Calls, failing: BTreeSet<String>) -> ActivityRegistry 
         act::RECORD_EVENT,
         act::SET_MEMBER_STATE,
         act::RECORD_MEMBER_OPTIONS,
+        act::BACKUP_CANDIDATES,
+        act::RECORD_BACKUP_STARTED,
+        act::TAKE_BACKUP,
+        act::RECORD_BACKUP_FINISHED,
     ];
     let mut builder = ActivityRegistry::builder();
     for name in all {
@@ -170,6 +175,22 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
         }
         n if n == act::PROMOTE_MEMBER => json!({"timeline": 2, "lsn": 100, "duration_ms": 5}),
         n if n == act::REJOIN_MEMBER => json!("rewind"),
+        n if n == act::BACKUP_CANDIDATES => json!([
+            {"member": "db-0", "role": "primary", "state": "running", "health": "healthy"},
+            {"member": "db-1", "role": "standby", "state": "running", "health": "healthy",
+             "lag_bytes": 0},
+        ]),
+        n if n == act::TAKE_BACKUP && instance == "broken" => {
+            return Err("the store is full".into())
+        }
+        n if n == act::TAKE_BACKUP => json!({
+            "id": "20261204T130000Z", "kind": input["kind"], "instance": instance,
+            "member": member, "from_standby": member != "db-0", "start_lsn": "0/2000028",
+            "stop_lsn": "0/2000100", "timeline": 1, "start_time": "2026-12-04T13:00:00Z",
+            "stop_time": "2026-12-04T13:00:01Z", "raw_bytes": 100, "stored_bytes": 10,
+            "compression": "1", "pg_version": "16.4", "system_identifier": "1", "sha256": "00",
+            "objects": [],
+        }),
         n if n == act::REPOINT_STANDBY => json!({"diverged": null}),
         n if n == act::PROBE_MEMBER && instance == "down" && member == "db-0" => {
             serde_json::to_value(ProbeResult {
@@ -279,6 +300,38 @@ impl Harness {
             .unwrap()
     }
 
+    /// Starts `actor-<instance>`, with a health round every 100 ms.
+    async fn start_actor(&self, instance: &str, rounds_per_execution: u32) {
+        let input = ActorInput::new(
+            instance,
+            ActorSettings {
+                health_interval_ms: 100,
+                max_lag_bytes: 1024,
+                rounds_per_execution,
+            },
+        );
+        self.client
+            .start_orchestration(
+                &format!("actor-{instance}"),
+                names::INSTANCE_ACTOR,
+                serde_json::to_string(&input).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Queues `command` on `actor-<instance>`.
+    async fn queue(&self, instance: &str, command: &ActorCommand) {
+        self.client
+            .enqueue_event(
+                &format!("actor-{instance}"),
+                COMMANDS_QUEUE,
+                serde_json::to_string(command).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+
     fn calls_to(&self, name: &str) -> Vec<Value> {
         self.calls
             .lock()
@@ -311,6 +364,7 @@ fn create_input(replicas: u32, replication: ReplicationMode) -> CreateInstanceIn
             replicas,
             replication,
             ha: Default::default(),
+            backup: None,
         },
         actor: ActorSettings {
             // The actor started at the end idles through the test.

@@ -331,6 +331,7 @@ mod tests {
                 zone: Some("zone-b".into()),
                 size: None,
             },
+            archive: None,
         };
         let settings = MemberSettings::from_spec(&spec("orders-12")).unwrap();
         assert_eq!(settings.ordinal, 12);

@@ -48,6 +48,12 @@ impl LocalLayout {
         self.home.join("instances")
     }
 
+    /// `$TOYGRES_HOME/backups`: the default backup store (WAL and backups of every instance,
+    /// each under its own name).
+    pub fn backups_dir(&self) -> PathBuf {
+        self.home.join("backups")
+    }
+
     /// One instance's directory.
     pub fn instance_dir(&self, instance: &str) -> PathBuf {
         self.instances_dir().join(instance)

@@ -417,6 +417,12 @@ impl LocalPlatform {
                 args.push(format!("--primary={primary}").into());
             }
         }
+        if let Some(archive) = &record.archive {
+            // Every member archives under the instance's name; Postgres archives only while
+            // the member is the primary (archive_mode=on does nothing during recovery).
+            args.push(format!("--archive-url={}", archive.store_url).into());
+            args.push(format!("--instance-name={}", record.instance).into());
+        }
         if let Some(dir) = &self.config.pg_bin_dir {
             args.push(flag("pg-bin-dir", dir));
         }

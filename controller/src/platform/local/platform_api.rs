@@ -48,6 +48,10 @@ impl Platform for LocalPlatform {
         )
     }
 
+    fn default_backup_store(&self) -> Option<String> {
+        Some(format!("file://{}", self.layout.backups_dir().display()))
+    }
+
     async fn create_member(&self, spec: &MemberSpec) -> Result<MemberHandle, PlatformError> {
         spec.validate()?;
         let _lock = self.lock(&spec.instance).await;

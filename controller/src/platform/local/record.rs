@@ -12,7 +12,9 @@ use rand::Rng as _;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::home::write_file_atomically;
-use crate::platform::{Bootstrap, EndpointRoutes, MemberSpec, Placement, SecretRefs};
+use crate::platform::{
+    Bootstrap, EndpointRoutes, MemberArchive, MemberSpec, Placement, SecretRefs,
+};
 
 /// The version of the records' layout this code writes.
 const RECORD_VERSION: u32 = 1;
@@ -28,6 +30,9 @@ pub struct MemberRecord {
     pub secrets: SecretRefs,
     #[serde(default)]
     pub placement: Placement,
+    /// Where its WAL is archived; none when the instance's backups are off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<MemberArchive>,
     /// Postgres's loopback port, chosen at creation and never changed.
     pub pg_port: u16,
     /// The sidecar API's loopback port, chosen at creation and never changed.
@@ -62,6 +67,7 @@ impl MemberRecord {
             bootstrap: spec.bootstrap.clone(),
             secrets: spec.secrets.clone(),
             placement: spec.placement.clone(),
+            archive: spec.archive.clone(),
             pg_port,
             api_port,
             data_dir,
@@ -293,6 +299,7 @@ mod tests {
                 zone: Some("a".into()),
                 size: None,
             },
+            archive: None,
         }
     }
 

@@ -1,0 +1,436 @@
+//! Backups in the controller's operator API: an instance's backup configuration (part of
+//! `POST /v1/instances`, validated once into [`BackupConfig`]), the request that takes a backup
+//! (`POST /v1/instances/{name}/backups`) and the backups as the CMS records them.
+//!
+//! A configuration names its store and, when the store needs credentials, the *name* of the
+//! secret holding them: never a key, a password or a token.
+
+use serde::{Deserialize, Serialize};
+
+use crate::controller_api::{InvalidRequest, OperationAccepted};
+use crate::sidecar_api::BackupKind;
+use crate::store_url::StoreUrl;
+
+/// The most characters of a backup label.
+pub const MAX_LABEL_CHARS: usize = 100;
+
+/// `"backup"` in `POST /v1/instances`: absent means on, with the platform's defaults.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfigRequest {
+    /// `false` turns backups (and WAL archiving) off; on when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The object store (`file:///path`, `s3://bucket/prefix`, `az://…`, `gs://…`); the
+    /// platform's default when absent (local: `file://$TOYGRES_HOME/backups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_url: Option<String>,
+    /// The name of the secret that holds the store's credentials (a reference, never the
+    /// credentials themselves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    /// Cron expression of scheduled base backups (stored; the scheduler comes later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_schedule: Option<String>,
+    /// Cron expression of scheduled logical backups (stored; the scheduler comes later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logical_schedule: Option<String>,
+    /// How many daily, weekly and monthly backups to keep (stored; applied later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionSettings>,
+}
+
+/// A GFS retention policy: the newest backup of each of the last `daily` days, `weekly` weeks
+/// and `monthly` months, and every backup of the last `window_days` days.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    #[serde(default = "default_daily")]
+    pub daily: u32,
+    #[serde(default = "default_weekly")]
+    pub weekly: u32,
+    #[serde(default = "default_monthly")]
+    pub monthly: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_days: Option<u32>,
+}
+
+fn default_daily() -> u32 {
+    7
+}
+fn default_weekly() -> u32 {
+    4
+}
+fn default_monthly() -> u32 {
+    3
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            daily: default_daily(),
+            weekly: default_weekly(),
+            monthly: default_monthly(),
+            window_days: None,
+        }
+    }
+}
+
+/// The default base backup schedule: Sundays at 01:00 UTC.
+pub const DEFAULT_BASE_SCHEDULE: &str = "0 1 * * 0";
+/// The default logical backup schedule: every day at 02:00 UTC.
+pub const DEFAULT_LOGICAL_SCHEDULE: &str = "0 2 * * *";
+
+/// An instance's backup configuration, checked: what the CMS stores in `instances.backup`
+/// (NULL when backups are off). Cron expressions are checked by the controller, which owns the
+/// cron parser.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupConfig {
+    /// The store's canonical URL; `None` until the controller fills in its platform's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    pub base_schedule: String,
+    pub logical_schedule: String,
+    pub retention: RetentionSettings,
+}
+
+impl BackupConfig {
+    /// Checks a create request's `"backup"`: `None` when backups are off.
+    pub fn from_request(
+        request: Option<BackupConfigRequest>,
+    ) -> Result<Option<Self>, InvalidRequest> {
+        let request = request.unwrap_or_default();
+        if request.enabled == Some(false) {
+            let set = request.store_url.is_some()
+                || request.credentials_secret.is_some()
+                || request.base_schedule.is_some()
+                || request.logical_schedule.is_some()
+                || request.retention.is_some();
+            if set {
+                return Err(InvalidRequest::new(
+                    "backup",
+                    "backups are off (\"enabled\": false): leave out the other backup settings",
+                ));
+            }
+            return Ok(None);
+        }
+        let store_url = match &request.store_url {
+            None => None,
+            Some(url) => Some(
+                url.parse::<StoreUrl>()
+                    .map_err(|e| InvalidRequest::new("backup.store_url", e.to_string()))?
+                    .to_string(),
+            ),
+        };
+        if let Some(secret) = &request.credentials_secret {
+            validate_secret_name(secret)?;
+        }
+        let schedule = |given: &Option<String>, default: &str| {
+            given
+                .as_deref()
+                .map(str::trim)
+                .unwrap_or(default)
+                .to_string()
+        };
+        let retention = request.retention.unwrap_or_default();
+        if retention.daily + retention.weekly + retention.monthly == 0
+            && retention.window_days.unwrap_or(0) == 0
+        {
+            return Err(InvalidRequest::new(
+                "backup.retention",
+                "would keep no backup: keep at least one daily, weekly or monthly backup, or a \
+                 recovery window",
+            ));
+        }
+        if [retention.daily, retention.weekly, retention.monthly]
+            .iter()
+            .chain(retention.window_days.as_ref())
+            .any(|n| *n > 3660)
+        {
+            return Err(InvalidRequest::new(
+                "backup.retention",
+                "counts and windows are at most 3660",
+            ));
+        }
+        Ok(Some(Self {
+            store_url,
+            credentials_secret: request.credentials_secret,
+            base_schedule: schedule(&request.base_schedule, DEFAULT_BASE_SCHEDULE),
+            logical_schedule: schedule(&request.logical_schedule, DEFAULT_LOGICAL_SCHEDULE),
+            retention,
+        }))
+    }
+}
+
+/// A secret's name: a DNS-1123 subdomain-like name (what Kubernetes accepts), so that nothing
+/// that looks like a key or a password is taken for one.
+fn validate_secret_name(name: &str) -> Result<(), InvalidRequest> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidRequest::new(
+            "backup.credentials_secret",
+            "must be the name of a secret (lowercase letters, digits, '-' and '.'), never the \
+             credentials themselves",
+        ))
+    }
+}
+
+/// `POST /v1/instances/{name}/backups`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBackupRequest {
+    /// `base` (the default) or `logical`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// A free text to find the backup by (at most 100 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Logical backups: the databases to dump (default: `postgres`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<String>,
+}
+
+/// A [`CreateBackupRequest`] whose values were checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatedCreateBackup {
+    pub kind: BackupKind,
+    pub label: Option<String>,
+    pub databases: Vec<String>,
+}
+
+impl TryFrom<CreateBackupRequest> for ValidatedCreateBackup {
+    type Error = InvalidRequest;
+
+    fn try_from(request: CreateBackupRequest) -> Result<Self, Self::Error> {
+        let kind = match request.kind.as_deref() {
+            None | Some("base") => BackupKind::Base,
+            Some("logical") => BackupKind::Logical,
+            Some(other) => {
+                return Err(InvalidRequest::new(
+                    "kind",
+                    format!("must be \"base\" or \"logical\", not {other:?}"),
+                ))
+            }
+        };
+        if let Some(label) = &request.label {
+            if label.chars().count() > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
+                return Err(InvalidRequest::new(
+                    "label",
+                    format!("at most {MAX_LABEL_CHARS} characters, no control characters"),
+                ));
+            }
+        }
+        let databases = match kind {
+            BackupKind::Base if !request.databases.is_empty() => {
+                return Err(InvalidRequest::new(
+                    "databases",
+                    "a base backup copies every database: leave out \"databases\"",
+                ))
+            }
+            BackupKind::Base => Vec::new(),
+            BackupKind::Logical if request.databases.is_empty() => vec!["postgres".to_string()],
+            BackupKind::Logical => request.databases,
+        };
+        if let Some(bad) = databases
+            .iter()
+            .find(|d| d.is_empty() || d.len() > 63 || d.chars().any(char::is_control))
+        {
+            return Err(InvalidRequest::new(
+                "databases",
+                format!("{bad:?} is not a database name"),
+            ));
+        }
+        Ok(Self {
+            kind,
+            label: request.label,
+            databases,
+        })
+    }
+}
+
+/// `POST /v1/instances/{name}/backups` accepted: the operation that takes the backup, and the
+/// backup's id (`GET /v1/backups/{id}`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupAccepted {
+    pub operation_id: String,
+    /// `backup`.
+    pub kind: String,
+    pub instance: String,
+    pub backup_id: String,
+}
+
+impl BackupAccepted {
+    /// The accepted operation with the id of the backup it takes.
+    pub fn new(operation: OperationAccepted, backup_id: String) -> Self {
+        Self {
+            operation_id: operation.operation_id,
+            kind: operation.kind,
+            instance: operation.instance,
+            backup_id,
+        }
+    }
+}
+
+/// One backup as the CMS records it (`GET /v1/backups/{id}`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupView {
+    pub id: String,
+    pub instance: String,
+    /// `base` or `logical`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// `running`, `succeeded` or `failed`.
+    pub status: String,
+    /// The operation that took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
+    /// The member it was taken on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    #[serde(default)]
+    pub from_standby: bool,
+    /// Where it lies in the store (relative to the store URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_lsn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_lsn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u32>,
+    /// RFC 3339.
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The last verification's result (verification comes later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<serde_json::Value>,
+}
+
+/// `GET /v1/instances/{name}/backups`: newest first.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupList {
+    pub backups: Vec<BackupView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backups_are_on_by_default_with_the_default_schedules() {
+        let config = BackupConfig::from_request(None).unwrap().unwrap();
+        assert_eq!(config.store_url, None);
+        assert_eq!(config.base_schedule, DEFAULT_BASE_SCHEDULE);
+        assert_eq!(config.retention, RetentionSettings::default());
+        let off = BackupConfigRequest {
+            enabled: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(BackupConfig::from_request(Some(off)).unwrap(), None);
+    }
+
+    #[test]
+    fn a_backup_configuration_is_validated_field_by_field() {
+        let field = |r: BackupConfigRequest| BackupConfig::from_request(Some(r)).unwrap_err().field;
+        let with = |url: &str| BackupConfigRequest {
+            store_url: Some(url.into()),
+            ..Default::default()
+        };
+        assert_eq!(field(with("ftp://x")), "backup.store_url");
+        assert_eq!(field(with("s3://AKIA:secret@bucket/p")), "backup.store_url");
+        assert_eq!(
+            BackupConfig::from_request(Some(with("file:///var/b/")))
+                .unwrap()
+                .unwrap()
+                .store_url
+                .as_deref(),
+            Some("file:///var/b")
+        );
+        assert_eq!(
+            field(BackupConfigRequest {
+                credentials_secret: Some("AKIA/xyz+secret".into()),
+                ..Default::default()
+            }),
+            "backup.credentials_secret"
+        );
+        assert_eq!(
+            field(BackupConfigRequest {
+                enabled: Some(false),
+                store_url: Some("file:///b".into()),
+                ..Default::default()
+            }),
+            "backup"
+        );
+        assert_eq!(
+            field(BackupConfigRequest {
+                retention: Some(RetentionSettings {
+                    daily: 0,
+                    weekly: 0,
+                    monthly: 0,
+                    window_days: None
+                }),
+                ..Default::default()
+            }),
+            "backup.retention"
+        );
+    }
+
+    #[test]
+    fn a_backup_request_is_validated_field_by_field() {
+        let ok = ValidatedCreateBackup::try_from(CreateBackupRequest::default()).unwrap();
+        assert_eq!(ok.kind, BackupKind::Base);
+        let ok = ValidatedCreateBackup::try_from(CreateBackupRequest {
+            kind: Some("logical".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(ok.databases, ["postgres"]);
+        let field = |r: CreateBackupRequest| ValidatedCreateBackup::try_from(r).unwrap_err().field;
+        assert_eq!(
+            field(CreateBackupRequest {
+                kind: Some("full".into()),
+                ..Default::default()
+            }),
+            "kind"
+        );
+        assert_eq!(
+            field(CreateBackupRequest {
+                label: Some("x".repeat(101)),
+                ..Default::default()
+            }),
+            "label"
+        );
+        assert_eq!(
+            field(CreateBackupRequest {
+                databases: vec!["app".into()],
+                ..Default::default()
+            }),
+            "databases"
+        );
+    }
+}

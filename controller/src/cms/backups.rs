@@ -1,0 +1,204 @@
+//! Backups in the CMS: one row per backup taken through the controller, written `running` when
+//! its operation starts (at most one per instance: a partial unique index) and finished
+//! `succeeded`, with what the sidecar's manifest says, or `failed`, with the error.
+
+use toygres_common::backup_api::BackupView;
+use toygres_common::domain::BackupStatus;
+use toygres_common::sidecar_api::{BackupKind, BackupManifest};
+
+use super::{get, rfc3339, Cms, CmsError};
+
+/// A backup that begins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupStarted<'a> {
+    pub id: &'a str,
+    pub instance: &'a str,
+    pub operation_id: &'a str,
+    pub kind: BackupKind,
+    pub label: Option<&'a str>,
+    pub member: &'a str,
+}
+
+/// Whether [`Cms::insert_backup`] wrote the row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupInsert {
+    /// Recorded (or recorded already by an earlier attempt).
+    Recorded,
+    /// Another backup of the instance is in progress: its id.
+    Busy(String),
+}
+
+/// The kind's name in the CMS.
+pub fn kind_name(kind: BackupKind) -> &'static str {
+    match kind {
+        BackupKind::Base => "base",
+        BackupKind::Logical => "logical",
+    }
+}
+
+const COLUMNS: &str = concat!(
+    "id, instance, kind, label, status, operation_id, member, from_standby, store_path, ",
+    "raw_bytes, stored_bytes, start_lsn::text, stop_lsn::text, timeline, ",
+    rfc3339!("started_at"),
+    ", ",
+    rfc3339!("finished_at"),
+    ", error, verification"
+);
+
+fn backup_view(row: &tokio_postgres::Row, what: &'static str) -> Result<BackupView, CmsError> {
+    let bytes = |i| -> Result<Option<u64>, CmsError> {
+        let value: Option<i64> = get(row, i, what)?;
+        Ok(value.and_then(|v| u64::try_from(v).ok()))
+    };
+    let timeline: Option<i32> = get(row, 13, what)?;
+    Ok(BackupView {
+        id: get(row, 0, what)?,
+        instance: get(row, 1, what)?,
+        kind: get(row, 2, what)?,
+        label: get(row, 3, what)?,
+        status: get(row, 4, what)?,
+        operation_id: get(row, 5, what)?,
+        member: get(row, 6, what)?,
+        from_standby: get(row, 7, what)?,
+        store_path: get(row, 8, what)?,
+        raw_bytes: bytes(9)?,
+        stored_bytes: bytes(10)?,
+        start_lsn: get(row, 11, what)?,
+        stop_lsn: get(row, 12, what)?,
+        timeline: timeline.and_then(|t| u32::try_from(t).ok()),
+        started_at: get(row, 14, what)?,
+        finished_at: get(row, 15, what)?,
+        error: get(row, 16, what)?,
+        verification: get(row, 17, what)?,
+    })
+}
+
+fn to_i64(value: u64) -> Option<i64> {
+    i64::try_from(value).ok()
+}
+
+/// Where a backup's objects lie, relative to the store URL (the layout in DESIGN.md).
+pub fn store_path(manifest: &BackupManifest) -> String {
+    let folder = kind_name(manifest.kind);
+    format!("{}/{folder}/{}", manifest.instance, manifest.id)
+}
+
+impl Cms {
+    /// Records a backup `running`, unless another backup of the instance is in progress.
+    /// Idempotent: the same id again is success.
+    pub async fn insert_backup(&self, b: &BackupStarted<'_>) -> Result<BackupInsert, CmsError> {
+        let what = "record a backup";
+        let kind = kind_name(b.kind);
+        let written = self
+            .execute(
+                what,
+                "INSERT INTO toygres.backups (id, instance, operation_id, kind, label, member)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[
+                    &b.id,
+                    &b.instance,
+                    &b.operation_id,
+                    &kind,
+                    &b.label,
+                    &b.member,
+                ],
+            )
+            .await?;
+        if written > 0 {
+            return Ok(BackupInsert::Recorded);
+        }
+        let rows = self
+            .query(
+                what,
+                "SELECT id FROM toygres.backups
+                  WHERE id = $1 OR (instance = $2 AND status = 'running')",
+                &[&b.id, &b.instance],
+            )
+            .await?;
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|r| get(r, 0, what))
+            .collect::<Result<_, _>>()?;
+        if ids.iter().any(|id| id == b.id) {
+            return Ok(BackupInsert::Recorded);
+        }
+        Ok(BackupInsert::Busy(
+            ids.into_iter().next().unwrap_or_default(),
+        ))
+    }
+
+    /// Records a backup succeeded with what its manifest says it holds (once: a finished backup
+    /// stays as it is).
+    pub async fn finish_backup_succeeded(
+        &self,
+        id: &str,
+        manifest: &BackupManifest,
+    ) -> Result<(), CmsError> {
+        let timeline = manifest.timeline.and_then(|t| i32::try_from(t).ok());
+        let store_path = store_path(manifest);
+        self.execute(
+            "record a backup succeeded",
+            "UPDATE toygres.backups
+                SET status = 'succeeded', finished_at = now(), store_path = $2,
+                    from_standby = $3, raw_bytes = $4, stored_bytes = $5,
+                    start_lsn = $6::text::pg_lsn, stop_lsn = $7::text::pg_lsn, timeline = $8
+              WHERE id = $1 AND status = 'running'",
+            &[
+                &id,
+                &store_path,
+                &manifest.from_standby,
+                &to_i64(manifest.raw_bytes),
+                &to_i64(manifest.stored_bytes),
+                &manifest.start_lsn,
+                &manifest.stop_lsn,
+                &timeline,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Records a backup failed with `error` (once).
+    pub async fn finish_backup_failed(&self, id: &str, error: &str) -> Result<(), CmsError> {
+        self.execute(
+            "record a backup failed",
+            "UPDATE toygres.backups SET status = 'failed', finished_at = now(), error = $2
+              WHERE id = $1 AND status = 'running'",
+            &[&id, &error],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// One backup.
+    pub async fn get_backup(&self, id: &str) -> Result<Option<BackupView>, CmsError> {
+        let what = "read a backup";
+        let sql = format!("SELECT {COLUMNS} FROM toygres.backups WHERE id = $1");
+        let rows = self.query(what, &sql, &[&id]).await?;
+        rows.first().map(|r| backup_view(r, what)).transpose()
+    }
+
+    /// The instance's backups, newest first.
+    pub async fn list_backups(&self, instance: &str) -> Result<Vec<BackupView>, CmsError> {
+        let what = "list an instance's backups";
+        let sql = format!(
+            "SELECT {COLUMNS} FROM toygres.backups WHERE instance = $1
+              ORDER BY started_at DESC, id"
+        );
+        let rows = self.query(what, &sql, &[&instance]).await?;
+        rows.iter().map(|r| backup_view(r, what)).collect()
+    }
+
+    /// The instance's backup in progress, if any.
+    pub async fn running_backup(&self, instance: &str) -> Result<Option<String>, CmsError> {
+        let what = "find a running backup";
+        let rows = self
+            .query(
+                what,
+                "SELECT id FROM toygres.backups WHERE instance = $1 AND status = $2",
+                &[&instance, &BackupStatus::Running.as_str()],
+            )
+            .await?;
+        rows.first().map(|r| get(r, 0, what)).transpose()
+    }
+}
