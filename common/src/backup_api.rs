@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::controller_api::{InvalidRequest, OperationAccepted};
+use crate::request::{InvalidRequest, OperationAccepted};
 use crate::sidecar_api::BackupKind;
 use crate::store_url::StoreUrl;
 

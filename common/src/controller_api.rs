@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backup_api::{BackupConfig, BackupConfigRequest};
 use crate::names::validate_instance_name;
+pub use crate::request::{InvalidRequest, OperationAccepted};
 
 /// The most standbys an instance may have.
 pub const MAX_REPLICAS: u32 = 5;
@@ -52,23 +53,6 @@ impl FromStr for ReplicationMode {
                 "replication",
                 format!("must be \"sync\" or \"async\", not {other:?}"),
             )),
-        }
-    }
-}
-
-/// A request value that was refused, with the field it came from.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct InvalidRequest {
-    pub field: &'static str,
-    pub message: String,
-}
-
-impl InvalidRequest {
-    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field,
-            message: message.into(),
         }
     }
 }
@@ -188,15 +172,6 @@ pub struct DeleteInstanceQuery {
     /// Keep the members' data directories.
     #[serde(default)]
     pub keep_data: bool,
-}
-
-/// The answer to a request that started an operation (`202 Accepted`).
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OperationAccepted {
-    pub operation_id: String,
-    pub kind: String,
-    pub instance: String,
 }
 
 /// `GET /v1/operations/{id}`.

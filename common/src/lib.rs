@@ -15,6 +15,7 @@ pub mod http_api;
 pub mod names;
 pub mod pg_exec;
 pub mod poll;
+pub mod request;
 pub mod sidecar_api;
 pub mod sidecar_client;
 pub mod store_url;
