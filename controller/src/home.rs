@@ -117,11 +117,39 @@ pub fn remove_addr_file(path: &Path, url: &str) {
     }
 }
 
+/// Whether a user (`uid`, primary group `gid`) may search a directory with `mode`, owned by
+/// `owner`:`group`.
+pub fn can_search(mode: u32, owner: u32, group: u32, uid: u32, gid: u32) -> bool {
+    if uid == 0 {
+        return true;
+    }
+    let bit = if uid == owner {
+        0o100
+    } else if gid == group {
+        0o010
+    } else {
+        0o001
+    };
+    mode & bit != 0
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn search_permission_follows_owner_group_other() {
+        // Owner postgres (uid 100, gid 200) on a 0700 dir.
+        assert!(can_search(0o40700, 100, 200, 100, 200));
+        // Someone else's 0700 dir: no; 0711: yes.
+        assert!(!can_search(0o40700, 0, 0, 100, 200));
+        assert!(can_search(0o40711, 0, 0, 100, 200));
+        // Group-only search.
+        assert!(can_search(0o40710, 0, 200, 100, 200));
+        assert!(!can_search(0o40701, 0, 200, 100, 200));
+    }
 
     #[test]
     fn listen_url_reaches_unspecified_addresses_through_loopback() {

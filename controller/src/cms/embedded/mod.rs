@@ -32,7 +32,7 @@ use toygres_common::pg_exec::{OsUser, PgBinaries};
 
 mod processes;
 
-use crate::home::write_file_atomically;
+use crate::home::{can_search, write_file_atomically};
 use crate::token::hex;
 use processes::{
     forward_log_lines, read_postmaster_pid, signal_ignoring_gone, stop_orphaned_postmaster,
@@ -438,22 +438,6 @@ fn check_reachable(dir: &Path, user: &OsUser) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether a user (`uid`, primary group `gid`) may search a directory with `mode`, owned by
-/// `owner`:`group`.
-fn can_search(mode: u32, owner: u32, group: u32, uid: u32, gid: u32) -> bool {
-    if uid == 0 {
-        return true;
-    }
-    let bit = if uid == owner {
-        0o100
-    } else if gid == group {
-        0o010
-    } else {
-        0o001
-    };
-    mode & bit != 0
-}
-
 /// Takes the cluster's lock file, so two controllers never run one cluster.
 fn lock_cluster(path: &Path) -> anyhow::Result<Flock<fs::File>> {
     let file = fs::OpenOptions::new()
@@ -605,18 +589,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    #[test]
-    fn search_permission_follows_owner_group_other() {
-        // Owner postgres (uid 100, gid 200) on a 0700 dir.
-        assert!(can_search(0o40700, 100, 200, 100, 200));
-        // Someone else's 0700 dir: no; 0711: yes.
-        assert!(!can_search(0o40700, 0, 0, 100, 200));
-        assert!(can_search(0o40711, 0, 0, 100, 200));
-        // Group-only search.
-        assert!(can_search(0o40710, 0, 200, 100, 200));
-        assert!(!can_search(0o40701, 0, 200, 100, 200));
-    }
 
     #[test]
     fn port_is_chosen_once_and_kept() {

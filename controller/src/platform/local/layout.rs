@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 
+use crate::home::can_search;
 use crate::platform::SecretName;
 
 /// The longest Unix socket path Postgres's socket may have here (the sidecar's own bound).
@@ -175,22 +176,6 @@ impl LocalLayout {
     }
 }
 
-/// Whether a user (`uid`, primary group `gid`) may search a directory with `mode`, owned by
-/// `owner`:`group`.
-fn can_search(mode: u32, owner: u32, group: u32, uid: u32, gid: u32) -> bool {
-    if uid == 0 {
-        return true;
-    }
-    let bit = if uid == owner {
-        0o100
-    } else if gid == group {
-        0o010
-    } else {
-        0o001
-    };
-    mode & bit != 0
-}
-
 /// Removes `path` (a file or a directory tree); succeeds when it is already gone.
 pub fn remove_path(path: &Path) -> anyhow::Result<()> {
     let result = match fs::symlink_metadata(path) {
@@ -216,15 +201,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    #[test]
-    fn search_permission_follows_owner_group_other() {
-        assert!(can_search(0o40700, 100, 200, 100, 200));
-        assert!(!can_search(0o40700, 0, 0, 100, 200));
-        assert!(can_search(0o40711, 0, 0, 100, 200));
-        assert!(can_search(0o40710, 0, 200, 100, 200));
-        assert!(!can_search(0o40701, 0, 200, 100, 200));
-    }
 
     #[test]
     fn shared_directories_are_traversable_up_to_the_home() {
