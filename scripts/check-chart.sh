@@ -20,60 +20,15 @@ kube_version=$("$bin/kube" kube-apiserver --version | awk '{print $2}')
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# Every optional value set at once, so that each `with`/`if` block of the templates renders
-# (with an external CMS: the embedded one has its own variant below).
-cat >"$work/everything.yaml" <<'EOF'
-nameOverride: pg
-fullnameOverride: toygres-everything
-databaseUrl: {existingSecret: toygres-cms, key: url}
-controller:
-  image: {tag: "1.2.3", pullPolicy: Always}
-  replicas: 2
-  strategy: {type: RollingUpdate}
-  extraEnv:
-    - {name: EXTRA, value: "1"}
-    - name: FROM_SECRET
-      valueFrom: {secretKeyRef: {name: extra, key: extra}}
-sidecar:
-  image: {repository: example/sidecar, tag: "1.2.3"}
-imagePullSecrets:
-  - name: regcred
-service: {type: NodePort, port: 8800}
-podAnnotations: {example.com/a: "b"}
-podLabels: {team: db}
-nodeSelector: {kubernetes.io/os: linux}
-tolerations:
-  - {key: dedicated, operator: Equal, value: db, effect: NoSchedule}
-affinity:
-  nodeAffinity:
-    requiredDuringSchedulingIgnoredDuringExecution:
-      nodeSelectorTerms:
-        - matchExpressions:
-            - {key: topology.kubernetes.io/zone, operator: In, values: [a, b]}
-serviceAccount:
-  name: toygres-sa
-  annotations: {example.com/role: controller}
-serviceMonitor:
-  enabled: true
-  labels: {release: prometheus}
-podMonitor:
-  enabled: true
-  labels: {release: prometheus}
-EOF
-
-variants=(
-    "defaults: embedded CMS, controller StatefulSet|"
-    "external CMS: controller Deployment|--set databaseUrl.existingSecret=toygres-cms"
-    "embedded CMS on a named StorageClass|--set cms.persistence.storageClass=fast --set cms.persistence.size=1Gi"
-    "monitors on|--set serviceMonitor.enabled=true --set podMonitor.enabled=true"
-    "rbac and serviceAccount off|--set rbac.create=false --set serviceAccount.create=false"
-    "no rbac, own serviceAccount name|--set rbac.create=false --set serviceAccount.name=existing-sa"
-    "no resources or security contexts|--set-json resources={} --set-json podSecurityContext={} --set-json securityContext={}"
-    "every optional value|-f $work/everything.yaml"
-)
+# The values variants are the chart's own ci/*-values.yaml (the chart-testing convention; the
+# Kubernetes test k8s_chart.rs validates the same files server-side), plus the defaults.
+variants=("")
+for file in "$chart"/ci/*-values.yaml; do
+    variants+=("$file")
+done
 
 "$helm" lint --strict "$chart"
-"$helm" lint --strict "$chart" -f "$work/everything.yaml"
+"$helm" lint --strict "$chart" -f "$chart/ci/everything-values.yaml"
 
 # Values the chart must refuse: by its values.schema.json (an unknown key, a bad quantity, a
 # port out of range) and by its templates (two controllers sharing one embedded CMS).
@@ -100,9 +55,9 @@ for entry in "${refused[@]}"; do
 done
 
 failed=0
-for entry in "${variants[@]}"; do
-    name=${entry%%|*}
-    flags=${entry#*|}
+for file in "${variants[@]}"; do
+    name=${file:-defaults: no values}
+    flags=${file:+-f $file}
     rendered=$work/rendered.yaml
     echo "== helm template: $name"
     # shellcheck disable=SC2086 # $flags is a list of flags

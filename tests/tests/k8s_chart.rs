@@ -1,7 +1,7 @@
 //! The Helm chart against the real control plane: `helm install` creates every object it
 //! renders (and the Deployment's pod is scheduled onto a process node), and every values
-//! variant renders manifests the apiserver accepts under strict field validation
-//! (`kubectl apply --dry-run=server --validate=strict`).
+//! variant (the defaults and the chart's `ci/*-values.yaml`) renders manifests the apiserver
+//! accepts under strict field validation (`kubectl apply --dry-run=server --validate=strict`).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -18,51 +18,36 @@ const NS: &str = "toygres";
 /// The chart requires the name of the Secret holding the CMS URL.
 const REQUIRED: [&str; 2] = ["--set", "databaseUrl.existingSecret=toygres-cms"];
 
-/// Every optional value set at once, so that each `with`/`if` block renders (as in
-/// scripts/check-chart.sh).
-const EVERYTHING: &str = r#"
-nameOverride: pg
-fullnameOverride: toygres-everything
-controller:
-  image: {tag: "1.2.3", pullPolicy: Always}
-  extraEnv:
-    - {name: EXTRA, value: "1"}
-    - name: FROM_SECRET
-      valueFrom: {secretKeyRef: {name: extra, key: extra}}
-sidecar:
-  image: {repository: example/sidecar, tag: "1.2.3"}
-imagePullSecrets:
-  - name: regcred
-service: {type: NodePort, port: 8800}
-podAnnotations: {example.com/a: "b"}
-podLabels: {team: db}
-nodeSelector: {kubernetes.io/os: linux}
-tolerations:
-  - {key: dedicated, operator: Equal, value: db, effect: NoSchedule}
-affinity:
-  nodeAffinity:
-    requiredDuringSchedulingIgnoredDuringExecution:
-      nodeSelectorTerms:
-        - matchExpressions:
-            - {key: topology.kubernetes.io/zone, operator: In, values: [a, b]}
-serviceAccount:
-  name: toygres-sa
-  annotations: {example.com/role: controller}
-serviceMonitor:
-  enabled: true
-  labels: {release: prometheus}
-"#;
+/// A schema-less CustomResourceDefinition of the Prometheus Operator's `kind` (ServiceMonitor,
+/// PodMonitor): the harness has no operator, and this lets the apiserver accept (and strictly
+/// check everything else in) a rendered chart.
+fn monitor_crd(kind: &str) -> serde_json::Value {
+    let singular = kind.to_lowercase();
+    serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{singular}s.monitoring.coreos.com")},
+        "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+            "names": {"kind": kind, "plural": format!("{singular}s"), "singular": singular,
+                "listKind": format!("{kind}List")},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true}}}]}
+    })
+}
 
-/// The Prometheus Operator's ServiceMonitor kind, schema-less: the harness has no operator, and
-/// this lets the apiserver accept (and strictly check everything else in) a rendered chart.
-const SERVICE_MONITOR_CRD: &str = r#"{
-  "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-  "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-  "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
-    "names": {"kind": "ServiceMonitor", "plural": "servicemonitors", "singular": "servicemonitor", "listKind": "ServiceMonitorList"},
-    "versions": [{"name": "v1", "served": true, "storage": true,
-      "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
-}"#;
+/// The chart's values variants: its `ci/*-values.yaml` files (as scripts/check-chart.sh renders
+/// them), sorted, after the defaults (`None`).
+fn values_variants() -> Vec<Option<std::path::PathBuf>> {
+    let dir = Path::new(&chart()).join("ci");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with("-values.yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "the chart's ci/ values files: {files:?}");
+    std::iter::once(None).chain(files.into_iter().map(Some)).collect()
+}
 
 fn run(mut cmd: Command, what: &str) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -91,20 +76,18 @@ async fn create_namespace(cluster: &Cluster) {
         .unwrap();
 }
 
-fn install_service_monitor_crd(cluster: &Cluster, dir: &Path) {
-    let crd = dir.join("servicemonitor-crd.json");
-    std::fs::write(&crd, SERVICE_MONITOR_CRD).unwrap();
-    let mut cmd = cluster.kubectl();
-    cmd.args(["apply", "-f"]).arg(&crd);
-    run(cmd, "kubectl apply the ServiceMonitor CRD");
-    let mut cmd = cluster.kubectl();
-    cmd.args([
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/servicemonitors.monitoring.coreos.com",
-    ]);
-    run(cmd, "wait for the ServiceMonitor CRD");
+fn install_monitor_crds(cluster: &Cluster, dir: &Path) {
+    for kind in ["ServiceMonitor", "PodMonitor"] {
+        let crd = dir.join(format!("{kind}-crd.json"));
+        std::fs::write(&crd, monitor_crd(kind).to_string()).unwrap();
+        let mut cmd = cluster.kubectl();
+        cmd.args(["apply", "-f"]).arg(&crd);
+        run(cmd, &format!("kubectl apply the {kind} CRD"));
+        let mut cmd = cluster.kubectl();
+        cmd.args(["wait", "--for=condition=Established", "--timeout=60s"])
+            .arg(format!("crd/{}s.monitoring.coreos.com", kind.to_lowercase()));
+        run(cmd, &format!("wait for the {kind} CRD"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,47 +147,7 @@ async fn every_values_variant_passes_strict_server_side_validation() {
     let cluster = Cluster::start().await;
     create_namespace(&cluster).await;
     let dir = cluster.dir().to_path_buf();
-    install_service_monitor_crd(&cluster, &dir);
-    let everything = dir.join("everything.yaml");
-    std::fs::write(&everything, EVERYTHING).unwrap();
-    let everything = everything.display().to_string();
-    let variants: [(&str, Vec<&str>); 6] = [
-        ("defaults", vec![]),
-        (
-            "serviceMonitor on",
-            vec!["--set", "serviceMonitor.enabled=true"],
-        ),
-        (
-            "rbac and serviceAccount off",
-            vec![
-                "--set",
-                "rbac.create=false",
-                "--set",
-                "serviceAccount.create=false",
-            ],
-        ),
-        (
-            "no rbac, own serviceAccount name",
-            vec![
-                "--set",
-                "rbac.create=false",
-                "--set",
-                "serviceAccount.name=existing-sa",
-            ],
-        ),
-        (
-            "no resources or security contexts",
-            vec![
-                "--set-json",
-                "resources={}",
-                "--set-json",
-                "podSecurityContext={}",
-                "--set-json",
-                "securityContext={}",
-            ],
-        ),
-        ("every optional value", vec!["-f", &everything]),
-    ];
+    install_monitor_crds(&cluster, &dir);
     let mut cmd = cluster.kubectl();
     cmd.args(["version", "-o", "json"]);
     let version: serde_json::Value =
@@ -213,7 +156,10 @@ async fn every_values_variant_passes_strict_server_side_validation() {
         .as_str()
         .unwrap()
         .to_string();
-    for (name, flags) in variants {
+    for file in values_variants() {
+        let name = file
+            .as_deref()
+            .map_or("defaults".to_string(), |f| f.display().to_string());
         let mut cmd = cluster.helm();
         cmd.args([
             "template",
@@ -224,8 +170,7 @@ async fn every_values_variant_passes_strict_server_side_validation() {
             "--kube-version",
             &kube_version,
         ])
-        .args(REQUIRED)
-        .args(&flags);
+        .args(file.iter().flat_map(|f| [std::ffi::OsStr::new("-f"), f.as_os_str()]));
         let rendered = dir.join("rendered.yaml");
         std::fs::write(
             &rendered,
