@@ -46,7 +46,9 @@ fn values_variants() -> Vec<Option<std::path::PathBuf>> {
         .collect();
     files.sort();
     assert!(files.len() >= 5, "the chart's ci/ values files: {files:?}");
-    std::iter::once(None).chain(files.into_iter().map(Some)).collect()
+    std::iter::once(None)
+        .chain(files.into_iter().map(Some))
+        .collect()
 }
 
 fn run(mut cmd: Command, what: &str) -> Output {
@@ -85,7 +87,10 @@ fn install_monitor_crds(cluster: &Cluster, dir: &Path) {
         run(cmd, &format!("kubectl apply the {kind} CRD"));
         let mut cmd = cluster.kubectl();
         cmd.args(["wait", "--for=condition=Established", "--timeout=60s"])
-            .arg(format!("crd/{}s.monitoring.coreos.com", kind.to_lowercase()));
+            .arg(format!(
+                "crd/{}s.monitoring.coreos.com",
+                kind.to_lowercase()
+            ));
         run(cmd, &format!("wait for the {kind} CRD"));
     }
 }
@@ -170,7 +175,10 @@ async fn every_values_variant_passes_strict_server_side_validation() {
             "--kube-version",
             &kube_version,
         ])
-        .args(file.iter().flat_map(|f| [std::ffi::OsStr::new("-f"), f.as_os_str()]));
+        .args(
+            file.iter()
+                .flat_map(|f| [std::ffi::OsStr::new("-f"), f.as_os_str()]),
+        );
         let rendered = dir.join("rendered.yaml");
         std::fs::write(
             &rendered,
