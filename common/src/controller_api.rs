@@ -519,6 +519,9 @@ pub struct HaSettings {
     pub failure_threshold: u32,
     /// Milliseconds one check may take.
     pub check_timeout_ms: u64,
+    /// A standby holds back an automatic failover only if it heard from the primary within
+    /// this many milliseconds (older evidence, or a standby that cannot be asked, does not).
+    pub standby_contact_window_ms: u64,
     /// Async mode: the most WAL (bytes) a standby may miss to be promoted automatically.
     pub max_lag_bytes: u64,
     /// Seconds after a failover during which no other automatic failover happens.
@@ -545,7 +548,8 @@ impl Default for HaSettings {
             failover_enabled: true,
             check_interval_ms: 250,
             failure_threshold: 3,
-            check_timeout_ms: 1000,
+            check_timeout_ms: 500,
+            standby_contact_window_ms: 2000,
             max_lag_bytes: 16 * 1024 * 1024,
             cooldown_secs: 60,
             sync_mode: SyncModeSetting::Strict,
@@ -569,6 +573,7 @@ pub struct HaSettingsPatch {
     pub check_interval_ms: Option<u64>,
     pub failure_threshold: Option<u32>,
     pub check_timeout_ms: Option<u64>,
+    pub standby_contact_window_ms: Option<u64>,
     pub max_lag_bytes: Option<u64>,
     pub cooldown_secs: Option<u64>,
     pub sync_mode: Option<SyncModeSetting>,
@@ -587,6 +592,9 @@ impl HaSettings {
             check_interval_ms: patch.check_interval_ms.unwrap_or(self.check_interval_ms),
             failure_threshold: patch.failure_threshold.unwrap_or(self.failure_threshold),
             check_timeout_ms: patch.check_timeout_ms.unwrap_or(self.check_timeout_ms),
+            standby_contact_window_ms: patch
+                .standby_contact_window_ms
+                .unwrap_or(self.standby_contact_window_ms),
             max_lag_bytes: patch.max_lag_bytes.unwrap_or(self.max_lag_bytes),
             cooldown_secs: patch.cooldown_secs.unwrap_or(self.cooldown_secs),
             sync_mode: patch.sync_mode.unwrap_or(self.sync_mode),
@@ -620,6 +628,12 @@ impl HaSettings {
         range("check_interval_ms", self.check_interval_ms, 50, 60_000)?;
         range("failure_threshold", self.failure_threshold.into(), 1, 100)?;
         range("check_timeout_ms", self.check_timeout_ms, 50, 60_000)?;
+        range(
+            "standby_contact_window_ms",
+            self.standby_contact_window_ms,
+            100,
+            600_000,
+        )?;
         range("cooldown_secs", self.cooldown_secs, 0, 86_400)?;
         range("num_sync", self.num_sync.into(), 1, u64::from(MAX_REPLICAS))?;
         range("degrade_timeout_secs", self.degrade_timeout_secs, 1, 3600)?;

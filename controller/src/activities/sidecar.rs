@@ -204,6 +204,10 @@ pub struct ProbeInput {
     /// The instance's custom health query, run when the member is up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_query: Option<String>,
+    /// The probe's deadline in milliseconds (the controller's probe timeout when absent, or
+    /// when shorter): past it the member is unreachable, whatever it is doing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 /// How a member's custom health query went.
@@ -273,23 +277,28 @@ impl ProbeResult {
     }
 }
 
-/// Asks the member's sidecar for its status. Never fails: an unreachable sidecar is an
-/// unhealthy result, not an activity error.
+/// Asks the member's sidecar for its status. Never fails: an unreachable sidecar, or one that
+/// does not answer within the probe's deadline (a frozen member), is an unhealthy result, not an
+/// activity error, so no member holds up a health round.
 pub async fn probe_member(
     deps: Arc<ActivityDeps>,
     _ctx: ActivityContext,
     input: ProbeInput,
 ) -> Result<ProbeResult, String> {
     let started = Instant::now();
-    let member = input.member.clone();
-    let status = match sidecar(&deps, &input.instance, &input.member, deps.probe_timeout).await {
-        Ok(client) => client.status().await.map_err(|e| e.to_string()),
-        Err(e) => Err(e),
+    let deadline = probe_deadline(deps.probe_timeout, input.timeout_ms);
+    let asked = async {
+        let client = sidecar(&deps, &input.instance, &input.member, deadline).await?;
+        client.status().await.map_err(|e| e.to_string())
+    };
+    let status = match tokio::time::timeout(deadline, asked).await {
+        Ok(answer) => answer,
+        Err(_) => Err(format!("no answer within {} ms", deadline.as_millis())),
     };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let result = match status {
+    let mut result = match status {
         Ok(status) => ProbeResult {
-            member: input.member,
+            member: input.member.clone(),
             healthy: status.running && !status.fenced,
             role: Some(status.role),
             timeline: status.timeline,
@@ -310,12 +319,21 @@ pub async fn probe_member(
         },
         Err(error) => ProbeResult::unreachable(&input.member, error, latency_ms),
     };
-    let mut result = result;
     if let (true, Some(query)) = (result.healthy, &input.health_query) {
-        result.check = Some(run_health_query(&deps, &input.instance, &member, query).await);
+        result.check =
+            Some(run_health_query(&deps, &input.instance, &input.member, query, deadline).await);
     }
     deps.metrics.record_health_check(result.healthy);
     Ok(result)
+}
+
+/// A probe's deadline: the one asked for, never longer than the controller's probe timeout,
+/// never under 50 ms.
+pub fn probe_deadline(probe_timeout: Duration, asked_ms: Option<u64>) -> Duration {
+    asked_ms
+        .map(Duration::from_millis)
+        .map_or(probe_timeout, |asked| asked.min(probe_timeout))
+        .max(Duration::from_millis(50))
 }
 
 /// Runs the custom health query on the member's Postgres as the superuser (scram over TCP),
@@ -325,6 +343,7 @@ async fn run_health_query(
     instance: &str,
     member: &str,
     query: &str,
+    deadline: Duration,
 ) -> CheckResult {
     let attempt = async {
         let address = deps
@@ -357,10 +376,10 @@ async fn run_health_query(
         });
         Ok::<_, String>(first)
     };
-    match tokio::time::timeout(deps.probe_timeout, attempt).await {
+    match tokio::time::timeout(deadline, attempt).await {
         Err(_) => CheckResult {
             ok: false,
-            message: format!("no answer within {:?}", deps.probe_timeout),
+            message: format!("no answer within {deadline:?}"),
         },
         Ok(Err(e)) => CheckResult {
             ok: false,

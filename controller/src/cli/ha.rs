@@ -56,6 +56,10 @@ pub struct SetArgs {
     /// Milliseconds one check may take
     #[arg(long, value_name = "MS")]
     pub check_timeout_ms: Option<u64>,
+    /// Milliseconds within which a standby must have heard from the primary to hold back a
+    /// failover
+    #[arg(long, value_name = "MS")]
+    pub standby_contact_window_ms: Option<u64>,
     /// Async mode: the most WAL (bytes) a standby may miss to be promoted automatically
     #[arg(long, value_name = "BYTES")]
     pub max_lag_bytes: Option<u64>,
@@ -102,6 +106,7 @@ pub async fn run(args: HaArgs) -> anyhow::Result<()> {
                 check_interval_ms: args.check_interval_ms,
                 failure_threshold: args.failure_threshold,
                 check_timeout_ms: args.check_timeout_ms,
+                standby_contact_window_ms: args.standby_contact_window_ms,
                 max_lag_bytes: args.max_lag_bytes,
                 cooldown_secs: args.cooldown_secs,
                 sync_mode: args.sync_mode.map(|m| match m {
@@ -135,6 +140,10 @@ fn render(s: &HaSettings) -> String {
         ("check_interval_ms", s.check_interval_ms.to_string()),
         ("failure_threshold", s.failure_threshold.to_string()),
         ("check_timeout_ms", s.check_timeout_ms.to_string()),
+        (
+            "standby_contact_window_ms",
+            s.standby_contact_window_ms.to_string(),
+        ),
         ("max_lag_bytes", s.max_lag_bytes.to_string()),
         ("cooldown_secs", s.cooldown_secs.to_string()),
         (

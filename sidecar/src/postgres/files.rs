@@ -228,6 +228,11 @@ pub fn render_toygres_conf(
         ),
         "recovery_target_timeline = 'latest'".into(),
     ];
+    lines.extend(
+        super::settings::REPLICATION_TIMEOUTS
+            .iter()
+            .map(|l| l.to_string()),
+    );
     if let Some(archive) = &cfg.archive {
         lines.extend(archive.conf_lines(conf_quote));
     }

@@ -13,6 +13,19 @@ use super::sql::timeline_of_walfile;
 /// Status queries give up after this long (a stuck server reads as not running).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the check of a new connection may take.
+const FRESH_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where a client on this host reaches a server listening on `listen` (`listen_addresses`):
+/// its first address, loopback for the wildcards.
+fn connect_host(listen: &str) -> String {
+    match listen.split(',').map(str::trim).next().unwrap_or("") {
+        "" | "*" | "0.0.0.0" => "127.0.0.1".into(),
+        "::" => "::1".into(),
+        first => first.into(),
+    }
+}
+
 impl Member {
     /// The member's status; a server that does not answer reads as not running.
     pub async fn status(&self) -> Status {
@@ -59,6 +72,14 @@ impl Member {
             Ok(Err(e)) => tracing::debug!("status query: {e}"),
             Err(_) => tracing::warn!("status query timed out after {QUERY_TIMEOUT:?}"),
         }
+        if status.running {
+            // The cached connection says nothing of new ones: a server whose new connections
+            // fail (a bad `local_preload_libraries`, no slot left) serves no client.
+            if let Err(e) = self.accepts_new_connections().await {
+                tracing::warn!("postgres runs but refuses a new connection: {e}");
+                status.running = false;
+            }
+        }
         // While an operation holds the lock, the state file says the same.
         let state = ops_state.or_else(|| super::files::read_state(&self.layout).ok());
         if let Some(state) = state {
@@ -69,6 +90,28 @@ impl Member {
             status.sync_degraded = state.sync_degraded;
         }
         status
+    }
+
+    /// Opens a new connection the way a client does (TCP to the listen address, password
+    /// authentication) and runs a query on it, within [`FRESH_CONNECTION_TIMEOUT`].
+    async fn accepts_new_connections(&self) -> Result<(), String> {
+        let address = toygres_common::names::PgAddress {
+            host: connect_host(&self.cfg.pg_listen),
+            port: self.cfg.pg_port,
+        };
+        let attempt = async {
+            let client = super::sql::connect_remote(&self.cfg, &address)
+                .await
+                .map_err(|e| format!("connect to {address}: {e}"))?;
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map_err(|e| format!("query on a new connection: {e}"))?;
+            Ok::<_, String>(())
+        };
+        tokio::time::timeout(FRESH_CONNECTION_TIMEOUT, attempt)
+            .await
+            .map_err(|_| format!("no new connection within {FRESH_CONNECTION_TIMEOUT:?}"))?
     }
 
     /// WAL archiving counters, read from the files `wal-push` and `wal-fetch` keep.
@@ -200,4 +243,18 @@ fn disk_status(dir: &std::path::Path) -> Option<DiskStatus> {
         total_bytes: st.blocks() as u64 * fragment,
         available_bytes: st.blocks_available() as u64 * fragment,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connect_host;
+
+    #[test]
+    fn a_wildcard_listen_address_is_reached_through_loopback() {
+        assert_eq!(connect_host("*"), "127.0.0.1");
+        assert_eq!(connect_host("0.0.0.0"), "127.0.0.1");
+        assert_eq!(connect_host("::"), "::1");
+        assert_eq!(connect_host("10.0.0.7, 127.0.0.1"), "10.0.0.7");
+        assert_eq!(connect_host("127.0.0.1"), "127.0.0.1");
+    }
 }

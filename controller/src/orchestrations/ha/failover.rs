@@ -34,6 +34,10 @@ pub struct FailoverInput {
     /// not ask them twice).
     #[serde(default)]
     pub surveyed: Option<Vec<MemberSurvey>>,
+    /// Automatic: what the standbys said of the old primary, which let the actor fail over
+    /// (it goes into the failover's reason, and so into its event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
 }
 
 /// Runs a failover: promote the best standby of an instance whose primary is down (or, forced,
@@ -116,7 +120,10 @@ async fn run_failover(
     } else {
         choice.lag_bytes
     });
-    handover.reason = Some(choice.reason.clone());
+    handover.reason = Some(match &input.evidence {
+        Some(evidence) => format!("{} ({evidence})", choice.reason),
+        None => choice.reason.clone(),
+    });
 
     // Nothing reaches the old primary through rw from here on: held until the new one serves.
     progress(

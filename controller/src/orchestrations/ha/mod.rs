@@ -7,10 +7,12 @@
 //! is promoted only if it holds every acknowledged commit (sync mode) or is within the lag bound
 //! (async mode); the new primary gets its synchronous standbys *before* rw leads to it.
 //!
-//! - [`target`] and [`sync`]: the pure decisions (which standby, which synchronous standbys);
+//! - [`target`], [`sync`] and [`evidence`]: the pure decisions (which standby, which synchronous
+//!   standbys, whether the standbys' word holds a failover back);
 //! - [`failover`], [`switchover`], [`rejoin`]: the runbooks, one per file;
 //! - [`handover`]: the steps they share (progress, record, promote and route, rejoin).
 
+pub mod evidence;
 pub mod failover;
 pub mod handover;
 pub mod rejoin;

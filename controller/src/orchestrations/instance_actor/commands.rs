@@ -58,6 +58,7 @@ pub fn start_operation(
                     ha: state.ha.clone(),
                     last_seen: state.last_seen.clone(),
                     surveyed: None,
+                    evidence: None,
                 },
             ),
         ),

@@ -5,6 +5,7 @@
 use duroxide::OrchestrationContext;
 use toygres_common::domain::HaEventKind;
 
+use super::commands::health_interval;
 use super::health::{assess, describe_targets, desired_routes, primary_seen};
 use super::state::{ActorInput, ActorState};
 use crate::activities::members::ActorView;
@@ -19,6 +20,14 @@ use crate::orchestrations::operation::route_endpoints;
 pub struct Round {
     pub view: ActorView,
     pub probes: Vec<ProbeResult>,
+}
+
+/// How long a round's probe of one member may take: the HA check timeout, and never more than
+/// half the health interval, so a member that does not answer (frozen, cut off) is "unreachable"
+/// in time and the rounds keep their pace.
+pub fn round_deadline_ms(check_timeout_ms: u64, interval: std::time::Duration) -> u64 {
+    let half = u64::try_from(interval.as_millis() / 2).unwrap_or(u64::MAX);
+    check_timeout_ms.min(half).max(50)
 }
 
 /// Whether a health round may move the ro endpoint.
@@ -70,6 +79,10 @@ async fn try_health_round(
         return Ok(None);
     };
     let members = view.members.clone();
+    let deadline_ms = round_deadline_ms(
+        view.ha.check_timeout_ms,
+        health_interval(&input.settings, state),
+    );
     let results = ctx
         .join(
             members
@@ -82,6 +95,7 @@ async fn try_health_round(
                             instance: input.instance.clone(),
                             member: member.clone(),
                             health_query: view.ha.health_query.clone(),
+                            timeout_ms: Some(deadline_ms),
                         },
                     )
                 })
@@ -176,4 +190,18 @@ async fn try_health_round(
             probes: assessment.probes,
         },
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::round_deadline_ms;
+
+    #[test]
+    fn a_probe_never_outlasts_half_the_health_interval() {
+        assert_eq!(round_deadline_ms(500, Duration::from_secs(5)), 500);
+        assert_eq!(round_deadline_ms(3_000, Duration::from_secs(1)), 500);
+        assert_eq!(round_deadline_ms(1_000, Duration::from_millis(20)), 50);
+    }
 }

@@ -8,13 +8,14 @@ use duroxide::OrchestrationContext;
 use toygres_common::domain::{HaEventKind, MemberState, ReplicationMode, Role};
 
 use super::commands::run_command;
-use super::health_round::Round;
+use super::health_round::{health_round, Round, Routing};
 use super::state::{ActorInput, ActorState};
 use crate::activities::ha::{FenceInput, Fenced, MemberSurvey, SurveyInput, SyncPolicyInput};
 use crate::activities::members::ActorView;
 use crate::activities::names as act;
 use crate::activities::sidecar::{ProbeInput, ProbeResult};
 use crate::orchestrations::durable::{call, call_once, now_ms, sub_orchestration};
+use crate::orchestrations::ha::evidence::weigh_standbys;
 use crate::orchestrations::ha::failover::FailoverInput;
 use crate::orchestrations::ha::rejoin::RejoinOperation;
 use crate::orchestrations::ha::sync::{sync_policy, sync_settings_changed};
@@ -76,11 +77,18 @@ pub async fn look_after_primary(
     if state.primary_failures < view.ha.failure_threshold {
         return state;
     }
-    decide_failover(ctx, input, state, &view, &primary).await
+    // Its sidecar answered (Postgres down, or refusing new connections): the controller is
+    // not the one cut off.
+    let answered = probe.is_some_and(|p| p.role.is_some());
+    decide_failover(ctx, input, state, &view, &primary, answered).await
 }
 
 /// Probes the recorded primary alone; a healthy answer ends the suspicion (the next full round
-/// records it), another miss counts, and enough misses lead to the failover decision.
+/// records it), another miss counts, and enough misses lead to the failover decision. A probe
+/// that failed by running out its deadline already waited a check interval: the next one
+/// follows at once. Once the decision was held back (a fresh standby vetoed, the cooldown, no
+/// candidate), every check is a full round, recorded, so the instance's `last check` keeps
+/// moving and every member is seen while the primary is suspect.
 pub async fn recheck_primary(
     ctx: &OrchestrationContext,
     input: &ActorInput,
@@ -92,36 +100,63 @@ pub async fn recheck_primary(
     let Some(primary) = view.primary.clone() else {
         return state;
     };
-    let probe = call_once::<_, ProbeResult>(
-        ctx,
-        act::PROBE_MEMBER,
-        ProbeInput {
-            instance: input.instance.clone(),
-            member: primary.clone(),
-            health_query: None,
-        },
-    )
-    .await;
-    if probe.is_ok_and(|p| p.healthy && p.role == Some(Role::Primary)) {
-        ctx.trace_info(format!("the primary {primary} answers again"));
-        state.primary_failures = 0;
-        return state;
+    if state.primary_failures >= view.ha.failure_threshold {
+        let generation = state.generation;
+        return match health_round(ctx, input, state, Routing::Allowed).await {
+            (next, Some(round)) => look_after_primary(ctx, input, next, round).await,
+            // Superseded: the next regular round finds it again and stops the actor.
+            (next, None) => ActorState {
+                generation,
+                primary_failures: 0,
+                ..next
+            },
+        };
     }
-    state.primary_failures = state.primary_failures.saturating_add(1);
-    if state.primary_failures < view.ha.failure_threshold {
-        return state;
+    loop {
+        let probe = call_once::<_, ProbeResult>(
+            ctx,
+            act::PROBE_MEMBER,
+            ProbeInput {
+                instance: input.instance.clone(),
+                member: primary.clone(),
+                health_query: None,
+                timeout_ms: Some(view.ha.check_timeout_ms),
+            },
+        )
+        .await;
+        let (timed_out, answered) = match &probe {
+            Ok(p) if p.healthy && p.role == Some(Role::Primary) => {
+                ctx.trace_info(format!("the primary {primary} answers again"));
+                state.primary_failures = 0;
+                return state;
+            }
+            Ok(p) => (
+                p.latency_ms >= view.ha.check_interval_ms as f64,
+                p.role.is_some(),
+            ),
+            Err(_) => (false, false),
+        };
+        state.primary_failures = state.primary_failures.saturating_add(1);
+        if state.primary_failures >= view.ha.failure_threshold {
+            return decide_failover(ctx, input, state, &view, &primary, answered).await;
+        }
+        if !timed_out {
+            return state;
+        }
     }
-    decide_failover(ctx, input, state, &view, &primary).await
 }
 
 /// The primary missed enough checks: fail over unless disabled, in the cooldown, vetoed by a
-/// standby that still streams from it, or impossible (no standby may take over: an alert).
+/// standby that heard from it just now, or impossible (no standby may take over: an alert).
+/// When the primary's sidecar itself answered (`sidecar_answered`: its Postgres is down or
+/// refuses new connections), no standby's word can say it serves: there is no veto.
 async fn decide_failover(
     ctx: &OrchestrationContext,
     input: &ActorInput,
     mut state: ActorState,
     view: &ActorView,
     primary: &str,
+    sidecar_answered: bool,
 ) -> ActorState {
     let primary = primary.to_string();
     let down_for = format!(
@@ -157,8 +192,9 @@ async fn decide_failover(
             .await;
         }
     }
-    // Before acting, ask the standbys: one that still streams from the primary says it lives
-    // (the controller, not the primary, may be the one cut off).
+    // Before acting, ask the standbys: one that heard from the primary just now says it lives
+    // (the controller, not the primary, may be the one cut off). Only fresh evidence counts: a
+    // frozen primary's standbys keep "streaming" until their receive timeout.
     let standbys: Vec<String> = view
         .members
         .iter()
@@ -182,18 +218,24 @@ async fn decide_failover(
             return state;
         }
     };
-    if let Some(witness) = surveys
-        .iter()
-        .find(|s| s.streaming && s.upstream.is_some() && s.upstream == view.primary_address)
-    {
+    let window_ms = view.ha.standby_contact_window_ms;
+    let mut evidence = weigh_standbys(&surveys, view.primary_address.as_ref(), window_ms);
+    let decided_by = if sidecar_answered {
+        evidence.witness = None;
+        format!("the sidecar of {primary} answers but its Postgres serves no new connection")
+    } else {
+        format!("no standby heard from {primary} within {window_ms} ms")
+    };
+    if let Some((witness, age_ms)) = &evidence.witness {
         return alert_once(
             ctx,
             input,
             state,
             HaEventKind::FailoverSkipped,
             format!(
-                "{down_for}, but {} still streams from it: not failing over",
-                witness.member
+                "{down_for}, but {witness} heard from it {age_ms} ms ago (within \
+                 {window_ms} ms): not failing over ({})",
+                evidence.summary
             ),
         )
         .await;
@@ -221,10 +263,11 @@ async fn decide_failover(
             let Ok(operation_id) = new_operation_id(ctx).await else {
                 return state;
             };
-            ctx.trace_warn(format!(
-                "{down_for} and no standby streams from it: failing over to {}",
-                choice.reason
-            ));
+            let message = format!(
+                "{down_for} and {decided_by} ({}): failing over to {}",
+                evidence.summary, choice.reason
+            );
+            ctx.trace_warn(message);
             state.last_failover_ms = Some(now);
             let child = sub_orchestration(
                 ctx,
@@ -239,6 +282,7 @@ async fn decide_failover(
                     ha: view.ha.clone(),
                     last_seen: seen,
                     surveyed: Some(surveys),
+                    evidence: Some(format!("{decided_by}: {}", evidence.summary)),
                 },
             );
             let mut next = run_command(ctx, input, state, &operation_id, child).await;

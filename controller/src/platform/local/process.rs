@@ -172,21 +172,104 @@ pub async fn stop_member(
     stop_postmaster(data_dir).await
 }
 
-/// Stops the member at once: SIGKILL to the sidecar and its process group (so it restarts
-/// nothing), then an immediate shutdown of its postmaster.
+/// Stops the member at once, all of it: SIGKILL to the sidecar and its process group (so it
+/// restarts nothing), then SIGKILL to every Postgres process of the data directory. Not an
+/// immediate shutdown: a frozen (SIGSTOPped) postmaster never acts on SIGQUIT, and its backends,
+/// each the leader of its own session, are in no group of the sidecar's; SIGKILL works on
+/// stopped processes too.
 pub async fn kill_member(pid: Option<i32>, data_dir: &Path) -> anyhow::Result<()> {
     if let Some(pid) = pid.filter(|pid| is_sidecar_of(*pid, data_dir)) {
-        // The sidecar first, alone: killing the postmaster by SIGKILL would leave its backends
-        // running until they notice; SIGQUIT below stops them with it.
         signal(pid, Signal::SIGKILL);
+        signal_group(pid, Signal::SIGKILL);
         if !wait_gone(pid, KILL_TIMEOUT).await {
             anyhow::bail!("the sidecar (pid {pid}) survived SIGKILL");
         }
-        stop_postmaster(data_dir).await?;
-        signal_group(pid, Signal::SIGKILL);
+    }
+    kill_postgres(data_dir).await
+}
+
+/// SIGKILLs every process of the Postgres of `data_dir`: the postmaster, its descendants, and
+/// any process still working in the data directory (a backend orphaned by a postmaster that
+/// died first), and waits until they are gone.
+pub async fn kill_postgres(data_dir: &Path) -> anyhow::Result<()> {
+    let mut victims = postgres_processes(data_dir);
+    if let Some(postmaster) = live_postmaster(data_dir) {
+        victims.push(postmaster);
+    }
+    victims.sort_unstable();
+    victims.dedup();
+    if victims.is_empty() {
         return Ok(());
     }
-    stop_postmaster(data_dir).await
+    tracing::info!(
+        ?victims,
+        "killing the Postgres processes of {}",
+        data_dir.display()
+    );
+    for pid in &victims {
+        signal(*pid, Signal::SIGKILL);
+    }
+    for pid in &victims {
+        if !wait_gone(*pid, KILL_TIMEOUT).await {
+            anyhow::bail!(
+                "the Postgres process {pid} of {} survived SIGKILL",
+                data_dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The processes of `data_dir`'s Postgres: the postmaster's descendants (read before anything
+/// is killed, while they are still its children) and every process whose working directory is
+/// the data directory (Postgres processes run there; orphans keep it).
+fn postgres_processes(data_dir: &Path) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let canonical = fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let mut deleted = canonical.clone().into_os_string();
+    deleted.push(" (deleted)");
+    let table: Vec<(i32, i32, bool)> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let parent = parent_in_stat(&stat)?;
+            let in_dir = fs::read_link(format!("/proc/{pid}/cwd"))
+                .is_ok_and(|cwd| cwd == canonical || cwd.as_os_str() == deleted);
+            Some((pid, parent, in_dir))
+        })
+        .collect();
+    let mut found: Vec<i32> = table
+        .iter()
+        .filter(|(_, _, in_dir)| *in_dir)
+        .map(|(pid, _, _)| *pid)
+        .collect();
+    if let Some(postmaster) = live_postmaster(data_dir) {
+        found.push(postmaster);
+    }
+    // Descendants of everything found so far.
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        for (pid, _, _) in table.iter().filter(|(_, ppid, _)| *ppid == parent) {
+            if !found.contains(pid) {
+                found.push(*pid);
+            }
+        }
+        i += 1;
+    }
+    let me = i32::try_from(std::process::id()).unwrap_or(0);
+    found.retain(|pid| *pid != me);
+    found
+}
+
+/// The parent pid in a `/proc/<pid>/stat` line (`pid (comm) state ppid …`; `comm` may hold
+/// spaces and parentheses, so the fields are read after its last `)`).
+fn parent_in_stat(stat: &str) -> Option<i32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Stops a postmaster running in `data_dir` with an immediate shutdown (SIGQUIT), then SIGKILL.
@@ -225,6 +308,15 @@ mod tests {
         assert!(cmdline_has_arg(cmdline, b"--data-dir=/h/db-0/data"));
         assert!(!cmdline_has_arg(cmdline, b"--data-dir=/h/db-0/dat"));
         assert!(!cmdline_has_arg(cmdline, b"--data-dir=/h/db-0/data/x"));
+    }
+
+    #[test]
+    fn the_parent_is_read_after_the_command_name() {
+        assert_eq!(
+            parent_in_stat("42 (postgres: db-0: walsender (x) ) T 17 42 42 0"),
+            Some(17)
+        );
+        assert_eq!(parent_in_stat("garbage"), None);
     }
 
     #[test]

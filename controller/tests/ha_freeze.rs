@@ -1,0 +1,585 @@
+//! High availability when the primary hangs instead of dying, end to end on the local platform:
+//! a frozen primary (SIGSTOP of its sidecar and of every Postgres process) under writes is
+//! failed over in seconds with no acknowledged commit lost, is killed whole (no stopped process
+//! left) and rejoins; the actor's health rounds keep their pace while a member is frozen; and a
+//! primary that refuses new connections (its cached ones still working) is failed over too.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use support::*;
+use toygres_common::controller_api::{EventList, InstanceDetail, ReplicationStatus};
+
+/// Members killed or frozen by a test are not restarted by the platform's supervisor.
+const NO_RESTARTS: (&str, &str) = ("TOYGRES_SUPERVISE_INTERVAL_MS", "3600000");
+
+/// How long a failover, with the old primary's rejoin, may take.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// One acknowledged commit: its id, the Postgres port that took it, when it returned.
+#[derive(Debug, Clone, Copy)]
+struct Ack {
+    id: i64,
+    port: i32,
+    at: Instant,
+}
+
+/// Clients inserting rows through the rw endpoint as fast as they can, reconnecting whenever
+/// their connection breaks, remembering every commit Postgres acknowledged.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    acks: Arc<Mutex<Vec<Ack>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(count: i64, url: &str, password: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
+        let tasks = (0..count)
+            .map(|writer| {
+                let (stop, acks) = (stop.clone(), acks.clone());
+                let (url, password) = (url.to_string(), password.to_string());
+                tokio::spawn(async move {
+                    // Ids of writer w are w, w + count, w + 2 count, …: never shared.
+                    let mut next = writer + 1;
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut config: tokio_postgres::Config = url.parse().unwrap();
+                        config
+                            .password(&password)
+                            .connect_timeout(Duration::from_secs(5));
+                        let Ok(Ok((client, connection))) = tokio::time::timeout(
+                            Duration::from_secs(10),
+                            config.connect(tokio_postgres::NoTls),
+                        )
+                        .await
+                        else {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        };
+                        tokio::spawn(connection);
+                        while !stop.load(Ordering::Relaxed) {
+                            let id = next;
+                            next += count;
+                            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+                            let insert = client.query_one(
+                                "INSERT INTO acked (id) VALUES ($1) RETURNING inet_server_port()",
+                                &params,
+                            );
+                            match tokio::time::timeout(Duration::from_secs(30), insert).await {
+                                Ok(Ok(row)) => acks.lock().unwrap().push(Ack {
+                                    id,
+                                    port: row.get(0),
+                                    at: Instant::now(),
+                                }),
+                                // Not acknowledged: it may or may not be there; never counted.
+                                _ => break,
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, acks, tasks }
+    }
+
+    fn acks(&self) -> Vec<Ack> {
+        self.acks.lock().unwrap().clone()
+    }
+
+    /// Polls until a commit is acknowledged after `since` by a server other than `not_by`.
+    async fn acked_after(&self, since: Instant, not_by: Option<i32>, what: &str) -> Instant {
+        eventually(DEADLINE, what, || async {
+            self.acks()
+                .iter()
+                .find(|a| a.at > since && Some(a.port) != not_by)
+                .map(|a| a.at)
+        })
+        .await
+    }
+
+    async fn stop(self) -> Vec<Ack> {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(40), task).await;
+        }
+        let mut acks = self.acks.lock().unwrap().clone();
+        acks.sort_by_key(|a| a.at);
+        acks
+    }
+}
+
+/// The processes of a frozen member; they are thawed and killed when this drops, so no test
+/// leaves a stopped process behind even when it fails.
+struct Frozen {
+    pids: Vec<i32>,
+}
+
+impl Frozen {
+    /// SIGSTOPs the member's sidecar, its postmaster and every child of the postmaster.
+    fn member(home: &Home, instance: &str, member: &str) -> Self {
+        let dir = home.path().join("instances").join(instance).join(member);
+        let record: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(dir.join("member.json")).unwrap()).unwrap();
+        let sidecar = i32::try_from(record["pid"].as_i64().unwrap()).unwrap();
+        let postmaster: i32 = fs::read_to_string(dir.join("data/postmaster.pid"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The sidecar first, so it cannot restart what is stopped after it.
+        let mut pids = vec![sidecar, postmaster];
+        let _ = kill(Pid::from_raw(sidecar), Signal::SIGSTOP);
+        let _ = kill(Pid::from_raw(postmaster), Signal::SIGSTOP);
+        pids.extend(children_of(postmaster));
+        for pid in &pids[2..] {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGSTOP);
+        }
+        assert!(pids.len() > 4, "too few processes to freeze: {pids:?}");
+        Self { pids }
+    }
+
+    /// The frozen processes still alive.
+    fn alive(&self) -> Vec<i32> {
+        self.pids.iter().copied().filter(|p| alive(*p)).collect()
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for pid in self.alive() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+        }
+    }
+}
+
+/// The pids whose parent is `parent`.
+fn children_of(parent: i32) -> Vec<i32> {
+    let mut children = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+        if ppid == Some(parent) {
+            children.push(pid);
+        }
+    }
+    children
+}
+
+async fn members(api: &Api, instance: &str) -> ReplicationStatus {
+    api.get(&format!("/v1/instances/{instance}/replicas")).await
+}
+
+async fn primary_of(api: &Api, instance: &str) -> Option<String> {
+    members(api, instance)
+        .await
+        .members
+        .into_iter()
+        .find(|m| m.role == "primary")
+        .map(|m| m.name)
+}
+
+async fn pg_port(api: &Api, instance: &str, member: &str) -> i32 {
+    let address = members(api, instance)
+        .await
+        .members
+        .into_iter()
+        .find(|m| m.name == member)
+        .and_then(|m| m.address)
+        .unwrap();
+    address.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+async fn events(api: &Api, instance: &str) -> EventList {
+    api.get(&format!("/v1/instances/{instance}/events")).await
+}
+
+/// Polls until every member is a running, healthy primary or streaming standby, with one
+/// primary and, in sync mode, a synchronous standby.
+async fn wait_all_healthy(api: &Api, home: &Home, instance: &str, count: usize) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let status = members(api, instance).await;
+        let healthy = status
+            .members
+            .iter()
+            .filter(|m| m.health == "healthy" && m.state == "running")
+            .count();
+        let primaries = status
+            .members
+            .iter()
+            .filter(|m| m.role == "primary")
+            .count();
+        let synchronous = status.replication_mode != "sync"
+            || status
+                .members
+                .iter()
+                .any(|m| matches!(m.sync_state.as_deref(), Some("sync" | "quorum")));
+        if healthy == count && primaries == 1 && synchronous {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{instance} is not healthy: {:?}\n{}",
+            status
+                .members
+                .iter()
+                .map(|m| (&m.name, &m.role, &m.state, &m.health, &m.sync_state))
+                .collect::<Vec<_>>(),
+            home.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn connection(api: &Api, instance: &str) -> (String, String) {
+    let detail: InstanceDetail = api.get(&format!("/v1/instances/{instance}")).await;
+    let connection = detail.connection.unwrap();
+    let password = fs::read_to_string(connection.password_location.unwrap())
+        .unwrap()
+        .trim()
+        .to_string();
+    (connection.rw, password)
+}
+
+/// Starts a controller with `env`, creates a three-member instance `name` with `ha` settings,
+/// and the `acked` table.
+async fn start(env: &[(&str, &str)], name: &str, ha: serde_json::Value) -> (Home, Api) {
+    let mut home = Home::new();
+    let api = home.start_with_env(env).await;
+    let (status, body) = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/instances",
+            Some(
+                serde_json::json!({"name": name, "replicas": 2, "replication": "sync",
+                                    "ha": ha}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["operation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let created = api.wait_operation(&home, &id).await;
+    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
+    let (rw, password) = connection(&api, name).await;
+    connect(&rw, &password)
+        .await
+        .batch_execute("CREATE TABLE acked (id bigint PRIMARY KEY)")
+        .await
+        .unwrap();
+    wait_all_healthy(&api, &home, name, 3).await;
+    (home, api)
+}
+
+/// Every acknowledged commit is there, and in commit order the server that took the writes
+/// changed at most `changes` times (one writer at a time: never back to a superseded primary).
+async fn assert_no_commit_lost(rw: &str, password: &str, acks: &[Ack], changes: usize) {
+    let present: BTreeSet<i64> = connect(rw, password)
+        .await
+        .query("SELECT id FROM acked", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let lost: Vec<i64> = acks
+        .iter()
+        .map(|a| a.id)
+        .filter(|id| !present.contains(id))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
+    assert!(acks.len() > 50, "only {} writes acknowledged", acks.len());
+    let moved = acks.windows(2).filter(|w| w[0].port != w[1].port).count();
+    assert!(
+        moved <= changes,
+        "writes moved between servers {moved} times"
+    );
+}
+
+/// The age of the newest health check of the members other than `frozen`, in seconds.
+async fn last_check_age(api: &Api, instance: &str, frozen: &str) -> f64 {
+    members(api, instance)
+        .await
+        .members
+        .iter()
+        .filter(|m| m.name != frozen)
+        .filter_map(|m| m.last_check_age_seconds)
+        .fold(f64::INFINITY, f64::min)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_primary_is_failed_over_killed_whole_and_rejoins_while_rounds_go_on() {
+    let (home, api) = start(
+        &[NO_RESTARTS],
+        "fz",
+        serde_json::json!({"cooldown_secs": 0}),
+    )
+    .await;
+    let (rw, password) = connection(&api, "fz").await;
+    let writers = Writers::start(3, &rw, &password);
+    writers
+        .acked_after(Instant::now(), None, "a first write")
+        .await;
+
+    // Frozen with failover disabled: the actor holds back, and its rounds keep their pace
+    // (health every 500 ms here) instead of waiting on the frozen member.
+    let (status, body) = api
+        .send(
+            reqwest::Method::PUT,
+            "/v1/instances/fz/ha",
+            Some(serde_json::json!({"failover_enabled": false})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let primary = primary_of(&api, "fz").await.unwrap();
+    let port = pg_port(&api, "fz", &primary).await;
+    let frozen = Frozen::member(&home, "fz", &primary);
+    eventually(DEADLINE, "a failover-disabled event", || async {
+        events(&api, "fz")
+            .await
+            .events
+            .iter()
+            .any(|e| e.kind == "failover-disabled")
+            .then_some(())
+    })
+    .await;
+    let mut ages = Vec::new();
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        ages.push(last_check_age(&api, "fz", &primary).await);
+    }
+    assert!(
+        ages.iter().all(|age| *age < 3.0),
+        "the last check fell behind while {primary} was frozen: {ages:?}"
+    );
+    let view = members(&api, "fz").await;
+    let frozen_view = view.members.iter().find(|m| m.name == primary).unwrap();
+    assert_eq!(frozen_view.health, "unhealthy", "{frozen_view:?}");
+    assert_eq!(
+        primary_of(&api, "fz").await.as_deref(),
+        Some(primary.as_str())
+    );
+    // Killed now (not thawed): the actor fails it over once allowed.
+    drop(frozen);
+    let (status, body) = api
+        .send(
+            reqwest::Method::PUT,
+            "/v1/instances/fz/ha",
+            Some(serde_json::json!({"failover_enabled": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let second = eventually(DEADLINE, "a new primary", || async {
+        primary_of(&api, "fz").await.filter(|p| *p != primary)
+    })
+    .await;
+    writers
+        .acked_after(Instant::now(), Some(port), "a write on the new primary")
+        .await;
+    wait_all_healthy(&api, &home, "fz", 3).await;
+
+    // Frozen with failover on: failed over in seconds, killed whole, rejoined.
+    let port = pg_port(&api, "fz", &second).await;
+    let frozen = Frozen::member(&home, "fz", &second);
+    let froze = Instant::now();
+    let first = writers
+        .acked_after(froze, Some(port), "a write elsewhere after the freeze")
+        .await;
+    eprintln!(
+        "freeze of {second}: first commit elsewhere after {:?}",
+        first - froze
+    );
+    let third = primary_of(&api, "fz").await.unwrap();
+    assert_ne!(third, second);
+    eventually(DEADLINE, "the frozen member killed whole", || async {
+        frozen.alive().is_empty().then_some(())
+    })
+    .await;
+    wait_all_healthy(&api, &home, "fz", 3).await;
+    let event = events(&api, "fz")
+        .await
+        .events
+        .into_iter()
+        .rev()
+        .find(|e| e.kind == "failover-automatic")
+        .unwrap();
+    assert!(
+        event.message.contains("no standby heard from"),
+        "{}",
+        event.message
+    );
+    drop(frozen);
+    let acks = writers.stop().await;
+    // Two changes of primary: never back to a superseded one.
+    assert_no_commit_lost(&rw, &password, &acks, 2).await;
+    assert!(
+        !acks.iter().any(|a| a.port == port && a.at > first),
+        "the frozen primary acknowledged a write after the failover"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_refuses_new_connections_is_failed_over() {
+    let (home, api) = start(
+        &[NO_RESTARTS],
+        "nc",
+        serde_json::json!({"cooldown_secs": 0}),
+    )
+    .await;
+    let primary = primary_of(&api, "nc").await.unwrap();
+    let port = pg_port(&api, "nc", &primary).await;
+    let (rw, password) = connection(&api, "nc").await;
+    // Every new connection to the primary fails from now on (the library does not exist);
+    // connections already open go on.
+    let through_rw: tokio_postgres::Config = rw.parse().unwrap();
+    let mut direct = tokio_postgres::Config::new();
+    direct
+        .host("127.0.0.1")
+        .port(u16::try_from(port).unwrap())
+        .user(through_rw.get_user().unwrap())
+        .dbname("postgres")
+        .password(&password)
+        .connect_timeout(Duration::from_secs(5));
+    let (client, conn) = direct.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute("ALTER SYSTEM SET local_preload_libraries = 'toygres_missing'")
+        .await
+        .unwrap();
+    client
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    assert!(
+        direct.connect(tokio_postgres::NoTls).await.is_err(),
+        "a new connection to {primary} still works"
+    );
+    let next = eventually(DEADLINE, "a failover", || async {
+        primary_of(&api, "nc").await.filter(|p| *p != primary)
+    })
+    .await;
+    // rw leads to a server that takes new connections and writes.
+    eventually(DEADLINE, "a write through rw", || async {
+        let mut config: tokio_postgres::Config = rw.parse().unwrap();
+        config
+            .password(&password)
+            .connect_timeout(Duration::from_secs(5));
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.ok()?;
+        tokio::spawn(connection);
+        client
+            .batch_execute("INSERT INTO acked VALUES (1) ON CONFLICT DO NOTHING")
+            .await
+            .ok()?;
+        let row = client
+            .query_one("SELECT inet_server_port()", &[])
+            .await
+            .ok()?;
+        (row.get::<_, i32>(0) != port).then_some(())
+    })
+    .await;
+    let down = events(&api, "nc")
+        .await
+        .events
+        .into_iter()
+        .find(|e| e.kind == "member-down" && e.member.as_deref() == Some(primary.as_str()));
+    assert!(down.is_some(), "no member-down event for {primary}");
+    eprintln!("{primary} refused new connections; {next} took over");
+    drop(client);
+    drop(home);
+}
+
+/// The freeze benchmark (`scripts/bench/freeze.sh`): with the controller's default health and
+/// HA settings (cooldown 0), `TRIALS` freezes of the primary of a three-member sync instance
+/// under three writers through rw; prints the time from each freeze to the first commit
+/// acknowledged by another server. Ignored in the test suite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run scripts/bench/freeze.sh"]
+async fn bench_freeze_failover() {
+    let trials: usize = std::env::var("TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let (home, api) = start(
+        &[("TOYGRES_HEALTH_INTERVAL_MS", "1000"), NO_RESTARTS],
+        "bench",
+        serde_json::json!({"cooldown_secs": 0}),
+    )
+    .await;
+    let (rw, password) = connection(&api, "bench").await;
+    let writers = Writers::start(3, &rw, &password);
+    writers
+        .acked_after(Instant::now(), None, "a first write")
+        .await;
+    let mut times = Vec::new();
+    for trial in 0..trials {
+        wait_all_healthy(&api, &home, "bench", 3).await;
+        let primary = primary_of(&api, "bench").await.unwrap();
+        let port = pg_port(&api, "bench", &primary).await;
+        // A hang does not wait for the health loop: spread the freezes over its interval.
+        let phase = u64::try_from(trial * 379 % 1000).unwrap();
+        tokio::time::sleep(Duration::from_millis(phase)).await;
+        let frozen = Frozen::member(&home, "bench", &primary);
+        let froze = Instant::now();
+        let first = writers
+            .acked_after(froze, Some(port), "a commit elsewhere after the freeze")
+            .await;
+        times.push(first - froze);
+        println!(
+            "BENCH trial {trial}: {primary} frozen, first commit elsewhere after {:?}",
+            first - froze
+        );
+        // Fails the benchmark if any process of the frozen member is left.
+        eventually(DEADLINE, "the frozen member killed whole", || async {
+            frozen.alive().is_empty().then_some(())
+        })
+        .await;
+    }
+    wait_all_healthy(&api, &home, "bench", 3).await;
+    let acks = writers.stop().await;
+    let present: BTreeSet<i64> = connect(&rw, &password)
+        .await
+        .query("SELECT id FROM acked", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let lost = acks.iter().filter(|a| !present.contains(&a.id)).count();
+    times.sort();
+    let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "BENCH freeze-to-first-commit-elsewhere: n={} median={:.0}ms min={:.0}ms max={:.0}ms all=[{}]",
+        times.len(),
+        ms(&times[times.len() / 2]),
+        ms(&times[0]),
+        ms(times.last().unwrap()),
+        times.iter().map(|t| format!("{:.0}", ms(t))).collect::<Vec<_>>().join(",")
+    );
+    println!(
+        "BENCH acknowledged writes={} lost={lost}; every frozen member was killed whole",
+        acks.len()
+    );
+}
