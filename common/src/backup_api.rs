@@ -97,6 +97,35 @@ pub struct BackupConfig {
     pub base_schedule: String,
     pub logical_schedule: String,
     pub retention: RetentionSettings,
+    /// Scheduled backups are suspended (`toygres backup schedule NAME --suspend`); WAL is still
+    /// archived and backups can still be taken on demand.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspended: bool,
+}
+
+/// `PUT /v1/instances/{name}/backups/schedule`: change the base backup schedule, suspend it or
+/// resume it (absent fields are left as they are).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupScheduleRequest {
+    /// A cron expression (five fields, or six with seconds first; `@daily`, `@weekly`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_schedule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<bool>,
+}
+
+/// An instance's base backup schedule and when it next fires.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupScheduleView {
+    pub instance: String,
+    pub base_schedule: String,
+    pub suspended: bool,
+    /// RFC 3339; none while suspended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<String>,
 }
 
 impl BackupConfig {
@@ -163,6 +192,7 @@ impl BackupConfig {
             base_schedule: schedule(&request.base_schedule, DEFAULT_BASE_SCHEDULE),
             logical_schedule: schedule(&request.logical_schedule, DEFAULT_LOGICAL_SCHEDULE),
             retention,
+            suspended: false,
         }))
     }
 }
@@ -284,6 +314,53 @@ impl BackupAccepted {
             backup_id,
         }
     }
+}
+
+/// `POST /v1/instances/{name}/restore`: a new instance `to` made from `{name}`'s backups,
+/// recovered to `time` or `lsn` (at most one; the end of the archive when neither), from the
+/// newest base backup complete before that target or from `backup_id`. Answered with the new
+/// instance's create operation.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// The new instance's name.
+    pub to: String,
+    /// Recover to just after the last commit at or before this time (RFC 3339 with a zone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// Recover to just after this WAL position (`0/3000060`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsn: Option<String>,
+    /// The base backup to start from (`bk-…`, of the source instance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// Standbys of the new instance, cloned from its restored primary (default 0).
+    #[serde(default)]
+    pub replicas: i64,
+    /// `sync` or `async` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<String>,
+}
+
+/// `GET /v1/instances/{name}/backups/cleanup`: what applying the instance's retention policy now
+/// would keep (with the rules that keep each backup) and delete.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupPlan {
+    pub instance: String,
+    pub keep: Vec<KeptBackup>,
+    /// Backup ids, oldest first.
+    pub delete: Vec<String>,
+}
+
+/// A backup a cleanup keeps, and why (`daily`, `weekly`, `monthly`, `in_window`,
+/// `window_base`, `newest`, `running`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptBackup {
+    pub id: String,
+    pub reasons: Vec<String>,
 }
 
 /// One backup as the CMS records it (`GET /v1/backups/{id}`).

@@ -122,6 +122,9 @@ fn spawn_actor_watch(engine: Arc<Engine>) -> tokio::task::JoinHandle<()> {
             if let Err(e) = engine.ensure_actors().await {
                 tracing::error!("make sure every instance has its actor: {e:#}");
             }
+            if let Err(e) = engine.ensure_backup_schedules().await {
+                tracing::error!("make sure every instance has its backup schedule: {e:#}");
+            }
         }
     })
 }

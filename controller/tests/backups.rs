@@ -12,7 +12,9 @@ use std::fs;
 use std::time::Duration;
 
 use support::*;
-use toygres_common::backup_api::{BackupAccepted, BackupList, BackupView};
+use toygres_common::backup_api::{
+    BackupAccepted, BackupList, BackupScheduleView, BackupView, CleanupPlan,
+};
 use toygres_common::controller_api::{InstanceDetail, OperationAccepted};
 
 /// The files directly in `dir` (none when it does not exist).
@@ -201,4 +203,105 @@ async fn an_instance_created_without_backups_archives_nothing_and_refuses_a_back
     let list: BackupList = api.get("/v1/instances/plain/backups").await;
     assert!(list.backups.is_empty());
     drop(rw);
+}
+
+/// The instance's scheduled backups that succeeded, and every scheduled backup's label.
+async fn scheduled(api: &Api, name: &str) -> (usize, Vec<String>) {
+    let list: BackupList = api.get(&format!("/v1/instances/{name}/backups")).await;
+    let scheduled: Vec<&BackupView> = list
+        .backups
+        .iter()
+        .filter(|b| {
+            b.label
+                .as_deref()
+                .is_some_and(|l| l.starts_with("scheduled"))
+        })
+        .collect();
+    let succeeded = scheduled.iter().filter(|b| b.status == "succeeded").count();
+    (
+        succeeded,
+        scheduled.iter().filter_map(|b| b.label.clone()).collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_backups_fire_on_durable_timers_and_carry_on_after_a_controller_kill() {
+    let mut home = Home::new();
+    let api = home.start().await;
+    stdout(&home.cli(&["create", "timed", "--backup-schedule", "*/4 * * * * *"]));
+    let out = stdout(&home.cli(&["backup", "schedule", "timed", "-o", "json"]));
+    let view: BackupScheduleView = serde_json::from_str(&out).unwrap();
+    assert_eq!(view.base_schedule, "*/4 * * * * *");
+    assert!(!view.suspended && view.next_run.is_some(), "{view:?}");
+
+    let before = eventually(Duration::from_secs(90), "a scheduled backup", || async {
+        let (succeeded, _) = scheduled(&api, "timed").await;
+        (succeeded >= 1).then_some(succeeded)
+    })
+    .await;
+
+    // SIGKILL the controller: the schedule's timers are durable, so backups carry on after the
+    // restart, and no run is taken twice (each label names the run's due time).
+    home.kill_controller();
+    let api = home.start().await;
+    eventually(
+        Duration::from_secs(90),
+        "a scheduled backup after the restart",
+        || async {
+            let (succeeded, _) = scheduled(&api, "timed").await;
+            (succeeded > before).then_some(())
+        },
+    )
+    .await;
+    let (_, mut labels) = scheduled(&api, "timed").await;
+    let all = labels.len();
+    labels.sort();
+    labels.dedup();
+    assert_eq!(
+        labels.len(),
+        all,
+        "a scheduled run was taken twice: {labels:?}"
+    );
+
+    // Suspended: no next run; a bad expression is refused and changes nothing.
+    let out = stdout(&home.cli(&["backup", "schedule", "timed", "--suspend", "-o", "json"]));
+    let view: BackupScheduleView = serde_json::from_str(&out).unwrap();
+    assert!(view.suspended && view.next_run.is_none(), "{view:?}");
+    let (status, body) = api
+        .send(
+            reqwest::Method::PUT,
+            "/v1/instances/timed/backups/schedule",
+            Some(serde_json::json!({"base_schedule": "61 * * * *"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid cron expression"), "{body}");
+    let view: BackupScheduleView = api.get("/v1/instances/timed/backups/schedule").await;
+    assert_eq!(view.base_schedule, "*/4 * * * * *");
+    let out = stdout(&home.cli(&["backup", "schedule", "timed", "--resume", "@daily"]));
+    assert!(out.contains("@daily (active)"), "{out}");
+
+    // A dry run of the retention policy (7 daily by default): of today's base backups only the
+    // newest is kept; the plan deletes nothing yet.
+    let list: BackupList = api.get("/v1/instances/timed/backups").await;
+    let out = stdout(&home.cli(&["backup", "cleanup", "timed", "--dry-run", "-o", "json"]));
+    let plan: CleanupPlan = serde_json::from_str(&out).unwrap();
+    let newest = list
+        .backups
+        .iter()
+        .filter(|b| b.status == "succeeded")
+        .max_by(|a, b| a.finished_at.cmp(&b.finished_at))
+        .unwrap();
+    assert!(plan.keep.iter().any(|k| k.id == newest.id), "{plan:?}");
+    assert!(
+        !plan.delete.is_empty() && !plan.delete.contains(&newest.id),
+        "{plan:?}"
+    );
+    let after: BackupList = api.get("/v1/instances/timed/backups").await;
+    assert!(after.backups.len() >= list.backups.len());
+    let out = home.cli(&["backup", "cleanup", "timed"]);
+    assert!(
+        !out.status.success(),
+        "a cleanup without --dry-run is not built yet"
+    );
 }

@@ -1,12 +1,13 @@
 //! Activities of a backup: read who could take it, record it in the CMS, and have the chosen
-//! member's sidecar take it into the instance's store.
+//! member's sidecar take it into the instance's store; and of a backup schedule: read it, and
+//! queue a scheduled backup on the instance's actor.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use duroxide::ActivityContext;
 use serde::{Deserialize, Serialize};
-use toygres_common::domain::MemberState;
+use toygres_common::domain::{InstanceState, MemberState, OperationKind};
 use toygres_common::sidecar_api::{BackupKind, BackupManifest, BackupRequest};
 
 use super::deps::{describe, ActivityDeps};
@@ -148,4 +149,140 @@ pub async fn record_backup_finished(
             .await
             .map_err(describe),
     }
+}
+
+/// What a backup schedule's loop reads of its instance at each turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleFacts {
+    /// The instance's `created_at`; `None` once it is deleted or being deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// It is running (a backup can be queued on its actor).
+    pub running: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_id: Option<String>,
+    /// The base backup schedule; `None` when backups are off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_schedule: Option<String>,
+    #[serde(default)]
+    pub suspended: bool,
+}
+
+impl ScheduleFacts {
+    /// The schedule the loop follows now: none while the instance is not running, its
+    /// backups are off or its schedule is suspended.
+    pub fn active_schedule(&self) -> Option<String> {
+        self.base_schedule
+            .clone()
+            .filter(|_| self.running && !self.suspended && self.actor_id.is_some())
+    }
+}
+
+/// Reads the instance's state and backup schedule.
+pub async fn read_backup_schedule(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: InstanceRef,
+) -> Result<ScheduleFacts, String> {
+    let instance = deps
+        .cms
+        .get_instance(&input.instance)
+        .await
+        .map_err(describe)?
+        .filter(|i| {
+            !i.summary
+                .parsed_state()
+                .is_some_and(InstanceState::is_ending)
+        });
+    let Some(instance) = instance else {
+        return Ok(ScheduleFacts {
+            created_at: None,
+            running: false,
+            actor_id: None,
+            base_schedule: None,
+            suspended: false,
+        });
+    };
+    let config = deps
+        .cms
+        .get_backup_config(&input.instance)
+        .await
+        .map_err(describe)?
+        .flatten();
+    Ok(ScheduleFacts {
+        running: instance.summary.parsed_state() == Some(InstanceState::Running),
+        created_at: Some(instance.summary.created_at),
+        actor_id: instance.actor_id,
+        base_schedule: config.as_ref().map(|c| c.base_schedule.clone()),
+        suspended: config.is_some_and(|c| c.suspended),
+    })
+}
+
+/// A scheduled backup to queue on the instance's actor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduledBackupInput {
+    pub instance: String,
+    pub actor_id: String,
+    /// The actor's command queue.
+    pub queue: String,
+    /// Chosen by the schedule's orchestration (from its replay-safe guid), so a second attempt
+    /// finds the first.
+    pub operation_id: String,
+    pub backup_id: String,
+    /// The actor's `backup` command, as JSON (the orchestration layer owns its type).
+    pub command: serde_json::Value,
+}
+
+/// What became of a scheduled backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "outcome")]
+pub enum QueuedBackup {
+    Queued { backup_id: String },
+    Skipped { reason: String },
+}
+
+/// Records the scheduled backup's operation and queues its command on the actor, once: an
+/// operation already recorded under this id was queued by an earlier attempt. Skipped while
+/// another backup of the instance is in progress.
+pub async fn queue_scheduled_backup(
+    deps: Arc<ActivityDeps>,
+    ctx: ActivityContext,
+    input: ScheduledBackupInput,
+) -> Result<QueuedBackup, String> {
+    let queued = QueuedBackup::Queued {
+        backup_id: input.backup_id.clone(),
+    };
+    if deps
+        .cms
+        .get_operation(&input.operation_id)
+        .await
+        .map_err(describe)?
+        .is_some()
+    {
+        return Ok(queued);
+    }
+    if let Some(running) = deps
+        .cms
+        .running_backup(&input.instance)
+        .await
+        .map_err(describe)?
+    {
+        return Ok(QueuedBackup::Skipped {
+            reason: format!("backup {running} is still in progress"),
+        });
+    }
+    deps.cms
+        .insert_operation(
+            &input.operation_id,
+            OperationKind::Backup,
+            &input.instance,
+            &input.command,
+        )
+        .await
+        .map_err(describe)?;
+    ctx.get_client()
+        .enqueue_event(&input.actor_id, &input.queue, input.command.to_string())
+        .await
+        .map_err(|e| format!("queue the backup on {}'s actor: {e}", input.instance))?;
+    Ok(queued)
 }

@@ -132,7 +132,7 @@ pub async fn create_member(
     input: CreateMemberInput,
 ) -> Result<MemberHandle, String> {
     let role = match input.bootstrap {
-        Bootstrap::Init => Role::Primary,
+        Bootstrap::Init | Bootstrap::Restore(_) => Role::Primary,
         Bootstrap::Standby { .. } => Role::Standby,
     };
     let archive = member_archive(&deps, &input.instance).await?;

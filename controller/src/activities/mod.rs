@@ -61,6 +61,8 @@ pub mod names {
     pub const RECORD_BACKUP_STARTED: &str = "RecordBackupStarted";
     pub const TAKE_BACKUP: &str = "TakeBackup";
     pub const RECORD_BACKUP_FINISHED: &str = "RecordBackupFinished";
+    pub const READ_BACKUP_SCHEDULE: &str = "ReadBackupSchedule";
+    pub const QUEUE_SCHEDULED_BACKUP: &str = "QueueScheduledBackup";
 }
 
 /// Registers every activity, each with its own handle on `deps`.
@@ -138,6 +140,16 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
         b,
         names::RECORD_BACKUP_FINISHED,
         backups::record_backup_finished
+    );
+    let b = register!(
+        b,
+        names::READ_BACKUP_SCHEDULE,
+        backups::read_backup_schedule
+    );
+    let b = register!(
+        b,
+        names::QUEUE_SCHEDULED_BACKUP,
+        backups::queue_scheduled_backup
     );
     b.build_result()
 }

@@ -1,12 +1,17 @@
 //! `/v1/instances/{name}/backups` and `/v1/backups/{id}`: taking a backup (an operation queued
 //! on the instance's actor, answered `202 Accepted` with the backup's id) and reading the
-//! backups the CMS records.
+//! backups the CMS records; restoring them into a new instance (`POST
+//! /v1/instances/{name}/restore`, answered with the new instance's create operation).
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use toygres_common::backup_api::{BackupAccepted, BackupList, BackupView, CreateBackupRequest};
+use toygres_common::backup_api::{
+    BackupAccepted, BackupList, BackupScheduleRequest, BackupScheduleView, BackupView, CleanupPlan,
+    CreateBackupRequest, RestoreRequest,
+};
+use toygres_common::controller_api::OperationAccepted;
 use toygres_common::names::validate_instance_name;
 
 use super::{ApiError, ApiState};
@@ -43,4 +48,51 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<BackupView>, ApiError> {
     Ok(Json(state.engine()?.get_backup(&id).await?))
+}
+
+/// `POST /v1/instances/{name}/restore`.
+#[utoipa::path(post, path = "/v1/instances/{name}/restore", tag = "backups", params(("name" = String, Path, description = "The source instance")), request_body = RestoreRequest, responses((status = 202, description = "The new instance's create operation started", body = OperationAccepted), (status = 400, description = "Invalid input, or a target the source's backups cannot reach (before the first backup, in the future)", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance or backup", body = ErrorBody), (status = 409, description = "The new name is taken, or the source has no backups", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn restore(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Result<Json<RestoreRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<OperationAccepted>), ApiError> {
+    let Json(request) = body?;
+    validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let accepted = state.engine()?.restore_instance(&name, request).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+/// `GET /v1/instances/{name}/backups/schedule`.
+#[utoipa::path(get, path = "/v1/instances/{name}/backups/schedule", tag = "backups", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "The base backup schedule and its next run", body = BackupScheduleView), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Backups off", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn get_schedule(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<BackupScheduleView>, ApiError> {
+    validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(Json(state.engine()?.backup_schedule(&name).await?))
+}
+
+/// `PUT /v1/instances/{name}/backups/schedule`.
+#[utoipa::path(put, path = "/v1/instances/{name}/backups/schedule", tag = "backups", params(("name" = String, Path, description = "Instance name")), request_body = BackupScheduleRequest, responses((status = 200, description = "The schedule as changed", body = BackupScheduleView), (status = 400, description = "Invalid cron expression", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Backups off", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn set_schedule(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Result<Json<BackupScheduleRequest>, JsonRejection>,
+) -> Result<Json<BackupScheduleView>, ApiError> {
+    let Json(request) = body?;
+    validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(Json(
+        state.engine()?.set_backup_schedule(&name, request).await?,
+    ))
+}
+
+/// `GET /v1/instances/{name}/backups/cleanup`: a dry run of the retention policy.
+#[utoipa::path(get, path = "/v1/instances/{name}/backups/cleanup", tag = "backups", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "What a cleanup now would keep and delete", body = CleanupPlan), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Backups off", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn cleanup_plan(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<CleanupPlan>, ApiError> {
+    validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(Json(state.engine()?.cleanup_plan(&name).await?))
 }

@@ -59,6 +59,15 @@ pub fn app(state: ApiState) -> Router {
             "/v1/instances/{name}/backups",
             get(backups::list).post(backups::create),
         )
+        .route(
+            "/v1/instances/{name}/backups/schedule",
+            get(backups::get_schedule).put(backups::set_schedule),
+        )
+        .route(
+            "/v1/instances/{name}/backups/cleanup",
+            get(backups::cleanup_plan),
+        )
+        .route("/v1/instances/{name}/restore", post(backups::restore))
         .route("/v1/backups/{id}", get(backups::get))
         .route("/v1/operations/{id}", get(operations::get))
         .route("/v1/openapi.json", get(openapi::document))

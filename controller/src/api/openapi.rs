@@ -42,6 +42,10 @@ impl Modify for BearerAuth {
         super::backups::create,
         super::backups::list,
         super::backups::get,
+        super::backups::restore,
+        super::backups::get_schedule,
+        super::backups::set_schedule,
+        super::backups::cleanup_plan,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, CreateInstanceRequest, OperationAccepted, Operation,
@@ -49,7 +53,8 @@ impl Modify for BearerAuth {
         EventList, Event, AddReplicaRequest, ReplicationStatus, SwitchoverRequest,
         FailoverRequest, HaSettings, HaSettingsPatch, SyncModeSetting, Handover,
         BackupConfigRequest, RetentionSettings, CreateBackupRequest, BackupAccepted, BackupView,
-        BackupList,
+        BackupList, RestoreRequest, BackupScheduleRequest, BackupScheduleView,
+        CleanupPlan, KeptBackup,
     )),
     modifiers(&BearerAuth),
 )]

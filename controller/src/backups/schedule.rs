@@ -79,10 +79,81 @@ impl Schedule {
     }
 }
 
+/// What a backup schedule's loop does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleStep {
+    /// Nothing is due: wait this long, then look again (the schedule may have changed).
+    Wait(std::time::Duration),
+    /// The run due at this time is due now: take it.
+    Fire(DateTime<Utc>),
+}
+
+/// The next step of a schedule's loop at `now`: the first run strictly after `anchor` (the last
+/// run, or when the schedule started, changed or was resumed) fires when it is due, else the
+/// loop waits for it — at most `recheck`, so a changed or suspended schedule is seen within
+/// that time. No schedule (off, suspended) waits `recheck`. A run missed while the controller
+/// was down fires once when it comes back, not once per missed run.
+pub fn next_step(
+    schedule: Option<&Schedule>,
+    anchor: DateTime<Utc>,
+    now: DateTime<Utc>,
+    recheck: std::time::Duration,
+) -> ScheduleStep {
+    match schedule.and_then(|s| s.next_after(anchor)) {
+        None => ScheduleStep::Wait(recheck),
+        Some(due) if due <= now => ScheduleStep::Fire(due),
+        Some(due) => ScheduleStep::Wait(
+            (due - now)
+                .to_std()
+                .map_or(recheck, |until| until.min(recheck)),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn the_loop_waits_for_the_next_run_and_fires_it_when_due() {
+        use std::time::Duration;
+        let recheck = Duration::from_secs(30);
+        let every_ten: Schedule = "*/10 * * * * *".parse().expect("valid");
+        let hourly: Schedule = "0 * * * *".parse().expect("valid");
+        let anchor = at(2027, 1, 1, 0, 0, 3);
+        let cases = [
+            (
+                Some(&every_ten),
+                at(2027, 1, 1, 0, 0, 4),
+                ScheduleStep::Wait(Duration::from_secs(6)),
+            ),
+            (
+                Some(&every_ten),
+                at(2027, 1, 1, 0, 0, 10),
+                ScheduleStep::Fire(at(2027, 1, 1, 0, 0, 10)),
+            ),
+            // Down for a minute: the first missed run fires, once.
+            (
+                Some(&every_ten),
+                at(2027, 1, 1, 0, 1, 5),
+                ScheduleStep::Fire(at(2027, 1, 1, 0, 0, 10)),
+            ),
+            (
+                Some(&hourly),
+                at(2027, 1, 1, 0, 0, 4),
+                ScheduleStep::Wait(recheck),
+            ),
+            (None, at(2027, 1, 1, 0, 0, 4), ScheduleStep::Wait(recheck)),
+        ];
+        for (schedule, now, want) in cases {
+            assert_eq!(
+                next_step(schedule, anchor, now, recheck),
+                want,
+                "{schedule:?} at {now}"
+            );
+        }
+    }
 
     fn at(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, m, d, h, min, s)

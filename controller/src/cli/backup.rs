@@ -1,10 +1,16 @@
 //! `toygres backup create|list|get …`: take a backup of an instance (an operation on its actor,
 //! followed until it ends unless `--no-wait`) and read the backups the controller recorded.
+//! `toygres restore SOURCE --to NEW …`: make a new instance from a source's backups.
 
-use toygres_common::backup_api::{BackupAccepted, BackupList, BackupView, CreateBackupRequest};
+use toygres_common::backup_api::{
+    BackupAccepted, BackupList, BackupScheduleRequest, BackupScheduleView, BackupView, CleanupPlan,
+    CreateBackupRequest, RestoreRequest,
+};
+use toygres_common::controller_api::{InstanceDetail, OperationAccepted};
 
 use super::args::{ClientArgs, OutputFormat};
 use super::client::ControllerClient;
+use super::instances::render_connection;
 use super::operation::{fail_unless_succeeded, wait};
 
 /// The flags of `toygres backup`.
@@ -23,6 +29,43 @@ pub enum BackupCommand {
     List(ListArgs),
     /// Show one backup
     Get(GetArgs),
+    /// Show, change, suspend or resume an instance's scheduled base backups
+    Schedule(ScheduleArgs),
+    /// What the instance's retention policy would delete now (--dry-run)
+    Cleanup(CleanupArgs),
+}
+
+/// `toygres backup cleanup NAME --dry-run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CleanupArgs {
+    pub name: String,
+    /// Only show what would be kept and deleted (deleting is not available yet)
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// `toygres backup schedule NAME [CRON] [--suspend | --resume]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScheduleArgs {
+    pub name: String,
+    /// The new cron expression (five fields, or six with seconds first; `@daily` …)
+    pub cron: Option<String>,
+    /// Stop taking scheduled backups (WAL is still archived)
+    #[arg(long, conflicts_with = "resume")]
+    pub suspend: bool,
+    /// Take scheduled backups again
+    #[arg(long)]
+    pub resume: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 }
 
 /// `toygres backup create NAME [--kind base|logical] [--label L]`.
@@ -85,6 +128,31 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        BackupCommand::Schedule(args) => schedule(args).await,
+        BackupCommand::Cleanup(args) => {
+            anyhow::ensure!(
+                args.dry_run,
+                "only `toygres backup cleanup {} --dry-run` is available yet: applying the \
+                 retention policy through the controller is not built",
+                args.name
+            );
+            let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+            let plan: CleanupPlan = client
+                .get(&format!("/v1/instances/{}/backups/cleanup", args.name))
+                .await?;
+            match args.output {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+                OutputFormat::Table => {
+                    for kept in &plan.keep {
+                        println!("keep    {}  ({})", kept.id, kept.reasons.join(", "));
+                    }
+                    for id in &plan.delete {
+                        println!("delete  {id}");
+                    }
+                }
+            }
+            Ok(())
+        }
         BackupCommand::Get(args) => {
             let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
             let backup: BackupView = client.get(&format!("/v1/backups/{}", args.id)).await?;
@@ -132,6 +200,111 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&backup)?),
         OutputFormat::Table => print!("{}", render_one(&backup)),
+    }
+    Ok(())
+}
+
+async fn schedule(args: ScheduleArgs) -> anyhow::Result<()> {
+    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let path = format!("/v1/instances/{}/backups/schedule", args.name);
+    let change = BackupScheduleRequest {
+        base_schedule: args.cron.clone(),
+        suspended: (args.suspend || args.resume).then_some(args.suspend),
+    };
+    let view: BackupScheduleView = if change == BackupScheduleRequest::default() {
+        client.get(&path).await?
+    } else {
+        client.put(&path, &change).await?
+    };
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+        OutputFormat::Table => {
+            let state = if view.suspended {
+                "suspended"
+            } else {
+                "active"
+            };
+            println!("schedule  {} ({state})", view.base_schedule);
+            println!("next run  {}", or_dash(view.next_run.as_deref()));
+        }
+    }
+    Ok(())
+}
+
+/// `toygres restore SOURCE --to NEW [--time T | --lsn L] [--backup ID] [--replicas N]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestoreArgs {
+    /// The instance whose backups are restored (it is not changed)
+    pub source: String,
+    /// The new instance's name
+    #[arg(long, value_name = "NEW")]
+    pub to: String,
+    /// Recover to this time (RFC 3339 with a zone, e.g. 2026-12-04T15:30:00Z)
+    #[arg(long, conflicts_with = "lsn")]
+    pub time: Option<String>,
+    /// Recover to this WAL position (e.g. 0/3000060)
+    #[arg(long)]
+    pub lsn: Option<String>,
+    /// Start from this base backup of the source [default: the newest before the target]
+    #[arg(long = "backup", value_name = "ID")]
+    pub backup_id: Option<String>,
+    /// Standbys of the new instance, cloned from its restored primary
+    #[arg(long, default_value_t = 0)]
+    pub replicas: i64,
+    /// Replication mode of the new instance
+    #[arg(long, value_parser = ["sync", "async"], default_value = "async")]
+    pub replication: String,
+    /// Print the operation id and return at once
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// Runs `toygres restore`: waits for the new instance unless `--no-wait`, then prints how to
+/// connect to it.
+pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let request = RestoreRequest {
+        to: args.to.clone(),
+        time: args.time.clone(),
+        lsn: args.lsn.clone(),
+        backup_id: args.backup_id.clone(),
+        replicas: args.replicas,
+        replication: Some(args.replication.clone()),
+    };
+    let accepted: OperationAccepted = client
+        .post(&format!("/v1/instances/{}/restore", args.source), &request)
+        .await?;
+    let table = args.output == OutputFormat::Table;
+    if args.no_wait {
+        match args.output {
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&accepted)?),
+            OutputFormat::Table => println!("operation {}", accepted.operation_id),
+        }
+        return Ok(());
+    }
+    if table {
+        eprintln!(
+            "Restoring {} into {} (operation {})",
+            args.source, accepted.instance, accepted.operation_id
+        );
+    }
+    let operation = wait(&client, &accepted.operation_id, table).await?;
+    fail_unless_succeeded(&operation)?;
+    let detail: InstanceDetail = client.get(&format!("/v1/instances/{}", args.to)).await?;
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&detail)?),
+        OutputFormat::Table => {
+            eprintln!(
+                "Instance {} is running, restored from {} ({:.1} s).",
+                args.to, args.source, operation.elapsed_seconds
+            );
+            print!("{}", render_connection(&detail));
+        }
     }
     Ok(())
 }

@@ -26,6 +26,9 @@ pub struct CreateArgs {
     /// The backup store (`file:///path`, `s3://bucket/prefix`, …) instead of the platform's
     #[arg(long)]
     pub backup_store: Option<String>,
+    /// Cron expression of scheduled base backups [default: Sundays at 01:00 UTC]
+    #[arg(long, conflicts_with = "no_backup")]
+    pub backup_schedule: Option<String>,
     /// Print the operation id and return at once
     #[arg(long)]
     pub no_wait: bool,
@@ -72,11 +75,13 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
         replicas: args.replicas,
         replication: Some(args.replication.clone()),
         ha: None,
-        backup: (args.no_backup || args.backup_store.is_some()).then(|| BackupConfigRequest {
-            enabled: Some(!args.no_backup),
-            store_url: args.backup_store.clone(),
-            ..BackupConfigRequest::default()
-        }),
+        backup: (args.no_backup || args.backup_store.is_some() || args.backup_schedule.is_some())
+            .then(|| BackupConfigRequest {
+                enabled: Some(!args.no_backup),
+                store_url: args.backup_store.clone(),
+                base_schedule: args.backup_schedule.clone(),
+                ..BackupConfigRequest::default()
+            }),
     };
     let accepted: OperationAccepted = client.post("/v1/instances", &request).await?;
     let table = args.output == OutputFormat::Table;
@@ -111,7 +116,13 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     let detail: InstanceDetail = client.get(&format!("/v1/instances/{}", args.name)).await?;
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&detail)?),
-        OutputFormat::Table => print!("{}", render_instance(&detail)),
+        OutputFormat::Table => {
+            print!("{}", render_instance(&detail));
+            if let Some(section) = super::backup_summary::backup_section(&client, &args.name).await
+            {
+                print!("{section}");
+            }
+        }
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod args;
 pub mod backup;
+mod backup_summary;
 pub mod client;
 pub mod ha;
 pub mod instances;
@@ -49,6 +50,9 @@ pub enum Command {
     Ha(ha::HaArgs),
     /// An instance's backups: create, list, get
     Backup(backup::BackupArgs),
+    /// Make a new instance from another's backups, to a point in time; waits and prints how to
+    /// connect
+    Restore(backup::RestoreArgs),
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! its operation starts (at most one per instance: a partial unique index) and finished
 //! `succeeded`, with what the sidecar's manifest says, or `failed`, with the error.
 
-use toygres_common::backup_api::BackupView;
+use toygres_common::backup_api::{BackupConfig, BackupView};
 use toygres_common::domain::BackupStatus;
 use toygres_common::sidecar_api::{BackupKind, BackupManifest};
 
@@ -187,6 +187,28 @@ impl Cms {
         );
         let rows = self.query(what, &sql, &[&instance]).await?;
         rows.iter().map(|r| backup_view(r, what)).collect()
+    }
+
+    /// Stores the instance's backup configuration (its schedule changed); refused for an
+    /// instance whose backups are off.
+    pub async fn set_backup_config(
+        &self,
+        name: &str,
+        config: &BackupConfig,
+    ) -> Result<(), CmsError> {
+        let what = "store an instance's backup configuration";
+        let value = serde_json::to_value(config).map_err(|e| CmsError::Invalid {
+            what,
+            message: e.to_string(),
+        })?;
+        self.execute(
+            what,
+            "UPDATE toygres.instances SET backup = $2
+              WHERE name = $1 AND backup IS NOT NULL",
+            &[&name, &value],
+        )
+        .await?;
+        Ok(())
     }
 
     /// The instance's backup in progress, if any.

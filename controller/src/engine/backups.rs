@@ -1,12 +1,24 @@
-//! Backups as the engine reads them, and the backup configuration a new instance gets: its
-//! platform's store when the request names none. (Taking a backup is an actor operation:
-//! [`Engine::create_backup`].)
+//! Backups as the engine reads them, the backup configuration a new instance gets (its
+//! platform's store when the request names none), and restores into a new instance. (Taking a
+//! backup is an actor operation: [`Engine::create_backup`].)
 
-use toygres_common::backup_api::{BackupConfig, BackupView};
+use anyhow::Context as _;
+use duroxide::OrchestrationStatus;
+use toygres_common::backup_api::{
+    BackupConfig, BackupScheduleRequest, BackupScheduleView, BackupView, CleanupPlan,
+    RestoreRequest,
+};
+use toygres_common::controller_api::{
+    CreateInstanceRequest, OperationAccepted, ValidatedCreateInstance,
+};
 use toygres_common::domain::InstanceState;
 
 use super::{Engine, EngineError};
+use crate::backups::restore::{choose_base_backup, RestoreRefusal, RestoreTarget};
 use crate::backups::schedule::Schedule;
+use crate::orchestrations::backup_schedule::{schedule_id, BackupScheduleInput};
+use crate::orchestrations::names;
+use crate::platform::RestoreSource;
 
 /// A backup's id, from its operation's: `bk-` and the operation's hex digits.
 pub fn backup_id_of(operation_id: &str) -> String {
@@ -52,12 +64,212 @@ impl Engine {
         Ok(self.cms.list_backups(name).await?)
     }
 
+    /// Creates instance `request.to` from `source`'s backups: its primary restores the base
+    /// backup the target needs from the source's store and recovers to the target, then its
+    /// standbys are cloned from it. The new instance keeps the source's backup settings and
+    /// store but archives under its own name. A target the source's backups cannot reach, an
+    /// unknown backup or a taken name is refused before anything is recorded.
+    pub async fn restore_instance(
+        &self,
+        source: &str,
+        request: RestoreRequest,
+    ) -> Result<OperationAccepted, EngineError> {
+        let target =
+            RestoreTarget::from_request(request.time.as_deref(), request.lsn.as_deref())
+                .map_err(|(field, message)| EngineError::Invalid(format!("{field}: {message}")))?;
+        let mut spec = ValidatedCreateInstance::try_from(CreateInstanceRequest {
+            name: request.to.clone(),
+            replicas: request.replicas,
+            replication: request.replication.clone(),
+            ha: None,
+            backup: None,
+        })
+        .map_err(|e| {
+            let field = if e.field == "name" { "to" } else { e.field };
+            EngineError::Invalid(format!("{field}: {}", e.message))
+        })?;
+        if spec.name == source {
+            return Err(EngineError::Invalid(
+                "to: a restore makes a new instance: name one other than the source".into(),
+            ));
+        }
+        self.cms
+            .get_instance(source)
+            .await?
+            .filter(|i| i.summary.parsed_state() != Some(InstanceState::Deleted))
+            .ok_or_else(|| EngineError::NotFound(format!("instance {source} does not exist")))?;
+        let config = self
+            .cms
+            .get_backup_config(source)
+            .await?
+            .flatten()
+            .ok_or_else(|| {
+                EngineError::Conflict(format!(
+                    "instance {source} was created with backups off (--no-backup): there is \
+                     nothing to restore"
+                ))
+            })?;
+        let store_url = config.store_url.clone().ok_or_else(|| {
+            EngineError::Conflict(format!("instance {source} has no backup store recorded"))
+        })?;
+        let backups = self.cms.list_backups(source).await?;
+        let chosen = choose_base_backup(
+            source,
+            &backups,
+            &target,
+            request.backup_id.as_deref(),
+            chrono::Utc::now(),
+        )
+        .map_err(|refusal| match refusal {
+            RestoreRefusal::UnknownBackup(_) => EngineError::NotFound(refusal.to_string()),
+            RestoreRefusal::NoBackup(_) => EngineError::Conflict(refusal.to_string()),
+            _ => EngineError::Invalid(refusal.to_string()),
+        })?;
+        tracing::info!(
+            source,
+            to = %spec.name,
+            backup = %chosen.backup_id,
+            ?target,
+            "restoring into a new instance"
+        );
+        spec.backup = Some(config);
+        let restore = RestoreSource {
+            instance: source.to_string(),
+            store_url,
+            backup_id: chosen.store_id,
+            target_time: target.time_text(),
+            target_lsn: target.lsn_text(),
+        };
+        self.create_instance_from(spec, Some(restore)).await
+    }
+
+    /// Starts the instance's *BackupSchedule* loop unless it runs already (none for an
+    /// instance whose backups are off). Idempotent.
+    pub async fn ensure_backup_schedule(&self, name: &str) -> Result<(), EngineError> {
+        let Some(instance) = self.cms.get_instance(name).await? else {
+            return Ok(());
+        };
+        if instance
+            .summary
+            .parsed_state()
+            .is_some_and(InstanceState::is_ending)
+            || self.cms.get_backup_config(name).await?.flatten().is_none()
+        {
+            return Ok(());
+        }
+        let id = schedule_id(name, &instance.summary.created_at);
+        let status = self
+            .client
+            .get_orchestration_status(&id)
+            .await
+            .with_context(|| format!("read the status of {name}'s backup schedule"))?;
+        if !matches!(status, OrchestrationStatus::NotFound) {
+            return Ok(());
+        }
+        let input = serde_json::to_string(&BackupScheduleInput {
+            instance: name.to_string(),
+            created_at: instance.summary.created_at.clone(),
+            planned: None,
+            anchor: None,
+        })
+        .context("encode the backup schedule's input")?;
+        self.client
+            .start_orchestration(&id, names::BACKUP_SCHEDULE, input)
+            .await
+            .with_context(|| format!("start {name}'s backup schedule"))?;
+        tracing::info!(instance = name, %id, "started the instance's backup schedule");
+        Ok(())
+    }
+
+    /// [`Engine::ensure_backup_schedule`] for every live instance (at start-up and then
+    /// periodically, beside the actors).
+    pub async fn ensure_backup_schedules(&self) -> Result<(), EngineError> {
+        for instance in self.cms.live_instances().await? {
+            self.ensure_backup_schedule(&instance.summary.name).await?;
+        }
+        Ok(())
+    }
+
+    /// The instance's base backup schedule and its next run.
+    pub async fn backup_schedule(&self, name: &str) -> Result<BackupScheduleView, EngineError> {
+        let config = self.backup_config(name).await?;
+        Ok(schedule_view(name, &config))
+    }
+
+    /// Changes, suspends or resumes the instance's scheduled base backups. Its schedule loop
+    /// follows within [`RECHECK`](crate::orchestrations::backup_schedule::RECHECK).
+    pub async fn set_backup_schedule(
+        &self,
+        name: &str,
+        request: BackupScheduleRequest,
+    ) -> Result<BackupScheduleView, EngineError> {
+        let mut config = self.backup_config(name).await?;
+        if let Some(expr) = &request.base_schedule {
+            let schedule = expr
+                .trim()
+                .parse::<Schedule>()
+                .map_err(|e| EngineError::Invalid(format!("base_schedule: {e}")))?;
+            config.base_schedule = schedule.expr().to_string();
+        }
+        if let Some(suspended) = request.suspended {
+            config.suspended = suspended;
+        }
+        self.cms.set_backup_config(name, &config).await?;
+        self.ensure_backup_schedule(name).await?;
+        Ok(schedule_view(name, &config))
+    }
+
+    /// What applying the instance's retention policy now would keep and delete.
+    pub async fn cleanup_plan(&self, name: &str) -> Result<CleanupPlan, EngineError> {
+        let config = self.backup_config(name).await?;
+        let backups = self.cms.list_backups(name).await?;
+        Ok(crate::backups::cleanup::plan(
+            name,
+            &config.retention,
+            &backups,
+            chrono::Utc::now(),
+        ))
+    }
+
+    async fn backup_config(&self, name: &str) -> Result<BackupConfig, EngineError> {
+        self.cms
+            .get_instance(name)
+            .await?
+            .filter(|i| i.summary.parsed_state() != Some(InstanceState::Deleted))
+            .ok_or_else(|| EngineError::NotFound(format!("instance {name} does not exist")))?;
+        self.cms
+            .get_backup_config(name)
+            .await?
+            .flatten()
+            .ok_or_else(|| {
+                EngineError::Conflict(format!(
+                    "instance {name} was created with backups off (--no-backup): it has no backup \
+                 schedule"
+                ))
+            })
+    }
+
     /// One backup.
     pub async fn get_backup(&self, id: &str) -> Result<BackupView, EngineError> {
         self.cms
             .get_backup(id)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("backup {id} does not exist")))
+    }
+}
+
+/// The schedule as the API shows it, with its next run from now.
+fn schedule_view(name: &str, config: &BackupConfig) -> BackupScheduleView {
+    let next_run = (!config.suspended)
+        .then(|| config.base_schedule.parse::<Schedule>().ok())
+        .flatten()
+        .and_then(|s| s.next_after(chrono::Utc::now()))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    BackupScheduleView {
+        instance: name.to_string(),
+        base_schedule: config.base_schedule.clone(),
+        suspended: config.suspended,
+        next_run,
     }
 }
 

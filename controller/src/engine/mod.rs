@@ -23,7 +23,7 @@ use crate::orchestrations::delete_instance::DeleteInstanceInput;
 use crate::orchestrations::instance_actor::{ActorInput, ActorSettings};
 use crate::orchestrations::operation::operation_id_from;
 use crate::orchestrations::{self, names};
-use crate::platform::Platform;
+use crate::platform::{Platform, RestoreSource};
 use crate::token::hex;
 
 mod actor_operations;
@@ -182,7 +182,17 @@ impl Engine {
     /// Records a new instance and starts its *CreateInstance* operation.
     pub async fn create_instance(
         &self,
+        spec: ValidatedCreateInstance,
+    ) -> Result<OperationAccepted, EngineError> {
+        self.create_instance_from(spec, None).await
+    }
+
+    /// Records a new instance and starts its *CreateInstance* operation; with `restore`, its
+    /// primary starts from that backup ([`Engine::restore_instance`]).
+    pub(super) async fn create_instance_from(
+        &self,
         mut spec: ValidatedCreateInstance,
+        restore: Option<RestoreSource>,
     ) -> Result<OperationAccepted, EngineError> {
         if let Some(backup) = &mut spec.backup {
             self.complete_backup_config(backup)?;
@@ -192,6 +202,7 @@ impl Engine {
             operation_id: operation_id.clone(),
             spec: spec.clone(),
             actor: self.settings.actor,
+            restore,
         };
         let request = serde_json::to_value(&input).context("encode the create request")?;
         match self
@@ -209,6 +220,10 @@ impl Engine {
         }
         self.start_operation(names::CREATE_INSTANCE, &operation_id, &request)
             .await?;
+        if let Err(e) = self.ensure_backup_schedule(&spec.name).await {
+            // The actor watch starts it later.
+            tracing::warn!(instance = %spec.name, "start the backup schedule: {e:#}");
+        }
         Ok(OperationAccepted {
             operation_id,
             kind: OperationKind::Create.to_string(),

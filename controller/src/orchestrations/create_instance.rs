@@ -18,7 +18,9 @@ use crate::activities::members::{CreateMemberInput, InstanceRef};
 use crate::activities::names as act;
 use crate::activities::records::{ActorRef, InstanceRunning, MemberRole};
 use crate::activities::sidecar::{ExpectedRole, MemberReady, WaitReadyInput, WaitSyncInput};
-use crate::platform::{Bootstrap, EndpointRoutes, Endpoints, MemberHandle, Placement, SecretRefs};
+use crate::platform::{
+    Bootstrap, EndpointRoutes, Endpoints, MemberHandle, Placement, RestoreSource, SecretRefs,
+};
 
 /// How long the first standby may take to become synchronous once asked.
 pub const SYNC_TIMEOUT_SECS: u64 = 60;
@@ -30,7 +32,15 @@ pub struct CreateInstanceInput {
     pub spec: ValidatedCreateInstance,
     /// Settings the instance's actor starts with.
     pub actor: ActorSettings,
+    /// Restore: the primary starts from another instance's backup instead of initdb
+    /// (`POST /v1/instances/{name}/restore`); `None` for a new, empty instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSource>,
 }
+
+/// How long a restored primary may take to download its base backup and replay WAL to its
+/// target before the create gives up on it.
+pub const RESTORE_READY_TIMEOUT_SECS: u64 = 6 * 3600;
 
 /// What *CreateInstance* returns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +141,17 @@ async fn provision(
     let _secrets: SecretRefs = call(ctx, act::ENSURE_SECRETS, &instance).await?;
     let endpoints: Endpoints = call(ctx, act::ENSURE_ENDPOINTS, &instance).await?;
 
+    // Restore: the first member bootstraps from the source's backup store and recovers to the
+    // target (the sidecar does it, then starts as a primary with this instance's credentials);
+    // the standbys below are cloned from it as from any primary.
+    let (primary_bootstrap, primary_ready_secs) = match &input.restore {
+        Some(source) => (
+            Bootstrap::Restore(source.clone()),
+            RESTORE_READY_TIMEOUT_SECS,
+        ),
+        None => (Bootstrap::Init, MEMBER_READY_TIMEOUT_SECS),
+    };
+
     let primary_name = member_name(name, 0);
     report(
         ctx,
@@ -144,7 +165,7 @@ async fn provision(
         CreateMemberInput {
             instance: name.clone(),
             member: primary_name.clone(),
-            bootstrap: Bootstrap::Init,
+            bootstrap: primary_bootstrap,
             placement: Placement::default(),
         },
     )
@@ -198,7 +219,7 @@ async fn provision(
             instance: name.clone(),
             member: primary_name.clone(),
             role: ExpectedRole::Primary,
-            timeout_secs: MEMBER_READY_TIMEOUT_SECS,
+            timeout_secs: primary_ready_secs,
         },
     )
     .await?;

@@ -5,6 +5,7 @@
 //! in here — only `ctx.schedule_*`, `ctx.utc_now()`, `ctx.join`/`select2`.
 
 pub mod backup;
+pub mod backup_schedule;
 pub mod create_instance;
 pub mod delete_instance;
 mod durable;
@@ -29,6 +30,7 @@ pub fn registry() -> Result<OrchestrationRegistry, String> {
         .register_typed(names::FAILOVER, ha::failover::failover)
         .register_typed(names::REJOIN, ha::rejoin::rejoin_operation)
         .register_typed(names::BACKUP, backup::backup)
+        .register_typed(names::BACKUP_SCHEDULE, backup_schedule::backup_schedule)
         .build_result()
 }
 

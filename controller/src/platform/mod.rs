@@ -162,6 +162,66 @@ pub enum Bootstrap {
     Init,
     /// pg_basebackup from `primary`, then stream from it: a new standby.
     Standby { primary: PgAddress },
+    /// A base backup of another instance from its store, recovered to a target and promoted:
+    /// the first member of an instance made by a restore. It archives under its own instance's
+    /// name, never the source's.
+    Restore(RestoreSource),
+}
+
+/// Where a restored member's data comes from (see [`Bootstrap::Restore`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreSource {
+    /// The instance whose backup is restored.
+    pub instance: String,
+    /// The store holding its backups and WAL (a URL without credentials).
+    pub store_url: String,
+    /// The base backup, as the store names it.
+    pub backup_id: String,
+    /// Recover to just after the last commit at or before this time (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_time: Option<String>,
+    /// Recover to just after this WAL position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_lsn: Option<String>,
+}
+
+impl RestoreSource {
+    /// The sidecar's `--restore-*` / `--recovery-target-*` settings, as (flag name, the
+    /// environment variable of the same setting, value).
+    pub fn sidecar_settings(&self) -> Vec<(&'static str, &'static str, String)> {
+        let mut settings = vec![
+            (
+                "restore-from",
+                "TOYGRES_RESTORE_FROM",
+                self.store_url.clone(),
+            ),
+            (
+                "restore-instance",
+                "TOYGRES_RESTORE_INSTANCE",
+                self.instance.clone(),
+            ),
+            (
+                "restore-backup-id",
+                "TOYGRES_RESTORE_BACKUP_ID",
+                self.backup_id.clone(),
+            ),
+        ];
+        if let Some(time) = &self.target_time {
+            settings.push((
+                "recovery-target-time",
+                "TOYGRES_RECOVERY_TARGET_TIME",
+                time.clone(),
+            ));
+        }
+        if let Some(lsn) = &self.target_lsn {
+            settings.push((
+                "recovery-target-lsn",
+                "TOYGRES_RECOVERY_TARGET_LSN",
+                lsn.clone(),
+            ));
+        }
+        settings
+    }
 }
 
 /// Where a member would like to run. The local platform records the hints and ignores them; on

@@ -371,6 +371,7 @@ fn create_input(replicas: u32, replication: ReplicationMode) -> CreateInstanceIn
             health_interval_ms: 3_600_000,
             ..ActorSettings::default()
         },
+        restore: None,
     }
 }
 

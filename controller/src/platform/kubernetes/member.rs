@@ -363,6 +363,12 @@ pub fn sidecar_env(
             env.push(("TOYGRES_BOOTSTRAP", "standby".into()));
             env.push(("TOYGRES_PRIMARY", primary.to_string()));
         }
+        Bootstrap::Restore(source) => {
+            env.push(("TOYGRES_BOOTSTRAP", "restore".into()));
+            for (_, var, value) in source.sidecar_settings() {
+                env.push((var, value));
+            }
+        }
     }
     let sidecar = &settings.sidecar;
     if let Some(bytes) = sidecar.ready_max_lag_bytes {

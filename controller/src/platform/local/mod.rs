@@ -416,6 +416,12 @@ impl LocalPlatform {
                 args.push("--bootstrap=standby".into());
                 args.push(format!("--primary={primary}").into());
             }
+            Bootstrap::Restore(source) => {
+                args.push("--bootstrap=restore".into());
+                for (name, _, value) in source.sidecar_settings() {
+                    args.push(format!("--{name}={value}").into());
+                }
+            }
         }
         if let Some(archive) = &record.archive {
             // Every member archives under the instance's name; Postgres archives only while
