@@ -53,6 +53,7 @@ fn main() -> ExitCode {
         Command::Replication(args) => finish(runtime.block_on(cli::replication::run(args))),
         Command::Ha(args) => finish(runtime.block_on(cli::ha::run(args))),
         Command::Backup(args) => finish(runtime.block_on(cli::backup::run(args))),
+        Command::Params(args) => finish(runtime.block_on(cli::params::run(args))),
     }
 }
 

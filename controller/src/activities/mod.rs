@@ -9,6 +9,7 @@ pub mod backups;
 mod deps;
 pub mod ha;
 pub mod members;
+pub mod parameters;
 pub mod records;
 pub mod sidecar;
 
@@ -61,6 +62,9 @@ pub mod names {
     pub const RECORD_BACKUP_STARTED: &str = "RecordBackupStarted";
     pub const TAKE_BACKUP: &str = "TakeBackup";
     pub const RECORD_BACKUP_FINISHED: &str = "RecordBackupFinished";
+    pub const WRITE_PARAMETERS: &str = "WriteParameters";
+    pub const CONFIRM_PARAMETERS: &str = "ConfirmParameters";
+    pub const RESTART_MEMBER: &str = "RestartMember";
 }
 
 /// Registers every activity, each with its own handle on `deps`.
@@ -139,5 +143,8 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
         names::RECORD_BACKUP_FINISHED,
         backups::record_backup_finished
     );
+    let b = register!(b, names::WRITE_PARAMETERS, parameters::write_parameters);
+    let b = register!(b, names::CONFIRM_PARAMETERS, parameters::confirm_parameters);
+    let b = register!(b, names::RESTART_MEMBER, parameters::restart_member);
     b.build_result()
 }

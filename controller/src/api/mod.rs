@@ -11,6 +11,7 @@ mod instances;
 mod metrics;
 pub mod openapi;
 mod operations;
+mod parameters;
 mod replicas;
 mod state;
 pub mod types;
@@ -58,6 +59,14 @@ pub fn app(state: ApiState) -> Router {
         .route(
             "/v1/instances/{name}/backups",
             get(backups::list).post(backups::create),
+        )
+        .route(
+            "/v1/instances/{name}/parameters",
+            get(parameters::get).put(parameters::set),
+        )
+        .route(
+            "/v1/instances/{name}/parameters/catalog",
+            get(parameters::catalog),
         )
         .route("/v1/backups/{id}", get(backups::get))
         .route("/v1/operations/{id}", get(operations::get))

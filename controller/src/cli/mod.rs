@@ -8,6 +8,7 @@ pub mod ha;
 pub mod instances;
 pub mod list;
 pub mod operation;
+pub mod params;
 pub mod replication;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +50,8 @@ pub enum Command {
     Ha(ha::HaArgs),
     /// An instance's backups: create, list, get
     Backup(backup::BackupArgs),
+    /// An instance's Postgres parameters: describe the catalog
+    Params(params::ParamsArgs),
 }
 
 #[cfg(test)]

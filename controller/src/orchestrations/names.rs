@@ -9,3 +9,4 @@ pub const SWITCHOVER: &str = "Switchover";
 pub const FAILOVER: &str = "Failover";
 pub const REJOIN: &str = "Rejoin";
 pub const BACKUP: &str = "Backup";
+pub const APPLY_PARAMETERS: &str = "ApplyParameters";
