@@ -177,6 +177,8 @@ words! {
         Rejoin => "rejoin",
         /// A base or logical backup.
         Backup => "backup",
+        /// A change of Postgres parameters.
+        Parameters => "parameters",
     }
 }
 

@@ -13,6 +13,7 @@ pub mod exposition;
 #[cfg(feature = "server")]
 pub mod http_api;
 pub mod names;
+pub mod parameters_api;
 pub mod pg_exec;
 pub mod poll;
 pub mod request;

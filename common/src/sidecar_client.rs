@@ -155,6 +155,14 @@ impl SidecarClient {
             .await
     }
 
+    /// `GET /v1/parameters/catalog`.
+    pub async fn parameter_catalog(
+        &self,
+    ) -> Result<crate::parameters_api::ParameterCatalog, SidecarClientError> {
+        self.call::<(), _>(Method::GET, "/v1/parameters/catalog", None)
+            .await
+    }
+
     pub async fn set_parameters(
         &self,
         req: &SetParametersRequest,

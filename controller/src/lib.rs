@@ -17,6 +17,7 @@ pub mod engine;
 pub mod home;
 pub mod metrics;
 pub mod orchestrations;
+pub mod parameters;
 pub mod platform;
 pub mod shutdown;
 pub mod token;

@@ -9,6 +9,7 @@ pub mod backups;
 mod deps;
 pub mod ha;
 pub mod members;
+pub mod parameters;
 pub mod records;
 pub mod sidecar;
 
@@ -63,6 +64,9 @@ pub mod names {
     pub const RECORD_BACKUP_FINISHED: &str = "RecordBackupFinished";
     pub const READ_BACKUP_SCHEDULE: &str = "ReadBackupSchedule";
     pub const QUEUE_SCHEDULED_BACKUP: &str = "QueueScheduledBackup";
+    pub const WRITE_PARAMETERS: &str = "WriteParameters";
+    pub const CONFIRM_PARAMETERS: &str = "ConfirmParameters";
+    pub const RESTART_MEMBER: &str = "RestartMember";
 }
 
 /// Registers every activity, each with its own handle on `deps`.
@@ -151,5 +155,8 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
         names::QUEUE_SCHEDULED_BACKUP,
         backups::queue_scheduled_backup
     );
+    let b = register!(b, names::WRITE_PARAMETERS, parameters::write_parameters);
+    let b = register!(b, names::CONFIRM_PARAMETERS, parameters::confirm_parameters);
+    let b = register!(b, names::RESTART_MEMBER, parameters::restart_member);
     b.build_result()
 }

@@ -11,6 +11,7 @@ mod instances;
 mod metrics;
 pub mod openapi;
 mod operations;
+mod parameters;
 mod replicas;
 mod state;
 pub mod types;
@@ -60,6 +61,7 @@ pub fn app(state: ApiState) -> Router {
             get(backups::list).post(backups::create),
         )
         .route(
+<<<<<<< HEAD
             "/v1/instances/{name}/backups/schedule",
             get(backups::get_schedule).put(backups::set_schedule),
         )
@@ -68,6 +70,15 @@ pub fn app(state: ApiState) -> Router {
             get(backups::cleanup_plan),
         )
         .route("/v1/instances/{name}/restore", post(backups::restore))
+        .route(
+            "/v1/instances/{name}/parameters",
+            get(parameters::get).put(parameters::set),
+        )
+        .route(
+            "/v1/instances/{name}/parameters/catalog",
+            get(parameters::catalog),
+        )
+>>>>>>> wt-params
         .route("/v1/backups/{id}", get(backups::get))
         .route("/v1/operations/{id}", get(operations::get))
         .route("/v1/openapi.json", get(openapi::document))

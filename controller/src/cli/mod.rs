@@ -9,6 +9,7 @@ pub mod ha;
 pub mod instances;
 pub mod list;
 pub mod operation;
+pub mod params;
 pub mod replication;
 
 use clap::{Parser, Subcommand};
@@ -53,6 +54,8 @@ pub enum Command {
     /// Make a new instance from another's backups, to a point in time; waits and prints how to
     /// connect
     Restore(backup::RestoreArgs),
+    /// An instance's Postgres parameters: describe the catalog
+    Params(params::ParamsArgs),
 }
 
 #[cfg(test)]

@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "backups",
         sql: include_str!("../../../migrations/0004_backups.sql"),
     },
+    Migration {
+        version: 7,
+        name: "parameters",
+        sql: include_str!("../../../migrations/0007_parameters.sql"),
+    },
 ];
 
 /// The advisory lock key every migrating controller takes ("toygres" in ASCII).

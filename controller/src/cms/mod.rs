@@ -9,6 +9,7 @@ pub mod events;
 pub mod instances;
 pub mod migrate;
 pub mod operations;
+pub mod parameters;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -286,7 +286,7 @@ impl Engine {
     }
 
     /// An instance that is running and has an actor.
-    async fn running_instance(&self, name: &str) -> Result<InstanceRecord, EngineError> {
+    pub(super) async fn running_instance(&self, name: &str) -> Result<InstanceRecord, EngineError> {
         let instance = self
             .cms
             .get_instance(name)
@@ -309,7 +309,7 @@ impl Engine {
 
     /// Records an operation and hands it to the instance's actor, which runs it after the
     /// commands queued before it.
-    async fn queue_operation(
+    pub(super) async fn queue_operation(
         &self,
         instance: &InstanceRecord,
         operation_id: &str,

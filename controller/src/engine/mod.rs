@@ -28,6 +28,8 @@ use crate::token::hex;
 
 mod actor_operations;
 mod backups;
+mod parameters;
+pub use parameters::ParameterChange;
 
 /// The schema of the duroxide store in the CMS database.
 pub const DUROXIDE_SCHEMA: &str = "toygres_duroxide";
@@ -324,7 +326,8 @@ impl Engine {
                 | OperationKind::Failover
                 | OperationKind::AutoFailover
                 | OperationKind::Rejoin
-                | OperationKind::Backup => continue,
+                | OperationKind::Backup
+                | OperationKind::Parameters => continue,
             };
             tracing::info!(
                 operation = operation.id,

@@ -14,6 +14,7 @@ pub mod instance_actor;
 pub mod members;
 pub mod names;
 pub mod operation;
+pub mod parameters;
 pub mod replicas;
 
 use duroxide::OrchestrationRegistry;
@@ -31,6 +32,7 @@ pub fn registry() -> Result<OrchestrationRegistry, String> {
         .register_typed(names::REJOIN, ha::rejoin::rejoin_operation)
         .register_typed(names::BACKUP, backup::backup)
         .register_typed(names::BACKUP_SCHEDULE, backup_schedule::backup_schedule)
+        .register_typed(names::APPLY_PARAMETERS, parameters::apply_parameters)
         .build_result()
 }
 

@@ -10,3 +10,4 @@ pub const FAILOVER: &str = "Failover";
 pub const REJOIN: &str = "Rejoin";
 pub const BACKUP: &str = "Backup";
 pub const BACKUP_SCHEDULE: &str = "BackupSchedule";
+pub const APPLY_PARAMETERS: &str = "ApplyParameters";

@@ -25,6 +25,7 @@ pub fn app(state: AppState) -> Router {
             "/v1/parameters",
             get(settings::get_parameters).put(settings::put_parameters),
         )
+        .route("/v1/parameters/catalog", get(settings::get_catalog))
         .route("/v1/replication", put(settings::put_replication))
         .route(
             "/v1/replication/slots/{member}",

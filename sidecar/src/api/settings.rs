@@ -1,4 +1,5 @@
-//! Routes that change settings: `GET/PUT /v1/parameters` and `PUT /v1/replication`.
+//! Routes that read and change settings: `GET/PUT /v1/parameters`, `GET /v1/parameters/catalog`
+//! and `PUT /v1/replication`.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
@@ -7,12 +8,21 @@ use toygres_common::sidecar_api::{
     ActionResponse, Parameters, ReplicationRequest, SetParametersRequest, SetParametersResponse,
 };
 
+use toygres_common::parameters_api::ParameterCatalog;
+
 use super::error::ApiError;
 use super::lifecycle::detached;
 use super::state::AppState;
 
 pub async fn get_parameters(State(state): State<AppState>) -> Result<Json<Parameters>, ApiError> {
     Ok(Json(state.member.parameters().await?))
+}
+
+/// Every setting with its category, type, range, default and whether users may set it.
+pub async fn get_catalog(
+    State(state): State<AppState>,
+) -> Result<Json<ParameterCatalog>, ApiError> {
+    Ok(Json(state.member.catalog().await?))
 }
 
 pub async fn put_parameters(

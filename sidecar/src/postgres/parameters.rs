@@ -1,13 +1,20 @@
 //! Reading and changing Postgres settings. Changes go through `ALTER SYSTEM` (so they persist
 //! and reach standbys' copies on the next clone or rewind), are applied with a reload, and the
-//! answer says which of them wait for a restart. Settings the sidecar owns, unknown names and
-//! invalid values are refused, and a request that fails part-way is rolled back.
+//! answer says which of them wait for a restart. Only settings on Toygres's allow-list may change
+//! (see [`toygres_common::parameters_api`]): libraries, commands, file locations, authentication,
+//! what the sidecar owns and values that would stop Postgres from starting are refused before
+//! anything is written, every bad setting named in one answer; a request that still fails
+//! part-way (a check only Postgres makes) is rolled back.
 
 use std::collections::BTreeMap;
 
 use tokio_postgres::Client;
 use toygres_common::sidecar_api::{
     ParameterInfo, Parameters, SetParametersRequest, SetParametersResponse,
+};
+
+use toygres_common::parameters_api::{
+    check_request, refusal, CatalogEntry, ParameterCatalog, ParameterCategory,
 };
 
 use super::files::is_owned;
@@ -45,6 +52,12 @@ impl Member {
         })
     }
 
+    /// The catalog: every setting with its category, type, range and whether users may set it.
+    pub async fn catalog(&self) -> Result<ParameterCatalog, OpError> {
+        let client = self.query_client().await?;
+        read_catalog(&client).await
+    }
+
     /// Applies `req`: validates every name first, writes them with `ALTER SYSTEM`, reloads.
     pub async fn set_parameters(
         &self,
@@ -57,7 +70,7 @@ impl Member {
         let client = sql::connect_local(&self.cfg)
             .await
             .map_err(|e| OpError::Unavailable(format!("connect to postgres: {e}")))?;
-        let contexts = validate_names(&client, req).await?;
+        let contexts = validate(&client, req).await?;
         let previous = auto_conf_values(&client).await?;
         let mut applied = Vec::new();
         for (name, value) in &req.parameters {
@@ -84,47 +97,93 @@ impl Member {
     }
 }
 
-/// Checks every name exists and may be changed; returns each one's context.
-async fn validate_names(
+/// Reads the catalog from `pg_settings`.
+async fn read_catalog(client: &Client) -> Result<ParameterCatalog, OpError> {
+    let rows = client
+        .query(
+            "SELECT name, setting, unit, context, vartype, min_val, max_val, enumvals, \
+             boot_val, short_desc, pending_restart, current_setting('server_version') \
+             FROM pg_settings ORDER BY name",
+            &[],
+        )
+        .await
+        .map_err(|e| OpError::Failed(format!("read pg_settings: {e}")))?;
+    let mut postgres_version = String::new();
+    let parameters = rows
+        .iter()
+        .map(|r| {
+            let name: String = r.get(0);
+            let context: String = r.get(3);
+            postgres_version = r.get(11);
+            let refused = refusal(&name, is_owned(&name), &context);
+            let category = match refused {
+                Some(ref r) if r.code != "not_modifiable" => ParameterCategory::Immutable,
+                _ => ParameterCategory::from_context(&context),
+            };
+            CatalogEntry {
+                category,
+                vartype: r.get(4),
+                unit: r.get(2),
+                min: r.get(5),
+                max: r.get(6),
+                enum_values: r.get::<_, Option<Vec<String>>>(7).unwrap_or_default(),
+                default: r.get(8),
+                current: r.get(1),
+                pending_restart: r.get(10),
+                description: r.get(9),
+                modifiable: refused.is_none(),
+                reason: refused.map(|r| r.reason),
+                name,
+                context,
+            }
+        })
+        .collect();
+    Ok(ParameterCatalog {
+        postgres_version,
+        parameters,
+    })
+}
+
+/// Checks the whole request against the catalog; returns each setting's context, or one error
+/// naming every refused setting.
+async fn validate(
     client: &Client,
     req: &SetParametersRequest,
 ) -> Result<BTreeMap<String, String>, OpError> {
-    let mut contexts = BTreeMap::new();
-    for (name, value) in &req.parameters {
-        if is_owned(name) {
-            return Err(OpError::invalid(
-                "owned_parameter",
-                format!("{name} is managed by the sidecar and cannot be set here"),
-            ));
-        }
-        if let Some(v) = value {
-            if v.contains(['\0', '\n', '\r']) {
-                return Err(OpError::invalid(
-                    "invalid_value",
-                    format!("the value of {name} must be a single line"),
-                ));
-            }
-        }
-        let row = client
-            .query_opt("SELECT context FROM pg_settings WHERE name = $1", &[name])
-            .await
-            .map_err(|e| OpError::Failed(format!("look up {name}: {e}")))?;
-        let Some(row) = row else {
-            return Err(OpError::invalid(
-                "unknown_parameter",
-                format!("unknown parameter {name:?}"),
-            ));
+    let catalog = read_catalog(client).await?;
+    let problems = check_request(&catalog, &req.parameters);
+    if let Some(first) = problems.first() {
+        let code = if problems.iter().all(|p| p.code == first.code) {
+            first.code.clone()
+        } else {
+            "invalid_parameters".to_string()
         };
-        let context: String = row.get(0);
-        if context == "internal" {
-            return Err(OpError::invalid(
-                "read_only_parameter",
-                format!("{name} is fixed when the cluster is created and cannot be changed"),
-            ));
-        }
-        contexts.insert(name.clone(), context);
+        let message = problems
+            .iter()
+            .map(|p| p.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(OpError::invalid(leak_code(&code), message));
     }
-    Ok(contexts)
+    Ok(req
+        .parameters
+        .keys()
+        .filter_map(|name| Some((name.clone(), catalog.get(name)?.context.clone())))
+        .collect())
+}
+
+/// The `'static` error code of a problem's code.
+fn leak_code(code: &str) -> &'static str {
+    [
+        "unknown_parameter",
+        "owned_parameter",
+        "read_only_parameter",
+        "not_modifiable",
+        "invalid_value",
+    ]
+    .into_iter()
+    .find(|c| *c == code)
+    .unwrap_or("invalid_parameters")
 }
 
 /// The values `postgresql.auto.conf` holds now.

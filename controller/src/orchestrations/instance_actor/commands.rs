@@ -66,6 +66,15 @@ pub fn start_operation(
             command.operation_id.clone(),
             sub_orchestration(ctx, names::BACKUP, &command.operation_id, &command),
         ),
+        ActorCommand::Parameters(command) => (
+            command.operation_id.clone(),
+            sub_orchestration(
+                ctx,
+                names::APPLY_PARAMETERS,
+                &command.operation_id,
+                &command,
+            ),
+        ),
         ActorCommand::CheckNow => return None,
     })
 }

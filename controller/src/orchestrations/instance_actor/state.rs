@@ -10,6 +10,7 @@ use toygres_common::domain::{HaEventKind, InstanceHealth};
 use crate::activities::members::ActorView;
 use crate::orchestrations::backup::BackupInput;
 use crate::orchestrations::ha::target::PrimarySeen;
+use crate::orchestrations::parameters::ParametersInput;
 use crate::orchestrations::replicas::{AddReplicaInput, RemoveReplicaInput};
 
 /// The durable queue the actor takes commands from.
@@ -31,6 +32,8 @@ pub enum ActorCommand {
     Failover(FailoverCommand),
     /// Take a base or logical backup (operation *Backup*).
     Backup(BackupInput),
+    /// Apply a change of Postgres parameters (operation *Parameters*).
+    Parameters(ParametersInput),
 }
 
 /// An operator's switchover.
