@@ -61,7 +61,6 @@ pub fn app(state: ApiState) -> Router {
             get(backups::list).post(backups::create),
         )
         .route(
-<<<<<<< HEAD
             "/v1/instances/{name}/backups/schedule",
             get(backups::get_schedule).put(backups::set_schedule),
         )
@@ -78,7 +77,6 @@ pub fn app(state: ApiState) -> Router {
             "/v1/instances/{name}/parameters/catalog",
             get(parameters::catalog),
         )
->>>>>>> wt-params
         .route("/v1/backups/{id}", get(backups::get))
         .route("/v1/operations/{id}", get(operations::get))
         .route("/v1/openapi.json", get(openapi::document))
