@@ -53,6 +53,8 @@ fn main() -> ExitCode {
         Command::Replication(args) => finish(runtime.block_on(cli::replication::run(args))),
         Command::Ha(args) => finish(runtime.block_on(cli::ha::run(args))),
         Command::Backup(args) => finish(runtime.block_on(cli::backup::run(args))),
+        Command::Psql(args) => finish(runtime.block_on(cli::connect::psql(args))),
+        Command::Connect(args) => finish(runtime.block_on(cli::connect::connect(args))),
     }
 }
 

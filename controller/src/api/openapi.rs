@@ -50,6 +50,7 @@ impl Modify for BearerAuth {
         FailoverRequest, HaSettings, HaSettingsPatch, SyncModeSetting, Handover,
         BackupConfigRequest, RetentionSettings, CreateBackupRequest, BackupAccepted, BackupView,
         BackupList,
+        toygres_common::app_access::AppConnection,
     )),
     modifiers(&BearerAuth),
 )]

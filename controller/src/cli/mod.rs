@@ -4,6 +4,7 @@
 mod args;
 pub mod backup;
 pub mod client;
+pub mod connect;
 pub mod ha;
 pub mod instances;
 pub mod list;
@@ -49,6 +50,10 @@ pub enum Command {
     Ha(ha::HaArgs),
     /// An instance's backups: create, list, get
     Backup(backup::BackupArgs),
+    /// Open a psql session on an instance (as its application owner unless --superuser)
+    Psql(connect::PsqlArgs),
+    /// Print how a program connects to an instance: environment variables or JSON
+    Connect(connect::ConnectArgs),
 }
 
 #[cfg(test)]
