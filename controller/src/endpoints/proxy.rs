@@ -404,10 +404,11 @@ async fn forward(
                 upstream = Some((stream, candidate));
                 break;
             }
-            None if guarded => {
-                if breakers.failed(candidate, std::time::Instant::now()) {
-                    tracing::warn!(instance, %role, %candidate, "breaker open: leaving the standby out of ro for a cool-off");
-                }
+            None if guarded && breakers.failed(candidate, std::time::Instant::now()) => {
+                tracing::warn!(
+                    instance, %role, %candidate,
+                    "breaker open: leaving the standby out of ro for a cool-off"
+                );
             }
             None => {}
         }
@@ -432,7 +433,7 @@ async fn forward(
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     // The targets may have changed while connecting.
-    if !allowed(&**targets.borrow_and_update()) {
+    if !allowed(&targets.borrow_and_update()) {
         counters.closed_by_reroute.fetch_add(1, Ordering::Relaxed);
         return;
     }
@@ -447,7 +448,7 @@ async fn forward(
                 if changed.is_err() {
                     return;
                 }
-                if !allowed(&**targets.borrow_and_update()) {
+                if !allowed(&targets.borrow_and_update()) {
                     counters.closed_by_reroute.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         instance, %role, %target,
