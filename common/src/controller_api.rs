@@ -74,6 +74,12 @@ pub struct CreateInstanceRequest {
     /// Backups and WAL archiving: on with the platform's defaults when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupConfigRequest>,
+    /// The application database (the instance's name when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// The application database's owner role (the instance's name when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A [`CreateInstanceRequest`] whose values were checked.
@@ -88,6 +94,10 @@ pub struct ValidatedCreateInstance {
     /// `None`: backups off (also what an older request in an orchestration's history reads as).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupConfig>,
+    /// The application database and owner; `None` in an older request of an orchestration's
+    /// history (made before instances had one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<crate::app_access::AppAccess>,
 }
 
 impl TryFrom<CreateInstanceRequest> for ValidatedCreateInstance {
@@ -123,12 +133,18 @@ impl TryFrom<CreateInstanceRequest> for ValidatedCreateInstance {
             None => HaSettings::default(),
         };
         let backup = BackupConfig::from_request(request.backup)?;
+        let app = crate::app_access::AppAccess::from_request(
+            &request.name,
+            request.database.as_deref(),
+            request.owner.as_deref(),
+        )?;
         Ok(Self {
             name: request.name,
             replicas,
             replication,
             ha,
             backup,
+            app: Some(app),
         })
     }
 }
@@ -306,7 +322,7 @@ pub struct MemberView {
     pub max_lag_bytes: Option<i64>,
 }
 
-/// How clients reach an instance. Never holds the password: it says where to read it.
+/// How clients reach an instance. Never holds a password: it says where to read it.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ConnectionInfo {
@@ -321,6 +337,14 @@ pub struct ConnectionInfo {
     /// Every member, for clients that find the primary themselves
     /// (`target_session_attrs=read-write`).
     pub multi_host: String,
+    /// The superuser's libpq password file (local mode), for `toygres psql --superuser`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passfile: Option<String>,
+    /// How applications connect: as the owner of the application database, with URIs that work
+    /// as printed. The fields above are the platform superuser's, for operators. `None` for an
+    /// instance created before instances had an application database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<crate::app_access::AppConnection>,
 }
 
 /// `GET /v1/instances/{name}/events`.
@@ -353,6 +377,8 @@ mod tests {
         CreateInstanceRequest {
             ha: None,
             backup: None,
+            database: None,
+            owner: None,
             name: name.into(),
             replicas,
             replication: replication.map(String::from),

@@ -4,6 +4,7 @@
 //! `server`) what both HTTP APIs answer alike: error responses, the bearer-token check and the
 //! `/metrics` exposition.
 
+pub mod app_access;
 pub mod backup_api;
 pub mod controller_api;
 pub mod domain;

@@ -55,6 +55,8 @@ fn main() -> ExitCode {
         Command::Backup(args) => finish(runtime.block_on(cli::backup::run(args))),
         Command::Restore(args) => finish(runtime.block_on(cli::backup::restore(args))),
         Command::Params(args) => finish(runtime.block_on(cli::params::run(args))),
+        Command::Psql(args) => finish(runtime.block_on(cli::connect::psql(args))),
+        Command::Connect(args) => finish(runtime.block_on(cli::connect::connect(args))),
     }
 }
 

@@ -38,7 +38,7 @@ async fn a_sync_instance_serves_writes_on_rw_reads_on_ro_notices_a_dead_standby_
     let create_seconds = started.elapsed().as_secs_f64();
     eprintln!("create with one sync standby took {create_seconds:.1} s");
     assert!(
-        out.contains("Read-write:  postgresql://postgres@127.0.0.1:"),
+        out.contains("Read-write:  postgresql://orders@127.0.0.1:"),
         "{out}"
     );
     assert!(out.contains("target_session_attrs=read-write"), "{out}");

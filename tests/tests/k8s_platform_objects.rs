@@ -94,6 +94,7 @@ async fn built_objects_apply_strictly_schedule_take_role_labels_and_cascade_from
         superuser_password: SecretValue::new("su-password-for-a-test".into()),
         replication_password: SecretValue::new("repl-password-for-a-test".into()),
         sidecar_token: SecretValue::new("sidecar-token-for-a-test-0123".into()),
+        app_password: SecretValue::new("app-password-for-a-test".into()),
     };
     apply(
         &client,

@@ -5,6 +5,7 @@
 //! "already gone" is success. Inputs and outputs are serializable and hold no secret: credentials
 //! travel as [`SecretRef`](crate::platform::SecretRef)s and are read here, at the point of use.
 
+pub mod app_access;
 pub mod backups;
 mod deps;
 pub mod ha;
@@ -67,6 +68,7 @@ pub mod names {
     pub const WRITE_PARAMETERS: &str = "WriteParameters";
     pub const CONFIRM_PARAMETERS: &str = "ConfirmParameters";
     pub const RESTART_MEMBER: &str = "RestartMember";
+    pub const ENSURE_APP_ACCESS: &str = "EnsureAppAccess";
 }
 
 /// Registers every activity, each with its own handle on `deps`.
@@ -100,6 +102,7 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
     let b = register!(b, names::RECORD_HEALTH, records::record_health);
     let b = register!(b, names::RECORD_REPLICAS, records::record_replicas);
     let b = register!(b, names::ENSURE_SECRETS, members::ensure_secrets);
+    let b = register!(b, names::ENSURE_APP_ACCESS, app_access::ensure_app_access);
     let b = register!(b, names::DELETE_SECRETS, members::delete_secrets);
     let b = register!(b, names::ENSURE_ENDPOINTS, members::ensure_endpoints);
     let b = register!(b, names::ROUTE_ENDPOINTS, members::route_endpoints);

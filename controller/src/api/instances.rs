@@ -5,6 +5,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use toygres_common::app_access::{AppAccess, AppConnection};
 use toygres_common::controller_api::{
     ConnectionInfo, CreateInstanceRequest, DeleteInstanceQuery, EventList, InstanceDetail,
     MemberView, OperationAccepted, ValidatedCreateInstance,
@@ -51,19 +52,34 @@ pub async fn get(
         .ok_or_else(|| ApiError::NotFound(format!("instance {name} does not exist")))?;
     let members = state.cms.list_members(&name).await?;
     let last_operation = state.cms.latest_operation(&name).await?;
-    let password_location = state.platform.as_ref().and_then(|platform| {
-        platform.secret_location(&SecretRefs::for_instance(&name).superuser_password)
-    });
+    let refs = SecretRefs::for_instance(&name);
+    let platform = state.platform.as_ref();
+    let password_location =
+        platform.and_then(|platform| platform.secret_location(&refs.superuser_password));
+    let passfile =
+        platform.and_then(|platform| platform.passfile_location(&refs.superuser_password));
+    let app = state.cms.instance_app_access(&name).await?;
     let live =
         instance.summary.parsed_state() != Some(toygres_common::domain::InstanceState::Deleted);
     let connection = match (instance.summary.rw_port, instance.summary.ro_port) {
-        (Some(rw), Some(ro)) if live => Some(connection_info(
-            &state.endpoint_host,
-            rw,
-            ro,
-            &members,
-            password_location,
-        )),
+        (Some(rw), Some(ro)) if live => {
+            let mut info =
+                connection_info(&state.endpoint_host, rw, ro, &members, password_location);
+            info.passfile = passfile;
+            info.app = app.map(|app| {
+                let secret = refs.app_password();
+                app_connection(
+                    &state.endpoint_host,
+                    rw,
+                    ro,
+                    &members,
+                    &app,
+                    platform.and_then(|platform| platform.secret_location(&secret)),
+                    platform.and_then(|platform| platform.passfile_location(&secret)),
+                )
+            });
+            Some(info)
+        }
         _ => None,
     };
     Ok(Json(InstanceDetail {
@@ -138,5 +154,118 @@ pub fn connection_info(
         rw: url(&format!("{host}:{rw_port}")),
         ro: url(&format!("{host}:{ro_port}")),
         multi_host,
+        passfile: None,
+        app: None,
+    }
+}
+
+/// How applications reach an instance: as the owner of its application database. With a
+/// `passfile`, every URI names it, so psql and libpq drivers connect with the URI as printed
+/// and the password never appears in it.
+pub fn app_connection(
+    host: &str,
+    rw_port: u16,
+    ro_port: u16,
+    members: &[MemberView],
+    app: &AppAccess,
+    password_location: Option<String>,
+    passfile: Option<String>,
+) -> AppConnection {
+    let passfile_param = passfile
+        .as_deref()
+        .map(|path| format!("passfile={}", uri_encode(path)));
+    let url = |hosts: &str, params: &[&str]| {
+        let params: Vec<&str> = params
+            .iter()
+            .copied()
+            .chain(passfile_param.as_deref())
+            .collect();
+        let query = if params.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", params.join("&"))
+        };
+        format!(
+            "postgresql://{}@{hosts}/{}{query}",
+            uri_encode(&app.owner),
+            uri_encode(&app.database)
+        )
+    };
+    let member_hosts: Vec<&str> = members
+        .iter()
+        .filter_map(|m| m.address.as_deref())
+        .collect();
+    let all_hosts = if member_hosts.is_empty() {
+        format!("{host}:{rw_port}")
+    } else {
+        member_hosts.join(",")
+    };
+    AppConnection {
+        user: app.owner.clone(),
+        database: app.database.clone(),
+        host: host.to_string(),
+        rw_port,
+        ro_port,
+        password_location,
+        rw: url(&format!("{host}:{rw_port}"), &[]),
+        ro: url(&format!("{host}:{ro_port}"), &[]),
+        multi_host: url(&all_hosts, &["target_session_attrs=read-write"]),
+        passfile,
+    }
+}
+
+/// Percent-encodes what a URI component may not hold as is (libpq decodes it).
+fn uri_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_uris_name_the_owner_the_database_and_the_passfile() {
+        let app = AppAccess {
+            owner: "shop".into(),
+            database: "orders".into(),
+        };
+        let info = app_connection(
+            "127.0.0.1",
+            5001,
+            5002,
+            &[],
+            &app,
+            Some("/h/app-password".into()),
+            Some("/h/my secrets/app-password.pgpass".into()),
+        );
+        let passfile = "passfile=/h/my%20secrets/app-password.pgpass";
+        assert_eq!(
+            info.rw,
+            format!("postgresql://shop@127.0.0.1:5001/orders?{passfile}")
+        );
+        assert_eq!(
+            info.ro,
+            format!("postgresql://shop@127.0.0.1:5002/orders?{passfile}")
+        );
+        assert_eq!(
+            info.multi_host,
+            format!(
+                "postgresql://shop@127.0.0.1:5001/orders?target_session_attrs=read-write&{passfile}"
+            )
+        );
+        let bare = app_connection("h", 1, 2, &[], &app, None, None);
+        assert_eq!(bare.rw, "postgresql://shop@h:1/orders");
+        assert_eq!(
+            bare.multi_host,
+            "postgresql://shop@h:1/orders?target_session_attrs=read-write"
+        );
     }
 }

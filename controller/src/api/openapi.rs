@@ -55,6 +55,7 @@ impl Modify for BearerAuth {
         BackupConfigRequest, RetentionSettings, CreateBackupRequest, BackupAccepted, BackupView,
         BackupList, RestoreRequest, BackupScheduleRequest, BackupScheduleView,
         CleanupPlan, KeptBackup,
+        toygres_common::app_access::AppConnection,
     )),
     modifiers(&BearerAuth),
 )]

@@ -2,7 +2,7 @@
 
 use toygres_common::backup_api::BackupConfigRequest;
 use toygres_common::controller_api::{
-    CreateInstanceRequest, InstanceDetail, OperationAccepted, MAX_REPLICAS,
+    ConnectionInfo, CreateInstanceRequest, InstanceDetail, OperationAccepted, MAX_REPLICAS,
 };
 
 use super::args::{ClientArgs, OutputFormat};
@@ -29,6 +29,13 @@ pub struct CreateArgs {
     /// Cron expression of scheduled base backups [default: Sundays at 01:00 UTC]
     #[arg(long, conflicts_with = "no_backup")]
     pub backup_schedule: Option<String>,
+    /// The application database [default: the instance's name]
+    #[arg(long)]
+    pub database: Option<String>,
+    /// The role that owns the application database, what applications log in as [default: the
+    /// instance's name]
+    #[arg(long)]
+    pub owner: Option<String>,
     /// Print the operation id and return at once
     #[arg(long)]
     pub no_wait: bool,
@@ -82,6 +89,8 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
                 base_schedule: args.backup_schedule.clone(),
                 ..BackupConfigRequest::default()
             }),
+        database: args.database.clone(),
+        owner: args.owner.clone(),
     };
     let accepted: OperationAccepted = client.post("/v1/instances", &request).await?;
     let table = args.output == OutputFormat::Table;
@@ -160,11 +169,37 @@ fn print_accepted(accepted: &OperationAccepted, output: OutputFormat) -> anyhow:
     Ok(())
 }
 
-/// How to connect, never with the password: it says where the password is.
+/// How to connect, never with the password: applications connect as the owner of the
+/// application database, with URIs that name a password file; otherwise it says where the
+/// password is.
 pub fn render_connection(detail: &InstanceDetail) -> String {
     let Some(connection) = &detail.connection else {
         return "No endpoints yet.\n".to_string();
     };
+    let Some(app) = &connection.app else {
+        return render_superuser_connection(connection);
+    };
+    let mut out = format!(
+        "Database:    {} (owner {})\nRead-write:  {}\nRead-only:   {}\nMulti-host:  {}\n",
+        app.database, app.user, app.rw, app.ro, app.multi_host
+    );
+    match (&app.passfile, &app.password_location) {
+        (Some(passfile), _) => out.push_str(&format!(
+            "Password:    read by libpq from {passfile} (named in the URIs)\n"
+        )),
+        (None, Some(location)) => out.push_str(&format!("Password:    in {location}\n")),
+        (None, None) => {}
+    }
+    out.push_str(&format!(
+        "Session:     toygres psql {name} [--ro] [--superuser]\n",
+        name = detail.summary.name
+    ));
+    out
+}
+
+/// The superuser's connection, for an instance made before instances had an application
+/// database.
+fn render_superuser_connection(connection: &ConnectionInfo) -> String {
     let mut out = format!(
         "Read-write:  {}\nRead-only:   {}\nMulti-host:  {}\n",
         connection.rw, connection.ro, connection.multi_host

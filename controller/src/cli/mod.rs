@@ -5,6 +5,7 @@ mod args;
 pub mod backup;
 mod backup_summary;
 pub mod client;
+pub mod connect;
 pub mod ha;
 pub mod instances;
 pub mod list;
@@ -56,6 +57,10 @@ pub enum Command {
     Restore(backup::RestoreArgs),
     /// An instance's Postgres parameters: describe the catalog
     Params(params::ParamsArgs),
+    /// Open a psql session on an instance (as its application owner unless --superuser)
+    Psql(connect::PsqlArgs),
+    /// Print how a program connects to an instance: environment variables or JSON
+    Connect(connect::ConnectArgs),
 }
 
 #[cfg(test)]

@@ -153,6 +153,27 @@ impl Cms {
             .transpose()
     }
 
+    /// The application database and owner the instance was created with (its spec's `app`);
+    /// `None` for an instance created before instances had one.
+    pub async fn instance_app_access(
+        &self,
+        name: &str,
+    ) -> Result<Option<toygres_common::app_access::AppAccess>, CmsError> {
+        let what = "read an instance's application access";
+        let rows = self
+            .query(
+                what,
+                "SELECT spec->'app' FROM toygres.instances WHERE name = $1",
+                &[&name],
+            )
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let value: Option<serde_json::Value> = get(row, 0, what)?;
+        Ok(value.and_then(|v| serde_json::from_value(v).ok()))
+    }
+
     /// Every instance that is not deleted, by name.
     pub async fn live_instances(&self) -> Result<Vec<InstanceRecord>, CmsError> {
         let what = "list live instances";

@@ -4,6 +4,9 @@
 //! - **rw** leads to the primary. Without one, new connections are closed at once.
 //! - **ro** spreads connections round-robin over the standbys (trying the next one when a
 //!   standby cannot be reached) and leads to the primary when there is no standby.
+//! - Each standby of ro has a circuit breaker ([`super::breaker`]): after repeated failed
+//!   connects it is left out for a cool-off, then tried by one connection. When no standby
+//!   can be reached (or all are left out), ro falls back to the primary.
 //!
 //! [`InstanceProxy::route`] swaps both endpoints' targets at once. A connection whose member is
 //! no longer a target of its endpoint is closed, so that after a failover nothing still writes to
@@ -18,6 +21,8 @@ use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+
+use super::breaker::{BreakerSettings, BreakerState, Breakers};
 
 /// How long connecting to a member may take before the proxy gives up on it.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -97,6 +102,8 @@ pub struct EndpointStats {
     pub closed_by_reroute: u64,
     /// Attempts to reach a member that failed.
     pub upstream_failures: u64,
+    /// ro: connections that went to the primary because no standby could take them.
+    pub fallbacks_to_primary: u64,
 }
 
 #[derive(Debug, Default)]
@@ -106,6 +113,7 @@ struct Counters {
     refused: AtomicU64,
     closed_by_reroute: AtomicU64,
     upstream_failures: AtomicU64,
+    fallbacks_to_primary: AtomicU64,
 }
 
 impl Counters {
@@ -116,6 +124,7 @@ impl Counters {
             refused: self.refused.load(Ordering::Relaxed),
             closed_by_reroute: self.closed_by_reroute.load(Ordering::Relaxed),
             upstream_failures: self.upstream_failures.load(Ordering::Relaxed),
+            fallbacks_to_primary: self.fallbacks_to_primary.load(Ordering::Relaxed),
         }
     }
 }
@@ -153,6 +162,8 @@ pub struct InstanceProxy {
     targets: watch::Sender<Arc<ProxyTargets>>,
     rw: Endpoint,
     ro: Endpoint,
+    /// The ro endpoint's standbys' breakers.
+    breakers: Arc<Breakers>,
 }
 
 impl InstanceProxy {
@@ -164,7 +175,19 @@ impl InstanceProxy {
         ro: TcpListener,
         targets: ProxyTargets,
     ) -> std::io::Result<Self> {
+        Self::start_with_breakers(instance, rw, ro, targets, BreakerSettings::default())
+    }
+
+    /// [`InstanceProxy::start`] with the ro standbys' breakers set as given.
+    pub fn start_with_breakers(
+        instance: &str,
+        rw: TcpListener,
+        ro: TcpListener,
+        targets: ProxyTargets,
+        breaker_settings: BreakerSettings,
+    ) -> std::io::Result<Self> {
         let (tx, _) = watch::channel(Arc::new(targets));
+        let breakers = Arc::new(Breakers::new(breaker_settings));
         let endpoint = |role, listener: TcpListener| -> std::io::Result<Endpoint> {
             let addr = listener.local_addr()?;
             let counters = Arc::new(Counters::default());
@@ -174,6 +197,7 @@ impl InstanceProxy {
                 listener,
                 tx.subscribe(),
                 counters.clone(),
+                breakers.clone(),
             ));
             Ok(Endpoint {
                 addr,
@@ -194,7 +218,18 @@ impl InstanceProxy {
             targets: tx,
             rw,
             ro,
+            breakers,
         })
+    }
+
+    /// Each ro standby's breaker.
+    pub fn breaker_states(&self) -> Vec<(SocketAddr, BreakerState)> {
+        let now = std::time::Instant::now();
+        self.targets()
+            .ro
+            .iter()
+            .map(|standby| (*standby, self.breakers.state(*standby, now)))
+            .collect()
     }
 
     /// The instance whose endpoints these are.
@@ -221,6 +256,7 @@ impl InstanceProxy {
             ro = ?targets.ro,
             "routing the instance's endpoints"
         );
+        self.breakers.retain(&targets.ro);
         self.targets.send_replace(Arc::new(targets));
     }
 
@@ -268,6 +304,7 @@ async fn accept_loop(
     listener: TcpListener,
     targets: watch::Receiver<Arc<ProxyTargets>>,
     counters: Arc<Counters>,
+    breakers: Arc<Breakers>,
 ) {
     let mut connections = JoinSet::new();
     let turn = AtomicUsize::new(0);
@@ -285,13 +322,21 @@ async fn accept_loop(
                         drop(client);
                         continue;
                     }
+                    // ro over standbys: each behind its breaker, the primary the last resort.
+                    let over_standbys = role == EndpointRole::Ro && !current.ro.is_empty();
+                    let fallback = if over_standbys { current.rw } else { None };
                     connections.spawn(forward(
-                        instance.clone(),
-                        role,
+                        Route {
+                            instance: instance.clone(),
+                            role,
+                            candidates,
+                            guarded: over_standbys,
+                            fallback,
+                        },
                         client,
-                        candidates,
                         targets.clone(),
                         counters.clone(),
+                        breakers.clone(),
                     ));
                 }
                 Err(e) => {
@@ -305,16 +350,35 @@ async fn accept_loop(
     }
 }
 
-/// Connects to the first reachable candidate and copies bytes both ways until either side
-/// closes or the member stops being a target of `role`'s endpoint.
-async fn forward(
+/// Where one new connection may go.
+struct Route {
     instance: String,
     role: EndpointRole,
-    mut client: TcpStream,
+    /// The members to try, in order.
     candidates: Vec<SocketAddr>,
+    /// The candidates are ro standbys, each behind its breaker.
+    guarded: bool,
+    /// ro: the primary, tried when no standby takes the connection.
+    fallback: Option<SocketAddr>,
+}
+
+/// Connects to the first reachable candidate whose breaker admits it (else to the fallback)
+/// and copies bytes both ways until either side closes or the member stops being a target of
+/// `role`'s endpoint.
+async fn forward(
+    route: Route,
+    mut client: TcpStream,
     mut targets: watch::Receiver<Arc<ProxyTargets>>,
     counters: Arc<Counters>,
+    breakers: Arc<Breakers>,
 ) {
+    let Route {
+        instance,
+        role,
+        candidates,
+        guarded,
+        fallback,
+    } = route;
     let _active = ActiveConnection::new(counters.clone());
     let candidates = if candidates.is_empty() {
         match held_until_routed(role, &mut targets).await {
@@ -329,31 +393,47 @@ async fn forward(
     };
     let mut upstream = None;
     for candidate in candidates {
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(candidate)).await {
-            Ok(Ok(stream)) => {
+        if guarded && !breakers.admit(candidate, std::time::Instant::now()) {
+            continue;
+        }
+        match connect(&instance, role, candidate, &counters).await {
+            Some(stream) => {
+                if guarded {
+                    breakers.succeeded(candidate);
+                }
                 upstream = Some((stream, candidate));
                 break;
             }
-            Ok(Err(e)) => {
-                counters.upstream_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(instance, %role, %candidate, "connect to the member: {e}");
-            }
-            Err(_) => {
-                counters.upstream_failures.fetch_add(1, Ordering::Relaxed);
+            None if guarded && breakers.failed(candidate, std::time::Instant::now()) => {
                 tracing::warn!(
                     instance, %role, %candidate,
-                    "connect to the member: no answer within {CONNECT_TIMEOUT:?}"
+                    "breaker open: leaving the standby out of ro for a cool-off"
                 );
             }
+            None => {}
+        }
+    }
+    let mut fell_back = false;
+    if let (None, Some(primary)) = (&upstream, fallback) {
+        if let Some(stream) = connect(&instance, role, primary, &counters).await {
+            counters
+                .fallbacks_to_primary
+                .fetch_add(1, Ordering::Relaxed);
+            fell_back = true;
+            upstream = Some((stream, primary));
         }
     }
     let Some((mut server, target)) = upstream else {
         return;
     };
+    // A connection that fell back to the primary may stay while the primary is the primary.
+    let allowed = |targets: &ProxyTargets| {
+        targets.allows(role, target) || (fell_back && targets.rw == Some(target))
+    };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     // The targets may have changed while connecting.
-    if !targets.borrow_and_update().allows(role, target) {
+    if !allowed(&targets.borrow_and_update()) {
         counters.closed_by_reroute.fetch_add(1, Ordering::Relaxed);
         return;
     }
@@ -368,7 +448,7 @@ async fn forward(
                 if changed.is_err() {
                     return;
                 }
-                if !targets.borrow_and_update().allows(role, target) {
+                if !allowed(&targets.borrow_and_update()) {
                     counters.closed_by_reroute.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         instance, %role, %target,
@@ -377,6 +457,31 @@ async fn forward(
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Connects to one member within [`CONNECT_TIMEOUT`], counting a failure.
+async fn connect(
+    instance: &str,
+    role: EndpointRole,
+    member: SocketAddr,
+    counters: &Counters,
+) -> Option<TcpStream> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(member)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            counters.upstream_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(instance, %role, %member, "connect to the member: {e}");
+            None
+        }
+        Err(_) => {
+            counters.upstream_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                instance, %role, %member,
+                "connect to the member: no answer within {CONNECT_TIMEOUT:?}"
+            );
+            None
         }
     }
 }

@@ -13,6 +13,7 @@ use super::instance_actor::{actor_id, ActorInput, ActorSettings};
 use super::members::{delete_members, member_name, MEMBER_READY_TIMEOUT_SECS};
 use super::names;
 use super::operation::{report, route_endpoints, OperationRun};
+use crate::activities::app_access::AppAccessInput;
 use crate::activities::ha::SyncPolicyInput;
 use crate::activities::members::{CreateMemberInput, InstanceRef};
 use crate::activities::names as act;
@@ -272,6 +273,27 @@ async fn provision(
         )
         .await?;
         sync_standby = Some(confirmed);
+    }
+
+    // Application access: the owner role and its database, made on the primary once it accepts
+    // writes (standbys get them by replication).
+    if let Some(app) = &input.spec.app {
+        report(
+            ctx,
+            7,
+            STEPS,
+            format!("creating the application database {}", app.database),
+        );
+        call::<_, ()>(
+            ctx,
+            act::ENSURE_APP_ACCESS,
+            &AppAccessInput {
+                instance: name.clone(),
+                primary: primary_name.clone(),
+                app: app.clone(),
+            },
+        )
+        .await?;
     }
 
     report(ctx, 8, STEPS, "routing the endpoints");

@@ -57,14 +57,18 @@ pub enum SecretName {
     ReplicationPassword,
     /// The bearer token of the instance's sidecars' API.
     SidecarToken,
+    /// The password of the application database's owner role (see
+    /// `toygres_common::app_access`).
+    AppPassword,
 }
 
 impl SecretName {
     /// Every credential an instance has.
-    pub const ALL: [SecretName; 3] = [
+    pub const ALL: [SecretName; 4] = [
         SecretName::SuperuserPassword,
         SecretName::ReplicationPassword,
         SecretName::SidecarToken,
+        SecretName::AppPassword,
     ];
 
     /// The name as a key: a file name in local mode, a key of the instance's Secret on
@@ -74,6 +78,7 @@ impl SecretName {
             SecretName::SuperuserPassword => "superuser-password",
             SecretName::ReplicationPassword => "replication-password",
             SecretName::SidecarToken => "sidecar-token",
+            SecretName::AppPassword => "app-password",
         }
     }
 }
@@ -121,7 +126,16 @@ impl SecretRefs {
         }
     }
 
-    /// All three references.
+    /// The application owner's password (not a field: references recorded in older histories
+    /// have no such field, and the value derives from the instance anyway).
+    pub fn app_password(&self) -> SecretRef {
+        SecretRef {
+            instance: self.superuser_password.instance.clone(),
+            name: SecretName::AppPassword,
+        }
+    }
+
+    /// The three references every member needs.
     pub fn all(&self) -> [&SecretRef; 3] {
         [
             &self.superuser_password,
@@ -375,6 +389,13 @@ pub trait Platform: Send + Sync + fmt::Debug {
     /// Where an operator finds a credential (a file path in local mode, a Secret and key on
     /// Kubernetes), to print instead of the value. `None` when there is nothing to point at.
     fn secret_location(&self, _secret: &SecretRef) -> Option<String> {
+        None
+    }
+
+    /// A libpq password file (mode 0600) holding a password credential, for the `passfile`
+    /// parameter of the connection URIs the platform prints, so they work as printed without
+    /// the password in them. `None` when the platform keeps no such file (Kubernetes).
+    fn passfile_location(&self, _secret: &SecretRef) -> Option<String> {
         None
     }
 

@@ -10,7 +10,7 @@ use toygres_common::http_api::{require_bearer, BearerAuth};
 
 use super::error::ApiError;
 use super::state::AppState;
-use super::{auth, backups, health, lifecycle, metrics, requests, settings};
+use super::{auth, backups, health, lifecycle, metrics, patroni, requests, settings};
 
 /// The whole API.
 pub fn app(state: AppState) -> Router {
@@ -47,6 +47,14 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::handler))
+        // Patroni's health checks, unauthenticated as Patroni's are.
+        .route("/primary", get(patroni::primary))
+        .route("/read-write", get(patroni::primary))
+        .route("/replica", get(patroni::replica))
+        .route("/read-only", get(patroni::read_only))
+        .route("/health", get(patroni::health))
+        .route("/liveness", get(patroni::liveness))
+        .route("/readiness", get(patroni::readiness))
         .merge(protected)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
@@ -64,6 +72,8 @@ pub fn starting_app() -> Router {
             "/healthz",
             get(|| async { axum::Json(serde_json::json!({"status": "ok", "phase": "starting"})) }),
         )
+        // Patroni's liveness: the agent answers, Postgres or not.
+        .route("/liveness", get(patroni::liveness))
         .route(
             "/metrics",
             get(|| async {

@@ -365,6 +365,7 @@ fn create_input(replicas: u32, replication: ReplicationMode) -> CreateInstanceIn
             replication,
             ha: Default::default(),
             backup: None,
+            app: None,
         },
         actor: ActorSettings {
             // The actor started at the end idles through the test.

@@ -25,6 +25,7 @@ pub struct InstanceCredentials {
     pub superuser_password: SecretValue,
     pub replication_password: SecretValue,
     pub sidecar_token: SecretValue,
+    pub app_password: SecretValue,
 }
 
 impl InstanceCredentials {
@@ -34,6 +35,7 @@ impl InstanceCredentials {
             SecretName::SuperuserPassword => &self.superuser_password,
             SecretName::ReplicationPassword => &self.replication_password,
             SecretName::SidecarToken => &self.sidecar_token,
+            SecretName::AppPassword => &self.app_password,
         }
     }
 }
@@ -120,6 +122,7 @@ pub(crate) mod tests {
             superuser_password: SecretValue::new("su-hunter2".into()),
             replication_password: SecretValue::new("repl-hunter2".into()),
             sidecar_token: SecretValue::new("token-hunter2-0123456789".into()),
+            app_password: SecretValue::new("app-hunter2".into()),
         }
     }
 
@@ -144,7 +147,8 @@ pub(crate) mod tests {
         assert_eq!(data["superuser-password"].0, b"su-hunter2");
         assert_eq!(data["replication-password"].0, b"repl-hunter2");
         assert_eq!(data["sidecar-token"].0, b"token-hunter2-0123456789");
-        assert_eq!(data.len(), 3);
+        assert_eq!(data["app-password"].0, b"app-hunter2");
+        assert_eq!(data.len(), 4);
     }
 
     #[test]

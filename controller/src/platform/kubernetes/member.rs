@@ -656,7 +656,8 @@ mod tests {
             [
                 "superuser-password",
                 "replication-password",
-                "sidecar-token"
+                "sidecar-token",
+                "app-password"
             ]
         );
         let mount = container

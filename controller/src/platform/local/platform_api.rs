@@ -48,6 +48,16 @@ impl Platform for LocalPlatform {
         )
     }
 
+    fn passfile_location(&self, secret: &SecretRef) -> Option<String> {
+        validate_instance_name(&secret.instance).ok()?;
+        secrets::passfile_user(secret.name)?;
+        Some(
+            secrets::passfile(&self.layout, secret)
+                .display()
+                .to_string(),
+        )
+    }
+
     fn default_backup_store(&self) -> Option<String> {
         Some(format!("file://{}", self.layout.backups_dir().display()))
     }

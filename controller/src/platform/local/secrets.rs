@@ -1,6 +1,9 @@
 //! An instance's credentials in local mode: one file per credential under
 //! `instances/<name>/secrets/` (directory 0700, files 0600), generated once and never rewritten.
 //! The sidecars read them through their `--*-file` flags; nothing else ever sees the values.
+//! Beside each password a libpq password file (`<key>.pgpass`, 0600) is kept, derived from it,
+//! which the printed connection URIs name with `passfile=`: they work as printed and never carry
+//! the password.
 
 use std::fs;
 use std::io::Write as _;
@@ -34,7 +37,56 @@ pub fn ensure(layout: &LocalLayout, instance: &str) -> anyhow::Result<SecretRefs
     for name in SecretName::ALL {
         create_once(&layout.secret_file(instance, name))?;
     }
-    Ok(SecretRefs::for_instance(instance))
+    let refs = SecretRefs::for_instance(instance);
+    for secret in [refs.superuser_password.clone(), refs.app_password()] {
+        write_passfile(layout, &secret)?;
+    }
+    Ok(refs)
+}
+
+/// The user a password file matches for this credential: the superuser's names `postgres`;
+/// the application's matches any user, because the platform's store does not know the owner
+/// role's name (the file only ever holds that one password). `None`: not a password.
+pub fn passfile_user(name: SecretName) -> Option<&'static str> {
+    match name {
+        SecretName::SuperuserPassword => Some("postgres"),
+        SecretName::AppPassword => Some("*"),
+        SecretName::ReplicationPassword | SecretName::SidecarToken => None,
+    }
+}
+
+/// Where the password file of `secret` is.
+pub fn passfile(layout: &LocalLayout, secret: &SecretRef) -> std::path::PathBuf {
+    layout
+        .secrets_dir(&secret.instance)
+        .join(format!("{}.pgpass", secret.name.key()))
+}
+
+/// (Re)writes the password file of `secret` from its current value, through a temporary file
+/// renamed into place, so a reader sees the old file or the new one. Any host, port and
+/// database: the same file serves the rw, ro and multi-host URIs.
+fn write_passfile(layout: &LocalLayout, secret: &SecretRef) -> anyhow::Result<()> {
+    let Some(user) = passfile_user(secret.name) else {
+        return Ok(());
+    };
+    let Some(value) = read(layout, secret)? else {
+        bail!("{secret} does not exist");
+    };
+    let path = passfile(layout, secret);
+    // libpq's escapes: `\` and `\:` inside a field.
+    let password = value.expose().replace('\\', "\\\\").replace(':', "\\:");
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("create {}", tmp.display()))?;
+    file.write_all(format!("*:*:*:{user}:{password}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("write {}", tmp.display()))?;
+    fs::rename(&tmp, &path).with_context(|| format!("rename into {}", path.display()))
 }
 
 /// Writes a new random value to `path` unless it exists. The value goes to a temporary file
@@ -105,6 +157,24 @@ mod tests {
         assert_eq!(values[0].len(), 48);
         assert_ne!(values[0], values[1]);
         assert_ne!(values[1], values[2]);
+        let app = read(&layout, &refs.app_password()).unwrap().unwrap();
+        assert!(!values.contains(&app.expose().to_string()));
+        for (secret, user, value) in [
+            (
+                refs.superuser_password.clone(),
+                "postgres",
+                values[0].clone(),
+            ),
+            (refs.app_password(), "*", app.expose().to_string()),
+        ] {
+            let file = passfile(&layout, &secret);
+            assert_eq!(
+                fs::read_to_string(&file).unwrap(),
+                format!("*:*:*:{user}:{value}\n")
+            );
+            let mode = fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         for name in SecretName::ALL {
             let mode = fs::metadata(layout.secret_file("db", name))
                 .unwrap()
@@ -125,7 +195,8 @@ mod tests {
             .map(|r| read(&layout, r).unwrap().unwrap().expose().to_string())
             .collect();
         assert_eq!(values, again);
-        assert_eq!(fs::read_dir(layout.secrets_dir("db")).unwrap().count(), 3);
+        // Four credentials and two password files.
+        assert_eq!(fs::read_dir(layout.secrets_dir("db")).unwrap().count(), 6);
         assert!(
             read(&layout, &SecretRefs::for_instance("other").sidecar_token)
                 .unwrap()

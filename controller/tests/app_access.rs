@@ -1,0 +1,233 @@
+//! Application access end to end: every instance gets an application database and an owner
+//! role; the URIs the controller prints work as printed with psql (libpq reads the password
+//! from the passfile they name, PGPASSWORD unset); `toygres psql` and `toygres connect` use
+//! them; the owner cannot create roles or databases and cannot log into another instance.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::{Command, Output};
+
+use support::*;
+use toygres_common::controller_api::{InstanceDetail, OperationAccepted};
+
+const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
+
+/// psql with `uri` and a query, with no password in its environment and no `~/.pgpass`.
+fn psql(uri: &str, query: &str) -> Output {
+    let empty_home = tempfile::tempdir().unwrap();
+    Command::new(PSQL)
+        .arg(uri)
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", query])
+        .env_remove("PGPASSWORD")
+        .env_remove("PGPASSFILE")
+        .env_remove("PGUSER")
+        .env_remove("PGDATABASE")
+        .env("HOME", empty_home.path())
+        .output()
+        .unwrap()
+}
+
+fn psql_ok(uri: &str, query: &str) -> String {
+    let out = psql(uri, query);
+    assert!(
+        out.status.success(),
+        "psql {uri} -c {query:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn printed_uris_work_as_printed_for_the_owner_of_the_application_database() {
+    let mut home = Home::new();
+    let api = home.start().await;
+
+    let out = stdout(&home.cli(&["create", "shop", "--replicas", "1"]));
+    assert!(out.contains("Database:    shop (owner shop)"), "{out}");
+    let detail: InstanceDetail = api.get("/v1/instances/shop").await;
+    let app = detail.connection.clone().unwrap().app.unwrap();
+    assert_eq!((app.user.as_str(), app.database.as_str()), ("shop", "shop"));
+    for uri in [&app.rw, &app.ro, &app.multi_host] {
+        assert!(out.contains(uri.as_str()), "{uri} not printed in:\n{out}");
+        assert!(uri.contains("passfile="), "{uri}");
+    }
+    let passfile = app.passfile.clone().unwrap();
+    let mode = fs::metadata(&passfile).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{passfile}");
+    let password = fs::read_to_string(app.password_location.as_deref().unwrap())
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(!out.contains(&password), "the CLI printed the password");
+
+    // Each printed URI, as printed: rw and multi-host reach the primary, ro the standby.
+    assert_eq!(
+        psql_ok(
+            &app.rw,
+            "SELECT current_user, current_database(), pg_is_in_recovery()"
+        ),
+        "shop|shop|f"
+    );
+    assert_eq!(
+        psql_ok(&app.multi_host, "SELECT current_user, pg_is_in_recovery()"),
+        "shop|f"
+    );
+    psql_ok(
+        &app.rw,
+        "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)",
+    );
+    assert_eq!(psql_ok(&app.ro, "SELECT pg_is_in_recovery()"), "t");
+    eventually(
+        std::time::Duration::from_secs(30),
+        "the row on ro",
+        || async {
+            let out = psql(&app.ro, "SELECT count(*) FROM orders");
+            (out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "1")
+                .then_some(())
+        },
+    )
+    .await;
+
+    // The owner is no superuser: no roles, no databases.
+    let denied = psql(&app.rw, "CREATE ROLE intruder");
+    assert!(!denied.status.success());
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    assert!(!psql(&app.rw, "CREATE DATABASE another").status.success());
+    assert_eq!(
+        psql_ok(
+            &app.rw,
+            "SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication FROM pg_roles \
+             WHERE rolname = current_user"
+        ),
+        "f|f|f|f"
+    );
+
+    // `toygres psql`: as the owner, on ro, and as the superuser.
+    let session = |extra: &[&str], query: &str| {
+        let mut args = vec!["psql", "shop", "--psql", PSQL];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "-XAtc", query]);
+        let mut cmd = home.command();
+        cmd.args(&args).env_remove("PGPASSWORD");
+        stdout(&cmd.output().unwrap()).trim().to_string()
+    };
+    assert_eq!(session(&[], "SELECT current_user"), "shop");
+    assert_eq!(session(&["--ro"], "SELECT pg_is_in_recovery()"), "t");
+    assert_eq!(
+        session(&["--superuser"], "SELECT current_user, current_database()"),
+        "postgres|postgres"
+    );
+
+    // `toygres connect`: JSON and environment variables a program can use as they are.
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&home.cli(&["connect", "shop", "-o", "json"]))).unwrap();
+    assert_eq!(json["uri"], app.rw.as_str());
+    assert_eq!(json["user"], "shop");
+    let env = stdout(&home.cli(&["connect", "shop", "--ro", "-o", "env"]));
+    assert!(
+        env.contains(&format!("export PGPASSFILE='{passfile}'")),
+        "{env}"
+    );
+    assert!(
+        env.contains(&format!("export PGPORT='{}'", app.ro_port)),
+        "{env}"
+    );
+    let via_env = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{env}\n{PSQL} -XAtc 'SELECT current_user'"))
+        .env_remove("PGPASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&via_env).trim(), "shop");
+
+    // Another instance, with its own names: shop's owner cannot log into it.
+    let (status, text) = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/instances",
+            Some(serde_json::json!({
+                "name": "ledger", "replicas": 0, "database": "books", "owner": "clerk"
+            })),
+        )
+        .await;
+    assert_eq!(status, 202, "{text}");
+    let accepted: OperationAccepted = serde_json::from_str(&text).unwrap();
+    let created = api.wait_operation(&home, &accepted.operation_id).await;
+    assert_eq!(created.status, "succeeded", "{created:?}");
+    let other: InstanceDetail = api.get("/v1/instances/ledger").await;
+    let other_app = other.connection.unwrap().app.unwrap();
+    assert_eq!(psql_ok(&other_app.rw, "SELECT current_user"), "clerk");
+    let shop_into_ledger = app.rw.replace(
+        &format!(":{}/shop", app.rw_port),
+        &format!(":{}/books", other_app.rw_port),
+    );
+    assert_ne!(shop_into_ledger, app.rw);
+    assert!(!psql(&shop_into_ledger, "SELECT 1").status.success());
+    let shop_into_ledger_db = app.rw.replace(
+        &format!(":{}/shop", app.rw_port),
+        &format!(":{}/shop", other_app.rw_port),
+    );
+    assert!(!psql(&shop_into_ledger_db, "SELECT 1").status.success());
+
+    // Neither application password is anywhere in the CMS.
+    let cms = home.cms_client().await;
+    let ledger_password =
+        fs::read_to_string(other_app.password_location.as_deref().unwrap()).unwrap();
+    for secret in [password.as_str(), ledger_password.trim()] {
+        for table in [
+            "toygres_duroxide.history",
+            "toygres.operations",
+            "toygres.events",
+            "toygres.instances",
+        ] {
+            let found: i64 = cms
+                .query_one(
+                    &format!("SELECT count(*) FROM {table} t WHERE t::text LIKE '%' || $1 || '%'"),
+                    &[&secret],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(found, 0, "an application password is in {table}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_application_names_are_refused_before_anything_is_made() {
+    let mut home = Home::new();
+    let api = home.start().await;
+    for (body, field) in [
+        (
+            serde_json::json!({"name": "a", "database": "postgres"}),
+            "database",
+        ),
+        (
+            serde_json::json!({"name": "a", "owner": "pg_signal"}),
+            "owner",
+        ),
+        (
+            serde_json::json!({"name": "a", "owner": "Bad Name"}),
+            "owner",
+        ),
+    ] {
+        let (status, text) = api
+            .send(reqwest::Method::POST, "/v1/instances", Some(body))
+            .await;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains(field), "{text}");
+    }
+    let out = home.cli(&["create", "a", "--owner", "postgres"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reserved"));
+    let list = stdout(&home.cli(&["list", "-o", "json"]));
+    assert!(!list.contains("\"a\""), "{list}");
+}
