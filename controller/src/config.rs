@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use tokio_postgres::config::{Host, SslMode};
 
 use crate::home::ControllerHome;
+use crate::platform::kubernetes::args::PlatformArgs;
 
 /// The default address of the controller's HTTP API.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
@@ -77,6 +78,9 @@ pub struct ControllerArgs {
         default_value_t = 15
     )]
     pub isolation_lease_secs: u64,
+
+    #[command(flatten)]
+    pub platform: PlatformArgs,
 }
 
 /// A connection string that may hold a password: never printed (`Debug` is redacted).
@@ -140,6 +144,8 @@ pub struct ControllerConfig {
     pub supervise_interval: Duration,
     /// The sidecars' isolation lease; `None`: off.
     pub isolation_lease: Option<Duration>,
+    /// Which platform instances run on, and the Kubernetes platform's settings.
+    pub platform: PlatformArgs,
 }
 
 impl ControllerConfig {
@@ -183,6 +189,7 @@ impl ControllerConfig {
             supervise_interval: Duration::from_millis(args.supervise_interval_ms),
             isolation_lease: (args.isolation_lease_secs > 0)
                 .then(|| Duration::from_secs(args.isolation_lease_secs)),
+            platform: args.platform,
         })
     }
 }

@@ -20,6 +20,8 @@ use crate::engine::{open_store, Engine, EngineSettings};
 use crate::home::{listen_url, remove_addr_file, write_file_atomically};
 use crate::metrics::ControllerMetrics;
 use crate::orchestrations::instance_actor::ActorSettings;
+use crate::platform::kubernetes::args::PlatformKind;
+use crate::platform::kubernetes::platform::KubernetesPlatform;
 use crate::platform::local::{LocalPlatform, LocalPlatformConfig};
 use crate::platform::Platform;
 use crate::shutdown::ShutdownSignals;
@@ -148,26 +150,7 @@ async fn serve(
     }
     drop(client);
 
-    let mut platform_config = LocalPlatformConfig::new(config.home.root().to_path_buf());
-    platform_config.sidecar_bin = config.sidecar_bin.clone();
-    platform_config.pg_bin_dir = config.pg_bin_dir.clone();
-    if let Some(lease) = config.isolation_lease {
-        platform_config
-            .extra_sidecar_args
-            .push(format!("--isolation-lease-secs={}", lease.as_secs()));
-    }
-    let platform =
-        Arc::new(LocalPlatform::new(platform_config).context("set up the local platform")?);
-    let adopted = platform
-        .adopt()
-        .await
-        .context("take over the local members")?;
-    tracing::info!(
-        members = adopted.members.len(),
-        endpoints = adopted.endpoints.len(),
-        "took over the local platform"
-    );
-    let _supervisor = platform.spawn_supervisor(config.supervise_interval);
+    let platform = start_platform(config).await?;
 
     let cms = Arc::new(Cms::new(cms_config));
     let metrics = Arc::new(ControllerMetrics::default());
@@ -180,7 +163,7 @@ async fn serve(
         },
         probe_timeout: config.health_timeout,
     };
-    let dyn_platform: Arc<dyn Platform> = platform.clone();
+    let dyn_platform: Arc<dyn Platform> = platform.shared();
     let engine = Arc::new(
         Engine::start(
             store,
@@ -259,4 +242,71 @@ async fn serve(
     engine.shutdown(ENGINE_STOP_TIMEOUT).await;
     platform.shutdown().await;
     outcome
+}
+
+/// The platform the controller runs on, with what must stop with it.
+enum RunningPlatform {
+    /// The local platform and its supervisor (which restarts dead sidecars).
+    Local(Arc<LocalPlatform>, tokio::task::JoinHandle<()>),
+    /// The Kubernetes platform (the cluster restarts pods itself) and its relabeler (which
+    /// gives re-created pods their role labels back).
+    Kubernetes(Arc<KubernetesPlatform>, tokio::task::JoinHandle<()>),
+}
+
+impl RunningPlatform {
+    fn shared(&self) -> Arc<dyn Platform> {
+        match self {
+            RunningPlatform::Local(platform, _) => platform.clone(),
+            RunningPlatform::Kubernetes(platform, _) => platform.clone(),
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            // The supervisor holds a weak reference: it ends once the platform is gone.
+            RunningPlatform::Local(platform, _supervisor) => platform.shutdown().await,
+            RunningPlatform::Kubernetes(_, relabeler) => relabeler.abort(),
+        }
+    }
+}
+
+/// Sets up the platform `--platform` names: the local one takes over its members and endpoints;
+/// the Kubernetes one connects to the cluster.
+async fn start_platform(config: &ControllerConfig) -> anyhow::Result<RunningPlatform> {
+    if config.platform.kind == PlatformKind::Kubernetes {
+        let settings = config
+            .platform
+            .kubernetes_config(config.isolation_lease.map(|lease| lease.as_secs()));
+        let platform = KubernetesPlatform::connect(settings)
+            .await
+            .context("set up the Kubernetes platform")?;
+        tracing::info!(
+            namespace = platform.namespace(),
+            "instances run on Kubernetes"
+        );
+        let platform = Arc::new(platform);
+        let relabeler = platform.spawn_relabeler(config.supervise_interval);
+        return Ok(RunningPlatform::Kubernetes(platform, relabeler));
+    }
+    let mut platform_config = LocalPlatformConfig::new(config.home.root().to_path_buf());
+    platform_config.sidecar_bin = config.sidecar_bin.clone();
+    platform_config.pg_bin_dir = config.pg_bin_dir.clone();
+    if let Some(lease) = config.isolation_lease {
+        platform_config
+            .extra_sidecar_args
+            .push(format!("--isolation-lease-secs={}", lease.as_secs()));
+    }
+    let platform =
+        Arc::new(LocalPlatform::new(platform_config).context("set up the local platform")?);
+    let adopted = platform
+        .adopt()
+        .await
+        .context("take over the local members")?;
+    tracing::info!(
+        members = adopted.members.len(),
+        endpoints = adopted.endpoints.len(),
+        "took over the local platform"
+    );
+    let supervisor = platform.spawn_supervisor(config.supervise_interval);
+    Ok(RunningPlatform::Local(platform, supervisor))
 }

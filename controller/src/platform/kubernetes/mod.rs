@@ -14,7 +14,9 @@
 //! - the PodDisruptionBudget `<i>` ([`disruption`]).
 //!
 //! The role label moved at failover and switchover is built by [`labels::role_label_patch`].
-//! Applying, watching and waiting belong to the platform that will use these builders.
+//! Applying, waiting and labelling belong to [`platform::KubernetesPlatform`], which serves the
+//! [`Platform`](crate::platform::Platform) trait with these builders; [`args`] holds the
+//! `toygres controller` flags that select and configure it.
 
 use std::collections::BTreeMap;
 
@@ -23,10 +25,12 @@ use toygres_common::names::{validate_instance_name, PgAddress};
 
 use super::{validate_member_of, Bootstrap, MemberSpec, PlatformError};
 
+pub mod args;
 pub mod credentials;
 pub mod disruption;
 pub mod labels;
 pub mod member;
+pub mod platform;
 pub mod root;
 pub mod services;
 

@@ -1,0 +1,425 @@
+//! Members as one-replica StatefulSets: created and started by applying the StatefulSet, found
+//! through their pods, killed by scaling to 0 and deleting the pod at once, deleted with or
+//! without their PVC.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use serde_json::json;
+use toygres_common::names::PgAddress;
+
+use super::events::InstanceEvent;
+use super::{classify, KubernetesPlatform, FIELD_MANAGER};
+use crate::platform::kubernetes::disruption::instance_disruption_budget;
+use crate::platform::kubernetes::labels::{instance_pods_selector, MEMBER_KEY};
+use crate::platform::kubernetes::member::{member_stateful_set, DATA_VOLUME, ZONE_LABEL};
+use crate::platform::kubernetes::services::{members_service, ro_service, rw_service};
+use crate::platform::kubernetes::{
+    credentials_secret_name, member_pg_address, member_pod_name, InstanceSettings, MemberSettings,
+    API_PORT, PG_PORT,
+};
+use crate::platform::{
+    validate_member_of, Bootstrap, MemberAddress, MemberHandle, MemberInfo, MemberSpec,
+    MemberState, Placement, PlatformError,
+};
+
+/// The annotation on a member's StatefulSet recording the bootstrap it was created with: later
+/// applies reuse it, so the pod template (and the running pod) never changes because a retry
+/// or a restart of the member names another bootstrap source.
+pub const BOOTSTRAP_ANNOTATION: &str = "toygres.io/bootstrap";
+
+/// How often waits look at the cluster again.
+const POLL: Duration = Duration::from_millis(250);
+
+/// The PVC of `member`'s data: `data-<member>-0`.
+pub fn data_claim_name(member: &str) -> String {
+    format!("{DATA_VOLUME}-{}", member_pod_name(member))
+}
+
+/// `instance=<i>,component=member` as a label selector string.
+pub fn member_pods_selector(instance: &str) -> String {
+    instance_pods_selector(instance)
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The address of a pod with an IP: Postgres and the sidecar API on it.
+fn pod_address(pod: &Pod) -> Option<MemberAddress> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let ip = pod.status.as_ref()?.pod_ip.clone()?;
+    Some(MemberAddress {
+        api_url: format!("http://{ip}:{API_PORT}"),
+        pg: PgAddress {
+            host: ip,
+            port: PG_PORT,
+        },
+    })
+}
+
+/// Whether the pod runs (scheduled, started, not being deleted).
+fn pod_runs(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+/// The bootstrap a StatefulSet records.
+fn recorded_bootstrap(set: &StatefulSet) -> Option<Bootstrap> {
+    let text = set
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(BOOTSTRAP_ANNOTATION)?;
+    serde_json::from_str(text).ok()
+}
+
+/// The zone a StatefulSet pins its pod to.
+fn pinned_zone(set: &StatefulSet) -> Option<String> {
+    set.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .node_selector
+        .as_ref()?
+        .get(ZONE_LABEL)
+        .cloned()
+}
+
+impl KubernetesPlatform {
+    /// Applies the objects every member needs: the three Services and the PodDisruptionBudget.
+    pub(super) async fn apply_instance_objects(
+        &self,
+        settings: &InstanceSettings,
+        owner: &OwnerReference,
+    ) -> anyhow::Result<()> {
+        self.apply(&rw_service(settings, owner)).await?;
+        self.apply(&ro_service(settings, owner)).await?;
+        self.apply(&members_service(settings, owner)).await?;
+        self.apply(&instance_disruption_budget(settings, owner))
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn create_member_objects(
+        &self,
+        spec: &MemberSpec,
+    ) -> Result<MemberHandle, PlatformError> {
+        spec.validate()?;
+        let mut member_settings = MemberSettings::from_spec(spec)?;
+        let settings = self.settings(
+            &spec.instance,
+            spec.archive.as_ref().map(|a| a.store_url.clone()),
+        );
+        settings.validate()?;
+        let owner = self.ensure_root(&settings).await?;
+        let secret = credentials_secret_name(&spec.instance);
+        let present = self
+            .api::<Secret>()
+            .get_opt(&secret)
+            .await
+            .with_context(|| format!("read Secret {}/{secret}", self.namespace))?;
+        if present.is_none() {
+            return Err(PlatformError::not_found(
+                "secret",
+                spec.secrets.superuser_password.to_string(),
+            ));
+        }
+        self.apply_instance_objects(&settings, &owner).await?;
+        let existing = self
+            .api::<StatefulSet>()
+            .get_opt(&spec.member)
+            .await
+            .with_context(|| format!("read StatefulSet {}/{}", self.namespace, spec.member))?;
+        if let Some(bootstrap) = existing.as_ref().and_then(recorded_bootstrap) {
+            member_settings.bootstrap = bootstrap;
+        }
+        let mut set = member_stateful_set(&settings, &member_settings, &owner);
+        let bootstrap = serde_json::to_string(&member_settings.bootstrap)
+            .context("encode the member's bootstrap")?;
+        set.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(BOOTSTRAP_ANNOTATION.to_string(), bootstrap);
+        self.apply(&set).await?;
+        let was_stopped = existing
+            .as_ref()
+            .and_then(|s| s.spec.as_ref())
+            .and_then(|s| s.replicas)
+            == Some(0);
+        match existing {
+            None => {
+                let note = match &member_settings.bootstrap {
+                    Bootstrap::Init => format!("member {}: a new primary (initdb)", spec.member),
+                    Bootstrap::Standby { primary } => {
+                        format!("member {}: a new standby of {primary}", spec.member)
+                    }
+                };
+                self.record(&spec.instance, InstanceEvent::MemberCreated, note)
+                    .await;
+            }
+            Some(_) if was_stopped => {
+                let note = format!("member {} started again after it was stopped", spec.member);
+                self.record(&spec.instance, InstanceEvent::MemberStarted, note)
+                    .await;
+            }
+            Some(_) => {}
+        }
+        let address = self.wait_pod_address(&spec.member).await?;
+        tracing::info!(
+            instance = %spec.instance,
+            member = %spec.member,
+            pod_ip = %address.pg.host,
+            "the member's pod runs"
+        );
+        Ok(MemberHandle {
+            instance: spec.instance.clone(),
+            member: spec.member.clone(),
+            address,
+        })
+    }
+
+    /// Waits until `member`'s pod has an IP.
+    async fn wait_pod_address(&self, member: &str) -> anyhow::Result<MemberAddress> {
+        let pods = self.api::<Pod>();
+        let name = member_pod_name(member);
+        let deadline = Instant::now() + self.config.pod_start_timeout;
+        loop {
+            let pod = pods
+                .get_opt(&name)
+                .await
+                .with_context(|| format!("read Pod {}/{name}", self.namespace))?;
+            if let Some(address) = pod.as_ref().and_then(pod_address) {
+                return Ok(address);
+            }
+            if Instant::now() >= deadline {
+                let status = pod
+                    .and_then(|p| p.status)
+                    .map(|s| {
+                        let conditions: Vec<String> = s
+                            .conditions
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter_map(|c| c.message.map(|m| format!("{}: {m}", c.type_)))
+                            .collect();
+                        format!("phase {:?} {}", s.phase, conditions.join("; "))
+                    })
+                    .unwrap_or_else(|| "no pod".into());
+                anyhow::bail!(
+                    "pod {}/{name} got no IP within {:?} ({status})",
+                    self.namespace,
+                    self.config.pod_start_timeout
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    pub(super) async fn address_of(
+        &self,
+        instance: &str,
+        member: &str,
+    ) -> Result<MemberAddress, PlatformError> {
+        validate_member_of(instance, member)?;
+        let pod = self
+            .api::<Pod>()
+            .get_opt(&member_pod_name(member))
+            .await
+            .with_context(|| format!("read the pod of member {member}"))?;
+        if let Some(address) = pod.as_ref().and_then(pod_address) {
+            return Ok(address);
+        }
+        // A member without a running pod keeps its stable in-cluster name, as a stopped local
+        // member keeps its ports.
+        self.api::<StatefulSet>()
+            .get(member)
+            .await
+            .map_err(|e| classify(e, "member", member, format!("read StatefulSet {member}")))?;
+        Ok(self.dns_address(instance, member))
+    }
+
+    fn dns_address(&self, instance: &str, member: &str) -> MemberAddress {
+        let settings = self.settings(instance, None);
+        let pg = member_pg_address(&settings, member);
+        MemberAddress {
+            api_url: format!("http://{}:{API_PORT}", pg.host),
+            pg,
+        }
+    }
+
+    pub(super) async fn members_of(
+        &self,
+        instance: &str,
+    ) -> Result<Vec<MemberInfo>, PlatformError> {
+        let selector = member_pods_selector(instance);
+        let params = ListParams::default().labels(&selector);
+        let sets = self
+            .api::<StatefulSet>()
+            .list(&params)
+            .await
+            .with_context(|| format!("list the StatefulSets of instance {instance}"))?;
+        let pods = self
+            .api::<Pod>()
+            .list(&params)
+            .await
+            .with_context(|| format!("list the pods of instance {instance}"))?;
+        let mut members = Vec::new();
+        for set in sets.items {
+            let Some(member) = set.metadata.name.clone() else {
+                continue;
+            };
+            let pod = pods.items.iter().find(|pod| {
+                pod.metadata.labels.as_ref().and_then(|l| l.get(MEMBER_KEY)) == Some(&member)
+            });
+            let replicas = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let state = if replicas == 0 {
+                MemberState::Stopped
+            } else if pod.is_some_and(pod_runs) {
+                MemberState::Running
+            } else {
+                MemberState::Down
+            };
+            let address = pod
+                .and_then(pod_address)
+                .unwrap_or_else(|| self.dns_address(instance, &member));
+            members.push(MemberInfo {
+                placement: Placement {
+                    zone: pinned_zone(&set),
+                    size: None,
+                },
+                member,
+                address,
+                state,
+            });
+        }
+        members.sort_by(|a, b| a.member.cmp(&b.member));
+        Ok(members)
+    }
+
+    /// Scales the member to 0 (so nothing starts it again) and deletes its pod with no grace.
+    pub(super) async fn kill(&self, instance: &str, member: &str) -> Result<(), PlatformError> {
+        validate_member_of(instance, member)?;
+        let sets = self.api::<StatefulSet>();
+        let scaled = sets
+            .patch(
+                member,
+                &PatchParams {
+                    field_manager: Some(FIELD_MANAGER.to_string()),
+                    ..PatchParams::default()
+                },
+                &Patch::Merge(json!({ "spec": { "replicas": 0 } })),
+            )
+            .await
+            .map_err(|e| classify(e, "member", member, format!("scale {member} to 0")))?;
+        // Deleted once the StatefulSet controller has seen the new count, so it does not start
+        // the pod again; after a short wait, deleted anyway (a late restart is scaled away).
+        let generation = scaled.metadata.generation;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let observed = sets
+                .get_opt(member)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|s| s.status)
+                .and_then(|s| s.observed_generation);
+            if observed >= generation {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.delete_if_present::<Pod>(
+            &member_pod_name(member),
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            },
+        )
+        .await?;
+        tracing::warn!(
+            instance,
+            member,
+            "killed the member's pod (kept at 0 replicas)"
+        );
+        let note = format!("member {member} killed: its pod deleted at once, kept at 0 replicas");
+        self.record(instance, InstanceEvent::MemberFenced, note)
+            .await;
+        Ok(())
+    }
+
+    pub(super) async fn delete_member_objects(
+        &self,
+        instance: &str,
+        member: &str,
+        keep_data: bool,
+    ) -> Result<(), PlatformError> {
+        validate_member_of(instance, member)?;
+        self.delete_if_present::<StatefulSet>(
+            member,
+            &DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Background),
+                ..DeleteParams::default()
+            },
+        )
+        .await?;
+        // The pod stops with its grace period (the sidecar shuts Postgres down cleanly, then
+        // the kubelet kills what is left).
+        let pod = member_pod_name(member);
+        self.delete_if_present::<Pod>(&pod, &DeleteParams::default())
+            .await?;
+        let grace = crate::platform::kubernetes::member::TERMINATION_GRACE_SECS;
+        let deadline = Instant::now() + Duration::from_secs(grace.unsigned_abs() + 30);
+        let pods = self.api::<Pod>();
+        loop {
+            let present = pods
+                .get_opt(&pod)
+                .await
+                .with_context(|| format!("read Pod {pod}"))?;
+            if present.is_none() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(anyhow::anyhow!("pod {pod} is still terminating").into());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        if keep_data {
+            tracing::info!(instance, member, "deleted the member, keeping its PVC");
+        } else {
+            self.delete_if_present::<PersistentVolumeClaim>(
+                &data_claim_name(member),
+                &DeleteParams::default(),
+            )
+            .await?;
+            tracing::info!(instance, member, "deleted the member and its PVC");
+        }
+        let note = format!(
+            "member {member} deleted{}",
+            if keep_data { ", its PVC kept" } else { "" }
+        );
+        self.record(instance, InstanceEvent::MemberDeleted, note)
+            .await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_members_claim_and_selector_follow_the_stateful_set_naming() {
+        assert_eq!(data_claim_name("orders-1"), "data-orders-1-0");
+        assert_eq!(
+            member_pods_selector("orders"),
+            "app.kubernetes.io/component=member,toygres.io/instance=orders"
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! The [`Platform`] trait as the Kubernetes platform serves it, and the instance's credentials:
+//! one Secret, created once with random values and read back ever after.
+
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{DeleteParams, PostParams, PropagationPolicy};
+use rand::RngCore as _;
+use toygres_common::names::validate_instance_name;
+
+use super::{classify, KubernetesPlatform, FIELD_MANAGER};
+use crate::platform::kubernetes::credentials::{instance_secret, InstanceCredentials};
+use crate::platform::kubernetes::{credentials_secret_name, root_config_map_name};
+use crate::platform::{
+    EndpointRoutes, Endpoints, MemberAddress, MemberHandle, MemberInfo, MemberSpec, Platform,
+    PlatformError, SecretRef, SecretRefs, SecretValue,
+};
+use crate::token::hex;
+
+/// A new random credential: 24 bytes from the OS, in hex.
+fn random_credential() -> SecretValue {
+    let mut bytes = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    SecretValue::new(hex(&bytes))
+}
+
+#[async_trait::async_trait]
+impl Platform for KubernetesPlatform {
+    async fn ensure_instance_secrets(&self, instance: &str) -> Result<SecretRefs, PlatformError> {
+        validate_instance_name(instance)?;
+        let settings = self.settings(instance, None);
+        let owner = self.ensure_root(&settings).await?;
+        let name = credentials_secret_name(instance);
+        let secrets = self.api::<Secret>();
+        let existing = secrets
+            .get_opt(&name)
+            .await
+            .with_context(|| format!("read Secret {}/{name}", self.namespace))?;
+        if existing.is_none() {
+            let credentials = InstanceCredentials {
+                superuser_password: random_credential(),
+                replication_password: random_credential(),
+                sidecar_token: random_credential(),
+            };
+            let secret = instance_secret(&settings, &credentials, &owner).into_secret();
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.to_string()),
+                ..PostParams::default()
+            };
+            // Created, never applied: when another attempt created it first, its values stay.
+            match secrets.create(&params, &secret).await {
+                Ok(_) => tracing::info!(instance, secret = %name, "created the credentials"),
+                Err(kube::Error::Api(status)) if status.is_already_exists() => {}
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("create Secret {}/{name}", self.namespace))
+                        .into())
+                }
+            }
+        }
+        Ok(SecretRefs::for_instance(instance))
+    }
+
+    /// Removes the Secret, then the instance's root ConfigMap: the last step of deleting an
+    /// instance, after which the garbage collector removes whatever still hangs off the root.
+    async fn delete_instance_secrets(&self, instance: &str) -> Result<(), PlatformError> {
+        validate_instance_name(instance)?;
+        self.delete_if_present::<Secret>(
+            &credentials_secret_name(instance),
+            &DeleteParams::default(),
+        )
+        .await?;
+        self.delete_if_present::<ConfigMap>(
+            &root_config_map_name(instance),
+            &DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Background),
+                ..DeleteParams::default()
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn read_secret(&self, secret: &SecretRef) -> Result<SecretValue, PlatformError> {
+        validate_instance_name(&secret.instance)?;
+        let name = credentials_secret_name(&secret.instance);
+        let object = self.api::<Secret>().get(&name).await.map_err(|e| {
+            classify(
+                e,
+                "secret",
+                &secret.to_string(),
+                format!("read Secret {}/{name}", self.namespace),
+            )
+        })?;
+        let bytes = object
+            .data
+            .as_ref()
+            .and_then(|data| data.get(secret.name.key()))
+            .ok_or_else(|| PlatformError::not_found("secret", secret.to_string()))?;
+        let value = String::from_utf8(bytes.0.clone()).map_err(|_| {
+            PlatformError::Invalid(format!("Secret {name} key {} is not UTF-8", secret.name))
+        })?;
+        Ok(SecretValue::new(
+            value.trim_end_matches(['\n', '\r']).to_string(),
+        ))
+    }
+
+    fn secret_location(&self, secret: &SecretRef) -> Option<String> {
+        validate_instance_name(&secret.instance).ok()?;
+        Some(format!(
+            "Secret {}/{}, key {}",
+            self.namespace,
+            credentials_secret_name(&secret.instance),
+            secret.name.key()
+        ))
+    }
+
+    async fn create_member(&self, spec: &MemberSpec) -> Result<MemberHandle, PlatformError> {
+        self.create_member_objects(spec).await
+    }
+
+    async fn delete_member(
+        &self,
+        instance: &str,
+        member: &str,
+        keep_data: bool,
+    ) -> Result<(), PlatformError> {
+        self.delete_member_objects(instance, member, keep_data)
+            .await
+    }
+
+    async fn member_address(
+        &self,
+        instance: &str,
+        member: &str,
+    ) -> Result<MemberAddress, PlatformError> {
+        self.address_of(instance, member).await
+    }
+
+    async fn kill_member(&self, instance: &str, member: &str) -> Result<(), PlatformError> {
+        self.kill(instance, member).await
+    }
+
+    async fn list_members(&self, instance: &str) -> Result<Vec<MemberInfo>, PlatformError> {
+        validate_instance_name(instance)?;
+        self.members_of(instance).await
+    }
+
+    async fn ensure_endpoints(&self, instance: &str) -> Result<Endpoints, PlatformError> {
+        validate_instance_name(instance)?;
+        self.ensure_services(instance).await
+    }
+
+    async fn route_endpoint(
+        &self,
+        instance: &str,
+        routes: &EndpointRoutes,
+    ) -> Result<(), PlatformError> {
+        validate_instance_name(instance)?;
+        self.route(instance, routes).await
+    }
+
+    async fn delete_endpoints(&self, instance: &str) -> Result<(), PlatformError> {
+        validate_instance_name(instance)?;
+        self.delete_services(instance).await
+    }
+}

@@ -1,0 +1,342 @@
+//! The endpoints: the `-rw`, `-ro` and `-members` Services, and the role labels on member pods
+//! that decide where `-rw` and `-ro` lead.
+//!
+//! Routing changes labels in two passes: first every pod that loses or changes its role loses
+//! its label (the old primary leaves `-rw` before anything else happens), then the pods that
+//! gain a role get it. So `-rw` never lists two pods, even for a moment.
+//!
+//! The routes are also recorded on the instance's root ConfigMap ([`ROUTES_ANNOTATION`]): a pod
+//! that the StatefulSet controller re-creates starts without a role label, and the relabeler
+//! ([`KubernetesPlatform::spawn_relabeler`]) gives it back the role the recorded routes name. It
+//! only ever adds a missing label, under the same per-instance lock as routing, so it cannot
+//! undo a removal.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use toygres_common::names::PgAddress;
+
+use super::events::InstanceEvent;
+use super::members::member_pods_selector;
+use super::{classify, KubernetesPlatform, FIELD_MANAGER};
+use crate::platform::kubernetes::labels::{
+    role_label_patch, Component, RoleLabel, APP_COMPONENT_KEY, APP_MANAGED_BY_KEY, INSTANCE_KEY,
+    MANAGED_BY, MEMBER_KEY, ROLE_KEY,
+};
+use crate::platform::kubernetes::{
+    members_service_name, ro_service_name, root_config_map_name, rw_service_name, PG_PORT,
+};
+use crate::platform::{validate_member_of, EndpointRoutes, Endpoints, PlatformError};
+
+/// The annotation of the root ConfigMap holding the instance's current [`EndpointRoutes`] (JSON).
+pub const ROUTES_ANNOTATION: &str = "toygres.io/routes";
+
+/// The role `routes` give `member`.
+pub fn desired_role(routes: &EndpointRoutes, member: &str) -> Option<RoleLabel> {
+    if routes.rw.as_deref() == Some(member) {
+        Some(RoleLabel::Primary)
+    } else if routes.ro.iter().any(|m| m == member) {
+        Some(RoleLabel::Standby)
+    } else {
+        None
+    }
+}
+
+/// The role label a pod carries.
+fn current_role(pod: &Pod) -> Option<RoleLabel> {
+    match pod.metadata.labels.as_ref()?.get(ROLE_KEY)?.as_str() {
+        "primary" => Some(RoleLabel::Primary),
+        "standby" => Some(RoleLabel::Standby),
+        // An unknown value is as good as none: it is replaced.
+        _ => None,
+    }
+}
+
+/// The label changes that take pods from their `current` roles to the `desired` ones: first
+/// the removals, then the additions (by pod name).
+pub fn label_changes(
+    pods: &BTreeMap<String, (Option<RoleLabel>, Option<RoleLabel>)>,
+) -> (Vec<String>, Vec<(String, RoleLabel)>) {
+    let mut removals = Vec::new();
+    let mut additions = Vec::new();
+    for (pod, (current, desired)) in pods {
+        if current == desired {
+            continue;
+        }
+        if current.is_some() {
+            removals.push(pod.clone());
+        }
+        if let Some(role) = desired {
+            additions.push((pod.clone(), *role));
+        }
+    }
+    (removals, additions)
+}
+
+impl KubernetesPlatform {
+    /// Applies the instance's root, Services and PodDisruptionBudget; returns the Services'
+    /// in-cluster addresses.
+    pub(super) async fn ensure_services(&self, instance: &str) -> Result<Endpoints, PlatformError> {
+        let settings = self.settings(instance, None);
+        settings.validate()?;
+        let owner = self.ensure_root(&settings).await?;
+        self.apply_instance_objects(&settings, &owner).await?;
+        let address = |service: String| PgAddress {
+            host: format!("{service}.{}.svc", self.namespace),
+            port: PG_PORT,
+        };
+        Ok(Endpoints {
+            rw: address(rw_service_name(instance)),
+            ro: address(ro_service_name(instance)),
+        })
+    }
+
+    pub(super) async fn delete_services(&self, instance: &str) -> Result<(), PlatformError> {
+        for name in [
+            rw_service_name(instance),
+            ro_service_name(instance),
+            members_service_name(instance),
+        ] {
+            self.delete_if_present::<Service>(&name, &DeleteParams::default())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Moves the role labels so that `-rw` leads to `routes.rw` and `-ro` to `routes.ro`.
+    /// Members whose pod is not there (killed, being rescheduled) are skipped: a pod is
+    /// labelled when the controller routes to it again.
+    pub(super) async fn route(
+        &self,
+        instance: &str,
+        routes: &EndpointRoutes,
+    ) -> Result<(), PlatformError> {
+        for member in routes.rw.iter().chain(&routes.ro) {
+            validate_member_of(instance, member)?;
+            self.api::<StatefulSet>()
+                .get(member)
+                .await
+                .map_err(|e| classify(e, "member", member, format!("read StatefulSet {member}")))?;
+        }
+        let _lock = self.lock(instance).await;
+        self.record_routes(instance, routes).await?;
+        let pods = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&member_pods_selector(instance)))
+            .await
+            .with_context(|| format!("list the pods of instance {instance}"))?;
+        let roles: BTreeMap<String, (Option<RoleLabel>, Option<RoleLabel>)> = pods
+            .items
+            .iter()
+            .filter_map(|pod| {
+                let name = pod.metadata.name.clone()?;
+                let member = pod.metadata.labels.as_ref()?.get(MEMBER_KEY)?;
+                Some((name, (current_role(pod), desired_role(routes, member))))
+            })
+            .collect();
+        let (removals, additions) = label_changes(&roles);
+        let primary_of =
+            |pick: fn(&(Option<RoleLabel>, Option<RoleLabel>)) -> Option<RoleLabel>| {
+                roles
+                    .iter()
+                    .find(|(_, roles)| pick(roles) == Some(RoleLabel::Primary))
+                    .map(|(pod, _)| pod.clone())
+            };
+        let old_primary = primary_of(|(current, _)| *current);
+        let new_primary = primary_of(|(_, desired)| *desired);
+        for pod in removals {
+            self.label_pod(&pod, None).await?;
+        }
+        for (pod, role) in additions {
+            self.label_pod(&pod, Some(role)).await?;
+        }
+        if old_primary != new_primary {
+            let was = old_primary.as_deref().unwrap_or("no pod");
+            match &new_primary {
+                Some(pod) => {
+                    let note = format!("the rw Service leads to pod {pod} (was {was})");
+                    self.record(instance, InstanceEvent::PrimaryChanged, note)
+                        .await;
+                }
+                None => {
+                    let note = format!("the rw Service leads nowhere (was pod {was})");
+                    self.record(instance, InstanceEvent::PrimaryUnrouted, note)
+                        .await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `routes` to the root's [`ROUTES_ANNOTATION`].
+    async fn record_routes(
+        &self,
+        instance: &str,
+        routes: &EndpointRoutes,
+    ) -> Result<(), PlatformError> {
+        let routes = serde_json::to_string(routes).context("encode the routes")?;
+        let patch = serde_json::json!({"metadata": {"annotations": {ROUTES_ANNOTATION: routes}}});
+        let root = root_config_map_name(instance);
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        self.api::<ConfigMap>()
+            .patch(&root, &params, &Patch::Merge(patch))
+            .await
+            .map_err(|e| classify(e, "endpoints", instance, format!("record routes on {root}")))?;
+        Ok(())
+    }
+
+    /// Every `interval`, gives each instance's pods that lack a role label the role the
+    /// recorded routes name (a pod re-created by its StatefulSet starts unlabelled).
+    pub fn spawn_relabeler(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let platform = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(platform) = platform.upgrade() else {
+                    return;
+                };
+                if let Err(e) = platform.relabel_all().await {
+                    tracing::warn!("give re-created pods their role labels: {e:#}");
+                }
+            }
+        })
+    }
+
+    async fn relabel_all(&self) -> anyhow::Result<()> {
+        let selector = format!(
+            "{APP_COMPONENT_KEY}={},{APP_MANAGED_BY_KEY}={MANAGED_BY}",
+            Component::Instance.label_value()
+        );
+        let roots = self
+            .api::<ConfigMap>()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .context("list the instances' root ConfigMaps")?;
+        for root in roots.items {
+            let recorded = root
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ROUTES_ANNOTATION))
+                .and_then(|text| serde_json::from_str::<EndpointRoutes>(text).ok());
+            let instance = root
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(INSTANCE_KEY));
+            if let (Some(routes), Some(instance)) = (recorded, instance) {
+                self.relabel(instance, &routes).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Labels the pods of `instance` that have no role but should have one.
+    async fn relabel(&self, instance: &str, recorded: &EndpointRoutes) -> anyhow::Result<()> {
+        let _lock = self.lock(instance).await;
+        // Routing may have changed the routes since the list: the root tells the current ones.
+        let root = self
+            .api::<ConfigMap>()
+            .get_opt(&root_config_map_name(instance))
+            .await?;
+        let current = root
+            .as_ref()
+            .and_then(|r| r.metadata.annotations.as_ref())
+            .and_then(|a| a.get(ROUTES_ANNOTATION))
+            .and_then(|text| serde_json::from_str::<EndpointRoutes>(text).ok());
+        let Some(routes) = current.filter(|routes| routes == recorded) else {
+            return Ok(());
+        };
+        let pods = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&member_pods_selector(instance)))
+            .await?;
+        for pod in pods.items {
+            if pod.metadata.deletion_timestamp.is_some() || current_role(&pod).is_some() {
+                continue;
+            }
+            let member = pod.metadata.labels.as_ref().and_then(|l| l.get(MEMBER_KEY));
+            let (Some(name), Some(role)) = (
+                pod.metadata.name.as_deref(),
+                member.and_then(|m| desired_role(&routes, m)),
+            ) else {
+                continue;
+            };
+            tracing::info!(
+                instance,
+                pod = name,
+                "a re-created pod gets its role label back"
+            );
+            self.label_pod(name, Some(role)).await?;
+        }
+        Ok(())
+    }
+
+    async fn label_pod(&self, pod: &str, role: Option<RoleLabel>) -> Result<(), PlatformError> {
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        match self
+            .api::<Pod>()
+            .patch(pod, &params, &Patch::Merge(role_label_patch(role)))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(
+                    pod,
+                    role = role.map(RoleLabel::label_value).unwrap_or("none"),
+                    "labelled the pod"
+                );
+                Ok(())
+            }
+            // A pod that went away has no label left to remove, and a new one starts unlabelled.
+            Err(kube::Error::Api(status)) if status.is_not_found() && role.is_none() => Ok(()),
+            Err(e) => Err(anyhow::Error::new(e)
+                .context(format!("label pod {pod}"))
+                .into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_old_primary_loses_its_label_before_the_new_one_gets_it() {
+        let routes = EndpointRoutes {
+            rw: Some("db-1".into()),
+            ro: vec!["db-2".into()],
+            hold_rw: false,
+        };
+        assert_eq!(desired_role(&routes, "db-0"), None);
+        let pods = BTreeMap::from([
+            (
+                "db-0-0".to_string(),
+                (Some(RoleLabel::Primary), desired_role(&routes, "db-0")),
+            ),
+            (
+                "db-1-0".to_string(),
+                (Some(RoleLabel::Standby), desired_role(&routes, "db-1")),
+            ),
+            (
+                "db-2-0".to_string(),
+                (Some(RoleLabel::Standby), desired_role(&routes, "db-2")),
+            ),
+        ]);
+        let (removals, additions) = label_changes(&pods);
+        assert_eq!(removals, ["db-0-0", "db-1-0"]);
+        assert_eq!(additions, [("db-1-0".to_string(), RoleLabel::Primary)]);
+    }
+}
