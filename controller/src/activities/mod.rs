@@ -6,6 +6,7 @@
 //! travel as [`SecretRef`](crate::platform::SecretRef)s and are read here, at the point of use.
 
 pub mod backups;
+pub mod cancel;
 mod deps;
 pub mod ha;
 pub mod members;
@@ -61,6 +62,7 @@ pub mod names {
     pub const RECORD_BACKUP_STARTED: &str = "RecordBackupStarted";
     pub const TAKE_BACKUP: &str = "TakeBackup";
     pub const RECORD_BACKUP_FINISHED: &str = "RecordBackupFinished";
+    pub const OPERATION_CANCELLED: &str = "OperationCancelled";
 }
 
 /// Registers every activity, each with its own handle on `deps`.
@@ -139,5 +141,6 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
         names::RECORD_BACKUP_FINISHED,
         backups::record_backup_finished
     );
+    let b = register!(b, names::OPERATION_CANCELLED, cancel::operation_cancelled);
     b.build_result()
 }

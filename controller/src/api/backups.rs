@@ -2,7 +2,6 @@
 //! on the instance's actor, answered `202 Accepted` with the backup's id) and reading the
 //! backups the CMS records.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -10,6 +9,7 @@ use toygres_common::backup_api::{BackupAccepted, BackupList, BackupView, CreateB
 use toygres_common::names::validate_instance_name;
 
 use super::{ApiError, ApiState};
+use toygres_common::http_api::{BodyRejection, JsonObject};
 use toygres_common::ErrorBody;
 
 /// `POST /v1/instances/{name}/backups`.
@@ -17,9 +17,9 @@ use toygres_common::ErrorBody;
 pub async fn create(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    body: Result<Json<CreateBackupRequest>, JsonRejection>,
+    body: Result<JsonObject<CreateBackupRequest>, BodyRejection>,
 ) -> Result<(StatusCode, Json<BackupAccepted>), ApiError> {
-    let Json(request) = body?;
+    let JsonObject(request) = body?;
     validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let accepted = state.engine()?.create_backup(&name, request).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))

@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "backups",
         sql: include_str!("../../../migrations/0004_backups.sql"),
     },
+    Migration {
+        version: 5,
+        name: "operation_cancel",
+        sql: include_str!("../../../migrations/0005_operation_cancel.sql"),
+    },
 ];
 
 /// The advisory lock key every migrating controller takes ("toygres" in ASCII).
