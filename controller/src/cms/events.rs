@@ -59,7 +59,7 @@ impl Cms {
             "SELECT id, ",
             rfc3339!("at"),
             ", kind, member, operation_id, message FROM (
-                SELECT * FROM toygres.events WHERE instance = $1 AND id > coalesce($3, -1)
+                SELECT * FROM toygres.events WHERE instance = $1 AND id > coalesce($3::bigint, -1)
                  ORDER BY CASE WHEN $3::bigint IS NULL THEN -id ELSE id END LIMIT $2
              ) page ORDER BY id"
         );
