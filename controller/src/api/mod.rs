@@ -233,7 +233,7 @@ mod tests {
             (
                 "/v1/instances/side/replicas",
                 r#"{"max_lag_bytes": "1"}"#,
-                "max_lag_bytes",
+                "expected u64",
             ),
         ] {
             let (status, text) = post_json(app.clone(), uri, body).await;
