@@ -35,7 +35,7 @@ async fn concurrent_adds_never_pass_the_cap_a_full_queue_gets_429_and_cancel_and
     assert_eq!(done.status, "succeeded", "{done:?}");
     // The events route pages: the newest `limit`, or the first `limit` after `since`.
     let all: EventList = api.get("/v1/instances/capped/events").await;
-    assert!(all.events.len() >= 3, "{all:?}");
+    assert!(all.events.len() >= 2, "{all:?}");
     let newest: EventList = api.get("/v1/instances/capped/events?limit=2").await;
     let ids = |list: &EventList| list.events.iter().map(|e| e.id).collect::<Vec<_>>();
     // (Events logged meanwhile are newer: the page holds the newest two, oldest first.)
