@@ -14,6 +14,10 @@ pub use crate::request::{InvalidRequest, OperationAccepted};
 /// The most standbys an instance may have.
 pub const MAX_REPLICAS: u32 = 5;
 
+/// The most operations one instance's actor holds, queued and running: one more is answered
+/// `429 Too Many Requests`.
+pub const MAX_QUEUED_OPERATIONS: i64 = 8;
+
 /// How standbys acknowledge commits.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -60,10 +64,21 @@ impl FromStr for ReplicationMode {
 /// `POST /v1/instances`.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateInstanceRequest {
+    /// A DNS-1123 label: lowercase letters, digits and `-`, starting with a letter, at most 40.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$",
+            min_length = 1,
+            max_length = 40
+        )
+    )]
     pub name: String,
     /// Standbys besides the primary, 0 to [`MAX_REPLICAS`].
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 5))]
     pub replicas: i64,
     /// `sync` or `async` (the default).
     #[serde(default)]
@@ -152,9 +167,18 @@ impl TryFrom<CreateInstanceRequest> for ValidatedCreateInstance {
 /// `POST /v1/instances/{name}/replicas`: add a standby.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AddReplicaRequest {
     /// The new member's name, `<instance>-<n>`; the next free one when left out.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?-[0-9]+$",
+            min_length = 3,
+            max_length = 63
+        )
+    )]
     pub name: Option<String>,
     /// Placement hint: the zone to run in.
     #[serde(default)]
@@ -365,6 +389,39 @@ pub struct Event {
     pub member: Option<String>,
     pub operation_id: Option<String>,
     pub message: String,
+}
+
+/// The most events one `GET /v1/instances/{name}/events` answers.
+pub const MAX_EVENTS_PAGE: u32 = 1000;
+
+/// `GET /v1/instances/{name}/events?limit=&since=`: without `since`, the newest `limit` events;
+/// with it, the first `limit` events after the event `since` (paging forward). Oldest first.
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// 1 to 1000; 200 when left out.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
+    pub limit: Option<u32>,
+    /// An event id: only the events after it.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(minimum = 0))]
+    pub since: Option<i64>,
+}
+
+impl EventsQuery {
+    /// The page size, checked.
+    pub fn page(&self) -> Result<i64, InvalidRequest> {
+        match self.limit {
+            None => Ok(200),
+            Some(n) if (1..=MAX_EVENTS_PAGE).contains(&n) => Ok(i64::from(n)),
+            Some(n) => Err(InvalidRequest::new(
+                "limit",
+                format!("must be between 1 and {MAX_EVENTS_PAGE}, not {n}"),
+            )),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -77,6 +77,61 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+/// A JSON request body that must be an object of `T`'s documented shape. Unlike
+/// `axum::Json`, an array is refused (serde would read `[null, null]` as a struct's fields in
+/// order), and the refusal says what was wrong, naming an unknown field when there is one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonObject<T>(pub T);
+
+/// Why a [`JsonObject`] body was refused: answered `400 invalid_request`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyRejection(pub String);
+
+impl std::fmt::Display for BodyRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<BodyRejection> for ApiError {
+    fn from(e: BodyRejection) -> Self {
+        Self::bad_request(e.0)
+    }
+}
+
+impl IntoResponse for BodyRejection {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> JsonObject<T> {
+    /// Reads `value` as `T` when it is a JSON object.
+    pub fn from_value(value: serde_json::Value) -> Result<Self, BodyRejection> {
+        if !value.is_object() {
+            return Err(BodyRejection(
+                "the request body must be a JSON object".into(),
+            ));
+        }
+        serde_json::from_value(value)
+            .map(JsonObject)
+            .map_err(|e| BodyRejection(format!("invalid request body: {e}")))
+    }
+}
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S>
+    for JsonObject<T>
+{
+    type Rejection = BodyRejection;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<serde_json::Value>::from_request(request, state)
+            .await
+            .map_err(|e| BodyRejection(e.body_text()))?;
+        Self::from_value(value)
+    }
+}
+
 /// The token a protected route requires. `Debug` never shows it.
 #[derive(Clone)]
 pub struct BearerAuth {
@@ -151,6 +206,29 @@ pub fn token_matches(expected: &str, presented: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Shape {
+        #[serde(default)]
+        to: Option<String>,
+        #[serde(default)]
+        force: bool,
+    }
+
+    #[test]
+    fn a_body_must_be_an_object_of_known_fields() {
+        assert!(JsonObject::<Shape>::from_value(serde_json::json!({"force": true})).is_ok());
+        // serde alone reads an array as the struct's fields in order.
+        assert!(serde_json::from_value::<Shape>(serde_json::json!([null, false])).is_ok());
+        let refused = JsonObject::<Shape>::from_value(serde_json::json!([null, null]));
+        assert!(refused.is_err_and(|e| e.0.contains("object")));
+        let refused = JsonObject::<Shape>::from_value(serde_json::json!({"forse": true}));
+        assert!(refused.is_err_and(|e| e.0.contains("forse")));
+        let refused = JsonObject::<Shape>::from_value(serde_json::json!({"force": "yes"}));
+        assert!(refused.is_err());
+    }
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_required() {

@@ -7,6 +7,7 @@
 
 pub mod app_access;
 pub mod backups;
+pub mod cancel;
 mod deps;
 pub mod ha;
 pub mod members;
@@ -69,6 +70,7 @@ pub mod names {
     pub const CONFIRM_PARAMETERS: &str = "ConfirmParameters";
     pub const RESTART_MEMBER: &str = "RestartMember";
     pub const ENSURE_APP_ACCESS: &str = "EnsureAppAccess";
+    pub const OPERATION_CANCELLED: &str = "OperationCancelled";
 }
 
 /// Registers every activity, each with its own handle on `deps`.
@@ -161,5 +163,6 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
     let b = register!(b, names::WRITE_PARAMETERS, parameters::write_parameters);
     let b = register!(b, names::CONFIRM_PARAMETERS, parameters::confirm_parameters);
     let b = register!(b, names::RESTART_MEMBER, parameters::restart_member);
+    let b = register!(b, names::OPERATION_CANCELLED, cancel::operation_cancelled);
     b.build_result()
 }

@@ -3,7 +3,6 @@
 //! backups the CMS records; restoring them into a new instance (`POST
 //! /v1/instances/{name}/restore`, answered with the new instance's create operation).
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -15,6 +14,7 @@ use toygres_common::controller_api::OperationAccepted;
 use toygres_common::names::validate_instance_name;
 
 use super::{ApiError, ApiState};
+use toygres_common::http_api::{BodyRejection, JsonObject};
 use toygres_common::ErrorBody;
 
 /// `POST /v1/instances/{name}/backups`.
@@ -22,9 +22,9 @@ use toygres_common::ErrorBody;
 pub async fn create(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    body: Result<Json<CreateBackupRequest>, JsonRejection>,
+    body: Result<JsonObject<CreateBackupRequest>, BodyRejection>,
 ) -> Result<(StatusCode, Json<BackupAccepted>), ApiError> {
-    let Json(request) = body?;
+    let JsonObject(request) = body?;
     validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let accepted = state.engine()?.create_backup(&name, request).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))

@@ -23,6 +23,8 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("the CMS is unavailable: {0}")]
     CmsUnavailable(#[source] CmsError),
     #[error("internal error: {0:#}")]
@@ -46,6 +48,7 @@ impl From<crate::engine::EngineError> for ApiError {
             EngineError::Invalid(message) => ApiError::BadRequest(message),
             EngineError::Conflict(message) => ApiError::Conflict(message),
             EngineError::NotFound(message) => ApiError::NotFound(message),
+            EngineError::Busy(message) => ApiError::TooManyRequests(message),
             EngineError::Cms(e) => e.into(),
             EngineError::Failed(e) => ApiError::Internal(e),
         }
@@ -61,6 +64,12 @@ impl From<toygres_common::controller_api::InvalidRequest> for ApiError {
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(e: axum::extract::rejection::JsonRejection) -> Self {
         ApiError::BadRequest(e.body_text())
+    }
+}
+
+impl From<http_api::BodyRejection> for ApiError {
+    fn from(e: http_api::BodyRejection) -> Self {
+        ApiError::BadRequest(e.0)
     }
 }
 
@@ -80,6 +89,7 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_operations"),
             ApiError::CmsUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "cms_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

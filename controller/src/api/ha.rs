@@ -2,7 +2,6 @@
 //! primary (operations queued on the instance's actor, answered `202 Accepted`), and the
 //! instance's automatic-failover and synchronous-replication settings.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -11,6 +10,7 @@ use toygres_common::controller_api::{
 };
 use toygres_common::names::validate_instance_name;
 
+use toygres_common::http_api::{BodyRejection, JsonObject};
 use toygres_common::ErrorBody;
 
 use super::{ApiError, ApiState};
@@ -20,9 +20,9 @@ use super::{ApiError, ApiState};
 pub async fn switchover(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    body: Result<Json<SwitchoverRequest>, JsonRejection>,
+    body: Result<JsonObject<SwitchoverRequest>, BodyRejection>,
 ) -> Result<(StatusCode, Json<OperationAccepted>), ApiError> {
-    let Json(request) = body?;
+    let JsonObject(request) = body?;
     validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let accepted = state.engine()?.switchover(&name, request).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
@@ -33,9 +33,9 @@ pub async fn switchover(
 pub async fn failover(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    body: Result<Json<FailoverRequest>, JsonRejection>,
+    body: Result<JsonObject<FailoverRequest>, BodyRejection>,
 ) -> Result<(StatusCode, Json<OperationAccepted>), ApiError> {
-    let Json(request) = body?;
+    let JsonObject(request) = body?;
     validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let accepted = state.engine()?.failover(&name, request).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
@@ -56,9 +56,9 @@ pub async fn get_settings(
 pub async fn set_settings(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    body: Result<Json<HaSettingsPatch>, JsonRejection>,
+    body: Result<JsonObject<HaSettingsPatch>, BodyRejection>,
 ) -> Result<Json<HaSettings>, ApiError> {
-    let Json(patch) = body?;
+    let JsonObject(patch) = body?;
     validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(Json(state.engine()?.set_ha_settings(&name, &patch).await?))
 }

@@ -1,17 +1,18 @@
 //! `/v1/instances[/{name}]`: list, create, read and delete instances. Creating and deleting
 //! start an operation and answer `202 Accepted` with its id at once.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use toygres_common::app_access::{AppAccess, AppConnection};
 use toygres_common::controller_api::{
-    ConnectionInfo, CreateInstanceRequest, DeleteInstanceQuery, EventList, InstanceDetail,
-    MemberView, OperationAccepted, ValidatedCreateInstance,
+    ConnectionInfo, CreateInstanceRequest, DeleteInstanceQuery, EventList, EventsQuery,
+    InstanceDetail, MemberView, OperationAccepted, ValidatedCreateInstance,
 };
 use toygres_common::names::validate_instance_name;
 
+use toygres_common::http_api::{BodyRejection, JsonObject};
 use toygres_common::ErrorBody;
 
 use super::types::InstanceList;
@@ -29,9 +30,9 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<InstanceList>, A
 #[utoipa::path(post, path = "/v1/instances", tag = "instances", request_body = CreateInstanceRequest, responses((status = 202, description = "Creation started", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 409, description = "The instance exists", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn create(
     State(state): State<ApiState>,
-    body: Result<Json<CreateInstanceRequest>, JsonRejection>,
+    body: Result<JsonObject<CreateInstanceRequest>, BodyRejection>,
 ) -> Result<(StatusCode, Json<OperationAccepted>), ApiError> {
-    let Json(request) = body?;
+    let JsonObject(request) = body?;
     let spec = ValidatedCreateInstance::try_from(request)?;
     let engine = state.engine()?;
     let accepted = engine.create_instance(spec).await?;
@@ -105,14 +106,21 @@ pub async fn delete(
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
-/// `GET /v1/instances/{name}/events`: the newest 200, oldest first.
-#[utoipa::path(get, path = "/v1/instances/{name}/events", tag = "instances", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "The newest events, oldest first", body = EventList), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)), security(("bearer" = [])))]
+/// `GET /v1/instances/{name}/events[?limit=N][&since=ID]`: oldest first, the newest 200 unless
+/// asked otherwise.
+#[utoipa::path(get, path = "/v1/instances/{name}/events", tag = "instances", params(("name" = String, Path, description = "Instance name"), EventsQuery), responses((status = 200, description = "The newest events, oldest first", body = EventList), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn events(
     State(state): State<ApiState>,
     Path(name): Path<String>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Json<EventList>, ApiError> {
+    let Query(query) = query?;
     validate_name(&name)?;
-    let events = state.cms.list_events(&name, 200).await?;
+    let limit = query.page()?;
+    let events = state
+        .cms
+        .list_events_page(&name, limit, query.since)
+        .await?;
     Ok(Json(EventList { events }))
 }
 

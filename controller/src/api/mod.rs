@@ -21,7 +21,7 @@ use std::time::Instant;
 use axum::extract::Request;
 use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -78,7 +78,10 @@ pub fn app(state: ApiState) -> Router {
             get(parameters::catalog),
         )
         .route("/v1/backups/{id}", get(backups::get))
-        .route("/v1/operations/{id}", get(operations::get))
+        .route(
+            "/v1/operations/{id}",
+            get(operations::get).delete(operations::cancel),
+        )
         .route("/v1/openapi.json", get(openapi::document))
         .route_layer(middleware::from_fn_with_state(
             BearerAuth::new(state.token.expose()),
@@ -91,6 +94,7 @@ pub fn app(state: ApiState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn(refuse_unknown_methods))
         .with_state(state)
 }
 
@@ -100,6 +104,24 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}
+
+/// The methods this API answers; any other is refused with 405 before it is routed, logged or
+/// counted, so made-up methods leave no trace that could grow.
+const METHODS: [Method; 5] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+];
+
+async fn refuse_unknown_methods(request: Request, next: Next) -> Response {
+    if !METHODS.contains(request.method()) {
+        return ApiError::MethodNotAllowed("the method is not one this API answers".into())
+            .into_response();
+    }
+    next.run(request).await
 }
 
 async fn log_request(request: Request, next: Next) -> Response {
@@ -209,6 +231,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bodies_that_are_not_the_documented_object_are_a_400() {
+        let (app, _dir) = unreachable_cms_app();
+        for (uri, body, says) in [
+            ("/v1/instances/side/replicas", "[null,null]", "object"),
+            ("/v1/instances/side/switchover", "[null,null]", "object"),
+            ("/v1/instances/side/failover", "[null,true]", "object"),
+            ("/v1/instances", r#"["side", 1]"#, "object"),
+            (
+                "/v1/instances",
+                r#"{"name": "side", "replica": 2}"#,
+                "replica",
+            ),
+            (
+                "/v1/instances/side/replicas",
+                r#"{"zone": "a", "sise": "m"}"#,
+                "sise",
+            ),
+            (
+                "/v1/instances/side/replicas",
+                r#"{"max_lag_bytes": "1"}"#,
+                "expected u64",
+            ),
+        ] {
+            let (status, text) = post_json(app.clone(), uri, body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri} {body}: {text}");
+            assert_eq!(error_code(&text), "invalid_request");
+            assert!(text.contains(says), "{uri} {body}: {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_events_route_checks_its_paging_parameters() {
+        let (app, _dir) = unreachable_cms_app();
+        for query in ["limit=0", "limit=1001", "limit=x", "since=x", "color=red"] {
+            let uri = format!("/v1/instances/side/events?{query}");
+            let (status, text) = send(app.clone(), "GET", &uri, Some("the-token")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {text}");
+        }
+        // Valid ones reach the (unreachable) CMS.
+        let uri = "/v1/instances/side/events?limit=5&since=3";
+        let (status, text) = send(app, "GET", uri, Some("the-token")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    }
+
+    #[tokio::test]
     async fn the_openapi_document_is_served_to_token_holders() {
         let (app, _dir) = unreachable_cms_app();
         let (status, _) = send(app.clone(), "GET", "/v1/openapi.json", None).await;
@@ -257,6 +324,35 @@ mod tests {
         let (status, body) = send(app, "DELETE", "/healthz", None).await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(error_code(&body), "method_not_allowed");
+    }
+
+    #[tokio::test]
+    async fn made_up_methods_get_405_and_leave_metrics_the_same_size() {
+        let (app, _dir) = unreachable_cms_app();
+        let scrape = |app: Router| async move {
+            let (_, body) = send(app, "GET", "/metrics", None).await;
+            // Values may change between scrapes; the series may not.
+            body.lines()
+                .map(|l| {
+                    l.rsplit_once(' ')
+                        .map_or(l, |(series, _)| series)
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        };
+        let before = scrape(app.clone()).await;
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for i in 0..10_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let name = format!("M{seed:X}");
+            let path = if i % 2 == 0 { "/v1/instances" } else { "/nope" };
+            let (status, body) = send(app.clone(), &name, path, None).await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{name} {path}");
+            assert_eq!(error_code(&body), "method_not_allowed");
+        }
+        assert_eq!(scrape(app).await, before);
     }
 
     #[tokio::test]

@@ -39,6 +39,7 @@ impl Modify for BearerAuth {
         super::ha::get_settings,
         super::ha::set_settings,
         super::operations::get,
+        super::operations::cancel,
         super::backups::create,
         super::backups::list,
         super::backups::get,
@@ -91,6 +92,16 @@ mod tests {
             assert!(paths.contains_key(path), "{path} missing");
         }
         assert!(json["paths"]["/v1/instances"]["post"].is_object());
+        assert!(json["paths"]["/v1/operations/{id}"]["delete"].is_object());
+        // Generated clients and fuzzers see the real contract of a name.
+        let name = &json["components"]["schemas"]["CreateInstanceRequest"]["properties"]["name"];
+        assert_eq!(name["maxLength"].as_u64(), Some(40), "{name}");
+        assert!(name["pattern"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("^[a-z]")));
+        let replicas =
+            &json["components"]["schemas"]["CreateInstanceRequest"]["properties"]["replicas"];
+        assert_eq!(replicas["maximum"].as_f64(), Some(5.0), "{replicas}");
         assert_eq!(
             json["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"

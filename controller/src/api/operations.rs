@@ -1,5 +1,6 @@
 //! `GET /v1/operations/{id}`: an operation's status from the CMS and its progress from its
-//! orchestration.
+//! orchestration; `DELETE /v1/operations/{id}`: cancel it (a queued one at once, a running one
+//! at its next safe point, where it cleans up what it made).
 
 use axum::extract::{Path, State};
 use axum::Json;
@@ -14,10 +15,7 @@ pub async fn get(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Operation>, ApiError> {
-    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
-        return Err(ApiError::BadRequest(format!("invalid operation id {id:?}")));
-    }
+    validate_id(&id)?;
     let mut operation = state
         .cms
         .get_operation(&id)
@@ -27,4 +25,24 @@ pub async fn get(
         operation.progress = engine.progress(&id).await;
     }
     Ok(Json(operation))
+}
+
+/// `DELETE /v1/operations/{id}`: answers the operation as it is after the cancel (`cancelled`,
+/// or still `running` until its next safe point).
+#[utoipa::path(delete, path = "/v1/operations/{id}", tag = "operations", params(("id" = String, Path, description = "Operation id")), responses((status = 200, description = "Cancelled, or asked to stop at its next safe point", body = Operation), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such operation", body = ErrorBody), (status = 409, description = "Already finished, or not cancellable", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Operation>, ApiError> {
+    validate_id(&id)?;
+    state.engine()?.cancel_operation(&id).await?;
+    get(State(state), Path(id)).await
+}
+
+fn validate_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(ApiError::BadRequest(format!("invalid operation id {id:?}")));
+    }
+    Ok(())
 }

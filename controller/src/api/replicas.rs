@@ -1,7 +1,7 @@
 //! `/v1/instances/{name}/replicas[/{member}]`: the replication status, and adding or removing a
 //! standby (operations queued on the instance's actor, answered `202 Accepted`).
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -10,6 +10,7 @@ use toygres_common::controller_api::{
 };
 use toygres_common::names::validate_instance_name;
 
+use toygres_common::http_api::{BodyRejection, JsonObject};
 use toygres_common::ErrorBody;
 
 use super::{ApiError, ApiState};
@@ -43,9 +44,9 @@ pub async fn status(
 pub async fn add(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    body: Result<Json<AddReplicaRequest>, JsonRejection>,
+    body: Result<JsonObject<AddReplicaRequest>, BodyRejection>,
 ) -> Result<(StatusCode, Json<OperationAccepted>), ApiError> {
-    let Json(request) = body?;
+    let JsonObject(request) = body?;
     validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let accepted = state.engine()?.add_replica(&name, request).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))

@@ -1,4 +1,4 @@
-//! `toygres operation get|wait ID`, and the wait-with-progress every long command shares.
+//! `toygres operation get|wait|cancel ID`, and the wait-with-progress every long command shares.
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -25,6 +25,8 @@ pub enum OperationCommand {
     Get(OperationIdArgs),
     /// Wait until an operation ends, showing its progress
     Wait(OperationIdArgs),
+    /// Cancel an operation: a queued one at once, a running one at its next safe point
+    Cancel(OperationIdArgs),
 }
 
 /// An operation id and the common flags.
@@ -52,6 +54,13 @@ pub async fn run(args: OperationArgs) -> anyhow::Result<()> {
             let operation = wait(&client, &args.id, args.output == OutputFormat::Table).await?;
             print_operation(&operation, args.output)?;
             fail_unless_succeeded(&operation)
+        }
+        OperationCommand::Cancel(args) => {
+            let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+            let operation: Operation = client
+                .delete(&format!("/v1/operations/{}", args.id))
+                .await?;
+            print_operation(&operation, args.output)
         }
     }
 }

@@ -5,6 +5,17 @@ use toygres_common::domain::EventKind;
 
 use super::{get, rfc3339, Cms, CmsError};
 
+/// `text` without the detail Postgres adds to an error (`DETAIL: Failing row contains …` can
+/// hold a row's values; `HINT:`): what an operation's error or an event may say to API clients.
+pub fn without_sql_detail(text: &str) -> String {
+    let end = ["\nDETAIL:", "\nHINT:", "\nWHERE:"]
+        .iter()
+        .filter_map(|marker| text.find(marker))
+        .min()
+        .unwrap_or(text.len());
+    text[..end].to_string()
+}
+
 /// How many health checks are kept per member.
 pub const HEALTH_HISTORY_PER_MEMBER: i64 = 100;
 
@@ -19,6 +30,7 @@ impl Cms {
         message: &str,
     ) -> Result<(), CmsError> {
         let kind = kind.name();
+        let message = without_sql_detail(message);
         self.execute(
             "record an event",
             "INSERT INTO toygres.events (instance, member, operation_id, kind, message)
@@ -31,15 +43,27 @@ impl Cms {
 
     /// An instance's newest events, oldest first.
     pub async fn list_events(&self, instance: &str, limit: i64) -> Result<Vec<Event>, CmsError> {
+        self.list_events_page(instance, limit, None).await
+    }
+
+    /// A page of an instance's events, oldest first: the newest `limit`, or with `since` the
+    /// first `limit` after the event `since`.
+    pub async fn list_events_page(
+        &self,
+        instance: &str,
+        limit: i64,
+        since: Option<i64>,
+    ) -> Result<Vec<Event>, CmsError> {
         let what = "list an instance's events";
         let sql = concat!(
             "SELECT id, ",
             rfc3339!("at"),
             ", kind, member, operation_id, message FROM (
-                SELECT * FROM toygres.events WHERE instance = $1 ORDER BY id DESC LIMIT $2
-             ) newest ORDER BY id"
+                SELECT * FROM toygres.events WHERE instance = $1 AND id > coalesce($3::bigint, -1)
+                 ORDER BY CASE WHEN $3::bigint IS NULL THEN -id ELSE id END LIMIT $2
+             ) page ORDER BY id"
         );
-        let rows = self.query(what, sql, &[&instance, &limit]).await?;
+        let rows = self.query(what, sql, &[&instance, &limit, &since]).await?;
         rows.iter()
             .map(|row| {
                 Ok(Event {
@@ -79,5 +103,22 @@ impl Cms {
         )
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_lose_the_rows_postgres_quotes() {
+        let raw = "record replicas: db error: ERROR: new row for relation \"instances\" violates \
+                   check constraint \"instances_replicas_check\"\nDETAIL: Failing row contains \
+                   (side, 6, secret).";
+        let clean = without_sql_detail(raw);
+        assert!(clean.ends_with("\"instances_replicas_check\""), "{clean}");
+        assert!(!clean.contains("Failing row"));
+        assert_eq!(without_sql_detail("plain"), "plain");
+        assert_eq!(without_sql_detail("a\nHINT: b\nDETAIL: c"), "a");
     }
 }

@@ -36,9 +36,14 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../migrations/0004_backups.sql"),
     },
     Migration {
-        version: 7,
+        version: 5,
+        name: "operation_cancel",
+        sql: include_str!("../../../migrations/0005_operation_cancel.sql"),
+    },
+    Migration {
+        version: 6,
         name: "parameters",
-        sql: include_str!("../../../migrations/0007_parameters.sql"),
+        sql: include_str!("../../../migrations/0006_parameters.sql"),
     },
 ];
 

@@ -64,10 +64,14 @@ impl Cms {
         error: Option<&str>,
     ) -> Result<(), CmsError> {
         let status = status.as_str();
+        let error = error.map(super::events::without_sql_detail);
+        // A failure after an operator's cancel request is the cancel honoured.
         self.execute(
             "mark an operation finished",
             "UPDATE toygres.operations
-                SET status = $2, error = $3, started_at = coalesce(started_at, now()),
+                SET status = CASE WHEN $2 = 'failed' AND cancel_requested_at IS NOT NULL
+                                  THEN 'cancelled' ELSE $2 END,
+                    error = $3, started_at = coalesce(started_at, now()),
                     finished_at = coalesce(finished_at, now())
               WHERE id = $1 AND finished_at IS NULL",
             &[&id, &status, &error],
@@ -138,6 +142,93 @@ impl Cms {
         rows.first()
             .map(|row| Ok((get(row, 0, what)?, get(row, 1, what)?)))
             .transpose()
+    }
+
+    /// How many operations on an instance's actor queue (pending or running; creating and
+    /// deleting the instance are not queued on its actor).
+    pub async fn queued_operations(&self, instance: &str) -> Result<i64, CmsError> {
+        let what = "count an instance's queued operations";
+        let rows = self
+            .query(
+                what,
+                "SELECT count(*) FROM toygres.operations
+                  WHERE instance = $1 AND status IN ('pending', 'running')
+                    AND kind NOT IN ('create', 'delete')",
+                &[&instance],
+            )
+            .await?;
+        rows.first().map_or(Ok(0), |row| get(row, 0, what))
+    }
+
+    /// An operator's cancel: a pending operation ends `cancelled` at once (its actor skips
+    /// it); a running one is asked to stop at its next safe point. The answer says which, or
+    /// `None` when the operation does not exist or has already finished.
+    pub async fn cancel_operation(&self, id: &str) -> Result<Option<OperationStatus>, CmsError> {
+        let what = "cancel an operation";
+        let rows = self
+            .query(
+                what,
+                "UPDATE toygres.operations
+                    SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
+                        error = CASE WHEN status = 'pending' THEN 'cancelled by the operator'
+                                     ELSE error END,
+                        started_at = CASE WHEN status = 'pending'
+                                          THEN coalesce(started_at, now()) ELSE started_at END,
+                        finished_at = CASE WHEN status = 'pending' THEN now() ELSE finished_at END,
+                        cancel_requested_at = coalesce(cancel_requested_at, now())
+                  WHERE id = $1 AND status IN ('pending', 'running')
+                  RETURNING status",
+                &[&id],
+            )
+            .await?;
+        rows.first()
+            .map(|row| {
+                let status: String = get(row, 0, what)?;
+                status.parse().map_err(|e: UnknownWord| CmsError::Invalid {
+                    what,
+                    message: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    /// Ends every queued or running operation on an instance's actor as `cancelled` (the
+    /// instance is being deleted: its actor and the operation's children stop with it).
+    /// Returns their ids.
+    pub async fn cancel_instance_operations(
+        &self,
+        instance: &str,
+        reason: &str,
+    ) -> Result<Vec<String>, CmsError> {
+        let what = "cancel an instance's operations";
+        let rows = self
+            .query(
+                what,
+                "UPDATE toygres.operations
+                    SET status = 'cancelled', error = $2,
+                        started_at = coalesce(started_at, now()), finished_at = now(),
+                        cancel_requested_at = coalesce(cancel_requested_at, now())
+                  WHERE instance = $1 AND status IN ('pending', 'running')
+                    AND kind NOT IN ('create', 'delete')
+                  RETURNING id",
+                &[&instance, &reason],
+            )
+            .await?;
+        rows.iter().map(|row| get(row, 0, what)).collect()
+    }
+
+    /// Whether an operator cancelled the operation (queued) or asked it to stop (running).
+    pub async fn operation_cancelled(&self, id: &str) -> Result<bool, CmsError> {
+        let what = "read whether an operation is cancelled";
+        let rows = self
+            .query(
+                what,
+                "SELECT status = 'cancelled' OR cancel_requested_at IS NOT NULL
+                   FROM toygres.operations WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        rows.first().map_or(Ok(false), |row| get(row, 0, what))
     }
 
     /// Every operation still pending, oldest first.

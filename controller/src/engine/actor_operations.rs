@@ -5,10 +5,10 @@ use anyhow::Context as _;
 use toygres_common::backup_api::{BackupAccepted, CreateBackupRequest, ValidatedCreateBackup};
 use toygres_common::controller_api::{
     AddReplicaRequest, FailoverRequest, HaSettings, HaSettingsPatch, MemberView, OperationAccepted,
-    SwitchoverRequest, ValidatedSwitchover, MAX_REPLICAS,
+    SwitchoverRequest, ValidatedSwitchover, MAX_QUEUED_OPERATIONS, MAX_REPLICAS,
 };
 use toygres_common::domain::{
-    HaEventKind, InstanceState, MemberHealth, OperationKind, ReplicationMode, Role,
+    HaEventKind, InstanceState, MemberHealth, OperationKind, OperationStatus, ReplicationMode, Role,
 };
 
 use super::backups::backup_id_of;
@@ -21,7 +21,36 @@ use crate::orchestrations::instance_actor::{
 use crate::orchestrations::replicas::{AddReplicaInput, RemoveReplicaInput};
 use crate::platform::{validate_member_of, Placement};
 
+/// Held while an operation is counted against its instance's queue bound and recorded.
+static QUEUE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 impl Engine {
+    /// Cancels an operation: a queued one at once, a running one at its next safe point.
+    /// Creating and deleting an instance cannot be cancelled.
+    pub async fn cancel_operation(&self, id: &str) -> Result<OperationStatus, EngineError> {
+        let operation = self
+            .cms
+            .get_operation(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("operation {id} does not exist")))?;
+        let kind: OperationKind = operation
+            .kind
+            .parse()
+            .map_err(|e| EngineError::Failed(anyhow::anyhow!("{e}")))?;
+        if matches!(kind, OperationKind::Create | OperationKind::Delete) {
+            return Err(EngineError::Conflict(format!(
+                "a {kind} operation cannot be cancelled"
+            )));
+        }
+        match self.cms.cancel_operation(id).await? {
+            Some(status) => Ok(status),
+            None => Err(EngineError::Conflict(format!(
+                "operation {id} has already finished ({})",
+                operation.status
+            ))),
+        }
+    }
+
     /// Queues an *AddReplica* operation on the instance's actor.
     pub async fn add_replica(
         &self,
@@ -322,9 +351,21 @@ impl Engine {
             .as_deref()
             .ok_or_else(|| EngineError::Conflict(format!("instance {name} has no actor")))?;
         let request = serde_json::to_value(command).context("encode the command")?;
-        self.cms
-            .insert_operation(operation_id, kind, name, &request)
-            .await?;
+        {
+            // Counted and recorded under one lock, so concurrent requests cannot all see room.
+            let _queue = QUEUE_LOCK.lock().await;
+            let queued = self.cms.queued_operations(name).await?;
+            if queued >= MAX_QUEUED_OPERATIONS {
+                return Err(EngineError::Busy(format!(
+                    "instance {name} already has {queued} operations queued or running, the \
+                     most it may have; wait for them or cancel one \
+                     (toygres operation cancel ID)"
+                )));
+            }
+            self.cms
+                .insert_operation(operation_id, kind, name, &request)
+                .await?;
+        }
         self.client
             .enqueue_event(actor_id, COMMANDS_QUEUE, request.to_string())
             .await

@@ -65,6 +65,9 @@ pub enum EngineError {
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
+    /// The instance's queue of operations is full.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Cms(#[from] CmsError),
     #[error(transparent)]
@@ -245,6 +248,19 @@ impl Engine {
             .await?
             .filter(|i| i.summary.parsed_state() != Some(InstanceState::Deleted))
             .ok_or_else(|| EngineError::NotFound(format!("instance {name} does not exist")))?;
+        // A delete goes first: what waits on the instance's actor is cancelled (what runs stops
+        // with the actor; the delete removes every member the platform runs).
+        let cancelled = self
+            .cms
+            .cancel_instance_operations(name, "cancelled: the instance is being deleted")
+            .await?;
+        if !cancelled.is_empty() {
+            tracing::info!(
+                instance = name,
+                ?cancelled,
+                "delete cancels queued operations"
+            );
+        }
         if let Some((id, kind)) = self.cms.unfinished_operation(name).await? {
             return Err(EngineError::Conflict(format!(
                 "instance {name} has an unfinished {kind} operation ({id}); wait for it: \

@@ -9,6 +9,7 @@ use toygres_common::controller_api::Progress;
 use toygres_common::domain::{HaEventKind, InstanceState, MemberState, OperationKind};
 
 use super::durable::{call, now_ms};
+use crate::activities::cancel::OperationRef;
 use crate::activities::members::RouteInput;
 use crate::activities::names as act;
 use crate::activities::records::{
@@ -175,6 +176,26 @@ impl OperationRun {
         last();
         self.record_finished(ctx, error, instance_state, duration_ms)
             .await
+    }
+}
+
+/// A safe point: whether an operator cancelled `operation_id` (queued) or asked it to stop
+/// (running). A CMS that cannot answer counts as "not cancelled": the operation goes on.
+pub(crate) async fn cancel_requested(ctx: &OrchestrationContext, operation_id: &str) -> bool {
+    let asked = call::<_, bool>(
+        ctx,
+        act::OPERATION_CANCELLED,
+        &OperationRef {
+            operation_id: operation_id.to_string(),
+        },
+    )
+    .await;
+    match asked {
+        Ok(cancelled) => cancelled,
+        Err(e) => {
+            ctx.trace_warn(format!("read whether {operation_id} is cancelled: {e}"));
+            false
+        }
     }
 }
 

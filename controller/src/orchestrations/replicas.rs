@@ -4,12 +4,13 @@
 
 use duroxide::OrchestrationContext;
 use serde::{Deserialize, Serialize};
+use toygres_common::controller_api::MAX_REPLICAS;
 use toygres_common::domain::{OperationKind, ReplicationMode, Role};
 
 use super::durable::{call, call_once};
 use super::ha::sync::sync_policy;
 use super::members::{next_member_name, MEMBER_READY_TIMEOUT_SECS};
-use super::operation::{report, route_endpoints, OperationRun};
+use super::operation::{cancel_requested, report, route_endpoints, OperationRun};
 use crate::activities::ha::SyncPolicyInput;
 use crate::activities::members::{CreateMemberInput, DeleteMemberInput, InstanceRef, Topology};
 use crate::activities::names as act;
@@ -97,11 +98,15 @@ async fn add(
     let instance = InstanceRef {
         instance: input.instance.clone(),
     };
-    let (Some(primary), Some(primary_address)) = (topology.primary, topology.primary_address)
+    let (Some(primary), Some(primary_address)) =
+        (topology.primary.clone(), topology.primary_address.clone())
     else {
         return Err(format!("instance {} has no primary", input.instance));
     };
     let existing: Vec<String> = call(ctx, act::LIST_MEMBERS, &instance).await?;
+    // The cap holds here, where adds run one at a time, not only when a request arrives (many
+    // requests may be queued before the first one runs). Members the platform runs count too.
+    check_room(&input.instance, topology.standbys.len(), existing.len())?;
     let member = match &input.member {
         Some(member) if existing.contains(member) => {
             return Err(format!("member {member} already exists"))
@@ -109,9 +114,12 @@ async fn add(
         Some(member) => member.clone(),
         None => next_member_name(&input.instance, &existing),
     };
+    if cancel_requested(ctx, &input.operation_id).await {
+        return Err(CANCELLED.into());
+    }
 
     report(ctx, 2, ADD_STEPS, format!("copying {primary} to {member}"));
-    let _: MemberHandle = call(
+    let created = call::<_, MemberHandle>(
         ctx,
         act::CREATE_MEMBER,
         &CreateMemberInput {
@@ -123,28 +131,69 @@ async fn add(
             placement: input.placement.clone(),
         },
     )
-    .await?;
+    .await;
+    // From here on the member exists (or half exists): an add that does not finish removes it.
+    let added = match created {
+        Ok(_) => join(ctx, input, &topology, primary.clone(), &member).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = added {
+        remove_orphan(ctx, input, &primary, &member).await;
+        return Err(e);
+    }
+    Ok(member)
+}
+
+/// What an add that an operator cancelled at a safe point ends with.
+const CANCELLED: &str = "cancelled by the operator";
+
+/// Refuses an add that would take the instance past [`MAX_REPLICAS`] standbys.
+fn check_room(instance: &str, standbys: usize, members: usize) -> Result<(), String> {
+    let cap = usize::try_from(MAX_REPLICAS).unwrap_or(usize::MAX);
+    if standbys >= cap || members > cap {
+        return Err(format!(
+            "instance {instance} already has {MAX_REPLICAS} replicas, the most it may have"
+        ));
+    }
+    Ok(())
+}
+
+/// The new member streams, is recorded and is routed; a cancel is honoured before each step.
+async fn join(
+    ctx: &OrchestrationContext,
+    input: &AddReplicaInput,
+    topology: &Topology,
+    primary: String,
+    member: &str,
+) -> Result<(), String> {
+    let instance = &input.instance;
+    if cancel_requested(ctx, &input.operation_id).await {
+        return Err(CANCELLED.into());
+    }
     report(ctx, 3, ADD_STEPS, format!("waiting for {member} to stream"));
     let _: MemberReady = call_once(
         ctx,
         act::WAIT_MEMBER_READY,
         &WaitReadyInput {
-            instance: input.instance.clone(),
-            member: member.clone(),
+            instance: instance.clone(),
+            member: member.to_string(),
             role: ExpectedRole::Standby,
             timeout_secs: MEMBER_READY_TIMEOUT_SECS,
         },
     )
     .await?;
+    if cancel_requested(ctx, &input.operation_id).await {
+        return Err(CANCELLED.into());
+    }
 
     let mut standbys = topology.standbys.clone();
-    standbys.push(member.clone());
+    standbys.push(member.to_string());
     call::<_, ()>(
         ctx,
         act::RECORD_MEMBER_OPTIONS,
         &MemberOptions {
-            instance: input.instance.clone(),
-            member: member.clone(),
+            instance: instance.clone(),
+            member: member.to_string(),
             sync_candidate: input.sync_candidate,
             max_lag_bytes: input.max_lag_bytes,
         },
@@ -152,7 +201,7 @@ async fn add(
     .await?;
     let mut candidates = topology.sync_candidates.clone();
     if input.sync_candidate {
-        candidates.push(member.clone());
+        candidates.push(member.to_string());
     }
     report(ctx, 4, ADD_STEPS, "routing read-only connections to it");
     if topology.replication_mode == ReplicationMode::Sync {
@@ -160,7 +209,7 @@ async fn add(
             ctx,
             act::SET_SYNC_POLICY,
             &SyncPolicyInput {
-                instance: input.instance.clone(),
+                instance: instance.clone(),
                 primary: primary.clone(),
                 policy: sync_policy(true, &topology.ha, &candidates),
             },
@@ -169,7 +218,7 @@ async fn add(
     }
     route_endpoints(
         ctx,
-        &input.instance,
+        instance,
         EndpointRoutes {
             rw: Some(primary),
             ro: standbys.clone(),
@@ -181,9 +230,9 @@ async fn add(
         ctx,
         act::RECORD_INSTANCE_RUNNING,
         &InstanceRunning {
-            instance: input.instance.clone(),
+            instance: instance.clone(),
             members: vec![MemberRole {
-                member: member.clone(),
+                member: member.to_string(),
                 role: Role::Standby,
             }],
         },
@@ -193,12 +242,51 @@ async fn add(
         ctx,
         act::RECORD_REPLICAS,
         &ReplicasChanged {
-            instance: input.instance.clone(),
+            instance: instance.clone(),
             replicas: u32::try_from(standbys.len()).unwrap_or(u32::MAX),
         },
     )
-    .await?;
-    Ok(member)
+    .await
+}
+
+/// Removes the member an add created and could not finish: its process, data and slot (the
+/// actor's next round routes the endpoints again). Failures are logged: the add has failed.
+async fn remove_orphan(
+    ctx: &OrchestrationContext,
+    input: &AddReplicaInput,
+    primary: &str,
+    member: &str,
+) {
+    ctx.trace_warn(format!("the add did not finish: removing {member}"));
+    let deleted = call::<_, ()>(
+        ctx,
+        act::DELETE_MEMBER,
+        &DeleteMemberInput {
+            instance: input.instance.clone(),
+            member: member.to_string(),
+            keep_data: false,
+        },
+    )
+    .await;
+    if let Err(e) = deleted {
+        ctx.trace_warn(format!("remove the unfinished member {member}: {e}"));
+    }
+    let dropped = call::<_, ()>(
+        ctx,
+        act::DROP_SLOT,
+        &DropSlotInput {
+            instance: input.instance.clone(),
+            primary: primary.to_string(),
+            member: member.to_string(),
+            timeout_secs: 30,
+        },
+    )
+    .await;
+    if let Err(e) = dropped {
+        ctx.trace_warn(format!(
+            "drop {member}'s replication slot on {primary}: {e}"
+        ));
+    }
 }
 
 /// Removes a standby: take it out of the ro endpoint and the synchronous set first, then stop
@@ -324,4 +412,19 @@ async fn remove(
     )
     .await?;
     Ok(input.member.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_add_past_the_cap_is_refused_counting_standbys_and_running_members() {
+        let cap = MAX_REPLICAS as usize;
+        assert!(check_room("a", 0, 1).is_ok());
+        assert!(check_room("a", cap - 1, cap).is_ok());
+        assert!(check_room("a", cap, cap + 1).is_err());
+        // An orphan the CMS does not list still takes room.
+        assert!(check_room("a", cap - 1, cap + 1).is_err());
+    }
 }

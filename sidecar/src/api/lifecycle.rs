@@ -55,9 +55,14 @@ pub async fn promote(
 
 pub async fn demote(
     State(state): State<AppState>,
-    body: Result<Json<DemoteRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<
+        toygres_common::http_api::JsonObject<DemoteRequest>,
+        toygres_common::http_api::BodyRejection,
+    >,
 ) -> Result<Json<DemoteResponse>, ApiError> {
-    let Json(req) = body?;
+    let toygres_common::http_api::JsonObject(req) = body?;
+    // Only a member of this instance is sent credentials (a rewind uses the superuser's).
+    crate::postgres::replication::check_member_address(&state.member.cfg, &req.primary)?;
     let member = state.member.clone();
     Ok(Json(
         detached(async move { member.demote(&req).await }).await?,

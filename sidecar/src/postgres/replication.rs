@@ -4,6 +4,9 @@
 //! replication policy ([`super::sync`]) replaces `synchronous_standby_names` with a value the
 //! sidecar computes and keeps up to date itself.
 
+use std::path::Path;
+
+use toygres_common::names::PgAddress;
 use toygres_common::sidecar_api::ReplicationRequest;
 
 use super::files::{self, SYNCHRONOUS_COMMIT_VALUES};
@@ -57,6 +60,7 @@ impl Member {
             .map_err(|e| OpError::Unavailable(format!("connect to postgres: {e}")))?;
         let standby = self.layout.is_standby();
         if let Some(primary) = &req.primary {
+            check_member_address(&self.cfg, primary)?;
             if !standby {
                 return Err(OpError::Conflict(
                     "this server is a primary; use /v1/demote to make it follow another".into(),
@@ -185,5 +189,123 @@ impl Member {
                 Ok(true)
             }
         }
+    }
+}
+
+/// Refuses a primary that is not a member of this member's own instance: following a server
+/// sends it the replication password, and a rewind the superuser's (issue 14). The members are
+/// known without being told:
+///
+/// - on the local platform (a `member.json` beside the data directory): loopback addresses
+///   whose port is the `pg_port` of a sibling member's record of the same instance;
+/// - on Kubernetes (`KUBERNETES_SERVICE_HOST` set): the instance's headless domain,
+///   `<instance>-<n>.<instance>-members[.<namespace>…]`;
+/// - a sidecar run by hand, outside both, has no member list and follows what it is told.
+pub fn check_member_address(
+    cfg: &super::settings::MemberSettings,
+    address: &PgAddress,
+) -> Result<(), OpError> {
+    let Some(instance) = instance_of(&cfg.member_name) else {
+        return Ok(());
+    };
+    let member_dir = cfg.data_dir.parent();
+    let allowed = match member_dir {
+        Some(dir) if dir.join("member.json").is_file() => {
+            dir.parent().is_some_and(|instance_dir| {
+                is_loopback(&address.host)
+                    && sibling_ports(instance_dir, instance).contains(&address.port)
+            })
+        }
+        _ if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
+            in_members_domain(instance, &address.host)
+        }
+        _ => true,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(OpError::invalid(
+            "not_a_member",
+            format!("{address} is not a member of instance {instance}; refusing to connect to it"),
+        ))
+    }
+}
+
+/// The instance of member `<instance>-<n>`.
+fn instance_of(member: &str) -> Option<&str> {
+    let (instance, n) = member.rsplit_once('-')?;
+    (!n.is_empty() && n.chars().all(|c| c.is_ascii_digit())).then_some(instance)
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The Postgres ports of the members recorded under the local platform's instance directory.
+fn sibling_ports(instance_dir: &Path, instance: &str) -> Vec<u16> {
+    let Ok(entries) = std::fs::read_dir(instance_dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| instance_of(&e.file_name().to_string_lossy()) == Some(instance))
+        .filter_map(|e| std::fs::read(e.path().join("member.json")).ok())
+        .filter_map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .filter(|record| record["instance"] == instance)
+        .filter_map(|record| record["pg_port"].as_u64())
+        .filter_map(|port| u16::try_from(port).ok())
+        .collect()
+}
+
+/// `<instance>-<n>.<instance>-members`, optionally followed by the rest of a cluster domain.
+fn in_members_domain(instance: &str, host: &str) -> bool {
+    let Some((pod, rest)) = host.split_once('.') else {
+        return false;
+    };
+    let domain = format!("{instance}-members");
+    let service_matches = rest == domain || rest.starts_with(&format!("{domain}."));
+    instance_of(pod) == Some(instance) && service_matches
+}
+
+#[cfg(test)]
+mod peer_tests {
+    use super::*;
+
+    #[test]
+    fn the_headless_domain_names_only_the_instances_members() {
+        assert!(in_members_domain("side", "side-1.side-members"));
+        assert!(in_members_domain(
+            "side",
+            "side-12.side-members.db.svc.cluster.local"
+        ));
+        assert!(!in_members_domain("side", "evil.example.com"));
+        assert!(!in_members_domain("side", "side-1.side-membersx"));
+        assert!(!in_members_domain("side", "other-1.other-members"));
+        assert!(!in_members_domain("side", "side-x.side-members"));
+        assert!(!in_members_domain("side", "10.0.0.7"));
+    }
+
+    #[test]
+    fn local_members_are_the_sibling_records_of_the_same_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |member: &str, instance: &str, port: u16| {
+            let path = dir.path().join(member);
+            std::fs::create_dir_all(&path).unwrap();
+            let record = serde_json::json!({"instance": instance, "pg_port": port});
+            std::fs::write(path.join("member.json"), record.to_string()).unwrap();
+        };
+        write("side-0", "side", 5001);
+        write("side-1", "side", 5002);
+        write("sidecar-0", "sidecar", 5003);
+        std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+        let mut ports = sibling_ports(dir.path(), "side");
+        ports.sort_unstable();
+        assert_eq!(ports, [5001, 5002]);
+        assert_eq!(instance_of("side-0"), Some("side"));
+        assert_eq!(instance_of("my-db-3"), Some("my-db"));
+        assert_eq!(instance_of("nodash"), None);
     }
 }

@@ -27,6 +27,7 @@ pub use supervision::NOT_FOLLOWING_ROUNDS;
 use crate::activities::names as act;
 use crate::activities::records::ActorRef;
 use crate::orchestrations::durable::call;
+use crate::orchestrations::operation::cancel_requested;
 use commands::{health_interval, run_command, start_operation};
 use health_round::{health_round, Routing};
 use supervision::{look_after_primary, recheck_primary};
@@ -79,6 +80,13 @@ pub async fn instance_actor(ctx: OrchestrationContext, input: ActorInput) -> Res
                 }
             }
             Some(command) => {
+                // Cancelled while it waited in the queue: skipped (the CMS already says so).
+                if let Some(id) = command.operation_id() {
+                    if cancel_requested(&ctx, id).await {
+                        ctx.trace_info(format!("operation {id} was cancelled; skipping it"));
+                        continue;
+                    }
+                }
                 if let Some((operation_id, child)) = start_operation(&ctx, &input, &state, command)
                 {
                     state = run_command(&ctx, &input, state, &operation_id, child).await;

@@ -36,6 +36,21 @@ pub enum ActorCommand {
     Parameters(ParametersInput),
 }
 
+impl ActorCommand {
+    /// The operation the command carries out (`None` for the actor's own `CheckNow`). A
+    /// queued operation an operator cancelled is skipped by this id.
+    pub fn operation_id(&self) -> Option<&str> {
+        match self {
+            ActorCommand::CheckNow => None,
+            ActorCommand::AddReplica(c) => Some(&c.operation_id),
+            ActorCommand::RemoveReplica(c) => Some(&c.operation_id),
+            ActorCommand::Switchover(c) => Some(&c.operation_id),
+            ActorCommand::Failover(c) => Some(&c.operation_id),
+            ActorCommand::Backup(c) => Some(&c.operation_id),
+        }
+    }
+}
+
 /// An operator's switchover.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwitchoverCommand {
