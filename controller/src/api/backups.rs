@@ -55,9 +55,9 @@ pub async fn get(
 pub async fn restore(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    body: Result<Json<RestoreRequest>, JsonRejection>,
+    body: Result<JsonObject<RestoreRequest>, BodyRejection>,
 ) -> Result<(StatusCode, Json<OperationAccepted>), ApiError> {
-    let Json(request) = body?;
+    let JsonObject(request) = body?;
     validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let accepted = state.engine()?.restore_instance(&name, request).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
@@ -78,9 +78,9 @@ pub async fn get_schedule(
 pub async fn set_schedule(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    body: Result<Json<BackupScheduleRequest>, JsonRejection>,
+    body: Result<JsonObject<BackupScheduleRequest>, BodyRejection>,
 ) -> Result<Json<BackupScheduleView>, ApiError> {
-    let Json(request) = body?;
+    let JsonObject(request) = body?;
     validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(Json(
         state.engine()?.set_backup_schedule(&name, request).await?,

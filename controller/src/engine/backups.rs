@@ -77,12 +77,17 @@ impl Engine {
         let target =
             RestoreTarget::from_request(request.time.as_deref(), request.lsn.as_deref())
                 .map_err(|(field, message)| EngineError::Invalid(format!("{field}: {message}")))?;
+        // The restored data holds the source's application database and owner: the new
+        // instance keeps them (rather than making empty ones named after itself).
+        let app = self.cms.instance_app_access(source).await?;
         let mut spec = ValidatedCreateInstance::try_from(CreateInstanceRequest {
             name: request.to.clone(),
             replicas: request.replicas,
             replication: request.replication.clone(),
             ha: None,
             backup: None,
+            database: app.as_ref().map(|a| a.database.clone()),
+            owner: app.map(|a| a.owner),
         })
         .map_err(|e| {
             let field = if e.field == "name" { "to" } else { e.field };

@@ -47,6 +47,7 @@ impl ActorCommand {
             ActorCommand::Switchover(c) => Some(&c.operation_id),
             ActorCommand::Failover(c) => Some(&c.operation_id),
             ActorCommand::Backup(c) => Some(&c.operation_id),
+            ActorCommand::Parameters(c) => Some(&c.operation_id),
         }
     }
 }

@@ -161,6 +161,10 @@ impl KubernetesPlatform {
                     Bootstrap::Standby { primary } => {
                         format!("member {}: a new standby of {primary}", spec.member)
                     }
+                    Bootstrap::Restore(source) => format!(
+                        "member {}: a new primary restored from backup {} of {}",
+                        spec.member, source.backup_id, source.instance
+                    ),
                 };
                 self.record(&spec.instance, InstanceEvent::MemberCreated, note)
                     .await;

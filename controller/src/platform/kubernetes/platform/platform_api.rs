@@ -40,6 +40,7 @@ impl Platform for KubernetesPlatform {
                 superuser_password: random_credential(),
                 replication_password: random_credential(),
                 sidecar_token: random_credential(),
+                app_password: random_credential(),
             };
             let secret = instance_secret(&settings, &credentials, &owner).into_secret();
             let params = PostParams {
