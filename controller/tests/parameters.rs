@@ -3,6 +3,8 @@
 //! applied to every member: reload-class without a restart, restart-class rolled through the
 //! members, hot-standby settings raised and lowered.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use support::*;

@@ -144,7 +144,8 @@ mod tests {
             to: "db-1".into(),
         };
         // (changes, primary update, standbys, restarts)
-        let cases: Vec<(Vec<Change>, PrimaryUpdate, Vec<String>, Vec<RestartStep>)> = vec![
+        type Case = (Vec<Change>, PrimaryUpdate, Vec<String>, Vec<RestartStep>);
+        let cases: Vec<Case> = vec![
             (
                 vec![change("work_mem", Dynamic, 4096, 8192)],
                 PrimaryUpdate::Switchover,

@@ -33,6 +33,9 @@ use crate::platform::kubernetes::{
 };
 use crate::platform::{validate_member_of, EndpointRoutes, Endpoints, PlatformError};
 
+/// A pod's role label as it is, and as the routes want it.
+type PodRoles = (Option<RoleLabel>, Option<RoleLabel>);
+
 /// The annotation of the root ConfigMap holding the instance's current [`EndpointRoutes`] (JSON).
 pub const ROUTES_ANNOTATION: &str = "toygres.io/routes";
 
@@ -130,7 +133,7 @@ impl KubernetesPlatform {
             .list(&ListParams::default().labels(&member_pods_selector(instance)))
             .await
             .with_context(|| format!("list the pods of instance {instance}"))?;
-        let roles: BTreeMap<String, (Option<RoleLabel>, Option<RoleLabel>)> = pods
+        let roles: BTreeMap<String, PodRoles> = pods
             .items
             .iter()
             .filter_map(|pod| {
@@ -140,13 +143,12 @@ impl KubernetesPlatform {
             })
             .collect();
         let (removals, additions) = label_changes(&roles);
-        let primary_of =
-            |pick: fn(&(Option<RoleLabel>, Option<RoleLabel>)) -> Option<RoleLabel>| {
-                roles
-                    .iter()
-                    .find(|(_, roles)| pick(roles) == Some(RoleLabel::Primary))
-                    .map(|(pod, _)| pod.clone())
-            };
+        let primary_of = |pick: fn(&PodRoles) -> Option<RoleLabel>| {
+            roles
+                .iter()
+                .find(|(_, roles)| pick(roles) == Some(RoleLabel::Primary))
+                .map(|(pod, _)| pod.clone())
+        };
         let old_primary = primary_of(|(current, _)| *current);
         let new_primary = primary_of(|(_, desired)| *desired);
         for pod in removals {
