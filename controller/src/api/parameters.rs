@@ -21,7 +21,7 @@ use toygres_common::parameters_api::{
 use toygres_common::SidecarClient;
 
 use super::{ApiError, ApiState};
-use crate::engine::ParameterChange;
+use crate::engine::parameters::ParameterChange;
 use crate::parameters::plan::{plan, Change, PrimaryUpdate};
 use crate::platform::SecretRefs;
 

@@ -28,8 +28,7 @@ use crate::token::hex;
 
 mod actor_operations;
 mod backups;
-mod parameters;
-pub use parameters::ParameterChange;
+pub mod parameters;
 
 /// The schema of the duroxide store in the CMS database.
 pub const DUROXIDE_SCHEMA: &str = "toygres_duroxide";

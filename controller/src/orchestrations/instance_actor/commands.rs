@@ -1,12 +1,10 @@
 //! Operator commands as operations: each starts a child orchestration, and the actor waits for
 //! it while its health rounds go on (the operation owns the routes meanwhile).
 
-use std::time::Duration;
-
 use duroxide::{DurableFuture, Either2, OrchestrationContext};
 
 use super::health_round::{health_round, Routing};
-use super::state::{ActorCommand, ActorInput, ActorSettings, ActorState};
+use super::state::{health_interval, ActorCommand, ActorInput, ActorState};
 use crate::orchestrations::durable::sub_orchestration;
 use crate::orchestrations::ha::failover::FailoverInput;
 use crate::orchestrations::ha::switchover::SwitchoverInput;
@@ -113,11 +111,4 @@ pub async fn run_command(
             }
         }
     }
-}
-
-pub fn health_interval(settings: &ActorSettings, state: &ActorState) -> Duration {
-    let ms = state
-        .health_interval_ms
-        .unwrap_or(settings.health_interval_ms);
-    Duration::from_millis(ms.max(100))
 }

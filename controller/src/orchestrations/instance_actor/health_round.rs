@@ -5,9 +5,8 @@
 use duroxide::OrchestrationContext;
 use toygres_common::domain::HaEventKind;
 
-use super::commands::health_interval;
 use super::health::{assess, describe_targets, desired_routes, primary_seen};
-use super::state::{ActorInput, ActorState};
+use super::state::{health_interval, ActorInput, ActorState};
 use crate::activities::members::ActorView;
 use crate::activities::names as act;
 use crate::activities::records::{ActorRef, HealthEvent, HealthReport};

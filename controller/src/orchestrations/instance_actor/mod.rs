@@ -28,8 +28,9 @@ use crate::activities::names as act;
 use crate::activities::records::ActorRef;
 use crate::orchestrations::durable::call;
 use crate::orchestrations::operation::cancel_requested;
-use commands::{health_interval, run_command, start_operation};
+use commands::{run_command, start_operation};
 use health_round::{health_round, Routing};
+use state::health_interval;
 use supervision::{look_after_primary, recheck_primary};
 
 /// Runs the actor: health rounds on a timer and commands from the queue, then continues as new.

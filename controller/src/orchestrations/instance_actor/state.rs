@@ -2,6 +2,7 @@
 //! continue-as-new), the commands its queue takes, and what it saw of each member.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use toygres_common::controller_api::{HaSettings, ValidatedSwitchover};
@@ -166,4 +167,13 @@ pub struct MemberSeen {
     /// Less than [`DISK_LOW_PERCENT`](super::health::DISK_LOW_PERCENT) of its data file system is free.
     #[serde(default)]
     pub disk_low: bool,
+}
+
+/// How long the actor waits between health rounds: the interval the CMS last gave it, else its
+/// settings' (never under 100 ms).
+pub fn health_interval(settings: &ActorSettings, state: &ActorState) -> Duration {
+    let ms = state
+        .health_interval_ms
+        .unwrap_or(settings.health_interval_ms);
+    Duration::from_millis(ms.max(100))
 }

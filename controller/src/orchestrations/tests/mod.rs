@@ -78,6 +78,8 @@ fn fake_activities(calls: Calls, failing: BTreeSet<String>) -> ActivityRegistry 
         act::RECORD_BACKUP_STARTED,
         act::TAKE_BACKUP,
         act::RECORD_BACKUP_FINISHED,
+        act::OPERATION_CANCELLED,
+        act::ENSURE_APP_ACCESS,
     ];
     let mut builder = ActivityRegistry::builder();
     for name in all {
@@ -126,6 +128,7 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
             json!({"member": member, "timeline": 1})
         }
         n if n == act::WAIT_SYNC_STANDBY => json!("db-1"),
+        n if n == act::OPERATION_CANCELLED => json!(false),
         n if n == act::LIST_MEMBERS => json!(["db-0", "db-1"]),
         n if n == act::READ_ACTOR_VIEW && input["actor_id"] == "actor-stale" => Value::Null,
         n if n == act::READ_ACTOR_VIEW => json!({

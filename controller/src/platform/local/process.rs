@@ -198,14 +198,13 @@ pub async fn kill_postgres(data_dir: &Path) -> anyhow::Result<()> {
     }
     victims.sort_unstable();
     victims.dedup();
-    if victims.is_empty() {
-        return Ok(());
+    if !victims.is_empty() {
+        tracing::info!(
+            ?victims,
+            "killing the Postgres processes of {}",
+            data_dir.display()
+        );
     }
-    tracing::info!(
-        ?victims,
-        "killing the Postgres processes of {}",
-        data_dir.display()
-    );
     for pid in &victims {
         signal(*pid, Signal::SIGKILL);
     }
@@ -216,6 +215,15 @@ pub async fn kill_postgres(data_dir: &Path) -> anyhow::Result<()> {
                 data_dir.display()
             );
         }
+    }
+    // A killed postmaster leaves its lock file behind, and until whoever inherited it reaps
+    // the zombie, the next postmaster takes the pid in it for a live one and refuses to start.
+    // Every process of the data directory is gone now, so the lock guards nothing.
+    let lock = data_dir.join("postmaster.pid");
+    match fs::remove_file(&lock) {
+        Ok(()) => tracing::info!("removed the stale {}", lock.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("remove {}", lock.display())),
     }
     Ok(())
 }
