@@ -281,7 +281,6 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 12: the member pod's sidecar is not reachable on 8008 under the process nodes yet (create waits 300 s); see the branch notes"]
 async fn create_write_read_switchover_and_delete_through_the_kubernetes_platform() {
     bin_path("toygres-sidecar");
     let cluster = Cluster::start().await;
@@ -422,7 +421,6 @@ fn spawn_writer(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 12: the member pod's sidecar is not reachable on 8008 under the process nodes yet (create waits 300 s); see the branch notes"]
 async fn a_frozen_primary_is_fenced_and_the_rw_endpoint_moves_without_losing_a_commit() {
     bin_path("toygres-sidecar");
     let cluster = Cluster::start().await;

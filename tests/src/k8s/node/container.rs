@@ -8,7 +8,9 @@
 //! and the drop to the container's user sets it again, so a test process killed outright takes
 //! its pods' main processes with it): the pid spawned is the container's main process, in a
 //! process group of its own. Mount points missing on the host are created first (see
-//! [`super::volumes::MountPoints`]). `$(VAR)` references in env values, command and args expand
+//! [`super::volumes::MountPoints`]); a source that an earlier mount covers (an emptyDir on
+//! `/tmp` while the node keeps its volumes under `/tmp`) is opened before the first mount, since
+//! the kubelet reaches every source on the host. `$(VAR)` references in env values, command and args expand
 //! as the kubelet expands them.
 
 use std::collections::HashMap;
@@ -110,15 +112,27 @@ pub fn launch_script(plan: &LaunchPlan, setpriv: &str, mount: &str) -> String {
     let mut mounts = plan.mounts.clone();
     // Parents before children.
     mounts.sort_by_key(|m| m.target.matches('/').count());
-    for m in &mounts {
-        let (src, dst) = (
-            sh_quote(&m.source.display().to_string()),
-            sh_quote(&m.target),
-        );
+    let sources = sources_behind_earlier_mounts(&mounts);
+    for (fd, m) in sources
+        .iter()
+        .filter_map(|(i, fd)| Some((fd, mounts.get(*i)?)))
+    {
+        let src = sh_quote(&m.source.display().to_string());
+        script.push_str(&format!("exec {fd}<{src}\n"));
+    }
+    for (i, m) in mounts.iter().enumerate() {
+        let src = match sources.iter().find(|(j, _)| *j == i) {
+            Some((_, fd)) => format!("/proc/self/fd/{fd}"),
+            None => sh_quote(&m.source.display().to_string()),
+        };
+        let dst = sh_quote(&m.target);
         script.push_str(&format!("{mount} --bind {src} {dst}\n"));
         if m.read_only {
             script.push_str(&format!("{mount} -o remount,bind,ro {dst}\n"));
         }
+    }
+    for (_, fd) in &sources {
+        script.push_str(&format!("exec {fd}<&-\n"));
     }
     if let Some(dir) = &plan.working_dir {
         script.push_str(&format!("cd {}\n", sh_quote(dir)));
@@ -136,6 +150,22 @@ pub fn launch_script(plan: &LaunchPlan, setpriv: &str, mount: &str) -> String {
         _ => script.push_str("exec \"$@\"\n"),
     }
     script
+}
+
+/// The mounts (by index, in mount order) whose host source an earlier mount hides, each with the
+/// file descriptor the script opens on its source before mounting anything. The kubelet resolves
+/// a volume's host directory on the host, so a container that mounts an emptyDir over `/tmp`
+/// still gets its other volumes even when the node keeps them under `/tmp`; here the script
+/// mounts inside the container's mount namespace, so a later source under an earlier target
+/// is reached through `/proc/self/fd/N` instead of its (now covered) path. sh offers fds 3 to
+/// 9; beyond seven such sources the path is used and the mount fails with a clear message.
+fn sources_behind_earlier_mounts(mounts: &[BindMount]) -> Vec<(usize, u8)> {
+    let hidden = mounts.iter().enumerate().filter(|(i, m)| {
+        mounts[..*i]
+            .iter()
+            .any(|earlier| m.source.starts_with(&earlier.target))
+    });
+    hidden.map(|(i, _)| i).zip(3u8..=9).collect()
 }
 
 /// The env a container starts with: the image's, then what the node adds, then the pod spec's
@@ -250,6 +280,38 @@ mod tests {
              /usr/bin/mount -o remount,bind,ro '/var/run/secrets/x'\n\
              cd '/var/lib/it'\\''s'\n\
              exec /usr/bin/setpriv --reuid=101 --regid=104 --clear-groups --pdeathsig KILL -- \"$@\"\n"
+        );
+    }
+
+    #[test]
+    fn a_source_under_an_earlier_target_is_opened_before_mounting_and_closed_after() {
+        let mount = |source: &str, target: &str| BindMount {
+            source: source.into(),
+            target: target.into(),
+            read_only: false,
+        };
+        let plan = LaunchPlan {
+            argv: vec![],
+            env: vec![],
+            working_dir: None,
+            user: None,
+            supplementary_group: None,
+            mounts: vec![
+                mount("/tmp/node/pod/shm", "/dev/shm"),
+                mount("/tmp/node/pod/tmp", "/tmp"),
+                mount("/srv/pv/data", "/data/pg"),
+            ],
+        };
+        let script = launch_script(&plan, "/usr/bin/setpriv", "/bin/mount");
+        assert_eq!(
+            script,
+            "set -e\n\
+             exec 3<'/tmp/node/pod/shm'\n\
+             /bin/mount --bind '/tmp/node/pod/tmp' '/tmp'\n\
+             /bin/mount --bind /proc/self/fd/3 '/dev/shm'\n\
+             /bin/mount --bind '/srv/pv/data' '/data/pg'\n\
+             exec 3<&-\n\
+             exec \"$@\"\n"
         );
     }
 
