@@ -110,12 +110,12 @@ async fn concurrent_adds_never_pass_the_cap_a_full_queue_gets_429_and_cancel_and
         .await;
     assert_eq!(status, 409, "{text}");
 
-    // The one copying the primary, cancelled, stops at its next safe point and removes its
-    // member.
+    // The one copying the primary (its member made: step 2 creates it, step 3 waits for the
+    // copy), cancelled, stops at its next safe point and removes its member.
     let running = eventually(Duration::from_secs(60), "an add copying", || async {
         for id in &accepted {
             let op = operation(&api, id).await;
-            if op.status == "running" && op.progress.is_some_and(|p| p.step == 2) {
+            if op.status == "running" && op.progress.is_some_and(|p| p.step >= 2) {
                 return Some(id.clone());
             }
         }

@@ -6,7 +6,7 @@ use toygres_common::backup_api::{BackupConfig, BackupView};
 use toygres_common::domain::BackupStatus;
 use toygres_common::sidecar_api::{BackupKind, BackupManifest};
 
-use super::{get, rfc3339, Cms, CmsError};
+use super::{get, rfc3339_micros, Cms, CmsError};
 
 /// A backup that begins.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,9 +39,9 @@ pub fn kind_name(kind: BackupKind) -> &'static str {
 const COLUMNS: &str = concat!(
     "id, instance, kind, label, status, operation_id, member, from_standby, store_path, ",
     "raw_bytes, stored_bytes, start_lsn::text, stop_lsn::text, timeline, ",
-    rfc3339!("started_at"),
+    rfc3339_micros!("started_at"),
     ", ",
-    rfc3339!("finished_at"),
+    rfc3339_micros!("finished_at"),
     ", error, verification"
 );
 

@@ -282,6 +282,19 @@ macro_rules! rfc3339 {
 }
 pub(crate) use rfc3339;
 
+/// SQL rendering a `timestamptz` expression as RFC 3339 in UTC with microseconds, for times
+/// compared with others later (a backup's end against a restore's target time).
+macro_rules! rfc3339_micros {
+    ($column:literal) => {
+        concat!(
+            "to_char(",
+            $column,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        )
+    };
+}
+pub(crate) use rfc3339_micros;
+
 pub(crate) async fn with_timeout<T>(
     what: &'static str,
     fut: impl Future<Output = Result<T, CmsError>>,

@@ -216,14 +216,29 @@ pub async fn kill_postgres(data_dir: &Path) -> anyhow::Result<()> {
             );
         }
     }
-    // A killed postmaster leaves its lock file behind, and until whoever inherited it reaps
-    // the zombie, the next postmaster takes the pid in it for a live one and refuses to start.
-    // Every process of the data directory is gone now, so the lock guards nothing.
+    // A killed postmaster leaves its lock files behind (postmaster.pid, and the socket's
+    // `.s.PGSQL.<port>.lock`), and until whoever inherited it reaps the zombie, the next
+    // postmaster takes the pid in them for a live one and refuses to start. Every process of
+    // the data directory is gone now, so the locks guard nothing.
     let lock = data_dir.join("postmaster.pid");
-    match fs::remove_file(&lock) {
-        Ok(()) => tracing::info!("removed the stale {}", lock.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("remove {}", lock.display())),
+    let mut stale = Vec::new();
+    if let Ok(text) = fs::read_to_string(&lock) {
+        // postmaster.pid: pid, data directory, start time, port, socket directory, …
+        let lines: Vec<&str> = text.lines().collect();
+        if let (Some(port), Some(dir)) = (lines.get(3), lines.get(4)) {
+            let (port, dir) = (port.trim(), dir.trim());
+            if !port.is_empty() && !dir.is_empty() {
+                stale.push(Path::new(dir).join(format!(".s.PGSQL.{port}.lock")));
+            }
+        }
+    }
+    stale.push(lock);
+    for file in stale {
+        match fs::remove_file(&file) {
+            Ok(()) => tracing::info!("removed the stale {}", file.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("remove {}", file.display())),
+        }
     }
     Ok(())
 }
