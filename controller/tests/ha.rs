@@ -15,24 +15,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use support::*;
-use toygres_common::controller_api::{
-    EventList, InstanceDetail, Operation, OperationAccepted, ReplicationStatus,
-};
-
-/// Members killed by a test stay down until the controller rejoins them (no supervisor restart
-/// racing the failover).
-const NO_RESTARTS: (&str, &str) = ("TOYGRES_SUPERVISE_INTERVAL_MS", "3600000");
+use toygres_common::controller_api::{InstanceDetail, Operation, OperationAccepted};
 
 /// How long a failover, with the old primary's rejoin, may take.
 const FAILOVER_DEADLINE: Duration = Duration::from_secs(120);
-
-/// One acknowledged commit: its id, the Postgres port that took it, when it returned.
-#[derive(Debug, Clone, Copy)]
-struct Ack {
-    id: i64,
-    port: i32,
-    at: Instant,
-}
 
 /// A client writing rows through the rw endpoint as fast as it can, reconnecting whenever its
 /// connection breaks, and remembering every commit Postgres acknowledged.
@@ -145,73 +131,6 @@ fn kill_member(home: &Home, instance: &str, member: &str) {
     }
 }
 
-async fn members(api: &Api, instance: &str) -> ReplicationStatus {
-    api.get(&format!("/v1/instances/{instance}/replicas")).await
-}
-
-async fn primary_of(api: &Api, instance: &str) -> Option<String> {
-    members(api, instance)
-        .await
-        .members
-        .into_iter()
-        .find(|m| m.role == "primary")
-        .map(|m| m.name)
-}
-
-/// Polls until every member is a running, healthy primary or streaming standby, with exactly
-/// one primary (and, in sync mode, a synchronous standby, as the primary reports it).
-async fn wait_all_healthy(api: &Api, home: &Home, instance: &str, count: usize) {
-    let deadline = Instant::now() + FAILOVER_DEADLINE;
-    loop {
-        let status = members(api, instance).await;
-        let healthy = status
-            .members
-            .iter()
-            .filter(|m| m.health == "healthy" && m.state == "running")
-            .count();
-        let primaries = status
-            .members
-            .iter()
-            .filter(|m| m.role == "primary")
-            .count();
-        let synchronous = status.replication_mode != "sync"
-            || status
-                .members
-                .iter()
-                .any(|m| matches!(m.sync_state.as_deref(), Some("sync" | "quorum")));
-        if healthy == count && primaries == 1 && synchronous {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{instance} is not healthy: {:?}\n{}",
-            status
-                .members
-                .iter()
-                .map(|m| (&m.name, &m.role, &m.state, &m.health, &m.sync_state))
-                .collect::<Vec<_>>(),
-            home.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The Postgres port of a member, as the CMS records its address.
-async fn pg_port(api: &Api, instance: &str, member: &str) -> i32 {
-    let status = members(api, instance).await;
-    let address = status
-        .members
-        .iter()
-        .find(|m| m.name == member)
-        .and_then(|m| m.address.clone())
-        .unwrap();
-    address.rsplit_once(':').unwrap().1.parse().unwrap()
-}
-
-async fn events(api: &Api, instance: &str) -> EventList {
-    api.get(&format!("/v1/instances/{instance}/events")).await
-}
-
 /// Polls the instance's events until one of `kind` is there.
 async fn wait_event(api: &Api, instance: &str, kind: &str) {
     eventually(FAILOVER_DEADLINE, &format!("a {kind} event"), || async {
@@ -223,16 +142,6 @@ async fn wait_event(api: &Api, instance: &str, kind: &str) {
             .then_some(())
     })
     .await;
-}
-
-async fn connection(api: &Api, instance: &str) -> (String, String) {
-    let detail: InstanceDetail = api.get(&format!("/v1/instances/{instance}")).await;
-    let connection = detail.connection.unwrap();
-    let password = fs::read_to_string(connection.password_location.unwrap())
-        .unwrap()
-        .trim()
-        .to_string();
-    (connection.rw, password)
 }
 
 /// Starts a controller with `env` and creates an instance from `request`.

@@ -17,21 +17,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use support::*;
-use toygres_common::controller_api::{EventList, InstanceDetail, ReplicationStatus};
-
-/// Members killed or frozen by a test are not restarted by the platform's supervisor.
-const NO_RESTARTS: (&str, &str) = ("TOYGRES_SUPERVISE_INTERVAL_MS", "3600000");
 
 /// How long a failover, with the old primary's rejoin, may take.
 const DEADLINE: Duration = Duration::from_secs(120);
-
-/// One acknowledged commit: its id, the Postgres port that took it, when it returned.
-#[derive(Debug, Clone, Copy)]
-struct Ack {
-    id: i64,
-    port: i32,
-    at: Instant,
-}
 
 /// Clients inserting rows through the rw endpoint as fast as they can, reconnecting whenever
 /// their connection breaks, remembering every commit Postgres acknowledged.
@@ -184,82 +172,6 @@ fn children_of(parent: i32) -> Vec<i32> {
         }
     }
     children
-}
-
-async fn members(api: &Api, instance: &str) -> ReplicationStatus {
-    api.get(&format!("/v1/instances/{instance}/replicas")).await
-}
-
-async fn primary_of(api: &Api, instance: &str) -> Option<String> {
-    members(api, instance)
-        .await
-        .members
-        .into_iter()
-        .find(|m| m.role == "primary")
-        .map(|m| m.name)
-}
-
-async fn pg_port(api: &Api, instance: &str, member: &str) -> i32 {
-    let address = members(api, instance)
-        .await
-        .members
-        .into_iter()
-        .find(|m| m.name == member)
-        .and_then(|m| m.address)
-        .unwrap();
-    address.rsplit_once(':').unwrap().1.parse().unwrap()
-}
-
-async fn events(api: &Api, instance: &str) -> EventList {
-    api.get(&format!("/v1/instances/{instance}/events")).await
-}
-
-/// Polls until every member is a running, healthy primary or streaming standby, with one
-/// primary and, in sync mode, a synchronous standby.
-async fn wait_all_healthy(api: &Api, home: &Home, instance: &str, count: usize) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let status = members(api, instance).await;
-        let healthy = status
-            .members
-            .iter()
-            .filter(|m| m.health == "healthy" && m.state == "running")
-            .count();
-        let primaries = status
-            .members
-            .iter()
-            .filter(|m| m.role == "primary")
-            .count();
-        let synchronous = status.replication_mode != "sync"
-            || status
-                .members
-                .iter()
-                .any(|m| matches!(m.sync_state.as_deref(), Some("sync" | "quorum")));
-        if healthy == count && primaries == 1 && synchronous {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{instance} is not healthy: {:?}\n{}",
-            status
-                .members
-                .iter()
-                .map(|m| (&m.name, &m.role, &m.state, &m.health, &m.sync_state))
-                .collect::<Vec<_>>(),
-            home.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn connection(api: &Api, instance: &str) -> (String, String) {
-    let detail: InstanceDetail = api.get(&format!("/v1/instances/{instance}")).await;
-    let connection = detail.connection.unwrap();
-    let password = fs::read_to_string(connection.password_location.unwrap())
-        .unwrap()
-        .trim()
-        .to_string();
-    (connection.rw, password)
 }
 
 /// Starts a controller with `env`, creates a three-member instance `name` with `ha` settings,

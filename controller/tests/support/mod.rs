@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use toygres_common::controller_api::{EventList, InstanceDetail, ReplicationStatus};
 pub use toygres_common::controller_api::{Operation, OperationAccepted};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_toygres");
@@ -394,4 +395,98 @@ pub fn stdout(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout)
     );
     String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+// What the high-availability tests (ha.rs, ha_freeze.rs) share.
+
+/// How long a failover, with the old primary's rejoin, may take.
+pub const HA_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Members killed by a test stay down until the controller rejoins them (no supervisor restart
+/// racing the failover).
+pub const NO_RESTARTS: (&str, &str) = ("TOYGRES_SUPERVISE_INTERVAL_MS", "3600000");
+
+/// One acknowledged commit: its id, the Postgres port that took it, when it returned.
+#[derive(Debug, Clone, Copy)]
+pub struct Ack {
+    pub id: i64,
+    pub port: i32,
+    pub at: Instant,
+}
+
+pub async fn members(api: &Api, instance: &str) -> ReplicationStatus {
+    api.get(&format!("/v1/instances/{instance}/replicas")).await
+}
+
+pub async fn primary_of(api: &Api, instance: &str) -> Option<String> {
+    members(api, instance)
+        .await
+        .members
+        .into_iter()
+        .find(|m| m.role == "primary")
+        .map(|m| m.name)
+}
+
+/// The Postgres port of a member, as the CMS records its address.
+pub async fn pg_port(api: &Api, instance: &str, member: &str) -> i32 {
+    let status = members(api, instance).await;
+    let address = status
+        .members
+        .iter()
+        .find(|m| m.name == member)
+        .and_then(|m| m.address.clone())
+        .unwrap();
+    address.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+pub async fn events(api: &Api, instance: &str) -> EventList {
+    api.get(&format!("/v1/instances/{instance}/events")).await
+}
+
+/// Polls until every member is a running, healthy primary or streaming standby, with exactly
+/// one primary (and, in sync mode, a synchronous standby, as the primary reports it).
+pub async fn wait_all_healthy(api: &Api, home: &Home, instance: &str, count: usize) {
+    let deadline = Instant::now() + HA_DEADLINE;
+    loop {
+        let status = members(api, instance).await;
+        let healthy = status
+            .members
+            .iter()
+            .filter(|m| m.health == "healthy" && m.state == "running")
+            .count();
+        let primaries = status
+            .members
+            .iter()
+            .filter(|m| m.role == "primary")
+            .count();
+        let synchronous = status.replication_mode != "sync"
+            || status
+                .members
+                .iter()
+                .any(|m| matches!(m.sync_state.as_deref(), Some("sync" | "quorum")));
+        if healthy == count && primaries == 1 && synchronous {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{instance} is not healthy: {:?}\n{}",
+            status
+                .members
+                .iter()
+                .map(|m| (&m.name, &m.role, &m.state, &m.health, &m.sync_state))
+                .collect::<Vec<_>>(),
+            home.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn connection(api: &Api, instance: &str) -> (String, String) {
+    let detail: InstanceDetail = api.get(&format!("/v1/instances/{instance}")).await;
+    let connection = detail.connection.unwrap();
+    let password = fs::read_to_string(connection.password_location.unwrap())
+        .unwrap()
+        .trim()
+        .to_string();
+    (connection.rw, password)
 }

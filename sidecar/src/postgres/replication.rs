@@ -198,8 +198,11 @@ impl Member {
 ///
 /// - on the local platform (a `member.json` beside the data directory): loopback addresses
 ///   whose port is the `pg_port` of a sibling member's record of the same instance;
-/// - on Kubernetes (`KUBERNETES_SERVICE_HOST` set): the instance's headless domain,
-///   `<instance>-<n>.<instance>-members[.<namespace>…]`;
+/// - on Kubernetes (`KUBERNETES_SERVICE_HOST` set): a name in the instance's headless domain,
+///   `<instance>-<n>-0.<instance>-members[.<namespace>…]` (the pod of member `<instance>-<n>`),
+///   or an IP address. The Kubernetes platform hands out pod IPs, and the sidecar cannot yet
+///   check an IP against the members Service's EndpointSlices, so on Kubernetes an IP is
+///   accepted (a known gap of issue 14);
 /// - a sidecar run by hand, outside both, has no member list and follows what it is told.
 pub fn check_member_address(
     cfg: &super::settings::MemberSettings,
@@ -218,6 +221,7 @@ pub fn check_member_address(
         }
         _ if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
             in_members_domain(instance, &address.host)
+                || address.host.parse::<std::net::IpAddr>().is_ok()
         }
         _ => true,
     };
@@ -267,7 +271,9 @@ fn in_members_domain(instance: &str, host: &str) -> bool {
     };
     let domain = format!("{instance}-members");
     let service_matches = rest == domain || rest.starts_with(&format!("{domain}."));
-    instance_of(pod) == Some(instance) && service_matches
+    // A member `<instance>-<n>` runs as the StatefulSet's pod `<instance>-<n>-0`.
+    let member = pod.strip_suffix("-0").unwrap_or(pod);
+    instance_of(member) == Some(instance) && service_matches
 }
 
 #[cfg(test)]
@@ -277,6 +283,7 @@ mod peer_tests {
     #[test]
     fn the_headless_domain_names_only_the_instances_members() {
         assert!(in_members_domain("side", "side-1.side-members"));
+        assert!(in_members_domain("side", "side-1-0.side-members.db.svc"));
         assert!(in_members_domain(
             "side",
             "side-12.side-members.db.svc.cluster.local"
