@@ -8,8 +8,6 @@
 mod support;
 
 use std::fs;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -19,87 +17,6 @@ use toygres_common::controller_api::{InstanceDetail, Operation, OperationAccepte
 
 /// How long a failover, with the old primary's rejoin, may take.
 const FAILOVER_DEADLINE: Duration = Duration::from_secs(120);
-
-/// A client writing rows through the rw endpoint as fast as it can, reconnecting whenever its
-/// connection breaks, and remembering every commit Postgres acknowledged.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    acks: Arc<Mutex<Vec<Ack>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Writer {
-    fn start(url: String, password: String) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
-        let task = tokio::spawn({
-            let stop = stop.clone();
-            let acks = acks.clone();
-            async move {
-                let mut next = 1i64;
-                while !stop.load(Ordering::Relaxed) {
-                    let mut config: tokio_postgres::Config = url.parse().unwrap();
-                    config
-                        .password(&password)
-                        .connect_timeout(Duration::from_secs(5));
-                    let Ok(Ok((client, connection))) = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        config.connect(tokio_postgres::NoTls),
-                    )
-                    .await
-                    else {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    };
-                    tokio::spawn(async move {
-                        let _ = connection.await;
-                    });
-                    while !stop.load(Ordering::Relaxed) {
-                        let id = next;
-                        next += 1;
-                        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
-                        let insert = client.query_one(
-                            "INSERT INTO acked (id) VALUES ($1) RETURNING inet_server_port()",
-                            &params,
-                        );
-                        match tokio::time::timeout(Duration::from_secs(30), insert).await {
-                            Ok(Ok(row)) => acks.lock().unwrap().push(Ack {
-                                id,
-                                port: row.get(0),
-                                at: Instant::now(),
-                            }),
-                            // Not acknowledged: it may or may not be there; never counted.
-                            _ => break,
-                        }
-                    }
-                }
-            }
-        });
-        Self { stop, acks, task }
-    }
-
-    fn acks(&self) -> Vec<Ack> {
-        self.acks.lock().unwrap().clone()
-    }
-
-    /// Polls until a commit is acknowledged after `since` by a server other than `not_by`;
-    /// returns when it was.
-    async fn acked_after(&self, since: Instant, not_by: Option<i32>, what: &str) -> Instant {
-        eventually(FAILOVER_DEADLINE, what, || async {
-            self.acks()
-                .iter()
-                .find(|a| a.at > since && Some(a.port) != not_by)
-                .map(|a| a.at)
-        })
-        .await
-    }
-
-    async fn stop(self) -> Vec<Ack> {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = tokio::time::timeout(Duration::from_secs(40), self.task).await;
-        self.acks.lock().unwrap().clone()
-    }
-}
 
 /// The longest time between two consecutive acknowledged commits within `[from, to]`.
 fn longest_pause(acks: &[Ack], from: Instant, to: Instant) -> Duration {
@@ -195,7 +112,7 @@ async fn sync_mode_switchover_and_ten_kill_failovers_lose_no_acknowledged_commit
         .batch_execute("CREATE TABLE acked (id bigint PRIMARY KEY)")
         .await
         .unwrap();
-    let writer = Writer::start(rw.clone(), password.clone());
+    let writer = Writers::start(1, &rw, &password);
     writer
         .acked_after(Instant::now(), None, "the first acknowledged write")
         .await;
@@ -700,7 +617,7 @@ async fn bench_failover_and_switchover() {
         .batch_execute("CREATE TABLE acked (id bigint PRIMARY KEY)")
         .await
         .unwrap();
-    let writer = Writer::start(rw.clone(), password.clone());
+    let writer = Writers::start(1, &rw, &password);
     writer
         .acked_after(Instant::now(), None, "a first write")
         .await;

@@ -8,6 +8,8 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -489,4 +491,89 @@ pub async fn connection(api: &Api, instance: &str) -> (String, String) {
         .trim()
         .to_string();
     (connection.rw, password)
+}
+
+/// Clients inserting rows through the rw endpoint as fast as they can, reconnecting whenever
+/// their connection breaks, remembering every commit Postgres acknowledged.
+pub struct Writers {
+    stop: Arc<AtomicBool>,
+    acks: Arc<Mutex<Vec<Ack>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    pub fn start(count: i64, url: &str, password: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
+        let tasks = (0..count)
+            .map(|writer| {
+                let (stop, acks) = (stop.clone(), acks.clone());
+                let (url, password) = (url.to_string(), password.to_string());
+                tokio::spawn(async move {
+                    // Ids of writer w are w, w + count, w + 2 count, …: never shared.
+                    let mut next = writer + 1;
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut config: tokio_postgres::Config = url.parse().unwrap();
+                        config
+                            .password(&password)
+                            .connect_timeout(Duration::from_secs(5));
+                        let Ok(Ok((client, connection))) = tokio::time::timeout(
+                            Duration::from_secs(10),
+                            config.connect(tokio_postgres::NoTls),
+                        )
+                        .await
+                        else {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        };
+                        tokio::spawn(connection);
+                        while !stop.load(Ordering::Relaxed) {
+                            let id = next;
+                            next += count;
+                            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+                            let insert = client.query_one(
+                                "INSERT INTO acked (id) VALUES ($1) RETURNING inet_server_port()",
+                                &params,
+                            );
+                            match tokio::time::timeout(Duration::from_secs(30), insert).await {
+                                Ok(Ok(row)) => acks.lock().unwrap().push(Ack {
+                                    id,
+                                    port: row.get(0),
+                                    at: Instant::now(),
+                                }),
+                                // Not acknowledged: it may or may not be there; never counted.
+                                _ => break,
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, acks, tasks }
+    }
+
+    pub fn acks(&self) -> Vec<Ack> {
+        self.acks.lock().unwrap().clone()
+    }
+
+    /// Polls until a commit is acknowledged after `since` by a server other than `not_by`.
+    pub async fn acked_after(&self, since: Instant, not_by: Option<i32>, what: &str) -> Instant {
+        eventually(HA_DEADLINE, what, || async {
+            self.acks()
+                .iter()
+                .find(|a| a.at > since && Some(a.port) != not_by)
+                .map(|a| a.at)
+        })
+        .await
+    }
+
+    pub async fn stop(self) -> Vec<Ack> {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(40), task).await;
+        }
+        let mut acks = self.acks.lock().unwrap().clone();
+        acks.sort_by_key(|a| a.at);
+        acks
+    }
 }
