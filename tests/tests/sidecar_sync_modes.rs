@@ -377,9 +377,17 @@ async fn bad_policies_are_refused_and_a_hand_set_value_clears_the_policy() {
     })
     .await
     .unwrap();
-    let st = pc.status().await.unwrap();
-    assert_eq!(st.sync_policy, None);
-    assert_eq!(st.synchronous_standby_names.as_deref(), Some("\"bp-1\""));
+    assert_eq!(pc.status().await.unwrap().sync_policy, None);
+    // A reload takes effect when Postgres's processes handle it: poll until the value shows.
+    eventually(
+        std::time::Duration::from_secs(10),
+        "the hand-set synchronous_standby_names to take effect",
+        || async {
+            let st = pc.status().await.ok()?;
+            (st.synchronous_standby_names.as_deref() == Some("\"bp-1\"")).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
