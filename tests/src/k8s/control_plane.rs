@@ -75,7 +75,39 @@ impl std::fmt::Debug for ControlPlane {
 impl ControlPlane {
     /// Starts everything under `dir`, the apiserver on `host` (the bridge's host address) with
     /// `service_cidr`; returns once the apiserver is ready.
+    ///
+    /// A free port can be taken by another process between choosing it and etcd or the
+    /// apiserver binding it (two suites starting clusters at once did this). Such a start is
+    /// stopped whole and tried again on new ports, in a fresh folder, up to three times.
     pub async fn start(
+        bins: &K8sBinaries,
+        dir: &Path,
+        host: Ipv4Addr,
+        service_cidr: &str,
+        kubernetes_service_ip: Ipv4Addr,
+    ) -> anyhow::Result<Self> {
+        let mut attempt_dir = dir.to_path_buf();
+        for attempt in 1.. {
+            let started = Self::start_once(
+                bins,
+                &attempt_dir,
+                host,
+                service_cidr,
+                kubernetes_service_ip,
+            )
+            .await;
+            match started {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
+                    eprintln!("control plane: a port was taken before it was bound ({e:#}); again on new ports");
+                    attempt_dir = dir.join(format!("retry-{attempt}"));
+                }
+                other => return other,
+            }
+        }
+        unreachable!("the loop returns by its third attempt")
+    }
+
+    async fn start_once(
         bins: &K8sBinaries,
         dir: &Path,
         host: Ipv4Addr,
