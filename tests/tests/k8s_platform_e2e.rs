@@ -220,17 +220,26 @@ async fn superuser_password(client: &Client) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
+/// Connects as the superuser, giving up after 3 s in all. tokio-postgres's `connect_timeout`
+/// bounds only the TCP connect: a frozen server's kernel still completes that, and the startup
+/// then waits until the address is gone (a writer stuck there for 38 s once made a failover look
+/// 40 s long).
 async fn connect(ip: &str, password: &str) -> Option<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::Config::new()
+    let mut config = tokio_postgres::Config::new();
+    config
         .host(ip)
         .port(5432)
         .user("postgres")
         .password(password)
         .dbname("postgres")
-        .connect_timeout(Duration::from_secs(3))
-        .connect(tokio_postgres::NoTls)
-        .await
-        .ok()?;
+        .connect_timeout(Duration::from_secs(3));
+    let (client, connection) = tokio::time::timeout(
+        Duration::from_secs(3),
+        config.connect(tokio_postgres::NoTls),
+    )
+    .await
+    .ok()?
+    .ok()?;
     tokio::spawn(connection);
     Some(client)
 }
