@@ -41,7 +41,13 @@ struct Controller {
 }
 
 impl Controller {
+    /// The controller as the harness's admin (`system:masters`).
     async fn start(cluster: &Cluster) -> Self {
+        Self::start_as(cluster.control_plane().admin_kubeconfig()).await
+    }
+
+    /// The controller with the identity of `kubeconfig`.
+    async fn start_as(kubeconfig: &std::path::Path) -> Self {
         let home = TestDir::new();
         let log = home.path().join("controller.log");
         let port = free_port();
@@ -58,7 +64,7 @@ impl Controller {
             .args(["controller", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--platform", "kubernetes", "--namespace", NS])
             .arg("--kubeconfig")
-            .arg(cluster.control_plane().admin_kubeconfig())
+            .arg(kubeconfig)
             .args(["--sidecar-image", "toygres/sidecar:dev"])
             .args(["--storage-size", "1Gi"])
             .stdin(Stdio::null())
@@ -518,5 +524,110 @@ async fn a_frozen_primary_is_fenced_and_the_rw_endpoint_moves_without_losing_a_c
     assert_eq!(
         ready_endpoints(&client, "orders-rw").await,
         BTreeSet::from([new_ip])
+    );
+}
+
+/// The chart's Role is all the platform needs: the controller runs as the chart's
+/// ServiceAccount (bound to its Role by its RoleBinding, as `helm template` renders them) and
+/// creates an instance, switches over, rides out a kill -9 of the primary's pod, adds and
+/// removes a standby and deletes the instance, with no request refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_role_is_all_the_kubernetes_platform_needs() {
+    bin_path("toygres-sidecar");
+    let cluster = Cluster::start().await;
+    let client = cluster.client();
+    create_namespace(&client).await;
+
+    let rbac = cluster.dir().join("rbac.yaml");
+    let mut helm = cluster.helm();
+    helm.args(["template", "toygres"])
+        .arg(toygres_tests::k8s::binaries::workspace_root().join("charts/toygres"))
+        .args(["--namespace", NS])
+        .args(["--set", "databaseUrl.existingSecret=toygres-cms"])
+        .args(["--show-only", "templates/serviceaccount.yaml"])
+        .args(["--show-only", "templates/role.yaml"])
+        .args(["--show-only", "templates/rolebinding.yaml"]);
+    let rendered = helm.output().unwrap();
+    assert!(
+        rendered.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    std::fs::write(&rbac, &rendered.stdout).unwrap();
+    let applied = cluster
+        .kubectl()
+        .args(["apply", "--namespace", NS, "-f"])
+        .arg(&rbac)
+        .output()
+        .unwrap();
+    assert!(
+        applied.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let (kubeconfig, _) = cluster
+        .control_plane()
+        .service_account_client(NS, "toygres")
+        .await
+        .unwrap();
+    let controller = Controller::start_as(&kubeconfig).await;
+
+    controller.cli_ok(&["create", "orders", "--replicas", "1", "--no-backup"]);
+    let password = superuser_password(&client).await;
+    let (primary, ip) = rw_primary(&client, None).await;
+    connect(&ip, &password)
+        .await
+        .expect("connect to rw")
+        .batch_execute("CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept VALUES (1)")
+        .await
+        .unwrap();
+
+    controller.cli_ok(&["replication", "switchover", "orders"]);
+    let (after_switchover, _) = rw_primary(&client, Some(&primary)).await;
+
+    // kill -9 of everything in the primary's pod: the platform restarts it or the controller
+    // fails over; either way rw leads to a writable primary again.
+    cluster.kill_pod(NS, &after_switchover);
+    eventually(WAIT, "a write through rw after the kill", || async {
+        let ready = ready_endpoints(&client, "orders-rw").await;
+        let [ip] = ready.iter().collect::<Vec<_>>()[..] else {
+            return None;
+        };
+        let pg = connect(ip, &password).await?;
+        pg.execute("INSERT INTO kept VALUES (2) ON CONFLICT DO NOTHING", &[])
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+
+    controller.cli_ok(&["replication", "add", "orders"]);
+    eventually(WAIT, "three member pods", || async {
+        (member_pods(&client).await.len() == 3).then_some(())
+    })
+    .await;
+    controller.cli_ok(&["replication", "remove", "orders", "orders-2"]);
+    controller.cli_ok(&["delete", "orders"]);
+    eventually(WAIT, "every object of orders gone", || async {
+        let left: Vec<String> = [
+            names::<StatefulSet>(&client).await,
+            names::<Pod>(&client).await,
+            names::<Service>(&client).await,
+            names::<PodDisruptionBudget>(&client).await,
+            names::<PersistentVolumeClaim>(&client).await,
+        ]
+        .concat();
+        left.is_empty().then_some(())
+    })
+    .await;
+    let log = std::fs::read_to_string(&controller.log).unwrap();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("forbidden") || l.contains("Forbidden"))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "requests the chart's Role refused:\n{}",
+        refused.join("\n")
     );
 }
