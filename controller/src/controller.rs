@@ -21,7 +21,8 @@ use crate::home::{listen_url, remove_addr_file, write_file_atomically};
 use crate::metrics::ControllerMetrics;
 use crate::orchestrations::instance_actor::ActorSettings;
 use crate::platform::kubernetes::args::PlatformKind;
-use crate::platform::kubernetes::platform::KubernetesPlatform;
+use crate::platform::kubernetes::leader::{self, LeaderLease, Leadership};
+use crate::platform::kubernetes::platform::{cluster_client, KubernetesPlatform};
 use crate::platform::local::{LocalPlatform, LocalPlatformConfig};
 use crate::platform::Platform;
 use crate::shutdown::ShutdownSignals;
@@ -150,6 +151,19 @@ async fn serve(
     }
     drop(client);
 
+    let lease = match become_active(config, signals).await? {
+        Standing::Stopped => return Ok(()),
+        Standing::Alone => None,
+        Standing::Active(lease, leadership) => Some((lease, leadership)),
+    };
+    let (lease, lease_holder, lease_lost) = match lease {
+        Some((lease, leadership)) => {
+            let (holder, lost) = leader::spawn_holder(Arc::clone(&lease), leadership);
+            (Some(lease), Some(holder), Some(lost))
+        }
+        None => (None, None, None),
+    };
+
     let platform = start_platform(config).await?;
 
     let cms = Arc::new(Cms::new(cms_config));
@@ -221,6 +235,15 @@ async fn serve(
             Ok(())
         }
         never = cms_supervision => match never {},
+        why = async {
+            match lease_lost {
+                Some(lost) => lost.await,
+                None => std::future::pending().await,
+            }
+        } => Err(match why {
+            Ok(why) => why.context("this controller is no longer the active one; stopping so that one acts at a time"),
+            Err(_) => anyhow::anyhow!("the lease holder stopped"),
+        }),
         served = &mut server => Err(match served {
             Ok(Ok(())) => anyhow::anyhow!("the API server stopped unexpectedly"),
             Ok(Err(e)) => anyhow::Error::new(e).context("serve the API"),
@@ -241,7 +264,73 @@ async fn serve(
     remove_addr_file(&addr_file, &url);
     engine.shutdown(ENGINE_STOP_TIMEOUT).await;
     platform.shutdown().await;
+    if let Some(holder) = lease_holder {
+        holder.abort();
+    }
+    // A clean stop hands over at once; after a lost lease there is nothing to release.
+    if let (Some(lease), Ok(())) = (lease, &outcome) {
+        lease.release().await;
+    }
     outcome
+}
+
+/// Where this controller stands before it may act.
+enum Standing {
+    /// No election (the local platform, or `--leader-election=false`).
+    Alone,
+    /// It holds the Lease.
+    Active(Arc<LeaderLease>, Leadership),
+    /// A shutdown signal came while it waited.
+    Stopped,
+}
+
+/// On Kubernetes with leader election, waits until this controller holds the Lease, serving
+/// the standby API on the listen address meanwhile.
+async fn become_active(
+    config: &ControllerConfig,
+    signals: &mut ShutdownSignals,
+) -> anyhow::Result<Standing> {
+    if config.platform.kind != PlatformKind::Kubernetes || !config.platform.leader_election {
+        return Ok(Standing::Alone);
+    }
+    let settings = config.platform.kubernetes_config(None);
+    let (client, namespace) = cluster_client(&settings).await?;
+    let lease = Arc::new(LeaderLease::new(
+        client,
+        &namespace,
+        &config.platform.lease_name,
+        &leader::default_identity(),
+    ));
+    tracing::info!(
+        lease = %config.platform.lease_name,
+        identity = lease.identity(),
+        "waiting for the controller lease"
+    );
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listen on {}", config.listen))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let standby = tokio::spawn(
+        axum::serve(
+            listener,
+            api::standby_app(config.platform.lease_name.clone()),
+        )
+        .with_graceful_shutdown(async {
+            let _ = stop_rx.await;
+        })
+        .into_future(),
+    );
+    let standing = tokio::select! {
+        leadership = lease.acquire() => Standing::Active(Arc::clone(&lease), leadership),
+        signal = signals.recv() => {
+            tracing::info!("{signal} received while waiting for the lease; stopping");
+            Standing::Stopped
+        }
+    };
+    // The port is free again once the standby server has stopped.
+    let _ = stop_tx.send(());
+    let _ = standby.await;
+    Ok(standing)
 }
 
 /// The platform the controller runs on, with what must stop with it.

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service,
 };
@@ -38,6 +39,26 @@ struct Controller {
     child: Child,
     home: TestDir,
     log: PathBuf,
+    port: u16,
+}
+
+/// The flags that run a controller on the harness's cluster with `kubeconfig`'s identity.
+fn kubernetes_args(kubeconfig: &std::path::Path) -> Vec<String> {
+    [
+        "--platform",
+        "kubernetes",
+        "--namespace",
+        NS,
+        "--sidecar-image",
+        "toygres/sidecar:dev",
+        "--storage-size",
+        "1Gi",
+        "--kubeconfig",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([kubeconfig.display().to_string()])
+    .collect()
 }
 
 impl Controller {
@@ -48,6 +69,12 @@ impl Controller {
 
     /// The controller with the identity of `kubeconfig`.
     async fn start_as(kubeconfig: &std::path::Path) -> Self {
+        Self::launch(&kubernetes_args(kubeconfig), &[], true).await
+    }
+
+    /// `toygres controller ARGS` with `env` in a new home; waits until `/healthz` answers
+    /// and, when `active`, until the API's address is written (a standby never writes it).
+    async fn launch(args: &[String], env: &[(&str, &str)], active: bool) -> Self {
         let home = TestDir::new();
         let log = home.path().join("controller.log");
         let port = free_port();
@@ -61,19 +88,21 @@ impl Controller {
             .env_remove("TOYGRES_URL")
             .env_remove("TOYGRES_TOKEN_FILE")
             .env_remove("TOYGRES_PLATFORM")
+            .env_remove("POD_NAME")
+            .envs(env.iter().copied())
             .args(["controller", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--platform", "kubernetes", "--namespace", NS])
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["--sidecar-image", "toygres/sidecar:dev"])
-            .args(["--storage-size", "1Gi"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
             .unwrap();
-        let mut controller = Self { child, home, log };
-        let url = format!("http://127.0.0.1:{port}/healthz");
+        let mut controller = Self {
+            child,
+            home,
+            log,
+            port,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = controller.child.try_wait().unwrap() {
@@ -82,13 +111,24 @@ impl Controller {
                     controller.log_tail()
                 );
             }
-            let healthy = reqwest::get(&url).await.is_ok_and(|r| r.status() == 200);
-            if healthy && controller.home.path().join("controller.addr").exists() {
+            let healthy = controller.status("/healthz").await == Some(200);
+            if healthy && (!active || controller.is_active()) {
                 return controller;
             }
             assert!(Instant::now() < deadline, "no healthy controller");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The status `GET PATH` answers with, if any.
+    async fn status(&self, path: &str) -> Option<u16> {
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        reqwest::get(&url).await.ok().map(|r| r.status().as_u16())
+    }
+
+    /// Whether this controller serves its API (it writes the address once it does).
+    fn is_active(&self) -> bool {
+        self.home.path().join("controller.addr").exists()
     }
 
     /// `toygres ARGS` against this controller.
@@ -131,7 +171,10 @@ impl Drop for Controller {
             eprintln!("---- controller log ----\n{}", self.log_tail());
         }
         let pid = Pid::from_raw(self.child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
+        // Not a process the test already reaped (its pid may be someone else's by now).
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = kill(pid, Signal::SIGTERM);
+        }
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
@@ -630,4 +673,98 @@ async fn the_charts_role_is_all_the_kubernetes_platform_needs() {
         "requests the chart's Role refused:\n{}",
         refused.join("\n")
     );
+}
+
+/// The holder named in Lease `toygres-controller`, if any.
+async fn lease_holder(client: &Client) -> Option<String> {
+    Api::<Lease>::namespaced(client.clone(), NS)
+        .get_opt("toygres-controller")
+        .await
+        .unwrap()?
+        .spec?
+        .holder_identity
+}
+
+/// Two controllers on one CMS: the first takes the Lease and acts, the second waits as a
+/// standby (alive, not ready, 503 on the API). kill -9 of the active one: the standby takes
+/// the Lease once it has gone unrenewed for its duration, serves the API and carries the
+/// instance on (a switchover and the delete go through it). A clean stop releases the Lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_controllers_one_acts_and_the_standby_takes_over_when_it_dies() {
+    bin_path("toygres-sidecar");
+    let cluster = Cluster::start().await;
+    let client = cluster.client();
+    create_namespace(&client).await;
+
+    // The CMS: another controller's embedded Postgres (a local-platform controller running
+    // nothing), in a database of its own.
+    let cms = Controller::launch(&[], &[], true).await;
+    let cms_port = std::fs::read_to_string(cms.home.path().join("cms/port")).unwrap();
+    let cms_password =
+        std::fs::read_to_string(cms.home.path().join("cms/superuser.password")).unwrap();
+    let (pg, connection) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(cms_port.trim().parse().unwrap())
+        .user("postgres")
+        .password(cms_password.trim())
+        .dbname("postgres")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    pg.batch_execute("CREATE DATABASE leaders").await.unwrap();
+    let url = format!(
+        "postgres://postgres:{}@127.0.0.1:{}/leaders",
+        cms_password.trim(),
+        cms_port.trim()
+    );
+
+    let args = kubernetes_args(cluster.control_plane().admin_kubeconfig());
+    let a = Controller::launch(
+        &args,
+        &[("DATABASE_URL", &url), ("POD_NAME", "controller-a")],
+        true,
+    )
+    .await;
+    let mut b = Controller::launch(
+        &args,
+        &[("DATABASE_URL", &url), ("POD_NAME", "controller-b")],
+        false,
+    )
+    .await;
+    assert_eq!(lease_holder(&client).await.as_deref(), Some("controller-a"));
+    assert_eq!(b.status("/readyz").await, Some(503));
+    assert_eq!(b.status("/v1/instances").await, Some(503));
+    assert!(!b.is_active());
+
+    a.cli_ok(&["create", "orders", "--replicas", "1", "--no-backup"]);
+    let (primary, _) = rw_primary(&client, None).await;
+
+    let mut a = a;
+    let killed_at = Instant::now();
+    kill(Pid::from_raw(a.child.id() as i32), Signal::SIGKILL).unwrap();
+    a.child.wait().unwrap();
+    eventually(WAIT, "the standby active", || async {
+        (b.is_active() && b.status("/readyz").await == Some(200)).then_some(())
+    })
+    .await;
+    eprintln!(
+        "the standby took over {:?} after the kill",
+        killed_at.elapsed()
+    );
+    assert_eq!(lease_holder(&client).await.as_deref(), Some("controller-b"));
+
+    b.cli_ok(&["replication", "switchover", "orders"]);
+    rw_primary(&client, Some(&primary)).await;
+    b.cli_ok(&["delete", "orders"]);
+    eventually(WAIT, "every StatefulSet of orders gone", || async {
+        names::<StatefulSet>(&client).await.is_empty().then_some(())
+    })
+    .await;
+
+    // A clean stop hands the Lease back.
+    kill(Pid::from_raw(b.child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = b.child.wait().unwrap();
+    assert!(status.success(), "{status}:\n{}", b.log_tail());
+    assert_eq!(lease_holder(&client).await, None);
 }

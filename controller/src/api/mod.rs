@@ -1,6 +1,6 @@
 //! The controller's HTTP API: the router, its shared state, and one file per route.
 //!
-//! `/healthz` and `/metrics` answer without authentication; everything under `/v1` requires the
+//! `/healthz`, `/readyz` and `/metrics` answer without authentication; everything under `/v1` requires the
 //! bearer token. Every non-2xx answer is an [`ErrorBody`](toygres_common::ErrorBody).
 
 mod backups;
@@ -28,6 +28,7 @@ use axum::Router;
 use toygres_common::http_api::{require_bearer, BearerAuth};
 
 pub use error::ApiError;
+pub use health::standby_app;
 pub use state::ApiState;
 
 /// The API's router.
@@ -89,6 +90,7 @@ pub fn app(state: ApiState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::healthz))
         .route("/metrics", get(metrics::metrics))
         .merge(v1)
         .fallback(not_found)

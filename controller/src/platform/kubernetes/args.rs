@@ -62,6 +62,20 @@ pub struct PlatformArgs {
         default_value = "256Mi"
     )]
     pub member_memory: String,
+
+    /// Kubernetes: take a coordination Lease before acting, so that of several controller
+    /// replicas one is active and the others wait as standbys
+    #[arg(long, env = "TOYGRES_LEADER_ELECTION", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Kubernetes: the name of that Lease (in the instances' namespace)
+    #[arg(
+        long,
+        env = "TOYGRES_LEASE_NAME",
+        value_name = "NAME",
+        default_value = "toygres-controller"
+    )]
+    pub lease_name: String,
 }
 
 impl PlatformArgs {

@@ -29,6 +29,7 @@ pub mod args;
 pub mod credentials;
 pub mod disruption;
 pub mod labels;
+pub mod leader;
 pub mod member;
 pub mod platform;
 pub mod root;

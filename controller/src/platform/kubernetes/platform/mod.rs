@@ -122,29 +122,36 @@ fn install_tls_provider() {
     });
 }
 
+/// A client for the cluster `config` names (its kubeconfig, else the pod's service account),
+/// and the namespace to work in.
+pub async fn cluster_client(config: &KubernetesPlatformConfig) -> anyhow::Result<(Client, String)> {
+    install_tls_provider();
+    let kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("read the kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("load the kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "find the cluster: no --kubeconfig or KUBECONFIG given, and no service account \
+                 (not running in a pod)",
+        )?,
+    };
+    let namespace = config
+        .namespace
+        .clone()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| kube_config.default_namespace.clone());
+    let client = Client::try_from(kube_config).context("build the Kubernetes client")?;
+    Ok((client, namespace))
+}
+
 impl KubernetesPlatform {
     /// Connects to the cluster and checks that the namespace can be read.
     pub async fn connect(config: KubernetesPlatformConfig) -> anyhow::Result<Self> {
-        install_tls_provider();
-        let kube_config = match &config.kubeconfig {
-            Some(path) => {
-                let kubeconfig = Kubeconfig::read_from(path)
-                    .with_context(|| format!("read the kubeconfig {}", path.display()))?;
-                kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                    .await
-                    .with_context(|| format!("load the kubeconfig {}", path.display()))?
-            }
-            None => kube::Config::infer().await.context(
-                "find the cluster: no --kubeconfig or KUBECONFIG given, and no service account \
-                 (not running in a pod)",
-            )?,
-        };
-        let namespace = config
-            .namespace
-            .clone()
-            .filter(|ns| !ns.is_empty())
-            .unwrap_or_else(|| kube_config.default_namespace.clone());
-        let client = Client::try_from(kube_config).context("build the Kubernetes client")?;
+        let (client, namespace) = cluster_client(&config).await?;
         let platform = Self {
             client,
             namespace,
