@@ -80,10 +80,17 @@ pub async fn archive_end(member: &Member) -> Result<ArchiveEnd, OpError> {
         .map_or(super::walname::DEFAULT_SEGMENT_SIZE, |a| {
             a.settings.wal_segment_size
         });
+    let objects = catalog.store.list_times(&prefix).await?;
+    Ok(end_of(&prefix, &objects, segment_size))
+}
+
+/// [`archive_end`] of the objects (key, modified) listed under `prefix`: history, partial and
+/// backup history files do not count.
+fn end_of(prefix: &str, objects: &[(String, i64)], segment_size: u64) -> ArchiveEnd {
     let mut end = ArchiveEnd::default();
     let mut newest: Option<(u32, u64)> = None;
-    for (key, modified) in catalog.store.list_times(&prefix).await? {
-        let file = key.strip_prefix(&prefix).unwrap_or(&key);
+    for (key, modified) in objects {
+        let file = key.strip_prefix(prefix).unwrap_or(key);
         let plain = [".gz", ".zst", ".lz4"]
             .iter()
             .find_map(|suffix| file.strip_suffix(suffix))
@@ -95,7 +102,7 @@ pub async fn archive_end(member: &Member) -> Result<ArchiveEnd, OpError> {
             continue;
         };
         let segno = u64::from(log) * (0x1_0000_0000 / segment_size) + u64::from(seg);
-        end.archived_unix = end.archived_unix.max(Some(modified));
+        end.archived_unix = end.archived_unix.max(Some(*modified));
         if newest.is_none_or(|n| (timeline, segno) > n) {
             newest = Some((timeline, segno));
             let lsn = (segno + 1) * segment_size;
@@ -103,5 +110,33 @@ pub async fn archive_end(member: &Member) -> Result<ArchiveEnd, OpError> {
             end.end_lsn = Some(format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff));
         }
     }
-    Ok(end)
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_archive_ends_with_its_newest_segment_on_the_newest_timeline() {
+        let objects: Vec<(String, i64)> = [
+            ("db/wal/000000010000000000000003.gz", 100),
+            ("db/wal/000000010000000000000004.partial.gz", 300),
+            ("db/wal/00000002.history.gz", 250),
+            ("db/wal/0000000200000000000000FF.gz", 200),
+            ("db/wal/000000020000000000000004.00000028.backup.gz", 400),
+            ("db/wal/000000020000000100000000", 210),
+        ]
+        .iter()
+        .map(|(k, t)| (k.to_string(), *t))
+        .collect();
+        let end = end_of("db/wal/", &objects, 16 * 1024 * 1024);
+        assert_eq!(end.segment.as_deref(), Some("000000020000000100000000"));
+        assert_eq!(end.end_lsn.as_deref(), Some("1/1000000"));
+        assert_eq!(end.archived_unix, Some(210));
+        assert_eq!(
+            end_of("db/wal/", &[], 16 * 1024 * 1024),
+            ArchiveEnd::default()
+        );
+    }
 }
