@@ -214,7 +214,7 @@ async fn scheduled(home: &Home, name: &str) -> (usize, Vec<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_backups_fire_on_durable_timers_and_carry_on_after_a_controller_kill() {
     let mut home = Home::new();
-    let api = home.start().await;
+    home.start().await;
     stdout(&home.cli(&["create", "timed", "--backup-schedule", "*/4 * * * * *"]));
     let out = stdout(&home.cli(&["backup", "schedule", "timed", "-o", "json"]));
     let view: BackupScheduleView = serde_json::from_str(&out).unwrap();
