@@ -3,7 +3,8 @@
 //! needed leave the `file://` store, their records leave the CMS for a `backups-deleted` event —
 //! and what is kept still restores to a point in time. Backups deleted by id; deletes refused
 //! (unknown, running, the only base backup); a restore to a time after the last archived
-//! segment (the source switches WAL first); the recoverability window.
+//! segment (the source switches WAL first), refused while the source is down; the
+//! recoverability window.
 //!
 //! Every process a test starts is killed when the test ends (see [`Home`]'s `Drop`).
 
@@ -14,6 +15,8 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use support::archive::*;
 use support::*;
 use toygres_common::backup_api::{BackupAccepted, BackupView, RecoverabilityWindow};
@@ -80,7 +83,8 @@ fn stored_base_backups(store: &Path, name: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_deletes_dropped_backups_with_their_wal_and_the_kept_ones_still_restore() {
     let mut home = Home::new();
-    let api = home.start().await;
+    // No supervisor restarts: the end of the test takes the instance down.
+    let api = home.start_with_env(&[NO_RESTARTS]).await;
     let store = home.path().join("backups");
     // One daily backup kept: of today's backups, only the newest.
     let (status, text) = api
@@ -245,5 +249,29 @@ async fn retention_deletes_dropped_backups_with_their_wal_and_the_kept_ones_stil
         out.contains("restorable from") && out.contains(&kept.id) && out.contains(&archived),
         "{out}"
     );
+
+    // The source down: nobody can switch its WAL or say how far its archive reaches, so a time
+    // target is refused before anything is made.
+    let late = server_now(&db).await;
     drop((db, restored));
+    for pid in home.instance_processes("kept") {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    eventually(Duration::from_secs(30), "kept's processes gone", || async {
+        home.instance_processes("kept").is_empty().then_some(())
+    })
+    .await;
+    let (status, body) = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/instances/kept/restore",
+            Some(serde_json::json!({"to": "late", "time": late})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("end of the archive"), "{body}");
+    let (status, _) = api
+        .send(reqwest::Method::GET, "/v1/instances/late", None)
+        .await;
+    assert_eq!(status, 404, "a refused restore recorded its instance");
 }

@@ -12,8 +12,12 @@ use super::{Engine, EngineError};
 use crate::activities::sidecar::sidecar_on;
 use crate::backups::restore::{Lsn, RestoreTarget};
 
-/// How long the switch may take: the sidecar waits up to a minute for the segment's upload.
-const SWITCH_TIMEOUT: Duration = Duration::from_secs(75);
+/// How long the switch may take: the sidecar waits up to 30 s for the segment's upload (the
+/// whole restore request must stay well inside the CLI's one-minute timeout).
+const SWITCH_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// How long each member may take to say how far the archive reaches.
+const ARCHIVE_END_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a target past the end of an archive is refused, or `None` when the archive reaches it.
 pub fn past_the_archive(target: &RestoreTarget, end: &ArchiveEnd) -> Option<String> {
@@ -53,7 +57,7 @@ impl Engine {
                     tracing::info!(source, %primary, segment = %s.segment, "archived before a restore");
                     return Ok(());
                 }
-                Ok(s) => format!("{primary} did not archive {} within a minute", s.segment),
+                Ok(s) => format!("{primary} did not archive {} within 30 s", s.segment),
                 Err(e) => format!("{primary} could not switch WAL: {e}"),
             },
             Err(e) => e,
@@ -96,7 +100,7 @@ impl Engine {
                 self.platform.as_ref(),
                 source,
                 &m.name,
-                Duration::from_secs(10),
+                ARCHIVE_END_TIMEOUT,
             )
             .await
             {

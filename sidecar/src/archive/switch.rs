@@ -15,7 +15,7 @@ use crate::backup::{catalog_of, require_running};
 use crate::postgres::{sql, Member, OpError};
 
 /// How long the switch waits for its segment to reach the store.
-pub const ARCHIVE_WAIT: Duration = Duration::from_secs(60);
+pub const ARCHIVE_WAIT: Duration = Duration::from_secs(30);
 
 /// How often the store is looked at meanwhile.
 const POLL: Duration = Duration::from_millis(200);
