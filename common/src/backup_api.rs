@@ -407,6 +407,30 @@ pub struct BackupView {
     pub verification: Option<serde_json::Value>,
 }
 
+/// `GET /v1/instances/{name}/backups/window`: the points a restore of the instance can reach,
+/// from the end of its oldest kept base backup to the last WAL its primary archived.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoverabilityWindow {
+    pub instance: String,
+    /// The earliest time a restore can reach (RFC 3339): when the oldest kept base backup was
+    /// complete. None without a base backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earliest_restorable: Option<String>,
+    /// That backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earliest_backup_id: Option<String>,
+    /// The newest WAL file the primary archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_wal: Option<String>,
+    /// When it was archived (RFC 3339): the latest time a restore can surely reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<String>,
+    /// Why the archive's end is not known (the primary did not answer, nothing archived yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_unknown: Option<String>,
+}
+
 /// `GET /v1/instances/{name}/backups`: newest first.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

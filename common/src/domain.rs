@@ -179,6 +179,10 @@ words! {
         Backup => "backup",
         /// A change of Postgres parameters.
         Parameters => "parameters",
+        /// The deletion of backups an operator named.
+        BackupDelete => "backup-delete",
+        /// The deletion of the backups the retention policy does not keep.
+        BackupCleanup => "backup-cleanup",
     }
 }
 
@@ -301,6 +305,9 @@ words! {
         LagOk => "lag-ok",
         DiskLow => "disk-low",
         DiskOk => "disk-ok",
+        /// Backups were deleted from the store (by an operator or the retention policy); the
+        /// event's details hold their records.
+        BackupsDeleted => "backups-deleted",
         CheckFailed => "check-failed",
         CheckOk => "check-ok",
         InstanceHealth => "instance-health",

@@ -391,6 +391,27 @@ pub struct RetentionResponse {
     pub deleted_wal: Vec<String>,
 }
 
+/// `POST /v1/wal/switch` answer: the segment the switch closed, the primary's position after
+/// it, and whether the segment reached the store before the sidecar stopped waiting.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WalSwitchResponse {
+    pub segment: String,
+    pub lsn: String,
+    pub archived: bool,
+}
+
+/// `GET /v1/wal/archived` answer: the newest complete segment in the instance's archive, the
+/// position it ends at, and when the newest segment was stored (seconds since the Unix epoch).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArchiveEnd {
+    #[serde(default)]
+    pub segment: Option<String>,
+    #[serde(default)]
+    pub end_lsn: Option<String>,
+    #[serde(default)]
+    pub archived_unix: Option<i64>,
+}
+
 /// Parses an LSN (`16/B374D848`) into a byte position.
 pub fn parse_lsn(lsn: &str) -> Option<u64> {
     let (hi, lo) = lsn.split_once('/')?;

@@ -202,6 +202,18 @@ impl SidecarClient {
             .await
     }
 
+    /// `POST /v1/wal/switch`: closes the primary's WAL segment and waits for it to be archived.
+    pub async fn switch_wal(&self) -> Result<WalSwitchResponse, SidecarClientError> {
+        self.call::<(), _>(Method::POST, "/v1/wal/switch", None)
+            .await
+    }
+
+    /// `GET /v1/wal/archived`: how far the instance's archive reaches.
+    pub async fn archive_end(&self) -> Result<ArchiveEnd, SidecarClientError> {
+        self.call::<(), _>(Method::GET, "/v1/wal/archived", None)
+            .await
+    }
+
     /// `POST /v1/restores/logical`.
     pub async fn restore_logical(
         &self,

@@ -8,32 +8,14 @@
 
 mod support;
 
-use std::fs;
 use std::time::Duration;
 
+use support::archive::*;
 use support::*;
 use toygres_common::backup_api::{
     BackupAccepted, BackupList, BackupScheduleView, BackupView, CleanupPlan,
 };
 use toygres_common::controller_api::{InstanceDetail, OperationAccepted};
-
-/// The files directly in `dir` (none when it does not exist).
-fn files_in(dir: &std::path::Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
-/// A superuser connection to the instance's rw endpoint.
-async fn connect_rw(api: &Api, name: &str) -> tokio_postgres::Client {
-    let detail: InstanceDetail = api.get(&format!("/v1/instances/{name}")).await;
-    let connection = detail.connection.unwrap();
-    let password = fs::read_to_string(connection.password_location.unwrap()).unwrap();
-    connect(&connection.rw, password.trim()).await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_archives_wal_by_default_and_takes_base_backups_from_its_standby() {
@@ -205,29 +187,34 @@ async fn an_instance_created_without_backups_archives_nothing_and_refuses_a_back
     drop(rw);
 }
 
-/// The instance's scheduled backups that succeeded, and every scheduled backup's label.
-async fn scheduled(api: &Api, name: &str) -> (usize, Vec<String>) {
-    let list: BackupList = api.get(&format!("/v1/instances/{name}/backups")).await;
-    let scheduled: Vec<&BackupView> = list
-        .backups
+/// Every scheduled backup of the instance ever recorded (those the retention policy deleted
+/// live on in their `backups-deleted` event): how many succeeded, and their labels.
+async fn scheduled(home: &Home, name: &str) -> (usize, Vec<String>) {
+    let cms = home.cms_client().await;
+    let rows = cms
+        .query(
+            "SELECT label, status FROM toygres.backups
+              WHERE instance = $1 AND label LIKE 'scheduled%'
+             UNION ALL
+             SELECT b->>'label', b->>'status'
+               FROM toygres.events e, jsonb_array_elements(e.details->'backups') b
+              WHERE e.instance = $1 AND e.kind = 'backups-deleted'
+                AND b->>'label' LIKE 'scheduled%'",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    let succeeded = rows
         .iter()
-        .filter(|b| {
-            b.label
-                .as_deref()
-                .is_some_and(|l| l.starts_with("scheduled"))
-        })
-        .collect();
-    let succeeded = scheduled.iter().filter(|b| b.status == "succeeded").count();
-    (
-        succeeded,
-        scheduled.iter().filter_map(|b| b.label.clone()).collect(),
-    )
+        .filter(|r| r.get::<_, String>(1) == "succeeded")
+        .count();
+    (succeeded, rows.iter().map(|r| r.get(0)).collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_backups_fire_on_durable_timers_and_carry_on_after_a_controller_kill() {
     let mut home = Home::new();
-    let api = home.start().await;
+    home.start().await;
     stdout(&home.cli(&["create", "timed", "--backup-schedule", "*/4 * * * * *"]));
     let out = stdout(&home.cli(&["backup", "schedule", "timed", "-o", "json"]));
     let view: BackupScheduleView = serde_json::from_str(&out).unwrap();
@@ -235,7 +222,7 @@ async fn scheduled_backups_fire_on_durable_timers_and_carry_on_after_a_controlle
     assert!(!view.suspended && view.next_run.is_some(), "{view:?}");
 
     let before = eventually(Duration::from_secs(90), "a scheduled backup", || async {
-        let (succeeded, _) = scheduled(&api, "timed").await;
+        let (succeeded, _) = scheduled(&home, "timed").await;
         (succeeded >= 1).then_some(succeeded)
     })
     .await;
@@ -248,12 +235,12 @@ async fn scheduled_backups_fire_on_durable_timers_and_carry_on_after_a_controlle
         Duration::from_secs(90),
         "a scheduled backup after the restart",
         || async {
-            let (succeeded, _) = scheduled(&api, "timed").await;
+            let (succeeded, _) = scheduled(&home, "timed").await;
             (succeeded > before).then_some(())
         },
     )
     .await;
-    let (_, mut labels) = scheduled(&api, "timed").await;
+    let (_, mut labels) = scheduled(&home, "timed").await;
     let all = labels.len();
     labels.sort();
     labels.dedup();
@@ -281,27 +268,44 @@ async fn scheduled_backups_fire_on_durable_timers_and_carry_on_after_a_controlle
     let out = stdout(&home.cli(&["backup", "schedule", "timed", "--resume", "@daily"]));
     assert!(out.contains("@daily (active)"), "{out}");
 
-    // A dry run of the retention policy (7 daily by default): of today's base backups only the
-    // newest is kept; the plan deletes nothing yet.
-    let list: BackupList = api.get("/v1/instances/timed/backups").await;
+    // The retention policy (7 daily by default) was applied after each backup: of today's base
+    // backups only the newest is left, in the CMS and in the store; the others' records live on
+    // in events.
+    let base = home.path().join("backups").join("timed").join("base");
+    let kept = eventually(
+        Duration::from_secs(60),
+        "retention applied after the last backup",
+        || async {
+            let list: BackupList = api.get("/v1/instances/timed/backups").await;
+            // (A `file://` store leaves a deleted backup's empty folder behind.)
+            let stored: Vec<String> = files_in(&base)
+                .into_iter()
+                .filter(|id| !files_in(&base.join(id)).is_empty())
+                .collect();
+            match list.backups.as_slice() {
+                [only] if only.status == "succeeded" && stored.len() == 1 => {
+                    assert!(
+                        only.store_path.as_deref().unwrap().ends_with(&stored[0]),
+                        "{stored:?} {only:?}"
+                    );
+                    Some(only.clone())
+                }
+                _ => None,
+            }
+        },
+    )
+    .await;
+    let deleted = events(&api, "timed").await;
+    assert!(
+        deleted.events.iter().any(|e| e.kind == "backups-deleted"),
+        "{deleted:?}"
+    );
+
+    // A dry run keeps the newest and deletes nothing more; a cleanup now has nothing to do.
     let out = stdout(&home.cli(&["backup", "cleanup", "timed", "--dry-run", "-o", "json"]));
     let plan: CleanupPlan = serde_json::from_str(&out).unwrap();
-    let newest = list
-        .backups
-        .iter()
-        .filter(|b| b.status == "succeeded")
-        .max_by(|a, b| a.finished_at.cmp(&b.finished_at))
-        .unwrap();
-    assert!(plan.keep.iter().any(|k| k.id == newest.id), "{plan:?}");
-    assert!(
-        !plan.delete.is_empty() && !plan.delete.contains(&newest.id),
-        "{plan:?}"
-    );
-    let after: BackupList = api.get("/v1/instances/timed/backups").await;
-    assert!(after.backups.len() >= list.backups.len());
-    let out = home.cli(&["backup", "cleanup", "timed"]);
-    assert!(
-        !out.status.success(),
-        "a cleanup without --dry-run is not built yet"
-    );
+    assert!(plan.keep.iter().any(|k| k.id == kept.id), "{plan:?}");
+    assert!(plan.delete.is_empty(), "{plan:?}");
+    let out = stdout(&home.cli(&["backup", "cleanup", "timed"]));
+    assert!(out.contains("nothing to delete"), "{out}");
 }

@@ -8,75 +8,10 @@
 
 mod support;
 
-use std::fs;
-use std::path::Path;
-use std::time::Duration;
-
+use support::archive::*;
 use support::*;
 use toygres_common::backup_api::BackupView;
 use toygres_common::controller_api::{InstanceDetail, OperationAccepted};
-
-/// The files directly in `dir` (none when it does not exist).
-fn files_in(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
-/// The instance's superuser password, from the file its connection info names.
-async fn password_of(api: &Api, name: &str) -> String {
-    let detail: InstanceDetail = api.get(&format!("/v1/instances/{name}")).await;
-    let location = detail.connection.unwrap().password_location.unwrap();
-    fs::read_to_string(location).unwrap().trim().to_string()
-}
-
-/// A superuser connection to the instance's rw endpoint.
-async fn connect_rw(api: &Api, name: &str) -> tokio_postgres::Client {
-    let detail: InstanceDetail = api.get(&format!("/v1/instances/{name}")).await;
-    let rw = detail.connection.unwrap().rw;
-    connect(&rw, &password_of(api, name).await).await
-}
-
-/// Inserts the rows `from..=to` into `t`, one transaction each (so each has its commit time).
-async fn insert_rows(client: &tokio_postgres::Client, from: i32, to: i32) {
-    for v in from..=to {
-        client
-            .execute("INSERT INTO t VALUES ($1)", &[&v])
-            .await
-            .unwrap();
-    }
-}
-
-/// How many rows `t` holds, and the largest.
-async fn rows(client: &tokio_postgres::Client) -> (i64, Option<i32>) {
-    let row = client
-        .query_one("SELECT count(*), max(v) FROM t", &[])
-        .await
-        .unwrap();
-    (row.get(0), row.get(1))
-}
-
-/// Switches the WAL segment out and waits until it is archived under `name`'s prefix.
-async fn archive_now(client: &tokio_postgres::Client, store: &Path, name: &str) {
-    let segment: String = client
-        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let wal = store.join(name).join("wal");
-    eventually(
-        Duration::from_secs(60),
-        &format!("{segment} archived in {}", wal.display()),
-        || {
-            let found = files_in(&wal).iter().any(|f| f.starts_with(&segment));
-            async move { found.then_some(()) }
-        },
-    )
-    .await;
-}
 
 async fn refused(api: &Api, body: serde_json::Value, status: u16, says: &str) {
     let (got, text) = api
@@ -109,15 +44,7 @@ async fn a_restore_to_a_time_or_lsn_makes_a_new_instance_with_exactly_the_rows_b
         .await
         .unwrap();
     insert_rows(&src, 1, 100).await;
-    let before_backup: String = src
-        .query_one(
-            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', \
-                            'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let before_backup = server_now(&src).await;
     let out = stdout(&home.cli(&["backup", "create", "src", "-o", "json"]));
     let backup: BackupView = serde_json::from_str(&out).unwrap();
     assert_eq!(backup.status, "succeeded", "{backup:?}");

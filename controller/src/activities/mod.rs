@@ -6,6 +6,7 @@
 //! travel as [`SecretRef`](crate::platform::SecretRef)s and are read here, at the point of use.
 
 pub mod app_access;
+pub mod backup_cleanup;
 pub mod backups;
 pub mod cancel;
 mod deps;
@@ -71,6 +72,9 @@ pub mod names {
     pub const RESTART_MEMBER: &str = "RestartMember";
     pub const ENSURE_APP_ACCESS: &str = "EnsureAppAccess";
     pub const OPERATION_CANCELLED: &str = "OperationCancelled";
+    pub const PLAN_BACKUP_DELETION: &str = "PlanBackupDeletion";
+    pub const DELETE_BACKUP_OBJECTS: &str = "DeleteBackupObjects";
+    pub const FORGET_DELETED_BACKUPS: &str = "ForgetDeletedBackups";
 }
 
 /// Registers every activity, each with its own handle on `deps`.
@@ -164,5 +168,20 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
     let b = register!(b, names::CONFIRM_PARAMETERS, parameters::confirm_parameters);
     let b = register!(b, names::RESTART_MEMBER, parameters::restart_member);
     let b = register!(b, names::OPERATION_CANCELLED, cancel::operation_cancelled);
+    let b = register!(
+        b,
+        names::PLAN_BACKUP_DELETION,
+        backup_cleanup::plan_backup_deletion
+    );
+    let b = register!(
+        b,
+        names::DELETE_BACKUP_OBJECTS,
+        backup_cleanup::delete_backup_objects
+    );
+    let b = register!(
+        b,
+        names::FORGET_DELETED_BACKUPS,
+        backup_cleanup::forget_deleted_backups
+    );
     b.build_result()
 }

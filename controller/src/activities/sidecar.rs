@@ -12,7 +12,7 @@ use toygres_common::sidecar_client::SidecarClientError;
 use toygres_common::SidecarClient;
 
 use super::deps::{describe, ActivityDeps};
-use crate::platform::SecretRefs;
+use crate::platform::{Platform, SecretRefs};
 
 /// A client of the member's sidecar, with the instance's sidecar token.
 pub(crate) async fn sidecar(
@@ -21,13 +21,21 @@ pub(crate) async fn sidecar(
     member: &str,
     timeout: Duration,
 ) -> Result<SidecarClient, String> {
-    let address = deps
-        .platform
+    sidecar_on(deps.platform.as_ref(), instance, member, timeout).await
+}
+
+/// A client of the member's sidecar on `platform`, with the instance's sidecar token.
+pub(crate) async fn sidecar_on(
+    platform: &dyn Platform,
+    instance: &str,
+    member: &str,
+    timeout: Duration,
+) -> Result<SidecarClient, String> {
+    let address = platform
         .member_address(instance, member)
         .await
         .map_err(describe)?;
-    let token = deps
-        .platform
+    let token = platform
         .read_secret(&SecretRefs::for_instance(instance).sidecar_token)
         .await
         .map_err(describe)?;

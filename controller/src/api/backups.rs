@@ -1,14 +1,16 @@
 //! `/v1/instances/{name}/backups` and `/v1/backups/{id}`: taking a backup (an operation queued
 //! on the instance's actor, answered `202 Accepted` with the backup's id) and reading the
-//! backups the CMS records; restoring them into a new instance (`POST
-//! /v1/instances/{name}/restore`, answered with the new instance's create operation).
+//! backups the CMS records; deleting them (`DELETE /v1/backups/{id}`, `POST
+//! /v1/instances/{name}/backups/cleanup`: operations on the actor too); the recoverability
+//! window; restoring them into a new instance (`POST /v1/instances/{name}/restore`, answered
+//! with the new instance's create operation).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use toygres_common::backup_api::{
     BackupAccepted, BackupList, BackupScheduleRequest, BackupScheduleView, BackupView, CleanupPlan,
-    CreateBackupRequest, RestoreRequest,
+    CreateBackupRequest, RecoverabilityWindow, RestoreRequest,
 };
 use toygres_common::controller_api::OperationAccepted;
 use toygres_common::names::validate_instance_name;
@@ -95,4 +97,36 @@ pub async fn cleanup_plan(
 ) -> Result<Json<CleanupPlan>, ApiError> {
     validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(Json(state.engine()?.cleanup_plan(&name).await?))
+}
+
+/// `DELETE /v1/backups/{id}`: deletes the backup from the store, with the archived WAL only it
+/// needed.
+#[utoipa::path(delete, path = "/v1/backups/{id}", tag = "backups", params(("id" = String, Path, description = "Backup id")), responses((status = 202, description = "The deletion, queued on the instance's actor", body = OperationAccepted), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such backup", body = ErrorBody), (status = 409, description = "The backup is running, or the instance's only base backup, or the instance is not running", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn delete(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<OperationAccepted>), ApiError> {
+    let accepted = state.engine()?.delete_backup(&id).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+/// `POST /v1/instances/{name}/backups/cleanup`: applies the retention policy now.
+#[utoipa::path(post, path = "/v1/instances/{name}/backups/cleanup", tag = "backups", params(("name" = String, Path, description = "Instance name")), responses((status = 202, description = "The cleanup, queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Backups off, or the instance is not running", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn cleanup(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<OperationAccepted>), ApiError> {
+    validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let accepted = state.engine()?.cleanup_backups(&name).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+/// `GET /v1/instances/{name}/backups/window`: the recoverability window.
+#[utoipa::path(get, path = "/v1/instances/{name}/backups/window", tag = "backups", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "From the end of the oldest kept base backup to the last archived WAL", body = RecoverabilityWindow), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Backups off", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn window(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<RecoverabilityWindow>, ApiError> {
+    validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(Json(state.engine()?.recoverability_window(&name).await?))
 }

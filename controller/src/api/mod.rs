@@ -67,7 +67,7 @@ pub fn app(state: ApiState) -> Router {
         )
         .route(
             "/v1/instances/{name}/backups/cleanup",
-            get(backups::cleanup_plan),
+            get(backups::cleanup_plan).post(backups::cleanup),
         )
         .route("/v1/instances/{name}/restore", post(backups::restore))
         .route(
@@ -78,7 +78,11 @@ pub fn app(state: ApiState) -> Router {
             "/v1/instances/{name}/parameters/catalog",
             get(parameters::catalog),
         )
-        .route("/v1/backups/{id}", get(backups::get))
+        .route(
+            "/v1/backups/{id}",
+            get(backups::get).delete(backups::delete),
+        )
+        .route("/v1/instances/{name}/backups/window", get(backups::window))
         .route(
             "/v1/operations/{id}",
             get(operations::get).delete(operations::cancel),

@@ -47,6 +47,9 @@ impl Modify for BearerAuth {
         super::backups::get_schedule,
         super::backups::set_schedule,
         super::backups::cleanup_plan,
+        super::backups::cleanup,
+        super::backups::delete,
+        super::backups::window,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, CreateInstanceRequest, OperationAccepted, Operation,
@@ -55,7 +58,7 @@ impl Modify for BearerAuth {
         FailoverRequest, HaSettings, HaSettingsPatch, SyncModeSetting, Handover,
         BackupConfigRequest, RetentionSettings, CreateBackupRequest, BackupAccepted, BackupView,
         BackupList, RestoreRequest, BackupScheduleRequest, BackupScheduleView,
-        CleanupPlan, KeptBackup,
+        CleanupPlan, KeptBackup, RecoverabilityWindow,
         toygres_common::app_access::AppConnection,
     )),
     modifiers(&BearerAuth),

@@ -171,6 +171,16 @@ fn usable(view: &BackupView) -> Result<Usable<'_>, String> {
     })
 }
 
+/// The earliest point a restore of `backups`' instance can reach: the id of its oldest
+/// restorable base backup and when that backup was complete. `None` without one.
+pub fn earliest_restorable(backups: &[BackupView]) -> Option<(String, DateTime<Utc>)> {
+    backups
+        .iter()
+        .filter_map(|b| usable(b).ok())
+        .min_by_key(|b| (b.complete_at, b.stop_lsn))
+        .map(|b| (b.view.id.clone(), b.complete_at))
+}
+
 /// Whether recovery from `backup` can stop at `target`: the backup was complete before it.
 fn reaches(backup: &Usable<'_>, target: &RestoreTarget) -> bool {
     match target {
@@ -310,6 +320,15 @@ mod tests {
 
     fn choose(target: RestoreTarget, named: Option<&str>) -> Result<String, RestoreRefusal> {
         choose_base_backup("src", &history(), &target, named, at(NOW)).map(|c| c.backup_id)
+    }
+
+    #[test]
+    fn the_earliest_restorable_point_is_the_end_of_the_oldest_succeeded_base_backup() {
+        let (id, at_) = earliest_restorable(&history()).unwrap();
+        assert_eq!((id.as_str(), at_), ("b1", at("2026-12-01T10:00:00Z")));
+        let logical_only: Vec<BackupView> =
+            history().into_iter().filter(|b| b.kind != "base").collect();
+        assert_eq!(earliest_restorable(&logical_only), None);
     }
 
     #[test]

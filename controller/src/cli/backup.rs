@@ -1,14 +1,15 @@
-//! `toygres backup create|list|get …`: take a backup of an instance (an operation on its actor,
+//! `toygres backup create|list|get|schedule …`: take a backup of an instance (an operation on its actor,
 //! followed until it ends unless `--no-wait`) and read the backups the controller recorded.
 //! `toygres restore SOURCE --to NEW …`: make a new instance from a source's backups.
 
 use toygres_common::backup_api::{
-    BackupAccepted, BackupList, BackupScheduleRequest, BackupScheduleView, BackupView, CleanupPlan,
+    BackupAccepted, BackupList, BackupScheduleRequest, BackupScheduleView, BackupView,
     CreateBackupRequest, RestoreRequest,
 };
 use toygres_common::controller_api::{InstanceDetail, OperationAccepted};
 
 use super::args::{ClientArgs, OutputFormat};
+use super::backup_cleanup::{CleanupArgs, DeleteArgs};
 use super::client::ControllerClient;
 use super::instances::render_connection;
 use super::operation::{fail_unless_succeeded, wait};
@@ -31,22 +32,11 @@ pub enum BackupCommand {
     Get(GetArgs),
     /// Show, change, suspend or resume an instance's scheduled base backups
     Schedule(ScheduleArgs),
-    /// What the instance's retention policy would delete now (--dry-run)
+    /// Delete the backups the instance's retention policy does not keep (or, with
+    /// --dry-run, show them)
     Cleanup(CleanupArgs),
-}
-
-/// `toygres backup cleanup NAME --dry-run`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct CleanupArgs {
-    pub name: String,
-    /// Only show what would be kept and deleted (deleting is not available yet)
-    #[arg(long)]
-    pub dry_run: bool,
-    #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    /// Delete a backup from the store, with the archived WAL only it needed
+    Delete(DeleteArgs),
 }
 
 /// `toygres backup schedule NAME [CRON] [--suspend | --resume]`.
@@ -129,30 +119,8 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
             Ok(())
         }
         BackupCommand::Schedule(args) => schedule(args).await,
-        BackupCommand::Cleanup(args) => {
-            anyhow::ensure!(
-                args.dry_run,
-                "only `toygres backup cleanup {} --dry-run` is available yet: applying the \
-                 retention policy through the controller is not built",
-                args.name
-            );
-            let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
-            let plan: CleanupPlan = client
-                .get(&format!("/v1/instances/{}/backups/cleanup", args.name))
-                .await?;
-            match args.output {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
-                OutputFormat::Table => {
-                    for kept in &plan.keep {
-                        println!("keep    {}  ({})", kept.id, kept.reasons.join(", "));
-                    }
-                    for id in &plan.delete {
-                        println!("delete  {id}");
-                    }
-                }
-            }
-            Ok(())
-        }
+        BackupCommand::Cleanup(args) => super::backup_cleanup::cleanup(args).await,
+        BackupCommand::Delete(args) => super::backup_cleanup::delete(args).await,
         BackupCommand::Get(args) => {
             let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
             let backup: BackupView = client.get(&format!("/v1/backups/{}", args.id)).await?;

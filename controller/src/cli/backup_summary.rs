@@ -1,8 +1,9 @@
 //! The backup section of `toygres get NAME`: the last backup (its status, when it ended, its
-//! size), the next scheduled one, or that backups are off. Read from the backup routes, so an
+//! size), the next scheduled one, the recoverability window (from the end of the oldest kept
+//! base backup to the last archived WAL), or that backups are off. Read from the backup routes, so an
 //! older controller without them just leaves the section out.
 
-use toygres_common::backup_api::{BackupList, BackupScheduleView};
+use toygres_common::backup_api::{BackupList, BackupScheduleView, RecoverabilityWindow};
 
 use super::client::ControllerClient;
 
@@ -23,10 +24,18 @@ pub async fn backup_section(client: &ControllerClient, name: &str) -> Option<Str
         .get(&format!("/v1/instances/{name}/backups"))
         .await
         .ok()?;
-    Some(render(&schedule, &list))
+    let window: Option<RecoverabilityWindow> = client
+        .get(&format!("/v1/instances/{name}/backups/window"))
+        .await
+        .ok();
+    Some(render(&schedule, &list, window.as_ref()))
 }
 
-fn render(schedule: &BackupScheduleView, list: &BackupList) -> String {
+fn render(
+    schedule: &BackupScheduleView,
+    list: &BackupList,
+    window: Option<&RecoverabilityWindow>,
+) -> String {
     let last = list.backups.iter().find(|b| b.status != "running");
     let last = match last {
         None => "none yet".to_string(),
@@ -44,7 +53,30 @@ fn render(schedule: &BackupScheduleView, list: &BackupList) -> String {
         (Some(at), false) => format!("{at} ({})", schedule.base_schedule),
         (None, false) => format!("never ({})", schedule.base_schedule),
     };
-    format!("Backups:\n  last backup     {last}\n  next scheduled  {next}\n")
+    let mut out = format!("Backups:\n  last backup     {last}\n  next scheduled  {next}\n");
+    if let Some(window) = window {
+        out.push_str(&render_window(window));
+    }
+    out
+}
+
+/// The recoverability window's two lines.
+fn render_window(window: &RecoverabilityWindow) -> String {
+    let from = match (&window.earliest_restorable, &window.earliest_backup_id) {
+        (Some(at), Some(id)) => format!("{at} (end of {id})"),
+        _ => "nothing yet: no base backup".to_string(),
+    };
+    let to = match (
+        &window.archived_wal,
+        &window.archived_at,
+        &window.archive_unknown,
+    ) {
+        (Some(wal), Some(at), _) => format!("{at} ({wal})"),
+        (Some(wal), None, _) => wal.clone(),
+        (None, _, Some(why)) => format!("unknown: {why}"),
+        (None, _, None) => "unknown".to_string(),
+    };
+    format!("  restorable from {from}\n  archived up to  {to}\n")
 }
 
 #[cfg(test)]
@@ -67,7 +99,15 @@ mod tests {
              "stored_bytes": 4096}
         ]}))
         .expect("a list");
-        let text = render(&schedule, &list);
+        let window = RecoverabilityWindow {
+            instance: "db".into(),
+            earliest_restorable: Some("2026-12-04T11:00:05Z".into()),
+            earliest_backup_id: Some("bk-1".into()),
+            archived_wal: Some("000000010000000000000007".into()),
+            archived_at: Some("2026-12-04T12:30:00Z".into()),
+            archive_unknown: None,
+        };
+        let text = render(&schedule, &list, Some(&window));
         assert!(
             text.contains("bk-1 succeeded (base, 2026-12-04T11:00:05Z, 4096 bytes stored)"),
             "{text}"
@@ -76,12 +116,27 @@ mod tests {
             text.contains("next scheduled  2026-12-05T00:00:00Z (@daily)"),
             "{text}"
         );
+        assert!(
+            text.contains("restorable from 2026-12-04T11:00:05Z (end of bk-1)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("archived up to  2026-12-04T12:30:00Z (000000010000000000000007)"),
+            "{text}"
+        );
+        let unknown = RecoverabilityWindow {
+            archived_wal: None,
+            archive_unknown: Some("its primary did not answer".into()),
+            ..window
+        };
+        assert!(render_window(&unknown).contains("unknown: its primary did not answer"));
         let suspended = BackupScheduleView {
             suspended: true,
             next_run: None,
             ..schedule
         };
-        assert!(render(&suspended, &BackupList { backups: vec![] }).contains("none yet"));
-        assert!(render(&suspended, &BackupList { backups: vec![] }).contains("suspended (@daily)"));
+        assert!(render(&suspended, &BackupList { backups: vec![] }, None).contains("none yet"));
+        assert!(render(&suspended, &BackupList { backups: vec![] }, None)
+            .contains("suspended (@daily)"));
     }
 }

@@ -3,6 +3,7 @@
 
 mod args;
 pub mod backup;
+mod backup_cleanup;
 mod backup_summary;
 pub mod client;
 pub mod connect;

@@ -1,9 +1,10 @@
 //! Backups in the CMS: one row per backup taken through the controller, written `running` when
 //! its operation starts (at most one per instance: a partial unique index) and finished
-//! `succeeded`, with what the sidecar's manifest says, or `failed`, with the error.
+//! `succeeded`, with what the sidecar's manifest says, or `failed`, with the error. A backup
+//! deleted from the store loses its row; the event that records the deletion keeps it.
 
 use toygres_common::backup_api::{BackupConfig, BackupView};
-use toygres_common::domain::BackupStatus;
+use toygres_common::domain::{BackupStatus, EventKind, HaEventKind};
 use toygres_common::sidecar_api::{BackupKind, BackupManifest};
 
 use super::{get, rfc3339_micros, Cms, CmsError};
@@ -222,5 +223,36 @@ impl Cms {
             )
             .await?;
         rows.first().map(|r| get(r, 0, what)).transpose()
+    }
+
+    /// Forgets the backups `ids` of `instance` (deleted from the store by operation
+    /// `operation_id`, with `wal_files` archived WAL files only they needed), and records one
+    /// `backups-deleted` event whose details keep their rows. A running backup is never
+    /// forgotten. Idempotent: a second call finds nothing left and records nothing.
+    pub async fn forget_deleted_backups(
+        &self,
+        instance: &str,
+        ids: &[String],
+        operation_id: &str,
+        wal_files: i64,
+    ) -> Result<u64, CmsError> {
+        let kind = EventKind::from(HaEventKind::BackupsDeleted).name();
+        self.execute(
+            "forget deleted backups",
+            "WITH gone AS (
+                DELETE FROM toygres.backups b
+                 WHERE b.instance = $1 AND b.id = ANY($2) AND b.status <> 'running'
+                RETURNING b.id, b.started_at, to_jsonb(b.*) AS record)
+             INSERT INTO toygres.events (instance, operation_id, kind, message, details)
+             SELECT $1, $3::text, $4::text,
+                    'deleted backup' || CASE WHEN count(*) > 1 THEN 's ' ELSE ' ' END
+                      || string_agg(id, ', ' ORDER BY started_at) || ' and '
+                      || $5::bigint || ' archived WAL files only they needed',
+                    jsonb_build_object('backups', jsonb_agg(record ORDER BY started_at),
+                                       'wal_files', $5::bigint)
+               FROM gone HAVING count(*) > 0",
+            &[&instance, &ids, &operation_id, &kind, &wal_files],
+        )
+        .await
     }
 }

@@ -67,8 +67,9 @@ impl Engine {
     /// Creates instance `request.to` from `source`'s backups: its primary restores the base
     /// backup the target needs from the source's store and recovers to the target, then its
     /// standbys are cloned from it. The new instance keeps the source's backup settings and
-    /// store but archives under its own name. A target the source's backups cannot reach, an
-    /// unknown backup or a taken name is refused before anything is recorded.
+    /// store but archives under its own name. The source's primary archives its current WAL
+    /// first. A target the source's backups or archive cannot reach, an unknown backup or a
+    /// taken name is refused before anything is recorded.
     pub async fn restore_instance(
         &self,
         source: &str,
@@ -137,6 +138,7 @@ impl Engine {
             ?target,
             "restoring into a new instance"
         );
+        self.archive_for_restore(source, &target).await?;
         spec.backup = Some(config);
         let restore = RestoreSource {
             instance: source.to_string(),
@@ -236,7 +238,7 @@ impl Engine {
         ))
     }
 
-    async fn backup_config(&self, name: &str) -> Result<BackupConfig, EngineError> {
+    pub(super) async fn backup_config(&self, name: &str) -> Result<BackupConfig, EngineError> {
         self.cms
             .get_instance(name)
             .await?

@@ -27,8 +27,10 @@ use crate::platform::{Platform, RestoreSource};
 use crate::token::hex;
 
 mod actor_operations;
+mod backup_retention;
 mod backups;
 pub mod parameters;
+mod restore_wal;
 
 /// The schema of the duroxide store in the CMS database.
 pub const DUROXIDE_SCHEMA: &str = "toygres_duroxide";
@@ -81,6 +83,9 @@ pub struct Engine {
     settings: EngineSettings,
     /// The platform's backup store for instances whose create request names none.
     default_backup_store: Option<String>,
+    /// Where members are (the engine asks a source's primary to archive its WAL before a
+    /// restore, and reads how far it archived).
+    platform: Arc<dyn Platform>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -144,7 +149,7 @@ impl Engine {
     ) -> anyhow::Result<Self> {
         let default_backup_store = platform.default_backup_store();
         let deps = Arc::new(ActivityDeps {
-            platform,
+            platform: Arc::clone(&platform),
             cms: Arc::clone(&cms),
             metrics,
             poll_interval: Duration::from_millis(100),
@@ -168,6 +173,7 @@ impl Engine {
             cms,
             settings,
             default_backup_store,
+            platform,
         })
     }
 
@@ -342,7 +348,9 @@ impl Engine {
                 | OperationKind::AutoFailover
                 | OperationKind::Rejoin
                 | OperationKind::Backup
-                | OperationKind::Parameters => continue,
+                | OperationKind::Parameters
+                | OperationKind::BackupDelete
+                | OperationKind::BackupCleanup => continue,
             };
             tracing::info!(
                 operation = operation.id,

@@ -2,14 +2,18 @@
 //! a switchover or another backup). Chooses the member (a healthy streaming standby for a base
 //! backup when there is one, else the primary: [`choose_backup_member`]), records the backup in
 //! the CMS, has that member's sidecar take it into the instance's store, and records the result.
+//! After a backup that succeeded, the instance's retention policy is applied (a *DeleteBackups*
+//! child with an operation of its own, `backup-cleanup`).
 
 use duroxide::OrchestrationContext;
 use serde::{Deserialize, Serialize};
 use toygres_common::domain::OperationKind;
 use toygres_common::sidecar_api::{BackupKind, BackupManifest};
 
-use super::durable::{call, call_once};
-use super::operation::{report, OperationRun};
+use super::backup_cleanup::DeleteBackupsInput;
+use super::durable::{call, call_once, sub_orchestration};
+use super::names;
+use super::operation::{new_operation_id, report, OperationRun};
 use crate::activities::backups::{BackupEndInput, BackupStartInput, TakeBackupInput};
 use crate::activities::members::InstanceRef;
 use crate::activities::names as act;
@@ -53,7 +57,28 @@ pub async fn backup(ctx: OrchestrationContext, input: BackupInput) -> Result<Str
             )
         })
         .await?;
+    if result.is_ok() {
+        apply_retention(&ctx, &input.instance).await;
+    }
     result.map(|_| input.backup_id.clone())
+}
+
+/// Deletes the backups the instance's retention policy no longer keeps, as an operation of its
+/// own; a failure is logged there and leaves the backup that was just taken as it is.
+async fn apply_retention(ctx: &OrchestrationContext, instance: &str) {
+    let cleanup = async {
+        let operation_id = new_operation_id(ctx).await?;
+        let input = DeleteBackupsInput {
+            operation_id: operation_id.clone(),
+            instance: instance.to_string(),
+            backup_ids: None,
+        };
+        sub_orchestration(ctx, names::DELETE_BACKUPS, &operation_id, &input).await
+    };
+    match cleanup.await {
+        Ok(summary) => ctx.trace_info(format!("retention applied: {summary}")),
+        Err(e) => ctx.trace_warn(format!("retention not applied: {e}")),
+    }
 }
 
 async fn take(

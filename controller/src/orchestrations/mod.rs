@@ -5,6 +5,7 @@
 //! in here — only `ctx.schedule_*`, `ctx.utc_now()`, `ctx.join`/`select2`.
 
 pub mod backup;
+pub mod backup_cleanup;
 pub mod backup_schedule;
 pub mod create_instance;
 pub mod delete_instance;
@@ -33,6 +34,7 @@ pub fn registry() -> Result<OrchestrationRegistry, String> {
         .register_typed(names::BACKUP, backup::backup)
         .register_typed(names::BACKUP_SCHEDULE, backup_schedule::backup_schedule)
         .register_typed(names::APPLY_PARAMETERS, parameters::apply_parameters)
+        .register_typed(names::DELETE_BACKUPS, backup_cleanup::delete_backups)
         .build_result()
 }
 

@@ -11,3 +11,4 @@ pub const REJOIN: &str = "Rejoin";
 pub const BACKUP: &str = "Backup";
 pub const BACKUP_SCHEDULE: &str = "BackupSchedule";
 pub const APPLY_PARAMETERS: &str = "ApplyParameters";
+pub const DELETE_BACKUPS: &str = "DeleteBackups";

@@ -17,6 +17,8 @@ use nix::unistd::Pid;
 use toygres_common::controller_api::{EventList, InstanceDetail, ReplicationStatus};
 pub use toygres_common::controller_api::{Operation, OperationAccepted};
 
+pub mod archive;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_toygres");
 
 /// How long the controller may take to become healthy (initdb of the CMS included).

@@ -1,14 +1,14 @@
 //! Backup routes: `POST /v1/backups` (base or logical), `GET /v1/backups`,
-//! `POST /v1/backups/{id}/verify`, `POST /v1/backups/retention` and
-//! `POST /v1/restores/logical`. Each runs in its own task: a client that hangs up does not cut
+//! `POST /v1/backups/{id}/verify`, `POST /v1/backups/retention`,
+//! `POST /v1/restores/logical`, `POST /v1/wal/switch` and `GET /v1/wal/archived`. Each runs in its own task: a client that hangs up does not cut
 //! a backup short.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::Json;
 use toygres_common::sidecar_api::{
-    ActionResponse, BackupKind, BackupList, BackupManifest, BackupRequest, LogicalRestoreRequest,
-    RetentionRequest, RetentionResponse, VerifyResponse,
+    ActionResponse, ArchiveEnd, BackupKind, BackupList, BackupManifest, BackupRequest,
+    LogicalRestoreRequest, RetentionRequest, RetentionResponse, VerifyResponse, WalSwitchResponse,
 };
 
 use super::error::ApiError;
@@ -87,4 +87,24 @@ pub async fn restore_logical(
     let member = state.member.clone();
     let message = detached(async move { logical::restore(&member, &req).await }).await?;
     Ok(Json(ActionResponse { ok: true, message }))
+}
+
+pub async fn switch_wal(
+    State(state): State<AppState>,
+) -> Result<Json<WalSwitchResponse>, ApiError> {
+    let member = state.member.clone();
+    Ok(Json(
+        detached(async move {
+            crate::archive::switch::switch_and_wait(&member, crate::archive::switch::ARCHIVE_WAIT)
+                .await
+        })
+        .await?,
+    ))
+}
+
+pub async fn archive_end(State(state): State<AppState>) -> Result<Json<ArchiveEnd>, ApiError> {
+    let member = state.member.clone();
+    Ok(Json(
+        detached(async move { crate::archive::switch::archive_end(&member).await }).await?,
+    ))
 }

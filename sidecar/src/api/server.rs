@@ -35,6 +35,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/backups/retention", post(backups::retention))
         .route("/v1/backups/{id}/verify", post(backups::verify))
         .route("/v1/restores/logical", post(backups::restore_logical))
+        .route("/v1/wal/switch", post(backups::switch_wal))
+        .route("/v1/wal/archived", get(backups::archive_end))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::note_controller_contact,

@@ -9,6 +9,7 @@
 pub mod fetch;
 pub mod push;
 pub mod stats;
+pub mod switch;
 pub mod walname;
 
 use std::fmt;

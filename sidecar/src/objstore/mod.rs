@@ -212,6 +212,16 @@ impl Store {
 
     /// The keys (relative to the URL's prefix) of every object under `prefix`, sorted.
     pub async fn list(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .list_times(prefix)
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
+    }
+
+    /// [`Store::list`] with each object's last-modified time (seconds since the Unix epoch).
+    pub async fn list_times(&self, prefix: &str) -> anyhow::Result<Vec<(String, i64)>> {
         use futures::StreamExt;
         let base = self.path(prefix.trim_end_matches('/'));
         let mut stream = self.inner.list(Some(&base));
@@ -226,7 +236,10 @@ impl Store {
                 .map_err(redacted)
                 .with_context(|| format!("list {}", self.describe(prefix)))?;
             let key = meta.location.as_ref();
-            keys.push(key.strip_prefix(&strip).unwrap_or(key).to_string());
+            keys.push((
+                key.strip_prefix(&strip).unwrap_or(key).to_string(),
+                meta.last_modified.timestamp(),
+            ));
         }
         keys.sort();
         Ok(keys)

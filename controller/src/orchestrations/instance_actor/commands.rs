@@ -73,6 +73,10 @@ pub fn start_operation(
                 &command,
             ),
         ),
+        ActorCommand::DeleteBackups(command) => (
+            command.operation_id.clone(),
+            sub_orchestration(ctx, names::DELETE_BACKUPS, &command.operation_id, &command),
+        ),
         ActorCommand::CheckNow => return None,
     })
 }

@@ -10,6 +10,7 @@ use toygres_common::domain::{HaEventKind, InstanceHealth};
 
 use crate::activities::members::ActorView;
 use crate::orchestrations::backup::BackupInput;
+use crate::orchestrations::backup_cleanup::DeleteBackupsInput;
 use crate::orchestrations::ha::target::PrimarySeen;
 use crate::orchestrations::parameters::ParametersInput;
 use crate::orchestrations::replicas::{AddReplicaInput, RemoveReplicaInput};
@@ -35,6 +36,8 @@ pub enum ActorCommand {
     Backup(BackupInput),
     /// Apply a change of Postgres parameters (operation *Parameters*).
     Parameters(ParametersInput),
+    /// Delete backups (operation *DeleteBackups*).
+    DeleteBackups(DeleteBackupsInput),
 }
 
 impl ActorCommand {
@@ -49,6 +52,7 @@ impl ActorCommand {
             ActorCommand::Failover(c) => Some(&c.operation_id),
             ActorCommand::Backup(c) => Some(&c.operation_id),
             ActorCommand::Parameters(c) => Some(&c.operation_id),
+            ActorCommand::DeleteBackups(c) => Some(&c.operation_id),
         }
     }
 }

@@ -1,10 +1,12 @@
-//! *Backup* as a command of the instance's actor: the member it picks, what it records, and how
-//! a failed backup is recorded.
+//! *Backup* as a command of the instance's actor: the member it picks, what it records, how a
+//! failed backup is recorded, and the retention policy applied after a backup that succeeded;
+//! *DeleteBackups* as a command of its own.
 
 #![allow(clippy::unwrap_used)]
 
 use super::*;
 use crate::orchestrations::backup::BackupInput;
+use crate::orchestrations::backup_cleanup::DeleteBackupsInput;
 use toygres_common::sidecar_api::BackupKind;
 
 fn backup_input(instance: &str, operation_id: &str) -> BackupInput {
@@ -49,6 +51,21 @@ async fn a_queued_base_backup_is_taken_on_the_healthy_standby_and_recorded() {
     assert!(recorded
         .iter()
         .any(|f| f["operation_id"] == "op-b1" && f["kind"] == "backup" && f["error"].is_null()));
+
+    // Then the retention policy, as an operation of its own: what it chose leaves the store
+    // and the CMS (a failed backup left nothing in the store to delete).
+    let planned = harness.calls_to(act::PLAN_BACKUP_DELETION);
+    assert_eq!(planned.len(), 1);
+    assert!(planned[0]["backup_ids"].is_null(), "{planned:?}");
+    let deleted = harness.calls_to(act::DELETE_BACKUP_OBJECTS);
+    assert_eq!(deleted[0]["store_ids"], json!(["20261201T000000Z"]));
+    assert_eq!(deleted[0]["member"], "db-0");
+    let forgotten = harness.calls_to(act::FORGET_DELETED_BACKUPS);
+    assert_eq!(forgotten[0]["backup_ids"], json!(["bk-old", "bk-failed"]));
+    assert_eq!(forgotten[0]["wal_files"], 3);
+    assert!(recorded.iter().any(|f| f["kind"] == "backup-cleanup"
+        && f["operation_id"] != "op-b1"
+        && f["error"].is_null()));
     harness.stop().await;
 }
 
@@ -74,5 +91,59 @@ async fn a_failed_backup_is_recorded_failed_with_its_error() {
         .as_str()
         .unwrap()
         .contains("the store is full"));
+    assert!(
+        harness.calls_to(act::PLAN_BACKUP_DELETION).is_empty(),
+        "no retention after a failed backup"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_named_backup_is_deleted_through_the_actor_and_nothing_to_delete_is_no_error() {
+    let harness = Harness::start(&[]).await;
+    harness.start_actor("db", 50).await;
+    let input = DeleteBackupsInput {
+        operation_id: "op-d1".into(),
+        instance: "db".into(),
+        backup_ids: Some(vec!["bk-old".into()]),
+    };
+    harness
+        .queue("db", &ActorCommand::DeleteBackups(input))
+        .await;
+    let status = harness
+        .client
+        .wait_for_orchestration("op-d1", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let OrchestrationStatus::Completed { output, .. } = status else {
+        panic!("the deletion did not complete: {status:?}");
+    };
+    assert!(output.contains("deleted bk-old, bk-failed"), "{output}");
+    assert_eq!(
+        harness.calls_to(act::PLAN_BACKUP_DELETION)[0]["backup_ids"],
+        json!(["bk-old"])
+    );
+    let recorded = harness.calls_to(act::RECORD_OPERATION_FINISHED);
+    assert!(recorded
+        .iter()
+        .any(|f| f["operation_id"] == "op-d1" && f["kind"] == "backup-delete"));
+
+    // An instance with nothing to delete: no store is touched.
+    let status = harness
+        .run(
+            "op-d2",
+            names::DELETE_BACKUPS,
+            &DeleteBackupsInput {
+                operation_id: "op-d2".into(),
+                instance: "tidy".into(),
+                backup_ids: None,
+            },
+        )
+        .await;
+    let OrchestrationStatus::Completed { output, .. } = status else {
+        panic!("the cleanup did not complete: {status:?}");
+    };
+    assert!(output.contains("nothing to delete"), "{output}");
+    assert_eq!(harness.calls_to(act::DELETE_BACKUP_OBJECTS).len(), 1);
     harness.stop().await;
 }

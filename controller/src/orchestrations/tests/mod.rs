@@ -80,6 +80,9 @@ fn fake_activities(calls: Calls, failing: BTreeSet<String>) -> ActivityRegistry 
         act::RECORD_BACKUP_FINISHED,
         act::OPERATION_CANCELLED,
         act::ENSURE_APP_ACCESS,
+        act::PLAN_BACKUP_DELETION,
+        act::DELETE_BACKUP_OBJECTS,
+        act::FORGET_DELETED_BACKUPS,
     ];
     let mut builder = ActivityRegistry::builder();
     for name in all {
@@ -195,6 +198,14 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
             "objects": [],
         }),
         n if n == act::REPOINT_STANDBY => json!({"diverged": null}),
+        n if n == act::PLAN_BACKUP_DELETION && instance == "tidy" => json!({"doomed": []}),
+        n if n == act::PLAN_BACKUP_DELETION => json!({
+            "doomed": [{"id": "bk-old", "store_id": "20261201T000000Z"}, {"id": "bk-failed"}],
+            "member": "db-0",
+        }),
+        n if n == act::DELETE_BACKUP_OBJECTS => {
+            json!({"backups": input["store_ids"], "wal_files": 3})
+        }
         n if n == act::PROBE_MEMBER && instance == "down" && member == "db-0" => {
             serde_json::to_value(ProbeResult {
                 member: member.clone(),

@@ -1,0 +1,102 @@
+//! `toygres backup delete ID` and `toygres backup cleanup NAME [--dry-run]`: delete one backup,
+//! or those the instance's retention policy does not keep (operations on the instance's actor,
+//! followed until they end unless `--no-wait`), or only show what a cleanup would delete.
+
+use toygres_common::backup_api::CleanupPlan;
+use toygres_common::controller_api::OperationAccepted;
+
+use super::args::{ClientArgs, OutputFormat};
+use super::client::ControllerClient;
+use super::operation::{fail_unless_succeeded, wait};
+
+/// `toygres backup delete ID`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeleteArgs {
+    /// The backup (`bk-…`)
+    pub id: String,
+    /// Print the operation id and return at once
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// `toygres backup cleanup NAME [--dry-run]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CleanupArgs {
+    pub name: String,
+    /// Only show what would be kept (and why) and deleted
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the operation id and return at once
+    #[arg(long, conflicts_with = "dry_run")]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// Runs `toygres backup delete`.
+pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
+    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let accepted: OperationAccepted = client.delete(&format!("/v1/backups/{}", args.id)).await?;
+    follow(&client, &accepted, args.no_wait, args.output).await
+}
+
+/// Runs `toygres backup cleanup`.
+pub async fn cleanup(args: CleanupArgs) -> anyhow::Result<()> {
+    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let path = format!("/v1/instances/{}/backups/cleanup", args.name);
+    if !args.dry_run {
+        let accepted: OperationAccepted = client.post(&path, &serde_json::json!({})).await?;
+        return follow(&client, &accepted, args.no_wait, args.output).await;
+    }
+    let plan: CleanupPlan = client.get(&path).await?;
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+        OutputFormat::Table => {
+            for kept in &plan.keep {
+                println!("keep    {}  ({})", kept.id, kept.reasons.join(", "));
+            }
+            for id in &plan.delete {
+                println!("delete  {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Waits for the deletion (unless `no_wait`) and prints what it did.
+async fn follow(
+    client: &ControllerClient,
+    accepted: &OperationAccepted,
+    no_wait: bool,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    let table = output == OutputFormat::Table;
+    if no_wait {
+        match output {
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(accepted)?),
+            OutputFormat::Table => println!("operation {}", accepted.operation_id),
+        }
+        return Ok(());
+    }
+    let operation = wait(client, &accepted.operation_id, table).await?;
+    fail_unless_succeeded(&operation)?;
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&operation)?),
+        OutputFormat::Table => println!(
+            "{}",
+            operation
+                .progress
+                .as_ref()
+                .map_or("done", |p| p.message.as_str())
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Deleting backups (one an operator names, or those the retention policy does not keep), as
+//! operations queued on the instance's actor, and the instance's recoverability window: from
+//! the end of its oldest kept base backup to the last WAL its primary archived.
+
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use toygres_common::backup_api::RecoverabilityWindow;
+use toygres_common::controller_api::OperationAccepted;
+use toygres_common::domain::{MemberState, OperationKind, Role};
+use toygres_common::SidecarClient;
+
+use super::{new_operation_id, Engine, EngineError};
+use crate::activities::sidecar::sidecar_on;
+use crate::backups::restore::earliest_restorable;
+use crate::orchestrations::backup_cleanup::DeleteBackupsInput;
+use crate::orchestrations::instance_actor::ActorCommand;
+
+/// How long the API waits for a primary's sidecar to say how far it archived.
+const ARCHIVE_STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Engine {
+    /// Queues the deletion of backup `id` on its instance's actor. Refused: an unknown backup
+    /// (404), one still running, or the instance's only succeeded base backup (409).
+    pub async fn delete_backup(&self, id: &str) -> Result<OperationAccepted, EngineError> {
+        let backup = self.get_backup(id).await?;
+        if backup.status == "running" {
+            return Err(EngineError::Conflict(format!(
+                "backup {id} is still running: wait for it to end, then delete it"
+            )));
+        }
+        let name = backup.instance.clone();
+        let instance = self.running_instance(&name).await?;
+        let is_restorable_base = |b: &toygres_common::backup_api::BackupView| {
+            b.kind == "base" && b.status == "succeeded"
+        };
+        if is_restorable_base(&backup) {
+            let others = self
+                .cms
+                .list_backups(&name)
+                .await?
+                .iter()
+                .filter(|b| b.id != id && is_restorable_base(b))
+                .count();
+            if others == 0 {
+                return Err(EngineError::Conflict(format!(
+                    "backup {id} is the only base backup of instance {name}: without it the \
+                     archived WAL restores nothing; take another backup first"
+                )));
+            }
+        }
+        self.queue_deletion(&instance, Some(vec![id.to_string()]))
+            .await
+    }
+
+    /// Queues the deletion of the backups the instance's retention policy does not keep now
+    /// (`GET /v1/instances/{name}/backups/cleanup` shows which).
+    pub async fn cleanup_backups(&self, name: &str) -> Result<OperationAccepted, EngineError> {
+        self.backup_config(name).await?;
+        let instance = self.running_instance(name).await?;
+        self.queue_deletion(&instance, None).await
+    }
+
+    async fn queue_deletion(
+        &self,
+        instance: &crate::cms::instances::InstanceRecord,
+        backup_ids: Option<Vec<String>>,
+    ) -> Result<OperationAccepted, EngineError> {
+        let input = DeleteBackupsInput {
+            operation_id: new_operation_id(),
+            instance: instance.summary.name.clone(),
+            backup_ids,
+        };
+        let kind: OperationKind = input.kind();
+        let operation_id = input.operation_id.clone();
+        self.queue_operation(
+            instance,
+            &operation_id,
+            kind,
+            &ActorCommand::DeleteBackups(input),
+        )
+        .await
+    }
+
+    /// The points a restore of the instance can reach: from the end of its oldest kept base
+    /// backup (the CMS) to the last WAL file its primary archived (its sidecar, asked now).
+    pub async fn recoverability_window(
+        &self,
+        name: &str,
+    ) -> Result<RecoverabilityWindow, EngineError> {
+        self.backup_config(name).await?;
+        let backups = self.cms.list_backups(name).await?;
+        let earliest = earliest_restorable(&backups);
+        let mut window = RecoverabilityWindow {
+            instance: name.to_string(),
+            earliest_restorable: earliest
+                .as_ref()
+                .map(|(_, at)| at.to_rfc3339_opts(SecondsFormat::Micros, true)),
+            earliest_backup_id: earliest.map(|(id, _)| id),
+            ..RecoverabilityWindow::default()
+        };
+        let archive = match self.primary_sidecar(name, ARCHIVE_STATUS_TIMEOUT).await {
+            Ok((_, client)) => client
+                .status()
+                .await
+                .map_err(|e| format!("its primary did not answer: {e}"))
+                .and_then(|s| {
+                    s.archive
+                        .ok_or_else(|| "its primary archives nothing".into())
+                }),
+            Err(e) => Err(e),
+        };
+        match archive {
+            Ok(archive) if archive.last_archived_wal.is_some() => {
+                window.archived_wal = archive.last_archived_wal;
+                window.archived_at = archive
+                    .last_archived_age_seconds
+                    .and_then(|age| chrono::Duration::try_milliseconds((age * 1000.0) as i64))
+                    .map(|age| (Utc::now() - age).to_rfc3339_opts(SecondsFormat::Secs, true));
+            }
+            Ok(_) => window.archive_unknown = Some("its primary has archived nothing yet".into()),
+            Err(e) => window.archive_unknown = Some(e),
+        }
+        Ok(window)
+    }
+
+    /// The instance's primary (as the CMS records it, running) and a client of its sidecar.
+    pub(super) async fn primary_sidecar(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<(String, SidecarClient), String> {
+        let members = self
+            .cms
+            .list_members(name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let primary = members
+            .iter()
+            .find(|m| {
+                m.parsed_role() == Role::Primary && m.parsed_state() == Some(MemberState::Running)
+            })
+            .ok_or_else(|| format!("instance {name} has no running primary"))?;
+        let client = sidecar_on(self.platform.as_ref(), name, &primary.name, timeout).await?;
+        Ok((primary.name.clone(), client))
+    }
+}

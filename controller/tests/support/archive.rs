@@ -1,0 +1,88 @@
+//! What the backup and restore tests share: a superuser connection to an instance's rw
+//! endpoint, rows numbered one transaction each, and WAL switched out and waited for in the
+//! `file://` store.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use toygres_common::controller_api::InstanceDetail;
+
+use super::{connect, eventually, Api};
+
+/// The files directly in `dir` (none when it does not exist).
+pub fn files_in(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The instance's superuser password, from the file its connection info names.
+pub async fn password_of(api: &Api, name: &str) -> String {
+    let detail: InstanceDetail = api.get(&format!("/v1/instances/{name}")).await;
+    let location = detail.connection.unwrap().password_location.unwrap();
+    fs::read_to_string(location).unwrap().trim().to_string()
+}
+
+/// A superuser connection to the instance's rw endpoint.
+pub async fn connect_rw(api: &Api, name: &str) -> tokio_postgres::Client {
+    let detail: InstanceDetail = api.get(&format!("/v1/instances/{name}")).await;
+    let rw = detail.connection.unwrap().rw;
+    connect(&rw, &password_of(api, name).await).await
+}
+
+/// Inserts the rows `from..=to` into `t`, one transaction each (so each has its commit time).
+pub async fn insert_rows(client: &tokio_postgres::Client, from: i32, to: i32) {
+    for v in from..=to {
+        client
+            .execute("INSERT INTO t VALUES ($1)", &[&v])
+            .await
+            .unwrap();
+    }
+}
+
+/// How many rows `t` holds, and the largest.
+pub async fn rows(client: &tokio_postgres::Client) -> (i64, Option<i32>) {
+    let row = client
+        .query_one("SELECT count(*), max(v) FROM t", &[])
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// The server's clock now, as an RFC 3339 UTC time to the microsecond (a restore target).
+pub async fn server_now(client: &tokio_postgres::Client) -> String {
+    client
+        .query_one(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', \
+                            'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Switches the WAL segment out and waits until it is archived under `name`'s prefix; returns
+/// the segment's name.
+pub async fn archive_now(client: &tokio_postgres::Client, store: &Path, name: &str) -> String {
+    let segment: String = client
+        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let wal = store.join(name).join("wal");
+    eventually(
+        Duration::from_secs(60),
+        &format!("{segment} archived in {}", wal.display()),
+        || {
+            let found = files_in(&wal).iter().any(|f| f.starts_with(&segment));
+            async move { found.then_some(()) }
+        },
+    )
+    .await;
+    segment
+}
