@@ -399,6 +399,17 @@ pub trait Platform: Send + Sync + fmt::Debug {
         None
     }
 
+    /// The instance's CA certificate (PEM; public), which every member's server certificate
+    /// chains to: the controller verifies members with it. The CA is made with the instance's
+    /// credentials ([`Platform::ensure_instance_secrets`]); its key stays with the platform.
+    async fn instance_ca(&self, instance: &str) -> Result<String, PlatformError>;
+
+    /// A file holding the instance's CA certificate that clients on this machine can name in
+    /// `sslrootcert` (local mode). `None` when there is no such file (Kubernetes).
+    fn ca_file_location(&self, _instance: &str) -> Option<String> {
+        None
+    }
+
     /// The backup store an instance gets when its create request names none (local: a
     /// `file://` store under `$TOYGRES_HOME/backups`). `None`: the request must name one.
     fn default_backup_store(&self) -> Option<String> {
@@ -449,6 +460,19 @@ pub trait Platform: Send + Sync + fmt::Debug {
 
     /// Removes the instance's endpoints. Succeeds when they are already gone.
     async fn delete_endpoints(&self, instance: &str) -> Result<(), PlatformError>;
+}
+
+/// TLS for the controller's own connections to an instance's members: TLS is required and
+/// the member's certificate must come from the instance's CA, so the superuser's password goes
+/// only to a member of the instance.
+pub async fn member_pg_tls(
+    platform: &dyn Platform,
+    instance: &str,
+) -> Result<toygres_common::tls::pg::PgTls, PlatformError> {
+    let ca = platform.instance_ca(instance).await?;
+    toygres_common::tls::pg::PgTls::new(ca.as_bytes(), None).map_err(|e| {
+        PlatformError::Failed(anyhow::Error::from(e).context(format!("use the CA of {instance}")))
+    })
 }
 
 #[cfg(test)]

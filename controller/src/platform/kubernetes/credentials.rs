@@ -46,6 +46,11 @@ impl InstanceCredentials {
 pub struct InstanceSecret(Secret);
 
 impl InstanceSecret {
+    /// Wraps a Secret holding credentials or keys, so `Debug` never shows its values.
+    pub(crate) fn redacted(secret: Secret) -> Self {
+        Self(secret)
+    }
+
     /// The Secret itself, values included.
     pub fn into_secret(self) -> Secret {
         self.0

@@ -31,6 +31,7 @@ mod platform_api;
 pub mod process;
 pub mod record;
 pub mod secrets;
+pub mod tls;
 
 /// The sidecar program's file name.
 pub const SIDECAR_PROGRAM: &str = "toygres-sidecar";
@@ -406,6 +407,10 @@ impl LocalPlatform {
             flag(
                 "replication-password-file",
                 &secret(&record.secrets.replication_password),
+            ),
+            flag(
+                "tls-dir",
+                &tls::member_dir(&self.layout, &record.instance, &record.member).dir,
             ),
             flag("run-dir", &record.run_dir),
             format!("--stop-timeout-secs={}", self.config.stop_timeout.as_secs()).into(),
