@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use toygres_common::app_access::AppAccess;
 
 use super::deps::{describe, ActivityDeps};
-use crate::platform::SecretRefs;
+use crate::platform::{member_pg_tls, SecretRefs};
 
 /// How long the whole activity may take on the primary.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,16 +62,20 @@ async fn ensure(deps: &ActivityDeps, input: &AppAccessInput) -> Result<(), Strin
         .read_secret(&refs.app_password())
         .await
         .map_err(describe)?;
-    let (client, connection) = tokio_postgres::Config::new()
-        .host(&address.pg.host)
-        .port(address.pg.port)
-        .user("postgres")
-        .dbname("postgres")
-        .password(superuser.expose())
-        .application_name("toygres-controller")
-        .connect(tokio_postgres::NoTls)
+    let tls = member_pg_tls(deps.platform.as_ref(), &input.instance)
         .await
-        .map_err(|e| format!("connect to {} as the superuser: {e}", input.primary))?;
+        .map_err(describe)?;
+    let (client, connection) =
+        toygres_common::tls::pg::PgTls::require(&mut tokio_postgres::Config::new())
+            .host(&address.pg.host)
+            .port(address.pg.port)
+            .user("postgres")
+            .dbname("postgres")
+            .password(superuser.expose())
+            .application_name("toygres-controller")
+            .connect(tls)
+            .await
+            .map_err(|e| format!("connect to {} as the superuser: {e}", input.primary))?;
     let connection = tokio::spawn(connection);
     let result = apply(&client, &input.app, app_password.expose()).await;
     drop(client);
