@@ -462,17 +462,40 @@ pub trait Platform: Send + Sync + fmt::Debug {
     async fn delete_endpoints(&self, instance: &str) -> Result<(), PlatformError>;
 }
 
-/// TLS for the controller's own connections to an instance's members: TLS is required and
-/// the member's certificate must come from the instance's CA, so the superuser's password goes
-/// only to a member of the instance.
-pub async fn member_pg_tls(
+/// The task driving a connection to Postgres.
+pub type PgConnectionTask = tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>;
+
+/// A superuser connection to `member` of `instance`, for the controller's own queries. TLS is
+/// required and the member's certificate must come from the instance's CA, so the superuser's
+/// password goes only to a member of the instance.
+pub async fn connect_member_superuser(
     platform: &dyn Platform,
     instance: &str,
-) -> Result<toygres_common::tls::pg::PgTls, PlatformError> {
+    member: &str,
+    application_name: &str,
+) -> Result<(tokio_postgres::Client, PgConnectionTask), PlatformError> {
+    use toygres_common::tls::pg::PgTls;
+    let address = platform.member_address(instance, member).await?;
+    let password = platform
+        .read_secret(&SecretRefs::for_instance(instance).superuser_password)
+        .await?;
     let ca = platform.instance_ca(instance).await?;
-    toygres_common::tls::pg::PgTls::new(ca.as_bytes(), None).map_err(|e| {
-        PlatformError::Failed(anyhow::Error::from(e).context(format!("use the CA of {instance}")))
-    })
+    let tls = PgTls::new(ca.as_bytes(), None)
+        .map_err(|e| anyhow::Error::from(e).context(format!("use the CA of {instance}")))?;
+    let mut config = tokio_postgres::Config::new();
+    let (client, connection) = PgTls::require(&mut config)
+        .host(&address.pg.host)
+        .port(address.pg.port)
+        .user("postgres")
+        .dbname("postgres")
+        .password(password.expose())
+        .application_name(application_name)
+        .connect(tls)
+        .await
+        .map_err(|e| {
+            anyhow::Error::from(e).context(format!("connect to {member} as the superuser"))
+        })?;
+    Ok((client, tokio::spawn(connection)))
 }
 
 #[cfg(test)]

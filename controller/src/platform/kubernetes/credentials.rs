@@ -46,11 +46,6 @@ impl InstanceCredentials {
 pub struct InstanceSecret(Secret);
 
 impl InstanceSecret {
-    /// Wraps a Secret holding credentials or keys, so `Debug` never shows its values.
-    pub(crate) fn redacted(secret: Secret) -> Self {
-        Self(secret)
-    }
-
     /// The Secret itself, values included.
     pub fn into_secret(self) -> Secret {
         self.0
@@ -96,9 +91,24 @@ pub fn instance_secret(
             )
         })
         .collect();
+    opaque_secret(
+        settings,
+        credentials_secret_name(&settings.instance),
+        data,
+        owner,
+    )
+}
+
+/// An `Opaque` Secret of the instance named `name`, owned by `owner`, holding `data`.
+pub(crate) fn opaque_secret(
+    settings: &InstanceSettings,
+    name: String,
+    data: BTreeMap<String, ByteString>,
+    owner: &OwnerReference,
+) -> InstanceSecret {
     InstanceSecret(Secret {
         metadata: ObjectMeta {
-            name: Some(credentials_secret_name(&settings.instance)),
+            name: Some(name),
             namespace: Some(settings.namespace.clone()),
             labels: Some(instance_labels(
                 &settings.instance,

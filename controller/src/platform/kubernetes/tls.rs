@@ -8,12 +8,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::ByteString;
 use toygres_common::tls::pki::{InstanceCa, MemberTls};
 
-use super::credentials::InstanceSecret;
-use super::labels::{instance_labels, Component};
+use super::credentials::{opaque_secret, InstanceSecret};
 use super::InstanceSettings;
 
 /// The key of the CA's certificate in `<instance>-ca`.
@@ -29,30 +28,6 @@ pub fn ca_secret_name(instance: &str) -> String {
 /// `<member>-tls`.
 pub fn member_tls_secret_name(member: &str) -> String {
     format!("{member}-tls")
-}
-
-fn secret(
-    settings: &InstanceSettings,
-    name: String,
-    data: BTreeMap<String, ByteString>,
-    owner: &OwnerReference,
-) -> InstanceSecret {
-    InstanceSecret::redacted(Secret {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(settings.namespace.clone()),
-            labels: Some(instance_labels(
-                &settings.instance,
-                Component::Credentials,
-                &settings.extra_labels,
-            )),
-            owner_references: Some(vec![owner.clone()]),
-            ..ObjectMeta::default()
-        },
-        type_: Some("Opaque".to_string()),
-        data: Some(data),
-        ..Secret::default()
-    })
 }
 
 /// The instance's CA Secret.
@@ -71,7 +46,7 @@ pub fn ca_secret(
             ByteString(ca.key_pem.as_bytes().to_vec()),
         ),
     ]);
-    secret(settings, ca_secret_name(&settings.instance), data, owner)
+    opaque_secret(settings, ca_secret_name(&settings.instance), data, owner)
 }
 
 /// A member's TLS Secret: a key per file of its TLS directory.
@@ -86,7 +61,7 @@ pub fn member_tls_secret(
         .into_iter()
         .map(|(name, content)| (name.to_string(), ByteString(content.as_bytes().to_vec())))
         .collect();
-    secret(settings, member_tls_secret_name(member), data, owner)
+    opaque_secret(settings, member_tls_secret_name(member), data, owner)
 }
 
 /// Reads key `key` of a Secret as text.

@@ -368,6 +368,8 @@ impl LocalPlatform {
                 self.layout.create_dir(parent)?;
             }
         }
+        // A member recorded before instances had certificates gets them at its next start.
+        tls::ensure_member(&self.layout, &record.instance, &record.member)?;
         let command = self.sidecar_command(record);
         let pid = process::spawn_detached(&record.member, &command)?;
         record.pid = Some(pid);

@@ -92,7 +92,6 @@ impl Platform for LocalPlatform {
                 return Err(PlatformError::not_found("secret", secret.to_string()));
             }
         }
-        tls::ensure_member(&self.layout, &spec.instance, &spec.member)?;
         let path = self.layout.member_record(&spec.instance, &spec.member);
         let mut member = match record::read::<MemberRecord>(&path)? {
             Some(existing) => existing,
