@@ -21,6 +21,7 @@ pub mod request;
 pub mod sidecar_api;
 pub mod sidecar_client;
 pub mod store_url;
+pub mod tls;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use sidecar_client::{SidecarClient, SidecarClientError};

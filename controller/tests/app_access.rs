@@ -165,13 +165,15 @@ async fn printed_uris_work_as_printed_for_the_owner_of_the_application_database(
     let other: InstanceDetail = api.get("/v1/instances/ledger").await;
     let other_app = other.connection.unwrap().app.unwrap();
     assert_eq!(psql_ok(&other_app.rw, "SELECT current_user"), "clerk");
-    let shop_into_ledger = app.rw.replace(
+    // With ledger's CA, so what refuses below is ledger's authentication, not TLS.
+    let ledger_ca = |uri: &str| uri.replace("/shop/secrets/tls/", "/ledger/secrets/tls/");
+    let shop_into_ledger = ledger_ca(&app.rw).replace(
         &format!(":{}/shop", app.rw_port),
         &format!(":{}/books", other_app.rw_port),
     );
     assert_ne!(shop_into_ledger, app.rw);
     assert!(!psql(&shop_into_ledger, "SELECT 1").status.success());
-    let shop_into_ledger_db = app.rw.replace(
+    let shop_into_ledger_db = ledger_ca(&app.rw).replace(
         &format!(":{}/shop", app.rw_port),
         &format!(":{}/shop", other_app.rw_port),
     );

@@ -82,11 +82,11 @@ async fn create_and_wait(api: &Api, home: &Home, request: serde_json::Value) {
 /// endpoint may be moving to a new primary).
 async fn write_through(rw: &str, password: &str, sql: &str) {
     eventually(Duration::from_secs(30), "a write through rw", || async {
-        let mut config: tokio_postgres::Config = rw.parse().unwrap();
+        let (mut config, tls) = pg_config(rw);
         config
             .password(password)
             .connect_timeout(Duration::from_secs(5));
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await.ok()?;
+        let (client, connection) = config.connect(tls).await.ok()?;
         tokio::spawn(connection);
         client.batch_execute(sql).await.ok()
     })

@@ -279,16 +279,16 @@ async fn a_primary_that_refuses_new_connections_is_failed_over() {
     let (rw, password) = connection(&api, "nc").await;
     // Every new connection to the primary fails from now on (the library does not exist);
     // connections already open go on.
-    let through_rw: tokio_postgres::Config = rw.parse().unwrap();
+    let (through_rw, tls) = pg_config(&rw);
     let mut direct = tokio_postgres::Config::new();
-    direct
+    toygres_common::tls::pg::PgTls::require(&mut direct)
         .host("127.0.0.1")
         .port(u16::try_from(port).unwrap())
         .user(through_rw.get_user().unwrap())
         .dbname("postgres")
         .password(&password)
         .connect_timeout(Duration::from_secs(5));
-    let (client, conn) = direct.connect(tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = direct.connect(tls.clone()).await.unwrap();
     tokio::spawn(conn);
     client
         .batch_execute("ALTER SYSTEM SET local_preload_libraries = 'toygres_missing'")
@@ -299,7 +299,7 @@ async fn a_primary_that_refuses_new_connections_is_failed_over() {
         .await
         .unwrap();
     assert!(
-        direct.connect(tokio_postgres::NoTls).await.is_err(),
+        direct.connect(tls.clone()).await.is_err(),
         "a new connection to {primary} still works"
     );
     let next = eventually(DEADLINE, "a failover", || async {
@@ -308,11 +308,11 @@ async fn a_primary_that_refuses_new_connections_is_failed_over() {
     .await;
     // rw leads to a server that takes new connections and writes.
     eventually(DEADLINE, "a write through rw", || async {
-        let mut config: tokio_postgres::Config = rw.parse().unwrap();
+        let (mut config, tls) = pg_config(&rw);
         config
             .password(&password)
             .connect_timeout(Duration::from_secs(5));
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await.ok()?;
+        let (client, connection) = config.connect(tls).await.ok()?;
         tokio::spawn(connection);
         client
             .batch_execute("INSERT INTO acked VALUES (1) ON CONFLICT DO NOTHING")

@@ -225,19 +225,32 @@ async fn password(platform: &LocalPlatform, secrets: &SecretRefs) -> String {
         .to_string()
 }
 
-/// A superuser connection through `address` (scram-sha-256).
+/// A superuser connection through `address` (scram-sha-256), over TLS verified against the CAs
+/// of the home's instances.
 async fn try_connect(
+    home: &TestHome,
     address: &PgAddress,
     password: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::Config::new()
+    let mut cas = Vec::new();
+    for entry in fs::read_dir(home.path().join("instances"))
+        .unwrap()
+        .flatten()
+    {
+        if let Ok(pem) = fs::read(entry.path().join("secrets/tls/ca.crt")) {
+            cas.extend(pem);
+        }
+    }
+    let tls = toygres_common::tls::pg::PgTls::new(&cas, None).unwrap();
+    let mut config = tokio_postgres::Config::new();
+    let (client, connection) = toygres_common::tls::pg::PgTls::require(&mut config)
         .host(&address.host)
         .port(address.port)
         .user("postgres")
         .password(password)
         .dbname("postgres")
         .connect_timeout(Duration::from_secs(5))
-        .connect(tokio_postgres::NoTls)
+        .connect(tls)
         .await?;
     tokio::spawn(async move {
         let _ = connection.await;
@@ -245,8 +258,8 @@ async fn try_connect(
     Ok(client)
 }
 
-async fn connect(address: &PgAddress, password: &str) -> tokio_postgres::Client {
-    try_connect(address, password)
+async fn connect(home: &TestHome, address: &PgAddress, password: &str) -> tokio_postgres::Client {
+    try_connect(home, address, password)
         .await
         .unwrap_or_else(|e| panic!("connect to {address}: {e}"))
 }
@@ -310,12 +323,12 @@ async fn endpoints_lead_to_primary_and_standby_and_follow_reroutes() {
         .unwrap();
 
     // A write through rw is read back through ro.
-    let rw = connect(&endpoints.rw, &password).await;
+    let rw = connect(&home, &endpoints.rw, &password).await;
     assert!(!in_recovery(&rw).await);
     rw.batch_execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('through rw')")
         .await
         .unwrap();
-    let ro = connect(&endpoints.ro, &password).await;
+    let ro = connect(&home, &endpoints.ro, &password).await;
     assert!(in_recovery(&ro).await);
     let value: String = eventually(Duration::from_secs(30), "the row on the standby", || {
         let ro = &ro;
@@ -341,7 +354,7 @@ async fn endpoints_lead_to_primary_and_standby_and_follow_reroutes() {
         },
     )
     .await;
-    let moved = connect(&endpoints.rw, &password).await;
+    let moved = connect(&home, &endpoints.rw, &password).await;
     assert!(in_recovery(&moved).await, "rw should now lead to db-1");
     // The credentials appear in no record and no log.
     for file in [
@@ -362,7 +375,7 @@ async fn endpoints_lead_to_primary_and_standby_and_follow_reroutes() {
         .route_endpoint("db", &routes(Some("db-0"), &[]))
         .await
         .unwrap();
-    let fallback = connect(&endpoints.ro, &password).await;
+    let fallback = connect(&home, &endpoints.ro, &password).await;
     assert!(!in_recovery(&fallback).await, "ro should fall back to db-0");
 
     // No primary: rw refuses new connections at once.
@@ -371,7 +384,7 @@ async fn endpoints_lead_to_primary_and_standby_and_follow_reroutes() {
         .await
         .unwrap();
     let started = Instant::now();
-    assert!(try_connect(&endpoints.rw, &password).await.is_err());
+    assert!(try_connect(&home, &endpoints.rw, &password).await.is_err());
     assert!(started.elapsed() < Duration::from_secs(3));
 
     // Routing to a member that does not exist is refused.
@@ -406,7 +419,7 @@ async fn members_survive_a_controller_restart_and_adopt_restarts_a_killed_sideca
         .route_endpoint("kept", &routes(Some("kept-0"), &[]))
         .await
         .unwrap();
-    connect(&endpoints.rw, &password)
+    connect(&home, &endpoints.rw, &password)
         .await
         .batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
         .await
@@ -435,12 +448,12 @@ async fn members_survive_a_controller_restart_and_adopt_restarts_a_killed_sideca
     platform.shutdown().await;
     drop(platform);
     assert!(alive(sidecar_pid));
-    assert!(try_connect(&endpoints.rw, &password).await.is_err());
+    assert!(try_connect(&home, &endpoints.rw, &password).await.is_err());
     let direct = PgAddress {
         host: "127.0.0.1".into(),
         port: before.pg_port,
     };
-    connect(&direct, &password).await;
+    connect(&home, &direct, &password).await;
 
     let platform = Arc::new(home.platform());
     let report = platform.adopt().await.unwrap();
@@ -459,7 +472,7 @@ async fn members_survive_a_controller_restart_and_adopt_restarts_a_killed_sideca
         before
     );
     // The routes survived too.
-    let rw = connect(&endpoints.rw, &password).await;
+    let rw = connect(&home, &endpoints.rw, &password).await;
     let count: i64 = rw
         .query_one("SELECT count(*) FROM t", &[])
         .await
@@ -488,7 +501,7 @@ async fn members_survive_a_controller_restart_and_adopt_restarts_a_killed_sideca
         (before.pg_port, before.api_port)
     );
     assert_eq!(after.pid, Some(new_pid));
-    let rw = connect(&endpoints.rw, &password).await;
+    let rw = connect(&home, &endpoints.rw, &password).await;
     let count: i64 = rw
         .query_one("SELECT count(*) FROM t", &[])
         .await

@@ -130,11 +130,11 @@ async fn a_refusing_standby_opens_its_breaker_ro_falls_back_and_the_breaker_half
 
 /// Whether a new superuser connection through `uri` lands on a standby.
 async fn lands_on_standby(uri: &str, password: &str) -> Option<bool> {
-    let mut config: tokio_postgres::Config = uri.parse().ok()?;
+    let (mut config, tls) = support::pg_config(uri);
     config
         .password(password)
         .connect_timeout(Duration::from_secs(5));
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.ok()?;
+    let (client, connection) = config.connect(tls).await.ok()?;
     tokio::spawn(connection);
     let row = client
         .query_one("SELECT pg_is_in_recovery()", &[])

@@ -294,6 +294,8 @@ start_sidecar() {
     local logf=$dir/$member.log
     LOGS+=("$logf")
     DATA_DIRS+=("$dir/$member/data")
+    # Every sidecar of a run shares one CA (one instance's, as far as TLS goes).
+    [ -d "$ROOT/tls/$member" ] || "$REPO_ROOT/scripts/dev-certs.sh" "$ROOT/tls" "$member"
     RUST_LOG=${RUST_LOG:-info} "${SC_BIN:-$SIDECAR_BIN}" run \
         --data-dir="$dir/$member/data" \
         --pg-port="$pg_port" \
@@ -301,7 +303,7 @@ start_sidecar() {
         --member-name="$member" \
         --token-file="$ROOT/token" \
         --superuser-password-file="$ROOT/superuser.pw" \
-        --replication-password-file="$ROOT/replication.pw" \
+        --tls-dir="$ROOT/tls/$member" \
         --pg-bin-dir="$PG_BIN" \
         --stop-timeout-secs="${SIDECAR_STOP_TIMEOUT:-10}" \
         "${SIDECAR_ARGS[@]}" "$@" </dev/null >"$logf" 2>&1 &

@@ -10,7 +10,6 @@ use anyhow::{bail, Context};
 use toygres_common::names::PgAddress;
 use toygres_common::pg_exec::PgBinaries;
 
-use crate::owned;
 use crate::postgres::files::{self, Layout, ReplicationState};
 use crate::postgres::settings::MemberSettings;
 use crate::postgres::{create, Member};
@@ -32,13 +31,7 @@ pub enum BootstrapMode {
 pub async fn open_member(cfg: MemberSettings, mode: &BootstrapMode) -> anyhow::Result<Arc<Member>> {
     let bins = PgBinaries::locate(cfg.pg_bin_dir.as_deref()).context("find PostgreSQL")?;
     let layout = Layout::new(&cfg);
-    owned::ensure_private_dir(&bins, &layout.run_dir)?;
-    owned::write_file(
-        &bins,
-        &layout.pgpass(),
-        files::render_pgpass(&cfg).as_bytes(),
-        0o600,
-    )?;
+    files::write_run_files(&cfg, &bins, &layout)?;
     bootstrap_if_needed(&cfg, mode, &bins, &layout)
         .await
         .context("bootstrap the data directory")?;

@@ -60,9 +60,16 @@ pub struct RunArgs {
     /// A file holding the password of the `postgres` superuser.
     #[arg(long, env = "TOYGRES_SUPERUSER_PASSWORD_FILE")]
     pub superuser_password_file: PathBuf,
-    /// A file holding the password of the `replicator` role.
-    #[arg(long, env = "TOYGRES_REPLICATION_PASSWORD_FILE")]
-    pub replication_password_file: PathBuf,
+    /// Not used any more (replication authenticates with client certificates, see
+    /// `--tls-dir`); accepted so launchers that still pass it keep working.
+    #[arg(long, env = "TOYGRES_REPLICATION_PASSWORD_FILE", hide = true)]
+    pub replication_password_file: Option<PathBuf>,
+    /// A directory holding this member's TLS files from its instance's CA: `ca.crt`,
+    /// `server.crt`/`server.key`, and the client certificates `replicator.crt`/`.key` and
+    /// `superuser.crt`/`.key`. Postgres serves TLS only, replication authenticates with the
+    /// client certificate, and this member connects to another only after verifying it.
+    #[arg(long, env = "TOYGRES_TLS_DIR")]
+    pub tls_dir: PathBuf,
     /// Directory for Postgres's socket and the sidecar's runtime files (default: `<data-dir>.run`).
     #[arg(long, env = "TOYGRES_RUN_DIR")]
     pub run_dir: Option<PathBuf>,
@@ -209,11 +216,9 @@ impl Config {
                 &args.superuser_password_file,
                 "--superuser-password-file",
             )?,
-            replication_password: read_secret(
-                &args.replication_password_file,
-                "--replication-password-file",
-            )?,
         };
+        let tls = crate::postgres::settings::TlsMaterial::read(&args.tls_dir)
+            .context("read the TLS files of --tls-dir")?;
         if api_token.0.len() < 16 {
             bail!("the API token in --token-file must be at least 16 characters");
         }
@@ -258,6 +263,7 @@ impl Config {
                 isolation_lease: (args.isolation_lease_secs > 0)
                     .then(|| std::time::Duration::from_secs(args.isolation_lease_secs)),
                 secrets,
+                tls,
                 archive,
             },
             bootstrap,
@@ -370,12 +376,17 @@ mod tests {
         ] {
             std::fs::write(dir.join(name), content).unwrap();
         }
+        std::fs::create_dir_all(dir.join("tls")).unwrap();
+        for (name, _) in toygres_common::tls::MEMBER_FILES {
+            std::fs::write(dir.join("tls").join(name), "-----BEGIN X-----\n").unwrap();
+        }
         let mut argv = vec![
             "x".to_string(),
             format!("--data-dir={}", dir.join("data").display()),
             format!("--token-file={}", dir.join("token").display()),
             format!("--superuser-password-file={}", dir.join("su").display()),
             format!("--replication-password-file={}", dir.join("repl").display()),
+            format!("--tls-dir={}", dir.join("tls").display()),
             "--member-name=db-0".into(),
         ];
         argv.extend(extra.iter().map(|s| s.to_string()));
@@ -387,8 +398,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Config::from_args(args(dir.path(), &[])).unwrap();
         assert_eq!(cfg.member.secrets.superuser_password, "pw1");
-        assert_eq!(cfg.member.secrets.replication_password, "pw2");
         assert!(!format!("{cfg:?}").contains("pw1"));
+        assert!(!format!("{cfg:?}").contains("BEGIN"));
+        assert_eq!(cfg.member.tls.file("ca.crt"), b"-----BEGIN X-----\n");
         assert_eq!(cfg.member.run_dir, dir.path().join("data.run"));
         assert_eq!(cfg.member.slot_name(), "db_0");
     }
@@ -441,6 +453,7 @@ mod tests {
                 "--token-file=/t".into(),
                 "--superuser-password-file=/s".into(),
                 "--replication-password-file=/r".into(),
+                "--tls-dir=/tls".into(),
                 "--member-name=db-0".into(),
             ];
             argv.extend(extra.iter().map(|s| s.to_string()));

@@ -25,6 +25,23 @@ pub const REPLICATION_PASSWORD: &str = "harness-replication-pw";
 /// API token every harness sidecar uses.
 pub const API_TOKEN: &str = "harness-api-token-0123456789";
 
+/// Connects with TLS required and the server verified against the CA in `ca_file` (names too,
+/// for loopback and DNS names).
+pub async fn connect_tls(
+    mut config: tokio_postgres::Config,
+    ca_file: &Path,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let ca = std::fs::read(ca_file).expect("read the CA file");
+    let tls = toygres_common::tls::pg::PgTls::new(&ca, None).expect("use the CA");
+    let (client, conn) = toygres_common::tls::pg::PgTls::require(&mut config)
+        .connect(tls)
+        .await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -75,10 +92,12 @@ where
 }
 
 /// A temporary directory the Postgres OS user can traverse (tests run as root in CI), holding
-/// the shared secret files.
+/// the shared secret files and the CA of the sidecars started in it (as one instance's), at
+/// `tls/ca.crt`; each member's TLS directory is `tls/<member>/`.
 #[derive(Debug)]
 pub struct TestDir {
     dir: tempfile::TempDir,
+    ca: toygres_common::tls::pki::InstanceCa,
 }
 
 impl TestDir {
@@ -98,11 +117,39 @@ impl TestDir {
             std::fs::write(&path, format!("{secret}\n")).expect("write a secret file");
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         }
-        Self { dir }
+        let ca = toygres_common::tls::pki::InstanceCa::generate("harness").expect("make a CA");
+        std::fs::create_dir_all(dir.path().join("tls")).expect("create the tls dir");
+        std::fs::write(dir.path().join("tls").join("ca.crt"), &ca.cert_pem).expect("write ca.crt");
+        Self { dir, ca }
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The CA certificate's file.
+    pub fn ca_file(&self) -> PathBuf {
+        self.path().join("tls").join("ca.crt")
+    }
+
+    /// The TLS directory of `member`, its certificates issued the first time.
+    pub fn member_tls(&self, member: &str) -> PathBuf {
+        let files = toygres_common::tls::MemberTlsFiles::new(self.path().join("tls").join(member));
+        if files.missing().is_empty() {
+            return files.dir;
+        }
+        let names = toygres_common::tls::pki::member_server_names("harness", member, None);
+        let tls = self
+            .ca
+            .member_tls(member, &names)
+            .expect("issue certificates");
+        std::fs::create_dir_all(&files.dir).expect("create a member's tls dir");
+        for (name, content) in tls.files() {
+            let path = files.file(name);
+            std::fs::write(&path, content).expect("write a tls file");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+        files.dir
     }
 }
 
@@ -166,6 +213,7 @@ impl Sidecar {
 
     /// Starts a sidecar without waiting for it.
     pub fn spawn(dir: &TestDir, spec: SidecarSpec, pg_port: u16, api_port: u16) -> Sidecar {
+        dir.member_tls(&spec.member);
         let root = dir.path().to_path_buf();
         let data_dir = root.join(&spec.member).join("data");
         let mut sidecar = Sidecar {
@@ -196,10 +244,7 @@ impl Sidecar {
                 "TOYGRES_SUPERUSER_PASSWORD_FILE",
                 self.root.join("superuser.pw"),
             )
-            .env(
-                "TOYGRES_REPLICATION_PASSWORD_FILE",
-                self.root.join("replication.pw"),
-            )
+            .env("TOYGRES_TLS_DIR", self.root.join("tls").join(&self.member))
             .arg("--stop-timeout-secs=10")
             .env("RUST_LOG", "info");
         if let Some(primary) = &self.spec.primary {
@@ -299,19 +344,23 @@ impl Sidecar {
     }
 
     pub async fn try_connect(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, conn) = tokio_postgres::Config::new()
+        self.try_connect_db("postgres").await
+    }
+
+    /// A superuser connection to database `db`, over TLS verified against the harness CA.
+    pub async fn try_connect_db(
+        &self,
+        db: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let mut config = tokio_postgres::Config::new();
+        config
             .host("127.0.0.1")
             .port(self.pg_port)
             .user("postgres")
             .password(SUPERUSER_PASSWORD)
-            .dbname("postgres")
-            .connect_timeout(Duration::from_secs(5))
-            .connect(tokio_postgres::NoTls)
-            .await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(client)
+            .dbname(db)
+            .connect_timeout(Duration::from_secs(5));
+        connect_tls(config, &self.root.join("tls").join("ca.crt")).await
     }
 
     /// Sends `signal` to the sidecar process.

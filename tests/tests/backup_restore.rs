@@ -702,19 +702,9 @@ async fn logical_dump_restores_into_a_new_and_the_original_database() {
 }
 
 async fn connect_db(s: &Sidecar, db: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(s.pg_port)
-        .user("postgres")
-        .password(toygres_tests::SUPERUSER_PASSWORD)
-        .dbname(db)
-        .connect(tokio_postgres::NoTls)
+    s.try_connect_db(db)
         .await
-        .unwrap_or_else(|e| panic!("connect to {db}: {e}"));
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
+        .unwrap_or_else(|e| panic!("connect to {db}: {e}"))
 }
 
 /// Verification passes on a good backup and fails, saying why, once a byte of the stored

@@ -664,9 +664,28 @@ async fn the_sidecar_image_runs_postgres_in_a_pod_and_keeps_its_data_when_resche
     toygres_tests::bin_path("toygres-sidecar");
     let cluster = start_cluster().await;
     let client = cluster.client();
+    // The member's TLS files, from a CA of its own, as `tls/<file>` beside the credentials.
+    let ca = toygres_common::tls::pki::InstanceCa::generate("pg").unwrap();
+    let tls = ca
+        .member_tls(
+            "pg-0",
+            &toygres_common::tls::pki::member_server_names("pg", "pg-0", Some(NS)),
+        )
+        .unwrap();
+    let mut string_data = serde_json::json!({"token": "pod-token-0123456789", "superuser": "pod-superuser-pw", "replication": "pod-repl-pw"});
+    let mut items = vec![
+        serde_json::json!({"key": "token", "path": "token"}),
+        serde_json::json!({"key": "superuser", "path": "superuser"}),
+        serde_json::json!({"key": "replication", "path": "replication"}),
+    ];
+    for (name, content) in tls.files() {
+        string_data[format!("tls-{name}")] = content.into();
+        items
+            .push(serde_json::json!({"key": format!("tls-{name}"), "path": format!("tls/{name}")}));
+    }
     let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "pg-secrets"},
-        "stringData": {"token": "pod-token-0123456789", "superuser": "pod-superuser-pw", "replication": "pod-repl-pw"}
+        "stringData": string_data
     }))
     .unwrap();
     Api::namespaced(client.clone(), NS)
@@ -706,7 +725,7 @@ async fn the_sidecar_image_runs_postgres_in_a_pod_and_keeps_its_data_when_resche
                             {"name": "secrets", "mountPath": "/etc/toygres", "readOnly": true}
                         ]
                     }],
-                    "volumes": [{"name": "secrets", "secret": {"secretName": "pg-secrets", "defaultMode": 0o400}}]
+                    "volumes": [{"name": "secrets", "secret": {"secretName": "pg-secrets", "defaultMode": 0o400, "items": items}}]
                 }
             },
             "volumeClaimTemplates": [{
@@ -746,19 +765,24 @@ async fn the_sidecar_image_runs_postgres_in_a_pod_and_keeps_its_data_when_resche
     };
     let pod = ready(None).await;
     eprintln!("sidecar pod ready in {:?}", started.elapsed());
-    let connect = |ip: String| async move {
-        let (pg, conn) = tokio_postgres::Config::new()
-            .host(&ip)
-            .port(5432)
-            .user("postgres")
-            .password("pod-superuser-pw")
-            .dbname("postgres")
-            .connect_timeout(Duration::from_secs(5))
-            .connect(tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        pg
+    let pg_tls = toygres_common::tls::pg::PgTls::new(ca.cert_pem.as_bytes(), None).unwrap();
+    let connect = |ip: String| {
+        let pg_tls = pg_tls.clone();
+        async move {
+            let mut config = tokio_postgres::Config::new();
+            let (pg, conn) = toygres_common::tls::pg::PgTls::require(&mut config)
+                .host(&ip)
+                .port(5432)
+                .user("postgres")
+                .password("pod-superuser-pw")
+                .dbname("postgres")
+                .connect_timeout(Duration::from_secs(5))
+                .connect(pg_tls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            pg
+        }
     };
     let pg = connect(pod_ip(&pod).unwrap()).await;
     pg.batch_execute("CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)")

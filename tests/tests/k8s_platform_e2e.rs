@@ -269,26 +269,34 @@ async fn superuser_password(client: &Client) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
-/// Connects as the superuser, giving up after 3 s in all. tokio-postgres's `connect_timeout`
-/// bounds only the TCP connect: a frozen server's kernel still completes that, and the startup
-/// then waits until the address is gone (a writer stuck there for 38 s once made a failover look
-/// 40 s long).
-async fn connect(ip: &str, password: &str) -> Option<tokio_postgres::Client> {
+/// A superuser connection to a pod IP, over TLS verified against the instance's CA (its chain:
+/// a pod IP is in no certificate), giving up after 3 s in all. tokio-postgres's
+/// `connect_timeout` bounds only the TCP connect: a frozen server's kernel still completes
+/// that, and the startup then waits until the address is gone (a writer stuck there for 38 s
+/// once made a failover look 40 s long).
+async fn connect(client: &Client, ip: &str, password: &str) -> Option<tokio_postgres::Client> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), NS);
+    let ca = secrets
+        .get("orders-ca")
+        .await
+        .ok()?
+        .data?
+        .get("ca.crt")?
+        .0
+        .clone();
+    let tls = toygres_common::tls::pg::PgTls::new(&ca, None).ok()?;
     let mut config = tokio_postgres::Config::new();
-    config
+    toygres_common::tls::pg::PgTls::require(&mut config)
         .host(ip)
         .port(5432)
         .user("postgres")
         .password(password)
         .dbname("postgres")
         .connect_timeout(Duration::from_secs(3));
-    let (client, connection) = tokio::time::timeout(
-        Duration::from_secs(3),
-        config.connect(tokio_postgres::NoTls),
-    )
-    .await
-    .ok()?
-    .ok()?;
+    let (client, connection) = tokio::time::timeout(Duration::from_secs(3), config.connect(tls))
+        .await
+        .ok()?
+        .ok()?;
     tokio::spawn(connection);
     Some(client)
 }
@@ -302,7 +310,7 @@ async fn read_through_ro(client: &Client, password: &str, id: i32) {
             .into_iter()
             .next()
         {
-            let pg = connect(&ip, password).await?;
+            let pg = connect(client, &ip, password).await?;
             let row = pg
                 .query_opt("SELECT id FROM kept WHERE id = $1", &[&id])
                 .await
@@ -390,7 +398,7 @@ async fn create_write_read_switchover_and_delete_through_the_kubernetes_platform
     // A write through orders-rw, read through orders-ro.
     let password = superuser_password(&client).await;
     let (primary, primary_ip) = rw_primary(&client, None).await;
-    let pg = connect(&primary_ip, &password)
+    let pg = connect(&client, &primary_ip, &password)
         .await
         .expect("connect to rw");
     pg.batch_execute("CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept VALUES (1)")
@@ -408,7 +416,7 @@ async fn create_write_read_switchover_and_delete_through_the_kubernetes_platform
         "switchover {primary} -> {new_primary} in {:?}",
         switch_started.elapsed()
     );
-    let pg = connect(&new_ip, &password)
+    let pg = connect(&client, &new_ip, &password)
         .await
         .expect("connect to new rw");
     let kept: i64 = pg
@@ -461,7 +469,9 @@ fn spawn_writer(
                 continue;
             };
             if conn.as_ref().map(|(at, _)| at) != Some(ip) {
-                conn = connect(ip, &password).await.map(|pg| (ip.clone(), pg));
+                conn = connect(&client, ip, &password)
+                    .await
+                    .map(|pg| (ip.clone(), pg));
             }
             let Some((_, pg)) = &conn else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -496,7 +506,7 @@ async fn a_frozen_primary_is_fenced_and_the_rw_endpoint_moves_without_losing_a_c
     ]);
     let password = superuser_password(&client).await;
     let (primary, primary_ip) = rw_primary(&client, None).await;
-    connect(&primary_ip, &password)
+    connect(&client, &primary_ip, &password)
         .await
         .expect("connect to rw")
         .batch_execute("CREATE TABLE kept (id int PRIMARY KEY)")
@@ -536,7 +546,7 @@ async fn a_frozen_primary_is_fenced_and_the_rw_endpoint_moves_without_losing_a_c
     stop.store(true, Ordering::SeqCst);
     writer.await.unwrap();
 
-    let pg = connect(&new_ip, &password)
+    let pg = connect(&client, &new_ip, &password)
         .await
         .expect("connect to new rw");
     let rows: BTreeSet<i32> = pg
@@ -618,7 +628,7 @@ async fn the_charts_role_is_all_the_kubernetes_platform_needs() {
     controller.cli_ok(&["create", "orders", "--replicas", "1", "--no-backup"]);
     let password = superuser_password(&client).await;
     let (primary, ip) = rw_primary(&client, None).await;
-    connect(&ip, &password)
+    connect(&client, &ip, &password)
         .await
         .expect("connect to rw")
         .batch_execute("CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept VALUES (1)")
@@ -636,7 +646,7 @@ async fn the_charts_role_is_all_the_kubernetes_platform_needs() {
         let [ip] = ready.iter().collect::<Vec<_>>()[..] else {
             return None;
         };
-        let pg = connect(ip, &password).await?;
+        let pg = connect(&client, ip, &password).await?;
         pg.execute("INSERT INTO kept VALUES (2) ON CONFLICT DO NOTHING", &[])
             .await
             .ok()

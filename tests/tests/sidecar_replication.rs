@@ -56,7 +56,8 @@ async fn primary_bootstraps_with_checksums_scram_and_a_replicator_role() {
             "SELECT current_setting('data_checksums'), current_setting('wal_level'), \
                     current_setting('password_encryption'), \
                     (SELECT rolreplication FROM pg_roles WHERE rolname = 'replicator'), \
-                    (SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'replicator')",
+                    (SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = 'replicator'), \
+                    current_setting('ssl')",
             &[],
         )
         .await
@@ -65,26 +66,52 @@ async fn primary_bootstraps_with_checksums_scram_and_a_replicator_role() {
     assert_eq!(row.get::<_, String>(1), "replica");
     assert_eq!(row.get::<_, String>(2), "scram-sha-256");
     assert!(row.get::<_, bool>(3));
-    assert!(row.get::<_, bool>(4));
+    assert!(row.get::<_, bool>(4), "replicator has a password");
+    assert_eq!(row.get::<_, String>(5), "on");
+    // Over TCP only TLS lines exist; replication authenticates with certificates alone.
+    let hba = c
+        .query(
+            "SELECT type, database::text, user_name::text, auth_method FROM pg_hba_file_rules \
+             WHERE type <> 'local'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!hba.is_empty());
+    for rule in &hba {
+        let (kind, database, users, method): (String, String, String, String) =
+            (rule.get(0), rule.get(1), rule.get(2), rule.get(3));
+        assert_eq!(
+            kind, "hostssl",
+            "a TCP rule without TLS: {database} {users} {method}"
+        );
+        if database.contains("replication") {
+            assert_eq!(method, "cert", "replication with a password: {users}");
+        }
+        assert!(
+            !["trust", "password", "md5"].contains(&method.as_str()),
+            "{method}"
+        );
+    }
 
     // TCP never trusts: a wrong password is refused, and replicator may not log into databases.
-    let wrong = tokio_postgres::Config::new()
+    let mut wrong = tokio_postgres::Config::new();
+    wrong
         .host("127.0.0.1")
         .port(primary.pg_port)
         .user("postgres")
         .password("wrong")
-        .dbname("postgres")
-        .connect(tokio_postgres::NoTls)
-        .await;
+        .dbname("postgres");
+    let wrong = toygres_tests::connect_tls(wrong, &dir.ca_file()).await;
     assert!(wrong.is_err(), "a wrong password was accepted");
-    let replicator = tokio_postgres::Config::new()
+    let mut replicator = tokio_postgres::Config::new();
+    replicator
         .host("127.0.0.1")
         .port(primary.pg_port)
         .user("replicator")
         .password(toygres_tests::REPLICATION_PASSWORD)
-        .dbname("postgres")
-        .connect(tokio_postgres::NoTls)
-        .await;
+        .dbname("postgres");
+    let replicator = toygres_tests::connect_tls(replicator, &dir.ca_file()).await;
     assert!(replicator.is_err(), "replicator logged into a database");
 }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use toygres_common::app_access::AppAccess;
 
 use super::deps::{describe, ActivityDeps};
-use crate::platform::SecretRefs;
+use crate::platform::{connect_member_superuser, SecretRefs};
 
 /// How long the whole activity may take on the primary.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -46,33 +46,20 @@ pub async fn ensure_app_access(
 }
 
 async fn ensure(deps: &ActivityDeps, input: &AppAccessInput) -> Result<(), String> {
-    let address = deps
-        .platform
-        .member_address(&input.instance, &input.primary)
-        .await
-        .map_err(describe)?;
     let refs = SecretRefs::for_instance(&input.instance);
-    let superuser = deps
-        .platform
-        .read_secret(&refs.superuser_password)
-        .await
-        .map_err(describe)?;
     let app_password = deps
         .platform
         .read_secret(&refs.app_password())
         .await
         .map_err(describe)?;
-    let (client, connection) = tokio_postgres::Config::new()
-        .host(&address.pg.host)
-        .port(address.pg.port)
-        .user("postgres")
-        .dbname("postgres")
-        .password(superuser.expose())
-        .application_name("toygres-controller")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| format!("connect to {} as the superuser: {e}", input.primary))?;
-    let connection = tokio::spawn(connection);
+    let (client, connection) = connect_member_superuser(
+        deps.platform.as_ref(),
+        &input.instance,
+        &input.primary,
+        "toygres-controller",
+    )
+    .await
+    .map_err(describe)?;
     let result = apply(&client, &input.app, app_password.expose()).await;
     drop(client);
     let _ = connection.await;

@@ -12,7 +12,7 @@ use toygres_common::sidecar_client::SidecarClientError;
 use toygres_common::SidecarClient;
 
 use super::deps::{describe, ActivityDeps};
-use crate::platform::{Platform, SecretRefs};
+use crate::platform::{connect_member_superuser, Platform, SecretRefs};
 
 /// A client of the member's sidecar, with the instance's sidecar token.
 pub(crate) async fn sidecar(
@@ -354,27 +354,10 @@ async fn run_health_query(
     deadline: Duration,
 ) -> CheckResult {
     let attempt = async {
-        let address = deps
-            .platform
-            .member_address(instance, member)
-            .await
-            .map_err(describe)?;
-        let password = deps
-            .platform
-            .read_secret(&SecretRefs::for_instance(instance).superuser_password)
-            .await
-            .map_err(describe)?;
-        let (client, connection) = tokio_postgres::Config::new()
-            .host(&address.pg.host)
-            .port(address.pg.port)
-            .user("postgres")
-            .dbname("postgres")
-            .password(password.expose())
-            .application_name("toygres-health")
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let connection = tokio::spawn(connection);
+        let (client, connection) =
+            connect_member_superuser(deps.platform.as_ref(), instance, member, "toygres-health")
+                .await
+                .map_err(describe)?;
         let rows = client.simple_query(query).await.map_err(|e| format!("{e}"));
         drop(client);
         let _ = connection.await;

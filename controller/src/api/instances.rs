@@ -79,6 +79,8 @@ pub async fn get(
                     platform.and_then(|platform| platform.passfile_location(&secret)),
                 )
             });
+            let ca_file = platform.and_then(|platform| platform.ca_file_location(&name));
+            with_tls(&mut info, ca_file.as_deref());
             Some(info)
         }
         _ => None,
@@ -222,6 +224,29 @@ pub fn app_connection(
     }
 }
 
+/// Adds TLS to every printed URI: `sslmode=verify-full&sslrootcert=<CA file>` where the
+/// platform keeps the instance's CA in a file, so the client verifies it reaches a member of the
+/// instance; `sslmode=require` otherwise (the client has no CA file to verify with).
+fn with_tls(info: &mut ConnectionInfo, ca_file: Option<&str>) {
+    let params = match ca_file {
+        Some(path) => format!("sslmode=verify-full&sslrootcert={}", uri_encode(path)),
+        None => "sslmode=require".to_string(),
+    };
+    let add = |uri: &mut String| {
+        let separator = if uri.contains('?') { '&' } else { '?' };
+        uri.push(separator);
+        uri.push_str(&params);
+    };
+    for uri in [&mut info.rw, &mut info.ro, &mut info.multi_host] {
+        add(uri);
+    }
+    if let Some(app) = &mut info.app {
+        for uri in [&mut app.rw, &mut app.ro, &mut app.multi_host] {
+            add(uri);
+        }
+    }
+}
+
 /// Percent-encodes what a URI component may not hold as is (libpq decodes it).
 fn uri_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -274,6 +299,41 @@ mod tests {
         assert_eq!(
             bare.multi_host,
             "postgresql://shop@h:1/orders?target_session_attrs=read-write"
+        );
+    }
+
+    #[test]
+    fn printed_uris_verify_the_server_against_the_instance_ca() {
+        let mut info = connection_info("127.0.0.1", 5001, 5002, &[], None);
+        info.app = Some(app_connection(
+            "127.0.0.1",
+            5001,
+            5002,
+            &[],
+            &AppAccess {
+                owner: "shop".into(),
+                database: "orders".into(),
+            },
+            None,
+            Some("/h/app.pgpass".into()),
+        ));
+        with_tls(&mut info, Some("/h/my ca.crt"));
+        let tls = "sslmode=verify-full&sslrootcert=/h/my%20ca.crt";
+        assert_eq!(
+            info.rw,
+            format!("postgresql://postgres@127.0.0.1:5001/postgres?{tls}")
+        );
+        assert!(info.multi_host.ends_with(&format!("read-write&{tls}")));
+        let app = info.app.unwrap();
+        assert_eq!(
+            app.rw,
+            format!("postgresql://shop@127.0.0.1:5001/orders?passfile=/h/app.pgpass&{tls}")
+        );
+        let mut bare = connection_info("h", 1, 2, &[], None);
+        with_tls(&mut bare, None);
+        assert_eq!(
+            bare.ro,
+            "postgresql://postgres@h:2/postgres?sslmode=require"
         );
     }
 }

@@ -399,6 +399,17 @@ pub trait Platform: Send + Sync + fmt::Debug {
         None
     }
 
+    /// The instance's CA certificate (PEM; public), which every member's server certificate
+    /// chains to: the controller verifies members with it. The CA is made with the instance's
+    /// credentials ([`Platform::ensure_instance_secrets`]); its key stays with the platform.
+    async fn instance_ca(&self, instance: &str) -> Result<String, PlatformError>;
+
+    /// A file holding the instance's CA certificate that clients on this machine can name in
+    /// `sslrootcert` (local mode). `None` when there is no such file (Kubernetes).
+    fn ca_file_location(&self, _instance: &str) -> Option<String> {
+        None
+    }
+
     /// The backup store an instance gets when its create request names none (local: a
     /// `file://` store under `$TOYGRES_HOME/backups`). `None`: the request must name one.
     fn default_backup_store(&self) -> Option<String> {
@@ -449,6 +460,42 @@ pub trait Platform: Send + Sync + fmt::Debug {
 
     /// Removes the instance's endpoints. Succeeds when they are already gone.
     async fn delete_endpoints(&self, instance: &str) -> Result<(), PlatformError>;
+}
+
+/// The task driving a connection to Postgres.
+pub type PgConnectionTask = tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>;
+
+/// A superuser connection to `member` of `instance`, for the controller's own queries. TLS is
+/// required and the member's certificate must come from the instance's CA, so the superuser's
+/// password goes only to a member of the instance.
+pub async fn connect_member_superuser(
+    platform: &dyn Platform,
+    instance: &str,
+    member: &str,
+    application_name: &str,
+) -> Result<(tokio_postgres::Client, PgConnectionTask), PlatformError> {
+    use toygres_common::tls::pg::PgTls;
+    let address = platform.member_address(instance, member).await?;
+    let password = platform
+        .read_secret(&SecretRefs::for_instance(instance).superuser_password)
+        .await?;
+    let ca = platform.instance_ca(instance).await?;
+    let tls = PgTls::new(ca.as_bytes(), None)
+        .map_err(|e| anyhow::Error::from(e).context(format!("use the CA of {instance}")))?;
+    let mut config = tokio_postgres::Config::new();
+    let (client, connection) = PgTls::require(&mut config)
+        .host(&address.pg.host)
+        .port(address.pg.port)
+        .user("postgres")
+        .dbname("postgres")
+        .password(password.expose())
+        .application_name(application_name)
+        .connect(tls)
+        .await
+        .map_err(|e| {
+            anyhow::Error::from(e).context(format!("connect to {member} as the superuser"))
+        })?;
+    Ok((client, tokio::spawn(connection)))
 }
 
 #[cfg(test)]

@@ -363,13 +363,61 @@ pub fn find_files(dir: &Path, name: &str) -> Vec<PathBuf> {
     found
 }
 
-/// A superuser connection to `url` (`postgresql://user@host:port/db`) with `password`.
-pub async fn connect(url: &str, password: &str) -> tokio_postgres::Client {
+/// A printed URI as tokio-postgres takes it, and TLS trusting the CA file the URI names.
+/// tokio-postgres parses neither `sslmode=verify-full` nor `sslrootcert`: they are taken out
+/// and stand for what they mean (TLS required, the server verified against that CA).
+pub fn pg_config(url: &str) -> (tokio_postgres::Config, toygres_common::tls::pg::PgTls) {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut kept = Vec::new();
+    let mut ca_file = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslrootcert", value)) => ca_file = Some(percent_decode(value)),
+            Some(("sslmode", "verify-full")) | Some(("passfile", _)) => {}
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
     let mut config: tokio_postgres::Config = url.parse().unwrap();
+    toygres_common::tls::pg::PgTls::require(&mut config);
+    let ca_file = ca_file.unwrap_or_else(|| panic!("{url} names no CA file"));
+    let ca = fs::read(&ca_file).unwrap_or_else(|e| panic!("read {ca_file}: {e}"));
+    (
+        config,
+        toygres_common::tls::pg::PgTls::new(&ca, None).unwrap(),
+    )
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], text.get(i + 1..i + 3)) {
+            (b'%', Some(hex)) if u8::from_str_radix(hex, 16).is_ok() => {
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// A superuser connection to `url` (a printed URI) with `password`.
+pub async fn connect(url: &str, password: &str) -> tokio_postgres::Client {
+    let (mut config, tls) = pg_config(url);
     config
         .password(password)
         .connect_timeout(Duration::from_secs(5));
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    let (client, connection) = config.connect(tls).await.unwrap();
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -515,15 +563,13 @@ impl Writers {
                     // Ids of writer w are w, w + count, w + 2 count, …: never shared.
                     let mut next = writer + 1;
                     while !stop.load(Ordering::Relaxed) {
-                        let mut config: tokio_postgres::Config = url.parse().unwrap();
+                        let (mut config, tls) = pg_config(&url);
                         config
                             .password(&password)
                             .connect_timeout(Duration::from_secs(5));
-                        let Ok(Ok((client, connection))) = tokio::time::timeout(
-                            Duration::from_secs(10),
-                            config.connect(tokio_postgres::NoTls),
-                        )
-                        .await
+                        let Ok(Ok((client, connection))) =
+                            tokio::time::timeout(Duration::from_secs(10), config.connect(tls))
+                                .await
                         else {
                             tokio::time::sleep(Duration::from_millis(20)).await;
                             continue;

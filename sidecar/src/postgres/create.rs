@@ -35,27 +35,23 @@ pub async fn clone_from_primary(
     sql::ensure_slot_on_primary(cfg, primary).await?;
     let work = fresh_work_dir(bins, layout)?;
     tracing::info!(%primary, "copying the primary with pg_basebackup");
-    let port = primary.port.to_string();
     let slot = cfg.slot_name();
-    let pgpass = layout.pgpass();
+    // The primary's certificate is verified and the replicator's presented: no password.
+    let conninfo = format!("--dbname={}", files::replication_conninfo(layout, primary));
     process::run_tool(
         bins,
         "pg_basebackup",
         &[
             OsStr::new("--pgdata"),
             work.as_os_str(),
-            OsStr::new("--host"),
-            OsStr::new(&primary.host),
-            OsStr::new("--port"),
-            OsStr::new(&port),
-            OsStr::new("--username=replicator"),
+            OsStr::new(&conninfo),
             OsStr::new("--no-password"),
             OsStr::new("--wal-method=stream"),
             OsStr::new("--checkpoint=fast"),
             OsStr::new("--slot"),
             OsStr::new(&slot),
         ],
-        &[("PGPASSFILE", pgpass.as_path())],
+        &[],
     )
     .await
     .context("copy the primary")?;

@@ -39,7 +39,7 @@ impl Member {
         let remote = sql::connect_remote(&self.cfg, &req.primary)
             .await
             .map_err(|e| {
-                OpError::Unavailable(format!("connect to the new primary {}: {e}", req.primary))
+                OpError::Unavailable(format!("connect to the new primary {}: {e:#}", req.primary))
             })?;
         let primary_timeline = sql::primary_timeline(&remote)
             .await
@@ -119,12 +119,7 @@ impl Member {
 
     /// Runs pg_rewind against the primary; `Ok(false)` when no rewind was needed.
     async fn rewind(&self, primary: &toygres_common::names::PgAddress) -> anyhow::Result<bool> {
-        let source = format!(
-            "host={} port={} user=postgres dbname=postgres passfile={} connect_timeout=10",
-            primary.host,
-            primary.port,
-            self.layout.pgpass().display()
-        );
+        let source = files::superuser_conninfo(&self.layout, primary);
         let target = format!("--target-pgdata={}", self.layout.data_dir.display());
         let source = format!("--source-server={source}");
         let out = process::run_tool(

@@ -1,5 +1,6 @@
 //! The files the sidecar owns in and beside the data directory: `toygres.conf` (settings the
-//! sidecar manages, included by `postgresql.conf`), `pg_hba.conf`, the replication `pgpass` file,
+//! sidecar manages, included by `postgresql.conf`), `pg_hba.conf`, the superuser's `pgpass`
+//! file and the member's TLS files (in the run directory),
 //! `standby.signal`, the fence marker, the archive settings (see [`crate::archive`]), and
 //! `toygres.state.json` (what the sidecar must remember
 //! across restarts: the primary it follows and the synchronous replication settings).
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use toygres_common::names::PgAddress;
 use toygres_common::pg_exec::PgBinaries;
 use toygres_common::sidecar_api::SyncPolicy;
+use toygres_common::tls::{self, MemberTlsFiles};
 
 use super::settings::MemberSettings;
 use crate::owned;
@@ -44,6 +46,10 @@ pub const OWNED_PARAMETERS: &[&str] = &[
     "recovery_target_timeline",
     "recovery_target_xid",
     "restore_command",
+    "ssl",
+    "ssl_ca_file",
+    "ssl_cert_file",
+    "ssl_key_file",
     "synchronous_commit",
     "synchronous_standby_names",
     "unix_socket_directories",
@@ -134,6 +140,10 @@ impl Layout {
     pub fn pgpass(&self) -> PathBuf {
         self.run_dir.join("pgpass")
     }
+    /// The member's TLS files as Postgres and libpq read them (owned by the Postgres OS user).
+    pub fn tls(&self) -> MemberTlsFiles {
+        MemberTlsFiles::new(self.run_dir.join("tls"))
+    }
     /// A sibling of the data directory that bootstrap fills before renaming it into place, so a
     /// bootstrap cut short never leaves a half-made data directory behind.
     pub fn bootstrap_dir(&self) -> PathBuf {
@@ -177,16 +187,49 @@ fn conninfo_quote(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-/// The libpq connection string a standby uses to reach `primary` (no password: it is read from
-/// the pgpass file).
+/// The libpq connection string a standby uses to reach `primary`: no password, the
+/// `replicator` client certificate, and the primary's certificate verified against the
+/// instance's CA before anything else is sent.
 pub fn primary_conninfo(cfg: &MemberSettings, layout: &Layout, primary: &PgAddress) -> String {
     format!(
-        "host={} port={} user=replicator passfile={} application_name={} connect_timeout=5 \
+        "{} application_name={} connect_timeout=5 \
          keepalives_idle=5 keepalives_interval=2 keepalives_count=3",
+        replication_conninfo(layout, primary),
+        conninfo_quote(&cfg.member_name),
+    )
+}
+
+/// How `replicator` reaches `primary`: its client certificate, the CA to verify the primary
+/// with, and no password.
+pub fn replication_conninfo(layout: &Layout, primary: &PgAddress) -> String {
+    let files = layout.tls();
+    format!(
+        "host={} port={} user=replicator {}",
+        conninfo_quote(&primary.host),
+        primary.port,
+        tls::libpq_params(
+            &primary.host,
+            &files.ca_cert(),
+            Some((&files.replicator_cert(), &files.replicator_key()))
+        ),
+    )
+}
+
+/// The libpq connection string pg_rewind uses to read `primary` as the superuser: its password
+/// from the pgpass file, sent only once the server's certificate is verified against the
+/// instance's CA; the superuser's client certificate presented.
+pub fn superuser_conninfo(layout: &Layout, primary: &PgAddress) -> String {
+    let files = layout.tls();
+    format!(
+        "host={} port={} user=postgres dbname=postgres passfile={} connect_timeout=10 {}",
         conninfo_quote(&primary.host),
         primary.port,
         conninfo_quote(&layout.pgpass().display().to_string()),
-        conninfo_quote(&cfg.member_name),
+        tls::libpq_params(
+            &primary.host,
+            &files.ca_cert(),
+            Some((&files.superuser_cert(), &files.superuser_key()))
+        ),
     )
 }
 
@@ -227,6 +270,20 @@ pub fn render_toygres_conf(
             conf_quote(&state.synchronous_commit)
         ),
         "recovery_target_timeline = 'latest'".into(),
+        // TLS with the member's certificate; clients' certificates must come from the CA.
+        "ssl = on".into(),
+        format!(
+            "ssl_cert_file = {}",
+            conf_quote(&layout.tls().server_cert().display().to_string())
+        ),
+        format!(
+            "ssl_key_file = {}",
+            conf_quote(&layout.tls().server_key().display().to_string())
+        ),
+        format!(
+            "ssl_ca_file = {}",
+            conf_quote(&layout.tls().ca_cert().display().to_string())
+        ),
     ];
     lines.extend(
         super::settings::REPLICATION_TIMEOUTS
@@ -254,20 +311,22 @@ pub fn render_toygres_conf(
     lines.join("\n")
 }
 
-/// `pg_hba.conf`: the local socket (private to the Postgres OS user) is trusted; over TCP every
-/// connection authenticates with scram-sha-256, and `replicator` may only replicate.
+/// `pg_hba.conf`: the local socket (private to the Postgres OS user) is trusted; TCP is TLS
+/// only (no `host` line: a connection without TLS matches nothing and is refused).
+/// `replicator` may only replicate, and authenticates with its client certificate (CN
+/// `replicator`, from the instance's CA) and no password; everyone else with scram-sha-256.
 pub const PG_HBA: &str = "\
 # Managed by toygres-sidecar: do not edit.
-# TYPE  DATABASE     USER        ADDRESS     METHOD
+# TYPE   DATABASE     USER        ADDRESS     METHOD
 # The socket directory is mode 0700, owned by the Postgres OS user.
-local   all          all                     trust
-local   replication  all                     trust
-host    replication  replicator  0.0.0.0/0   scram-sha-256
-host    replication  replicator  ::/0        scram-sha-256
-host    all          replicator  0.0.0.0/0   reject
-host    all          replicator  ::/0        reject
-host    all          all         0.0.0.0/0   scram-sha-256
-host    all          all         ::/0        scram-sha-256
+local    all          all                     trust
+local    replication  all                     trust
+hostssl  replication  replicator  0.0.0.0/0   cert
+hostssl  replication  replicator  ::/0        cert
+hostssl  all          replicator  0.0.0.0/0   reject
+hostssl  all          replicator  ::/0        reject
+hostssl  all          all         0.0.0.0/0   scram-sha-256
+hostssl  all          all         ::/0        scram-sha-256
 ";
 
 /// Escapes a pgpass field.
@@ -275,13 +334,29 @@ fn pgpass_escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace(':', "\\:")
 }
 
-/// The pgpass file Postgres and its tools read the replication and superuser passwords from.
+/// The pgpass file pg_rewind reads the superuser's password from.
 pub fn render_pgpass(cfg: &MemberSettings) -> String {
     format!(
-        "*:*:*:replicator:{}\n*:*:*:postgres:{}\n",
-        pgpass_escape(&cfg.secrets.replication_password),
+        "*:*:*:postgres:{}\n",
         pgpass_escape(&cfg.secrets.superuser_password)
     )
+}
+
+/// Writes the run directory's files: the pgpass file and the member's TLS files, private to the
+/// Postgres OS user (Postgres refuses a key file others can read).
+pub fn write_run_files(
+    cfg: &MemberSettings,
+    bins: &PgBinaries,
+    layout: &Layout,
+) -> anyhow::Result<()> {
+    owned::ensure_private_dir(bins, &layout.run_dir)?;
+    owned::write_file(bins, &layout.pgpass(), render_pgpass(cfg).as_bytes(), 0o600)?;
+    let files = layout.tls();
+    owned::ensure_private_dir(bins, &files.dir)?;
+    for (name, content) in &cfg.tls.files {
+        owned::write_file(bins, &files.file(name), content, 0o600)?;
+    }
+    Ok(())
 }
 
 /// Reads the replication state; a missing file is the default state.
@@ -307,8 +382,7 @@ pub fn prepare_for_start(
     layout: &Layout,
     state: &ReplicationState,
 ) -> anyhow::Result<()> {
-    owned::ensure_private_dir(bins, &layout.run_dir)?;
-    owned::write_file(bins, &layout.pgpass(), render_pgpass(cfg).as_bytes(), 0o600)?;
+    write_run_files(cfg, bins, layout)?;
     if let Some(archive) = &cfg.archive {
         archive.write_files(bins)?;
     }

@@ -67,7 +67,7 @@ impl Member {
                 ));
             }
             let remote = sql::connect_remote(&self.cfg, primary).await.map_err(|e| {
-                OpError::Unavailable(format!("connect to the new primary {primary}: {e}"))
+                OpError::Unavailable(format!("connect to the new primary {primary}: {e:#}"))
             })?;
             // A standby that went further than the new primary's history cannot follow it:
             // say so at once (the caller rewinds it with /v1/demote) rather than wait.

@@ -32,6 +32,8 @@ pub struct MemberSettings {
     pub start_timeout: Duration,
     pub isolation_lease: Option<Duration>,
     pub secrets: Passwords,
+    /// This member's certificates and keys from its instance's CA (`--tls-dir`).
+    pub tls: TlsMaterial,
     /// WAL archiving, when `--archive-url` is set.
     pub archive: Option<ArchiveSetup>,
 }
@@ -43,15 +45,57 @@ impl MemberSettings {
     }
 }
 
-/// The database passwords, read from their files. `Debug` never shows them.
+/// The database passwords, read from their files. `Debug` never shows them. Replication has
+/// none: standbys authenticate with their client certificate.
 #[derive(Clone)]
 pub struct Passwords {
     pub superuser_password: String,
-    pub replication_password: String,
 }
 
 impl std::fmt::Debug for Passwords {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Passwords { <redacted> }")
+    }
+}
+
+/// This member's TLS files (named as in [`toygres_common::tls::MEMBER_FILES`]), read once from
+/// `--tls-dir`. The sidecar copies them into its run directory, owned by the Postgres OS user,
+/// where Postgres and libpq read them. `Debug` shows the file names only.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    pub files: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl TlsMaterial {
+    /// Reads every file of `dir`; a missing, empty or non-PEM file is an error.
+    pub fn read(dir: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let mut files = Vec::new();
+        for (name, _) in toygres_common::tls::MEMBER_FILES {
+            let path = dir.join(name);
+            let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+            if !bytes.starts_with(b"-----BEGIN ") {
+                anyhow::bail!("{} is not a PEM file", path.display());
+            }
+            files.push((name, bytes));
+        }
+        Ok(Self { files })
+    }
+
+    /// The content of file `name`.
+    pub fn file(&self, name: &str) -> &[u8] {
+        self.files
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, bytes)| bytes.as_slice())
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.files.iter().map(|(name, _)| name))
+            .finish()
     }
 }

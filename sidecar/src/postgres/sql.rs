@@ -1,5 +1,6 @@
 //! Talking to Postgres over its protocol (tokio-postgres): the local server through its private
-//! Unix socket, and a remote primary over TCP with scram-sha-256.
+//! Unix socket, and a remote primary over TLS (its certificate verified against the instance's
+//! CA before the superuser's scram-sha-256 exchange).
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use tokio_postgres::{Client, Config as PgConfig, NoTls};
 use toygres_common::names::PgAddress;
 use toygres_common::poll::{poll, Attempt, PollError};
 pub use toygres_common::sidecar_api::{format_lsn, parse_lsn};
+use toygres_common::tls::{self, pg::PgTls};
 
 use super::settings::MemberSettings;
 
@@ -23,30 +25,46 @@ pub async fn connect_local(cfg: &MemberSettings) -> Result<Client, tokio_postgre
     connect(pg).await
 }
 
-/// Connects to a remote server as the superuser over TCP (scram-sha-256).
-pub async fn connect_remote(
-    cfg: &MemberSettings,
-    addr: &PgAddress,
-) -> Result<Client, tokio_postgres::Error> {
+/// Connects to a remote server as the superuser. TLS is required and the server's certificate
+/// must come from the instance's CA, so the password goes only to a member of the instance.
+pub async fn connect_remote(cfg: &MemberSettings, addr: &PgAddress) -> anyhow::Result<Client> {
+    let tls = PgTls::new(
+        cfg.tls.file(tls::CA_CERT),
+        Some((
+            cfg.tls.file(tls::SUPERUSER_CERT),
+            cfg.tls.file(tls::SUPERUSER_KEY),
+        )),
+    )
+    .context("load the instance's CA and the superuser's certificate")?;
     let mut pg = PgConfig::new();
-    pg.host(&addr.host)
+    PgTls::require(&mut pg)
+        .host(&addr.host)
         .port(addr.port)
         .user("postgres")
         .password(cfg.secrets.superuser_password.as_bytes())
         .dbname("postgres")
         .application_name("toygres-sidecar")
         .connect_timeout(Duration::from_secs(5));
-    connect(pg).await
+    let (client, connection) = pg.connect(tls).await?;
+    spawn_connection(connection);
+    Ok(client)
 }
 
 async fn connect(pg: PgConfig) -> Result<Client, tokio_postgres::Error> {
     let (client, connection) = pg.connect(NoTls).await?;
+    spawn_connection(connection);
+    Ok(client)
+}
+
+fn spawn_connection<F>(connection: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("postgres connection closed: {e}");
         }
     });
-    Ok(client)
 }
 
 /// Polls until the local server accepts connections and answers a query, or `timeout` passes,
@@ -151,11 +169,10 @@ pub async fn primary_timeline(client: &Client) -> anyhow::Result<Option<u32>> {
         .transpose()
 }
 
-/// Makes sure the `replicator` role exists with the current password, and the superuser's
-/// password matches its file. Passwords go to the server as SCRAM verifiers, never as text.
+/// Makes sure the `replicator` role exists without a password (it authenticates with its
+/// client certificate), and the superuser's password matches its file. The password goes to the
+/// server as a SCRAM verifier, never as text.
 pub async fn ensure_roles(client: &Client, cfg: &MemberSettings) -> anyhow::Result<()> {
-    let repl =
-        postgres_protocol::password::scram_sha_256(cfg.secrets.replication_password.as_bytes());
     let su = postgres_protocol::password::scram_sha_256(cfg.secrets.superuser_password.as_bytes());
     let exists = client
         .query_opt("SELECT 1 FROM pg_roles WHERE rolname = 'replicator'", &[])
@@ -166,7 +183,7 @@ pub async fn ensure_roles(client: &Client, cfg: &MemberSettings) -> anyhow::Resu
     // Verifiers are base64 and '$'-separated: they hold no quote.
     client
         .batch_execute(&format!(
-            "{verb} ROLE replicator WITH REPLICATION LOGIN PASSWORD '{repl}'; \
+            "{verb} ROLE replicator WITH REPLICATION LOGIN PASSWORD NULL; \
              ALTER ROLE postgres WITH PASSWORD '{su}';"
         ))
         .await

@@ -102,7 +102,7 @@ impl Member {
         let attempt = async {
             let client = super::sql::connect_remote(&self.cfg, &address)
                 .await
-                .map_err(|e| format!("connect to {address}: {e}"))?;
+                .map_err(|e| format!("connect to {address}: {e:#}"))?;
             client
                 .simple_query("SELECT 1")
                 .await

@@ -91,9 +91,24 @@ pub fn instance_secret(
             )
         })
         .collect();
+    opaque_secret(
+        settings,
+        credentials_secret_name(&settings.instance),
+        data,
+        owner,
+    )
+}
+
+/// An `Opaque` Secret of the instance named `name`, owned by `owner`, holding `data`.
+pub(crate) fn opaque_secret(
+    settings: &InstanceSettings,
+    name: String,
+    data: BTreeMap<String, ByteString>,
+    owner: &OwnerReference,
+) -> InstanceSecret {
     InstanceSecret(Secret {
         metadata: ObjectMeta {
-            name: Some(credentials_secret_name(&settings.instance)),
+            name: Some(name),
             namespace: Some(settings.namespace.clone()),
             labels: Some(instance_labels(
                 &settings.instance,

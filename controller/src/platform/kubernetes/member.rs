@@ -68,6 +68,10 @@ pub const SIDECAR_CONTAINER: &str = "sidecar";
 pub const DATA_VOLUME: &str = "data";
 /// The name of the credentials volume.
 pub const CREDENTIALS_VOLUME: &str = "credentials";
+/// Where the member's TLS Secret (`<member>-tls`, see [`super::tls`]) is mounted.
+pub const TLS_DIR: &str = "/etc/toygres/tls";
+/// The name of the TLS volume.
+pub const TLS_VOLUME: &str = "tls";
 
 /// Files of a Secret volume: readable by the owner (root) and the group (`fsGroup`, the
 /// postgres group), by no one else.
@@ -196,6 +200,16 @@ fn member_pod_spec(
                 }),
                 ..Volume::default()
             },
+            Volume {
+                name: TLS_VOLUME.to_string(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(super::tls::member_tls_secret_name(member)),
+                    default_mode: Some(CREDENTIAL_FILE_MODE),
+                    optional: Some(false),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
             empty_dir_volume("tmp", None),
             empty_dir_volume("run", None),
             // Postgres's dynamic shared memory (parallel queries): a container runtime's default
@@ -319,6 +333,7 @@ fn sidecar_container(
         volume_mounts: Some(vec![
             volume_mount(DATA_VOLUME, DATA_VOLUME_MOUNT, false),
             volume_mount(CREDENTIALS_VOLUME, CREDENTIALS_DIR, true),
+            volume_mount(TLS_VOLUME, TLS_DIR, true),
             volume_mount("tmp", "/tmp", false),
             volume_mount("run", SOCKET_DIR, false),
             volume_mount("shm", "/dev/shm", false),
@@ -353,6 +368,7 @@ pub fn sidecar_env(
             "TOYGRES_REPLICATION_PASSWORD_FILE",
             credential_file(SecretName::ReplicationPassword),
         ),
+        ("TOYGRES_TLS_DIR", TLS_DIR.into()),
         ("TOYGRES_MEMBER_NAME", member.to_string()),
         ("TOYGRES_INSTANCE_NAME", settings.instance.clone()),
         ("TOYGRES_STOP_TIMEOUT_SECS", STOP_TIMEOUT_SECS.to_string()),
@@ -772,6 +788,47 @@ mod tests {
             }
         }
         (env, entrypoint)
+    }
+
+    #[test]
+    fn the_member_reads_its_own_tls_secret_as_files_and_never_the_ca_key() {
+        let spec = standby(2);
+        let set = member_stateful_set(&fixtures::orders(), &spec, &fixtures::owner());
+        let pod = pod_spec(&set);
+        assert_eq!(env_of(&set)["TOYGRES_TLS_DIR"], TLS_DIR);
+        let volume = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == TLS_VOLUME)
+            .unwrap();
+        let secret = volume.secret.as_ref().unwrap();
+        let member = set.metadata.name.as_deref().unwrap();
+        assert_eq!(
+            secret.secret_name.as_deref(),
+            Some(format!("{member}-tls").as_str())
+        );
+        assert_eq!(secret.default_mode, Some(0o440));
+        let mount = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == TLS_VOLUME)
+            .unwrap();
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            (TLS_DIR, Some(true))
+        );
+        // No volume of the pod comes from the instance's CA Secret.
+        for volume in pod.volumes.as_ref().unwrap() {
+            let name = volume
+                .secret
+                .as_ref()
+                .and_then(|s| s.secret_name.as_deref());
+            assert_ne!(name, Some("orders-ca"));
+        }
     }
 
     #[test]

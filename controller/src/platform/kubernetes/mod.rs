@@ -34,6 +34,7 @@ pub mod member;
 pub mod platform;
 pub mod root;
 pub mod services;
+pub mod tls;
 
 #[cfg(test)]
 mod schema_tests;

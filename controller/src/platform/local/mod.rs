@@ -31,6 +31,7 @@ mod platform_api;
 pub mod process;
 pub mod record;
 pub mod secrets;
+pub mod tls;
 
 /// The sidecar program's file name.
 pub const SIDECAR_PROGRAM: &str = "toygres-sidecar";
@@ -367,6 +368,8 @@ impl LocalPlatform {
                 self.layout.create_dir(parent)?;
             }
         }
+        // A member recorded before instances had certificates gets them at its next start.
+        tls::ensure_member(&self.layout, &record.instance, &record.member)?;
         let command = self.sidecar_command(record);
         let pid = process::spawn_detached(&record.member, &command)?;
         record.pid = Some(pid);
@@ -406,6 +409,10 @@ impl LocalPlatform {
             flag(
                 "replication-password-file",
                 &secret(&record.secrets.replication_password),
+            ),
+            flag(
+                "tls-dir",
+                &tls::member_dir(&self.layout, &record.instance, &record.member).dir,
             ),
             flag("run-dir", &record.run_dir),
             format!("--stop-timeout-secs={}", self.config.stop_timeout.as_secs()).into(),

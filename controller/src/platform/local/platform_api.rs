@@ -9,7 +9,7 @@ use toygres_common::names::validate_instance_name;
 
 use super::layout::{remove_dir_if_empty, remove_path};
 use super::record::{AllRecords, EndpointsRecord, MemberRecord};
-use super::{process, record, secrets, LocalPlatform};
+use super::{process, record, secrets, tls, LocalPlatform};
 use crate::endpoints::ProxyTargets;
 use crate::platform::{
     validate_member_of, EndpointRoutes, Endpoints, MemberAddress, MemberHandle, MemberInfo,
@@ -21,7 +21,9 @@ impl Platform for LocalPlatform {
     async fn ensure_instance_secrets(&self, instance: &str) -> Result<SecretRefs, PlatformError> {
         validate_instance_name(instance)?;
         let _lock = self.lock(instance).await;
-        Ok(secrets::ensure(&self.layout, instance)?)
+        let refs = secrets::ensure(&self.layout, instance)?;
+        tls::ensure_ca(&self.layout, instance)?;
+        Ok(refs)
     }
 
     async fn delete_instance_secrets(&self, instance: &str) -> Result<(), PlatformError> {
@@ -56,6 +58,25 @@ impl Platform for LocalPlatform {
                 .display()
                 .to_string(),
         )
+    }
+
+    async fn instance_ca(&self, instance: &str) -> Result<String, PlatformError> {
+        validate_instance_name(instance)?;
+        let path = tls::ca_file(&self.layout, instance);
+        match std::fs::read_to_string(&path) {
+            Ok(pem) => Ok(pem),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(PlatformError::not_found("instance CA", instance))
+            }
+            Err(e) => Err(anyhow::Error::from(e)
+                .context(format!("read {}", path.display()))
+                .into()),
+        }
+    }
+
+    fn ca_file_location(&self, instance: &str) -> Option<String> {
+        validate_instance_name(instance).ok()?;
+        Some(tls::ca_file(&self.layout, instance).display().to_string())
     }
 
     fn default_backup_store(&self) -> Option<String> {
@@ -165,7 +186,12 @@ impl Platform for LocalPlatform {
             tracing::info!(instance, member, "deleted the member, keeping its data");
         } else {
             remove_path(&member_dir)?;
-            tracing::info!(instance, member, "deleted the member and its data");
+            remove_path(&tls::member_dir(&self.layout, instance, member).dir)?;
+            tracing::info!(
+                instance,
+                member,
+                "deleted the member, its data and certificates"
+            );
         }
         remove_dir_if_empty(&self.layout.home().join("run"));
         remove_dir_if_empty(&self.layout.instance_dir(instance));

@@ -133,6 +133,8 @@ impl KubernetesPlatform {
             ));
         }
         self.apply_instance_objects(&settings, &owner).await?;
+        self.ensure_member_tls(&settings, &owner, &spec.member)
+            .await?;
         let existing = self
             .api::<StatefulSet>()
             .get_opt(&spec.member)
@@ -402,7 +404,16 @@ impl KubernetesPlatform {
                 &DeleteParams::default(),
             )
             .await?;
-            tracing::info!(instance, member, "deleted the member and its PVC");
+            self.delete_if_present::<Secret>(
+                &crate::platform::kubernetes::tls::member_tls_secret_name(member),
+                &DeleteParams::default(),
+            )
+            .await?;
+            tracing::info!(
+                instance,
+                member,
+                "deleted the member, its PVC and its certificates"
+            );
         }
         let note = format!(
             "member {member} deleted{}",

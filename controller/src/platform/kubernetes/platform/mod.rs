@@ -44,6 +44,7 @@ mod events;
 mod members;
 mod platform_api;
 mod routing;
+mod tls;
 
 /// The field manager of every object the platform applies (also `app.kubernetes.io/managed-by`).
 pub const FIELD_MANAGER: &str = MANAGED_BY;

@@ -9,6 +9,7 @@ use toygres_common::names::validate_instance_name;
 
 use super::{classify, KubernetesPlatform, FIELD_MANAGER};
 use crate::platform::kubernetes::credentials::{instance_secret, InstanceCredentials};
+use crate::platform::kubernetes::tls::ca_secret_name;
 use crate::platform::kubernetes::{credentials_secret_name, root_config_map_name};
 use crate::platform::{
     EndpointRoutes, Endpoints, MemberAddress, MemberHandle, MemberInfo, MemberSpec, Platform,
@@ -58,6 +59,7 @@ impl Platform for KubernetesPlatform {
                 }
             }
         }
+        self.ensure_ca(&settings, &owner).await?;
         Ok(SecretRefs::for_instance(instance))
     }
 
@@ -65,11 +67,10 @@ impl Platform for KubernetesPlatform {
     /// instance, after which the garbage collector removes whatever still hangs off the root.
     async fn delete_instance_secrets(&self, instance: &str) -> Result<(), PlatformError> {
         validate_instance_name(instance)?;
-        self.delete_if_present::<Secret>(
-            &credentials_secret_name(instance),
-            &DeleteParams::default(),
-        )
-        .await?;
+        for secret in [credentials_secret_name(instance), ca_secret_name(instance)] {
+            self.delete_if_present::<Secret>(&secret, &DeleteParams::default())
+                .await?;
+        }
         self.delete_if_present::<ConfigMap>(
             &root_config_map_name(instance),
             &DeleteParams {
@@ -103,6 +104,11 @@ impl Platform for KubernetesPlatform {
         Ok(SecretValue::new(
             value.trim_end_matches(['\n', '\r']).to_string(),
         ))
+    }
+
+    async fn instance_ca(&self, instance: &str) -> Result<String, PlatformError> {
+        validate_instance_name(instance)?;
+        self.ca_certificate(instance).await
     }
 
     fn secret_location(&self, secret: &SecretRef) -> Option<String> {
