@@ -13,6 +13,7 @@ pub mod openapi;
 mod operations;
 mod parameters;
 mod replicas;
+mod ro;
 mod state;
 pub mod types;
 
@@ -55,6 +56,10 @@ pub fn app(state: ApiState) -> Router {
         .route(
             "/v1/instances/{name}/ha",
             get(ha::get_settings).put(ha::set_settings),
+        )
+        .route(
+            "/v1/instances/{name}/ro",
+            get(ro::get_settings).put(ro::set_settings),
         )
         .route(
             "/v1/instances/{name}/backups",

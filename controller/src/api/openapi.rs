@@ -38,6 +38,8 @@ impl Modify for BearerAuth {
         super::ha::failover,
         super::ha::get_settings,
         super::ha::set_settings,
+        super::ro::get_settings,
+        super::ro::set_settings,
         super::operations::get,
         super::operations::cancel,
         super::backups::create,
@@ -57,6 +59,10 @@ impl Modify for BearerAuth {
         BackupList, RestoreRequest, BackupScheduleRequest, BackupScheduleView,
         CleanupPlan, KeptBackup,
         toygres_common::app_access::AppConnection,
+        toygres_common::ro_api::RoSettings, toygres_common::ro_api::RoSettingsPatch,
+        toygres_common::ro_api::RoFallback, toygres_common::ro_api::RoBalance,
+        toygres_common::ro_api::RoEndpointView, toygres_common::ro_api::RoBackend,
+        toygres_common::ro_api::RoBackendState,
     )),
     modifiers(&BearerAuth),
 )]
@@ -86,6 +92,7 @@ mod tests {
             "/v1/instances/{name}/switchover",
             "/v1/instances/{name}/failover",
             "/v1/instances/{name}/ha",
+            "/v1/instances/{name}/ro",
             "/v1/instances/{name}/backups",
             "/v1/backups/{id}",
         ] {

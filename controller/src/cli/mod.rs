@@ -12,6 +12,7 @@ pub mod list;
 pub mod operation;
 pub mod params;
 pub mod replication;
+pub mod ro;
 
 use clap::{Parser, Subcommand};
 
@@ -50,6 +51,8 @@ pub enum Command {
     Operation(operation::OperationArgs),
     /// Show or change an instance's automatic-failover and synchronous-replication settings
     Ha(ha::HaArgs),
+    /// Show or change an instance's read-only endpoint rule: lag bounds, fallback, balancing
+    Ro(ro::RoArgs),
     /// An instance's backups: create, list, get
     Backup(backup::BackupArgs),
     /// Make a new instance from another's backups, to a point in time; waits and prints how to

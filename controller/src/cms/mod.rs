@@ -10,6 +10,7 @@ pub mod instances;
 pub mod migrate;
 pub mod operations;
 pub mod parameters;
+pub mod ro;
 
 use std::future::Future;
 use std::sync::Arc;

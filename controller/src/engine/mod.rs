@@ -29,6 +29,7 @@ use crate::token::hex;
 mod actor_operations;
 mod backups;
 pub mod parameters;
+mod ro;
 
 /// The schema of the duroxide store in the CMS database.
 pub const DUROXIDE_SCHEMA: &str = "toygres_duroxide";
