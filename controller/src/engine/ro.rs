@@ -29,14 +29,28 @@ impl Engine {
             .patched(patch)
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
         self.cms.set_ro_settings(name, &next).await?;
+        self.settings_changed(name, HaEventKind::RoSettings, "ro settings", patch)
+            .await?;
+        Ok(next)
+    }
+
+    /// After an instance's settings changed: logs the change as an event of `kind` and nudges
+    /// the instance's actor to apply them at a round now rather than at the next tick.
+    pub(super) async fn settings_changed(
+        &self,
+        name: &str,
+        kind: HaEventKind,
+        what: &str,
+        patch: &impl serde::Serialize,
+    ) -> Result<(), EngineError> {
         self.cms
             .record_event(
                 name,
                 None,
                 None,
-                HaEventKind::RoSettings.into(),
+                kind.into(),
                 &format!(
-                    "ro settings changed: {}",
+                    "{what} changed: {}",
                     serde_json::to_string(patch).unwrap_or_default()
                 ),
             )
@@ -44,6 +58,6 @@ impl Engine {
         if let Err(e) = self.check_now(name).await {
             tracing::debug!(instance = name, "nudge the actor: {e}");
         }
-        Ok(next)
+        Ok(())
     }
 }
