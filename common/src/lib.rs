@@ -21,6 +21,7 @@ pub mod request;
 pub mod ro_api;
 pub mod sidecar_api;
 pub mod sidecar_client;
+pub mod stats_api;
 pub mod store_url;
 
 pub use error::{ErrorBody, ErrorDetail};

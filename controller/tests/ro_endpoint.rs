@@ -246,6 +246,33 @@ async fn a_standby_with_replay_paused_leaves_ro_and_comes_back_after_catching_up
         table.contains("falls back to the primary") && table.contains("out: lag over bound"),
         "{table}"
     );
+    // The fleet summary lists the paused standby's lag, and the healthy instance.
+    let stats = home.cli(&["stats", "-o", "json"]);
+    assert!(stats.status.success(), "{stats:?}");
+    let stats: toygres_common::stats_api::FleetStats =
+        serde_json::from_slice(&stats.stdout).unwrap();
+    assert!(
+        stats
+            .largest_lags
+            .first()
+            .is_some_and(|l| l.member == "lagdb-1" && l.lag_bytes > 65536),
+        "{stats:?}"
+    );
+    assert_eq!(stats.failovers_24h, 0, "{stats:?}");
+    assert!(
+        stats
+            .instances_by_health
+            .iter()
+            .map(|(_, n)| n)
+            .sum::<i64>()
+            == 1,
+        "{stats:?}"
+    );
+    let table = home.cli(&["stats"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("lagdb-1"),
+        "{table:?}"
+    );
     let metrics = reqwest::get(format!("{}/metrics", api.url)).await.unwrap();
     let metrics = metrics.text().await.unwrap();
     assert!(

@@ -15,6 +15,7 @@ mod parameters;
 mod replicas;
 mod ro;
 mod state;
+mod stats;
 pub mod types;
 
 use std::time::Instant;
@@ -82,6 +83,7 @@ pub fn app(state: ApiState) -> Router {
             "/v1/instances/{name}/parameters/catalog",
             get(parameters::catalog),
         )
+        .route("/v1/stats", get(stats::stats))
         .route("/v1/backups/{id}", get(backups::get))
         .route(
             "/v1/operations/{id}",

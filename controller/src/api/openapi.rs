@@ -40,6 +40,7 @@ impl Modify for BearerAuth {
         super::ha::set_settings,
         super::ro::get_settings,
         super::ro::set_settings,
+        super::stats::stats,
         super::operations::get,
         super::operations::cancel,
         super::backups::create,
@@ -63,6 +64,7 @@ impl Modify for BearerAuth {
         toygres_common::ro_api::RoFallback, toygres_common::ro_api::RoBalance,
         toygres_common::ro_api::RoEndpointView, toygres_common::ro_api::RoBackend,
         toygres_common::ro_api::RoBackendState,
+        toygres_common::stats_api::FleetStats, toygres_common::stats_api::MemberLag,
     )),
     modifiers(&BearerAuth),
 )]

@@ -11,6 +11,7 @@ pub mod migrate;
 pub mod operations;
 pub mod parameters;
 pub mod ro;
+pub mod stats;
 
 use std::future::Future;
 use std::sync::Arc;
