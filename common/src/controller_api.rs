@@ -95,6 +95,9 @@ pub struct CreateInstanceRequest {
     /// The application database's owner role (the instance's name when left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The ro endpoint's rule other than the defaults (lag bounds, fallback, balancing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ro: Option<crate::ro_api::RoSettingsPatch>,
 }
 
 /// A [`CreateInstanceRequest`] whose values were checked.
@@ -113,6 +116,9 @@ pub struct ValidatedCreateInstance {
     /// history (made before instances had one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<crate::app_access::AppAccess>,
+    /// The ro endpoint's rule (left out when it is the default, as in older requests).
+    #[serde(default, skip_serializing_if = "crate::ro_api::RoSettings::is_default")]
+    pub ro: crate::ro_api::RoSettings,
 }
 
 impl TryFrom<CreateInstanceRequest> for ValidatedCreateInstance {
@@ -153,6 +159,10 @@ impl TryFrom<CreateInstanceRequest> for ValidatedCreateInstance {
             request.database.as_deref(),
             request.owner.as_deref(),
         )?;
+        let ro = match &request.ro {
+            Some(patch) => crate::ro_api::RoSettings::default().patched(patch)?,
+            None => crate::ro_api::RoSettings::default(),
+        };
         Ok(Self {
             name: request.name,
             replicas,
@@ -160,6 +170,7 @@ impl TryFrom<CreateInstanceRequest> for ValidatedCreateInstance {
             ha,
             backup,
             app: Some(app),
+            ro,
         })
     }
 }
@@ -314,6 +325,9 @@ pub struct InstanceDetail {
     pub connection: Option<ConnectionInfo>,
     /// The newest operation on the instance.
     pub last_operation: Option<String>,
+    /// Where the ro endpoint leads and why, as the last health round decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ro: Option<crate::ro_api::RoEndpointView>,
 }
 
 /// One member of an instance, as last observed.
@@ -436,6 +450,7 @@ mod tests {
             backup: None,
             database: None,
             owner: None,
+            ro: None,
             name: name.into(),
             replicas,
             replication: replication.map(String::from),

@@ -314,6 +314,7 @@ words! {
         SyncDegraded => "sync-degraded",
         SyncRestored => "sync-restored",
         RoRoutes => "ro-routes",
+        RoSettings => "ro-settings",
         FailoverDisabled => "failover-disabled",
         FailoverCooldown => "failover-cooldown",
         FailoverSkipped => "failover-skipped",

@@ -18,8 +18,10 @@ pub mod parameters_api;
 pub mod pg_exec;
 pub mod poll;
 pub mod request;
+pub mod ro_api;
 pub mod sidecar_api;
 pub mod sidecar_client;
+pub mod stats_api;
 pub mod store_url;
 pub mod tls;
 

@@ -52,6 +52,8 @@ fn main() -> ExitCode {
         Command::Operation(args) => finish(runtime.block_on(cli::operation::run(args))),
         Command::Replication(args) => finish(runtime.block_on(cli::replication::run(args))),
         Command::Ha(args) => finish(runtime.block_on(cli::ha::run(args))),
+        Command::Ro(args) => finish(runtime.block_on(cli::ro::run(args))),
+        Command::Stats(args) => finish(runtime.block_on(cli::stats::run(args))),
         Command::Backup(args) => finish(runtime.block_on(cli::backup::run(args))),
         Command::Restore(args) => finish(runtime.block_on(cli::backup::restore(args))),
         Command::Params(args) => finish(runtime.block_on(cli::params::run(args))),

@@ -5,8 +5,9 @@
 //!   half-opens after the cool-off (one trial), and closes again once the port answers. Real
 //!   TCP servers stand in for the members: the breaker acts on connects, before any Postgres
 //!   byte.
-//! - A real standby whose replay is paused should leave ro once over the instance's lag bound
-//!   (ro falling back to the primary) and come back after catching up: ignored, it fails today.
+//! - A real standby whose replay is paused leaves ro once over the instance's lag bound (ro
+//!   falls back to the primary, or refuses when told to; `toygres get` and the metrics say so)
+//!   and comes back after catching up.
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use toygres_common::ro_api::{RoBackendState, RoEndpointView, RoSettings};
 use toygres_controller::endpoints::{
     BreakerSettings, BreakerState, EndpointRole, InstanceProxy, ProxyTargets,
 };
@@ -143,9 +145,14 @@ async fn lands_on_standby(uri: &str, password: &str) -> Option<bool> {
     Some(row.get(0))
 }
 
+/// The instance's ro view as `GET /v1/instances/{name}` shows it.
+async fn ro_view(api: &support::Api, name: &str) -> Option<RoEndpointView> {
+    let detail: toygres_common::controller_api::InstanceDetail =
+        api.get(&format!("/v1/instances/{name}")).await;
+    detail.ro
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: ro still leads to the paused standby after 60 s with the instance's \
-            max_lag_bytes set to 64 KiB; the health loop's lag routing needs a look (issue 16)"]
 async fn a_standby_with_replay_paused_leaves_ro_and_comes_back_after_catching_up() {
     use support::*;
     use toygres_common::controller_api::{InstanceDetail, OperationAccepted};
@@ -155,14 +162,32 @@ async fn a_standby_with_replay_paused_leaves_ro_and_comes_back_after_catching_up
     let accepted: OperationAccepted = api.create("lagdb", 1, "async").await;
     let created = api.wait_operation(&home, &accepted.operation_id).await;
     assert_eq!(created.status, "succeeded", "{created:?}");
+    // Bad values are refused and change nothing.
     let (status, text) = api
         .send(
             reqwest::Method::PUT,
-            "/v1/instances/lagdb/ha",
-            Some(serde_json::json!({"max_lag_bytes": 65536})),
+            "/v1/instances/lagdb/ro",
+            Some(serde_json::json!({"reenter_percent": 150})),
         )
         .await;
-    assert_eq!(status, 200, "{text}");
+    assert_eq!(status, 400, "{text}");
+    // The rule through the CLI: a bound of 64 KiB, back in under 32 KiB.
+    let set = home.cli(&[
+        "ro",
+        "set",
+        "lagdb",
+        "--max-lag-bytes",
+        "65536",
+        "-o",
+        "json",
+    ]);
+    assert!(set.status.success(), "{set:?}");
+    let settings: RoSettings = serde_json::from_slice(&set.stdout).unwrap();
+    assert_eq!(settings.max_lag_bytes, Some(65536));
+    assert_eq!(settings.reenter_percent, 50);
+    let shown: RoSettings = api.get("/v1/instances/lagdb/ro").await;
+    assert_eq!(shown, settings);
+
     let detail: InstanceDetail = api.get("/v1/instances/lagdb").await;
     let connection = detail.connection.unwrap();
     let password = std::fs::read_to_string(connection.password_location.unwrap())
@@ -197,24 +222,113 @@ async fn a_standby_with_replay_paused_leaves_ro_and_comes_back_after_catching_up
         )
         .await
         .unwrap();
+    let left = std::time::Instant::now();
     eventually(wait, "ro to leave the lagging standby", || async {
         lands_on_standby(&ro, &password).await.filter(|s| !*s)
     })
     .await;
+    eprintln!(
+        "ro left the paused standby {:?} after the write",
+        left.elapsed()
+    );
+    let view = eventually(wait, "get to show the standby out", || async {
+        ro_view(&api, "lagdb").await.filter(|v| {
+            v.backends
+                .iter()
+                .any(|b| b.member == "lagdb-1" && b.state == RoBackendState::LagOverBound)
+        })
+    })
+    .await;
+    assert!(view.fallback_to_primary, "{view:?}");
+    let shown = home.cli(&["get", "lagdb"]);
+    let table = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        table.contains("falls back to the primary") && table.contains("out: lag over bound"),
+        "{table}"
+    );
+    // The fleet summary lists the paused standby's lag, and the healthy instance.
+    let stats = home.cli(&["stats", "-o", "json"]);
+    assert!(stats.status.success(), "{stats:?}");
+    let stats: toygres_common::stats_api::FleetStats =
+        serde_json::from_slice(&stats.stdout).unwrap();
+    assert!(
+        stats
+            .largest_lags
+            .first()
+            .is_some_and(|l| l.member == "lagdb-1" && l.lag_bytes > 65536),
+        "{stats:?}"
+    );
+    assert_eq!(stats.failovers_24h, 0, "{stats:?}");
+    assert!(
+        stats
+            .instances_by_health
+            .iter()
+            .map(|(_, n)| n)
+            .sum::<i64>()
+            == 1,
+        "{stats:?}"
+    );
+    let table = home.cli(&["stats"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("lagdb-1"),
+        "{table:?}"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", api.url)).await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains("toygres_controller_ro_endpoints{leads_to=\"primary\"} 1"),
+        "{metrics}"
+    );
+
+    // Fallback refuse: with the standby still out, ro refuses instead of leading to the primary.
+    let (status, text) = api
+        .send(
+            reqwest::Method::PUT,
+            "/v1/instances/lagdb/ro",
+            Some(serde_json::json!({"fallback": "refuse"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    eventually(wait, "ro to refuse", || async {
+        lands_on_standby(&ro, &password)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let (status, text) = api
+        .send(
+            reqwest::Method::PUT,
+            "/v1/instances/lagdb/ro",
+            Some(serde_json::json!({"fallback": "primary"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
 
     // Replay resumed: it catches up and comes back into ro.
     standby
         .batch_execute("SELECT pg_wal_replay_resume()")
         .await
         .unwrap();
+    let resumed = std::time::Instant::now();
     eventually(wait, "ro to lead to the standby again", || async {
         lands_on_standby(&ro, &password).await.filter(|s| *s)
     })
     .await;
+    eprintln!(
+        "ro came back to the standby {:?} after resuming",
+        resumed.elapsed()
+    );
+    let view = ro_view(&api, "lagdb").await.unwrap();
+    assert!(!view.fallback_to_primary, "{view:?}");
     let events: toygres_common::controller_api::EventList =
         api.get("/v1/instances/lagdb/events").await;
     assert!(
         events.events.iter().any(|e| e.kind == "lag-high"),
+        "{events:?}"
+    );
+    assert!(
+        events.events.iter().any(|e| e.kind == "lag-ok"),
         "{events:?}"
     );
 }

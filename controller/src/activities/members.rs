@@ -369,6 +369,9 @@ pub struct ActorView {
     /// Standbys the CMS records running (not being created, rejoining or fenced).
     #[serde(default)]
     pub running_standbys: Vec<String>,
+    /// The ro endpoint's rule.
+    #[serde(default)]
+    pub ro: toygres_common::ro_api::RoSettings,
 }
 
 impl ActorView {
@@ -412,6 +415,12 @@ pub async fn read_actor_view(
         .await
         .map_err(describe)?
         .unwrap_or_default();
+    let ro = deps
+        .cms
+        .get_ro_settings(&input.instance)
+        .await
+        .map_err(describe)?
+        .unwrap_or_default();
     let recorded = deps
         .cms
         .list_members(&input.instance)
@@ -450,5 +459,6 @@ pub async fn read_actor_view(
         running_standbys: member_names(&recorded, |m| {
             m.parsed_role() == Role::Standby && m.parsed_state() == Some(MemberState::Running)
         }),
+        ro,
     }))
 }

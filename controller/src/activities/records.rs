@@ -233,10 +233,14 @@ pub struct HealthReport {
     pub health: InstanceHealth,
     pub probes: Vec<ProbeResult>,
     pub events: Vec<HealthEvent>,
+    /// Where the ro endpoint leads after the round (`None` when the round did not decide it:
+    /// no healthy primary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ro: Option<toygres_common::ro_api::RoEndpointView>,
 }
 
-/// Records each member's health, the bounded check history, the instance's health and the
-/// notable changes as events.
+/// Records each member's health, the bounded check history, the instance's health, the
+/// notable changes as events, and where the ro endpoint leads.
 pub async fn record_health(
     deps: Arc<ActivityDeps>,
     _ctx: ActivityContext,
@@ -275,6 +279,11 @@ pub async fn record_health(
     cms.set_instance_health(&input.instance, input.health)
         .await
         .map_err(describe)?;
+    if let Some(ro) = &input.ro {
+        cms.record_ro_view(&input.instance, ro)
+            .await
+            .map_err(describe)?;
+    }
     for event in &input.events {
         deps.metrics.record_ha_event(event.kind.as_str());
         cms.record_event(

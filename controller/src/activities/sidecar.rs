@@ -239,6 +239,9 @@ pub struct ProbeResult {
     pub lsn: Option<String>,
     /// Standby: replay lag in bytes.
     pub lag_bytes: Option<u64>,
+    /// Standby: replay lag in seconds (0 when replay has caught up with what it received).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
     /// Primary: its standbys' sync states, `name=state` (`db-1=sync`).
     pub standbys: Vec<String>,
     /// The member's own sync state as its primary reports it (filled in by the actor).
@@ -268,6 +271,7 @@ impl ProbeResult {
             timeline: None,
             lsn: None,
             lag_bytes: None,
+            lag_seconds: None,
             standbys: Vec::new(),
             sync_state: None,
             sync_degraded: false,
@@ -312,6 +316,7 @@ pub async fn probe_member(
             timeline: status.timeline,
             lsn: status.current_lsn.or(status.replay_lsn),
             lag_bytes: status.lag_bytes,
+            lag_seconds: status.lag_seconds,
             standbys: status
                 .standbys
                 .iter()

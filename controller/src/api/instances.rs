@@ -85,12 +85,18 @@ pub async fn get(
         }
         _ => None,
     };
+    let ro = if live {
+        super::ro::endpoint_view(&state, &name).await?
+    } else {
+        None
+    };
     Ok(Json(InstanceDetail {
         summary: instance.summary,
         replicas: instance.replicas,
         members,
         connection,
         last_operation,
+        ro,
     }))
 }
 

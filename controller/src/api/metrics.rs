@@ -6,8 +6,10 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use toygres_common::exposition::{self, Exposition};
+use toygres_common::ro_api::{RoBackendState, RoEndpointView};
 
 use super::ApiState;
+use crate::endpoints::ro_rule::with_breakers;
 
 pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     let counts = match state.cms.count_instances_by_state().await {
@@ -18,9 +20,32 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         }
     };
     let health = state.cms.count_instances_by_health().await.ok();
+    let ro = match state.cms.ro_views(None).await {
+        Ok(views) => Some(
+            views
+                .into_iter()
+                .map(|(name, view)| {
+                    let breakers = state
+                        .platform
+                        .as_ref()
+                        .map(|platform| platform.ro_breakers(&name))
+                        .unwrap_or_default();
+                    let settings = view.settings.clone();
+                    with_breakers(view, &breakers, &settings)
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Err(e) => {
+            tracing::warn!("metrics: {e}");
+            None
+        }
+    };
     let x = Exposition::default();
     render(&x, counts.as_deref());
     render_controller(&x, health.as_deref(), &state.metrics);
+    if let Some(ro) = &ro {
+        render_ro(&x, ro);
+    }
     ([(header::CONTENT_TYPE, exposition::CONTENT_TYPE)], x.text())
 }
 
@@ -77,6 +102,36 @@ fn render_controller(
     );
     checks.set(&["ok"], ok as f64);
     checks.set(&["failed"], failed as f64);
+}
+
+/// The live instances' ro endpoints: their standbys by state, and where the endpoints lead
+/// (labels bounded: a fixed set of states, whatever the fleet's size).
+fn render_ro(x: &Exposition, views: &[RoEndpointView]) {
+    let backends = x.gauges(
+        "toygres_controller_ro_backends",
+        "Standbys of the live instances' ro endpoints, by state (in, lag-over-bound, breaker-open, half-open, unhealthy).",
+        &["state"],
+    );
+    for state in RoBackendState::ALL {
+        let count = views
+            .iter()
+            .flat_map(|v| &v.backends)
+            .filter(|b| b.state == state)
+            .count();
+        backends.set(&[state.as_str()], count as f64);
+    }
+    let endpoints = x.gauges(
+        "toygres_controller_ro_endpoints",
+        "Live instances' ro endpoints, by where they lead: standbys, primary (no standby qualifies: fallback) or nowhere (refusing).",
+        &["leads_to"],
+    );
+    let count = |pick: fn(&RoEndpointView) -> bool| views.iter().filter(|v| pick(v)).count() as f64;
+    endpoints.set(&["primary"], count(|v| v.fallback_to_primary));
+    endpoints.set(&["nowhere"], count(|v| v.refusing));
+    endpoints.set(
+        &["standbys"],
+        count(|v| !v.fallback_to_primary && !v.refusing),
+    );
 }
 
 /// The controller's own gauges; `instance_counts` is `None` when the CMS could not be read.
@@ -157,7 +212,43 @@ mod tests {
         let x = Exposition::default();
         render(&x, Some(&[("running", 2)]));
         render_controller(&x, Some(&[("healthy".to_string(), 1)]), &metrics);
+        render_ro(&x, &[RoEndpointView::default()]);
         x.text()
+    }
+
+    #[test]
+    fn ro_backends_are_counted_by_state_and_endpoints_by_where_they_lead() {
+        use toygres_common::ro_api::RoBackend;
+        let backend = |member: &str, state| RoBackend {
+            member: member.into(),
+            state,
+            lag_bytes: None,
+            lag_seconds: None,
+        };
+        let views = [
+            RoEndpointView {
+                backends: vec![
+                    backend("a-1", RoBackendState::In),
+                    backend("a-2", RoBackendState::LagOverBound),
+                ],
+                ..Default::default()
+            },
+            RoEndpointView {
+                backends: vec![backend("b-1", RoBackendState::BreakerOpen)],
+                fallback_to_primary: true,
+                ..Default::default()
+            },
+        ];
+        let x = Exposition::default();
+        render_ro(&x, &views);
+        let text = x.text();
+        assert!(text.contains("toygres_controller_ro_backends{state=\"in\"} 1\n"));
+        assert!(text.contains("toygres_controller_ro_backends{state=\"lag-over-bound\"} 1\n"));
+        assert!(text.contains("toygres_controller_ro_backends{state=\"breaker-open\"} 1\n"));
+        assert!(text.contains("toygres_controller_ro_backends{state=\"unhealthy\"} 0\n"));
+        assert!(text.contains("toygres_controller_ro_endpoints{leads_to=\"primary\"} 1\n"));
+        assert!(text.contains("toygres_controller_ro_endpoints{leads_to=\"standbys\"} 1\n"));
+        assert!(text.contains("toygres_controller_ro_endpoints{leads_to=\"nowhere\"} 0\n"));
     }
 
     #[test]
@@ -176,5 +267,7 @@ toygres_controller_instances gauge {["state"]} Instances recorded in the CMS, by
 toygres_controller_instances_health gauge {["health"]} Live instances, by health.
 toygres_controller_operation_duration_seconds summary {["kind", "result"]} How long finished operations took.
 toygres_controller_operations_total counter {["kind", "result"]} Operations finished since start, by kind and result.
+toygres_controller_ro_backends gauge {["state"]} Standbys of the live instances' ro endpoints, by state (in, lag-over-bound, breaker-open, half-open, unhealthy).
+toygres_controller_ro_endpoints gauge {["leads_to"]} Live instances' ro endpoints, by where they lead: standbys, primary (no standby qualifies: fallback) or nowhere (refusing).
 toygres_controller_up gauge {[]} Whether the controller is running."#;
 }

@@ -13,7 +13,9 @@ pub mod openapi;
 mod operations;
 mod parameters;
 mod replicas;
+mod ro;
 mod state;
+mod stats;
 pub mod types;
 
 use std::time::Instant;
@@ -58,6 +60,10 @@ pub fn app(state: ApiState) -> Router {
             get(ha::get_settings).put(ha::set_settings),
         )
         .route(
+            "/v1/instances/{name}/ro",
+            get(ro::get_settings).put(ro::set_settings),
+        )
+        .route(
             "/v1/instances/{name}/backups",
             get(backups::list).post(backups::create),
         )
@@ -83,6 +89,7 @@ pub fn app(state: ApiState) -> Router {
             get(backups::get).delete(backups::delete),
         )
         .route("/v1/instances/{name}/backups/window", get(backups::window))
+        .route("/v1/stats", get(stats::stats))
         .route(
             "/v1/operations/{id}",
             get(operations::get).delete(operations::cancel),

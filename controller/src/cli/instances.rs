@@ -36,6 +36,8 @@ pub struct CreateArgs {
     /// instance's name]
     #[arg(long)]
     pub owner: Option<String>,
+    #[command(flatten)]
+    pub ro: super::ro::CreateRoFlags,
     /// Print the operation id and return at once
     #[arg(long)]
     pub no_wait: bool,
@@ -91,6 +93,7 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
             }),
         database: args.database.clone(),
         owner: args.owner.clone(),
+        ro: args.ro.patch(),
     };
     let accepted: OperationAccepted = client.post("/v1/instances", &request).await?;
     let table = args.output == OutputFormat::Table;
@@ -258,6 +261,10 @@ pub fn render_instance(detail: &InstanceDetail) -> String {
     }
     out.push_str(&columns(&rows));
     out.push('\n');
+    if let Some(ro) = &detail.ro {
+        out.push_str(&super::ro::render_endpoint(ro));
+        out.push('\n');
+    }
     out.push_str(&render_connection(detail));
     out
 }

@@ -13,6 +13,8 @@ pub mod list;
 pub mod operation;
 pub mod params;
 pub mod replication;
+pub mod ro;
+pub mod stats;
 
 use clap::{Parser, Subcommand};
 
@@ -51,6 +53,11 @@ pub enum Command {
     Operation(operation::OperationArgs),
     /// Show or change an instance's automatic-failover and synchronous-replication settings
     Ha(ha::HaArgs),
+    /// Show or change an instance's read-only endpoint rule: lag bounds, fallback, balancing
+    Ro(ro::RoArgs),
+    /// The fleet at a glance: instances by health, failovers and backups in the last 24 h, the
+    /// largest lags
+    Stats(stats::StatsArgs),
     /// An instance's backups: create, list, get
     Backup(backup::BackupArgs),
     /// Make a new instance from another's backups, to a point in time; waits and prints how to

@@ -45,6 +45,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "parameters",
         sql: include_str!("../../../migrations/0006_parameters.sql"),
     },
+    Migration {
+        version: 7,
+        name: "ro_endpoint",
+        sql: include_str!("../../../migrations/0007_ro_endpoint.sql"),
+    },
 ];
 
 /// The advisory lock key every migrating controller takes ("toygres" in ASCII).

@@ -10,6 +10,8 @@ pub mod instances;
 pub mod migrate;
 pub mod operations;
 pub mod parameters;
+pub mod ro;
+pub mod stats;
 
 use std::future::Future;
 use std::sync::Arc;

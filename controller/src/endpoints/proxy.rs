@@ -2,8 +2,9 @@
 //! bytes both ways between the client and the member its endpoint leads to.
 //!
 //! - **rw** leads to the primary. Without one, new connections are closed at once.
-//! - **ro** spreads connections round-robin over the standbys (trying the next one when a
-//!   standby cannot be reached) and leads to the primary when there is no standby.
+//! - **ro** spreads connections over the standbys, round-robin or to the least loaded first
+//!   ([`super::balance`]), trying the next one when a standby cannot be reached; with no
+//!   standby it leads to the primary, or refuses when the instance says so.
 //! - Each standby of ro has a circuit breaker ([`super::breaker`]): after repeated failed
 //!   connects it is left out for a cool-off, then tried by one connection. When no standby
 //!   can be reached (or all are left out), ro falls back to the primary.
@@ -22,6 +23,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use toygres_common::ro_api::{RoBalance, RoFallback};
+
+use super::balance::BackendLoad;
 use super::breaker::{BreakerSettings, BreakerState, Breakers};
 
 /// How long connecting to a member may take before the proxy gives up on it.
@@ -60,6 +64,10 @@ pub struct ProxyTargets {
     /// one, instead of closing them. A switchover or failover holds writes this way, so
     /// clients see a pause rather than an error.
     pub hold_rw: bool,
+    /// With no ro standby (or none reachable): lead ro to the primary or refuse.
+    pub ro_fallback: RoFallback,
+    /// How ro spreads connections over its standbys.
+    pub ro_balance: RoBalance,
 }
 
 impl ProxyTargets {
@@ -67,7 +75,9 @@ impl ProxyTargets {
     pub fn allows(&self, role: EndpointRole, target: SocketAddr) -> bool {
         match role {
             EndpointRole::Rw => self.rw == Some(target),
-            EndpointRole::Ro if self.ro.is_empty() => self.rw == Some(target),
+            EndpointRole::Ro if self.ro.is_empty() => {
+                self.ro_fallback == RoFallback::Primary && self.rw == Some(target)
+            }
             EndpointRole::Ro => self.ro.contains(&target),
         }
     }
@@ -84,6 +94,7 @@ impl ProxyTargets {
                     .copied()
                     .collect()
             }
+            EndpointRole::Ro if self.ro_fallback == RoFallback::Refuse => Vec::new(),
             EndpointRole::Rw | EndpointRole::Ro => self.rw.into_iter().collect(),
         }
     }
@@ -164,6 +175,8 @@ pub struct InstanceProxy {
     ro: Endpoint,
     /// The ro endpoint's standbys' breakers.
     breakers: Arc<Breakers>,
+    /// The ro endpoint's open connections per standby.
+    load: Arc<BackendLoad>,
 }
 
 impl InstanceProxy {
@@ -188,6 +201,7 @@ impl InstanceProxy {
     ) -> std::io::Result<Self> {
         let (tx, _) = watch::channel(Arc::new(targets));
         let breakers = Arc::new(Breakers::new(breaker_settings));
+        let load = Arc::new(BackendLoad::default());
         let endpoint = |role, listener: TcpListener| -> std::io::Result<Endpoint> {
             let addr = listener.local_addr()?;
             let counters = Arc::new(Counters::default());
@@ -197,7 +211,10 @@ impl InstanceProxy {
                 listener,
                 tx.subscribe(),
                 counters.clone(),
-                breakers.clone(),
+                Arc::new(Backends {
+                    breakers: breakers.clone(),
+                    load: load.clone(),
+                }),
             ));
             Ok(Endpoint {
                 addr,
@@ -219,7 +236,13 @@ impl InstanceProxy {
             rw,
             ro,
             breakers,
+            load,
         })
+    }
+
+    /// Open ro connections to `standby`.
+    pub fn ro_connections(&self, standby: SocketAddr) -> u64 {
+        self.load.active(standby)
     }
 
     /// Each ro standby's breaker.
@@ -304,7 +327,7 @@ async fn accept_loop(
     listener: TcpListener,
     targets: watch::Receiver<Arc<ProxyTargets>>,
     counters: Arc<Counters>,
-    breakers: Arc<Breakers>,
+    backends: Arc<Backends>,
 ) {
     let mut connections = JoinSet::new();
     let turn = AtomicUsize::new(0);
@@ -314,7 +337,7 @@ async fn accept_loop(
                 Ok((client, peer)) => {
                     counters.total.fetch_add(1, Ordering::Relaxed);
                     let current = targets.borrow().clone();
-                    let candidates = current.candidates(role, turn.fetch_add(1, Ordering::Relaxed));
+                    let mut candidates = current.candidates(role, turn.fetch_add(1, Ordering::Relaxed));
                     let held = role == EndpointRole::Rw && current.hold_rw;
                     if candidates.is_empty() && !held {
                         counters.refused.fetch_add(1, Ordering::Relaxed);
@@ -324,7 +347,13 @@ async fn accept_loop(
                     }
                     // ro over standbys: each behind its breaker, the primary the last resort.
                     let over_standbys = role == EndpointRole::Ro && !current.ro.is_empty();
-                    let fallback = if over_standbys { current.rw } else { None };
+                    if over_standbys && current.ro_balance == RoBalance::LeastConnections {
+                        backends.load.least_loaded_first(&mut candidates);
+                    }
+                    let fallback = match current.ro_fallback {
+                        RoFallback::Primary if over_standbys => current.rw,
+                        RoFallback::Primary | RoFallback::Refuse => None,
+                    };
                     connections.spawn(forward(
                         Route {
                             instance: instance.clone(),
@@ -336,7 +365,7 @@ async fn accept_loop(
                         client,
                         targets.clone(),
                         counters.clone(),
-                        breakers.clone(),
+                        backends.clone(),
                     ));
                 }
                 Err(e) => {
@@ -348,6 +377,13 @@ async fn accept_loop(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+}
+
+/// The ro endpoint's standbys: their breakers and open connections.
+#[derive(Debug)]
+struct Backends {
+    breakers: Arc<Breakers>,
+    load: Arc<BackendLoad>,
 }
 
 /// Where one new connection may go.
@@ -370,8 +406,9 @@ async fn forward(
     mut client: TcpStream,
     mut targets: watch::Receiver<Arc<ProxyTargets>>,
     counters: Arc<Counters>,
-    breakers: Arc<Breakers>,
+    backends: Arc<Backends>,
 ) {
+    let breakers = &backends.breakers;
     let Route {
         instance,
         role,
@@ -426,6 +463,7 @@ async fn forward(
     let Some((mut server, target)) = upstream else {
         return;
     };
+    let _load = (guarded && !fell_back).then(|| backends.load.hold(target));
     // A connection that fell back to the primary may stay while the primary is the primary.
     let allowed = |targets: &ProxyTargets| {
         targets.allows(role, target) || (fell_back && targets.rw == Some(target))
@@ -754,6 +792,56 @@ mod tests {
             );
         }
         assert!(proxy.stats(EndpointRole::Ro).upstream_failures >= 1);
+        proxy.stop().await;
+    }
+
+    #[tokio::test]
+    async fn least_connections_prefers_the_idle_standby_and_refuse_leaves_ro_closed() {
+        let (p, _p) = named_server("p0").await;
+        let (s1, _s1) = named_server("s1").await;
+        let (s2, _s2) = named_server("s2").await;
+        let proxy = proxy(ProxyTargets {
+            rw: Some(p),
+            ro: vec![s1, s2],
+            ro_balance: RoBalance::LeastConnections,
+            ..Default::default()
+        })
+        .await;
+        let ro = proxy.addr(EndpointRole::Ro);
+        // Two connections held on the first standby reached: every new one goes to the other.
+        let (first, _held1) = greeting(ro).await;
+        let first = first.unwrap();
+        let (busy, idle, idle_name) = if first == "s1" {
+            (s1, s2, "s2")
+        } else {
+            (s2, s1, "s1")
+        };
+        let (second, _held2) = greeting(ro).await;
+        assert_eq!(second.as_deref(), Some(idle_name));
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let (name, stream) = greeting(ro).await;
+            held.push(stream);
+            assert!(name.is_some());
+        }
+        // 5 open: the balance never lets one standby get 2 ahead.
+        let (a, b) = (proxy.ro_connections(busy), proxy.ro_connections(idle));
+        assert_eq!(a + b, 5);
+        assert!(a.abs_diff(b) <= 1, "{a} vs {b}");
+
+        // No standby and refuse: ro connections are closed at once, rw still works.
+        proxy.route(ProxyTargets {
+            rw: Some(p),
+            ro: vec![],
+            ro_fallback: RoFallback::Refuse,
+            ..Default::default()
+        });
+        assert_eq!(greeting(ro).await.0, None);
+        assert_eq!(
+            greeting(proxy.addr(EndpointRole::Rw)).await.0.as_deref(),
+            Some("p0")
+        );
+        assert!(proxy.stats(EndpointRole::Ro).refused >= 1);
         proxy.stop().await;
     }
 

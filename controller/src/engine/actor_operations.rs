@@ -295,22 +295,8 @@ impl Engine {
             .patched(patch)
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
         self.cms.set_ha_settings(name, &next).await?;
-        self.cms
-            .record_event(
-                name,
-                None,
-                None,
-                HaEventKind::HaSettings.into(),
-                &format!(
-                    "HA settings changed: {}",
-                    serde_json::to_string(patch).unwrap_or_default()
-                ),
-            )
+        self.settings_changed(name, HaEventKind::HaSettings, "HA settings", patch)
             .await?;
-        // Applied at once rather than at the next tick.
-        if let Err(e) = self.check_now(name).await {
-            tracing::debug!(instance = name, "nudge the actor: {e}");
-        }
         Ok(next)
     }
 

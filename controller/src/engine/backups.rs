@@ -89,6 +89,7 @@ impl Engine {
             backup: None,
             database: app.as_ref().map(|a| a.database.clone()),
             owner: app.map(|a| a.owner),
+            ro: None,
         })
         .map_err(|e| {
             let field = if e.field == "name" { "to" } else { e.field };

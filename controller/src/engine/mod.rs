@@ -31,6 +31,7 @@ mod backup_retention;
 mod backups;
 pub mod parameters;
 mod restore_wal;
+mod ro;
 
 /// The schema of the duroxide store in the CMS database.
 pub const DUROXIDE_SCHEMA: &str = "toygres_duroxide";

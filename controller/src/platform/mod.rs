@@ -369,6 +369,16 @@ pub struct EndpointRoutes {
     /// refusing them (a switchover or failover in progress).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hold_rw: bool,
+    /// With `ro` empty: lead ro to the primary (the default) or refuse.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub ro_fallback: toygres_common::ro_api::RoFallback,
+    /// How ro spreads connections over `ro` (the local proxies; a Service spreads by itself).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub ro_balance: toygres_common::ro_api::RoBalance,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// The platform the controller runs instances on.
@@ -408,6 +418,15 @@ pub trait Platform: Send + Sync + fmt::Debug {
     /// `sslrootcert` (local mode). `None` when there is no such file (Kubernetes).
     fn ca_file_location(&self, _instance: &str) -> Option<String> {
         None
+    }
+
+    /// The circuit breakers of the instance's ro standbys, by member, where the platform runs
+    /// them (the local proxies). None on Kubernetes, whose `-ro` Service has no breakers.
+    fn ro_breakers(
+        &self,
+        _instance: &str,
+    ) -> std::collections::BTreeMap<String, crate::endpoints::BreakerState> {
+        std::collections::BTreeMap::new()
     }
 
     /// The backup store an instance gets when its create request names none (local: a

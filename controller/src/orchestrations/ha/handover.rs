@@ -140,6 +140,7 @@ pub(super) async fn hold_writes(
             rw: None,
             ro: standbys.to_vec(),
             hold_rw: true,
+            ..Default::default()
         },
     )
     .await
@@ -306,6 +307,7 @@ pub(super) async fn promote_and_route(
                 .cloned()
                 .collect(),
             hold_rw: false,
+            ..Default::default()
         },
     )
     .await?;

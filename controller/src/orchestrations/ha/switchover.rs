@@ -246,6 +246,7 @@ async fn run_switchover(
                 rw: Some(old.clone()),
                 ro: topology.standbys.clone(),
                 hold_rw: false,
+                ..Default::default()
             },
         )
         .await;

@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 
 use toygres_common::domain::{HaEventKind, InstanceHealth, Role, SyncState};
 
+use super::ro_round::ro_state;
 use super::state::{ActorState, MemberSeen};
 use crate::activities::records::HealthEvent;
 use crate::activities::sidecar::ProbeResult;
+use crate::endpoints::ro_rule::LagRule;
 use crate::orchestrations::ha::target::PrimarySeen;
 use crate::platform::EndpointRoutes;
 
@@ -55,8 +57,8 @@ pub fn describe_targets(members: &[String]) -> String {
 }
 
 /// Where the endpoints should lead after a round: rw to the recorded primary when it is healthy
-/// and serves as one, ro to the healthy standbys that do not lag (none: the platform sends ro to
-/// the primary). `None` when the primary is not healthy: routes are then left alone (failover
+/// and serves as one, ro to the standbys that qualify ([`ro_state`]: healthy, within their lag
+/// bounds; none: the platform sends ro to the primary, or refuses). `None` when the primary is not healthy: routes are then left alone (failover
 /// decides them). Without a recorded primary, the one healthy primary is taken.
 pub fn desired_routes(
     probes: &[ProbeResult],
@@ -74,8 +76,7 @@ pub fn desired_routes(
     };
     let mut ro: Vec<String> = probes
         .iter()
-        .filter(|p| p.healthy && p.role == Some(Role::Standby))
-        .filter(|p| !members.get(&p.member).is_some_and(|m| m.lagging))
+        .filter(|p| ro_state(p, members) == toygres_common::ro_api::RoBackendState::In)
         .map(|p| p.member.clone())
         .collect();
     ro.sort();
@@ -103,8 +104,7 @@ pub struct Assessment {
 pub fn assess(
     previous: &ActorState,
     mut probes: Vec<ProbeResult>,
-    max_lag_bytes: u64,
-    lag_bounds: &BTreeMap<String, u64>,
+    lag_rule: &LagRule,
 ) -> Assessment {
     let sync_states: BTreeMap<String, String> = probes
         .iter()
@@ -116,11 +116,12 @@ pub fn assess(
     let mut members = BTreeMap::new();
     for probe in &mut probes {
         probe.sync_state = sync_states.get(&probe.member).cloned();
-        let bound = lag_bounds
+        let bounds = lag_rule.for_member(&probe.member);
+        let was_lagging = previous
+            .members
             .get(&probe.member)
-            .copied()
-            .unwrap_or(max_lag_bytes);
-        let lagging = probe.lag_bytes.is_some_and(|lag| lag > bound);
+            .is_some_and(|m| m.lagging);
+        let lagging = bounds.over(was_lagging, probe.lag_bytes, probe.lag_seconds);
         let seen = MemberSeen {
             healthy: probe.healthy,
             lagging,
@@ -195,9 +196,10 @@ pub fn assess(
                 member: member.clone(),
                 kind: HaEventKind::LagHigh,
                 message: format!(
-                    "member {} lags {} bytes behind (bound {bound})",
+                    "member {} lags {} bytes behind ({})",
                     probe.member,
-                    probe.lag_bytes.unwrap_or(0)
+                    probe.lag_bytes.unwrap_or(0),
+                    bounds.describe()
                 ),
             });
         } else if before.lagging && !seen.lagging && seen.healthy {
@@ -257,6 +259,7 @@ mod tests {
             timeline: Some(1),
             lsn: None,
             lag_bytes: lag,
+            lag_seconds: None,
             standbys: if role == "primary" {
                 vec!["db-1=sync".into()]
             } else {
@@ -280,8 +283,7 @@ mod tests {
                 probe("db-0", "primary", true, None),
                 probe("db-1", "standby", true, Some(0)),
             ],
-            1024,
-            &Default::default(),
+            &LagRule::bytes(1024),
         );
         assert_eq!(first.health, "healthy");
         assert_eq!(first.probes[1].sync_state.as_deref(), Some("sync"));
@@ -294,8 +296,7 @@ mod tests {
                 probe("db-0", "primary", true, None),
                 probe("db-1", "standby", false, None),
             ],
-            1024,
-            &Default::default(),
+            &LagRule::bytes(1024),
         );
         assert_eq!(down.health, "degraded");
         let kinds: Vec<&str> = down.events.iter().map(|e| e.kind.as_str()).collect();
@@ -316,8 +317,7 @@ mod tests {
                 probe("db-0", "primary", true, None),
                 probe("db-1", "standby", false, None),
             ],
-            1024,
-            &Default::default(),
+            &LagRule::bytes(1024),
         );
         assert!(still_down.events.is_empty(), "{:?}", still_down.events);
 
@@ -327,8 +327,7 @@ mod tests {
                 probe("db-0", "primary", true, None),
                 probe("db-1", "standby", true, Some(4096)),
             ],
-            1024,
-            &Default::default(),
+            &LagRule::bytes(1024),
         );
         let kinds: Vec<&str> = back.events.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["member-up", "lag-high", "instance-health"]);
@@ -345,8 +344,7 @@ mod tests {
                 probe("db-2", "standby", true, Some(0)),
                 probe("db-3", "standby", true, Some(1 << 20)),
             ],
-            1024,
-            &Default::default(),
+            &LagRule::bytes(1024),
         );
         let routes = desired_routes(&round.probes, &round.state.members, Some("db-0")).unwrap();
         assert_eq!(routes.rw.as_deref(), Some("db-0"));
@@ -358,8 +356,7 @@ mod tests {
                 probe("db-0", "primary", false, None),
                 probe("db-1", "standby", true, Some(0)),
             ],
-            1024,
-            &Default::default(),
+            &LagRule::bytes(1024),
         );
         assert!(desired_routes(&round.probes, &round.state.members, Some("db-0")).is_none());
     }
@@ -372,8 +369,7 @@ mod tests {
                 probe("db-0", "primary", false, None),
                 probe("db-1", "standby", true, Some(0)),
             ],
-            1024,
-            &Default::default(),
+            &LagRule::bytes(1024),
         );
         assert_eq!(result.health, "unavailable");
     }
@@ -388,8 +384,7 @@ mod tests {
         let round = assess(
             &ActorState::default(),
             vec![probe("db-0", "primary", true, None), failing.clone()],
-            1024,
-            &Default::default(),
+            &LagRule::bytes(1024),
         );
         assert_eq!(round.health, "degraded");
         assert!(round
@@ -400,8 +395,7 @@ mod tests {
         let again = assess(
             &round.state,
             vec![probe("db-0", "primary", true, None), failing],
-            1024,
-            &Default::default(),
+            &LagRule::bytes(1024),
         );
         assert!(again.events.iter().all(|e| e.kind != "check-failed"));
         let back = assess(
@@ -410,8 +404,7 @@ mod tests {
                 probe("db-0", "primary", true, None),
                 probe("db-1", "standby", true, Some(0)),
             ],
-            1024,
-            &Default::default(),
+            &LagRule::bytes(1024),
         );
         assert_eq!(back.health, "healthy");
         assert!(back.events.iter().any(|e| e.kind == "check-ok"));
@@ -425,8 +418,7 @@ mod tests {
         let round = assess(
             &ActorState::default(),
             vec![probe("db-0", "primary", true, None), full],
-            1024,
-            &Default::default(),
+            &LagRule::bytes(1024),
         );
         assert_eq!(round.health, "degraded");
         let event = round.events.iter().find(|e| e.kind == "disk-low").unwrap();

@@ -1,16 +1,18 @@
 //! One health round: gather (the actor's view from the CMS, a probe of every member in
 //! parallel), decide ([`assess`], [`desired_routes`]), act (point the ro endpoint) and record
-//! (health, history and the notable changes as events).
+//! (health, history, the notable changes as events, and where ro leads).
 
 use duroxide::OrchestrationContext;
 use toygres_common::domain::HaEventKind;
 
 use super::health::{assess, describe_targets, desired_routes, primary_seen};
+use super::ro_round::{ro_view, with_policy};
 use super::state::{health_interval, ActorInput, ActorState};
 use crate::activities::members::ActorView;
 use crate::activities::names as act;
 use crate::activities::records::{ActorRef, HealthEvent, HealthReport};
 use crate::activities::sidecar::{ProbeInput, ProbeResult};
+use crate::endpoints::ro_rule::LagRule;
 use crate::orchestrations::durable::{call, call_once};
 use crate::orchestrations::operation::route_endpoints;
 
@@ -106,12 +108,12 @@ async fn try_health_round(
         .zip(results)
         .map(|(member, result)| result.unwrap_or_else(|e| ProbeResult::unreachable(member, e, 0.0)))
         .collect();
-    let mut assessment = assess(
-        state,
-        probes,
-        input.settings.max_lag_bytes,
-        &view.lag_bounds,
-    );
+    let lag_rule = LagRule {
+        settings: view.ro.clone(),
+        default_bytes: input.settings.max_lag_bytes,
+        member_bytes: view.lag_bounds.clone(),
+    };
+    let mut assessment = assess(state, probes, &lag_rule);
     if let Some(seen) = view
         .primary
         .as_deref()
@@ -149,9 +151,19 @@ async fn try_health_round(
         &assessment.probes,
         &assessment.state.members,
         view.primary.as_deref(),
-    );
+    )
+    .map(|routes| with_policy(routes, &view.ro));
+    let ro = desired.as_ref().map(|routes| {
+        ro_view(
+            &assessment.probes,
+            &assessment.state.members,
+            routes.rw.as_deref(),
+            &view.ro,
+        )
+    });
     if let (Routing::Allowed, Some(routes)) = (routing, desired) {
-        if state.routed_ro.as_ref() != Some(&routes.ro) {
+        let policy = Some((routes.ro_fallback, routes.ro_balance));
+        if state.routed_ro.as_ref() != Some(&routes.ro) || state.routed_ro_policy != policy {
             match route_endpoints(ctx, &input.instance, routes.clone()).await {
                 Ok(()) => {
                     if let Some(before) = &state.routed_ro {
@@ -166,6 +178,7 @@ async fn try_health_round(
                         });
                     }
                     assessment.state.routed_ro = Some(routes.ro);
+                    assessment.state.routed_ro_policy = policy;
                 }
                 Err(e) => ctx.trace_warn(format!("route the ro endpoint: {e}")),
             }
@@ -179,6 +192,7 @@ async fn try_health_round(
             health: assessment.health,
             probes: assessment.probes.clone(),
             events: assessment.events,
+            ro,
         },
     )
     .await?;

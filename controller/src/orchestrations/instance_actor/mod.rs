@@ -5,11 +5,13 @@
 //! its history; its state travels in its input.
 //!
 //! - [`state`]: its input, commands and memory; [`health`]: the round's pure decisions;
-//! - [`health_round`]: one round; [`supervision`]: HA after a round; [`commands`]: operations.
+//! - [`health_round`]: one round; [`supervision`]: HA after a round; [`commands`]: operations;
+//! - [`ro_round`]: where the ro endpoint leads after a round.
 
 pub mod commands;
 pub mod health;
 pub mod health_round;
+pub mod ro_round;
 pub mod state;
 pub mod supervision;
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toygres_common::controller_api::{HaSettings, ValidatedSwitchover};
 use toygres_common::domain::{HaEventKind, InstanceHealth};
+use toygres_common::ro_api::{RoBalance, RoFallback};
 
 use crate::activities::members::ActorView;
 use crate::orchestrations::backup::BackupInput;
@@ -130,6 +131,9 @@ pub struct ActorState {
     /// The members the ro endpoint was last pointed at by this actor.
     #[serde(default)]
     pub routed_ro: Option<Vec<String>>,
+    /// The fallback and balancing the ro endpoint was last routed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routed_ro_policy: Option<(RoFallback, RoBalance)>,
     /// Checks in a row that found the primary down.
     #[serde(default)]
     pub primary_failures: u32,

@@ -214,6 +214,7 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
                 timeline: None,
                 lsn: None,
                 lag_bytes: None,
+                lag_seconds: None,
                 standbys: Vec::new(),
                 sync_state: None,
                 sync_degraded: false,
@@ -236,6 +237,7 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
             timeline: Some(1),
             lsn: None,
             lag_bytes: Some(0),
+            lag_seconds: None,
             standbys: if instance == "following" && member == "db-0" {
                 vec!["db-1=sync".into()]
             } else {
@@ -380,6 +382,7 @@ fn create_input(replicas: u32, replication: ReplicationMode) -> CreateInstanceIn
             ha: Default::default(),
             backup: None,
             app: None,
+            ro: Default::default(),
         },
         actor: ActorSettings {
             // The actor started at the end idles through the test.

@@ -8,7 +8,7 @@
 //! restart, [`LocalPlatform::adopt`] re-adopts the sidecars that still run, restarts those that
 //! died, and serves the endpoints again with their last routes. See [`layout`] for the files.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ use toygres_common::names::{validate_instance_name, PgAddress};
 
 use self::layout::LocalLayout;
 use self::record::{AllRecords, EndpointsRecord, MemberRecord};
-use crate::endpoints::{EndpointRole, EndpointStats, InstanceProxy, ProxyTargets};
+use crate::endpoints::{BreakerState, EndpointRole, EndpointStats, InstanceProxy, ProxyTargets};
 use crate::platform::{
     validate_member_of, Bootstrap, EndpointRoutes, Endpoints, MemberAddress, MemberState,
     PlatformError, SecretRef,
@@ -475,7 +475,38 @@ impl LocalPlatform {
                 .filter_map(|m| self.pg_socket(instance, m))
                 .collect(),
             hold_rw: routes.hold_rw,
+            ro_fallback: routes.ro_fallback,
+            ro_balance: routes.ro_balance,
         }
+    }
+
+    /// The breakers of the ro standbys the instance's proxy leads to, by member.
+    fn ro_breaker_states(&self, instance: &str) -> BTreeMap<String, BreakerState> {
+        let states = match self.proxies.lock() {
+            Ok(map) => map.get(instance).map(InstanceProxy::breaker_states),
+            Err(poisoned) => poisoned
+                .into_inner()
+                .get(instance)
+                .map(InstanceProxy::breaker_states),
+        };
+        let Some(states) = states.filter(|s| !s.is_empty()) else {
+            return BTreeMap::new();
+        };
+        let Ok(Some(endpoints)) =
+            record::read::<EndpointsRecord>(&self.layout.endpoints_record(instance))
+        else {
+            return BTreeMap::new();
+        };
+        endpoints
+            .routes
+            .ro
+            .iter()
+            .filter_map(|member| {
+                let socket = self.pg_socket(instance, member)?;
+                let (_, state) = states.iter().find(|(addr, _)| *addr == socket)?;
+                Some((member.clone(), *state))
+            })
+            .collect()
     }
 
     fn pg_socket(&self, instance: &str, member: &str) -> Option<SocketAddr> {

@@ -2,6 +2,7 @@
 //! under its directory), its members (sidecar processes) and its endpoints (proxies in the
 //! controller).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -10,7 +11,7 @@ use toygres_common::names::validate_instance_name;
 use super::layout::{remove_dir_if_empty, remove_path};
 use super::record::{AllRecords, EndpointsRecord, MemberRecord};
 use super::{process, record, secrets, tls, LocalPlatform};
-use crate::endpoints::ProxyTargets;
+use crate::endpoints::{BreakerState, ProxyTargets};
 use crate::platform::{
     validate_member_of, EndpointRoutes, Endpoints, MemberAddress, MemberHandle, MemberInfo,
     MemberSpec, Platform, PlatformError, SecretRef, SecretRefs, SecretValue,
@@ -77,6 +78,10 @@ impl Platform for LocalPlatform {
     fn ca_file_location(&self, instance: &str) -> Option<String> {
         validate_instance_name(instance).ok()?;
         Some(tls::ca_file(&self.layout, instance).display().to_string())
+    }
+
+    fn ro_breakers(&self, instance: &str) -> BTreeMap<String, BreakerState> {
+        self.ro_breaker_states(instance)
     }
 
     fn default_backup_store(&self) -> Option<String> {

@@ -321,6 +321,7 @@ mod tests {
             rw: Some("db-1".into()),
             ro: vec!["db-2".into()],
             hold_rw: false,
+            ..Default::default()
         };
         assert_eq!(desired_role(&routes, "db-0"), None);
         let pods = BTreeMap::from([
@@ -340,5 +341,44 @@ mod tests {
         let (removals, additions) = label_changes(&pods);
         assert_eq!(removals, ["db-0-0", "db-1-0"]);
         assert_eq!(additions, [("db-1-0".to_string(), RoleLabel::Primary)]);
+    }
+
+    /// The `-ro` Service selects the standbys the ro rule lets in: a standby over its lag bound
+    /// loses its label, and gets it back once under the re-entry mark.
+    #[test]
+    fn the_ro_service_selects_the_standbys_the_ro_rule_qualifies() {
+        use toygres_common::ro_api::{RoBackend, RoBackendState, RoSettings};
+
+        use crate::endpoints::ro_rule::{endpoint_view, qualified};
+
+        let backend = |member: &str, state| RoBackend {
+            member: member.into(),
+            state,
+            lag_bytes: None,
+            lag_seconds: None,
+        };
+        let view = endpoint_view(
+            vec![
+                backend("db-1", RoBackendState::LagOverBound),
+                backend("db-2", RoBackendState::In),
+                backend("db-3", RoBackendState::Unhealthy),
+            ],
+            &RoSettings::default(),
+        );
+        let routes = EndpointRoutes {
+            rw: Some("db-0".into()),
+            ro: qualified(&view),
+            ..Default::default()
+        };
+        let pods = BTreeMap::from(["db-0", "db-1", "db-2", "db-3"].map(|member| {
+            (
+                format!("{member}-0"),
+                (Some(RoleLabel::Standby), desired_role(&routes, member)),
+            )
+        }));
+        let (removals, additions) = label_changes(&pods);
+        assert_eq!(removals, ["db-0-0", "db-1-0", "db-3-0"]);
+        assert_eq!(additions, [("db-0-0".to_string(), RoleLabel::Primary)]);
+        assert_eq!(desired_role(&routes, "db-2"), Some(RoleLabel::Standby));
     }
 }
