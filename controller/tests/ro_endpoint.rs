@@ -200,7 +200,9 @@ async fn a_standby_with_replay_paused_leaves_ro_and_comes_back_after_catching_up
         .find(|m| m.name == "lagdb-1")
         .and_then(|m| m.address.clone())
         .unwrap();
-    let standby_uri = format!("postgresql://postgres@{standby_address}/postgres");
+    // The same TLS settings as the printed URIs (the instance's CA file).
+    let tls_params = connection.rw.split_once('?').map_or("", |(_, q)| q);
+    let standby_uri = format!("postgresql://postgres@{standby_address}/postgres?{tls_params}");
     let ro = connection.ro.clone();
     let wait = Duration::from_secs(60);
     eventually(wait, "ro to lead to the standby", || async {
