@@ -2,6 +2,7 @@
 //! its CLI and the tests. Requests are validated once, at the boundary, into `Validated…` types
 //! the rest of the controller trusts.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -95,6 +96,58 @@ pub struct CreateInstanceRequest {
     /// The application database's owner role (the instance's name when left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Postgres parameters the instance starts with (name to value), checked like a change of
+    /// `/v1/instances/{name}/parameters`: all or nothing, before anything is recorded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, String>,
+    /// A tuning profile sized to `size`: `oltp`, `analytics`, `general` or `development`
+    /// (`parameters` override its values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// What the instance declares about its size (what profiles are computed from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<InstanceSize>,
+}
+
+/// An instance's declared size.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSize {
+    /// Memory in MiB, at least 256.
+    #[cfg_attr(feature = "openapi", schema(minimum = 256))]
+    pub memory_mb: u64,
+    /// CPUs, 1 to 256.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 256))]
+    pub cpus: u32,
+    /// `ssd` (the default), `hdd` or `san`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+}
+
+impl InstanceSize {
+    /// Checks the ranges and the storage type.
+    pub fn validate(&self) -> Result<(), InvalidRequest> {
+        if self.memory_mb < 256 {
+            return Err(InvalidRequest::new(
+                "size.memory_mb",
+                format!("must be at least 256, not {}", self.memory_mb),
+            ));
+        }
+        if !(1..=256).contains(&self.cpus) {
+            return Err(InvalidRequest::new(
+                "size.cpus",
+                format!("must be between 1 and 256, not {}", self.cpus),
+            ));
+        }
+        match self.storage.as_deref() {
+            None | Some("ssd" | "hdd" | "san") => Ok(()),
+            Some(other) => Err(InvalidRequest::new(
+                "size.storage",
+                format!("must be ssd, hdd or san, not {other:?}"),
+            )),
+        }
+    }
 }
 
 /// A [`CreateInstanceRequest`] whose values were checked.
@@ -113,6 +166,14 @@ pub struct ValidatedCreateInstance {
     /// history (made before instances had one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<crate::app_access::AppAccess>,
+    /// The parameters the instance starts with (a profile's values with the request's own over
+    /// them); checked by the controller before the instance is recorded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<InstanceSize>,
 }
 
 impl TryFrom<CreateInstanceRequest> for ValidatedCreateInstance {
@@ -153,6 +214,15 @@ impl TryFrom<CreateInstanceRequest> for ValidatedCreateInstance {
             request.database.as_deref(),
             request.owner.as_deref(),
         )?;
+        if let Some(size) = &request.size {
+            size.validate()?;
+        }
+        if request.profile.is_some() && request.size.is_none() {
+            return Err(InvalidRequest::new(
+                "profile",
+                "a profile is computed from the instance's size: give size too",
+            ));
+        }
         Ok(Self {
             name: request.name,
             replicas,
@@ -160,6 +230,9 @@ impl TryFrom<CreateInstanceRequest> for ValidatedCreateInstance {
             ha,
             backup,
             app: Some(app),
+            parameters: request.parameters,
+            profile: request.profile,
+            size: request.size,
         })
     }
 }
@@ -436,6 +509,9 @@ mod tests {
             backup: None,
             database: None,
             owner: None,
+            parameters: BTreeMap::new(),
+            profile: None,
+            size: None,
             name: name.into(),
             replicas,
             replication: replication.map(String::from),

@@ -77,6 +77,10 @@ pub fn app(state: ApiState) -> Router {
             "/v1/instances/{name}/parameters/catalog",
             get(parameters::catalog),
         )
+        .route(
+            "/v1/instances/{name}/parameters/profile",
+            post(parameters::profile),
+        )
         .route("/v1/backups/{id}", get(backups::get))
         .route(
             "/v1/operations/{id}",

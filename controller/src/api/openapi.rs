@@ -7,6 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use toygres_common::backup_api::*;
 use toygres_common::controller_api::*;
+use toygres_common::parameters_api::*;
 use toygres_common::{ErrorBody, ErrorDetail};
 
 struct BearerAuth;
@@ -47,6 +48,10 @@ impl Modify for BearerAuth {
         super::backups::get_schedule,
         super::backups::set_schedule,
         super::backups::cleanup_plan,
+        super::parameters::catalog,
+        super::parameters::get,
+        super::parameters::set,
+        super::parameters::profile,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, CreateInstanceRequest, OperationAccepted, Operation,
@@ -57,6 +62,9 @@ impl Modify for BearerAuth {
         BackupList, RestoreRequest, BackupScheduleRequest, BackupScheduleView,
         CleanupPlan, KeptBackup,
         toygres_common::app_access::AppConnection,
+        InstanceSize, ParameterCatalog, CatalogEntry, ParameterCategory, SetInstanceParameters,
+        ApplyMode, PrimaryUpdate, InstanceParameters, DesiredParameter, MemberParameter,
+        AppliedState, ApplyProfile, ProfilePlan, ProfileChange,
     )),
     modifiers(&BearerAuth),
 )]
@@ -88,11 +96,18 @@ mod tests {
             "/v1/instances/{name}/ha",
             "/v1/instances/{name}/backups",
             "/v1/backups/{id}",
+            "/v1/instances/{name}/parameters",
+            "/v1/instances/{name}/parameters/catalog",
+            "/v1/instances/{name}/parameters/profile",
         ] {
             assert!(paths.contains_key(path), "{path} missing");
         }
         assert!(json["paths"]["/v1/instances"]["post"].is_object());
         assert!(json["paths"]["/v1/operations/{id}"]["delete"].is_object());
+        assert!(json["paths"]["/v1/instances/{name}/parameters"]["put"].is_object());
+        let set = &json["components"]["schemas"]["SetInstanceParameters"]["properties"];
+        assert!(set["primary_update"].is_object(), "{set}");
+        assert!(set["apply_at"].is_object(), "{set}");
         // Generated clients and fuzzers see the real contract of a name.
         let name = &json["components"]["schemas"]["CreateInstanceRequest"]["properties"]["name"];
         assert_eq!(name["maxLength"].as_u64(), Some(40), "{name}");

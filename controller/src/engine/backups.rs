@@ -88,6 +88,10 @@ impl Engine {
             backup: None,
             database: app.as_ref().map(|a| a.database.clone()),
             owner: app.map(|a| a.owner),
+            // The restored data directory brings the source's parameters.
+            parameters: Default::default(),
+            profile: None,
+            size: None,
         })
         .map_err(|e| {
             let field = if e.field == "name" { "to" } else { e.field };

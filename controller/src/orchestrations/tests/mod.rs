@@ -80,6 +80,11 @@ fn fake_activities(calls: Calls, failing: BTreeSet<String>) -> ActivityRegistry 
         act::RECORD_BACKUP_FINISHED,
         act::OPERATION_CANCELLED,
         act::ENSURE_APP_ACCESS,
+        act::WRITE_PARAMETERS,
+        act::CONFIRM_PARAMETERS,
+        act::RESTART_MEMBER,
+        act::RECORD_DESIRED_PARAMETERS,
+        act::WAIT_REPLAYED,
     ];
     let mut builder = ActivityRegistry::builder();
     for name in all {
@@ -369,6 +374,9 @@ fn create_input(replicas: u32, replication: ReplicationMode) -> CreateInstanceIn
             ha: Default::default(),
             backup: None,
             app: None,
+            parameters: Default::default(),
+            profile: None,
+            size: None,
         },
         actor: ActorSettings {
             // The actor started at the end idles through the test.
