@@ -211,6 +211,47 @@ fn longest_pause(acks: &[Ack], from: Instant) -> Duration {
         .unwrap_or_default()
 }
 
+/// A three-member sync instance `name`, with `writers` clients inserting through rw into a
+/// table `acked`, once a first commit is acknowledged: its home, API, rw URL and password.
+async fn sync_instance_under_writes(
+    name: &str,
+    writers: i64,
+) -> (Home, Api, String, String, Writers) {
+    let mut home = Home::new();
+    let api = home.start().await;
+    let accepted = api.create(name, 2, "sync").await;
+    let created = api.wait_operation(&home, &accepted.operation_id).await;
+    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
+    wait_all_healthy(&api, &home, name, 3).await;
+    let (rw, password) = connection(&api, name).await;
+    connect(&rw, &password)
+        .await
+        .batch_execute("CREATE TABLE acked (id bigint PRIMARY KEY)")
+        .await
+        .unwrap();
+    let writers = Writers::start(writers, &rw, &password);
+    writers
+        .acked_after(Instant::now(), None, "a first write")
+        .await;
+    (home, api, rw, password, writers)
+}
+
+/// The acknowledged commits missing from the table, read through rw.
+async fn lost_commits(rw: &str, password: &str, acks: &[Ack]) -> Vec<i64> {
+    let present: std::collections::BTreeSet<i64> = connect(rw, password)
+        .await
+        .query("SELECT id FROM acked", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    acks.iter()
+        .map(|a| a.id)
+        .filter(|id| !present.contains(id))
+        .collect()
+}
+
 /// Sets `body` (a whole `PUT …/parameters` request) and waits for the operation's end.
 async fn change(home: &Home, api: &Api, instance: &str, body: serde_json::Value) -> Operation {
     let (status, text) = api
@@ -240,22 +281,7 @@ async fn member_state(api: &Api, instance: &str, name: &str, member: &str) -> Ap
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_class_changes_reach_the_primary_by_switchover_restart_or_the_operator() {
-    let mut home = Home::new();
-    let api = home.start().await;
-    let accepted = api.create("roll", 2, "sync").await;
-    let created = api.wait_operation(&home, &accepted.operation_id).await;
-    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
-    wait_all_healthy(&api, &home, "roll", 3).await;
-    let (rw, password) = connection(&api, "roll").await;
-    connect(&rw, &password)
-        .await
-        .batch_execute("CREATE TABLE acked (id bigint PRIMARY KEY)")
-        .await
-        .unwrap();
-    let writers = Writers::start(2, &rw, &password);
-    writers
-        .acked_after(Instant::now(), None, "a first write")
-        .await;
+    let (home, api, rw, password, writers) = sync_instance_under_writes("roll", 2).await;
 
     // Switchover (the default): the standbys restart, an updated standby takes over, the old
     // primary comes back as a standby running the new value.
@@ -352,19 +378,7 @@ async fn restart_class_changes_reach_the_primary_by_switchover_restart_or_the_op
 
     // No acknowledged commit was lost through the three rolls.
     let acks = writers.stop().await;
-    let client = connect(&rw, &password).await;
-    let present: std::collections::BTreeSet<i64> = client
-        .query("SELECT id FROM acked", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let lost: Vec<i64> = acks
-        .iter()
-        .map(|a| a.id)
-        .filter(|id| !present.contains(id))
-        .collect();
+    let lost = lost_commits(&rw, &password, &acks).await;
     assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
     assert!(acks.len() > 100, "only {} writes acknowledged", acks.len());
     eprintln!("BENCH params acknowledged writes={} lost=0", acks.len());
@@ -613,22 +627,7 @@ async fn bench_parameter_changes() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
-    let mut home = Home::new();
-    let api = home.start().await;
-    let accepted = api.create("bench", 2, "sync").await;
-    let created = api.wait_operation(&home, &accepted.operation_id).await;
-    assert_eq!(created.status, "succeeded", "{created:?}");
-    wait_all_healthy(&api, &home, "bench", 3).await;
-    let (rw, password) = connection(&api, "bench").await;
-    connect(&rw, &password)
-        .await
-        .batch_execute("CREATE TABLE acked (id bigint PRIMARY KEY)")
-        .await
-        .unwrap();
-    let writers = Writers::start(1, &rw, &password);
-    writers
-        .acked_after(Instant::now(), None, "a first write")
-        .await;
+    let (home, api, rw, password, writers) = sync_instance_under_writes("bench", 1).await;
     for round in 0..rounds {
         let began = Instant::now();
         let body = serde_json::json!({"parameters": {"work_mem": format!("{}MB", 16 + round)}});
@@ -658,15 +657,7 @@ async fn bench_parameter_changes() {
         }
     }
     let acks = writers.stop().await;
-    let present: std::collections::BTreeSet<i64> = connect(&rw, &password)
-        .await
-        .query("SELECT id FROM acked", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let lost = acks.iter().filter(|a| !present.contains(&a.id)).count();
+    let lost = lost_commits(&rw, &password, &acks).await.len();
     eprintln!("BENCH acknowledged writes={} lost={lost}", acks.len());
     assert_eq!(lost, 0);
 }
