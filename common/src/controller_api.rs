@@ -2,6 +2,7 @@
 //! its CLI and the tests. Requests are validated once, at the boundary, into `Validated…` types
 //! the rest of the controller trusts.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -98,6 +99,58 @@ pub struct CreateInstanceRequest {
     /// The ro endpoint's rule other than the defaults (lag bounds, fallback, balancing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ro: Option<crate::ro_api::RoSettingsPatch>,
+    /// Postgres parameters the instance starts with (name to value), checked like a change of
+    /// `/v1/instances/{name}/parameters`: all or nothing, before anything is recorded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, String>,
+    /// A tuning profile sized to `size`: `oltp`, `analytics`, `general` or `development`
+    /// (`parameters` override its values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// What the instance declares about its size (what profiles are computed from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<InstanceSize>,
+}
+
+/// An instance's declared size.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSize {
+    /// Memory in MiB, at least 256.
+    #[cfg_attr(feature = "openapi", schema(minimum = 256))]
+    pub memory_mb: u64,
+    /// CPUs, 1 to 256.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 256))]
+    pub cpus: u32,
+    /// `ssd` (the default), `hdd` or `san`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+}
+
+impl InstanceSize {
+    /// Checks the ranges and the storage type.
+    pub fn validate(&self) -> Result<(), InvalidRequest> {
+        if self.memory_mb < 256 {
+            return Err(InvalidRequest::new(
+                "size.memory_mb",
+                format!("must be at least 256, not {}", self.memory_mb),
+            ));
+        }
+        if !(1..=256).contains(&self.cpus) {
+            return Err(InvalidRequest::new(
+                "size.cpus",
+                format!("must be between 1 and 256, not {}", self.cpus),
+            ));
+        }
+        match self.storage.as_deref() {
+            None | Some("ssd" | "hdd" | "san") => Ok(()),
+            Some(other) => Err(InvalidRequest::new(
+                "size.storage",
+                format!("must be ssd, hdd or san, not {other:?}"),
+            )),
+        }
+    }
 }
 
 /// A [`CreateInstanceRequest`] whose values were checked.
@@ -119,6 +172,14 @@ pub struct ValidatedCreateInstance {
     /// The ro endpoint's rule (left out when it is the default, as in older requests).
     #[serde(default, skip_serializing_if = "crate::ro_api::RoSettings::is_default")]
     pub ro: crate::ro_api::RoSettings,
+    /// The parameters the instance starts with (a profile's values with the request's own over
+    /// them); checked by the controller before the instance is recorded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<InstanceSize>,
 }
 
 impl TryFrom<CreateInstanceRequest> for ValidatedCreateInstance {
@@ -163,6 +224,15 @@ impl TryFrom<CreateInstanceRequest> for ValidatedCreateInstance {
             Some(patch) => crate::ro_api::RoSettings::default().patched(patch)?,
             None => crate::ro_api::RoSettings::default(),
         };
+        if let Some(size) = &request.size {
+            size.validate()?;
+        }
+        if request.profile.is_some() && request.size.is_none() {
+            return Err(InvalidRequest::new(
+                "profile",
+                "a profile is computed from the instance's size: give size too",
+            ));
+        }
         Ok(Self {
             name: request.name,
             replicas,
@@ -171,6 +241,9 @@ impl TryFrom<CreateInstanceRequest> for ValidatedCreateInstance {
             backup,
             app: Some(app),
             ro,
+            parameters: request.parameters,
+            profile: request.profile,
+            size: request.size,
         })
     }
 }
@@ -451,6 +524,9 @@ mod tests {
             database: None,
             owner: None,
             ro: None,
+            parameters: BTreeMap::new(),
+            profile: None,
+            size: None,
             name: name.into(),
             replicas,
             replication: replication.map(String::from),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 pub use allow_list::{refusal, toygres_bounds, Refusal};
 
 /// How a change of the setting takes effect.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ParameterCategory {
@@ -37,6 +38,7 @@ impl ParameterCategory {
 }
 
 /// One setting as the catalog describes it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CatalogEntry {
     pub name: String,
@@ -64,6 +66,7 @@ pub struct CatalogEntry {
 }
 
 /// `GET /v1/parameters/catalog` (sidecar) and `GET /v1/instances/{name}/parameters/catalog`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ParameterCatalog {
     /// `server_version` of the Postgres the catalog was read from.
@@ -78,6 +81,7 @@ impl ParameterCatalog {
 }
 
 /// When a restart-class change takes effect.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ApplyMode {
@@ -88,15 +92,77 @@ pub enum ApplyMode {
     OnNextRestart,
 }
 
+/// How the primary takes a restart-class change, once the standbys run it (CloudNativePG's
+/// `primaryUpdateMethod`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrimaryUpdate {
+    /// Switch over to an updated, caught-up standby; the old primary restarts as a standby.
+    #[default]
+    Switchover,
+    /// Restart the primary where it is (writes wait for the restart).
+    Restart,
+    /// Leave the primary to the operator: the change stays pending on it until a switchover.
+    Supervised,
+}
+
 /// `PUT /v1/instances/{name}/parameters`: names to values (`null` resets a setting).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetInstanceParameters {
     pub parameters: std::collections::BTreeMap<String, Option<String>>,
     #[serde(default)]
     pub apply: ApplyMode,
+    /// With `apply: immediate`, the earliest time the change starts (RFC 3339); the operation
+    /// waits in the instance's queue until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_at: Option<String>,
+    #[serde(default)]
+    pub primary_update: PrimaryUpdate,
+}
+
+/// `POST /v1/instances/{name}/parameters/profile`: a profile's values (sized to the instance's
+/// declared size, or to `size`), with `parameters` over them; `dry_run` only shows what would
+/// change.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyProfile {
+    /// `oltp`, `analytics`, `general` or `development`.
+    pub profile: String,
+    #[serde(default)]
+    pub parameters: std::collections::BTreeMap<String, String>,
+    /// The size to compute for, when the instance declared none at create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<crate::controller_api::InstanceSize>,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default)]
+    pub primary_update: PrimaryUpdate,
+}
+
+/// One setting a profile would change.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileChange {
+    pub name: String,
+    /// What the instance runs now, with its unit.
+    pub current: String,
+    pub proposed: String,
+}
+
+/// The answer to a dry run of a profile: each setting whose value would change.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfilePlan {
+    pub instance: String,
+    pub profile: String,
+    pub changes: Vec<ProfileChange>,
 }
 
 /// Whether a member runs a desired value.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AppliedState {
@@ -111,6 +177,7 @@ pub enum AppliedState {
 }
 
 /// One member's view of a desired setting.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberParameter {
     pub member: String,
@@ -120,6 +187,7 @@ pub struct MemberParameter {
 }
 
 /// One desired setting and where it is applied.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredParameter {
     pub name: String,
@@ -128,6 +196,7 @@ pub struct DesiredParameter {
 }
 
 /// `GET /v1/instances/{name}/parameters`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceParameters {
     pub instance: String,
@@ -165,6 +234,22 @@ pub struct ParameterProblem {
     /// `invalid_value`.
     pub code: String,
     pub message: String,
+}
+
+/// A `pg_settings` value with its unit, as people read it: `8192` of `8kB` is `65536kB`.
+pub fn display_value(current: &str, unit: Option<&str>) -> String {
+    match unit {
+        Some(u) if u.starts_with(|c: char| c.is_ascii_digit()) => {
+            let split = u.find(|c: char| !c.is_ascii_digit()).unwrap_or(u.len());
+            let (times, base) = u.split_at(split);
+            match (current.parse::<i64>(), times.parse::<i64>()) {
+                (Ok(n), Ok(m)) => format!("{}{base}", n.saturating_mul(m)),
+                _ => format!("{current}×{u}"),
+            }
+        }
+        Some(u) => format!("{current}{u}"),
+        None => current.to_string(),
+    }
 }
 
 /// Checks every `(name, value)` of a request against `catalog` (`None` resets to the default);
@@ -324,6 +409,14 @@ fn unit_size(unit: &str) -> Option<(UnitClass, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_show_in_their_unit() {
+        assert_eq!(display_value("8192", Some("8kB")), "65536kB");
+        assert_eq!(display_value("4096", Some("kB")), "4096kB");
+        assert_eq!(display_value("-1", Some("8kB")), "-8kB");
+        assert_eq!(display_value("on", None), "on");
+    }
 
     fn entry(name: &str, vartype: &str, unit: Option<&str>, min: &str, max: &str) -> CatalogEntry {
         CatalogEntry {

@@ -258,6 +258,16 @@ pub enum SyncMethod {
     Any,
 }
 
+/// `POST /v1/restart`'s optional body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartRequest {
+    /// Values to put back in `postgresql.auto.conf` if Postgres does not start with its
+    /// configuration (`null` removes a setting); it is then started again, and the answer has
+    /// `ok: false` and says why the first start failed.
+    #[serde(default)]
+    pub fallback: BTreeMap<String, Option<String>>,
+}
+
 /// `POST /v1/fence`, `POST /v1/unfence`, `POST /v1/restart`, `PUT /v1/replication` answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ActionResponse {

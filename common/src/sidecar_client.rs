@@ -150,6 +150,14 @@ impl SidecarClient {
         self.call::<(), _>(Method::POST, "/v1/restart", None).await
     }
 
+    /// `POST /v1/restart` with values to fall back to if Postgres does not start.
+    pub async fn restart_with_fallback(
+        &self,
+        request: &crate::sidecar_api::RestartRequest,
+    ) -> Result<ActionResponse, SidecarClientError> {
+        self.call(Method::POST, "/v1/restart", Some(request)).await
+    }
+
     pub async fn parameters(&self) -> Result<Parameters, SidecarClientError> {
         self.call::<(), _>(Method::GET, "/v1/parameters", None)
             .await

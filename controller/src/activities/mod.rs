@@ -70,6 +70,8 @@ pub mod names {
     pub const WRITE_PARAMETERS: &str = "WriteParameters";
     pub const CONFIRM_PARAMETERS: &str = "ConfirmParameters";
     pub const RESTART_MEMBER: &str = "RestartMember";
+    pub const RECORD_DESIRED_PARAMETERS: &str = "RecordDesiredParameters";
+    pub const WAIT_REPLAYED: &str = "WaitReplayed";
     pub const ENSURE_APP_ACCESS: &str = "EnsureAppAccess";
     pub const OPERATION_CANCELLED: &str = "OperationCancelled";
     pub const PLAN_BACKUP_DELETION: &str = "PlanBackupDeletion";
@@ -167,6 +169,12 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
     let b = register!(b, names::WRITE_PARAMETERS, parameters::write_parameters);
     let b = register!(b, names::CONFIRM_PARAMETERS, parameters::confirm_parameters);
     let b = register!(b, names::RESTART_MEMBER, parameters::restart_member);
+    let b = register!(
+        b,
+        names::RECORD_DESIRED_PARAMETERS,
+        parameters::record_desired_parameters
+    );
+    let b = register!(b, names::WAIT_REPLAYED, parameters::wait_replayed);
     let b = register!(b, names::OPERATION_CANCELLED, cancel::operation_cancelled);
     let b = register!(
         b,

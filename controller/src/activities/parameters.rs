@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use duroxide::ActivityContext;
 use serde::{Deserialize, Serialize};
 use toygres_common::parameters_api::same_value;
-use toygres_common::sidecar_api::SetParametersRequest;
+use toygres_common::sidecar_api::{parse_lsn, RestartRequest, SetParametersRequest};
 
-use super::deps::ActivityDeps;
-use super::sidecar::sidecar;
+use super::deps::{describe, ActivityDeps};
+use super::sidecar::{poll_status, sidecar, Polled};
 
 /// How long a sidecar may take to restart its Postgres.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(180);
@@ -103,18 +103,107 @@ pub async fn confirm_parameters(
 pub struct RestartMemberInput {
     pub instance: String,
     pub member: String,
+    /// Values to put back if Postgres does not start with the new ones (`None` removes a
+    /// setting): the proof that a restart-class change starts, on its first member.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fallback: BTreeMap<String, Option<String>>,
 }
 
-/// Restarts the member's Postgres through its sidecar (returns once it runs again).
+/// Restarts the member's Postgres through its sidecar (returns once it runs again). With a
+/// fallback, returns why the new configuration did not start when the sidecar had to fall back
+/// (`None`: it started as configured).
 pub async fn restart_member(
     deps: Arc<ActivityDeps>,
     _ctx: ActivityContext,
     input: RestartMemberInput,
-) -> Result<(), String> {
+) -> Result<Option<String>, String> {
     let client = sidecar(&deps, &input.instance, &input.member, RESTART_TIMEOUT).await?;
-    client
-        .restart()
+    let answer = if input.fallback.is_empty() {
+        client.restart().await
+    } else {
+        client
+            .restart_with_fallback(&RestartRequest {
+                fallback: input.fallback,
+            })
+            .await
+    }
+    .map_err(|e| format!("restart {}: {e}", input.member))?;
+    Ok((!answer.ok).then_some(answer.message))
+}
+
+/// An instance's desired parameters, recorded again (a value sets, `None` resets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredParametersInput {
+    pub instance: String,
+    pub parameters: BTreeMap<String, Option<String>>,
+}
+
+/// Records them in the CMS (a change rolled back puts the previous values back).
+pub async fn record_desired_parameters(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: DesiredParametersInput,
+) -> Result<(), String> {
+    deps.cms
+        .set_desired_parameters(&input.instance, &input.parameters)
         .await
-        .map_err(|e| format!("restart {}: {e}", input.member))?;
-    Ok(())
+        .map_err(describe)
+}
+
+/// Wait until `standby` has replayed everything `primary` had written when the wait began.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayedInput {
+    pub instance: String,
+    pub primary: String,
+    pub standby: String,
+    pub timeout_secs: u64,
+}
+
+/// Polls the primary's view of its standbys until `standby`'s replay position passes the
+/// primary's position at the first look. After the primary restarted with a lowered
+/// hot-standby setting, a standby must have replayed that change (which updates its control
+/// file) before it restarts with the lower value, or its recovery stops at startup.
+pub async fn wait_replayed(
+    deps: Arc<ActivityDeps>,
+    ctx: ActivityContext,
+    input: ReplayedInput,
+) -> Result<(), String> {
+    let mut target = None;
+    poll_status(
+        &deps,
+        &ctx,
+        &input.instance,
+        &input.primary,
+        Duration::from_secs(input.timeout_secs),
+        |answer| {
+            let status = match answer {
+                Ok(status) => status,
+                Err(e) => return Polled::Waiting(e.to_string()),
+            };
+            let Some(current) = status.current_lsn.as_deref().and_then(parse_lsn) else {
+                return Polled::Waiting(format!("{} reports no position", input.primary));
+            };
+            let target = *target.get_or_insert(current);
+            let replayed = status
+                .standbys
+                .iter()
+                .find(|s| s.application_name == input.standby)
+                .and_then(|s| s.replay_lsn.as_deref().and_then(parse_lsn));
+            match replayed {
+                Some(at) if at >= target => Polled::Done(()),
+                Some(at) => Polled::Waiting(format!("{} bytes to replay", target - at)),
+                None => Polled::Waiting(format!(
+                    "{} is not streaming from {}",
+                    input.standby, input.primary
+                )),
+            }
+        },
+    )
+    .await
+    .map_err(|last| {
+        format!(
+            "{} did not replay {}'s latest WAL within {} s: {last}",
+            input.standby, input.primary, input.timeout_secs
+        )
+    })
 }

@@ -17,6 +17,7 @@ use toygres_common::ErrorBody;
 
 use super::types::InstanceList;
 use super::{ApiError, ApiState};
+use crate::parameters::builtin::for_new_instance;
 use crate::platform::SecretRefs;
 
 /// `GET /v1/instances`.
@@ -33,7 +34,13 @@ pub async fn create(
     body: Result<JsonObject<CreateInstanceRequest>, BodyRejection>,
 ) -> Result<(StatusCode, Json<OperationAccepted>), ApiError> {
     let JsonObject(request) = body?;
-    let spec = ValidatedCreateInstance::try_from(request)?;
+    let mut spec = ValidatedCreateInstance::try_from(request)?;
+    spec.parameters = for_new_instance(
+        spec.profile.as_deref(),
+        spec.size.as_ref(),
+        &spec.parameters,
+    )
+    .map_err(|e| ApiError::BadRequest(format!("parameters: {e}")))?;
     let engine = state.engine()?;
     let accepted = engine.create_instance(spec).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))

@@ -91,6 +91,10 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/instances/{name}/backups/window", get(backups::window))
         .route("/v1/stats", get(stats::stats))
         .route(
+            "/v1/instances/{name}/parameters/profile",
+            post(parameters::profile),
+        )
+        .route(
             "/v1/operations/{id}",
             get(operations::get).delete(operations::cancel),
         )

@@ -7,6 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use toygres_common::backup_api::*;
 use toygres_common::controller_api::*;
+use toygres_common::parameters_api::*;
 use toygres_common::{ErrorBody, ErrorDetail};
 
 struct BearerAuth;
@@ -53,6 +54,10 @@ impl Modify for BearerAuth {
         super::backups::cleanup,
         super::backups::delete,
         super::backups::window,
+        super::parameters::catalog,
+        super::parameters::get,
+        super::parameters::set,
+        super::parameters::profile,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, CreateInstanceRequest, OperationAccepted, Operation,
@@ -68,6 +73,9 @@ impl Modify for BearerAuth {
         toygres_common::ro_api::RoEndpointView, toygres_common::ro_api::RoBackend,
         toygres_common::ro_api::RoBackendState,
         toygres_common::stats_api::FleetStats, toygres_common::stats_api::MemberLag,
+        InstanceSize, ParameterCatalog, CatalogEntry, ParameterCategory, SetInstanceParameters,
+        ApplyMode, PrimaryUpdate, InstanceParameters, DesiredParameter, MemberParameter,
+        AppliedState, ApplyProfile, ProfilePlan, ProfileChange,
     )),
     modifiers(&BearerAuth),
 )]
@@ -100,11 +108,18 @@ mod tests {
             "/v1/instances/{name}/ro",
             "/v1/instances/{name}/backups",
             "/v1/backups/{id}",
+            "/v1/instances/{name}/parameters",
+            "/v1/instances/{name}/parameters/catalog",
+            "/v1/instances/{name}/parameters/profile",
         ] {
             assert!(paths.contains_key(path), "{path} missing");
         }
         assert!(json["paths"]["/v1/instances"]["post"].is_object());
         assert!(json["paths"]["/v1/operations/{id}"]["delete"].is_object());
+        assert!(json["paths"]["/v1/instances/{name}/parameters"]["put"].is_object());
+        let set = &json["components"]["schemas"]["SetInstanceParameters"]["properties"];
+        assert!(set["primary_update"].is_object(), "{set}");
+        assert!(set["apply_at"].is_object(), "{set}");
         // Generated clients and fuzzers see the real contract of a name.
         let name = &json["components"]["schemas"]["CreateInstanceRequest"]["properties"]["name"];
         assert_eq!(name["maxLength"].as_u64(), Some(40), "{name}");

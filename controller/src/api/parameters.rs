@@ -10,25 +10,30 @@ use std::time::Duration;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use toygres_common::controller_api::{MemberView, OperationAccepted};
 use toygres_common::domain::InstanceState;
 use toygres_common::names::validate_instance_name;
 use toygres_common::parameters_api::{
-    check_request, parse_number, same_value, AppliedState, DesiredParameter, InstanceParameters,
-    MemberParameter, ParameterCatalog, ParameterCategory, SetInstanceParameters,
+    check_request, display_value, parse_number, same_value, AppliedState, ApplyMode, ApplyProfile,
+    DesiredParameter, InstanceParameters, MemberParameter, ParameterCatalog, ParameterCategory,
+    ProfileChange, ProfilePlan, SetInstanceParameters,
 };
-use toygres_common::SidecarClient;
+use toygres_common::{ErrorBody, SidecarClient};
 
 use super::{ApiError, ApiState};
 use crate::engine::parameters::ParameterChange;
+use crate::parameters::diff::diff;
 use crate::parameters::plan::{plan, Change, PrimaryUpdate};
+use crate::parameters::profiles::{self, Profile};
 use crate::platform::SecretRefs;
 
 /// How long a sidecar may take to read its catalog.
 const CATALOG_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `GET /v1/instances/{name}/parameters/catalog`.
+#[utoipa::path(get, path = "/v1/instances/{name}/parameters/catalog", tag = "parameters", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "Every setting of the instance's Postgres: category, type, unit, range, allowed values, default, current value, and whether users may set it (and why not)", body = ParameterCatalog), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 503, description = "No member answered", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn catalog(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -45,6 +50,7 @@ pub async fn catalog(
 }
 
 /// `GET /v1/instances/{name}/parameters`: each desired setting and whether each member runs it.
+#[utoipa::path(get, path = "/v1/instances/{name}/parameters", tag = "parameters", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "Each setting set on the instance and, per member, whether it runs it", body = InstanceParameters), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -74,8 +80,7 @@ pub async fn get(
                     };
                     MemberParameter {
                         member: member.clone(),
-                        current: entry
-                            .map(|e| format!("{}{}", e.current, e.unit.as_deref().unwrap_or(""))),
+                        current: entry.map(|e| display_value(&e.current, e.unit.as_deref())),
                         state,
                     }
                 })
@@ -92,12 +97,25 @@ pub async fn get(
 
 /// `PUT /v1/instances/{name}/parameters`: checks every setting against the instance's catalog
 /// (a 400 names each bad one, and nothing changes), records them and queues the operation.
+#[utoipa::path(put, path = "/v1/instances/{name}/parameters", tag = "parameters", params(("name" = String, Path, description = "Instance name")), request_body = SetInstanceParameters, responses((status = 202, description = "Recorded and queued on the instance's actor as a parameters operation", body = OperationAccepted), (status = 400, description = "A bad name or value (each one named), an owned setting, or a bad apply_at; nothing changed", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "The instance is not running, or its queue is full", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn set(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     body: Result<Json<SetInstanceParameters>, JsonRejection>,
 ) -> Result<(StatusCode, Json<OperationAccepted>), ApiError> {
     let Json(request) = body?;
+    let accepted = apply_change(&state, &name, request).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+/// Checks a change against the instance's catalog (a 400 names each bad setting), records it
+/// and queues its operation.
+async fn apply_change(
+    state: &ApiState,
+    name: &str,
+    request: SetInstanceParameters,
+) -> Result<OperationAccepted, ApiError> {
+    let name = name.to_string();
     validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if request.parameters.is_empty() {
         return Err(ApiError::BadRequest("no parameters given".into()));
@@ -146,6 +164,11 @@ pub async fn set(
         PrimaryUpdate::Restart,
     )
     .map_err(ApiError::BadRequest)?;
+    let apply_at_ms = request
+        .apply_at
+        .as_deref()
+        .map(|at| apply_time(at, request.apply))
+        .transpose()?;
     let accepted = engine
         .change_parameters(
             &name,
@@ -154,10 +177,105 @@ pub async fn set(
                 apply: request.apply,
                 changes,
                 confirm,
+                primary_update: request.primary_update,
+                apply_at_ms,
             },
         )
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(accepted)))
+    Ok(accepted)
+}
+
+/// `POST /v1/instances/{name}/parameters/profile`: a profile's values for the instance's
+/// declared size (or the request's), with the request's own values over them; a dry run answers
+/// what would change, otherwise the values are applied like `PUT …/parameters`.
+#[utoipa::path(post, path = "/v1/instances/{name}/parameters/profile", tag = "parameters", params(("name" = String, Path, description = "Instance name")), request_body = ApplyProfile, responses((status = 200, description = "Dry run: each setting that would change", body = ProfilePlan), (status = 202, description = "Recorded and queued as a parameters operation", body = OperationAccepted), (status = 400, description = "Unknown profile, no size, or a bad value; nothing changed", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn profile(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Result<Json<ApplyProfile>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body?;
+    existing_members(&state, &name).await?;
+    let profile: Profile = request.profile.parse().map_err(ApiError::BadRequest)?;
+    let size = match request.size {
+        Some(size) => {
+            size.validate()?;
+            size
+        }
+        None => state.cms.instance_size(&name).await?.ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "instance {name} declared no size at create: give \"size\" to size the profile"
+            ))
+        })?,
+    };
+    let mut proposed: BTreeMap<String, String> = profiles::settings(profile, (&size).into())
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    proposed.extend(request.parameters);
+    if !request.dry_run {
+        let change = SetInstanceParameters {
+            parameters: proposed.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+            apply: ApplyMode::Immediate,
+            apply_at: None,
+            primary_update: request.primary_update,
+        };
+        let accepted = apply_change(&state, &name, change).await?;
+        return Ok((StatusCode::ACCEPTED, Json(accepted)).into_response());
+    }
+    let Json(catalog) = catalog(State(state.clone()), Path(name.clone())).await?;
+    let as_request: BTreeMap<String, Option<String>> = proposed
+        .iter()
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    let problems = check_request(&catalog, &as_request);
+    if !problems.is_empty() {
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        return Err(ApiError::BadRequest(messages.join("; ")));
+    }
+    let changes = diff(&catalog, &proposed)
+        .into_iter()
+        .map(|c| ProfileChange {
+            name: c.name,
+            current: c.current,
+            proposed: c.proposed,
+        })
+        .collect();
+    Ok(Json(ProfilePlan {
+        instance: name,
+        profile: profile.to_string(),
+        changes,
+    })
+    .into_response())
+}
+
+/// How far ahead a change may be scheduled.
+const MAX_SCHEDULE_AHEAD: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
+/// `apply_at` as milliseconds since the epoch: an RFC 3339 time, not in the past, at most a
+/// day ahead, for an immediate change.
+fn apply_time(at: &str, apply: ApplyMode) -> Result<u64, ApiError> {
+    if apply != ApplyMode::Immediate {
+        return Err(ApiError::BadRequest(
+            "apply_at schedules an immediate change; on-next-restart has no time".into(),
+        ));
+    }
+    let time = chrono::DateTime::parse_from_rfc3339(at)
+        .map_err(|e| ApiError::BadRequest(format!("apply_at {at:?} is not an RFC 3339 time: {e}")))?
+        .with_timezone(&chrono::Utc);
+    let now = chrono::Utc::now();
+    if time < now - chrono::TimeDelta::seconds(5) {
+        return Err(ApiError::BadRequest(format!(
+            "apply_at {at} is in the past"
+        )));
+    }
+    if time > now + MAX_SCHEDULE_AHEAD {
+        return Err(ApiError::BadRequest(format!(
+            "apply_at {at} is more than a day ahead"
+        )));
+    }
+    u64::try_from(time.timestamp_millis())
+        .map_err(|_| ApiError::BadRequest(format!("apply_at {at} is out of range")))
 }
 
 /// The members of an instance that exists (404 otherwise), the primary first.

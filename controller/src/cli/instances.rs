@@ -2,12 +2,14 @@
 
 use toygres_common::backup_api::BackupConfigRequest;
 use toygres_common::controller_api::{
-    ConnectionInfo, CreateInstanceRequest, InstanceDetail, OperationAccepted, MAX_REPLICAS,
+    ConnectionInfo, CreateInstanceRequest, InstanceDetail, InstanceSize, OperationAccepted,
+    MAX_REPLICAS,
 };
 
 use super::args::{ClientArgs, OutputFormat};
 use super::client::ControllerClient;
 use super::operation::{fail_unless_succeeded, wait};
+use super::params::{memory_mb, parse_settings};
 
 /// The flags of `toygres create`.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,6 +40,21 @@ pub struct CreateArgs {
     pub owner: Option<String>,
     #[command(flatten)]
     pub ro: super::ro::CreateRoFlags,
+    /// A Postgres parameter to start with, as key=value (repeat it for more)
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// A tuning profile sized to --memory and --cpus (oltp, analytics, general, development)
+    #[arg(long, requires_all = ["memory", "cpus"])]
+    pub profile: Option<String>,
+    /// The instance's declared memory (e.g. 4GB, 512MB)
+    #[arg(long, requires = "cpus")]
+    pub memory: Option<String>,
+    /// The instance's declared CPUs
+    #[arg(long, requires = "memory")]
+    pub cpus: Option<u32>,
+    /// The storage the data lives on (ssd, hdd, san)
+    #[arg(long, requires = "memory")]
+    pub storage: Option<String>,
     /// Print the operation id and return at once
     #[arg(long)]
     pub no_wait: bool,
@@ -94,6 +111,19 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
         database: args.database.clone(),
         owner: args.owner.clone(),
         ro: args.ro.patch(),
+        parameters: parse_settings(&args.params)?
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect(),
+        profile: args.profile.clone(),
+        size: match (&args.memory, args.cpus) {
+            (Some(memory), Some(cpus)) => Some(InstanceSize {
+                memory_mb: memory_mb(memory)?,
+                cpus,
+                storage: args.storage.clone(),
+            }),
+            _ => None,
+        },
     };
     let accepted: OperationAccepted = client.post("/v1/instances", &request).await?;
     let table = args.output == OutputFormat::Table;

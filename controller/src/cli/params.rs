@@ -6,10 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use toygres_common::controller_api::OperationAccepted;
+use toygres_common::controller_api::{InstanceSize, OperationAccepted};
 use toygres_common::parameters_api::{
-    AppliedState, ApplyMode, CatalogEntry, InstanceParameters, ParameterCatalog, ParameterCategory,
-    SetInstanceParameters,
+    AppliedState, ApplyMode, ApplyProfile, CatalogEntry, InstanceParameters, ParameterCatalog,
+    ParameterCategory, PrimaryUpdate, ProfilePlan, SetInstanceParameters,
 };
 
 use super::args::{ClientArgs, OutputFormat};
@@ -34,6 +34,39 @@ pub enum ParamsCommand {
     Reset(ResetArgs),
     /// Describe the instance's settings (all, or one)
     Describe(DescribeArgs),
+    /// Apply a tuning profile sized to the instance: NAME PROFILE [key=value …]
+    Profile(ProfileArgs),
+}
+
+/// `toygres params profile NAME PROFILE [key=value …] [--dry-run]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProfileArgs {
+    pub name: String,
+    /// oltp, analytics, general or development
+    pub profile: String,
+    /// Values of your own over the profile's, as key=value
+    #[arg(value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
+    /// Only show what would change
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Size the profile for this memory (e.g. 8GB) instead of the instance's declared size
+    #[arg(long, requires = "cpus")]
+    pub memory: Option<String>,
+    /// … and these CPUs
+    #[arg(long, requires = "memory")]
+    pub cpus: Option<u32>,
+    /// How the primary takes restart-class values
+    #[arg(long, value_enum, default_value_t = PrimaryUpdateArg::Switchover)]
+    pub primary_update: PrimaryUpdateArg,
+    /// Return once the change is accepted
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 }
 
 /// `toygres params get NAME`.
@@ -47,23 +80,30 @@ pub struct GetArgs {
     pub output: OutputFormat,
 }
 
-/// When restart-class changes apply, as flags spell it.
+/// How the primary takes a restart-class change, as flags spell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ApplyArg {
-    Immediate,
-    OnNextRestart,
+pub enum PrimaryUpdateArg {
+    /// Switch over to an updated standby, then restart the old primary as a standby
+    Switchover,
+    /// Restart the primary in place
+    Restart,
+    /// Update the standbys only; the primary waits for a switchover
+    Supervised,
 }
 
-/// `toygres params set NAME key=value … [--apply immediate|on-next-restart]`.
+/// `toygres params set NAME key=value … [--apply immediate|on-next-restart|at TIME]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SetArgs {
     pub name: String,
     /// Settings as key=value
     #[arg(required = true, value_name = "KEY=VALUE")]
     pub settings: Vec<String>,
-    /// When restart-class settings take effect
-    #[arg(long, value_enum, default_value_t = ApplyArg::Immediate)]
-    pub apply: ApplyArg,
+    /// When the change takes effect: immediate, on-next-restart, or at TIME (RFC 3339)
+    #[arg(long, num_args = 1..=2, value_name = "WHEN", default_value = "immediate")]
+    pub apply: Vec<String>,
+    /// How the primary takes a restart-class change
+    #[arg(long, value_enum, default_value_t = PrimaryUpdateArg::Switchover)]
+    pub primary_update: PrimaryUpdateArg,
     /// Return once the change is accepted
     #[arg(long)]
     pub no_wait: bool,
@@ -114,11 +154,13 @@ pub async fn run(args: ParamsArgs) -> anyhow::Result<()> {
         ParamsCommand::Get(args) => get(args).await,
         ParamsCommand::Set(args) => {
             let parameters = parse_settings(&args.settings)?;
-            let apply = match args.apply {
-                ApplyArg::Immediate => ApplyMode::Immediate,
-                ApplyArg::OnNextRestart => ApplyMode::OnNextRestart,
+            let (apply, apply_at) = parse_apply(&args.apply)?;
+            let request = SetInstanceParameters {
+                parameters,
+                apply,
+                apply_at,
+                primary_update: args.primary_update.into(),
             };
-            let request = SetInstanceParameters { parameters, apply };
             change(
                 &args.name,
                 &request,
@@ -132,6 +174,8 @@ pub async fn run(args: ParamsArgs) -> anyhow::Result<()> {
             let request = SetInstanceParameters {
                 parameters: args.settings.iter().map(|k| (k.clone(), None)).collect(),
                 apply: ApplyMode::Immediate,
+                apply_at: None,
+                primary_update: PrimaryUpdate::default(),
             };
             change(
                 &args.name,
@@ -143,11 +187,100 @@ pub async fn run(args: ParamsArgs) -> anyhow::Result<()> {
             .await
         }
         ParamsCommand::Describe(args) => describe(args).await,
+        ParamsCommand::Profile(args) => profile(args).await,
     }
 }
 
+impl From<PrimaryUpdateArg> for PrimaryUpdate {
+    fn from(arg: PrimaryUpdateArg) -> Self {
+        match arg {
+            PrimaryUpdateArg::Switchover => PrimaryUpdate::Switchover,
+            PrimaryUpdateArg::Restart => PrimaryUpdate::Restart,
+            PrimaryUpdateArg::Supervised => PrimaryUpdate::Supervised,
+        }
+    }
+}
+
+/// `toygres params profile`: the dry run's diff, or the change followed like `params set`.
+async fn profile(args: ProfileArgs) -> anyhow::Result<()> {
+    let request = ApplyProfile {
+        profile: args.profile.clone(),
+        parameters: parse_settings(&args.settings)?
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect(),
+        size: match (&args.memory, args.cpus) {
+            (Some(memory), Some(cpus)) => Some(InstanceSize {
+                memory_mb: memory_mb(memory)?,
+                cpus,
+                storage: None,
+            }),
+            _ => None,
+        },
+        dry_run: args.dry_run,
+        primary_update: args.primary_update.into(),
+    };
+    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let path = format!("/v1/instances/{}/parameters/profile", args.name);
+    if args.dry_run {
+        let plan: ProfilePlan = client.post(&path, &request).await?;
+        match args.output {
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+            OutputFormat::Table => print!("{}", render_plan(&plan)),
+        }
+        return Ok(());
+    }
+    let accepted: OperationAccepted = client.post(&path, &request).await?;
+    follow(&args.name, &accepted, args.no_wait, &client, args.output).await
+}
+
+/// A profile's dry run: one line per setting that would change.
+fn render_plan(plan: &ProfilePlan) -> String {
+    if plan.changes.is_empty() {
+        return format!(
+            "{} already runs the {} profile's values\n",
+            plan.instance, plan.profile
+        );
+    }
+    let mut out = format!("{:<32}{:<20}{}\n", "NAME", "CURRENT", "PROPOSED");
+    for c in &plan.changes {
+        out.push_str(&format!("{:<32}{:<20}{}\n", c.name, c.current, c.proposed));
+    }
+    out
+}
+
+/// `--apply immediate|on-next-restart|at TIME`.
+fn parse_apply(words: &[String]) -> anyhow::Result<(ApplyMode, Option<String>)> {
+    match words {
+        [w] if w == "immediate" => Ok((ApplyMode::Immediate, None)),
+        [w] if w == "on-next-restart" => Ok((ApplyMode::OnNextRestart, None)),
+        [w, time] if w == "at" => Ok((ApplyMode::Immediate, Some(time.clone()))),
+        _ => anyhow::bail!(
+            "--apply takes immediate, on-next-restart or at TIME (RFC 3339), not {:?}",
+            words.join(" ")
+        ),
+    }
+}
+
+/// A memory size as people write it (`4GB`, `512MB`, `1TB`; a bare number is MB) in MiB.
+pub fn memory_mb(text: &str) -> anyhow::Result<u64> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{text:?} is not a memory size like 4GB or 512MB"))?;
+    let factor = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "MB" | "M" | "MIB" => 1,
+        "GB" | "G" | "GIB" => 1024,
+        "TB" | "T" | "TIB" => 1024 * 1024,
+        _ => anyhow::bail!("{text:?} is not a memory size like 4GB or 512MB"),
+    };
+    Ok(number * factor)
+}
+
 /// `key=value` arguments as a request's settings.
-fn parse_settings(settings: &[String]) -> anyhow::Result<BTreeMap<String, Option<String>>> {
+pub fn parse_settings(settings: &[String]) -> anyhow::Result<BTreeMap<String, Option<String>>> {
     settings
         .iter()
         .map(|s| match s.split_once('=') {
@@ -170,10 +303,21 @@ async fn change(
     let accepted: OperationAccepted = client
         .put(&format!("/v1/instances/{name}/parameters"), request)
         .await?;
+    follow(name, &accepted, no_wait, &client, output).await
+}
+
+/// Prints the accepted change's operation, or follows it to its end and shows the values.
+async fn follow(
+    name: &str,
+    accepted: &OperationAccepted,
+    no_wait: bool,
+    client: &ControllerClient,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
     let table = output == OutputFormat::Table;
     if no_wait {
         match output {
-            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&accepted)?),
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(accepted)?),
             OutputFormat::Table => println!("operation {}", accepted.operation_id),
         }
         return Ok(());
@@ -184,7 +328,7 @@ async fn change(
             accepted.operation_id
         );
     }
-    let operation = wait(&client, &accepted.operation_id, table).await?;
+    let operation = wait(client, &accepted.operation_id, table).await?;
     fail_unless_succeeded(&operation)?;
     let parameters: InstanceParameters = client
         .get(&format!("/v1/instances/{name}/parameters"))
@@ -337,6 +481,32 @@ mod tests {
         assert_eq!(parsed["jit"].as_deref(), Some("off"));
         assert!(parse_settings(&["work_mem".into()]).is_err());
         assert!(parse_settings(&["=1".into()]).is_err());
+    }
+
+    #[test]
+    fn memory_sizes_read_as_mebibytes() {
+        assert_eq!(memory_mb("4GB").unwrap(), 4096);
+        assert_eq!(memory_mb("512MB").unwrap(), 512);
+        assert_eq!(memory_mb("2048").unwrap(), 2048);
+        assert!(memory_mb("lots").is_err());
+        assert!(memory_mb("4PB").is_err());
+    }
+
+    #[test]
+    fn apply_takes_a_mode_or_a_time() {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            parse_apply(&words(&["on-next-restart"])).unwrap(),
+            (ApplyMode::OnNextRestart, None)
+        );
+        let at = "2030-01-01T03:00:00Z";
+        assert_eq!(
+            parse_apply(&words(&["at", at])).unwrap(),
+            (ApplyMode::Immediate, Some(at.to_string()))
+        );
+        for bad in [&["at"][..], &["soon"], &["immediate", "x"]] {
+            assert!(parse_apply(&words(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

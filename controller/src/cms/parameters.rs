@@ -49,4 +49,24 @@ impl Cms {
         .await?;
         Ok(())
     }
+
+    /// The size the instance declared at create (its spec's `size`), if it did.
+    pub async fn instance_size(
+        &self,
+        instance: &str,
+    ) -> Result<Option<toygres_common::controller_api::InstanceSize>, CmsError> {
+        let what = "read an instance's declared size";
+        let rows = self
+            .query(
+                what,
+                "SELECT spec->'size' FROM toygres.instances WHERE name = $1",
+                &[&instance],
+            )
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let value: Option<serde_json::Value> = get(row, 0, what)?;
+        Ok(value.and_then(|v| serde_json::from_value(v).ok()))
+    }
 }

@@ -90,6 +90,10 @@ impl Engine {
             database: app.as_ref().map(|a| a.database.clone()),
             owner: app.map(|a| a.owner),
             ro: None,
+            // The restored data directory brings the source's parameters.
+            parameters: Default::default(),
+            profile: None,
+            size: None,
         })
         .map_err(|e| {
             let field = if e.field == "name" { "to" } else { e.field };

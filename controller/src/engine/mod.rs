@@ -229,6 +229,17 @@ impl Engine {
                 )))
             }
         }
+        if !spec.parameters.is_empty() {
+            // Desired from the start: `params get` shows them, and they follow the instance.
+            let desired = spec
+                .parameters
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect();
+            self.cms
+                .set_desired_parameters(&spec.name, &desired)
+                .await?;
+        }
         self.start_operation(names::CREATE_INSTANCE, &operation_id, &request)
             .await?;
         if let Err(e) = self.ensure_backup_schedule(&spec.name).await {

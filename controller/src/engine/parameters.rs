@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use toygres_common::controller_api::OperationAccepted;
 use toygres_common::domain::OperationKind;
-use toygres_common::parameters_api::ApplyMode;
+use toygres_common::parameters_api::{ApplyMode, PrimaryUpdate};
 
 use super::{new_operation_id, Engine, EngineError};
 use crate::orchestrations::instance_actor::ActorCommand;
@@ -20,6 +20,9 @@ pub struct ParameterChange {
     pub apply: ApplyMode,
     pub changes: Vec<Change>,
     pub confirm: BTreeMap<String, String>,
+    pub primary_update: PrimaryUpdate,
+    /// The earliest start, in milliseconds since the epoch.
+    pub apply_at_ms: Option<u64>,
 }
 
 impl Engine {
@@ -30,6 +33,12 @@ impl Engine {
         change: ParameterChange,
     ) -> Result<OperationAccepted, EngineError> {
         let instance = self.running_instance(name).await?;
+        let before = self.cms.desired_parameters(name).await?;
+        let previous = change
+            .parameters
+            .keys()
+            .map(|k| (k.clone(), before.get(k).cloned()))
+            .collect();
         self.cms
             .set_desired_parameters(name, &change.parameters)
             .await?;
@@ -41,6 +50,10 @@ impl Engine {
             apply: change.apply,
             changes: change.changes,
             confirm: change.confirm,
+            primary_update: change.primary_update,
+            apply_at_ms: change.apply_at_ms,
+            previous,
+            ha: None,
         });
         self.queue_operation(
             &instance,

@@ -13,6 +13,7 @@ use super::instance_actor::{actor_id, ActorInput, ActorSettings};
 use super::members::{delete_members, member_name, MEMBER_READY_TIMEOUT_SECS};
 use super::names;
 use super::operation::{report, route_endpoints, OperationRun};
+use super::parameters::{apply_on_new_primary, confirm_everywhere};
 use crate::activities::app_access::AppAccessInput;
 use crate::activities::ha::SyncPolicyInput;
 use crate::activities::members::{CreateMemberInput, InstanceRef};
@@ -172,6 +173,19 @@ async fn provision(
     )
     .await?;
 
+    if !input.spec.parameters.is_empty() {
+        // On the primary before the standbys copy it: they start with the same values.
+        report(ctx, 3, STEPS, "applying the instance's parameters");
+        apply_on_new_primary(
+            ctx,
+            name,
+            &primary_name,
+            &input.spec.parameters,
+            primary_ready_secs,
+        )
+        .await?;
+    }
+
     let standbys: Vec<String> = (1..=input.spec.replicas)
         .map(|n| member_name(name, n))
         .collect();
@@ -247,6 +261,13 @@ async fn provision(
             )
             .await;
         first_error(streaming)?;
+    }
+
+    if !input.spec.parameters.is_empty() {
+        let members: Vec<String> = std::iter::once(primary_name.clone())
+            .chain(standbys.iter().cloned())
+            .collect();
+        confirm_everywhere(ctx, name, &members, &input.spec.parameters).await?;
     }
 
     let mut sync_standby = None;

@@ -2,31 +2,50 @@
 //! (so never beside a switchover or a backup). Writes the change on every member (each sidecar
 //! checks it and reloads), confirms the reload-class values from every member's `pg_settings`,
 //! then — for restart-class changes applied now — restarts the members one at a time in the
-//! order [`crate::parameters::plan`] decides, each standby caught up before the next.
+//! order [`crate::parameters::plan`] decides, each standby caught up before the next. The primary
+//! takes the change as its request says: by a switchover to an updated standby (a *Switchover*
+//! child; the old primary rejoins as a standby and so restarts with the change), by a restart in
+//! place, or not at all (`supervised`: it waits for the operator's switchover). A change with an
+//! `apply_at` time first waits on a durable timer, checking for a cancel. The first member to
+//! restart proves the change starts: if Postgres does not start with it, its sidecar puts the
+//! previous values back and starts it again, and the change is undone on every member.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::time::Duration;
+
 use duroxide::OrchestrationContext;
 use serde::{Deserialize, Serialize};
+use toygres_common::controller_api::{HaSettings, OldPrimaryAction, ValidatedSwitchover};
 use toygres_common::domain::OperationKind;
-use toygres_common::parameters_api::ApplyMode;
+use toygres_common::parameters_api::{ApplyMode, ParameterCategory, PrimaryUpdate};
 
-use super::durable::call;
-use super::operation::{report, OperationRun};
+use super::durable::{call, now_ms, sub_orchestration};
+use super::ha::switchover::SwitchoverInput;
+use super::names;
+use super::operation::{cancel_requested, report, OperationRun};
 use crate::activities::ha::{CatchUpInput, CaughtUp};
 use crate::activities::members::{InstanceRef, Topology};
 use crate::activities::names as act;
 use crate::activities::parameters::{
-    ConfirmParametersInput, RestartMemberInput, WriteParametersInput,
+    ConfirmParametersInput, DesiredParametersInput, ReplayedInput, RestartMemberInput,
+    WriteParametersInput,
 };
 use crate::activities::sidecar::{ExpectedRole, MemberReady, WaitReadyInput};
-use crate::parameters::plan::{plan, Change, PrimaryUpdate, RestartStep};
+use crate::parameters::plan::{plan, Change, RestartStep};
 
 /// How long a member may take to run a reloaded value, or to serve again after a restart.
 const MEMBER_TIMEOUT_SECS: u64 = 180;
 /// A restarted standby counts as caught up this close to its primary.
 const CAUGHT_UP_BYTES: u64 = 1024 * 1024;
 const STEPS: u32 = 4;
+/// How often a change waiting for its time checks whether the operator cancelled it: often
+/// near its time, less often before (each check grows the orchestration's history).
+const WAIT_CHECK_NEAR: Duration = Duration::from_secs(5);
+const WAIT_CHECK_FAR: Duration = Duration::from_secs(30);
+const NEAR: Duration = Duration::from_secs(600);
+/// How long a switchover's target may take to catch up before it takes over.
+const SWITCHOVER_SYNC_SECS: u64 = 120;
 
 /// The input of *Parameters* (also the actor's `parameters` command).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +59,24 @@ pub struct ParametersInput {
     pub changes: Vec<Change>,
     /// The reload-class values every member must run when the operation ends.
     pub confirm: BTreeMap<String, String>,
+    /// How the primary takes a restart-class change (older histories: a restart in place, what
+    /// the controller did then).
+    #[serde(default = "restart_in_place")]
+    pub primary_update: PrimaryUpdate,
+    /// The earliest time to start, in milliseconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_at_ms: Option<u64>,
+    /// What the instance's desired parameters held for each changed setting before the change
+    /// (`None`: not set): what a change that does not start is rolled back to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub previous: BTreeMap<String, Option<String>>,
+    /// The instance's HA settings, which a switchover follows (the actor fills them in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaSettings>,
+}
+
+fn restart_in_place() -> PrimaryUpdate {
+    PrimaryUpdate::Restart
 }
 
 /// Applies the change; returns what was done.
@@ -66,8 +103,11 @@ async fn apply(
     input: &ParametersInput,
     operation: &OperationRun,
 ) -> Result<String, String> {
-    report(ctx, 1, STEPS, "writing the change on every member");
     operation.record_started(ctx, None).await?;
+    if let Some(at) = input.apply_at_ms {
+        wait_until(ctx, input, at).await?;
+    }
+    report(ctx, 1, STEPS, "writing the change on every member");
     let topology: Topology = call(
         ctx,
         act::READ_TOPOLOGY,
@@ -89,20 +129,7 @@ async fn apply(
     let members: Vec<String> = std::iter::once(primary.clone())
         .chain(standbys.iter().cloned())
         .collect();
-    let mut pending = BTreeSet::new();
-    for member in &members {
-        let waiting: Vec<String> = call(
-            ctx,
-            act::WRITE_PARAMETERS,
-            &WriteParametersInput {
-                instance: input.instance.clone(),
-                member: member.clone(),
-                parameters: input.parameters.clone(),
-            },
-        )
-        .await?;
-        pending.extend(waiting);
-    }
+    let pending = write_everywhere(ctx, &input.instance, &members, &input.parameters).await?;
 
     report(
         ctx,
@@ -110,22 +137,9 @@ async fn apply(
         STEPS,
         "confirming the reloaded values on every member",
     );
-    if !input.confirm.is_empty() {
-        for member in &members {
-            call::<_, ()>(
-                ctx,
-                act::CONFIRM_PARAMETERS,
-                &ConfirmParametersInput {
-                    instance: input.instance.clone(),
-                    member: member.clone(),
-                    expected: input.confirm.clone(),
-                    timeout_secs: MEMBER_TIMEOUT_SECS,
-                },
-            )
-            .await?;
-        }
+    for member in &members {
+        confirm(ctx, &input.instance, member, &input.confirm).await?;
     }
-    let pending: Vec<String> = pending.into_iter().collect();
     if pending.is_empty() {
         return Ok(format!(
             "applied on {} members without a restart",
@@ -140,25 +154,70 @@ async fn apply(
         ));
     }
 
-    let rollout = plan(&input.changes, &primary, &standbys, PrimaryUpdate::Restart)?;
+    let rollout = plan(&input.changes, &primary, &standbys, input.primary_update)?;
     let total = rollout.restarts.len();
+    let mut held = None;
+    let mut primary_restarted = false;
     for (index, step) in rollout.restarts.iter().enumerate() {
-        let (member, role) = match step {
-            RestartStep::Standby(member) => (member, ExpectedRole::Standby),
-            RestartStep::Primary(member) => (member, ExpectedRole::Primary),
-            RestartStep::Switchover { from, .. } => {
-                return Err(format!(
-                    "a switchover away from {from} is not how this controller updates a primary"
-                ))
+        let doing = match step {
+            RestartStep::Standby(member) | RestartStep::Primary(member) => {
+                format!("restarting {member}")
             }
+            RestartStep::Switchover { from, .. } => {
+                format!("switching over from {from} to an updated standby")
+            }
+            RestartStep::HoldPrimary(member) => format!("leaving {member} to the operator"),
         };
-        report(
-            ctx,
-            3,
-            STEPS,
-            format!("restarting {member} ({}/{total})", index + 1),
-        );
-        restart_one(ctx, input, &primary, member, role).await?;
+        report(ctx, 3, STEPS, format!("{doing} ({}/{total})", index + 1));
+        // The first restart proves the change starts: if it does not, that member falls back
+        // to the previous values and the change is undone everywhere.
+        let fallback = if index == 0 {
+            input.previous.clone()
+        } else {
+            BTreeMap::new()
+        };
+        match step {
+            RestartStep::Switchover { .. } => switch_over(ctx, input).await?,
+            RestartStep::HoldPrimary(member) => held = Some(member.clone()),
+            RestartStep::Standby(member) | RestartStep::Primary(member) => {
+                let fell_back = restart_step(
+                    ctx,
+                    &input.instance,
+                    &primary,
+                    step,
+                    &mut primary_restarted,
+                    &fallback,
+                )
+                .await?;
+                if let Some(why) = fell_back {
+                    return Err(roll_back(ctx, input, &members, member, &why).await);
+                }
+            }
+        }
+    }
+    // Every member runs the restart-class values now (the roll may have moved the primary).
+    let restarted: BTreeMap<String, String> = input
+        .changes
+        .iter()
+        .filter(|c| c.category == ParameterCategory::Restart)
+        .filter_map(|c| Some((c.name.clone(), input.parameters.get(&c.name)?.clone()?)))
+        .collect();
+    report(
+        ctx,
+        4,
+        STEPS,
+        "confirming the restarted values on every member",
+    );
+    for member in members.iter().filter(|m| held.as_ref() != Some(*m)) {
+        confirm(ctx, &input.instance, member, &restarted).await?;
+    }
+    if let Some(primary) = held {
+        return Ok(format!(
+            "{} rolled through the standbys; the primary {primary} applies it at its next \
+             restart or switchover (POST /v1/instances/{}/switchover)",
+            pending.join(", "),
+            input.instance
+        ));
     }
     Ok(format!(
         "{} rolled through {} members",
@@ -167,28 +226,243 @@ async fn apply(
     ))
 }
 
+/// Waits on durable timers until `at_ms`, ending early (as cancelled) if the operator cancels.
+async fn wait_until(
+    ctx: &OrchestrationContext,
+    input: &ParametersInput,
+    at_ms: u64,
+) -> Result<(), String> {
+    loop {
+        let now = now_ms(ctx).await?;
+        if now >= at_ms {
+            return Ok(());
+        }
+        report(
+            ctx,
+            1,
+            STEPS,
+            format!(
+                "scheduled: waiting {} s to apply",
+                (at_ms - now).div_ceil(1000)
+            ),
+        );
+        if cancel_requested(ctx, &input.operation_id).await {
+            // Nothing was written: the desired values go back to what they were.
+            record_desired(ctx, &input.instance, &input.previous).await?;
+            return Err("cancelled by the operator".into());
+        }
+        let left = Duration::from_millis(at_ms - now);
+        let check = if left > NEAR {
+            WAIT_CHECK_FAR
+        } else {
+            WAIT_CHECK_NEAR
+        };
+        ctx.schedule_timer(check.min(left)).await;
+    }
+}
+
+/// Hands the primary role to an updated standby (every standby runs the change by now) with a
+/// *Switchover* child; the old primary rejoins as a standby, restarting with the change.
+async fn switch_over(ctx: &OrchestrationContext, input: &ParametersInput) -> Result<(), String> {
+    let id = format!("{}-switchover", input.operation_id);
+    let child = SwitchoverInput {
+        operation_id: id.clone(),
+        instance: input.instance.clone(),
+        request: ValidatedSwitchover {
+            to: None,
+            wait_for_sync: true,
+            sync_timeout_secs: SWITCHOVER_SYNC_SECS,
+            old_primary_action: OldPrimaryAction::ConvertToReplica,
+        },
+        ha: input.ha.clone().unwrap_or_default(),
+    };
+    sub_orchestration(ctx, names::SWITCHOVER, &id, &child)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("switchover ({id}): {e}"))
+}
+
+/// Writes `parameters` on each of `members`; returns the settings waiting for a restart.
+async fn write_everywhere(
+    ctx: &OrchestrationContext,
+    instance: &str,
+    members: &[String],
+    parameters: &BTreeMap<String, Option<String>>,
+) -> Result<Vec<String>, String> {
+    let mut pending = BTreeSet::new();
+    for member in members {
+        let waiting: Vec<String> = call(
+            ctx,
+            act::WRITE_PARAMETERS,
+            &WriteParametersInput {
+                instance: instance.to_string(),
+                member: member.clone(),
+                parameters: parameters.clone(),
+            },
+        )
+        .await?;
+        pending.extend(waiting);
+    }
+    Ok(pending.into_iter().collect())
+}
+
+/// A new instance's parameters on its primary (*CreateInstance*, before any standby copies
+/// it, so the standbys start with the same values and no restart order matters): written once
+/// the primary accepts writes, and the primary restarted if a value waits for it.
+pub(crate) async fn apply_on_new_primary(
+    ctx: &OrchestrationContext,
+    instance: &str,
+    primary: &str,
+    parameters: &BTreeMap<String, String>,
+    ready_secs: u64,
+) -> Result<(), String> {
+    let ready = WaitReadyInput {
+        instance: instance.to_string(),
+        member: primary.to_string(),
+        role: ExpectedRole::Primary,
+        timeout_secs: ready_secs,
+    };
+    let _: MemberReady = call(ctx, act::WAIT_MEMBER_READY, &ready).await?;
+    let values = parameters
+        .iter()
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    let members = [primary.to_string()];
+    let pending = write_everywhere(ctx, instance, &members, &values).await?;
+    if !pending.is_empty() {
+        let none = BTreeMap::new();
+        restart_one(
+            ctx,
+            instance,
+            primary,
+            primary,
+            ExpectedRole::Primary,
+            &none,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Waits until every one of `members` runs `parameters`.
+pub(crate) async fn confirm_everywhere(
+    ctx: &OrchestrationContext,
+    instance: &str,
+    members: &[String],
+    parameters: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    for member in members {
+        confirm(ctx, instance, member, parameters).await?;
+    }
+    Ok(())
+}
+
+/// Records `parameters` as the instance's desired values again (a change undone).
+async fn record_desired(
+    ctx: &OrchestrationContext,
+    instance: &str,
+    parameters: &BTreeMap<String, Option<String>>,
+) -> Result<(), String> {
+    if parameters.is_empty() {
+        return Ok(());
+    }
+    call(
+        ctx,
+        act::RECORD_DESIRED_PARAMETERS,
+        &DesiredParametersInput {
+            instance: instance.to_string(),
+            parameters: parameters.clone(),
+        },
+    )
+    .await
+}
+
+/// Waits until `member` runs `expected` (nothing to wait for when it is empty).
+async fn confirm(
+    ctx: &OrchestrationContext,
+    instance: &str,
+    member: &str,
+    expected: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    if expected.is_empty() {
+        return Ok(());
+    }
+    call::<_, ()>(
+        ctx,
+        act::CONFIRM_PARAMETERS,
+        &ConfirmParametersInput {
+            instance: instance.to_string(),
+            member: member.to_string(),
+            expected: expected.clone(),
+            timeout_secs: MEMBER_TIMEOUT_SECS,
+        },
+    )
+    .await
+}
+
+/// Restarts a standby (once it replayed what a restarted primary wrote: a lowered hot-standby
+/// setting must reach its control file first) or the primary in place; see [`restart_one`].
+async fn restart_step(
+    ctx: &OrchestrationContext,
+    instance: &str,
+    primary: &str,
+    step: &RestartStep,
+    primary_restarted: &mut bool,
+    fallback: &BTreeMap<String, Option<String>>,
+) -> Result<Option<String>, String> {
+    let (member, role) = match step {
+        RestartStep::Standby(member) => {
+            if *primary_restarted {
+                call::<_, ()>(
+                    ctx,
+                    act::WAIT_REPLAYED,
+                    &ReplayedInput {
+                        instance: instance.to_string(),
+                        primary: primary.to_string(),
+                        standby: member.clone(),
+                        timeout_secs: MEMBER_TIMEOUT_SECS,
+                    },
+                )
+                .await?;
+            }
+            (member, ExpectedRole::Standby)
+        }
+        RestartStep::Primary(member) => {
+            *primary_restarted = true;
+            (member, ExpectedRole::Primary)
+        }
+        other => return Err(format!("{other:?} is not a restart")),
+    };
+    restart_one(ctx, instance, primary, member, role, fallback).await
+}
+
 /// Restarts one member and waits until it serves again (a standby: caught up with `primary`).
 async fn restart_one(
     ctx: &OrchestrationContext,
-    input: &ParametersInput,
+    instance: &str,
     primary: &str,
     member: &str,
     role: ExpectedRole,
-) -> Result<(), String> {
-    call::<_, ()>(
+    fallback: &BTreeMap<String, Option<String>>,
+) -> Result<Option<String>, String> {
+    let fell_back: Option<String> = call(
         ctx,
         act::RESTART_MEMBER,
         &RestartMemberInput {
-            instance: input.instance.clone(),
+            instance: instance.to_string(),
             member: member.to_string(),
+            fallback: fallback.clone(),
         },
     )
     .await?;
+    if fell_back.is_some() {
+        return Ok(fell_back);
+    }
     let _: MemberReady = call(
         ctx,
         act::WAIT_MEMBER_READY,
         &WaitReadyInput {
-            instance: input.instance.clone(),
+            instance: instance.to_string(),
             member: member.to_string(),
             role,
             timeout_secs: MEMBER_TIMEOUT_SECS,
@@ -200,7 +474,7 @@ async fn restart_one(
             ctx,
             act::WAIT_CAUGHT_UP,
             &CatchUpInput {
-                instance: input.instance.clone(),
+                instance: instance.to_string(),
                 primary: primary.to_string(),
                 standby: member.to_string(),
                 max_lag_bytes: CAUGHT_UP_BYTES,
@@ -209,5 +483,34 @@ async fn restart_one(
         )
         .await?;
     }
-    Ok(())
+    Ok(None)
+}
+
+/// `member`, the first to restart, did not start with the change and runs the previous values
+/// again: puts them back on every member and as the instance's desired parameters, and fails
+/// the operation saying so.
+async fn roll_back(
+    ctx: &OrchestrationContext,
+    input: &ParametersInput,
+    members: &[String],
+    member: &str,
+    why: &str,
+) -> String {
+    report(
+        ctx,
+        3,
+        STEPS,
+        format!("{member} did not start with the change: undoing it"),
+    );
+    let undone = match write_everywhere(ctx, &input.instance, members, &input.previous).await {
+        Ok(_) => record_desired(ctx, &input.instance, &input.previous).await,
+        Err(e) => Err(e),
+    };
+    let rest = match undone {
+        Ok(()) => "the previous values are back on every member and in the instance's desired \
+                   parameters; no other member restarted"
+            .to_string(),
+        Err(e) => format!("putting the previous values back on the other members failed: {e}"),
+    };
+    format!("the change was rolled back: {member} {why}; {rest}")
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use toygres_common::parameters_api::{same_value, ParameterCatalog};
+use toygres_common::parameters_api::{display_value, same_value, ParameterCatalog};
 
 /// One setting that would change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub fn diff<K: AsRef<str>>(
             let same = same_value(&entry.vartype, unit, &entry.current, value);
             (!same).then(|| SettingChange {
                 name: name.to_string(),
-                current: format!("{}{}", entry.current, unit.unwrap_or("")),
+                current: display_value(&entry.current, unit),
                 proposed: value.clone(),
             })
         })

@@ -26,14 +26,7 @@ pub struct Change {
     pub to: Option<i64>,
 }
 
-/// How the primary takes a restart-class change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PrimaryUpdate {
-    /// Switch over to an updated standby, then restart the old primary as a standby.
-    Switchover,
-    /// Restart the primary where it is (a short outage of writes).
-    Restart,
-}
+pub use toygres_common::parameters_api::PrimaryUpdate;
 
 /// One step of a rolling restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +37,8 @@ pub enum RestartStep {
     Primary(String),
     /// Hand the primary role to `to`, an updated standby; the old primary restarts as a standby.
     Switchover { from: String, to: String },
+    /// Leave the primary to the operator (`supervised`): it runs the change after a switchover.
+    HoldPrimary(String),
 }
 
 /// What a change needs, in order.
@@ -110,6 +105,7 @@ pub fn plan(
                 from: primary.to_string(),
                 to: to.clone(),
             },
+            (PrimaryUpdate::Supervised, Some(_)) => RestartStep::HoldPrimary(primary.to_string()),
             _ => RestartStep::Primary(primary.to_string()),
         };
         standby_steps.chain(std::iter::once(last)).collect()
@@ -191,6 +187,23 @@ mod tests {
             (
                 vec![change("shared_buffers", Restart, 16384, 32768)],
                 PrimaryUpdate::Switchover,
+                vec![],
+                vec![Primary("db-0".into())],
+            ),
+            (
+                vec![change("shared_buffers", Restart, 16384, 32768)],
+                PrimaryUpdate::Supervised,
+                sb.clone(),
+                vec![
+                    Standby("db-1".into()),
+                    Standby("db-2".into()),
+                    HoldPrimary("db-0".into()),
+                ],
+            ),
+            // Without a standby there is nothing to hand over to or to wait for.
+            (
+                vec![change("shared_buffers", Restart, 16384, 32768)],
+                PrimaryUpdate::Supervised,
                 vec![],
                 vec![Primary("db-0".into())],
             ),

@@ -83,6 +83,21 @@ pub struct Size {
     pub storage: Storage,
 }
 
+impl From<&toygres_common::controller_api::InstanceSize> for Size {
+    /// A declared size (already validated: storage `ssd`, `hdd` or `san`, `ssd` by default).
+    fn from(size: &toygres_common::controller_api::InstanceSize) -> Self {
+        Size {
+            memory_mb: size.memory_mb,
+            cpus: size.cpus,
+            storage: size
+                .storage
+                .as_deref()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(Storage::Ssd),
+        }
+    }
+}
+
 const MB_IN_KB: u64 = 1024;
 const GB_IN_KB: u64 = 1024 * 1024;
 

@@ -7,7 +7,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use toygres_common::sidecar_api::{
-    ActionResponse, DemoteRequest, DemoteResponse, PromoteRequest, PromoteResponse, Status,
+    ActionResponse, DemoteRequest, DemoteResponse, PromoteRequest, PromoteResponse, RestartRequest,
+    Status,
 };
 
 use super::error::ApiError;
@@ -81,8 +82,23 @@ pub async fn unfence(State(state): State<AppState>) -> Result<Json<ActionRespons
     Ok(done("unfenced: postgres running"))
 }
 
-pub async fn restart(State(state): State<AppState>) -> Result<Json<ActionResponse>, ApiError> {
+/// `POST /v1/restart`, with an optional [`RestartRequest`]: values to fall back to when
+/// Postgres does not start with its configuration (the answer then says `ok: false`, and why).
+pub async fn restart(
+    State(state): State<AppState>,
+    body: Option<Json<RestartRequest>>,
+) -> Result<Json<ActionResponse>, ApiError> {
+    let fallback = body.map(|Json(r)| r.fallback).unwrap_or_default();
     let member = state.member.clone();
-    detached(async move { member.restart().await }).await?;
-    Ok(done("postgres restarted"))
+    let fell_back = detached(async move { member.restart_with_fallback(&fallback).await }).await?;
+    Ok(match fell_back {
+        None => done("postgres restarted"),
+        Some(why) => Json(ActionResponse {
+            ok: false,
+            message: format!(
+                "did not start with its new configuration ({why}) and runs again with the \
+                 previous values"
+            ),
+        }),
+    })
 }

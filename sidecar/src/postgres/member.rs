@@ -304,7 +304,13 @@ impl Member {
     }
 
     /// Restarts Postgres (fast shutdown, then start), applying settings that wait for a restart.
-    pub async fn restart(&self) -> Result<(), OpError> {
+    /// When it does not start with its configuration and `fallback` is not
+    /// empty, writes those values into `postgresql.auto.conf` (`None` removes a setting), starts
+    /// it again and returns why the first start failed (`None`: it started as configured).
+    pub async fn restart_with_fallback(
+        &self,
+        fallback: &std::collections::BTreeMap<String, Option<String>>,
+    ) -> Result<Option<String>, OpError> {
         let mut ops = self.ops.lock().await;
         if self.layout.is_fenced() {
             return Err(OpError::Conflict(
@@ -312,7 +318,16 @@ impl Member {
             ));
         }
         self.stop_locked(&mut ops).await;
-        self.start_locked(&mut ops).await?;
-        Ok(())
+        match self.start_locked(&mut ops).await {
+            Ok(()) => Ok(None),
+            Err(e) if !fallback.is_empty() => {
+                let why = format!("{e:#}");
+                tracing::warn!("postgres did not start with its new configuration ({why}); restoring the previous values");
+                super::parameters::rewrite_auto_conf(&self.layout.data_dir, fallback)?;
+                self.start_locked(&mut ops).await?;
+                Ok(Some(why))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }

@@ -9,6 +9,7 @@ use crate::orchestrations::durable::sub_orchestration;
 use crate::orchestrations::ha::failover::FailoverInput;
 use crate::orchestrations::ha::switchover::SwitchoverInput;
 use crate::orchestrations::names;
+use crate::orchestrations::parameters::ParametersInput;
 
 /// Starts the child orchestration that carries out an operator's command (`None` for
 /// `CheckNow`, which the loop handles itself).
@@ -64,15 +65,16 @@ pub fn start_operation(
             command.operation_id.clone(),
             sub_orchestration(ctx, names::BACKUP, &command.operation_id, &command),
         ),
-        ActorCommand::Parameters(command) => (
-            command.operation_id.clone(),
-            sub_orchestration(
-                ctx,
-                names::APPLY_PARAMETERS,
-                &command.operation_id,
-                &command,
-            ),
-        ),
+        ActorCommand::Parameters(command) => {
+            let id = command.operation_id.clone();
+            // A switchover of the primary follows the instance's HA settings.
+            let command = ParametersInput {
+                ha: Some(state.ha.clone()),
+                ..command
+            };
+            let child = sub_orchestration(ctx, names::APPLY_PARAMETERS, &id, &command);
+            (id, child)
+        }
         ActorCommand::DeleteBackups(command) => (
             command.operation_id.clone(),
             sub_orchestration(ctx, names::DELETE_BACKUPS, &command.operation_id, &command),

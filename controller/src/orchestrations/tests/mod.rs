@@ -83,6 +83,11 @@ fn fake_activities(calls: Calls, failing: BTreeSet<String>) -> ActivityRegistry 
         act::PLAN_BACKUP_DELETION,
         act::DELETE_BACKUP_OBJECTS,
         act::FORGET_DELETED_BACKUPS,
+        act::WRITE_PARAMETERS,
+        act::CONFIRM_PARAMETERS,
+        act::RESTART_MEMBER,
+        act::RECORD_DESIRED_PARAMETERS,
+        act::WAIT_REPLAYED,
     ];
     let mut builder = ActivityRegistry::builder();
     for name in all {
@@ -383,6 +388,9 @@ fn create_input(replicas: u32, replication: ReplicationMode) -> CreateInstanceIn
             backup: None,
             app: None,
             ro: Default::default(),
+            parameters: Default::default(),
+            profile: None,
+            size: None,
         },
         actor: ActorSettings {
             // The actor started at the end idles through the test.
