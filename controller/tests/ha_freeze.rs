@@ -32,14 +32,7 @@ impl Frozen {
         let record: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(dir.join("member.json")).unwrap()).unwrap();
         let sidecar = i32::try_from(record["pid"].as_i64().unwrap()).unwrap();
-        let postmaster: i32 = fs::read_to_string(dir.join("data/postmaster.pid"))
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let postmaster = postmaster_of(home, instance, member);
         // The sidecar first, so it cannot restart what is stopped after it.
         let mut pids = vec![sidecar, postmaster];
         let _ = kill(Pid::from_raw(sidecar), Signal::SIGSTOP);

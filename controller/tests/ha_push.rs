@@ -31,24 +31,6 @@ fn event_time(event: &toygres_common::controller_api::Event) -> chrono::DateTime
         .with_timezone(&chrono::Utc)
 }
 
-/// The postmaster's pid of `member`, from its `postmaster.pid`.
-fn postmaster_of(home: &Home, instance: &str, member: &str) -> i32 {
-    let pid_file = home
-        .path()
-        .join("instances")
-        .join(instance)
-        .join(member)
-        .join("data/postmaster.pid");
-    fs::read_to_string(pid_file)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_whose_postgres_dies_is_failed_over_before_the_next_round() {
     let interval = INTERVAL_MS.to_string();

@@ -662,3 +662,21 @@ pub fn kill_member(home: &Home, instance: &str, member: &str) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
 }
+
+/// The postmaster's pid of `member`, from its `postmaster.pid`.
+pub fn postmaster_of(home: &Home, instance: &str, member: &str) -> i32 {
+    let pid_file = home
+        .path()
+        .join("instances")
+        .join(instance)
+        .join(member)
+        .join("data/postmaster.pid");
+    fs::read_to_string(pid_file)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
