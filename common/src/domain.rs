@@ -326,6 +326,7 @@ words! {
         StandbyNotFollowing => "standby-not-following",
         Rejoined => "rejoined",
         RejoinFailed => "rejoin-failed",
+        MemberReport => "member-report",
     }
 }
 

@@ -13,6 +13,7 @@ pub mod error;
 pub mod exposition;
 #[cfg(feature = "server")]
 pub mod http_api;
+pub mod member_report;
 pub mod names;
 pub mod parameters_api;
 pub mod pg_exec;

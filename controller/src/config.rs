@@ -75,7 +75,7 @@ pub struct ControllerArgs {
         long,
         env = "TOYGRES_ISOLATION_LEASE_SECS",
         value_name = "SECS",
-        default_value_t = 15
+        default_value_t = 5
     )]
     pub isolation_lease_secs: u64,
 

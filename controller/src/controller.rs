@@ -212,6 +212,7 @@ async fn serve(
         platform: Some(dyn_platform),
         metrics,
         endpoint_host: "127.0.0.1".into(),
+        reports: Default::default(),
     };
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(
@@ -380,6 +381,13 @@ async fn start_platform(config: &ControllerConfig) -> anyhow::Result<RunningPlat
     let mut platform_config = LocalPlatformConfig::new(config.home.root().to_path_buf());
     platform_config.sidecar_bin = config.sidecar_bin.clone();
     platform_config.pg_bin_dir = config.pg_bin_dir.clone();
+    if config.listen.port() != 0 {
+        // Sidecars push what happens to their members to this API.
+        platform_config.extra_sidecar_args.push(format!(
+            "--notify-url={}",
+            crate::home::listen_url(config.listen)
+        ));
+    }
     if let Some(lease) = config.isolation_lease {
         platform_config
             .extra_sidecar_args

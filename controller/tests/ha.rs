@@ -10,8 +10,6 @@ mod support;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use support::*;
 use toygres_common::controller_api::{InstanceDetail, Operation, OperationAccepted};
 
@@ -30,22 +28,6 @@ fn longest_pause(acks: &[Ack], from: Instant, to: Instant) -> Duration {
         .map(|w| w[1] - w[0])
         .max()
         .unwrap_or_default()
-}
-
-/// SIGKILLs a member's sidecar and its postmaster.
-fn kill_member(home: &Home, instance: &str, member: &str) {
-    let dir = home.path().join("instances").join(instance).join(member);
-    let record: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(dir.join("member.json")).unwrap()).unwrap();
-    let postmaster = fs::read_to_string(dir.join("data/postmaster.pid"))
-        .ok()
-        .and_then(|pid| pid.lines().next()?.trim().parse::<i32>().ok());
-    if let Some(pid) = record["pid"].as_i64() {
-        let _ = kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGKILL);
-    }
-    if let Some(pid) = postmaster {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    }
 }
 
 /// Polls the instance's events until one of `kind` is there.

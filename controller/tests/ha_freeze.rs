@@ -32,14 +32,7 @@ impl Frozen {
         let record: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(dir.join("member.json")).unwrap()).unwrap();
         let sidecar = i32::try_from(record["pid"].as_i64().unwrap()).unwrap();
-        let postmaster: i32 = fs::read_to_string(dir.join("data/postmaster.pid"))
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let postmaster = postmaster_of(home, instance, member);
         // The sidecar first, so it cannot restart what is stopped after it.
         let mut pids = vec![sidecar, postmaster];
         let _ = kill(Pid::from_raw(sidecar), Signal::SIGSTOP);
@@ -87,77 +80,9 @@ fn children_of(parent: i32) -> Vec<i32> {
     children
 }
 
-/// Starts a controller with `env`, creates a three-member instance `name` with `ha` settings,
-/// and the `acked` table.
-async fn start(env: &[(&str, &str)], name: &str, ha: serde_json::Value) -> (Home, Api) {
-    let mut home = Home::new();
-    let api = home.start_with_env(env).await;
-    let (status, body) = api
-        .send(
-            reqwest::Method::POST,
-            "/v1/instances",
-            Some(
-                serde_json::json!({"name": name, "replicas": 2, "replication": "sync",
-                                    "ha": ha}),
-            ),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["operation_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let created = api.wait_operation(&home, &id).await;
-    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
-    let (rw, password) = connection(&api, name).await;
-    connect(&rw, &password)
-        .await
-        .batch_execute("CREATE TABLE acked (id bigint PRIMARY KEY)")
-        .await
-        .unwrap();
-    wait_all_healthy(&api, &home, name, 3).await;
-    (home, api)
-}
-
-/// Every acknowledged commit is there, and in commit order the server that took the writes
-/// changed at most `changes` times (one writer at a time: never back to a superseded primary).
-async fn assert_no_commit_lost(rw: &str, password: &str, acks: &[Ack], changes: usize) {
-    let present: BTreeSet<i64> = connect(rw, password)
-        .await
-        .query("SELECT id FROM acked", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let lost: Vec<i64> = acks
-        .iter()
-        .map(|a| a.id)
-        .filter(|id| !present.contains(id))
-        .collect();
-    assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
-    assert!(acks.len() > 50, "only {} writes acknowledged", acks.len());
-    let moved = acks.windows(2).filter(|w| w[0].port != w[1].port).count();
-    assert!(
-        moved <= changes,
-        "writes moved between servers {moved} times"
-    );
-}
-
-/// The age of the newest health check of the members other than `frozen`, in seconds.
-async fn last_check_age(api: &Api, instance: &str, frozen: &str) -> f64 {
-    members(api, instance)
-        .await
-        .members
-        .iter()
-        .filter(|m| m.name != frozen)
-        .filter_map(|m| m.last_check_age_seconds)
-        .fold(f64::INFINITY, f64::min)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_primary_is_failed_over_killed_whole_and_rejoins_while_rounds_go_on() {
-    let (home, api) = start(
+    let (home, api) = start_ha(
         &[NO_RESTARTS],
         "fz",
         serde_json::json!({"cooldown_secs": 0}),
@@ -268,7 +193,7 @@ async fn a_frozen_primary_is_failed_over_killed_whole_and_rejoins_while_rounds_g
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_that_refuses_new_connections_is_failed_over() {
-    let (home, api) = start(
+    let (home, api) = start_ha(
         &[NO_RESTARTS],
         "nc",
         serde_json::json!({"cooldown_secs": 0}),
@@ -347,7 +272,7 @@ async fn bench_freeze_failover() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
-    let (home, api) = start(
+    let (home, api) = start_ha(
         &[("TOYGRES_HEALTH_INTERVAL_MS", "1000"), NO_RESTARTS],
         "bench",
         serde_json::json!({"cooldown_secs": 0}),

@@ -90,6 +90,11 @@ pub struct RunArgs {
     /// arms at the first authenticated request.
     #[arg(long, env = "TOYGRES_ISOLATION_LEASE_SECS", default_value_t = 0)]
     pub isolation_lease_secs: u64,
+    /// The controller's API (`http://HOST:PORT`), told at once when Postgres dies, the WAL
+    /// receiver loses the primary, or the member fences itself. The reports are authenticated
+    /// with a token derived from the API token. No reports when absent.
+    #[arg(long, env = "TOYGRES_NOTIFY_URL")]
+    pub notify_url: Option<String>,
     /// Object store WAL is archived to and restored from: `file:///path`, `s3://bucket/prefix`,
     /// `az://container/prefix` or `gs://bucket/prefix`, with credentials from the environment.
     /// No archiving when absent.
@@ -158,6 +163,8 @@ pub struct Config {
     pub member: MemberSettings,
     /// How to make the data directory when it is empty.
     pub bootstrap: BootstrapMode,
+    /// Where to report what happens to the member (`--notify-url`).
+    pub notify: Option<crate::notify::Notifier>,
 }
 
 impl Config {
@@ -246,6 +253,21 @@ impl Config {
             }
         };
         let bootstrap = bootstrap_mode(&args, archive.as_ref())?;
+        let notify = match &args.notify_url {
+            None => None,
+            Some(url) => Some(
+                crate::notify::Notifier::new(
+                    url,
+                    &args
+                        .instance_name
+                        .clone()
+                        .unwrap_or_else(|| instance_of_member(&args.member_name)),
+                    &args.member_name,
+                    &api_token.0,
+                )
+                .context("check --notify-url")?,
+            ),
+        };
         Ok(Config {
             api_addr: args.api_addr,
             api_token,
@@ -267,6 +289,7 @@ impl Config {
                 archive,
             },
             bootstrap,
+            notify,
         })
     }
 }

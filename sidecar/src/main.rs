@@ -5,6 +5,7 @@ mod archive;
 mod backup;
 mod bootstrap;
 mod config;
+mod notify;
 mod objstore;
 mod owned;
 mod postgres;
@@ -81,6 +82,7 @@ async fn run(args: config::RunArgs) -> anyhow::Result<()> {
         api_token,
         member: settings,
         bootstrap,
+        notify,
     } = config::Config::from_args(args)?;
     let socket =
         std::net::TcpListener::bind(api_addr).with_context(|| format!("listen on {api_addr}"))?;
@@ -113,8 +115,12 @@ async fn run(args: config::RunArgs) -> anyhow::Result<()> {
     let _ = started_tx.send(());
     let _ = early_api.await;
 
+    if let Some(notifier) = notify {
+        member.set_notifier(notifier);
+    }
     tokio::spawn(member.clone().supervise());
     tokio::spawn(member.clone().watch_isolation());
+    tokio::spawn(member.clone().watch_upstream());
     let state = api::AppState {
         member: member.clone(),
         token,

@@ -8,6 +8,7 @@ pub mod error;
 mod ha;
 mod health;
 mod instances;
+mod member_report;
 mod metrics;
 pub mod openapi;
 mod operations;
@@ -108,6 +109,11 @@ pub fn app(state: ApiState) -> Router {
         .route("/readyz", get(health::healthz))
         .route("/metrics", get(metrics::metrics))
         .merge(v1)
+        // Authenticated by the member's own report token, not the operator's.
+        .route(
+            "/v1/instances/{name}/members/{member}/report",
+            post(member_report::report),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(log_request))

@@ -21,6 +21,8 @@ pub struct ApiState {
     pub metrics: Arc<ControllerMetrics>,
     /// The host clients reach the endpoints on.
     pub endpoint_host: String,
+    /// When each instance's actor was last asked to check because a member reported.
+    pub reports: Arc<super::member_report::ReportGate>,
 }
 
 impl ApiState {
@@ -33,6 +35,7 @@ impl ApiState {
             platform: None,
             metrics: Arc::new(ControllerMetrics::default()),
             endpoint_host: "127.0.0.1".into(),
+            reports: Default::default(),
         }
     }
 

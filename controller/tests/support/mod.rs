@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, dead_code)]
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -624,4 +625,106 @@ impl Writers {
         acks.sort_by_key(|a| a.at);
         acks
     }
+}
+
+/// Starts a controller with `env`, creates a three-member instance `name` with `ha` settings,
+/// and the `acked` table.
+pub async fn start_ha(env: &[(&str, &str)], name: &str, ha: serde_json::Value) -> (Home, Api) {
+    let mut home = Home::new();
+    let api = home.start_with_env(env).await;
+    let (status, body) = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/instances",
+            Some(
+                serde_json::json!({"name": name, "replicas": 2, "replication": "sync",
+                                    "ha": ha}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["operation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let created = api.wait_operation(&home, &id).await;
+    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
+    let (rw, password) = connection(&api, name).await;
+    connect(&rw, &password)
+        .await
+        .batch_execute("CREATE TABLE acked (id bigint PRIMARY KEY)")
+        .await
+        .unwrap();
+    wait_all_healthy(&api, &home, name, 3).await;
+    (home, api)
+}
+
+/// Every acknowledged commit is there, and in commit order the server that took the writes
+/// changed at most `changes` times (one writer at a time: never back to a superseded primary).
+pub async fn assert_no_commit_lost(rw: &str, password: &str, acks: &[Ack], changes: usize) {
+    let present: BTreeSet<i64> = connect(rw, password)
+        .await
+        .query("SELECT id FROM acked", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let lost: Vec<i64> = acks
+        .iter()
+        .map(|a| a.id)
+        .filter(|id| !present.contains(id))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
+    assert!(acks.len() > 50, "only {} writes acknowledged", acks.len());
+    let moved = acks.windows(2).filter(|w| w[0].port != w[1].port).count();
+    assert!(
+        moved <= changes,
+        "writes moved between servers {moved} times"
+    );
+}
+
+/// The age of the newest health check of the members other than `frozen`, in seconds.
+pub async fn last_check_age(api: &Api, instance: &str, frozen: &str) -> f64 {
+    members(api, instance)
+        .await
+        .members
+        .iter()
+        .filter(|m| m.name != frozen)
+        .filter_map(|m| m.last_check_age_seconds)
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// SIGKILLs a member's sidecar and its postmaster.
+pub fn kill_member(home: &Home, instance: &str, member: &str) {
+    let dir = home.path().join("instances").join(instance).join(member);
+    let record: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("member.json")).unwrap()).unwrap();
+    let postmaster = fs::read_to_string(dir.join("data/postmaster.pid"))
+        .ok()
+        .and_then(|pid| pid.lines().next()?.trim().parse::<i32>().ok());
+    if let Some(pid) = record["pid"].as_i64() {
+        let _ = kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGKILL);
+    }
+    if let Some(pid) = postmaster {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+/// The postmaster's pid of `member`, from its `postmaster.pid`.
+pub fn postmaster_of(home: &Home, instance: &str, member: &str) -> i32 {
+    let pid_file = home
+        .path()
+        .join("instances")
+        .join(instance)
+        .join(member)
+        .join("data/postmaster.pid");
+    fs::read_to_string(pid_file)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }

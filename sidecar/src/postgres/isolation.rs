@@ -6,11 +6,17 @@
 //! The lease is off unless configured, and it arms only after the first authenticated request
 //! and the first streaming standby: a sidecar nobody manages, or a primary that never had a
 //! standby (nobody could take its place), never fences itself.
+//!
+//! A primary the controller has not reached for half its lease tells the controller so
+//! ([`super::report`]); an answer that another member was promoted on a newer timeline fences it
+//! at once, before the lease runs out. A fenced member stays fenced (across sidecar restarts)
+//! until the controller unfences or rejoins it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use toygres_common::member_report::ReportKind;
 
 use super::member::Member;
 use super::watchers::Contacts;
@@ -19,6 +25,9 @@ impl Member {
     /// Records a request from the controller (any authenticated API call).
     pub fn touch_controller(&self) {
         self.contacts().controller = Some(Instant::now());
+        self.reporting
+            .silence_reported
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn contacts(&self) -> std::sync::MutexGuard<'_, Contacts> {
@@ -30,7 +39,7 @@ impl Member {
         let Some(lease) = self.cfg.isolation_lease else {
             return;
         };
-        let tick = (lease / 4).clamp(Duration::from_millis(200), Duration::from_secs(1));
+        let tick = (lease / 10).clamp(Duration::from_millis(100), Duration::from_millis(500));
         loop {
             tokio::time::sleep(tick).await;
             if self.is_shutting_down() || self.layout.is_fenced() || self.layout.is_standby() {
@@ -39,30 +48,48 @@ impl Member {
             if self.streaming_standbys().await > 0 {
                 self.contacts().standby = Some(Instant::now());
             }
-            let last = {
+            let verdict = {
                 let c = self.contacts();
-                match (c.controller, c.standby) {
-                    // Not armed: nobody has managed this member yet.
-                    (None, _) => continue,
-                    // Never had a standby: nothing can have been promoted in its place, so
-                    // stopping would only turn a lost controller into an outage.
-                    (Some(_), None) => continue,
-                    (Some(ctl), Some(standby)) => standby.max(ctl),
-                }
+                lease_verdict(c.controller, c.standby, Instant::now(), lease)
             };
-            let silent = last.elapsed();
-            if silent > lease {
-                tracing::error!(
-                    "isolated for {silent:?} (no controller request, no streaming standby; lease \
-                     {lease:?}): fencing this primary so it takes no more writes"
-                );
-                // Counted when decided: the fence is visible (marker, readiness) before Postgres
-                // has finished stopping.
-                self.count_self_fence();
-                if let Err(e) = self.fence().await {
-                    tracing::error!("self-fence: {e}");
+            match verdict {
+                Lease::NotArmed | Lease::Holds => {}
+                Lease::ControllerSilent(silent) => self.report_controller_silence(silent),
+                Lease::Expired(silent) => {
+                    tracing::error!(
+                        "isolated for {silent:?} (no controller request, no streaming standby; \
+                         lease {lease:?}): fencing this primary so it takes no more writes"
+                    );
+                    // Counted when decided: the fence is visible (marker, readiness) before
+                    // Postgres has finished stopping.
+                    self.count_self_fence();
+                    if let Err(e) = self.fence().await {
+                        tracing::error!("self-fence: {e}");
+                    }
+                    self.report(
+                        ReportKind::Fenced,
+                        format!("isolated for {} ms: fenced itself", silent.as_millis()),
+                    );
                 }
             }
+        }
+    }
+
+    /// A primary that has not heard from the controller for half its lease says so, once per
+    /// silence: the answer tells it whether another member was promoted meanwhile.
+    fn report_controller_silence(self: &Arc<Self>, silent: Duration) {
+        if !self
+            .reporting
+            .silence_reported
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.report(
+                ReportKind::ControllerSilent,
+                format!(
+                    "no request from the controller for {} ms",
+                    silent.as_millis()
+                ),
+            );
         }
     }
 
@@ -78,5 +105,91 @@ impl Member {
             Ok(Ok(row)) => row.get(0),
             _ => 0,
         }
+    }
+}
+
+/// What the isolation lease says of a primary at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// Nobody has managed this member yet, or it never had a streaming standby: nothing can
+    /// have been promoted in its place, so stopping would only turn a lost controller into an
+    /// outage.
+    NotArmed,
+    /// It heard from the controller or a streaming standby recently enough.
+    Holds,
+    /// The controller has been silent for more than half the lease (a standby still streams,
+    /// or the lease has not run out yet): for this long.
+    ControllerSilent(Duration),
+    /// Neither the controller nor any streaming standby for longer than the lease: for this
+    /// long. The primary fences itself.
+    Expired(Duration),
+}
+
+/// The lease's verdict at `now`, from the last controller request and the last time a standby
+/// was seen streaming.
+pub fn lease_verdict(
+    controller: Option<Instant>,
+    standby: Option<Instant>,
+    now: Instant,
+    lease: Duration,
+) -> Lease {
+    let (Some(ctl), Some(standby)) = (controller, standby) else {
+        return Lease::NotArmed;
+    };
+    let silent = now.saturating_duration_since(ctl.max(standby));
+    if silent > lease {
+        return Lease::Expired(silent);
+    }
+    let controller_silent = now.saturating_duration_since(ctl);
+    if controller_silent > lease / 2 {
+        return Lease::ControllerSilent(controller_silent);
+    }
+    Lease::Holds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_runs_out_only_without_controller_and_standbys() {
+        let lease = Duration::from_secs(4);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Unarmed: never managed, or never had a standby.
+        assert_eq!(
+            lease_verdict(None, Some(t0), at(60_000), lease),
+            Lease::NotArmed
+        );
+        assert_eq!(
+            lease_verdict(Some(t0), None, at(60_000), lease),
+            Lease::NotArmed
+        );
+        // Recent contact of either kind holds it.
+        assert_eq!(
+            lease_verdict(Some(at(0)), Some(at(0)), at(1_000), lease),
+            Lease::Holds
+        );
+        assert_eq!(
+            lease_verdict(Some(at(0)), Some(at(9_000)), at(10_000), lease),
+            Lease::ControllerSilent(Duration::from_secs(10))
+        );
+        assert_eq!(
+            lease_verdict(Some(at(0)), Some(at(0)), at(2_500), lease),
+            Lease::ControllerSilent(Duration::from_millis(2_500))
+        );
+        // Both silent past the lease, counted from the later of the two.
+        assert_eq!(
+            lease_verdict(Some(at(0)), Some(at(1_000)), at(5_000), lease),
+            Lease::ControllerSilent(Duration::from_secs(5))
+        );
+        assert_eq!(
+            lease_verdict(Some(at(0)), Some(at(1_000)), at(5_001), lease),
+            Lease::Expired(Duration::from_millis(4_001))
+        );
+        assert_eq!(
+            lease_verdict(Some(at(3_000)), Some(at(1_000)), at(7_500), lease),
+            Lease::Expired(Duration::from_millis(4_500))
+        );
     }
 }

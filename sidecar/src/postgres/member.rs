@@ -87,6 +87,8 @@ pub struct Member {
     /// Last contact with the controller and standbys, for the isolation lease.
     pub(super) contacts: std::sync::Mutex<super::watchers::Contacts>,
     self_fences: AtomicU64,
+    /// Reports to the controller ([`super::report`]).
+    pub(super) reporting: super::report::Reporting,
     /// What the synchronous replication watcher did.
     pub(super) sync: super::watchers::SyncCounters,
 }
@@ -122,6 +124,7 @@ impl Member {
             client: Mutex::new(None),
             contacts: std::sync::Mutex::new(Default::default()),
             self_fences: AtomicU64::new(0),
+            reporting: Default::default(),
             sync: Default::default(),
             cfg,
             bins,
@@ -239,6 +242,10 @@ impl Member {
                 tracing::error!(
                     "postgres died unexpectedly ({exit}); restarting in {:?}",
                     ops.backoff
+                );
+                self.report(
+                    toygres_common::member_report::ReportKind::PostgresDied,
+                    format!("postgres died unexpectedly ({exit})"),
                 );
             }
             if ops.child.is_none() && Instant::now() >= ops.next_start {

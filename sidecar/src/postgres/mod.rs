@@ -10,6 +10,7 @@ pub mod parameters;
 pub mod process;
 pub mod promote;
 pub mod replication;
+pub mod report;
 pub mod settings;
 pub mod sql;
 pub mod status;

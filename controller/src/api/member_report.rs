@@ -1,0 +1,163 @@
+//! `POST /v1/instances/{name}/members/{member}/report`: a sidecar pushes what just happened to
+//! its member (Postgres died, the WAL receiver lost the primary, it fenced itself, the
+//! controller went silent). The instance's actor is asked to check now instead of at its next
+//! round — at most once per HA check interval (and half a second), so pushes never bring the
+//! checks that count towards the failure threshold closer together than the actor's own
+//! re-checks — and the answer tells a member that calls itself primary whether it was
+//! superseded.
+//!
+//! Not under the operator's token: the sidecar authenticates with its member's report token
+//! (`toygres_common::member_report::report_token`), derived from the instance's sidecar token.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use toygres_common::domain::HaEventKind;
+use toygres_common::http_api::{BearerAuth, BodyRejection, JsonObject};
+use toygres_common::member_report::{
+    report_token, superseded, MemberReport, ReportAnswer, ReportKind, MAX_DETAIL,
+};
+use toygres_common::names::{validate_instance_name, validate_member_name};
+use toygres_common::sidecar_api::Role;
+
+use super::{ApiError, ApiState};
+use crate::platform::SecretRefs;
+
+/// When each instance's actor was last asked to check because of a report.
+#[derive(Debug, Default)]
+pub struct ReportGate {
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl ReportGate {
+    /// Whether a check may be asked for `instance` at `now`: none was within `spacing`.
+    pub fn admit(&self, instance: &str, now: Instant, spacing: Duration) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last
+            .get(instance)
+            .is_some_and(|at| now.saturating_duration_since(*at) < spacing)
+        {
+            return false;
+        }
+        // Forget instances not heard from for a while, so the map stays small.
+        last.retain(|_, at| now.saturating_duration_since(*at) < Duration::from_secs(600));
+        last.insert(instance.to_string(), now);
+        true
+    }
+}
+
+/// The least time between two checks asked for by reports (checks queue behind a running
+/// operation: a burst of reports during a failover must not become a burst of rounds after it).
+const MIN_SPACING: Duration = Duration::from_millis(500);
+
+pub async fn report(
+    State(state): State<ApiState>,
+    Path((name, member)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<JsonObject<MemberReport>, BodyRejection>,
+) -> Result<Json<ReportAnswer>, ApiError> {
+    // Nothing about the instance is told before the caller is known: every failure to
+    // authenticate reads the same.
+    let refused = || ApiError::Unauthorized("unknown member or invalid report token");
+    if validate_instance_name(&name).is_err() || validate_member_name(&member).is_err() {
+        return Err(refused());
+    }
+    let platform = state
+        .platform
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable("the platform is not running".into()))?;
+    let token = platform
+        .read_secret(&SecretRefs::for_instance(&name).sidecar_token)
+        .await
+        .map_err(|_| refused())?;
+    BearerAuth::new(report_token(token.expose(), &member))
+        .check(&headers)
+        .map_err(|_| refused())?;
+    let JsonObject(report) = body?;
+    let members = state.cms.list_members(&name).await?;
+    if !members.iter().any(|m| m.name == member) {
+        return Err(refused());
+    }
+    let primary = members.iter().find(|m| m.role == "primary");
+    let timeline = |m: &toygres_common::controller_api::MemberView| {
+        m.timeline.and_then(|t| u32::try_from(t).ok())
+    };
+    let answer_superseded = superseded(
+        &member,
+        report.role,
+        report.timeline,
+        primary.map(|p| p.name.as_str()),
+        primary.and_then(timeline),
+    );
+    let spacing = state
+        .cms
+        .get_ha_settings(&name)
+        .await?
+        .map_or(MIN_SPACING, |ha| {
+            Duration::from_millis(ha.check_interval_ms).max(MIN_SPACING)
+        });
+    // A primary asking whether it is still one (the controller was silent) is answered, not
+    // checked: its lease, not a round, is what it waits on.
+    let checking = report.kind != ReportKind::ControllerSilent
+        && state.reports.admit(&name, Instant::now(), spacing);
+    let detail: String = report.detail.chars().take(MAX_DETAIL).collect();
+    if checking {
+        state.engine()?.check_now(&name).await?;
+        let role = match report.role {
+            Some(Role::Primary) => " (primary)",
+            Some(Role::Standby) => " (standby)",
+            _ => "",
+        };
+        let message = format!(
+            "{member}{role} reports {}: {detail}; checking now",
+            report.kind.as_str()
+        );
+        tracing::info!(instance = name, "{message}");
+        if let Err(e) = state
+            .cms
+            .record_event(
+                &name,
+                Some(&member),
+                None,
+                HaEventKind::MemberReport.into(),
+                &message,
+            )
+            .await
+        {
+            tracing::warn!(instance = name, "record a member's report: {e}");
+        }
+    }
+    if answer_superseded {
+        tracing::warn!(
+            instance = name,
+            member,
+            "a superseded primary reported; telling it to fence itself"
+        );
+    }
+    Ok(Json(ReportAnswer {
+        checking,
+        primary: primary.map(|p| p.name.clone()),
+        superseded: answer_superseded,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_ask_for_a_check_at_most_once_per_spacing_per_instance() {
+        let gate = ReportGate::default();
+        let t0 = Instant::now();
+        let spacing = Duration::from_millis(250);
+        assert!(gate.admit("a", t0, spacing));
+        assert!(!gate.admit("a", t0 + Duration::from_millis(100), spacing));
+        assert!(gate.admit("b", t0 + Duration::from_millis(100), spacing));
+        assert!(gate.admit("a", t0 + Duration::from_millis(250), spacing));
+        assert!(!gate.admit("a", t0 + Duration::from_millis(400), spacing));
+    }
+}

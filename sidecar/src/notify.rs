@@ -1,0 +1,107 @@
+//! Reports to the controller (`--notify-url`): one authenticated POST per report, with a short
+//! deadline, so the controller's actor checks the instance at once instead of at its next round.
+//! Best effort: a report that fails is logged and dropped (the controller's own rounds still
+//! find the change). What triggers reports and what an answer leads to is
+//! [`crate::postgres::report`].
+
+use std::time::Duration;
+
+use anyhow::bail;
+use toygres_common::member_report::{report_token, MemberReport, ReportAnswer};
+
+/// How long one report may take, connection included.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Sends this member's reports. `Debug` never shows the token.
+#[derive(Clone)]
+pub struct Notifier {
+    url: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Notifier {
+    /// Reports of `member` (of `instance`) to the controller at `base_url`, authenticated with
+    /// the report token derived from `api_token`.
+    pub fn new(
+        base_url: &str,
+        instance: &str,
+        member: &str,
+        api_token: &str,
+    ) -> anyhow::Result<Self> {
+        let base = base_url.trim_end_matches('/');
+        let valid = (base.starts_with("http://") || base.starts_with("https://"))
+            && base.len() > "https://".len()
+            && !base.contains(|c: char| c.is_whitespace() || c == '?' || c == '#');
+        if !valid {
+            bail!("{base_url:?} is not an http(s) URL (http://HOST:PORT)");
+        }
+        let client = reqwest::Client::builder()
+            .timeout(REPORT_TIMEOUT)
+            .connect_timeout(REPORT_TIMEOUT)
+            .build()?;
+        Ok(Self {
+            url: format!("{base}/v1/instances/{instance}/members/{member}/report"),
+            token: report_token(api_token, member),
+            client,
+        })
+    }
+
+    /// Sends one report and reads the answer.
+    pub async fn send(&self, report: &MemberReport) -> Result<ReportAnswer, String> {
+        let response = self
+            .client
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .json(report)
+            .send()
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            let body: String = body.chars().take(200).collect();
+            return Err(format!("the controller answered {status}: {body}"));
+        }
+        response
+            .json::<ReportAnswer>()
+            .await
+            .map_err(|e| format!("read the answer: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http_urls_are_taken_and_the_token_never_shows() {
+        let n = Notifier::new("http://127.0.0.1:7700/", "db", "db-0", "0123456789abcdef").unwrap();
+        assert_eq!(
+            n.url,
+            "http://127.0.0.1:7700/v1/instances/db/members/db-0/report"
+        );
+        assert!(!format!("{n:?}").contains(&n.token));
+        for bad in [
+            "",
+            "127.0.0.1:7700",
+            "ftp://x",
+            "http://",
+            "http://a b",
+            "http://x?y",
+        ] {
+            assert!(
+                Notifier::new(bad, "db", "db-0", "0123456789abcdef").is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+}
