@@ -401,6 +401,9 @@ pub struct InstanceDetail {
     /// Where the ro endpoint leads and why, as the last health round decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ro: Option<crate::ro_api::RoEndpointView>,
+    /// The size the instance declared at create (what profiles are computed from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<InstanceSize>,
 }
 
 /// One member of an instance, as last observed.

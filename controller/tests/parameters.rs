@@ -464,6 +464,13 @@ async fn parameters_at_create_are_checked_applied_and_inherited_by_new_members()
     };
     assert_eq!(value("shared_buffers"), "65536kB");
     assert_eq!(value("work_mem"), "24MB");
+    // The declared size shows in `toygres get`.
+    let out = home.cli(&["get", "boot"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("Size:         1024 MiB memory, 2 CPUs, ssd storage"),
+        "{shown}"
+    );
 
     // A new member starts with the instance's parameters.
     let (status, body) = api

@@ -365,6 +365,12 @@ async fn create_write_read_switchover_and_delete_through_the_kubernetes_platform
         "--no-backup",
     ]);
     eprintln!("created orders in {:?}", started.elapsed());
+    // The printed URIs name the Services, not the controller's host.
+    let detail = controller.cli_ok(&["get", "orders", "-o", "json"]);
+    assert!(
+        detail.contains("@orders-rw.db.svc:5432/") && detail.contains("@orders-ro.db.svc:5432/"),
+        "{detail}"
+    );
 
     // The objects of the design.
     let mut sets = names::<StatefulSet>(&client).await;
@@ -373,7 +379,18 @@ async fn create_write_read_switchover_and_delete_through_the_kubernetes_platform
     let mut services = names::<Service>(&client).await;
     services.sort();
     assert_eq!(services, ["orders-members", "orders-ro", "orders-rw"]);
-    assert_eq!(names::<Secret>(&client).await, ["orders-credentials"]);
+    let mut secrets = names::<Secret>(&client).await;
+    secrets.sort();
+    assert_eq!(
+        secrets,
+        [
+            "orders-0-tls",
+            "orders-1-tls",
+            "orders-2-tls",
+            "orders-ca",
+            "orders-credentials"
+        ]
+    );
     assert_eq!(names::<PodDisruptionBudget>(&client).await, ["orders"]);
     assert_eq!(names::<ConfigMap>(&client).await, ["orders-toygres"]);
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);

@@ -69,15 +69,20 @@ pub async fn get(
     let app = state.cms.instance_app_access(&name).await?;
     let live =
         instance.summary.parsed_state() != Some(toygres_common::domain::InstanceState::Deleted);
+    // Kubernetes: the Services' names; local: the proxies on the controller's host.
+    let service_hosts = platform.and_then(|platform| platform.endpoint_hosts(&name));
+    let hosts = match &service_hosts {
+        Some((rw, ro)) => EndpointHosts { rw, ro },
+        None => EndpointHosts::same(&state.endpoint_host),
+    };
     let connection = match (instance.summary.rw_port, instance.summary.ro_port) {
         (Some(rw), Some(ro)) if live => {
-            let mut info =
-                connection_info(&state.endpoint_host, rw, ro, &members, password_location);
+            let mut info = connection_info(hosts, rw, ro, &members, password_location);
             info.passfile = passfile;
             info.app = app.map(|app| {
                 let secret = refs.app_password();
                 app_connection(
-                    &state.endpoint_host,
+                    hosts,
                     rw,
                     ro,
                     &members,
@@ -104,6 +109,7 @@ pub async fn get(
         connection,
         last_operation,
         ro,
+        size: state.cms.instance_size(&name).await?,
     }))
 }
 
@@ -143,10 +149,24 @@ fn validate_name(name: &str) -> Result<(), ApiError> {
     validate_instance_name(name).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
+/// The hosts the rw and ro endpoints answer on.
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointHosts<'a> {
+    pub rw: &'a str,
+    pub ro: &'a str,
+}
+
+impl<'a> EndpointHosts<'a> {
+    /// Both endpoints on one host (the local proxies).
+    pub fn same(host: &'a str) -> Self {
+        Self { rw: host, ro: host }
+    }
+}
+
 /// How to reach an instance: its endpoints, and every member for clients that find the primary
 /// themselves.
 pub fn connection_info(
-    host: &str,
+    hosts: EndpointHosts<'_>,
     rw_port: u16,
     ro_port: u16,
     members: &[MemberView],
@@ -159,10 +179,14 @@ pub fn connection_info(
         .iter()
         .filter_map(|m| m.address.as_deref())
         .collect();
+    let EndpointHosts {
+        rw: rw_host,
+        ro: ro_host,
+    } = hosts;
     let multi_host = if member_hosts.is_empty() {
         format!(
             "{}?target_session_attrs=read-write",
-            url(&format!("{host}:{rw_port}"))
+            url(&format!("{rw_host}:{rw_port}"))
         )
     } else {
         format!(
@@ -174,8 +198,8 @@ pub fn connection_info(
         user: USER.into(),
         database: DATABASE.into(),
         password_location,
-        rw: url(&format!("{host}:{rw_port}")),
-        ro: url(&format!("{host}:{ro_port}")),
+        rw: url(&format!("{rw_host}:{rw_port}")),
+        ro: url(&format!("{ro_host}:{ro_port}")),
         multi_host,
         passfile: None,
         app: None,
@@ -186,7 +210,7 @@ pub fn connection_info(
 /// `passfile`, every URI names it, so psql and libpq drivers connect with the URI as printed
 /// and the password never appears in it.
 pub fn app_connection(
-    host: &str,
+    hosts: EndpointHosts<'_>,
     rw_port: u16,
     ro_port: u16,
     members: &[MemberView],
@@ -218,20 +242,24 @@ pub fn app_connection(
         .iter()
         .filter_map(|m| m.address.as_deref())
         .collect();
+    let EndpointHosts {
+        rw: rw_host,
+        ro: ro_host,
+    } = hosts;
     let all_hosts = if member_hosts.is_empty() {
-        format!("{host}:{rw_port}")
+        format!("{rw_host}:{rw_port}")
     } else {
         member_hosts.join(",")
     };
     AppConnection {
         user: app.owner.clone(),
         database: app.database.clone(),
-        host: host.to_string(),
+        host: rw_host.to_string(),
         rw_port,
         ro_port,
         password_location,
-        rw: url(&format!("{host}:{rw_port}"), &[]),
-        ro: url(&format!("{host}:{ro_port}"), &[]),
+        rw: url(&format!("{rw_host}:{rw_port}"), &[]),
+        ro: url(&format!("{ro_host}:{ro_port}"), &[]),
         multi_host: url(&all_hosts, &["target_session_attrs=read-write"]),
         passfile,
     }
@@ -284,7 +312,7 @@ mod tests {
             database: "orders".into(),
         };
         let info = app_connection(
-            "127.0.0.1",
+            EndpointHosts::same("127.0.0.1"),
             5001,
             5002,
             &[],
@@ -307,7 +335,7 @@ mod tests {
                 "postgresql://shop@127.0.0.1:5001/orders?target_session_attrs=read-write&{passfile}"
             )
         );
-        let bare = app_connection("h", 1, 2, &[], &app, None, None);
+        let bare = app_connection(EndpointHosts::same("h"), 1, 2, &[], &app, None, None);
         assert_eq!(bare.rw, "postgresql://shop@h:1/orders");
         assert_eq!(
             bare.multi_host,
@@ -316,10 +344,31 @@ mod tests {
     }
 
     #[test]
+    fn rw_and_ro_may_answer_on_different_hosts() {
+        let hosts = EndpointHosts {
+            rw: "orders-rw.db.svc",
+            ro: "orders-ro.db.svc",
+        };
+        let info = connection_info(hosts, 5432, 5432, &[], None);
+        assert_eq!(
+            info.rw,
+            "postgresql://postgres@orders-rw.db.svc:5432/postgres"
+        );
+        assert_eq!(
+            info.ro,
+            "postgresql://postgres@orders-ro.db.svc:5432/postgres"
+        );
+        assert_eq!(
+            info.multi_host,
+            "postgresql://postgres@orders-rw.db.svc:5432/postgres?target_session_attrs=read-write"
+        );
+    }
+
+    #[test]
     fn printed_uris_verify_the_server_against_the_instance_ca() {
-        let mut info = connection_info("127.0.0.1", 5001, 5002, &[], None);
+        let mut info = connection_info(EndpointHosts::same("127.0.0.1"), 5001, 5002, &[], None);
         info.app = Some(app_connection(
-            "127.0.0.1",
+            EndpointHosts::same("127.0.0.1"),
             5001,
             5002,
             &[],
@@ -342,7 +391,7 @@ mod tests {
             app.rw,
             format!("postgresql://shop@127.0.0.1:5001/orders?passfile=/h/app.pgpass&{tls}")
         );
-        let mut bare = connection_info("h", 1, 2, &[], None);
+        let mut bare = connection_info(EndpointHosts::same("h"), 1, 2, &[], None);
         with_tls(&mut bare, None);
         assert_eq!(
             bare.ro,

@@ -258,6 +258,15 @@ pub fn render_instance(detail: &InstanceDetail) -> String {
         detail.replicas,
         if detail.replicas == 1 { "" } else { "s" }
     );
+    if let Some(size) = &detail.size {
+        out.push_str(&format!(
+            "Size:         {} MiB memory, {} CPU{}, {} storage\n",
+            size.memory_mb,
+            size.cpus,
+            if size.cpus == 1 { "" } else { "s" },
+            size.storage.as_deref().unwrap_or("ssd")
+        ));
+    }
     if let Some(operation) = &detail.last_operation {
         out.push_str(&format!("Operation:    {operation}\n"));
     }

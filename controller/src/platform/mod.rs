@@ -402,6 +402,13 @@ pub trait Platform: Send + Sync + fmt::Debug {
         None
     }
 
+    /// The host names clients use for the instance's rw and ro endpoints when they are not
+    /// the controller's own host (Kubernetes: the Services' DNS names). `None`: the endpoints
+    /// listen on the controller's host (the local proxies).
+    fn endpoint_hosts(&self, _instance: &str) -> Option<(String, String)> {
+        None
+    }
+
     /// A libpq password file (mode 0600) holding a password credential, for the `passfile`
     /// parameter of the connection URIs the platform prints, so they work as printed without
     /// the password in them. `None` when the platform keeps no such file (Kubernetes).

@@ -152,6 +152,11 @@ impl Platform for KubernetesPlatform {
         self.members_of(instance).await
     }
 
+    fn endpoint_hosts(&self, instance: &str) -> Option<(String, String)> {
+        validate_instance_name(instance).ok()?;
+        Some(self.endpoint_service_hosts(instance))
+    }
+
     async fn ensure_endpoints(&self, instance: &str) -> Result<Endpoints, PlatformError> {
         validate_instance_name(instance)?;
         self.ensure_services(instance).await

@@ -90,13 +90,26 @@ impl KubernetesPlatform {
         let owner = self.ensure_root(&settings).await?;
         self.apply_instance_objects(&settings, &owner).await?;
         let address = |service: String| PgAddress {
-            host: format!("{service}.{}.svc", self.namespace),
+            host: self.service_host(&service),
             port: PG_PORT,
         };
         Ok(Endpoints {
             rw: address(rw_service_name(instance)),
             ro: address(ro_service_name(instance)),
         })
+    }
+
+    /// A Service's name in the cluster's DNS.
+    pub(super) fn service_host(&self, service: &str) -> String {
+        format!("{service}.{}.svc", self.namespace)
+    }
+
+    /// The DNS names of the instance's rw and ro Services.
+    pub(super) fn endpoint_service_hosts(&self, instance: &str) -> (String, String) {
+        (
+            self.service_host(&rw_service_name(instance)),
+            self.service_host(&ro_service_name(instance)),
+        )
     }
 
     pub(super) async fn delete_services(&self, instance: &str) -> Result<(), PlatformError> {
