@@ -449,21 +449,26 @@ async fn create_write_read_switchover_and_delete_through_the_kubernetes_platform
     drop(pg);
 
     controller.cli_ok(&["delete", "orders"]);
+    all_of_orders_gone(&client).await;
+    eprintln!("test done in {:?}", started.elapsed());
+}
+
+/// Waits until no object labelled as part of `orders` is left.
+async fn all_of_orders_gone(client: &Client) {
     eventually(WAIT, "every object of orders gone", || async {
         let left: Vec<String> = [
-            names::<StatefulSet>(&client).await,
-            names::<Pod>(&client).await,
-            names::<Service>(&client).await,
-            names::<Secret>(&client).await,
-            names::<ConfigMap>(&client).await,
-            names::<PodDisruptionBudget>(&client).await,
-            names::<PersistentVolumeClaim>(&client).await,
+            names::<StatefulSet>(client).await,
+            names::<Pod>(client).await,
+            names::<Service>(client).await,
+            names::<Secret>(client).await,
+            names::<ConfigMap>(client).await,
+            names::<PodDisruptionBudget>(client).await,
+            names::<PersistentVolumeClaim>(client).await,
         ]
         .concat();
         left.is_empty().then_some(())
     })
     .await;
-    eprintln!("test done in {:?}", started.elapsed());
 }
 
 /// Inserts consecutive ids through whatever pod the rw Service's EndpointSlice lists, until
@@ -678,18 +683,7 @@ async fn the_charts_role_is_all_the_kubernetes_platform_needs() {
     .await;
     controller.cli_ok(&["replication", "remove", "orders", "orders-2"]);
     controller.cli_ok(&["delete", "orders"]);
-    eventually(WAIT, "every object of orders gone", || async {
-        let left: Vec<String> = [
-            names::<StatefulSet>(&client).await,
-            names::<Pod>(&client).await,
-            names::<Service>(&client).await,
-            names::<PodDisruptionBudget>(&client).await,
-            names::<PersistentVolumeClaim>(&client).await,
-        ]
-        .concat();
-        left.is_empty().then_some(())
-    })
-    .await;
+    all_of_orders_gone(&client).await;
     let log = std::fs::read_to_string(&controller.log).unwrap();
     let refused: Vec<&str> = log
         .lines()
