@@ -9,8 +9,6 @@
 //! Not under the operator's token: the sidecar authenticates with its member's report token
 //! (`toygres_common::member_report::report_token`), derived from the instance's sidecar token.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
@@ -26,29 +24,6 @@ use toygres_common::sidecar_api::Role;
 
 use super::{ApiError, ApiState};
 use crate::platform::SecretRefs;
-
-/// When each instance's actor was last asked to check because of a report.
-#[derive(Debug, Default)]
-pub struct ReportGate {
-    last: Mutex<HashMap<String, Instant>>,
-}
-
-impl ReportGate {
-    /// Whether a check may be asked for `instance` at `now`: none was within `spacing`.
-    pub fn admit(&self, instance: &str, now: Instant, spacing: Duration) -> bool {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last
-            .get(instance)
-            .is_some_and(|at| now.saturating_duration_since(*at) < spacing)
-        {
-            return false;
-        }
-        // Forget instances not heard from for a while, so the map stays small.
-        last.retain(|_, at| now.saturating_duration_since(*at) < Duration::from_secs(600));
-        last.insert(instance.to_string(), now);
-        true
-    }
-}
 
 /// The least time between two checks asked for by reports (checks queue behind a running
 /// operation: a burst of reports during a failover must not become a burst of rounds after it).
@@ -143,21 +118,4 @@ pub async fn report(
         primary: primary.map(|p| p.name.clone()),
         superseded: answer_superseded,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reports_ask_for_a_check_at_most_once_per_spacing_per_instance() {
-        let gate = ReportGate::default();
-        let t0 = Instant::now();
-        let spacing = Duration::from_millis(250);
-        assert!(gate.admit("a", t0, spacing));
-        assert!(!gate.admit("a", t0 + Duration::from_millis(100), spacing));
-        assert!(gate.admit("b", t0 + Duration::from_millis(100), spacing));
-        assert!(gate.admit("a", t0 + Duration::from_millis(250), spacing));
-        assert!(!gate.admit("a", t0 + Duration::from_millis(400), spacing));
-    }
 }

@@ -14,6 +14,7 @@ pub mod openapi;
 mod operations;
 mod parameters;
 mod replicas;
+mod report_gate;
 mod ro;
 mod state;
 mod stats;

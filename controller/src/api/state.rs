@@ -22,7 +22,7 @@ pub struct ApiState {
     /// The host clients reach the endpoints on.
     pub endpoint_host: String,
     /// When each instance's actor was last asked to check because a member reported.
-    pub reports: Arc<super::member_report::ReportGate>,
+    pub reports: Arc<super::report_gate::ReportGate>,
 }
 
 impl ApiState {

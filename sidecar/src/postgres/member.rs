@@ -88,7 +88,7 @@ pub struct Member {
     pub(super) contacts: std::sync::Mutex<super::watchers::Contacts>,
     self_fences: AtomicU64,
     /// Reports to the controller ([`super::report`]).
-    pub(super) reporting: super::report::Reporting,
+    pub(super) reporting: super::reporting::Reporting,
     /// What the synchronous replication watcher did.
     pub(super) sync: super::watchers::SyncCounters,
 }
@@ -330,7 +330,7 @@ impl Member {
             Err(e) if !fallback.is_empty() => {
                 let why = format!("{e:#}");
                 tracing::warn!("postgres did not start with its new configuration ({why}); restoring the previous values");
-                super::parameters::rewrite_auto_conf(&self.layout.data_dir, fallback)?;
+                super::auto_conf::rewrite_auto_conf(&self.layout.data_dir, fallback)?;
                 self.start_locked(&mut ops).await?;
                 Ok(Some(why))
             }

@@ -1,6 +1,7 @@
 //! This pod's Postgres: supervision and every operation the API offers on it, and the
 //! primitives bootstrap composes (initdb, pg_basebackup).
 
+pub mod auto_conf;
 pub mod create;
 pub mod demote;
 pub mod files;
@@ -11,6 +12,7 @@ pub mod process;
 pub mod promote;
 pub mod replication;
 pub mod report;
+pub mod reporting;
 pub mod settings;
 pub mod sql;
 pub mod status;

@@ -5,8 +5,8 @@
 //! answer saying another member was promoted on a newer timeline makes a primary fence itself
 //! at once.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use toygres_common::member_report::{MemberReport, ReportKind};
@@ -24,15 +24,6 @@ const UPSTREAM_TICK: Duration = Duration::from_millis(250);
 const MAX_IN_FLIGHT: usize = 4;
 /// How long the facts a report carries (the timeline, the WAL receiver's state) may take.
 const FACT_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// The member's reporting state, held by [`Member`].
-#[derive(Debug, Default)]
-pub struct Reporting {
-    notifier: OnceLock<Notifier>,
-    in_flight: AtomicUsize,
-    /// The controller-silent report went out for the present silence.
-    pub(super) silence_reported: AtomicBool,
-}
 
 /// What a look at the WAL receiver found.
 #[derive(Debug, Clone, PartialEq)]

@@ -141,6 +141,7 @@ impl ImageMap {
                         "TOYGRES_DATA_DIR".into(),
                         "/var/lib/postgresql/data/pgdata".into(),
                     ),
+                    ("TOYGRES_TLS_DIR".into(), "/etc/toygres/tls".into()),
                 ],
                 working_dir: Some("/var/lib/postgresql".into()),
                 user: postgres.or(Some((999, 999))),
