@@ -181,6 +181,16 @@ pub fn render_env(target: &Target) -> String {
     if let Some(passfile) = &target.passfile {
         vars.push(("PGPASSFILE", passfile.clone()));
     }
+    // The URI's TLS settings, for programs that read the PG* variables instead of the URI.
+    if let Ok(uri) = reqwest::Url::parse(&target.uri) {
+        for (key, value) in uri.query_pairs() {
+            match key.as_ref() {
+                "sslmode" => vars.push(("PGSSLMODE", value.into_owned())),
+                "sslrootcert" => vars.push(("PGSSLROOTCERT", value.into_owned())),
+                _ => {}
+            }
+        }
+    }
     vars.push(("DATABASE_URL", target.uri.clone()));
     vars.iter()
         .map(|(name, value)| format!("export {name}={}\n", quote(value)))
@@ -213,5 +223,28 @@ mod tests {
             "{env}"
         );
         assert!(env.ends_with("export DATABASE_URL='postgresql://shop@127.0.0.1:5001/shop'\n"));
+        assert!(!env.contains("PGSSLMODE"), "{env}");
+    }
+
+    #[test]
+    fn env_lines_carry_the_uris_tls_settings() {
+        let target = Target {
+            instance: "shop".into(),
+            user: "shop".into(),
+            database: "shop".into(),
+            host: "127.0.0.1".into(),
+            port: 5001,
+            passfile: None,
+            password_location: None,
+            uri: "postgresql://shop@127.0.0.1:5001/shop?sslmode=verify-full&sslrootcert=/h/my%20tls/ca.crt"
+                .into(),
+            multi_host_uri: String::new(),
+        };
+        let env = render_env(&target);
+        assert!(env.contains("export PGSSLMODE='verify-full'\n"), "{env}");
+        assert!(
+            env.contains("export PGSSLROOTCERT='/h/my tls/ca.crt'\n"),
+            "{env}"
+        );
     }
 }
