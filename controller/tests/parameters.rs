@@ -236,22 +236,6 @@ async fn sync_instance_under_writes(
     (home, api, rw, password, writers)
 }
 
-/// The acknowledged commits missing from the table, read through rw.
-async fn lost_commits(rw: &str, password: &str, acks: &[Ack]) -> Vec<i64> {
-    let present: std::collections::BTreeSet<i64> = connect(rw, password)
-        .await
-        .query("SELECT id FROM acked", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    acks.iter()
-        .map(|a| a.id)
-        .filter(|id| !present.contains(id))
-        .collect()
-}
-
 /// Sets `body` (a whole `PUT …/parameters` request) and waits for the operation's end.
 async fn change(home: &Home, api: &Api, instance: &str, body: serde_json::Value) -> Operation {
     let (status, text) = api

@@ -659,9 +659,8 @@ pub async fn start_ha(env: &[(&str, &str)], name: &str, ha: serde_json::Value) -
     (home, api)
 }
 
-/// Every acknowledged commit is there, and in commit order the server that took the writes
-/// changed at most `changes` times (one writer at a time: never back to a superseded primary).
-pub async fn assert_no_commit_lost(rw: &str, password: &str, acks: &[Ack], changes: usize) {
+/// The acknowledged commits missing from the table `acked`, read through rw.
+pub async fn lost_commits(rw: &str, password: &str, acks: &[Ack]) -> Vec<i64> {
     let present: BTreeSet<i64> = connect(rw, password)
         .await
         .query("SELECT id FROM acked", &[])
@@ -670,11 +669,16 @@ pub async fn assert_no_commit_lost(rw: &str, password: &str, acks: &[Ack], chang
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let lost: Vec<i64> = acks
-        .iter()
+    acks.iter()
         .map(|a| a.id)
         .filter(|id| !present.contains(id))
-        .collect();
+        .collect()
+}
+
+/// Every acknowledged commit is there, and in commit order the server that took the writes
+/// changed at most `changes` times (one writer at a time: never back to a superseded primary).
+pub async fn assert_no_commit_lost(rw: &str, password: &str, acks: &[Ack], changes: usize) {
+    let lost = lost_commits(rw, password, acks).await;
     assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
     assert!(acks.len() > 50, "only {} writes acknowledged", acks.len());
     let moved = acks.windows(2).filter(|w| w[0].port != w[1].port).count();
