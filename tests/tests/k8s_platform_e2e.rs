@@ -619,8 +619,10 @@ async fn a_frozen_primary_is_fenced_and_the_rw_endpoint_moves_without_losing_a_c
         "the restarted old primary was not fenced:\n{log}"
     );
     // The standbys told the controller at once that they lost the primary.
-    let events: serde_json::Value =
-        serde_json::from_str(&controller.cli_ok(&["events", "orders", "-o", "json"])).unwrap();
+    let events: serde_json::Value = serde_json::from_str(
+        &controller.cli_ok(&["events", "orders", "--limit", "1000", "-o", "json"]),
+    )
+    .unwrap();
     let reports: Vec<&serde_json::Value> = events["events"]
         .as_array()
         .unwrap()
