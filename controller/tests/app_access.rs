@@ -189,29 +189,6 @@ async fn printed_uris_work_as_printed_for_the_owner_of_the_application_database(
     }
 }
 
-/// `secret` is in none of the CMS tables that could hold one: the orchestration history, the
-/// operations, the events, the instances.
-async fn assert_nowhere_in_cms(home: &Home, secret: &str) {
-    let cms = home.cms_client().await;
-    for table in [
-        "toygres_duroxide.history",
-        "toygres_duroxide.executions",
-        "toygres.operations",
-        "toygres.events",
-        "toygres.instances",
-    ] {
-        let found: i64 = cms
-            .query_one(
-                &format!("SELECT count(*) FROM {table} t WHERE t::text LIKE '%' || $1 || '%'"),
-                &[&secret],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(found, 0, "a password is in {table}");
-    }
-}
-
 /// Every log the controller and the members wrote (the controller's runs, each sidecar's,
 /// which holds its Postgres's server log), unfiltered.
 fn all_logs(home: &Home) -> String {
