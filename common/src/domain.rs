@@ -183,6 +183,8 @@ words! {
         BackupDelete => "backup-delete",
         /// The deletion of the backups the retention policy does not keep.
         BackupCleanup => "backup-cleanup",
+        /// A new password for one of the instance's roles.
+        CredentialsRotate => "credentials-rotate",
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod app_access;
 pub mod backup_api;
 pub mod controller_api;
+pub mod credentials_api;
 pub mod domain;
 pub mod error;
 #[cfg(feature = "server")]

@@ -18,6 +18,9 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Controller(_)) {
+        end_quietly_when_stdout_closes();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -60,7 +63,39 @@ fn main() -> ExitCode {
         Command::Params(args) => finish(runtime.block_on(cli::params::run(args))),
         Command::Psql(args) => finish(runtime.block_on(cli::connect::psql(args))),
         Command::Connect(args) => finish(runtime.block_on(cli::connect::connect(args))),
+        Command::Credentials(args) => finish(runtime.block_on(cli::credentials::run(args))),
     }
+}
+
+/// The exit status of a program killed by SIGPIPE, as shells report it (128 + 13).
+const BROKEN_PIPE_STATUS: i32 = 141;
+
+/// A client's output going to a reader that stopped reading (`toygres get X | head -1`) ends
+/// the client quietly with status 141, as SIGPIPE ends other tools, instead of a panic
+/// message. Rust ignores SIGPIPE, so `println!` panics on the broken pipe; this hook catches
+/// exactly that panic (stdout, `EPIPE`) and leaves every other panic to the default hook. Only
+/// the client subcommands get it: the controller's handling of closed sockets stays as it is.
+fn end_quietly_when_stdout_closes() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if is_broken_stdout(message) {
+            std::process::exit(BROKEN_PIPE_STATUS);
+        }
+        default_hook(info);
+    }));
+}
+
+/// Whether a panic message is `print!`'s on a closed stdout (the OS error number, not its
+/// text, which could be localized).
+fn is_broken_stdout(message: &str) -> bool {
+    message.starts_with("failed printing to stdout")
+        && message.contains(&format!("(os error {})", nix::libc::EPIPE))
 }
 
 /// The exit code of a client subcommand, printing its error.

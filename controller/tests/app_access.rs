@@ -1,7 +1,8 @@
 //! Application access end to end: every instance gets an application database and an owner
 //! role; the URIs the controller prints work as printed with psql (libpq reads the password
 //! from the passfile they name, PGPASSWORD unset); `toygres psql` and `toygres connect` use
-//! them; the owner cannot create roles or databases and cannot log into another instance.
+//! them; the owner cannot create roles or databases and cannot log into another instance; the
+//! owner's password rotates without a restart; the CLI ends quietly when its reader goes away.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,6 +13,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Output};
 
 use support::*;
+use tokio_postgres::error::SqlState;
 use toygres_common::controller_api::{InstanceDetail, OperationAccepted};
 
 const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
@@ -180,26 +182,208 @@ async fn printed_uris_work_as_printed_for_the_owner_of_the_application_database(
     assert!(!psql(&shop_into_ledger_db, "SELECT 1").status.success());
 
     // Neither application password is anywhere in the CMS.
-    let cms = home.cms_client().await;
     let ledger_password =
         fs::read_to_string(other_app.password_location.as_deref().unwrap()).unwrap();
     for secret in [password.as_str(), ledger_password.trim()] {
-        for table in [
-            "toygres_duroxide.history",
-            "toygres.operations",
-            "toygres.events",
-            "toygres.instances",
-        ] {
-            let found: i64 = cms
-                .query_one(
-                    &format!("SELECT count(*) FROM {table} t WHERE t::text LIKE '%' || $1 || '%'"),
-                    &[&secret],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            assert_eq!(found, 0, "an application password is in {table}");
-        }
+        assert_nowhere_in_cms(&home, secret).await;
+    }
+}
+
+/// Every log the controller and the members wrote (the controller's runs, each sidecar's,
+/// which holds its Postgres's server log), unfiltered.
+fn all_logs(home: &Home) -> String {
+    let mut files = find_files(home.path(), "sidecar.log");
+    files.extend(
+        fs::read_dir(home.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "log")),
+    );
+    files
+        .iter()
+        .map(|file| fs::read_to_string(file).unwrap_or_default())
+        .collect()
+}
+
+fn read_password(location: &str) -> String {
+    fs::read_to_string(location).unwrap().trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owners_password_rotates_without_a_restart_and_open_sessions_stay_open() {
+    let mut home = Home::new();
+    let api = home.start().await;
+    stdout(&home.cli(&["create", "shop", "--replicas", "1"]));
+    let detail: InstanceDetail = api.get("/v1/instances/shop").await;
+    let connection = detail.connection.clone().unwrap();
+    let app = connection.app.clone().unwrap();
+    let location = app.password_location.clone().unwrap();
+    let old = read_password(&location);
+    let primary = primary_of(&api, "shop").await.unwrap();
+    let postmasters: Vec<i32> = ["shop-0", "shop-1"]
+        .iter()
+        .map(|member| postmaster_of(&home, "shop", member))
+        .collect();
+
+    // Every statement goes to the server's log, so a password sent in SQL would show there.
+    let superuser = connect(
+        &connection.rw,
+        &read_password(connection.password_location.as_deref().unwrap()),
+    )
+    .await;
+    for statement in [
+        "ALTER SYSTEM SET log_statement = 'all'",
+        "SELECT pg_reload_conf()",
+    ] {
+        superuser.batch_execute(statement).await.unwrap();
+    }
+
+    // A session opened with the old password, before the rotation.
+    let session = connect(&app.rw, &old).await;
+    session
+        .batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)")
+        .await
+        .unwrap();
+
+    // Bad requests are refused with JSON and change nothing.
+    let path = "/v1/instances/shop/credentials/rotate";
+    for (instance_path, body, status) in [
+        (path, serde_json::json!({"role": "admin"}), 400),
+        (path, serde_json::json!({"rol": "owner"}), 400),
+        (path, serde_json::json!({"role": "superuser"}), 409),
+        (
+            "/v1/instances/nope/credentials/rotate",
+            serde_json::json!({}),
+            404,
+        ),
+        (
+            "/v1/instances/Bad_Name/credentials/rotate",
+            serde_json::json!({}),
+            400,
+        ),
+    ] {
+        let (got, text) = api
+            .send(reqwest::Method::POST, instance_path, Some(body.clone()))
+            .await;
+        assert_eq!(got, status, "{instance_path} {body}: {text}");
+        assert!(text.contains("\"error\""), "{text}");
+    }
+    let unauthenticated = api
+        .http
+        .post(format!("{}{path}", api.url))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status().as_u16(), 401);
+    assert_eq!(read_password(&location), old, "a refused request rotated");
+
+    // The rotation, as an operator runs it.
+    let out = stdout(&home.cli(&["credentials", "rotate", "shop"]));
+    assert!(out.contains("succeeded"), "{out}");
+    assert!(out.contains(&location), "{out}");
+    let new = read_password(&location);
+    assert_ne!(new, old);
+    assert!(!out.contains(&new), "the CLI printed the password");
+
+    // The open session goes on working; nothing restarted.
+    session
+        .batch_execute("INSERT INTO orders VALUES (2)")
+        .await
+        .unwrap();
+    let count: i64 = session
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 2);
+    let after: Vec<i32> = ["shop-0", "shop-1"]
+        .iter()
+        .map(|member| postmaster_of(&home, "shop", member))
+        .collect();
+    assert_eq!(after, postmasters, "a member restarted");
+    assert_eq!(primary_of(&api, "shop").await.unwrap(), primary);
+
+    // A new login with the old password is refused, on the primary and on the standby.
+    for uri in [&app.rw, &app.ro] {
+        let (mut config, tls) = pg_config(uri);
+        config.password(&old);
+        let refused = config
+            .connect(tls)
+            .await
+            .err()
+            .expect("the old password still logs in");
+        assert_eq!(
+            refused.as_db_error().map(|e| e.code().clone()),
+            Some(SqlState::INVALID_PASSWORD),
+            "{refused}"
+        );
+    }
+    // The printed URIs work as printed (their passfile holds the new password), and the new
+    // password logs in (on the standby once it replayed the change).
+    assert_eq!(psql_ok(&app.rw, "SELECT count(*) FROM orders"), "2");
+    eventually(
+        std::time::Duration::from_secs(30),
+        "the printed ro URI with the new password",
+        || async {
+            let out = psql(&app.ro, "SELECT current_user, pg_is_in_recovery()");
+            (out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "shop|t")
+                .then_some(())
+        },
+    )
+    .await;
+    connect(&app.multi_host, &new).await;
+
+    // Recorded as an operation with its events.
+    let kinds: Vec<String> = events(&api, "shop")
+        .await
+        .events
+        .iter()
+        .map(|e| e.kind.clone())
+        .collect();
+    for kind in ["credentials-rotate-started", "credentials-rotate-succeeded"] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} missing: {kinds:?}");
+    }
+
+    // Neither password is in the CMS or in any log, though every statement was logged: the
+    // server got only a verifier.
+    for secret in [&old, &new] {
+        assert_nowhere_in_cms(&home, secret).await;
+    }
+    let logs = all_logs(&home);
+    assert!(
+        logs.contains("ALTER ROLE \"shop\" PASSWORD 'SCRAM-SHA-256$"),
+        "the rotation's statement is not in the server's log"
+    );
+    for secret in [&old, &new] {
+        assert!(!logs.contains(secret.as_str()), "a password is in a log");
+    }
+}
+
+/// `toygres list | head -1`: the reader goes away; the CLI ends without a panic message, with
+/// the status a SIGPIPE gives other tools (or 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_ends_quietly_when_its_reader_goes_away() {
+    let mut home = Home::new();
+    let _api = home.start().await;
+    for args in [&["list"][..], &["list", "-o", "json"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        // No reader from the start: the first write fails with EPIPE.
+        drop(reader);
+        let out = home
+            .command()
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(141)),
+            "{args:?}: {:?} {stderr}",
+            out.status
+        );
     }
 }
 

@@ -102,7 +102,7 @@ async fn built_objects_apply_strictly_schedule_take_role_labels_and_cascade_from
     )
     .await;
     apply(&client, &rw_service(&settings, &owner)).await;
-    apply(&client, &ro_service(&settings, &owner)).await;
+    apply(&client, &ro_service(&settings, &owner, RoleLabel::Standby)).await;
     apply(&client, &members_service(&settings, &owner)).await;
     apply(&client, &instance_disruption_budget(&settings, &owner)).await;
     let primary: PgAddress = member_pg_address(&settings, "orders-0");

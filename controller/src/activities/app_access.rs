@@ -66,6 +66,24 @@ async fn ensure(deps: &ActivityDeps, input: &AppAccessInput) -> Result<(), Strin
     result
 }
 
+/// Sets `role`'s password to `password`, sent as a SCRAM verifier (the server's statement log
+/// and `pg_stat_activity` see only the verifier). The error names the role, never the value.
+pub(crate) async fn set_role_password(
+    client: &tokio_postgres::Client,
+    role: &str,
+    password: &str,
+) -> Result<(), String> {
+    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+    client
+        .batch_execute(&format!(
+            "ALTER ROLE {} PASSWORD {}",
+            quote_ident(role),
+            quote_literal(&verifier)
+        ))
+        .await
+        .map_err(|e| format!("set the password of the role {role}: {e}"))
+}
+
 async fn apply(
     client: &tokio_postgres::Client,
     app: &AppAccess,

@@ -9,6 +9,7 @@ pub mod app_access;
 pub mod backup_cleanup;
 pub mod backups;
 pub mod cancel;
+pub mod credentials;
 mod deps;
 pub mod ha;
 pub mod members;
@@ -77,6 +78,7 @@ pub mod names {
     pub const PLAN_BACKUP_DELETION: &str = "PlanBackupDeletion";
     pub const DELETE_BACKUP_OBJECTS: &str = "DeleteBackupObjects";
     pub const FORGET_DELETED_BACKUPS: &str = "ForgetDeletedBackups";
+    pub const ROTATE_PASSWORD: &str = "RotatePassword";
 }
 
 /// Registers every activity, each with its own handle on `deps`.
@@ -191,5 +193,6 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
         names::FORGET_DELETED_BACKUPS,
         backup_cleanup::forget_deleted_backups
     );
+    let b = register!(b, names::ROTATE_PASSWORD, credentials::rotate_password);
     b.build_result()
 }

@@ -4,6 +4,7 @@
 //! bearer token. Every non-2xx answer is an [`ErrorBody`](toygres_common::ErrorBody).
 
 mod backups;
+mod credentials;
 pub mod error;
 mod ha;
 mod health;
@@ -57,6 +58,10 @@ pub fn app(state: ApiState) -> Router {
         )
         .route("/v1/instances/{name}/switchover", post(ha::switchover))
         .route("/v1/instances/{name}/failover", post(ha::failover))
+        .route(
+            "/v1/instances/{name}/credentials/rotate",
+            post(credentials::rotate),
+        )
         .route(
             "/v1/instances/{name}/ha",
             get(ha::get_settings).put(ha::set_settings),

@@ -37,6 +37,7 @@ impl Modify for BearerAuth {
         super::replicas::remove,
         super::ha::switchover,
         super::ha::failover,
+        super::credentials::rotate,
         super::ha::get_settings,
         super::ha::set_settings,
         super::ro::get_settings,
@@ -68,6 +69,8 @@ impl Modify for BearerAuth {
         BackupList, RestoreRequest, BackupScheduleRequest, BackupScheduleView,
         CleanupPlan, KeptBackup, RecoverabilityWindow,
         toygres_common::app_access::AppConnection,
+        toygres_common::credentials_api::RotateCredentialsRequest,
+        toygres_common::credentials_api::CredentialRole,
         toygres_common::ro_api::RoSettings, toygres_common::ro_api::RoSettingsPatch,
         toygres_common::ro_api::RoFallback, toygres_common::ro_api::RoBalance,
         toygres_common::ro_api::RoEndpointView, toygres_common::ro_api::RoBackend,
@@ -111,6 +114,7 @@ mod tests {
             "/v1/instances/{name}/parameters",
             "/v1/instances/{name}/parameters/catalog",
             "/v1/instances/{name}/parameters/profile",
+            "/v1/instances/{name}/credentials/rotate",
         ] {
             assert!(paths.contains_key(path), "{path} missing");
         }

@@ -7,6 +7,7 @@ mod backup_cleanup;
 mod backup_summary;
 pub mod client;
 pub mod connect;
+pub mod credentials;
 pub mod events;
 pub mod ha;
 pub mod instances;
@@ -72,6 +73,8 @@ pub enum Command {
     Psql(connect::PsqlArgs),
     /// Print how a program connects to an instance: environment variables or JSON
     Connect(connect::ConnectArgs),
+    /// An instance's passwords: rotate one without a restart
+    Credentials(credentials::CredentialsArgs),
 }
 
 #[cfg(test)]

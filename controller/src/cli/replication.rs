@@ -220,7 +220,8 @@ fn handover_summary(operation: &Operation) -> Option<String> {
     Some(line)
 }
 
-async fn follow(
+/// Follows a queued operation until it ends (unless `no_wait`) and prints its outcome.
+pub(super) async fn follow(
     client: &ControllerClient,
     accepted: OperationAccepted,
     no_wait: bool,

@@ -29,6 +29,7 @@ use crate::token::hex;
 mod actor_operations;
 mod backup_retention;
 mod backups;
+mod credentials;
 pub mod parameters;
 mod restore_wal;
 mod ro;
@@ -362,7 +363,8 @@ impl Engine {
                 | OperationKind::Backup
                 | OperationKind::Parameters
                 | OperationKind::BackupDelete
-                | OperationKind::BackupCleanup => continue,
+                | OperationKind::BackupCleanup
+                | OperationKind::CredentialsRotate => continue,
             };
             tracing::info!(
                 operation = operation.id,

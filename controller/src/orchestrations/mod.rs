@@ -8,6 +8,7 @@ pub mod backup;
 pub mod backup_cleanup;
 pub mod backup_schedule;
 pub mod create_instance;
+pub mod credentials;
 pub mod delete_instance;
 mod durable;
 pub mod ha;
@@ -35,6 +36,7 @@ pub fn registry() -> Result<OrchestrationRegistry, String> {
         .register_typed(names::BACKUP_SCHEDULE, backup_schedule::backup_schedule)
         .register_typed(names::APPLY_PARAMETERS, parameters::apply_parameters)
         .register_typed(names::DELETE_BACKUPS, backup_cleanup::delete_backups)
+        .register_typed(names::ROTATE_CREDENTIALS, credentials::rotate_credentials)
         .build_result()
 }
 

@@ -396,6 +396,11 @@ pub trait Platform: Send + Sync + fmt::Debug {
     /// superuser password for health queries).
     async fn read_secret(&self, secret: &SecretRef) -> Result<SecretValue, PlatformError>;
 
+    /// Replaces one credential with a new random value, where [`Self::read_secret`] reads it
+    /// (and, in local mode, rewrites its password file). Each call makes a new value: the
+    /// caller sets the same value where it is checked (the role's password on the primary).
+    async fn rotate_secret(&self, secret: &SecretRef) -> Result<(), PlatformError>;
+
     /// Where an operator finds a credential (a file path in local mode, a Secret and key on
     /// Kubernetes), to print instead of the value. `None` when there is nothing to point at.
     fn secret_location(&self, _secret: &SecretRef) -> Option<String> {

@@ -732,3 +732,26 @@ pub fn postmaster_of(home: &Home, instance: &str, member: &str) -> i32 {
         .parse()
         .unwrap()
 }
+
+/// `secret` is in none of the CMS tables that could hold one: the orchestration history, the
+/// operations, the events, the instances.
+pub async fn assert_nowhere_in_cms(home: &Home, secret: &str) {
+    let cms = home.cms_client().await;
+    for table in [
+        "toygres_duroxide.history",
+        "toygres_duroxide.executions",
+        "toygres.operations",
+        "toygres.events",
+        "toygres.instances",
+    ] {
+        let found: i64 = cms
+            .query_one(
+                &format!("SELECT count(*) FROM {table} t WHERE t::text LIKE '%' || $1 || '%'"),
+                &[&secret],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(found, 0, "a password is in {table}");
+    }
+}

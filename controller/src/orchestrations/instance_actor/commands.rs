@@ -79,6 +79,15 @@ pub fn start_operation(
             command.operation_id.clone(),
             sub_orchestration(ctx, names::DELETE_BACKUPS, &command.operation_id, &command),
         ),
+        ActorCommand::RotateCredentials(command) => (
+            command.operation_id.clone(),
+            sub_orchestration(
+                ctx,
+                names::ROTATE_CREDENTIALS,
+                &command.operation_id,
+                &command,
+            ),
+        ),
         ActorCommand::CheckNow => return None,
     })
 }

@@ -7,6 +7,7 @@
 mod actor;
 mod backup;
 mod create_delete;
+mod credentials;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -88,6 +89,7 @@ fn fake_activities(calls: Calls, failing: BTreeSet<String>) -> ActivityRegistry 
         act::RESTART_MEMBER,
         act::RECORD_DESIRED_PARAMETERS,
         act::WAIT_REPLAYED,
+        act::ROTATE_PASSWORD,
     ];
     let mut builder = ActivityRegistry::builder();
     for name in all {
@@ -136,6 +138,7 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
             json!({"member": member, "timeline": 1})
         }
         n if n == act::WAIT_SYNC_STANDBY => json!("db-1"),
+        n if n == act::ROTATE_PASSWORD => json!({"role_name": instance, "primary": "db-0"}),
         n if n == act::OPERATION_CANCELLED => json!(false),
         n if n == act::LIST_MEMBERS => json!(["db-0", "db-1"]),
         n if n == act::READ_ACTOR_VIEW && input["actor_id"] == "actor-stale" => Value::Null,

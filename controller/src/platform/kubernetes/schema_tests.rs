@@ -10,6 +10,7 @@ use std::process::Command;
 
 use super::credentials::{instance_secret, tests::credentials};
 use super::disruption::instance_disruption_budget;
+use super::labels::RoleLabel;
 use super::member::member_stateful_set;
 use super::root::instance_root_config_map;
 use super::services::{members_service, ro_service, rw_service};
@@ -91,7 +92,10 @@ fn every_object() -> Vec<(String, serde_json::Value)> {
             json(&instance_secret(&settings, &credentials(), &owner).into_secret()),
         ),
         ("rw".to_string(), json(&rw_service(&settings, &owner))),
-        ("ro".to_string(), json(&ro_service(&settings, &owner))),
+        (
+            "ro".to_string(),
+            json(&ro_service(&settings, &owner, RoleLabel::Standby)),
+        ),
         (
             "members".to_string(),
             json(&members_service(&settings, &owner)),

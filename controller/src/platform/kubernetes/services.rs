@@ -3,12 +3,17 @@
 //! the readiness bound), and the headless `<instance>-members` gives every member pod a DNS name
 //! whether ready or not, for replication and for the controller.
 //!
-//! Unlike the local platform's ro proxy, `<instance>-ro` does not fall back to the primary when
-//! no standby is ready: it then has no endpoints.
+//! When the routes name no standby for ro, `<instance>-ro` follows the instance's ro fallback as
+//! the local proxy does: with `primary` its selector switches to the primary's label (it leads
+//! where `-rw` does), with `refuse` it keeps selecting standbys and so has no endpoints (see
+//! [`ro_service_role`]). A Service spreads connections by itself (kube-proxy picks an endpoint
+//! per connection): the ro rule's `least-connections` balance cannot be had from a ClusterIP
+//! Service.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use toygres_common::ro_api::RoFallback;
 
 use super::labels::{
     instance_labels, instance_pods_selector, role_pods_selector, Component, RoleLabel,
@@ -17,6 +22,7 @@ use super::{
     members_service_name, ro_service_name, rw_service_name, InstanceSettings, API_PORT,
     API_PORT_NAME, PG_PORT, PG_PORT_NAME,
 };
+use crate::platform::EndpointRoutes;
 
 /// `<instance>-rw`: Postgres on the pod labelled `toygres.io/role=primary` (while it is ready).
 pub fn rw_service(settings: &InstanceSettings, owner: &OwnerReference) -> Service {
@@ -28,14 +34,35 @@ pub fn rw_service(settings: &InstanceSettings, owner: &OwnerReference) -> Servic
     )
 }
 
-/// `<instance>-ro`: Postgres on the ready pods labelled `toygres.io/role=standby`.
-pub fn ro_service(settings: &InstanceSettings, owner: &OwnerReference) -> Service {
+/// `<instance>-ro`: Postgres on the ready pods labelled `toygres.io/role=<leads_to>` (see
+/// [`ro_service_role`]).
+pub fn ro_service(
+    settings: &InstanceSettings,
+    owner: &OwnerReference,
+    leads_to: RoleLabel,
+) -> Service {
     role_service(
         settings,
         owner,
         ro_service_name(&settings.instance),
-        RoleLabel::Standby,
+        leads_to,
     )
+}
+
+/// The role label `<instance>-ro` selects under `routes`: the standbys routed to ro; with none
+/// and the fallback to the primary, the primary; with none and the fallback `refuse`, still
+/// the standbys, of which no pod is then labelled, so ro has no endpoints.
+pub fn ro_service_role(routes: &EndpointRoutes) -> RoleLabel {
+    if routes.ro.is_empty() && routes.ro_fallback == RoFallback::Primary {
+        RoleLabel::Primary
+    } else {
+        RoleLabel::Standby
+    }
+}
+
+/// A merge patch pointing `<instance>-ro` at the pods labelled `leads_to`.
+pub fn ro_selector_patch(instance: &str, leads_to: RoleLabel) -> serde_json::Value {
+    serde_json::json!({"spec": {"selector": role_pods_selector(instance, leads_to)}})
 }
 
 fn role_service(
@@ -133,7 +160,7 @@ mod tests {
                 ("toygres.io/role".to_string(), "primary".to_string()),
             ])
         );
-        let ro = ro_service(&settings, &fixtures::owner());
+        let ro = ro_service(&settings, &fixtures::owner(), RoleLabel::Standby);
         assert_eq!(ro.metadata.name.as_deref(), Some("orders-ro"));
         assert_eq!(selector(&ro)["toygres.io/role"], "standby");
         for service in [&rw, &ro] {
@@ -154,6 +181,41 @@ mod tests {
                 "endpoints"
             );
         }
+    }
+
+    /// With no standby qualifying, `-ro` follows the fallback: to the primary's pod, or to no
+    /// pod at all.
+    #[test]
+    fn the_ro_service_falls_back_to_the_primary_or_refuses_as_the_rule_says() {
+        use toygres_common::ro_api::RoFallback;
+
+        let routes = |ro: &[&str], fallback| EndpointRoutes {
+            rw: Some("orders-0".into()),
+            ro: ro.iter().map(|m| m.to_string()).collect(),
+            ro_fallback: fallback,
+            ..EndpointRoutes::default()
+        };
+        for (ro, fallback, leads_to) in [
+            (&["orders-1"][..], RoFallback::Primary, RoleLabel::Standby),
+            (&["orders-1"][..], RoFallback::Refuse, RoleLabel::Standby),
+            (&[][..], RoFallback::Primary, RoleLabel::Primary),
+            (&[][..], RoFallback::Refuse, RoleLabel::Standby),
+        ] {
+            assert_eq!(
+                ro_service_role(&routes(ro, fallback)),
+                leads_to,
+                "{ro:?} {fallback:?}"
+            );
+        }
+        let patch = ro_selector_patch("orders", RoleLabel::Primary);
+        assert_eq!(patch["spec"]["selector"]["toygres.io/role"], "primary");
+        assert_eq!(patch["spec"]["selector"]["toygres.io/instance"], "orders");
+        let primary_ro = ro_service(&fixtures::orders(), &fixtures::owner(), RoleLabel::Primary);
+        assert_eq!(
+            selector(&primary_ro),
+            serde_json::from_value::<BTreeMap<String, String>>(patch["spec"]["selector"].clone())
+                .unwrap()
+        );
     }
 
     #[test]

@@ -41,6 +41,12 @@ impl Platform for LocalPlatform {
             .ok_or_else(|| PlatformError::not_found("secret", secret.to_string()))
     }
 
+    async fn rotate_secret(&self, secret: &SecretRef) -> Result<(), PlatformError> {
+        validate_instance_name(&secret.instance)?;
+        secrets::replace(&self.layout, secret)?;
+        Ok(())
+    }
+
     fn secret_location(&self, secret: &SecretRef) -> Option<String> {
         validate_instance_name(&secret.instance).ok()?;
         Some(

@@ -1,5 +1,6 @@
 //! An instance's credentials in local mode: one file per credential under
-//! `instances/<name>/secrets/` (directory 0700, files 0600), generated once and never rewritten.
+//! `instances/<name>/secrets/` (directory 0700, files 0600), generated once and rewritten only
+//! by a rotation ([`replace`]).
 //! The sidecars read them through their `--*-file` flags; nothing else ever sees the values.
 //! Beside each password a libpq password file (`<key>.pgpass`, 0600) is kept, derived from it,
 //! which the printed connection URIs name with `passfile=`: they work as printed and never carry
@@ -91,35 +92,61 @@ fn write_passfile(layout: &LocalLayout, secret: &SecretRef) -> anyhow::Result<()
 
 /// Writes a new random value to `path` unless it exists. The value goes to a temporary file
 /// first and is linked into place, so a crash never leaves a half-written credential and a
-/// credential once written is never replaced.
+/// credential once written is never replaced (only [`replace`] does that).
 fn create_once(path: &Path) -> anyhow::Result<()> {
     if path.exists() {
         return Ok(());
     }
+    let tmp = write_random_tmp(path)?;
+    let result = match fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(()),
+        // Another call won the race: its value stays.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("create {}", path.display())),
+    };
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
+/// Replaces the credential `secret` with a new random value (renamed into place, so a reader
+/// sees the old value or the new one, never a part) and rewrites its password file from it.
+pub fn replace(layout: &LocalLayout, secret: &SecretRef) -> anyhow::Result<()> {
+    let path = layout.secret_file(&secret.instance, secret.name);
+    if !path.exists() {
+        bail!("{secret} does not exist");
+    }
+    let tmp = write_random_tmp(&path)?;
+    let renamed = fs::rename(&tmp, &path).with_context(|| format!("replace {}", path.display()));
+    if renamed.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    renamed?;
+    write_passfile(layout, secret)
+}
+
+/// A new random value (24 bytes from the OS, in hex) in a temporary file (0600, synced) beside
+/// `path`; returns the temporary file's path.
+fn write_random_tmp(path: &Path) -> anyhow::Result<std::path::PathBuf> {
     let mut bytes = [0u8; 24];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let value = hex(&bytes);
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
-    let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("create {}", tmp.display()))?;
-        file.write_all(format!("{value}\n").as_bytes())
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("write {}", tmp.display()))?;
-        match fs::hard_link(&tmp, path) {
-            Ok(()) => Ok(()),
-            // Another call won the race: its value stays.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("create {}", path.display())),
-        }
-    })();
-    let _ = fs::remove_file(&tmp);
-    result
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("create {}", tmp.display()))
+        .and_then(|mut file| {
+            file.write_all(format!("{value}\n").as_bytes())
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("write {}", tmp.display()))
+        });
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map(|()| tmp)
 }
 
 /// Reads one credential.
@@ -202,5 +229,37 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_rotated_password_is_new_private_and_in_its_password_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = LocalLayout::new(dir.path().to_path_buf(), true);
+        let refs = ensure(&layout, "db").unwrap();
+        let app = refs.app_password();
+        let before = read(&layout, &app).unwrap().unwrap();
+        let superuser = read(&layout, &refs.superuser_password).unwrap().unwrap();
+        replace(&layout, &app).unwrap();
+        let after = read(&layout, &app).unwrap().unwrap();
+        assert_ne!(before, after);
+        assert_eq!(after.expose().len(), 48);
+        assert_eq!(
+            fs::read_to_string(passfile(&layout, &app)).unwrap(),
+            format!("*:*:*:*:{}\n", after.expose())
+        );
+        for file in [layout.secret_file("db", app.name), passfile(&layout, &app)] {
+            let mode = fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        }
+        // The other credentials stay, and no temporary file is left behind.
+        assert_eq!(
+            read(&layout, &refs.superuser_password).unwrap().unwrap(),
+            superuser
+        );
+        assert_eq!(fs::read_dir(layout.secrets_dir("db")).unwrap().count(), 6);
+        // A later `ensure` keeps the rotated value.
+        ensure(&layout, "db").unwrap();
+        assert_eq!(read(&layout, &app).unwrap().unwrap(), after);
+        assert!(replace(&layout, &SecretRefs::for_instance("other").app_password()).is_err());
     }
 }

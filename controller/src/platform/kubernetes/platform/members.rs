@@ -15,9 +15,11 @@ use toygres_common::names::PgAddress;
 use super::events::InstanceEvent;
 use super::{classify, KubernetesPlatform, FIELD_MANAGER};
 use crate::platform::kubernetes::disruption::instance_disruption_budget;
-use crate::platform::kubernetes::labels::{instance_pods_selector, MEMBER_KEY};
+use crate::platform::kubernetes::labels::{instance_pods_selector, RoleLabel, MEMBER_KEY};
 use crate::platform::kubernetes::member::{member_stateful_set, DATA_VOLUME, ZONE_LABEL};
-use crate::platform::kubernetes::services::{members_service, ro_service, rw_service};
+use crate::platform::kubernetes::services::{
+    members_service, ro_service, ro_service_role, rw_service,
+};
 use crate::platform::kubernetes::{
     credentials_secret_name, member_pg_address, member_pod_name, InstanceSettings, MemberSettings,
     API_PORT, PG_PORT,
@@ -123,8 +125,14 @@ impl KubernetesPlatform {
         settings: &InstanceSettings,
         owner: &OwnerReference,
     ) -> anyhow::Result<()> {
+        // `-ro` keeps leading where the recorded routes last pointed it.
+        let ro_leads_to = self
+            .recorded_routes(&settings.instance)
+            .await?
+            .map_or(RoleLabel::Standby, |routes| ro_service_role(&routes));
         self.apply(&rw_service(settings, owner)).await?;
-        self.apply(&ro_service(settings, owner)).await?;
+        self.apply(&ro_service(settings, owner, ro_leads_to))
+            .await?;
         self.apply(&members_service(settings, owner)).await?;
         self.apply(&instance_disruption_budget(settings, owner))
             .await?;

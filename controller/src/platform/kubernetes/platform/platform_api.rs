@@ -3,7 +3,8 @@
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{DeleteParams, PostParams, PropagationPolicy};
+use k8s_openapi::ByteString;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use rand::RngCore as _;
 use toygres_common::names::validate_instance_name;
 
@@ -104,6 +105,35 @@ impl Platform for KubernetesPlatform {
         Ok(SecretValue::new(
             value.trim_end_matches(['\n', '\r']).to_string(),
         ))
+    }
+
+    /// Patches the one key of the instance's Secret. Pods that mount the Secret see the new
+    /// file once the kubelet syncs it; nothing of the platform reads the application
+    /// password from a pod.
+    async fn rotate_secret(&self, secret: &SecretRef) -> Result<(), PlatformError> {
+        validate_instance_name(&secret.instance)?;
+        let name = credentials_secret_name(&secret.instance);
+        let value = random_credential();
+        let patch = serde_json::json!({
+            "data": { secret.name.key(): ByteString(value.expose().as_bytes().to_vec()) }
+        });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        self.api::<Secret>()
+            .patch(&name, &params, &Patch::Merge(patch))
+            .await
+            .map_err(|e| {
+                classify(
+                    e,
+                    "secret",
+                    &secret.to_string(),
+                    format!("rotate {} in Secret {}/{name}", secret.name, self.namespace),
+                )
+            })?;
+        tracing::info!(secret = %secret, "rotated a credential");
+        Ok(())
     }
 
     async fn instance_ca(&self, instance: &str) -> Result<String, PlatformError> {

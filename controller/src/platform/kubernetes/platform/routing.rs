@@ -28,6 +28,7 @@ use crate::platform::kubernetes::labels::{
     role_label_patch, Component, RoleLabel, APP_COMPONENT_KEY, APP_MANAGED_BY_KEY, INSTANCE_KEY,
     MANAGED_BY, MEMBER_KEY, ROLE_KEY,
 };
+use crate::platform::kubernetes::services::{ro_selector_patch, ro_service_role};
 use crate::platform::kubernetes::{
     members_service_name, ro_service_name, root_config_map_name, rw_service_name, PG_PORT,
 };
@@ -164,11 +165,20 @@ impl KubernetesPlatform {
         };
         let old_primary = primary_of(|(current, _)| *current);
         let new_primary = primary_of(|(_, desired)| *desired);
+        // `-ro` falling back to the primary switches first, before the standbys lose their
+        // labels; back to the standbys it switches last, once they have them: no gap either way.
+        let ro_leads_to = ro_service_role(routes);
+        if ro_leads_to == RoleLabel::Primary {
+            self.point_ro_service(instance, ro_leads_to).await?;
+        }
         for pod in removals {
             self.label_pod(&pod, None).await?;
         }
         for (pod, role) in additions {
             self.label_pod(&pod, Some(role)).await?;
+        }
+        if ro_leads_to != RoleLabel::Primary {
+            self.point_ro_service(instance, ro_leads_to).await?;
         }
         if old_primary != new_primary {
             let was = old_primary.as_deref().unwrap_or("no pod");
@@ -186,6 +196,45 @@ impl KubernetesPlatform {
             }
         }
         Ok(())
+    }
+
+    /// Points `<instance>-ro`'s selector at the pods labelled `leads_to`.
+    async fn point_ro_service(
+        &self,
+        instance: &str,
+        leads_to: RoleLabel,
+    ) -> Result<(), PlatformError> {
+        let name = ro_service_name(instance);
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        self.api::<Service>()
+            .patch(
+                &name,
+                &params,
+                &Patch::Merge(ro_selector_patch(instance, leads_to)),
+            )
+            .await
+            .map_err(|e| classify(e, "endpoints", instance, format!("point Service {name}")))?;
+        Ok(())
+    }
+
+    /// The routes recorded on the instance's root ([`ROUTES_ANNOTATION`]), if any.
+    pub(super) async fn recorded_routes(
+        &self,
+        instance: &str,
+    ) -> anyhow::Result<Option<EndpointRoutes>> {
+        let root = self
+            .api::<ConfigMap>()
+            .get_opt(&root_config_map_name(instance))
+            .await
+            .with_context(|| format!("read the root of instance {instance}"))?;
+        Ok(root
+            .as_ref()
+            .and_then(|r| r.metadata.annotations.as_ref())
+            .and_then(|a| a.get(ROUTES_ANNOTATION))
+            .and_then(|text| serde_json::from_str::<EndpointRoutes>(text).ok()))
     }
 
     /// Writes `routes` to the root's [`ROUTES_ANNOTATION`].
@@ -260,15 +309,7 @@ impl KubernetesPlatform {
     async fn relabel(&self, instance: &str, recorded: &EndpointRoutes) -> anyhow::Result<()> {
         let _lock = self.lock(instance).await;
         // Routing may have changed the routes since the list: the root tells the current ones.
-        let root = self
-            .api::<ConfigMap>()
-            .get_opt(&root_config_map_name(instance))
-            .await?;
-        let current = root
-            .as_ref()
-            .and_then(|r| r.metadata.annotations.as_ref())
-            .and_then(|a| a.get(ROUTES_ANNOTATION))
-            .and_then(|text| serde_json::from_str::<EndpointRoutes>(text).ok());
+        let current = self.recorded_routes(instance).await?;
         let Some(routes) = current.filter(|routes| routes == recorded) else {
             return Ok(());
         };

@@ -1,0 +1,117 @@
+//! `toygres credentials rotate NAME [--role owner|superuser]`: a new password for one of an
+//! instance's roles, without a restart (an operation on the instance's actor, followed until
+//! it ends unless `--no-wait`). The password is never printed: the new one is where the old
+//! one was, and the printed URIs' password file holds it.
+
+use toygres_common::controller_api::{InstanceDetail, OperationAccepted};
+use toygres_common::credentials_api::{CredentialRole, RotateCredentialsRequest};
+
+use super::args::{ClientArgs, OutputFormat};
+use super::client::ControllerClient;
+use super::replication::follow;
+
+/// The flags of `toygres credentials`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CredentialsArgs {
+    #[command(subcommand)]
+    pub command: CredentialsCommand,
+}
+
+/// The subcommands of `toygres credentials`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CredentialsCommand {
+    /// Give a role a new password; open sessions stay open, new logins need the new one
+    Rotate(RotateArgs),
+}
+
+/// A role, as flags spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RoleArg {
+    /// The owner of the application database
+    Owner,
+    /// The postgres superuser
+    Superuser,
+}
+
+impl From<RoleArg> for CredentialRole {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Owner => CredentialRole::Owner,
+            RoleArg::Superuser => CredentialRole::Superuser,
+        }
+    }
+}
+
+/// `toygres credentials rotate NAME [--role owner|superuser]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RotateArgs {
+    pub name: String,
+    /// Whose password
+    #[arg(long, value_enum, default_value_t = RoleArg::Owner)]
+    pub role: RoleArg,
+    /// Print the operation id and return at once
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// Runs `toygres credentials …`.
+pub async fn run(args: CredentialsArgs) -> anyhow::Result<()> {
+    let CredentialsCommand::Rotate(args) = args.command;
+    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let request = RotateCredentialsRequest {
+        role: args.role.into(),
+    };
+    let accepted: OperationAccepted = client
+        .post(
+            &format!("/v1/instances/{}/credentials/rotate", args.name),
+            &request,
+        )
+        .await?;
+    follow(&client, accepted, args.no_wait, args.output).await?;
+    if args.no_wait || args.output != OutputFormat::Table {
+        return Ok(());
+    }
+    let detail: InstanceDetail = client.get(&format!("/v1/instances/{}", args.name)).await?;
+    if let Some(app) = detail.connection.and_then(|c| c.app) {
+        if let Some(location) = app.password_location {
+            println!("The new password of {} is in {location}.", app.user);
+        }
+        if app.passfile.is_some() {
+            println!("The printed URIs read it from their passfile: they work unchanged.");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn the_owner_is_the_default_role() {
+        let cli = Cli::try_parse_from(["toygres", "credentials", "rotate", "shop"]).unwrap();
+        let Command::Credentials(args) = cli.command else {
+            panic!("expected credentials");
+        };
+        let super::CredentialsCommand::Rotate(rotate) = args.command;
+        assert_eq!(rotate.role, super::RoleArg::Owner);
+        assert!(Cli::try_parse_from([
+            "toygres",
+            "credentials",
+            "rotate",
+            "shop",
+            "--role",
+            "admin"
+        ])
+        .is_err());
+    }
+}
