@@ -39,7 +39,10 @@ pub(super) async fn undo_restarts(
         ctx,
         3,
         STEPS,
-        format!("{} did not start with the change: undoing it", failed.member),
+        format!(
+            "{} did not start with the change: undoing it",
+            failed.member
+        ),
     );
     let mut problems = Vec::new();
     for member in undo.members {

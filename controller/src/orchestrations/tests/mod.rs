@@ -88,6 +88,7 @@ fn fake_activities(calls: Calls, failing: BTreeSet<String>) -> ActivityRegistry 
         act::RESTART_MEMBER,
         act::RECORD_DESIRED_PARAMETERS,
         act::WAIT_REPLAYED,
+        act::QUEUE_DUE_PARAMETERS,
     ];
     let mut builder = ActivityRegistry::builder();
     for name in all {
