@@ -203,26 +203,24 @@ enum Split {
 /// The settings of `change` that `keep` keeps.
 fn part(change: &ParameterChange, keep: impl Fn(&str) -> bool) -> ParameterChange {
     ParameterChange {
-        parameters: change
-            .parameters
-            .iter()
-            .filter(|(n, _)| keep(n))
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect(),
+        parameters: kept(&change.parameters, &keep),
         changes: change
             .changes
             .iter()
             .filter(|c| keep(&c.name))
             .cloned()
             .collect(),
-        confirm: change
-            .confirm
-            .iter()
-            .filter(|(n, _)| keep(n))
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect(),
+        confirm: kept(&change.confirm, &keep),
         ..change.clone()
     }
+}
+
+/// The entries of `map` whose name `keep` keeps.
+fn kept<V: Clone>(map: &BTreeMap<String, V>, keep: &impl Fn(&str) -> bool) -> BTreeMap<String, V> {
+    map.iter()
+        .filter(|(n, _)| keep(n))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
 }
 
 /// `POST /v1/instances/{name}/parameters/profile`: a profile's values for the instance's

@@ -75,6 +75,19 @@ pub struct ParametersInput {
     pub undo_every_restart: bool,
 }
 
+impl ParametersInput {
+    /// Its operation, beginning now (by the replay-safe clock).
+    pub(super) async fn begin(&self, ctx: &OrchestrationContext) -> Result<OperationRun, String> {
+        OperationRun::begin(
+            ctx,
+            &self.operation_id,
+            OperationKind::Parameters,
+            &self.instance,
+        )
+        .await
+    }
+}
+
 fn restart_in_place() -> PrimaryUpdate {
     PrimaryUpdate::Restart
 }
@@ -84,13 +97,7 @@ pub async fn apply_parameters(
     ctx: OrchestrationContext,
     input: ParametersInput,
 ) -> Result<String, String> {
-    let operation = OperationRun::begin(
-        &ctx,
-        &input.operation_id,
-        OperationKind::Parameters,
-        &input.instance,
-    )
-    .await?;
+    let operation = input.begin(&ctx).await?;
     let result = apply(&ctx, &input, &operation).await;
     operation
         .finish_reporting(&ctx, &result, None, STEPS, |done: &String| done.clone())

@@ -12,11 +12,10 @@ use duroxide::OrchestrationContext;
 
 use super::durable::{call, now_ms};
 use super::instance_actor::ActorCommand;
-use super::operation::{cancel_requested, report, OperationRun};
+use super::operation::{cancel_requested, report};
 use super::parameters::{record_desired, ParametersInput};
 use crate::activities::names as act;
 use crate::activities::parameters::DueParametersInput;
-use toygres_common::domain::OperationKind;
 
 /// How often a change waiting for its time checks whether the operator cancelled it: often
 /// near its time, less often before (each check grows the orchestration's history).
@@ -144,13 +143,7 @@ pub async fn scheduled_parameters(
         Err(e) => {
             // The change never ran: the desired values go back, and the operation fails.
             record_desired(&ctx, &input.instance, &input.previous).await?;
-            let operation = OperationRun::begin(
-                &ctx,
-                &input.operation_id,
-                OperationKind::Parameters,
-                &input.instance,
-            )
-            .await?;
+            let operation = input.begin(&ctx).await?;
             let failed: Result<String, String> = Err(format!("queue the due change: {e}"));
             operation
                 .finish_reporting(&ctx, &failed, None, STEPS, |done: &String| done.clone())
