@@ -1,7 +1,8 @@
 //! Parameter changes through failures (issue 15): a change scheduled with `--apply at` waits
 //! outside the instance's queue (a switchover asked after it completes first), survives a
-//! SIGKILL of the controller and applies once, at its time; and a restart-class change that a
-//! later member cannot start with is undone on the members restarted before it.
+//! SIGKILL of the controller and applies once, at its time; a restart-class change that a
+//! later member cannot start with is undone on the members restarted before it; and a profile
+//! that raises some hot-standby settings and lowers others applies to a running instance.
 
 #![allow(clippy::unwrap_used)]
 
@@ -251,4 +252,31 @@ async fn a_change_a_later_member_cannot_start_with_is_undone_on_the_members_befo
     )
     .await;
     wait_all_healthy(&api, &home, "undo", 3).await;
+
+    // The whole instance healthy again takes a profile that raises max_connections and lowers
+    // max_worker_processes (oltp on 4 CPUs): two rolls, raises first, no 400.
+    let (status, body) = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/instances/undo/parameters/profile",
+            Some(serde_json::json!({
+                "profile": "oltp",
+                "size": {"memory_mb": 512, "cpus": 4},
+                "primary_update": "restart",
+            })),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = serde_json::from_str::<OperationAccepted>(&body)
+        .unwrap()
+        .operation_id;
+    let done = api.wait_operation(&home, &id).await;
+    assert_eq!(done.status, "succeeded", "{done:?}\n{}", home.logs());
+    for (name, value) in [("max_connections", "300"), ("max_worker_processes", "4")] {
+        let now = shown(&api, "undo", name).await;
+        assert!(
+            now.len() == 3 && now.iter().all(|(_, v)| v == value),
+            "{name}: {now:?}"
+        );
+    }
 }
