@@ -42,18 +42,25 @@ async fn member_shows(api: &Api, instance: &str, member: &str, name: &str, value
     row.is_ok_and(|r| r.get::<_, String>(0) == value)
 }
 
+/// Sends a request the API must accept (202); returns the operation's id.
+async fn queued_id(
+    api: &Api,
+    method: reqwest::Method,
+    path: &str,
+    body: serde_json::Value,
+) -> String {
+    let (status, text) = api.send(method, path, Some(body)).await;
+    assert_eq!(status, 202, "{text}");
+    serde_json::from_str::<OperationAccepted>(&text)
+        .unwrap()
+        .operation_id
+}
+
 /// Queues a switchover and waits for it to succeed.
 async fn switch_over(home: &Home, api: &Api, instance: &str) {
-    let (status, body) = api
-        .send(
-            reqwest::Method::POST,
-            &format!("/v1/instances/{instance}/switchover"),
-            Some(serde_json::json!({})),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let accepted: OperationAccepted = serde_json::from_str(&body).unwrap();
-    let done = api.wait_operation(home, &accepted.operation_id).await;
+    let path = format!("/v1/instances/{instance}/switchover");
+    let id = queued_id(api, reqwest::Method::POST, &path, serde_json::json!({})).await;
+    let done = api.wait_operation(home, &id).await;
     assert_eq!(done.status, "succeeded", "{done:?}\n{}", home.logs());
 }
 
@@ -93,20 +100,16 @@ async fn a_scheduled_change_waits_outside_the_queue_and_survives_a_controller_ki
 
     // Scheduled 90 s ahead (a minute, and room for a slow switchover on a loaded machine).
     let at = chrono::Utc::now() + chrono::TimeDelta::seconds(90);
-    let (status, body) = api
-        .send(
-            reqwest::Method::PUT,
-            "/v1/instances/sched/parameters",
-            Some(serde_json::json!({
-                "parameters": {"work_mem": "40MB"},
-                "apply_at": at.to_rfc3339(),
-            })),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let id = serde_json::from_str::<OperationAccepted>(&body)
-        .unwrap()
-        .operation_id;
+    let id = queued_id(
+        &api,
+        reqwest::Method::PUT,
+        "/v1/instances/sched/parameters",
+        serde_json::json!({
+            "parameters": {"work_mem": "40MB"},
+            "apply_at": at.to_rfc3339(),
+        }),
+    )
+    .await;
     eventually(Duration::from_secs(30), "the change waiting", || async {
         let op: Operation = api.get(&format!("/v1/operations/{id}")).await;
         op.progress
@@ -203,20 +206,16 @@ async fn a_change_a_later_member_cannot_start_with_is_undone_on_the_members_befo
     let good = std::fs::read_to_string(&conf).unwrap();
     std::fs::write(&conf, format!("{good}\nthis line is not a setting\n")).unwrap();
 
-    let (status, body) = api
-        .send(
-            reqwest::Method::PUT,
-            "/v1/instances/undo/parameters",
-            Some(serde_json::json!({
-                "parameters": {"shared_buffers": "64MB"},
-                "primary_update": "restart",
-            })),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let id = serde_json::from_str::<OperationAccepted>(&body)
-        .unwrap()
-        .operation_id;
+    let id = queued_id(
+        &api,
+        reqwest::Method::PUT,
+        "/v1/instances/undo/parameters",
+        serde_json::json!({
+            "parameters": {"shared_buffers": "64MB"},
+            "primary_update": "restart",
+        }),
+    )
+    .await;
     let failed = api.wait_operation(&home, &id).await;
     assert_eq!(failed.status, "failed", "{failed:?}\n{}", home.logs());
     let error = failed.error.clone().unwrap_or_default();
@@ -255,21 +254,17 @@ async fn a_change_a_later_member_cannot_start_with_is_undone_on_the_members_befo
 
     // The whole instance healthy again takes a profile that raises max_connections and lowers
     // max_worker_processes (oltp on 4 CPUs): two rolls, raises first, no 400.
-    let (status, body) = api
-        .send(
-            reqwest::Method::POST,
-            "/v1/instances/undo/parameters/profile",
-            Some(serde_json::json!({
-                "profile": "oltp",
-                "size": {"memory_mb": 512, "cpus": 4},
-                "primary_update": "restart",
-            })),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let id = serde_json::from_str::<OperationAccepted>(&body)
-        .unwrap()
-        .operation_id;
+    let id = queued_id(
+        &api,
+        reqwest::Method::POST,
+        "/v1/instances/undo/parameters/profile",
+        serde_json::json!({
+            "profile": "oltp",
+            "size": {"memory_mb": 512, "cpus": 4},
+            "primary_update": "restart",
+        }),
+    )
+    .await;
     let done = api.wait_operation(&home, &id).await;
     assert_eq!(done.status, "succeeded", "{done:?}\n{}", home.logs());
     for (name, value) in [("max_connections", "300"), ("max_worker_processes", "4")] {
