@@ -13,15 +13,6 @@ use support::archive::*;
 use support::*;
 use toygres_common::backup_api::BackupView;
 
-/// A superuser connection straight to `member`'s Postgres (not through the endpoints).
-async fn connect_member(api: &Api, instance: &str, member: &str) -> tokio_postgres::Client {
-    let (rw, password) = connection(api, instance).await;
-    let (head, tail) = rw.rsplit_once(':').unwrap();
-    let path = tail.split_once('/').map_or("", |(_, db)| db);
-    let port = pg_port(api, instance, member).await;
-    connect(&format!("{head}:{port}/{path}"), &password).await
-}
-
 /// How many files the member's Postgres has archived, and its `archive_mode`.
 async fn archiver(client: &tokio_postgres::Client) -> (i64, String) {
     let row = client

@@ -17,7 +17,7 @@ export ROUNDS="${ROUNDS:-3}"
 cargo build --release --bin toygres --bin toygres-sidecar >&2
 log=$(mktemp /tmp/toygres-params-bench.XXXXXX)
 status=0
-cargo test --release -p toygres-controller --test parameters -- --ignored --nocapture \
+cargo test --release --workspace --test parameters -- --ignored --nocapture \
     bench_parameter_changes >"$log" 2>&1 || status=$?
 grep -E '^BENCH|test result' "$log" || true
 if ((status != 0)); then

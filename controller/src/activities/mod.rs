@@ -73,6 +73,7 @@ pub mod names {
     pub const RESTART_MEMBER: &str = "RestartMember";
     pub const RECORD_DESIRED_PARAMETERS: &str = "RecordDesiredParameters";
     pub const WAIT_REPLAYED: &str = "WaitReplayed";
+    pub const QUEUE_DUE_PARAMETERS: &str = "QueueDueParameters";
     pub const ENSURE_APP_ACCESS: &str = "EnsureAppAccess";
     pub const OPERATION_CANCELLED: &str = "OperationCancelled";
     pub const PLAN_BACKUP_DELETION: &str = "PlanBackupDeletion";
@@ -177,6 +178,11 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
         parameters::record_desired_parameters
     );
     let b = register!(b, names::WAIT_REPLAYED, parameters::wait_replayed);
+    let b = register!(
+        b,
+        names::QUEUE_DUE_PARAMETERS,
+        parameters::queue_due_parameters
+    );
     let b = register!(b, names::OPERATION_CANCELLED, cancel::operation_cancelled);
     let b = register!(
         b,

@@ -13,6 +13,7 @@ use toygres_common::sidecar_api::{parse_lsn, RestartRequest, SetParametersReques
 
 use super::deps::{describe, ActivityDeps};
 use super::sidecar::{poll_status, sidecar, Polled};
+use crate::orchestrations::instance_actor::COMMANDS_QUEUE;
 
 /// How long a sidecar may take to restart its Postgres.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(180);
@@ -206,4 +207,45 @@ pub async fn wait_replayed(
             input.standby, input.primary, input.timeout_secs
         )
     })
+}
+
+/// A scheduled change that fell due: the actor command to queue on its instance's actor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DueParametersInput {
+    pub instance: String,
+    pub operation_id: String,
+    /// The actor command, as JSON.
+    pub command: serde_json::Value,
+}
+
+/// Queues a due change on its instance's actor (read now: the actor may have been replaced
+/// while the change waited). An operation no longer pending (cancelled, or already run by an
+/// earlier attempt of this activity) is not queued; the actor also skips a finished one, so a
+/// second copy never runs.
+pub async fn queue_due_parameters(
+    deps: Arc<ActivityDeps>,
+    ctx: ActivityContext,
+    input: DueParametersInput,
+) -> Result<bool, String> {
+    let pending = deps
+        .cms
+        .get_operation(&input.operation_id)
+        .await
+        .map_err(describe)?
+        .is_some_and(|op| op.status == "pending");
+    if !pending {
+        return Ok(false);
+    }
+    let actor_id = deps
+        .cms
+        .get_instance(&input.instance)
+        .await
+        .map_err(describe)?
+        .and_then(|i| i.actor_id)
+        .ok_or_else(|| format!("instance {} has no actor", input.instance))?;
+    ctx.get_client()
+        .enqueue_event(&actor_id, COMMANDS_QUEUE, input.command.to_string())
+        .await
+        .map_err(|e| format!("queue the change on {}'s actor: {e}", input.instance))?;
+    Ok(true)
 }

@@ -25,7 +25,7 @@ use toygres_common::{ErrorBody, SidecarClient};
 use super::{ApiError, ApiState};
 use crate::engine::parameters::ParameterChange;
 use crate::parameters::diff::diff;
-use crate::parameters::plan::{plan, Change, PrimaryUpdate};
+use crate::parameters::plan::{plan, second_roll, Change, PrimaryUpdate};
 use crate::parameters::profiles::{self, Profile};
 use crate::platform::SecretRefs;
 
@@ -104,7 +104,7 @@ pub async fn set(
     body: Result<Json<SetInstanceParameters>, JsonRejection>,
 ) -> Result<(StatusCode, Json<OperationAccepted>), ApiError> {
     let Json(request) = body?;
-    let accepted = apply_change(&state, &name, request).await?;
+    let accepted = apply_change(&state, &name, request, Split::Refuse).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
@@ -114,6 +114,7 @@ async fn apply_change(
     state: &ApiState,
     name: &str,
     request: SetInstanceParameters,
+    split: Split,
 ) -> Result<OperationAccepted, ApiError> {
     let name = name.to_string();
     validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -156,33 +157,70 @@ async fn apply_change(
             confirm.insert(pname.clone(), v.clone());
         }
     }
-    // Refuses what no order can apply safely (a hot-standby setting raised and another lowered).
-    plan(
-        &changes,
-        "primary",
-        &["standby".to_string()],
-        PrimaryUpdate::Restart,
-    )
-    .map_err(ApiError::BadRequest)?;
     let apply_at_ms = request
         .apply_at
         .as_deref()
         .map(|at| apply_time(at, request.apply))
         .transpose()?;
-    let accepted = engine
-        .change_parameters(
-            &name,
-            ParameterChange {
-                parameters: request.parameters,
-                apply: request.apply,
-                changes,
-                confirm,
-                primary_update: request.primary_update,
-                apply_at_ms,
-            },
-        )
-        .await?;
-    Ok(accepted)
+    let change = ParameterChange {
+        parameters: request.parameters,
+        apply: request.apply,
+        changes,
+        confirm,
+        primary_update: request.primary_update,
+        apply_at_ms,
+    };
+    if let (Split::TwoRolls, Some(second)) = (split, second_roll(&change.changes)) {
+        // Raised hot-standby settings first (standbys first), then the lowered ones (the
+        // primary first), as two operations queued in that order.
+        engine
+            .change_parameters(&name, part(&change, |n| !second.iter().any(|s| s == n)))
+            .await?;
+        let accepted = engine
+            .change_parameters(&name, part(&change, |n| second.iter().any(|s| s == n)))
+            .await?;
+        return Ok(accepted);
+    }
+    // Refuses what no order can apply safely (a hot-standby setting raised and another lowered).
+    plan(
+        &change.changes,
+        "primary",
+        &["standby".to_string()],
+        PrimaryUpdate::Restart,
+    )
+    .map_err(ApiError::BadRequest)?;
+    Ok(engine.change_parameters(&name, change).await?)
+}
+
+/// Whether a change that raises some hot-standby settings and lowers others is refused (a
+/// request says what it wants in one roll) or split in two rolls (a profile's values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    Refuse,
+    TwoRolls,
+}
+
+/// The settings of `change` that `keep` keeps.
+fn part(change: &ParameterChange, keep: impl Fn(&str) -> bool) -> ParameterChange {
+    ParameterChange {
+        parameters: kept(&change.parameters, &keep),
+        changes: change
+            .changes
+            .iter()
+            .filter(|c| keep(&c.name))
+            .cloned()
+            .collect(),
+        confirm: kept(&change.confirm, &keep),
+        ..change.clone()
+    }
+}
+
+/// The entries of `map` whose name `keep` keeps.
+fn kept<V: Clone>(map: &BTreeMap<String, V>, keep: &impl Fn(&str) -> bool) -> BTreeMap<String, V> {
+    map.iter()
+        .filter(|(n, _)| keep(n))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
 }
 
 /// `POST /v1/instances/{name}/parameters/profile`: a profile's values for the instance's
@@ -220,7 +258,7 @@ pub async fn profile(
             apply_at: None,
             primary_update: request.primary_update,
         };
-        let accepted = apply_change(&state, &name, change).await?;
+        let accepted = apply_change(&state, &name, change, Split::TwoRolls).await?;
         return Ok((StatusCode::ACCEPTED, Json(accepted)).into_response());
     }
     let Json(catalog) = catalog(State(state.clone()), Path(name.clone())).await?;

@@ -217,18 +217,34 @@ impl Cms {
         rows.iter().map(|row| get(row, 0, what)).collect()
     }
 
-    /// Whether an operator cancelled the operation (queued) or asked it to stop (running).
+    /// Whether an operator cancelled the operation (queued) or asked it to stop (running) —
+    /// or it has already ended: a second copy of a queued command (a scheduled change queued
+    /// twice by a retried activity) is skipped the same way.
     pub async fn operation_cancelled(&self, id: &str) -> Result<bool, CmsError> {
         let what = "read whether an operation is cancelled";
         let rows = self
             .query(
                 what,
-                "SELECT status = 'cancelled' OR cancel_requested_at IS NOT NULL
+                "SELECT status IN ('cancelled', 'succeeded', 'failed')
+                        OR cancel_requested_at IS NOT NULL
                    FROM toygres.operations WHERE id = $1",
                 &[&id],
             )
             .await?;
         rows.first().map_or(Ok(false), |row| get(row, 0, what))
+    }
+
+    /// The request an operation was recorded with.
+    pub async fn operation_request(&self, id: &str) -> Result<Option<serde_json::Value>, CmsError> {
+        let what = "read an operation's request";
+        let rows = self
+            .query(
+                what,
+                "SELECT request FROM toygres.operations WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        rows.first().map(|row| get(row, 0, what)).transpose()
     }
 
     /// Every operation still pending, oldest first.

@@ -43,6 +43,13 @@ impl Engine {
             )));
         }
         match self.cms.cancel_operation(id).await? {
+            Some(OperationStatus::Cancelled) if kind == OperationKind::Parameters => {
+                // It never ran: the instance's desired values go back.
+                if let Err(e) = self.undo_queued_change(id).await {
+                    tracing::warn!(operation = id, "put the desired parameters back: {e}");
+                }
+                Ok(OperationStatus::Cancelled)
+            }
             Some(status) => Ok(status),
             None => Err(EngineError::Conflict(format!(
                 "operation {id} has already finished ({})",
@@ -336,22 +343,9 @@ impl Engine {
             .actor_id
             .as_deref()
             .ok_or_else(|| EngineError::Conflict(format!("instance {name} has no actor")))?;
-        let request = serde_json::to_value(command).context("encode the command")?;
-        {
-            // Counted and recorded under one lock, so concurrent requests cannot all see room.
-            let _queue = QUEUE_LOCK.lock().await;
-            let queued = self.cms.queued_operations(name).await?;
-            if queued >= MAX_QUEUED_OPERATIONS {
-                return Err(EngineError::Busy(format!(
-                    "instance {name} already has {queued} operations queued or running, the \
-                     most it may have; wait for them or cancel one \
-                     (toygres operation cancel ID)"
-                )));
-            }
-            self.cms
-                .insert_operation(operation_id, kind, name, &request)
-                .await?;
-        }
+        let request = self
+            .record_queued_operation(name, operation_id, kind, command)
+            .await?;
         self.client
             .enqueue_event(actor_id, COMMANDS_QUEUE, request.to_string())
             .await
@@ -361,6 +355,30 @@ impl Engine {
             kind: kind.to_string(),
             instance: name.clone(),
         })
+    }
+
+    /// Records an operation of `name` as pending, if its queue has room (counted and recorded
+    /// under one lock, so concurrent requests cannot all see room); returns its request.
+    pub(super) async fn record_queued_operation(
+        &self,
+        name: &str,
+        operation_id: &str,
+        kind: OperationKind,
+        command: &ActorCommand,
+    ) -> Result<serde_json::Value, EngineError> {
+        let request = serde_json::to_value(command).context("encode the command")?;
+        let _queue = QUEUE_LOCK.lock().await;
+        let queued = self.cms.queued_operations(name).await?;
+        if queued >= MAX_QUEUED_OPERATIONS {
+            return Err(EngineError::Busy(format!(
+                "instance {name} already has {queued} operations queued or running, the most \
+                 it may have; wait for them or cancel one (toygres operation cancel ID)"
+            )));
+        }
+        self.cms
+            .insert_operation(operation_id, kind, name, &request)
+            .await?;
+        Ok(request)
     }
 
     /// Asks an instance's actor to run a health round now.

@@ -323,11 +323,21 @@ impl Engine {
 
     /// The progress an operation's orchestration last reported.
     pub async fn progress(&self, operation_id: &str) -> Option<Progress> {
-        let status = self
+        let mut status = self
             .client
             .get_orchestration_status(&orchestrations::operation_instance_id(operation_id))
             .await
             .ok()?;
+        if matches!(status, OrchestrationStatus::NotFound) {
+            // Not started yet: a scheduled change waiting for its time reports there.
+            status = self
+                .client
+                .get_orchestration_status(&orchestrations::scheduled_parameters::scheduled_id(
+                    operation_id,
+                ))
+                .await
+                .ok()?;
+        }
         let custom = match status {
             OrchestrationStatus::Running { custom_status, .. }
             | OrchestrationStatus::Completed { custom_status, .. }

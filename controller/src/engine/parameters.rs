@@ -4,13 +4,16 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::Context as _;
 use toygres_common::controller_api::OperationAccepted;
-use toygres_common::domain::OperationKind;
+use toygres_common::domain::{OperationKind, OperationStatus};
 use toygres_common::parameters_api::{ApplyMode, PrimaryUpdate};
 
 use super::{new_operation_id, Engine, EngineError};
 use crate::orchestrations::instance_actor::ActorCommand;
+use crate::orchestrations::names;
 use crate::orchestrations::parameters::ParametersInput;
+use crate::orchestrations::scheduled_parameters::scheduled_id;
 use crate::parameters::plan::Change;
 
 /// A validated change, as the API hands it over.
@@ -43,7 +46,7 @@ impl Engine {
             .set_desired_parameters(name, &change.parameters)
             .await?;
         let operation_id = new_operation_id();
-        let command = ActorCommand::Parameters(ParametersInput {
+        let input = ParametersInput {
             operation_id: operation_id.clone(),
             instance: name.to_string(),
             parameters: change.parameters,
@@ -54,13 +57,73 @@ impl Engine {
             apply_at_ms: change.apply_at_ms,
             previous,
             ha: None,
-        });
-        self.queue_operation(
-            &instance,
-            &operation_id,
-            OperationKind::Parameters,
-            &command,
-        )
-        .await
+            undo_every_restart: true,
+        };
+        let scheduled = input.apply_at_ms.is_some();
+        let command = ActorCommand::Parameters(input);
+        if !scheduled {
+            return self
+                .queue_operation(
+                    &instance,
+                    &operation_id,
+                    OperationKind::Parameters,
+                    &command,
+                )
+                .await;
+        }
+        // Scheduled: it waits outside the actor's queue and enters it when due.
+        self.record_queued_operation(name, &operation_id, OperationKind::Parameters, &command)
+            .await?;
+        let ActorCommand::Parameters(input) = &command else {
+            return Err(EngineError::Invalid("not a parameters change".into()));
+        };
+        let input = serde_json::to_string(input).context("encode the scheduled change")?;
+        if let Err(e) = self
+            .client
+            .start_orchestration(
+                scheduled_id(&operation_id),
+                names::SCHEDULED_PARAMETERS,
+                input,
+            )
+            .await
+        {
+            let why = format!("start the wait for its time: {e}");
+            self.cms
+                .finish_operation(&operation_id, OperationStatus::Failed, Some(&why))
+                .await?;
+            self.undo_queued_change(&operation_id).await?;
+            return Err(EngineError::Failed(anyhow::anyhow!(why)));
+        }
+        Ok(OperationAccepted {
+            operation_id,
+            kind: OperationKind::Parameters.to_string(),
+            instance: name.to_string(),
+        })
+    }
+
+    /// Puts back the desired values an operation that never ran had recorded: each setting it
+    /// changed that still holds its value (a later change of the same setting stays).
+    pub(super) async fn undo_queued_change(&self, operation_id: &str) -> Result<(), EngineError> {
+        let Some(request) = self.cms.operation_request(operation_id).await? else {
+            return Ok(());
+        };
+        let Ok(ActorCommand::Parameters(input)) = serde_json::from_value::<ActorCommand>(request)
+        else {
+            return Ok(());
+        };
+        let desired = self.cms.desired_parameters(&input.instance).await?;
+        let undo: BTreeMap<String, Option<String>> = input
+            .previous
+            .into_iter()
+            .filter(|(name, _)| {
+                input.parameters.get(name).map(Option::as_ref) == Some(desired.get(name))
+            })
+            .collect();
+        if !undo.is_empty() {
+            self.cms
+                .set_desired_parameters(&input.instance, &undo)
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -17,7 +17,9 @@ pub mod members;
 pub mod names;
 pub mod operation;
 pub mod parameters;
+mod parameters_undo;
 pub mod replicas;
+pub mod scheduled_parameters;
 
 use duroxide::OrchestrationRegistry;
 
@@ -35,6 +37,10 @@ pub fn registry() -> Result<OrchestrationRegistry, String> {
         .register_typed(names::BACKUP, backup::backup)
         .register_typed(names::BACKUP_SCHEDULE, backup_schedule::backup_schedule)
         .register_typed(names::APPLY_PARAMETERS, parameters::apply_parameters)
+        .register_typed(
+            names::SCHEDULED_PARAMETERS,
+            scheduled_parameters::scheduled_parameters,
+        )
         .register_typed(names::DELETE_BACKUPS, backup_cleanup::delete_backups)
         .register_typed(names::ROTATE_CREDENTIALS, credentials::rotate_credentials)
         .build_result()

@@ -11,5 +11,6 @@ pub const REJOIN: &str = "Rejoin";
 pub const BACKUP: &str = "Backup";
 pub const BACKUP_SCHEDULE: &str = "BackupSchedule";
 pub const APPLY_PARAMETERS: &str = "ApplyParameters";
+pub const SCHEDULED_PARAMETERS: &str = "ScheduledParameters";
 pub const DELETE_BACKUPS: &str = "DeleteBackups";
 pub const ROTATE_CREDENTIALS: &str = "RotateCredentials";

@@ -12,18 +12,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use std::time::Duration;
-
 use duroxide::OrchestrationContext;
 use serde::{Deserialize, Serialize};
 use toygres_common::controller_api::{HaSettings, OldPrimaryAction, ValidatedSwitchover};
 use toygres_common::domain::OperationKind;
 use toygres_common::parameters_api::{ApplyMode, ParameterCategory, PrimaryUpdate};
 
-use super::durable::{call, now_ms, sub_orchestration};
+use super::durable::{call, sub_orchestration};
 use super::ha::switchover::SwitchoverInput;
 use super::names;
-use super::operation::{cancel_requested, report, OperationRun};
+use super::operation::{report, OperationRun};
+use super::parameters_undo::{undo_restarts, Failed, Undo};
+use super::scheduled_parameters::{wait_for_time, Waited};
 use crate::activities::ha::{CatchUpInput, CaughtUp};
 use crate::activities::members::{InstanceRef, Topology};
 use crate::activities::names as act;
@@ -38,12 +38,7 @@ use crate::parameters::plan::{plan, Change, RestartStep};
 const MEMBER_TIMEOUT_SECS: u64 = 180;
 /// A restarted standby counts as caught up this close to its primary.
 const CAUGHT_UP_BYTES: u64 = 1024 * 1024;
-const STEPS: u32 = 4;
-/// How often a change waiting for its time checks whether the operator cancelled it: often
-/// near its time, less often before (each check grows the orchestration's history).
-const WAIT_CHECK_NEAR: Duration = Duration::from_secs(5);
-const WAIT_CHECK_FAR: Duration = Duration::from_secs(30);
-const NEAR: Duration = Duration::from_secs(600);
+pub(super) const STEPS: u32 = 4;
 /// How long a switchover's target may take to catch up before it takes over.
 const SWITCHOVER_SYNC_SECS: u64 = 120;
 
@@ -73,6 +68,24 @@ pub struct ParametersInput {
     /// The instance's HA settings, which a switchover follows (the actor fills them in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha: Option<HaSettings>,
+    /// Every restart carries the previous values, and a member that does not start with the
+    /// change undoes it on the members restarted before (older histories: only the first
+    /// restart proved the change).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub undo_every_restart: bool,
+}
+
+impl ParametersInput {
+    /// Its operation, beginning now (by the replay-safe clock).
+    pub(super) async fn begin(&self, ctx: &OrchestrationContext) -> Result<OperationRun, String> {
+        OperationRun::begin(
+            ctx,
+            &self.operation_id,
+            OperationKind::Parameters,
+            &self.instance,
+        )
+        .await
+    }
 }
 
 fn restart_in_place() -> PrimaryUpdate {
@@ -84,13 +97,7 @@ pub async fn apply_parameters(
     ctx: OrchestrationContext,
     input: ParametersInput,
 ) -> Result<String, String> {
-    let operation = OperationRun::begin(
-        &ctx,
-        &input.operation_id,
-        OperationKind::Parameters,
-        &input.instance,
-    )
-    .await?;
+    let operation = input.begin(&ctx).await?;
     let result = apply(&ctx, &input, &operation).await;
     operation
         .finish_reporting(&ctx, &result, None, STEPS, |done: &String| done.clone())
@@ -158,6 +165,8 @@ async fn apply(
     let total = rollout.restarts.len();
     let mut held = None;
     let mut primary_restarted = false;
+    // The members restarted with the change so far (undone if a later one does not start).
+    let mut restarted: Vec<RestartStep> = Vec::new();
     for (index, step) in rollout.restarts.iter().enumerate() {
         let doing = match step {
             RestartStep::Standby(member) | RestartStep::Primary(member) => {
@@ -169,9 +178,10 @@ async fn apply(
             RestartStep::HoldPrimary(member) => format!("leaving {member} to the operator"),
         };
         report(ctx, 3, STEPS, format!("{doing} ({}/{total})", index + 1));
-        // The first restart proves the change starts: if it does not, that member falls back
-        // to the previous values and the change is undone everywhere.
-        let fallback = if index == 0 {
+        // The first restart proves the change starts (and, for a change taken by this
+        // version, every restart): a member that does not start with it falls back to the
+        // previous values and the change is undone everywhere.
+        let fallback = if index == 0 || input.undo_every_restart {
             input.previous.clone()
         } else {
             BTreeMap::new()
@@ -187,10 +197,24 @@ async fn apply(
                     step,
                     &mut primary_restarted,
                     &fallback,
+                    input.undo_every_restart,
                 )
                 .await?;
-                if let Some(why) = fell_back {
-                    return Err(roll_back(ctx, input, &members, member, &why).await);
+                match fell_back {
+                    None if input.undo_every_restart => restarted.push(step.clone()),
+                    None => {}
+                    Some(why) if !input.undo_every_restart => {
+                        return Err(roll_back(ctx, input, &members, member, &why).await)
+                    }
+                    Some(why) => {
+                        let failed = Failed { member, why: &why };
+                        let undo = Undo {
+                            members: &members,
+                            primary: &primary,
+                            restarted: &restarted,
+                        };
+                        return Err(undo_restarts(ctx, input, &undo, failed).await);
+                    }
                 }
             }
         }
@@ -226,38 +250,21 @@ async fn apply(
     ))
 }
 
-/// Waits on durable timers until `at_ms`, ending early (as cancelled) if the operator cancels.
+/// Waits on durable timers until `at_ms` (a change queued by an older controller, which
+/// waited inside the actor's queue; a change scheduled now waits in *ScheduledParameters* and
+/// arrives due), ending early (as cancelled) if the operator cancels.
 async fn wait_until(
     ctx: &OrchestrationContext,
     input: &ParametersInput,
     at_ms: u64,
 ) -> Result<(), String> {
-    loop {
-        let now = now_ms(ctx).await?;
-        if now >= at_ms {
-            return Ok(());
-        }
-        report(
-            ctx,
-            1,
-            STEPS,
-            format!(
-                "scheduled: waiting {} s to apply",
-                (at_ms - now).div_ceil(1000)
-            ),
-        );
-        if cancel_requested(ctx, &input.operation_id).await {
+    match wait_for_time(ctx, &input.operation_id, at_ms, STEPS, u32::MAX).await? {
+        Waited::Cancelled => {
             // Nothing was written: the desired values go back to what they were.
             record_desired(ctx, &input.instance, &input.previous).await?;
-            return Err("cancelled by the operator".into());
+            Err("cancelled by the operator".into())
         }
-        let left = Duration::from_millis(at_ms - now);
-        let check = if left > NEAR {
-            WAIT_CHECK_FAR
-        } else {
-            WAIT_CHECK_NEAR
-        };
-        ctx.schedule_timer(check.min(left)).await;
+        Waited::Due | Waited::Longer => Ok(()),
     }
 }
 
@@ -283,7 +290,7 @@ async fn switch_over(ctx: &OrchestrationContext, input: &ParametersInput) -> Res
 }
 
 /// Writes `parameters` on each of `members`; returns the settings waiting for a restart.
-async fn write_everywhere(
+pub(super) async fn write_everywhere(
     ctx: &OrchestrationContext,
     instance: &str,
     members: &[String],
@@ -338,6 +345,7 @@ pub(crate) async fn apply_on_new_primary(
             primary,
             ExpectedRole::Primary,
             &none,
+            false,
         )
         .await?;
     }
@@ -358,7 +366,7 @@ pub(crate) async fn confirm_everywhere(
 }
 
 /// Records `parameters` as the instance's desired values again (a change undone).
-async fn record_desired(
+pub(super) async fn record_desired(
     ctx: &OrchestrationContext,
     instance: &str,
     parameters: &BTreeMap<String, Option<String>>,
@@ -402,13 +410,14 @@ async fn confirm(
 
 /// Restarts a standby (once it replayed what a restarted primary wrote: a lowered hot-standby
 /// setting must reach its control file first) or the primary in place; see [`restart_one`].
-async fn restart_step(
+pub(super) async fn restart_step(
     ctx: &OrchestrationContext,
     instance: &str,
     primary: &str,
     step: &RestartStep,
     primary_restarted: &mut bool,
     fallback: &BTreeMap<String, Option<String>>,
+    undo: bool,
 ) -> Result<Option<String>, String> {
     let (member, role) = match step {
         RestartStep::Standby(member) => {
@@ -433,10 +442,12 @@ async fn restart_step(
         }
         other => return Err(format!("{other:?} is not a restart")),
     };
-    restart_one(ctx, instance, primary, member, role, fallback).await
+    restart_one(ctx, instance, primary, member, role, fallback, undo).await
 }
 
 /// Restarts one member and waits until it serves again (a standby: caught up with `primary`).
+/// Returns why it did not start with the change, if it fell back to `fallback` — or, with
+/// `undo`, if it did not start at all.
 async fn restart_one(
     ctx: &OrchestrationContext,
     instance: &str,
@@ -444,8 +455,9 @@ async fn restart_one(
     member: &str,
     role: ExpectedRole,
     fallback: &BTreeMap<String, Option<String>>,
+    undo: bool,
 ) -> Result<Option<String>, String> {
-    let fell_back: Option<String> = call(
+    let restarted: Result<Option<String>, String> = call(
         ctx,
         act::RESTART_MEMBER,
         &RestartMemberInput {
@@ -454,7 +466,15 @@ async fn restart_one(
             fallback: fallback.clone(),
         },
     )
-    .await?;
+    .await;
+    let fell_back = match restarted {
+        Err(e) if undo => {
+            return Ok(Some(format!(
+                "did not start, not even with the previous values ({e})"
+            )))
+        }
+        other => other?,
+    };
     if fell_back.is_some() {
         return Ok(fell_back);
     }

@@ -6,3 +6,6 @@ pub mod builtin;
 pub mod diff;
 pub mod plan;
 pub mod profiles;
+
+#[cfg(test)]
+mod profile_sweep;

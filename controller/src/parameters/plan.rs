@@ -72,18 +72,7 @@ pub fn plan(
             restarts: vec![],
         });
     }
-    let lowered: Vec<&str> = restart
-        .iter()
-        .filter(|c| HOT_STANDBY_SENSITIVE.contains(&c.name.as_str()))
-        .filter(|c| matches!((c.from, c.to), (Some(f), Some(t)) if t < f) || c.to.is_none())
-        .map(|c| c.name.as_str())
-        .collect();
-    let raised: Vec<&str> = restart
-        .iter()
-        .filter(|c| HOT_STANDBY_SENSITIVE.contains(&c.name.as_str()))
-        .filter(|c| matches!((c.from, c.to), (Some(f), Some(t)) if t > f))
-        .map(|c| c.name.as_str())
-        .collect();
+    let (lowered, raised) = hot_standby_moves(&restart);
     if !lowered.is_empty() && !raised.is_empty() {
         return Err(format!(
             "{} would be lowered and {} raised: standbys need the raise first and the primary \
@@ -111,6 +100,35 @@ pub fn plan(
         standby_steps.chain(std::iter::once(last)).collect()
     };
     Ok(Rollout { reload, restarts })
+}
+
+/// The hot-standby-sensitive settings `restart` lowers (or resets) and raises.
+fn hot_standby_moves<'a>(restart: &[&'a Change]) -> (Vec<&'a str>, Vec<&'a str>) {
+    let sensitive = || {
+        restart
+            .iter()
+            .filter(|c| c.category == ParameterCategory::Restart)
+            .filter(|c| HOT_STANDBY_SENSITIVE.contains(&c.name.as_str()))
+    };
+    let lowered = sensitive()
+        .filter(|c| matches!((c.from, c.to), (Some(f), Some(t)) if t < f) || c.to.is_none())
+        .map(|c| c.name.as_str())
+        .collect();
+    let raised = sensitive()
+        .filter(|c| matches!((c.from, c.to), (Some(f), Some(t)) if t > f))
+        .map(|c| c.name.as_str())
+        .collect();
+    (lowered, raised)
+}
+
+/// When `changes` raise some hot-standby settings and lower others (which no single roll can
+/// apply: standbys take a raise first, the primary a lowering first), the settings to apply in
+/// a second roll, after everything else: the lowered ones. `None` when one roll will do.
+pub fn second_roll(changes: &[Change]) -> Option<Vec<String>> {
+    let all: Vec<&Change> = changes.iter().collect();
+    let (lowered, raised) = hot_standby_moves(&all);
+    (!lowered.is_empty() && !raised.is_empty())
+        .then(|| lowered.into_iter().map(String::from).collect())
 }
 
 #[cfg(test)]

@@ -492,6 +492,15 @@ pub async fn pg_port(api: &Api, instance: &str, member: &str) -> i32 {
     address.rsplit_once(':').unwrap().1.parse().unwrap()
 }
 
+/// A superuser connection straight to `member`'s Postgres (not through the endpoints).
+pub async fn connect_member(api: &Api, instance: &str, member: &str) -> tokio_postgres::Client {
+    let (rw, password) = connection(api, instance).await;
+    let (head, tail) = rw.rsplit_once(':').unwrap();
+    let path = tail.split_once('/').map_or("", |(_, db)| db);
+    let port = pg_port(api, instance, member).await;
+    connect(&format!("{head}:{port}/{path}"), &password).await
+}
+
 pub async fn events(api: &Api, instance: &str) -> EventList {
     api.get(&format!("/v1/instances/{instance}/events")).await
 }

@@ -90,6 +90,7 @@ fn fake_activities(calls: Calls, failing: BTreeSet<String>) -> ActivityRegistry 
         act::RECORD_DESIRED_PARAMETERS,
         act::WAIT_REPLAYED,
         act::ROTATE_PASSWORD,
+        act::QUEUE_DUE_PARAMETERS,
     ];
     let mut builder = ActivityRegistry::builder();
     for name in all {
