@@ -183,6 +183,8 @@ words! {
         BackupDelete => "backup-delete",
         /// The deletion of the backups the retention policy does not keep.
         BackupCleanup => "backup-cleanup",
+        /// The verification of a base backup (restored aside and queried).
+        BackupVerify => "backup-verify",
     }
 }
 

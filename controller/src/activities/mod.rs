@@ -7,6 +7,7 @@
 
 pub mod app_access;
 pub mod backup_cleanup;
+pub mod backup_verify;
 pub mod backups;
 pub mod cancel;
 mod deps;
@@ -77,6 +78,7 @@ pub mod names {
     pub const PLAN_BACKUP_DELETION: &str = "PlanBackupDeletion";
     pub const DELETE_BACKUP_OBJECTS: &str = "DeleteBackupObjects";
     pub const FORGET_DELETED_BACKUPS: &str = "ForgetDeletedBackups";
+    pub const VERIFY_BACKUP: &str = "VerifyBackup";
 }
 
 /// Registers every activity, each with its own handle on `deps`.
@@ -191,5 +193,6 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
         names::FORGET_DELETED_BACKUPS,
         backup_cleanup::forget_deleted_backups
     );
+    let b = register!(b, names::VERIFY_BACKUP, backup_verify::verify_backup);
     b.build_result()
 }

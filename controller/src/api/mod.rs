@@ -92,6 +92,7 @@ pub fn app(state: ApiState) -> Router {
             get(backups::get).delete(backups::delete),
         )
         .route("/v1/instances/{name}/backups/window", get(backups::window))
+        .route("/v1/backups/{id}/verify", post(backups::verify))
         .route(
             "/v1/secrets/{name}",
             get(store_secrets::get)

@@ -54,6 +54,7 @@ impl Modify for BearerAuth {
         super::backups::cleanup,
         super::backups::delete,
         super::backups::window,
+        super::backups::verify,
         super::store_secrets::put,
         super::store_secrets::get,
         super::store_secrets::delete,

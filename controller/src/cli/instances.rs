@@ -165,7 +165,11 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
     let detail: InstanceDetail = client.get(&format!("/v1/instances/{}", args.name)).await?;
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&detail)?),
+        OutputFormat::Json => {
+            let mut json = serde_json::to_value(&detail)?;
+            super::backup_summary::add_backup_json(&client, &args.name, &mut json).await;
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
         OutputFormat::Table => {
             print!("{}", render_instance(&detail));
             if let Some(section) = super::backup_summary::backup_section(&client, &args.name).await

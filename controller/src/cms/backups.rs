@@ -171,6 +171,21 @@ impl Cms {
         Ok(())
     }
 
+    /// Records the result of the backup's latest verification.
+    pub async fn set_backup_verification(
+        &self,
+        id: &str,
+        verification: &serde_json::Value,
+    ) -> Result<(), CmsError> {
+        self.execute(
+            "record a backup's verification",
+            "UPDATE toygres.backups SET verification = $2 WHERE id = $1",
+            &[&id, verification],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// One backup.
     pub async fn get_backup(&self, id: &str) -> Result<Option<BackupView>, CmsError> {
         let what = "read a backup";

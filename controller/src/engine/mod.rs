@@ -366,7 +366,8 @@ impl Engine {
                 | OperationKind::Backup
                 | OperationKind::Parameters
                 | OperationKind::BackupDelete
-                | OperationKind::BackupCleanup => continue,
+                | OperationKind::BackupCleanup
+                | OperationKind::BackupVerify => continue,
             };
             tracing::info!(
                 operation = operation.id,

@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod backup_cleanup;
 pub mod backup_schedule;
+pub mod backup_verify;
 pub mod create_instance;
 pub mod delete_instance;
 mod durable;
@@ -35,6 +36,7 @@ pub fn registry() -> Result<OrchestrationRegistry, String> {
         .register_typed(names::BACKUP_SCHEDULE, backup_schedule::backup_schedule)
         .register_typed(names::APPLY_PARAMETERS, parameters::apply_parameters)
         .register_typed(names::DELETE_BACKUPS, backup_cleanup::delete_backups)
+        .register_typed(names::VERIFY_BACKUP, backup_verify::verify_backup)
         .build_result()
 }
 

@@ -12,3 +12,4 @@ pub const BACKUP: &str = "Backup";
 pub const BACKUP_SCHEDULE: &str = "BackupSchedule";
 pub const APPLY_PARAMETERS: &str = "ApplyParameters";
 pub const DELETE_BACKUPS: &str = "DeleteBackups";
+pub const VERIFY_BACKUP: &str = "VerifyBackup";

@@ -79,6 +79,10 @@ pub fn start_operation(
             command.operation_id.clone(),
             sub_orchestration(ctx, names::DELETE_BACKUPS, &command.operation_id, &command),
         ),
+        ActorCommand::VerifyBackup(command) => (
+            command.operation_id.clone(),
+            sub_orchestration(ctx, names::VERIFY_BACKUP, &command.operation_id, &command),
+        ),
         ActorCommand::CheckNow => return None,
     })
 }

@@ -12,6 +12,7 @@ use toygres_common::ro_api::{RoBalance, RoFallback};
 use crate::activities::members::ActorView;
 use crate::orchestrations::backup::BackupInput;
 use crate::orchestrations::backup_cleanup::DeleteBackupsInput;
+use crate::orchestrations::backup_verify::VerifyBackupInput;
 use crate::orchestrations::ha::target::PrimarySeen;
 use crate::orchestrations::parameters::ParametersInput;
 use crate::orchestrations::replicas::{AddReplicaInput, RemoveReplicaInput};
@@ -39,6 +40,8 @@ pub enum ActorCommand {
     Parameters(ParametersInput),
     /// Delete backups (operation *DeleteBackups*).
     DeleteBackups(DeleteBackupsInput),
+    /// Verify a base backup (operation *VerifyBackup*).
+    VerifyBackup(VerifyBackupInput),
 }
 
 impl ActorCommand {
@@ -54,6 +57,7 @@ impl ActorCommand {
             ActorCommand::Backup(c) => Some(&c.operation_id),
             ActorCommand::Parameters(c) => Some(&c.operation_id),
             ActorCommand::DeleteBackups(c) => Some(&c.operation_id),
+            ActorCommand::VerifyBackup(c) => Some(&c.operation_id),
         }
     }
 }
