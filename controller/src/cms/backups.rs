@@ -240,6 +240,23 @@ impl Cms {
         rows.first().map(|r| get(r, 0, what)).transpose()
     }
 
+    /// The store ids of `instance`'s base backups that a restore into a new instance still
+    /// running (its create operation pending or running) starts from: a deletion keeps them.
+    pub async fn backups_in_restore(&self, instance: &str) -> Result<Vec<String>, CmsError> {
+        let what = "find the backups running restores use";
+        let rows = self
+            .query(
+                what,
+                "SELECT DISTINCT request->'restore'->>'backup_id' FROM toygres.operations
+                  WHERE kind = 'create' AND status IN ('pending', 'running')
+                    AND request->'restore'->>'instance' = $1
+                    AND request->'restore'->>'backup_id' IS NOT NULL",
+                &[&instance],
+            )
+            .await?;
+        rows.iter().map(|r| get(r, 0, what)).collect()
+    }
+
     /// Forgets the backups `ids` of `instance` (deleted from the store by operation
     /// `operation_id`, with `wal_files` archived WAL files only they needed), and records one
     /// `backups-deleted` event whose details keep their rows. A running backup is never

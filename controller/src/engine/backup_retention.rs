@@ -32,6 +32,23 @@ impl Engine {
         }
         let name = backup.instance.clone();
         let instance = self.running_instance(&name).await?;
+        let store_id = backup
+            .store_path
+            .as_deref()
+            .and_then(|p| p.rsplit('/').next());
+        if let Some(store_id) = store_id {
+            if self
+                .cms
+                .backups_in_restore(&name)
+                .await?
+                .iter()
+                .any(|s| s == store_id)
+            {
+                return Err(EngineError::Conflict(format!(
+                    "backup {id} is being restored into a new instance: delete it once the                      restore has ended"
+                )));
+            }
+        }
         let is_restorable_base = |b: &toygres_common::backup_api::BackupView| {
             b.kind == "base" && b.status == "succeeded"
         };
