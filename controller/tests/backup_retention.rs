@@ -283,19 +283,13 @@ async fn retention_deletes_dropped_backups_with_their_wal_and_the_kept_ones_stil
 async fn a_running_restore_keeps_its_base_backup_from_deletion_and_cleanup() {
     let mut home = Home::new();
     let api = home.start().await;
-    let (status, text) = api
-        .send(
-            reqwest::Method::POST,
-            "/v1/instances",
-            Some(serde_json::json!({"name": "held", "replicas": 0,
-                "backup": {"retention": {"daily": 1, "weekly": 0, "monthly": 0}}})),
-        )
-        .await;
-    assert_eq!(status, 202, "{text}");
-    let accepted: toygres_common::controller_api::OperationAccepted =
-        serde_json::from_str(&text).unwrap();
-    let created = api.wait_operation(&home, &accepted.operation_id).await;
-    assert_eq!(created.status, "succeeded", "{created:?}");
+    create_with_backup(
+        &api,
+        &home,
+        "held",
+        serde_json::json!({"retention": {"daily": 1, "weekly": 0, "monthly": 0}}),
+    )
+    .await;
     let db = connect_rw(&api, "held").await;
     db.batch_execute("CREATE TABLE t (v integer PRIMARY KEY)")
         .await

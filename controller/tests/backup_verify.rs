@@ -15,7 +15,6 @@ use std::io::{Seek, SeekFrom, Write};
 use support::archive::*;
 use support::*;
 use toygres_common::backup_api::BackupView;
-use toygres_common::controller_api::OperationAccepted;
 
 fn backup_now(home: &Home, args: &[&str]) -> BackupView {
     let mut all = vec!["backup", "create"];
@@ -33,18 +32,13 @@ async fn verification_is_an_operation_recorded_on_the_backup_and_catches_corrupt
     let mut home = Home::new();
     let api = home.start().await;
     // Keep every backup of the last day: retention must not take the two base backups.
-    let (status, text) = api
-        .send(
-            reqwest::Method::POST,
-            "/v1/instances",
-            Some(serde_json::json!({"name": "ver", "replicas": 0,
-                "backup": {"retention": {"daily": 0, "weekly": 0, "monthly": 0, "window_days": 1}}})),
-        )
-        .await;
-    assert_eq!(status, 202, "{text}");
-    let accepted: OperationAccepted = serde_json::from_str(&text).unwrap();
-    let created = api.wait_operation(&home, &accepted.operation_id).await;
-    assert_eq!(created.status, "succeeded", "{created:?}");
+    create_with_backup(
+        &api,
+        &home,
+        "ver",
+        serde_json::json!({"retention": {"daily": 0, "weekly": 0, "monthly": 0, "window_days": 1}}),
+    )
+    .await;
     let db = connect_rw(&api, "ver").await;
     db.batch_execute("CREATE TABLE t (v integer PRIMARY KEY)")
         .await

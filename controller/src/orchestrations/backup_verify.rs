@@ -9,12 +9,11 @@ use serde::{Deserialize, Serialize};
 use toygres_common::domain::OperationKind;
 use toygres_common::sidecar_api::{BackupKind, VerifyResponse};
 
-use super::durable::{call, call_once};
+use super::backup::choose_member;
+use super::durable::call_once;
 use super::operation::{report, OperationRun};
 use crate::activities::backup_verify::VerifyInput;
-use crate::activities::members::InstanceRef;
 use crate::activities::names as act;
-use crate::backups::source::{choose_backup_member, BackupCandidate};
 
 /// The input of *VerifyBackup* (also the actor's `verify-backup` command).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,16 +54,7 @@ async fn verify(
 ) -> Result<VerifyResponse, String> {
     report(ctx, 1, STEPS, "choosing the member to verify on");
     operation.record_started(ctx, None).await?;
-    let candidates: Vec<BackupCandidate> = call(
-        ctx,
-        act::BACKUP_CANDIDATES,
-        &InstanceRef {
-            instance: input.instance.clone(),
-        },
-    )
-    .await?;
-    let member = choose_backup_member(BackupKind::Base, &candidates)
-        .ok_or_else(|| format!("instance {} has no member to verify on", input.instance))?;
+    let member = choose_member(ctx, &input.instance, BackupKind::Base).await?;
 
     report(
         ctx,

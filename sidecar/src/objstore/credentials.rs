@@ -36,6 +36,21 @@ pub fn settings(prefix: &str) -> anyhow::Result<Vec<(String, String)>> {
     read_settings(dir, prefix)
 }
 
+/// Hands each of `settings` whose name the builder knows (its config key type parses it) to
+/// `with_config`; the others are skipped.
+pub fn configure<B, K: std::str::FromStr>(
+    builder: B,
+    settings: Vec<(String, String)>,
+    with_config: impl Fn(B, K, String) -> B,
+) -> B {
+    settings
+        .into_iter()
+        .fold(builder, |b, (key, value)| match key.parse() {
+            Ok(key) => with_config(b, key, value),
+            Err(_) => b,
+        })
+}
+
 fn read_settings(dir: &Path, prefix: &str) -> anyhow::Result<Vec<(String, String)>> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("read the store credentials directory {}", dir.display()))?;

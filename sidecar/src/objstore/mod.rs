@@ -60,7 +60,8 @@ fn retry_config() -> RetryConfig {
 }
 
 impl Store {
-    /// Opens the store `url` names, with credentials from the environment. A `file://` root is
+    /// Opens the store `url` names, with credentials from the credentials directory and the
+    /// environment. A `file://` root is
     /// created when missing.
     pub fn open(url: &StoreUrl) -> anyhow::Result<Self> {
         let inner: Arc<dyn ObjectStore> = match &url.location {
@@ -84,11 +85,7 @@ impl Store {
                     || files
                         .iter()
                         .any(|(k, _)| k == "aws_region" || k == "aws_default_region");
-                for (key, value) in files {
-                    if let Ok(key) = key.parse() {
-                        builder = builder.with_config(key, value);
-                    }
-                }
+                builder = credentials::configure(builder, files, |b, k, v| b.with_config(k, v));
                 if !has_region {
                     builder = builder.with_region("us-east-1");
                 }
@@ -100,14 +97,13 @@ impl Store {
                 )
             }
             StoreLocation::Azure { container } => {
-                let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env()
+                let builder = object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_container_name(container)
                     .with_retry(retry_config());
-                for (key, value) in credentials::settings("AZURE_")? {
-                    if let Ok(key) = key.parse() {
-                        builder = builder.with_config(key, value);
-                    }
-                }
+                let builder =
+                    credentials::configure(builder, credentials::settings("AZURE_")?, |b, k, v| {
+                        b.with_config(k, v)
+                    });
                 Arc::new(
                     builder
                         .build()
@@ -116,14 +112,14 @@ impl Store {
                 )
             }
             StoreLocation::Gcs { bucket } => {
-                let mut builder = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                let builder = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(bucket)
                     .with_retry(retry_config());
-                for (key, value) in credentials::settings("GOOGLE_")? {
-                    if let Ok(key) = key.parse() {
-                        builder = builder.with_config(key, value);
-                    }
-                }
+                let builder = credentials::configure(
+                    builder,
+                    credentials::settings("GOOGLE_")?,
+                    |b, k, v| b.with_config(k, v),
+                );
                 Arc::new(
                     builder
                         .build()
