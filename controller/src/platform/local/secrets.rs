@@ -102,15 +102,7 @@ fn create_once(path: &Path) -> anyhow::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("create {}", tmp.display()))?;
-        file.write_all(format!("{value}\n").as_bytes())
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("write {}", tmp.display()))?;
+        write_new_private(&tmp, format!("{value}\n").as_bytes())?;
         match fs::hard_link(&tmp, path) {
             Ok(()) => Ok(()),
             // Another call won the race: its value stays.
@@ -120,6 +112,19 @@ fn create_once(path: &Path) -> anyhow::Result<()> {
     })();
     let _ = fs::remove_file(&tmp);
     result
+}
+
+/// Creates `path` (which must not exist) with mode 0600 holding `content`, synced to disk.
+pub(super) fn write_new_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    file.write_all(content)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("write {}", path.display()))
 }
 
 /// Reads one credential.

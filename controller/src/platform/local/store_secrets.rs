@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::Path;
 
 use anyhow::Context as _;
 
 use super::layout::LocalLayout;
+use super::secrets::write_new_private;
 use crate::platform::SecretValue;
 
 /// Writes the secret `name` with exactly `values`: each file through a temporary file renamed
@@ -29,18 +29,9 @@ pub fn put(
         let path = dir.join(key);
         let tmp = dir.join(format!(".{key}.tmp{}", std::process::id()));
         let _ = fs::remove_file(&tmp);
-        let written = (|| {
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .with_context(|| format!("create {}", tmp.display()))?;
-            file.write_all(value.expose().as_bytes())
-                .and_then(|()| file.sync_all())
-                .with_context(|| format!("write {}", tmp.display()))?;
+        let written = write_new_private(&tmp, value.expose().as_bytes()).and_then(|()| {
             fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))
-        })();
+        });
         if written.is_err() {
             let _ = fs::remove_file(&tmp);
         }
