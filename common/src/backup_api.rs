@@ -199,7 +199,7 @@ impl BackupConfig {
 
 /// A secret's name: a DNS-1123 subdomain-like name (what Kubernetes accepts), so that nothing
 /// that looks like a key or a password is taken for one.
-fn validate_secret_name(name: &str) -> Result<(), InvalidRequest> {
+pub fn validate_secret_name(name: &str) -> Result<(), InvalidRequest> {
     let ok = !name.is_empty()
         && name.len() <= 253
         && name

@@ -185,6 +185,8 @@ words! {
         BackupCleanup => "backup-cleanup",
         /// A new password for one of the instance's roles.
         CredentialsRotate => "credentials-rotate",
+        /// The verification of a base backup (restored aside and queried).
+        BackupVerify => "backup-verify",
     }
 }
 

@@ -24,6 +24,7 @@ pub mod ro_api;
 pub mod sidecar_api;
 pub mod sidecar_client;
 pub mod stats_api;
+pub mod store_secret_api;
 pub mod store_url;
 pub mod tls;
 

@@ -60,6 +60,7 @@ fn main() -> ExitCode {
         Command::Events(args) => finish(runtime.block_on(cli::events::run(args))),
         Command::Backup(args) => finish(runtime.block_on(cli::backup::run(args))),
         Command::Restore(args) => finish(runtime.block_on(cli::backup::restore(args))),
+        Command::Secret(args) => finish(runtime.block_on(cli::secret::run(args))),
         Command::Params(args) => finish(runtime.block_on(cli::params::run(args))),
         Command::Psql(args) => finish(runtime.block_on(cli::connect::psql(args))),
         Command::Connect(args) => finish(runtime.block_on(cli::connect::connect(args))),

@@ -275,3 +275,91 @@ async fn retention_deletes_dropped_backups_with_their_wal_and_the_kept_ones_stil
         .await;
     assert_eq!(status, 404, "a refused restore recorded its instance");
 }
+
+/// A restore into a new instance holds on to its base backup: while it runs, deleting that
+/// backup by id is refused (409) and the cleanup after another backup keeps it; once the
+/// restore has ended, a cleanup deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_restore_keeps_its_base_backup_from_deletion_and_cleanup() {
+    let mut home = Home::new();
+    let api = home.start().await;
+    create_with_backup(
+        &api,
+        &home,
+        "held",
+        serde_json::json!({"retention": {"daily": 1, "weekly": 0, "monthly": 0}}),
+    )
+    .await;
+    let db = connect_rw(&api, "held").await;
+    db.batch_execute("CREATE TABLE t (v integer PRIMARY KEY)")
+        .await
+        .unwrap();
+    insert_rows(&db, 1, 50).await;
+    let first = backup_now(&home, "held");
+    insert_rows(&db, 51, 100).await;
+
+    // A restore from the first backup.
+    let (status, text) = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/instances/held/restore",
+            Some(serde_json::json!({"to": "copy", "backup_id": first.id, "replicas": 0})),
+        )
+        .await;
+    assert_eq!(status, 202, "{text}");
+    let restore: toygres_common::controller_api::OperationAccepted =
+        serde_json::from_str(&text).unwrap();
+    let (status, text) = api
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/backups/{}", first.id),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("being restored"), "{text}");
+    // A second backup: its cleanup (one daily kept) would drop the first, but the restore
+    // still uses it.
+    let second = backup_now(&home, "held");
+    let (status, text) = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/operations/{}", restore.operation_id),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("\"running\"") || text.contains("\"pending\""),
+        "the restore ended before the cleanup ran; the test proves nothing: {text}"
+    );
+    let (status, _) = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/backups/{}", first.id),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status, 200,
+        "the cleanup deleted a backup a restore was using"
+    );
+
+    let restored = api.wait_operation(&home, &restore.operation_id).await;
+    assert_eq!(restored.status, "succeeded", "{restored:?}");
+    let copy = connect_rw(&api, "copy").await;
+    assert_eq!(rows(&copy).await, (100, Some(100)));
+
+    // The restore is over: a cleanup now deletes the first backup, and keeps the second.
+    let out = home.cli(&["backup", "cleanup", "held"]);
+    assert!(out.status.success(), "{out:?}");
+    gone(&api, &first.id).await;
+    let (status, _) = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/backups/{}", second.id),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+}

@@ -107,6 +107,11 @@ pub struct RunArgs {
     /// No archiving when absent.
     #[arg(long, env = "TOYGRES_ARCHIVE_URL")]
     pub archive_url: Option<StoreUrl>,
+    /// A directory of files holding the store's credentials, one per setting, named like the
+    /// provider's environment variable (`AWS_SECRET_ACCESS_KEY`, …): a mounted Secret. Never the
+    /// values themselves on the command line or in the environment.
+    #[arg(long, env = "TOYGRES_STORE_CREDENTIALS_DIR")]
+    pub store_credentials_dir: Option<PathBuf>,
     /// The instance name archived WAL is stored under (default: the member name without its
     /// trailing `-<n>`).
     #[arg(long, env = "TOYGRES_INSTANCE_NAME")]
@@ -236,6 +241,16 @@ impl Config {
         if api_token.0.len() < 16 {
             bail!("the API token in --token-file must be at least 16 characters");
         }
+        if let Some(dir) = &args.store_credentials_dir {
+            if !dir.is_dir() {
+                bail!(
+                    "--store-credentials-dir {} is not a directory",
+                    dir.display()
+                );
+            }
+            // Every store this process opens (archive, backups, restores) uses them.
+            crate::objstore::credentials::use_dir(dir);
+        }
         let archive = match args.archive_url.clone() {
             None => None,
             Some(url) => {
@@ -250,6 +265,7 @@ impl Config {
                     concurrency: args.archive_concurrency,
                     state_dir: run_dir.join("archive"),
                     wal_segment_size: crate::archive::walname::DEFAULT_SEGMENT_SIZE,
+                    credentials_dir: args.store_credentials_dir.clone(),
                 };
                 settings
                     .validate()

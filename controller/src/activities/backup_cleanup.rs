@@ -87,6 +87,20 @@ pub async fn plan_backup_deletion(
                 .flatten(),
         })
         .collect();
+    // A restore into a new instance that is still running reads its base backup (and the WAL
+    // after it, which a kept backup keeps): it stays until the restore ends.
+    let in_restore = cms
+        .backups_in_restore(&input.instance)
+        .await
+        .map_err(describe)?;
+    let doomed: Vec<DoomedBackup> = doomed
+        .into_iter()
+        .filter(|d| {
+            d.store_id
+                .as_ref()
+                .is_none_or(|store_id| !in_restore.contains(store_id))
+        })
+        .collect();
     if doomed.is_empty() {
         return Ok(DeletionPlan::default());
     }

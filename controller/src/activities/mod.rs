@@ -7,6 +7,7 @@
 
 pub mod app_access;
 pub mod backup_cleanup;
+pub mod backup_verify;
 pub mod backups;
 pub mod cancel;
 pub mod credentials;
@@ -80,6 +81,7 @@ pub mod names {
     pub const DELETE_BACKUP_OBJECTS: &str = "DeleteBackupObjects";
     pub const FORGET_DELETED_BACKUPS: &str = "ForgetDeletedBackups";
     pub const ROTATE_PASSWORD: &str = "RotatePassword";
+    pub const VERIFY_BACKUP: &str = "VerifyBackup";
 }
 
 /// Registers every activity, each with its own handle on `deps`.
@@ -200,5 +202,6 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
         backup_cleanup::forget_deleted_backups
     );
     let b = register!(b, names::ROTATE_PASSWORD, credentials::rotate_password);
+    let b = register!(b, names::VERIFY_BACKUP, backup_verify::verify_backup);
     b.build_result()
 }

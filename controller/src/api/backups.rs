@@ -110,6 +110,16 @@ pub async fn delete(
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
+/// `POST /v1/backups/{id}/verify`: restores the base backup aside and queries it.
+#[utoipa::path(post, path = "/v1/backups/{id}/verify", tag = "backups", params(("id" = String, Path, description = "Backup id")), responses((status = 202, description = "The verification, queued on the instance's actor", body = OperationAccepted), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such backup", body = ErrorBody), (status = 409, description = "Not a succeeded base backup, or the instance is not running", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn verify(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<OperationAccepted>), ApiError> {
+    let accepted = state.engine()?.verify_backup(&id).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
 /// `POST /v1/instances/{name}/backups/cleanup`: applies the retention policy now.
 #[utoipa::path(post, path = "/v1/instances/{name}/backups/cleanup", tag = "backups", params(("name" = String, Path, description = "Instance name")), responses((status = 202, description = "The cleanup, queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Backups off, or the instance is not running", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn cleanup(

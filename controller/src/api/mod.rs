@@ -19,6 +19,7 @@ mod report_gate;
 mod ro;
 mod state;
 mod stats;
+mod store_secrets;
 pub mod types;
 
 use std::time::Instant;
@@ -96,6 +97,13 @@ pub fn app(state: ApiState) -> Router {
             get(backups::get).delete(backups::delete),
         )
         .route("/v1/instances/{name}/backups/window", get(backups::window))
+        .route("/v1/backups/{id}/verify", post(backups::verify))
+        .route(
+            "/v1/secrets/{name}",
+            get(store_secrets::get)
+                .put(store_secrets::put)
+                .delete(store_secrets::delete),
+        )
         .route("/v1/stats", get(stats::stats))
         .route(
             "/v1/instances/{name}/parameters/profile",

@@ -37,6 +37,8 @@ pub enum BackupCommand {
     Cleanup(CleanupArgs),
     /// Delete a backup from the store, with the archived WAL only it needed
     Delete(DeleteArgs),
+    /// Verify a base backup: restore it aside on a member, check it and query every database
+    Verify(DeleteArgs),
 }
 
 /// `toygres backup schedule NAME [CRON] [--suspend | --resume]`.
@@ -121,6 +123,7 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
         BackupCommand::Schedule(args) => schedule(args).await,
         BackupCommand::Cleanup(args) => super::backup_cleanup::cleanup(args).await,
         BackupCommand::Delete(args) => super::backup_cleanup::delete(args).await,
+        BackupCommand::Verify(args) => super::backup_cleanup::verify(args).await,
         BackupCommand::Get(args) => {
             let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
             let backup: BackupView = client.get(&format!("/v1/backups/{}", args.id)).await?;
@@ -321,13 +324,50 @@ fn render_one(b: &BackupView) -> String {
         ("started", b.started_at.clone()),
         ("finished", or_dash(b.finished_at.as_deref())),
         ("error", or_dash(b.error.as_deref())),
+        ("verified", verification_line(b.verification.as_ref())),
     ];
     rows.iter().map(|(k, v)| format!("{k:<13} {v}\n")).collect()
+}
+
+/// The last verification in one line: `ok at T (N ms on M): …` or `FAILED at T: …`.
+fn verification_line(verification: Option<&serde_json::Value>) -> String {
+    let Some(v) = verification else {
+        return "-".into();
+    };
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("?").to_string();
+    if v.get("ok").and_then(|x| x.as_bool()) == Some(true) {
+        format!(
+            "ok at {} ({} ms on {}): {}",
+            text("verified_at"),
+            v.get("duration_ms").and_then(|x| x.as_u64()).unwrap_or(0),
+            text("member"),
+            text("message")
+        )
+    } else {
+        format!("FAILED at {}: {}", text("verified_at"), text("message"))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_verification_is_one_line() {
+        assert_eq!(verification_line(None), "-");
+        let ok = serde_json::json!({"ok": true, "message": "3 databases", "duration_ms": 812,
+            "member": "db-1", "verified_at": "2026-12-04T22:00:00Z"});
+        assert_eq!(
+            verification_line(Some(&ok)),
+            "ok at 2026-12-04T22:00:00Z (812 ms on db-1): 3 databases"
+        );
+        let bad = serde_json::json!({"ok": false, "message": "sha256 mismatch",
+            "verified_at": "2026-12-04T22:00:00Z"});
+        assert_eq!(
+            verification_line(Some(&bad)),
+            "FAILED at 2026-12-04T22:00:00Z: sha256 mismatch"
+        );
+    }
 
     #[test]
     fn a_backup_list_shows_one_line_per_backup() {

@@ -1,5 +1,6 @@
-//! `toygres backup delete ID` and `toygres backup cleanup NAME [--dry-run]`: delete one backup,
-//! or those the instance's retention policy does not keep (operations on the instance's actor,
+//! `toygres backup delete ID`, `toygres backup verify ID` and `toygres backup cleanup NAME
+//! [--dry-run]`: delete or verify one backup, or delete those the instance's retention policy
+//! does not keep (operations on the instance's actor,
 //! followed until they end unless `--no-wait`), or only show what a cleanup would delete.
 
 use toygres_common::backup_api::CleanupPlan;
@@ -9,7 +10,7 @@ use super::args::{ClientArgs, OutputFormat};
 use super::client::ControllerClient;
 use super::operation::{fail_unless_succeeded, wait};
 
-/// `toygres backup delete ID`.
+/// `toygres backup delete ID` (and `verify ID`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct DeleteArgs {
     /// The backup (`bk-…`)
@@ -45,6 +46,18 @@ pub struct CleanupArgs {
 pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
     let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
     let accepted: OperationAccepted = client.delete(&format!("/v1/backups/{}", args.id)).await?;
+    follow(&client, &accepted, args.no_wait, args.output).await
+}
+
+/// Runs `toygres backup verify`.
+pub async fn verify(args: DeleteArgs) -> anyhow::Result<()> {
+    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let accepted: OperationAccepted = client
+        .post(
+            &format!("/v1/backups/{}/verify", args.id),
+            &serde_json::json!({}),
+        )
+        .await?;
     follow(&client, &accepted, args.no_wait, args.output).await
 }
 

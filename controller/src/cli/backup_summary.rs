@@ -31,6 +31,31 @@ pub async fn backup_section(client: &ControllerClient, name: &str) -> Option<Str
     Some(render(&schedule, &list, window.as_ref()))
 }
 
+/// The backup part of `toygres get NAME -o json`: `"backup_schedule"` and
+/// `"recoverability_window"` added to the instance's JSON object, each when the controller
+/// answers it (backups off: neither).
+pub async fn add_backup_json(
+    client: &ControllerClient,
+    name: &str,
+    detail: &mut serde_json::Value,
+) {
+    let Some(object) = detail.as_object_mut() else {
+        return;
+    };
+    let schedule: Result<BackupScheduleView, _> = client
+        .get(&format!("/v1/instances/{name}/backups/schedule"))
+        .await;
+    if let Ok(value) = schedule.map(serde_json::to_value) {
+        object.insert("backup_schedule".into(), value.unwrap_or_default());
+    }
+    let window: Result<RecoverabilityWindow, _> = client
+        .get(&format!("/v1/instances/{name}/backups/window"))
+        .await;
+    if let Ok(value) = window.map(serde_json::to_value) {
+        object.insert("recoverability_window".into(), value.unwrap_or_default());
+    }
+}
+
 fn render(
     schedule: &BackupScheduleView,
     list: &BackupList,

@@ -28,6 +28,10 @@ pub struct CreateArgs {
     /// The backup store (`file:///path`, `s3://bucket/prefix`, …) instead of the platform's
     #[arg(long)]
     pub backup_store: Option<String>,
+    /// The store secret holding the store's credentials (registered with `toygres secret set`;
+    /// on Kubernetes, a Secret's name)
+    #[arg(long, value_name = "SECRET", conflicts_with = "no_backup")]
+    pub backup_credentials: Option<String>,
     /// Cron expression of scheduled base backups [default: Sundays at 01:00 UTC]
     #[arg(long, conflicts_with = "no_backup")]
     pub backup_schedule: Option<String>,
@@ -101,13 +105,17 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
         replicas: args.replicas,
         replication: Some(args.replication.clone()),
         ha: None,
-        backup: (args.no_backup || args.backup_store.is_some() || args.backup_schedule.is_some())
-            .then(|| BackupConfigRequest {
-                enabled: Some(!args.no_backup),
-                store_url: args.backup_store.clone(),
-                base_schedule: args.backup_schedule.clone(),
-                ..BackupConfigRequest::default()
-            }),
+        backup: (args.no_backup
+            || args.backup_store.is_some()
+            || args.backup_credentials.is_some()
+            || args.backup_schedule.is_some())
+        .then(|| BackupConfigRequest {
+            enabled: Some(!args.no_backup),
+            store_url: args.backup_store.clone(),
+            credentials_secret: args.backup_credentials.clone(),
+            base_schedule: args.backup_schedule.clone(),
+            ..BackupConfigRequest::default()
+        }),
         database: args.database.clone(),
         owner: args.owner.clone(),
         ro: args.ro.patch(),
@@ -157,7 +165,11 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
     let detail: InstanceDetail = client.get(&format!("/v1/instances/{}", args.name)).await?;
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&detail)?),
+        OutputFormat::Json => {
+            let mut json = serde_json::to_value(&detail)?;
+            super::backup_summary::add_backup_json(&client, &args.name, &mut json).await;
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
         OutputFormat::Table => {
             print!("{}", render_instance(&detail));
             if let Some(section) = super::backup_summary::backup_section(&client, &args.name).await

@@ -16,6 +16,7 @@ pub mod operation;
 pub mod params;
 pub mod replication;
 pub mod ro;
+pub mod secret;
 pub mod stats;
 
 use clap::{Parser, Subcommand};
@@ -67,6 +68,9 @@ pub enum Command {
     /// Make a new instance from another's backups, to a point in time; waits and prints how to
     /// connect
     Restore(backup::RestoreArgs),
+    /// Object-store credentials registered under a name for --backup-credentials: set, get,
+    /// delete
+    Secret(secret::SecretArgs),
     /// An instance's Postgres parameters: describe the catalog
     Params(params::ParamsArgs),
     /// Open a psql session on an instance (as its application owner unless --superuser)

@@ -171,6 +171,21 @@ impl Cms {
         Ok(())
     }
 
+    /// Records the result of the backup's latest verification.
+    pub async fn set_backup_verification(
+        &self,
+        id: &str,
+        verification: &serde_json::Value,
+    ) -> Result<(), CmsError> {
+        self.execute(
+            "record a backup's verification",
+            "UPDATE toygres.backups SET verification = $2 WHERE id = $1",
+            &[&id, verification],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// One backup.
     pub async fn get_backup(&self, id: &str) -> Result<Option<BackupView>, CmsError> {
         let what = "read a backup";
@@ -223,6 +238,23 @@ impl Cms {
             )
             .await?;
         rows.first().map(|r| get(r, 0, what)).transpose()
+    }
+
+    /// The store ids of `instance`'s base backups that a restore into a new instance still
+    /// running (its create operation pending or running) starts from: a deletion keeps them.
+    pub async fn backups_in_restore(&self, instance: &str) -> Result<Vec<String>, CmsError> {
+        let what = "find the backups running restores use";
+        let rows = self
+            .query(
+                what,
+                "SELECT DISTINCT request->'restore'->>'backup_id' FROM toygres.operations
+                  WHERE kind = 'create' AND status IN ('pending', 'running')
+                    AND request->'restore'->>'instance' = $1
+                    AND request->'restore'->>'backup_id' IS NOT NULL",
+                &[&instance],
+            )
+            .await?;
+        rows.iter().map(|r| get(r, 0, what)).collect()
     }
 
     /// Forgets the backups `ids` of `instance` (deleted from the store by operation

@@ -1,5 +1,5 @@
-//! Deleting backups (one an operator names, or those the retention policy does not keep), as
-//! operations queued on the instance's actor, and the instance's recoverability window: from
+//! Deleting backups (one an operator names, or those the retention policy does not keep) and
+//! verifying one, as operations queued on the instance's actor, and the instance's recoverability window: from
 //! the end of its oldest kept base backup to the last WAL its primary archived.
 
 use std::time::Duration;
@@ -14,6 +14,7 @@ use super::{new_operation_id, Engine, EngineError};
 use crate::activities::sidecar::sidecar_on;
 use crate::backups::restore::earliest_restorable;
 use crate::orchestrations::backup_cleanup::DeleteBackupsInput;
+use crate::orchestrations::backup_verify::VerifyBackupInput;
 use crate::orchestrations::instance_actor::ActorCommand;
 
 /// How long the API waits for a primary's sidecar to say how far it archived.
@@ -31,6 +32,23 @@ impl Engine {
         }
         let name = backup.instance.clone();
         let instance = self.running_instance(&name).await?;
+        let store_id = backup
+            .store_path
+            .as_deref()
+            .and_then(|p| p.rsplit('/').next());
+        if let Some(store_id) = store_id {
+            if self
+                .cms
+                .backups_in_restore(&name)
+                .await?
+                .iter()
+                .any(|s| s == store_id)
+            {
+                return Err(EngineError::Conflict(format!(
+                    "backup {id} is being restored into a new instance: delete it once the                      restore has ended"
+                )));
+            }
+        }
         let is_restorable_base = |b: &toygres_common::backup_api::BackupView| {
             b.kind == "base" && b.status == "succeeded"
         };
@@ -59,6 +77,32 @@ impl Engine {
         self.backup_config(name).await?;
         let instance = self.running_instance(name).await?;
         self.queue_deletion(&instance, None).await
+    }
+
+    /// Queues the verification of base backup `id` on its instance's actor. Refused: an
+    /// unknown backup (404), one that is not a succeeded base backup (409).
+    pub async fn verify_backup(&self, id: &str) -> Result<OperationAccepted, EngineError> {
+        let backup = self.get_backup(id).await?;
+        if backup.kind != "base" || backup.status != "succeeded" {
+            return Err(EngineError::Conflict(format!(
+                "backup {id} is a {} {} backup: only a succeeded base backup can be verified",
+                backup.status, backup.kind
+            )));
+        }
+        let instance = self.running_instance(&backup.instance).await?;
+        let input = VerifyBackupInput {
+            operation_id: new_operation_id(),
+            instance: backup.instance.clone(),
+            backup_id: id.to_string(),
+        };
+        let operation_id = input.operation_id.clone();
+        self.queue_operation(
+            &instance,
+            &operation_id,
+            OperationKind::BackupVerify,
+            &ActorCommand::VerifyBackup(input),
+        )
+        .await
     }
 
     async fn queue_deletion(

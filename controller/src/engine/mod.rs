@@ -33,6 +33,7 @@ mod credentials;
 pub mod parameters;
 mod restore_wal;
 mod ro;
+mod store_secrets;
 
 /// The schema of the duroxide store in the CMS database.
 pub const DUROXIDE_SCHEMA: &str = "toygres_duroxide";
@@ -208,6 +209,9 @@ impl Engine {
     ) -> Result<OperationAccepted, EngineError> {
         if let Some(backup) = &mut spec.backup {
             self.complete_backup_config(backup)?;
+            if let Some(secret) = &backup.credentials_secret {
+                self.check_store_secret(secret).await?;
+            }
         }
         let operation_id = new_operation_id();
         let input = CreateInstanceInput {
@@ -375,6 +379,7 @@ impl Engine {
                 | OperationKind::BackupDelete
                 | OperationKind::BackupCleanup
                 | OperationKind::CredentialsRotate => continue,
+                | OperationKind::BackupVerify => continue,
             };
             tracing::info!(
                 operation = operation.id,

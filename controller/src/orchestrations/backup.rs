@@ -81,6 +81,25 @@ async fn apply_retention(ctx: &OrchestrationContext, instance: &str) {
     }
 }
 
+/// The member a backup of `kind` (or a verification: `Base`) runs on: a healthy streaming
+/// standby when there is one, else the primary ([`choose_backup_member`]).
+pub(super) async fn choose_member(
+    ctx: &OrchestrationContext,
+    instance: &str,
+    kind: BackupKind,
+) -> Result<String, String> {
+    let candidates: Vec<BackupCandidate> = call(
+        ctx,
+        act::BACKUP_CANDIDATES,
+        &InstanceRef {
+            instance: instance.to_string(),
+        },
+    )
+    .await?;
+    choose_backup_member(kind, &candidates)
+        .ok_or_else(|| format!("instance {instance} has no member to back up or verify on"))
+}
+
 async fn take(
     ctx: &OrchestrationContext,
     input: &BackupInput,
@@ -88,16 +107,7 @@ async fn take(
 ) -> Result<BackupManifest, String> {
     report(ctx, 1, STEPS, "choosing the member to back up");
     operation.record_started(ctx, None).await?;
-    let candidates: Vec<BackupCandidate> = call(
-        ctx,
-        act::BACKUP_CANDIDATES,
-        &InstanceRef {
-            instance: input.instance.clone(),
-        },
-    )
-    .await?;
-    let member = choose_backup_member(input.kind, &candidates)
-        .ok_or_else(|| format!("instance {} has no member to back up", input.instance))?;
+    let member = choose_member(ctx, &input.instance, input.kind).await?;
 
     report(ctx, 2, STEPS, format!("recording the backup on {member}"));
     call::<_, ()>(

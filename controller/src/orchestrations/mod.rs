@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod backup_cleanup;
 pub mod backup_schedule;
+pub mod backup_verify;
 pub mod create_instance;
 pub mod credentials;
 pub mod delete_instance;
@@ -43,6 +44,7 @@ pub fn registry() -> Result<OrchestrationRegistry, String> {
         )
         .register_typed(names::DELETE_BACKUPS, backup_cleanup::delete_backups)
         .register_typed(names::ROTATE_CREDENTIALS, credentials::rotate_credentials)
+        .register_typed(names::VERIFY_BACKUP, backup_verify::verify_backup)
         .build_result()
 }
 

@@ -14,3 +14,4 @@ pub const APPLY_PARAMETERS: &str = "ApplyParameters";
 pub const SCHEDULED_PARAMETERS: &str = "ScheduledParameters";
 pub const DELETE_BACKUPS: &str = "DeleteBackups";
 pub const ROTATE_CREDENTIALS: &str = "RotateCredentials";
+pub const VERIFY_BACKUP: &str = "VerifyBackup";

@@ -441,6 +441,33 @@ pub trait Platform: Send + Sync + fmt::Debug {
         std::collections::BTreeMap::new()
     }
 
+    /// Registers (or replaces) the store secret `name`: the settings an object store needs,
+    /// named like the provider's variables (`AWS_SECRET_ACCESS_KEY`, …). Members of instances
+    /// whose backups name it get it as files, never in argv or the environment.
+    async fn put_store_secret(
+        &self,
+        name: &str,
+        _values: &std::collections::BTreeMap<String, SecretValue>,
+    ) -> Result<(), PlatformError> {
+        Err(PlatformError::Invalid(format!(
+            "this platform does not keep store secrets itself: create the secret {name} with              the platform's own tools"
+        )))
+    }
+
+    /// The setting names of the store secret `name`; `None` when there is no such secret.
+    async fn store_secret_keys(&self, name: &str) -> Result<Option<Vec<String>>, PlatformError> {
+        Err(PlatformError::Invalid(format!(
+            "this platform cannot look up the store secret {name} yet"
+        )))
+    }
+
+    /// Removes the store secret `name`. Succeeds when it is already gone.
+    async fn delete_store_secret(&self, name: &str) -> Result<(), PlatformError> {
+        Err(PlatformError::Invalid(format!(
+            "this platform does not keep store secrets itself: delete the secret {name} with              the platform's own tools"
+        )))
+    }
+
     /// The backup store an instance gets when its create request names none (local: a
     /// `file://` store under `$TOYGRES_HOME/backups`). `None`: the request must name one.
     fn default_backup_store(&self) -> Option<String> {

@@ -20,6 +20,28 @@ pub fn files_in(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Creates instance `name` (a primary only) with the backup configuration `backup` (the
+/// `"backup"` of `POST /v1/instances`) and waits until it runs.
+pub async fn create_with_backup(
+    api: &Api,
+    home: &super::Home,
+    name: &str,
+    backup: serde_json::Value,
+) {
+    let (status, text) = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/instances",
+            Some(serde_json::json!({"name": name, "replicas": 0, "backup": backup})),
+        )
+        .await;
+    assert_eq!(status, 202, "{text}");
+    let accepted: toygres_common::controller_api::OperationAccepted =
+        serde_json::from_str(&text).unwrap();
+    let created = api.wait_operation(home, &accepted.operation_id).await;
+    assert_eq!(created.status, "succeeded", "{created:?}");
+}
+
 /// The instance's superuser password, from the file its connection info names.
 pub async fn password_of(api: &Api, name: &str) -> String {
     let detail: InstanceDetail = api.get(&format!("/v1/instances/{name}")).await;

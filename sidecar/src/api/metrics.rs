@@ -467,6 +467,7 @@ mod tests {
                 concurrency: 4,
                 state_dir,
                 wal_segment_size: crate::archive::walname::DEFAULT_SEGMENT_SIZE,
+                credentials_dir: None,
             },
             exe: "/bin/toygres-sidecar".into(),
         }

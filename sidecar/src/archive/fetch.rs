@@ -328,6 +328,7 @@ mod tests {
             concurrency: 3,
             state_dir,
             wal_segment_size: crate::archive::walname::DEFAULT_SEGMENT_SIZE,
+            credentials_dir: None,
         };
         let store = Store::open(&settings.url).unwrap();
         let archiver = WalArchiver {

@@ -4,7 +4,7 @@
 //! `restore_command` (`wal-fetch`, [`fetch`]). Those short-lived processes read their settings
 //! from a small, non-secret JSON file ([`ArchiveSettings`]) that the sidecar writes into its run
 //! directory before Postgres starts; credentials reach them through the environment Postgres
-//! inherited from the sidecar. Objects live at `<instance>/wal/<file>[.gz]` under the store URL.
+//! inherited from the sidecar, or from the credentials directory the settings name. Objects live at `<instance>/wal/<file>[.gz]` under the store URL.
 
 pub mod fetch;
 pub mod push;
@@ -125,6 +125,10 @@ pub struct ArchiveSettings {
     /// Postgres's WAL segment size.
     #[serde(default = "default_segment_size")]
     pub wal_segment_size: u64,
+    /// Where the store's credentials are kept as files ([`crate::objstore::credentials`]): a
+    /// path, never the values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_dir: Option<PathBuf>,
 }
 
 fn default_segment_size() -> u64 {
@@ -147,6 +151,9 @@ impl ArchiveSettings {
         let settings: Self = serde_json::from_slice(&bytes)
             .with_context(|| format!("parse the archive settings {}", path.display()))?;
         settings.validate()?;
+        if let Some(dir) = &settings.credentials_dir {
+            crate::objstore::credentials::use_dir(dir);
+        }
         Ok(settings)
     }
 
@@ -310,9 +317,50 @@ impl ArchiveSetup {
                 bins.chown(&wal_dir)?;
             }
         }
-        let json = serde_json::to_vec_pretty(s).context("serialize the archive settings")?;
+        // wal-push and wal-fetch run as the Postgres OS user: they read a copy of the store's
+        // credentials that this user owns, refreshed before every start.
+        let mut written = s.clone();
+        if let Some(source) = &s.credentials_dir {
+            let copy = s.state_dir.join("credentials");
+            copy_credentials(bins, source, &copy)?;
+            written.credentials_dir = Some(copy);
+        }
+        let json = serde_json::to_vec_pretty(&written).context("serialize the archive settings")?;
         crate::owned::write_file(bins, &s.config_file(), &json, 0o600)
     }
+}
+
+/// Copies the visible files of the credentials directory `source` into `copy` (0700, files
+/// 0600, owned by the Postgres OS user), removing files `source` no longer has.
+fn copy_credentials(
+    bins: &toygres_common::pg_exec::PgBinaries,
+    source: &Path,
+    copy: &Path,
+) -> anyhow::Result<()> {
+    crate::owned::ensure_private_dir(bins, copy)?;
+    let mut kept = std::collections::BTreeSet::new();
+    let entries = std::fs::read_dir(source)
+        .with_context(|| format!("read the store credentials directory {}", source.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("list {}", source.display()))?;
+        let name = entry.file_name();
+        let path = entry.path();
+        if name.to_string_lossy().starts_with('.') || !path.is_file() {
+            continue;
+        }
+        let value = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+        crate::owned::write_file(bins, &copy.join(&name), &value, 0o600)?;
+        kept.insert(name);
+    }
+    for entry in std::fs::read_dir(copy)
+        .with_context(|| format!("list {}", copy.display()))?
+        .flatten()
+    {
+        if !kept.contains(&entry.file_name()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -327,6 +375,7 @@ mod tests {
             concurrency: 4,
             state_dir: "/run/db 1/archive".into(),
             wal_segment_size: walname::DEFAULT_SEGMENT_SIZE,
+            credentials_dir: None,
         }
     }
 

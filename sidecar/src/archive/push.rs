@@ -364,6 +364,7 @@ mod tests {
             concurrency,
             state_dir,
             wal_segment_size: super::super::walname::DEFAULT_SEGMENT_SIZE,
+            credentials_dir: None,
         };
         let store = Store::open(&settings.url).unwrap();
         Fixture {

@@ -10,10 +10,15 @@
 //!   `AZURITE_BLOB_STORAGE_URL`, default `http://127.0.0.1:10000`).
 //! - GCS: `GOOGLE_SERVICE_ACCOUNT` / `GOOGLE_APPLICATION_CREDENTIALS` or the metadata server.
 //!
+//! The same names, as files of a credentials directory ([`credentials`]), take precedence over
+//! the environment: that is how the controller hands a store secret to a member.
+//!
 //! Every write is a create-if-absent ([`Store::put_new`]): an existing object is never replaced.
 //! The one exception is a streamed multipart upload ([`Store::put_stream`], backups), whose
 //! callers pick a fresh key and write the object that marks the backup complete with `put_new`.
 //! Remote objects can carry user metadata (`file://` ones cannot).
+
+pub mod credentials;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +60,8 @@ fn retry_config() -> RetryConfig {
 }
 
 impl Store {
-    /// Opens the store `url` names, with credentials from the environment. A `file://` root is
+    /// Opens the store `url` names, with credentials from the credentials directory and the
+    /// environment. A `file://` root is
     /// created when missing.
     pub fn open(url: &StoreUrl) -> anyhow::Result<Self> {
         let inner: Arc<dyn ObjectStore> = match &url.location {
@@ -72,9 +78,14 @@ impl Store {
                 let mut builder = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
                     .with_retry(retry_config());
+                let files = credentials::settings("AWS_")?;
                 let has_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
                     .iter()
-                    .any(|v| std::env::var_os(v).is_some());
+                    .any(|v| std::env::var_os(v).is_some())
+                    || files
+                        .iter()
+                        .any(|(k, _)| k == "aws_region" || k == "aws_default_region");
+                builder = credentials::configure(builder, files, |b, k, v| b.with_config(k, v));
                 if !has_region {
                     builder = builder.with_region("us-east-1");
                 }
@@ -85,22 +96,37 @@ impl Store {
                         .with_context(|| format!("set up the S3 client for {url}"))?,
                 )
             }
-            StoreLocation::Azure { container } => Arc::new(
-                object_store::azure::MicrosoftAzureBuilder::from_env()
+            StoreLocation::Azure { container } => {
+                let builder = object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_container_name(container)
-                    .with_retry(retry_config())
-                    .build()
-                    .map_err(redacted)
-                    .with_context(|| format!("set up the Azure client for {url}"))?,
-            ),
-            StoreLocation::Gcs { bucket } => Arc::new(
-                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_retry(retry_config());
+                let builder =
+                    credentials::configure(builder, credentials::settings("AZURE_")?, |b, k, v| {
+                        b.with_config(k, v)
+                    });
+                Arc::new(
+                    builder
+                        .build()
+                        .map_err(redacted)
+                        .with_context(|| format!("set up the Azure client for {url}"))?,
+                )
+            }
+            StoreLocation::Gcs { bucket } => {
+                let builder = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(bucket)
-                    .with_retry(retry_config())
-                    .build()
-                    .map_err(redacted)
-                    .with_context(|| format!("set up the GCS client for {url}"))?,
-            ),
+                    .with_retry(retry_config());
+                let builder = credentials::configure(
+                    builder,
+                    credentials::settings("GOOGLE_")?,
+                    |b, k, v| b.with_config(k, v),
+                );
+                Arc::new(
+                    builder
+                        .build()
+                        .map_err(redacted)
+                        .with_context(|| format!("set up the GCS client for {url}"))?,
+                )
+            }
         };
         Ok(Self {
             inner,

@@ -139,6 +139,7 @@ fn source_fetch(cfg: &MemberSettings, spec: &RestoreSpec) -> anyhow::Result<Arch
             .unwrap_or(4),
         state_dir: cfg.run_dir.join("restore-fetch"),
         wal_segment_size: walname::DEFAULT_SEGMENT_SIZE,
+        credentials_dir: crate::objstore::credentials::dir(),
     };
     settings.validate()?;
     let exe = std::env::current_exe()

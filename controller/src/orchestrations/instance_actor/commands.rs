@@ -88,6 +88,10 @@ pub fn start_operation(
                 &command,
             ),
         ),
+        ActorCommand::VerifyBackup(command) => (
+            command.operation_id.clone(),
+            sub_orchestration(ctx, names::VERIFY_BACKUP, &command.operation_id, &command),
+        ),
         ActorCommand::CheckNow => return None,
     })
 }

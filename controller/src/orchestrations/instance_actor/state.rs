@@ -13,6 +13,7 @@ use crate::activities::members::ActorView;
 use crate::orchestrations::backup::BackupInput;
 use crate::orchestrations::backup_cleanup::DeleteBackupsInput;
 use crate::orchestrations::credentials::RotateCredentialsInput;
+use crate::orchestrations::backup_verify::VerifyBackupInput;
 use crate::orchestrations::ha::target::PrimarySeen;
 use crate::orchestrations::parameters::ParametersInput;
 use crate::orchestrations::replicas::{AddReplicaInput, RemoveReplicaInput};
@@ -42,6 +43,8 @@ pub enum ActorCommand {
     DeleteBackups(DeleteBackupsInput),
     /// A new password for one of the instance's roles (operation *RotateCredentials*).
     RotateCredentials(RotateCredentialsInput),
+    /// Verify a base backup (operation *VerifyBackup*).
+    VerifyBackup(VerifyBackupInput),
 }
 
 impl ActorCommand {
@@ -58,6 +61,7 @@ impl ActorCommand {
             ActorCommand::Parameters(c) => Some(&c.operation_id),
             ActorCommand::DeleteBackups(c) => Some(&c.operation_id),
             ActorCommand::RotateCredentials(c) => Some(&c.operation_id),
+            ActorCommand::VerifyBackup(c) => Some(&c.operation_id),
         }
     }
 }

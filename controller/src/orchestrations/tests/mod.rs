@@ -84,6 +84,7 @@ fn fake_activities(calls: Calls, failing: BTreeSet<String>) -> ActivityRegistry 
         act::PLAN_BACKUP_DELETION,
         act::DELETE_BACKUP_OBJECTS,
         act::FORGET_DELETED_BACKUPS,
+        act::VERIFY_BACKUP,
         act::WRITE_PARAMETERS,
         act::CONFIRM_PARAMETERS,
         act::RESTART_MEMBER,

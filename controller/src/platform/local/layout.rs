@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! instances/<name>/secrets/<key>             credentials (directory 0700, files 0600)
+//! store-secrets/<name>/<SETTING>             registered object-store credentials (0700/0600)
 //! instances/<name>/endpoints.json            the endpoints' ports and routes
 //! instances/<name>/<member>/member.json      the member's record: ports, pid, spec
 //! instances/<name>/<member>/data/            the Postgres data directory (the sidecar's)
@@ -53,6 +54,17 @@ impl LocalLayout {
     /// each under its own name).
     pub fn backups_dir(&self) -> PathBuf {
         self.home.join("backups")
+    }
+
+    /// The registered store secrets: `store-secrets/<name>/<SETTING>` (directories 0700, files
+    /// 0600).
+    pub fn store_secrets_dir(&self) -> PathBuf {
+        self.home.join("store-secrets")
+    }
+
+    /// One store secret's directory (what a member's `--store-credentials-dir` names).
+    pub fn store_secret_dir(&self, name: &str) -> PathBuf {
+        self.store_secrets_dir().join(name)
     }
 
     /// One instance's directory.

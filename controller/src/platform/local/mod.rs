@@ -31,6 +31,7 @@ mod platform_api;
 pub mod process;
 pub mod record;
 pub mod secrets;
+mod store_secrets;
 pub mod tls;
 
 /// The sidecar program's file name.
@@ -435,6 +436,13 @@ impl LocalPlatform {
             // the member is the primary (archive_mode=on does nothing during recovery).
             args.push(format!("--archive-url={}", archive.store_url).into());
             args.push(format!("--instance-name={}", record.instance).into());
+            if let Some(name) = &archive.credentials_secret {
+                // A path: the sidecar reads the settings from the files there.
+                args.push(flag(
+                    "store-credentials-dir",
+                    &self.layout.store_secret_dir(name),
+                ));
+            }
         }
         if let Some(dir) = &self.config.pg_bin_dir {
             args.push(flag("pg-bin-dir", dir));

@@ -10,7 +10,7 @@ use toygres_common::names::validate_instance_name;
 
 use super::layout::{remove_dir_if_empty, remove_path};
 use super::record::{AllRecords, EndpointsRecord, MemberRecord};
-use super::{process, record, secrets, tls, LocalPlatform};
+use super::{process, record, secrets, store_secrets, tls, LocalPlatform};
 use crate::endpoints::{BreakerState, ProxyTargets};
 use crate::platform::{
     validate_member_of, EndpointRoutes, Endpoints, MemberAddress, MemberHandle, MemberInfo,
@@ -88,6 +88,22 @@ impl Platform for LocalPlatform {
 
     fn ro_breakers(&self, instance: &str) -> BTreeMap<String, BreakerState> {
         self.ro_breaker_states(instance)
+    }
+
+    async fn put_store_secret(
+        &self,
+        name: &str,
+        values: &BTreeMap<String, SecretValue>,
+    ) -> Result<(), PlatformError> {
+        Ok(store_secrets::put(&self.layout, name, values)?)
+    }
+
+    async fn store_secret_keys(&self, name: &str) -> Result<Option<Vec<String>>, PlatformError> {
+        Ok(store_secrets::keys(&self.layout, name)?)
+    }
+
+    async fn delete_store_secret(&self, name: &str) -> Result<(), PlatformError> {
+        Ok(store_secrets::delete(&self.layout, name)?)
     }
 
     fn default_backup_store(&self) -> Option<String> {

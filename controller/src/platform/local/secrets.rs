@@ -132,21 +132,27 @@ fn write_random_tmp(path: &Path) -> anyhow::Result<std::path::PathBuf> {
     let value = hex(&bytes);
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
-    let written = fs::OpenOptions::new()
+    match write_new_private(&tmp, format!("{value}
+").as_bytes()) {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Creates `path` (which must not exist) with mode 0600 holding `content`, synced to disk.
+pub(super) fn write_new_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
+    let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("create {}", tmp.display()))
-        .and_then(|mut file| {
-            file.write_all(format!("{value}\n").as_bytes())
-                .and_then(|()| file.sync_all())
-                .with_context(|| format!("write {}", tmp.display()))
-        });
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written.map(|()| tmp)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    file.write_all(content)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("write {}", path.display()))
 }
 
 /// Reads one credential.
