@@ -58,6 +58,7 @@ impl Modify for BearerAuth {
         super::parameters::get,
         super::parameters::set,
         super::parameters::profile,
+        super::member_report::report,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, CreateInstanceRequest, OperationAccepted, Operation,
@@ -76,6 +77,9 @@ impl Modify for BearerAuth {
         InstanceSize, ParameterCatalog, CatalogEntry, ParameterCategory, SetInstanceParameters,
         ApplyMode, PrimaryUpdate, InstanceParameters, DesiredParameter, MemberParameter,
         AppliedState, ApplyProfile, ProfilePlan, ProfileChange,
+        toygres_common::member_report::MemberReport,
+        toygres_common::member_report::ReportAnswer,
+        toygres_common::member_report::ReportKind, toygres_common::sidecar_api::Role,
     )),
     modifiers(&BearerAuth),
 )]
@@ -111,6 +115,7 @@ mod tests {
             "/v1/instances/{name}/parameters",
             "/v1/instances/{name}/parameters/catalog",
             "/v1/instances/{name}/parameters/profile",
+            "/v1/instances/{name}/members/{member}/report",
         ] {
             assert!(paths.contains_key(path), "{path} missing");
         }
