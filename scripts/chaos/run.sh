@@ -30,14 +30,15 @@ echo
 echo "| fault | outcome | first commit elsewhere | commits acknowledged | lost | servers acknowledging at once |"
 echo "|---|---|---|---|---|---|"
 for target in "${targets[@]}"; do
-  grep -h '^chaos | ' "$logs/$target.log" | sed 's/^chaos | /| /; s/$/ |/' || true
+  grep -ho 'chaos | .*' "$logs/$target.log" | sed 's/^chaos | /| /; s/$/ |/' || true
 done
 echo
-echo "| test | result |"
+echo "| target | result |"
 echo "|---|---|"
 for target in "${targets[@]}"; do
-  grep -hE '^test .* \.\.\. (ok|FAILED)$' "$logs/$target.log" |
-    sed -E "s/^test (.*) \.\.\. (ok|FAILED)$/| $target::\1 | \2 |/" || true
+  # With --nocapture a test's output follows its name, so the summary line is what is read.
+  result="$(grep -h '^test result: ' "$logs/$target.log" | tail -1 || true)"
+  echo "| $target | ${result:-no result (build failed?)} |"
 done
 for target in ha_push ha_freeze; do
   grep -hE 'first commit (elsewhere|on another server)|fenced itself' "$logs/$target.log" |
