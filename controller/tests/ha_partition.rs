@@ -22,14 +22,14 @@
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::netns::{Network, Node};
 use support::*;
 
 /// One partition test at a time: they measure how long things take.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How long a partition that must change nothing is held.
 const HOLD: Duration = Duration::from_secs(10);
@@ -156,6 +156,52 @@ impl Partitioned {
     }
 }
 
+/// Writers through rw, and what was true when they first wrote.
+struct Load {
+    rw: String,
+    password: String,
+    writers: Writers,
+    primary: String,
+    /// The primary's Postgres port (the server id the writers record).
+    port: i32,
+    /// The newest event before the fault.
+    before: i64,
+}
+
+impl Partitioned {
+    /// Two writers through rw, once they have written.
+    async fn load(&self) -> Load {
+        let (rw, password) = connection(&self.api, &self.name).await;
+        let writers = Writers::start(2, &rw, &password);
+        writers.acked_after(Instant::now(), None, "a write").await;
+        let primary = self.primary().await;
+        let port = pg_port(&self.api, &self.name, &primary).await;
+        let before = self.last_event_id().await;
+        Load {
+            rw,
+            password,
+            writers,
+            primary,
+            port,
+            before,
+        }
+    }
+
+    /// Heals every cut link and checks the instance went on as it was: writes resume on the
+    /// same server, every member is healthy, no acknowledged commit is lost.
+    async fn heal_and_check(&self, load: Load, fault: &str, outcome: &str) {
+        self.network.heal();
+        let healed = Instant::now();
+        self.writes_resume_on(&load.writers, healed, load.port)
+            .await;
+        wait_all_healthy(&self.api, &self.home, &self.name, 3).await;
+        let acks = load.writers.stop().await;
+        assert_no_commit_lost(&load.rw, &load.password, &acks, 0).await;
+        chaos_row(fault, outcome, None, acks.len());
+        eprintln!("events: {:#?}", self.events_since(load.before).await);
+    }
+}
+
 /// A single writer in `member`'s namespace, straight to that member's Postgres (not through
 /// rw): an application next to a primary that the partition left on its side.
 struct InsideWriter {
@@ -166,7 +212,14 @@ struct InsideWriter {
 }
 
 impl InsideWriter {
-    fn start(network: &Network, member: &str, rw: &str, pg_port: i32, password: &str) -> Self {
+    /// Starts it, and waits until it has written.
+    async fn start(
+        network: &Network,
+        member: &str,
+        rw: &str,
+        pg_port: i32,
+        password: &str,
+    ) -> Self {
         // The rw URI with the member's address in place of the endpoint's.
         let (scheme_user, rest) = rw.split_once('@').unwrap();
         let (_, path) = rest.split_once('/').unwrap();
@@ -189,11 +242,16 @@ impl InsideWriter {
                 writers.stop().await
             })
         });
-        Self {
+        let writer = Self {
             stop,
             acked,
             thread,
-        }
+        };
+        eventually(Duration::from_secs(30), "a write from inside", || async {
+            (writer.acked.load(Ordering::Relaxed) > 10).then_some(())
+        })
+        .await;
+        writer
     }
 
     fn stop(self) -> Vec<Ack> {
@@ -204,16 +262,12 @@ impl InsideWriter {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_cut_from_the_controller_only_is_not_failed_over() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let Some(p) = partitioned("pc", serde_json::json!({})).await else {
         return;
     };
-    let (rw, password) = connection(&p.api, &p.name).await;
-    let writers = Writers::start(2, &rw, &password);
-    writers.acked_after(Instant::now(), None, "a write").await;
-    let primary = p.primary().await;
-    let port = pg_port(&p.api, &p.name, &primary).await;
-    let before = p.last_event_id().await;
+    let load = p.load().await;
+    let (primary, before) = (load.primary.clone(), load.before);
 
     p.network.cut(Node::Controller, Node::Member(&primary));
     // The controller loses the primary (and so does rw, which runs in the controller), asks the
@@ -233,32 +287,22 @@ async fn a_primary_cut_from_the_controller_only_is_not_failed_over() {
     assert!(skipped.contains("heard from it"), "{skipped}");
     p.assert_nothing_changes(before, &primary).await;
 
-    p.network.heal();
-    let healed = Instant::now();
-    p.writes_resume_on(&writers, healed, port).await;
-    let acks = writers.stop().await;
-    assert_no_commit_lost(&rw, &password, &acks, 0).await;
-    chaos_row(
+    p.heal_and_check(
+        load,
         "primary cut from the controller",
         "no failover (standbys heard it)",
-        None,
-        acks.len(),
-    );
-    eprintln!("events: {:#?}", p.events_since(before).await);
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_cut_from_its_standbys_only_keeps_serving_once_the_link_is_back() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let Some(p) = partitioned("ps", serde_json::json!({})).await else {
         return;
     };
-    let (rw, password) = connection(&p.api, &p.name).await;
-    let writers = Writers::start(2, &rw, &password);
-    writers.acked_after(Instant::now(), None, "a write").await;
-    let primary = p.primary().await;
-    let port = pg_port(&p.api, &p.name, &primary).await;
-    let before = p.last_event_id().await;
+    let load = p.load().await;
+    let (primary, before) = (load.primary.clone(), load.before);
 
     for standby in p.standbys(&primary).await {
         p.network
@@ -268,7 +312,8 @@ async fn a_primary_cut_from_its_standbys_only_keeps_serving_once_the_link_is_bac
     // The controller still reaches the primary, whose probes succeed: it never fails a check,
     // whatever the standbys report. Sync commits wait for a standby meanwhile.
     p.assert_nothing_changes(before, &primary).await;
-    let during = writers
+    let during = load
+        .writers
         .acks()
         .iter()
         .filter(|a| a.at > cut + Duration::from_secs(1))
@@ -276,24 +321,17 @@ async fn a_primary_cut_from_its_standbys_only_keeps_serving_once_the_link_is_bac
     eprintln!("commits acknowledged during the cut (sync, strict): {during}");
     assert_eq!(during, 0, "a sync commit acknowledged without a standby");
 
-    p.network.heal();
-    let healed = Instant::now();
-    p.writes_resume_on(&writers, healed, port).await;
-    wait_all_healthy(&p.api, &p.home, &p.name, 3).await;
-    let acks = writers.stop().await;
-    assert_no_commit_lost(&rw, &password, &acks, 0).await;
-    chaos_row(
+    p.heal_and_check(
+        load,
         "primary cut from its standbys",
         "no failover (the controller reaches it); sync commits wait",
-        None,
-        acks.len(),
-    );
-    eprintln!("events: {:#?}", p.events_since(before).await);
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_cut_from_everything_is_replaced_and_fences_itself_within_its_lease() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let trials: usize = std::env::var("TOYGRES_PARTITION_TRIALS")
         .ok()
         .and_then(|t| t.parse().ok())
@@ -310,11 +348,7 @@ async fn a_primary_cut_from_everything_is_replaced_and_fences_itself_within_its_
         writers.acked_after(Instant::now(), None, "a write").await;
         let primary = p.primary().await;
         let port = pg_port(&p.api, &p.name, &primary).await;
-        let inside = InsideWriter::start(&p.network, &primary, &rw, port, &password);
-        eventually(Duration::from_secs(30), "a write from inside", || async {
-            (inside.acked.load(Ordering::Relaxed) > 10).then_some(())
-        })
-        .await;
+        let inside = InsideWriter::start(&p.network, &primary, &rw, port, &password).await;
         let before = p.last_event_id().await;
 
         p.network.isolate(&primary);
@@ -356,7 +390,6 @@ async fn a_primary_cut_from_everything_is_replaced_and_fences_itself_within_its_
     acks.extend(inside_acks);
     acks.sort_by_key(|a| a.at);
     assert_no_commit_lost(&rw, &password, &acks, changes).await;
-    took.sort();
     for (trial, took) in took.iter().enumerate() {
         chaos_row(
             "primary cut from everything",
@@ -365,6 +398,7 @@ async fn a_primary_cut_from_everything_is_replaced_and_fences_itself_within_its_
             acks.len(),
         );
     }
+    took.sort();
     eprintln!(
         "isolated primary -> first commit elsewhere, {} trials: median {:?}, max {:?} \
          ({} commits acknowledged, none lost)",
@@ -402,7 +436,7 @@ fn watch_stop(p: &Partitioned, member: &str, cut: Instant) -> tokio::task::JoinH
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_primary_left_in_place_fences_itself_within_its_lease() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     // Nobody takes over, and the controller kills nothing: only the primary's own lease acts.
     let Some(p) = partitioned("pf", serde_json::json!({"failover_enabled": false})).await else {
         return;
@@ -412,11 +446,7 @@ async fn an_isolated_primary_left_in_place_fences_itself_within_its_lease() {
     writers.acked_after(Instant::now(), None, "a write").await;
     let primary = p.primary().await;
     let port = pg_port(&p.api, &p.name, &primary).await;
-    let inside = InsideWriter::start(&p.network, &primary, &rw, port, &password);
-    eventually(Duration::from_secs(30), "a write from inside", || async {
-        (inside.acked.load(Ordering::Relaxed) > 10).then_some(())
-    })
-    .await;
+    let inside = InsideWriter::start(&p.network, &primary, &rw, port, &password).await;
     let before = p.last_event_id().await;
 
     p.network.isolate(&primary);
@@ -450,20 +480,11 @@ async fn an_isolated_primary_left_in_place_fences_itself_within_its_lease() {
     p.network.reconnect(&primary);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(marker.exists(), "{primary} unfenced itself");
-    let (status, body) = p
+    let path = format!("/v1/instances/{}/failover", p.name);
+    let failover = p
         .api
-        .send(
-            reqwest::Method::POST,
-            &format!("/v1/instances/{}/failover", p.name),
-            Some(serde_json::json!({})),
-        )
+        .run_operation(&p.home, &path, serde_json::json!({}))
         .await;
-    assert_eq!(status, 202, "{body}");
-    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["operation_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let failover = p.api.wait_operation(&p.home, &id).await;
     assert_eq!(failover.status, "succeeded", "{failover:?}");
     wait_all_healthy(&p.api, &p.home, &p.name, 3).await;
     let back = Instant::now();
@@ -486,16 +507,12 @@ async fn an_isolated_primary_left_in_place_fences_itself_within_its_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_cut_from_everything_changes_nothing() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let Some(p) = partitioned("px", serde_json::json!({})).await else {
         return;
     };
-    let (rw, password) = connection(&p.api, &p.name).await;
-    let writers = Writers::start(2, &rw, &password);
-    writers.acked_after(Instant::now(), None, "a write").await;
-    let primary = p.primary().await;
-    let port = pg_port(&p.api, &p.name, &primary).await;
-    let before = p.last_event_id().await;
+    let load = p.load().await;
+    let (primary, before) = (load.primary.clone(), load.before);
 
     let all = members(&p.api, &p.name).await.members;
     for member in &all {
@@ -503,17 +520,10 @@ async fn a_controller_cut_from_everything_changes_nothing() {
     }
     p.assert_nothing_changes(before, &primary).await;
 
-    p.network.heal();
-    let healed = Instant::now();
-    p.writes_resume_on(&writers, healed, port).await;
-    wait_all_healthy(&p.api, &p.home, &p.name, 3).await;
-    let acks = writers.stop().await;
-    assert_no_commit_lost(&rw, &password, &acks, 0).await;
-    chaos_row(
+    p.heal_and_check(
+        load,
         "controller cut from every member",
         "no failover, no fence; same primary after",
-        None,
-        acks.len(),
-    );
-    eprintln!("events: {:#?}", p.events_since(before).await);
+    )
+    .await;
 }

@@ -280,6 +280,19 @@ impl Api {
         serde_json::from_str(&text).unwrap()
     }
 
+    /// Sends a request that queues an operation (202) and waits until it finishes.
+    pub async fn run_operation(
+        &self,
+        home: &Home,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Operation {
+        let (status, text) = self.send(reqwest::Method::POST, path, Some(body)).await;
+        assert_eq!(status, 202, "POST {path}: {text}");
+        let accepted: OperationAccepted = serde_json::from_str(&text).unwrap();
+        self.wait_operation(home, &accepted.operation_id).await
+    }
+
     pub async fn wait_operation(&self, home: &Home, id: &str) -> Operation {
         let deadline = Instant::now() + OPERATION_DEADLINE;
         loop {
@@ -650,22 +663,8 @@ pub async fn start_ha(env: &[(&str, &str)], name: &str, ha: serde_json::Value) -
 
 /// Creates a three-member sync instance `name` with `ha` settings, and the `acked` table.
 pub async fn create_ha(home: &Home, api: &Api, name: &str, ha: serde_json::Value) {
-    let (status, body) = api
-        .send(
-            reqwest::Method::POST,
-            "/v1/instances",
-            Some(
-                serde_json::json!({"name": name, "replicas": 2, "replication": "sync",
-                                    "ha": ha}),
-            ),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["operation_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let created = api.wait_operation(home, &id).await;
+    let request = serde_json::json!({"name": name, "replicas": 2, "replication": "sync", "ha": ha});
+    let created = api.run_operation(home, "/v1/instances", request).await;
     assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
     let (rw, password) = connection(api, name).await;
     connect(&rw, &password)
