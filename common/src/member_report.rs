@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::sidecar_api::Role;
 
 /// What happened to the member.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReportKind {
@@ -38,6 +39,7 @@ impl ReportKind {
 }
 
 /// `POST /v1/instances/{name}/members/{member}/report`, sent by the member's sidecar.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberReport {
     pub kind: ReportKind,
@@ -52,6 +54,7 @@ pub struct MemberReport {
 }
 
 /// The controller's answer to a report.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportAnswer {
     /// The instance's actor was asked to check now (`false`: one was asked just before).

@@ -13,6 +13,7 @@ use crate::names::PgAddress;
 pub const FENCE_MARKER_FILE: &str = "toygres.fenced";
 
 /// What a Postgres server is doing in its replication topology.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {

@@ -79,6 +79,16 @@ pub struct ControllerArgs {
     )]
     pub isolation_lease_secs: u64,
 
+    /// A JSON file naming, by member, the network namespace and address of new local members
+    /// (tests that cut links use it); members it does not name listen on loopback
+    #[arg(
+        long,
+        env = "TOYGRES_LOCAL_MEMBER_NETWORKS",
+        value_name = "FILE",
+        hide = true
+    )]
+    pub local_member_networks: Option<PathBuf>,
+
     #[command(flatten)]
     pub platform: PlatformArgs,
 }
@@ -144,6 +154,8 @@ pub struct ControllerConfig {
     pub supervise_interval: Duration,
     /// The sidecars' isolation lease; `None`: off.
     pub isolation_lease: Option<Duration>,
+    /// The local platform's member networks file (see `LocalPlatformConfig::member_networks`).
+    pub local_member_networks: Option<PathBuf>,
     /// Which platform instances run on, and the Kubernetes platform's settings.
     pub platform: PlatformArgs,
 }
@@ -189,6 +201,10 @@ impl ControllerConfig {
             supervise_interval: Duration::from_millis(args.supervise_interval_ms),
             isolation_lease: (args.isolation_lease_secs > 0)
                 .then(|| Duration::from_secs(args.isolation_lease_secs)),
+            local_member_networks: args
+                .local_member_networks
+                .map(|p| absolute(&p))
+                .transpose()?,
             platform: args.platform,
         })
     }

@@ -381,6 +381,7 @@ async fn start_platform(config: &ControllerConfig) -> anyhow::Result<RunningPlat
     let mut platform_config = LocalPlatformConfig::new(config.home.root().to_path_buf());
     platform_config.sidecar_bin = config.sidecar_bin.clone();
     platform_config.pg_bin_dir = config.pg_bin_dir.clone();
+    platform_config.member_networks = config.local_member_networks.clone();
     if config.listen.port() != 0 {
         // Sidecars push what happens to their members to this API.
         platform_config.extra_sidecar_args.push(format!(

@@ -91,6 +91,11 @@ async fn a_primary_whose_postgres_dies_is_failed_over_before_the_next_round() {
         .acked_after(killed, Some(port), "a write on the new primary")
         .await;
     eprintln!("first commit elsewhere after {:?}", first - killed);
+    // Enough writes for the loss check to mean something, however loaded the machine.
+    eventually(HA_DEADLINE, "more writes on the new primary", || async {
+        (writers.acks().len() > 60).then_some(())
+    })
+    .await;
     let acks = writers.stop().await;
     assert_no_commit_lost(&rw, &password, &acks, 1).await;
 

@@ -21,6 +21,7 @@ use toygres_common::member_report::{
 };
 use toygres_common::names::{validate_instance_name, validate_member_name};
 use toygres_common::sidecar_api::Role;
+use toygres_common::ErrorBody;
 
 use super::{ApiError, ApiState};
 use crate::platform::SecretRefs;
@@ -29,6 +30,8 @@ use crate::platform::SecretRefs;
 /// operation: a burst of reports during a failover must not become a burst of rounds after it).
 const MIN_SPACING: Duration = Duration::from_millis(500);
 
+/// `POST /v1/instances/{name}/members/{member}/report`.
+#[utoipa::path(post, path = "/v1/instances/{name}/members/{member}/report", tag = "ha", params(("name" = String, Path, description = "Instance name"), ("member" = String, Path, description = "The reporting member")), request_body = MemberReport, responses((status = 200, description = "Received; the answer says whether a check was queued and whether the member was superseded", body = ReportAnswer), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Unknown member or wrong report token (the member's, derived from the instance's sidecar token; not the operator's)", body = ErrorBody), (status = 503, description = "The platform is not running", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn report(
     State(state): State<ApiState>,
     Path((name, member)): Path<(String, String)>,

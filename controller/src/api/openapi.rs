@@ -63,6 +63,7 @@ impl Modify for BearerAuth {
         super::parameters::get,
         super::parameters::set,
         super::parameters::profile,
+        super::member_report::report,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, CreateInstanceRequest, OperationAccepted, Operation,
@@ -85,6 +86,9 @@ impl Modify for BearerAuth {
         InstanceSize, ParameterCatalog, CatalogEntry, ParameterCategory, SetInstanceParameters,
         ApplyMode, PrimaryUpdate, InstanceParameters, DesiredParameter, MemberParameter,
         AppliedState, ApplyProfile, ProfilePlan, ProfileChange,
+        toygres_common::member_report::MemberReport,
+        toygres_common::member_report::ReportAnswer,
+        toygres_common::member_report::ReportKind, toygres_common::sidecar_api::Role,
     )),
     modifiers(&BearerAuth),
 )]
@@ -121,6 +125,7 @@ mod tests {
             "/v1/instances/{name}/parameters/catalog",
             "/v1/instances/{name}/parameters/profile",
             "/v1/instances/{name}/credentials/rotate",
+            "/v1/instances/{name}/members/{member}/report",
         ] {
             assert!(paths.contains_key(path), "{path} missing");
         }

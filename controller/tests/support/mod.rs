@@ -19,6 +19,7 @@ use toygres_common::controller_api::{EventList, InstanceDetail, ReplicationStatu
 pub use toygres_common::controller_api::{Operation, OperationAccepted};
 
 pub mod archive;
+pub mod netns;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_toygres");
 
@@ -72,6 +73,11 @@ impl Home {
 
     /// [`Home::start`] with more environment variables.
     pub async fn start_with_env(&mut self, env: &[(&str, &str)]) -> Api {
+        self.start_on("127.0.0.1", env).await
+    }
+
+    /// [`Home::start_with_env`], the API listening on `host` (an address of this machine).
+    pub async fn start_on(&mut self, host: &str, env: &[(&str, &str)]) -> Api {
         let port = free_port();
         self.runs += 1;
         let log = fs::File::create(self.log_path(self.runs)).unwrap();
@@ -84,7 +90,7 @@ impl Home {
             .args([
                 "controller",
                 "--listen",
-                &format!("127.0.0.1:{port}"),
+                &format!("{host}:{port}"),
                 "--sidecar-bin",
                 &sidecar_bin().to_string_lossy(),
             ])
@@ -95,7 +101,7 @@ impl Home {
             .unwrap();
         self.controllers.push(child);
         let api = Api {
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://{host}:{port}"),
             token: String::new(),
             http: reqwest::Client::new(),
         };
@@ -272,6 +278,19 @@ impl Api {
             .await;
         assert_eq!(status, 202, "create {name}: {text}");
         serde_json::from_str(&text).unwrap()
+    }
+
+    /// Sends a request that queues an operation (202) and waits until it finishes.
+    pub async fn run_operation(
+        &self,
+        home: &Home,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Operation {
+        let (status, text) = self.send(reqwest::Method::POST, path, Some(body)).await;
+        assert_eq!(status, 202, "POST {path}: {text}");
+        let accepted: OperationAccepted = serde_json::from_str(&text).unwrap();
+        self.wait_operation(home, &accepted.operation_id).await
     }
 
     pub async fn wait_operation(&self, home: &Home, id: &str) -> Operation {
@@ -563,6 +582,12 @@ pub struct Writers {
 
 impl Writers {
     pub fn start(count: i64, url: &str, password: &str) -> Self {
+        Self::start_from(count, 1, url, password)
+    }
+
+    /// [`Writers::start`], the ids starting at `first` (writers that run side by side take
+    /// ranges apart).
+    pub fn start_from(count: i64, first: i64, url: &str, password: &str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
         let tasks = (0..count)
@@ -571,7 +596,7 @@ impl Writers {
                 let (url, password) = (url.to_string(), password.to_string());
                 tokio::spawn(async move {
                     // Ids of writer w are w, w + count, w + 2 count, …: never shared.
-                    let mut next = writer + 1;
+                    let mut next = writer + first;
                     while !stop.load(Ordering::Relaxed) {
                         let (mut config, tls) = pg_config(&url);
                         config
@@ -641,31 +666,22 @@ impl Writers {
 pub async fn start_ha(env: &[(&str, &str)], name: &str, ha: serde_json::Value) -> (Home, Api) {
     let mut home = Home::new();
     let api = home.start_with_env(env).await;
-    let (status, body) = api
-        .send(
-            reqwest::Method::POST,
-            "/v1/instances",
-            Some(
-                serde_json::json!({"name": name, "replicas": 2, "replication": "sync",
-                                    "ha": ha}),
-            ),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["operation_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let created = api.wait_operation(&home, &id).await;
+    create_ha(&home, &api, name, ha).await;
+    (home, api)
+}
+
+/// Creates a three-member sync instance `name` with `ha` settings, and the `acked` table.
+pub async fn create_ha(home: &Home, api: &Api, name: &str, ha: serde_json::Value) {
+    let request = serde_json::json!({"name": name, "replicas": 2, "replication": "sync", "ha": ha});
+    let created = api.run_operation(home, "/v1/instances", request).await;
     assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
-    let (rw, password) = connection(&api, name).await;
+    let (rw, password) = connection(api, name).await;
     connect(&rw, &password)
         .await
         .batch_execute("CREATE TABLE acked (id bigint PRIMARY KEY)")
         .await
         .unwrap();
-    wait_all_healthy(&api, &home, name, 3).await;
-    (home, api)
+    wait_all_healthy(api, home, name, 3).await;
 }
 
 /// The acknowledged commits missing from the table `acked`, read through rw.

@@ -29,7 +29,14 @@ impl Member {
         // demoted: Postgres stays stopped until it starts as a standby (which cannot take
         // writes), and only then is the fence lifted.
         let fenced = self.layout.is_fenced();
-        if req.primary.port == self.cfg.pg_port && is_loopback(&req.primary.host) {
+        if req.primary.port == self.cfg.pg_port
+            && (is_loopback(&req.primary.host)
+                || self
+                    .cfg
+                    .pg_listen
+                    .split(',')
+                    .any(|listen| listen.trim() == req.primary.host))
+        {
             return Err(OpError::invalid(
                 "invalid_primary",
                 "a server cannot follow itself",

@@ -45,8 +45,11 @@ impl Member {
             if self.is_shutting_down() || self.layout.is_fenced() || self.layout.is_standby() {
                 continue;
             }
-            if self.streaming_standbys().await > 0 {
-                self.contacts().standby = Some(Instant::now());
+            if let Some(heard) = self.last_standby_reply().await {
+                let mut contacts = self.contacts();
+                if contacts.standby.is_none_or(|before| heard > before) {
+                    contacts.standby = Some(heard);
+                }
             }
             let verdict = {
                 let c = self.contacts();
@@ -93,19 +96,32 @@ impl Member {
         }
     }
 
-    async fn streaming_standbys(&self) -> i64 {
-        let Ok(client) = self.query_client().await else {
-            return 0;
-        };
+    /// When a streaming standby last replied (`pg_stat_replication.reply_time`), if one
+    /// streams. A standby cut off by the network stays "streaming" until `wal_sender_timeout`
+    /// ends its WAL sender: the time of its last reply, not its state, is the contact.
+    async fn last_standby_reply(&self) -> Option<Instant> {
+        let client = self.query_client().await.ok()?;
         let query = client.query_one(
-            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+            "SELECT extract(epoch FROM clock_timestamp() - max(reply_time))::float8 \
+             FROM pg_stat_replication WHERE state = 'streaming'",
             &[],
         );
-        match tokio::time::timeout(Duration::from_secs(2), query).await {
-            Ok(Ok(row)) => row.get(0),
-            _ => 0,
-        }
+        let row = tokio::time::timeout(Duration::from_secs(2), query)
+            .await
+            .ok()?
+            .ok()?;
+        let age: Option<f64> = row.get(0);
+        reply_instant(Instant::now(), age?)
     }
+}
+
+/// The instant a reply `age_secs` old (as Postgres measured it) came in; a negative age (clock
+/// skew between processes) is now.
+fn reply_instant(now: Instant, age_secs: f64) -> Option<Instant> {
+    if !age_secs.is_finite() {
+        return None;
+    }
+    now.checked_sub(Duration::from_secs_f64(age_secs.max(0.0)))
 }
 
 /// What the isolation lease says of a primary at one moment.
@@ -150,6 +166,17 @@ pub fn lease_verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_standby_reply_counts_from_when_it_came() {
+        let now = Instant::now() + Duration::from_secs(10);
+        assert_eq!(
+            reply_instant(now, 1.5),
+            Some(now - Duration::from_millis(1_500))
+        );
+        assert_eq!(reply_instant(now, -0.2), Some(now));
+        assert_eq!(reply_instant(now, f64::NAN), None);
+    }
 
     #[test]
     fn the_lease_runs_out_only_without_controller_and_standbys() {

@@ -196,8 +196,9 @@ impl Member {
 /// sends it the replication password, and a rewind the superuser's (issue 14). The members are
 /// known without being told:
 ///
-/// - on the local platform (a `member.json` beside the data directory): loopback addresses
-///   whose port is the `pg_port` of a sibling member's record of the same instance;
+/// - on the local platform (a `member.json` beside the data directory): the address of a
+///   sibling member's record of the same instance (its `pg_port`, on loopback or on the host
+///   its `network` names);
 /// - on Kubernetes (`KUBERNETES_SERVICE_HOST` set): a name in the instance's headless domain,
 ///   `<instance>-<n>-0.<instance>-members[.<namespace>…]` (the pod of member `<instance>-<n>`),
 ///   or an IP address. The Kubernetes platform hands out pod IPs, and the sidecar cannot yet
@@ -215,8 +216,15 @@ pub fn check_member_address(
     let allowed = match member_dir {
         Some(dir) if dir.join("member.json").is_file() => {
             dir.parent().is_some_and(|instance_dir| {
-                is_loopback(&address.host)
-                    && sibling_ports(instance_dir, instance).contains(&address.port)
+                sibling_addresses(instance_dir, instance)
+                    .iter()
+                    .any(|(host, port)| {
+                        *port == address.port
+                            && match host {
+                                Some(host) => *host == address.host,
+                                None => is_loopback(&address.host),
+                            }
+                    })
             })
         }
         _ if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
@@ -248,8 +256,9 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The Postgres ports of the members recorded under the local platform's instance directory.
-fn sibling_ports(instance_dir: &Path, instance: &str) -> Vec<u16> {
+/// The Postgres addresses of the members recorded under the local platform's instance
+/// directory: the host of the record's `network` (none: loopback) and its `pg_port`.
+fn sibling_addresses(instance_dir: &Path, instance: &str) -> Vec<(Option<String>, u16)> {
     let Ok(entries) = std::fs::read_dir(instance_dir) else {
         return Vec::new();
     };
@@ -259,8 +268,11 @@ fn sibling_ports(instance_dir: &Path, instance: &str) -> Vec<u16> {
         .filter_map(|e| std::fs::read(e.path().join("member.json")).ok())
         .filter_map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
         .filter(|record| record["instance"] == instance)
-        .filter_map(|record| record["pg_port"].as_u64())
-        .filter_map(|port| u16::try_from(port).ok())
+        .filter_map(|record| {
+            let port = u16::try_from(record["pg_port"].as_u64()?).ok()?;
+            let host = record["network"]["host"].as_str().map(str::to_string);
+            Some((host, port))
+        })
         .collect()
 }
 
@@ -298,19 +310,25 @@ mod peer_tests {
     #[test]
     fn local_members_are_the_sibling_records_of_the_same_instance() {
         let dir = tempfile::tempdir().unwrap();
-        let write = |member: &str, instance: &str, port: u16| {
+        let write = |member: &str, instance: &str, port: u16, host: Option<&str>| {
             let path = dir.path().join(member);
             std::fs::create_dir_all(&path).unwrap();
-            let record = serde_json::json!({"instance": instance, "pg_port": port});
+            let mut record = serde_json::json!({"instance": instance, "pg_port": port});
+            if let Some(host) = host {
+                record["network"] = serde_json::json!({"host": host, "netns": "ns"});
+            }
             std::fs::write(path.join("member.json"), record.to_string()).unwrap();
         };
-        write("side-0", "side", 5001);
-        write("side-1", "side", 5002);
-        write("sidecar-0", "sidecar", 5003);
+        write("side-0", "side", 5001, None);
+        write("side-1", "side", 5002, Some("10.231.7.3"));
+        write("sidecar-0", "sidecar", 5003, None);
         std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
-        let mut ports = sibling_ports(dir.path(), "side");
-        ports.sort_unstable();
-        assert_eq!(ports, [5001, 5002]);
+        let mut addresses = sibling_addresses(dir.path(), "side");
+        addresses.sort_unstable();
+        assert_eq!(
+            addresses,
+            [(None, 5001), (Some("10.231.7.3".to_string()), 5002)]
+        );
         assert_eq!(instance_of("side-0"), Some("side"));
         assert_eq!(instance_of("my-db-3"), Some("my-db"));
         assert_eq!(instance_of("nodash"), None);

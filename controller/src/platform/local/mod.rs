@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ pub mod tls;
 /// The sidecar program's file name.
 pub const SIDECAR_PROGRAM: &str = "toygres-sidecar";
 
-/// The address members and endpoints listen on.
+/// The address endpoints listen on, and members unless given a network of their own.
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 /// How long an endpoint's port may stay busy (a previous proxy still closing) before binding it
@@ -62,6 +62,10 @@ pub struct LocalPlatformConfig {
     pub stop_timeout: Duration,
     /// More `--flag=value` arguments for every sidecar.
     pub extra_sidecar_args: Vec<String>,
+    /// A JSON file naming, by member, the network a new member gets
+    /// ([`record::MemberNetwork::read_map`]): used by tests that cut members' links. Members
+    /// it does not name (all, when none) listen on loopback.
+    pub member_networks: Option<PathBuf>,
 }
 
 impl LocalPlatformConfig {
@@ -74,6 +78,7 @@ impl LocalPlatformConfig {
             sidecar_log_filter: "info".into(),
             stop_timeout: Duration::from_secs(30),
             extra_sidecar_args: Vec::new(),
+            member_networks: None,
         }
     }
 }
@@ -370,7 +375,12 @@ impl LocalPlatform {
             }
         }
         // A member recorded before instances had certificates gets them at its next start.
-        tls::ensure_member(&self.layout, &record.instance, &record.member)?;
+        tls::ensure_member(
+            &self.layout,
+            &record.instance,
+            &record.member,
+            member_host(record),
+        )?;
         let command = self.sidecar_command(record);
         let pid = process::spawn_detached(&record.member, &command)?;
         record.pid = Some(pid);
@@ -395,12 +405,13 @@ impl LocalPlatform {
         };
         let secret =
             |reference: &SecretRef| self.layout.secret_file(&reference.instance, reference.name);
+        let host = member_host(record);
         let mut args: Vec<OsString> = vec![
             "run".into(),
             process::data_dir_arg(&record.data_dir),
             format!("--pg-port={}", record.pg_port).into(),
-            format!("--pg-listen={LOOPBACK}").into(),
-            format!("--api-addr={LOOPBACK}:{}", record.api_port).into(),
+            format!("--pg-listen={host}").into(),
+            format!("--api-addr={}", SocketAddr::new(host, record.api_port)).into(),
             format!("--member-name={}", record.member).into(),
             flag("token-file", &secret(&record.secrets.sidecar_token)),
             flag(
@@ -450,8 +461,20 @@ impl LocalPlatform {
         args.extend(self.config.extra_sidecar_args.iter().map(OsString::from));
         let path = std::env::var_os("PATH")
             .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+        let netns = record.network.as_ref().and_then(|n| n.netns.as_deref());
+        let (program, args) = match netns {
+            // `ip netns exec` enters the namespace and execs the sidecar: the pid stays the
+            // sidecar's.
+            Some(netns) => {
+                let mut wrapped: Vec<OsString> = vec!["netns".into(), "exec".into(), netns.into()];
+                wrapped.push(self.sidecar_bin.clone().into());
+                wrapped.extend(args);
+                (PathBuf::from("ip"), wrapped)
+            }
+            None => (self.sidecar_bin.clone(), args),
+        };
         process::SidecarCommand {
-            program: self.sidecar_bin.clone(),
+            program,
             args,
             env: vec![
                 ("PATH".into(), path),
@@ -519,7 +542,7 @@ impl LocalPlatform {
 
     fn pg_socket(&self, instance: &str, member: &str) -> Option<SocketAddr> {
         match record::read::<MemberRecord>(&self.layout.member_record(instance, member)) {
-            Ok(Some(record)) => Some(SocketAddr::from((LOOPBACK, record.pg_port))),
+            Ok(Some(record)) => Some(SocketAddr::new(member_host(&record), record.pg_port)),
             Ok(None) => {
                 tracing::warn!(member, "routing: the member has no record; leaving it out");
                 None
@@ -569,13 +592,23 @@ impl LocalPlatform {
     }
 
     fn address_of(record: &MemberRecord) -> MemberAddress {
+        let host = member_host(record);
         MemberAddress {
             pg: PgAddress {
-                host: LOOPBACK.to_string(),
+                host: host.to_string(),
                 port: record.pg_port,
             },
-            api_url: format!("http://{LOOPBACK}:{}", record.api_port),
+            api_url: format!("http://{}", SocketAddr::new(host, record.api_port)),
         }
+    }
+
+    /// The network a new member `member` gets: the one [`LocalPlatformConfig::member_networks`]
+    /// names for it, else none (loopback).
+    fn network_for(&self, member: &str) -> anyhow::Result<Option<record::MemberNetwork>> {
+        let Some(path) = &self.config.member_networks else {
+            return Ok(None);
+        };
+        Ok(record::MemberNetwork::read_map(path)?.remove(member))
     }
 
     fn state_of(record: &MemberRecord) -> MemberState {
@@ -595,6 +628,14 @@ impl LocalPlatform {
     fn delete_timeout(&self) -> Duration {
         self.config.stop_timeout + Duration::from_secs(15)
     }
+}
+
+/// The address a member listens on and is reached at.
+fn member_host(record: &MemberRecord) -> IpAddr {
+    record
+        .network
+        .as_ref()
+        .map_or(IpAddr::V4(LOOPBACK), |n| n.host)
 }
 
 fn into_tokio(listener: std::net::TcpListener) -> anyhow::Result<tokio::net::TcpListener> {

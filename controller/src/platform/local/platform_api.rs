@@ -129,7 +129,7 @@ impl Platform for LocalPlatform {
                 let pg_port = record::port_of(&listeners[0])?;
                 let api_port = record::port_of(&listeners[1])?;
                 drop(listeners);
-                let new = MemberRecord::new(
+                let mut new = MemberRecord::new(
                     spec,
                     pg_port,
                     api_port,
@@ -137,6 +137,7 @@ impl Platform for LocalPlatform {
                     self.layout.run_dir(&spec.instance, &spec.member, pg_port)?,
                     self.layout.log_file(&spec.instance, &spec.member),
                 );
+                new.network = self.network_for(&spec.member)?;
                 self.layout
                     .create_dir(&self.layout.member_dir(&spec.instance, &spec.member))?;
                 // Recorded before the start, so a crash in between cannot lose the ports or

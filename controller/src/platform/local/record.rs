@@ -37,6 +37,10 @@ pub struct MemberRecord {
     pub pg_port: u16,
     /// The sidecar API's loopback port, chosen at creation and never changed.
     pub api_port: u16,
+    /// The member's own network, chosen at creation and never changed; none (the default) is
+    /// loopback in the controller's network namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<MemberNetwork>,
     pub data_dir: PathBuf,
     pub run_dir: PathBuf,
     pub log_file: PathBuf,
@@ -70,6 +74,7 @@ impl MemberRecord {
             archive: spec.archive.clone(),
             pg_port,
             api_port,
+            network: None,
             data_dir,
             run_dir,
             log_file,
@@ -77,6 +82,44 @@ impl MemberRecord {
             stopped: false,
             starts: 0,
         }
+    }
+}
+
+/// Where a member lives on the network when not on the controller's loopback: a network
+/// namespace its sidecar (and so its Postgres) runs in, and the address it listens on there,
+/// which the controller and the other members reach it at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberNetwork {
+    /// The address Postgres and the sidecar API listen on.
+    pub host: std::net::IpAddr,
+    /// The network namespace (`ip netns`) the sidecar runs in; none is the controller's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+}
+
+impl MemberNetwork {
+    /// The networks of members by name, from a JSON file `{"<member>": {"host": …,
+    /// "netns": …}, …}`; a member it does not name stays on loopback.
+    pub fn read_map(path: &Path) -> anyhow::Result<std::collections::BTreeMap<String, Self>> {
+        let text = fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let map: std::collections::BTreeMap<String, Self> =
+            serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        for (member, network) in &map {
+            if let Some(netns) = &network.netns {
+                let valid = !netns.is_empty()
+                    && netns.len() <= 64
+                    && netns
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                if !valid {
+                    bail!(
+                        "{}: member {member}: invalid netns name {netns:?}",
+                        path.display()
+                    );
+                }
+            }
+        }
+        Ok(map)
     }
 }
 

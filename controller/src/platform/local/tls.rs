@@ -49,17 +49,23 @@ pub fn ensure_ca(layout: &LocalLayout, instance: &str) -> anyhow::Result<Instanc
 }
 
 /// Issues the member's certificates unless its directory holds them all; returns the directory.
+/// The server certificate names loopback and `host`, the address the member listens on.
 pub fn ensure_member(
     layout: &LocalLayout,
     instance: &str,
     member: &str,
+    host: std::net::IpAddr,
 ) -> anyhow::Result<MemberTlsFiles> {
     let files = member_dir(layout, instance, member);
     if files.missing().is_empty() {
         return Ok(files);
     }
     let ca = ensure_ca(layout, instance)?;
-    let tls = ca.member_tls(member, &member_server_names(instance, member, None))?;
+    let mut names = member_server_names(instance, member, None);
+    if !names.contains(&host.to_string()) {
+        names.push(host.to_string());
+    }
+    let tls = ca.member_tls(member, &names)?;
     private_dir(&files.dir)?;
     for (name, content) in tls.files() {
         let secret = MEMBER_FILES.iter().any(|(n, key)| *n == name && *key);
@@ -104,11 +110,13 @@ mod tests {
 
     use super::*;
 
+    const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     #[test]
     fn a_member_gets_its_files_once_keys_private_and_the_ca_key_stays_out() {
         let dir = tempfile::tempdir().unwrap();
         let layout = LocalLayout::new(dir.path().to_path_buf(), true);
-        let files = ensure_member(&layout, "db", "db-0").unwrap();
+        let files = ensure_member(&layout, "db", "db-0", LOOPBACK).unwrap();
         assert!(files.missing().is_empty());
         assert!(!files.dir.join("ca.key").exists());
         for (name, key) in MEMBER_FILES {
@@ -121,9 +129,9 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         let before = fs::read(files.server_key()).unwrap();
-        ensure_member(&layout, "db", "db-0").unwrap();
+        ensure_member(&layout, "db", "db-0", LOOPBACK).unwrap();
         assert_eq!(fs::read(files.server_key()).unwrap(), before);
-        let other = ensure_member(&layout, "db", "db-1").unwrap();
+        let other = ensure_member(&layout, "db", "db-1", LOOPBACK).unwrap();
         assert_eq!(
             fs::read(other.ca_cert()).unwrap(),
             fs::read(files.ca_cert()).unwrap()
