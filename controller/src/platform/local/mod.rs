@@ -566,7 +566,7 @@ impl LocalPlatform {
                 host: LOOPBACK.to_string(),
                 port: record.pg_port,
             },
-            api_url: format!("http://{LOOPBACK}:{}", record.api_port),
+            api_url: format!("https://{LOOPBACK}:{}", record.api_port),
         }
     }
 
