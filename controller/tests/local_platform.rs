@@ -533,7 +533,7 @@ async fn members_survive_a_controller_restart_and_adopt_restarts_a_killed_sideca
         .await
         .unwrap();
     let sidecar = toygres_controller::platform::sidecar_client(
-        &platform,
+        platform.as_ref(),
         "kept",
         "kept-0",
         Duration::from_secs(30),
