@@ -74,6 +74,7 @@ pub fn slot_name_for_member(member: &str) -> String {
 
 /// A `host:port` address of a Postgres server.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PgAddress {
     pub host: String,
     pub port: u16,

@@ -141,6 +141,7 @@ pub struct PromoteResponse {
 
 /// `POST /v1/demote`: become a standby of `primary`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct DemoteRequest {
     pub primary: PgAddress,
     /// When the data directory cannot be rewound, take a fresh copy of the primary instead of
@@ -179,6 +180,7 @@ pub struct ParameterInfo {
 
 /// `PUT /v1/parameters`: names to values; `null` resets a setting to its default.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct SetParametersRequest {
     pub parameters: BTreeMap<String, Option<String>>,
 }
@@ -194,6 +196,7 @@ pub struct SetParametersResponse {
 
 /// `PUT /v1/replication`: fields left out are left as they are.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ReplicationRequest {
     /// Primary only: the value of `synchronous_standby_names` (`""` for none).
     pub synchronous_standby_names: Option<String>,
@@ -261,6 +264,7 @@ pub enum SyncMethod {
 
 /// `POST /v1/restart`'s optional body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RestartRequest {
     /// Values to put back in `postgresql.auto.conf` if Postgres does not start with its
     /// configuration (`null` removes a setting); it is then started again, and the answer has

@@ -7,6 +7,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::ErrorBody;
 use crate::sidecar_api::*;
+use crate::tls::verify::TlsSetupError;
 
 /// What went wrong calling a sidecar.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +39,9 @@ impl SidecarClientError {
     }
 }
 
-/// Talks to one sidecar at `base_url` (`http://127.0.0.1:8008`) with its bearer token.
+/// Talks to one sidecar at `base_url` (`https://127.0.0.1:8008`) with its bearer token, trusting
+/// only its instance's CA: the token is sent only to a sidecar whose certificate comes from that
+/// CA (and names the host dialled, where it can).
 #[derive(Clone)]
 pub struct SidecarClient {
     base_url: String,
@@ -56,19 +59,26 @@ impl std::fmt::Debug for SidecarClient {
 }
 
 impl SidecarClient {
-    /// A client whose requests time out after `timeout` (promotion and demotion can take a while:
-    /// give those calls a generous one).
-    pub fn new(base_url: impl Into<String>, token: impl Into<String>, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
+    /// A client trusting the instance's CA in `ca_pem`, whose requests time out after `timeout`
+    /// (promotion and demotion can take a while: give those calls a generous one).
+    pub fn new(
+        base_url: impl Into<String>,
+        token: impl Into<String>,
+        ca_pem: &[u8],
+        timeout: Duration,
+    ) -> Result<Self, TlsSetupError> {
+        let base_url = base_url.into().trim_end_matches('/').to_string();
+        let builder = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .expect("a plain HTTP client always builds");
-        Self {
-            base_url: base_url.into().trim_end_matches('/').to_string(),
+            // Connecting includes the TLS handshake, which a busy sidecar answers a little later
+            // than the kernel accepts a TCP connection.
+            .connect_timeout(timeout.min(Duration::from_secs(5)));
+        let http = crate::tls::https::client_trusting(builder, ca_pem, &base_url)?;
+        Ok(Self {
+            base_url,
             token: token.into(),
             http,
-        }
+        })
     }
 
     pub fn base_url(&self) -> &str {

@@ -11,8 +11,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_postgres::config::{Host, SslMode};
 
+use crate::api_tls::ApiTls;
 use crate::home::ControllerHome;
-use crate::platform::kubernetes::args::PlatformArgs;
+use crate::platform::kubernetes::args::{PlatformArgs, PlatformKind};
 
 /// The default address of the controller's HTTP API.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
@@ -88,6 +89,34 @@ pub struct ControllerArgs {
         hide = true
     )]
     pub local_member_networks: Option<PathBuf>,
+    /// The API's certificate (PEM); with --tls-key the API serves HTTPS [default on the local
+    /// platform: a certificate from the controller's own CA under $TOYGRES_HOME/tls]
+    #[arg(
+        long,
+        env = "TOYGRES_API_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The API certificate's private key (PEM)
+    #[arg(
+        long,
+        env = "TOYGRES_API_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// A directory holding the API's tls.crt and tls.key (and ca.crt, the CA that issued
+    /// them), as a Kubernetes TLS Secret is mounted
+    #[arg(
+        long,
+        env = "TOYGRES_API_TLS_DIR",
+        value_name = "DIR",
+        conflicts_with = "tls_cert"
+    )]
+    pub tls_dir: Option<PathBuf>,
 
     #[command(flatten)]
     pub platform: PlatformArgs,
@@ -158,6 +187,8 @@ pub struct ControllerConfig {
     pub local_member_networks: Option<PathBuf>,
     /// Which platform instances run on, and the Kubernetes platform's settings.
     pub platform: PlatformArgs,
+    /// How the API is served (plain HTTP or TLS).
+    pub api_tls: crate::api_tls::ApiTls,
 }
 
 impl ControllerConfig {
@@ -187,8 +218,27 @@ impl ControllerConfig {
             Some(path) => absolute(&path)?,
             None => home.token_file(),
         };
+        let api_tls = match (args.tls_cert, args.tls_key, args.tls_dir) {
+            (Some(cert), Some(key), _) => ApiTls::Files {
+                cert: absolute(&cert)?,
+                key: absolute(&key)?,
+                ca: None,
+            },
+            (_, _, Some(dir)) => {
+                let dir = absolute(&dir)?;
+                let ca = dir.join("ca.crt");
+                ApiTls::Files {
+                    cert: dir.join("tls.crt"),
+                    key: dir.join("tls.key"),
+                    ca: ca.is_file().then_some(ca),
+                }
+            }
+            _ if args.platform.kind == PlatformKind::Local => ApiTls::Generated,
+            _ => ApiTls::Plain,
+        };
         Ok(Self {
             home,
+            api_tls,
             listen: args.listen,
             cms,
             database_url,

@@ -4,7 +4,6 @@
 //! stops the API, the engine, the endpoints and the embedded CMS in that order. The instances'
 //! pods keep running: a controller stop never stops an instance.
 
-use std::future::IntoFuture as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -151,7 +150,8 @@ async fn serve(
     }
     drop(client);
 
-    let lease = match become_active(config, signals).await? {
+    let tls = crate::api_tls::prepare(&config.api_tls, &config.home, config.listen)?;
+    let lease = match become_active(config, tls.as_ref(), signals).await? {
         Standing::Stopped => return Ok(()),
         Standing::Alone => None,
         Standing::Active(lease, leadership) => Some((lease, leadership)),
@@ -164,7 +164,7 @@ async fn serve(
         None => (None, None, None),
     };
 
-    let platform = start_platform(config).await?;
+    let platform = start_platform(config, tls.as_ref()).await?;
 
     let cms = Arc::new(Cms::new(cms_config));
     let metrics = Arc::new(ControllerMetrics::default());
@@ -200,6 +200,7 @@ async fn serve(
         listener
             .local_addr()
             .context("read the API's listening address")?,
+        tls.is_some(),
     );
     let addr_file = config.home.addr_file();
     write_file_atomically(&addr_file, &format!("{url}\n"), 0o644)?;
@@ -215,13 +216,14 @@ async fn serve(
         reports: Default::default(),
     };
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(
-        axum::serve(listener, api::app(state))
-            .with_graceful_shutdown(async {
-                let _ = drain_rx.await;
-            })
-            .into_future(),
-    );
+    let mut server = tokio::spawn(crate::api_tls::serve(
+        listener,
+        tls.as_ref(),
+        api::app(state),
+        async {
+            let _ = drain_rx.await;
+        },
+    )?);
     // The embedded CMS is started again whenever it dies; the API and the engine ride out the
     // gap (their connections reopen), and /healthz answers 503 meanwhile.
     let cms_supervision = async {
@@ -289,6 +291,7 @@ enum Standing {
 /// the standby API on the listen address meanwhile.
 async fn become_active(
     config: &ControllerConfig,
+    tls: Option<&crate::api_tls::ServingTls>,
     signals: &mut ShutdownSignals,
 ) -> anyhow::Result<Standing> {
     if config.platform.kind != PlatformKind::Kubernetes || !config.platform.leader_election {
@@ -311,16 +314,14 @@ async fn become_active(
         .await
         .with_context(|| format!("listen on {}", config.listen))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let standby = tokio::spawn(
-        axum::serve(
-            listener,
-            api::standby_app(config.platform.lease_name.clone()),
-        )
-        .with_graceful_shutdown(async {
+    let standby = tokio::spawn(crate::api_tls::serve(
+        listener,
+        tls,
+        api::standby_app(config.platform.lease_name.clone()),
+        async {
             let _ = stop_rx.await;
-        })
-        .into_future(),
-    );
+        },
+    )?);
     let standing = tokio::select! {
         leadership = lease.acquire() => Standing::Active(Arc::clone(&lease), leadership),
         signal = signals.recv() => {
@@ -362,7 +363,10 @@ impl RunningPlatform {
 
 /// Sets up the platform `--platform` names: the local one takes over its members and endpoints;
 /// the Kubernetes one connects to the cluster.
-async fn start_platform(config: &ControllerConfig) -> anyhow::Result<RunningPlatform> {
+async fn start_platform(
+    config: &ControllerConfig,
+    tls: Option<&crate::api_tls::ServingTls>,
+) -> anyhow::Result<RunningPlatform> {
     if config.platform.kind == PlatformKind::Kubernetes {
         let settings = config
             .platform
@@ -382,12 +386,23 @@ async fn start_platform(config: &ControllerConfig) -> anyhow::Result<RunningPlat
     platform_config.sidecar_bin = config.sidecar_bin.clone();
     platform_config.pg_bin_dir = config.pg_bin_dir.clone();
     platform_config.member_networks = config.local_member_networks.clone();
-    if config.listen.port() != 0 {
-        // Sidecars push what happens to their members to this API.
-        platform_config.extra_sidecar_args.push(format!(
-            "--notify-url={}",
-            crate::home::listen_url(config.listen)
-        ));
+    // Sidecars push what happens to their members to this API (over HTTPS, verifying it with
+    // the CA that issued its certificate).
+    let notify_ca = tls.map(|tls| tls.ca_file.clone());
+    match notify_ca {
+        _ if config.listen.port() == 0 => {}
+        Some(None) => tracing::warn!(
+            "sidecars cannot report to the API: its certificate's CA is unknown (--tls-dir with a ca.crt gives it)"
+        ),
+        Some(Some(ca)) => {
+            platform_config.extra_sidecar_args.extend([
+                format!("--notify-url={}", listen_url(config.listen, true)),
+                format!("--notify-ca-file={}", ca.display()),
+            ]);
+        }
+        None => platform_config
+            .extra_sidecar_args
+            .push(format!("--notify-url={}", listen_url(config.listen, false))),
     }
     if let Some(lease) = config.isolation_lease {
         platform_config

@@ -35,6 +35,16 @@ impl ControllerHome {
         self.root.join("controller.addr")
     }
 
+    /// The controller's own CA and certificate (when it issues them itself).
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root.join("tls")
+    }
+
+    /// The CA certificate clients trust the controller's API with (when it issues its own).
+    pub fn ca_file(&self) -> PathBuf {
+        self.tls_dir().join("ca.crt")
+    }
+
     /// The embedded CMS's directory.
     pub fn cms_dir(&self) -> PathBuf {
         self.root.join("cms")
@@ -66,15 +76,16 @@ impl ControllerHome {
     }
 }
 
-/// The URL clients use to reach an API bound to `addr`: an unspecified address (`0.0.0.0`, `::`)
-/// is reached through loopback.
-pub fn listen_url(addr: SocketAddr) -> String {
+/// The URL clients use to reach an API bound to `addr` (`https` when it serves TLS): an
+/// unspecified address (`0.0.0.0`, `::`) is reached through loopback.
+pub fn listen_url(addr: SocketAddr, tls: bool) -> String {
     let ip = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }
 
 /// Writes `contents` to `path` with `mode` through a temporary file and a rename, so a reader
@@ -154,12 +165,15 @@ mod tests {
     #[test]
     fn listen_url_reaches_unspecified_addresses_through_loopback() {
         assert_eq!(
-            listen_url("0.0.0.0:7700".parse().unwrap()),
+            listen_url("0.0.0.0:7700".parse().unwrap(), false),
             "http://127.0.0.1:7700"
         );
-        assert_eq!(listen_url("[::]:80".parse().unwrap()), "http://[::1]:80");
         assert_eq!(
-            listen_url("10.1.2.3:7700".parse().unwrap()),
+            listen_url("[::]:80".parse().unwrap(), true),
+            "https://[::1]:80"
+        );
+        assert_eq!(
+            listen_url("10.1.2.3:7700".parse().unwrap(), false),
             "http://10.1.2.3:7700"
         );
     }

@@ -7,6 +7,7 @@
 
 pub mod activities;
 pub mod api;
+pub mod api_tls;
 pub mod backups;
 pub mod cli;
 pub mod cms;

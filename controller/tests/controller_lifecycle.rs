@@ -107,9 +107,8 @@ impl ControllerHome {
         self.controllers.push(child);
         let running = Running {
             index: self.controllers.len() - 1,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("https://127.0.0.1:{port}"),
         };
-        let http = reqwest::Client::new();
         let deadline = Instant::now() + DEADLINE;
         loop {
             if let Some(status) = self.controllers[running.index].try_wait().unwrap() {
@@ -118,13 +117,15 @@ impl ControllerHome {
                     self.log(self.runs)
                 );
             }
-            let healthy = http
-                .get(format!("{}/healthz", running.url))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200);
-            if healthy {
-                return running;
+            if let Some(http) = self.http(&running.url) {
+                let healthy = http
+                    .get(format!("{}/healthz", running.url))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+                if healthy {
+                    return running;
+                }
             }
             assert!(
                 Instant::now() < deadline,
@@ -133,6 +134,13 @@ impl ControllerHome {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// A client of the controller at `url` trusting the CA it issued its own certificate from,
+    /// once that exists.
+    fn http(&self, url: &str) -> Option<reqwest::Client> {
+        let ca = fs::read(self.path().join("tls").join("ca.crt")).ok()?;
+        toygres_common::tls::https::client_trusting(reqwest::Client::builder(), &ca, url).ok()
     }
 
     fn signal(&self, running: &Running, signal: Signal) {
@@ -319,7 +327,7 @@ async fn applied_migrations(home: &ControllerHome) -> Vec<(i32, String)> {
 async fn controller_stops_cleanly_on_sigterm_and_restarts_on_the_same_home() {
     let mut home = ControllerHome::new();
     let first = home.start().await;
-    let http = reqwest::Client::new();
+    let http = home.http(&first.url).unwrap();
 
     let health: Value = http
         .get(format!("{}/healthz", first.url))
@@ -377,6 +385,22 @@ async fn controller_stops_cleanly_on_sigterm_and_restarts_on_the_same_home() {
     assert_eq!(listed["instances"][0]["rw_port"], 6543);
     let out = home.cli(&["list"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("orders"));
+
+    // The API serves HTTPS only, and the CLI (above, with no flags) trusts only the
+    // controller's own CA: another CA, or plain HTTP, gets nothing.
+    let addr = fs::read_to_string(home.path().join("controller.addr")).unwrap();
+    assert!(addr.starts_with("https://127.0.0.1:"), "{addr}");
+    let other_ca = home.path().join("other-ca.crt");
+    let ca = toygres_common::tls::pki::InstanceCa::generate("other").unwrap();
+    fs::write(&other_ca, ca.cert_pem).unwrap();
+    let out = home.cli(&["list", "--ca-file", &other_ca.to_string_lossy()]);
+    assert!(
+        !out.status.success(),
+        "a CLI trusting another CA was answered"
+    );
+    let plain = first.url.replacen("https://", "http://", 1);
+    let out = home.cli(&["list", "--url", &plain]);
+    assert!(!out.status.success(), "plain HTTP was answered");
 
     let migrations = applied_migrations(&home).await;
     assert_eq!(migrations.len(), migrate::MIGRATIONS.len());
@@ -499,7 +523,9 @@ async fn controller_uses_the_cms_database_url_names_instead_of_an_embedded_one()
         !home.path().join("cms").exists(),
         "no embedded CMS expected"
     );
-    let listed = reqwest::Client::new()
+    let listed = home
+        .http(&running.url)
+        .unwrap()
         .get(format!("{}/v1/instances", running.url))
         .bearer_auth(home.token())
         .send()
@@ -530,7 +556,7 @@ async fn a_killed_cms_postgres_is_started_again_and_the_controller_recovers() {
             ("TOYGRES_HEALTH_INTERVAL_MS", "500"),
         ])
         .await;
-    let http = reqwest::Client::new();
+    let http = home.http(&running.url).unwrap();
     let healthz = format!("{}/healthz", running.url);
 
     // Twice: the supervisor must keep watching the postmaster it started itself.

@@ -307,7 +307,10 @@ async fn failover_is_held_back_when_disabled_or_impossible_and_survives_a_contro
     kill_member(&home, "solo", "solo-1");
     wait_event(&api, "solo", "ha-alert").await;
     assert_eq!(primary_of(&api, "solo").await.as_deref(), Some("solo-1"));
-    let metrics = reqwest::get(format!("{}/metrics", api.url))
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", api.url))
+        .send()
         .await
         .unwrap()
         .text()
@@ -349,7 +352,10 @@ async fn degrade_mode_keeps_writing_without_the_sync_standby_and_restores_it() {
     // Back (restarted by the platform), it is synchronous again.
     wait_event(&api, "deg", "sync-restored").await;
     wait_all_healthy(&api, &home, "deg", 2).await;
-    let metrics = reqwest::get(format!("{}/metrics", api.url))
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", api.url))
+        .send()
         .await
         .unwrap()
         .text()

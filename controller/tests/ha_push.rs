@@ -122,8 +122,9 @@ async fn a_primary_whose_postgres_dies_is_failed_over_before_the_next_round() {
     let send = |member: &str, token: String| {
         let url = format!("{}/v1/instances/pd/members/{member}/report", api.url);
         let report = report.clone();
+        let http = api.http.clone();
         async move {
-            let response = reqwest::Client::new()
+            let response = http
                 .post(url)
                 .bearer_auth(token)
                 .json(&report)

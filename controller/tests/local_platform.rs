@@ -208,7 +208,14 @@ fn spec(instance: &str, member: &str, bootstrap: Bootstrap, secrets: &SecretRefs
 /// Waits until the member's sidecar answers `/readyz` with 200.
 async fn wait_ready(platform: &LocalPlatform, instance: &str, member: &str) {
     let address = platform.member_address(instance, member).await.unwrap();
-    let client = SidecarClient::new(&address.api_url, "unused", Duration::from_secs(5));
+    let ca = platform.instance_ca(instance).await.unwrap();
+    let client = SidecarClient::new(
+        &address.api_url,
+        "unused",
+        ca.as_bytes(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
     eventually(READY_TIMEOUT, &format!("{member} to be ready"), || {
         let client = client.clone();
         async move { client.ready().await.unwrap_or(false).then_some(()) }
@@ -525,14 +532,14 @@ async fn members_survive_a_controller_restart_and_adopt_restarts_a_killed_sideca
         .create_member(&spec("kept", "kept-0", Bootstrap::Init, &secrets))
         .await
         .unwrap();
-    let address = platform.member_address("kept", "kept-0").await.unwrap();
-    let token = platform
-        .read_secret(&secrets.sidecar_token)
-        .await
-        .unwrap()
-        .expose()
-        .to_string();
-    let sidecar = SidecarClient::new(&address.api_url, &token, Duration::from_secs(30));
+    let sidecar = toygres_controller::platform::sidecar_client(
+        platform.as_ref(),
+        "kept",
+        "kept-0",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     let status = eventually(READY_TIMEOUT, "the restarted sidecar to answer", || {
         let sidecar = sidecar.clone();
         async move { sidecar.status().await.ok() }

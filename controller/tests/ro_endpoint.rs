@@ -275,7 +275,12 @@ async fn a_standby_with_replay_paused_leaves_ro_and_comes_back_after_catching_up
         String::from_utf8_lossy(&table.stdout).contains("lagdb-1"),
         "{table:?}"
     );
-    let metrics = reqwest::get(format!("{}/metrics", api.url)).await.unwrap();
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", api.url))
+        .send()
+        .await
+        .unwrap();
     let metrics = metrics.text().await.unwrap();
     assert!(
         metrics.contains("toygres_controller_ro_endpoints{leads_to=\"primary\"} 1"),

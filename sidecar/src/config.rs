@@ -90,7 +90,7 @@ pub struct RunArgs {
     /// arms at the first authenticated request.
     #[arg(long, env = "TOYGRES_ISOLATION_LEASE_SECS", default_value_t = 0)]
     pub isolation_lease_secs: u64,
-    /// The controller's API (`http://HOST:PORT`), told at once when Postgres dies, the WAL
+    /// The controller's API (`https://HOST:PORT`), told at once when Postgres dies, the WAL
     /// receiver loses the primary, or the member fences itself. The reports are authenticated
     /// with a token derived from the API token. No reports when absent.
     #[arg(long, env = "TOYGRES_NOTIFY_URL")]
@@ -102,6 +102,10 @@ pub struct RunArgs {
     /// directory themselves (Kubernetes).
     #[arg(long, env = "TOYGRES_FENCE_TOKEN")]
     pub fence_token: Option<String>,
+    /// The CA certificate (PEM) the controller's certificate must come from, for an `https://`
+    /// `--notify-url`: reports go only to a controller that proves who it is.
+    #[arg(long, env = "TOYGRES_NOTIFY_CA_FILE")]
+    pub notify_ca_file: Option<PathBuf>,
     /// Object store WAL is archived to and restored from: `file:///path`, `s3://bucket/prefix`,
     /// `az://container/prefix` or `gs://bucket/prefix`, with credentials from the environment.
     /// No archiving when absent.
@@ -171,6 +175,8 @@ impl std::fmt::Debug for ApiToken {
 pub struct Config {
     pub api_addr: SocketAddr,
     pub api_token: ApiToken,
+    /// `--tls-dir`: the API serves its `server.crt`/`server.key`, re-read when renewed.
+    pub tls_dir: PathBuf,
     /// This member's Postgres.
     pub member: MemberSettings,
     /// How to make the data directory when it is empty.
@@ -287,13 +293,15 @@ impl Config {
                         .unwrap_or_else(|| instance_of_member(&args.member_name)),
                     &args.member_name,
                     &api_token.0,
+                    args.notify_ca_file.as_deref(),
                 )
-                .context("check --notify-url")?,
+                .context("check --notify-url and --notify-ca-file")?,
             ),
         };
         Ok(Config {
             api_addr: args.api_addr,
             api_token,
+            tls_dir: args.tls_dir.clone(),
             member: MemberSettings {
                 data_dir,
                 run_dir,

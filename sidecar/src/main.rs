@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use toygres_common::tls::listen::TlsListener;
 
 #[derive(Parser)]
 #[command(
@@ -80,6 +81,7 @@ async fn run(args: config::RunArgs) -> anyhow::Result<()> {
     let config::Config {
         api_addr,
         api_token,
+        tls_dir,
         member: settings,
         bootstrap,
         notify,
@@ -90,12 +92,21 @@ async fn run(args: config::RunArgs) -> anyhow::Result<()> {
         .set_nonblocking(true)
         .context("make the API socket non-blocking")?;
     let token: Arc<str> = api_token.0.into();
+    let files = toygres_common::tls::MemberTlsFiles::new(tls_dir);
+    let tls = toygres_common::tls::https::ServedCert::load(files.server_cert(), files.server_key())
+        .map_err(anyhow::Error::msg)
+        .context("use the server certificate of --tls-dir for the API")?
+        .server_config()
+        .context("serve TLS on the API")?;
     tracing::info!(member = %settings.member_name, data_dir = %settings.data_dir.display(), addr = %socket.local_addr()?, "starting");
 
+    // The API serves HTTPS only, with this member's certificate from the instance's CA.
     // Until Postgres is bootstrapped and started, a minimal API answers on the same socket:
     // liveness succeeds (a long pg_basebackup must not get the pod killed), the rest is 503.
-    let early =
-        tokio::net::TcpListener::from_std(socket.try_clone().context("duplicate the API socket")?)?;
+    let early = TlsListener::new(
+        tokio::net::TcpListener::from_std(socket.try_clone().context("duplicate the API socket")?)?,
+        tls.clone(),
+    )?;
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
     let early_api = tokio::spawn(async move {
         axum::serve(early, api::server::starting_app())
@@ -127,7 +138,8 @@ async fn run(args: config::RunArgs) -> anyhow::Result<()> {
         api_metrics: Arc::new(api::requests::ApiMetrics::default()),
     };
     tracing::info!("API serving");
-    axum::serve(tokio::net::TcpListener::from_std(socket)?, api::app(state))
+    let listener = TlsListener::new(tokio::net::TcpListener::from_std(socket)?, tls)?;
+    axum::serve(listener, api::app(state))
         .with_graceful_shutdown(stop)
         .await
         .context("serve the API")?;

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 use toygres_common::member_report::{report_token, MemberReport, ReportAnswer};
 
 /// How long one report may take, connection included.
@@ -30,12 +30,14 @@ impl std::fmt::Debug for Notifier {
 
 impl Notifier {
     /// Reports of `member` (of `instance`) to the controller at `base_url`, authenticated with
-    /// the report token derived from `api_token`.
+    /// the report token derived from `api_token`. An `https://` URL needs the CA the
+    /// controller's certificate comes from (`ca_file`): the token goes to nobody else.
     pub fn new(
         base_url: &str,
         instance: &str,
         member: &str,
         api_token: &str,
+        ca_file: Option<&std::path::Path>,
     ) -> anyhow::Result<Self> {
         let base = base_url.trim_end_matches('/');
         let valid = (base.starts_with("http://") || base.starts_with("https://"))
@@ -44,10 +46,18 @@ impl Notifier {
         if !valid {
             bail!("{base_url:?} is not an http(s) URL (http://HOST:PORT)");
         }
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(REPORT_TIMEOUT)
-            .connect_timeout(REPORT_TIMEOUT)
-            .build()?;
+            .connect_timeout(REPORT_TIMEOUT);
+        let client = match (base.starts_with("https://"), ca_file) {
+            (false, _) => builder.build()?,
+            (true, None) => bail!("an https:// notify URL needs the controller's CA file"),
+            (true, Some(ca_file)) => {
+                let ca = std::fs::read(ca_file)
+                    .with_context(|| format!("read {}", ca_file.display()))?;
+                toygres_common::tls::https::client_trusting(builder, &ca, base)?
+            }
+        };
         Ok(Self {
             url: format!("{base}/v1/instances/{instance}/members/{member}/report"),
             token: report_token(api_token, member),
@@ -84,7 +94,14 @@ mod tests {
 
     #[test]
     fn only_http_urls_are_taken_and_the_token_never_shows() {
-        let n = Notifier::new("http://127.0.0.1:7700/", "db", "db-0", "0123456789abcdef").unwrap();
+        let n = Notifier::new(
+            "http://127.0.0.1:7700/",
+            "db",
+            "db-0",
+            "0123456789abcdef",
+            None,
+        )
+        .unwrap();
         assert_eq!(
             n.url,
             "http://127.0.0.1:7700/v1/instances/db/members/db-0/report"
@@ -97,9 +114,10 @@ mod tests {
             "http://",
             "http://a b",
             "http://x?y",
+            "https://127.0.0.1:7700",
         ] {
             assert!(
-                Notifier::new(bad, "db", "db-0", "0123456789abcdef").is_err(),
+                Notifier::new(bad, "db", "db-0", "0123456789abcdef", None).is_err(),
                 "{bad:?}"
             );
         }

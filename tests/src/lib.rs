@@ -42,6 +42,19 @@ pub async fn connect_tls(
     Ok(client)
 }
 
+/// The URL of the sidecar API listening on loopback `port`: HTTPS, as the sidecar serves.
+/// Every harness URL of a sidecar is made here.
+pub fn sidecar_url(port: u16) -> String {
+    format!("https://127.0.0.1:{port}")
+}
+
+/// An HTTP client for `url` that trusts only the CA in `ca_file`.
+pub fn https_client(ca_file: &Path, url: &str) -> reqwest::Client {
+    let ca = std::fs::read(ca_file).expect("read the CA file");
+    toygres_common::tls::https::client_trusting(reqwest::Client::builder(), &ca, url)
+        .expect("use the CA")
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -130,6 +143,14 @@ impl TestDir {
     /// The CA certificate's file.
     pub fn ca_file(&self) -> PathBuf {
         self.path().join("tls").join("ca.crt")
+    }
+
+    /// A new server certificate for `member` from this directory's CA (a renewal).
+    pub fn issue_server_certificate(&self, member: &str) -> toygres_common::tls::pki::CertifiedKey {
+        let names = toygres_common::tls::pki::member_server_names("harness", member, None);
+        self.ca
+            .issue_server(member, &names)
+            .expect("issue a certificate")
     }
 
     /// The TLS directory of `member`, its certificates issued the first time.
@@ -320,13 +341,25 @@ impl Sidecar {
         toygres_common::pg_exec::live_postmaster(&self.data_dir)
     }
 
-    /// An API client with the right token.
+    /// An API client with the right token, trusting the harness CA.
     pub fn client(&self) -> SidecarClient {
-        SidecarClient::new(self.api_url(), API_TOKEN, Duration::from_secs(120))
+        let ca = std::fs::read(self.ca_file()).expect("read the harness CA");
+        SidecarClient::new(self.api_url(), API_TOKEN, &ca, Duration::from_secs(120))
+            .expect("use the harness CA")
     }
 
     pub fn api_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api_port)
+        sidecar_url(self.api_port)
+    }
+
+    /// A plain HTTP client for this sidecar's API (raw requests): it trusts the harness CA.
+    pub fn http(&self) -> reqwest::Client {
+        https_client(&self.ca_file(), &self.api_url())
+    }
+
+    /// The CA that issued this sidecar's certificates.
+    pub fn ca_file(&self) -> PathBuf {
+        self.root.join("tls").join("ca.crt")
     }
 
     pub fn pg_address(&self) -> PgAddress {

@@ -172,7 +172,10 @@ async fn base_backup(s: &Sidecar) -> BackupManifest {
 
 /// The value of the sample `series` (name and labels, as exposed) in `s`'s `/metrics`.
 async fn metric(s: &Sidecar, series: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{}/metrics", s.api_url()))
+    let text = s
+        .http()
+        .get(format!("{}/metrics", s.api_url()))
+        .send()
         .await
         .expect("scrape /metrics")
         .text()

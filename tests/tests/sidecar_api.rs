@@ -33,7 +33,7 @@ async fn show(s: &Sidecar, name: &str) -> String {
 async fn mutating_routes_need_the_bearer_token_and_probes_do_not() {
     let dir = TestDir::new();
     let s = Sidecar::start(&dir, SidecarSpec::primary("auth-0")).await;
-    let http = reqwest::Client::new();
+    let http = s.http();
     let base = s.api_url();
     let routes = [
         ("POST", "/v1/promote"),
@@ -78,12 +78,17 @@ async fn mutating_routes_need_the_bearer_token_and_probes_do_not() {
         resp.json::<ErrorBody>().await.unwrap().error.code,
         "not_found"
     );
+    // Bodies must be exactly the documented object: unknown fields are refused (issue 14).
     for body in [
         "{not json",
         r#"{"primary": "nohostport"}"#,
         r#"{"parameters": 5}"#,
+        r#"{"primary": {"host": "127.0.0.1", "port": 5432}, "force": true}"#,
+        r#"{"primary": {"host": "127.0.0.1", "port": 5432, "user": "x"}}"#,
+        r#"{"parameters": {}, "restart": true}"#,
+        r#"[null, null]"#,
     ] {
-        let path = if body.contains("primary") {
+        let path = if body.contains("primary") || body.starts_with('[') {
             "/v1/demote"
         } else {
             "/v1/parameters"
@@ -277,12 +282,15 @@ async fn metrics_pass_promtool_and_cover_primary_and_standby() {
     })
     .await;
     // Make a request the API counts as an error, to see it in the metrics.
-    let _ = reqwest::get(format!("{}/v1/status", primary.api_url()))
+    let _ = primary
+        .http()
+        .get(format!("{}/v1/status", primary.api_url()))
+        .send()
         .await
         .unwrap();
     // Made-up methods are refused with 405 before anything is counted: they never become
     // label values (issue 14).
-    let http = reqwest::Client::new();
+    let http = primary.http();
     for n in 0..20 {
         let method = reqwest::Method::from_bytes(format!("MADEUP{n}").as_bytes()).unwrap();
         let response = http
@@ -294,7 +302,10 @@ async fn metrics_pass_promtool_and_cover_primary_and_standby() {
     }
 
     for (s, role) in [(&primary, "primary"), (&standby, "standby")] {
-        let text = reqwest::get(format!("{}/metrics", s.api_url()))
+        let text = s
+            .http()
+            .get(format!("{}/metrics", s.api_url()))
+            .send()
             .await
             .unwrap()
             .text()

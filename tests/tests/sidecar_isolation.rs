@@ -65,7 +65,10 @@ async fn isolated_primary_fences_itself_within_its_lease() {
     );
     let st = pc.status().await.unwrap();
     assert!(st.fenced && !st.running);
-    let metrics = reqwest::get(format!("{}/metrics", primary.api_url()))
+    let metrics = primary
+        .http()
+        .get(format!("{}/metrics", primary.api_url()))
+        .send()
         .await
         .unwrap()
         .text()

@@ -45,7 +45,10 @@ async fn killed_postgres_is_restarted_and_counted() {
         .unwrap()
         .get(0);
     assert_eq!(rows, 1, "committed data survives the crash");
-    let metrics = reqwest::get(format!("{}/metrics", s.api_url()))
+    let metrics = s
+        .http()
+        .get(format!("{}/metrics", s.api_url()))
+        .send()
         .await
         .unwrap()
         .text()
@@ -323,7 +326,7 @@ async fn standby_waits_for_its_primary_while_answering_liveness() {
     });
     let mut standby = Sidecar::spawn(&dir, spec, free_port(), free_port());
     let client = standby.client();
-    let http = reqwest::Client::new();
+    let http = standby.http();
     eventually(
         WAIT,
         "liveness while the standby waits for its primary",

@@ -11,7 +11,10 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// `GET path` without a token: the status code and the JSON body.
 async fn probe(sidecar: &Sidecar, path: &str) -> (u16, Value) {
-    let response = reqwest::get(format!("{}{path}", sidecar.api_url()))
+    let response = sidecar
+        .http()
+        .get(format!("{}{path}", sidecar.api_url()))
+        .send()
         .await
         .unwrap();
     let code = response.status().as_u16();

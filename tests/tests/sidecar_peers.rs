@@ -44,7 +44,8 @@ async fn call(
     path: &str,
     body: serde_json::Value,
 ) -> (u16, String) {
-    let response = reqwest::Client::new()
+    let response = sidecar
+        .http()
         .request(method, format!("{}{path}", sidecar.api_url()))
         .bearer_auth(API_TOKEN)
         .timeout(Duration::from_secs(60))

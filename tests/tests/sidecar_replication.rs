@@ -493,7 +493,8 @@ async fn promote_refuses_while_the_primary_still_serves_unless_forced() {
     assert_eq!(err.status(), Some(409), "{err}");
     assert!(err.to_string().contains("force"), "{err}");
     assert_eq!(sc.status().await.unwrap().role, Role::Standby);
-    let resp = reqwest::Client::new()
+    let resp = standby
+        .http()
         .post(format!("{}/v1/promote", standby.api_url()))
         .bearer_auth(toygres_tests::API_TOKEN)
         .json(&serde_json::json!({"force": "yes"}))

@@ -97,7 +97,9 @@ async fn wait_rows(s: &Sidecar, want: &[i32]) {
 }
 
 async fn metrics(s: &Sidecar) -> String {
-    reqwest::get(format!("{}/metrics", s.api_url()))
+    s.http()
+        .get(format!("{}/metrics", s.api_url()))
+        .send()
         .await
         .unwrap()
         .text()
@@ -343,7 +345,8 @@ async fn bad_policies_are_refused_and_a_hand_set_value_clears_the_policy() {
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(400), "{err}");
-    let resp = reqwest::Client::new()
+    let resp = primary
+        .http()
         .put(format!("{}/v1/replication", primary.api_url()))
         .bearer_auth(toygres_tests::API_TOKEN)
         .json(&serde_json::json!({"sync": {"mode": "sometimes", "standbys": ["bp-1"]}}))

@@ -200,7 +200,10 @@ fn segments_between(first: &str, last: &str) -> Vec<String> {
 
 /// A sample's value from the sidecar's `/metrics`.
 async fn metric(s: &Sidecar, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{}/metrics", s.api_url()))
+    let text = s
+        .http()
+        .get(format!("{}/metrics", s.api_url()))
+        .send()
         .await
         .ok()?
         .text()

@@ -11,10 +11,14 @@
 //! non-loopback IP address checks the chain only ([`checks_name`]): the instance's CA signs
 //! nothing but its own members, so the chain alone proves membership.
 
+pub mod https;
+#[cfg(feature = "server")]
+pub mod listen;
 #[cfg(feature = "pg-tls")]
 pub mod pg;
 #[cfg(feature = "pki")]
 pub mod pki;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 

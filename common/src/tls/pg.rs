@@ -10,28 +10,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 
-/// Why a TLS setup could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum PgTlsError {
-    #[error("read the {0}: {1}")]
-    Pem(&'static str, rustls::pki_types::pem::Error),
-    #[error("the {0} holds no certificate")]
-    Empty(&'static str),
-    #[error("use the {0}: {1}")]
-    Rustls(&'static str, rustls::Error),
-    #[error("build the certificate verifier: {0}")]
-    Verifier(#[from] rustls::client::VerifierBuilderError),
-}
+pub use super::verify::TlsSetupError as PgTlsError;
+use super::verify::{certificates, private_key, provider, CaVerifiers};
 
 /// A tokio-postgres TLS connector trusting one instance's CA.
 #[derive(Clone)]
@@ -48,27 +33,12 @@ impl std::fmt::Debug for PgTls {
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 impl PgTls {
     /// Trusts the CA in `ca_pem`; presents `client` (certificate and key, PEM) when given.
     pub fn new(ca_pem: &[u8], client: Option<(&[u8], &[u8])>) -> Result<Self, PgTlsError> {
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca_pem) {
-            let cert = cert.map_err(|e| PgTlsError::Pem("CA certificate", e))?;
-            roots
-                .add(cert)
-                .map_err(|e| PgTlsError::Rustls("CA certificate", e))?;
-        }
-        if roots.is_empty() {
-            return Err(PgTlsError::Empty("CA certificate"));
-        }
-        let webpki =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build()?;
-        let strict = Self::client_config(webpki.clone(), client)?;
-        let chain_only = Self::client_config(Arc::new(ChainOnly(webpki)), client)?;
+        let verifiers = CaVerifiers::new(ca_pem)?;
+        let strict = Self::client_config(verifiers.strict, client)?;
+        let chain_only = Self::client_config(verifiers.chain_only, client)?;
         Ok(Self {
             strict: Arc::new(strict),
             chain_only: Arc::new(chain_only),
@@ -76,7 +46,7 @@ impl PgTls {
     }
 
     fn client_config(
-        verifier: Arc<dyn ServerCertVerifier>,
+        verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
         client: Option<(&[u8], &[u8])>,
     ) -> Result<ClientConfig, PgTlsError> {
         let builder = ClientConfig::builder_with_provider(provider())
@@ -86,74 +56,18 @@ impl PgTls {
             .with_custom_certificate_verifier(verifier);
         match client {
             None => Ok(builder.with_no_client_auth()),
-            Some((cert_pem, key_pem)) => {
-                let certs = CertificateDer::pem_slice_iter(cert_pem)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| PgTlsError::Pem("client certificate", e))?;
-                if certs.is_empty() {
-                    return Err(PgTlsError::Empty("client certificate"));
-                }
-                let key = PrivateKeyDer::from_pem_slice(key_pem)
-                    .map_err(|e| PgTlsError::Pem("client key", e))?;
-                builder
-                    .with_client_auth_cert(certs, key)
-                    .map_err(|e| PgTlsError::Rustls("client certificate", e))
-            }
+            Some((cert_pem, key_pem)) => builder
+                .with_client_auth_cert(
+                    certificates(cert_pem, "client certificate")?,
+                    private_key(key_pem, "client key")?,
+                )
+                .map_err(|e| PgTlsError::Rustls("client certificate", e)),
         }
     }
 
     /// `config` with TLS required: tokio-postgres never falls back to plain text with it.
     pub fn require(config: &mut tokio_postgres::Config) -> &mut tokio_postgres::Config {
         config.ssl_mode(tokio_postgres::config::SslMode::Require)
-    }
-}
-
-/// Accepts a certificate whose chain the inner verifier accepted even though it does not name
-/// the host (see [`super::checks_name`]).
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        // webpki checks the chain first and the name last: a name error means the chain held.
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
     }
 }
 

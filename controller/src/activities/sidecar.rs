@@ -12,7 +12,7 @@ use toygres_common::sidecar_client::SidecarClientError;
 use toygres_common::SidecarClient;
 
 use super::deps::{describe, ActivityDeps};
-use crate::platform::{connect_member_superuser, Platform, SecretRefs};
+use crate::platform::{connect_member_superuser, Platform};
 
 /// A client of the member's sidecar, with the instance's sidecar token.
 pub(crate) async fn sidecar(
@@ -31,15 +31,9 @@ pub(crate) async fn sidecar_on(
     member: &str,
     timeout: Duration,
 ) -> Result<SidecarClient, String> {
-    let address = platform
-        .member_address(instance, member)
+    crate::platform::sidecar_client(platform, instance, member, timeout)
         .await
-        .map_err(describe)?;
-    let token = platform
-        .read_secret(&SecretRefs::for_instance(instance).sidecar_token)
-        .await
-        .map_err(describe)?;
-    Ok(SidecarClient::new(address.api_url, token.expose(), timeout))
+        .map_err(describe)
 }
 
 /// What one look at a member's status decided.

@@ -27,7 +27,6 @@ use crate::engine::parameters::ParameterChange;
 use crate::parameters::diff::diff;
 use crate::parameters::plan::{plan, second_roll, Change, PrimaryUpdate};
 use crate::parameters::profiles::{self, Profile};
-use crate::platform::SecretRefs;
 
 /// How long a sidecar may take to read its catalog.
 const CATALOG_TIMEOUT: Duration = Duration::from_secs(10);
@@ -340,18 +339,18 @@ async fn sidecars(
         .platform
         .as_ref()
         .ok_or_else(|| ApiError::Unavailable("the platform is not running".into()))?;
-    let token = platform
-        .read_secret(&SecretRefs::for_instance(name).sidecar_token)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("read the sidecar token of {name}: {e}")))?;
     let mut clients = Vec::new();
     for member in members {
-        match platform.member_address(name, &member.name).await {
-            Ok(address) => clients.push((
-                member.name.clone(),
-                SidecarClient::new(address.api_url, token.expose(), CATALOG_TIMEOUT),
-            )),
-            Err(e) => tracing::warn!("find member {}: {e}", member.name),
+        match crate::platform::sidecar_client(
+            platform.as_ref(),
+            name,
+            &member.name,
+            CATALOG_TIMEOUT,
+        )
+        .await
+        {
+            Ok(client) => clients.push((member.name.clone(), client)),
+            Err(e) => tracing::warn!("reach the sidecar of {}: {e}", member.name),
         }
     }
     Ok(clients)

@@ -19,6 +19,11 @@ pub struct ClientArgs {
     /// File holding the API token [default: $TOYGRES_HOME/controller.token]
     #[arg(long, env = "TOYGRES_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// The CA certificate an https:// controller's certificate must come from [default:
+    /// $TOYGRES_HOME/tls/ca.crt]
+    #[arg(long, env = "TOYGRES_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How results are printed.

@@ -86,11 +86,26 @@ impl ControllerClient {
             None => home()?.token_file(),
         };
         let token = ApiToken::read(&token_file).context("read the controller's API token")?;
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
-            .build()
-            .context("set up the HTTP client")?;
+            .timeout(Duration::from_secs(60));
+        let http = if base_url.starts_with("https://") {
+            // Only the controller's own CA is trusted: the token goes to nobody else.
+            let ca_file = match &args.ca_file {
+                Some(path) => path.clone(),
+                None => home()?.ca_file(),
+            };
+            let ca = std::fs::read(&ca_file).with_context(|| {
+                format!(
+                    "read {} (the CA of the controller's certificate; pass --ca-file)",
+                    ca_file.display()
+                )
+            })?;
+            toygres_common::tls::https::client_trusting(builder, &ca, &base_url)
+                .context("set up the HTTPS client")?
+        } else {
+            builder.build().context("set up the HTTP client")?
+        };
         Ok(Self {
             base_url,
             token,

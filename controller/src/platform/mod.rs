@@ -313,7 +313,7 @@ pub fn validate_member_of(instance: &str, member: &str) -> Result<(), PlatformEr
 pub struct MemberAddress {
     /// Postgres (for clients, replication and the endpoints).
     pub pg: PgAddress,
-    /// The sidecar's HTTP API, for example `http://127.0.0.1:8008`.
+    /// The sidecar's HTTP API, for example `https://127.0.0.1:8008`.
     pub api_url: String,
 }
 
@@ -518,6 +518,25 @@ pub trait Platform: Send + Sync + fmt::Debug {
 
     /// Removes the instance's endpoints. Succeeds when they are already gone.
     async fn delete_endpoints(&self, instance: &str) -> Result<(), PlatformError>;
+}
+
+/// A client of `member`'s sidecar with the instance's sidecar token, trusting only the
+/// instance's CA: the token goes only to a sidecar that proves it is a member of the instance.
+pub async fn sidecar_client(
+    platform: &dyn Platform,
+    instance: &str,
+    member: &str,
+    timeout: std::time::Duration,
+) -> Result<toygres_common::SidecarClient, PlatformError> {
+    let address = platform.member_address(instance, member).await?;
+    let token = platform
+        .read_secret(&SecretRefs::for_instance(instance).sidecar_token)
+        .await?;
+    let ca = platform.instance_ca(instance).await?;
+    toygres_common::SidecarClient::new(address.api_url, token.expose(), ca.as_bytes(), timeout)
+        .map_err(|e| {
+            PlatformError::from(anyhow::Error::from(e).context(format!("use the CA of {instance}")))
+        })
 }
 
 /// The task driving a connection to Postgres.

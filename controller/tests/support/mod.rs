@@ -100,24 +100,23 @@ impl Home {
             .spawn()
             .unwrap();
         self.controllers.push(child);
-        let api = Api {
-            url: format!("http://{host}:{port}"),
-            token: String::new(),
-            http: reqwest::Client::new(),
-        };
+        let url = format!("https://{host}:{port}");
         let deadline = Instant::now() + START_DEADLINE;
-        loop {
+        let http = loop {
             if let Some(status) = self.controllers.last_mut().unwrap().try_wait().unwrap() {
                 panic!("the controller exited ({status}):\n{}", self.logs());
             }
-            let healthy = api
-                .http
-                .get(format!("{}/healthz", api.url))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200);
-            if healthy && self.path().join("controller.addr").exists() {
-                break;
+            // The address file is written once the API (and its certificate) is in place.
+            if self.path().join("controller.addr").exists() {
+                let http = controller_http(self.path(), &url);
+                let healthy = http
+                    .get(format!("{url}/healthz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+                if healthy {
+                    break http;
+                }
             }
             assert!(
                 Instant::now() < deadline,
@@ -125,7 +124,12 @@ impl Home {
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        };
+        let api = Api {
+            url,
+            token: String::new(),
+            http,
+        };
         let token = fs::read_to_string(self.path().join("controller.token")).unwrap();
         Api {
             token: token.trim().to_string(),
@@ -236,6 +240,13 @@ impl Drop for Home {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
+}
+
+/// An HTTP client of the controller at `url` whose home is `home`: it trusts the CA the
+/// controller issued its own certificate from (`$TOYGRES_HOME/tls/ca.crt`).
+pub fn controller_http(home: &Path, url: &str) -> reqwest::Client {
+    let ca = fs::read(home.join("tls").join("ca.crt")).unwrap();
+    toygres_common::tls::https::client_trusting(reqwest::Client::builder(), &ca, url).unwrap()
 }
 
 /// The controller's API.

@@ -131,7 +131,7 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
         n if n == act::CREATE_MEMBER => json!({
             "instance": instance,
             "member": member,
-            "address": {"pg": {"host": "127.0.0.1", "port": 7000}, "api_url": "http://127.0.0.1:8000"},
+            "address": {"pg": {"host": "127.0.0.1", "port": 7000}, "api_url": "https://127.0.0.1:8000"},
         }),
         n if n == act::WAIT_MEMBER_READY => {
             if failing.contains(&member) {

@@ -424,7 +424,8 @@ fn http_probe(path: &str, period: i32, timeout: i32, failures: i32) -> Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
             port: IntOrString::String(API_PORT_NAME.to_string()),
-            scheme: Some("HTTP".to_string()),
+            // The sidecar serves HTTPS only; probes (as the kubelet runs them) skip verification.
+            scheme: Some("HTTPS".to_string()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -565,6 +566,7 @@ mod tests {
         let path = |probe: &Option<Probe>| {
             let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
             assert_eq!(get.port, IntOrString::String("api".into()));
+            assert_eq!(get.scheme.as_deref(), Some("HTTPS"));
             get.path.clone().unwrap()
         };
         assert_eq!(path(&container.startup_probe), "/healthz");

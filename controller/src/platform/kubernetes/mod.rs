@@ -274,7 +274,7 @@ pub fn member_pg_address(settings: &InstanceSettings, member: &str) -> PgAddress
 /// The URL of `member`'s sidecar API inside the cluster.
 pub fn member_api_url(settings: &InstanceSettings, member: &str) -> String {
     let pg = member_pg_address(settings, member);
-    format!("http://{}:{API_PORT}", pg.host)
+    format!("https://{}:{API_PORT}", pg.host)
 }
 
 #[cfg(test)]
@@ -327,7 +327,7 @@ mod tests {
         );
         assert_eq!(
             member_api_url(&settings, "orders-1"),
-            "http://orders-1-0.orders-members.db.svc:8008"
+            "https://orders-1-0.orders-members.db.svc:8008"
         );
         assert_eq!(rw_service_name("orders"), "orders-rw");
         assert_eq!(ro_service_name("orders"), "orders-ro");

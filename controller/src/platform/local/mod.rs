@@ -598,7 +598,7 @@ impl LocalPlatform {
                 host: host.to_string(),
                 port: record.pg_port,
             },
-            api_url: format!("http://{}", SocketAddr::new(host, record.api_port)),
+            api_url: format!("https://{}", SocketAddr::new(host, record.api_port)),
         }
     }
 

@@ -55,8 +55,17 @@ pub async fn run_once(
             } else {
                 format!("/{path}")
             };
-            let url = format!("http://{}:{port}{path}", target.ip);
-            let client = match reqwest::Client::builder().timeout(timeout).build() {
+            // As the kubelet does: scheme HTTPS without verifying the certificate.
+            let scheme = match http.scheme.as_deref() {
+                Some("HTTPS") => "https",
+                _ => "http",
+            };
+            let url = format!("{scheme}://{}:{port}{path}", target.ip);
+            let client = match reqwest::Client::builder()
+                .timeout(timeout)
+                .danger_accept_invalid_certs(true)
+                .build()
+            {
                 Ok(c) => c,
                 Err(_) => return false,
             };

@@ -63,7 +63,7 @@ fn pod_address(pod: &Pod) -> Option<MemberAddress> {
     }
     let ip = pod.status.as_ref()?.pod_ip.clone()?;
     Some(MemberAddress {
-        api_url: format!("http://{ip}:{API_PORT}"),
+        api_url: format!("https://{ip}:{API_PORT}"),
         pg: PgAddress {
             host: ip,
             port: PG_PORT,
@@ -287,7 +287,7 @@ impl KubernetesPlatform {
         let settings = self.settings(instance, None);
         let pg = member_pg_address(&settings, member);
         MemberAddress {
-            api_url: format!("http://{}:{API_PORT}", pg.host),
+            api_url: format!("https://{}:{API_PORT}", pg.host),
             pg,
         }
     }
