@@ -54,6 +54,7 @@ fn main() -> ExitCode {
         Command::Ha(args) => finish(runtime.block_on(cli::ha::run(args))),
         Command::Ro(args) => finish(runtime.block_on(cli::ro::run(args))),
         Command::Stats(args) => finish(runtime.block_on(cli::stats::run(args))),
+        Command::Events(args) => finish(runtime.block_on(cli::events::run(args))),
         Command::Backup(args) => finish(runtime.block_on(cli::backup::run(args))),
         Command::Restore(args) => finish(runtime.block_on(cli::backup::restore(args))),
         Command::Secret(args) => finish(runtime.block_on(cli::secret::run(args))),

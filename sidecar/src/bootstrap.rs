@@ -56,6 +56,9 @@ async fn bootstrap_if_needed(
         files::set_standby_signal(bins, layout, true)?;
     }
     if layout.is_initialized() {
+        if let Some(token) = &cfg.fence_token {
+            apply_fence_token(layout, token)?;
+        }
         tracing::info!(data_dir = %layout.data_dir.display(), "existing data directory: starting it as it is");
         return Ok(());
     }
@@ -101,4 +104,79 @@ async fn bootstrap_if_needed(
         }
     }
     Ok(())
+}
+
+/// Applies the platform's fence token to an existing data directory: the first start that sees
+/// a new token fences a primary (its Postgres stays stopped until the controller demotes it);
+/// a standby has nothing to fence. Either way the token is then spent, so the member's later
+/// restarts (as whatever role it has by then) start normally.
+fn apply_fence_token(layout: &Layout, token: &str) -> anyhow::Result<()> {
+    let file = layout.fence_token_file();
+    let seen = std::fs::read_to_string(&file).unwrap_or_default();
+    if seen.trim() == token {
+        return Ok(());
+    }
+    if !layout.is_standby() && !layout.is_fenced() {
+        tracing::warn!("a new fence token: this primary stays stopped until it is made a standby");
+        std::fs::write(layout.fence_marker(), b"")
+            .with_context(|| format!("write {}", layout.fence_marker().display()))?;
+    }
+    std::fs::write(&file, token).with_context(|| format!("write {}", file.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn cluster(standby: bool) -> (tempfile::TempDir, Layout) {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            data_dir: dir.path().join("data"),
+            run_dir: dir.path().join("run"),
+        };
+        std::fs::create_dir_all(&layout.data_dir).unwrap();
+        std::fs::write(layout.pg_version_file(), "15\n").unwrap();
+        if standby {
+            std::fs::write(layout.standby_signal(), "").unwrap();
+        }
+        (dir, layout)
+    }
+
+    #[test]
+    fn a_new_fence_token_fences_a_primary_once() {
+        let (_dir, layout) = cluster(false);
+        apply_fence_token(&layout, "1").unwrap();
+        assert!(
+            layout.is_fenced(),
+            "the first start with a new token fences"
+        );
+        // Rejoined: the demotion removes the marker and leaves a standby.
+        std::fs::remove_file(layout.fence_marker()).unwrap();
+        std::fs::write(layout.standby_signal(), "").unwrap();
+        apply_fence_token(&layout, "1").unwrap();
+        assert!(!layout.is_fenced(), "a spent token changes nothing");
+        // Promoted later and restarted with the same token: still not fenced.
+        std::fs::remove_file(layout.standby_signal()).unwrap();
+        apply_fence_token(&layout, "1").unwrap();
+        assert!(!layout.is_fenced());
+        // Stopped for good again: a new token fences it again.
+        apply_fence_token(&layout, "2").unwrap();
+        assert!(layout.is_fenced());
+    }
+
+    #[test]
+    fn a_standby_spends_a_new_token_without_being_fenced() {
+        let (_dir, layout) = cluster(true);
+        apply_fence_token(&layout, "7").unwrap();
+        assert!(!layout.is_fenced());
+        std::fs::remove_file(layout.standby_signal()).unwrap();
+        apply_fence_token(&layout, "7").unwrap();
+        assert!(
+            !layout.is_fenced(),
+            "promoted since: the token was spent as a standby"
+        );
+    }
 }

@@ -95,6 +95,13 @@ pub struct RunArgs {
     /// with a token derived from the API token. No reports when absent.
     #[arg(long, env = "TOYGRES_NOTIFY_URL")]
     pub notify_url: Option<String>,
+    /// A token the platform changes each time it stops this member for good (a failed-over
+    /// primary). The first start that sees a new token keeps an existing primary's Postgres
+    /// stopped (fenced) until the controller makes it a standby; later starts with the same
+    /// token change nothing. For platforms that cannot write the fence marker into the data
+    /// directory themselves (Kubernetes).
+    #[arg(long, env = "TOYGRES_FENCE_TOKEN")]
+    pub fence_token: Option<String>,
     /// Object store WAL is archived to and restored from: `file:///path`, `s3://bucket/prefix`,
     /// `az://container/prefix` or `gs://bucket/prefix`, with credentials from the environment.
     /// No archiving when absent.
@@ -300,6 +307,7 @@ impl Config {
                 start_timeout: std::time::Duration::from_secs(args.start_timeout_secs),
                 isolation_lease: (args.isolation_lease_secs > 0)
                     .then(|| std::time::Duration::from_secs(args.isolation_lease_secs)),
+                fence_token: args.fence_token.filter(|token| !token.is_empty()),
                 secrets,
                 tls,
                 archive,

@@ -6,8 +6,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
-use kube::api::PostParams;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::api::{ListParams, PostParams};
 use kube::Api;
 use toygres_tests::eventually;
 use toygres_tests::k8s::binaries::workspace_root;
@@ -77,4 +77,91 @@ async fn helm_install_with_no_values_schedules_a_controller_stateful_set_with_it
     )
     .await;
     assert!(node.starts_with("node-"), "{node}");
+
+    // The controller runs in its pod (the image's program as the image's user): it is ready
+    // (`/readyz`) once its embedded CMS is up and it holds the Lease.
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let ready = loop {
+        let pod = pods.get("toygres-0").await.ok();
+        let is_ready = pod
+            .as_ref()
+            .and_then(|p| p.status.as_ref()?.conditions.clone())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if let (true, Some(pod)) = (is_ready, pod) {
+            break pod;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "the controller pod is not ready after 300 s; its log:\n{}",
+                cluster.container_log(NS, "toygres-0", "controller").await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let ip = ready.status.and_then(|s| s.pod_ip).unwrap();
+    // Its API token lives in its home, on the claim's volume.
+    let volume = claims
+        .get("home-toygres-0")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.volume_name)
+        .unwrap();
+    let home = Api::<PersistentVolume>::all(cluster.client())
+        .get(&volume)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.host_path)
+        .unwrap()
+        .path;
+    let token_file = std::path::Path::new(&home).join("controller.token");
+
+    // Through its API, the controller creates an instance with its own identity (the
+    // chart's ServiceAccount and Role) and the chart's sidecar image, and deletes it.
+    let toygres = |args: &[&str]| {
+        let mut cmd = Command::new(toygres_tests::bin_path("toygres"));
+        cmd.env("TOYGRES_URL", format!("http://{ip}:7700"))
+            .env("TOYGRES_TOKEN_FILE", &token_file)
+            .env_remove("TOYGRES_HOME")
+            .args(args);
+        cmd
+    };
+    let out = toygres(&["create", "demo", "--replicas", "1", "--no-backup"]).output();
+    let out = out.unwrap();
+    if !out.status.success() {
+        panic!(
+            "toygres create through the in-cluster controller failed:\n{}\n{}\n---- controller ----\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            cluster.container_log(NS, "toygres-0", "controller").await
+        );
+    }
+    let detail: serde_json::Value =
+        serde_json::from_slice(&run(toygres(&["get", "demo", "-o", "json"]), "toygres get").stdout)
+            .unwrap();
+    let members = detail["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "{detail}");
+    assert!(
+        members.iter().any(|m| m["role"] == "primary"),
+        "a primary among {members:?}"
+    );
+    let member_pods = pods
+        .list(&ListParams::default().labels("toygres.io/instance=demo"))
+        .await
+        .unwrap();
+    assert_eq!(member_pods.items.len(), 2, "the members' pods");
+    run(toygres(&["delete", "demo"]), "toygres delete");
+    eventually(
+        Duration::from_secs(120),
+        "the instance's pods to be gone",
+        || async {
+            let left = pods
+                .list(&ListParams::default().labels("toygres.io/instance=demo"))
+                .await
+                .ok()?;
+            left.items.is_empty().then_some(())
+        },
+    )
+    .await;
 }

@@ -9,6 +9,7 @@
 //! primary comes back as a standby.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +40,7 @@ struct Controller {
     child: Child,
     home: TestDir,
     log: PathBuf,
+    host: Ipv4Addr,
     port: u16,
 }
 
@@ -64,17 +66,22 @@ fn kubernetes_args(kubeconfig: &std::path::Path) -> Vec<String> {
 impl Controller {
     /// The controller as the harness's admin (`system:masters`).
     async fn start(cluster: &Cluster) -> Self {
-        Self::start_as(cluster.control_plane().admin_kubeconfig()).await
+        Self::start_as(cluster, cluster.control_plane().admin_kubeconfig()).await
     }
 
-    /// The controller with the identity of `kubeconfig`.
-    async fn start_as(kubeconfig: &std::path::Path) -> Self {
-        Self::launch(&kubernetes_args(kubeconfig), &[], true).await
+    /// The controller with the identity of `kubeconfig`, listening on the host's bridge
+    /// address, where the members' sidecars push their reports (as the chart's Service
+    /// lets them in a cluster).
+    async fn start_as(cluster: &Cluster, kubeconfig: &std::path::Path) -> Self {
+        let mut args = kubernetes_args(kubeconfig);
+        args.extend(["--member-notify-url".into(), "http://{listen}".into()]);
+        Self::launch(cluster.bridge().host_ip(), &args, &[], true).await
     }
 
-    /// `toygres controller ARGS` with `env` in a new home; waits until `/healthz` answers
-    /// and, when `active`, until the API's address is written (a standby never writes it).
-    async fn launch(args: &[String], env: &[(&str, &str)], active: bool) -> Self {
+    /// `toygres controller ARGS` with `env` in a new home, listening on `host` (`{listen}`
+    /// in ARGS stands for its `host:port`); waits until `/healthz` answers and, when
+    /// `active`, until the API's address is written (a standby never writes it).
+    async fn launch(host: Ipv4Addr, args: &[String], env: &[(&str, &str)], active: bool) -> Self {
         let home = TestDir::new();
         let log = home.path().join("controller.log");
         let port = free_port();
@@ -90,8 +97,11 @@ impl Controller {
             .env_remove("TOYGRES_PLATFORM")
             .env_remove("POD_NAME")
             .envs(env.iter().copied())
-            .args(["controller", "--listen", &format!("127.0.0.1:{port}")])
-            .args(args)
+            .args(["controller", "--listen", &format!("{host}:{port}")])
+            .args(
+                args.iter()
+                    .map(|arg| arg.replace("{listen}", &format!("{host}:{port}"))),
+            )
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -101,6 +111,7 @@ impl Controller {
             child,
             home,
             log,
+            host,
             port,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -122,7 +133,7 @@ impl Controller {
 
     /// The status `GET PATH` answers with, if any.
     async fn status(&self, path: &str) -> Option<u16> {
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let url = format!("http://{}:{}{path}", self.host, self.port);
         reqwest::get(&url).await.ok().map(|r| r.status().as_u16())
     }
 
@@ -600,6 +611,25 @@ async fn a_frozen_primary_is_fenced_and_the_rw_endpoint_moves_without_losing_a_c
         ready_endpoints(&client, "orders-rw").await,
         BTreeSet::from([new_ip])
     );
+    // Its pod started again with the fence token the kill left on its StatefulSet, so its
+    // Postgres stayed stopped until the controller made it a standby.
+    let log = cluster.container_log(NS, &primary, "sidecar").await;
+    assert!(
+        log.contains("a new fence token"),
+        "the restarted old primary was not fenced:\n{log}"
+    );
+    // The standbys told the controller at once that they lost the primary.
+    let events: serde_json::Value = serde_json::from_str(
+        &controller.cli_ok(&["events", "orders", "--limit", "1000", "-o", "json"]),
+    )
+    .unwrap();
+    let reports: Vec<&serde_json::Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "member-report")
+        .collect();
+    assert!(!reports.is_empty(), "no member pushed a report: {events}");
 }
 
 /// The chart's Role is all the platform needs: the controller runs as the chart's
@@ -645,7 +675,7 @@ async fn the_charts_role_is_all_the_kubernetes_platform_needs() {
         .service_account_client(NS, "toygres")
         .await
         .unwrap();
-    let controller = Controller::start_as(&kubeconfig).await;
+    let controller = Controller::start_as(&cluster, &kubeconfig).await;
 
     controller.cli_ok(&["create", "orders", "--replicas", "1", "--no-backup"]);
     let password = superuser_password(&client).await;
@@ -719,7 +749,7 @@ async fn of_two_controllers_one_acts_and_the_standby_takes_over_when_it_dies() {
 
     // The CMS: another controller's embedded Postgres (a local-platform controller running
     // nothing), in a database of its own.
-    let cms = Controller::launch(&[], &[], true).await;
+    let cms = Controller::launch(Ipv4Addr::LOCALHOST, &[], &[], true).await;
     let cms_port = std::fs::read_to_string(cms.home.path().join("cms/port")).unwrap();
     let cms_password =
         std::fs::read_to_string(cms.home.path().join("cms/superuser.password")).unwrap();
@@ -742,12 +772,14 @@ async fn of_two_controllers_one_acts_and_the_standby_takes_over_when_it_dies() {
 
     let args = kubernetes_args(cluster.control_plane().admin_kubeconfig());
     let a = Controller::launch(
+        Ipv4Addr::LOCALHOST,
         &args,
         &[("DATABASE_URL", &url), ("POD_NAME", "controller-a")],
         true,
     )
     .await;
     let mut b = Controller::launch(
+        Ipv4Addr::LOCALHOST,
         &args,
         &[("DATABASE_URL", &url), ("POD_NAME", "controller-b")],
         false,

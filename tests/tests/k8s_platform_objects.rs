@@ -118,6 +118,7 @@ async fn built_objects_apply_strictly_schedule_take_role_labels_and_cascade_from
             ordinal,
             bootstrap,
             zone: None,
+            fence_token: None,
         };
         let set = member_stateful_set(&settings, &member, &owner);
         apply(&client, &set).await;

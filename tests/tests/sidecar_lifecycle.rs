@@ -263,6 +263,53 @@ async fn fenced_member_stays_stopped_across_a_sidecar_restart_until_unfenced() {
     assert!(client.ready().await.unwrap());
 }
 
+/// What the Kubernetes platform relies on to fence an old primary it cannot reach: the pod
+/// started again after a kill carries a new `TOYGRES_FENCE_TOKEN`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_fence_token_keeps_a_primary_stopped_once_and_is_then_spent() {
+    let dir = TestDir::new();
+    let mut s = Sidecar::start(&dir, SidecarSpec::primary("token-0")).await;
+    let started_fenced = |s: &Sidecar| {
+        let client = s.client();
+        async move {
+            eventually(WAIT, "the restarted sidecar's API", || async {
+                client.status().await.ok()
+            })
+            .await
+        }
+    };
+
+    // Killed by the platform, started again with a new token: Postgres stays stopped.
+    assert_eq!(s.stop().await, Some(0));
+    s.spec.env.push(("TOYGRES_FENCE_TOKEN".into(), "1".into()));
+    s.relaunch();
+    let st = started_fenced(&s).await;
+    assert!(st.fenced && !st.running, "{st:?}");
+    assert!(s.postmaster_pid().is_none());
+    assert!(
+        s.try_connect().await.is_err(),
+        "a fenced server accepts no connection"
+    );
+
+    // Unfenced (as a rejoin ends); later restarts with the same token start Postgres.
+    s.client().unfence().await.unwrap();
+    assert_eq!(s.stop().await, Some(0));
+    s.restart_process().await;
+    let st = s.client().status().await.unwrap();
+    assert!(
+        !st.fenced && st.running,
+        "a spent token fences nothing: {st:?}"
+    );
+
+    // Killed again: the next token fences it again.
+    assert_eq!(s.stop().await, Some(0));
+    s.spec.env.retain(|(k, _)| k != "TOYGRES_FENCE_TOKEN");
+    s.spec.env.push(("TOYGRES_FENCE_TOKEN".into(), "2".into()));
+    s.relaunch();
+    let st = started_fenced(&s).await;
+    assert!(st.fenced && !st.running, "{st:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_waits_for_its_primary_while_answering_liveness() {
     let dir = TestDir::new();

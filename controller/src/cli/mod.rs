@@ -7,6 +7,7 @@ mod backup_cleanup;
 mod backup_summary;
 pub mod client;
 pub mod connect;
+pub mod events;
 pub mod ha;
 pub mod instances;
 pub mod list;
@@ -59,6 +60,8 @@ pub enum Command {
     /// The fleet at a glance: instances by health, failovers and backups in the last 24 h, the
     /// largest lags
     Stats(stats::StatsArgs),
+    /// What happened to an instance, oldest first; --follow for what happens next
+    Events(events::EventsArgs),
     /// An instance's backups: create, list, get
     Backup(backup::BackupArgs),
     /// Make a new instance from another's backups, to a point in time; waits and prints how to

@@ -56,7 +56,11 @@ pub async fn clone_from_primary(
     .await
     .context("copy the primary")?;
     // The copy carries the primary's own sidecar files; this member's replace them.
-    for stale in [layout.fence_marker(), work.join("toygres.fenced")] {
+    for stale in [
+        layout.fence_marker(),
+        work.join("toygres.fenced"),
+        work.join("toygres.fence-token"),
+    ] {
         let _ = std::fs::remove_file(stale);
     }
     move_into_place(layout, &work)?;

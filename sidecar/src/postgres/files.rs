@@ -126,6 +126,10 @@ impl Layout {
     pub fn fence_marker(&self) -> PathBuf {
         self.data_dir.join("toygres.fenced")
     }
+    /// The last fence token ([`crate::bootstrap`]) this data directory has seen.
+    pub fn fence_token_file(&self) -> PathBuf {
+        self.data_dir.join("toygres.fence-token")
+    }
     pub fn state_file(&self) -> PathBuf {
         self.data_dir.join("toygres.state.json")
     }

@@ -31,6 +31,9 @@ pub struct MemberSettings {
     pub stop_timeout: Duration,
     pub start_timeout: Duration,
     pub isolation_lease: Option<Duration>,
+    /// `--fence-token`: a platform that cannot reach the data directory fences a member it
+    /// stopped by starting it again with a new token (see [`crate::bootstrap`]).
+    pub fence_token: Option<String>,
     pub secrets: Passwords,
     /// This member's certificates and keys from its instance's CA (`--tls-dir`).
     pub tls: TlsMaterial,

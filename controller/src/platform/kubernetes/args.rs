@@ -76,6 +76,12 @@ pub struct PlatformArgs {
         default_value = "toygres-controller"
     )]
     pub lease_name: String,
+
+    /// Kubernetes: this controller's API as the members' pods reach it (the chart sets its
+    /// Service), for the sidecars' pushed reports: a dead Postgres or a lost primary is then
+    /// checked at once instead of at the next health round [default: no reports]
+    #[arg(long, env = "TOYGRES_MEMBER_NOTIFY_URL", value_name = "URL")]
+    pub member_notify_url: Option<String>,
 }
 
 impl PlatformArgs {
@@ -95,6 +101,7 @@ impl PlatformArgs {
         config.resources.cpu = self.member_cpu.clone();
         config.resources.memory = self.member_memory.clone();
         config.isolation_lease_secs = isolation_lease_secs;
+        config.notify_url = self.member_notify_url.clone().filter(|url| !url.is_empty());
         config
     }
 }
@@ -135,6 +142,8 @@ mod tests {
             "fast",
             "--storage-size",
             "5Gi",
+            "--member-notify-url",
+            "http://toygres.db.svc:8080",
         ]);
         assert_eq!(args.kind, PlatformKind::Kubernetes);
         let config = args.kubernetes_config(Some(15));
@@ -144,6 +153,10 @@ mod tests {
         assert_eq!(config.storage.class.as_deref(), Some("fast"));
         assert_eq!(config.storage.size, "5Gi");
         assert_eq!(config.isolation_lease_secs, Some(15));
+        assert_eq!(
+            config.notify_url.as_deref(),
+            Some("http://toygres.db.svc:8080")
+        );
         assert!(TestCli::try_parse_from(["toygres", "--platform", "nomad"]).is_err());
     }
 }

@@ -399,6 +399,12 @@ pub fn sidecar_env(
     if let Some(url) = &sidecar.archive_url {
         env.push(("TOYGRES_ARCHIVE_URL", url.clone()));
     }
+    if let Some(url) = &sidecar.notify_url {
+        env.push(("TOYGRES_NOTIFY_URL", url.clone()));
+    }
+    if let Some(token) = &member_settings.fence_token {
+        env.push(("TOYGRES_FENCE_TOKEN", token.clone()));
+    }
     env.into_iter()
         .map(|(name, value)| (name.to_string(), value))
         .collect()
@@ -456,6 +462,7 @@ mod tests {
                 primary: member_pg_address(&fixtures::orders(), "orders-0"),
             },
             zone: None,
+            fence_token: None,
         }
     }
 
@@ -464,6 +471,7 @@ mod tests {
             ordinal: 0,
             bootstrap: Bootstrap::Init,
             zone: Some("zone-a".into()),
+            fence_token: None,
         }
     }
 
@@ -710,6 +718,24 @@ mod tests {
         ));
         assert_eq!(env["TOYGRES_BOOTSTRAP"], "init");
         assert!(!env.contains_key("TOYGRES_PRIMARY"));
+    }
+
+    #[test]
+    fn a_killed_member_starts_again_with_its_fence_token() {
+        let env = env_of(&member_stateful_set(
+            &fixtures::orders(),
+            &primary(),
+            &fixtures::owner(),
+        ));
+        assert!(!env.contains_key("TOYGRES_FENCE_TOKEN"));
+        let mut killed = primary();
+        killed.fence_token = Some("1765000000000".into());
+        let env = env_of(&member_stateful_set(
+            &fixtures::orders(),
+            &killed,
+            &fixtures::owner(),
+        ));
+        assert_eq!(env["TOYGRES_FENCE_TOKEN"], "1765000000000");
     }
 
     #[test]

@@ -166,6 +166,10 @@ pub struct SidecarSettings {
     pub isolation_lease_secs: Option<u64>,
     /// `TOYGRES_ARCHIVE_URL`: the object store WAL is archived to. Holds no credential.
     pub archive_url: Option<String>,
+    /// `TOYGRES_NOTIFY_URL`: the controller's API, told at once when a member's Postgres dies,
+    /// its WAL receiver loses the primary or it fences itself.
+    #[serde(default)]
+    pub notify_url: Option<String>,
 }
 
 /// One member's own settings.
@@ -179,6 +183,12 @@ pub struct MemberSettings {
     pub bootstrap: Bootstrap,
     /// Pins the member to a zone (`topology.kubernetes.io/zone`) when set.
     pub zone: Option<String>,
+    /// `TOYGRES_FENCE_TOKEN`: set once the member was killed (a failed-over primary), so its
+    /// next start keeps Postgres stopped until the controller rejoins it as a standby. The
+    /// platform cannot write into the member's volume as the local platform writes its fence
+    /// marker; the sidecar does it on seeing a token it has not seen before.
+    #[serde(default)]
+    pub fence_token: Option<String>,
 }
 
 impl MemberSettings {
@@ -201,6 +211,7 @@ impl MemberSettings {
             ordinal,
             bootstrap: spec.bootstrap.clone(),
             zone: spec.placement.zone.clone(),
+            fence_token: None,
         })
     }
 }

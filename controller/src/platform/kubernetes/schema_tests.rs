@@ -105,6 +105,7 @@ fn every_object() -> Vec<(String, serde_json::Value)> {
         ordinal: 0,
         bootstrap: Bootstrap::Init,
         zone: Some("zone-a".into()),
+        fence_token: None,
     };
     objects.push((
         "member-0".into(),
@@ -118,6 +119,7 @@ fn every_object() -> Vec<(String, serde_json::Value)> {
         max_slot_wal_keep_size: Some("1GB".into()),
         isolation_lease_secs: Some(30),
         archive_url: Some("s3://bucket/prefix".into()),
+        notify_url: Some("http://toygres.db.svc:8080".into()),
     };
     for ordinal in [1, 2] {
         let standby = MemberSettings {
@@ -126,6 +128,8 @@ fn every_object() -> Vec<(String, serde_json::Value)> {
                 primary: member_pg_address(&settings, "orders-0"),
             },
             zone: None,
+            // A member started again after it was killed carries a fence token.
+            fence_token: (ordinal == 2).then(|| "1765000000000".to_string()),
         };
         objects.push((
             format!("member-{ordinal}"),

@@ -32,6 +32,11 @@ use crate::platform::{
 /// or a restart of the member names another bootstrap source.
 pub const BOOTSTRAP_ANNOTATION: &str = "toygres.io/bootstrap";
 
+/// The annotation [`KubernetesPlatform::kill`] sets on a member's StatefulSet: a token new at
+/// each kill, which the next apply passes to the sidecar (`TOYGRES_FENCE_TOKEN`), so the old
+/// primary's pod, started again, keeps Postgres stopped until it is rejoined as a standby.
+pub const FENCE_ANNOTATION: &str = "toygres.io/fence-token";
+
 /// How often waits look at the cluster again.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -80,6 +85,16 @@ fn recorded_bootstrap(set: &StatefulSet) -> Option<Bootstrap> {
     serde_json::from_str(text).ok()
 }
 
+/// The fence token a StatefulSet carries since its member was last killed.
+fn fence_token(set: &StatefulSet) -> Option<String> {
+    set.metadata
+        .annotations
+        .as_ref()?
+        .get(FENCE_ANNOTATION)
+        .filter(|token| !token.is_empty())
+        .cloned()
+}
+
 /// The zone a StatefulSet pins its pod to.
 fn pinned_zone(set: &StatefulSet) -> Option<String> {
     set.spec
@@ -91,6 +106,14 @@ fn pinned_zone(set: &StatefulSet) -> Option<String> {
         .as_ref()?
         .get(ZONE_LABEL)
         .cloned()
+}
+
+/// A token no earlier kill of any member used: the time in milliseconds.
+fn new_fence_token() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_millis().to_string()
 }
 
 impl KubernetesPlatform {
@@ -143,6 +166,7 @@ impl KubernetesPlatform {
         if let Some(bootstrap) = existing.as_ref().and_then(recorded_bootstrap) {
             member_settings.bootstrap = bootstrap;
         }
+        member_settings.fence_token = existing.as_ref().and_then(fence_token);
         let mut set = member_stateful_set(&settings, &member_settings, &owner);
         let bootstrap = serde_json::to_string(&member_settings.bootstrap)
             .context("encode the member's bootstrap")?;
@@ -309,7 +333,9 @@ impl KubernetesPlatform {
         Ok(members)
     }
 
-    /// Scales the member to 0 (so nothing starts it again) and deletes its pod with no grace.
+    /// Scales the member to 0 (so nothing starts it again), marks it with a new fence token (so
+    /// whoever starts it again finds its Postgres kept stopped until it is made a standby) and
+    /// deletes its pod with no grace.
     pub(super) async fn kill(&self, instance: &str, member: &str) -> Result<(), PlatformError> {
         validate_member_of(instance, member)?;
         let sets = self.api::<StatefulSet>();
@@ -320,7 +346,10 @@ impl KubernetesPlatform {
                     field_manager: Some(FIELD_MANAGER.to_string()),
                     ..PatchParams::default()
                 },
-                &Patch::Merge(json!({ "spec": { "replicas": 0 } })),
+                &Patch::Merge(json!({
+                    "metadata": { "annotations": { FENCE_ANNOTATION: new_fence_token() } },
+                    "spec": { "replicas": 0 },
+                })),
             )
             .await
             .map_err(|e| classify(e, "member", member, format!("scale {member} to 0")))?;

@@ -67,6 +67,9 @@ pub struct KubernetesPlatformConfig {
     pub anti_affinity: AntiAffinity,
     /// The sidecars' isolation lease (`TOYGRES_ISOLATION_LEASE_SECS`), `None`: the sidecar's.
     pub isolation_lease_secs: Option<u64>,
+    /// This controller's API as the members' sidecars reach it (`TOYGRES_NOTIFY_URL`), for
+    /// their pushed reports; `None`: no reports, failures are seen at the next health round.
+    pub notify_url: Option<String>,
     /// How long `create_member` waits for the member's pod to get an IP.
     pub pod_start_timeout: Duration,
 }
@@ -89,6 +92,7 @@ impl KubernetesPlatformConfig {
             },
             anti_affinity: AntiAffinity::Preferred,
             isolation_lease_secs: None,
+            notify_url: None,
             pod_start_timeout: Duration::from_secs(180),
         }
     }
@@ -205,6 +209,7 @@ impl KubernetesPlatform {
             volume_retention: VolumeRetention::Retain,
             sidecar: SidecarSettings {
                 isolation_lease_secs: self.config.isolation_lease_secs,
+                notify_url: self.config.notify_url.clone(),
                 archive_url,
                 ..SidecarSettings::default()
             },
