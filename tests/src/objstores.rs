@@ -434,6 +434,7 @@ fn xml_values(xml: &str, tag: &str) -> Vec<String> {
 #[derive(Debug)]
 pub struct TcpProxy {
     pub port: u16,
+    host: std::net::IpAddr,
     up: Arc<std::sync::atomic::AtomicBool>,
     generation: Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
@@ -442,8 +443,14 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Starts forwarding a free loopback port to `127.0.0.1:<target_port>`.
     pub async fn start(target_port: u16) -> TcpProxy {
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), target_port).await
+    }
+
+    /// Starts forwarding a free port of `host` (say, where a cluster's pods reach the host) to
+    /// `127.0.0.1:<target_port>`.
+    pub async fn start_on(host: std::net::IpAddr, target_port: u16) -> TcpProxy {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind((host, 0))
             .await
             .expect("bind the proxy");
         let port = listener.local_addr().expect("proxy address").port();
@@ -483,6 +490,7 @@ impl TcpProxy {
         });
         TcpProxy {
             port,
+            host,
             up,
             generation,
             task,
@@ -490,7 +498,7 @@ impl TcpProxy {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     /// Brings the store behind the proxy down (cutting open connections) or back up.

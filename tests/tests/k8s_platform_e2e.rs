@@ -28,6 +28,7 @@ use kube::{Api, Client};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use toygres_tests::k8s::Cluster;
+use toygres_tests::objstores::{Moto, TcpProxy};
 use toygres_tests::{bin_path, eventually, free_port, processes_mentioning, TestDir};
 
 const NS: &str = "db";
@@ -820,4 +821,77 @@ async fn of_two_controllers_one_acts_and_the_standby_takes_over_when_it_dies() {
     let status = b.child.wait().unwrap();
     assert!(status.success(), "{status}:\n{}", b.log_tail());
     assert_eq!(lease_holder(&client).await, None);
+}
+
+/// Backups on Kubernetes: a store secret registered through the controller is a Secret the
+/// members mount as files; the primary archives WAL into S3 (moto, which the pods reach at the
+/// host's bridge address) and a base backup lands there, with the key in no pod's spec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_secret_is_mounted_and_the_primary_archives_and_backs_up_into_s3() {
+    bin_path("toygres-sidecar");
+    let cluster = Cluster::start().await;
+    let client = cluster.client();
+    create_namespace(&client).await;
+    let emulators = TestDir::new();
+    let moto = Moto::start(emulators.path());
+    moto.create_bucket("k8s-backups").await;
+    let proxy = TcpProxy::start_on(cluster.bridge().host_ip().into(), moto.port).await;
+    let controller = Controller::start(&cluster).await;
+
+    let key = format!("tgkey{}", free_port());
+    let env_file = emulators.path().join("s3.env");
+    std::fs::write(
+        &env_file,
+        format!(
+            "AWS_ACCESS_KEY_ID=toygres\nAWS_SECRET_ACCESS_KEY={key}\nAWS_REGION=us-east-1\n\
+             AWS_ENDPOINT_URL={}\nAWS_ALLOW_HTTP=true\n",
+            proxy.endpoint()
+        ),
+    )
+    .unwrap();
+    controller.cli_ok(&[
+        "secret",
+        "set",
+        "s3-creds",
+        "--from-env-file",
+        &env_file.to_string_lossy(),
+    ]);
+    std::fs::remove_file(&env_file).unwrap();
+    let secret = Api::<Secret>::namespaced(client.clone(), NS)
+        .get("s3-creds")
+        .await
+        .unwrap();
+    let data = secret.data.unwrap_or_default();
+    assert_eq!(data["AWS_SECRET_ACCESS_KEY"].0, key.as_bytes());
+
+    controller.cli_ok(&[
+        "create",
+        "orders",
+        "--replicas",
+        "1",
+        "--backup-store",
+        "s3://k8s-backups/pfx",
+        "--backup-credentials",
+        "s3-creds",
+    ]);
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    for member in ["orders-0", "orders-1"] {
+        let set = serde_json::to_string(&sets.get(member).await.unwrap()).unwrap();
+        assert!(set.contains("s3-creds"), "{member} mounts the store secret");
+        assert!(!set.contains(&key), "{member}'s spec holds the key");
+    }
+    let backup: serde_json::Value =
+        serde_json::from_str(&controller.cli_ok(&["backup", "create", "orders", "-o", "json"]))
+            .unwrap();
+    assert_eq!(backup["status"], "succeeded", "{backup}");
+    let base = moto.list("k8s-backups", "pfx/orders/base/").await;
+    assert!(!base.is_empty(), "the base backup is in the bucket");
+    eventually(WAIT, "WAL archived into the bucket", || async {
+        let wal = moto.list("k8s-backups", "pfx/orders/wal").await;
+        (!wal.is_empty()).then_some(())
+    })
+    .await;
+
+    controller.cli_ok(&["delete", "orders"]);
+    all_of_orders_gone(&client).await;
 }

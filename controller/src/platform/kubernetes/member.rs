@@ -72,6 +72,10 @@ pub const CREDENTIALS_VOLUME: &str = "credentials";
 pub const TLS_DIR: &str = "/etc/toygres/tls";
 /// The name of the TLS volume.
 pub const TLS_VOLUME: &str = "tls";
+/// Where a member mounts its instance's store secret (the object store's credentials).
+pub const STORE_CREDENTIALS_DIR: &str = "/etc/toygres/store-credentials";
+/// The volume of the store secret.
+pub const STORE_CREDENTIALS_VOLUME: &str = "store-credentials";
 
 /// Files of a Secret volume: readable by the owner (root) and the group (`fsGroup`, the
 /// postgres group), by no one else.
@@ -180,42 +184,62 @@ fn member_pod_spec(
             }),
             ..PodSecurityContext::default()
         }),
-        volumes: Some(vec![
-            Volume {
-                name: CREDENTIALS_VOLUME.to_string(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(credentials_secret_name(&settings.instance)),
-                    items: Some(
-                        SecretName::ALL
-                            .iter()
-                            .map(|secret| KeyToPath {
-                                key: secret.key().to_string(),
-                                path: secret.key().to_string(),
-                                mode: None,
-                            })
-                            .collect(),
-                    ),
-                    default_mode: Some(CREDENTIAL_FILE_MODE),
-                    optional: Some(false),
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: TLS_VOLUME.to_string(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(super::tls::member_tls_secret_name(member)),
-                    default_mode: Some(CREDENTIAL_FILE_MODE),
-                    optional: Some(false),
-                    ..SecretVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-            empty_dir_volume("tmp", None),
-            empty_dir_volume("run", None),
-            // Postgres's dynamic shared memory (parallel queries): a container runtime's default
-            // /dev/shm is 64 MiB; this one is bounded by the memory limit instead.
-            empty_dir_volume("shm", Some("Memory")),
-        ]),
+        volumes: Some(
+            vec![
+                Volume {
+                    name: CREDENTIALS_VOLUME.to_string(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(credentials_secret_name(&settings.instance)),
+                        items: Some(
+                            SecretName::ALL
+                                .iter()
+                                .map(|secret| KeyToPath {
+                                    key: secret.key().to_string(),
+                                    path: secret.key().to_string(),
+                                    mode: None,
+                                })
+                                .collect(),
+                        ),
+                        default_mode: Some(CREDENTIAL_FILE_MODE),
+                        optional: Some(false),
+                    }),
+                    ..Volume::default()
+                },
+                Volume {
+                    name: TLS_VOLUME.to_string(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(super::tls::member_tls_secret_name(member)),
+                        default_mode: Some(CREDENTIAL_FILE_MODE),
+                        optional: Some(false),
+                        ..SecretVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                },
+                empty_dir_volume("tmp", None),
+                empty_dir_volume("run", None),
+                // Postgres's dynamic shared memory (parallel queries): a container runtime's default
+                // /dev/shm is 64 MiB; this one is bounded by the memory limit instead.
+                empty_dir_volume("shm", Some("Memory")),
+            ]
+            .into_iter()
+            .chain(
+                settings
+                    .sidecar
+                    .store_credentials_secret
+                    .as_ref()
+                    .map(|secret| Volume {
+                        name: STORE_CREDENTIALS_VOLUME.to_string(),
+                        secret: Some(SecretVolumeSource {
+                            secret_name: Some(secret.clone()),
+                            default_mode: Some(CREDENTIAL_FILE_MODE),
+                            optional: Some(false),
+                            ..SecretVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }),
+            )
+            .collect(),
+        ),
         affinity: Some(member_affinity(settings)),
         topology_spread_constraints: Some(vec![TopologySpreadConstraint {
             max_skew: 1,
@@ -330,14 +354,25 @@ fn sidecar_container(
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![
-            volume_mount(DATA_VOLUME, DATA_VOLUME_MOUNT, false),
-            volume_mount(CREDENTIALS_VOLUME, CREDENTIALS_DIR, true),
-            volume_mount(TLS_VOLUME, TLS_DIR, true),
-            volume_mount("tmp", "/tmp", false),
-            volume_mount("run", SOCKET_DIR, false),
-            volume_mount("shm", "/dev/shm", false),
-        ]),
+        volume_mounts: Some(
+            vec![
+                volume_mount(DATA_VOLUME, DATA_VOLUME_MOUNT, false),
+                volume_mount(CREDENTIALS_VOLUME, CREDENTIALS_DIR, true),
+                volume_mount(TLS_VOLUME, TLS_DIR, true),
+                volume_mount("tmp", "/tmp", false),
+                volume_mount("run", SOCKET_DIR, false),
+                volume_mount("shm", "/dev/shm", false),
+            ]
+            .into_iter()
+            .chain(
+                settings
+                    .sidecar
+                    .store_credentials_secret
+                    .as_ref()
+                    .map(|_| volume_mount(STORE_CREDENTIALS_VOLUME, STORE_CREDENTIALS_DIR, true)),
+            )
+            .collect(),
+        ),
         ..Container::default()
     }
 }
@@ -398,6 +433,12 @@ pub fn sidecar_env(
     }
     if let Some(url) = &sidecar.archive_url {
         env.push(("TOYGRES_ARCHIVE_URL", url.clone()));
+    }
+    if sidecar.store_credentials_secret.is_some() {
+        env.push((
+            "TOYGRES_STORE_CREDENTIALS_DIR",
+            STORE_CREDENTIALS_DIR.into(),
+        ));
     }
     if let Some(url) = &sidecar.notify_url {
         env.push(("TOYGRES_NOTIFY_URL", url.clone()));
@@ -626,6 +667,46 @@ mod tests {
             mounts,
             [DATA_VOLUME_MOUNT, "/tmp", "/var/run/postgresql", "/dev/shm"]
         );
+    }
+
+    #[test]
+    fn the_store_secret_is_mounted_read_only_and_named_only_by_its_directory() {
+        let plain = member_stateful_set(&fixtures::orders(), &standby(1), &fixtures::owner());
+        assert!(!env_of(&plain).contains_key("TOYGRES_STORE_CREDENTIALS_DIR"));
+        assert!(pod_spec(&plain)
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|v| v.name != STORE_CREDENTIALS_VOLUME));
+
+        let mut settings = fixtures::orders();
+        settings.sidecar.archive_url = Some("s3://bucket/orders".into());
+        settings.sidecar.store_credentials_secret = Some("s3-creds".into());
+        let set = member_stateful_set(&settings, &standby(1), &fixtures::owner());
+        let pod = pod_spec(&set);
+        let volume = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == STORE_CREDENTIALS_VOLUME)
+            .unwrap();
+        let secret = volume.secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("s3-creds"));
+        assert_eq!(secret.default_mode, Some(0o440));
+        let mount = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == STORE_CREDENTIALS_VOLUME)
+            .unwrap();
+        assert_eq!(mount.mount_path, STORE_CREDENTIALS_DIR);
+        assert_eq!(mount.read_only, Some(true));
+        let env = env_of(&set);
+        assert_eq!(env["TOYGRES_STORE_CREDENTIALS_DIR"], STORE_CREDENTIALS_DIR);
+        assert_eq!(env["TOYGRES_ARCHIVE_URL"], "s3://bucket/orders");
     }
 
     #[test]

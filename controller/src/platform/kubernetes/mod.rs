@@ -170,6 +170,10 @@ pub struct SidecarSettings {
     /// its WAL receiver loses the primary or it fences itself.
     #[serde(default)]
     pub notify_url: Option<String>,
+    /// The Secret holding the store's credentials, mounted read-only at
+    /// [`member::STORE_CREDENTIALS_DIR`] (`TOYGRES_STORE_CREDENTIALS_DIR`).
+    #[serde(default)]
+    pub store_credentials_secret: Option<String>,
 }
 
 /// One member's own settings.

@@ -124,6 +124,7 @@ fn every_object() -> Vec<(String, serde_json::Value)> {
         isolation_lease_secs: Some(30),
         archive_url: Some("s3://bucket/prefix".into()),
         notify_url: Some("http://toygres.db.svc:8080".into()),
+        store_credentials_secret: Some("s3-creds".into()),
     };
     for ordinal in [1, 2] {
         let standby = MemberSettings {

@@ -145,10 +145,7 @@ impl KubernetesPlatform {
     ) -> Result<MemberHandle, PlatformError> {
         spec.validate()?;
         let mut member_settings = MemberSettings::from_spec(spec)?;
-        let settings = self.settings(
-            &spec.instance,
-            spec.archive.as_ref().map(|a| a.store_url.clone()),
-        );
+        let settings = self.settings(&spec.instance, spec.archive.as_ref());
         settings.validate()?;
         let owner = self.ensure_root(&settings).await?;
         let secret = credentials_secret_name(&spec.instance);

@@ -38,12 +38,13 @@ use super::{
     root_config_map_name, AntiAffinity, InstanceSettings, MemberResources, SidecarSettings,
     StorageRequest, VolumeRetention,
 };
-use crate::platform::PlatformError;
+use crate::platform::{MemberArchive, PlatformError};
 
 mod events;
 mod members;
 mod platform_api;
 mod routing;
+mod store_secrets;
 mod tls;
 
 /// The field manager of every object the platform applies (also `app.kubernetes.io/managed-by`).
@@ -197,7 +198,7 @@ impl KubernetesPlatform {
     }
 
     /// The settings every object of `instance` is built from.
-    fn settings(&self, instance: &str, archive_url: Option<String>) -> InstanceSettings {
+    fn settings(&self, instance: &str, archive: Option<&MemberArchive>) -> InstanceSettings {
         InstanceSettings {
             instance: instance.to_string(),
             namespace: self.namespace.clone(),
@@ -210,7 +211,8 @@ impl KubernetesPlatform {
             sidecar: SidecarSettings {
                 isolation_lease_secs: self.config.isolation_lease_secs,
                 notify_url: self.config.notify_url.clone(),
-                archive_url,
+                archive_url: archive.map(|a| a.store_url.clone()),
+                store_credentials_secret: archive.and_then(|a| a.credentials_secret.clone()),
                 ..SidecarSettings::default()
             },
             extra_labels: Default::default(),

@@ -66,6 +66,22 @@ impl Platform for KubernetesPlatform {
 
     /// Removes the Secret, then the instance's root ConfigMap: the last step of deleting an
     /// instance, after which the garbage collector removes whatever still hangs off the root.
+    async fn put_store_secret(
+        &self,
+        name: &str,
+        values: &std::collections::BTreeMap<String, SecretValue>,
+    ) -> Result<(), PlatformError> {
+        self.put_store_secret_object(name, values).await
+    }
+
+    async fn store_secret_keys(&self, name: &str) -> Result<Option<Vec<String>>, PlatformError> {
+        self.store_secret_object_keys(name).await
+    }
+
+    async fn delete_store_secret(&self, name: &str) -> Result<(), PlatformError> {
+        self.delete_store_secret_object(name).await
+    }
+
     async fn delete_instance_secrets(&self, instance: &str) -> Result<(), PlatformError> {
         validate_instance_name(instance)?;
         for secret in [credentials_secret_name(instance), ca_secret_name(instance)] {
