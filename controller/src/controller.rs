@@ -177,6 +177,7 @@ async fn serve(
             ..ActorSettings::default()
         },
         probe_timeout: config.health_timeout,
+        fast_path: config.health_fast_path,
     };
     let dyn_platform: Arc<dyn Platform> = platform.shared();
     let engine = Arc::new(
