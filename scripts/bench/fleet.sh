@@ -18,7 +18,8 @@
 #
 # Environment: SIZES ("20 100 500"), RUNS (3), PLATFORM (fleet-sim | local), REPLICAS (1),
 # HEALTH_INTERVAL_MS (1000), SETTLE (15 s), SAMPLE_SECONDS (60), SAMPLE_EVERY (5 s),
-# CONCURRENCY (20; 4 for local), TOYGRES_BIN and SIDECAR_BIN (default: target/debug, never
+# CONCURRENCY (20; 4 for local), FAST_PATH (true/false: the controller's --health-fast-path;
+# unset: not passed), TOYGRES_BIN and SIDECAR_BIN (default: target/debug, never
 # built here), PG_BIN, KEEP=1, TIMEOUT (600 s for all creates).
 set -eEuo pipefail
 
@@ -87,6 +88,7 @@ start_run() {
     LOGS+=("$ROOT/controller-$tag.log")
     "${TG[@]}" controller --listen "127.0.0.1:$CTL_PORT" --health-interval-ms "$HEALTH_INTERVAL_MS" \
         --sidecar-bin "$SIDECAR_BIN" --pg-bin-dir "$PG_BIN" "${platform_args[@]}" \
+        ${FAST_PATH:+--health-fast-path "$FAST_PATH"} \
         </dev/null >"$ROOT/controller-$tag.log" 2>&1 &
     CTL_PID=$!
     PIDS+=("$CTL_PID")
