@@ -58,6 +58,13 @@ pub struct ControllerArgs {
           value_parser = clap::value_parser!(u64).range(100..))]
     pub health_timeout_ms: u64,
 
+    /// Probe members outside the instance actors' durable history and wake an actor only when
+    /// something changed (its quiet instances then keep a long safety-net round); off: every
+    /// actor runs a durable round every health interval (experimental, off by default)
+    #[arg(long, env = "TOYGRES_HEALTH_FAST_PATH", value_name = "BOOL", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub health_fast_path: bool,
+
     /// Milliseconds between two passes of the local platform's supervisor, which starts again
     /// the members whose sidecar died
     #[arg(long, env = "TOYGRES_SUPERVISE_INTERVAL_MS", value_name = "MS", default_value_t = 2000,
@@ -179,6 +186,7 @@ pub struct ControllerConfig {
     pub pg_bin_dir: Option<PathBuf>,
     pub health_interval: Duration,
     pub health_timeout: Duration,
+    pub health_fast_path: bool,
     pub poll_interval: Duration,
     pub supervise_interval: Duration,
     /// The sidecars' isolation lease; `None`: off.
@@ -247,6 +255,7 @@ impl ControllerConfig {
             pg_bin_dir,
             health_interval: Duration::from_millis(args.health_interval_ms),
             health_timeout: Duration::from_millis(args.health_timeout_ms),
+            health_fast_path: args.health_fast_path,
             poll_interval: Duration::from_millis(args.poll_interval_ms),
             supervise_interval: Duration::from_millis(args.supervise_interval_ms),
             isolation_lease: (args.isolation_lease_secs > 0)

@@ -19,6 +19,7 @@ use crate::engine::{open_store, Engine, EngineSettings};
 use crate::home::{listen_url, remove_addr_file, write_file_atomically};
 use crate::metrics::ControllerMetrics;
 use crate::orchestrations::instance_actor::ActorSettings;
+use crate::platform::fleet_sim::FleetSimPlatform;
 use crate::platform::kubernetes::args::PlatformKind;
 use crate::platform::kubernetes::leader::{self, LeaderLease, Leadership};
 use crate::platform::kubernetes::platform::{cluster_client, KubernetesPlatform};
@@ -176,6 +177,7 @@ async fn serve(
             ..ActorSettings::default()
         },
         probe_timeout: config.health_timeout,
+        fast_path: config.health_fast_path,
     };
     let dyn_platform: Arc<dyn Platform> = platform.shared();
     let engine = Arc::new(
@@ -342,6 +344,8 @@ enum RunningPlatform {
     /// The Kubernetes platform (the cluster restarts pods itself) and its relabeler (which
     /// gives re-created pods their role labels back).
     Kubernetes(Arc<KubernetesPlatform>, tokio::task::JoinHandle<()>),
+    /// The local platform with simulated members (benchmarks), and the local supervisor.
+    FleetSim(Arc<FleetSimPlatform>, tokio::task::JoinHandle<()>),
 }
 
 impl RunningPlatform {
@@ -349,6 +353,7 @@ impl RunningPlatform {
         match self {
             RunningPlatform::Local(platform, _) => platform.clone(),
             RunningPlatform::Kubernetes(platform, _) => platform.clone(),
+            RunningPlatform::FleetSim(platform, _) => platform.clone(),
         }
     }
 
@@ -357,6 +362,7 @@ impl RunningPlatform {
             // The supervisor holds a weak reference: it ends once the platform is gone.
             RunningPlatform::Local(platform, _supervisor) => platform.shutdown().await,
             RunningPlatform::Kubernetes(_, relabeler) => relabeler.abort(),
+            RunningPlatform::FleetSim(platform, _supervisor) => platform.local().shutdown().await,
         }
     }
 }
@@ -421,5 +427,18 @@ async fn start_platform(
         "took over the local platform"
     );
     let supervisor = platform.spawn_supervisor(config.supervise_interval);
+    if config.platform.kind == PlatformKind::FleetSim {
+        let url = config
+            .platform
+            .fleet_sim_url
+            .as_deref()
+            .context("--platform fleet-sim needs --fleet-sim-url")?;
+        tracing::warn!(
+            url,
+            "members are simulated by a fleet double (benchmarks only)"
+        );
+        let simulated = Arc::new(FleetSimPlatform::new(platform, url));
+        return Ok(RunningPlatform::FleetSim(simulated, supervisor));
+    }
     Ok(RunningPlatform::Local(platform, supervisor))
 }

@@ -104,28 +104,6 @@ bench_cleanup_hook() {
     stop_processes_under "$TG_HOME"
 }
 
-# Stops every process whose command line names $1: postmasters at once (SIGQUIT), others with
-# SIGTERM, SIGKILL for whatever is left after 20 seconds.
-stop_processes_under() {
-    local pid deadline=$((SECONDS + 20)) left
-    for pid in $(pids_mentioning "$1"); do
-        if [[ $(cat "/proc/$pid/comm" 2>/dev/null) == postgres ]]; then
-            kill -QUIT "$pid" 2>/dev/null
-        else
-            kill -TERM "$pid" 2>/dev/null
-        fi
-        log "stopped leftover process $pid"
-    done
-    while left=$(pids_mentioning "$1") && [[ -n $left ]]; do
-        if ((SECONDS >= deadline)); then
-            # shellcheck disable=SC2086
-            kill -KILL $left 2>/dev/null
-            break
-        fi
-        sleep 0.2
-    done
-}
-
 # ---------------------------------------------------------------------------------------------
 # 1. Create with one standby
 
@@ -157,26 +135,6 @@ create_peer() { # run mode
 # ---------------------------------------------------------------------------------------------
 # 2. Load: CPU and memory with many instances
 
-# CPU ticks of the CMS: its postmaster and its live children, each with the children it reaped
-# (a backend that exited during the window is in the postmaster's cutime/cstime).
-cms_ticks() {
-    local pm=$1 total child
-    total=$(cpu_ticks_with_reaped "$pm")
-    for child in $(ps -o pid= --ppid "$pm"); do
-        total=$((total + $(cpu_ticks_with_reaped "$child" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
-}
-
-# PSS of the CMS (postmaster and children), in KiB.
-cms_pss_kb() {
-    local pm=$1 total=0 p
-    for p in "$pm" $(ps -o pid= --ppid "$pm"); do
-        total=$((total + $(awk '$1 == "Pss:" { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
-}
-
 # The sidecar processes of the instances: pid list.
 sidecar_pids() {
     local p
@@ -198,9 +156,6 @@ health_checks() {
     curl -sf --max-time 5 "http://127.0.0.1:$CTL_PORT/metrics" |
         awk '/^toygres_controller_health_checks_total/ { s += $2 } END { print s + 0 }'
 }
-
-# pct TICKS SECONDS -> percent of one core
-pct() { awk -v t="$1" -v hz="$CLK_TCK" -v s="$2" 'BEGIN { printf "%.1f", 100 * t / hz / s }'; }
 
 load_test() {
     local i name t0 t1

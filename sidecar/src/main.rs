@@ -5,6 +5,7 @@ mod archive;
 mod backup;
 mod bootstrap;
 mod config;
+mod fleet;
 mod notify;
 mod objstore;
 mod owned;
@@ -38,6 +39,9 @@ enum Command {
     /// Restore one WAL file from the object store (Postgres's restore_command); exits 1 quietly
     /// when the archive does not hold it.
     WalFetch(archive::WalFetchArgs),
+    /// A test double: the sidecar API of many simulated members, for fleet benchmarks.
+    #[command(hide = true)]
+    Fleet(fleet::FleetArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => runtime.block_on(run(*args)),
+        Command::Fleet(args) => runtime.block_on(fleet::run(args)),
         Command::WalPush(args) => return runtime.block_on(archive::push::run(args)),
         Command::WalFetch(args) => return runtime.block_on(archive::fetch::wal_fetch(args)),
     };

@@ -36,6 +36,10 @@ pub async fn ensure_app_access(
     _ctx: ActivityContext,
     input: AppAccessInput,
 ) -> Result<(), String> {
+    if deps.platform.simulated() {
+        // No Postgres to make it in.
+        return Ok(());
+    }
     match tokio::time::timeout(TIMEOUT, ensure(&deps, &input)).await {
         Ok(result) => result,
         Err(_) => Err(format!(

@@ -21,6 +21,8 @@ pub struct ActivityDeps {
     /// The health interval this controller runs with (its `--health-interval-ms`): running
     /// actors pick it up from their next round, so a restart with a new value reaches them.
     pub health_interval_ms: u64,
+    /// The fast path runs: actors of quiet instances sleep between its wake-ups.
+    pub fast_path: bool,
 }
 
 /// An activity's error: the whole chain of causes, as text (it goes into the history).

@@ -372,6 +372,11 @@ pub struct ActorView {
     /// The ro endpoint's rule.
     #[serde(default)]
     pub ro: toygres_common::ro_api::RoSettings,
+    /// With the fast path: how long the actor of a quiet instance sleeps between rounds (the
+    /// prober wakes it sooner when something changes). `None` (and in histories written before
+    /// the fast path): a round every health interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_interval_ms: Option<u64>,
 }
 
 impl ActorView {
@@ -388,10 +393,22 @@ impl ActorView {
 
 /// Reads the actor's view of its instance; `None` when the actor is no longer the instance's
 /// (replaced, or the instance is being deleted).
+/// With the fast path, a quiet instance's actor runs a durable round at least this often.
+pub const QUIET_INTERVAL_MS: u64 = 30_000;
+
 pub async fn read_actor_view(
     deps: Arc<ActivityDeps>,
     _ctx: ActivityContext,
     input: ActorRef,
+) -> Result<Option<ActorView>, String> {
+    actor_view(&deps, &input).await
+}
+
+/// The instance as its actor sees it, or `None` when `input` is no longer its actor (or the
+/// instance is ending). Also read by the fast path's prober.
+pub async fn actor_view(
+    deps: &ActivityDeps,
+    input: &ActorRef,
 ) -> Result<Option<ActorView>, String> {
     let Some(instance) = deps
         .cms
@@ -460,5 +477,6 @@ pub async fn read_actor_view(
             m.parsed_role() == Role::Standby && m.parsed_state() == Some(MemberState::Running)
         }),
         ro,
+        quiet_interval_ms: deps.fast_path.then_some(QUIET_INTERVAL_MS),
     }))
 }

@@ -246,6 +246,12 @@ pub async fn record_health(
     _ctx: ActivityContext,
     input: HealthReport,
 ) -> Result<(), String> {
+    write_health(&deps, &input).await
+}
+
+/// Writes a health report to the CMS (the activity's body; the fast path's prober writes the
+/// rounds that changed nothing this way, without events).
+pub async fn write_health(deps: &ActivityDeps, input: &HealthReport) -> Result<(), String> {
     let cms = &deps.cms;
     for probe in &input.probes {
         cms.record_member_health(

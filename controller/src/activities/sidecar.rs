@@ -291,10 +291,15 @@ pub async fn probe_member(
     _ctx: ActivityContext,
     input: ProbeInput,
 ) -> Result<ProbeResult, String> {
+    Ok(probe(&deps, &input).await)
+}
+
+/// One probe of a member (the activity's body; the fast path's prober calls it directly).
+pub async fn probe(deps: &ActivityDeps, input: &ProbeInput) -> ProbeResult {
     let started = Instant::now();
     let deadline = probe_deadline(deps.probe_timeout, input.timeout_ms);
     let asked = async {
-        let client = sidecar(&deps, &input.instance, &input.member, deadline).await?;
+        let client = sidecar(deps, &input.instance, &input.member, deadline).await?;
         client.status().await.map_err(|e| e.to_string())
     };
     let status = match tokio::time::timeout(deadline, asked).await {
@@ -328,10 +333,10 @@ pub async fn probe_member(
     };
     if let (true, Some(query)) = (result.healthy, &input.health_query) {
         result.check =
-            Some(run_health_query(&deps, &input.instance, &input.member, query, deadline).await);
+            Some(run_health_query(deps, &input.instance, &input.member, query, deadline).await);
     }
     deps.metrics.record_health_check(result.healthy);
-    Ok(result)
+    result
 }
 
 /// A probe's deadline: the one asked for, never longer than the controller's probe timeout,

@@ -30,6 +30,7 @@ mod actor_operations;
 mod backup_retention;
 mod backups;
 mod credentials;
+pub mod health_watch;
 pub mod parameters;
 mod restore_wal;
 mod ro;
@@ -48,6 +49,8 @@ pub struct EngineSettings {
     pub actor: ActorSettings,
     /// How long one health probe may take.
     pub probe_timeout: Duration,
+    /// Probe members outside the actors' history ([`health_watch`]) and let quiet actors sleep.
+    pub fast_path: bool,
 }
 
 impl Default for EngineSettings {
@@ -56,6 +59,7 @@ impl Default for EngineSettings {
             poll_interval: Duration::from_millis(20),
             actor: ActorSettings::default(),
             probe_timeout: Duration::from_secs(3),
+            fast_path: false,
         }
     }
 }
@@ -89,6 +93,8 @@ pub struct Engine {
     /// Where members are (the engine asks a source's primary to archive its WAL before a
     /// restore, and reads how far it archived).
     platform: Arc<dyn Platform>,
+    /// The fast path's prober, when it runs.
+    health_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -158,6 +164,15 @@ impl Engine {
             poll_interval: Duration::from_millis(100),
             probe_timeout: settings.probe_timeout,
             health_interval_ms: settings.actor.health_interval_ms,
+            fast_path: settings.fast_path,
+        });
+        let client = Client::new(Arc::clone(&store));
+        let health_watch = settings.fast_path.then(|| {
+            health_watch::spawn(
+                Arc::clone(&deps),
+                client.clone(),
+                settings.actor.max_lag_bytes,
+            )
         });
         let activities = activities::registry(deps)
             .map_err(|e| anyhow::anyhow!("register the activities: {e}"))?;
@@ -172,11 +187,12 @@ impl Engine {
         .await;
         Ok(Self {
             runtime,
-            client: Client::new(store),
+            client,
             cms,
             settings,
             default_backup_store,
             platform,
+            health_watch,
         })
     }
 
@@ -188,6 +204,9 @@ impl Engine {
     /// Stops the runtime, letting running steps finish for up to `timeout`. What is left
     /// resumes from the store at the next start.
     pub async fn shutdown(&self, timeout: Duration) {
+        if let Some(watch) = &self.health_watch {
+            watch.abort();
+        }
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         Arc::clone(&self.runtime).shutdown(Some(ms)).await;
     }

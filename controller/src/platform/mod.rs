@@ -16,6 +16,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use toygres_common::names::{validate_instance_name, validate_member_name, InvalidName, PgAddress};
 
+pub mod fleet_sim;
 pub mod kubernetes;
 pub mod local;
 
@@ -384,6 +385,12 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 /// The platform the controller runs instances on.
 #[async_trait::async_trait]
 pub trait Platform: Send + Sync + fmt::Debug {
+    /// Members are simulated (the hidden `fleet-sim` platform, for benchmarks): their sidecar
+    /// API answers, but no Postgres listens, so nothing connects to one.
+    fn simulated(&self) -> bool {
+        false
+    }
+
     /// Generates the instance's superuser password, replication password and sidecar token the
     /// first time, keeps them in the platform's secret store, and returns references to them.
     /// Later calls return the same references and leave the values alone.

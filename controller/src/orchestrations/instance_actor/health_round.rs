@@ -147,6 +147,7 @@ async fn try_health_round(
     if view.health_interval_ms.is_some() {
         assessment.state.health_interval_ms = view.health_interval_ms;
     }
+    assessment.state.quiet_interval_ms = view.quiet_interval_ms;
     let desired = desired_routes(
         &assessment.probes,
         &assessment.state.members,

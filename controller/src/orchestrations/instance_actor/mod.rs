@@ -32,7 +32,7 @@ use crate::orchestrations::durable::call;
 use crate::orchestrations::operation::cancel_requested;
 use commands::{run_command, start_operation};
 use health_round::{health_round, Routing};
-use state::health_interval;
+use state::wake_interval;
 use supervision::{look_after_primary, recheck_primary};
 
 /// Runs the actor: health rounds on a timer and commands from the queue, then continues as new.
@@ -53,7 +53,7 @@ pub async fn instance_actor(ctx: OrchestrationContext, input: ActorInput) -> Res
         let interval = if state.primary_failures > 0 {
             Duration::from_millis(state.ha.check_interval_ms.max(50))
         } else {
-            health_interval(&input.settings, &state)
+            wake_interval(&input.settings, &state)
         };
         let command = ctx.dequeue_event(COMMANDS_QUEUE);
         let tick = ctx.schedule_timer(interval);

@@ -170,6 +170,25 @@ pub struct ActorState {
     /// Running standbys the healthy primary does not list as streaming: rounds in a row.
     #[serde(default)]
     pub not_following: BTreeMap<String, u32>,
+    /// With the fast path (from the view): how long to sleep while the instance is quiet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_interval_ms: Option<u64>,
+}
+
+impl ActorState {
+    /// Nothing to watch closely: healthy, every member up and within its bounds, no rejoin, no
+    /// suspect primary, no alert standing. Only then may the actor sleep its quiet interval.
+    pub fn is_quiet(&self) -> bool {
+        self.health == Some(InstanceHealth::Healthy)
+            && self
+                .members
+                .values()
+                .all(|m| m.healthy && !m.lagging && !m.check_failed && !m.disk_low)
+            && self.not_following.is_empty()
+            && self.alert.is_none()
+            && self.primary_failures == 0
+            && self.view.as_ref().is_some_and(|v| v.rejoining.is_empty())
+    }
 }
 
 /// One member as the last round saw it.
@@ -183,6 +202,15 @@ pub struct MemberSeen {
     /// Less than [`DISK_LOW_PERCENT`](super::health::DISK_LOW_PERCENT) of its data file system is free.
     #[serde(default)]
     pub disk_low: bool,
+}
+
+/// How long the actor sleeps before its next round: with the fast path and a quiet instance, its
+/// quiet interval (the prober wakes it when something changes); else the health interval.
+pub fn wake_interval(settings: &ActorSettings, state: &ActorState) -> Duration {
+    match state.quiet_interval_ms {
+        Some(ms) if state.is_quiet() => Duration::from_millis(ms.max(100)),
+        _ => health_interval(settings, state),
+    }
 }
 
 /// How long the actor waits between health rounds: the interval the CMS last gave it, else its

@@ -11,6 +11,9 @@ pub enum PlatformKind {
     Local,
     /// Members are StatefulSets in a Kubernetes namespace.
     Kubernetes,
+    /// Members are simulated by a `toygres-sidecar fleet` double (benchmarks only).
+    #[value(hide = true)]
+    FleetSim,
 }
 
 /// The platform flags of `toygres controller`.
@@ -19,6 +22,10 @@ pub struct PlatformArgs {
     /// Where instances run
     #[arg(long = "platform", env = "TOYGRES_PLATFORM", value_enum, default_value_t = PlatformKind::Local)]
     pub kind: PlatformKind,
+
+    /// fleet-sim: the URL of the `toygres-sidecar fleet` double simulating the members
+    #[arg(long, env = "TOYGRES_FLEET_SIM_URL", value_name = "URL", hide = true)]
+    pub fleet_sim_url: Option<String>,
 
     /// Kubernetes: the kubeconfig file [default: the in-cluster service account]
     #[arg(long, env = "KUBECONFIG", value_name = "FILE")]

@@ -1,0 +1,256 @@
+//! The fast path of health (issue 17): one task in the controller probes every running
+//! instance's members each health interval, outside any orchestration's history, and wakes an
+//! instance's actor (`CheckNow`) only when something matters — a member's health, role,
+//! timeline, lag class, check or disk changed, the instance's settings or members changed, or
+//! the instance is unhealthy when first seen. The actor then runs its durable round and makes
+//! its decisions exactly as before; while the instance stays quiet it sleeps its quiet interval
+//! ([`QUIET_INTERVAL_MS`]), a safety net.
+//!
+//! The rounds that change nothing are written to the CMS here (member health, the check history
+//! and the instance's health, no events), at most once per [`RECORD_EVERY`] per instance.
+//! Nothing here decides anything: a missed wake-up costs at most the quiet interval.
+//!
+//! [`QUIET_INTERVAL_MS`]: crate::activities::members::QUIET_INTERVAL_MS
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duroxide::Client;
+use futures::StreamExt as _;
+use toygres_common::domain::{InstanceHealth, InstanceState, Role};
+
+use crate::activities::members::{actor_view, ActorView};
+use crate::activities::records::{write_health, ActorRef, HealthReport};
+use crate::activities::sidecar::{probe, ProbeInput, ProbeResult};
+use crate::activities::ActivityDeps;
+use crate::endpoints::ro_rule::LagRule;
+use crate::orchestrations::instance_actor::health_round::round_deadline_ms;
+use crate::orchestrations::instance_actor::{assess, ActorCommand, ActorState, COMMANDS_QUEUE};
+
+/// How long an instance's view (members, settings) is used before it is read again.
+const VIEW_REFRESH: Duration = Duration::from_secs(10);
+/// How often a quiet instance's health is written to the CMS.
+pub const RECORD_EVERY: Duration = Duration::from_secs(5);
+/// Instances checked at once.
+const CONCURRENCY: usize = 64;
+
+/// What the prober remembers of one instance.
+#[derive(Debug, Clone)]
+struct Watched {
+    actor_id: String,
+    view: ActorView,
+    view_read: Instant,
+    /// The members as last assessed (for the lag bounds' hysteresis).
+    memory: ActorState,
+    /// What the last pass saw that matters.
+    digest: Option<Digest>,
+    recorded: Option<Instant>,
+}
+
+/// What of a pass matters to the actor: a change wakes it.
+#[derive(Debug, Clone, PartialEq)]
+struct Digest {
+    health: InstanceHealth,
+    members: Vec<MemberDigest>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct MemberDigest {
+    member: String,
+    healthy: bool,
+    lagging: bool,
+    check_failed: bool,
+    disk_low: bool,
+    role: Option<Role>,
+    timeline: Option<u32>,
+    /// Primary: its standbys and their sync states, sorted.
+    standbys: Vec<String>,
+    sync_degraded: bool,
+}
+
+/// Starts the prober; it runs until the task is aborted.
+pub fn spawn(
+    deps: Arc<ActivityDeps>,
+    client: Client,
+    max_lag_bytes: u64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let interval = Duration::from_millis(deps.health_interval_ms.max(100));
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watched: BTreeMap<String, Watched> = BTreeMap::new();
+        loop {
+            ticks.tick().await;
+            if let Err(e) = pass(&deps, &client, max_lag_bytes, interval, &mut watched).await {
+                tracing::warn!("health fast path: {e}");
+            }
+        }
+    })
+}
+
+/// One pass over every running instance.
+async fn pass(
+    deps: &ActivityDeps,
+    client: &Client,
+    max_lag_bytes: u64,
+    interval: Duration,
+    watched: &mut BTreeMap<String, Watched>,
+) -> Result<(), String> {
+    let instances = deps
+        .cms
+        .live_instances()
+        .await
+        .map_err(|e| format!("list the instances: {e:#}"))?;
+    let running: Vec<(String, String)> = instances
+        .into_iter()
+        .filter(|i| i.summary.parsed_state() == Some(InstanceState::Running))
+        .filter_map(|i| Some((i.summary.name.clone(), i.actor_id?)))
+        .collect();
+    let mut before = std::mem::take(watched);
+    let checks = running.into_iter().map(|(name, actor_id)| {
+        let previous = before.remove(&name);
+        async move {
+            let kept = check(
+                deps,
+                client,
+                max_lag_bytes,
+                interval,
+                &name,
+                actor_id,
+                previous,
+            )
+            .await;
+            (name, kept)
+        }
+    });
+    let results: Vec<(String, Option<Watched>)> = futures::stream::iter(checks)
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    watched.extend(results.into_iter().filter_map(|(n, w)| Some((n, w?))));
+    Ok(())
+}
+
+/// Probes one instance; wakes its actor or records its health. Returns what to remember
+/// (`None`: the instance is not watched now, its view unreadable or its actor replaced).
+async fn check(
+    deps: &ActivityDeps,
+    client: &Client,
+    max_lag_bytes: u64,
+    interval: Duration,
+    instance: &str,
+    actor_id: String,
+    previous: Option<Watched>,
+) -> Option<Watched> {
+    let previous = previous.filter(|w| w.actor_id == actor_id);
+    let mut settings_changed = false;
+    let mut watched = match previous {
+        Some(w) if w.view_read.elapsed() < VIEW_REFRESH => w,
+        previous => {
+            let owner = ActorRef {
+                instance: instance.to_string(),
+                actor_id: actor_id.clone(),
+            };
+            let view = match actor_view(deps, &owner).await {
+                Ok(Some(view)) => view,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::debug!(instance, "health fast path: read the view: {e}");
+                    return previous;
+                }
+            };
+            match previous {
+                Some(mut w) => {
+                    settings_changed = w.view != view;
+                    w.view = view;
+                    w.view_read = Instant::now();
+                    w
+                }
+                None => Watched {
+                    actor_id,
+                    view,
+                    view_read: Instant::now(),
+                    memory: ActorState::default(),
+                    digest: None,
+                    recorded: None,
+                },
+            }
+        }
+    };
+    let view = &watched.view;
+    let deadline_ms = round_deadline_ms(view.ha.check_timeout_ms, interval);
+    let probes: Vec<ProbeResult> = futures::future::join_all(view.members.iter().map(|member| {
+        let input = ProbeInput {
+            instance: instance.to_string(),
+            member: member.clone(),
+            health_query: view.ha.health_query.clone(),
+            timeout_ms: Some(deadline_ms),
+        };
+        async move { probe(deps, &input).await }
+    }))
+    .await;
+    let lag_rule = LagRule {
+        settings: view.ro.clone(),
+        default_bytes: max_lag_bytes,
+        member_bytes: view.lag_bounds.clone(),
+    };
+    let assessment = assess(&watched.memory, probes, &lag_rule);
+    let digest = digest_of(&assessment.state, &assessment.probes, assessment.health);
+    let changed = match &watched.digest {
+        Some(before) => *before != digest,
+        None => assessment.health != InstanceHealth::Healthy,
+    };
+    watched.memory.members = assessment.state.members.clone();
+    watched.digest = Some(digest);
+    if changed || settings_changed {
+        let command = serde_json::to_string(&ActorCommand::CheckNow).unwrap_or_default();
+        if let Err(e) = client
+            .enqueue_event(&watched.actor_id, COMMANDS_QUEUE, command)
+            .await
+        {
+            tracing::warn!(instance, "health fast path: wake the actor: {e}");
+        }
+        // Its round records this.
+        watched.recorded = Some(Instant::now());
+        return Some(watched);
+    }
+    let due = watched.recorded.is_none_or(|t| t.elapsed() >= RECORD_EVERY);
+    if due && assessment.health == InstanceHealth::Healthy {
+        let report = HealthReport {
+            instance: instance.to_string(),
+            health: assessment.health,
+            probes: assessment.probes,
+            events: Vec::new(),
+            ro: None,
+        };
+        match write_health(deps, &report).await {
+            Ok(()) => watched.recorded = Some(Instant::now()),
+            Err(e) => tracing::debug!(instance, "health fast path: record the health: {e}"),
+        }
+    }
+    Some(watched)
+}
+
+fn digest_of(state: &ActorState, probes: &[ProbeResult], health: InstanceHealth) -> Digest {
+    let members = probes
+        .iter()
+        .map(|p| {
+            let seen = state.members.get(&p.member);
+            let mut standbys = p.standbys.clone();
+            standbys.sort();
+            MemberDigest {
+                member: p.member.clone(),
+                healthy: p.healthy,
+                lagging: seen.is_some_and(|s| s.lagging),
+                check_failed: seen.is_some_and(|s| s.check_failed),
+                disk_low: seen.is_some_and(|s| s.disk_low),
+                role: p.role,
+                timeline: p.timeline,
+                standbys,
+                sync_degraded: p.sync_degraded,
+            }
+        })
+        .collect();
+    Digest { health, members }
+}

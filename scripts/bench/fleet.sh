@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# Fleet benchmark (issue 17): what a controller and its CMS cost per instance, with many
+# simulated instances (`toygres-sidecar fleet`, the hidden `--platform fleet-sim`) or with real
+# ones (the local platform, real sidecars and Postgres).
+#
+#   scripts/bench/fleet.sh                                  # SIZES="20 100 500" RUNS=3, simulated
+#   PLATFORM=local SIZES=20 scripts/bench/fleet.sh          # the same with 20 real instances
+#   SIZES=20 RUNS=1 SAMPLE_SECONDS=20 scripts/bench/fleet.sh   # quick check
+#
+# For each size and run, on a fresh temp TOYGRES_HOME: starts the double (simulated only) and
+# `toygres controller --health-interval-ms HEALTH_INTERVAL_MS` with its embedded CMS, creates
+# SIZE instances with REPLICAS async standbys each (CONCURRENCY creates in flight), waits until
+# all run, settles SETTLE seconds, then measures over SAMPLE_SECONDS (sampled every SAMPLE_EVERY
+# for RSS): controller CPU (utime + stime) and RSS; the CMS's CPU (postmaster and backends, the
+# exited ones through the postmaster's cutime) and PSS; the double's (or all sidecars') CPU;
+# member probes per second. Then it stops the controller and the double and everything under the
+# home, by pid. Each row is the median of the RUNS runs (min–max).
+#
+# Environment: SIZES ("20 100 500"), RUNS (3), PLATFORM (fleet-sim | local), REPLICAS (1),
+# HEALTH_INTERVAL_MS (1000), SETTLE (15 s), SAMPLE_SECONDS (60), SAMPLE_EVERY (5 s),
+# CONCURRENCY (20; 4 for local), FAST_PATH (true/false: the controller's --health-fast-path;
+# unset: not passed), TOYGRES_BIN and SIDECAR_BIN (default: target/debug, never
+# built here), PG_BIN, KEEP=1, TIMEOUT (600 s for all creates).
+set -eEuo pipefail
+
+SIZES=${SIZES:-20 100 500}
+RUNS=${RUNS:-3}
+PLATFORM=${PLATFORM:-fleet-sim}
+REPLICAS=${REPLICAS:-1}
+HEALTH_INTERVAL_MS=${HEALTH_INTERVAL_MS:-1000}
+SETTLE=${SETTLE:-15}
+SAMPLE_SECONDS=${SAMPLE_SECONDS:-60}
+SAMPLE_EVERY=${SAMPLE_EVERY:-5}
+TIMEOUT=${TIMEOUT:-600}
+LOG_TAG=fleet-bench
+# shellcheck source=scripts/bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+case $PLATFORM in
+fleet-sim) CONCURRENCY=${CONCURRENCY:-20} ;;
+local) CONCURRENCY=${CONCURRENCY:-4} ;;
+*) die "PLATFORM must be fleet-sim or local" ;;
+esac
+require_tools curl jq awk ps
+for var in RUNS HEALTH_INTERVAL_MS SETTLE SAMPLE_SECONDS SAMPLE_EVERY CONCURRENCY; do
+    require_positive_int "$var"
+done
+[[ $REPLICAS =~ ^[0-9]$ ]] || die "REPLICAS must be 0-9"
+TOYGRES_BIN=${TOYGRES_BIN:-$REPO_ROOT/target/debug/toygres}
+SIDECAR_BIN=${SIDECAR_BIN:-$REPO_ROOT/target/debug/toygres-sidecar}
+for bin in "$TOYGRES_BIN" "$SIDECAR_BIN"; do
+    [[ -x $bin ]] || die "$bin is missing: cargo build --workspace --bins"
+done
+BUILD=$([[ $TOYGRES_BIN == */release/* ]] && echo release || echo debug)
+find_pg_bin pg_basebackup
+bench_root tgfleet
+cd "$ROOT"
+
+HOME_DIR=""
+CTL_PID=""
+CTL_PORT=""
+FLEET_PID=""
+
+# `toygres` on the run's home, untouched by the caller's environment (env execs it: same pid).
+tg_command() {
+    TG=(env -u DATABASE_URL -u TOYGRES_URL -u TOYGRES_TOKEN_FILE -u TOYGRES_LISTEN
+        "TOYGRES_HOME=$HOME_DIR" "RUST_LOG=${RUST_LOG:-info}" "$TOYGRES_BIN")
+}
+tg() { "${TG[@]}" "$@"; }
+
+# Starts the double (simulated fleet) and the controller on a fresh home.
+start_run() {
+    local tag=$1 platform_args=()
+    HOME_DIR=$ROOT/home-$tag
+    mkdir -p "$HOME_DIR"
+    chmod 0711 "$HOME_DIR"
+    tg_command
+    if [[ $PLATFORM == fleet-sim ]]; then
+        "$SIDECAR_BIN" fleet --listen 127.0.0.1:0 --url-file "$ROOT/fleet-$tag.url" \
+            >"$ROOT/fleet-$tag.log" 2>&1 &
+        FLEET_PID=$!
+        PIDS+=("$FLEET_PID")
+        LOGS+=("$ROOT/fleet-$tag.log")
+        wait_for "$FLEET_PID" "the fleet double's URL" test -s "$ROOT/fleet-$tag.url"
+        platform_args=(--platform fleet-sim --fleet-sim-url "$(cat "$ROOT/fleet-$tag.url")")
+    fi
+    free_port CTL_PORT
+    LOGS+=("$ROOT/controller-$tag.log")
+    "${TG[@]}" controller --listen "127.0.0.1:$CTL_PORT" --health-interval-ms "$HEALTH_INTERVAL_MS" \
+        --sidecar-bin "$SIDECAR_BIN" --pg-bin-dir "$PG_BIN" "${platform_args[@]}" \
+        ${FAST_PATH:+--health-fast-path "$FAST_PATH"} \
+        </dev/null >"$ROOT/controller-$tag.log" 2>&1 &
+    CTL_PID=$!
+    PIDS+=("$CTL_PID")
+    wait_for "$CTL_PID" "the controller's /healthz" \
+        curl -sf --max-time 2 "http://127.0.0.1:$CTL_PORT/healthz"
+}
+
+# Stops the controller (it stops its CMS), the double, and whatever still runs from the home.
+stop_run() {
+    if [[ -n $CTL_PID ]]; then
+        stop_pid "$CTL_PID" TERM 60
+        wait "$CTL_PID" 2>/dev/null || true
+        forget_pid "$CTL_PID"
+        CTL_PID=""
+    fi
+    if [[ -n $FLEET_PID ]]; then
+        stop_pid "$FLEET_PID" TERM 10
+        wait "$FLEET_PID" 2>/dev/null || true
+        forget_pid "$FLEET_PID"
+        FLEET_PID=""
+    fi
+    [[ -z $HOME_DIR ]] || stop_processes_under "$HOME_DIR"
+}
+
+bench_cleanup_hook() { stop_run; }
+
+running_count() {
+    tg list -o json | jq '[.instances[] | select(.state == "running")] | length'
+}
+
+# Creates $1 instances, $CONCURRENCY at a time, and waits until all run.
+create_fleet() {
+    local size=$1 i name deadline t0
+    t0=$(now)
+    for ((i = 1; i <= size; i++)); do
+        name=f$i
+        tg create "$name" --replicas "$REPLICAS" --replication async --no-wait \
+            >>"$ROOT/creates.log" 2>&1 || die "toygres create $name failed: $(tail -3 "$ROOT/creates.log")"
+        if ((i % CONCURRENCY == 0)); then
+            deadline=$((SECONDS + TIMEOUT))
+            until (($(running_count) >= i)); do
+                ((SECONDS < deadline)) || die "only $(running_count) of $i instances run"
+                sleep 0.5
+            done
+        fi
+    done
+    deadline=$((SECONDS + TIMEOUT))
+    until (($(running_count) >= size)); do
+        ((SECONDS < deadline)) || die "only $(running_count) of $size instances run"
+        sleep 0.5
+    done
+    log "created $size instances in $(elapsed "$t0" "$(now)" 1) s"
+}
+
+health_checks() {
+    curl -sf --max-time 5 "http://127.0.0.1:$CTL_PORT/metrics" |
+        awk '/^toygres_controller_health_checks_total/ { s += $2 } END { print s + 0 }'
+}
+
+# What serves the members: the double, or every sidecar under the home.
+member_pids() {
+    local p
+    if [[ -n $FLEET_PID ]]; then
+        echo "$FLEET_PID"
+        return
+    fi
+    for p in $(pids_mentioning "$HOME_DIR/instances"); do
+        [[ $(cat "/proc/$p/comm" 2>/dev/null) == toygres-sidecar ]] && echo "$p"
+    done
+    return 0
+}
+
+ticks_of() {
+    local total=0 p
+    for p in "$@"; do total=$((total + $(cpu_ticks "$p" 2>/dev/null || echo 0))); done
+    echo "$total"
+}
+
+# measure SIZE: one window; records SIZE-prefixed metrics.
+measure() {
+    local n=$1 pm members c0 m0 s0 h0 t0 c1 m1 s1 h1 dt i rss_max=0 rss pss_max=0 pss rss0
+    pm=$(head -1 "$HOME_DIR/cms/data/postmaster.pid")
+    [[ $pm =~ ^[0-9]+$ ]] && pid_alive "$pm" || die "no live CMS postmaster"
+    mapfile -t members < <(member_pids)
+    log "n=$n: sampling ${SAMPLE_SECONDS}s: controller $CTL_PID, CMS $pm, ${#members[@]} member processes"
+    t0=$(now) c0=$(cpu_ticks "$CTL_PID") m0=$(cms_ticks "$pm") s0=$(ticks_of "${members[@]}")
+    h0=$(health_checks) rss0=$(rss_kb "$CTL_PID")
+    for ((i = 0; i < SAMPLE_SECONDS / SAMPLE_EVERY; i++)); do
+        sleep "$SAMPLE_EVERY"
+        pid_alive "$CTL_PID" || die "the controller exited"
+        rss=$(rss_kb "$CTL_PID")
+        ((rss > rss_max)) && rss_max=$rss
+        pss=$(cms_pss_kb "$pm")
+        ((pss > pss_max)) && pss_max=$pss
+    done
+    c1=$(cpu_ticks "$CTL_PID") m1=$(cms_ticks "$pm") s1=$(ticks_of "${members[@]}")
+    h1=$(health_checks)
+    dt=$(elapsed "$t0" "$(now)")
+    record "n${n}_ctl_cpu" "$(pct $((c1 - c0)) "$dt")"
+    record "n${n}_cms_cpu" "$(pct $((m1 - m0)) "$dt")"
+    record "n${n}_both_cpu" "$(pct $((c1 - c0 + m1 - m0)) "$dt")"
+    record "n${n}_members_cpu" "$(pct $((s1 - s0)) "$dt")"
+    record "n${n}_probes" "$(calc "($h1 - $h0) / $dt")"
+    record "n${n}_ctl_rss" "$(calc "$rss_max / 1024")"
+    record "n${n}_ctl_rss_growth" "$(calc "($(rss_kb "$CTL_PID") - $rss0) / 1024 / $dt * 60")"
+    record "n${n}_cms_pss" "$(calc "$pss_max / 1024")"
+    record "n${n}_cms_backends" "$(ps -o pid= --ppid "$pm" | wc -l)"
+    record "n${n}_load" "$(awk '{ print $1 }' /proc/loadavg)"
+}
+
+log "toygres: $TOYGRES_BIN ($BUILD); sidecar: $SIDECAR_BIN; platform $PLATFORM; temp dir $ROOT"
+for size in $SIZES; do
+    require_positive_int size
+    for ((run = 1; run <= RUNS; run++)); do
+        log "n=$size run $run: starting"
+        start_run "$size-$run"
+        create_fleet "$size"
+        log "n=$size run $run: settling ${SETTLE}s"
+        sleep "$SETTLE"
+        measure "$size"
+        stop_run
+    done
+done
+
+echo
+echo "Fleet benchmark: platform $PLATFORM, $BUILD build, $RUNS run(s) per size, $(nproc) CPUs;" \
+    "$REPLICAS standby per instance, health interval $HEALTH_INTERVAL_MS ms, window ${SAMPLE_SECONDS} s" \
+    "after ${SETTLE} s; median (min–max)"
+echo
+echo "| instances | controller CPU % | CMS CPU % | controller + CMS % | controller RSS MiB (peak) | RSS growth MiB/min | CMS PSS MiB | CMS backends | members' CPU % | probes/s | load avg |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+for size in $SIZES; do
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$size" \
+        "$(cell "n${size}_ctl_cpu" 1)" "$(cell "n${size}_cms_cpu" 1)" "$(cell "n${size}_both_cpu" 1)" \
+        "$(cell "n${size}_ctl_rss" 1)" "$(cell "n${size}_ctl_rss_growth" 1)" \
+        "$(cell "n${size}_cms_pss" 1)" "$(cell "n${size}_cms_backends" 0)" \
+        "$(cell "n${size}_members_cpu" 1)" "$(cell "n${size}_probes" 1)" "$(cell "n${size}_load" 1)"
+done
