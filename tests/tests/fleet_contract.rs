@@ -214,7 +214,14 @@ async fn the_simulated_fleet_answers_as_real_sidecars_do() {
     let primary = Sidecar::start(&dir, SidecarSpec::primary("ct-0")).await;
     let standby = Sidecar::start(&dir, SidecarSpec::standby("ct-1", &primary)).await;
     let double = FleetDouble::start(&dir).await;
-    let http = reqwest::Client::new();
+    // One client for both: HTTPS to the real members (trusting their instance's CA), plain
+    // HTTP to the double.
+    let http = toygres_common::tls::https::client_trusting(
+        reqwest::Client::builder(),
+        &std::fs::read(primary.ca_file()).unwrap(),
+        "http://127.0.0.1",
+    )
+    .unwrap();
 
     // The simulated pair claims the real pair's names, with made-up Postgres ports.
     let sim_pg = |port: u16| json!({"host": "127.0.0.1", "port": port});

@@ -398,7 +398,7 @@ impl Engine {
                 | OperationKind::BackupDelete
                 | OperationKind::BackupCleanup
                 | OperationKind::CredentialsRotate => continue,
-                | OperationKind::BackupVerify => continue,
+                OperationKind::BackupVerify => continue,
             };
             tracing::info!(
                 operation = operation.id,

@@ -128,6 +128,26 @@ impl Platform for FleetSimPlatform {
         self.local.read_secret(secret).await
     }
 
+    async fn rotate_secret(&self, secret: &SecretRef) -> Result<(), PlatformError> {
+        self.local.rotate_secret(secret).await
+    }
+
+    async fn put_store_secret(
+        &self,
+        name: &str,
+        values: &std::collections::BTreeMap<String, SecretValue>,
+    ) -> Result<(), PlatformError> {
+        self.local.put_store_secret(name, values).await
+    }
+
+    async fn store_secret_keys(&self, name: &str) -> Result<Option<Vec<String>>, PlatformError> {
+        self.local.store_secret_keys(name).await
+    }
+
+    async fn delete_store_secret(&self, name: &str) -> Result<(), PlatformError> {
+        self.local.delete_store_secret(name).await
+    }
+
     fn secret_location(&self, secret: &SecretRef) -> Option<String> {
         self.local.secret_location(secret)
     }
