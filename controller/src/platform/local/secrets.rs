@@ -132,14 +132,7 @@ fn write_random_tmp(path: &Path) -> anyhow::Result<std::path::PathBuf> {
     let value = hex(&bytes);
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
-    match write_new_private(
-        &tmp,
-        format!(
-            "{value}
-"
-        )
-        .as_bytes(),
-    ) {
+    match write_new_private(&tmp, format!("{value}\n").as_bytes()) {
         Ok(()) => Ok(tmp),
         Err(e) => {
             let _ = fs::remove_file(&tmp);
