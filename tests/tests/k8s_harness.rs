@@ -717,9 +717,9 @@ async fn the_sidecar_image_runs_postgres_in_a_pod_and_keeps_its_data_when_resche
                             {"name": "TOYGRES_REPLICATION_PASSWORD_FILE", "value": "/etc/toygres/replication"}
                         ],
                         "ports": [{"name": "pg", "containerPort": 5432}, {"name": "api", "containerPort": 8008}],
-                        "startupProbe": {"httpGet": {"path": "/healthz", "port": "api"}, "periodSeconds": 1, "failureThreshold": 120},
-                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "api"}, "periodSeconds": 1},
-                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "api"}, "periodSeconds": 5},
+                        "startupProbe": {"httpGet": {"path": "/healthz", "port": "api", "scheme": "HTTPS"}, "periodSeconds": 1, "failureThreshold": 120},
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "api", "scheme": "HTTPS"}, "periodSeconds": 1},
+                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "api", "scheme": "HTTPS"}, "periodSeconds": 5},
                         "volumeMounts": [
                             {"name": "data", "mountPath": "/var/lib/postgresql/data"},
                             {"name": "secrets", "mountPath": "/etc/toygres", "readOnly": true}

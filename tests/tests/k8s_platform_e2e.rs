@@ -134,8 +134,22 @@ impl Controller {
 
     /// The status `GET PATH` answers with, if any.
     async fn status(&self, path: &str) -> Option<u16> {
-        let url = format!("http://{}:{}{path}", self.host, self.port);
-        reqwest::get(&url).await.ok().map(|r| r.status().as_u16())
+        // A local-platform controller serves HTTPS from its own CA; a Kubernetes one without a
+        // certificate serves HTTP.
+        let ca = self.home.path().join("tls").join("ca.crt");
+        let (url, http) = if ca.exists() {
+            let url = format!("https://{}:{}{path}", self.host, self.port);
+            let http = toygres_tests::https_client(&ca, &url);
+            (url, http)
+        } else {
+            let url = format!("http://{}:{}{path}", self.host, self.port);
+            (url, reqwest::Client::new())
+        };
+        http.get(&url)
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
     }
 
     /// Whether this controller serves its API (it writes the address once it does).

@@ -13,7 +13,7 @@ use toygres_common::sidecar_api::{parse_lsn, RestartRequest, SetParametersReques
 
 use super::deps::{describe, ActivityDeps};
 use super::sidecar::{poll_status, sidecar, Polled};
-use crate::orchestrations::instance_actor::COMMANDS_QUEUE;
+use crate::orchestrations::names::COMMANDS_QUEUE;
 
 /// How long a sidecar may take to restart its Postgres.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(180);

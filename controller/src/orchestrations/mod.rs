@@ -18,9 +18,9 @@ pub mod members;
 pub mod names;
 pub mod operation;
 pub mod parameters;
-mod parameters_undo;
 pub mod replicas;
 pub mod scheduled_parameters;
+mod wait_time;
 
 use duroxide::OrchestrationRegistry;
 

@@ -13,7 +13,6 @@ mod routes;
 pub mod sim;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 
@@ -28,8 +27,7 @@ pub struct FleetArgs {
     pub url_file: Option<std::path::PathBuf>,
 }
 
-/// The fleet, shared by the routes.
-pub type SharedFleet = Arc<Mutex<sim::Fleet>>;
+pub use sim::SharedFleet;
 
 /// Serves the simulated fleet until SIGTERM or Ctrl-C.
 pub async fn run(args: FleetArgs) -> anyhow::Result<()> {

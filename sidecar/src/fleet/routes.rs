@@ -16,8 +16,7 @@ use toygres_common::sidecar_api::{
     PromoteResponse, ReplicationRequest, Role, SetParametersRequest, SetParametersResponse, Status,
 };
 
-use super::sim::{Listed, Refusal, Register};
-use super::SharedFleet;
+use super::sim::{Listed, Refusal, Register, SharedFleet};
 
 /// The whole API of the double.
 pub fn app(fleet: SharedFleet) -> Router {

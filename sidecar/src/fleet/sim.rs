@@ -463,6 +463,9 @@ fn sync_names(policy: &SyncPolicy) -> String {
     format!("{method} {} ({})", policy.num_sync, names.join(", "))
 }
 
+/// The fleet, shared by the routes.
+pub type SharedFleet = std::sync::Arc<std::sync::Mutex<Fleet>>;
+
 #[cfg(test)]
 mod tests {
     use super::*;

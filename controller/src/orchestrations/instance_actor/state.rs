@@ -18,8 +18,7 @@ use crate::orchestrations::ha::target::PrimarySeen;
 use crate::orchestrations::parameters::ParametersInput;
 use crate::orchestrations::replicas::{AddReplicaInput, RemoveReplicaInput};
 
-/// The durable queue the actor takes commands from.
-pub const COMMANDS_QUEUE: &str = "commands";
+pub use crate::orchestrations::names::COMMANDS_QUEUE;
 
 /// A command for the actor, sent with `client.enqueue_event(actor_id, COMMANDS_QUEUE, json)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
