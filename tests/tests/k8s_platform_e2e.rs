@@ -134,22 +134,21 @@ impl Controller {
 
     /// The status `GET PATH` answers with, if any.
     async fn status(&self, path: &str) -> Option<u16> {
-        // A local-platform controller serves HTTPS from its own CA; a Kubernetes one without a
-        // certificate serves HTTP.
+        // A local-platform controller serves HTTPS from its own CA (in its home); a Kubernetes
+        // one without a certificate serves HTTP (its home may hold a CA all the same).
         let ca = self.home.path().join("tls").join("ca.crt");
-        let (url, http) = if ca.exists() {
+        if ca.exists() {
             let url = format!("https://{}:{}{path}", self.host, self.port);
-            let http = toygres_tests::https_client(&ca, &url);
-            (url, http)
-        } else {
-            let url = format!("http://{}:{}{path}", self.host, self.port);
-            (url, reqwest::Client::new())
-        };
-        http.get(&url)
-            .send()
-            .await
-            .ok()
-            .map(|r| r.status().as_u16())
+            let answer = toygres_tests::https_client(&ca, &url)
+                .get(&url)
+                .send()
+                .await;
+            if let Ok(answer) = answer {
+                return Some(answer.status().as_u16());
+            }
+        }
+        let url = format!("http://{}:{}{path}", self.host, self.port);
+        reqwest::get(&url).await.ok().map(|r| r.status().as_u16())
     }
 
     /// Whether this controller serves its API (it writes the address once it does).
