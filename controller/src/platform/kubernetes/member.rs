@@ -521,6 +521,25 @@ mod tests {
         set.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
     }
 
+    fn volume_named<'a>(pod: &'a PodSpec, name: &str) -> &'a Volume {
+        pod.volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == name)
+            .unwrap_or_else(|| panic!("no volume {name}"))
+    }
+
+    fn mount_named<'a>(container: &'a Container, name: &str) -> &'a VolumeMount {
+        container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no mount {name}"))
+    }
+
     fn env_of(set: &StatefulSet) -> BTreeMap<String, String> {
         pod_spec(set).containers[0]
             .env
@@ -685,23 +704,11 @@ mod tests {
         settings.sidecar.store_credentials_secret = Some("s3-creds".into());
         let set = member_stateful_set(&settings, &standby(1), &fixtures::owner());
         let pod = pod_spec(&set);
-        let volume = pod
-            .volumes
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|v| v.name == STORE_CREDENTIALS_VOLUME)
-            .unwrap();
+        let volume = volume_named(pod, STORE_CREDENTIALS_VOLUME);
         let secret = volume.secret.as_ref().unwrap();
         assert_eq!(secret.secret_name.as_deref(), Some("s3-creds"));
         assert_eq!(secret.default_mode, Some(0o440));
-        let mount = pod.containers[0]
-            .volume_mounts
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|m| m.name == STORE_CREDENTIALS_VOLUME)
-            .unwrap();
+        let mount = mount_named(&pod.containers[0], STORE_CREDENTIALS_VOLUME);
         assert_eq!(mount.mount_path, STORE_CREDENTIALS_DIR);
         assert_eq!(mount.read_only, Some(true));
         let env = env_of(&set);
@@ -741,13 +748,7 @@ mod tests {
             env["TOYGRES_REPLICATION_PASSWORD_FILE"],
             "/etc/toygres/secrets/replication-password"
         );
-        let volume = pod
-            .volumes
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|v| v.name == CREDENTIALS_VOLUME)
-            .unwrap();
+        let volume = volume_named(pod, CREDENTIALS_VOLUME);
         let secret = volume.secret.as_ref().unwrap();
         assert_eq!(secret.secret_name.as_deref(), Some("orders-credentials"));
         assert_eq!(secret.default_mode, Some(0o440));
@@ -767,13 +768,7 @@ mod tests {
                 "app-password"
             ]
         );
-        let mount = container
-            .volume_mounts
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|m| m.name == CREDENTIALS_VOLUME)
-            .unwrap();
+        let mount = mount_named(container, CREDENTIALS_VOLUME);
         assert_eq!(mount.mount_path, CREDENTIALS_DIR);
         assert_eq!(mount.read_only, Some(true));
     }
@@ -905,13 +900,7 @@ mod tests {
         let set = member_stateful_set(&fixtures::orders(), &spec, &fixtures::owner());
         let pod = pod_spec(&set);
         assert_eq!(env_of(&set)["TOYGRES_TLS_DIR"], TLS_DIR);
-        let volume = pod
-            .volumes
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|v| v.name == TLS_VOLUME)
-            .unwrap();
+        let volume = volume_named(pod, TLS_VOLUME);
         let secret = volume.secret.as_ref().unwrap();
         let member = set.metadata.name.as_deref().unwrap();
         assert_eq!(
@@ -919,13 +908,7 @@ mod tests {
             Some(format!("{member}-tls").as_str())
         );
         assert_eq!(secret.default_mode, Some(0o440));
-        let mount = pod.containers[0]
-            .volume_mounts
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|m| m.name == TLS_VOLUME)
-            .unwrap();
+        let mount = mount_named(&pod.containers[0], TLS_VOLUME);
         assert_eq!(
             (mount.mount_path.as_str(), mount.read_only),
             (TLS_DIR, Some(true))
