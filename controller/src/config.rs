@@ -5,15 +5,17 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
-
-use anyhow::Context as _;
-use tokio_postgres::config::{Host, SslMode};
 
 use crate::api_tls::ApiTls;
 use crate::home::ControllerHome;
 use crate::platform::kubernetes::args::{PlatformArgs, PlatformKind};
+
+mod database_url;
+mod dotenv;
+
+pub use database_url::{describe_cms, parse_database_url, store_url, DatabaseUrlError, SecretUrl};
+pub use dotenv::{load_dotenv, parse_dotenv, DotenvError};
 
 /// The default address of the controller's HTTP API.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
@@ -129,23 +131,6 @@ pub struct ControllerArgs {
     pub platform: PlatformArgs,
 }
 
-/// A connection string that may hold a password: never printed (`Debug` is redacted).
-#[derive(Clone)]
-pub struct SecretUrl(String);
-
-impl SecretUrl {
-    /// The URL itself, for the client library.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for SecretUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecretUrl(<redacted>)")
-    }
-}
-
 /// Settings that failed validation.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -159,8 +144,8 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// Never carries the URL itself: it may hold a password.
-    #[error("DATABASE_URL is not a valid PostgreSQL connection string: {0}")]
-    DatabaseUrl(String),
+    #[error(transparent)]
+    DatabaseUrl(#[from] DatabaseUrlError),
 }
 
 /// Where the CMS lives.
@@ -299,196 +284,6 @@ fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {
     })
 }
 
-/// Parses `DATABASE_URL` (a `postgresql://` URL or `key=value` string) and fills in the
-/// controller's defaults (application name, connect timeout).
-pub fn parse_database_url(url: &str) -> Result<tokio_postgres::Config, ConfigError> {
-    let mut config = tokio_postgres::Config::from_str(url)
-        .map_err(|e| ConfigError::DatabaseUrl(e.to_string()))?;
-    if config.get_hosts().is_empty() {
-        return Err(ConfigError::DatabaseUrl("it names no host".into()));
-    }
-    if config.get_ssl_mode() == SslMode::Require {
-        return Err(ConfigError::DatabaseUrl(
-            "sslmode=require is not supported yet (the controller speaks to the CMS without TLS)"
-                .into(),
-        ));
-    }
-    if config.get_application_name().is_none() {
-        config.application_name("toygres-controller");
-    }
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(5));
-    }
-    Ok(config)
-}
-
-/// `DATABASE_URL` as a URL the duroxide store accepts: a `postgres://` URL as given, a
-/// `key=value` string rebuilt as one (sqlx reads only URLs).
-pub fn store_url(given: &str, config: &tokio_postgres::Config) -> SecretUrl {
-    let given = given.trim();
-    if given.starts_with("postgres://") || given.starts_with("postgresql://") {
-        return SecretUrl(given.to_string());
-    }
-    let encode = |bytes: &[u8]| -> String {
-        bytes
-            .iter()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    char::from(*b).to_string()
-                }
-                other => format!("%{other:02X}"),
-            })
-            .collect()
-    };
-    let mut url = String::from("postgres://");
-    if let Some(user) = config.get_user() {
-        url.push_str(&encode(user.as_bytes()));
-        if let Some(password) = config.get_password() {
-            url.push(':');
-            url.push_str(&encode(password));
-        }
-        url.push('@');
-    }
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let mut socket = None;
-    match config.get_hosts().first() {
-        Some(Host::Tcp(host)) => url.push_str(&format!("{host}:{port}")),
-        Some(Host::Unix(path)) => {
-            url.push_str(&format!("localhost:{port}"));
-            socket = Some(encode(path.as_os_str().as_encoded_bytes()));
-        }
-        None => url.push_str(&format!("localhost:{port}")),
-    }
-    url.push('/');
-    url.push_str(&encode(
-        config.get_dbname().unwrap_or("postgres").as_bytes(),
-    ));
-    if let Some(socket) = socket {
-        url.push_str(&format!("?host={socket}"));
-    }
-    SecretUrl(url)
-}
-
-/// Where a CMS connection goes (`host:port/dbname`), without user or password, for logs.
-pub fn describe_cms(config: &tokio_postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(Host::Tcp(host)) => host.clone(),
-        Some(Host::Unix(path)) => path.display().to_string(),
-        None => "?".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let dbname = config
-        .get_dbname()
-        .or(config.get_user())
-        .unwrap_or("postgres");
-    format!("{host}:{port}/{dbname}")
-}
-
-/// A line of a `.env` file that could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {reason}")]
-pub struct DotenvError {
-    pub line: usize,
-    pub reason: &'static str,
-}
-
-/// Parses the text of a `.env` file: `KEY=VALUE` lines, optionally prefixed by `export `; blank
-/// lines and lines starting with `#` are skipped. A value may be wrapped in single quotes (taken
-/// literally) or double quotes (where `\n`, `\"` and `\\` are escapes); an unquoted value ends at
-/// ` #` (a comment) and is trimmed.
-pub fn parse_dotenv(text: &str) -> Result<Vec<(String, String)>, DotenvError> {
-    let mut vars = Vec::new();
-    for (index, raw) in text.lines().enumerate() {
-        let fail = |reason| DotenvError {
-            line: index + 1,
-            reason,
-        };
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").map_or(line, str::trim_start);
-        let (key, value) = line.split_once('=').ok_or(fail("expected KEY=VALUE"))?;
-        let key = key.trim();
-        if !is_env_key(key) {
-            return Err(fail(
-                "the key must be letters, digits and '_', not starting with a digit",
-            ));
-        }
-        let value = parse_dotenv_value(value.trim()).map_err(fail)?;
-        vars.push((key.to_string(), value));
-    }
-    Ok(vars)
-}
-
-fn is_env_key(key: &str) -> bool {
-    let mut chars = key.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn parse_dotenv_value(value: &str) -> Result<String, &'static str> {
-    let after_quoted = |rest: &str| -> Result<(), &'static str> {
-        let rest = rest.trim();
-        if rest.is_empty() || rest.starts_with('#') {
-            Ok(())
-        } else {
-            Err("unexpected text after the closing quote")
-        }
-    };
-    if let Some(body) = value.strip_prefix('\'') {
-        let end = body.find('\'').ok_or("unterminated single quote")?;
-        after_quoted(&body[end + 1..])?;
-        return Ok(body[..end].to_string());
-    }
-    if let Some(body) = value.strip_prefix('"') {
-        let mut out = String::new();
-        let mut chars = body.char_indices();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '"' => {
-                    after_quoted(&body[i + 1..])?;
-                    return Ok(out);
-                }
-                '\\' => match chars.next() {
-                    Some((_, 'n')) => out.push('\n'),
-                    Some((_, 't')) => out.push('\t'),
-                    Some((_, other)) => out.push(other),
-                    None => break,
-                },
-                other => out.push(other),
-            }
-        }
-        return Err("unterminated double quote");
-    }
-    let value = match value.find(" #") {
-        Some(comment) => &value[..comment],
-        None => value,
-    };
-    Ok(value.trim_end().to_string())
-}
-
-/// Reads `path` (when it exists) and sets each variable it defines that is not already set, so
-/// the environment wins over the file. Returns the names it set.
-///
-/// Call it before any other thread starts: it changes the process environment.
-pub fn load_dotenv(path: &Path) -> anyhow::Result<Vec<String>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
-    };
-    let vars = parse_dotenv(&text).with_context(|| format!("parse {}", path.display()))?;
-    let mut set = Vec::new();
-    for (key, value) in vars {
-        if std::env::var_os(&key).is_none() {
-            std::env::set_var(&key, value);
-            set.push(key);
-        }
-    }
-    Ok(set)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -507,80 +302,6 @@ mod tests {
         let mut argv = vec!["toygres"];
         argv.extend_from_slice(flags);
         TestCli::try_parse_from(argv).unwrap().args
-    }
-
-    #[test]
-    fn dotenv_reads_plain_exported_and_quoted_values() {
-        let text = "\
-# a comment
-TOYGRES_HOME=/var/lib/toygres
-
-export TOYGRES_LISTEN = 0.0.0.0:7700   # trailing comment
-DATABASE_URL='postgres://u:p#w@db/cms'
-GREETING=\"hello \\\"world\\\"\\nbye\"
-EMPTY=
-";
-        let vars = parse_dotenv(text).unwrap();
-        assert_eq!(
-            vars,
-            vec![
-                ("TOYGRES_HOME".into(), "/var/lib/toygres".into()),
-                ("TOYGRES_LISTEN".into(), "0.0.0.0:7700".into()),
-                ("DATABASE_URL".into(), "postgres://u:p#w@db/cms".into()),
-                ("GREETING".into(), "hello \"world\"\nbye".into()),
-                ("EMPTY".into(), String::new()),
-            ]
-        );
-    }
-
-    #[test]
-    fn dotenv_keeps_hash_inside_an_unquoted_value() {
-        let vars = parse_dotenv("URL=http://x/#anchor").unwrap();
-        assert_eq!(vars, vec![("URL".into(), "http://x/#anchor".into())]);
-    }
-
-    #[test]
-    fn dotenv_reports_the_line_of_a_bad_entry() {
-        assert_eq!(
-            parse_dotenv("A=1\nnot a pair\n").unwrap_err(),
-            DotenvError {
-                line: 2,
-                reason: "expected KEY=VALUE"
-            }
-        );
-        assert_eq!(parse_dotenv("1A=x").unwrap_err().line, 1);
-        assert_eq!(
-            parse_dotenv("A=\"open").unwrap_err().reason,
-            "unterminated double quote"
-        );
-        assert_eq!(
-            parse_dotenv("A='x' y").unwrap_err().reason,
-            "unexpected text after the closing quote"
-        );
-    }
-
-    #[test]
-    fn dotenv_does_not_override_variables_already_set() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(".env");
-        std::fs::write(
-            &path,
-            "TOYGRES_TEST_DOTENV_SET=from-file\nTOYGRES_TEST_DOTENV_NEW=from-file\n",
-        )
-        .unwrap();
-        // Names only this test uses, so changing them cannot disturb other tests.
-        std::env::set_var("TOYGRES_TEST_DOTENV_SET", "from-env");
-        let set = load_dotenv(&path).unwrap();
-        assert_eq!(set, vec!["TOYGRES_TEST_DOTENV_NEW".to_string()]);
-        assert_eq!(
-            std::env::var("TOYGRES_TEST_DOTENV_SET").unwrap(),
-            "from-env"
-        );
-        assert_eq!(
-            std::env::var("TOYGRES_TEST_DOTENV_NEW").unwrap(),
-            "from-file"
-        );
-        assert!(load_dotenv(&dir.path().join("missing")).unwrap().is_empty());
     }
 
     #[test]
@@ -657,48 +378,5 @@ EMPTY=
     fn bad_listen_address_is_refused_by_the_parser() {
         let err = TestCli::try_parse_from(["toygres", "--listen", "localhost"]).unwrap_err();
         assert!(err.to_string().contains("--listen"), "{err}");
-    }
-
-    #[test]
-    fn bad_database_url_error_does_not_echo_the_password() {
-        let err = parse_database_url("postgres://cms:s3cret@db:notaport/toygres").unwrap_err();
-        let message = err.to_string();
-        assert!(
-            message.starts_with("DATABASE_URL is not a valid"),
-            "{message}"
-        );
-        assert!(!message.contains("s3cret"), "{message}");
-    }
-
-    #[test]
-    fn database_url_gets_controller_defaults_and_a_redacted_description() {
-        let config = parse_database_url("postgres://cms:s3cret@db.example:6432/toygres").unwrap();
-        assert_eq!(config.get_application_name(), Some("toygres-controller"));
-        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(5)));
-        let description = describe_cms(&config);
-        assert_eq!(description, "db.example:6432/toygres");
-        assert!(!format!("{config:?}").contains("s3cret"));
-    }
-
-    #[test]
-    fn a_key_value_database_url_becomes_a_url_for_the_store() {
-        let given = "host=db.example port=6432 user=cms password='p@ss word' dbname=toygres";
-        let url = store_url(given, &parse_database_url(given).unwrap());
-        assert_eq!(
-            url.expose(),
-            "postgres://cms:p%40ss%20word@db.example:6432/toygres"
-        );
-        assert_eq!(format!("{url:?}"), "SecretUrl(<redacted>)");
-        let given = "postgresql://cms:x@db/toygres";
-        assert_eq!(
-            store_url(given, &parse_database_url(given).unwrap()).expose(),
-            given
-        );
-    }
-
-    #[test]
-    fn database_url_requiring_tls_is_refused() {
-        let err = parse_database_url("postgres://db/toygres?sslmode=require").unwrap_err();
-        assert!(err.to_string().contains("sslmode=require"), "{err}");
     }
 }
