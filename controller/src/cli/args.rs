@@ -34,3 +34,18 @@ pub enum OutputFormat {
     /// JSON for programs
     Json,
 }
+
+/// What every command that starts an operation takes: whether to wait for it, where the
+/// controller is, and how to print. A command whose `--no-wait` reads differently says so with
+/// `#[command(mut_arg("no_wait", …))]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OperationArgs {
+    /// Print the operation id and return at once
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}

@@ -8,7 +8,7 @@ use toygres_common::backup_api::{
 };
 use toygres_common::controller_api::{InstanceDetail, OperationAccepted};
 
-use super::args::{ClientArgs, OutputFormat};
+use super::args::{ClientArgs, OperationArgs, OutputFormat};
 use super::backup_cleanup::{CleanupArgs, DeleteArgs};
 use super::client::ControllerClient;
 use super::instances::render_connection;
@@ -62,6 +62,7 @@ pub struct ScheduleArgs {
 
 /// `toygres backup create NAME [--kind base|logical] [--label L]`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(mut_arg("no_wait", |a| a.help("Print the operation and backup ids and return at once")))]
 pub struct CreateArgs {
     pub name: String,
     /// What to take
@@ -73,14 +74,8 @@ pub struct CreateArgs {
     /// Logical backups: a database to dump (repeatable) [default: postgres]
     #[arg(long = "database")]
     pub databases: Vec<String>,
-    /// Print the operation and backup ids and return at once
-    #[arg(long)]
-    pub no_wait: bool,
     #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    pub op: OperationArgs,
 }
 
 /// `toygres backup list NAME`.
@@ -137,7 +132,7 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
 }
 
 async fn create(args: CreateArgs) -> anyhow::Result<()> {
-    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let client = ControllerClient::from_args(&args.op.client, std::env::var_os("HOME"))?;
     let request = CreateBackupRequest {
         kind: Some(args.kind),
         label: args.label,
@@ -146,9 +141,9 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     let accepted: BackupAccepted = client
         .post(&format!("/v1/instances/{}/backups", args.name), &request)
         .await?;
-    let table = args.output == OutputFormat::Table;
-    if args.no_wait {
-        match args.output {
+    let table = args.op.output == OutputFormat::Table;
+    if args.op.no_wait {
+        match args.op.output {
             OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&accepted)?),
             OutputFormat::Table => println!(
                 "backup {} (operation {})",
@@ -168,7 +163,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     let backup: BackupView = client
         .get(&format!("/v1/backups/{}", accepted.backup_id))
         .await?;
-    match args.output {
+    match args.op.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&backup)?),
         OutputFormat::Table => print!("{}", render_one(&backup)),
     }
@@ -225,20 +220,14 @@ pub struct RestoreArgs {
     /// Replication mode of the new instance
     #[arg(long, value_parser = ["sync", "async"], default_value = "async")]
     pub replication: String,
-    /// Print the operation id and return at once
-    #[arg(long)]
-    pub no_wait: bool,
     #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    pub op: OperationArgs,
 }
 
 /// Runs `toygres restore`: waits for the new instance unless `--no-wait`, then prints how to
 /// connect to it.
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
-    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let client = ControllerClient::from_args(&args.op.client, std::env::var_os("HOME"))?;
     let request = RestoreRequest {
         to: args.to.clone(),
         time: args.time.clone(),
@@ -250,9 +239,9 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let accepted: OperationAccepted = client
         .post(&format!("/v1/instances/{}/restore", args.source), &request)
         .await?;
-    let table = args.output == OutputFormat::Table;
-    if args.no_wait {
-        match args.output {
+    let table = args.op.output == OutputFormat::Table;
+    if args.op.no_wait {
+        match args.op.output {
             OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&accepted)?),
             OutputFormat::Table => println!("operation {}", accepted.operation_id),
         }
@@ -267,7 +256,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let operation = wait(&client, &accepted.operation_id, table).await?;
     fail_unless_succeeded(&operation)?;
     let detail: InstanceDetail = client.get(&format!("/v1/instances/{}", args.to)).await?;
-    match args.output {
+    match args.op.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&detail)?),
         OutputFormat::Table => {
             eprintln!(

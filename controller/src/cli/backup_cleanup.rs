@@ -6,7 +6,7 @@
 use toygres_common::backup_api::CleanupPlan;
 use toygres_common::controller_api::OperationAccepted;
 
-use super::args::{ClientArgs, OutputFormat};
+use super::args::{OperationArgs, OutputFormat};
 use super::client::ControllerClient;
 use super::operation::{fail_unless_succeeded, wait};
 
@@ -15,62 +15,51 @@ use super::operation::{fail_unless_succeeded, wait};
 pub struct DeleteArgs {
     /// The backup (`bk-…`)
     pub id: String,
-    /// Print the operation id and return at once
-    #[arg(long)]
-    pub no_wait: bool,
     #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    pub op: OperationArgs,
 }
 
 /// `toygres backup cleanup NAME [--dry-run]`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(mut_arg("no_wait", |a| a.conflicts_with("dry_run")))]
 pub struct CleanupArgs {
     pub name: String,
     /// Only show what would be kept (and why) and deleted
     #[arg(long)]
     pub dry_run: bool,
-    /// Print the operation id and return at once
-    #[arg(long, conflicts_with = "dry_run")]
-    pub no_wait: bool,
     #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    pub op: OperationArgs,
 }
 
 /// Runs `toygres backup delete`.
 pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
-    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let client = ControllerClient::from_args(&args.op.client, std::env::var_os("HOME"))?;
     let accepted: OperationAccepted = client.delete(&format!("/v1/backups/{}", args.id)).await?;
-    follow(&client, &accepted, args.no_wait, args.output).await
+    follow(&client, &accepted, args.op.no_wait, args.op.output).await
 }
 
 /// Runs `toygres backup verify`.
 pub async fn verify(args: DeleteArgs) -> anyhow::Result<()> {
-    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let client = ControllerClient::from_args(&args.op.client, std::env::var_os("HOME"))?;
     let accepted: OperationAccepted = client
         .post(
             &format!("/v1/backups/{}/verify", args.id),
             &serde_json::json!({}),
         )
         .await?;
-    follow(&client, &accepted, args.no_wait, args.output).await
+    follow(&client, &accepted, args.op.no_wait, args.op.output).await
 }
 
 /// Runs `toygres backup cleanup`.
 pub async fn cleanup(args: CleanupArgs) -> anyhow::Result<()> {
-    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let client = ControllerClient::from_args(&args.op.client, std::env::var_os("HOME"))?;
     let path = format!("/v1/instances/{}/backups/cleanup", args.name);
     if !args.dry_run {
         let accepted: OperationAccepted = client.post(&path, &serde_json::json!({})).await?;
-        return follow(&client, &accepted, args.no_wait, args.output).await;
+        return follow(&client, &accepted, args.op.no_wait, args.op.output).await;
     }
     let plan: CleanupPlan = client.get(&path).await?;
-    match args.output {
+    match args.op.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
         OutputFormat::Table => {
             for kept in &plan.keep {

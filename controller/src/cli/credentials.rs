@@ -6,7 +6,7 @@
 use toygres_common::controller_api::{InstanceDetail, OperationAccepted};
 use toygres_common::credentials_api::{CredentialRole, RotateCredentialsRequest};
 
-use super::args::{ClientArgs, OutputFormat};
+use super::args::{OperationArgs, OutputFormat};
 use super::client::ControllerClient;
 use super::replication::follow;
 
@@ -49,20 +49,14 @@ pub struct RotateArgs {
     /// Whose password
     #[arg(long, value_enum, default_value_t = RoleArg::Owner)]
     pub role: RoleArg,
-    /// Print the operation id and return at once
-    #[arg(long)]
-    pub no_wait: bool,
     #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    pub op: OperationArgs,
 }
 
 /// Runs `toygres credentials …`.
 pub async fn run(args: CredentialsArgs) -> anyhow::Result<()> {
     let CredentialsCommand::Rotate(args) = args.command;
-    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let client = ControllerClient::from_args(&args.op.client, std::env::var_os("HOME"))?;
     let request = RotateCredentialsRequest {
         role: args.role.into(),
     };
@@ -72,8 +66,8 @@ pub async fn run(args: CredentialsArgs) -> anyhow::Result<()> {
             &request,
         )
         .await?;
-    follow(&client, accepted, args.no_wait, args.output).await?;
-    if args.no_wait || args.output != OutputFormat::Table {
+    follow(&client, accepted, args.op.no_wait, args.op.output).await?;
+    if args.op.no_wait || args.op.output != OutputFormat::Table {
         return Ok(());
     }
     let detail: InstanceDetail = client.get(&format!("/v1/instances/{}", args.name)).await?;

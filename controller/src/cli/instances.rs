@@ -6,7 +6,7 @@ use toygres_common::controller_api::{
     MAX_REPLICAS,
 };
 
-use super::args::{ClientArgs, OutputFormat};
+use super::args::{ClientArgs, OperationArgs, OutputFormat};
 use super::client::ControllerClient;
 use super::operation::{fail_unless_succeeded, wait};
 use super::params::{memory_mb, parse_settings};
@@ -59,14 +59,8 @@ pub struct CreateArgs {
     /// The storage the data lives on (ssd, hdd, san)
     #[arg(long, requires = "memory")]
     pub storage: Option<String>,
-    /// Print the operation id and return at once
-    #[arg(long)]
-    pub no_wait: bool,
     #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    pub op: OperationArgs,
 }
 
 /// The flags of `toygres get`.
@@ -87,19 +81,13 @@ pub struct DeleteArgs {
     /// Keep the members' data directories
     #[arg(long)]
     pub keep_data: bool,
-    /// Print the operation id and return at once
-    #[arg(long)]
-    pub no_wait: bool,
     #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    pub op: OperationArgs,
 }
 
 /// Creates an instance, waits for it with a progress display, and prints how to connect.
 pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
-    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let client = ControllerClient::from_args(&args.op.client, std::env::var_os("HOME"))?;
     let request = CreateInstanceRequest {
         name: args.name.clone(),
         replicas: args.replicas,
@@ -134,9 +122,9 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
         },
     };
     let accepted: OperationAccepted = client.post("/v1/instances", &request).await?;
-    let table = args.output == OutputFormat::Table;
-    if args.no_wait {
-        return print_accepted(&accepted, args.output);
+    let table = args.op.output == OutputFormat::Table;
+    if args.op.no_wait {
+        return print_accepted(&accepted, args.op.output);
     }
     if table {
         eprintln!(
@@ -147,7 +135,7 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
     let operation = wait(&client, &accepted.operation_id, table).await?;
     fail_unless_succeeded(&operation)?;
     let detail: InstanceDetail = client.get(&format!("/v1/instances/{}", args.name)).await?;
-    match args.output {
+    match args.op.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&detail)?),
         OutputFormat::Table => {
             eprintln!(
@@ -183,20 +171,20 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
 
 /// Deletes an instance and waits until it is gone.
 pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
-    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let client = ControllerClient::from_args(&args.op.client, std::env::var_os("HOME"))?;
     let path = if args.keep_data {
         format!("/v1/instances/{}?keep_data=true", args.name)
     } else {
         format!("/v1/instances/{}", args.name)
     };
     let accepted: OperationAccepted = client.delete(&path).await?;
-    if args.no_wait {
-        return print_accepted(&accepted, args.output);
+    if args.op.no_wait {
+        return print_accepted(&accepted, args.op.output);
     }
-    let table = args.output == OutputFormat::Table;
+    let table = args.op.output == OutputFormat::Table;
     let operation = wait(&client, &accepted.operation_id, table).await?;
     fail_unless_succeeded(&operation)?;
-    match args.output {
+    match args.op.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&operation)?),
         OutputFormat::Table => println!("Instance {} deleted.", args.name),
     }

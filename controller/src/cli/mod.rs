@@ -21,7 +21,7 @@ pub mod stats;
 
 use clap::{Parser, Subcommand};
 
-pub use args::{ClientArgs, OutputFormat};
+pub use args::{ClientArgs, OperationArgs, OutputFormat};
 
 use crate::config::ControllerArgs;
 

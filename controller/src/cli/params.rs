@@ -12,7 +12,7 @@ use toygres_common::parameters_api::{
     ParameterCategory, PrimaryUpdate, ProfilePlan, SetInstanceParameters,
 };
 
-use super::args::{ClientArgs, OutputFormat};
+use super::args::{ClientArgs, OperationArgs, OutputFormat};
 use super::client::ControllerClient;
 use super::operation::{fail_unless_succeeded, wait};
 
@@ -40,6 +40,7 @@ pub enum ParamsCommand {
 
 /// `toygres params profile NAME PROFILE [key=value …] [--dry-run]`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(mut_arg("no_wait", |a| a.help("Return once the change is accepted")))]
 pub struct ProfileArgs {
     pub name: String,
     /// oltp, analytics, general or development
@@ -59,14 +60,8 @@ pub struct ProfileArgs {
     /// How the primary takes restart-class values
     #[arg(long, value_enum, default_value_t = PrimaryUpdateArg::Switchover)]
     pub primary_update: PrimaryUpdateArg,
-    /// Return once the change is accepted
-    #[arg(long)]
-    pub no_wait: bool,
     #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    pub op: OperationArgs,
 }
 
 /// `toygres params get NAME`.
@@ -93,6 +88,7 @@ pub enum PrimaryUpdateArg {
 
 /// `toygres params set NAME key=value … [--apply immediate|on-next-restart|at TIME]`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(mut_arg("no_wait", |a| a.help("Return once the change is accepted")))]
 pub struct SetArgs {
     pub name: String,
     /// Settings as key=value
@@ -104,31 +100,20 @@ pub struct SetArgs {
     /// How the primary takes a restart-class change
     #[arg(long, value_enum, default_value_t = PrimaryUpdateArg::Switchover)]
     pub primary_update: PrimaryUpdateArg,
-    /// Return once the change is accepted
-    #[arg(long)]
-    pub no_wait: bool,
     #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    pub op: OperationArgs,
 }
 
 /// `toygres params reset NAME key …`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(mut_arg("no_wait", |a| a.help("Return once the change is accepted")))]
 pub struct ResetArgs {
     pub name: String,
     /// Settings to reset
     #[arg(required = true, value_name = "KEY")]
     pub settings: Vec<String>,
-    /// Return once the change is accepted
-    #[arg(long)]
-    pub no_wait: bool,
     #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    pub op: OperationArgs,
 }
 
 /// `toygres params describe NAME [PARAM]`.
@@ -164,9 +149,9 @@ pub async fn run(args: ParamsArgs) -> anyhow::Result<()> {
             change(
                 &args.name,
                 &request,
-                args.no_wait,
-                &args.client,
-                args.output,
+                args.op.no_wait,
+                &args.op.client,
+                args.op.output,
             )
             .await
         }
@@ -180,9 +165,9 @@ pub async fn run(args: ParamsArgs) -> anyhow::Result<()> {
             change(
                 &args.name,
                 &request,
-                args.no_wait,
-                &args.client,
-                args.output,
+                args.op.no_wait,
+                &args.op.client,
+                args.op.output,
             )
             .await
         }
@@ -220,18 +205,25 @@ async fn profile(args: ProfileArgs) -> anyhow::Result<()> {
         dry_run: args.dry_run,
         primary_update: args.primary_update.into(),
     };
-    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let client = ControllerClient::from_args(&args.op.client, std::env::var_os("HOME"))?;
     let path = format!("/v1/instances/{}/parameters/profile", args.name);
     if args.dry_run {
         let plan: ProfilePlan = client.post(&path, &request).await?;
-        match args.output {
+        match args.op.output {
             OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
             OutputFormat::Table => print!("{}", render_plan(&plan)),
         }
         return Ok(());
     }
     let accepted: OperationAccepted = client.post(&path, &request).await?;
-    follow(&args.name, &accepted, args.no_wait, &client, args.output).await
+    follow(
+        &args.name,
+        &accepted,
+        args.op.no_wait,
+        &client,
+        args.op.output,
+    )
+    .await
 }
 
 /// A profile's dry run: one line per setting that would change.

@@ -6,7 +6,7 @@ use toygres_common::controller_api::{
     SwitchoverRequest,
 };
 
-use super::args::{ClientArgs, OutputFormat};
+use super::args::{ClientArgs, OperationArgs, OutputFormat};
 use super::client::ControllerClient;
 use super::instances::last_check;
 use super::operation::{fail_unless_succeeded, wait};
@@ -50,14 +50,8 @@ pub struct SwitchoverArgs {
     /// Seconds to wait for the target to catch up
     #[arg(long, default_value_t = 60)]
     pub sync_timeout: u64,
-    /// Print the operation id and return at once
-    #[arg(long)]
-    pub no_wait: bool,
     #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    pub op: OperationArgs,
 }
 
 /// `toygres replication failover NAME [--to MEMBER] [--force]`.
@@ -70,14 +64,8 @@ pub struct FailoverArgs {
     /// Fail over even though the primary answers (it is fenced first)
     #[arg(long)]
     pub force: bool,
-    /// Print the operation id and return at once
-    #[arg(long)]
-    pub no_wait: bool,
     #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    pub op: OperationArgs,
 }
 
 /// `toygres replication status NAME`.
@@ -110,14 +98,8 @@ pub struct AddArgs {
     /// Its own lag bound (bytes): beyond it, it leaves the ro endpoint
     #[arg(long, value_name = "BYTES")]
     pub max_lag_bytes: Option<u64>,
-    /// Print the operation id and return at once
-    #[arg(long)]
-    pub no_wait: bool,
     #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    pub op: OperationArgs,
 }
 
 /// `toygres replication remove NAME MEMBER`.
@@ -129,14 +111,8 @@ pub struct RemoveArgs {
     /// Keep its data directory
     #[arg(long)]
     pub keep_data: bool,
-    /// Print the operation id and return at once
-    #[arg(long)]
-    pub no_wait: bool,
     #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    pub op: OperationArgs,
 }
 
 /// Runs `toygres replication …`.
@@ -154,7 +130,7 @@ pub async fn run(args: ReplicationArgs) -> anyhow::Result<()> {
             Ok(())
         }
         ReplicationCommand::Add(args) => {
-            let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+            let client = ControllerClient::from_args(&args.op.client, std::env::var_os("HOME"))?;
             let request = AddReplicaRequest {
                 name: args.member,
                 zone: args.zone,
@@ -165,19 +141,19 @@ pub async fn run(args: ReplicationArgs) -> anyhow::Result<()> {
             let accepted: OperationAccepted = client
                 .post(&format!("/v1/instances/{}/replicas", args.name), &request)
                 .await?;
-            follow(&client, accepted, args.no_wait, args.output).await
+            follow(&client, accepted, args.op.no_wait, args.op.output).await
         }
         ReplicationCommand::Remove(args) => {
-            let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+            let client = ControllerClient::from_args(&args.op.client, std::env::var_os("HOME"))?;
             let mut path = format!("/v1/instances/{}/replicas/{}", args.name, args.member);
             if args.keep_data {
                 path.push_str("?keep_data=true");
             }
             let accepted: OperationAccepted = client.delete(&path).await?;
-            follow(&client, accepted, args.no_wait, args.output).await
+            follow(&client, accepted, args.op.no_wait, args.op.output).await
         }
         ReplicationCommand::Switchover(args) => {
-            let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+            let client = ControllerClient::from_args(&args.op.client, std::env::var_os("HOME"))?;
             let request = SwitchoverRequest {
                 to: args.to,
                 wait_for_sync: Some(!args.no_wait_for_sync),
@@ -187,10 +163,10 @@ pub async fn run(args: ReplicationArgs) -> anyhow::Result<()> {
             let accepted: OperationAccepted = client
                 .post(&format!("/v1/instances/{}/switchover", args.name), &request)
                 .await?;
-            follow(&client, accepted, args.no_wait, args.output).await
+            follow(&client, accepted, args.op.no_wait, args.op.output).await
         }
         ReplicationCommand::Failover(args) => {
-            let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+            let client = ControllerClient::from_args(&args.op.client, std::env::var_os("HOME"))?;
             let request = FailoverRequest {
                 to: args.to,
                 force: args.force,
@@ -198,7 +174,7 @@ pub async fn run(args: ReplicationArgs) -> anyhow::Result<()> {
             let accepted: OperationAccepted = client
                 .post(&format!("/v1/instances/{}/failover", args.name), &request)
                 .await?;
-            follow(&client, accepted, args.no_wait, args.output).await
+            follow(&client, accepted, args.op.no_wait, args.op.output).await
         }
     }
 }
