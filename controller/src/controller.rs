@@ -40,6 +40,9 @@ const ENGINE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Runs the controller until a shutdown signal (returns `Ok`) or a failure (returns the error).
 pub async fn run(config: ControllerConfig) -> anyhow::Result<()> {
     let mut signals = ShutdownSignals::install().context("listen for shutdown signals")?;
+    // The API's port is taken first, before the embedded CMS chooses its own: a port freed just
+    // before (one a caller picked for --listen) cannot go to Postgres in between.
+    let listener = bind_api(config.listen)?;
     match &config.cms {
         CmsLocation::External(cms_config) => {
             // Root runs Postgres as the postgres OS user, which must reach the members' data.
@@ -58,6 +61,7 @@ pub async fn run(config: ControllerConfig) -> anyhow::Result<()> {
                 store_url,
                 token,
                 &mut signals,
+                listener,
                 None,
             )
             .await
@@ -66,8 +70,12 @@ pub async fn run(config: ControllerConfig) -> anyhow::Result<()> {
             let pg = PgBinaries::locate(pg_bin_dir.as_deref())?;
             config.home.create(pg.run_as.is_some())?;
             let token = ApiToken::load_or_create(&config.token_file)?;
-            let cms = EmbeddedCms::start(config.home.cms_dir(), &pg).await?;
-            let result = run_with_embedded(&config, &cms, token, &mut signals).await;
+            let api_port = listener
+                .local_addr()
+                .context("read the API's address")?
+                .port();
+            let cms = EmbeddedCms::start(config.home.cms_dir(), &pg, api_port).await?;
+            let result = run_with_embedded(&config, &cms, token, &mut signals, listener).await;
             let stopped = cms.stop().await;
             match (result, stopped) {
                 (Err(e), Err(stop_error)) => {
@@ -85,6 +93,7 @@ async fn run_with_embedded(
     cms: &EmbeddedCms,
     token: ApiToken,
     signals: &mut ShutdownSignals,
+    listener: std::net::TcpListener,
 ) -> anyhow::Result<()> {
     tokio::select! {
         ready = cms.wait_ready(READY_TIMEOUT) => ready?,
@@ -96,7 +105,26 @@ async fn run_with_embedded(
     cms.ensure_database(cms::DATABASE).await?;
     let cms_config = cms.connect_config(cms::DATABASE);
     let store_url = socket_url(&cms.paths().run, cms.port(), cms::DATABASE);
-    serve(config, cms_config, store_url, token, signals, Some(cms)).await
+    serve(
+        config,
+        cms_config,
+        store_url,
+        token,
+        signals,
+        listener,
+        Some(cms),
+    )
+    .await
+}
+
+/// Binds the API's address (non-blocking, for tokio).
+fn bind_api(listen: std::net::SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let listener =
+        std::net::TcpListener::bind(listen).with_context(|| format!("listen on {listen}"))?;
+    listener
+        .set_nonblocking(true)
+        .with_context(|| format!("listen on {listen}"))?;
+    Ok(listener)
 }
 
 /// A `postgres://` URL for sqlx (the duroxide store) that reaches `dbname` as the superuser over
@@ -132,14 +160,15 @@ fn spawn_actor_watch(engine: Arc<Engine>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Migrates the CMS, takes over the platform, starts the engine, binds the API, and serves it
-/// until a signal, supervising the embedded CMS (if any) meanwhile.
+/// Migrates the CMS, takes over the platform, starts the engine, and serves the API on
+/// `listener` until a signal, supervising the embedded CMS (if any) meanwhile.
 async fn serve(
     config: &ControllerConfig,
     cms_config: tokio_postgres::Config,
     store_url: String,
     token: ApiToken,
     signals: &mut ShutdownSignals,
+    listener: std::net::TcpListener,
     embedded: Option<&EmbeddedCms>,
 ) -> anyhow::Result<()> {
     let mut client = cms::connect(&cms_config)
@@ -152,7 +181,7 @@ async fn serve(
     drop(client);
 
     let tls = crate::api_tls::prepare(&config.api_tls, &config.home, config.listen)?;
-    let lease = match become_active(config, tls.as_ref(), signals).await? {
+    let lease = match become_active(config, tls.as_ref(), signals, &listener).await? {
         Standing::Stopped => return Ok(()),
         Standing::Alone => None,
         Standing::Active(lease, leadership) => Some((lease, leadership)),
@@ -195,9 +224,8 @@ async fn serve(
     }
     let actor_watch = spawn_actor_watch(Arc::clone(&engine));
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listen on {}", config.listen))?;
+    let listener =
+        TcpListener::from_std(listener).with_context(|| format!("listen on {}", config.listen))?;
     let url = listen_url(
         listener
             .local_addr()
@@ -295,6 +323,7 @@ async fn become_active(
     config: &ControllerConfig,
     tls: Option<&crate::api_tls::ServingTls>,
     signals: &mut ShutdownSignals,
+    listener: &std::net::TcpListener,
 ) -> anyhow::Result<Standing> {
     if config.platform.kind != PlatformKind::Kubernetes || !config.platform.leader_election {
         return Ok(Standing::Alone);
@@ -312,8 +341,11 @@ async fn become_active(
         identity = lease.identity(),
         "waiting for the controller lease"
     );
-    let listener = TcpListener::bind(config.listen)
-        .await
+    // The standby API serves on a second handle of the same socket: the port stays bound when
+    // it stops, and the active API takes over the connections still queued.
+    let listener = listener
+        .try_clone()
+        .and_then(TcpListener::from_std)
         .with_context(|| format!("listen on {}", config.listen))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let standby = tokio::spawn(crate::api_tls::serve(
@@ -331,7 +363,6 @@ async fn become_active(
             Standing::Stopped
         }
     };
-    // The port is free again once the standby server has stopped.
     let _ = stop_tx.send(());
     let _ = standby.await;
     Ok(standing)

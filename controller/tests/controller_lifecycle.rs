@@ -92,7 +92,12 @@ impl ControllerHome {
 
     /// [`ControllerHome::start`] with more environment variables.
     async fn start_with_env(&mut self, env: &[(&str, &str)]) -> Running {
-        let port = free_port();
+        // Not the CMS port recorded by an earlier run: Postgres, started again, wants it back
+        // (the controller would choose the CMS another port, and the test asserts it keeps it).
+        let recorded = fs::read_to_string(self.path().join("cms/port")).ok();
+        let port = std::iter::repeat_with(free_port)
+            .find(|p| recorded.as_deref().map(str::trim) != Some(&p.to_string()))
+            .unwrap();
         self.runs += 1;
         let log = fs::File::create(self.log_path(self.runs)).unwrap();
         let child = self

@@ -218,11 +218,12 @@ impl Drop for PasswordFile {
     }
 }
 
-/// The port in `port_file`, or a free loopback port, recorded there for next time.
-pub(super) fn stable_port(port_file: &Path) -> anyhow::Result<u16> {
+/// The port in `port_file`, or a free loopback port, recorded there for next time. A recorded
+/// port that is `taken` (the controller's API took it while Postgres was down) is replaced.
+pub(super) fn stable_port(port_file: &Path, taken: u16) -> anyhow::Result<u16> {
     match fs::read_to_string(port_file) {
         Ok(text) => {
-            return text
+            let port = text
                 .trim()
                 .parse::<u16>()
                 .ok()
@@ -232,7 +233,14 @@ pub(super) fn stable_port(port_file: &Path) -> anyhow::Result<u16> {
                         "{} does not hold a port number (1-65535); fix or delete it",
                         port_file.display()
                     )
-                })
+                })?;
+            if port != taken {
+                return Ok(port);
+            }
+            tracing::warn!(
+                "the CMS port {port} recorded in {} is the API's now; choosing another",
+                port_file.display()
+            );
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("read {}", port_file.display())),
@@ -255,11 +263,17 @@ mod tests {
     fn port_is_chosen_once_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("port");
-        let first = stable_port(&file).unwrap();
+        let first = stable_port(&file, 0).unwrap();
         assert_ne!(first, 0);
-        assert_eq!(stable_port(&file).unwrap(), first);
+        assert_eq!(stable_port(&file, 0).unwrap(), first);
+        // The API took the recorded port: another is chosen and recorded.
+        let api = std::net::TcpListener::bind(("127.0.0.1", first)).unwrap();
+        let second = stable_port(&file, first).unwrap();
+        assert_ne!(second, first);
+        assert_eq!(stable_port(&file, first).unwrap(), second);
+        drop(api);
         fs::write(&file, "not a port\n").unwrap();
-        let err = stable_port(&file).unwrap_err();
+        let err = stable_port(&file, 0).unwrap_err();
         assert!(err.to_string().contains("does not hold a port"), "{err}");
     }
 

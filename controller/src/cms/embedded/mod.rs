@@ -96,13 +96,14 @@ impl Postmaster {
 impl EmbeddedCms {
     /// Prepares `cms_dir` (creating the cluster the first time), stops a Postgres left running
     /// by an earlier controller that was killed, and starts Postgres. It does not wait for
-    /// Postgres to accept connections: call [`EmbeddedCms::wait_ready`].
-    pub async fn start(cms_dir: PathBuf, pg: &PgBinaries) -> anyhow::Result<Self> {
+    /// Postgres to accept connections: call [`EmbeddedCms::wait_ready`]. `api_port` is the
+    /// controller's own API port, already bound: Postgres never takes it.
+    pub async fn start(cms_dir: PathBuf, pg: &PgBinaries, api_port: u16) -> anyhow::Result<Self> {
         let paths = CmsPaths::new(cms_dir);
         prepare_dirs(&paths, pg)?;
         let lock = lock_cluster(&paths.lock_file)?;
         init_cluster(&paths, pg).await?;
-        let port = stable_port(&paths.port_file)?;
+        let port = stable_port(&paths.port_file, api_port)?;
         stop_orphaned_postmaster(&paths.data).await?;
         let postmaster = spawn_postmaster(&paths, port, pg)?;
         let (current, _) = watch::channel(postmaster);
