@@ -25,63 +25,74 @@ use duroxide::ActivityContext;
 
 pub use deps::ActivityDeps;
 
-/// The registered names of the activities.
+/// The registered names of the activities, one a line and sorted (a branch that adds one adds
+/// one line), and [`names::ALL`] derived from them.
 pub mod names {
-    pub const RECORD_OPERATION_STARTED: &str = "RecordOperationStarted";
-    pub const RECORD_OPERATION_FINISHED: &str = "RecordOperationFinished";
-    pub const RECORD_INSTANCE_RUNNING: &str = "RecordInstanceRunning";
-    pub const RECORD_ACTOR: &str = "RecordActor";
-    pub const RECORD_HEALTH: &str = "RecordHealth";
-    pub const RECORD_REPLICAS: &str = "RecordReplicas";
-    pub const ENSURE_SECRETS: &str = "EnsureSecrets";
-    pub const DELETE_SECRETS: &str = "DeleteSecrets";
-    pub const ENSURE_ENDPOINTS: &str = "EnsureEndpoints";
-    pub const ROUTE_ENDPOINTS: &str = "RouteEndpoints";
-    pub const DELETE_ENDPOINTS: &str = "DeleteEndpoints";
-    pub const CREATE_MEMBER: &str = "CreateMember";
-    pub const DELETE_MEMBER: &str = "DeleteMember";
-    pub const LIST_MEMBERS: &str = "ListMembers";
-    pub const READ_TOPOLOGY: &str = "ReadTopology";
-    pub const ACTOR_MEMBERS: &str = "ActorMembers";
-    pub const STOP_ACTOR: &str = "StopActor";
-    pub const PRUNE_ACTOR_HISTORY: &str = "PruneActorHistory";
-    pub const WAIT_MEMBER_READY: &str = "WaitMemberReady";
-    pub const WAIT_SYNC_STANDBY: &str = "WaitSyncStandby";
-    pub const PROBE_MEMBER: &str = "ProbeMember";
-    pub const DROP_SLOT: &str = "DropSlot";
-    pub const SURVEY_MEMBERS: &str = "SurveyMembers";
-    pub const FENCE_MEMBER: &str = "FenceMember";
-    pub const PROMOTE_MEMBER: &str = "PromoteMember";
-    pub const UNFENCE_MEMBER: &str = "UnfenceMember";
-    pub const REPOINT_STANDBY: &str = "RepointStandby";
-    pub const SET_SYNC_POLICY: &str = "SetSyncPolicy";
-    pub const WAIT_CAUGHT_UP: &str = "WaitCaughtUp";
-    pub const WAIT_RECEIVED: &str = "WaitReceived";
-    pub const REJOIN_MEMBER: &str = "RejoinMember";
-    pub const RECORD_HANDOVER: &str = "RecordHandover";
-    pub const RECORD_EVENT: &str = "RecordEvent";
-    pub const SET_MEMBER_STATE: &str = "SetMemberState";
-    pub const RECORD_MEMBER_OPTIONS: &str = "RecordMemberOptions";
-    pub const READ_ACTOR_VIEW: &str = "ReadActorView";
-    pub const BACKUP_CANDIDATES: &str = "BackupCandidates";
-    pub const RECORD_BACKUP_STARTED: &str = "RecordBackupStarted";
-    pub const TAKE_BACKUP: &str = "TakeBackup";
-    pub const RECORD_BACKUP_FINISHED: &str = "RecordBackupFinished";
-    pub const READ_BACKUP_SCHEDULE: &str = "ReadBackupSchedule";
-    pub const QUEUE_SCHEDULED_BACKUP: &str = "QueueScheduledBackup";
-    pub const WRITE_PARAMETERS: &str = "WriteParameters";
-    pub const CONFIRM_PARAMETERS: &str = "ConfirmParameters";
-    pub const RESTART_MEMBER: &str = "RestartMember";
-    pub const RECORD_DESIRED_PARAMETERS: &str = "RecordDesiredParameters";
-    pub const WAIT_REPLAYED: &str = "WaitReplayed";
-    pub const QUEUE_DUE_PARAMETERS: &str = "QueueDueParameters";
-    pub const ENSURE_APP_ACCESS: &str = "EnsureAppAccess";
-    pub const OPERATION_CANCELLED: &str = "OperationCancelled";
-    pub const PLAN_BACKUP_DELETION: &str = "PlanBackupDeletion";
-    pub const DELETE_BACKUP_OBJECTS: &str = "DeleteBackupObjects";
-    pub const FORGET_DELETED_BACKUPS: &str = "ForgetDeletedBackups";
-    pub const ROTATE_PASSWORD: &str = "RotatePassword";
-    pub const VERIFY_BACKUP: &str = "VerifyBackup";
+    macro_rules! activity_names {
+        ($($konst:ident = $name:literal;)*) => {
+            $(pub const $konst: &str = $name;)*
+            /// Every activity's name: the orchestration tests register a fake for each.
+            pub const ALL: &[&str] = &[$($konst),*];
+        };
+    }
+
+    activity_names! {
+        ACTOR_MEMBERS = "ActorMembers";
+        BACKUP_CANDIDATES = "BackupCandidates";
+        CONFIRM_PARAMETERS = "ConfirmParameters";
+        CREATE_MEMBER = "CreateMember";
+        DELETE_BACKUP_OBJECTS = "DeleteBackupObjects";
+        DELETE_ENDPOINTS = "DeleteEndpoints";
+        DELETE_MEMBER = "DeleteMember";
+        DELETE_SECRETS = "DeleteSecrets";
+        DROP_SLOT = "DropSlot";
+        ENSURE_APP_ACCESS = "EnsureAppAccess";
+        ENSURE_ENDPOINTS = "EnsureEndpoints";
+        ENSURE_SECRETS = "EnsureSecrets";
+        FENCE_MEMBER = "FenceMember";
+        FORGET_DELETED_BACKUPS = "ForgetDeletedBackups";
+        LIST_MEMBERS = "ListMembers";
+        OPERATION_CANCELLED = "OperationCancelled";
+        PLAN_BACKUP_DELETION = "PlanBackupDeletion";
+        PROBE_MEMBER = "ProbeMember";
+        PROMOTE_MEMBER = "PromoteMember";
+        PRUNE_ACTOR_HISTORY = "PruneActorHistory";
+        QUEUE_DUE_PARAMETERS = "QueueDueParameters";
+        QUEUE_SCHEDULED_BACKUP = "QueueScheduledBackup";
+        READ_ACTOR_VIEW = "ReadActorView";
+        READ_BACKUP_SCHEDULE = "ReadBackupSchedule";
+        READ_TOPOLOGY = "ReadTopology";
+        RECORD_ACTOR = "RecordActor";
+        RECORD_BACKUP_FINISHED = "RecordBackupFinished";
+        RECORD_BACKUP_STARTED = "RecordBackupStarted";
+        RECORD_DESIRED_PARAMETERS = "RecordDesiredParameters";
+        RECORD_EVENT = "RecordEvent";
+        RECORD_HANDOVER = "RecordHandover";
+        RECORD_HEALTH = "RecordHealth";
+        RECORD_INSTANCE_RUNNING = "RecordInstanceRunning";
+        RECORD_MEMBER_OPTIONS = "RecordMemberOptions";
+        RECORD_OPERATION_FINISHED = "RecordOperationFinished";
+        RECORD_OPERATION_STARTED = "RecordOperationStarted";
+        RECORD_REPLICAS = "RecordReplicas";
+        REJOIN_MEMBER = "RejoinMember";
+        REPOINT_STANDBY = "RepointStandby";
+        RESTART_MEMBER = "RestartMember";
+        ROTATE_PASSWORD = "RotatePassword";
+        ROUTE_ENDPOINTS = "RouteEndpoints";
+        SET_MEMBER_STATE = "SetMemberState";
+        SET_SYNC_POLICY = "SetSyncPolicy";
+        STOP_ACTOR = "StopActor";
+        SURVEY_MEMBERS = "SurveyMembers";
+        TAKE_BACKUP = "TakeBackup";
+        UNFENCE_MEMBER = "UnfenceMember";
+        VERIFY_BACKUP = "VerifyBackup";
+        WAIT_CAUGHT_UP = "WaitCaughtUp";
+        WAIT_MEMBER_READY = "WaitMemberReady";
+        WAIT_RECEIVED = "WaitReceived";
+        WAIT_REPLAYED = "WaitReplayed";
+        WAIT_SYNC_STANDBY = "WaitSyncStandby";
+        WRITE_PARAMETERS = "WriteParameters";
+    }
 }
 
 /// Registers every activity, each with its own handle on `deps`.

@@ -36,65 +36,11 @@ use crate::engine::{runtime_options, EngineSettings};
 /// Every activity call, in order: (name, input).
 type Calls = Arc<Mutex<Vec<(String, Value)>>>;
 
-/// Fake activities: each records its call and answers like the real one would. Members named in
-/// `failing` never become ready.
+/// Fake activities, one for every name in [`act::ALL`]: each records its call and answers like
+/// the real one would. Members named in `failing` never become ready.
 fn fake_activities(calls: Calls, failing: BTreeSet<String>) -> ActivityRegistry {
-    let all = [
-        act::RECORD_OPERATION_STARTED,
-        act::RECORD_OPERATION_FINISHED,
-        act::RECORD_INSTANCE_RUNNING,
-        act::RECORD_ACTOR,
-        act::RECORD_HEALTH,
-        act::RECORD_REPLICAS,
-        act::ENSURE_SECRETS,
-        act::DELETE_SECRETS,
-        act::ENSURE_ENDPOINTS,
-        act::ROUTE_ENDPOINTS,
-        act::DELETE_ENDPOINTS,
-        act::CREATE_MEMBER,
-        act::DELETE_MEMBER,
-        act::LIST_MEMBERS,
-        act::READ_TOPOLOGY,
-        act::ACTOR_MEMBERS,
-        act::STOP_ACTOR,
-        act::PRUNE_ACTOR_HISTORY,
-        act::WAIT_MEMBER_READY,
-        act::WAIT_SYNC_STANDBY,
-        act::PROBE_MEMBER,
-        act::READ_ACTOR_VIEW,
-        act::SURVEY_MEMBERS,
-        act::FENCE_MEMBER,
-        act::PROMOTE_MEMBER,
-        act::UNFENCE_MEMBER,
-        act::REPOINT_STANDBY,
-        act::SET_SYNC_POLICY,
-        act::WAIT_CAUGHT_UP,
-        act::WAIT_RECEIVED,
-        act::REJOIN_MEMBER,
-        act::RECORD_HANDOVER,
-        act::RECORD_EVENT,
-        act::SET_MEMBER_STATE,
-        act::RECORD_MEMBER_OPTIONS,
-        act::BACKUP_CANDIDATES,
-        act::RECORD_BACKUP_STARTED,
-        act::TAKE_BACKUP,
-        act::RECORD_BACKUP_FINISHED,
-        act::OPERATION_CANCELLED,
-        act::ENSURE_APP_ACCESS,
-        act::PLAN_BACKUP_DELETION,
-        act::DELETE_BACKUP_OBJECTS,
-        act::FORGET_DELETED_BACKUPS,
-        act::VERIFY_BACKUP,
-        act::WRITE_PARAMETERS,
-        act::CONFIRM_PARAMETERS,
-        act::RESTART_MEMBER,
-        act::RECORD_DESIRED_PARAMETERS,
-        act::WAIT_REPLAYED,
-        act::ROTATE_PASSWORD,
-        act::QUEUE_DUE_PARAMETERS,
-    ];
     let mut builder = ActivityRegistry::builder();
-    for name in all {
+    for &name in act::ALL {
         let calls = Arc::clone(&calls);
         let failing = failing.clone();
         builder = builder.register(name, move |_ctx: ActivityContext, input: String| {
