@@ -386,19 +386,19 @@ impl Engine {
             let orchestration = match operation.kind {
                 OperationKind::Create => names::CREATE_INSTANCE,
                 OperationKind::Delete => names::DELETE_INSTANCE,
-                // Queued on an actor, whose durable queue keeps them.
+                // Queued on an actor, whose durable queue keeps them (one a line, sorted).
                 OperationKind::AddReplica
-                | OperationKind::RemoveReplica
-                | OperationKind::Switchover
-                | OperationKind::Failover
                 | OperationKind::AutoFailover
-                | OperationKind::Rejoin
                 | OperationKind::Backup
-                | OperationKind::Parameters
-                | OperationKind::BackupDelete
                 | OperationKind::BackupCleanup
-                | OperationKind::CredentialsRotate => continue,
-                OperationKind::BackupVerify => continue,
+                | OperationKind::BackupDelete
+                | OperationKind::BackupVerify
+                | OperationKind::CredentialsRotate
+                | OperationKind::Failover
+                | OperationKind::Parameters
+                | OperationKind::Rejoin
+                | OperationKind::RemoveReplica
+                | OperationKind::Switchover => continue,
             };
             tracing::info!(
                 operation = operation.id,
