@@ -26,6 +26,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::sync::watch;
 use toygres_common::pg_exec::PgBinaries;
+use toygres_common::poll::{poll, Attempt, PollError};
 
 mod cluster;
 mod processes;
@@ -153,37 +154,44 @@ impl EmbeddedCms {
     /// Waits until Postgres reports itself ready in `postmaster.pid` and accepts a connection,
     /// failing when it exits first or `timeout` passes.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
         let postmaster = self.postmaster();
         let config = self.connect_config("postgres");
-        let mut last_error = String::from("it has not reported itself ready");
-        loop {
-            if let Some(status) = postmaster.exit_status() {
-                bail!("the CMS Postgres exited while starting ({status}); see its log lines above");
-            }
-            let ready = matches!(
-                read_postmaster_pid(&self.paths.data),
-                Some((pid, status)) if pid == postmaster.pid.as_raw() && status == "ready"
-            );
-            if ready {
-                match super::connect(&config).await {
-                    Ok(client) => {
-                        client
-                            .simple_query("SELECT 1")
-                            .await
-                            .context("query the CMS Postgres")?;
-                        return Ok(());
-                    }
-                    Err(e) => last_error = e.to_string(),
+        let client = poll(
+            "the CMS Postgres accepts connections",
+            Duration::from_millis(100),
+            timeout,
+            || async {
+                if let Some(status) = postmaster.exit_status() {
+                    return Attempt::GiveUp(anyhow::anyhow!(
+                        "the CMS Postgres exited while starting ({status}); see its log lines above"
+                    ));
                 }
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "the CMS Postgres did not accept connections within {timeout:?}: {last_error}"
+                let ready = matches!(
+                    read_postmaster_pid(&self.paths.data),
+                    Some((pid, status)) if pid == postmaster.pid.as_raw() && status == "ready"
                 );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+                if !ready {
+                    return Attempt::NotYet("it has not reported itself ready".into());
+                }
+                match super::connect(&config).await {
+                    Ok(client) => Attempt::Done(client),
+                    Err(e) => Attempt::NotYet(e.to_string()),
+                }
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            PollError::GaveUp(e) => e,
+            PollError::TimedOut(t) => anyhow::anyhow!(
+                "the CMS Postgres did not accept connections within {timeout:?}: {}",
+                t.last.unwrap_or_default()
+            ),
+        })?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .context("query the CMS Postgres")?;
+        Ok(())
     }
 
     /// Creates database `name` when it does not exist yet.
