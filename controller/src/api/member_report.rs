@@ -60,7 +60,7 @@ pub async fn report(
     if !members.iter().any(|m| m.name == member) {
         return Err(refused());
     }
-    let primary = members.iter().find(|m| m.role == "primary");
+    let primary = members.iter().find(|m| m.parsed_role() == Role::Primary);
     let timeline = |m: &toygres_common::controller_api::MemberView| {
         m.timeline.and_then(|t| u32::try_from(t).ok())
     };

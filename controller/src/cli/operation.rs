@@ -4,6 +4,7 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use toygres_common::controller_api::Operation;
+use toygres_common::domain::OperationStatus;
 
 use super::args::{ClientArgs, OutputFormat};
 use super::client::ControllerClient;
@@ -97,7 +98,7 @@ pub fn render_operation(operation: &Operation) -> String {
 
 /// An error when the operation did not succeed.
 pub fn fail_unless_succeeded(operation: &Operation) -> anyhow::Result<()> {
-    if operation.status == "succeeded" {
+    if OperationStatus::Succeeded == operation.status.as_str() {
         return Ok(());
     }
     anyhow::bail!(
