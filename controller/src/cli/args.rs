@@ -39,7 +39,7 @@ pub enum OutputFormat {
 /// controller is, and how to print. A command whose `--no-wait` reads differently says so with
 /// `#[command(mut_arg("no_wait", …))]`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct OperationArgs {
+pub struct OpArgs {
     /// Print the operation id and return at once
     #[arg(long)]
     pub no_wait: bool,

@@ -8,7 +8,7 @@ use toygres_common::backup_api::{
 };
 use toygres_common::controller_api::{InstanceDetail, OperationAccepted};
 
-use super::args::{ClientArgs, OperationArgs, OutputFormat};
+use super::args::{ClientArgs, OpArgs, OutputFormat};
 use super::backup_cleanup::{CleanupArgs, DeleteArgs};
 use super::client::ControllerClient;
 use super::instances::render_connection;
@@ -75,7 +75,7 @@ pub struct CreateArgs {
     #[arg(long = "database")]
     pub databases: Vec<String>,
     #[command(flatten)]
-    pub op: OperationArgs,
+    pub op: OpArgs,
 }
 
 /// `toygres backup list NAME`.
@@ -221,7 +221,7 @@ pub struct RestoreArgs {
     #[arg(long, value_parser = ["sync", "async"], default_value = "async")]
     pub replication: String,
     #[command(flatten)]
-    pub op: OperationArgs,
+    pub op: OpArgs,
 }
 
 /// Runs `toygres restore`: waits for the new instance unless `--no-wait`, then prints how to

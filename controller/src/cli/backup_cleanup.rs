@@ -6,7 +6,7 @@
 use toygres_common::backup_api::CleanupPlan;
 use toygres_common::controller_api::OperationAccepted;
 
-use super::args::{OperationArgs, OutputFormat};
+use super::args::{OpArgs, OutputFormat};
 use super::client::ControllerClient;
 use super::operation::{fail_unless_succeeded, wait};
 
@@ -16,7 +16,7 @@ pub struct DeleteArgs {
     /// The backup (`bk-…`)
     pub id: String,
     #[command(flatten)]
-    pub op: OperationArgs,
+    pub op: OpArgs,
 }
 
 /// `toygres backup cleanup NAME [--dry-run]`.
@@ -28,7 +28,7 @@ pub struct CleanupArgs {
     #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]
-    pub op: OperationArgs,
+    pub op: OpArgs,
 }
 
 /// Runs `toygres backup delete`.

@@ -6,7 +6,7 @@
 use toygres_common::controller_api::{InstanceDetail, OperationAccepted};
 use toygres_common::credentials_api::{CredentialRole, RotateCredentialsRequest};
 
-use super::args::{OperationArgs, OutputFormat};
+use super::args::{OpArgs, OutputFormat};
 use super::client::ControllerClient;
 use super::replication::follow;
 
@@ -50,7 +50,7 @@ pub struct RotateArgs {
     #[arg(long, value_enum, default_value_t = RoleArg::Owner)]
     pub role: RoleArg,
     #[command(flatten)]
-    pub op: OperationArgs,
+    pub op: OpArgs,
 }
 
 /// Runs `toygres credentials …`.

@@ -2,14 +2,16 @@
 
 use toygres_common::backup_api::BackupConfigRequest;
 use toygres_common::controller_api::{
-    ConnectionInfo, CreateInstanceRequest, InstanceDetail, InstanceSize, OperationAccepted,
-    MAX_REPLICAS,
+    ConnectionInfo, CreateInstanceRequest, InstanceDetail, InstanceSize, MemberView,
+    OperationAccepted, MAX_REPLICAS,
 };
+use toygres_common::domain::Role;
 
-use super::args::{ClientArgs, OperationArgs, OutputFormat};
+use super::args::{ClientArgs, OpArgs, OutputFormat};
 use super::client::ControllerClient;
 use super::operation::{fail_unless_succeeded, wait};
 use super::params::{memory_mb, parse_settings};
+use super::table::columns;
 
 /// The flags of `toygres create`.
 #[derive(Debug, Clone, clap::Args)]
@@ -60,7 +62,7 @@ pub struct CreateArgs {
     #[arg(long, requires = "memory")]
     pub storage: Option<String>,
     #[command(flatten)]
-    pub op: OperationArgs,
+    pub op: OpArgs,
 }
 
 /// The flags of `toygres get`.
@@ -82,7 +84,7 @@ pub struct DeleteArgs {
     #[arg(long)]
     pub keep_data: bool,
     #[command(flatten)]
-    pub op: OperationArgs,
+    pub op: OpArgs,
 }
 
 /// Creates an instance, waits for it with a progress display, and prints how to connect.
@@ -289,11 +291,7 @@ pub fn render_instance(detail: &InstanceDetail) -> String {
             m.state.clone(),
             m.health.clone(),
             m.address.clone().unwrap_or_else(|| "-".into()),
-            match (m.role.as_str(), m.lag_bytes) {
-                ("primary", _) => "-".into(),
-                (_, Some(lag)) => format!("{lag} B"),
-                (_, None) => "?".into(),
-            },
+            lag_cell(m),
             m.sync_state.clone().unwrap_or_else(|| "-".into()),
             last_check(m.last_check_age_seconds),
         ]);
@@ -306,6 +304,15 @@ pub fn render_instance(detail: &InstanceDetail) -> String {
     }
     out.push_str(&render_connection(detail));
     out
+}
+
+/// A member's lag for a table: `-` for the primary, `?` when unknown.
+pub(super) fn lag_cell(m: &MemberView) -> String {
+    match (m.parsed_role(), m.lag_bytes) {
+        (Role::Primary, _) => "-".into(),
+        (_, Some(lag)) => format!("{lag} B"),
+        (_, None) => "?".into(),
+    }
 }
 
 /// "2 seconds ago", "never".
@@ -321,27 +328,6 @@ pub fn last_check(age_seconds: Option<f64>) -> String {
             }
         }
     }
-}
-
-fn columns<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let line = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect::<Vec<_>>()
-            .join("  ");
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use super::args::{ClientArgs, OutputFormat};
 use super::client::ControllerClient;
+use super::table::columns;
 use crate::api::types::{InstanceList, InstanceSummary};
 
 /// The flags of `toygres list`.
@@ -50,24 +51,7 @@ fn render_table(instances: &[InstanceSummary]) -> String {
             i.created_at.clone(),
         ]
     }));
-    let mut widths = [0usize; 7];
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let line = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect::<Vec<_>>()
-            .join("  ");
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    columns(&rows)
 }
 
 #[cfg(test)]

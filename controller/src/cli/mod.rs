@@ -18,10 +18,11 @@ pub mod replication;
 pub mod ro;
 pub mod secret;
 pub mod stats;
+mod table;
 
 use clap::{Parser, Subcommand};
 
-pub use args::{ClientArgs, OperationArgs, OutputFormat};
+pub use args::{ClientArgs, OpArgs, OutputFormat};
 
 use crate::config::ControllerArgs;
 

@@ -12,7 +12,7 @@ use toygres_common::parameters_api::{
     ParameterCategory, PrimaryUpdate, ProfilePlan, SetInstanceParameters,
 };
 
-use super::args::{ClientArgs, OperationArgs, OutputFormat};
+use super::args::{ClientArgs, OpArgs, OutputFormat};
 use super::client::ControllerClient;
 use super::operation::{fail_unless_succeeded, wait};
 
@@ -61,7 +61,7 @@ pub struct ProfileArgs {
     #[arg(long, value_enum, default_value_t = PrimaryUpdateArg::Switchover)]
     pub primary_update: PrimaryUpdateArg,
     #[command(flatten)]
-    pub op: OperationArgs,
+    pub op: OpArgs,
 }
 
 /// `toygres params get NAME`.
@@ -101,7 +101,7 @@ pub struct SetArgs {
     #[arg(long, value_enum, default_value_t = PrimaryUpdateArg::Switchover)]
     pub primary_update: PrimaryUpdateArg,
     #[command(flatten)]
-    pub op: OperationArgs,
+    pub op: OpArgs,
 }
 
 /// `toygres params reset NAME key …`.
@@ -113,7 +113,7 @@ pub struct ResetArgs {
     #[arg(required = true, value_name = "KEY")]
     pub settings: Vec<String>,
     #[command(flatten)]
-    pub op: OperationArgs,
+    pub op: OpArgs,
 }
 
 /// `toygres params describe NAME [PARAM]`.

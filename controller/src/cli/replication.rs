@@ -6,10 +6,11 @@ use toygres_common::controller_api::{
     SwitchoverRequest,
 };
 
-use super::args::{ClientArgs, OperationArgs, OutputFormat};
+use super::args::{ClientArgs, OpArgs, OutputFormat};
 use super::client::ControllerClient;
-use super::instances::last_check;
+use super::instances::{lag_cell, last_check};
 use super::operation::{fail_unless_succeeded, wait};
+use super::table::columns;
 
 /// The flags of `toygres replication`.
 #[derive(Debug, Clone, clap::Args)]
@@ -51,7 +52,7 @@ pub struct SwitchoverArgs {
     #[arg(long, default_value_t = 60)]
     pub sync_timeout: u64,
     #[command(flatten)]
-    pub op: OperationArgs,
+    pub op: OpArgs,
 }
 
 /// `toygres replication failover NAME [--to MEMBER] [--force]`.
@@ -65,7 +66,7 @@ pub struct FailoverArgs {
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
-    pub op: OperationArgs,
+    pub op: OpArgs,
 }
 
 /// `toygres replication status NAME`.
@@ -99,7 +100,7 @@ pub struct AddArgs {
     #[arg(long, value_name = "BYTES")]
     pub max_lag_bytes: Option<u64>,
     #[command(flatten)]
-    pub op: OperationArgs,
+    pub op: OpArgs,
 }
 
 /// `toygres replication remove NAME MEMBER`.
@@ -112,7 +113,7 @@ pub struct RemoveArgs {
     #[arg(long)]
     pub keep_data: bool,
     #[command(flatten)]
-    pub op: OperationArgs,
+    pub op: OpArgs,
 }
 
 /// Runs `toygres replication …`.
@@ -254,31 +255,12 @@ fn render_status(status: &ReplicationStatus) -> String {
             m.name.clone(),
             m.role.clone(),
             m.health.clone(),
-            match (m.role.as_str(), m.lag_bytes) {
-                ("primary", _) => "-".into(),
-                (_, Some(lag)) => format!("{lag} B"),
-                (_, None) => "?".into(),
-            },
+            lag_cell(m),
             m.sync_state.clone().unwrap_or_else(|| "-".into()),
             m.timeline.map_or_else(|| "-".into(), |t| t.to_string()),
             last_check(m.last_check_age_seconds),
         ]);
     }
-    let mut widths = [0usize; 7];
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    for row in &rows {
-        let line = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect::<Vec<_>>()
-            .join("  ");
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    out.push_str(&columns(&rows));
     out
 }
