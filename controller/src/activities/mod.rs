@@ -77,6 +77,7 @@ pub mod names {
     pub const QUEUE_DUE_PARAMETERS: &str = "QueueDueParameters";
     pub const ENSURE_APP_ACCESS: &str = "EnsureAppAccess";
     pub const OPERATION_CANCELLED: &str = "OperationCancelled";
+    pub const OPERATION_STATUS: &str = "OperationStatus";
     pub const PLAN_BACKUP_DELETION: &str = "PlanBackupDeletion";
     pub const DELETE_BACKUP_OBJECTS: &str = "DeleteBackupObjects";
     pub const FORGET_DELETED_BACKUPS: &str = "ForgetDeletedBackups";
@@ -186,6 +187,7 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
         parameters::queue_due_parameters
     );
     let b = register!(b, names::OPERATION_CANCELLED, cancel::operation_cancelled);
+    let b = register!(b, names::OPERATION_STATUS, cancel::operation_status);
     let b = register!(
         b,
         names::PLAN_BACKUP_DELETION,

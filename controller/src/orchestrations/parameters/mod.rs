@@ -10,86 +10,33 @@
 //! restart proves the change starts: if Postgres does not start with it, its sidecar puts the
 //! previous values back and starts it again, and the change is undone on every member.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod input;
+mod steps;
+mod undo;
+
+use std::collections::BTreeMap;
 
 use duroxide::OrchestrationContext;
-use serde::{Deserialize, Serialize};
-use toygres_common::controller_api::{HaSettings, OldPrimaryAction, ValidatedSwitchover};
-use toygres_common::domain::OperationKind;
-use toygres_common::parameters_api::{ApplyMode, ParameterCategory, PrimaryUpdate};
+use toygres_common::controller_api::{OldPrimaryAction, ValidatedSwitchover};
+use toygres_common::domain::OperationStatus;
+use toygres_common::parameters_api::{ApplyMode, ParameterCategory};
 
+pub use self::input::{ParametersInput, STEPS};
+pub use self::steps::{apply_on_new_primary, confirm_everywhere, record_desired};
+use self::steps::{confirm, restart_step, write_everywhere};
+use self::undo::{roll_back, undo_restarts, Failed, Undo};
 use super::durable::{call, sub_orchestration};
 use super::ha::switchover::SwitchoverInput;
 use super::names;
 use super::operation::{report, OperationRun};
 use super::wait_time::{wait_for_time, Waited};
-use crate::activities::ha::{CatchUpInput, CaughtUp};
+use crate::activities::cancel::OperationRef;
 use crate::activities::members::{InstanceRef, Topology};
 use crate::activities::names as act;
-use crate::activities::parameters::{
-    ConfirmParametersInput, DesiredParametersInput, ReplayedInput, RestartMemberInput,
-    WriteParametersInput,
-};
-use crate::activities::sidecar::{ExpectedRole, MemberReady, WaitReadyInput};
-use crate::parameters::plan::{plan, Change, RestartStep};
+use crate::parameters::plan::{plan, RestartStep};
 
-/// How long a member may take to run a reloaded value, or to serve again after a restart.
-const MEMBER_TIMEOUT_SECS: u64 = 180;
-/// A restarted standby counts as caught up this close to its primary.
-const CAUGHT_UP_BYTES: u64 = 1024 * 1024;
-pub(super) const STEPS: u32 = 4;
 /// How long a switchover's target may take to catch up before it takes over.
 const SWITCHOVER_SYNC_SECS: u64 = 120;
-
-/// The input of *Parameters* (also the actor's `parameters` command).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ParametersInput {
-    pub operation_id: String,
-    pub instance: String,
-    /// Names to values; `None` resets a setting.
-    pub parameters: BTreeMap<String, Option<String>>,
-    pub apply: ApplyMode,
-    /// Each setting's category and numbers, read from the catalog when the request was taken.
-    pub changes: Vec<Change>,
-    /// The reload-class values every member must run when the operation ends.
-    pub confirm: BTreeMap<String, String>,
-    /// How the primary takes a restart-class change (older histories: a restart in place, what
-    /// the controller did then).
-    #[serde(default = "restart_in_place")]
-    pub primary_update: PrimaryUpdate,
-    /// The earliest time to start, in milliseconds since the epoch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub apply_at_ms: Option<u64>,
-    /// What the instance's desired parameters held for each changed setting before the change
-    /// (`None`: not set): what a change that does not start is rolled back to.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub previous: BTreeMap<String, Option<String>>,
-    /// The instance's HA settings, which a switchover follows (the actor fills them in).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ha: Option<HaSettings>,
-    /// Every restart carries the previous values, and a member that does not start with the
-    /// change undoes it on the members restarted before (older histories: only the first
-    /// restart proved the change).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub undo_every_restart: bool,
-}
-
-impl ParametersInput {
-    /// Its operation, beginning now (by the replay-safe clock).
-    pub(super) async fn begin(&self, ctx: &OrchestrationContext) -> Result<OperationRun, String> {
-        OperationRun::begin(
-            ctx,
-            &self.operation_id,
-            OperationKind::Parameters,
-            &self.instance,
-        )
-        .await
-    }
-}
-
-fn restart_in_place() -> PrimaryUpdate {
-    PrimaryUpdate::Restart
-}
 
 /// Applies the change; returns what was done.
 pub async fn apply_parameters(
@@ -110,6 +57,9 @@ async fn apply(
     operation: &OperationRun,
 ) -> Result<String, String> {
     operation.record_started(ctx, None).await?;
+    if let Some(first) = &input.after {
+        first_part_succeeded(ctx, input, first).await?;
+    }
     if let Some(at) = input.apply_at_ms {
         wait_until(ctx, input, at).await?;
     }
@@ -267,6 +217,33 @@ async fn wait_until(
     }
 }
 
+/// The second roll of a change split in two (a profile that raises some hot-standby settings
+/// and lowers others) runs only once the first succeeded: otherwise its desired values go back
+/// and it fails before touching a member.
+async fn first_part_succeeded(
+    ctx: &OrchestrationContext,
+    input: &ParametersInput,
+    first: &str,
+) -> Result<(), String> {
+    let status: Option<String> = call(
+        ctx,
+        act::OPERATION_STATUS,
+        &OperationRef {
+            operation_id: first.to_string(),
+        },
+    )
+    .await?;
+    let status = status.and_then(|s| s.parse::<OperationStatus>().ok());
+    if status == Some(OperationStatus::Succeeded) {
+        return Ok(());
+    }
+    record_desired(ctx, &input.instance, &input.previous).await?;
+    let ended = status.map_or_else(|| "is unknown".to_string(), |s| format!("is {s}"));
+    Err(format!(
+        "not run: the first part of this change ({first}) {ended}; its values stay as they were"
+    ))
+}
+
 /// Hands the primary role to an updated standby (every standby runs the change by now) with a
 /// *Switchover* child; the old primary rejoins as a standby, restarting with the change.
 async fn switch_over(ctx: &OrchestrationContext, input: &ParametersInput) -> Result<(), String> {
@@ -286,352 +263,4 @@ async fn switch_over(ctx: &OrchestrationContext, input: &ParametersInput) -> Res
         .await
         .map(|_| ())
         .map_err(|e| format!("switchover ({id}): {e}"))
-}
-
-/// Writes `parameters` on each of `members`; returns the settings waiting for a restart.
-pub(super) async fn write_everywhere(
-    ctx: &OrchestrationContext,
-    instance: &str,
-    members: &[String],
-    parameters: &BTreeMap<String, Option<String>>,
-) -> Result<Vec<String>, String> {
-    let mut pending = BTreeSet::new();
-    for member in members {
-        let waiting: Vec<String> = call(
-            ctx,
-            act::WRITE_PARAMETERS,
-            &WriteParametersInput {
-                instance: instance.to_string(),
-                member: member.clone(),
-                parameters: parameters.clone(),
-            },
-        )
-        .await?;
-        pending.extend(waiting);
-    }
-    Ok(pending.into_iter().collect())
-}
-
-/// A new instance's parameters on its primary (*CreateInstance*, before any standby copies
-/// it, so the standbys start with the same values and no restart order matters): written once
-/// the primary accepts writes, and the primary restarted if a value waits for it.
-pub(crate) async fn apply_on_new_primary(
-    ctx: &OrchestrationContext,
-    instance: &str,
-    primary: &str,
-    parameters: &BTreeMap<String, String>,
-    ready_secs: u64,
-) -> Result<(), String> {
-    let ready = WaitReadyInput {
-        instance: instance.to_string(),
-        member: primary.to_string(),
-        role: ExpectedRole::Primary,
-        timeout_secs: ready_secs,
-    };
-    let _: MemberReady = call(ctx, act::WAIT_MEMBER_READY, &ready).await?;
-    let values = parameters
-        .iter()
-        .map(|(k, v)| (k.clone(), Some(v.clone())))
-        .collect();
-    let members = [primary.to_string()];
-    let pending = write_everywhere(ctx, instance, &members, &values).await?;
-    if !pending.is_empty() {
-        let none = BTreeMap::new();
-        restart_one(
-            ctx,
-            instance,
-            primary,
-            primary,
-            ExpectedRole::Primary,
-            &none,
-            false,
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// Waits until every one of `members` runs `parameters`.
-pub(crate) async fn confirm_everywhere(
-    ctx: &OrchestrationContext,
-    instance: &str,
-    members: &[String],
-    parameters: &BTreeMap<String, String>,
-) -> Result<(), String> {
-    for member in members {
-        confirm(ctx, instance, member, parameters).await?;
-    }
-    Ok(())
-}
-
-/// Records `parameters` as the instance's desired values again (a change undone).
-pub(super) async fn record_desired(
-    ctx: &OrchestrationContext,
-    instance: &str,
-    parameters: &BTreeMap<String, Option<String>>,
-) -> Result<(), String> {
-    if parameters.is_empty() {
-        return Ok(());
-    }
-    call(
-        ctx,
-        act::RECORD_DESIRED_PARAMETERS,
-        &DesiredParametersInput {
-            instance: instance.to_string(),
-            parameters: parameters.clone(),
-        },
-    )
-    .await
-}
-
-/// Waits until `member` runs `expected` (nothing to wait for when it is empty).
-async fn confirm(
-    ctx: &OrchestrationContext,
-    instance: &str,
-    member: &str,
-    expected: &BTreeMap<String, String>,
-) -> Result<(), String> {
-    if expected.is_empty() {
-        return Ok(());
-    }
-    call::<_, ()>(
-        ctx,
-        act::CONFIRM_PARAMETERS,
-        &ConfirmParametersInput {
-            instance: instance.to_string(),
-            member: member.to_string(),
-            expected: expected.clone(),
-            timeout_secs: MEMBER_TIMEOUT_SECS,
-        },
-    )
-    .await
-}
-
-/// Restarts a standby (once it replayed what a restarted primary wrote: a lowered hot-standby
-/// setting must reach its control file first) or the primary in place; see [`restart_one`].
-pub(super) async fn restart_step(
-    ctx: &OrchestrationContext,
-    instance: &str,
-    primary: &str,
-    step: &RestartStep,
-    primary_restarted: &mut bool,
-    fallback: &BTreeMap<String, Option<String>>,
-    undo: bool,
-) -> Result<Option<String>, String> {
-    let (member, role) = match step {
-        RestartStep::Standby(member) => {
-            if *primary_restarted {
-                call::<_, ()>(
-                    ctx,
-                    act::WAIT_REPLAYED,
-                    &ReplayedInput {
-                        instance: instance.to_string(),
-                        primary: primary.to_string(),
-                        standby: member.clone(),
-                        timeout_secs: MEMBER_TIMEOUT_SECS,
-                    },
-                )
-                .await?;
-            }
-            (member, ExpectedRole::Standby)
-        }
-        RestartStep::Primary(member) => {
-            *primary_restarted = true;
-            (member, ExpectedRole::Primary)
-        }
-        other => return Err(format!("{other:?} is not a restart")),
-    };
-    restart_one(ctx, instance, primary, member, role, fallback, undo).await
-}
-
-/// Restarts one member and waits until it serves again (a standby: caught up with `primary`).
-/// Returns why it did not start with the change, if it fell back to `fallback` — or, with
-/// `undo`, if it did not start at all.
-async fn restart_one(
-    ctx: &OrchestrationContext,
-    instance: &str,
-    primary: &str,
-    member: &str,
-    role: ExpectedRole,
-    fallback: &BTreeMap<String, Option<String>>,
-    undo: bool,
-) -> Result<Option<String>, String> {
-    let restarted: Result<Option<String>, String> = call(
-        ctx,
-        act::RESTART_MEMBER,
-        &RestartMemberInput {
-            instance: instance.to_string(),
-            member: member.to_string(),
-            fallback: fallback.clone(),
-        },
-    )
-    .await;
-    let fell_back = match restarted {
-        Err(e) if undo => {
-            return Ok(Some(format!(
-                "did not start, not even with the previous values ({e})"
-            )))
-        }
-        other => other?,
-    };
-    if fell_back.is_some() {
-        return Ok(fell_back);
-    }
-    let _: MemberReady = call(
-        ctx,
-        act::WAIT_MEMBER_READY,
-        &WaitReadyInput {
-            instance: instance.to_string(),
-            member: member.to_string(),
-            role,
-            timeout_secs: MEMBER_TIMEOUT_SECS,
-        },
-    )
-    .await?;
-    if role == ExpectedRole::Standby {
-        let _: CaughtUp = call(
-            ctx,
-            act::WAIT_CAUGHT_UP,
-            &CatchUpInput {
-                instance: instance.to_string(),
-                primary: primary.to_string(),
-                standby: member.to_string(),
-                max_lag_bytes: CAUGHT_UP_BYTES,
-                timeout_secs: MEMBER_TIMEOUT_SECS,
-            },
-        )
-        .await?;
-    }
-    Ok(None)
-}
-
-/// `member`, the first to restart, did not start with the change and runs the previous values
-/// again: puts them back on every member and as the instance's desired parameters, and fails
-/// the operation saying so.
-async fn roll_back(
-    ctx: &OrchestrationContext,
-    input: &ParametersInput,
-    members: &[String],
-    member: &str,
-    why: &str,
-) -> String {
-    report(
-        ctx,
-        3,
-        STEPS,
-        format!("{member} did not start with the change: undoing it"),
-    );
-    let undone = match write_everywhere(ctx, &input.instance, members, &input.previous).await {
-        Ok(_) => record_desired(ctx, &input.instance, &input.previous).await,
-        Err(e) => Err(e),
-    };
-    let rest = match undone {
-        Ok(()) => "the previous values are back on every member and in the instance's desired \
-                   parameters; no other member restarted"
-            .to_string(),
-        Err(e) => format!("putting the previous values back on the other members failed: {e}"),
-    };
-    format!("the change was rolled back: {member} {why}; {rest}")
-}
-
-// Undoing a restart-class change that a member did not start with, once other
-// members were restarted with it: the previous values go back into every member's configuration,
-// the members already restarted with the change restart again (in the reverse order, which keeps
-// PostgreSQL's hot-standby rule: what was raised on the standbys first is lowered there last),
-// and the instance's desired parameters are the previous ones again. The member that failed runs
-// the previous values if its sidecar could fall back; if it could not start at all, it gets them
-// in its configuration for when it starts again.
-
-/// The member that did not start with the change, and why.
-pub(super) struct Failed<'a> {
-    pub member: &'a str,
-    pub why: &'a str,
-}
-
-/// The instance as the change found it: its members (the primary first), its primary, and the
-/// restarts done with the change, in order.
-pub(super) struct Undo<'a> {
-    pub members: &'a [String],
-    pub primary: &'a str,
-    pub restarted: &'a [RestartStep],
-}
-
-/// Undoes the change on every member; returns the operation's error, which says so.
-pub(super) async fn undo_restarts(
-    ctx: &OrchestrationContext,
-    input: &ParametersInput,
-    undo: &Undo<'_>,
-    failed: Failed<'_>,
-) -> String {
-    report(
-        ctx,
-        3,
-        STEPS,
-        format!(
-            "{} did not start with the change: undoing it",
-            failed.member
-        ),
-    );
-    let mut problems = Vec::new();
-    for member in undo.members {
-        let one = std::slice::from_ref(member);
-        let written = write_everywhere(ctx, &input.instance, one, &input.previous).await;
-        match written {
-            Ok(_) => {}
-            // Down: its sidecar wrote the previous values when it fell back.
-            Err(_) if member == failed.member => {}
-            Err(e) => problems.push(e),
-        }
-    }
-    let mut again = Vec::new();
-    let mut primary_restarted = false;
-    let none = BTreeMap::new();
-    for step in undo.restarted.iter().rev() {
-        let (RestartStep::Standby(member) | RestartStep::Primary(member)) = step else {
-            continue;
-        };
-        report(
-            ctx,
-            3,
-            STEPS,
-            format!("restarting {member} with the previous values"),
-        );
-        let restarted = restart_step(
-            ctx,
-            &input.instance,
-            undo.primary,
-            step,
-            &mut primary_restarted,
-            &none,
-            false,
-        )
-        .await;
-        match restarted {
-            Ok(_) => again.push(member.as_str()),
-            Err(e) => problems.push(e),
-        }
-    }
-    if let Err(e) = record_desired(ctx, &input.instance, &input.previous).await {
-        problems.push(e);
-    }
-    let restarted = if again.is_empty() {
-        "no other member had restarted with it".to_string()
-    } else {
-        format!("{} restarted again with them", again.join(", "))
-    };
-    let rest = if problems.is_empty() {
-        format!(
-            "the previous values are back in every member's configuration and in the \
-             instance's desired parameters; {restarted}"
-        )
-    } else {
-        format!(
-            "{restarted}; putting the previous values back failed: {}",
-            problems.join("; ")
-        )
-    };
-    format!(
-        "the change was rolled back: {} {}; {rest}",
-        failed.member, failed.why
-    )
 }
