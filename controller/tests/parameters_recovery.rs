@@ -1,6 +1,7 @@
 //! Parameter changes through failures (issue 15): a change scheduled with `--apply at` waits
 //! outside the instance's queue (a switchover asked after it completes first), survives a
-//! SIGKILL of the controller and applies once, at its time; a restart-class change that a
+//! SIGKILL of the controller and applies once, at its time (also when the controller died
+//! before its wait started); a restart-class change that a
 //! later member cannot start with is undone on the members restarted before it; and a profile
 //! that raises some hot-standby settings and lowers others applies to a running instance.
 
@@ -274,4 +275,62 @@ async fn a_change_a_later_member_cannot_start_with_is_undone_on_the_members_befo
             "{name}: {now:?}"
         );
     }
+}
+
+/// Forgets the durable orchestration `id` in the controller's store, as if it had never been
+/// started (the controller must be stopped).
+async fn forget_orchestration(home: &Home, id: &str) {
+    let port = std::fs::read_to_string(home.path().join("cms/port")).unwrap();
+    let url = format!(
+        "postgres://postgres@localhost:{}/toygres?host={}",
+        port.trim(),
+        home.path().join("cms/run").display()
+    );
+    let store = toygres_controller::engine::open_store(&url).await.unwrap();
+    let client = duroxide::Client::new(store);
+    client.delete_instance(id, true).await.unwrap();
+    assert!(matches!(
+        client.get_orchestration_status(id).await.unwrap(),
+        duroxide::OrchestrationStatus::NotFound
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_change_whose_wait_never_started_is_resumed_by_the_next_controller() {
+    let mut home = Home::new();
+    let api = home.start().await;
+    let accepted = api.create("resume", 1, "async").await;
+    let created = api.wait_operation(&home, &accepted.operation_id).await;
+    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
+    wait_all_healthy(&api, &home, "resume", 2).await;
+
+    let at = chrono::Utc::now() + chrono::TimeDelta::seconds(20);
+    let id = queued_id(
+        &api,
+        reqwest::Method::PUT,
+        "/v1/instances/resume/parameters",
+        serde_json::json!({
+            "parameters": {"work_mem": "24MB"},
+            "apply_at": at.to_rfc3339(),
+        }),
+    )
+    .await;
+    // The controller dies between recording the operation and starting its wait: killed, and
+    // the wait removed from the store.
+    home.kill_controller();
+    forget_orchestration(&home, &format!("{id}-at")).await;
+
+    let api = home.start().await;
+    let applied_at = eventually(
+        Duration::from_secs(20 + 120),
+        "every member running the change",
+        || async {
+            let now = shown(&api, "resume", "work_mem").await;
+            (now.len() == 2 && now.iter().all(|(_, v)| v == "24MB")).then(chrono::Utc::now)
+        },
+    )
+    .await;
+    assert!(applied_at >= at, "applied at {applied_at}, before {at}");
+    let done = api.wait_operation(&home, &id).await;
+    assert_eq!(done.status, "succeeded", "{done:?}\n{}", home.logs());
 }
