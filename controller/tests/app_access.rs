@@ -210,6 +210,34 @@ fn read_password(location: &str) -> String {
     fs::read_to_string(location).unwrap().trim().to_string()
 }
 
+/// `toygres credentials rotate ARGS…`, which must succeed and name where the password is,
+/// never the password; returns the new password, read from `location`.
+fn rotate_with_cli(home: &Home, args: &[&str], location: &str, old: &str) -> String {
+    let out = stdout(&home.cli(&[&["credentials", "rotate"], args].concat()));
+    assert!(out.contains("succeeded"), "{out}");
+    assert!(out.contains(location), "{out}");
+    let new = read_password(location);
+    assert_ne!(new, old);
+    assert!(!out.contains(&new), "the CLI printed the password");
+    new
+}
+
+/// None of `secrets` is in the CMS or in any log, while the server's statement log shows the
+/// rotation of `role` with a SCRAM verifier.
+async fn assert_only_a_verifier_anywhere(home: &Home, role: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert_nowhere_in_cms(home, secret).await;
+    }
+    let logs = all_logs(home);
+    assert!(
+        logs.contains(&format!("ALTER ROLE \"{role}\" PASSWORD 'SCRAM-SHA-256$")),
+        "the rotation's statement is not in the server's log"
+    );
+    for secret in secrets {
+        assert!(!logs.contains(secret), "a password is in a log");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owners_password_rotates_without_a_restart_and_open_sessions_stay_open() {
     let mut home = Home::new();
@@ -279,12 +307,7 @@ async fn the_owners_password_rotates_without_a_restart_and_open_sessions_stay_op
     assert_eq!(read_password(&location), old, "a refused request rotated");
 
     // The rotation, as an operator runs it.
-    let out = stdout(&home.cli(&["credentials", "rotate", "shop"]));
-    assert!(out.contains("succeeded"), "{out}");
-    assert!(out.contains(&location), "{out}");
-    let new = read_password(&location);
-    assert_ne!(new, old);
-    assert!(!out.contains(&new), "the CLI printed the password");
+    let new = rotate_with_cli(&home, &["shop"], &location, &old);
 
     // The open session goes on working; nothing restarted.
     session
@@ -347,17 +370,7 @@ async fn the_owners_password_rotates_without_a_restart_and_open_sessions_stay_op
 
     // Neither password is in the CMS or in any log, though every statement was logged: the
     // server got only a verifier.
-    for secret in [&old, &new] {
-        assert_nowhere_in_cms(&home, secret).await;
-    }
-    let logs = all_logs(&home);
-    assert!(
-        logs.contains("ALTER ROLE \"shop\" PASSWORD 'SCRAM-SHA-256$"),
-        "the rotation's statement is not in the server's log"
-    );
-    for secret in [&old, &new] {
-        assert!(!logs.contains(secret.as_str()), "a password is in a log");
-    }
+    assert_only_a_verifier_anywhere(&home, "shop", &[&old, &new]).await;
 }
 
 /// The sidecar log of `member` (which holds its Postgres's server log).
@@ -395,22 +408,20 @@ async fn the_superusers_password_rotates_and_the_sidecars_follow_it() {
     .await;
     let (rw, old) = connection(&api, "su").await;
     let detail: InstanceDetail = api.get("/v1/instances/su").await;
-    let location = detail.connection.unwrap().password_location.unwrap();
+    let connection_info = detail.connection.unwrap();
+    let location = connection_info.password_location.clone().unwrap();
+    let app = connection_info.app.unwrap();
     let first = primary_of(&api, "su").await.unwrap();
     let session = connect(&rw, &old).await;
-    session
-        .batch_execute(
-            "ALTER SYSTEM SET log_statement = 'all'; SELECT pg_reload_conf(); \
-             INSERT INTO acked VALUES (1)",
-        )
-        .await
-        .unwrap();
+    for statement in [
+        "ALTER SYSTEM SET log_statement = 'all'",
+        "SELECT pg_reload_conf()",
+        "INSERT INTO acked VALUES (1)",
+    ] {
+        session.batch_execute(statement).await.unwrap();
+    }
 
-    let out = stdout(&home.cli(&["credentials", "rotate", "su", "--role", "superuser"]));
-    assert!(out.contains("succeeded"), "{out}");
-    let new = read_password(&location);
-    assert_ne!(new, old);
-    assert!(!out.contains(&new), "the CLI printed the password");
+    let new = rotate_with_cli(&home, &["su", "--role", "superuser"], &location, &old);
 
     // The open session stays; the old password is refused on every member once replayed; the
     // new one logs in.
@@ -477,18 +488,39 @@ async fn the_superusers_password_rotates_and_the_sidecars_follow_it() {
         .get(0);
     assert_eq!(count, 2);
 
-    // Neither password in the CMS or in any log, though every statement was logged.
-    for secret in [&old, &new] {
-        assert_nowhere_in_cms(&home, secret).await;
-    }
-    let logs = all_logs(&home);
+    // A rotation whose ALTER ROLE fails (the owner's role renamed away) leaves the stored
+    // password as it was, and the role with it.
+    let app_location = app.password_location.clone().unwrap();
+    let app_password = read_password(&app_location);
+    rw_now
+        .batch_execute("ALTER ROLE su RENAME TO su_away")
+        .await
+        .unwrap();
+    let failed = api
+        .run_operation(
+            &home,
+            "/v1/instances/su/credentials/rotate",
+            serde_json::json!({"role": "owner"}),
+        )
+        .await;
+    assert_eq!(failed.status, "failed", "{failed:?}");
     assert!(
-        logs.contains("ALTER ROLE \"postgres\" PASSWORD 'SCRAM-SHA-256$"),
-        "the rotation's statement is not in the server's log"
+        failed
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("previous password stays"),
+        "{failed:?}"
     );
-    for secret in [&old, &new] {
-        assert!(!logs.contains(secret.as_str()), "a password is in a log");
-    }
+    assert_eq!(read_password(&app_location), app_password);
+    rw_now
+        .batch_execute("ALTER ROLE su_away RENAME TO su")
+        .await
+        .unwrap();
+    connect(&app.rw, &app_password).await;
+
+    // Neither password in the CMS or in any log, though every statement was logged.
+    assert_only_a_verifier_anywhere(&home, "postgres", &[&old, &new]).await;
 }
 
 /// `toygres list | head -1`: the reader goes away; the CLI ends without a panic message, with
