@@ -40,7 +40,10 @@ pub struct RotatedPassword {
 }
 
 /// Rotates the password. Repeating it rotates again, which converges all the same: the store
-/// and the role end with the same new value.
+/// and the role end with the same new value. One window remains: a controller that dies (or an
+/// attempt that times out) between the `ALTER ROLE` and the store leaves the role ahead of the
+/// store; for the owner the next rotation converges, for the superuser the primary's sidecar
+/// sets the stored password again over its local socket when it next starts as the primary.
 pub async fn rotate_password(
     deps: Arc<ActivityDeps>,
     _ctx: ActivityContext,
