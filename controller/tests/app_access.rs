@@ -2,7 +2,8 @@
 //! role; the URIs the controller prints work as printed with psql (libpq reads the password
 //! from the passfile they name, PGPASSWORD unset); `toygres psql` and `toygres connect` use
 //! them; the owner cannot create roles or databases and cannot log into another instance; the
-//! owner's password rotates without a restart; the CLI ends quietly when its reader goes away.
+//! owner's and the superuser's passwords rotate without a restart (the sidecars follow the
+//! superuser's: switchover and rejoin still work); the CLI ends quietly when its reader goes away.
 
 #![allow(clippy::unwrap_used)]
 
@@ -209,6 +210,34 @@ fn read_password(location: &str) -> String {
     fs::read_to_string(location).unwrap().trim().to_string()
 }
 
+/// `toygres credentials rotate ARGS…`, which must succeed and name where the password is,
+/// never the password; returns the new password, read from `location`.
+fn rotate_with_cli(home: &Home, args: &[&str], location: &str, old: &str) -> String {
+    let out = stdout(&home.cli(&[&["credentials", "rotate"], args].concat()));
+    assert!(out.contains("succeeded"), "{out}");
+    assert!(out.contains(location), "{out}");
+    let new = read_password(location);
+    assert_ne!(new, old);
+    assert!(!out.contains(&new), "the CLI printed the password");
+    new
+}
+
+/// None of `secrets` is in the CMS or in any log, while the server's statement log shows the
+/// rotation of `role` with a SCRAM verifier.
+async fn assert_only_a_verifier_anywhere(home: &Home, role: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert_nowhere_in_cms(home, secret).await;
+    }
+    let logs = all_logs(home);
+    assert!(
+        logs.contains(&format!("ALTER ROLE \"{role}\" PASSWORD 'SCRAM-SHA-256$")),
+        "the rotation's statement is not in the server's log"
+    );
+    for secret in secrets {
+        assert!(!logs.contains(secret), "a password is in a log");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owners_password_rotates_without_a_restart_and_open_sessions_stay_open() {
     let mut home = Home::new();
@@ -250,7 +279,6 @@ async fn the_owners_password_rotates_without_a_restart_and_open_sessions_stay_op
     for (instance_path, body, status) in [
         (path, serde_json::json!({"role": "admin"}), 400),
         (path, serde_json::json!({"rol": "owner"}), 400),
-        (path, serde_json::json!({"role": "superuser"}), 409),
         (
             "/v1/instances/nope/credentials/rotate",
             serde_json::json!({}),
@@ -279,12 +307,7 @@ async fn the_owners_password_rotates_without_a_restart_and_open_sessions_stay_op
     assert_eq!(read_password(&location), old, "a refused request rotated");
 
     // The rotation, as an operator runs it.
-    let out = stdout(&home.cli(&["credentials", "rotate", "shop"]));
-    assert!(out.contains("succeeded"), "{out}");
-    assert!(out.contains(&location), "{out}");
-    let new = read_password(&location);
-    assert_ne!(new, old);
-    assert!(!out.contains(&new), "the CLI printed the password");
+    let new = rotate_with_cli(&home, &["shop"], &location, &old);
 
     // The open session goes on working; nothing restarted.
     session
@@ -347,17 +370,157 @@ async fn the_owners_password_rotates_without_a_restart_and_open_sessions_stay_op
 
     // Neither password is in the CMS or in any log, though every statement was logged: the
     // server got only a verifier.
-    for secret in [&old, &new] {
-        assert_nowhere_in_cms(&home, secret).await;
+    assert_only_a_verifier_anywhere(&home, "shop", &[&old, &new]).await;
+}
+
+/// The sidecar log of `member` (which holds its Postgres's server log).
+fn member_log(home: &Home, instance: &str, member: &str) -> String {
+    let dir = home.path().join("instances").join(instance).join(member);
+    find_files(&dir, "sidecar.log")
+        .iter()
+        .map(|file| fs::read_to_string(file).unwrap_or_default())
+        .collect()
+}
+
+/// The error of a new login as the superuser with `password` straight to `member`'s Postgres,
+/// or `None` when it logs in.
+async fn member_login_error(
+    api: &Api,
+    rw: &str,
+    member: &str,
+    password: &str,
+) -> Option<tokio_postgres::Error> {
+    let (head, tail) = rw.rsplit_once(':').unwrap();
+    let path = tail.split_once('/').map_or("", |(_, rest)| rest);
+    let port = pg_port(api, "su", member).await;
+    let (mut config, tls) = pg_config(&format!("{head}:{port}/{path}"));
+    config.password(password);
+    config.connect(tls).await.err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_superusers_password_rotates_and_the_sidecars_follow_it() {
+    let (home, api) = start_ha(
+        &[NO_RESTARTS],
+        "su",
+        serde_json::json!({"cooldown_secs": 0}),
+    )
+    .await;
+    let (rw, old) = connection(&api, "su").await;
+    let detail: InstanceDetail = api.get("/v1/instances/su").await;
+    let connection_info = detail.connection.unwrap();
+    let location = connection_info.password_location.clone().unwrap();
+    let app = connection_info.app.unwrap();
+    let first = primary_of(&api, "su").await.unwrap();
+    let session = connect(&rw, &old).await;
+    for statement in [
+        "ALTER SYSTEM SET log_statement = 'all'",
+        "SELECT pg_reload_conf()",
+        "INSERT INTO acked VALUES (1)",
+    ] {
+        session.batch_execute(statement).await.unwrap();
     }
-    let logs = all_logs(&home);
-    assert!(
-        logs.contains("ALTER ROLE \"shop\" PASSWORD 'SCRAM-SHA-256$"),
-        "the rotation's statement is not in the server's log"
+
+    let new = rotate_with_cli(&home, &["su", "--role", "superuser"], &location, &old);
+
+    // The open session stays; the old password is refused on every member once replayed; the
+    // new one logs in.
+    session
+        .batch_execute("INSERT INTO acked VALUES (2)")
+        .await
+        .unwrap();
+    for member in ["su-0", "su-1", "su-2"] {
+        let refused = eventually(
+            std::time::Duration::from_secs(30),
+            "the old password refused",
+            || member_login_error(&api, &rw, member, &old),
+        )
+        .await;
+        assert_eq!(
+            refused.as_db_error().map(|e| e.code().clone()),
+            Some(SqlState::INVALID_PASSWORD),
+            "{member}: {refused}"
+        );
+        assert!(member_login_error(&api, &rw, member, &new).await.is_none());
+    }
+    connect(&rw, &new).await;
+
+    // A switchover: the old primary's sidecar reaches the new primary and runs pg_rewind with
+    // the new password (its demote fails with the old one).
+    let switchover = api
+        .run_operation(&home, "/v1/instances/su/switchover", serde_json::json!({}))
+        .await;
+    assert_eq!(
+        switchover.status,
+        "succeeded",
+        "{switchover:?}\n{}",
+        home.logs()
     );
-    for secret in [&old, &new] {
-        assert!(!logs.contains(secret.as_str()), "a password is in a log");
+    let second = primary_of(&api, "su").await.unwrap();
+    assert_ne!(second, first);
+    wait_all_healthy(&api, &home, "su", 3).await;
+
+    // A failover: the killed primary rejoins through pg_rewind, not a new copy.
+    kill_member(&home, "su", &second);
+    eventually(
+        std::time::Duration::from_secs(120),
+        "a new primary",
+        || async { primary_of(&api, "su").await.filter(|p| *p != second) },
+    )
+    .await;
+    wait_all_healthy(&api, &home, "su", 3).await;
+    for member in [&first, &second] {
+        let log = member_log(&home, "su", member);
+        assert!(
+            log.contains("demoted: streaming"),
+            "{member} was not demoted"
+        );
+        assert!(
+            !log.contains("pg_rewind failed"),
+            "{member}: pg_rewind failed"
+        );
     }
+    let rw_now = connect(&rw, &new).await;
+    let count: i64 = rw_now
+        .query_one("SELECT count(*) FROM acked", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 2);
+
+    // A rotation whose ALTER ROLE fails (the owner's role renamed away) leaves the stored
+    // password as it was, and the role with it.
+    let app_location = app.password_location.clone().unwrap();
+    let app_password = read_password(&app_location);
+    rw_now
+        .batch_execute("ALTER ROLE su RENAME TO su_away")
+        .await
+        .unwrap();
+    let failed = api
+        .run_operation(
+            &home,
+            "/v1/instances/su/credentials/rotate",
+            serde_json::json!({"role": "owner"}),
+        )
+        .await;
+    assert_eq!(failed.status, "failed", "{failed:?}");
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("previous password stays"),
+        "{failed:?}"
+    );
+    assert_eq!(read_password(&app_location), app_password);
+    rw_now
+        .batch_execute("ALTER ROLE su_away RENAME TO su")
+        .await
+        .unwrap();
+    connect(&app.rw, &app_password).await;
+
+    // Neither password in the CMS or in any log, though every statement was logged.
+    assert_only_a_verifier_anywhere(&home, "postgres", &[&old, &new]).await;
 }
 
 /// `toygres list | head -1`: the reader goes away; the CLI ends without a panic message, with

@@ -1,6 +1,7 @@
 //! Parameter changes through failures (issue 15): a change scheduled with `--apply at` waits
 //! outside the instance's queue (a switchover asked after it completes first), survives a
-//! SIGKILL of the controller and applies once, at its time; a restart-class change that a
+//! SIGKILL of the controller and applies once, at its time (also when the controller died
+//! before its wait started); a restart-class change that a
 //! later member cannot start with is undone on the members restarted before it; and a profile
 //! that raises some hot-standby settings and lowers others applies to a running instance.
 
@@ -64,6 +65,65 @@ async fn switch_over(home: &Home, api: &Api, instance: &str) {
     assert_eq!(done.status, "succeeded", "{done:?}\n{}", home.logs());
 }
 
+/// A controller with an async instance `name` of `replicas` standbys, every member healthy.
+async fn instance_of(name: &str, replicas: i64) -> (Home, Api) {
+    let mut home = Home::new();
+    let api = home.start().await;
+    let accepted = api.create(name, replicas, "async").await;
+    let created = api.wait_operation(&home, &accepted.operation_id).await;
+    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
+    let members = usize::try_from(replicas).unwrap() + 1;
+    wait_all_healthy(&api, &home, name, members).await;
+    (home, api)
+}
+
+/// Schedules `work_mem = value` on `instance` `secs` ahead and waits until the change waits
+/// for its time; returns its operation's id and the time.
+async fn schedule_work_mem(
+    api: &Api,
+    instance: &str,
+    value: &str,
+    secs: i64,
+) -> (String, chrono::DateTime<chrono::Utc>) {
+    let at = chrono::Utc::now() + chrono::TimeDelta::seconds(secs);
+    let id = queued_id(
+        api,
+        reqwest::Method::PUT,
+        &format!("/v1/instances/{instance}/parameters"),
+        serde_json::json!({
+            "parameters": {"work_mem": value},
+            "apply_at": at.to_rfc3339(),
+        }),
+    )
+    .await;
+    eventually(Duration::from_secs(30), "the change waiting", || async {
+        let op: Operation = api.get(&format!("/v1/operations/{id}")).await;
+        op.progress
+            .filter(|p| p.message.starts_with("scheduled"))
+            .map(|_| ())
+    })
+    .await;
+    (id, at)
+}
+
+/// Waits up to `secs` until both members of `instance` run `work_mem = value`; returns when.
+async fn every_member_runs(
+    api: &Api,
+    instance: &str,
+    value: &str,
+    secs: u64,
+) -> chrono::DateTime<chrono::Utc> {
+    eventually(
+        Duration::from_secs(secs),
+        "every member running the change",
+        || async {
+            let now = shown(api, instance, "work_mem").await;
+            (now.len() == 2 && now.iter().all(|(_, v)| v == value)).then(chrono::Utc::now)
+        },
+    )
+    .await
+}
+
 /// How many changes each member's sidecar wrote (its log's "parameters changed" lines).
 fn writes_per_member(home: &Home, instance: &str) -> Vec<(String, usize)> {
     let dir = home.path().join("instances").join(instance);
@@ -89,34 +149,12 @@ fn writes_per_member(home: &Home, instance: &str) -> Vec<(String, usize)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_change_waits_outside_the_queue_and_survives_a_controller_kill() {
-    let mut home = Home::new();
-    let api = home.start().await;
-    let accepted = api.create("sched", 1, "async").await;
-    let created = api.wait_operation(&home, &accepted.operation_id).await;
-    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
-    wait_all_healthy(&api, &home, "sched", 2).await;
+    let (mut home, api) = instance_of("sched", 1).await;
     let before = shown(&api, "sched", "work_mem").await;
     assert!(before.iter().all(|(_, v)| v != "40MB"), "{before:?}");
 
     // Scheduled 90 s ahead (a minute, and room for a slow switchover on a loaded machine).
-    let at = chrono::Utc::now() + chrono::TimeDelta::seconds(90);
-    let id = queued_id(
-        &api,
-        reqwest::Method::PUT,
-        "/v1/instances/sched/parameters",
-        serde_json::json!({
-            "parameters": {"work_mem": "40MB"},
-            "apply_at": at.to_rfc3339(),
-        }),
-    )
-    .await;
-    eventually(Duration::from_secs(30), "the change waiting", || async {
-        let op: Operation = api.get(&format!("/v1/operations/{id}")).await;
-        op.progress
-            .filter(|p| p.message.starts_with("scheduled"))
-            .map(|_| ())
-    })
-    .await;
+    let (id, at) = schedule_work_mem(&api, "sched", "40MB", 90).await;
 
     // A switchover asked after it does not wait for its time.
     let primary = primary_of(&api, "sched").await.unwrap();
@@ -134,15 +172,7 @@ async fn a_scheduled_change_waits_outside_the_queue_and_survives_a_controller_ki
     // SIGKILL the controller while the change waits, and start another on the same CMS.
     home.kill_controller();
     let api = home.start().await;
-    let applied_at = eventually(
-        Duration::from_secs(90 + 120),
-        "every member running the change",
-        || async {
-            let now = shown(&api, "sched", "work_mem").await;
-            (now.len() == 2 && now.iter().all(|(_, v)| v == "40MB")).then(chrono::Utc::now)
-        },
-    )
-    .await;
+    let applied_at = every_member_runs(&api, "sched", "40MB", 90 + 120).await;
     assert!(applied_at >= at, "applied at {applied_at}, before {at}");
     let done = api.wait_operation(&home, &id).await;
     assert_eq!(done.status, "succeeded", "{done:?}\n{}", home.logs());
@@ -170,12 +200,7 @@ async fn a_scheduled_change_waits_outside_the_queue_and_survives_a_controller_ki
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_a_later_member_cannot_start_with_is_undone_on_the_members_before_it() {
-    let mut home = Home::new();
-    let api = home.start().await;
-    let accepted = api.create("undo", 2, "async").await;
-    let created = api.wait_operation(&home, &accepted.operation_id).await;
-    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
-    wait_all_healthy(&api, &home, "undo", 3).await;
+    let (home, api) = instance_of("undo", 2).await;
     let primary = primary_of(&api, "undo").await.unwrap();
     // The standbys restart in name order: the second one is broken, the first restarts fine.
     let mut standbys: Vec<String> = members(&api, "undo")
@@ -274,4 +299,39 @@ async fn a_change_a_later_member_cannot_start_with_is_undone_on_the_members_befo
             "{name}: {now:?}"
         );
     }
+}
+
+/// Forgets the durable orchestration `id` in the controller's store, as if it had never been
+/// started (the controller must be stopped).
+async fn forget_orchestration(home: &Home, id: &str) {
+    let port = std::fs::read_to_string(home.path().join("cms/port")).unwrap();
+    let url = format!(
+        "postgres://postgres@localhost:{}/toygres?host={}",
+        port.trim(),
+        home.path().join("cms/run").display()
+    );
+    let store = toygres_controller::engine::open_store(&url).await.unwrap();
+    let client = duroxide::Client::new(store);
+    client.delete_instance(id, true).await.unwrap();
+    assert!(matches!(
+        client.get_orchestration_status(id).await.unwrap(),
+        duroxide::OrchestrationStatus::NotFound
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_change_whose_wait_never_started_is_resumed_by_the_next_controller() {
+    let (mut home, api) = instance_of("resume", 1).await;
+
+    // The controller dies between recording the operation and starting its wait: killed once
+    // the wait runs, and the wait removed from the store.
+    let (id, at) = schedule_work_mem(&api, "resume", "24MB", 20).await;
+    home.kill_controller();
+    forget_orchestration(&home, &format!("{id}-at")).await;
+
+    let api = home.start().await;
+    let applied_at = every_member_runs(&api, "resume", "24MB", 20 + 120).await;
+    assert!(applied_at >= at, "applied at {applied_at}, before {at}");
+    let done = api.wait_operation(&home, &id).await;
+    assert_eq!(done.status, "succeeded", "{done:?}\n{}", home.logs());
 }

@@ -9,15 +9,25 @@
 # It also counts acknowledged commits missing at the end (must be 0).
 #
 #   ROUNDS=3 scripts/bench/params.sh
+#   PROFILE=debug ROUNDS=3 scripts/bench/params.sh   # a debug build (slower; say so)
 #
-# Release build. Everything it starts is stopped by the test's guards, by pid.
+# Release build unless PROFILE=debug. Everything it starts is stopped by the test's guards,
+# by pid.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export ROUNDS="${ROUNDS:-3}"
-cargo build --release --bin toygres --bin toygres-sidecar >&2
+case "${PROFILE:-release}" in
+release) profile=(--release) ;;
+debug) profile=() ;;
+*)
+    echo "PROFILE must be release or debug, not ${PROFILE}" >&2
+    exit 2
+    ;;
+esac
+cargo build "${profile[@]}" --workspace --bins >&2
 log=$(mktemp /tmp/toygres-params-bench.XXXXXX)
 status=0
-cargo test --release --workspace --test parameters -- --ignored --nocapture \
+cargo test "${profile[@]}" --workspace --test parameters -- --ignored --nocapture \
     bench_parameter_changes >"$log" 2>&1 || status=$?
 grep -E '^BENCH|test result' "$log" || true
 if ((status != 0)); then

@@ -13,7 +13,7 @@ use toygres_common::store_url::StoreUrl;
 
 use crate::archive::{ArchiveSettings, ArchiveSetup, Compression};
 use crate::bootstrap::BootstrapMode;
-use crate::postgres::settings::{MemberSettings, Passwords};
+use crate::postgres::settings::{read_secret_file as read_secret, MemberSettings, Passwords};
 
 /// How the data directory is created when it is empty (`--bootstrap`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -236,12 +236,7 @@ impl Config {
             );
         }
         let api_token = ApiToken(read_secret(&args.token_file, "--token-file")?);
-        let secrets = Passwords {
-            superuser_password: read_secret(
-                &args.superuser_password_file,
-                "--superuser-password-file",
-            )?,
-        };
+        let secrets = Passwords::from_file(absolute(&args.superuser_password_file)?)?;
         let tls = crate::postgres::settings::TlsMaterial::read(&args.tls_dir)
             .context("read the TLS files of --tls-dir")?;
         if api_token.0.len() < 16 {
@@ -398,20 +393,6 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Reads a secret file: its content with one trailing newline removed; empty is an error.
-fn read_secret(path: &Path, flag: &str) -> anyhow::Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("read {flag} {}", path.display()))?;
-    let secret = text.trim_end_matches(['\n', '\r']).to_string();
-    if secret.is_empty() {
-        bail!("{flag} {} is empty", path.display());
-    }
-    if secret.contains(['\n', '\0']) {
-        bail!("{flag} {} must hold a single line", path.display());
-    }
-    Ok(secret)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,7 +433,7 @@ mod tests {
     fn secrets_are_read_from_files_and_redacted() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Config::from_args(args(dir.path(), &[])).unwrap();
-        assert_eq!(cfg.member.secrets.superuser_password, "pw1");
+        assert_eq!(cfg.member.secrets.superuser_password().unwrap(), "pw1");
         assert!(!format!("{cfg:?}").contains("pw1"));
         assert!(!format!("{cfg:?}").contains("BEGIN"));
         assert_eq!(cfg.member.tls.file("ca.crt"), b"-----BEGIN X-----\n");

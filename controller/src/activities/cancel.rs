@@ -1,5 +1,6 @@
 //! Whether an operator cancelled an operation: read by the actor before it starts a queued
-//! operation, and by long operations at their safe points.
+//! operation, and by long operations at their safe points; and where another operation is
+//! (the second part of a parameter change runs only after the first succeeded).
 
 use std::sync::Arc;
 
@@ -25,4 +26,19 @@ pub async fn operation_cancelled(
         .operation_cancelled(&input.operation_id)
         .await
         .map_err(describe)
+}
+
+/// The operation's status (`pending`, `running`, `succeeded`, …); `None` when there is no such
+/// operation.
+pub async fn operation_status(
+    deps: Arc<ActivityDeps>,
+    _ctx: ActivityContext,
+    input: OperationRef,
+) -> Result<Option<String>, String> {
+    Ok(deps
+        .cms
+        .get_operation(&input.operation_id)
+        .await
+        .map_err(describe)?
+        .map(|operation| operation.status))
 }

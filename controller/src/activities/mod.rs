@@ -53,6 +53,7 @@ pub mod names {
         FORGET_DELETED_BACKUPS = "ForgetDeletedBackups";
         LIST_MEMBERS = "ListMembers";
         OPERATION_CANCELLED = "OperationCancelled";
+        OPERATION_STATUS = "OperationStatus";
         PLAN_BACKUP_DELETION = "PlanBackupDeletion";
         PROBE_MEMBER = "ProbeMember";
         PROMOTE_MEMBER = "PromoteMember";

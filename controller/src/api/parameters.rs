@@ -168,16 +168,20 @@ async fn apply_change(
         confirm,
         primary_update: request.primary_update,
         apply_at_ms,
+        after: None,
     };
     if let (Split::TwoRolls, Some(second)) = (split, second_roll(&change.changes)) {
         // Raised hot-standby settings first (standbys first), then the lowered ones (the
-        // primary first), as two operations queued in that order.
-        engine
+        // primary first), as two operations queued in that order; the second runs only if the
+        // first succeeded.
+        let first = engine
             .change_parameters(&name, part(&change, |n| !second.iter().any(|s| s == n)))
             .await?;
-        let accepted = engine
-            .change_parameters(&name, part(&change, |n| second.iter().any(|s| s == n)))
-            .await?;
+        let second = ParameterChange {
+            after: Some(first.operation_id),
+            ..part(&change, |n| second.iter().any(|s| s == n))
+        };
+        let accepted = engine.change_parameters(&name, second).await?;
         return Ok(accepted);
     }
     // Refuses what no order can apply safely (a hot-standby setting raised and another lowered).

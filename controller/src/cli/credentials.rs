@@ -71,13 +71,26 @@ pub async fn run(args: CredentialsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let detail: InstanceDetail = client.get(&format!("/v1/instances/{}", args.name)).await?;
-    if let Some(app) = detail.connection.and_then(|c| c.app) {
-        if let Some(location) = app.password_location {
-            println!("The new password of {} is in {location}.", app.user);
-        }
-        if app.passfile.is_some() {
-            println!("The printed URIs read it from their passfile: they work unchanged.");
-        }
+    let Some(connection) = detail.connection else {
+        return Ok(());
+    };
+    // Where the rotated role's password is: the owner's (the app block) or the superuser's.
+    let (user, location, passfile) = match request.role {
+        CredentialRole::Owner => match connection.app {
+            Some(app) => (app.user, app.password_location, app.passfile),
+            None => return Ok(()),
+        },
+        CredentialRole::Superuser => (
+            connection.user,
+            connection.password_location,
+            connection.passfile,
+        ),
+    };
+    if let Some(location) = location {
+        println!("The new password of {user} is in {location}.");
+    }
+    if passfile.is_some() {
+        println!("The printed URIs read it from their passfile: they work unchanged.");
     }
     Ok(())
 }

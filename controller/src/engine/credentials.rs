@@ -25,15 +25,8 @@ impl Engine {
                     )));
                 }
             }
-            // The sidecars read the superuser's password once, at their start, and use it to
-            // reach each other: a new one would lock them out until they restart.
-            CredentialRole::Superuser => {
-                return Err(EngineError::Conflict(
-                    "the superuser's password cannot be rotated without restarting the \
-                     members yet: only the owner's (the default role) can"
-                        .into(),
-                ))
-            }
+            // The sidecars read its file at each use, so they follow a rotation.
+            CredentialRole::Superuser => {}
         }
         let operation_id = new_operation_id();
         let command = ActorCommand::RotateCredentials(RotateCredentialsInput {

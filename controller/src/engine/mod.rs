@@ -383,6 +383,12 @@ impl Engine {
             if !matches!(status, OrchestrationStatus::NotFound) {
                 continue;
             }
+            if operation.kind == OperationKind::Parameters {
+                // A scheduled change waits in its own orchestration, which may not have started.
+                self.resume_scheduled_wait(&operation.id, &operation.request)
+                    .await?;
+                continue;
+            }
             let orchestration = match operation.kind {
                 OperationKind::Create => names::CREATE_INSTANCE,
                 OperationKind::Delete => names::DELETE_INSTANCE,

@@ -26,6 +26,8 @@ pub struct ParameterChange {
     pub primary_update: PrimaryUpdate,
     /// The earliest start, in milliseconds since the epoch.
     pub apply_at_ms: Option<u64>,
+    /// The operation this one runs only after, if it succeeded (the first of two rolls).
+    pub after: Option<String>,
 }
 
 impl Engine {
@@ -58,6 +60,7 @@ impl Engine {
             previous,
             ha: None,
             undo_every_restart: true,
+            after: change.after,
         };
         let scheduled = input.apply_at_ms.is_some();
         let command = ActorCommand::Parameters(input);
@@ -77,17 +80,8 @@ impl Engine {
         let ActorCommand::Parameters(input) = &command else {
             return Err(EngineError::Invalid("not a parameters change".into()));
         };
-        let input = serde_json::to_string(input).context("encode the scheduled change")?;
-        if let Err(e) = self
-            .client
-            .start_orchestration(
-                scheduled_id(&operation_id),
-                names::SCHEDULED_PARAMETERS,
-                input,
-            )
-            .await
-        {
-            let why = format!("start the wait for its time: {e}");
+        if let Err(e) = self.start_scheduled_wait(input).await {
+            let why = format!("start the wait for its time: {e:#}");
             self.cms
                 .finish_operation(&operation_id, OperationStatus::Failed, Some(&why))
                 .await?;
@@ -99,6 +93,51 @@ impl Engine {
             kind: OperationKind::Parameters.to_string(),
             instance: name.to_string(),
         })
+    }
+
+    /// Starts *ScheduledParameters* for a change with a time.
+    async fn start_scheduled_wait(&self, input: &ParametersInput) -> anyhow::Result<()> {
+        let encoded = serde_json::to_string(input).context("encode the scheduled change")?;
+        self.client
+            .start_orchestration(
+                scheduled_id(&input.operation_id),
+                names::SCHEDULED_PARAMETERS,
+                encoded,
+            )
+            .await
+            .context("start ScheduledParameters")
+    }
+
+    /// Starts the wait of a scheduled change the API recorded but whose wait never started
+    /// (the controller stopped in between); a change without a time is on its actor's durable
+    /// queue, and a wait that started is left alone.
+    pub(super) async fn resume_scheduled_wait(
+        &self,
+        operation_id: &str,
+        request: &serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let Ok(ActorCommand::Parameters(input)) =
+            serde_json::from_value::<ActorCommand>(request.clone())
+        else {
+            return Ok(());
+        };
+        if input.apply_at_ms.is_none() {
+            return Ok(());
+        }
+        let status = self
+            .client
+            .get_orchestration_status(&scheduled_id(operation_id))
+            .await
+            .with_context(|| format!("read the wait of operation {operation_id}"))?;
+        if !matches!(status, duroxide::OrchestrationStatus::NotFound) {
+            return Ok(());
+        }
+        tracing::info!(
+            operation = operation_id,
+            instance = input.instance,
+            "starting the wait of a scheduled change accepted before the controller stopped"
+        );
+        self.start_scheduled_wait(&input).await
     }
 
     /// Puts back the desired values an operation that never ran had recorded: each setting it

@@ -128,8 +128,12 @@ impl Platform for FleetSimPlatform {
         self.local.read_secret(secret).await
     }
 
-    async fn rotate_secret(&self, secret: &SecretRef) -> Result<(), PlatformError> {
-        self.local.rotate_secret(secret).await
+    async fn replace_secret(
+        &self,
+        secret: &SecretRef,
+        value: &SecretValue,
+    ) -> Result<(), PlatformError> {
+        self.local.replace_secret(secret, value).await
     }
 
     async fn put_store_secret(

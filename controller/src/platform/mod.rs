@@ -50,10 +50,14 @@ pub trait Platform: Send + Sync + fmt::Debug {
     /// superuser password for health queries).
     async fn read_secret(&self, secret: &SecretRef) -> Result<SecretValue, PlatformError>;
 
-    /// Replaces one credential with a new random value, where [`Self::read_secret`] reads it
-    /// (and, in local mode, rewrites its password file). Each call makes a new value: the
-    /// caller sets the same value where it is checked (the role's password on the primary).
-    async fn rotate_secret(&self, secret: &SecretRef) -> Result<(), PlatformError>;
+    /// Replaces one credential with `value` where [`Self::read_secret`] reads it (and, in local
+    /// mode, rewrites its password file), atomically: a reader sees the old value or the new
+    /// one. A rotation sets the value where it is checked (the role on the primary) first.
+    async fn replace_secret(
+        &self,
+        secret: &SecretRef,
+        value: &SecretValue,
+    ) -> Result<(), PlatformError>;
 
     /// Where an operator finds a credential (a file path in local mode, a Secret and key on
     /// Kubernetes), to print instead of the value. `None` when there is nothing to point at.

@@ -114,6 +114,14 @@ impl SecretValue {
         Self(value)
     }
 
+    /// A new random credential: 24 bytes from the OS, in hex.
+    pub fn random() -> Self {
+        use rand::RngCore as _;
+        let mut bytes = [0u8; 24];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        Self(crate::token::hex(&bytes))
+    }
+
     /// The value itself, to hand to a client library.
     pub fn expose(&self) -> &str {
         &self.0

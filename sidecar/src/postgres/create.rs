@@ -90,7 +90,7 @@ pub async fn initdb(
     owned::write_file(
         bins,
         &pwfile,
-        cfg.secrets.superuser_password.as_bytes(),
+        cfg.secrets.superuser_password()?.as_bytes(),
         0o600,
     )?;
     let result = process::run_tool(

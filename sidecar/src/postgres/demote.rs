@@ -126,6 +126,8 @@ impl Member {
 
     /// Runs pg_rewind against the primary; `Ok(false)` when no rewind was needed.
     async fn rewind(&self, primary: &toygres_common::names::PgAddress) -> anyhow::Result<bool> {
+        // The superuser's password may have been rotated since this sidecar started.
+        files::write_pgpass(&self.cfg, &self.bins, &self.layout)?;
         let source = files::superuser_conninfo(&self.layout, primary);
         let target = format!("--target-pgdata={}", self.layout.data_dir.display());
         let source = format!("--source-server={source}");

@@ -338,11 +338,27 @@ fn pgpass_escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace(':', "\\:")
 }
 
-/// The pgpass file pg_rewind reads the superuser's password from.
-pub fn render_pgpass(cfg: &MemberSettings) -> String {
-    format!(
+/// The pgpass file pg_rewind reads the superuser's password from, with the password its file
+/// holds now.
+pub fn render_pgpass(cfg: &MemberSettings) -> anyhow::Result<String> {
+    Ok(format!(
         "*:*:*:postgres:{}\n",
-        pgpass_escape(&cfg.secrets.superuser_password)
+        pgpass_escape(&cfg.secrets.superuser_password()?)
+    ))
+}
+
+/// Rewrites the pgpass file from the superuser's password file, so pg_rewind uses the current
+/// password after a rotation.
+pub fn write_pgpass(
+    cfg: &MemberSettings,
+    bins: &PgBinaries,
+    layout: &Layout,
+) -> anyhow::Result<()> {
+    owned::write_file(
+        bins,
+        &layout.pgpass(),
+        render_pgpass(cfg)?.as_bytes(),
+        0o600,
     )
 }
 
@@ -354,7 +370,7 @@ pub fn write_run_files(
     layout: &Layout,
 ) -> anyhow::Result<()> {
     owned::ensure_private_dir(bins, &layout.run_dir)?;
-    owned::write_file(bins, &layout.pgpass(), render_pgpass(cfg).as_bytes(), 0o600)?;
+    write_pgpass(cfg, bins, layout)?;
     let files = layout.tls();
     owned::ensure_private_dir(bins, &files.dir)?;
     for (name, content) in &cfg.tls.files {

@@ -48,17 +48,51 @@ impl MemberSettings {
     }
 }
 
-/// The database passwords, read from their files. `Debug` never shows them. Replication has
-/// none: standbys authenticate with their client certificate.
+/// The database passwords, read from their files at each use: a rotation replaces the file,
+/// and the next peer connection, pg_rewind or role check uses the new value without a restart.
+/// `Debug` never shows them. Replication has none: standbys authenticate with their client
+/// certificate.
 #[derive(Clone)]
 pub struct Passwords {
-    pub superuser_password: String,
+    superuser_password_file: PathBuf,
+}
+
+impl Passwords {
+    /// Reads the superuser's password file once, so a missing or malformed file stops the
+    /// sidecar at its start rather than at the first use.
+    pub fn from_file(superuser_password_file: PathBuf) -> anyhow::Result<Self> {
+        read_secret_file(&superuser_password_file, "--superuser-password-file")?;
+        Ok(Self {
+            superuser_password_file,
+        })
+    }
+
+    /// The superuser's password as its file holds it now.
+    pub fn superuser_password(&self) -> anyhow::Result<String> {
+        read_secret_file(&self.superuser_password_file, "--superuser-password-file")
+    }
 }
 
 impl std::fmt::Debug for Passwords {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Passwords { <redacted> }")
     }
+}
+
+/// Reads a secret file: its content with one trailing newline removed; empty or several lines
+/// is an error. `flag` names the file in errors (never its content).
+pub fn read_secret_file(path: &std::path::Path, flag: &str) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("read {flag} {}", path.display()))?;
+    let secret = text.trim_end_matches(['\n', '\r']).to_string();
+    if secret.is_empty() {
+        anyhow::bail!("{flag} {} is empty", path.display());
+    }
+    if secret.contains(['\n', '\0']) {
+        anyhow::bail!("{flag} {} must hold a single line", path.display());
+    }
+    Ok(secret)
 }
 
 /// This member's TLS files (named as in [`toygres_common::tls::MEMBER_FILES`]), read once from

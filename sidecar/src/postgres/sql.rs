@@ -36,12 +36,13 @@ pub async fn connect_remote(cfg: &MemberSettings, addr: &PgAddress) -> anyhow::R
         )),
     )
     .context("load the instance's CA and the superuser's certificate")?;
+    let password = cfg.secrets.superuser_password()?;
     let mut pg = PgConfig::new();
     PgTls::require(&mut pg)
         .host(&addr.host)
         .port(addr.port)
         .user("postgres")
-        .password(cfg.secrets.superuser_password.as_bytes())
+        .password(password.as_bytes())
         .dbname("postgres")
         .application_name("toygres-sidecar")
         .connect_timeout(Duration::from_secs(5));
@@ -173,7 +174,8 @@ pub async fn primary_timeline(client: &Client) -> anyhow::Result<Option<u32>> {
 /// client certificate), and the superuser's password matches its file. The password goes to the
 /// server as a SCRAM verifier, never as text.
 pub async fn ensure_roles(client: &Client, cfg: &MemberSettings) -> anyhow::Result<()> {
-    let su = postgres_protocol::password::scram_sha_256(cfg.secrets.superuser_password.as_bytes());
+    let su =
+        postgres_protocol::password::scram_sha_256(cfg.secrets.superuser_password()?.as_bytes());
     let exists = client
         .query_opt("SELECT 1 FROM pg_roles WHERE rolname = 'replicator'", &[])
         .await

@@ -8,6 +8,7 @@ mod actor;
 mod backup;
 mod create_delete;
 mod credentials;
+mod parameters;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -88,6 +89,10 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
         n if n == act::WAIT_SYNC_STANDBY => json!("db-1"),
         n if n == act::ROTATE_PASSWORD => json!({"role_name": instance, "primary": "db-0"}),
         n if n == act::OPERATION_CANCELLED => json!(false),
+        n if n == act::OPERATION_STATUS && input["operation_id"] == "failed-first" => {
+            json!("failed")
+        }
+        n if n == act::OPERATION_STATUS => json!("succeeded"),
         n if n == act::LIST_MEMBERS => json!(["db-0", "db-1"]),
         n if n == act::READ_ACTOR_VIEW && input["actor_id"] == "actor-stale" => Value::Null,
         n if n == act::READ_ACTOR_VIEW => json!({

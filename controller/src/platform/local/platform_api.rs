@@ -41,9 +41,13 @@ impl Platform for LocalPlatform {
             .ok_or_else(|| PlatformError::not_found("secret", secret.to_string()))
     }
 
-    async fn rotate_secret(&self, secret: &SecretRef) -> Result<(), PlatformError> {
+    async fn replace_secret(
+        &self,
+        secret: &SecretRef,
+        value: &SecretValue,
+    ) -> Result<(), PlatformError> {
         validate_instance_name(&secret.instance)?;
-        secrets::replace(&self.layout, secret)?;
+        secrets::replace(&self.layout, secret, value)?;
         Ok(())
     }
 

@@ -108,15 +108,23 @@ fn create_once(path: &Path) -> anyhow::Result<()> {
     result
 }
 
-/// Replaces the credential `secret` with a new random value (renamed into place, so a reader
-/// sees the old value or the new one, never a part) and rewrites its password file from it.
-pub fn replace(layout: &LocalLayout, secret: &SecretRef) -> anyhow::Result<()> {
+/// Replaces the credential `secret` with `value` (renamed into place, so a reader sees the old
+/// value or the new one, never a part) and rewrites its password file from it.
+pub fn replace(
+    layout: &LocalLayout,
+    secret: &SecretRef,
+    value: &SecretValue,
+) -> anyhow::Result<()> {
     let path = layout.secret_file(&secret.instance, secret.name);
     if !path.exists() {
         bail!("{secret} does not exist");
     }
-    let tmp = write_random_tmp(&path)?;
-    let renamed = fs::rename(&tmp, &path).with_context(|| format!("replace {}", path.display()));
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let renamed =
+        write_new_private(&tmp, format!("{}\n", value.expose()).as_bytes()).and_then(|()| {
+            fs::rename(&tmp, &path).with_context(|| format!("replace {}", path.display()))
+        });
     if renamed.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -244,7 +252,7 @@ mod tests {
         let app = refs.app_password();
         let before = read(&layout, &app).unwrap().unwrap();
         let superuser = read(&layout, &refs.superuser_password).unwrap().unwrap();
-        replace(&layout, &app).unwrap();
+        replace(&layout, &app, &SecretValue::random()).unwrap();
         let after = read(&layout, &app).unwrap().unwrap();
         assert_ne!(before, after);
         assert_eq!(after.expose().len(), 48);
@@ -265,6 +273,7 @@ mod tests {
         // A later `ensure` keeps the rotated value.
         ensure(&layout, "db").unwrap();
         assert_eq!(read(&layout, &app).unwrap().unwrap(), after);
-        assert!(replace(&layout, &SecretRefs::for_instance("other").app_password()).is_err());
+        let other = SecretRefs::for_instance("other").app_password();
+        assert!(replace(&layout, &other, &SecretValue::random()).is_err());
     }
 }

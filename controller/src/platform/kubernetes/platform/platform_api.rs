@@ -5,7 +5,6 @@ use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::ByteString;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
-use rand::RngCore as _;
 use toygres_common::names::validate_instance_name;
 
 use super::{classify, KubernetesPlatform, FIELD_MANAGER};
@@ -16,13 +15,10 @@ use crate::platform::{
     EndpointRoutes, Endpoints, MemberAddress, MemberHandle, MemberInfo, MemberSpec, Platform,
     PlatformError, SecretRef, SecretRefs, SecretValue,
 };
-use crate::token::hex;
 
 /// A new random credential: 24 bytes from the OS, in hex.
 fn random_credential() -> SecretValue {
-    let mut bytes = [0u8; 24];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    SecretValue::new(hex(&bytes))
+    SecretValue::random()
 }
 
 #[async_trait::async_trait]
@@ -126,10 +122,13 @@ impl Platform for KubernetesPlatform {
     /// Patches the one key of the instance's Secret. Pods that mount the Secret see the new
     /// file once the kubelet syncs it; nothing of the platform reads the application
     /// password from a pod.
-    async fn rotate_secret(&self, secret: &SecretRef) -> Result<(), PlatformError> {
+    async fn replace_secret(
+        &self,
+        secret: &SecretRef,
+        value: &SecretValue,
+    ) -> Result<(), PlatformError> {
         validate_instance_name(&secret.instance)?;
         let name = credentials_secret_name(&secret.instance);
-        let value = random_credential();
         let patch = serde_json::json!({
             "data": { secret.name.key(): ByteString(value.expose().as_bytes().to_vec()) }
         });
