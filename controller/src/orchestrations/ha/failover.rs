@@ -137,18 +137,29 @@ async fn run_failover(
         handover,
     );
     let others = topology.staying_standbys(&target);
-    hold_writes(ctx, instance, &others).await?;
-    if let Some(old) = &old {
-        let fenced: Fenced = call_once(
+    // Writes held and the old primary fenced at once: both must be done before the promotion.
+    // An automatic failover of a synchronous primary kills it through the platform without
+    // asking its sidecar first (which a hung or cut-off member does not answer).
+    let fence = async {
+        let Some(old) = &old else {
+            return Ok(None);
+        };
+        call_once::<_, Fenced>(
             ctx,
             act::FENCE_MEMBER,
             &FenceInput {
                 instance: instance.clone(),
                 member: old.clone(),
                 timeout_ms: input.ha.check_timeout_ms,
+                platform_first: input.automatic && sync && !seen.degraded,
             },
         )
-        .await?;
+        .await
+        .map(Some)
+    };
+    let (held, fenced) = ctx.join2(hold_writes(ctx, instance, &others), fence).await;
+    held?;
+    if let (Some(old), Some(fenced)) = (&old, fenced?) {
         ctx.trace_info(format!("fenced {old} through the {}", fenced.method));
     }
     let promotion = Promotion {
@@ -161,6 +172,7 @@ async fn run_failover(
         sync,
         ha: &input.ha,
         automatic: input.automatic,
+        old_fenced: old.is_some(),
     };
     promote_and_route(ctx, promotion, handover).await?;
 
