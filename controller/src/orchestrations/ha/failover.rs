@@ -14,6 +14,7 @@ use super::handover::{
 };
 use super::target::{choose_target, NoCandidate, PrimarySeen};
 use crate::activities::ha::{FenceInput, Fenced, MemberSurvey};
+use crate::activities::members::Topology;
 use crate::activities::names as act;
 use crate::orchestrations::durable::call_once;
 
@@ -48,19 +49,29 @@ pub async fn failover(ctx: OrchestrationContext, input: FailoverInput) -> Result
     } else {
         OperationKind::Failover
     };
-    let operation = started(&ctx, &input.operation_id, kind, &input.instance).await?;
+    // Recorded running while the topology is read: one step less before the fence.
+    let (operation, topology) = ctx
+        .join2(
+            started(&ctx, &input.operation_id, kind, &input.instance),
+            read_topology(&ctx, &input.instance),
+        )
+        .await;
+    let operation = operation?;
     let mut handover = Handover::default();
-    let result = run_failover(&ctx, &input, &mut handover).await;
+    let result = match topology {
+        Ok(topology) => run_failover(&ctx, &input, topology, &mut handover).await,
+        Err(e) => Err(e),
+    };
     finish(&ctx, &operation, result, handover).await
 }
 
 async fn run_failover(
     ctx: &OrchestrationContext,
     input: &FailoverInput,
+    topology: Topology,
     handover: &mut Handover,
 ) -> Result<(), String> {
     let instance = &input.instance;
-    let topology = read_topology(ctx, instance).await?;
     let sync = topology.replication_mode == ReplicationMode::Sync;
     let old = topology.primary.clone();
     handover.old_primary = old.clone();

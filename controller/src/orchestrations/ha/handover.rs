@@ -255,8 +255,9 @@ pub(super) async fn promote_and_route(
         handover.reason.as_deref().unwrap_or("")
     );
     let serve = async {
-        // The policy must hold before writes reach the new primary.
-        call::<_, ()>(
+        // The policy must hold before writes reach the new primary; the new roles are recorded
+        // meanwhile.
+        let set_policy = call::<_, ()>(
             ctx,
             act::SET_SYNC_POLICY,
             SyncPolicyInput {
@@ -264,13 +265,11 @@ pub(super) async fn promote_and_route(
                 primary: target.to_string(),
                 policy,
             },
-        )
-        .await
-        .map_err(|e| format!("set the synchronous standbys of {target}: {e}"))?;
-        call::<_, ()>(
+        );
+        let record = call::<_, ()>(
             ctx,
             act::RECORD_HANDOVER,
-            &HandoverRecord {
+            HandoverRecord {
                 instance: instance.to_string(),
                 operation_id: operation_id.to_string(),
                 new_primary: target.to_string(),
@@ -283,8 +282,10 @@ pub(super) async fn promote_and_route(
                 },
                 message,
             },
-        )
-        .await?;
+        );
+        let (policy_set, recorded) = ctx.join2(set_policy, record).await;
+        policy_set.map_err(|e| format!("set the synchronous standbys of {target}: {e}"))?;
+        recorded?;
         route_endpoints(ctx, instance, rw_to(target, others)).await
     };
     let (served, repointed) = ctx.join2(serve, repoint).await;
