@@ -108,7 +108,10 @@ async fn commits_go_on_when_a_sync_standby_is_killed_or_frozen() {
             "commits stalled {stall:?} after the {fault} of {standby}\n{}",
             home.logs()
         );
-        assert_eq!(primary_of(&api, "sb").await.as_deref(), Some(primary.as_str()));
+        assert_eq!(
+            primary_of(&api, "sb").await.as_deref(),
+            Some(primary.as_str())
+        );
         if let Some(frozen) = frozen {
             frozen.thaw();
         }
@@ -118,7 +121,10 @@ async fn commits_go_on_when_a_sync_standby_is_killed_or_frozen() {
     }
     let acks = writers.stop().await;
     assert_no_commit_lost(&rw, &password, &acks, 0).await;
-    assert!(acks.iter().all(|a| a.port == port), "a write left {primary}");
+    assert!(
+        acks.iter().all(|a| a.port == port),
+        "a write left {primary}"
+    );
     for (fault, standby, stall) in took {
         chaos_row(
             &format!("{fault} of the sync standby ({standby})"),
@@ -172,7 +178,10 @@ async fn a_failover_interrupted_by_a_controller_kill_completes_after_the_restart
         "controller killed {killed_after:?} into the failover; first commit elsewhere after \
          {took:?}"
     );
-    assert!(took <= RESTART_BUDGET, "first commit elsewhere after {took:?}");
+    assert!(
+        took <= RESTART_BUDGET,
+        "first commit elsewhere after {took:?}"
+    );
     wait_all_healthy(&api, &home, "ck", 3).await;
     let new_primary = primary_of(&api, "ck").await.unwrap();
     assert_ne!(new_primary, primary);

@@ -9,11 +9,8 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::fs;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use support::*;
 
 /// How long a failover, with the old primary's rejoin, may take.
