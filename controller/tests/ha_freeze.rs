@@ -9,76 +9,12 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::fs;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use support::*;
 
 /// How long a failover, with the old primary's rejoin, may take.
 const DEADLINE: Duration = Duration::from_secs(120);
-
-/// The processes of a frozen member; they are thawed and killed when this drops, so no test
-/// leaves a stopped process behind even when it fails.
-struct Frozen {
-    pids: Vec<i32>,
-}
-
-impl Frozen {
-    /// SIGSTOPs the member's sidecar, its postmaster and every child of the postmaster.
-    fn member(home: &Home, instance: &str, member: &str) -> Self {
-        let dir = home.path().join("instances").join(instance).join(member);
-        let record: serde_json::Value =
-            serde_json::from_str(&fs::read_to_string(dir.join("member.json")).unwrap()).unwrap();
-        let sidecar = i32::try_from(record["pid"].as_i64().unwrap()).unwrap();
-        let postmaster = postmaster_of(home, instance, member);
-        // The sidecar first, so it cannot restart what is stopped after it.
-        let mut pids = vec![sidecar, postmaster];
-        let _ = kill(Pid::from_raw(sidecar), Signal::SIGSTOP);
-        let _ = kill(Pid::from_raw(postmaster), Signal::SIGSTOP);
-        pids.extend(children_of(postmaster));
-        for pid in &pids[2..] {
-            let _ = kill(Pid::from_raw(*pid), Signal::SIGSTOP);
-        }
-        assert!(pids.len() > 4, "too few processes to freeze: {pids:?}");
-        Self { pids }
-    }
-
-    /// The frozen processes still alive.
-    fn alive(&self) -> Vec<i32> {
-        self.pids.iter().copied().filter(|p| alive(*p)).collect()
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        for pid in self.alive() {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
-        }
-    }
-}
-
-/// The pids whose parent is `parent`.
-fn children_of(parent: i32) -> Vec<i32> {
-    let mut children = Vec::new();
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
-        if ppid == Some(parent) {
-            children.push(pid);
-        }
-    }
-    children
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_primary_is_failed_over_killed_whole_and_rejoins_while_rounds_go_on() {

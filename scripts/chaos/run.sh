@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The chaos suite (issue 13): runs the fault tests under continuous writes and prints one table.
 #
-#   scripts/chaos/run.sh            # partitions (3 trials of the isolated primary), kill -9, freeze
+#   scripts/chaos/run.sh            # partitions (3 trials of the isolated primary), kill -9, freeze,
+#                                   # a sync standby killed and frozen, the controller killed mid-failover
 #   TRIALS=8 scripts/chaos/run.sh   # more trials of the isolated primary
 #
 # Each test checks, after its fault: no acknowledged commit lost (sync), in commit order the
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/../.."
 
 trials="${TRIALS:-3}"
 logs="$(mktemp -d -t toygres-chaos.XXXXXX)"
-targets=(ha_partition ha_push ha_freeze)
+targets=(ha_partition ha_push ha_freeze ha_chaos)
 
 cargo build --workspace --bins --quiet
 status=0

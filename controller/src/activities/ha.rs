@@ -9,7 +9,7 @@ use std::time::Duration;
 use duroxide::ActivityContext;
 use serde::{Deserialize, Serialize};
 use toygres_common::sidecar_api::{
-    parse_lsn, DemoteRequest, ReplicationRequest, Role, Status, SyncPolicy,
+    parse_lsn, DemoteRequest, PromoteRequest, ReplicationRequest, Role, Status, SyncPolicy,
 };
 
 use super::deps::{describe, ActivityDeps};
@@ -133,6 +133,11 @@ pub struct FenceInput {
     pub member: String,
     /// How long the sidecar may take to answer before the platform kills the member instead.
     pub timeout_ms: u64,
+    /// Kill it through the platform at once, without asking its sidecar first: an automatic
+    /// failover of a synchronous primary that failed its checks (its sidecar rarely answers,
+    /// and a clean stop hands no acknowledged commit to anyone that a kill would lose).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub platform_first: bool,
 }
 
 /// How a member was fenced.
@@ -156,6 +161,17 @@ pub async fn fence_member(
     input: FenceInput,
 ) -> Result<Fenced, String> {
     let timeout = Duration::from_millis(input.timeout_ms.max(100));
+    if input.platform_first {
+        deps.platform
+            .kill_member(&input.instance, &input.member)
+            .await
+            .map_err(describe)?;
+        return Ok(Fenced {
+            method: "platform".into(),
+            last_lsn: None,
+            sidecar_error: None,
+        });
+    }
     let attempt = async {
         let client = sidecar(&deps, &input.instance, &input.member, timeout).await?;
         let before = client.status().await.map_err(|e| e.to_string())?;
@@ -196,6 +212,11 @@ pub async fn fence_member(
 pub struct PromoteInput {
     pub instance: String,
     pub member: String,
+    /// The old primary is fenced (stopped or killed): skip the sidecar's check that the
+    /// primary it streamed from is gone (a cut-off primary's address does not answer at all,
+    /// and that check waited a second for it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// What a promotion produced.
@@ -220,7 +241,12 @@ pub async fn promote_member(
         Duration::from_secs(120),
     )
     .await?;
-    match client.promote().await {
+    let promoted = if input.force {
+        client.promote_with(&PromoteRequest { force: true }).await
+    } else {
+        client.promote().await
+    };
+    match promoted {
         Ok(promoted) => Ok(Promoted {
             timeline: promoted.timeline,
             lsn: parse_lsn(&promoted.lsn),

@@ -11,7 +11,7 @@ use crate::archive::ArchiveSetup;
 /// standbys a keepalive once half of `wal_sender_timeout` passed without a reply, so an idle
 /// standby still hears from a live primary about every second: its `last_msg_receipt_time` is
 /// fresh evidence that the primary lives, which the controller weighs before a failover (only
-/// evidence younger than the instance's `standby_contact_window_ms`, 2 s by default, counts).
+/// evidence younger than the instance's `standby_contact_window_ms`, 1.5 s by default, counts).
 /// A standby ends a stream that stayed silent for `wal_receiver_timeout` (the default, 60 s,
 /// kept a frozen primary's standbys "streaming" for a minute); CloudNativePG runs both at 5 s.
 pub const REPLICATION_TIMEOUTS: &[&str] =

@@ -14,6 +14,7 @@ use super::handover::{
 };
 use super::target::{choose_target, NoCandidate, PrimarySeen};
 use crate::activities::ha::{FenceInput, Fenced, MemberSurvey};
+use crate::activities::members::Topology;
 use crate::activities::names as act;
 use crate::orchestrations::durable::call_once;
 
@@ -48,19 +49,29 @@ pub async fn failover(ctx: OrchestrationContext, input: FailoverInput) -> Result
     } else {
         OperationKind::Failover
     };
-    let operation = started(&ctx, &input.operation_id, kind, &input.instance).await?;
+    // Recorded running while the topology is read: one step less before the fence.
+    let (operation, topology) = ctx
+        .join2(
+            started(&ctx, &input.operation_id, kind, &input.instance),
+            read_topology(&ctx, &input.instance),
+        )
+        .await;
+    let operation = operation?;
     let mut handover = Handover::default();
-    let result = run_failover(&ctx, &input, &mut handover).await;
+    let result = match topology {
+        Ok(topology) => run_failover(&ctx, &input, topology, &mut handover).await,
+        Err(e) => Err(e),
+    };
     finish(&ctx, &operation, result, handover).await
 }
 
 async fn run_failover(
     ctx: &OrchestrationContext,
     input: &FailoverInput,
+    topology: Topology,
     handover: &mut Handover,
 ) -> Result<(), String> {
     let instance = &input.instance;
-    let topology = read_topology(ctx, instance).await?;
     let sync = topology.replication_mode == ReplicationMode::Sync;
     let old = topology.primary.clone();
     handover.old_primary = old.clone();
@@ -137,18 +148,29 @@ async fn run_failover(
         handover,
     );
     let others = topology.staying_standbys(&target);
-    hold_writes(ctx, instance, &others).await?;
-    if let Some(old) = &old {
-        let fenced: Fenced = call_once(
+    // Writes held and the old primary fenced at once: both must be done before the promotion.
+    // An automatic failover of a synchronous primary kills it through the platform without
+    // asking its sidecar first (which a hung or cut-off member does not answer).
+    let fence = async {
+        let Some(old) = &old else {
+            return Ok(None);
+        };
+        call_once::<_, Fenced>(
             ctx,
             act::FENCE_MEMBER,
             &FenceInput {
                 instance: instance.clone(),
                 member: old.clone(),
                 timeout_ms: input.ha.check_timeout_ms,
+                platform_first: input.automatic && sync && !seen.degraded,
             },
         )
-        .await?;
+        .await
+        .map(Some)
+    };
+    let (held, fenced) = ctx.join2(hold_writes(ctx, instance, &others), fence).await;
+    held?;
+    if let (Some(old), Some(fenced)) = (&old, fenced?) {
         ctx.trace_info(format!("fenced {old} through the {}", fenced.method));
     }
     let promotion = Promotion {
@@ -161,6 +183,7 @@ async fn run_failover(
         sync,
         ha: &input.ha,
         automatic: input.automatic,
+        old_fenced: old.is_some(),
     };
     promote_and_route(ctx, promotion, handover).await?;
 

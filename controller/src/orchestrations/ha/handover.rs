@@ -163,6 +163,9 @@ pub(super) struct Promotion<'a> {
     pub ha: &'a HaSettings,
     /// Decided by the actor (the event says so).
     pub automatic: bool,
+    /// The old primary was fenced (stopped or killed): the target is promoted without the
+    /// sidecar's own check that its upstream is gone.
+    pub old_fenced: bool,
 }
 
 /// Promotes the target, gives it its synchronous standbys and its followers, records the new
@@ -182,6 +185,7 @@ pub(super) async fn promote_and_route(
         sync,
         ha,
         automatic,
+        old_fenced,
     } = promotion;
     progress(
         ctx,
@@ -195,6 +199,7 @@ pub(super) async fn promote_and_route(
         &PromoteInput {
             instance: instance.to_string(),
             member: target.to_string(),
+            force: old_fenced,
         },
     )
     .await?;
@@ -208,7 +213,6 @@ pub(super) async fn promote_and_route(
         ),
         handover,
     );
-    // Its synchronous standbys: the other standbys, and the old primary, which rejoins.
     // Its synchronous standbys: the other standbys that may be, and the old primary, which
     // rejoins.
     let mut followers: Vec<String> = others
@@ -220,17 +224,10 @@ pub(super) async fn promote_and_route(
         followers.push(old.to_string());
     }
     let policy = sync_policy(sync, ha, &followers);
-    let set_policy = call::<_, ()>(
-        ctx,
-        act::SET_SYNC_POLICY,
-        SyncPolicyInput {
-            instance: instance.to_string(),
-            primary: target.to_string(),
-            policy,
-        },
-    );
     // One attempt each: the sidecar answers within its own streaming bound, and a standby
-    // that cannot follow is left to the rejoin below and the actor.
+    // that cannot follow is left to the rejoin below and the actor. They run beside the
+    // policy, the record and rw below: a sync commit waits for a standby anyway, so rw need
+    // not wait for them (ro already goes to them since writes were held).
     let repoint = ctx.join(
         others
             .iter()
@@ -247,12 +244,52 @@ pub(super) async fn promote_and_route(
             })
             .collect(),
     );
-    let (policy_set, repointed) = ctx.join2(set_policy, repoint).await;
-    // The policy must hold before writes reach the new primary; a standby that cannot be
-    // re-pointed now is left to the actor (it shows as not streaming).
-    if let Err(e) = policy_set {
-        return Err(format!("set the synchronous standbys of {target}: {e}"));
-    }
+    let message = format!(
+        "{}{target} promoted (was {}): {}",
+        if automatic {
+            "automatic failover: "
+        } else {
+            ""
+        },
+        old.unwrap_or("no primary"),
+        handover.reason.as_deref().unwrap_or("")
+    );
+    let serve = async {
+        // The policy must hold before writes reach the new primary; the new roles are recorded
+        // meanwhile.
+        let set_policy = call::<_, ()>(
+            ctx,
+            act::SET_SYNC_POLICY,
+            SyncPolicyInput {
+                instance: instance.to_string(),
+                primary: target.to_string(),
+                policy,
+            },
+        );
+        let record = call::<_, ()>(
+            ctx,
+            act::RECORD_HANDOVER,
+            HandoverRecord {
+                instance: instance.to_string(),
+                operation_id: operation_id.to_string(),
+                new_primary: target.to_string(),
+                old_primary: old.map(String::from),
+                old_state: MemberState::Rejoining,
+                event_kind: if automatic {
+                    HaEventKind::FailoverAutomatic
+                } else {
+                    HaEventKind::PrimaryChanged
+                },
+                message,
+            },
+        );
+        let (policy_set, recorded) = ctx.join2(set_policy, record).await;
+        policy_set.map_err(|e| format!("set the synchronous standbys of {target}: {e}"))?;
+        recorded?;
+        route_endpoints(ctx, instance, rw_to(target, others)).await
+    };
+    let (served, repointed) = ctx.join2(serve, repoint).await;
+    served?;
     let mut diverged = Vec::new();
     for (standby, result) in others.iter().zip(repointed) {
         match result {
@@ -268,49 +305,15 @@ pub(super) async fn promote_and_route(
             Err(e) => ctx.trace_warn(format!("re-point {standby} at {target}: {e}")),
         }
     }
-    let message = format!(
-        "{}{target} promoted (was {}): {}",
-        if automatic {
-            "automatic failover: "
-        } else {
-            ""
-        },
-        old.unwrap_or("no primary"),
-        handover.reason.as_deref().unwrap_or("")
-    );
-    call::<_, ()>(
-        ctx,
-        act::RECORD_HANDOVER,
-        &HandoverRecord {
-            instance: instance.to_string(),
-            operation_id: operation_id.to_string(),
-            new_primary: target.to_string(),
-            old_primary: old.map(String::from),
-            old_state: MemberState::Rejoining,
-            event_kind: if automatic {
-                HaEventKind::FailoverAutomatic
-            } else {
-                HaEventKind::PrimaryChanged
-            },
-            message,
-        },
-    )
-    .await?;
-    route_endpoints(
-        ctx,
-        instance,
-        EndpointRoutes {
-            rw: Some(target.to_string()),
-            ro: others
-                .iter()
-                .filter(|s| !diverged.contains(s))
-                .cloned()
-                .collect(),
-            hold_rw: false,
-            ..Default::default()
-        },
-    )
-    .await?;
+    if !diverged.is_empty() {
+        // ro leaves the standbys that went past the fork until they rejoin.
+        let following: Vec<String> = others
+            .iter()
+            .filter(|s| !diverged.contains(s))
+            .cloned()
+            .collect();
+        route_endpoints(ctx, instance, rw_to(target, &following)).await?;
+    }
     // A standby whose WAL went past the fork (it had received more than the new primary when
     // the old one failed) rejoins like an old primary: pg_rewind, then streaming. Until it
     // does, it is `rejoining`, which the actor retries.
@@ -319,6 +322,16 @@ pub(super) async fn promote_and_route(
         rejoin(ctx, instance, standby, target).await;
     }
     Ok(())
+}
+
+/// rw to `primary`, ro to `standbys`.
+fn rw_to(primary: &str, standbys: &[String]) -> EndpointRoutes {
+    EndpointRoutes {
+        rw: Some(primary.to_string()),
+        ro: standbys.to_vec(),
+        hold_rw: false,
+        ..Default::default()
+    }
 }
 
 /// Rejoins `member` as a standby of `primary`; records it running on success. A failure is

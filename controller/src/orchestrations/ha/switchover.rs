@@ -177,6 +177,7 @@ async fn run_switchover(
             instance: instance.clone(),
             member: old.clone(),
             timeout_ms: input.ha.check_timeout_ms.max(5_000),
+            platform_first: false,
         },
     )
     .await?;
@@ -223,6 +224,8 @@ async fn run_switchover(
         sync,
         ha: &input.ha,
         automatic: false,
+        // Stopped cleanly just now: the sidecar's own check costs nothing.
+        old_fenced: false,
     };
     let promoted = promote_and_route(ctx, promotion, handover).await;
     if let Err(e) = promoted {
@@ -236,6 +239,7 @@ async fn run_switchover(
             &PromoteInput {
                 instance: instance.clone(),
                 member: old.clone(),
+                force: false,
             },
         )
         .await;

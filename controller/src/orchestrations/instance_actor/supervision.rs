@@ -332,6 +332,7 @@ async fn fence_stray_primaries(
                 instance: input.instance.clone(),
                 member: stray.member.clone(),
                 timeout_ms: state.ha.check_timeout_ms.max(5_000),
+                platform_first: false,
             },
         )
         .await;
