@@ -314,6 +314,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn files_archived_under_every_compression_are_fetched_whatever_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        std::fs::create_dir_all(state_dir.join("prefetch")).unwrap();
+        std::fs::create_dir_all(state_dir.join("pushed")).unwrap();
+        let settings = ArchiveSettings {
+            url: format!("file://{}/store", dir.path().display())
+                .parse()
+                .unwrap(),
+            instance: "db".into(),
+            compression: Compression::Zstd(1),
+            concurrency: 1,
+            state_dir,
+            wal_segment_size: crate::archive::walname::DEFAULT_SEGMENT_SIZE,
+            credentials_dir: None,
+        };
+        let store = Store::open(&settings.url).unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let written = [
+            Compression::Gzip(1),
+            Compression::None,
+            Compression::Zstd(3),
+            Compression::Lz4,
+        ];
+        for (n, c) in (1..).zip(written) {
+            let mut s = settings.clone();
+            s.compression = c;
+            let p = src.join(segment(n));
+            std::fs::write(&p, vec![n as u8; 10_000]).unwrap();
+            WalArchiver {
+                store: store.clone(),
+                settings: s,
+            }
+            .push_file(&p, &WalFileName::parse(&segment(n)).unwrap())
+            .await
+            .unwrap();
+            let key = settings.wal_key(&segment(n), c);
+            assert!(store.get(&key).await.unwrap().is_some(), "{key}");
+        }
+        let fetcher = WalFetcher { store, settings };
+        let dest = dir.path().join("RECOVERYXLOG");
+        for n in 1..=4u32 {
+            let _ = std::fs::remove_file(&dest);
+            assert_ne!(
+                fetcher.fetch(&segment(n), &dest).await.unwrap(),
+                Fetched::Missing
+            );
+            assert_eq!(std::fs::read(&dest).unwrap(), vec![n as u8; 10_000], "{n}");
+        }
+    }
+
+    #[tokio::test]
     async fn fetch_restores_pushed_files_and_prefetches_the_next_segments() {
         let dir = tempfile::tempdir().unwrap();
         let state_dir = dir.path().join("state");
