@@ -163,6 +163,14 @@ impl<W: Write> Encoder<W> {
     }
 }
 
+/// `file` without the compression suffix its name may end in.
+pub fn strip_suffix(file: &str) -> &str {
+    [".gz", ".zst", ".lz4"]
+        .iter()
+        .find_map(|suffix| file.strip_suffix(suffix))
+        .unwrap_or(file)
+}
+
 /// Undoes the compression an object's name suffix says it has.
 pub fn decompress(key: &str, stored: Vec<u8>) -> anyhow::Result<Vec<u8>> {
     let format = Format::of_key(key);
