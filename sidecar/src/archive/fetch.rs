@@ -313,8 +313,11 @@ mod tests {
         format!("0000000100000000{n:08X}")
     }
 
-    #[tokio::test]
-    async fn files_archived_under_every_compression_are_fetched_whatever_the_setting() {
+    /// Settings archiving into a `file://` store in a new temp dir (returned: it must live).
+    fn file_settings(
+        compression: Compression,
+        concurrency: usize,
+    ) -> (tempfile::TempDir, ArchiveSettings) {
         let dir = tempfile::tempdir().unwrap();
         let state_dir = dir.path().join("state");
         std::fs::create_dir_all(state_dir.join("prefetch")).unwrap();
@@ -324,12 +327,18 @@ mod tests {
                 .parse()
                 .unwrap(),
             instance: "db".into(),
-            compression: Compression::Zstd(1),
-            concurrency: 1,
+            compression,
+            concurrency,
             state_dir,
             wal_segment_size: crate::archive::walname::DEFAULT_SEGMENT_SIZE,
             credentials_dir: None,
         };
+        (dir, settings)
+    }
+
+    #[tokio::test]
+    async fn files_archived_under_every_compression_are_fetched_whatever_the_setting() {
+        let (dir, settings) = file_settings(Compression::Zstd(1), 1);
         let store = Store::open(&settings.url).unwrap();
         let src = dir.path().join("src");
         std::fs::create_dir_all(&src).unwrap();
@@ -368,21 +377,7 @@ mod tests {
 
     #[tokio::test]
     async fn fetch_restores_pushed_files_and_prefetches_the_next_segments() {
-        let dir = tempfile::tempdir().unwrap();
-        let state_dir = dir.path().join("state");
-        std::fs::create_dir_all(state_dir.join("prefetch")).unwrap();
-        std::fs::create_dir_all(state_dir.join("pushed")).unwrap();
-        let settings = ArchiveSettings {
-            url: format!("file://{}/store", dir.path().display())
-                .parse()
-                .unwrap(),
-            instance: "db".into(),
-            compression: Compression::Gzip(1),
-            concurrency: 3,
-            state_dir,
-            wal_segment_size: crate::archive::walname::DEFAULT_SEGMENT_SIZE,
-            credentials_dir: None,
-        };
+        let (dir, settings) = file_settings(Compression::Gzip(1), 3);
         let store = Store::open(&settings.url).unwrap();
         let archiver = WalArchiver {
             store: store.clone(),
