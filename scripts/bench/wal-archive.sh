@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# WAL archiving benchmark (issue 3): our `toygres-sidecar wal-push` against
-# `barman-cloud-wal-archive` (Debian barman-cli-cloud) and `pgbackrest archive-push` (async), side
+# WAL archiving benchmark (issues 3 and 11): our `toygres-sidecar wal-push` against
+# `pgbackrest archive-push` (async) and `barman-cloud-wal-archive` (Debian barman-cli-cloud), side
 # by side in one run, all writing to the same kind of S3 store (moto's S3 server behind stunnel,
-# so over HTTPS) with the same gzip level.
+# so over HTTPS), each compressor of COMPRESSORS at the same level and parallelism for ours and
+# pgBackRest's (barman-cloud only gzips).
 #
 #   scripts/bench/wal-archive.sh            # from the repo root; RUNS=3 by default
 #   RUNS=1 DURATION=20 scripts/bench/wal-archive.sh
@@ -24,11 +25,14 @@
 #   - pgbench TPS (archiving shares the machine with the load) and WAL written.
 # The "none" archiver (archive_command=/bin/true, no store) is the baseline for TPS and WAL rate.
 #
-# Environment: RUNS (3), ARCHIVERS ("toygres barman pgbackrest none"), SCALE (50), CLIENTS (4),
-# JOBS (2), DURATION (30 s), CONCURRENCY (4: our wal-push concurrency = pgBackRest process-max),
-# GZIP_LEVEL (9: what barman-cloud-wal-archive --gzip uses, Python's gzip default, which has no
-# level option), SAMPLE_MS (500), DRAIN_TIMEOUT (900 s), SIDECAR_BIN
+# Environment: RUNS (3), ARCHIVERS ("toygres pgbackrest"; also barman, none), COMPRESSORS
+# ("gz zst lz4"), SCALE (50), CLIENTS (4), JOBS (2), DURATION (30 s), CONCURRENCY (4: our
+# wal-push concurrency = pgBackRest process-max), GZIP_LEVEL (6, pgBackRest's default; barman-
+# cloud-wal-archive --gzip has no level: Python's gzip uses 9), ZSTD_LEVEL (1), lz4 in its fast
+# mode (pgBackRest compress-level 1), SAMPLE_MS (500), DRAIN_TIMEOUT (900 s), SIDECAR_BIN
 # (target/release/toygres-sidecar, built when missing), PG_BIN, KEEP=1 (keep the temp dir).
+# Per run, the report gives ours / pgBackRest for each compressor, so "ahead in every run" can
+# be read off it, and the load average when each trial started.
 #
 # Everything lives in one temp dir; every process started is stopped by pid on exit (also on
 # failure or Ctrl-C), every postmaster found in a data directory made here is stopped, and so is
@@ -36,13 +40,15 @@
 set -eEuo pipefail
 
 RUNS=${RUNS:-3}
-ARCHIVERS=${ARCHIVERS:-"toygres barman pgbackrest none"}
+ARCHIVERS=${ARCHIVERS:-"toygres pgbackrest"}
+COMPRESSORS=${COMPRESSORS:-"gz zst lz4"}
 SCALE=${SCALE:-50}
 CLIENTS=${CLIENTS:-4}
 JOBS=${JOBS:-2}
 DURATION=${DURATION:-30}
 CONCURRENCY=${CONCURRENCY:-4}
-GZIP_LEVEL=${GZIP_LEVEL:-9}
+GZIP_LEVEL=${GZIP_LEVEL:-6}
+ZSTD_LEVEL=${ZSTD_LEVEL:-1}
 SAMPLE_MS=${SAMPLE_MS:-500}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-900}
 BUCKET=walbench
@@ -53,11 +59,26 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 SAMPLE_SLEEP=$(awk -v ms="$SAMPLE_MS" 'BEGIN { printf "%.3f", ms / 1000 }')
 
 BENCH_INSTALL_HINT="apt-get install -y pgbackrest barman-cli-cloud stunnel4 openssl curl jq"
-require_tools curl jq awk openssl find stunnel pgbackrest barman-cloud-wal-archive
+require_tools curl jq awk openssl find stunnel
+[[ " $ARCHIVERS " == *" pgbackrest "* ]] && require_tools pgbackrest
+[[ " $ARCHIVERS " == *" barman "* ]] && require_tools barman-cloud-wal-archive
 require_positive_int RUNS
 [[ $GZIP_LEVEL =~ ^[1-9]$ ]] || die "GZIP_LEVEL must be 1-9"
+[[ $ZSTD_LEVEL =~ ^[1-9]$ ]] || die "ZSTD_LEVEL must be 1-9"
 for a in $ARCHIVERS; do
     [[ $a =~ ^(toygres|barman|pgbackrest|none)$ ]] || die "unknown archiver '$a'"
+done
+for c in $COMPRESSORS; do
+    [[ $c =~ ^(gz|zst|lz4)$ ]] || die "unknown compressor '$c' (gz, zst or lz4)"
+done
+# The trials of one run: archiver_compressor (barman gzips only; none compresses nothing).
+TRIALS=()
+for a in $ARCHIVERS; do
+    case $a in
+    toygres | pgbackrest) for c in $COMPRESSORS; do TRIALS+=("${a}_$c"); done ;;
+    barman) TRIALS+=(barman_gz) ;;
+    none) TRIALS+=(none) ;;
+    esac
 done
 
 # moto_server: through pyenv's shim the pid would be a wrapper's; use the real script.
@@ -173,8 +194,8 @@ ready_stat() { # data dir, now
 # ---------------------------------------------------------------------------------------------
 # One trial
 
-trial() { # run archiver
-    local run=$1 a=$2 dir=$ROOT/run$1/$2
+trial() { # run archiver_compressor
+    local run=$1 id=$2 a=${2%%_*} comp=${2#*_} dir=$ROOT/run$1/$2
     mkdir -p "$dir/sock"
     chmod 0711 "$ROOT/run$run"
     local data=$dir/data
@@ -183,12 +204,18 @@ trial() { # run archiver
     DATA_DIRS+=("$data")
 
     [[ $a == none ]] || start_moto "$dir"
-    local ep="https://127.0.0.1:$MOTO_PORT" cmd prefix
+    local ep="https://127.0.0.1:$MOTO_PORT" cmd prefix ours pgbr_level
+    case $comp in
+    gz) ours=$GZIP_LEVEL pgbr_level=$GZIP_LEVEL ;;
+    zst) ours=zstd:$ZSTD_LEVEL pgbr_level=$ZSTD_LEVEL ;;
+    lz4) ours=lz4 pgbr_level=1 ;;
+    *) ours=none pgbr_level=0 ;;
+    esac
     case $a in
     toygres)
         mkdir -p "$dir/archive/pushed" "$dir/archive/prefetch"
         cat >"$dir/archive/config.json" <<EOF
-{"url": "s3://$BUCKET/toygres", "instance": "bench", "compression": "$GZIP_LEVEL",
+{"url": "s3://$BUCKET/toygres", "instance": "bench", "compression": "$ours",
  "concurrency": $CONCURRENCY, "state_dir": "$dir/archive", "wal_segment_size": 16777216}
 EOF
         cmd="AWS_ENDPOINT_URL=$ep $SIDECAR_BIN wal-push --config $dir/archive/config.json %p"
@@ -212,8 +239,8 @@ repo1-s3-key=$AWS_ACCESS_KEY_ID
 repo1-s3-key-secret=$AWS_SECRET_ACCESS_KEY
 repo1-s3-uri-style=path
 repo1-storage-verify-tls=n
-compress-type=gz
-compress-level=$GZIP_LEVEL
+compress-type=$comp
+compress-level=$pgbr_level
 archive-async=y
 process-max=$CONCURRENCY
 spool-path=$dir/pgbr/spool
@@ -238,7 +265,7 @@ EOF
     chown -R "$PG_OWNER" "$dir"
     chmod 0700 "$dir/sock"
 
-    log "run $run, $a: initdb, pgbench -i -s $SCALE"
+    log "run $run, $id: initdb, pgbench -i -s $SCALE"
     as_pg "$PG_BIN/initdb" -D "$data" -U postgres --auth-local=trust --auth-host=trust \
         --data-checksums --encoding=UTF8 --locale=C.UTF-8 --no-instructions \
         >"$dir/initdb.log" 2>&1 || die "initdb failed: $(tail -5 "$dir/initdb.log")"
@@ -275,6 +302,7 @@ EOF
     sql "CHECKPOINT" >/dev/null
 
     local lsn0 arch0 fail0 t0 t1 t2
+    record "${id}_load1" "$(cut -d' ' -f1 /proc/loadavg)"
     lsn0=$(sql "SELECT pg_current_wal_lsn()")
     read -r arch0 fail0 < <(sql "SELECT archived_count, failed_count FROM pg_stat_archiver" | tr '|' ' ')
 
@@ -289,7 +317,7 @@ EOF
     local sampler=$!
     PIDS+=("$sampler")
 
-    log "run $run, $a: pgbench -c $CLIENTS -j $JOBS -T $DURATION"
+    log "run $run, $id: pgbench -c $CLIENTS -j $JOBS -T $DURATION"
     t0=$(now)
     as_pg "$PG_BIN/pgbench" -h "$SOCK" -p "$PGPORT_" -U postgres -c "$CLIENTS" -j "$JOBS" \
         -T "$DURATION" postgres >"$dir/pgbench.log" 2>&1 || die "pgbench failed: $(tail -5 "$dir/pgbench.log")"
@@ -300,7 +328,7 @@ EOF
     read -r arch1 < <(sql "SELECT archived_count FROM pg_stat_archiver")
     target=$(sql "SELECT pg_walfile_name(pg_switch_wal())")
 
-    log "run $run, $a: load done ($end_ready .ready); waiting until $target is archived"
+    log "run $run, $id: load done ($end_ready .ready); waiting until $target is archived"
     local last arch2 fail2
     deadline=$((SECONDS + DRAIN_TIMEOUT))
     while :; do
@@ -311,7 +339,7 @@ EOF
             read -r n age < <(ready_stat "$data" "$(now)")
             ((n == 0)) && break
         fi
-        ((SECONDS < deadline)) || die "$a: $target not archived after ${DRAIN_TIMEOUT}s (last: $last)"
+        ((SECONDS < deadline)) || die "$id: $target not archived after ${DRAIN_TIMEOUT}s (last: $last)"
         sleep 0.1
     done
     t2=$(now)
@@ -329,28 +357,28 @@ EOF
     read -r max_ready max_age < <(awk -v a="$t0" -v b="$t2" '$1 >= a && $1 <= b {
             if ($2 > n) n = $2; if ($3 > m) m = $3 } END { printf "%d %.2f\n", n, m }' "$dir/samples.txt")
 
-    record "${a}_tps" "$tps"
-    record "${a}_wal_mib" "$wal_mib"
-    record "${a}_wal_mibs" "$(calc "$wal_mib / $load_s")"
+    record "${id}_tps" "$tps"
+    record "${id}_wal_mib" "$wal_mib"
+    record "${id}_wal_mibs" "$(calc "$wal_mib / $load_s")"
     if [[ $a != none ]]; then
-        record "${a}_segments" "$segs"
-        record "${a}_seg_per_s" "$(calc "$segs / $window_s")"
-        record "${a}_mibs" "$(calc "$segs * $SEG_MIB / $window_s")"
-        record "${a}_seg_per_s_load" "$(calc "($arch1 - $arch0) / $load_s")"
+        record "${id}_segments" "$segs"
+        record "${id}_seg_per_s" "$(calc "$segs / $window_s")"
+        record "${id}_mibs" "$(calc "$segs * $SEG_MIB / $window_s")"
+        record "${id}_seg_per_s_load" "$(calc "($arch1 - $arch0) / $load_s")"
         # Drain rate: only meaningful with a backlog; else it is the last few segments' latency.
         if ((end_ready >= 2 * CONCURRENCY)); then
-            record "${a}_seg_per_s_drain" "$(calc "($arch2 - $arch1) / $drain_s")"
+            record "${id}_seg_per_s_drain" "$(calc "($arch2 - $arch1) / $drain_s")"
         fi
-        record "${a}_drain_s" "$drain_s"
-        record "${a}_ready_end" "$end_ready"
-        record "${a}_age_end_s" "$end_age"
-        record "${a}_ready_max" "$max_ready"
-        record "${a}_age_max_s" "$max_age"
-        record "${a}_failures" "$((fail2 - fail0))"
+        record "${id}_drain_s" "$drain_s"
+        record "${id}_ready_end" "$end_ready"
+        record "${id}_age_end_s" "$end_age"
+        record "${id}_ready_max" "$max_ready"
+        record "${id}_age_max_s" "$max_age"
+        record "${id}_failures" "$((fail2 - fail0))"
         local objs bytes
         read -r objs bytes < <(stored_under "$prefix")
-        record "${a}_objects" "$objs"
-        record "${a}_stored_pct" "$(calc "100 * $bytes / ($segs * $SEG_MIB * 1048576)")"
+        record "${id}_objects" "$objs"
+        record "${id}_stored_pct" "$(calc "100 * $bytes / ($segs * $SEG_MIB * 1048576)")"
     fi
 
     as_pg "$PG_BIN/pg_ctl" -D "$data" -m fast -w -s stop || die "pg_ctl stop failed"
@@ -363,9 +391,9 @@ EOF
 # Main
 
 log "sidecar: $SIDECAR_BIN"
-log "postgres: $("$PG_BIN/postgres" --version); $(pgbackrest version); $(barman-cloud-wal-archive --version 2>&1)"
-log "runs: $RUNS; archivers: $ARCHIVERS; gzip level $GZIP_LEVEL; concurrency $CONCURRENCY; temp dir: $ROOT"
-read -r -a ORDER <<<"$ARCHIVERS"
+log "postgres: $("$PG_BIN/postgres" --version); $(pgbackrest version 2>&1 || echo no pgBackRest); $(barman-cloud-wal-archive --version 2>&1 || echo no barman-cloud)"
+log "runs: $RUNS; trials: ${TRIALS[*]}; gzip level $GZIP_LEVEL, zstd level $ZSTD_LEVEL; concurrency $CONCURRENCY; temp dir: $ROOT"
+ORDER=("${TRIALS[@]}")
 for ((run = 1; run <= RUNS; run++)); do
     # Rotate the order each run, so drift in machine load hits every archiver.
     for ((i = 0; i < ${#ORDER[@]}; i++)); do
@@ -376,18 +404,36 @@ done
 # ---------------------------------------------------------------------------------------------
 # Report
 
+# One row per measurement: each trial's median (min–max).
 row() { # label suffix decimals
-    local label=$1 s=$2 d=$3
-    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$(cell "toygres_$s" "$d")" \
-        "$(cell "barman_$s" "$d")" "$(cell "pgbackrest_$s" "$d")" "$(cell "none_$s" "$d")" \
-        "$(ratio "toygres_$s" "barman_$s")" "$(ratio "toygres_$s" "pgbackrest_$s")"
+    local label=$1 s=$2 d=$3 id line="| $1 |"
+    for id in "${TRIALS[@]}"; do line+=" $(cell "${id}_$s" "$d") |"; done
+    echo "$line"
+}
+
+# "r1 r2 … (median m)": ours / pgBackRest's archive throughput in each run, for compressor $1.
+per_run_ratios() {
+    awk -v a="toygres_$1_seg_per_s" -v b="pgbackrest_$1_seg_per_s" '
+        $1 == a { x[++n] = $2 } $1 == b { y[++m] = $2 }
+        END {
+            k = (n < m) ? n : m
+            for (i = 1; i <= k; i++) { r[i] = (y[i] > 0) ? x[i] / y[i] : 0; printf "%.2f× ", r[i] }
+            for (i = 2; i <= k; i++) for (j = i; j > 1 && r[j - 1] > r[j]; j--) { t = r[j]; r[j] = r[j - 1]; r[j - 1] = t }
+            if (k) printf "(median %.2f×)", (k % 2) ? r[(k + 1) / 2] : (r[k / 2] + r[k / 2 + 1]) / 2
+        }' "$RESULTS"
 }
 
 echo
-echo "WAL archiving: $RUNS runs, PostgreSQL $(pg_version), pgbench -i -s $SCALE, then -c $CLIENTS -j $JOBS -T $DURATION (synchronous_commit=off); gzip level $GZIP_LEVEL; concurrency $CONCURRENCY; moto S3 behind stunnel (HTTPS)"
+echo "WAL archiving: $RUNS runs, PostgreSQL $(pg_version), pgbench -i -s $SCALE, then -c $CLIENTS -j $JOBS -T $DURATION (synchronous_commit=off); gzip level $GZIP_LEVEL, zstd level $ZSTD_LEVEL, lz4 fast; concurrency $CONCURRENCY (pgBackRest process-max); moto S3 behind stunnel (HTTPS); $(nproc) cores"
 echo
-echo "| measurement (median, min–max) | toygres wal-push | barman-cloud-wal-archive | pgbackrest archive-push (async) | no archiving (/bin/true) | ours / barman | ours / pgBackRest |"
-echo "|---|---|---|---|---|---|---|"
+header="| measurement (median, min–max) |"
+rule="|---|"
+for id in "${TRIALS[@]}"; do
+    header+=" $id |"
+    rule+="---|"
+done
+echo "$header"
+echo "$rule"
 row "**archive throughput, load start → all archived (segments/s)**" seg_per_s 2
 row "… the same in MiB/s of WAL" mibs 1
 row "segments archived per second during the load" seg_per_s_load 2
@@ -403,3 +449,10 @@ row "WAL written by the load (MiB)" wal_mib 0
 row "WAL write rate during the load (MiB/s)" wal_mibs 1
 row "stored size, % of raw WAL" stored_pct 1
 row "archive_command failures" failures 0
+row "1-minute load average when the trial started" load1 2
+echo
+if [[ " $ARCHIVERS " == *" toygres "* && " $ARCHIVERS " == *" pgbackrest "* ]]; then
+    for c in $COMPRESSORS; do
+        echo "- ours / pgBackRest, archive throughput, $c, per run: $(per_run_ratios "$c")"
+    done
+fi

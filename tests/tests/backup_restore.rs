@@ -101,13 +101,11 @@ fn strip(keys: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-/// A primary archiving to `backend` (instance: the member name without `-0`).
+/// A primary archiving to `backend` (instance: the member name without `-0`), with the default
+/// compression (zstd).
 fn source_spec(member: &str, backend: &Backend) -> SidecarSpec {
     let mut spec = SidecarSpec::primary(member);
-    spec.extra_args = vec![
-        format!("--archive-url={}", backend.url()),
-        "--wal-compression=1".into(),
-    ];
+    spec.extra_args = vec![format!("--archive-url={}", backend.url())];
     spec.env = backend.env();
     spec
 }
@@ -231,9 +229,21 @@ async fn restore_and_check(
     log
 }
 
-/// The PITR story on one store: three writes apart by a time, an LSN and a restore point.
-async fn back_up_restore_and_prune(dir: &TestDir, backend: &Backend, source: &str, all: bool) {
-    let primary = Sidecar::start(dir, source_spec(&format!("{source}-0"), backend)).await;
+/// The PITR story on one store: three writes apart by a time, an LSN and a restore point. With
+/// `gzip`, the source writes its backup and WAL as gzip (what sidecars did before zstd became
+/// the default) and the restored members, on the default, read them.
+async fn back_up_restore_and_prune(
+    dir: &TestDir,
+    backend: &Backend,
+    source: &str,
+    all: bool,
+    gzip: bool,
+) {
+    let mut spec = source_spec(&format!("{source}-0"), backend);
+    if gzip {
+        spec.extra_args.push("--wal-compression=1".into());
+    }
+    let primary = Sidecar::start(dir, spec).await;
     let c = primary.connect().await;
     c.batch_execute("CREATE TABLE t (x int PRIMARY KEY)")
         .await
@@ -248,7 +258,8 @@ async fn back_up_restore_and_prune(dir: &TestDir, backend: &Backend, source: &st
     assert_eq!(backup.sha256.len(), 64);
     assert!(backup.stored_bytes < backup.raw_bytes, "{backup:?}");
     let keys = backend.keys(&format!("{source}/base/{}/", backup.id)).await;
-    for name in ["base.tar.gz", "backup_manifest", "manifest.json"] {
+    let tar = if gzip { "base.tar.gz" } else { "base.tar.zst" };
+    for name in [tar, "backup_manifest", "manifest.json"] {
         assert!(
             keys.contains(&format!("{source}/base/{}/{name}", backup.id)),
             "{name} missing: {keys:?}"
@@ -516,21 +527,21 @@ async fn back_up_restore_and_prune(dir: &TestDir, backend: &Backend, source: &st
 async fn file_pitr_restores_exactly_the_rows_before_a_time_an_lsn_an_xid_and_a_restore_point() {
     let dir = TestDir::new();
     let backend = Backend::file(&dir);
-    back_up_restore_and_prune(&dir, &backend, "pitr", true).await;
+    back_up_restore_and_prune(&dir, &backend, "pitr", true, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_base_backup_restores_to_a_point_in_time_and_retention_prunes_the_store() {
     let dir = TestDir::new();
     let backend = Backend::s3(&dir).await;
-    back_up_restore_and_prune(&dir, &backend, "pitrs3", false).await;
+    back_up_restore_and_prune(&dir, &backend, "pitrs3", false, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_base_backup_restores_to_a_point_in_time_and_retention_prunes_the_store() {
     let dir = TestDir::new();
     let backend = Backend::azure(&dir).await;
-    back_up_restore_and_prune(&dir, &backend, "pitraz", false).await;
+    back_up_restore_and_prune(&dir, &backend, "pitraz", false, false).await;
 }
 
 /// Without an object store there is nowhere to back up to: 409, and nothing is listed.

@@ -132,7 +132,6 @@ fn archive_spec(member: &str, backend: &Backend) -> SidecarSpec {
     let mut spec = SidecarSpec::primary(member);
     spec.extra_args = vec![
         format!("--archive-url={}", backend.url()),
-        "--wal-compression=1".into(),
         "--archive-concurrency=4".into(),
     ];
     spec.env = backend.env();
@@ -298,7 +297,7 @@ async fn archive_under_load_through_an_outage(dir: &TestDir, mut backend: Backen
     wait_archived(&primary, &switched).await;
     let keys = backend.wal_keys(instance).await;
     assert!(
-        keys.contains(&format!("{instance}/wal/{switched}.gz")),
+        keys.contains(&format!("{instance}/wal/{switched}.zst")),
         "pg_switch_wal's segment {switched} is not in the store: {keys:?}"
     );
     let archived_before = metric(&primary, "toygres_wal_archive_success_total")
@@ -345,7 +344,7 @@ async fn archive_under_load_through_an_outage(dir: &TestDir, mut backend: Backen
     let keys = backend.wal_keys(instance).await;
     let missing: Vec<String> = segments_between(&first, &last)
         .into_iter()
-        .filter(|s| !keys.contains(&format!("{instance}/wal/{s}.gz")))
+        .filter(|s| !keys.contains(&format!("{instance}/wal/{s}.zst")))
         .collect();
     assert!(
         missing.is_empty(),
@@ -484,6 +483,54 @@ async fn wal_push_accepts_identical_and_refuses_different_content() {
         assert_eq!(
             backend.wal_keys("manual").await,
             vec![format!("manual/wal/{name}.gz")],
+            "{url}"
+        );
+
+        // The default changes to zstd: the gzip object (written before) is still the one
+        // compared with, and read back; nothing is stored twice.
+        let zstd = serde_json::json!({
+            "url": backend.url(),
+            "instance": "manual",
+            "compression": "zstd",
+            "concurrency": 2,
+            "state_dir": state,
+        });
+        std::fs::write(config, zstd.to_string()).expect("write the settings");
+        std::fs::write(&segment, &content).expect("restore the segment");
+        let (code, _, err) = sidecar_cmd(backend, &["wal-push", "--config", config, seg]).await;
+        assert_eq!(code, 0, "{url}: re-push under zstd: {err}");
+        std::fs::write(&segment, b"different again").expect("rewrite the segment");
+        let (code, _, err) = sidecar_cmd(backend, &["wal-push", "--config", config, seg]).await;
+        assert!(
+            code != 0 && err.contains("refusing to overwrite"),
+            "{url}: {err}"
+        );
+        std::fs::remove_file(restored).expect("remove the restored file");
+        let (code, _, err) =
+            sidecar_cmd(backend, &["wal-fetch", "--config", config, name, restored]).await;
+        assert_eq!(code, 0, "{url}: fetch under zstd: {err}");
+        assert!(
+            std::fs::read(restored).expect("read the restored file") == content,
+            "{url}: the gzip segment did not read back under zstd"
+        );
+        assert_eq!(
+            backend.wal_keys("manual").await,
+            vec![format!("manual/wal/{name}.gz")],
+            "{url}: stored twice"
+        );
+        // A new segment is stored as zstd, in one request.
+        let next = "000000010000000000000008";
+        let segment8 = wal.join(next);
+        std::fs::write(&segment8, &content).expect("write a segment");
+        let seg8 = segment8.to_str().expect("a UTF-8 path");
+        let (code, _, err) = sidecar_cmd(backend, &["wal-push", "--config", config, seg8]).await;
+        assert_eq!(code, 0, "{url}: zstd push: {err}");
+        assert_eq!(
+            backend.wal_keys("manual").await,
+            vec![
+                format!("manual/wal/{name}.gz"),
+                format!("manual/wal/{next}.zst")
+            ],
             "{url}"
         );
 

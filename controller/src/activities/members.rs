@@ -119,6 +119,7 @@ pub(crate) async fn member_archive(
         .flatten();
     Ok(config.and_then(|c| {
         Some(MemberArchive {
+            compression: c.sidecar_compression().map(str::to_string),
             store_url: c.store_url?,
             credentials_secret: c.credentials_secret,
         })

@@ -37,6 +37,9 @@ pub struct CreateArgs {
     /// Cron expression of scheduled base backups [default: Sundays at 01:00 UTC]
     #[arg(long, conflicts_with = "no_backup")]
     pub backup_schedule: Option<String>,
+    /// How WAL and base backups are compressed [default: zstd]
+    #[arg(long, value_parser = toygres_common::backup_api::COMPRESSIONS, conflicts_with = "no_backup")]
+    pub backup_compression: Option<String>,
     /// The application database [default: the instance's name]
     #[arg(long)]
     pub database: Option<String>,
@@ -98,12 +101,14 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
         backup: (args.no_backup
             || args.backup_store.is_some()
             || args.backup_credentials.is_some()
-            || args.backup_schedule.is_some())
+            || args.backup_schedule.is_some()
+            || args.backup_compression.is_some())
         .then(|| BackupConfigRequest {
             enabled: Some(!args.no_backup),
             store_url: args.backup_store.clone(),
             credentials_secret: args.backup_credentials.clone(),
             base_schedule: args.backup_schedule.clone(),
+            compression: args.backup_compression.clone(),
             ..BackupConfigRequest::default()
         }),
         database: args.database.clone(),

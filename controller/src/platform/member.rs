@@ -112,6 +112,9 @@ pub struct MemberArchive {
     /// The name of the secret holding the store's credentials, if it needs any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+    /// The sidecar's `--wal-compression` value; its default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
 }
 
 impl MemberSpec {

@@ -313,8 +313,11 @@ mod tests {
         format!("0000000100000000{n:08X}")
     }
 
-    #[tokio::test]
-    async fn fetch_restores_pushed_files_and_prefetches_the_next_segments() {
+    /// Settings archiving into a `file://` store in a new temp dir (returned: it must live).
+    fn file_settings(
+        compression: Compression,
+        concurrency: usize,
+    ) -> (tempfile::TempDir, ArchiveSettings) {
         let dir = tempfile::tempdir().unwrap();
         let state_dir = dir.path().join("state");
         std::fs::create_dir_all(state_dir.join("prefetch")).unwrap();
@@ -324,12 +327,57 @@ mod tests {
                 .parse()
                 .unwrap(),
             instance: "db".into(),
-            compression: Compression::Gzip(1),
-            concurrency: 3,
+            compression,
+            concurrency,
             state_dir,
             wal_segment_size: crate::archive::walname::DEFAULT_SEGMENT_SIZE,
             credentials_dir: None,
         };
+        (dir, settings)
+    }
+
+    #[tokio::test]
+    async fn files_archived_under_every_compression_are_fetched_whatever_the_setting() {
+        let (dir, settings) = file_settings(Compression::Zstd(1), 1);
+        let store = Store::open(&settings.url).unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let written = [
+            Compression::Gzip(1),
+            Compression::None,
+            Compression::Zstd(3),
+            Compression::Lz4,
+        ];
+        for (n, c) in (1..).zip(written) {
+            let mut s = settings.clone();
+            s.compression = c;
+            let p = src.join(segment(n));
+            std::fs::write(&p, vec![n as u8; 10_000]).unwrap();
+            WalArchiver {
+                store: store.clone(),
+                settings: s,
+            }
+            .push_file(&p, &WalFileName::parse(&segment(n)).unwrap())
+            .await
+            .unwrap();
+            let key = settings.wal_key(&segment(n), c);
+            assert!(store.get(&key).await.unwrap().is_some(), "{key}");
+        }
+        let fetcher = WalFetcher { store, settings };
+        let dest = dir.path().join("RECOVERYXLOG");
+        for n in 1..=4u32 {
+            let _ = std::fs::remove_file(&dest);
+            assert_ne!(
+                fetcher.fetch(&segment(n), &dest).await.unwrap(),
+                Fetched::Missing
+            );
+            assert_eq!(std::fs::read(&dest).unwrap(), vec![n as u8; 10_000], "{n}");
+        }
+    }
+
+    #[tokio::test]
+    async fn fetch_restores_pushed_files_and_prefetches_the_next_segments() {
+        let (dir, settings) = file_settings(Compression::Gzip(1), 3);
         let store = Store::open(&settings.url).unwrap();
         let archiver = WalArchiver {
             store: store.clone(),

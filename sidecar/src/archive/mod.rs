@@ -4,109 +4,23 @@
 //! `restore_command` (`wal-fetch`, [`fetch`]). Those short-lived processes read their settings
 //! from a small, non-secret JSON file ([`ArchiveSettings`]) that the sidecar writes into its run
 //! directory before Postgres starts; credentials reach them through the environment Postgres
-//! inherited from the sidecar, or from the credentials directory the settings name. Objects live at `<instance>/wal/<file>[.gz]` under the store URL.
+//! inherited from the sidecar, or from the credentials directory the settings name. Objects live at
+//! `<instance>/wal/<file>[.gz|.zst|.lz4]` under the store URL ([`compression`]).
 
+pub mod compression;
 pub mod fetch;
 pub mod push;
 pub mod stats;
 pub mod switch;
 pub mod walname;
 
-use std::fmt;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use toygres_common::store_url::StoreUrl;
 
-/// How archived WAL is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// Stored as is.
-    None,
-    /// gzip at this level (0–9).
-    Gzip(u32),
-}
-
-impl Compression {
-    /// The object-name suffix this compression adds.
-    pub fn suffix(self) -> &'static str {
-        match self {
-            Compression::None => "",
-            Compression::Gzip(_) => ".gz",
-        }
-    }
-
-    /// Compresses `raw`.
-    pub fn compress(self, raw: &[u8]) -> anyhow::Result<Vec<u8>> {
-        match self {
-            Compression::None => Ok(raw.to_vec()),
-            Compression::Gzip(level) => {
-                let mut enc = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(raw.len() / 4),
-                    flate2::Compression::new(level),
-                );
-                enc.write_all(raw).context("gzip")?;
-                enc.finish().context("gzip")
-            }
-        }
-    }
-}
-
-/// Undoes the compression an object's name suffix says it has.
-pub fn decompress(key: &str, stored: Vec<u8>) -> anyhow::Result<Vec<u8>> {
-    if key.ends_with(".gz") {
-        let mut out = Vec::with_capacity(stored.len() * 4);
-        flate2::read::GzDecoder::new(stored.as_slice())
-            .read_to_end(&mut out)
-            .with_context(|| format!("gunzip {key}"))?;
-        Ok(out)
-    } else {
-        Ok(stored)
-    }
-}
-
-impl FromStr for Compression {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "none" => Ok(Compression::None),
-            "gzip" => Ok(Compression::Gzip(6)),
-            level => match level.parse::<u32>() {
-                Ok(n) if n <= 9 => Ok(Compression::Gzip(n)),
-                _ => Err(format!(
-                    "{s:?} is not a WAL compression: expected a gzip level 0-9, \"gzip\" or \"none\""
-                )),
-            },
-        }
-    }
-}
-
-impl fmt::Display for Compression {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Compression::None => f.write_str("none"),
-            Compression::Gzip(level) => write!(f, "{level}"),
-        }
-    }
-}
-
-impl Serialize for Compression {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Compression {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
+pub use compression::{decompress, Compression};
 
 /// What `wal-push` and `wal-fetch` need to know, written by the sidecar as
 /// `<run dir>/archive/config.json`. Holds no secrets.
@@ -183,15 +97,14 @@ impl ArchiveSettings {
 
     /// The keys a WAL file may be stored under, the current compression's first (an archive may
     /// hold files written under an earlier setting).
-    pub fn wal_keys(&self, name: &str) -> [String; 2] {
-        let other = match self.compression {
-            Compression::None => Compression::Gzip(6),
-            Compression::Gzip(_) => Compression::None,
-        };
-        [
-            self.wal_key(name, self.compression),
-            self.wal_key(name, other),
-        ]
+    pub fn wal_keys(&self, name: &str) -> Vec<String> {
+        let mut keys = vec![self.wal_key(name, self.compression)];
+        for other in compression::ALL {
+            if other.suffix() != self.compression.suffix() {
+                keys.push(self.wal_key(name, other));
+            }
+        }
+        keys
     }
 
     /// Where markers of files pushed ahead of Postgres's request live.
@@ -380,42 +293,25 @@ mod tests {
     }
 
     #[test]
-    fn compression_parses_levels_and_none() {
-        assert_eq!("none".parse(), Ok(Compression::None));
-        assert_eq!("0".parse(), Ok(Compression::Gzip(0)));
-        assert_eq!("9".parse(), Ok(Compression::Gzip(9)));
-        assert_eq!("gzip".parse(), Ok(Compression::Gzip(6)));
-        for bad in ["10", "-1", "zstd", ""] {
-            let err = bad.parse::<Compression>().unwrap_err();
-            assert!(err.contains("gzip level 0-9"), "{err}");
-        }
-    }
-
-    #[test]
-    fn compression_round_trips() {
-        let raw: Vec<u8> = (0..100_000u32)
-            .flat_map(|i| (i % 7).to_le_bytes())
-            .collect();
-        for c in [
-            Compression::None,
-            Compression::Gzip(0),
-            Compression::Gzip(6),
-        ] {
-            let stored = c.compress(&raw).unwrap();
-            let key = format!("x{}", c.suffix());
-            assert_eq!(decompress(&key, stored).unwrap(), raw);
-        }
-        assert!(Compression::Gzip(1).compress(&raw).unwrap().len() < raw.len() / 10);
-    }
-
-    #[test]
     fn keys_follow_the_layout() {
         let s = settings(Compression::Gzip(1));
         assert_eq!(
             s.wal_keys("000000010000000000000001"),
             [
-                "db/wal/000000010000000000000001.gz".to_string(),
-                "db/wal/000000010000000000000001".to_string()
+                "db/wal/000000010000000000000001.gz",
+                "db/wal/000000010000000000000001",
+                "db/wal/000000010000000000000001.zst",
+                "db/wal/000000010000000000000001.lz4",
+            ]
+        );
+        let s = settings(Compression::Zstd(1));
+        assert_eq!(
+            s.wal_keys("00000002.history"),
+            [
+                "db/wal/00000002.history.zst",
+                "db/wal/00000002.history.gz",
+                "db/wal/00000002.history",
+                "db/wal/00000002.history.lz4",
             ]
         );
         let s = settings(Compression::None);

@@ -17,7 +17,7 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 
 use super::walname::{WalFileKind, WalFileName};
-use super::{decompress, stats, ArchiveSettings, WalPushArgs};
+use super::{compression, decompress, stats, ArchiveSettings, Compression, WalPushArgs};
 use crate::objstore::{PutOutcome, Store};
 
 /// A push refused because the store holds a different object under the same name.
@@ -177,8 +177,7 @@ impl WalArchiver {
         .await
         .context("join the compression task")?
         .with_context(|| format!("compress {name}"))?;
-        let keys = self.settings.wal_keys(name.as_str());
-        let key = &keys[0];
+        let key = self.settings.wal_key(name.as_str(), compression);
         let pushed = |stored_bytes: u64, already_stored: bool, sha: String| Pushed {
             name: name.to_string(),
             raw_bytes: raw.len() as u64,
@@ -186,25 +185,39 @@ impl WalArchiver {
             already_stored,
             sha256: sha,
         };
-        // An object may exist under either compression's name: look for both.
+        // The file may exist under another compression's name only if this archive was written
+        // with another setting: look there only then (one request per file otherwise).
         let mut existing = None;
-        for k in &keys {
-            if let Some(stored_sha) = self.store.metadata(k, SHA256_METADATA).await? {
-                existing = Some((k.clone(), stored_sha));
+        for other in self.other_suffixes_in_use() {
+            let k = format!(
+                "{}{other}",
+                self.settings.wal_key(name.as_str(), Compression::None)
+            );
+            if let Some(stored_sha) = self.store.metadata(&k, SHA256_METADATA).await? {
+                existing = Some((k, stored_sha));
                 break;
             }
         }
         if existing.is_none() {
             let stored_len = stored.len() as u64;
             let metadata = [(SHA256_METADATA, sha.clone())];
+            // Create-if-absent: the store refuses the write when the object exists (S3 and
+            // Azure `If-None-Match: *`, GCS `ifGenerationMatch=0`, a file store's hard link),
+            // so a new file costs one request, and only an existing one is looked at.
             match self
                 .store
-                .put_new(key, stored, &metadata)
+                .put_new(&key, stored, &metadata)
                 .await
-                .with_context(|| format!("upload {name} to {}", self.store.describe(key)))?
+                .with_context(|| format!("upload {name} to {}", self.store.describe(&key)))?
             {
-                PutOutcome::Created => return Ok(pushed(stored_len, false, sha)),
-                PutOutcome::AlreadyExists => existing = Some((key.clone(), None)),
+                PutOutcome::Created => {
+                    self.note_suffix_in_use(compression.suffix(), name.as_str());
+                    return Ok(pushed(stored_len, false, sha));
+                }
+                PutOutcome::AlreadyExists => {
+                    let stored_sha = self.store.metadata(&key, SHA256_METADATA).await?.flatten();
+                    existing = Some((key.clone(), stored_sha));
+                }
             }
         }
         let (existing, stored_sha) = existing.unwrap_or_else(|| (key.clone(), None));
@@ -255,6 +268,46 @@ impl WalArchiver {
             local: local_sha.to_string(),
         }
         .into())
+    }
+
+    /// The file listing the name suffixes (compressions) this member has archived with.
+    fn suffixes_file(&self) -> PathBuf {
+        self.settings.state_dir.join("compressions")
+    }
+
+    /// The suffixes other than the current compression's that objects of this archive may
+    /// have: those this member wrote before, or all of them when it has no record (an archive
+    /// written by a version that kept none, or a first push).
+    fn other_suffixes_in_use(&self) -> Vec<&'static str> {
+        let current = self.settings.compression.suffix();
+        let recorded = std::fs::read_to_string(self.suffixes_file()).ok();
+        compression::ALL
+            .iter()
+            .map(|c| c.suffix())
+            .filter(|s| *s != current)
+            .filter(|s| {
+                recorded
+                    .as_deref()
+                    .is_none_or(|r| r.lines().any(|l| l == format!("+{s}")))
+            })
+            .collect()
+    }
+
+    /// Records that this member has written objects with `suffix` (temp file, rename).
+    fn note_suffix_in_use(&self, suffix: &str, pushed: &str) {
+        let file = self.suffixes_file();
+        let recorded = std::fs::read_to_string(&file).unwrap_or_default();
+        let line = format!("+{suffix}");
+        if recorded.lines().any(|l| l == line) {
+            return;
+        }
+        // Look-ahead pushes may get here at once: each writes its own temp file.
+        let tmp = file.with_extension(format!("{pushed}.tmp"));
+        let result = std::fs::write(&tmp, format!("{recorded}{line}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &file));
+        if let Err(e) = result {
+            tracing::warn!("record the compression in use: {e}");
+        }
     }
 
     fn marker_path(&self, name: &str) -> PathBuf {
@@ -433,6 +486,35 @@ mod tests {
         assert!(f.stored(&format!("{name}.gz")).is_none(), "stored twice");
         std::fs::write(&path, b"other").unwrap();
         assert!(gz.push_with_look_ahead(&path, &name).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn other_compressions_names_are_looked_at_only_after_a_change_of_setting() {
+        let f = fixture(Compression::Zstd(1), 1);
+        // No record yet (a first push, or an archive older than the record): every other name.
+        assert_eq!(f.archiver.other_suffixes_in_use(), [".gz", "", ".lz4"]);
+        let (path, name) = f.write_ready(1, 3);
+        f.archiver.push_with_look_ahead(&path, &name).await.unwrap();
+        assert!(f.stored(&format!("{name}.zst")).is_some());
+        // From then on a new file is one create-if-absent, nothing looked up first.
+        assert!(f.archiver.other_suffixes_in_use().is_empty());
+        // The setting changes to gzip: the zstd name is looked at, the object not doubled.
+        let mut gz = f.archiver.clone();
+        gz.settings.compression = Compression::Gzip(1);
+        assert_eq!(gz.other_suffixes_in_use(), [".zst"]);
+        gz.push_with_look_ahead(&path, &name).await.unwrap();
+        assert!(f.stored(&format!("{name}.gz")).is_none(), "stored twice");
+        std::fs::write(&path, vec![4u8; 64 * 1024]).unwrap();
+        let err = gz.push_with_look_ahead(&path, &name).await.unwrap_err();
+        assert!(err.downcast_ref::<ConflictError>().is_some(), "{err:#}");
+        let (p2, n2) = f.write_ready(2, 5);
+        gz.push_with_look_ahead(&p2, &n2).await.unwrap();
+        assert_eq!(
+            decompress("x.gz", f.stored(&format!("{n2}.gz")).unwrap()).unwrap(),
+            vec![5u8; 64 * 1024]
+        );
+        assert_eq!(gz.other_suffixes_in_use(), [".zst"]);
+        assert_eq!(f.archiver.other_suffixes_in_use(), [".gz"]);
     }
 
     #[tokio::test]

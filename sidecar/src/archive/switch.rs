@@ -91,10 +91,7 @@ fn end_of(prefix: &str, objects: &[(String, i64)], segment_size: u64) -> Archive
     let mut newest: Option<(u32, u64)> = None;
     for (key, modified) in objects {
         let file = key.strip_prefix(prefix).unwrap_or(key);
-        let plain = [".gz", ".zst", ".lz4"]
-            .iter()
-            .find_map(|suffix| file.strip_suffix(suffix))
-            .unwrap_or(file);
+        let plain = super::compression::strip_suffix(file);
         let Ok(name) = WalFileName::parse(plain) else {
             continue;
         };

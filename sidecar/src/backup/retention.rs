@@ -37,7 +37,7 @@ pub fn ancestors_in(history: &str) -> Vec<u32> {
 /// The segment a WAL archive file belongs to (timeline, segment number), `None` for history
 /// files and names that are not WAL.
 fn segment_of(file: &str, segment_size: u64) -> Option<(u32, u64)> {
-    let base = file.strip_suffix(".gz").unwrap_or(file);
+    let base = crate::archive::compression::strip_suffix(file);
     let name = WalFileName::parse(base).ok()?;
     let segment_part = match name.kind() {
         WalFileKind::History => return None,
@@ -148,7 +148,7 @@ pub async fn apply(member: &Member, keep: &[String]) -> Result<RetentionResponse
     let mut files = Vec::with_capacity(keys.len());
     for key in &keys {
         let file = key.strip_prefix(&wal_prefix).unwrap_or(key).to_string();
-        let plain = file.strip_suffix(".gz").unwrap_or(&file);
+        let plain = crate::archive::compression::strip_suffix(&file);
         if let Some(tli) = plain.strip_suffix(".history") {
             let Ok(tli) = u32::from_str_radix(tli, 16) else {
                 continue;
@@ -256,7 +256,7 @@ mod tests {
         );
         assert_eq!(segment_of("00000002.history", SEG), None);
         assert_eq!(
-            segment_of("0000000200000001000000FF.gz", SEG),
+            segment_of("0000000200000001000000FF.zst", SEG),
             Some((2, 256 + 255))
         );
     }

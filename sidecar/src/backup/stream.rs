@@ -15,6 +15,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use crate::archive::compression::{Encoder, Format};
 use crate::archive::Compression;
 use crate::objstore::Store;
 
@@ -64,39 +65,6 @@ impl Write for ChunkSink {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-enum Encoder {
-    Plain(ChunkSink),
-    Gzip(flate2::write::GzEncoder<ChunkSink>),
-}
-
-impl Encoder {
-    fn new(sink: ChunkSink, compression: Compression) -> Self {
-        match compression {
-            Compression::None => Encoder::Plain(sink),
-            Compression::Gzip(level) => Encoder::Gzip(flate2::write::GzEncoder::new(
-                sink,
-                flate2::Compression::new(level),
-            )),
-        }
-    }
-
-    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
-        match self {
-            Encoder::Plain(s) => s.write_all(data),
-            Encoder::Gzip(g) => g.write_all(data),
-        }
-    }
-
-    fn finish(self) -> std::io::Result<ChunkSink> {
-        let mut sink = match self {
-            Encoder::Plain(s) => s,
-            Encoder::Gzip(g) => g.finish()?,
-        };
-        sink.send()?;
-        Ok(sink)
     }
 }
 
@@ -154,7 +122,8 @@ where
                 stored: 0,
             },
             compression,
-        );
+        )
+        .context("start compressing")?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut raw = 0u64;
         let pumped = (|| -> anyhow::Result<ChunkSink> {
@@ -169,7 +138,9 @@ where
                 observe.observe(&buf[..n]).context("read the stream")?;
                 encoder.write_all(&buf[..n]).context("compress")?;
             }
-            encoder.finish().context("compress")
+            let mut sink = encoder.finish().context("compress")?;
+            sink.send().context("compress")?;
+            Ok(sink)
         })();
         if pumped.is_err() {
             let _ = child.kill();
@@ -202,38 +173,42 @@ where
     Ok(out)
 }
 
-/// Counts and hashes what passes through, into a decompressor.
-struct Decoder<W: Write> {
-    inner: DecoderKind<W>,
+/// The downloaded chunks as a reader, hashing them as they are read.
+struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
     hasher: Sha256,
 }
 
-enum DecoderKind<W: Write> {
-    Plain(W),
-    Gzip(Box<flate2::write::GzDecoder<W>>),
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => {
+                    self.hasher.update(&chunk);
+                    self.current = chunk;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len());
+        out[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
 
-impl<W: Write> Decoder<W> {
-    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
-        self.hasher.update(data);
-        match &mut self.inner {
-            DecoderKind::Plain(w) => w.write_all(data),
-            DecoderKind::Gzip(g) => g.write_all(data),
+impl ChunkReader {
+    /// Hashes whatever the decompressor left unread; the SHA-256 of everything received.
+    fn finish(mut self) -> String {
+        while let Some(chunk) = self.rx.blocking_recv() {
+            self.hasher.update(&chunk);
         }
-    }
-
-    /// The writer (once everything is decompressed) and the SHA-256 of what came in.
-    fn finish(self) -> (std::io::Result<W>, String) {
-        let w = match self.inner {
-            DecoderKind::Plain(w) => Ok(w),
-            DecoderKind::Gzip(g) => g.finish(),
-        };
-        (w, hex::encode(self.hasher.finalize()))
+        hex::encode(self.hasher.finalize())
     }
 }
 
 /// Downloads `key`, checks it against `expected_sha256` (of the stored bytes), decompresses it
-/// when its name ends in `.gz`, and writes the content into `sink` on a blocking thread.
+/// as its name's suffix says, and writes the content into `sink` on a blocking thread.
 /// Returns the sink once everything is written and the checksum matched.
 pub async fn store_to_writer<W>(
     store: &Store,
@@ -249,48 +224,30 @@ where
         .get_stream(key)
         .await?
         .with_context(|| format!("{} is missing", store.describe(key)))?;
-    let gz = key.ends_with(".gz");
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
+    let format = Format::of_key(key);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
     let what = store.describe(key);
     let expected = expected_sha256.to_string();
     let consumer = tokio::task::spawn_blocking(move || -> anyhow::Result<W> {
-        let mut decoder = Decoder {
-            inner: if gz {
-                DecoderKind::Gzip(Box::new(flate2::write::GzDecoder::new(sink)))
-            } else {
-                DecoderKind::Plain(sink)
-            },
+        let mut sink = sink;
+        let mut reader = ChunkReader {
+            rx,
+            current: Bytes::new(),
             hasher: Sha256::new(),
         };
-        let mut failure = None;
-        while let Some(chunk) = rx.blocking_recv() {
-            // After a failure keep hashing: a corrupted object is reported as such, not as
-            // whatever the damage did to the decompressor.
-            if failure.is_some() {
-                decoder.hasher.update(&chunk);
-                continue;
-            }
-            if let Err(e) = decoder.write_all(&chunk) {
-                failure = Some(e);
-            }
-        }
-        let corrupted = |sha: &str| {
-            anyhow::anyhow!(
-                "{what} is corrupted: its SHA-256 is {sha}, the manifest says {expected}"
-            )
-        };
-        if let Some(e) = failure {
-            let sha = hex::encode(decoder.hasher.finalize());
-            if sha != expected {
-                return Err(corrupted(&sha));
-            }
-            return Err(e).with_context(|| format!("unpack {what}"));
-        }
-        let (w, sha) = decoder.finish();
+        let unpacked = format
+            .reader(&mut reader)
+            .and_then(|mut r| std::io::copy(&mut r, &mut sink));
+        // Whatever the outcome, hash the rest: a corrupted object is reported as such, not as
+        // whatever the damage did to the decompressor.
+        let sha = reader.finish();
         if sha != expected {
-            return Err(corrupted(&sha));
+            anyhow::bail!(
+                "{what} is corrupted: its SHA-256 is {sha}, the manifest says {expected}"
+            );
         }
-        w.with_context(|| format!("unpack {what}"))
+        unpacked.with_context(|| format!("unpack {what}"))?;
+        Ok(sink)
     });
     let mut sent = Ok(());
     while let Some(chunk) = stream.next().await {
@@ -315,6 +272,27 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn every_compressor_streams_into_the_store_and_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/s", dir.path().display())
+            .parse()
+            .unwrap();
+        let store = Store::open(&url).unwrap();
+        for c in [Compression::Zstd(1), Compression::Lz4, Compression::Gzip(6)] {
+            let key = format!("x/obj{}", c.suffix());
+            let mut cmd = std::process::Command::new("sh");
+            cmd.arg("-c").arg("seq 1 400000");
+            let (out, _) = command_to_store(&store, &key, cmd, c, ()).await.unwrap();
+            assert!(out.stored_bytes < out.raw_bytes * 3 / 4, "{c}: {out:?}");
+            let raw = store_to_writer(&store, &key, &out.sha256, Vec::new())
+                .await
+                .unwrap();
+            assert_eq!(raw.len() as u64, out.raw_bytes, "{c}");
+            assert!(raw.ends_with(b"399999\n400000\n"), "{c}");
+        }
+    }
 
     #[tokio::test]
     async fn a_command_streams_into_the_store_and_back() {

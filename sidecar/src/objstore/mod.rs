@@ -170,14 +170,30 @@ impl Store {
                 })
                 .collect();
         }
+        let payload = PutPayload::from(bytes);
         match self
             .inner
-            .put_opts(&path, PutPayload::from(bytes), opts)
+            .put_opts(&path, payload.clone(), opts.clone())
             .await
         {
             Ok(_) => Ok(PutOutcome::Created),
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Ok(PutOutcome::AlreadyExists),
+            // A store configured without conditional writes (`AWS_CONDITIONAL_PUT=disabled`,
+            // for an S3 clone that ignores `If-None-Match`): look first, then write. Not
+            // atomic, but what such a store allows.
+            Err(object_store::Error::NotImplemented { .. }) => {
+                if self.exists(key).await? {
+                    return Ok(PutOutcome::AlreadyExists);
+                }
+                opts.mode = PutMode::Overwrite;
+                self.inner
+                    .put_opts(&path, payload, opts)
+                    .await
+                    .map_err(redacted)
+                    .with_context(|| format!("upload {}", self.describe(key)))?;
+                Ok(PutOutcome::Created)
+            }
             Err(e) => Err(redacted(e)).with_context(|| format!("upload {}", self.describe(key))),
         }
     }
@@ -210,7 +226,6 @@ impl Store {
     }
 
     /// Whether an object named `key` exists.
-    #[allow(dead_code)] // the backup catalogue checks for objects next
     pub async fn exists(&self, key: &str) -> anyhow::Result<bool> {
         match self.inner.head(&self.path(key)).await {
             Ok(_) => Ok(true),

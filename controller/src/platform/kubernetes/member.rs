@@ -434,6 +434,9 @@ pub fn sidecar_env(
     if let Some(url) = &sidecar.archive_url {
         env.push(("TOYGRES_ARCHIVE_URL", url.clone()));
     }
+    if let Some(compression) = &sidecar.wal_compression {
+        env.push(("TOYGRES_WAL_COMPRESSION", compression.clone()));
+    }
     if sidecar.store_credentials_secret.is_some() {
         env.push((
             "TOYGRES_STORE_CREDENTIALS_DIR",

@@ -166,6 +166,9 @@ pub struct SidecarSettings {
     pub isolation_lease_secs: Option<u64>,
     /// `TOYGRES_ARCHIVE_URL`: the object store WAL is archived to. Holds no credential.
     pub archive_url: Option<String>,
+    /// `TOYGRES_WAL_COMPRESSION`: how WAL and base backups are compressed.
+    #[serde(default)]
+    pub wal_compression: Option<String>,
     /// `TOYGRES_NOTIFY_URL`: the controller's API, told at once when a member's Postgres dies,
     /// its WAL receiver loses the primary or it fences itself.
     #[serde(default)]

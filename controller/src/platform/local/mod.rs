@@ -447,6 +447,9 @@ impl LocalPlatform {
             // the member is the primary (archive_mode=on does nothing during recovery).
             args.push(format!("--archive-url={}", archive.store_url).into());
             args.push(format!("--instance-name={}", record.instance).into());
+            if let Some(compression) = &archive.compression {
+                args.push(format!("--wal-compression={compression}").into());
+            }
             if let Some(name) = &archive.credentials_secret {
                 // A path: the sidecar reads the settings from the files there.
                 args.push(flag(

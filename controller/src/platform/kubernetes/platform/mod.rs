@@ -212,6 +212,7 @@ impl KubernetesPlatform {
                 isolation_lease_secs: self.config.isolation_lease_secs,
                 notify_url: self.config.notify_url.clone(),
                 archive_url: archive.map(|a| a.store_url.clone()),
+                wal_compression: archive.and_then(|a| a.compression.clone()),
                 store_credentials_secret: archive.and_then(|a| a.credentials_secret.clone()),
                 ..SidecarSettings::default()
             },
