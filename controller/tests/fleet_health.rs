@@ -30,6 +30,19 @@ fn check(member: &str, healthy: bool, role: Role) -> MemberCheck {
     }
 }
 
+/// The first column of a query's rows.
+async fn column<T>(sql: &tokio_postgres::Client, query: &str) -> Vec<T>
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    sql.query(query, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_written_in_batches_and_its_history_stays_bounded() {
     let mut home = Home::new();
@@ -107,17 +120,24 @@ async fn health_is_written_in_batches_and_its_history_stays_bounded() {
         .unwrap()
         .get(0);
     assert_eq!(health, "degraded");
-    let history = |member: &'static str| {
+    // A member's history: how many checks, and the newest one's id.
+    let checks = |member: &'static str| {
         let sql = &sql;
         async move {
-            sql.query_one(
-                "SELECT count(*) FROM toygres.health_checks WHERE instance = 'fh' AND member = $1",
-                &[&member],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
+            let row = sql
+                .query_one(
+                    "SELECT count(*), max(id) FROM toygres.health_checks
+                      WHERE instance = 'fh' AND member = $1",
+                    &[&member],
+                )
+                .await
+                .unwrap();
+            (row.get::<_, i64>(0), row.get::<_, Option<i64>>(1))
         }
+    };
+    let history = |member: &'static str| {
+        let checks = &checks;
+        async move { checks(member).await.0 }
     };
     assert_eq!((history("fh-0").await, history("fh-1").await), (1, 1));
 
@@ -129,20 +149,15 @@ async fn health_is_written_in_batches_and_its_history_stays_bounded() {
     .await
     .unwrap();
     cms.touch_last_check(&["fh".to_string()]).await.unwrap();
-    let ages: Vec<f64> = sql
-        .query(
-            "SELECT extract(epoch FROM now() - last_check_at)::float8 FROM toygres.members
-              WHERE instance = 'fh'
-             UNION ALL
-             SELECT extract(epoch FROM now() - last_check_at)::float8 FROM toygres.instances
-              WHERE name = 'fh'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let ages: Vec<f64> = column(
+        &sql,
+        "SELECT extract(epoch FROM now() - last_check_at)::float8 FROM toygres.members
+          WHERE instance = 'fh'
+         UNION ALL
+         SELECT extract(epoch FROM now() - last_check_at)::float8 FROM toygres.instances
+          WHERE name = 'fh'",
+    )
+    .await;
     assert!(
         ages.len() == 3 && ages.iter().all(|a| *a < 60.0),
         "{ages:?}"
@@ -158,41 +173,25 @@ async fn health_is_written_in_batches_and_its_history_stays_bounded() {
     )
     .await
     .unwrap();
-    let newest: i64 = sql
-        .query_one(
-            "SELECT max(id) FROM toygres.health_checks WHERE member = 'fh-0'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let (_, newest) = checks("fh-0").await;
     // (The controller's own sweep, every minute, may have run first: the state is what counts.)
     cms.prune_health_history(Duration::from_secs(3600))
         .await
         .unwrap();
     assert_eq!(history("fh-0").await, HEALTH_HISTORY_PER_MEMBER);
     assert_eq!(history("fh-1").await, 0);
-    let kept_newest: i64 = sql
-        .query_one(
-            "SELECT max(id) FROM toygres.health_checks WHERE member = 'fh-0'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(kept_newest, newest, "the newest checks are the ones kept");
+    assert_eq!(
+        checks("fh-0").await.1,
+        newest,
+        "the newest checks are the ones kept"
+    );
 
-    let indexes: Vec<String> = sql
-        .query(
-            "SELECT indexname FROM pg_indexes WHERE schemaname = 'toygres'
-               AND tablename = 'health_checks' ORDER BY indexname",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let indexes: Vec<String> = column(
+        &sql,
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'toygres'
+           AND tablename = 'health_checks' ORDER BY indexname",
+    )
+    .await;
     assert_eq!(
         indexes,
         vec![
