@@ -250,52 +250,36 @@ pub async fn record_health(
     write_health(&deps, &input).await
 }
 
-/// Writes a health report to the CMS (the activity's body; the fast path's prober writes the
-/// rounds that changed nothing this way, without events).
+/// Writes a health report to the CMS (the activity's body): members, history and the
+/// instance's health in three statements, then where ro leads and the events.
 pub async fn write_health(deps: &ActivityDeps, input: &HealthReport) -> Result<(), String> {
-    write_health_batch(deps, std::slice::from_ref(input)).await
-}
-
-/// Writes several health reports to the CMS in a few statements (a fast-path pass's quiet
-/// rounds together): members, check history and instances' health batched, then each report's
-/// ro view and events.
-pub async fn write_health_batch(
-    deps: &ActivityDeps,
-    reports: &[HealthReport],
-) -> Result<(), String> {
     let cms = &deps.cms;
-    let checks: Vec<MemberCheck> = reports.iter().flat_map(member_checks).collect();
-    let instances: Vec<(String, InstanceHealth)> = reports
-        .iter()
-        .map(|r| (r.instance.clone(), r.health))
-        .collect();
-    cms.record_health_batch(&checks, &instances)
+    let checks: Vec<MemberCheck> = member_checks(input).collect();
+    cms.record_health_batch(&checks, &[(input.instance.clone(), input.health)])
         .await
         .map_err(describe)?;
-    for input in reports {
-        if let Some(ro) = &input.ro {
-            cms.record_ro_view(&input.instance, ro)
-                .await
-                .map_err(describe)?;
-        }
-        for event in &input.events {
-            deps.metrics.record_ha_event(event.kind.as_str());
-            cms.record_event(
-                &input.instance,
-                event.member.as_deref(),
-                None,
-                event.kind.into(),
-                &event.message,
-            )
+    if let Some(ro) = &input.ro {
+        cms.record_ro_view(&input.instance, ro)
             .await
             .map_err(describe)?;
-        }
+    }
+    for event in &input.events {
+        deps.metrics.record_ha_event(event.kind.as_str());
+        cms.record_event(
+            &input.instance,
+            event.member.as_deref(),
+            None,
+            event.kind.into(),
+            &event.message,
+        )
+        .await
+        .map_err(describe)?;
     }
     Ok(())
 }
 
 /// A report's probes as the CMS keeps them.
-fn member_checks(report: &HealthReport) -> impl Iterator<Item = MemberCheck> + '_ {
+pub fn member_checks(report: &HealthReport) -> impl Iterator<Item = MemberCheck> + '_ {
     report.probes.iter().map(|probe| MemberCheck {
         instance: report.instance.clone(),
         member: probe.member.clone(),

@@ -10,9 +10,9 @@
 //! while it keeps failing, so an actor that missed the change (its own round saw the member
 //! answer) counts the failures at its normal speed instead of after its quiet interval.
 //!
-//! The rounds that change nothing are written to the CMS here, batched per pass: member health,
-//! the check history and the instance's health (no events) at most once per [`RECORD_EVERY`]
-//! per instance, and in between only the time of the check (one statement for the whole pass),
+//! The rounds that change nothing are written to the CMS here, batched per pass: member health
+//! and the check history (no events; the instance's health stays its actor's) at most once per
+//! [`RECORD_EVERY`] per instance, and otherwise only the time of the check (one statement),
 //! so `toygres get`'s last check stays one interval old. Each member's probe has a deadline
 //! under half the interval and the instances are checked concurrently: a frozen member delays
 //! nobody's pass. Nothing here decides anything: a missed wake-up costs at most the quiet
@@ -29,7 +29,7 @@ use futures::StreamExt as _;
 use toygres_common::domain::{InstanceHealth, InstanceState, Role};
 
 use crate::activities::members::{actor_view, ActorView};
-use crate::activities::records::{write_health_batch, ActorRef, HealthReport};
+use crate::activities::records::{member_checks, ActorRef, HealthReport};
 use crate::activities::sidecar::{probe, ProbeInput, ProbeResult};
 use crate::activities::ActivityDeps;
 use crate::endpoints::ro_rule::LagRule;
@@ -162,11 +162,15 @@ async fn pass(
             watched.insert(name, kept);
         }
     }
-    let recorded = write_health_batch(deps, &reports).await;
+    // Members and history only: the instance's health is its actor's to write (this pass may
+    // judge with a view up to VIEW_REFRESH old, e.g. before a new health query).
+    let checks: Vec<_> = reports.iter().flat_map(member_checks).collect();
+    let recorded = deps.cms.record_health_batch(&checks, &[]).await;
     if let Err(e) = &recorded {
         tracing::debug!("health fast path: record the health: {e}");
     }
     for report in &reports {
+        touched.push(report.instance.clone());
         if let Some(w) = watched.get_mut(&report.instance) {
             w.recorded = recorded.is_ok().then(Instant::now);
         }
