@@ -61,9 +61,9 @@ pub struct ControllerArgs {
     pub health_timeout_ms: u64,
 
     /// Probe members outside the instance actors' durable history and wake an actor only when
-    /// something changed (its quiet instances then keep a long safety-net round); off: every
-    /// actor runs a durable round every health interval (experimental, off by default)
-    #[arg(long, env = "TOYGRES_HEALTH_FAST_PATH", value_name = "BOOL", default_value_t = false,
+    /// something changed (its quiet instances then keep a long safety-net round); false: every
+    /// actor runs a durable round every health interval
+    #[arg(long, env = "TOYGRES_HEALTH_FAST_PATH", value_name = "BOOL", default_value_t = true,
           action = clap::ArgAction::Set)]
     pub health_fast_path: bool,
 

@@ -13,13 +13,15 @@
 # all run, settles SETTLE seconds, then measures over SAMPLE_SECONDS (sampled every SAMPLE_EVERY
 # for RSS): controller CPU (utime + stime) and RSS; the CMS's CPU (postmaster and backends, the
 # exited ones through the postmaster's cutime) and PSS; the double's (or all sidecars') CPU;
-# member probes per second. Then it stops the controller and the double and everything under the
-# home, by pid. Each row is the median of the RUNS runs (min–max).
+# member probes per second. Simulated only (FAILOVERS=1): then kills the primary of one instance
+# in the double and times kill → new primary recorded, then the primaries of ten others at once
+# and times kill → all ten have a new primary. Then it stops the controller and the double and
+# everything under the home, by pid. Each row is the median of the RUNS runs (min–max).
 #
 # Environment: SIZES ("20 100 500"), RUNS (3), PLATFORM (fleet-sim | local), REPLICAS (1),
 # HEALTH_INTERVAL_MS (1000), SETTLE (15 s), SAMPLE_SECONDS (60), SAMPLE_EVERY (5 s),
 # CONCURRENCY (20; 4 for local), FAST_PATH (true/false: the controller's --health-fast-path;
-# unset: not passed), TOYGRES_BIN and SIDECAR_BIN (default: target/debug, never
+# unset: not passed), FAILOVERS (1; 0: skip), TOYGRES_BIN and SIDECAR_BIN (default: target/debug, never
 # built here), PG_BIN, KEEP=1, TIMEOUT (600 s for all creates).
 set -eEuo pipefail
 
@@ -32,6 +34,7 @@ SETTLE=${SETTLE:-15}
 SAMPLE_SECONDS=${SAMPLE_SECONDS:-60}
 SAMPLE_EVERY=${SAMPLE_EVERY:-5}
 TIMEOUT=${TIMEOUT:-600}
+FAILOVERS=${FAILOVERS:-1}
 LOG_TAG=fleet-bench
 # shellcheck source=scripts/bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -199,6 +202,54 @@ measure() {
     record "n${n}_load" "$(awk '{ print $1 }' /proc/loadavg)"
 }
 
+primary_of() {
+    tg get "$1" -o json | jq -r '[.members[] | select(.role == "primary") | .name][0] // ""'
+}
+
+# failovers SIZE: kills primaries in the double; records kill → new primary for one instance,
+# and for the slowest of ten killed together (instances f2..f11, or fewer in a smaller fleet).
+failovers() {
+    local n=$1 i name t0 done_count deadline
+    local -a names=() olds=() finished=()
+    names=(f1) olds=("$(primary_of f1)")
+    t0=$(now)
+    curl -sf -X POST "$(cat "$ROOT/fleet-$n-$run.url")/fleet/members/${olds[0]}/kill" >/dev/null ||
+        die "kill ${olds[0]} in the double"
+    deadline=$((SECONDS + 120))
+    until [[ $(primary_of f1) != "${olds[0]}" && -n $(primary_of f1) ]]; do
+        ((SECONDS < deadline)) || die "f1 did not fail over within 120 s"
+        sleep 0.1
+    done
+    record "n${n}_failover_one" "$(elapsed "$t0" "$(now)")"
+    names=() olds=()
+    for ((i = 2; i <= n && i <= 11; i++)); do
+        names+=("f$i")
+        olds+=("$(primary_of "f$i")")
+    done
+    t0=$(now)
+    for i in "${!names[@]}"; do
+        curl -sf -X POST "$(cat "$ROOT/fleet-$n-$run.url")/fleet/members/${olds[$i]}/kill" \
+            >/dev/null || die "kill ${olds[$i]} in the double"
+    done
+    deadline=$((SECONDS + 180))
+    finished=()
+    while true; do
+        done_count=0
+        for i in "${!names[@]}"; do
+            [[ -n ${finished[$i]:-} ]] && { done_count=$((done_count + 1)); continue; }
+            name=$(primary_of "${names[$i]}")
+            if [[ -n $name && $name != "${olds[$i]}" ]]; then
+                finished[i]=1
+                done_count=$((done_count + 1))
+            fi
+        done
+        ((done_count == ${#names[@]})) && break
+        ((SECONDS < deadline)) || die "only $done_count of ${#names[@]} failed over within 180 s"
+        sleep 0.1
+    done
+    record "n${n}_failover_ten" "$(elapsed "$t0" "$(now)")"
+}
+
 log "toygres: $TOYGRES_BIN ($BUILD); sidecar: $SIDECAR_BIN; platform $PLATFORM; temp dir $ROOT"
 for size in $SIZES; do
     require_positive_int size
@@ -209,6 +260,9 @@ for size in $SIZES; do
         log "n=$size run $run: settling ${SETTLE}s"
         sleep "$SETTLE"
         measure "$size"
+        if [[ $PLATFORM == fleet-sim && $FAILOVERS == 1 ]]; then
+            failovers "$size"
+        fi
         stop_run
     done
 done
@@ -218,12 +272,13 @@ echo "Fleet benchmark: platform $PLATFORM, $BUILD build, $RUNS run(s) per size, 
     "$REPLICAS standby per instance, health interval $HEALTH_INTERVAL_MS ms, window ${SAMPLE_SECONDS} s" \
     "after ${SETTLE} s; median (min–max)"
 echo
-echo "| instances | controller CPU % | CMS CPU % | controller + CMS % | controller RSS MiB (peak) | RSS growth MiB/min | CMS PSS MiB | CMS backends | members' CPU % | probes/s | load avg |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| instances | controller CPU % | CMS CPU % | controller + CMS % | controller RSS MiB (peak) | RSS growth MiB/min | CMS PSS MiB | CMS backends | members' CPU % | probes/s | load avg | failover of one s | ten failovers s |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for size in $SIZES; do
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$size" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$size" \
         "$(cell "n${size}_ctl_cpu" 1)" "$(cell "n${size}_cms_cpu" 1)" "$(cell "n${size}_both_cpu" 1)" \
         "$(cell "n${size}_ctl_rss" 1)" "$(cell "n${size}_ctl_rss_growth" 1)" \
         "$(cell "n${size}_cms_pss" 1)" "$(cell "n${size}_cms_backends" 0)" \
-        "$(cell "n${size}_members_cpu" 1)" "$(cell "n${size}_probes" 1)" "$(cell "n${size}_load" 1)"
+        "$(cell "n${size}_members_cpu" 1)" "$(cell "n${size}_probes" 1)" "$(cell "n${size}_load" 1)" \
+        "$(cell "n${size}_failover_one" 2)" "$(cell "n${size}_failover_ten" 2)"
 done

@@ -13,6 +13,7 @@ use toygres_common::domain::{
 
 use super::deps::{describe, ActivityDeps};
 use super::sidecar::ProbeResult;
+use crate::cms::health::MemberCheck;
 
 /// An operation begins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,40 +250,12 @@ pub async fn record_health(
     write_health(&deps, &input).await
 }
 
-/// Writes a health report to the CMS (the activity's body; the fast path's prober writes the
-/// rounds that changed nothing this way, without events).
+/// Writes a health report to the CMS (the activity's body): members, history and the
+/// instance's health in three statements, then where ro leads and the events.
 pub async fn write_health(deps: &ActivityDeps, input: &HealthReport) -> Result<(), String> {
     let cms = &deps.cms;
-    for probe in &input.probes {
-        cms.record_member_health(
-            &input.instance,
-            &probe.member,
-            probe.healthy,
-            probe.role,
-            probe.timeline.map(i64::from),
-            probe.lsn.as_deref(),
-            probe.lag_bytes.and_then(|l| i64::try_from(l).ok()),
-            probe.sync_state.as_deref(),
-            probe.error.as_deref().or(probe
-                .check
-                .as_ref()
-                .filter(|c| !c.ok)
-                .map(|c| c.message.as_str())),
-        )
-        .await
-        .map_err(describe)?;
-        let details = serde_json::to_value(probe).unwrap_or_default();
-        cms.record_health_check(
-            &input.instance,
-            &probe.member,
-            probe.healthy,
-            probe.latency_ms,
-            &details,
-        )
-        .await
-        .map_err(describe)?;
-    }
-    cms.set_instance_health(&input.instance, input.health)
+    let checks: Vec<MemberCheck> = member_checks(input).collect();
+    cms.record_health_batch(&checks, &[(input.instance.clone(), input.health)])
         .await
         .map_err(describe)?;
     if let Some(ro) = &input.ro {
@@ -303,6 +276,29 @@ pub async fn write_health(deps: &ActivityDeps, input: &HealthReport) -> Result<(
         .map_err(describe)?;
     }
     Ok(())
+}
+
+/// A report's probes as the CMS keeps them.
+pub fn member_checks(report: &HealthReport) -> impl Iterator<Item = MemberCheck> + '_ {
+    report.probes.iter().map(|probe| MemberCheck {
+        instance: report.instance.clone(),
+        member: probe.member.clone(),
+        healthy: probe.healthy,
+        role: probe.role,
+        timeline: probe.timeline.map(i64::from),
+        lsn: probe.lsn.clone(),
+        lag_bytes: probe.lag_bytes.and_then(|l| i64::try_from(l).ok()),
+        sync_state: probe.sync_state.clone(),
+        error: probe.error.clone().or_else(|| {
+            probe
+                .check
+                .as_ref()
+                .filter(|c| !c.ok)
+                .map(|c| c.message.clone())
+        }),
+        latency_ms: probe.latency_ms,
+        details: serde_json::to_value(probe).unwrap_or_default(),
+    })
 }
 
 /// Record a change of primary.

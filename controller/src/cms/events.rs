@@ -1,4 +1,4 @@
-//! The events log and the health-check history in the CMS.
+//! The events log in the CMS (the health-check history is in [`super::health`]).
 
 use toygres_common::controller_api::Event;
 use toygres_common::domain::EventKind;
@@ -15,9 +15,6 @@ pub fn without_sql_detail(text: &str) -> String {
         .unwrap_or(text.len());
     text[..end].to_string()
 }
-
-/// How many health checks are kept per member.
-pub const HEALTH_HISTORY_PER_MEMBER: i64 = 100;
 
 impl Cms {
     /// Appends an event to an instance's log.
@@ -76,33 +73,6 @@ impl Cms {
                 })
             })
             .collect()
-    }
-
-    /// Appends one health check of a member and drops its checks beyond the bounded history.
-    pub async fn record_health_check(
-        &self,
-        instance: &str,
-        member: &str,
-        ok: bool,
-        latency_ms: f64,
-        details: &serde_json::Value,
-    ) -> Result<(), CmsError> {
-        self.execute(
-            "record a health check",
-            "INSERT INTO toygres.health_checks (instance, member, ok, latency_ms, details)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[&instance, &member, &ok, &latency_ms, details],
-        )
-        .await?;
-        self.execute(
-            "prune the health-check history",
-            "DELETE FROM toygres.health_checks WHERE instance = $1 AND member = $2 AND id <= (
-                SELECT id FROM toygres.health_checks WHERE instance = $1 AND member = $2
-                 ORDER BY id DESC OFFSET $3 LIMIT 1)",
-            &[&instance, &member, &HEALTH_HISTORY_PER_MEMBER],
-        )
-        .await?;
-        Ok(())
     }
 }
 

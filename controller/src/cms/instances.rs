@@ -5,7 +5,7 @@ use toygres_common::backup_api::BackupConfig;
 use toygres_common::controller_api::{
     HaSettings, InstanceSummary, MemberView, ValidatedCreateInstance,
 };
-use toygres_common::domain::{InstanceHealth, InstanceState, MemberHealth, MemberState, Role};
+use toygres_common::domain::{InstanceState, MemberState, Role};
 
 use super::{get, rfc3339, Cms, CmsError};
 
@@ -341,22 +341,6 @@ impl Cms {
         Ok(())
     }
 
-    /// Records an instance's overall health and when it was checked.
-    pub async fn set_instance_health(
-        &self,
-        name: &str,
-        health: InstanceHealth,
-    ) -> Result<(), CmsError> {
-        let health = health.as_str();
-        self.execute(
-            "record an instance's health",
-            "UPDATE toygres.instances SET health = $2, last_check_at = now() WHERE name = $1",
-            &[&name, &health],
-        )
-        .await?;
-        Ok(())
-    }
-
     /// Creates or updates a member's row.
     pub async fn upsert_member(&self, member: &MemberRow<'_>) -> Result<(), CmsError> {
         self.execute(
@@ -422,51 +406,6 @@ impl Cms {
             "forget a member",
             "DELETE FROM toygres.members WHERE instance = $1 AND name = $2",
             &[&instance, &member],
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Records what a health probe saw of a member.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn record_member_health(
-        &self,
-        instance: &str,
-        member: &str,
-        healthy: bool,
-        role: Option<Role>,
-        timeline: Option<i64>,
-        lsn: Option<&str>,
-        lag_bytes: Option<i64>,
-        sync_state: Option<&str>,
-        error: Option<&str>,
-    ) -> Result<(), CmsError> {
-        let health = MemberHealth::of_probe(healthy).as_str();
-        let role = role.map(Role::as_str);
-        self.execute(
-            "record a member's health",
-            "UPDATE toygres.members
-                SET health = $3,
-                    -- A probe may not name a second primary (a fenced former primary still
-                    -- reports its role): only a failover or switchover moves the primary.
-                    role = CASE WHEN $4 = 'primary' AND role <> 'primary' THEN role
-                                WHEN $4 = 'standby' AND role = 'primary' THEN role
-                                ELSE coalesce($4, role) END,
-                    timeline = coalesce($5, timeline),
-                    lsn = coalesce($6, lsn), lag_bytes = $7, sync_state = $8, last_error = $9,
-                    last_check_at = now()
-              WHERE instance = $1 AND name = $2",
-            &[
-                &instance,
-                &member,
-                &health,
-                &role,
-                &timeline,
-                &lsn,
-                &lag_bytes,
-                &sync_state,
-                &error,
-            ],
         )
         .await?;
         Ok(())

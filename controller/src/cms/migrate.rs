@@ -50,6 +50,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "ro_endpoint",
         sql: include_str!("../../../migrations/0007_ro_endpoint.sql"),
     },
+    Migration {
+        version: 8,
+        name: "fleet_health",
+        sql: include_str!("../../../migrations/0008_fleet_health.sql"),
+    },
 ];
 
 /// The advisory lock key every migrating controller takes ("toygres" in ASCII).

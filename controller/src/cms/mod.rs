@@ -6,6 +6,7 @@
 pub mod backups;
 pub mod embedded;
 pub mod events;
+pub mod health;
 pub mod instances;
 pub mod migrate;
 pub mod operations;

@@ -6,9 +6,17 @@
 //! its decisions exactly as before; while the instance stays quiet it sleeps its quiet interval
 //! ([`QUIET_INTERVAL_MS`]), a safety net.
 //!
-//! The rounds that change nothing are written to the CMS here (member health, the check history
-//! and the instance's health, no events), at most once per [`RECORD_EVERY`] per instance.
-//! Nothing here decides anything: a missed wake-up costs at most the quiet interval.
+//! A probe that failed wakes the actor again at most every [`NUDGE_EVERY`] health intervals
+//! while it keeps failing, so an actor that missed the change (its own round saw the member
+//! answer) counts the failures at its normal speed instead of after its quiet interval.
+//!
+//! The rounds that change nothing are written to the CMS here, batched per pass: member health
+//! and the check history (no events; the instance's health stays its actor's) at most once per
+//! [`RECORD_EVERY`] per instance, and otherwise only the time of the check (one statement),
+//! so `toygres get`'s last check stays one interval old. Each member's probe has a deadline
+//! under half the interval and the instances are checked concurrently: a frozen member delays
+//! nobody's pass. Nothing here decides anything: a missed wake-up costs at most the quiet
+//! interval.
 //!
 //! [`QUIET_INTERVAL_MS`]: crate::activities::members::QUIET_INTERVAL_MS
 
@@ -21,7 +29,7 @@ use futures::StreamExt as _;
 use toygres_common::domain::{InstanceHealth, InstanceState, Role};
 
 use crate::activities::members::{actor_view, ActorView};
-use crate::activities::records::{write_health, ActorRef, HealthReport};
+use crate::activities::records::{member_checks, ActorRef, HealthReport};
 use crate::activities::sidecar::{probe, ProbeInput, ProbeResult};
 use crate::activities::ActivityDeps;
 use crate::endpoints::ro_rule::LagRule;
@@ -34,6 +42,8 @@ const VIEW_REFRESH: Duration = Duration::from_secs(10);
 pub const RECORD_EVERY: Duration = Duration::from_secs(5);
 /// Instances checked at once.
 const CONCURRENCY: usize = 64;
+/// While a probe keeps failing, the actor is woken again after this many health intervals.
+pub const NUDGE_EVERY: u32 = 3;
 
 /// What the prober remembers of one instance.
 #[derive(Debug, Clone)]
@@ -46,6 +56,18 @@ struct Watched {
     /// What the last pass saw that matters.
     digest: Option<Digest>,
     recorded: Option<Instant>,
+    /// When the actor was last woken.
+    woken: Option<Instant>,
+}
+
+/// What a pass does for one instance besides waking its actor.
+#[derive(Debug)]
+enum Write {
+    Nothing,
+    /// Its full health (due).
+    Record(HealthReport),
+    /// Only the time of the check.
+    Touch(String),
 }
 
 /// What of a pass matters to the actor: a change wakes it.
@@ -124,16 +146,44 @@ async fn pass(
             (name, kept)
         }
     });
-    let results: Vec<(String, Option<Watched>)> = futures::stream::iter(checks)
+    let results: Vec<(String, (Option<Watched>, Write))> = futures::stream::iter(checks)
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
-    watched.extend(results.into_iter().filter_map(|(n, w)| Some((n, w?))));
+    let mut reports = Vec::new();
+    let mut touched = Vec::new();
+    for (name, (kept, write)) in results {
+        match write {
+            Write::Nothing => {}
+            Write::Record(report) => reports.push(report),
+            Write::Touch(instance) => touched.push(instance),
+        }
+        if let Some(kept) = kept {
+            watched.insert(name, kept);
+        }
+    }
+    // Members and history only: the instance's health is its actor's to write (this pass may
+    // judge with a view up to VIEW_REFRESH old, e.g. before a new health query).
+    let checks: Vec<_> = reports.iter().flat_map(member_checks).collect();
+    let recorded = deps.cms.record_health_batch(&checks, &[]).await;
+    if let Err(e) = &recorded {
+        tracing::debug!("health fast path: record the health: {e}");
+    }
+    for report in &reports {
+        touched.push(report.instance.clone());
+        if let Some(w) = watched.get_mut(&report.instance) {
+            w.recorded = recorded.is_ok().then(Instant::now);
+        }
+    }
+    if let Err(e) = deps.cms.touch_last_check(&touched).await {
+        tracing::debug!("health fast path: record the time of the checks: {e}");
+    }
     Ok(())
 }
 
-/// Probes one instance; wakes its actor or records its health. Returns what to remember
-/// (`None`: the instance is not watched now, its view unreadable or its actor replaced).
+/// Probes one instance and wakes its actor when that matters. Returns what to remember (`None`:
+/// the instance is not watched now, its view unreadable or its actor replaced) and what to
+/// write for it.
 async fn check(
     deps: &ActivityDeps,
     client: &Client,
@@ -142,7 +192,7 @@ async fn check(
     instance: &str,
     actor_id: String,
     previous: Option<Watched>,
-) -> Option<Watched> {
+) -> (Option<Watched>, Write) {
     let previous = previous.filter(|w| w.actor_id == actor_id);
     let mut settings_changed = false;
     let mut watched = match previous {
@@ -154,10 +204,10 @@ async fn check(
             };
             let view = match actor_view(deps, &owner).await {
                 Ok(Some(view)) => view,
-                Ok(None) => return None,
+                Ok(None) => return (None, Write::Nothing),
                 Err(e) => {
                     tracing::debug!(instance, "health fast path: read the view: {e}");
-                    return previous;
+                    return (previous, Write::Nothing);
                 }
             };
             match previous {
@@ -174,6 +224,7 @@ async fn check(
                     memory: ActorState::default(),
                     digest: None,
                     recorded: None,
+                    woken: None,
                 },
             }
         }
@@ -201,35 +252,43 @@ async fn check(
         Some(before) => *before != digest,
         None => assessment.health != InstanceHealth::Healthy,
     };
+    // A probe still failing: the actor may not know (its own round saw the member answer).
+    let nudge = assessment.probes.iter().any(|p| !p.healthy)
+        && watched
+            .woken
+            .is_none_or(|t| t.elapsed() >= interval * NUDGE_EVERY);
     watched.memory.members = assessment.state.members.clone();
     watched.digest = Some(digest);
-    if changed || settings_changed {
+    if changed || settings_changed || nudge {
         let command = serde_json::to_string(&ActorCommand::CheckNow).unwrap_or_default();
-        if let Err(e) = client
+        match client
             .enqueue_event(&watched.actor_id, COMMANDS_QUEUE, command)
             .await
         {
-            tracing::warn!(instance, "health fast path: wake the actor: {e}");
+            Ok(()) => watched.woken = Some(Instant::now()),
+            Err(e) => tracing::warn!(instance, "health fast path: wake the actor: {e}"),
         }
         // Its round records this.
         watched.recorded = Some(Instant::now());
-        return Some(watched);
+        return (Some(watched), Write::Nothing);
+    }
+    if assessment.health != InstanceHealth::Healthy {
+        // Its actor runs (and records) every round while it is not healthy.
+        return (Some(watched), Write::Nothing);
     }
     let due = watched.recorded.is_none_or(|t| t.elapsed() >= RECORD_EVERY);
-    if due && assessment.health == InstanceHealth::Healthy {
-        let report = HealthReport {
+    let write = if due {
+        Write::Record(HealthReport {
             instance: instance.to_string(),
             health: assessment.health,
             probes: assessment.probes,
             events: Vec::new(),
             ro: None,
-        };
-        match write_health(deps, &report).await {
-            Ok(()) => watched.recorded = Some(Instant::now()),
-            Err(e) => tracing::debug!(instance, "health fast path: record the health: {e}"),
-        }
-    }
-    Some(watched)
+        })
+    } else {
+        Write::Touch(instance.to_string())
+    };
+    (Some(watched), write)
 }
 
 fn digest_of(state: &ActorState, probes: &[ProbeResult], health: InstanceHealth) -> Digest {

@@ -29,6 +29,7 @@ use crate::token::hex;
 mod actor_operations;
 mod backup_retention;
 mod backups;
+pub mod cms_janitor;
 mod credentials;
 pub mod health_watch;
 pub mod parameters;
@@ -49,7 +50,8 @@ pub struct EngineSettings {
     pub actor: ActorSettings,
     /// How long one health probe may take.
     pub probe_timeout: Duration,
-    /// Probe members outside the actors' history ([`health_watch`]) and let quiet actors sleep.
+    /// Probe members outside the actors' history ([`health_watch`]) and let quiet actors sleep
+    /// (the default; off: every actor runs a durable round every health interval).
     pub fast_path: bool,
 }
 
@@ -59,7 +61,7 @@ impl Default for EngineSettings {
             poll_interval: Duration::from_millis(20),
             actor: ActorSettings::default(),
             probe_timeout: Duration::from_secs(3),
-            fast_path: false,
+            fast_path: true,
         }
     }
 }
@@ -93,8 +95,8 @@ pub struct Engine {
     /// Where members are (the engine asks a source's primary to archive its WAL before a
     /// restore, and reads how far it archived).
     platform: Arc<dyn Platform>,
-    /// The fast path's prober, when it runs.
-    health_watch: Option<tokio::task::JoinHandle<()>>,
+    /// The CMS's sweeps and the fast path's prober (when it runs).
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -167,13 +169,14 @@ impl Engine {
             fast_path: settings.fast_path,
         });
         let client = Client::new(Arc::clone(&store));
-        let health_watch = settings.fast_path.then(|| {
-            health_watch::spawn(
+        let mut background = vec![cms_janitor::spawn(Arc::clone(&cms), client.clone())];
+        if settings.fast_path {
+            background.push(health_watch::spawn(
                 Arc::clone(&deps),
                 client.clone(),
                 settings.actor.max_lag_bytes,
-            )
-        });
+            ));
+        }
         let activities = activities::registry(deps)
             .map_err(|e| anyhow::anyhow!("register the activities: {e}"))?;
         let orchestrations = orchestrations::registry()
@@ -192,7 +195,7 @@ impl Engine {
             settings,
             default_backup_store,
             platform,
-            health_watch,
+            background,
         })
     }
 
@@ -204,8 +207,8 @@ impl Engine {
     /// Stops the runtime, letting running steps finish for up to `timeout`. What is left
     /// resumes from the store at the next start.
     pub async fn shutdown(&self, timeout: Duration) {
-        if let Some(watch) = &self.health_watch {
-            watch.abort();
+        for task in &self.background {
+            task.abort();
         }
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         Arc::clone(&self.runtime).shutdown(Some(ms)).await;
