@@ -74,9 +74,23 @@ impl Controller {
     /// address, where the members' sidecars push their reports (as the chart's Service
     /// lets them in a cluster).
     async fn start_as(cluster: &Cluster, kubeconfig: &std::path::Path) -> Self {
+        Self::start_as_with_env(cluster, kubeconfig, &[]).await
+    }
+
+    /// [`Controller::start`] with extra environment variables.
+    async fn start_with_env(cluster: &Cluster, env: &[(&str, &str)]) -> Self {
+        let kubeconfig = cluster.control_plane().admin_kubeconfig();
+        Self::start_as_with_env(cluster, kubeconfig, env).await
+    }
+
+    async fn start_as_with_env(
+        cluster: &Cluster,
+        kubeconfig: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut args = kubernetes_args(kubeconfig);
         args.extend(["--member-notify-url".into(), "http://{listen}".into()]);
-        Self::launch(cluster.bridge().host_ip(), &args, &[], true).await
+        Self::launch(cluster.bridge().host_ip(), &args, env, true).await
     }
 
     /// `toygres controller ARGS` with `env` in a new home, listening on `host` (`{listen}`
@@ -838,7 +852,9 @@ async fn of_two_controllers_one_acts_and_the_standby_takes_over_when_it_dies() {
 
 /// Backups on Kubernetes: a store secret registered through the controller is a Secret the
 /// members mount as files; the primary archives WAL into S3 (moto, which the pods reach at the
-/// host's bridge address) and a base backup lands there, with the key in no pod's spec.
+/// host's bridge address) and a base backup lands there, with the key in no pod's spec. The
+/// store and secret are the controller's defaults (the chart's `backup.storeUrl` and
+/// `backup.credentialsSecret`), so `toygres create` names neither.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_secret_is_mounted_and_the_primary_archives_and_backs_up_into_s3() {
     bin_path("toygres-sidecar");
@@ -849,7 +865,14 @@ async fn a_store_secret_is_mounted_and_the_primary_archives_and_backs_up_into_s3
     let moto = Moto::start(emulators.path());
     moto.create_bucket("k8s-backups").await;
     let proxy = TcpProxy::start_on(cluster.bridge().host_ip().into(), moto.port).await;
-    let controller = Controller::start(&cluster).await;
+    let controller = Controller::start_with_env(
+        &cluster,
+        &[
+            ("TOYGRES_DEFAULT_BACKUP_STORE", "s3://k8s-backups/pfx"),
+            ("TOYGRES_DEFAULT_BACKUP_CREDENTIALS", "s3-creds"),
+        ],
+    )
+    .await;
 
     let key = format!("tgkey{}", free_port());
     let env_file = emulators.path().join("s3.env");
@@ -877,16 +900,12 @@ async fn a_store_secret_is_mounted_and_the_primary_archives_and_backs_up_into_s3
     let data = secret.data.unwrap_or_default();
     assert_eq!(data["AWS_SECRET_ACCESS_KEY"].0, key.as_bytes());
 
-    controller.cli_ok(&[
-        "create",
-        "orders",
-        "--replicas",
-        "1",
-        "--backup-store",
-        "s3://k8s-backups/pfx",
-        "--backup-credentials",
-        "s3-creds",
-    ]);
+    controller.cli_ok(&["create", "orders", "--replicas", "1"]);
+    let got: serde_json::Value =
+        serde_json::from_str(&controller.cli_ok(&["get", "orders", "-o", "json"])).unwrap();
+    let backup = &got["backup"];
+    assert_eq!(backup["store_url"], "s3://k8s-backups/pfx", "{got}");
+    assert_eq!(backup["credentials_secret"], "s3-creds", "{got}");
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
     for member in ["orders-0", "orders-1"] {
         let set = serde_json::to_string(&sets.get(member).await.unwrap()).unwrap();

@@ -51,6 +51,8 @@ pub struct EngineSettings {
     pub probe_timeout: Duration,
     /// Probe members outside the actors' history ([`health_watch`]) and let quiet actors sleep.
     pub fast_path: bool,
+    /// The operator's default backup store (else the platform's).
+    pub default_backup: crate::backups::defaults::DefaultBackupArgs,
 }
 
 impl Default for EngineSettings {
@@ -60,6 +62,7 @@ impl Default for EngineSettings {
             actor: ActorSettings::default(),
             probe_timeout: Duration::from_secs(3),
             fast_path: false,
+            default_backup: Default::default(),
         }
     }
 }
@@ -89,7 +92,7 @@ pub struct Engine {
     cms: Arc<Cms>,
     settings: EngineSettings,
     /// The platform's backup store for instances whose create request names none.
-    default_backup_store: Option<String>,
+    default_backup_store: crate::backups::defaults::DefaultBackupStore,
     /// Where members are (the engine asks a source's primary to archive its WAL before a
     /// restore, and reads how far it archived).
     platform: Arc<dyn Platform>,
@@ -156,7 +159,10 @@ impl Engine {
         metrics: Arc<ControllerMetrics>,
         settings: EngineSettings,
     ) -> anyhow::Result<Self> {
-        let default_backup_store = platform.default_backup_store();
+        let default_backup_store = crate::backups::defaults::DefaultBackupStore::resolve(
+            &settings.default_backup,
+            platform.default_backup_store(),
+        );
         let deps = Arc::new(ActivityDeps {
             platform: Arc::clone(&platform),
             cms: Arc::clone(&cms),
