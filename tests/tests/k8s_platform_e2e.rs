@@ -900,16 +900,29 @@ async fn a_store_secret_is_mounted_and_the_primary_archives_and_backs_up_into_s3
     let data = secret.data.unwrap_or_default();
     assert_eq!(data["AWS_SECRET_ACCESS_KEY"].0, key.as_bytes());
 
-    controller.cli_ok(&["create", "orders", "--replicas", "1"]);
-    let got: serde_json::Value =
-        serde_json::from_str(&controller.cli_ok(&["get", "orders", "-o", "json"])).unwrap();
-    let backup = &got["backup"];
-    assert_eq!(backup["store_url"], "s3://k8s-backups/pfx", "{got}");
-    assert_eq!(backup["credentials_secret"], "s3-creds", "{got}");
+    let created = controller.cli(&["create", "orders", "--replicas", "1"]);
+    if !created.status.success() {
+        let mut logs = String::new();
+        for pod in ["orders-0", "orders-1"] {
+            logs += &format!(
+                "---- {pod} ----\n{}\n",
+                cluster.container_log(NS, pod, "sidecar").await
+            );
+        }
+        panic!(
+            "create failed:\n{}\n{logs}---- controller ----\n{}",
+            String::from_utf8_lossy(&created.stderr),
+            controller.log_tail()
+        );
+    }
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
     for member in ["orders-0", "orders-1"] {
         let set = serde_json::to_string(&sets.get(member).await.unwrap()).unwrap();
         assert!(set.contains("s3-creds"), "{member} mounts the store secret");
+        assert!(
+            set.contains("s3://k8s-backups/pfx"),
+            "{member} archives into the default store"
+        );
         assert!(!set.contains(&key), "{member}'s spec holds the key");
     }
     let backup: serde_json::Value =
