@@ -37,6 +37,7 @@ pub mod network;
 pub mod node;
 pub mod pki;
 pub mod process;
+pub mod toygres;
 
 use std::path::PathBuf;
 use std::process::Command;
