@@ -647,21 +647,15 @@ async fn a_store_secret_is_mounted_and_the_primary_archives_and_backs_up_into_s3
     let data = secret.data.unwrap_or_default();
     assert_eq!(data["AWS_SECRET_ACCESS_KEY"].0, key.as_bytes());
 
+    let logs = cluster.keep_logs(NS, &["orders-0", "orders-1"], "sidecar");
     let created = controller.cli(&["create", "orders", "--replicas", "1"]);
-    if !created.status.success() {
-        let mut logs = String::new();
-        for pod in ["orders-0", "orders-1"] {
-            logs += &format!(
-                "---- {pod} ----\n{}\n",
-                cluster.container_log(NS, pod, "sidecar").await
-            );
-        }
-        panic!(
-            "create failed:\n{}\n{logs}---- controller ----\n{}",
-            String::from_utf8_lossy(&created.stderr),
-            controller.log_tail()
-        );
-    }
+    assert!(
+        created.status.success(),
+        "create failed:\n{}\n{}---- controller ----\n{}",
+        String::from_utf8_lossy(&created.stderr),
+        logs.dump(),
+        controller.log_tail()
+    );
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
     for member in ["orders-0", "orders-1"] {
         let set = serde_json::to_string(&sets.get(member).await.unwrap()).unwrap();
