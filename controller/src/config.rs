@@ -129,6 +129,9 @@ pub struct ControllerArgs {
 
     #[command(flatten)]
     pub platform: PlatformArgs,
+
+    #[command(flatten)]
+    pub default_backup: crate::backups::defaults::DefaultBackupArgs,
 }
 
 /// Settings that failed validation.
@@ -182,6 +185,8 @@ pub struct ControllerConfig {
     pub platform: PlatformArgs,
     /// How the API is served (plain HTTP or TLS).
     pub api_tls: crate::api_tls::ApiTls,
+    /// The operator's default backup store.
+    pub default_backup: crate::backups::defaults::DefaultBackupArgs,
 }
 
 impl ControllerConfig {
@@ -250,6 +255,7 @@ impl ControllerConfig {
                 .map(|p| absolute(&p))
                 .transpose()?,
             platform: args.platform,
+            default_backup: args.default_backup,
         })
     }
 }

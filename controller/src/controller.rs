@@ -207,6 +207,7 @@ async fn serve(
         },
         probe_timeout: config.health_timeout,
         fast_path: config.health_fast_path,
+        default_backup: config.default_backup.clone(),
     };
     let dyn_platform: Arc<dyn Platform> = platform.shared();
     let engine = Arc::new(

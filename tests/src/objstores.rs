@@ -449,6 +449,12 @@ impl TcpProxy {
     /// Starts forwarding a free port of `host` (say, where a cluster's pods reach the host) to
     /// `127.0.0.1:<target_port>`.
     pub async fn start_on(host: std::net::IpAddr, target_port: u16) -> TcpProxy {
+        Self::forward(host, (std::net::Ipv4Addr::LOCALHOST, target_port).into()).await
+    }
+
+    /// Starts forwarding a free port of `host` to `target` (say, a pod's address, as
+    /// `kubectl port-forward` would).
+    pub async fn forward(host: std::net::IpAddr, target: std::net::SocketAddr) -> TcpProxy {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         let listener = tokio::net::TcpListener::bind((host, 0))
             .await
@@ -470,9 +476,7 @@ impl TcpProxy {
                 let my_gen = gen2.load(Ordering::SeqCst);
                 let gen3 = gen2.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
-                    else {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
                     let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);

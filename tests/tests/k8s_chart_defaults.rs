@@ -6,12 +6,15 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+};
 use kube::api::{ListParams, PostParams};
 use kube::Api;
-use toygres_tests::eventually;
 use toygres_tests::k8s::binaries::workspace_root;
 use toygres_tests::k8s::Cluster;
+use toygres_tests::objstores::TcpProxy;
+use toygres_tests::{eventually, TestDir};
 
 const NS: &str = "toygres";
 
@@ -117,16 +120,74 @@ async fn helm_install_with_no_values_schedules_a_controller_stateful_set_with_it
         .path;
     let token_file = std::path::Path::new(&home).join("controller.token");
 
+    // The API serves HTTPS with the certificate the chart made for its Service and for
+    // localhost; the CA is public, in a ConfigMap. As `kubectl port-forward` would, a local
+    // port leads to the pod; the CLI verifies the controller by name with that CA.
+    let ca: ConfigMap = Api::namespaced(cluster.client(), NS)
+        .get("toygres-ca")
+        .await
+        .unwrap();
+    let ca_pem = ca.data.unwrap()["ca.crt"].clone();
+    assert!(ca_pem.contains("BEGIN CERTIFICATE"), "{ca_pem}");
+    let scratch = TestDir::new();
+    let ca_file = scratch.path().join("toygres-ca.crt");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let api_secret: Secret = Api::namespaced(cluster.client(), NS)
+        .get("toygres-tls")
+        .await
+        .unwrap();
+    assert_eq!(api_secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    let forward = TcpProxy::forward(
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        (ip.parse::<std::net::IpAddr>().unwrap(), 7700).into(),
+    )
+    .await;
+    let api_url = format!("https://localhost:{}", forward.port);
+    // Plain HTTP gets no answer, and a client that does not trust the CA gets nothing either.
+    let plain = reqwest::Client::new()
+        .get(format!("http://localhost:{}/healthz", forward.port))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    assert!(
+        plain.map_or(true, |r| !r.status().is_success()),
+        "the API answered plain HTTP"
+    );
+
     // Through its API, the controller creates an instance with its own identity (the
     // chart's ServiceAccount and Role) and the chart's sidecar image, and deletes it.
     let toygres = |args: &[&str]| {
         let mut cmd = Command::new(toygres_tests::bin_path("toygres"));
-        cmd.env("TOYGRES_URL", format!("http://{ip}:7700"))
+        cmd.env("TOYGRES_URL", &api_url)
+            .env("TOYGRES_CA_FILE", &ca_file)
             .env("TOYGRES_TOKEN_FILE", &token_file)
             .env_remove("TOYGRES_HOME")
             .args(args);
         cmd
     };
+    // The chart names no backup store by default, and Kubernetes has none of its own: a
+    // create that names none either is refused, clearly, and records nothing.
+    let refused = toygres(&["create", "demo", "--replicas", "1"])
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{message}");
+    assert!(
+        message.contains("backup.store_url") && message.contains("backup.storeUrl"),
+        "the error names the missing store and the chart value: {message}"
+    );
+    let untrusting = Command::new(toygres_tests::bin_path("toygres"))
+        .env("TOYGRES_URL", &api_url)
+        .env("TOYGRES_TOKEN_FILE", &token_file)
+        .env_remove("TOYGRES_CA_FILE")
+        .env_remove("TOYGRES_HOME")
+        .args(["list"])
+        .output()
+        .unwrap();
+    assert!(
+        !untrusting.status.success(),
+        "a CLI that does not trust the chart's CA reached the API"
+    );
     let out = toygres(&["create", "demo", "--replicas", "1", "--no-backup"]).output();
     let out = out.unwrap();
     if !out.status.success() {

@@ -10,233 +10,27 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service,
-};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use kube::{Api, Client};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use toygres_tests::k8s::toygres::{
+    self, create_namespace, kubernetes_args, ready_endpoints, Controller, NS,
+};
 use toygres_tests::k8s::Cluster;
 use toygres_tests::objstores::{Moto, TcpProxy};
-use toygres_tests::{bin_path, eventually, free_port, processes_mentioning, TestDir};
+use toygres_tests::{bin_path, eventually, free_port, TestDir};
 
-const NS: &str = "db";
 const WAIT: Duration = Duration::from_secs(120);
 const INSTANCE_SELECTOR: &str = "toygres.io/instance=orders";
-
-/// `toygres controller --platform kubernetes` on the host, with its home (and embedded CMS) in a
-/// temp dir. Dropped (also in a panic): SIGTERM, then SIGKILL, then whatever of its CMS is left.
-struct Controller {
-    child: Child,
-    home: TestDir,
-    log: PathBuf,
-    host: Ipv4Addr,
-    port: u16,
-}
-
-/// The flags that run a controller on the harness's cluster with `kubeconfig`'s identity.
-fn kubernetes_args(kubeconfig: &std::path::Path) -> Vec<String> {
-    [
-        "--platform",
-        "kubernetes",
-        "--namespace",
-        NS,
-        "--sidecar-image",
-        "toygres/sidecar:dev",
-        "--storage-size",
-        "1Gi",
-        "--kubeconfig",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([kubeconfig.display().to_string()])
-    .collect()
-}
-
-impl Controller {
-    /// The controller as the harness's admin (`system:masters`).
-    async fn start(cluster: &Cluster) -> Self {
-        Self::start_as(cluster, cluster.control_plane().admin_kubeconfig()).await
-    }
-
-    /// The controller with the identity of `kubeconfig`, listening on the host's bridge
-    /// address, where the members' sidecars push their reports (as the chart's Service
-    /// lets them in a cluster).
-    async fn start_as(cluster: &Cluster, kubeconfig: &std::path::Path) -> Self {
-        let mut args = kubernetes_args(kubeconfig);
-        args.extend(["--member-notify-url".into(), "http://{listen}".into()]);
-        Self::launch(cluster.bridge().host_ip(), &args, &[], true).await
-    }
-
-    /// `toygres controller ARGS` with `env` in a new home, listening on `host` (`{listen}`
-    /// in ARGS stands for its `host:port`); waits until `/healthz` answers and, when
-    /// `active`, until the API's address is written (a standby never writes it).
-    async fn launch(host: Ipv4Addr, args: &[String], env: &[(&str, &str)], active: bool) -> Self {
-        let home = TestDir::new();
-        let log = home.path().join("controller.log");
-        let port = free_port();
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(bin_path("toygres"))
-            .current_dir(home.path())
-            .env("TOYGRES_HOME", home.path())
-            .env("RUST_LOG", "info")
-            .env("TOYGRES_HEALTH_INTERVAL_MS", "500")
-            .env_remove("DATABASE_URL")
-            .env_remove("TOYGRES_URL")
-            .env_remove("TOYGRES_TOKEN_FILE")
-            .env_remove("TOYGRES_PLATFORM")
-            .env_remove("POD_NAME")
-            .envs(env.iter().copied())
-            .args(["controller", "--listen", &format!("{host}:{port}")])
-            .args(
-                args.iter()
-                    .map(|arg| arg.replace("{listen}", &format!("{host}:{port}"))),
-            )
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        let mut controller = Self {
-            child,
-            home,
-            log,
-            host,
-            port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = controller.child.try_wait().unwrap() {
-                panic!(
-                    "the controller exited ({status}):\n{}",
-                    controller.log_tail()
-                );
-            }
-            let healthy = controller.status("/healthz").await == Some(200);
-            if healthy && (!active || controller.is_active()) {
-                return controller;
-            }
-            assert!(Instant::now() < deadline, "no healthy controller");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// The status `GET PATH` answers with, if any.
-    async fn status(&self, path: &str) -> Option<u16> {
-        // A local-platform controller serves HTTPS from its own CA (in its home); a Kubernetes
-        // one without a certificate serves HTTP (its home may hold a CA all the same).
-        let ca = self.home.path().join("tls").join("ca.crt");
-        if ca.exists() {
-            let url = format!("https://{}:{}{path}", self.host, self.port);
-            let answer = toygres_tests::https_client(&ca, &url)
-                .get(&url)
-                .send()
-                .await;
-            if let Ok(answer) = answer {
-                return Some(answer.status().as_u16());
-            }
-        }
-        let url = format!("http://{}:{}{path}", self.host, self.port);
-        reqwest::get(&url).await.ok().map(|r| r.status().as_u16())
-    }
-
-    /// Whether this controller serves its API (it writes the address once it does).
-    fn is_active(&self) -> bool {
-        self.home.path().join("controller.addr").exists()
-    }
-
-    /// `toygres ARGS` against this controller.
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin_path("toygres"))
-            .env("TOYGRES_HOME", self.home.path())
-            .env_remove("TOYGRES_URL")
-            .env_remove("TOYGRES_TOKEN_FILE")
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// Runs `toygres ARGS`, panicking with its output and the controller's log when it fails.
-    fn cli_ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "toygres {args:?} failed:\n{}\n{}\n---- controller ----\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.log_tail()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text
-            .lines()
-            .filter(|l| !l.contains("sqlx::postgres::notice"))
-            .collect();
-        lines[lines.len().saturating_sub(120)..].join("\n")
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("---- controller log ----\n{}", self.log_tail());
-        }
-        let pid = Pid::from_raw(self.child.id() as i32);
-        // Not a process the test already reaped (its pid may be someone else's by now).
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = kill(pid, Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for pid in processes_mentioning(&self.home.path().to_string_lossy()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
-}
-
-async fn create_namespace(client: &Client) {
-    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": NS}}))
-        .expect("namespace object");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-}
-
-/// The ready addresses of Service `service`'s EndpointSlices.
-async fn ready_endpoints(client: &Client, service: &str) -> BTreeSet<String> {
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
-    let Ok(list) = slices
-        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
-        .await
-    else {
-        return BTreeSet::new();
-    };
-    list.items
-        .iter()
-        .flat_map(|s| s.endpoints.iter().flatten())
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
-        .flat_map(|e| e.addresses.iter().cloned())
-        .collect()
-}
 
 /// The instance's pods by name: (IP, role label, node).
 async fn member_pods(client: &Client) -> BTreeMap<String, (String, Option<String>, String)> {
@@ -286,44 +80,11 @@ async fn rw_primary(client: &Client, not: Option<&str>) -> (String, String) {
 }
 
 async fn superuser_password(client: &Client) -> String {
-    let secret = Api::<Secret>::namespaced(client.clone(), NS)
-        .get("orders-credentials")
-        .await
-        .unwrap();
-    let bytes = secret.data.unwrap()["superuser-password"].0.clone();
-    String::from_utf8(bytes).unwrap()
+    toygres::superuser_password(client, "orders").await
 }
 
-/// A superuser connection to a pod IP, over TLS verified against the instance's CA (its chain:
-/// a pod IP is in no certificate), giving up after 3 s in all. tokio-postgres's
-/// `connect_timeout` bounds only the TCP connect: a frozen server's kernel still completes
-/// that, and the startup then waits until the address is gone (a writer stuck there for 38 s
-/// once made a failover look 40 s long).
 async fn connect(client: &Client, ip: &str, password: &str) -> Option<tokio_postgres::Client> {
-    let secrets = Api::<Secret>::namespaced(client.clone(), NS);
-    let ca = secrets
-        .get("orders-ca")
-        .await
-        .ok()?
-        .data?
-        .get("ca.crt")?
-        .0
-        .clone();
-    let tls = toygres_common::tls::pg::PgTls::new(&ca, None).ok()?;
-    let mut config = tokio_postgres::Config::new();
-    toygres_common::tls::pg::PgTls::require(&mut config)
-        .host(ip)
-        .port(5432)
-        .user("postgres")
-        .password(password)
-        .dbname("postgres")
-        .connect_timeout(Duration::from_secs(3));
-    let (client, connection) = tokio::time::timeout(Duration::from_secs(3), config.connect(tls))
-        .await
-        .ok()?
-        .ok()?;
-    tokio::spawn(connection);
-    Some(client)
+    toygres::connect(client, "orders", ip, password).await
 }
 
 /// Waits until the row `id` of `kept` is readable through a ready address of the ro Service.
@@ -838,7 +599,9 @@ async fn of_two_controllers_one_acts_and_the_standby_takes_over_when_it_dies() {
 
 /// Backups on Kubernetes: a store secret registered through the controller is a Secret the
 /// members mount as files; the primary archives WAL into S3 (moto, which the pods reach at the
-/// host's bridge address) and a base backup lands there, with the key in no pod's spec.
+/// host's bridge address) and a base backup lands there, with the key in no pod's spec. The
+/// store and secret are the controller's defaults (the chart's `backup.storeUrl` and
+/// `backup.credentialsSecret`), so `toygres create` names neither.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_secret_is_mounted_and_the_primary_archives_and_backs_up_into_s3() {
     bin_path("toygres-sidecar");
@@ -849,7 +612,14 @@ async fn a_store_secret_is_mounted_and_the_primary_archives_and_backs_up_into_s3
     let moto = Moto::start(emulators.path());
     moto.create_bucket("k8s-backups").await;
     let proxy = TcpProxy::start_on(cluster.bridge().host_ip().into(), moto.port).await;
-    let controller = Controller::start(&cluster).await;
+    let controller = Controller::start_with_env(
+        &cluster,
+        &[
+            ("TOYGRES_DEFAULT_BACKUP_STORE", "s3://k8s-backups/pfx"),
+            ("TOYGRES_DEFAULT_BACKUP_CREDENTIALS", "s3-creds"),
+        ],
+    )
+    .await;
 
     let key = format!("tgkey{}", free_port());
     let env_file = emulators.path().join("s3.env");
@@ -877,20 +647,23 @@ async fn a_store_secret_is_mounted_and_the_primary_archives_and_backs_up_into_s3
     let data = secret.data.unwrap_or_default();
     assert_eq!(data["AWS_SECRET_ACCESS_KEY"].0, key.as_bytes());
 
-    controller.cli_ok(&[
-        "create",
-        "orders",
-        "--replicas",
-        "1",
-        "--backup-store",
-        "s3://k8s-backups/pfx",
-        "--backup-credentials",
-        "s3-creds",
-    ]);
+    let logs = cluster.keep_logs(NS, &["orders-0", "orders-1"], "sidecar");
+    let created = controller.cli(&["create", "orders", "--replicas", "1"]);
+    assert!(
+        created.status.success(),
+        "create failed:\n{}\n{}---- controller ----\n{}",
+        String::from_utf8_lossy(&created.stderr),
+        logs.dump(),
+        controller.log_tail()
+    );
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
     for member in ["orders-0", "orders-1"] {
         let set = serde_json::to_string(&sets.get(member).await.unwrap()).unwrap();
         assert!(set.contains("s3-creds"), "{member} mounts the store secret");
+        assert!(
+            set.contains("s3://k8s-backups/pfx"),
+            "{member} archives into the default store"
+        );
         assert!(!set.contains(&key), "{member}'s spec holds the key");
     }
     let backup: serde_json::Value =

@@ -76,3 +76,28 @@ Image references; the tag defaults to the chart's appVersion.
 {{- define "toygres.embeddedCms" -}}
 {{- if .Values.databaseUrl.existingSecret }}false{{ else }}true{{ end }}
 {{- end }}
+
+{{/*
+The Secret holding the controller API's certificate (tls.crt, tls.key, ca.crt).
+*/}}
+{{- define "toygres.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "toygres.fullname" .)) .Values.tls.existingSecret }}
+{{- end }}
+
+{{/*
+The ConfigMap holding the CA (ca.crt) that clients and member pods verify the controller with.
+*/}}
+{{- define "toygres.caConfigMapName" -}}
+{{- if .Values.tls.existingSecret }}
+{{- required "tls.caConfigMap: with tls.existingSecret, name a ConfigMap holding ca.crt (the CA that issued it), so that member pods can verify the controller" .Values.tls.caConfigMap }}
+{{- else }}
+{{- printf "%s-ca" (include "toygres.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The controller API's URL scheme.
+*/}}
+{{- define "toygres.scheme" -}}
+{{- ternary "https" "http" .Values.tls.enabled }}
+{{- end }}

@@ -4,6 +4,7 @@
 //! would delete ([`cleanup`]). All pure: no I/O, no duroxide.
 
 pub mod cleanup;
+pub mod defaults;
 pub mod restore;
 pub mod retention;
 pub mod schedule;

@@ -43,13 +43,9 @@ impl Engine {
                 .map_err(|e| EngineError::Invalid(format!("{field}: {e}")))?;
         }
         if config.store_url.is_none() {
-            config.store_url = Some(self.default_backup_store.clone().ok_or_else(|| {
-                EngineError::Invalid(
-                    "backup.store_url: this platform has no default backup store; name one, or \
-                     turn backups off"
-                        .into(),
-                )
-            })?);
+            self.default_backup_store
+                .complete(config)
+                .map_err(EngineError::Invalid)?;
         }
         Ok(())
     }

@@ -53,6 +53,8 @@ pub struct EngineSettings {
     /// Probe members outside the actors' history ([`health_watch`]) and let quiet actors sleep
     /// (the default; off: every actor runs a durable round every health interval).
     pub fast_path: bool,
+    /// The operator's default backup store (else the platform's).
+    pub default_backup: crate::backups::defaults::DefaultBackupArgs,
 }
 
 impl Default for EngineSettings {
@@ -62,6 +64,7 @@ impl Default for EngineSettings {
             actor: ActorSettings::default(),
             probe_timeout: Duration::from_secs(3),
             fast_path: true,
+            default_backup: Default::default(),
         }
     }
 }
@@ -91,7 +94,7 @@ pub struct Engine {
     cms: Arc<Cms>,
     settings: EngineSettings,
     /// The platform's backup store for instances whose create request names none.
-    default_backup_store: Option<String>,
+    default_backup_store: crate::backups::defaults::DefaultBackupStore,
     /// Where members are (the engine asks a source's primary to archive its WAL before a
     /// restore, and reads how far it archived).
     platform: Arc<dyn Platform>,
@@ -158,7 +161,10 @@ impl Engine {
         metrics: Arc<ControllerMetrics>,
         settings: EngineSettings,
     ) -> anyhow::Result<Self> {
-        let default_backup_store = platform.default_backup_store();
+        let default_backup_store = crate::backups::defaults::DefaultBackupStore::resolve(
+            &settings.default_backup,
+            platform.default_backup_store(),
+        );
         let deps = Arc::new(ActivityDeps {
             platform: Arc::clone(&platform),
             cms: Arc::clone(&cms),

@@ -99,11 +99,18 @@ impl Member {
     /// When a streaming standby last replied (`pg_stat_replication.reply_time`), if one
     /// streams. A standby cut off by the network stays "streaming" until `wal_sender_timeout`
     /// ends its WAL sender: the time of its last reply, not its state, is the contact.
+    ///
+    /// A base backup's WAL stream (`pg_basebackup --wal-method=stream`, application name
+    /// `pg_basebackup`; standbys stream under their member name) is no standby: counting it
+    /// armed the lease while a new standby was being copied, and when the copy ended the
+    /// primary fenced itself before the standby had started streaming (under load that takes
+    /// longer than the lease), so the standby never streamed and the create failed.
     async fn last_standby_reply(&self) -> Option<Instant> {
         let client = self.query_client().await.ok()?;
         let query = client.query_one(
             "SELECT extract(epoch FROM clock_timestamp() - max(reply_time))::float8 \
-             FROM pg_stat_replication WHERE state = 'streaming'",
+             FROM pg_stat_replication \
+             WHERE state = 'streaming' AND application_name <> 'pg_basebackup'",
             &[],
         );
         let row = tokio::time::timeout(Duration::from_secs(2), query)

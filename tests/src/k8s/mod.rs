@@ -37,6 +37,7 @@ pub mod network;
 pub mod node;
 pub mod pki;
 pub mod process;
+pub mod toygres;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -246,6 +247,39 @@ impl Cluster {
         std::fs::read_to_string(path).unwrap_or_default()
     }
 
+    /// Keeps copies of what container `container` of pods `names` writes, refreshed every
+    /// second in the background, so a test can show a member's log after the pod is gone (a
+    /// failed create removes its members).
+    pub fn keep_logs(&self, namespace: &str, names: &[&str], container: &str) -> KeptLogs {
+        let kept = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
+            String,
+            String,
+        >::new()));
+        let (client, dir) = (self.client(), self.dir.path().to_path_buf());
+        let (namespace, container) = (namespace.to_string(), container.to_string());
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let copies = std::sync::Arc::clone(&kept);
+        let task = tokio::spawn(async move {
+            let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+                kube::Api::namespaced(client, &namespace);
+            loop {
+                for name in &names {
+                    let Ok(pod) = pods.get(name).await else {
+                        continue;
+                    };
+                    let uid = pod.metadata.uid.unwrap_or_default();
+                    let path = dir.join("pods").join(uid).join("logs");
+                    if let Ok(text) = std::fs::read_to_string(path.join(format!("{container}.log")))
+                    {
+                        copies.lock().unwrap().insert(name.clone(), text);
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+        KeptLogs { kept, task }
+    }
+
     /// Every pid this cluster started directly (control plane) or runs in a pod.
     pub fn pids(&self) -> Vec<u32> {
         let mut pids = self.control_plane.pids();
@@ -269,5 +303,29 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.nodes.stop();
         self.bridge.teardown();
+    }
+}
+
+/// Logs kept by [`Cluster::keep_logs`]; stops copying when dropped.
+pub struct KeptLogs {
+    kept: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl KeptLogs {
+    /// The last copy of every pod's log, each under a header.
+    pub fn dump(&self) -> String {
+        self.kept
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(name, text)| format!("---- {name} ----\n{text}\n"))
+            .collect()
+    }
+}
+
+impl Drop for KeptLogs {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

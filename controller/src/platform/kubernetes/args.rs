@@ -89,6 +89,12 @@ pub struct PlatformArgs {
     /// checked at once instead of at the next health round [default: no reports]
     #[arg(long, env = "TOYGRES_MEMBER_NOTIFY_URL", value_name = "URL")]
     pub member_notify_url: Option<String>,
+
+    /// Kubernetes: a ConfigMap of the namespace whose `ca.crt` is the CA of this controller's
+    /// certificate, which member pods verify an https --member-notify-url with (the chart sets
+    /// its own)
+    #[arg(long, env = "TOYGRES_MEMBER_NOTIFY_CA_CONFIGMAP", value_name = "NAME")]
+    pub member_notify_ca_configmap: Option<String>,
 }
 
 impl PlatformArgs {
@@ -109,6 +115,10 @@ impl PlatformArgs {
         config.resources.memory = self.member_memory.clone();
         config.isolation_lease_secs = isolation_lease_secs;
         config.notify_url = self.member_notify_url.clone().filter(|url| !url.is_empty());
+        config.notify_ca_config_map = self
+            .member_notify_ca_configmap
+            .clone()
+            .filter(|name| !name.is_empty());
         config
     }
 }
@@ -151,6 +161,8 @@ mod tests {
             "5Gi",
             "--member-notify-url",
             "http://toygres.db.svc:8080",
+            "--member-notify-ca-configmap",
+            "toygres-ca",
         ]);
         assert_eq!(args.kind, PlatformKind::Kubernetes);
         let config = args.kubernetes_config(Some(15));
@@ -164,6 +176,7 @@ mod tests {
             config.notify_url.as_deref(),
             Some("http://toygres.db.svc:8080")
         );
+        assert_eq!(config.notify_ca_config_map.as_deref(), Some("toygres-ca"));
         assert!(TestCli::try_parse_from(["toygres", "--platform", "nomad"]).is_err());
     }
 }

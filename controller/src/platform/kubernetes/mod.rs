@@ -173,6 +173,10 @@ pub struct SidecarSettings {
     /// its WAL receiver loses the primary or it fences itself.
     #[serde(default)]
     pub notify_url: Option<String>,
+    /// The ConfigMap whose `ca.crt` verifies an `https` notify URL, mounted read-only at
+    /// [`member::NOTIFY_CA_DIR`] (`TOYGRES_NOTIFY_CA_FILE`).
+    #[serde(default)]
+    pub notify_ca_config_map: Option<String>,
     /// The Secret holding the store's credentials, mounted read-only at
     /// [`member::STORE_CREDENTIALS_DIR`] (`TOYGRES_STORE_CREDENTIALS_DIR`).
     #[serde(default)]

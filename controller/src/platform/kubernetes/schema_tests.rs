@@ -124,7 +124,8 @@ fn every_object() -> Vec<(String, serde_json::Value)> {
         isolation_lease_secs: Some(30),
         archive_url: Some("s3://bucket/prefix".into()),
         wal_compression: Some("zstd".into()),
-        notify_url: Some("http://toygres.db.svc:8080".into()),
+        notify_url: Some("https://toygres.db.svc:8080".into()),
+        notify_ca_config_map: Some("toygres-ca".into()),
         store_credentials_secret: Some("s3-creds".into()),
     };
     for ordinal in [1, 2] {

@@ -71,6 +71,9 @@ pub struct KubernetesPlatformConfig {
     /// This controller's API as the members' sidecars reach it (`TOYGRES_NOTIFY_URL`), for
     /// their pushed reports; `None`: no reports, failures are seen at the next health round.
     pub notify_url: Option<String>,
+    /// The ConfigMap (key `ca.crt`) holding the CA that issued this controller's certificate,
+    /// which member pods verify an `https` notify URL with.
+    pub notify_ca_config_map: Option<String>,
     /// How long `create_member` waits for the member's pod to get an IP.
     pub pod_start_timeout: Duration,
 }
@@ -94,6 +97,7 @@ impl KubernetesPlatformConfig {
             anti_affinity: AntiAffinity::Preferred,
             isolation_lease_secs: None,
             notify_url: None,
+            notify_ca_config_map: None,
             pod_start_timeout: Duration::from_secs(180),
         }
     }
@@ -211,6 +215,7 @@ impl KubernetesPlatform {
             sidecar: SidecarSettings {
                 isolation_lease_secs: self.config.isolation_lease_secs,
                 notify_url: self.config.notify_url.clone(),
+                notify_ca_config_map: self.config.notify_ca_config_map.clone(),
                 archive_url: archive.map(|a| a.store_url.clone()),
                 wal_compression: archive.and_then(|a| a.compression.clone()),
                 store_credentials_secret: archive.and_then(|a| a.credentials_secret.clone()),

@@ -9,7 +9,8 @@
 //! that the StatefulSet controller re-creates starts without a role label, and the relabeler
 //! ([`KubernetesPlatform::spawn_relabeler`]) gives it back the role the recorded routes name. It
 //! only ever adds a missing label, under the same per-instance lock as routing, so it cannot
-//! undo a removal.
+//! undo a removal. It watches member pods, so a re-created pod gets its label as soon as it
+//! appears, and also passes over every instance at the supervise interval.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,6 +50,16 @@ pub fn desired_role(routes: &EndpointRoutes, member: &str) -> Option<RoleLabel> 
     } else {
         None
     }
+}
+
+/// Whether a live member pod carries no role label (the relabeler may owe it one).
+fn unlabelled(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none() && current_role(pod).is_none()
+}
+
+/// The instance a member pod belongs to.
+fn pod_instance(pod: &Pod) -> Option<String> {
+    pod.metadata.labels.as_ref()?.get(INSTANCE_KEY).cloned()
 }
 
 /// The role label a pod carries.
@@ -260,16 +271,53 @@ impl KubernetesPlatform {
     /// Every `interval`, gives each instance's pods that lack a role label the role the
     /// recorded routes name (a pod re-created by its StatefulSet starts unlabelled).
     pub fn spawn_relabeler(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        use futures::StreamExt as _;
+        use kube::runtime::{watcher, WatchStreamExt as _};
+
         let platform = Arc::downgrade(self);
+        // Member pods as they change: a pod the StatefulSet controller re-creates is labelled
+        // as soon as it appears, not at the next pass. The passes stay, as the safety net for
+        // a watch that is down or restarting.
+        let selector = format!(
+            "{APP_COMPONENT_KEY}={},{APP_MANAGED_BY_KEY}={MANAGED_BY}",
+            Component::Member.label_value()
+        );
+        let pods = watcher(
+            self.api::<Pod>(),
+            watcher::Config::default().labels(&selector),
+        )
+        .default_backoff();
         tokio::spawn(async move {
+            let mut pods = std::pin::pin!(pods);
             let mut ticks = tokio::time::interval(interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                ticks.tick().await;
+                // `None`: every instance (a pass); else the instance of a pod without a role.
+                let instance = tokio::select! {
+                    _ = ticks.tick() => None,
+                    event = pods.next() => match event {
+                        Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
+                            match pod_instance(&pod).filter(|_| unlabelled(&pod)) {
+                                Some(instance) => Some(instance),
+                                None => continue,
+                            }
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!("watch member pods: {e}");
+                            continue;
+                        }
+                        Some(_) => continue,
+                        None => return,
+                    },
+                };
                 let Some(platform) = platform.upgrade() else {
                     return;
                 };
-                if let Err(e) = platform.relabel_all().await {
+                let relabelled = match &instance {
+                    None => platform.relabel_all().await,
+                    Some(instance) => platform.relabel_recorded(instance).await,
+                };
+                if let Err(e) = relabelled {
                     tracing::warn!("give re-created pods their role labels: {e:#}");
                 }
             }
@@ -303,6 +351,14 @@ impl KubernetesPlatform {
             }
         }
         Ok(())
+    }
+
+    /// [`Self::relabel`] with the routes recorded on `instance`'s root, if any.
+    async fn relabel_recorded(&self, instance: &str) -> anyhow::Result<()> {
+        match self.recorded_routes(instance).await? {
+            Some(routes) => self.relabel(instance, &routes).await,
+            None => Ok(()),
+        }
     }
 
     /// Labels the pods of `instance` that have no role but should have one.

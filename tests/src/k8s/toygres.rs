@@ -1,0 +1,288 @@
+//! The real `toygres controller --platform kubernetes` on the host against the harness's
+//! cluster, and what tests of instances on it share: the namespace, the Services' ready
+//! addresses, an instance's superuser password and a TLS connection to a member.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::Cluster;
+use crate::{bin_path, free_port, processes_mentioning, TestDir};
+
+/// The namespace the controller puts instances in.
+pub const NS: &str = "db";
+
+/// `toygres controller --platform kubernetes` on the host, with its home (and embedded CMS) in a
+/// temp dir. Dropped (also in a panic): SIGTERM, then SIGKILL, then whatever of its CMS is left.
+pub struct Controller {
+    pub child: Child,
+    pub home: TestDir,
+    pub log: PathBuf,
+    pub host: Ipv4Addr,
+    pub port: u16,
+}
+
+/// The flags that run a controller on the harness's cluster with `kubeconfig`'s identity.
+pub fn kubernetes_args(kubeconfig: &std::path::Path) -> Vec<String> {
+    [
+        "--platform",
+        "kubernetes",
+        "--namespace",
+        NS,
+        "--sidecar-image",
+        "toygres/sidecar:dev",
+        "--storage-size",
+        "1Gi",
+        "--kubeconfig",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([kubeconfig.display().to_string()])
+    .collect()
+}
+
+impl Controller {
+    /// The controller as the harness's admin (`system:masters`).
+    pub async fn start(cluster: &Cluster) -> Self {
+        Self::start_as(cluster, cluster.control_plane().admin_kubeconfig()).await
+    }
+
+    /// The controller with the identity of `kubeconfig`, listening on the host's bridge
+    /// address, where the members' sidecars push their reports (as the chart's Service
+    /// lets them in a cluster).
+    pub async fn start_as(cluster: &Cluster, kubeconfig: &std::path::Path) -> Self {
+        Self::start_as_with_env(cluster, kubeconfig, &[]).await
+    }
+
+    /// [`Controller::start`] with extra environment variables.
+    pub async fn start_with_env(cluster: &Cluster, env: &[(&str, &str)]) -> Self {
+        let kubeconfig = cluster.control_plane().admin_kubeconfig();
+        Self::start_as_with_env(cluster, kubeconfig, env).await
+    }
+
+    pub async fn start_as_with_env(
+        cluster: &Cluster,
+        kubeconfig: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut args = kubernetes_args(kubeconfig);
+        args.extend(["--member-notify-url".into(), "http://{listen}".into()]);
+        Self::launch(cluster.bridge().host_ip(), &args, env, true).await
+    }
+
+    /// `toygres controller ARGS` with `env` in a new home, listening on `host` (`{listen}`
+    /// in ARGS stands for its `host:port`); waits until `/healthz` answers and, when
+    /// `active`, until the API's address is written (a standby never writes it).
+    pub async fn launch(
+        host: Ipv4Addr,
+        args: &[String],
+        env: &[(&str, &str)],
+        active: bool,
+    ) -> Self {
+        let home = TestDir::new();
+        let log = home.path().join("controller.log");
+        let port = free_port();
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(bin_path("toygres"))
+            .current_dir(home.path())
+            .env("TOYGRES_HOME", home.path())
+            .env("RUST_LOG", "info")
+            .env("TOYGRES_HEALTH_INTERVAL_MS", "500")
+            .env_remove("DATABASE_URL")
+            .env_remove("TOYGRES_URL")
+            .env_remove("TOYGRES_TOKEN_FILE")
+            .env_remove("TOYGRES_PLATFORM")
+            .env_remove("POD_NAME")
+            .envs(env.iter().copied())
+            .args(["controller", "--listen", &format!("{host}:{port}")])
+            .args(
+                args.iter()
+                    .map(|arg| arg.replace("{listen}", &format!("{host}:{port}"))),
+            )
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let mut controller = Self {
+            child,
+            home,
+            log,
+            host,
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = controller.child.try_wait().unwrap() {
+                panic!(
+                    "the controller exited ({status}):\n{}",
+                    controller.log_tail()
+                );
+            }
+            let healthy = controller.status("/healthz").await == Some(200);
+            if healthy && (!active || controller.is_active()) {
+                return controller;
+            }
+            assert!(Instant::now() < deadline, "no healthy controller");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The status `GET PATH` answers with, if any.
+    pub async fn status(&self, path: &str) -> Option<u16> {
+        // A local-platform controller serves HTTPS from its own CA (in its home); a Kubernetes
+        // one without a certificate serves HTTP (its home may hold a CA all the same).
+        let ca = self.home.path().join("tls").join("ca.crt");
+        if ca.exists() {
+            let url = format!("https://{}:{}{path}", self.host, self.port);
+            let answer = crate::https_client(&ca, &url).get(&url).send().await;
+            if let Ok(answer) = answer {
+                return Some(answer.status().as_u16());
+            }
+        }
+        let url = format!("http://{}:{}{path}", self.host, self.port);
+        reqwest::get(&url).await.ok().map(|r| r.status().as_u16())
+    }
+
+    /// Whether this controller serves its API (it writes the address once it does).
+    pub fn is_active(&self) -> bool {
+        self.home.path().join("controller.addr").exists()
+    }
+
+    /// `toygres ARGS` against this controller.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin_path("toygres"))
+            .env("TOYGRES_HOME", self.home.path())
+            .env_remove("TOYGRES_URL")
+            .env_remove("TOYGRES_TOKEN_FILE")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `toygres ARGS`, panicking with its output and the controller's log when it fails.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "toygres {args:?} failed:\n{}\n{}\n---- controller ----\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains("sqlx::postgres::notice"))
+            .collect();
+        lines[lines.len().saturating_sub(120)..].join("\n")
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- controller log ----\n{}", self.log_tail());
+        }
+        let pid = Pid::from_raw(self.child.id() as i32);
+        // Not a process the test already reaped (its pid may be someone else's by now).
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = kill(pid, Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in processes_mentioning(&self.home.path().to_string_lossy()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+pub async fn create_namespace(client: &Client) {
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": NS}}))
+        .expect("namespace object");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
+/// The ready addresses of Service `service`'s EndpointSlices.
+pub async fn ready_endpoints(client: &Client, service: &str) -> BTreeSet<String> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
+    let Ok(list) = slices
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await
+    else {
+        return BTreeSet::new();
+    };
+    list.items
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        .flat_map(|e| e.addresses.iter().cloned())
+        .collect()
+}
+
+/// The instance's superuser password, from its Secret.
+pub async fn superuser_password(client: &Client, instance: &str) -> String {
+    let secret = Api::<Secret>::namespaced(client.clone(), NS)
+        .get(&format!("{instance}-credentials"))
+        .await
+        .unwrap();
+    let bytes = secret.data.unwrap()["superuser-password"].0.clone();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// A superuser connection to a pod IP, over TLS verified against the instance's CA (its chain:
+/// a pod IP is in no certificate), giving up after 3 s in all. tokio-postgres's
+/// `connect_timeout` bounds only the TCP connect: a frozen server's kernel still completes
+/// that, and the startup then waits until the address is gone (a writer stuck there for 38 s
+/// once made a failover look 40 s long).
+pub async fn connect(
+    client: &Client,
+    instance: &str,
+    ip: &str,
+    password: &str,
+) -> Option<tokio_postgres::Client> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), NS);
+    let ca = secrets
+        .get(&format!("{instance}-ca"))
+        .await
+        .ok()?
+        .data?
+        .get("ca.crt")?
+        .0
+        .clone();
+    let tls = toygres_common::tls::pg::PgTls::new(&ca, None).ok()?;
+    let mut config = tokio_postgres::Config::new();
+    toygres_common::tls::pg::PgTls::require(&mut config)
+        .host(ip)
+        .port(5432)
+        .user("postgres")
+        .password(password)
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(3));
+    let (client, connection) = tokio::time::timeout(Duration::from_secs(3), config.connect(tls))
+        .await
+        .ok()?
+        .ok()?;
+    tokio::spawn(connection);
+    Some(client)
+}
