@@ -61,5 +61,6 @@ token=$(cat "$home/controller.token")
     --max-examples "$examples" \
     --phases examples,coverage,fuzzing \
     --request-timeout 30 \
+    --generation-database none \
     --no-color \
     "$@"
