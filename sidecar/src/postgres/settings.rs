@@ -68,8 +68,11 @@ impl std::fmt::Debug for Passwords {
 /// `Debug` shows the file names only.
 #[derive(Clone)]
 pub struct TlsMaterial {
-    files: std::sync::Arc<std::sync::RwLock<Vec<(&'static str, Vec<u8>)>>>,
+    files: std::sync::Arc<std::sync::RwLock<TlsFiles>>,
 }
+
+/// Each TLS file's name and content.
+pub type TlsFiles = Vec<(&'static str, Vec<u8>)>;
 
 impl TlsMaterial {
     /// Reads every file of `dir`; a missing, empty or non-PEM file is an error.
@@ -77,14 +80,14 @@ impl TlsMaterial {
         Ok(Self::from_files(Self::read_files(dir)?))
     }
 
-    fn from_files(files: Vec<(&'static str, Vec<u8>)>) -> Self {
+    fn from_files(files: TlsFiles) -> Self {
         Self {
             files: std::sync::Arc::new(std::sync::RwLock::new(files)),
         }
     }
 
     /// Every file of `dir` with its content.
-    pub fn read_files(dir: &std::path::Path) -> anyhow::Result<Vec<(&'static str, Vec<u8>)>> {
+    pub fn read_files(dir: &std::path::Path) -> anyhow::Result<TlsFiles> {
         use anyhow::Context as _;
         let mut files = Vec::new();
         for (name, _) in toygres_common::tls::MEMBER_FILES {
@@ -108,12 +111,12 @@ impl TlsMaterial {
     }
 
     /// Every file with its content, as held now.
-    pub fn files(&self) -> Vec<(&'static str, Vec<u8>)> {
+    pub fn files(&self) -> TlsFiles {
         self.files.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Holds `files` from now on (every clone sees them).
-    pub fn replace(&self, files: Vec<(&'static str, Vec<u8>)>) {
+    pub fn replace(&self, files: TlsFiles) {
         *self.files.write().unwrap_or_else(|e| e.into_inner()) = files;
     }
 }
