@@ -3,12 +3,10 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-
-use anyhow::{bail, Context as _};
+use std::path::PathBuf;
 
 use super::record::MemberRecord;
-use super::{member_host, process, tls, LocalPlatform, SIDECAR_PROGRAM};
+use super::{member_host, process, tls, LocalPlatform};
 use crate::platform::{Bootstrap, SecretRef};
 
 impl LocalPlatform {
@@ -134,33 +132,4 @@ impl LocalPlatform {
             working_dir: self.layout.member_dir(&record.instance, &record.member),
         }
     }
-}
-
-/// The sidecar program: `configured`, else beside the current executable, else in `$PATH`.
-pub(super) fn locate_sidecar(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(path) = configured {
-        if !path.is_file() {
-            bail!("the sidecar program {} does not exist", path.display());
-        }
-        return std::path::absolute(path)
-            .with_context(|| format!("resolve the path {}", path.display()));
-    }
-    if let Some(beside) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join(SIDECAR_PROGRAM)))
-        .filter(|path| path.is_file())
-    {
-        return Ok(beside);
-    }
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join(SIDECAR_PROGRAM))
-                .find(|path| path.is_file())
-        })
-        .with_context(|| {
-            format!(
-                "cannot find {SIDECAR_PROGRAM} beside this program or in $PATH; configure its path"
-            )
-        })
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use toygres_common::names::{validate_instance_name, PgAddress};
 
 use self::layout::LocalLayout;
@@ -22,6 +22,7 @@ use self::record::{EndpointsRecord, MemberRecord};
 use crate::endpoints::InstanceProxy;
 use crate::platform::{validate_member_of, MemberAddress, MemberState, PlatformError};
 
+mod adoption;
 mod launch;
 pub mod layout;
 mod platform_api;
@@ -33,7 +34,7 @@ mod store_secrets;
 mod supervise;
 pub mod tls;
 
-pub use self::supervise::{AdoptReport, Adoption};
+pub use self::adoption::{AdoptReport, Adoption};
 
 /// The sidecar program's file name.
 pub const SIDECAR_PROGRAM: &str = "toygres-sidecar";
@@ -102,7 +103,7 @@ impl LocalPlatform {
     pub fn new(config: LocalPlatformConfig) -> anyhow::Result<Self> {
         let home = std::path::absolute(&config.home)
             .with_context(|| format!("resolve the path {}", config.home.display()))?;
-        let sidecar_bin = launch::locate_sidecar(config.sidecar_bin.as_deref())?;
+        let sidecar_bin = locate_sidecar(config.sidecar_bin.as_deref())?;
         let root = nix::unistd::Uid::effective().is_root();
         let layout = LocalLayout::new(home, root);
         if root {
@@ -221,6 +222,35 @@ fn member_host(record: &MemberRecord) -> IpAddr {
         .network
         .as_ref()
         .map_or(IpAddr::V4(LOOPBACK), |n| n.host)
+}
+
+/// The sidecar program: `configured`, else beside the current executable, else in `$PATH`.
+fn locate_sidecar(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = configured {
+        if !path.is_file() {
+            bail!("the sidecar program {} does not exist", path.display());
+        }
+        return std::path::absolute(path)
+            .with_context(|| format!("resolve the path {}", path.display()));
+    }
+    if let Some(beside) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(SIDECAR_PROGRAM)))
+        .filter(|path| path.is_file())
+    {
+        return Ok(beside);
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(SIDECAR_PROGRAM))
+                .find(|path| path.is_file())
+        })
+        .with_context(|| {
+            format!(
+                "cannot find {SIDECAR_PROGRAM} beside this program or in $PATH; configure its path"
+            )
+        })
 }
 
 #[cfg(test)]
