@@ -88,6 +88,47 @@ pub fn serve(
     })
 }
 
+/// Ends the renewal task when dropped.
+#[derive(Debug)]
+pub struct Renewal(tokio::task::JoinHandle<()>);
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// For a generated certificate ([`ApiTls::Generated`]): looks every `interval` and issues a new
+/// one when a third of its lifetime or less is left. The server serves it at the next
+/// handshake ([`ServedCert`] re-reads changed files). `None` for the other kinds.
+pub fn spawn_renewal(
+    tls: &ApiTls,
+    home: &ControllerHome,
+    listen: SocketAddr,
+    interval: std::time::Duration,
+) -> Option<Renewal> {
+    if *tls != ApiTls::Generated {
+        return None;
+    }
+    let home = home.clone();
+    Some(Renewal(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let cert = std::fs::read_to_string(home.tls_dir().join("server.crt"));
+            let now = std::time::SystemTime::now();
+            if cert.is_ok_and(|pem| !toygres_common::tls::pki::renewal_due(&pem, now)) {
+                continue;
+            }
+            match issue_own_certificate(&home, listen) {
+                Ok(_) => tracing::info!("renewed the API's certificate"),
+                Err(e) => tracing::error!("renew the API's certificate: {e:#}"),
+            }
+        }
+    })))
+}
+
 /// The names the generated certificate carries: loopback, and the listen address when it is a
 /// specific one.
 fn own_names(listen: SocketAddr) -> Vec<String> {

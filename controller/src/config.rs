@@ -98,6 +98,17 @@ pub struct ControllerArgs {
         hide = true
     )]
     pub local_member_networks: Option<PathBuf>,
+
+    /// Seconds the member, client and generated API certificates issued by this controller
+    /// stay valid (tests of renewal use short ones); renewed with a third left [default: a year]
+    #[arg(
+        long,
+        env = "TOYGRES_CERT_LIFETIME_SECS",
+        value_name = "SECS",
+        hide = true,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub cert_lifetime_secs: Option<u64>,
     /// The API's certificate (PEM); with --tls-key the API serves HTTPS [default on the local
     /// platform: a certificate from the controller's own CA under $TOYGRES_HOME/tls]
     #[arg(
@@ -181,6 +192,8 @@ pub struct ControllerConfig {
     pub isolation_lease: Option<Duration>,
     /// The local platform's member networks file (see `LocalPlatformConfig::member_networks`).
     pub local_member_networks: Option<PathBuf>,
+    /// How long issued certificates stay valid; `None`: the default (a year).
+    pub cert_lifetime: Option<Duration>,
     /// Which platform instances run on, and the Kubernetes platform's settings.
     pub platform: PlatformArgs,
     /// How the API is served (plain HTTP or TLS).
@@ -250,6 +263,7 @@ impl ControllerConfig {
             supervise_interval: Duration::from_millis(args.supervise_interval_ms),
             isolation_lease: (args.isolation_lease_secs > 0)
                 .then(|| Duration::from_secs(args.isolation_lease_secs)),
+            cert_lifetime: args.cert_lifetime_secs.map(Duration::from_secs),
             local_member_networks: args
                 .local_member_networks
                 .map(|p| absolute(&p))

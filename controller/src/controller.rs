@@ -180,7 +180,16 @@ async fn serve(
     }
     drop(client);
 
+    if let Some(lifetime) = config.cert_lifetime {
+        toygres_common::tls::pki::set_leaf_lifetime(lifetime);
+    }
     let tls = crate::api_tls::prepare(&config.api_tls, &config.home, config.listen)?;
+    let _api_cert_renewal = crate::api_tls::spawn_renewal(
+        &config.api_tls,
+        &config.home,
+        config.listen,
+        config.supervise_interval,
+    );
     let lease = match become_active(config, tls.as_ref(), signals, &listener).await? {
         Standing::Stopped => return Ok(()),
         Standing::Alone => None,

@@ -137,6 +137,7 @@ async fn run(args: config::RunArgs) -> anyhow::Result<()> {
     tokio::spawn(member.clone().supervise());
     tokio::spawn(member.clone().watch_isolation());
     tokio::spawn(member.clone().watch_upstream());
+    tokio::spawn(member.clone().watch_certificates(files.dir.clone()));
     let state = api::AppState {
         member: member.clone(),
         token,

@@ -81,10 +81,22 @@ pub struct ServedCert {
 
 fn read_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("read {}: {e}", p.display()));
-    let chain = certificates(&read(cert)?, "server certificate").map_err(|e| e.to_string())?;
-    let der = private_key(&read(key)?, "server key").map_err(|e| e.to_string())?;
-    CertifiedKey::from_der(chain, der, &provider())
+    certified_key(&read(cert)?, &read(key)?)
         .map_err(|e| format!("use {} with {}: {e}", cert.display(), key.display()))
+}
+
+/// The pair a PEM certificate (chain) and its PEM key make; an error when either does not
+/// parse or the key is not the certificate's.
+fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
+    let chain = certificates(cert_pem, "certificate").map_err(|e| e.to_string())?;
+    let der = private_key(key_pem, "key").map_err(|e| e.to_string())?;
+    CertifiedKey::from_der(chain, der, &provider()).map_err(|e| e.to_string())
+}
+
+/// Whether `key_pem` is the private key of the certificate in `cert_pem` (a pair caught half
+/// replaced does not match).
+pub fn pair_matches(cert_pem: &[u8], key_pem: &[u8]) -> bool {
+    certified_key(cert_pem, key_pem).is_ok()
 }
 
 impl ServedCert {

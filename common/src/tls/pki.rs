@@ -13,8 +13,10 @@ use time::{Duration, OffsetDateTime};
 
 /// How long a CA is valid.
 const CA_VALIDITY: Duration = Duration::days(3650);
-/// How long a member's or client's certificate is valid.
+/// How long a member's or client's certificate is valid, unless [`set_leaf_lifetime`] says.
 const LEAF_VALIDITY: Duration = Duration::days(365);
+/// The lifetime [`set_leaf_lifetime`] set for this process.
+static LEAF_LIFETIME: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
 /// Certificates start a little in the past, so clocks a few minutes apart agree.
 const BACKDATE: Duration = Duration::hours(1);
 
@@ -102,6 +104,41 @@ fn ca_params(instance: &str) -> CertificateParams {
     params
 }
 
+/// Makes every leaf certificate this process issues from now on valid for `lifetime` (a
+/// hidden setting: tests of renewal use seconds-long certificates). The first call wins.
+pub fn set_leaf_lifetime(lifetime: std::time::Duration) {
+    let lifetime = Duration::try_from(lifetime).unwrap_or(LEAF_VALIDITY);
+    let _ = LEAF_LIFETIME.set(lifetime.max(Duration::seconds(1)));
+}
+
+fn leaf_validity() -> Duration {
+    LEAF_LIFETIME.get().copied().unwrap_or(LEAF_VALIDITY)
+}
+
+/// Whether the leaf certificate in `cert_pem` should be renewed at `now`: when a third of its
+/// lifetime or less is left (its lifetime counted from its intended start, after
+/// [`BACKDATE`]). A certificate that does not parse is due (it is replaced by a good one).
+pub fn renewal_due(cert_pem: &str, now: std::time::SystemTime) -> bool {
+    let now = OffsetDateTime::from(now);
+    let Some((not_before, not_after)) = validity(cert_pem) else {
+        return true;
+    };
+    let start = (not_before + BACKDATE).min(not_after);
+    let left = not_after - now;
+    left * 3 <= not_after - start
+}
+
+/// The validity period of the first certificate in `cert_pem`.
+pub fn validity(cert_pem: &str) -> Option<(OffsetDateTime, OffsetDateTime)> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    let validity = cert.validity();
+    Some((
+        validity.not_before.to_datetime(),
+        validity.not_after.to_datetime(),
+    ))
+}
+
 fn leaf_params(common_name: &str) -> CertificateParams {
     let now = OffsetDateTime::now_utc();
     let mut params = CertificateParams::default();
@@ -110,7 +147,7 @@ fn leaf_params(common_name: &str) -> CertificateParams {
         .distinguished_name
         .push(DnType::CommonName, common_name);
     params.not_before = now - BACKDATE;
-    params.not_after = now + LEAF_VALIDITY;
+    params.not_after = now + leaf_validity();
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
@@ -249,5 +286,20 @@ mod tests {
         let printed = format!("{tls:?} {ca:?}");
         assert!(!printed.contains("PRIVATE KEY"), "{printed}");
         assert_ne!(tls.replicator.key_pem, tls.superuser.key_pem);
+    }
+
+    #[test]
+    fn a_certificate_is_due_for_renewal_with_a_third_of_its_lifetime_left() {
+        let ca = InstanceCa::generate("orders").unwrap();
+        let cert = ca.issue_client("postgres").unwrap().cert_pem;
+        let (not_before, not_after) = validity(&cert).unwrap();
+        assert_eq!(not_after - (not_before + BACKDATE), LEAF_VALIDITY);
+        let now = std::time::SystemTime::now();
+        let day = std::time::Duration::from_secs(86_400);
+        assert!(!renewal_due(&cert, now));
+        assert!(!renewal_due(&cert, now + day * 240));
+        assert!(renewal_due(&cert, now + day * 250));
+        assert!(renewal_due(&cert, now + day * 400));
+        assert!(renewal_due("not a certificate", now));
     }
 }

@@ -20,7 +20,7 @@ use toygres_common::http_api::{BodyRejection, JsonObject};
 use toygres_common::ErrorBody;
 
 /// `POST /v1/instances/{name}/backups`.
-#[utoipa::path(post, path = "/v1/instances/{name}/backups", tag = "backups", params(("name" = String, Path, description = "Instance name")), request_body = CreateBackupRequest, responses((status = 202, description = "Queued on the instance's actor", body = BackupAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Backups off, not running, or a backup in progress", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/instances/{name}/backups", tag = "backups", params(("name" = String, Path, description = "Instance name")), request_body = CreateBackupRequest, responses((status = 202, description = "Queued on the instance's actor", body = BackupAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Backups off, not running, or a backup in progress", body = ErrorBody), (status = 429, description = "The instance's operation queue is full", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn create(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -44,7 +44,7 @@ pub async fn list(
 }
 
 /// `GET /v1/backups/{id}`.
-#[utoipa::path(get, path = "/v1/backups/{id}", tag = "backups", params(("id" = String, Path, description = "Backup id")), responses((status = 200, description = "The backup", body = BackupView), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such backup", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/backups/{id}", tag = "backups", params(("id" = String, Path, description = "Backup id")), responses((status = 200, description = "The backup", body = BackupView), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such backup", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -53,7 +53,7 @@ pub async fn get(
 }
 
 /// `POST /v1/instances/{name}/restore`.
-#[utoipa::path(post, path = "/v1/instances/{name}/restore", tag = "backups", params(("name" = String, Path, description = "The source instance")), request_body = RestoreRequest, responses((status = 202, description = "The new instance's create operation started", body = OperationAccepted), (status = 400, description = "Invalid input, or a target the source's backups cannot reach (before the first backup, in the future)", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance or backup", body = ErrorBody), (status = 409, description = "The new name is taken, or the source has no backups", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/instances/{name}/restore", tag = "backups", params(("name" = String, Path, description = "The source instance")), request_body = RestoreRequest, responses((status = 202, description = "The new instance's create operation started", body = OperationAccepted), (status = 400, description = "Invalid input, or a target the source's backups cannot reach (before the first backup, in the future)", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance or backup", body = ErrorBody), (status = 409, description = "The new name is taken, or the source has no backups", body = ErrorBody), (status = 429, description = "The instance's operation queue is full", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn restore(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -66,7 +66,7 @@ pub async fn restore(
 }
 
 /// `GET /v1/instances/{name}/backups/schedule`.
-#[utoipa::path(get, path = "/v1/instances/{name}/backups/schedule", tag = "backups", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "The base backup schedule and its next run", body = BackupScheduleView), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Backups off", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/instances/{name}/backups/schedule", tag = "backups", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "The base backup schedule and its next run", body = BackupScheduleView), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Backups off", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get_schedule(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -90,7 +90,7 @@ pub async fn set_schedule(
 }
 
 /// `GET /v1/instances/{name}/backups/cleanup`: a dry run of the retention policy.
-#[utoipa::path(get, path = "/v1/instances/{name}/backups/cleanup", tag = "backups", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "What a cleanup now would keep and delete", body = CleanupPlan), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Backups off", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/instances/{name}/backups/cleanup", tag = "backups", params(("name" = String, Path, description = "Instance name")), responses((status = 200, description = "What a cleanup now would keep and delete", body = CleanupPlan), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Backups off", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn cleanup_plan(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -101,7 +101,7 @@ pub async fn cleanup_plan(
 
 /// `DELETE /v1/backups/{id}`: deletes the backup from the store, with the archived WAL only it
 /// needed.
-#[utoipa::path(delete, path = "/v1/backups/{id}", tag = "backups", params(("id" = String, Path, description = "Backup id")), responses((status = 202, description = "The deletion, queued on the instance's actor", body = OperationAccepted), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such backup", body = ErrorBody), (status = 409, description = "The backup is running, or the instance's only base backup, or the instance is not running", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/backups/{id}", tag = "backups", params(("id" = String, Path, description = "Backup id")), responses((status = 202, description = "The deletion, queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such backup", body = ErrorBody), (status = 409, description = "The backup is running, or the instance's only base backup, or the instance is not running", body = ErrorBody), (status = 429, description = "The instance's operation queue is full", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -111,7 +111,7 @@ pub async fn delete(
 }
 
 /// `POST /v1/backups/{id}/verify`: restores the base backup aside and queries it.
-#[utoipa::path(post, path = "/v1/backups/{id}/verify", tag = "backups", params(("id" = String, Path, description = "Backup id")), responses((status = 202, description = "The verification, queued on the instance's actor", body = OperationAccepted), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such backup", body = ErrorBody), (status = 409, description = "Not a succeeded base backup, or the instance is not running", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/backups/{id}/verify", tag = "backups", params(("id" = String, Path, description = "Backup id")), responses((status = 202, description = "The verification, queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such backup", body = ErrorBody), (status = 409, description = "Not a succeeded base backup, or the instance is not running", body = ErrorBody), (status = 429, description = "The instance's operation queue is full", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn verify(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -121,7 +121,7 @@ pub async fn verify(
 }
 
 /// `POST /v1/instances/{name}/backups/cleanup`: applies the retention policy now.
-#[utoipa::path(post, path = "/v1/instances/{name}/backups/cleanup", tag = "backups", params(("name" = String, Path, description = "Instance name")), responses((status = 202, description = "The cleanup, queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Backups off, or the instance is not running", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/instances/{name}/backups/cleanup", tag = "backups", params(("name" = String, Path, description = "Instance name")), responses((status = 202, description = "The cleanup, queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Backups off, or the instance is not running", body = ErrorBody), (status = 429, description = "The instance's operation queue is full", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn cleanup(
     State(state): State<ApiState>,
     Path(name): Path<String>,

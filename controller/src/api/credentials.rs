@@ -14,7 +14,7 @@ use toygres_common::ErrorBody;
 use super::{ApiError, ApiState};
 
 /// `POST /v1/instances/{name}/credentials/rotate`.
-#[utoipa::path(post, path = "/v1/instances/{name}/credentials/rotate", tag = "credentials", params(("name" = String, Path, description = "Instance name")), request_body = RotateCredentialsRequest, responses((status = 202, description = "Queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Not running, or a role whose password cannot be rotated", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/instances/{name}/credentials/rotate", tag = "credentials", params(("name" = String, Path, description = "Instance name")), request_body = RotateCredentialsRequest, responses((status = 202, description = "Queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Not running, or a role whose password cannot be rotated", body = ErrorBody), (status = 429, description = "The instance's operation queue is full", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn rotate(
     State(state): State<ApiState>,
     Path(name): Path<String>,

@@ -16,7 +16,7 @@ use toygres_common::ErrorBody;
 use super::{ApiError, ApiState};
 
 /// `POST /v1/instances/{name}/switchover`.
-#[utoipa::path(post, path = "/v1/instances/{name}/switchover", tag = "ha", params(("name" = String, Path, description = "Instance name")), request_body = SwitchoverRequest, responses((status = 202, description = "Queued on the instance's actor; its progress shows the switchover's state", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance or member", body = ErrorBody), (status = 409, description = "Not running, no standby, or the target is the primary", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/instances/{name}/switchover", tag = "ha", params(("name" = String, Path, description = "Instance name")), request_body = SwitchoverRequest, responses((status = 202, description = "Queued on the instance's actor; its progress shows the switchover's state", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance or member", body = ErrorBody), (status = 409, description = "Not running, no standby, or the target is the primary", body = ErrorBody), (status = 429, description = "The instance's operation queue is full", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn switchover(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -29,7 +29,7 @@ pub async fn switchover(
 }
 
 /// `POST /v1/instances/{name}/failover`.
-#[utoipa::path(post, path = "/v1/instances/{name}/failover", tag = "ha", params(("name" = String, Path, description = "Instance name")), request_body = FailoverRequest, responses((status = 202, description = "Queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance or member", body = ErrorBody), (status = 409, description = "The primary is healthy (use force), or the instance is not running", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/instances/{name}/failover", tag = "ha", params(("name" = String, Path, description = "Instance name")), request_body = FailoverRequest, responses((status = 202, description = "Queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance or member", body = ErrorBody), (status = 409, description = "The primary is healthy (use force), or the instance is not running", body = ErrorBody), (status = 429, description = "The instance's operation queue is full", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn failover(
     State(state): State<ApiState>,
     Path(name): Path<String>,

@@ -28,7 +28,7 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<InstanceList>, A
 }
 
 /// `POST /v1/instances`.
-#[utoipa::path(post, path = "/v1/instances", tag = "instances", request_body = CreateInstanceRequest, responses((status = 202, description = "Creation started", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 409, description = "The instance exists", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/instances", tag = "instances", request_body = CreateInstanceRequest, responses((status = 202, description = "Creation started", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 409, description = "The instance exists", body = ErrorBody), (status = 429, description = "The instance's operation queue is full", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn create(
     State(state): State<ApiState>,
     body: Result<JsonObject<CreateInstanceRequest>, BodyRejection>,
@@ -114,7 +114,7 @@ pub async fn get(
 }
 
 /// `DELETE /v1/instances/{name}[?keep_data=true]`.
-#[utoipa::path(delete, path = "/v1/instances/{name}", tag = "instances", params(("name" = String, Path, description = "Instance name"), ("keep_data" = Option<bool>, Query, description = "Keep the members' data")), responses((status = 202, description = "Deletion started", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Another operation runs", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/instances/{name}", tag = "instances", params(("name" = String, Path, description = "Instance name"), ("keep_data" = Option<bool>, Query, description = "Keep the members' data")), responses((status = 202, description = "Deletion started", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Another operation runs", body = ErrorBody), (status = 429, description = "The instance's operation queue is full", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<ApiState>,
     Path(name): Path<String>,

@@ -40,7 +40,7 @@ pub async fn status(
 }
 
 /// `POST /v1/instances/{name}/replicas`.
-#[utoipa::path(post, path = "/v1/instances/{name}/replicas", tag = "replicas", params(("name" = String, Path, description = "Instance name")), request_body = AddReplicaRequest, responses((status = 202, description = "Queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Not running, or at the replica limit", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/instances/{name}/replicas", tag = "replicas", params(("name" = String, Path, description = "Instance name")), request_body = AddReplicaRequest, responses((status = 202, description = "Queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Not running, or at the replica limit", body = ErrorBody), (status = 429, description = "The instance's operation queue is full", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn add(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -53,7 +53,7 @@ pub async fn add(
 }
 
 /// `DELETE /v1/instances/{name}/replicas/{member}[?keep_data=true]`.
-#[utoipa::path(delete, path = "/v1/instances/{name}/replicas/{member}", tag = "replicas", params(("name" = String, Path, description = "Instance name"), ("member" = String, Path, description = "The standby"), ("keep_data" = Option<bool>, Query, description = "Keep its data")), responses((status = 202, description = "Queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such member", body = ErrorBody), (status = 409, description = "The primary, or the last sync standby", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/instances/{name}/replicas/{member}", tag = "replicas", params(("name" = String, Path, description = "Instance name"), ("member" = String, Path, description = "The standby"), ("keep_data" = Option<bool>, Query, description = "Keep its data")), responses((status = 202, description = "Queued on the instance's actor", body = OperationAccepted), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such member", body = ErrorBody), (status = 409, description = "The primary, or the last sync standby", body = ErrorBody), (status = 429, description = "The instance's operation queue is full", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<ApiState>,
     Path((name, member)): Path<(String, String)>,

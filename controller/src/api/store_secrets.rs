@@ -24,7 +24,7 @@ pub async fn put(
 }
 
 /// `GET /v1/secrets/{name}`.
-#[utoipa::path(get, path = "/v1/secrets/{name}", tag = "backups", params(("name" = String, Path, description = "Secret name")), responses((status = 200, description = "Its setting names (never values)", body = StoreSecretView), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such secret", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/secrets/{name}", tag = "backups", params(("name" = String, Path, description = "Secret name")), responses((status = 200, description = "Its setting names (never values)", body = StoreSecretView), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such secret", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -33,7 +33,7 @@ pub async fn get(
 }
 
 /// `DELETE /v1/secrets/{name}`.
-#[utoipa::path(delete, path = "/v1/secrets/{name}", tag = "backups", params(("name" = String, Path, description = "Secret name")), responses((status = 200, description = "Deleted; the setting names it had", body = StoreSecretView), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such secret", body = ErrorBody), (status = 409, description = "An instance's backups use it", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/secrets/{name}", tag = "backups", params(("name" = String, Path, description = "Secret name")), responses((status = 200, description = "Deleted; the setting names it had", body = StoreSecretView), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such secret", body = ErrorBody), (status = 409, description = "An instance's backups use it", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<ApiState>,
     Path(name): Path<String>,

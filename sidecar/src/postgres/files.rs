@@ -373,8 +373,8 @@ pub fn write_run_files(
     write_pgpass(cfg, bins, layout)?;
     let files = layout.tls();
     owned::ensure_private_dir(bins, &files.dir)?;
-    for (name, content) in &cfg.tls.files {
-        owned::write_file(bins, &files.file(name), content, 0o600)?;
+    for (name, content) in cfg.tls.files() {
+        owned::write_file(bins, &files.file(name), &content, 0o600)?;
     }
     Ok(())
 }

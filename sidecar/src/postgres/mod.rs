@@ -7,6 +7,7 @@ pub mod demote;
 pub mod files;
 pub mod isolation;
 pub mod member;
+pub mod membership;
 pub mod parameters;
 pub mod process;
 pub mod promote;
@@ -17,6 +18,7 @@ pub mod settings;
 pub mod sql;
 pub mod status;
 pub mod sync;
+pub mod tls_renewal;
 pub mod watchers;
 
 pub use member::{Member, OpError};

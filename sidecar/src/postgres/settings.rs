@@ -95,17 +95,33 @@ pub fn read_secret_file(path: &std::path::Path, flag: &str) -> anyhow::Result<St
     Ok(secret)
 }
 
-/// This member's TLS files (named as in [`toygres_common::tls::MEMBER_FILES`]), read once from
-/// `--tls-dir`. The sidecar copies them into its run directory, owned by the Postgres OS user,
-/// where Postgres and libpq read them. `Debug` shows the file names only.
+/// This member's TLS files (named as in [`toygres_common::tls::MEMBER_FILES`]), read from
+/// `--tls-dir` at start and again when the controller renews them ([`super::tls_renewal`]).
+/// The sidecar copies them into its run directory, owned by the Postgres OS user, where
+/// Postgres and libpq read them. Clones share one set, so a renewal reaches every holder.
+/// `Debug` shows the file names only.
 #[derive(Clone)]
 pub struct TlsMaterial {
-    pub files: Vec<(&'static str, Vec<u8>)>,
+    files: std::sync::Arc<std::sync::RwLock<TlsFiles>>,
 }
+
+/// Each TLS file's name and content.
+pub type TlsFiles = Vec<(&'static str, Vec<u8>)>;
 
 impl TlsMaterial {
     /// Reads every file of `dir`; a missing, empty or non-PEM file is an error.
     pub fn read(dir: &std::path::Path) -> anyhow::Result<Self> {
+        Ok(Self::from_files(Self::read_files(dir)?))
+    }
+
+    fn from_files(files: TlsFiles) -> Self {
+        Self {
+            files: std::sync::Arc::new(std::sync::RwLock::new(files)),
+        }
+    }
+
+    /// Every file of `dir` with its content.
+    pub fn read_files(dir: &std::path::Path) -> anyhow::Result<TlsFiles> {
         use anyhow::Context as _;
         let mut files = Vec::new();
         for (name, _) in toygres_common::tls::MEMBER_FILES {
@@ -116,23 +132,33 @@ impl TlsMaterial {
             }
             files.push((name, bytes));
         }
-        Ok(Self { files })
+        Ok(files)
     }
 
     /// The content of file `name`.
-    pub fn file(&self, name: &str) -> &[u8] {
-        self.files
-            .iter()
+    pub fn file(&self, name: &str) -> Vec<u8> {
+        self.files()
+            .into_iter()
             .find(|(n, _)| *n == name)
-            .map(|(_, bytes)| bytes.as_slice())
+            .map(|(_, bytes)| bytes)
             .unwrap_or_default()
+    }
+
+    /// Every file with its content, as held now.
+    pub fn files(&self) -> TlsFiles {
+        self.files.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Holds `files` from now on (every clone sees them).
+    pub fn replace(&self, files: TlsFiles) {
+        *self.files.write().unwrap_or_else(|e| e.into_inner()) = files;
     }
 }
 
 impl std::fmt::Debug for TlsMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.files.iter().map(|(name, _)| name))
+            .entries(self.files().iter().map(|(name, _)| *name))
             .finish()
     }
 }

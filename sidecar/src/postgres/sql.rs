@@ -29,10 +29,10 @@ pub async fn connect_local(cfg: &MemberSettings) -> Result<Client, tokio_postgre
 /// must come from the instance's CA, so the password goes only to a member of the instance.
 pub async fn connect_remote(cfg: &MemberSettings, addr: &PgAddress) -> anyhow::Result<Client> {
     let tls = PgTls::new(
-        cfg.tls.file(tls::CA_CERT),
+        &cfg.tls.file(tls::CA_CERT),
         Some((
-            cfg.tls.file(tls::SUPERUSER_CERT),
-            cfg.tls.file(tls::SUPERUSER_KEY),
+            &cfg.tls.file(tls::SUPERUSER_CERT),
+            &cfg.tls.file(tls::SUPERUSER_KEY),
         )),
     )
     .context("load the instance's CA and the superuser's certificate")?;

@@ -1,8 +1,9 @@
 //! An instance's CA and its members' certificates in local mode, under the instance's secrets
 //! directory (0700): `tls/ca.crt` and `tls/ca.key` (the CA key never leaves the controller's
 //! files), and `tls/<member>/` holding what the member's sidecar reads through `--tls-dir`
-//! (see [`toygres_common::tls::MEMBER_FILES`]). Keys are 0600. Everything is issued once and
-//! never rewritten; a crash half-way leaves a member directory the next call completes.
+//! (see [`toygres_common::tls::MEMBER_FILES`]). Keys are 0600. A member's files are issued
+//! once and replaced only when due for renewal ([`renew_member_if_due`]), each file through a
+//! rename; a crash half-way leaves a member directory the next call completes.
 
 use std::fs;
 use std::io::Write as _;
@@ -10,7 +11,7 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use toygres_common::tls::pki::{member_server_names, InstanceCa};
+use toygres_common::tls::pki::{member_server_names, renewal_due, InstanceCa};
 use toygres_common::tls::{MemberTlsFiles, MEMBER_FILES};
 
 use super::layout::LocalLayout;
@@ -60,6 +61,43 @@ pub fn ensure_member(
     if files.missing().is_empty() {
         return Ok(files);
     }
+    issue_member(layout, instance, member, host)?;
+    Ok(files)
+}
+
+/// Issues the member new certificates when its server or a client certificate has a third of
+/// its lifetime or less left (or does not read); returns whether it did. The sidecar installs
+/// them and reloads Postgres; its API serves the new one at the next handshake.
+pub fn renew_member_if_due(
+    layout: &LocalLayout,
+    instance: &str,
+    member: &str,
+    host: std::net::IpAddr,
+) -> anyhow::Result<bool> {
+    let files = member_dir(layout, instance, member);
+    let now = std::time::SystemTime::now();
+    let due = [
+        files.server_cert(),
+        files.replicator_cert(),
+        files.superuser_cert(),
+    ]
+    .iter()
+    .any(|path| fs::read_to_string(path).map_or(true, |pem| renewal_due(&pem, now)));
+    if !due {
+        return Ok(false);
+    }
+    issue_member(layout, instance, member, host)?;
+    Ok(true)
+}
+
+/// Issues every file of the member's directory (the keys before their certificates).
+fn issue_member(
+    layout: &LocalLayout,
+    instance: &str,
+    member: &str,
+    host: std::net::IpAddr,
+) -> anyhow::Result<()> {
+    let files = member_dir(layout, instance, member);
     let ca = ensure_ca(layout, instance)?;
     let mut names = member_server_names(instance, member, None);
     if !names.contains(&host.to_string()) {
@@ -67,15 +105,20 @@ pub fn ensure_member(
     }
     let tls = ca.member_tls(member, &names)?;
     private_dir(&files.dir)?;
-    for (name, content) in tls.files() {
-        let secret = MEMBER_FILES.iter().any(|(n, key)| *n == name && *key);
+    let mut ordered = tls.files();
+    ordered.sort_by_key(|(name, _)| !is_key(name));
+    for (name, content) in ordered {
         write_new(
             &files.file(name),
             content,
-            if secret { 0o600 } else { 0o644 },
+            if is_key(name) { 0o600 } else { 0o644 },
         )?;
     }
-    Ok(files)
+    Ok(())
+}
+
+fn is_key(name: &str) -> bool {
+    MEMBER_FILES.iter().any(|(n, key)| *n == name && *key)
 }
 
 fn private_dir(dir: &Path) -> anyhow::Result<()> {
@@ -140,5 +183,16 @@ mod tests {
             fs::read(files.ca_cert()).unwrap(),
             fs::read(ca_file(&layout, "db")).unwrap()
         );
+        assert!(!renew_member_if_due(&layout, "db", "db-0", LOOPBACK).unwrap());
+        assert_eq!(fs::read(files.server_key()).unwrap(), before);
+        // A certificate that no longer reads is replaced, with every other file but the CA.
+        fs::write(files.replicator_cert(), "garbage").unwrap();
+        let ca = fs::read(files.ca_cert()).unwrap();
+        assert!(renew_member_if_due(&layout, "db", "db-0", LOOPBACK).unwrap());
+        assert_ne!(fs::read(files.server_key()).unwrap(), before);
+        assert!(fs::read_to_string(files.replicator_cert())
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE"));
+        assert_eq!(fs::read(files.ca_cert()).unwrap(), ca);
     }
 }

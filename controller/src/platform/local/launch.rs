@@ -1,0 +1,138 @@
+//! Starting a member's sidecar: its command line from the member's record, detached in a
+//! session of its own, and where the sidecar program is found.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::record::MemberRecord;
+use super::{member_host, process, tls, LocalPlatform};
+use crate::platform::{Bootstrap, SecretRef};
+
+impl LocalPlatform {
+    /// Starts the member's sidecar and records its pid.
+    pub(super) fn start_sidecar(&self, record: &mut MemberRecord) -> anyhow::Result<i32> {
+        let member_dir = self.layout.member_dir(&record.instance, &record.member);
+        self.layout.create_dir(&member_dir)?;
+        if let Some(parent) = record.run_dir.parent() {
+            if parent != member_dir {
+                self.layout.create_dir(parent)?;
+            }
+        }
+        // A member recorded before instances had certificates gets them at its next start.
+        tls::ensure_member(
+            &self.layout,
+            &record.instance,
+            &record.member,
+            member_host(record),
+        )?;
+        let command = self.sidecar_command(record);
+        let pid = process::spawn_detached(&record.member, &command)?;
+        record.pid = Some(pid);
+        record.starts += 1;
+        self.write_member(record)?;
+        tracing::info!(
+            instance = record.instance,
+            member = record.member,
+            pid,
+            pg_port = record.pg_port,
+            api_port = record.api_port,
+            "started the member's sidecar"
+        );
+        Ok(pid)
+    }
+
+    pub(super) fn sidecar_command(&self, record: &MemberRecord) -> process::SidecarCommand {
+        let flag = |name: &str, value: &dyn AsRef<std::ffi::OsStr>| {
+            let mut arg = OsString::from(format!("--{name}="));
+            arg.push(value);
+            arg
+        };
+        let secret =
+            |reference: &SecretRef| self.layout.secret_file(&reference.instance, reference.name);
+        let host = member_host(record);
+        let mut args: Vec<OsString> = vec![
+            "run".into(),
+            process::data_dir_arg(&record.data_dir),
+            format!("--pg-port={}", record.pg_port).into(),
+            format!("--pg-listen={host}").into(),
+            format!("--api-addr={}", SocketAddr::new(host, record.api_port)).into(),
+            format!("--member-name={}", record.member).into(),
+            flag("token-file", &secret(&record.secrets.sidecar_token)),
+            flag(
+                "superuser-password-file",
+                &secret(&record.secrets.superuser_password),
+            ),
+            flag(
+                "replication-password-file",
+                &secret(&record.secrets.replication_password),
+            ),
+            flag(
+                "tls-dir",
+                &tls::member_dir(&self.layout, &record.instance, &record.member).dir,
+            ),
+            flag("run-dir", &record.run_dir),
+            format!("--stop-timeout-secs={}", self.config.stop_timeout.as_secs()).into(),
+        ];
+        match &record.bootstrap {
+            Bootstrap::Init => args.push("--bootstrap=init".into()),
+            Bootstrap::Standby { primary } => {
+                args.push("--bootstrap=standby".into());
+                args.push(format!("--primary={primary}").into());
+            }
+            Bootstrap::Restore(source) => {
+                args.push("--bootstrap=restore".into());
+                for (name, _, value) in source.sidecar_settings() {
+                    args.push(format!("--{name}={value}").into());
+                }
+            }
+        }
+        if let Some(archive) = &record.archive {
+            // Every member archives under the instance's name; Postgres archives only while
+            // the member is the primary (archive_mode=on does nothing during recovery).
+            args.push(format!("--archive-url={}", archive.store_url).into());
+            args.push(format!("--instance-name={}", record.instance).into());
+            if let Some(compression) = &archive.compression {
+                args.push(format!("--wal-compression={compression}").into());
+            }
+            if let Some(name) = &archive.credentials_secret {
+                // A path: the sidecar reads the settings from the files there.
+                args.push(flag(
+                    "store-credentials-dir",
+                    &self.layout.store_secret_dir(name),
+                ));
+            }
+        }
+        if let Some(dir) = &self.config.pg_bin_dir {
+            args.push(flag("pg-bin-dir", dir));
+        }
+        args.extend(self.config.extra_sidecar_args.iter().map(OsString::from));
+        let path = std::env::var_os("PATH")
+            .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+        let netns = record.network.as_ref().and_then(|n| n.netns.as_deref());
+        let (program, args) = match netns {
+            // `ip netns exec` enters the namespace and execs the sidecar: the pid stays the
+            // sidecar's.
+            Some(netns) => {
+                let mut wrapped: Vec<OsString> = vec!["netns".into(), "exec".into(), netns.into()];
+                wrapped.push(self.sidecar_bin.clone().into());
+                wrapped.extend(args);
+                (PathBuf::from("ip"), wrapped)
+            }
+            None => (self.sidecar_bin.clone(), args),
+        };
+        process::SidecarCommand {
+            program,
+            args,
+            env: vec![
+                ("PATH".into(), path),
+                (
+                    "RUST_LOG".into(),
+                    self.config.sidecar_log_filter.clone().into(),
+                ),
+            ],
+            log_file: record.log_file.clone(),
+            working_dir: self.layout.member_dir(&record.instance, &record.member),
+        }
+    }
+}

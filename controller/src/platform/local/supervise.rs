@@ -1,0 +1,175 @@
+//! Keeping the members running: [`LocalPlatform::adopt`] takes over what an earlier controller
+//! left and starts again what died; the supervisor runs it periodically and renews the members'
+//! certificates before they expire.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::adoption::{AdoptReport, Adoption};
+use super::record::{self, AllRecords, EndpointsRecord, MemberRecord};
+use super::{member_host, process, tls, LocalPlatform};
+
+impl LocalPlatform {
+    /// Takes over what an earlier controller left: adopts every recorded member whose sidecar
+    /// still runs, restarts those that died (except the ones stopped on purpose), and serves every
+    /// recorded instance's endpoints with their last routes. Safe to call again at any time: it
+    /// also serves as a periodic "restart what died" pass.
+    pub async fn adopt(&self) -> anyhow::Result<AdoptReport> {
+        let all = AllRecords::scan(&self.layout.instances_dir())?;
+        let mut report = AdoptReport::default();
+        for recorded in all.members {
+            let lock = self.lock(&recorded.instance).await;
+            // Re-read under the lock: an operation may have changed it since the scan.
+            let path = self
+                .layout
+                .member_record(&recorded.instance, &recorded.member);
+            let outcome = match record::read::<MemberRecord>(&path) {
+                Ok(Some(current)) if current.stopped => Adoption::LeftStopped,
+                Ok(Some(mut current)) => match self.ensure_running(&mut current).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        tracing::error!(
+                            member = current.member,
+                            "restart the member's sidecar: {e:#}"
+                        );
+                        Adoption::Failed {
+                            error: format!("{e:#}"),
+                        }
+                    }
+                },
+                Ok(None) => continue,
+                Err(e) => Adoption::Failed {
+                    error: format!("{e:#}"),
+                },
+            };
+            drop(lock);
+            report
+                .members
+                .push((recorded.instance, recorded.member, outcome));
+        }
+        for endpoints in all.endpoints {
+            let _lock = self.lock(&endpoints.instance).await;
+            if self.proxy_running(&endpoints.instance) {
+                continue;
+            }
+            let path = self.layout.endpoints_record(&endpoints.instance);
+            let served = match record::read::<EndpointsRecord>(&path) {
+                Ok(Some(current)) => {
+                    let targets = self.resolve_routes(&current.instance, &current.routes);
+                    self.serve_endpoints(&current, targets, None).await
+                }
+                Ok(None) => continue,
+                Err(e) => Err(e),
+            };
+            match served {
+                Ok(()) => report.endpoints.push(endpoints.instance),
+                Err(e) => {
+                    tracing::error!(
+                        instance = endpoints.instance,
+                        "serve the instance's endpoints: {e:#}"
+                    );
+                    report
+                        .failed_endpoints
+                        .push((endpoints.instance, format!("{e:#}")));
+                }
+            }
+        }
+        for (instance, member, outcome) in &report.members {
+            match outcome {
+                Adoption::Restarted { pid } => {
+                    tracing::warn!(
+                        instance,
+                        member,
+                        pid,
+                        "the member's sidecar was gone; started it again"
+                    )
+                }
+                Adoption::Failed { .. } => {}
+                Adoption::Adopted { .. } | Adoption::LeftStopped => {
+                    tracing::debug!(instance, member, ?outcome, "adopted a member")
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs [`LocalPlatform::adopt`] every `interval` in the background, so a member whose
+    /// sidecar dies is started again (as a kubelet restarts a container); the interval is also
+    /// the delay between two starts of a sidecar that keeps dying. The task ends when the
+    /// platform is dropped.
+    pub fn spawn_supervisor(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let platform = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(platform) = platform.upgrade() else {
+                    return;
+                };
+                if let Err(e) = platform.adopt().await {
+                    tracing::error!("supervise the local members: {e:#}");
+                }
+                if let Err(e) = platform.renew_certificates().await {
+                    tracing::error!("renew the local members' certificates: {e:#}");
+                }
+            }
+        })
+    }
+
+    /// Issues new certificates to every member whose certificates are due for renewal
+    /// ([`tls::renew_member_if_due`]); returns the `(instance, member)` pairs renewed. A member
+    /// whose certificates were never issued is left to its next start.
+    pub async fn renew_certificates(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let all = AllRecords::scan(&self.layout.instances_dir())?;
+        let mut renewed = Vec::new();
+        for recorded in all.members {
+            let (instance, member) = (&recorded.instance, &recorded.member);
+            let _lock = self.lock(instance).await;
+            let files = tls::member_dir(&self.layout, instance, member);
+            if !files.missing().is_empty() {
+                continue;
+            }
+            let path = self.layout.member_record(instance, member);
+            let Ok(Some(current)) = record::read::<MemberRecord>(&path) else {
+                continue;
+            };
+            match tls::renew_member_if_due(&self.layout, instance, member, member_host(&current)) {
+                Ok(true) => {
+                    tracing::info!(instance, member, "renewed the member's certificates");
+                    renewed.push((instance.clone(), member.clone()));
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(instance, member, "renew the certificates: {e:#}"),
+            }
+        }
+        Ok(renewed)
+    }
+
+    /// Makes sure the member's sidecar runs: adopts a live one (the recorded pid, or one found
+    /// by its data directory), else starts it. Updates the record.
+    pub(super) async fn ensure_running(
+        &self,
+        record: &mut MemberRecord,
+    ) -> anyhow::Result<Adoption> {
+        if let Some(pid) = record
+            .pid
+            .filter(|pid| process::is_sidecar_of(*pid, &record.data_dir))
+        {
+            return Ok(Adoption::Adopted { pid });
+        }
+        if let Some(pid) = process::find_sidecar_of(&record.data_dir) {
+            tracing::info!(
+                member = record.member,
+                pid,
+                "found the member's sidecar running unrecorded; adopting it"
+            );
+            record.pid = Some(pid);
+            self.write_member(record)?;
+            return Ok(Adoption::Adopted { pid });
+        }
+        let pid = self.start_sidecar(record)?;
+        Ok(Adoption::Restarted { pid })
+    }
+}
