@@ -121,6 +121,7 @@ pub(crate) async fn member_archive(
         Some(MemberArchive {
             store_url: c.store_url?,
             credentials_secret: c.credentials_secret,
+            encryption_secret: c.encryption_secret,
         })
     }))
 }

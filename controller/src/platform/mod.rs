@@ -274,6 +274,9 @@ pub struct MemberArchive {
     /// The name of the secret holding the store's credentials, if it needs any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+    /// The name of the store secret holding the key WAL and backups are encrypted with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_secret: Option<String>,
 }
 
 impl MemberSpec {
