@@ -68,9 +68,7 @@ fn assert_all_encrypted(store: &Path, instance: &str, marker: &str) -> usize {
             &bytes[..bytes.len().min(8)]
         );
         assert!(
-            !bytes
-                .windows(marker.len())
-                .any(|w| w == marker.as_bytes()),
+            !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
             "{} shows the plaintext",
             file.display()
         );
@@ -133,7 +131,10 @@ async fn encrypted_backups_are_unreadable_in_the_store_and_restore_only_with_the
     assert_eq!(status, 409, "a key in use cannot go: {text}");
 
     // Rows 1..=100 and a text marker, a base backup, rows 101..=200, the target, 201..=300.
-    let marker = format!("plaintext-marker-{}", hex::encode(rand::random::<[u8; 6]>()));
+    let marker = format!(
+        "plaintext-marker-{}",
+        hex::encode(rand::random::<[u8; 6]>())
+    );
     let src = connect_rw(&api, "enc").await;
     src.batch_execute(&format!(
         "CREATE TABLE t (v integer PRIMARY KEY); \
@@ -163,7 +164,11 @@ async fn encrypted_backups_are_unreadable_in_the_store_and_restore_only_with_the
     let out = home.cli(&["restore", "enc", "--to", "back", "--time", &target]);
     assert!(out.status.success(), "{out:?}\n{}", home.logs());
     let back = connect_rw(&api, "back").await;
-    assert_eq!(rows(&back).await, (200, Some(200)), "restored to the target");
+    assert_eq!(
+        rows(&back).await,
+        (200, Some(200)),
+        "restored to the target"
+    );
     archive_now(&back, &store, "back").await;
     assert!(assert_all_encrypted(&store, "back", &marker) >= 1);
 
@@ -181,10 +186,11 @@ async fn encrypted_backups_are_unreadable_in_the_store_and_restore_only_with_the
         Duration::from_secs(120),
         "the wrong key's restore fails",
         || {
-            let logs: String = find_files(&home.path().join("instances").join("wrong"), "sidecar.log")
-                .iter()
-                .map(|p| std::fs::read_to_string(p).unwrap_or_default())
-                .collect();
+            let logs: String =
+                find_files(&home.path().join("instances").join("wrong"), "sidecar.log")
+                    .iter()
+                    .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+                    .collect();
             async move {
                 logs.lines()
                     .find(|l| l.contains("wrong encryption key"))

@@ -280,7 +280,10 @@ impl Opener {
             ),
             Some(_) if have < HEADER_LEN && !at_end => Ok(false),
             Some(_) if have < HEADER_LEN => {
-                bail!("{} is cut off: its encryption header is incomplete", self.what)
+                bail!(
+                    "{} is cut off: its encryption header is incomplete",
+                    self.what
+                )
             }
             Some(key) => {
                 let id = &self.pending[MAGIC.len()..MAGIC.len() + KEY_ID_LEN];
@@ -395,7 +398,10 @@ mod tests {
             let plain = content(len);
             let sealed = k.seal("db/wal/x", &plain).unwrap();
             assert!(sealed.starts_with(MAGIC));
-            assert_eq!(sealed.len(), HEADER_LEN + plain.len() + TAG * len.div_ceil(FRAME).max(1));
+            assert_eq!(
+                sealed.len(),
+                HEADER_LEN + plain.len() + TAG * len.div_ceil(FRAME).max(1)
+            );
             assert_eq!(k.opener("db/wal/x", "x").open(&sealed).unwrap(), plain);
             for chunk in [1, 7, 1000, FRAME + 5] {
                 let mut sealer = k.sealer("o");
@@ -422,7 +428,9 @@ mod tests {
         let sealed = k.seal("db/base/1/base.tar.gz", &plain).unwrap();
         let err = |r: anyhow::Result<Vec<u8>>| format!("{:#}", r.unwrap_err());
 
-        let wrong = err(key(2).opener("db/base/1/base.tar.gz", "the backup").open(&sealed));
+        let wrong = err(key(2)
+            .opener("db/base/1/base.tar.gz", "the backup")
+            .open(&sealed));
         assert!(wrong.contains("wrong encryption key"), "{wrong}");
         assert!(wrong.contains(&k.key_id()) && wrong.contains(&key(2).key_id()));
 

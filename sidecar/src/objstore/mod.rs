@@ -545,7 +545,10 @@ mod tests {
         let plain = file_store(dir.path());
         store.cipher = Some(Arc::new(crypt::Cipher::new([7; 32], "/k".into())));
         let content: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
-        store.put_new("db/wal/a", content.clone(), &[]).await.unwrap();
+        store
+            .put_new("db/wal/a", content.clone(), &[])
+            .await
+            .unwrap();
         let on_disk = std::fs::read(dir.path().join("store/db/wal/a")).unwrap();
         assert!(on_disk.starts_with(crypt::MAGIC));
         assert_eq!(store.get("db/wal/a").await.unwrap().unwrap(), content);
@@ -568,7 +571,10 @@ mod tests {
         }
         assert_eq!(back, content);
         // A plain object in an encrypted store is refused.
-        plain.put_new("db/wal/p", b"plain".to_vec(), &[]).await.unwrap();
+        plain
+            .put_new("db/wal/p", b"plain".to_vec(), &[])
+            .await
+            .unwrap();
         let err = store.get("db/wal/p").await.unwrap_err();
         assert!(format!("{err:#}").contains("is not encrypted"), "{err:#}");
     }

@@ -76,6 +76,24 @@ pub const TLS_VOLUME: &str = "tls";
 pub const STORE_CREDENTIALS_DIR: &str = "/etc/toygres/store-credentials";
 /// The volume of the store secret.
 pub const STORE_CREDENTIALS_VOLUME: &str = "store-credentials";
+/// Where a member mounts the store secret holding its backup encryption key.
+pub const BACKUP_KEY_DIR: &str = "/etc/toygres/backup-encryption";
+/// The volume of the backup encryption key's secret.
+pub const BACKUP_KEY_VOLUME: &str = "backup-encryption";
+
+/// A volume of the Secret `secret` (a store secret), its files readable by owner and group.
+fn secret_volume(name: &str, secret: &str) -> Volume {
+    Volume {
+        name: name.to_string(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_string()),
+            default_mode: Some(CREDENTIAL_FILE_MODE),
+            optional: Some(false),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
 
 /// Files of a Secret volume: readable by the owner (root) and the group (`fsGroup`, the
 /// postgres group), by no one else.
@@ -227,16 +245,14 @@ fn member_pod_spec(
                     .sidecar
                     .store_credentials_secret
                     .as_ref()
-                    .map(|secret| Volume {
-                        name: STORE_CREDENTIALS_VOLUME.to_string(),
-                        secret: Some(SecretVolumeSource {
-                            secret_name: Some(secret.clone()),
-                            default_mode: Some(CREDENTIAL_FILE_MODE),
-                            optional: Some(false),
-                            ..SecretVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }),
+                    .map(|secret| secret_volume(STORE_CREDENTIALS_VOLUME, secret)),
+            )
+            .chain(
+                settings
+                    .sidecar
+                    .backup_encryption_secret
+                    .as_ref()
+                    .map(|secret| secret_volume(BACKUP_KEY_VOLUME, secret)),
             )
             .collect(),
         ),
@@ -371,6 +387,13 @@ fn sidecar_container(
                     .as_ref()
                     .map(|_| volume_mount(STORE_CREDENTIALS_VOLUME, STORE_CREDENTIALS_DIR, true)),
             )
+            .chain(
+                settings
+                    .sidecar
+                    .backup_encryption_secret
+                    .as_ref()
+                    .map(|_| volume_mount(BACKUP_KEY_VOLUME, BACKUP_KEY_DIR, true)),
+            )
             .collect(),
         ),
         ..Container::default()
@@ -438,6 +461,15 @@ pub fn sidecar_env(
         env.push((
             "TOYGRES_STORE_CREDENTIALS_DIR",
             STORE_CREDENTIALS_DIR.into(),
+        ));
+    }
+    if sidecar.backup_encryption_secret.is_some() {
+        env.push((
+            "TOYGRES_BACKUP_ENCRYPTION_KEY_FILE",
+            format!(
+                "{BACKUP_KEY_DIR}/{}",
+                toygres_common::store_secret_api::ENCRYPTION_KEY_SETTING
+            ),
         ));
     }
     if let Some(url) = &sidecar.notify_url {
@@ -714,6 +746,24 @@ mod tests {
         let env = env_of(&set);
         assert_eq!(env["TOYGRES_STORE_CREDENTIALS_DIR"], STORE_CREDENTIALS_DIR);
         assert_eq!(env["TOYGRES_ARCHIVE_URL"], "s3://bucket/orders");
+        assert!(!env.contains_key("TOYGRES_BACKUP_ENCRYPTION_KEY_FILE"));
+
+        // The encryption key's secret: mounted read-only, its file named, never its value.
+        settings.sidecar.backup_encryption_secret = Some("enc-key".into());
+        let set = member_stateful_set(&settings, &standby(1), &fixtures::owner());
+        let pod = pod_spec(&set);
+        let volume = volume_named(pod, BACKUP_KEY_VOLUME);
+        assert_eq!(
+            volume.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("enc-key")
+        );
+        let mount = mount_named(&pod.containers[0], BACKUP_KEY_VOLUME);
+        assert_eq!(mount.mount_path, BACKUP_KEY_DIR);
+        assert_eq!(mount.read_only, Some(true));
+        assert_eq!(
+            env_of(&set)["TOYGRES_BACKUP_ENCRYPTION_KEY_FILE"],
+            format!("{BACKUP_KEY_DIR}/TOYGRES_BACKUP_ENCRYPTION_KEY")
+        );
     }
 
     #[test]

@@ -125,6 +125,7 @@ fn every_object() -> Vec<(String, serde_json::Value)> {
         archive_url: Some("s3://bucket/prefix".into()),
         notify_url: Some("http://toygres.db.svc:8080".into()),
         store_credentials_secret: Some("s3-creds".into()),
+        backup_encryption_secret: Some("enc-key".into()),
     };
     for ordinal in [1, 2] {
         let standby = MemberSettings {

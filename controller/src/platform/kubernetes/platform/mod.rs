@@ -213,6 +213,7 @@ impl KubernetesPlatform {
                 notify_url: self.config.notify_url.clone(),
                 archive_url: archive.map(|a| a.store_url.clone()),
                 store_credentials_secret: archive.and_then(|a| a.credentials_secret.clone()),
+                backup_encryption_secret: archive.and_then(|a| a.encryption_secret.clone()),
                 ..SidecarSettings::default()
             },
             extra_labels: Default::default(),
