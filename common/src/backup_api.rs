@@ -30,6 +30,11 @@ pub struct BackupConfigRequest {
     /// credentials themselves).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+    /// The name of the store secret holding the key WAL and backups are encrypted with
+    /// (`TOYGRES_BACKUP_ENCRYPTION_KEY`, 64 hex digits): a reference, never the key. Not
+    /// encrypted when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_secret: Option<String>,
     /// Cron expression of scheduled base backups (stored; the scheduler comes later).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_schedule: Option<String>,
@@ -102,6 +107,9 @@ pub struct BackupConfig {
     pub store_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+    /// The store secret holding the encryption key, when WAL and backups are encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_secret: Option<String>,
     pub base_schedule: String,
     pub logical_schedule: String,
     pub retention: RetentionSettings,
@@ -160,6 +168,7 @@ impl BackupConfig {
         if request.enabled == Some(false) {
             let set = request.store_url.is_some()
                 || request.credentials_secret.is_some()
+                || request.encryption_secret.is_some()
                 || request.base_schedule.is_some()
                 || request.logical_schedule.is_some()
                 || request.retention.is_some()
@@ -182,6 +191,9 @@ impl BackupConfig {
         };
         if let Some(secret) = &request.credentials_secret {
             validate_secret_name(secret)?;
+        }
+        if let Some(secret) = &request.encryption_secret {
+            validate_encryption_secret_name(secret)?;
         }
         let schedule = |given: &Option<String>, default: &str| {
             given
@@ -226,6 +238,7 @@ impl BackupConfig {
         Ok(Some(Self {
             store_url,
             credentials_secret: request.credentials_secret,
+            encryption_secret: request.encryption_secret,
             base_schedule: schedule(&request.base_schedule, DEFAULT_BASE_SCHEDULE),
             logical_schedule: schedule(&request.logical_schedule, DEFAULT_LOGICAL_SCHEDULE),
             retention,
@@ -254,6 +267,17 @@ pub fn validate_secret_name(name: &str) -> Result<(), InvalidRequest> {
              credentials themselves",
         ))
     }
+}
+
+/// [`validate_secret_name`] for `backup.encryption_secret`.
+pub fn validate_encryption_secret_name(name: &str) -> Result<(), InvalidRequest> {
+    validate_secret_name(name).map_err(|_| {
+        InvalidRequest::new(
+            "backup.encryption_secret",
+            "must be the name of a store secret (lowercase letters, digits, '-' and '.') holding \
+             TOYGRES_BACKUP_ENCRYPTION_KEY, never the key itself",
+        )
+    })
 }
 
 /// `POST /v1/instances/{name}/backups`.
@@ -379,6 +403,10 @@ pub struct RestoreRequest {
     /// `sync` or `async` (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<String>,
+    /// The store secret holding the key the source's backups were encrypted with (default: the
+    /// source's own); the new instance encrypts its own backups with it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_secret: Option<String>,
 }
 
 /// `GET /v1/instances/{name}/backups/cleanup`: what applying the instance's retention policy now

@@ -14,6 +14,16 @@ use crate::request::InvalidRequest;
 /// The prefixes a store setting's name may have: the providers' own variable names.
 pub const SETTING_PREFIXES: [&str; 3] = ["AWS_", "AZURE_", "GOOGLE_"];
 
+/// The setting of a store secret that holds an instance's backup encryption key (64 hex
+/// digits: 32 random bytes, e.g. from `openssl rand -hex 32`).
+pub const ENCRYPTION_KEY_SETTING: &str = "TOYGRES_BACKUP_ENCRYPTION_KEY";
+
+/// Whether `value` is a well-formed encryption key: 64 hex digits.
+pub fn is_encryption_key(value: &str) -> bool {
+    let value = value.trim();
+    value.len() == 64 && value.chars().all(|c| c.is_ascii_hexdigit())
+}
+
 /// The longest value of one setting (a GCS service account key is a few KiB).
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 
@@ -47,12 +57,24 @@ impl StoreSecretRequest {
             let well_formed = key
                 .chars()
                 .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-            if !well_formed || !SETTING_PREFIXES.iter().any(|p| key.starts_with(p)) {
+            let known = SETTING_PREFIXES.iter().any(|p| key.starts_with(p))
+                || key == ENCRYPTION_KEY_SETTING;
+            if !well_formed || !known {
                 return Err(InvalidRequest::new(
                     "values",
                     format!(
                         "{key:?} is not a store setting: use the provider's variable names \
-                         (AWS_…, AZURE_… or GOOGLE_…, upper case)"
+                         (AWS_…, AZURE_… or GOOGLE_…, upper case) or \
+                         {ENCRYPTION_KEY_SETTING}"
+                    ),
+                ));
+            }
+            if key == ENCRYPTION_KEY_SETTING && !is_encryption_key(value) {
+                return Err(InvalidRequest::new(
+                    "values",
+                    format!(
+                        "{ENCRYPTION_KEY_SETTING} must be 64 hex digits (32 random bytes, e.g. \
+                         `openssl rand -hex 32`)"
                     ),
                 ));
             }
@@ -127,6 +149,12 @@ mod tests {
             let e = bad.validate("ok").unwrap_err();
             assert_eq!(e.field, "values", "{key}");
         }
+        let key = |v: &str| StoreSecretRequest {
+            values: [(ENCRYPTION_KEY_SETTING.to_string(), v.to_string())].into(),
+        };
+        key(&"0f".repeat(32)).validate("k").unwrap();
+        let e = key("not-a-key-value").validate("k").unwrap_err();
+        assert!(!e.message.contains("not-a-key-value"), "{}", e.message);
         assert!(StoreSecretRequest {
             values: BTreeMap::new()
         }

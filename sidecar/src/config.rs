@@ -116,6 +116,11 @@ pub struct RunArgs {
     /// values themselves on the command line or in the environment.
     #[arg(long, env = "TOYGRES_STORE_CREDENTIALS_DIR")]
     pub store_credentials_dir: Option<PathBuf>,
+    /// A file holding the key (64 hex digits) every object written to the store is encrypted
+    /// with, and objects read from it (a restore's source too) are decrypted with: a mounted
+    /// secret, never the key itself.
+    #[arg(long, env = "TOYGRES_BACKUP_ENCRYPTION_KEY_FILE")]
+    pub backup_encryption_key_file: Option<PathBuf>,
     /// The instance name archived WAL is stored under (default: the member name without its
     /// trailing `-<n>`).
     #[arg(long, env = "TOYGRES_INSTANCE_NAME")]
@@ -253,6 +258,11 @@ impl Config {
             }
             // Every store this process opens (archive, backups, restores) uses them.
             crate::objstore::credentials::use_dir(dir);
+        }
+        if let Some(file) = &args.backup_encryption_key_file {
+            // Every store this process opens encrypts with it.
+            crate::objstore::crypt::use_key_file(file)
+                .context("read --backup-encryption-key-file")?;
         }
         let archive = match args.archive_url.clone() {
             None => None,

@@ -122,6 +122,7 @@ pub(crate) async fn member_archive(
             compression: c.sidecar_compression().map(str::to_string),
             store_url: c.store_url?,
             credentials_secret: c.credentials_secret,
+            encryption_secret: c.encryption_secret,
         })
     }))
 }

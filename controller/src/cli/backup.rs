@@ -220,6 +220,10 @@ pub struct RestoreArgs {
     /// Replication mode of the new instance
     #[arg(long, value_parser = ["sync", "async"], default_value = "async")]
     pub replication: String,
+    /// The store secret holding the key the source's backups were encrypted with [default:
+    /// the source's]; the new instance encrypts with it too
+    #[arg(long, value_name = "SECRET")]
+    pub backup_encryption_key: Option<String>,
     #[command(flatten)]
     pub op: OpArgs,
 }
@@ -235,6 +239,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         backup_id: args.backup_id.clone(),
         replicas: args.replicas,
         replication: Some(args.replication.clone()),
+        encryption_secret: args.backup_encryption_key.clone(),
     };
     let accepted: OperationAccepted = client
         .post(&format!("/v1/instances/{}/restore", args.source), &request)

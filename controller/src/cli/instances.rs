@@ -34,6 +34,10 @@ pub struct CreateArgs {
     /// on Kubernetes, a Secret's name)
     #[arg(long, value_name = "SECRET", conflicts_with = "no_backup")]
     pub backup_credentials: Option<String>,
+    /// Encrypt WAL and backups with the key in this store secret (its
+    /// TOYGRES_BACKUP_ENCRYPTION_KEY, 64 hex digits; registered with `toygres secret set`)
+    #[arg(long, value_name = "SECRET", conflicts_with = "no_backup")]
+    pub backup_encryption_key: Option<String>,
     /// Cron expression of scheduled base backups [default: Sundays at 01:00 UTC]
     #[arg(long, conflicts_with = "no_backup")]
     pub backup_schedule: Option<String>,
@@ -101,12 +105,14 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
         backup: (args.no_backup
             || args.backup_store.is_some()
             || args.backup_credentials.is_some()
+            || args.backup_encryption_key.is_some()
             || args.backup_schedule.is_some()
             || args.backup_compression.is_some())
         .then(|| BackupConfigRequest {
             enabled: Some(!args.no_backup),
             store_url: args.backup_store.clone(),
             credentials_secret: args.backup_credentials.clone(),
+            encryption_secret: args.backup_encryption_key.clone(),
             base_schedule: args.backup_schedule.clone(),
             compression: args.backup_compression.clone(),
             ..BackupConfigRequest::default()

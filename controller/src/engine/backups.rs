@@ -140,6 +140,14 @@ impl Engine {
             "restoring into a new instance"
         );
         self.archive_for_restore(source, &target).await?;
+        let mut config = config;
+        if let Some(secret) = &request.encryption_secret {
+            // The key the source's backups were encrypted with, when its secret is not the one
+            // the source names (renamed, or given again): the new instance encrypts with it too.
+            toygres_common::backup_api::validate_encryption_secret_name(secret)
+                .map_err(|e| EngineError::Invalid(format!("encryption_secret: {}", e.message)))?;
+            config.encryption_secret = Some(secret.clone());
+        }
         spec.backup = Some(config);
         let restore = RestoreSource {
             instance: source.to_string(),

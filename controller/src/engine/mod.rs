@@ -240,6 +240,9 @@ impl Engine {
             if let Some(secret) = &backup.credentials_secret {
                 self.check_store_secret(secret).await?;
             }
+            if let Some(secret) = &backup.encryption_secret {
+                self.check_encryption_secret(secret).await?;
+            }
         }
         let operation_id = new_operation_id();
         let input = CreateInstanceInput {

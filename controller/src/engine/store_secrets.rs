@@ -64,7 +64,11 @@ impl Engine {
         for instance in self.cms.live_instances().await? {
             let instance = instance.summary.name;
             let config = self.cms.get_backup_config(&instance).await?.flatten();
-            if config.and_then(|c| c.credentials_secret).as_deref() == Some(name) {
+            let uses = config.is_some_and(|c| {
+                c.credentials_secret.as_deref() == Some(name)
+                    || c.encryption_secret.as_deref() == Some(name)
+            });
+            if uses {
                 return Err(EngineError::Conflict(format!(
                     "instance {instance}'s backups use the store secret {name}: delete the \
                      instance first"
@@ -86,6 +90,23 @@ impl Engine {
             Err(EngineError::NotFound(_)) => Err(EngineError::Invalid(format!(
                 "backup.credentials_secret: there is no store secret {name}: register it first \
                  (toygres secret set {name} --from-env-file FILE)"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Checks that the store secret `name` exists and holds an encryption key (at create and
+    /// restore).
+    pub(super) async fn check_encryption_secret(&self, name: &str) -> Result<(), EngineError> {
+        let key = toygres_common::store_secret_api::ENCRYPTION_KEY_SETTING;
+        match self.store_secret(name).await {
+            Ok(view) if view.keys.iter().any(|k| k == key) => Ok(()),
+            Ok(_) => Err(EngineError::Invalid(format!(
+                "backup.encryption_secret: the store secret {name} holds no {key}"
+            ))),
+            Err(EngineError::NotFound(_)) => Err(EngineError::Invalid(format!(
+                "backup.encryption_secret: there is no store secret {name}: register it first \
+                 (toygres secret set {name} --from-env-file FILE, with {key}=<64 hex digits>)"
             ))),
             Err(e) => Err(e),
         }

@@ -115,6 +115,9 @@ pub struct MemberArchive {
     /// The sidecar's `--wal-compression` value; its default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<String>,
+    /// The name of the store secret holding the key WAL and backups are encrypted with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_secret: Option<String>,
 }
 
 impl MemberSpec {

@@ -108,3 +108,52 @@ pub async fn archive_now(client: &tokio_postgres::Client, store: &Path, name: &s
     .await;
     segment
 }
+
+/// Every row of every table of the CMS (the toygres schema and the orchestration history), as
+/// text.
+pub async fn cms_dump(home: &super::Home) -> String {
+    let cms = home.cms_client().await;
+    let tables = cms
+        .query(
+            "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) \
+             FROM information_schema.tables \
+             WHERE table_schema NOT IN ('pg_catalog', 'information_schema') \
+               AND table_type = 'BASE TABLE'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(tables.len() > 5, "the CMS has tables");
+    let mut dump = String::new();
+    for table in tables {
+        let table: String = table.get(0);
+        let text: Option<String> = cms
+            .query_one(
+                &format!("SELECT string_agg(t::text, E'\\n') FROM {table} t"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        dump.push_str(&text.unwrap_or_default());
+    }
+    dump
+}
+
+/// The pids whose command line or environment holds `needle`.
+pub fn processes_holding(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        for file in ["cmdline", "environ"] {
+            let bytes = std::fs::read(entry.path().join(file)).unwrap_or_default();
+            if String::from_utf8_lossy(&bytes).contains(needle) {
+                found.push(format!("{name} ({file})"));
+            }
+        }
+    }
+    found
+}

@@ -68,6 +68,10 @@ impl ArchiveSettings {
         if let Some(dir) = &settings.credentials_dir {
             crate::objstore::credentials::use_dir(dir);
         }
+        let key = settings.encryption_key_copy();
+        if key.exists() {
+            crate::objstore::crypt::use_key_file(&key)?;
+        }
         Ok(settings)
     }
 
@@ -105,6 +109,12 @@ impl ArchiveSettings {
             }
         }
         keys
+    }
+
+    /// The copy of the instance's encryption key `wal-push` and `wal-fetch` read (present only
+    /// when the instance's backups are encrypted).
+    pub fn encryption_key_copy(&self) -> PathBuf {
+        self.state_dir.join("encryption-key")
     }
 
     /// Where markers of files pushed ahead of Postgres's request live.
@@ -238,6 +248,7 @@ impl ArchiveSetup {
             copy_credentials(bins, source, &copy)?;
             written.credentials_dir = Some(copy);
         }
+        crate::objstore::crypt::copy_key_for(bins, &s.encryption_key_copy())?;
         let json = serde_json::to_vec_pretty(&written).context("serialize the archive settings")?;
         crate::owned::write_file(bins, &s.config_file(), &json, 0o600)
     }

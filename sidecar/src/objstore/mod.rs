@@ -19,6 +19,7 @@
 //! Remote objects can carry user metadata (`file://` ones cannot).
 
 pub mod credentials;
+pub mod crypt;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,8 @@ pub enum PutOutcome {
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
     url: StoreUrl,
+    /// The instance's encryption key ([`crypt`]): every object is encrypted when set.
+    cipher: Option<Arc<crypt::Cipher>>,
 }
 
 /// How long a request to a remote store may keep being retried before it fails: long enough to
@@ -131,6 +134,7 @@ impl Store {
         Ok(Self {
             inner,
             url: url.clone(),
+            cipher: crypt::current(),
         })
     }
 
@@ -159,7 +163,12 @@ impl Store {
     ) -> anyhow::Result<PutOutcome> {
         let path = self.path(key);
         let mut opts = PutOptions::from(PutMode::Create);
-        if self.keeps_metadata() {
+        let bytes = match &self.cipher {
+            Some(c) => c.seal(key, &bytes)?,
+            None => bytes,
+        };
+        // An encrypted store gets no metadata: a digest of the content would tell about it.
+        if self.keeps_metadata() && self.cipher.is_none() {
             opts.attributes = metadata
                 .iter()
                 .map(|(k, v)| {
@@ -248,7 +257,7 @@ impl Store {
             .await
             .map_err(redacted)
             .with_context(|| format!("download {}", self.describe(key)))?;
-        Ok(Some(bytes.to_vec()))
+        Ok(Some(self.opener(key).open(&bytes)?))
     }
 
     /// The keys (relative to the URL's prefix) of every object under `prefix`, sorted.
@@ -311,7 +320,26 @@ impl Store {
         let mut upload = object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let mut total = 0u64;
         let mut failed = None;
-        while let Some(chunk) = chunks.recv().await {
+        let mut sealer = self.cipher.as_ref().map(|c| c.sealer(key));
+        loop {
+            let chunk = match chunks.recv().await {
+                Some(chunk) => match &mut sealer {
+                    Some(s) => s.push(&chunk).map(bytes::Bytes::from),
+                    None => Ok(chunk),
+                },
+                None => match sealer.take() {
+                    Some(s) => s.finish().map(bytes::Bytes::from),
+                    None => break,
+                },
+            };
+            let chunk = match chunk {
+                Ok(chunk) if chunk.is_empty() => continue,
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
             if let Err(e) = upload.wait_for_capacity(UPLOAD_CONCURRENCY).await {
                 failed = Some(redacted(e));
                 break;
@@ -356,16 +384,23 @@ impl Store {
             }
         };
         let what = self.describe(key);
-        Ok(Some(
-            result
-                .into_stream()
-                .map(move |chunk| {
-                    chunk
-                        .map_err(redacted)
-                        .with_context(|| format!("download {what}"))
-                })
-                .boxed(),
-        ))
+        let opener = self.opener(key);
+        let chunks = result.into_stream().map(move |chunk| {
+            chunk
+                .map_err(redacted)
+                .with_context(|| format!("download {what}"))
+        });
+        Ok(Some(decrypted(chunks.boxed(), opener)))
+    }
+
+    /// The decryption of `key` with this store's key (or the check that, without one, the
+    /// object is not encrypted).
+    fn opener(&self, key: &str) -> crypt::Opener {
+        let what = self.describe(key);
+        match &self.cipher {
+            Some(c) => c.opener(key, &what),
+            None => crypt::Opener::without_key(&what),
+        }
     }
 
     /// Deletes every key in `keys` (in batches where the store has a bulk delete); objects
@@ -396,6 +431,27 @@ impl Store {
             Err(e) => Err(redacted(e)).with_context(|| format!("delete {}", self.describe(key))),
         }
     }
+}
+
+/// `chunks` decrypted by `opener` as they come; the end of the object is checked too.
+fn decrypted(
+    chunks: futures::stream::BoxStream<'static, anyhow::Result<bytes::Bytes>>,
+    opener: crypt::Opener,
+) -> futures::stream::BoxStream<'static, anyhow::Result<bytes::Bytes>> {
+    use futures::StreamExt;
+    futures::stream::unfold(Some((chunks, opener)), |state| async move {
+        let (mut chunks, mut opener) = state?;
+        match chunks.next().await {
+            Some(Ok(chunk)) => {
+                let out = opener.push(&chunk).map(bytes::Bytes::from);
+                let next = out.is_ok().then_some((chunks, opener));
+                Some((out, next))
+            }
+            Some(Err(e)) => Some((Err(e), None)),
+            None => Some((opener.finish().map(bytes::Bytes::from), None)),
+        }
+    })
+    .boxed()
 }
 
 /// The size of each part of a streamed upload (S3 wants at least 5 MiB).
@@ -494,6 +550,48 @@ mod tests {
             store.describe("db/wal/a"),
             format!("file://{}/store/db/wal/a", dir.path().display())
         );
+    }
+
+    #[tokio::test]
+    async fn an_encrypted_store_stores_nothing_readable_and_reads_it_back() {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = file_store(dir.path());
+        let plain = file_store(dir.path());
+        store.cipher = Some(Arc::new(crypt::Cipher::new([7; 32], "/k".into())));
+        let content: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        store
+            .put_new("db/wal/a", content.clone(), &[])
+            .await
+            .unwrap();
+        let on_disk = std::fs::read(dir.path().join("store/db/wal/a")).unwrap();
+        assert!(on_disk.starts_with(crypt::MAGIC));
+        assert_eq!(store.get("db/wal/a").await.unwrap().unwrap(), content);
+        let err = plain.get("db/wal/a").await.unwrap_err();
+        assert!(format!("{err:#}").contains("no encryption key"), "{err:#}");
+
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let chunks = content.clone();
+        let producer = tokio::spawn(async move {
+            for c in chunks.chunks(100_000) {
+                tx.send(bytes::Bytes::copy_from_slice(c)).await.unwrap();
+            }
+        });
+        let done = async { producer.await.map_err(anyhow::Error::from) };
+        store.put_stream("db/base/1/t", rx, done).await.unwrap();
+        let mut back = Vec::new();
+        let mut stream = store.get_stream("db/base/1/t").await.unwrap().unwrap();
+        while let Some(chunk) = stream.next().await {
+            back.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(back, content);
+        // A plain object in an encrypted store is refused.
+        plain
+            .put_new("db/wal/p", b"plain".to_vec(), &[])
+            .await
+            .unwrap();
+        let err = store.get("db/wal/p").await.unwrap_err();
+        assert!(format!("{err:#}").contains("is not encrypted"), "{err:#}");
     }
 
     #[test]

@@ -181,6 +181,10 @@ pub struct SidecarSettings {
     /// [`member::STORE_CREDENTIALS_DIR`] (`TOYGRES_STORE_CREDENTIALS_DIR`).
     #[serde(default)]
     pub store_credentials_secret: Option<String>,
+    /// The Secret holding the backup encryption key, mounted read-only at
+    /// [`member::BACKUP_KEY_DIR`] (`TOYGRES_BACKUP_ENCRYPTION_KEY_FILE` names the file).
+    #[serde(default)]
+    pub backup_encryption_secret: Option<String>,
 }
 
 /// One member's own settings.

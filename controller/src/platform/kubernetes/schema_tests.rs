@@ -127,6 +127,7 @@ fn every_object() -> Vec<(String, serde_json::Value)> {
         notify_url: Some("https://toygres.db.svc:8080".into()),
         notify_ca_config_map: Some("toygres-ca".into()),
         store_credentials_secret: Some("s3-creds".into()),
+        backup_encryption_secret: Some("enc-key".into()),
     };
     for ordinal in [1, 2] {
         let standby = MemberSettings {

@@ -102,6 +102,16 @@ impl LocalPlatform {
                     &self.layout.store_secret_dir(name),
                 ));
             }
+            if let Some(name) = &archive.encryption_secret {
+                // A path: the key never travels through argv or the environment.
+                args.push(flag(
+                    "backup-encryption-key-file",
+                    &self
+                        .layout
+                        .store_secret_dir(name)
+                        .join(toygres_common::store_secret_api::ENCRYPTION_KEY_SETTING),
+                ));
+            }
         }
         if let Some(dir) = &self.config.pg_bin_dir {
             args.push(flag("pg-bin-dir", dir));

@@ -81,6 +81,24 @@ pub const STORE_CREDENTIALS_VOLUME: &str = "store-credentials";
 pub const NOTIFY_CA_DIR: &str = "/etc/toygres/notify-ca";
 /// Its volume's name.
 pub const NOTIFY_CA_VOLUME: &str = "notify-ca";
+/// Where a member mounts the store secret holding its backup encryption key.
+pub const BACKUP_KEY_DIR: &str = "/etc/toygres/backup-encryption";
+/// The volume of the backup encryption key's secret.
+pub const BACKUP_KEY_VOLUME: &str = "backup-encryption";
+
+/// A volume of the Secret `secret` (a store secret), its files readable by owner and group.
+fn secret_volume(name: &str, secret: &str) -> Volume {
+    Volume {
+        name: name.to_string(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_string()),
+            default_mode: Some(CREDENTIAL_FILE_MODE),
+            optional: Some(false),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
 
 /// Files of a Secret volume: readable by the owner (root) and the group (`fsGroup`, the
 /// postgres group), by no one else.
@@ -232,16 +250,14 @@ fn member_pod_spec(
                     .sidecar
                     .store_credentials_secret
                     .as_ref()
-                    .map(|secret| Volume {
-                        name: STORE_CREDENTIALS_VOLUME.to_string(),
-                        secret: Some(SecretVolumeSource {
-                            secret_name: Some(secret.clone()),
-                            default_mode: Some(CREDENTIAL_FILE_MODE),
-                            optional: Some(false),
-                            ..SecretVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }),
+                    .map(|secret| secret_volume(STORE_CREDENTIALS_VOLUME, secret)),
+            )
+            .chain(
+                settings
+                    .sidecar
+                    .backup_encryption_secret
+                    .as_ref()
+                    .map(|secret| secret_volume(BACKUP_KEY_VOLUME, secret)),
             )
             .chain(notify_ca_config_map(settings).map(|name| Volume {
                 name: NOTIFY_CA_VOLUME.to_string(),
@@ -394,6 +410,13 @@ fn sidecar_container(
                 notify_ca_config_map(settings)
                     .map(|_| volume_mount(NOTIFY_CA_VOLUME, NOTIFY_CA_DIR, true)),
             )
+            .chain(
+                settings
+                    .sidecar
+                    .backup_encryption_secret
+                    .as_ref()
+                    .map(|_| volume_mount(BACKUP_KEY_VOLUME, BACKUP_KEY_DIR, true)),
+            )
             .collect(),
         ),
         ..Container::default()
@@ -464,6 +487,15 @@ pub fn sidecar_env(
         env.push((
             "TOYGRES_STORE_CREDENTIALS_DIR",
             STORE_CREDENTIALS_DIR.into(),
+        ));
+    }
+    if sidecar.backup_encryption_secret.is_some() {
+        env.push((
+            "TOYGRES_BACKUP_ENCRYPTION_KEY_FILE",
+            format!(
+                "{BACKUP_KEY_DIR}/{}",
+                toygres_common::store_secret_api::ENCRYPTION_KEY_SETTING
+            ),
         ));
     }
     if let Some(url) = &sidecar.notify_url {

@@ -219,6 +219,7 @@ impl KubernetesPlatform {
                 archive_url: archive.map(|a| a.store_url.clone()),
                 wal_compression: archive.and_then(|a| a.compression.clone()),
                 store_credentials_secret: archive.and_then(|a| a.credentials_secret.clone()),
+                backup_encryption_secret: archive.and_then(|a| a.encryption_secret.clone()),
                 ..SidecarSettings::default()
             },
             extra_labels: Default::default(),

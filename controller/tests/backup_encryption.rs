@@ -1,0 +1,234 @@
+//! Client-side encryption through the controller: an instance whose backups name a store secret
+//! holding an encryption key archives WAL and takes base backups that are unreadable in the
+//! `file://` store (every object starts with the encryption header, none is a gzip stream or
+//! shows the table's text); a restore with the key has exactly the rows before the target and
+//! encrypts its own archive; a restore with another key fails naming the wrong key; the key is
+//! in no log, no CMS row (orchestration history included), no process's argv or environment.
+//!
+//! Every process a test starts is killed when the test ends (see [`Home`]'s `Drop`).
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use support::archive::*;
+use support::*;
+use toygres_common::backup_api::BackupView;
+use toygres_common::controller_api::OperationAccepted;
+
+/// What every encrypted object starts with (the sidecar's `objstore::crypt::MAGIC`).
+const MAGIC: &[u8] = b"TGRSENC1";
+
+/// Registers store secret `name` holding `key` through the CLI (from an env file, removed
+/// after).
+fn set_key_secret(home: &Home, name: &str, key: &str) {
+    let env_file = home.path().join(format!("{name}.env"));
+    std::fs::write(&env_file, format!("TOYGRES_BACKUP_ENCRYPTION_KEY={key}\n")).unwrap();
+    let out = home.cli(&[
+        "secret",
+        "set",
+        name,
+        "--from-env-file",
+        &env_file.to_string_lossy(),
+    ]);
+    std::fs::remove_file(&env_file).unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Every file under `dir`, recursively.
+fn all_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Checks that every object of `instance` in the store is encrypted and shows nothing of
+/// `marker`; returns how many there are.
+fn assert_all_encrypted(store: &Path, instance: &str, marker: &str) -> usize {
+    let files = all_files(&store.join(instance));
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        assert!(
+            bytes.starts_with(MAGIC),
+            "{} is not encrypted (starts with {:02x?})",
+            file.display(),
+            &bytes[..bytes.len().min(8)]
+        );
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "{} shows the plaintext",
+            file.display()
+        );
+    }
+    files.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_backups_are_unreadable_in_the_store_and_restore_only_with_their_key() {
+    let mut home = Home::new();
+    // No supervisor restarts: a restore that fails stays failed.
+    let api = home.start_with_env(&[NO_RESTARTS]).await;
+    let store = home.path().join("backups");
+    let key = hex::encode(rand::random::<[u8; 32]>());
+    let wrong = hex::encode(rand::random::<[u8; 32]>());
+    set_key_secret(&home, "enc-key", &key);
+    set_key_secret(&home, "other-key", &wrong);
+
+    // Refused before anything is recorded: a key that is not 64 hex digits, a secret that does
+    // not exist, a secret without a key.
+    let (status, text) = api
+        .send(
+            reqwest::Method::PUT,
+            "/v1/secrets/short-key",
+            Some(serde_json::json!({"values": {"TOYGRES_BACKUP_ENCRYPTION_KEY": "abc123"}})),
+        )
+        .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(!text.contains("abc123"), "{text}");
+    let out = home.cli(&["create", "nokey", "--backup-encryption-key", "no-such-key"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no store secret no-such-key"),
+        "{out:?}"
+    );
+    let (status, text) = api
+        .send(
+            reqwest::Method::PUT,
+            "/v1/secrets/creds-only",
+            Some(serde_json::json!({"values": {"AWS_ACCESS_KEY_ID": "x"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let out = home.cli(&["create", "nokey", "--backup-encryption-key", "creds-only"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds no TOYGRES_BACKUP_ENCRYPTION_KEY"),
+        "{out:?}"
+    );
+    let (status, _) = api
+        .send(reqwest::Method::GET, "/v1/instances/nokey", None)
+        .await;
+    assert_eq!(status, 404, "a refused create recorded its instance");
+
+    let out = home.cli(&["create", "enc", "--backup-encryption-key", "enc-key"]);
+    assert!(out.status.success(), "{out:?}\n{}", home.logs());
+    let (status, text) = api
+        .send(reqwest::Method::DELETE, "/v1/secrets/enc-key", None)
+        .await;
+    assert_eq!(status, 409, "a key in use cannot go: {text}");
+
+    // Rows 1..=100 and a text marker, a base backup, rows 101..=200, the target, 201..=300.
+    let marker = format!(
+        "plaintext-marker-{}",
+        hex::encode(rand::random::<[u8; 6]>())
+    );
+    let src = connect_rw(&api, "enc").await;
+    src.batch_execute(&format!(
+        "CREATE TABLE t (v integer PRIMARY KEY); \
+         CREATE TABLE notes AS SELECT '{marker}' || g AS s FROM generate_series(1, 1000) g"
+    ))
+    .await
+    .unwrap();
+    insert_rows(&src, 1, 100).await;
+    let out = stdout(&home.cli(&["backup", "create", "enc", "-o", "json"]));
+    let backup: BackupView = serde_json::from_str(&out).unwrap();
+    assert_eq!(backup.status, "succeeded", "{backup:?}\n{}", home.logs());
+    insert_rows(&src, 101, 200).await;
+    let target = server_now(&src).await;
+    insert_rows(&src, 201, 300).await;
+    archive_now(&src, &store, "enc").await;
+
+    // Nothing in the store can be read without the key: WAL, the base backup, the manifests.
+    let objects = assert_all_encrypted(&store, "enc", &marker);
+    assert!(
+        files_in(&store.join("enc").join("wal")).len() >= 2,
+        "WAL archived"
+    );
+    assert!(objects >= 5, "the backup's objects: {objects}");
+
+    // With the key (the source's, by default): exactly the rows before the target, and the
+    // restored instance's own archive is encrypted too.
+    let out = home.cli(&["restore", "enc", "--to", "back", "--time", &target]);
+    assert!(out.status.success(), "{out:?}\n{}", home.logs());
+    let back = connect_rw(&api, "back").await;
+    assert_eq!(
+        rows(&back).await,
+        (200, Some(200)),
+        "restored to the target"
+    );
+    archive_now(&back, &store, "back").await;
+    assert!(assert_all_encrypted(&store, "back", &marker) >= 1);
+
+    // With another key: the restore fails, saying the key is wrong, and serves nothing.
+    let (status, text) = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/instances/enc/restore",
+            Some(serde_json::json!({"to": "wrong", "encryption_secret": "other-key"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{text}");
+    let accepted: OperationAccepted = serde_json::from_str(&text).unwrap();
+    let said = eventually(
+        Duration::from_secs(120),
+        "the wrong key's restore fails",
+        || {
+            let logs: String =
+                find_files(&home.path().join("instances").join("wrong"), "sidecar.log")
+                    .iter()
+                    .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+                    .collect();
+            async move {
+                logs.lines()
+                    .find(|l| l.contains("wrong encryption key"))
+                    .map(str::to_string)
+            }
+        },
+    )
+    .await;
+    assert!(said.contains("was encrypted with another key"), "{said}");
+    let (status, text) = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/operations/{}", accepted.operation_id),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(!text.contains("\"succeeded\""), "{text}");
+    assert!(
+        files_in(&store.join("wrong").join("wal")).is_empty(),
+        "the failed restore archived something"
+    );
+
+    // The keys are nowhere but in their secrets' files: logs, CMS, processes.
+    let mut logs = String::new();
+    for run in 1..=home.runs {
+        logs.push_str(&std::fs::read_to_string(home.log_path(run)).unwrap());
+    }
+    for log in find_files(&home.path().join("instances"), "sidecar.log") {
+        logs.push_str(&std::fs::read_to_string(log).unwrap());
+    }
+    assert!(logs.contains("enc-key"), "the logs name the secret");
+    let dump = cms_dump(&home).await;
+    assert!(dump.contains("enc-key"), "the CMS names the secret");
+    for k in [&key, &wrong] {
+        assert!(!logs.contains(k.as_str()), "a key is in a log");
+        assert!(!dump.contains(k.as_str()), "a key is in the CMS");
+        assert_eq!(processes_holding(k), Vec::<String>::new());
+    }
+    drop((src, back));
+}
