@@ -198,6 +198,7 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
         parameters::queue_due_parameters
     );
     let b = register!(b, names::OPERATION_CANCELLED, cancel::operation_cancelled);
+    let b = register!(b, names::OPERATION_STATUS, cancel::operation_status);
     let b = register!(
         b,
         names::PLAN_BACKUP_DELETION,
@@ -216,4 +217,33 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
     let b = register!(b, names::ROTATE_PASSWORD, credentials::rotate_password);
     let b = register!(b, names::VERIFY_BACKUP, backup_verify::verify_backup);
     b.build_result()
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every declared name is registered: a name whose `register!` line a merge dropped makes
+    /// each orchestration that calls it wait forever on "activity not registered", and only
+    /// the end-to-end test that reaches it would notice (the orchestration tests register a
+    /// fake for every declared name).
+    #[test]
+    fn every_declared_activity_is_registered() {
+        let source = include_str!("mod.rs");
+        let (declared, registered) = source
+            .split_once("/// Registers every activity")
+            .expect("the registry function");
+        let consts: Vec<&str> = declared
+            .lines()
+            .filter_map(|l| l.trim().split_once(" = \""))
+            .map(|(name, _)| name)
+            .filter(|name| name.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+            .collect();
+        assert_eq!(consts.len(), super::names::ALL.len(), "{consts:?}");
+        let registered: String = registered.split_whitespace().collect();
+        for name in consts {
+            assert!(
+                registered.contains(&format!("register!(b,names::{name},")),
+                "activity {name} is declared but not registered"
+            );
+        }
+    }
 }
