@@ -458,6 +458,29 @@ impl crate::controller_api::MemberView {
     }
 }
 
+impl crate::backup_api::BackupView {
+    /// Its status, if the text is one.
+    pub fn parsed_status(&self) -> Option<BackupStatus> {
+        self.status.parse().ok()
+    }
+
+    /// What it holds, if the text says.
+    pub fn parsed_kind(&self) -> Option<crate::sidecar_api::BackupKind> {
+        use crate::sidecar_api::BackupKind;
+        match self.kind.as_str() {
+            "base" => Some(BackupKind::Base),
+            "logical" => Some(BackupKind::Logical),
+            _ => None,
+        }
+    }
+
+    /// A base backup that succeeded: one a restore can start from.
+    pub fn is_succeeded_base(&self) -> bool {
+        self.parsed_kind() == Some(crate::sidecar_api::BackupKind::Base)
+            && self.parsed_status() == Some(BackupStatus::Succeeded)
+    }
+}
+
 impl crate::controller_api::InstanceSummary {
     /// Its state, if the text is one.
     pub fn parsed_state(&self) -> Option<InstanceState> {

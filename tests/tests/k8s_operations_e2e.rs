@@ -1,7 +1,8 @@
 //! Operations of the controller on the Kubernetes platform, as users run them: parameters set
 //! through `toygres params` reach every member's Postgres (a reload-class value without a
-//! restart, a restart-class one rolled through the members without restarting a pod), a
-//! setting that could take the database down is refused; and the `-ro` Service leaves a
+//! restart, a restart-class one rolled through the members without restarting a pod,
+//! `max_connections` raised and lowered in the order hot standbys need), a setting that could
+//! take the database down is refused; and the `-ro` Service leaves a
 //! standby that falls behind its bound, leads to the primary while none qualifies, and takes
 //! the standby back once it catches up.
 
@@ -132,6 +133,19 @@ async fn parameters_reach_every_member_and_a_restart_class_change_rolls_without_
             .then_some(())
     })
     .await;
+
+    // A hot-standby-sensitive setting raised (standbys first) and lowered (primary first):
+    // both complete, so no standby ever refused to start with less than its primary.
+    controller.cli_ok(&["params", "set", "orders", "max_connections=130"]);
+    wait_everywhere(&client, "max_connections", "130").await;
+    controller.cli_ok(&["params", "set", "orders", "max_connections=110"]);
+    wait_everywhere(&client, "max_connections", "110").await;
+    let restarts: i32 = pods_of(&client, "orders")
+        .await
+        .iter()
+        .map(|(_, _, _, r)| r)
+        .sum();
+    assert_eq!(restarts, 0, "no pod restarted");
 
     controller.cli_ok(&["delete", "orders"]);
 }

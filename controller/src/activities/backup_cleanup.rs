@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use duroxide::ActivityContext;
 use serde::{Deserialize, Serialize};
-use toygres_common::domain::{MemberState, Role};
+use toygres_common::domain::{BackupStatus, MemberState, Role};
 use toygres_common::sidecar_api::{BackupKind, RetentionRequest};
 
 use super::deps::{describe, ActivityDeps};
@@ -73,10 +73,10 @@ pub async fn plan_backup_deletion(
     };
     let doomed: Vec<DoomedBackup> = backups
         .iter()
-        .filter(|b| ids.contains(&b.id) && b.status != "running")
+        .filter(|b| ids.contains(&b.id) && b.parsed_status() != Some(BackupStatus::Running))
         .map(|b| DoomedBackup {
             id: b.id.clone(),
-            store_id: (b.status == "succeeded")
+            store_id: (b.parsed_status() == Some(BackupStatus::Succeeded))
                 .then(|| {
                     b.store_path
                         .as_deref()?

@@ -41,7 +41,7 @@ pub async fn verify_backup(
         .store_path
         .as_deref()
         .and_then(|p| p.rsplit('/').next())
-        .filter(|_| backup.status == "succeeded" && backup.kind == "base")
+        .filter(|_| backup.is_succeeded_base())
         .ok_or_else(|| format!("backup {} is not a succeeded base backup", input.backup_id))?
         .to_string();
     let client = sidecar(&deps, &input.instance, &input.member, VERIFY_TIMEOUT).await?;

@@ -232,7 +232,9 @@ pub async fn queue_due_parameters(
         .get_operation(&input.operation_id)
         .await
         .map_err(describe)?
-        .is_some_and(|op| op.status == "pending");
+        .is_some_and(|op| {
+            op.status.parse() == Ok(toygres_common::domain::OperationStatus::Pending)
+        });
     if !pending {
         return Ok(false);
     }

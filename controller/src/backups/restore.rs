@@ -139,10 +139,10 @@ struct Usable<'a> {
 }
 
 fn usable(view: &BackupView) -> Result<Usable<'_>, String> {
-    if view.kind != "base" {
+    if view.parsed_kind() != Some(toygres_common::sidecar_api::BackupKind::Base) {
         return Err(format!("it is a {} backup, not a base backup", view.kind));
     }
-    if view.status != "succeeded" {
+    if view.parsed_status() != Some(toygres_common::domain::BackupStatus::Succeeded) {
         return Err(format!("it is {}, not succeeded", view.status));
     }
     let complete_at = view

@@ -61,7 +61,10 @@ fn render(
     list: &BackupList,
     window: Option<&RecoverabilityWindow>,
 ) -> String {
-    let last = list.backups.iter().find(|b| b.status != "running");
+    let last = list
+        .backups
+        .iter()
+        .find(|b| b.parsed_status() != Some(toygres_common::domain::BackupStatus::Running));
     let last = match last {
         None => "none yet".to_string(),
         Some(b) => format!(

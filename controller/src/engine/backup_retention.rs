@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{SecondsFormat, Utc};
 use toygres_common::backup_api::RecoverabilityWindow;
 use toygres_common::controller_api::OperationAccepted;
-use toygres_common::domain::{MemberState, OperationKind, Role};
+use toygres_common::domain::{BackupStatus, MemberState, OperationKind, Role};
 use toygres_common::SidecarClient;
 
 use super::{new_operation_id, Engine, EngineError};
@@ -25,7 +25,7 @@ impl Engine {
     /// (404), one still running, or the instance's only succeeded base backup (409).
     pub async fn delete_backup(&self, id: &str) -> Result<OperationAccepted, EngineError> {
         let backup = self.get_backup(id).await?;
-        if backup.status == "running" {
+        if backup.parsed_status() == Some(BackupStatus::Running) {
             return Err(EngineError::Conflict(format!(
                 "backup {id} is still running: wait for it to end, then delete it"
             )));
@@ -49,16 +49,13 @@ impl Engine {
                 )));
             }
         }
-        let is_restorable_base = |b: &toygres_common::backup_api::BackupView| {
-            b.kind == "base" && b.status == "succeeded"
-        };
-        if is_restorable_base(&backup) {
+        if backup.is_succeeded_base() {
             let others = self
                 .cms
                 .list_backups(&name)
                 .await?
                 .iter()
-                .filter(|b| b.id != id && is_restorable_base(b))
+                .filter(|b| b.id != id && b.is_succeeded_base())
                 .count();
             if others == 0 {
                 return Err(EngineError::Conflict(format!(
@@ -83,7 +80,7 @@ impl Engine {
     /// unknown backup (404), one that is not a succeeded base backup (409).
     pub async fn verify_backup(&self, id: &str) -> Result<OperationAccepted, EngineError> {
         let backup = self.get_backup(id).await?;
-        if backup.kind != "base" || backup.status != "succeeded" {
+        if !backup.is_succeeded_base() {
             return Err(EngineError::Conflict(format!(
                 "backup {id} is a {} {} backup: only a succeeded base backup can be verified",
                 backup.status, backup.kind
