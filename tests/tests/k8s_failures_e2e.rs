@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
-use kube::api::ListParams;
 use kube::{Api, Client};
 use toygres_tests::k8s::toygres::{
     self, create_namespace, member_pods, ready_endpoints, rw_primary, Ack, Controller, NS,
@@ -21,6 +20,16 @@ use toygres_tests::{bin_path, eventually};
 
 const WAIT: Duration = Duration::from_secs(180);
 const INSTANCE: &str = "orders";
+/// `toygres create` of a three-member sync instance.
+const CREATE: [&str; 7] = [
+    "create",
+    INSTANCE,
+    "--replicas",
+    "2",
+    "--replication",
+    "sync",
+    "--no-backup",
+];
 
 type Acked = Arc<Mutex<Vec<Ack>>>;
 
@@ -28,15 +37,7 @@ type Acked = Arc<Mutex<Vec<Ack>>>;
 /// superuser password and how long `toygres create` took.
 async fn three_member_instance(controller: &Controller, client: &Client) -> (String, Duration) {
     let started = Instant::now();
-    controller.cli_ok(&[
-        "create",
-        INSTANCE,
-        "--replicas",
-        "2",
-        "--replication",
-        "sync",
-        "--no-backup",
-    ]);
+    controller.cli_ok(&CREATE);
     let created_in = started.elapsed();
     let password = toygres::superuser_password(client, INSTANCE).await;
     let (_, ip) = rw_primary(client, INSTANCE, None).await;
@@ -184,7 +185,7 @@ async fn kill_9_of_the_primary_pod_moves_rw_loses_no_commit_and_the_pod_rejoins_
     controller.cli_ok(&["delete", INSTANCE]);
 }
 
-/// Names of the objects of kind `K` in the namespace.
+/// The sorted names of every object of kind `K` in the namespace.
 async fn names<K>(client: &Client) -> Vec<String>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -192,16 +193,7 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    let mut names: Vec<String> = Api::<K>::namespaced(client.clone(), NS)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|o| o.meta().name.clone())
-        .collect();
-    names.sort();
-    names
+    toygres::names::<K>(client, None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,16 +203,7 @@ async fn a_create_the_controller_was_killed_in_the_middle_of_completes_under_a_n
     let client = cluster.client();
     create_namespace(&client).await;
     let controller = Controller::start(&cluster).await;
-    controller.cli_ok(&[
-        "create",
-        INSTANCE,
-        "--replicas",
-        "2",
-        "--replication",
-        "sync",
-        "--no-backup",
-        "--no-wait",
-    ]);
+    controller.cli_ok(&[&CREATE[..], &["--no-wait"]].concat());
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
     eventually(WAIT, "the first member's StatefulSet", || async {
         sets.get_opt("orders-0").await.ok()?.map(|_| ())

@@ -18,7 +18,6 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::ListParams;
 use kube::{Api, Client};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -85,14 +84,7 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    Api::<K>::namespaced(client.clone(), NS)
-        .list(&ListParams::default().labels(INSTANCE_SELECTOR))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|o| o.meta().name.clone())
-        .collect()
+    toygres::names::<K>(client, Some(INSTANCE_SELECTOR)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

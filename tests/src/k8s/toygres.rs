@@ -121,7 +121,7 @@ impl Controller {
         // The old log stays beside the new one.
         let _ = std::fs::rename(&self.log, self.log.with_extension("log.killed"));
         let _ = std::fs::remove_file(self.home.path().join("controller.addr"));
-        let home = std::mem::replace(&mut self.home, TestDir::new());
+        let home = std::mem::take(&mut self.home);
         let (host, port, active) = (self.host, self.port, self.active);
         let (args, env) = (
             std::mem::take(&mut self.args),
@@ -273,6 +273,31 @@ pub async fn create_namespace(client: &Client) {
         .create(&PostParams::default(), &ns)
         .await
         .unwrap();
+}
+
+/// The sorted names of the namespace's objects of kind `K`, of those `selector` selects when
+/// given.
+pub async fn names<K>(client: &Client, selector: Option<&str>) -> Vec<String>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let mut params = ListParams::default();
+    if let Some(selector) = selector {
+        params = params.labels(selector);
+    }
+    let mut names: Vec<String> = Api::<K>::namespaced(client.clone(), NS)
+        .list(&params)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|o| o.meta().name.clone())
+        .collect();
+    names.sort();
+    names
 }
 
 /// The ready addresses of Service `service`'s EndpointSlices.
