@@ -18,7 +18,6 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::ListParams;
 use kube::{Api, Client};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -34,49 +33,12 @@ const INSTANCE_SELECTOR: &str = "toygres.io/instance=orders";
 
 /// The instance's pods by name: (IP, role label, node).
 async fn member_pods(client: &Client) -> BTreeMap<String, (String, Option<String>, String)> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    pods.list(&ListParams::default().labels(INSTANCE_SELECTOR))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .map(|p| {
-            let role = p
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("toygres.io/role").cloned());
-            let ip = p
-                .status
-                .as_ref()
-                .and_then(|s| s.pod_ip.clone())
-                .unwrap_or_default();
-            let node = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .unwrap_or_default();
-            (p.metadata.name.unwrap_or_default(), (ip, role, node))
-        })
-        .collect()
+    toygres::member_pods(client, "orders").await
 }
 
-/// The one pod the rw Service's EndpointSlice lists, once it lists exactly one and that pod
-/// carries the primary label; returns its (name, IP).
+/// The pod `orders-rw` leads to, a primary other than `not`: (name, IP).
 async fn rw_primary(client: &Client, not: Option<&str>) -> (String, String) {
-    eventually(WAIT, "the rw endpoint to lead to one primary", || async {
-        let ready = ready_endpoints(client, "orders-rw").await;
-        let [ip] = ready.iter().collect::<Vec<_>>()[..] else {
-            return None;
-        };
-        let pods = member_pods(client).await;
-        let (name, _) = pods
-            .iter()
-            .find(|(_, (pod_ip, role, _))| pod_ip == ip && role.as_deref() == Some("primary"))?;
-        (Some(name.as_str()) != not).then(|| (name.clone(), ip.clone()))
-    })
-    .await
+    toygres::rw_primary(client, "orders", not).await
 }
 
 async fn superuser_password(client: &Client) -> String {
@@ -122,14 +84,7 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    Api::<K>::namespaced(client.clone(), NS)
-        .list(&ListParams::default().labels(INSTANCE_SELECTOR))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|o| o.meta().name.clone())
-        .collect()
+    toygres::names::<K>(client, Some(INSTANCE_SELECTOR)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,45 +212,6 @@ async fn all_of_orders_gone(client: &Client) {
     .await;
 }
 
-/// Inserts consecutive ids through whatever pod the rw Service's EndpointSlice lists, until
-/// told to stop; returns the ids whose commit was acknowledged. An insert that fails or takes
-/// over 2 s has an unknown outcome: its id is skipped, not counted.
-fn spawn_writer(
-    client: Client,
-    password: String,
-    stop: Arc<AtomicBool>,
-    acknowledged: Arc<Mutex<Vec<i32>>>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut next = 1;
-        let mut conn: Option<(String, tokio_postgres::Client)> = None;
-        while !stop.load(Ordering::SeqCst) {
-            let ready = ready_endpoints(&client, "orders-rw").await;
-            let [ip] = ready.iter().collect::<Vec<_>>()[..] else {
-                conn = None;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            if conn.as_ref().map(|(at, _)| at) != Some(ip) {
-                conn = connect(&client, ip, &password)
-                    .await
-                    .map(|pg| (ip.clone(), pg));
-            }
-            let Some((_, pg)) = &conn else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&next];
-            let insert = pg.execute("INSERT INTO kept VALUES ($1)", &params);
-            match tokio::time::timeout(Duration::from_secs(2), insert).await {
-                Ok(Ok(_)) => acknowledged.lock().unwrap().push(next),
-                _ => conn = None,
-            }
-            next += 1;
-        }
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_primary_is_fenced_and_the_rw_endpoint_moves_without_losing_a_commit() {
     bin_path("toygres-sidecar");
@@ -327,8 +243,9 @@ async fn a_frozen_primary_is_fenced_and_the_rw_endpoint_moves_without_losing_a_c
 
     let stop = Arc::new(AtomicBool::new(false));
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
-    let writer = spawn_writer(
+    let writer = toygres::spawn_writer(
         client.clone(),
+        "orders",
         password.clone(),
         stop.clone(),
         acknowledged.clone(),
@@ -354,23 +271,8 @@ async fn a_frozen_primary_is_fenced_and_the_rw_endpoint_moves_without_losing_a_c
     stop.store(true, Ordering::SeqCst);
     writer.await.unwrap();
 
-    let pg = connect(&client, &new_ip, &password)
-        .await
-        .expect("connect to new rw");
-    let rows: BTreeSet<i32> = pg
-        .query("SELECT id FROM kept", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let lost: Vec<i32> = acknowledged
-        .lock()
-        .unwrap()
-        .iter()
-        .copied()
-        .filter(|id| !rows.contains(id))
-        .collect();
+    let acked_ids = acknowledged.lock().unwrap().clone();
+    let lost = toygres::lost_commits(&client, "orders", &new_ip, &password, &acked_ids).await;
     assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
 
     // The frozen pod was fenced (deleted; its member kept at 0 replicas until it rejoins), so

@@ -20,10 +20,10 @@
 //! default StorageClass `toygres-local`), `runAsUser`/`runAsGroup`/`fsGroup`, workingDir, probes
 //! (httpGet, tcpSocket, exec), restarts with back-off, graceful deletion, in-cluster API access
 //! (`KUBERNETES_SERVICE_HOST`/`PORT` point at the apiserver), and a hosts file resolving
-//! StatefulSet pods' DNS names.
+//! StatefulSet pods' DNS names and their headless Services' names (to all their pods' IPs).
 //!
 //! What it does not get: Service ClusterIPs are unroutable (no kube-proxy: resolve a Service
-//! through its EndpointSlices) and Service names do not resolve (no cluster DNS); no cgroups or
+//! through its EndpointSlices) and other Service names do not resolve (no cluster DNS); no cgroups or
 //! resource limits; no image pulls; no UTS namespace (`HOSTNAME` is set, `hostname` is the
 //! host's); `/tmp` and paths outside the volumes are the host's; `readOnlyRootFilesystem`,
 //! capabilities and seccomp are ignored; Secrets and ConfigMaps are read once per container

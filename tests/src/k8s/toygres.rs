@@ -2,13 +2,15 @@
 //! cluster, and what tests of instances on it share: the namespace, the Services' ready
 //! addresses, an instance's superuser password and a TLS connection to a member.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
@@ -16,7 +18,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::Cluster;
-use crate::{bin_path, free_port, processes_mentioning, TestDir};
+use crate::{bin_path, eventually, free_port, processes_mentioning, TestDir};
 
 /// The namespace the controller puts instances in.
 pub const NS: &str = "db";
@@ -29,6 +31,10 @@ pub struct Controller {
     pub log: PathBuf,
     pub host: Ipv4Addr,
     pub port: u16,
+    /// What it was launched with, for [`Controller::kill_and_restart`].
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    active: bool,
 }
 
 /// The flags that run a controller on the harness's cluster with `kubeconfig`'s identity.
@@ -88,9 +94,52 @@ impl Controller {
         env: &[(&str, &str)],
         active: bool,
     ) -> Self {
-        let home = TestDir::new();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::launch_in(
+            TestDir::new(),
+            host,
+            free_port(),
+            args.to_vec(),
+            env,
+            active,
+        )
+        .await
+    }
+
+    /// SIGKILLs the controller (no clean stop: what it was doing is left half done) and starts
+    /// a new one on the same home, address, flags and environment, which finds the old one's
+    /// CMS and orchestrations there.
+    pub async fn kill_and_restart(mut self) -> Self {
+        let pid = Pid::from_raw(self.child.id() as i32);
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        self.child.wait().unwrap();
+        // The old log stays beside the new one.
+        let _ = std::fs::rename(&self.log, self.log.with_extension("log.killed"));
+        let _ = std::fs::remove_file(self.home.path().join("controller.addr"));
+        let home = std::mem::take(&mut self.home);
+        let (host, port, active) = (self.host, self.port, self.active);
+        let (args, env) = (
+            std::mem::take(&mut self.args),
+            std::mem::take(&mut self.env),
+        );
+        drop(self);
+        Self::launch_in(home, host, port, args, env, active).await
+    }
+
+    async fn launch_in(
+        home: TestDir,
+        host: Ipv4Addr,
+        port: u16,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        active: bool,
+    ) -> Self {
         let log = home.path().join("controller.log");
-        let port = free_port();
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin_path("toygres"))
             .current_dir(home.path())
@@ -102,7 +151,7 @@ impl Controller {
             .env_remove("TOYGRES_TOKEN_FILE")
             .env_remove("TOYGRES_PLATFORM")
             .env_remove("POD_NAME")
-            .envs(env.iter().copied())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .args(["controller", "--listen", &format!("{host}:{port}")])
             .args(
                 args.iter()
@@ -119,6 +168,9 @@ impl Controller {
             log,
             host,
             port,
+            args,
+            env,
+            active,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -223,6 +275,31 @@ pub async fn create_namespace(client: &Client) {
         .unwrap();
 }
 
+/// The sorted names of the namespace's objects of kind `K`, of those `selector` selects when
+/// given.
+pub async fn names<K>(client: &Client, selector: Option<&str>) -> Vec<String>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let mut params = ListParams::default();
+    if let Some(selector) = selector {
+        params = params.labels(selector);
+    }
+    let mut names: Vec<String> = Api::<K>::namespaced(client.clone(), NS)
+        .list(&params)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|o| o.meta().name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
 /// The ready addresses of Service `service`'s EndpointSlices.
 pub async fn ready_endpoints(client: &Client, service: &str) -> BTreeSet<String> {
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
@@ -285,4 +362,135 @@ pub async fn connect(
         .ok()?;
     tokio::spawn(connection);
     Some(client)
+}
+
+/// How long the instance helpers below wait for the cluster to settle.
+const SETTLE: Duration = Duration::from_secs(120);
+
+/// The pods of `instance` not being deleted, by name: (IP, role label, node).
+pub async fn member_pods(
+    client: &Client,
+    instance: &str,
+) -> BTreeMap<String, (String, Option<String>, String)> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    pods.list(&ListParams::default().labels(&format!("toygres.io/instance={instance}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            let role = p
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("toygres.io/role").cloned());
+            let ip = p
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .unwrap_or_default();
+            let node = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default();
+            (p.metadata.name.unwrap_or_default(), (ip, role, node))
+        })
+        .collect()
+}
+
+/// The one pod `INSTANCE-rw`'s EndpointSlice lists, once it lists exactly one, that pod
+/// carries the primary label and is not `not`; returns its (name, IP).
+pub async fn rw_primary(client: &Client, instance: &str, not: Option<&str>) -> (String, String) {
+    eventually(SETTLE, "the rw endpoint to lead to one primary", || async {
+        let ready = ready_endpoints(client, &format!("{instance}-rw")).await;
+        let [ip] = ready.iter().collect::<Vec<_>>()[..] else {
+            return None;
+        };
+        let pods = member_pods(client, instance).await;
+        let (name, _) = pods
+            .iter()
+            .find(|(_, (pod_ip, role, _))| pod_ip == ip && role.as_deref() == Some("primary"))?;
+        (Some(name.as_str()) != not).then(|| (name.clone(), ip.clone()))
+    })
+    .await
+}
+
+/// A commit the writer saw acknowledged: its id, when, and by the Postgres at which IP.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    pub id: i32,
+    pub at: Instant,
+    pub by: String,
+}
+
+/// Inserts consecutive ids into table `kept` through whatever pod `INSTANCE-rw`'s
+/// EndpointSlice lists, until told to stop; pushes each commit acknowledged. An insert that fails or takes over 2 s has an unknown
+/// outcome: its id is skipped, not counted.
+pub fn spawn_writer(
+    client: Client,
+    instance: &str,
+    password: String,
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<Vec<Ack>>>,
+) -> tokio::task::JoinHandle<()> {
+    let instance = instance.to_string();
+    tokio::spawn(async move {
+        let mut next = 1;
+        let mut conn: Option<(String, tokio_postgres::Client)> = None;
+        while !stop.load(Ordering::SeqCst) {
+            let ready = ready_endpoints(&client, &format!("{instance}-rw")).await;
+            let [ip] = ready.iter().collect::<Vec<_>>()[..] else {
+                conn = None;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            if conn.as_ref().map(|(at, _)| at) != Some(ip) {
+                conn = connect(&client, &instance, ip, &password)
+                    .await
+                    .map(|pg| (ip.clone(), pg));
+            }
+            let Some((by, pg)) = &conn else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&next];
+            let insert = pg.execute("INSERT INTO kept VALUES ($1)", &params);
+            match tokio::time::timeout(Duration::from_secs(2), insert).await {
+                Ok(Ok(_)) => acknowledged.lock().unwrap().push(Ack {
+                    id: next,
+                    at: Instant::now(),
+                    by: by.clone(),
+                }),
+                _ => conn = None,
+            }
+            next += 1;
+        }
+    })
+}
+
+/// The acknowledged ids that table `kept` on the pod at `ip` lacks.
+pub async fn lost_commits(
+    client: &Client,
+    instance: &str,
+    ip: &str,
+    password: &str,
+    acknowledged: &[Ack],
+) -> Vec<i32> {
+    let pg = connect(client, instance, ip, password)
+        .await
+        .expect("connect to the primary");
+    let rows: BTreeSet<i32> = pg
+        .query("SELECT id FROM kept", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    acknowledged
+        .iter()
+        .map(|ack| ack.id)
+        .filter(|id| !rows.contains(id))
+        .collect()
 }

@@ -3,9 +3,11 @@
 //! pod's processes) lists the pod itself and every running pod that has a `hostname` and a
 //! `subdomain` — what StatefulSet pods get from their governing headless Service — under the
 //! names cluster DNS would answer (`web-0.web.ns.svc.cluster.local`, `….svc`, `web-0.web.ns`, and
-//! `web-0.web` for pods of the same namespace). Files are rewritten in place whenever a pod
-//! starts or stops, so the bind mounts see the change. Service names (ClusterIPs) are not
-//! resolvable: there is no kube-proxy to route them.
+//! `web-0.web` for pods of the same namespace), and the governing headless Service's own names
+//! (`web.ns.svc.cluster.local` … `web`) on every such pod's line, so that a lookup answers with
+//! all its pods' IPs, as cluster DNS does for a headless Service. Files are rewritten in place
+//! whenever a pod starts or stops, so the bind mounts see the change. Other Service names
+//! (ClusterIPs) are not resolvable: there is no kube-proxy to route them.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -38,6 +40,13 @@ pub fn hosts_file(me: &PodName, pods: &[PodName]) -> String {
         names.push(format!("{host}.{sub}.{ns}"));
         if *ns == me.namespace {
             names.push(format!("{host}.{sub}"));
+        }
+        // The headless Service: every one of its pods' lines names it.
+        names.push(format!("{sub}.{ns}.svc.cluster.local"));
+        names.push(format!("{sub}.{ns}.svc"));
+        names.push(format!("{sub}.{ns}"));
+        if *ns == me.namespace {
+            names.push(sub.clone());
         }
     }
     let mut out = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
@@ -98,15 +107,18 @@ mod tests {
             pod("a", "loose", None, [10, 244, 1, 5]),
         ];
         let text = hosts_file(&me, &pods);
-        assert!(text.contains("10.244.1.2\tweb-0 web-0.web.a.svc.cluster.local web-0.web.a.svc web-0.web.a web-0.web\n"), "{text}");
+        let service = " web.a.svc.cluster.local web.a.svc web.a web\n";
+        assert!(text.contains(&format!("10.244.1.2\tweb-0 web-0.web.a.svc.cluster.local web-0.web.a.svc web-0.web.a web-0.web{service}")), "{text}");
         assert!(
-            text.contains(
-                "10.244.1.3\tweb-1.web.a.svc.cluster.local web-1.web.a.svc web-1.web.a web-1.web\n"
-            ),
+            text.contains(&format!(
+                "10.244.1.3\tweb-1.web.a.svc.cluster.local web-1.web.a.svc web-1.web.a web-1.web{service}"
+            )),
             "{text}"
         );
         assert!(
-            text.contains("10.244.1.4\tdb-0.db.b.svc.cluster.local db-0.db.b.svc db-0.db.b\n"),
+            text.contains(
+                "10.244.1.4\tdb-0.db.b.svc.cluster.local db-0.db.b.svc db-0.db.b db.b.svc.cluster.local db.b.svc db.b\n"
+            ),
             "{text}"
         );
         assert!(!text.contains("loose"), "{text}");
