@@ -6,56 +6,54 @@
 //! standby that falls behind its bound, leads to the primary while none qualifies, and takes
 //! the standby back once it catches up.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, Client};
-use toygres_tests::k8s::toygres::{self, create_namespace, ready_endpoints, Controller, NS};
+use toygres_tests::k8s::toygres::{
+    self, create_namespace, member_pods, ready_endpoints, Controller, NS,
+};
 use toygres_tests::k8s::Cluster;
 use toygres_tests::{bin_path, eventually};
 
 const WAIT: Duration = Duration::from_secs(120);
 
-/// The instance's pods by name: (IP, role label, restarts of the sidecar container).
-async fn pods_of(client: &Client, instance: &str) -> Vec<(String, String, Option<String>, i32)> {
+/// How often the containers of the instance's pods have restarted, in all.
+async fn pod_restarts(client: &Client, instance: &str) -> i32 {
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let list = pods
         .list(&ListParams::default().labels(&format!("toygres.io/instance={instance}")))
         .await
         .unwrap();
     list.items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .map(|p| {
-            let role = p
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("toygres.io/role").cloned());
-            let status = p.status.unwrap_or_default();
-            let restarts = status
-                .container_statuses
+        .iter()
+        .flat_map(|p| {
+            p.status
                 .iter()
-                .flatten()
-                .map(|c| c.restart_count)
-                .sum();
-            (
-                p.metadata.name.unwrap_or_default(),
-                status.pod_ip.unwrap_or_default(),
-                role,
-                restarts,
-            )
+                .flat_map(|s| s.container_statuses.iter().flatten())
         })
-        .collect()
+        .map(|c| c.restart_count)
+        .sum()
+}
+
+/// The name and IP of the pod labelled `role`.
+fn pod_with_role(
+    pods: &BTreeMap<String, (String, Option<String>, String)>,
+    role: &str,
+) -> (String, String) {
+    pods.iter()
+        .find(|(_, (_, r, _))| r.as_deref() == Some(role))
+        .map(|(name, (ip, _, _))| (name.clone(), ip.clone()))
+        .unwrap()
 }
 
 /// `SHOW setting` on every member, by pod name.
 async fn shown_everywhere(client: &Client, setting: &str) -> Option<Vec<(String, String)>> {
     let password = toygres::superuser_password(client, "orders").await;
     let mut shown = Vec::new();
-    for (name, ip, _, _) in pods_of(client, "orders").await {
+    for (name, (ip, _, _)) in member_pods(client, "orders").await {
         let pg = toygres::connect(client, "orders", &ip, &password).await?;
         let row = pg.query_one(&format!("SHOW {setting}"), &[]).await.ok()?;
         shown.push((name, row.get::<_, String>(0)));
@@ -102,32 +100,16 @@ async fn parameters_reach_every_member_and_a_restart_class_change_rolls_without_
 
     // Restart class: rolled through the standby, then the primary by switchover. Postgres
     // restarts inside its pod (the sidecar restarts it); no pod restarts.
-    let before = pods_of(&client, "orders").await;
-    let old_primary = before
-        .iter()
-        .find(|(_, _, role, _)| role.as_deref() == Some("primary"))
-        .map(|(name, ..)| name.clone())
-        .unwrap();
+    let (old_primary, _) = pod_with_role(&member_pods(&client, "orders").await, "primary");
     controller.cli_ok(&["params", "set", "orders", "shared_buffers=48MB"]);
     wait_everywhere(&client, "shared_buffers", "48MB").await;
-    let after = pods_of(&client, "orders").await;
-    let restarts: i32 = after.iter().map(|(_, _, _, r)| r).sum();
-    assert_eq!(restarts, 0, "no pod restarted: {after:?}");
-    let new_primary = after
-        .iter()
-        .find(|(_, _, role, _)| role.as_deref() == Some("primary"))
-        .map(|(name, ..)| name.clone())
-        .unwrap();
+    assert_eq!(pod_restarts(&client, "orders").await, 0, "no pod restarted");
+    let (new_primary, rw_ip) = pod_with_role(&member_pods(&client, "orders").await, "primary");
     assert_ne!(
         new_primary, old_primary,
         "the primary took the change by switchover to the updated standby"
     );
     // The rw Service follows the new primary.
-    let rw_ip = after
-        .iter()
-        .find(|(name, ..)| *name == new_primary)
-        .map(|(_, ip, ..)| ip.clone())
-        .unwrap();
     eventually(WAIT, "orders-rw to lead to the new primary", || async {
         (ready_endpoints(&client, "orders-rw").await == BTreeSet::from([rw_ip.clone()]))
             .then_some(())
@@ -140,12 +122,7 @@ async fn parameters_reach_every_member_and_a_restart_class_change_rolls_without_
     wait_everywhere(&client, "max_connections", "130").await;
     controller.cli_ok(&["params", "set", "orders", "max_connections=110"]);
     wait_everywhere(&client, "max_connections", "110").await;
-    let restarts: i32 = pods_of(&client, "orders")
-        .await
-        .iter()
-        .map(|(_, _, _, r)| r)
-        .sum();
-    assert_eq!(restarts, 0, "no pod restarted");
+    assert_eq!(pod_restarts(&client, "orders").await, 0, "no pod restarted");
 
     controller.cli_ok(&["delete", "orders"]);
 }
@@ -166,14 +143,11 @@ async fn the_ro_service_leaves_a_lagging_standby_falls_back_to_the_primary_and_t
         "--ro-max-lag-bytes",
         "65536",
     ]);
-    let pods = pods_of(&client, "orders").await;
-    let ip_of = |role: &str| {
-        pods.iter()
-            .find(|(_, _, r, _)| r.as_deref() == Some(role))
-            .map(|(_, ip, ..)| ip.clone())
-            .unwrap()
-    };
-    let (primary_ip, standby_ip) = (ip_of("primary"), ip_of("standby"));
+    let pods = member_pods(&client, "orders").await;
+    let ((_, primary_ip), (_, standby_ip)) = (
+        pod_with_role(&pods, "primary"),
+        pod_with_role(&pods, "standby"),
+    );
     eventually(WAIT, "orders-ro to lead to the standby", || async {
         (ready_endpoints(&client, "orders-ro").await == BTreeSet::from([standby_ip.clone()]))
             .then_some(())
