@@ -415,6 +415,22 @@ pub struct WalSwitchResponse {
     pub archived: bool,
 }
 
+/// `POST /v1/wal/restore-point` request: the name of the restore point to make on the primary
+/// (`pg_create_restore_point`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestorePointRequest {
+    pub name: String,
+}
+
+/// `POST /v1/wal/restore-point` answer: where the point is, and the WAL switch after it that
+/// puts it in the archive.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestorePointResponse {
+    pub name: String,
+    pub lsn: String,
+    pub switch: WalSwitchResponse,
+}
+
 /// `GET /v1/wal/archived` answer: the newest complete segment in the instance's archive, the
 /// position it ends at, and when the newest segment was stored (seconds since the Unix epoch).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -226,6 +226,15 @@ impl SidecarClient {
             .await
     }
 
+    /// `POST /v1/wal/restore-point`: makes a named restore point on the primary and archives it.
+    pub async fn restore_point(
+        &self,
+        req: &RestorePointRequest,
+    ) -> Result<RestorePointResponse, SidecarClientError> {
+        self.call(Method::POST, "/v1/wal/restore-point", Some(req))
+            .await
+    }
+
     /// `GET /v1/wal/archived`: how far the instance's archive reaches.
     pub async fn archive_end(&self) -> Result<ArchiveEnd, SidecarClientError> {
         self.call::<(), _>(Method::GET, "/v1/wal/archived", None)

@@ -113,8 +113,10 @@ async fn run(args: config::RunArgs) -> anyhow::Result<()> {
         tls.clone(),
     )?;
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let failure = api::server::BootstrapFailure::default();
+    let early_app = api::server::starting_app(failure.clone(), token.clone());
     let early_api = tokio::spawn(async move {
-        axum::serve(early, api::server::starting_app())
+        axum::serve(early, early_app)
             .with_graceful_shutdown(async {
                 let _ = started_rx.await;
             })
@@ -122,7 +124,18 @@ async fn run(args: config::RunArgs) -> anyhow::Result<()> {
     });
     let mut stop = Box::pin(shutdown_signal());
     let member = tokio::select! {
-        member = bootstrap::open_member(settings, &bootstrap) => member?,
+        member = bootstrap::open_member(settings, &bootstrap) => match member {
+            Ok(member) => member,
+            Err(e) if matches!(bootstrap, bootstrap::BootstrapMode::Restore(_)) => {
+                // Retrying would fail the same way (a wrong key, a target the archive does not
+                // reach): say why to the controller, which stops waiting, until stopped.
+                tracing::error!("the restore failed: {e:#}");
+                let _ = failure.set(format!("{e:#}"));
+                stop.await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        },
         _ = &mut stop => {
             tracing::info!("stop requested while starting");
             return Ok(());

@@ -280,6 +280,39 @@ pub fn validate_encryption_secret_name(name: &str) -> Result<(), InvalidRequest>
     })
 }
 
+/// A restore point name (`pg_create_restore_point`, `recovery_target_name`): 1 to 63 bytes
+/// (Postgres cuts longer ones short), no control characters.
+pub fn validate_restore_point_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 63 || name.chars().any(char::is_control) {
+        return Err(format!(
+            "{name:?} is not a restore point name (1 to 63 bytes, no control characters)"
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /v1/instances/{name}/backups/restore-points`: makes a named restore point on the
+/// instance's primary, which `restore … --name` can recover to.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestorePointCreate {
+    /// The restore point's name (1 to 63 bytes, no control characters).
+    pub name: String,
+}
+
+/// The restore point made: its WAL position, and whether the WAL holding it was archived
+/// before the answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestorePointView {
+    pub instance: String,
+    pub name: String,
+    pub lsn: String,
+    pub member: String,
+    pub archived: bool,
+}
+
 /// `POST /v1/instances/{name}/backups`.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -394,6 +427,13 @@ pub struct RestoreRequest {
     /// Recover to just after this WAL position (`0/3000060`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lsn: Option<String>,
+    /// Recover to just after this transaction commits (a positive transaction id, as
+    /// `txid_current()` gives it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xid: Option<u64>,
+    /// Recover to this restore point (`restore-point`, or `pg_create_restore_point`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_point: Option<String>,
     /// The base backup to start from (`bk-…`, of the source instance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_id: Option<String>,

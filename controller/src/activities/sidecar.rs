@@ -44,8 +44,13 @@ pub(crate) enum Polled<T> {
     Waiting(String),
 }
 
+/// What a failed bootstrap's error starts with (the sidecar answered `bootstrap_failed`).
+pub(crate) const BOOTSTRAP_FAILED: &str = "could not make its data directory";
+
 /// Asks the member's sidecar for its status every poll interval until `look` is done with it,
-/// or `timeout` passes or the activity is cancelled: then fails with the last thing seen.
+/// or `timeout` passes or the activity is cancelled: then fails with the last thing seen. A
+/// sidecar whose bootstrap failed (a restore with the wrong key …) fails it at once, with the
+/// sidecar's reason.
 pub(crate) async fn poll_status<T>(
     deps: &ActivityDeps,
     ctx: &ActivityContext,
@@ -57,7 +62,13 @@ pub(crate) async fn poll_status<T>(
     let deadline = Instant::now() + timeout;
     let client = sidecar(deps, instance, member, Duration::from_secs(5)).await?;
     loop {
-        let last = match look(client.status().await) {
+        let answer = client.status().await;
+        if let Err(SidecarClientError::Api { code, message, .. }) = &answer {
+            if code == "bootstrap_failed" {
+                return Err(format!("{BOOTSTRAP_FAILED}: {message}"));
+            }
+        }
+        let last = match look(answer) {
             Polled::Done(value) => return Ok(value),
             Polled::Waiting(last) => last,
         };
@@ -136,10 +147,14 @@ pub async fn wait_member_ready(
     )
     .await
     .map_err(|last| {
-        format!(
-            "member {} did not become a ready {:?} within {} s: {last}",
-            input.member, input.role, input.timeout_secs
-        )
+        if last.starts_with(BOOTSTRAP_FAILED) {
+            format!("member {} {last}", input.member)
+        } else {
+            format!(
+                "member {} did not become a ready {:?} within {} s: {last}",
+                input.member, input.role, input.timeout_secs
+            )
+        }
     })
 }
 

@@ -3,14 +3,15 @@
 //! backups the CMS records; deleting them (`DELETE /v1/backups/{id}`, `POST
 //! /v1/instances/{name}/backups/cleanup`: operations on the actor too); the recoverability
 //! window; restoring them into a new instance (`POST /v1/instances/{name}/restore`, answered
-//! with the new instance's create operation).
+//! with the new instance's create operation); named restore points to restore to (`POST
+//! /v1/instances/{name}/backups/restore-points`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use toygres_common::backup_api::{
     BackupAccepted, BackupList, BackupScheduleRequest, BackupScheduleView, BackupView, CleanupPlan,
-    CreateBackupRequest, RecoverabilityWindow, RestoreRequest,
+    CreateBackupRequest, RecoverabilityWindow, RestorePointCreate, RestorePointView, RestoreRequest,
 };
 use toygres_common::controller_api::OperationAccepted;
 use toygres_common::names::validate_instance_name;
@@ -63,6 +64,23 @@ pub async fn restore(
     validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let accepted = state.engine()?.restore_instance(&name, request).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+/// `POST /v1/instances/{name}/backups/restore-points`: `pg_create_restore_point` on the primary,
+/// then a WAL switch that archives it.
+#[utoipa::path(post, path = "/v1/instances/{name}/backups/restore-points", tag = "backups", params(("name" = String, Path, description = "Instance name")), request_body = RestorePointCreate, responses((status = 201, description = "The restore point, made and archived", body = RestorePointView), (status = 400, description = "Invalid name", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Backups off, or no primary answers", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn restore_point(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Result<JsonObject<RestorePointCreate>, BodyRejection>,
+) -> Result<(StatusCode, Json<RestorePointView>), ApiError> {
+    let JsonObject(request) = body?;
+    validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let made = state
+        .engine()?
+        .create_restore_point(&name, request)
+        .await?;
+    Ok((StatusCode::CREATED, Json(made)))
 }
 
 /// `GET /v1/instances/{name}/backups/schedule`.

@@ -85,6 +85,10 @@ pub fn app(state: ApiState) -> Router {
         )
         .route("/v1/instances/{name}/restore", post(backups::restore))
         .route(
+            "/v1/instances/{name}/backups/restore-points",
+            post(backups::restore_point),
+        )
+        .route(
             "/v1/instances/{name}/parameters",
             get(parameters::get).put(parameters::set),
         )

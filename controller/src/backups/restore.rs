@@ -1,7 +1,8 @@
 //! Where a restore into a new instance starts and stops: the recovery target a request names
-//! (a time, a WAL position, or the end of the archive) and the base backup recovery starts from
-//! — the newest succeeded base backup of the source that was complete before the target, or the
-//! one the request names. Pure: the engine reads the source's backups from the CMS, this
+//! (a time, a WAL position, a transaction, a restore point, or the end of the archive) and the
+//! base backup recovery starts from — the newest succeeded base backup of the source that was
+//! complete before the target (the oldest for a transaction or restore point, whose place the
+//! CMS cannot tell), or the one the request names. Pure: the engine reads the source's backups from the CMS, this
 //! decides, and a request it refuses changes nothing.
 //!
 //! The choice is made here rather than left to the sidecar's own search so that a bad target is
@@ -13,7 +14,7 @@ use toygres_common::backup_api::BackupView;
 use toygres_common::sidecar_api::{format_lsn, parse_lsn};
 
 /// Where recovery stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RestoreTarget {
     /// Replay every WAL file the archive holds.
     EndOfArchive,
@@ -21,6 +22,10 @@ pub enum RestoreTarget {
     Time(DateTime<Utc>),
     /// Just after this WAL position.
     Lsn(Lsn),
+    /// Just after this transaction commits.
+    Xid(u64),
+    /// At this restore point (`pg_create_restore_point`).
+    Name(String),
 }
 
 /// A WAL position (`X/Y`, two hex numbers).
@@ -48,28 +53,53 @@ impl std::fmt::Display for Lsn {
 }
 
 impl RestoreTarget {
-    /// The target a request names: at most one of `time` (RFC 3339, with a zone) and `lsn`.
-    /// Errors name the field at fault.
+    /// The target a request names: at most one of `time` (RFC 3339, with a zone), `lsn`, `xid`
+    /// (positive) and `name` (a restore point). Errors name the field at fault.
     pub fn from_request(
         time: Option<&str>,
         lsn: Option<&str>,
+        xid: Option<u64>,
+        name: Option<&str>,
     ) -> Result<Self, (&'static str, String)> {
-        match (time, lsn) {
-            (Some(_), Some(_)) => Err((
-                "time",
-                "give a time or an LSN to recover to, not both".into(),
-            )),
-            (Some(t), None) => DateTime::parse_from_rfc3339(t.trim())
+        let given = [time.is_some(), lsn.is_some(), xid.is_some(), name.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            let field = ["time", "lsn", "xid", "restore_point"][given
+                .iter()
+                .rposition(|g| *g)
+                .unwrap_or_default()];
+            return Err((
+                field,
+                "give at most one recovery target: a time, an LSN, a transaction id or a \
+                 restore point"
+                    .into(),
+            ));
+        }
+        if let Some(t) = time {
+            return DateTime::parse_from_rfc3339(t.trim())
                 .map(|t| RestoreTarget::Time(t.with_timezone(&Utc)))
                 .map_err(|e| {
                     (
                         "time",
                         format!("{t:?} is not an RFC 3339 time like 2026-12-04T15:30:00Z: {e}"),
                     )
-                }),
-            (None, Some(l)) => l.parse().map(RestoreTarget::Lsn).map_err(|e| ("lsn", e)),
-            (None, None) => Ok(RestoreTarget::EndOfArchive),
+                });
         }
+        if let Some(l) = lsn {
+            return l.parse().map(RestoreTarget::Lsn).map_err(|e| ("lsn", e));
+        }
+        if let Some(x) = xid {
+            // 0 to 2 are Postgres's special ids (invalid, bootstrap, frozen), never a commit.
+            if x < 3 {
+                return Err(("xid", format!("{x} is not a transaction id (3 or more)")));
+            }
+            return Ok(RestoreTarget::Xid(x));
+        }
+        if let Some(n) = name {
+            toygres_common::backup_api::validate_restore_point_name(n)
+                .map_err(|e| ("restore_point", e))?;
+            return Ok(RestoreTarget::Name(n.to_string()));
+        }
+        Ok(RestoreTarget::EndOfArchive)
     }
 
     /// The time target in the form the sidecar's `--recovery-target-time` reads (RFC 3339, UTC,
@@ -87,6 +117,28 @@ impl RestoreTarget {
             RestoreTarget::Lsn(l) => Some(l.to_string()),
             _ => None,
         }
+    }
+
+    /// The transaction target as `--recovery-target-xid` reads it.
+    pub fn xid_text(&self) -> Option<String> {
+        match self {
+            RestoreTarget::Xid(x) => Some(x.to_string()),
+            _ => None,
+        }
+    }
+
+    /// The restore point target (`--recovery-target-name`).
+    pub fn name_text(&self) -> Option<String> {
+        match self {
+            RestoreTarget::Name(n) => Some(n.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether the CMS cannot tell which backups end before the target (a transaction or a
+    /// restore point): recovery then starts from the oldest.
+    fn place_unknown(&self) -> bool {
+        matches!(self, RestoreTarget::Xid(_) | RestoreTarget::Name(_))
     }
 }
 
@@ -187,6 +239,8 @@ fn reaches(backup: &Usable<'_>, target: &RestoreTarget) -> bool {
         RestoreTarget::EndOfArchive => true,
         RestoreTarget::Time(t) => backup.complete_at <= *t,
         RestoreTarget::Lsn(l) => backup.stop_lsn <= *l,
+        // Unknown: recovery fails naming the target when the backup started past it.
+        RestoreTarget::Xid(_) | RestoreTarget::Name(_) => true,
     }
 }
 
@@ -195,6 +249,8 @@ fn describe(target: &RestoreTarget) -> String {
         RestoreTarget::EndOfArchive => "the end of the archive".into(),
         RestoreTarget::Time(_) => target.time_text().unwrap_or_default(),
         RestoreTarget::Lsn(l) => l.to_string(),
+        RestoreTarget::Xid(x) => format!("transaction {x}"),
+        RestoreTarget::Name(n) => format!("restore point {n:?}"),
     }
 }
 
@@ -244,8 +300,15 @@ pub fn choose_base_backup(
         .min_by_key(|b| b.complete_at)
         .map(|b| b.complete_at.to_rfc3339_opts(SecondsFormat::Secs, true))
         .ok_or_else(|| RestoreRefusal::NoBackup(instance.to_string()))?;
-    all.into_iter()
-        .filter(|b| reaches(b, target))
+    let reaching = all.into_iter().filter(|b| reaches(b, target));
+    if target.place_unknown() {
+        // The oldest reaches any point its archive holds, at the cost of the longest replay.
+        return reaching
+            .min_by_key(|b| (b.complete_at, b.stop_lsn))
+            .map(chosen)
+            .ok_or_else(|| RestoreRefusal::NoBackup(instance.to_string()));
+    }
+    reaching
         .max_by_key(|b| (b.complete_at, b.stop_lsn))
         .map(chosen)
         .ok_or_else(|| RestoreRefusal::BeforeFirstBackup {
@@ -342,7 +405,7 @@ mod tests {
             (RestoreTarget::Lsn(Lsn(0xff_ffff_ffff)), "b4"),
         ];
         for (target, want) in cases {
-            assert_eq!(choose(target, None).unwrap(), want, "{target:?}");
+            assert_eq!(choose(target.clone(), None).unwrap(), want, "{target:?}");
         }
         let chosen = choose_base_backup(
             "src",
@@ -403,12 +466,12 @@ mod tests {
     #[test]
     fn targets_are_parsed_from_the_request() {
         assert_eq!(
-            RestoreTarget::from_request(None, None).unwrap(),
+            RestoreTarget::from_request(None, None, None, None).unwrap(),
             RestoreTarget::EndOfArchive
         );
-        let t = RestoreTarget::from_request(Some("2026-12-04T16:30:00.25+01:00"), None).unwrap();
+        let t = RestoreTarget::from_request(Some("2026-12-04T16:30:00.25+01:00"), None, None, None).unwrap();
         assert_eq!(t.time_text().unwrap(), "2026-12-04T15:30:00.250000Z");
-        let l = RestoreTarget::from_request(None, Some("1/A0")).unwrap();
+        let l = RestoreTarget::from_request(None, Some("1/A0"), None, None).unwrap();
         assert_eq!(l, RestoreTarget::Lsn(Lsn(0x1_0000_00a0)));
         assert_eq!(l.lsn_text().unwrap(), "1/A0");
         for (time, lsn, field) in [
@@ -419,10 +482,49 @@ mod tests {
             (Some("2026-12-04T15:30:00Z"), Some("0/1"), "time"),
         ] {
             assert_eq!(
-                RestoreTarget::from_request(time, lsn).unwrap_err().0,
+                RestoreTarget::from_request(time, lsn, None, None).unwrap_err().0,
                 field,
                 "{time:?} {lsn:?}"
             );
+        }
+        assert_eq!(
+            RestoreTarget::from_request(None, None, Some(731), None).unwrap(),
+            RestoreTarget::Xid(731)
+        );
+        assert_eq!(
+            RestoreTarget::from_request(None, None, None, Some("before-migration")).unwrap(),
+            RestoreTarget::Name("before-migration".into())
+        );
+        let long = "x".repeat(64);
+        for (xid, name, field) in [
+            (Some(0), None, "xid"),
+            (Some(2), None, "xid"),
+            (None, Some(""), "restore_point"),
+            (None, Some(long.as_str()), "restore_point"),
+            (None, Some("a\nb"), "restore_point"),
+            (Some(800), Some("p"), "restore_point"),
+        ] {
+            assert_eq!(
+                RestoreTarget::from_request(None, None, xid, name)
+                    .unwrap_err()
+                    .0,
+                field,
+                "{xid:?} {name:?}"
+            );
+        }
+        assert_eq!(
+            RestoreTarget::from_request(None, Some("0/1"), Some(9), None)
+                .unwrap_err()
+                .0,
+            "xid"
+        );
+    }
+
+    #[test]
+    fn a_transaction_or_restore_point_starts_from_the_oldest_backup() {
+        for target in [RestoreTarget::Xid(900), RestoreTarget::Name("p".into())] {
+            assert_eq!(choose(target.clone(), None).unwrap(), "b1", "{target:?}");
+            assert_eq!(choose(target, Some("b2")).unwrap(), "b2");
         }
     }
 }

@@ -1,10 +1,11 @@
 //! `toygres backup create|list|get|schedule …`: take a backup of an instance (an operation on its actor,
 //! followed until it ends unless `--no-wait`) and read the backups the controller recorded.
-//! `toygres restore SOURCE --to NEW …`: make a new instance from a source's backups.
+//! `toygres restore SOURCE --to NEW …` (also `toygres backup restore`): make a new instance from
+//! a source's backups. `toygres backup restore-point NAME POINT`: a named point to restore to.
 
 use toygres_common::backup_api::{
     BackupAccepted, BackupList, BackupScheduleRequest, BackupScheduleView, BackupView,
-    CreateBackupRequest, RestoreRequest,
+    CreateBackupRequest, RestorePointCreate, RestorePointView, RestoreRequest,
 };
 use toygres_common::controller_api::{InstanceDetail, OperationAccepted};
 
@@ -39,6 +40,23 @@ pub enum BackupCommand {
     Delete(DeleteArgs),
     /// Verify a base backup: restore it aside on a member, check it and query every database
     Verify(DeleteArgs),
+    /// Make a new instance from this one's backups (as `toygres restore`)
+    Restore(RestoreArgs),
+    /// Make a named restore point on the primary (archived at once) for `restore --name`
+    RestorePoint(RestorePointArgs),
+}
+
+/// `toygres backup restore-point NAME POINT`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestorePointArgs {
+    pub name: String,
+    /// The restore point's name (1 to 63 bytes, no control characters)
+    pub point: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 }
 
 /// `toygres backup schedule NAME [CRON] [--suspend | --resume]`.
@@ -119,6 +137,8 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
         BackupCommand::Cleanup(args) => super::backup_cleanup::cleanup(args).await,
         BackupCommand::Delete(args) => super::backup_cleanup::delete(args).await,
         BackupCommand::Verify(args) => super::backup_cleanup::verify(args).await,
+        BackupCommand::Restore(args) => restore(args).await,
+        BackupCommand::RestorePoint(args) => restore_point(args).await,
         BackupCommand::Get(args) => {
             let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
             let backup: BackupView = client.get(&format!("/v1/backups/{}", args.id)).await?;
@@ -197,7 +217,31 @@ async fn schedule(args: ScheduleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `toygres restore SOURCE --to NEW [--time T | --lsn L] [--backup ID] [--replicas N]`.
+/// Runs `toygres backup restore-point`.
+async fn restore_point(args: RestorePointArgs) -> anyhow::Result<()> {
+    toygres_common::backup_api::validate_restore_point_name(&args.point)
+        .map_err(anyhow::Error::msg)?;
+    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let made: RestorePointView = client
+        .post(
+            &format!("/v1/instances/{}/backups/restore-points", args.name),
+            &RestorePointCreate { name: args.point },
+        )
+        .await?;
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&made)?),
+        OutputFormat::Table => {
+            println!("restore point  {}", made.name);
+            println!("lsn            {}", made.lsn);
+            println!("member         {}", made.member);
+            println!("archived       {}", made.archived);
+        }
+    }
+    Ok(())
+}
+
+/// `toygres restore SOURCE --to NEW [--time T | --lsn L | --xid X | --name POINT] [--backup ID]
+/// [--replicas N]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RestoreArgs {
     /// The instance whose backups are restored (it is not changed)
@@ -206,11 +250,19 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "NEW")]
     pub to: String,
     /// Recover to this time (RFC 3339 with a zone, e.g. 2026-12-04T15:30:00Z)
-    #[arg(long, conflicts_with = "lsn")]
+    #[arg(long, group = "target")]
     pub time: Option<String>,
     /// Recover to this WAL position (e.g. 0/3000060)
-    #[arg(long)]
+    #[arg(long, group = "target")]
     pub lsn: Option<String>,
+    /// Recover to just after this transaction commits (txid_current()) [starts from the
+    /// oldest backup unless --backup]
+    #[arg(long, group = "target", value_parser = clap::value_parser!(u64).range(3..))]
+    pub xid: Option<u64>,
+    /// Recover to this restore point (`backup restore-point`) [starts from the oldest backup
+    /// unless --backup]
+    #[arg(long = "name", value_name = "POINT", group = "target", value_parser = point_name)]
+    pub restore_point: Option<String>,
     /// Start from this base backup of the source [default: the newest before the target]
     #[arg(long = "backup", value_name = "ID")]
     pub backup_id: Option<String>,
@@ -236,6 +288,8 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         to: args.to.clone(),
         time: args.time.clone(),
         lsn: args.lsn.clone(),
+        xid: args.xid,
+        restore_point: args.restore_point.clone(),
         backup_id: args.backup_id.clone(),
         replicas: args.replicas,
         replication: Some(args.replication.clone()),
@@ -272,6 +326,12 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--name`: a restore point name, checked before anything is sent.
+fn point_name(text: &str) -> Result<String, String> {
+    toygres_common::backup_api::validate_restore_point_name(text)?;
+    Ok(text.to_string())
 }
 
 fn or_dash(value: Option<impl ToString>) -> String {

@@ -72,8 +72,13 @@ impl Engine {
         request: RestoreRequest,
     ) -> Result<OperationAccepted, EngineError> {
         let target =
-            RestoreTarget::from_request(request.time.as_deref(), request.lsn.as_deref())
-                .map_err(|(field, message)| EngineError::Invalid(format!("{field}: {message}")))?;
+        RestoreTarget::from_request(
+            request.time.as_deref(),
+            request.lsn.as_deref(),
+            request.xid,
+            request.restore_point.as_deref(),
+        )
+        .map_err(|(field, message)| EngineError::Invalid(format!("{field}: {message}")))?;
         // The restored data holds the source's application database and owner: the new
         // instance keeps them (rather than making empty ones named after itself).
         let app = self.cms.instance_app_access(source).await?;
@@ -155,6 +160,8 @@ impl Engine {
             backup_id: chosen.store_id,
             target_time: target.time_text(),
             target_lsn: target.lsn_text(),
+            target_xid: target.xid_text(),
+            target_name: target.name_text(),
         };
         self.create_instance_from(spec, Some(restore)).await
     }

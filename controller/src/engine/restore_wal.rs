@@ -1,12 +1,16 @@
 //! Before a restore: the source's primary closes its WAL segment and waits for it to be
 //! archived, so a target up to "now" is in the archive. When the primary cannot, another member
 //! says how far the archive reaches, and a target past it is refused before anything is made.
+//! Also named restore points, made on the primary and archived at once.
 
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use toygres_common::domain::{MemberState, Role};
-use toygres_common::sidecar_api::ArchiveEnd;
+use toygres_common::backup_api::{
+    validate_restore_point_name, RestorePointCreate, RestorePointView,
+};
+use toygres_common::domain::{InstanceState, MemberState, Role};
+use toygres_common::sidecar_api::{ArchiveEnd, RestorePointRequest};
 
 use super::{Engine, EngineError};
 use crate::activities::sidecar::sidecar_on;
@@ -32,7 +36,9 @@ pub fn past_the_archive(target: &RestoreTarget, end: &ArchiveEnd) -> Option<Stri
         _ => "no WAL segment".to_string(),
     };
     let past = match target {
-        RestoreTarget::EndOfArchive => false,
+        // A transaction or a restore point: where it is cannot be told; the switch before the
+        // restore put everything made so far in the archive.
+        RestoreTarget::EndOfArchive | RestoreTarget::Xid(_) | RestoreTarget::Name(_) => false,
         RestoreTarget::Time(t) => archived_at.is_none_or(|at| *t > at),
         RestoreTarget::Lsn(l) => end
             .end_lsn
@@ -44,6 +50,50 @@ pub fn past_the_archive(target: &RestoreTarget, end: &ArchiveEnd) -> Option<Stri
 }
 
 impl Engine {
+    /// Makes the restore point `request.name` on `name`'s primary and has the primary archive
+    /// it, so that `restore --name` can stop there. Refused (400) for a bad name, 404 for an
+    /// unknown instance, 409 with backups off or no primary answering.
+    pub async fn create_restore_point(
+        &self,
+        name: &str,
+        request: RestorePointCreate,
+    ) -> Result<RestorePointView, EngineError> {
+        validate_restore_point_name(&request.name)
+            .map_err(|e| EngineError::Invalid(format!("name: {e}")))?;
+        self.cms
+            .get_instance(name)
+            .await?
+            .filter(|i| i.summary.parsed_state() != Some(InstanceState::Deleted))
+            .ok_or_else(|| EngineError::NotFound(format!("instance {name} does not exist")))?;
+        if self.cms.get_backup_config(name).await?.flatten().is_none() {
+            return Err(EngineError::Conflict(format!(
+                "instance {name} was created with backups off (--no-backup): a restore point \
+                 would not be archived"
+            )));
+        }
+        let (member, client) = self
+            .primary_sidecar(name, SWITCH_TIMEOUT)
+            .await
+            .map_err(EngineError::Conflict)?;
+        let made = client
+            .restore_point(&RestorePointRequest {
+                name: request.name.clone(),
+            })
+            .await
+            .map_err(|e| match e.status() {
+                Some(400) => EngineError::Invalid(format!("name: {e}")),
+                _ => EngineError::Conflict(format!("{member} could not make the restore point: {e}")),
+            })?;
+        tracing::info!(instance = name, %member, point = %made.name, lsn = %made.lsn, archived = made.switch.archived, "made a restore point");
+        Ok(RestorePointView {
+            instance: name.to_string(),
+            name: made.name,
+            lsn: made.lsn,
+            member,
+            archived: made.switch.archived,
+        })
+    }
+
     /// Has `source`'s primary archive its current WAL before a restore to `target`; when it
     /// cannot, refuses a target past what the archive holds (409).
     pub(super) async fn archive_for_restore(

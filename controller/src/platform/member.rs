@@ -36,6 +36,12 @@ pub struct RestoreSource {
     /// Recover to just after this WAL position.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_lsn: Option<String>,
+    /// Recover to just after this transaction commits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_xid: Option<String>,
+    /// Recover to this restore point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_name: Option<String>,
 }
 
 impl RestoreSource {
@@ -71,6 +77,20 @@ impl RestoreSource {
                 "recovery-target-lsn",
                 "TOYGRES_RECOVERY_TARGET_LSN",
                 lsn.clone(),
+            ));
+        }
+        if let Some(xid) = &self.target_xid {
+            settings.push((
+                "recovery-target-xid",
+                "TOYGRES_RECOVERY_TARGET_XID",
+                xid.clone(),
+            ));
+        }
+        if let Some(name) = &self.target_name {
+            settings.push((
+                "recovery-target-name",
+                "TOYGRES_RECOVERY_TARGET_NAME",
+                name.clone(),
             ));
         }
         settings

@@ -1,6 +1,6 @@
 //! Backup routes: `POST /v1/backups` (base or logical), `GET /v1/backups`,
 //! `POST /v1/backups/{id}/verify`, `POST /v1/backups/retention`,
-//! `POST /v1/restores/logical`, `POST /v1/wal/switch` and `GET /v1/wal/archived`. Each runs in its own task: a client that hangs up does not cut
+//! `POST /v1/restores/logical`, `POST /v1/wal/switch`, `POST /v1/wal/restore-point` and `GET /v1/wal/archived`. Each runs in its own task: a client that hangs up does not cut
 //! a backup short.
 
 use axum::extract::rejection::JsonRejection;
@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use toygres_common::sidecar_api::{
     ActionResponse, ArchiveEnd, BackupKind, BackupList, BackupManifest, BackupRequest,
-    LogicalRestoreRequest, RetentionRequest, RetentionResponse, VerifyResponse, WalSwitchResponse,
+    LogicalRestoreRequest, RestorePointRequest, RestorePointResponse, RetentionRequest, RetentionResponse, VerifyResponse, WalSwitchResponse,
 };
 
 use super::error::ApiError;
@@ -97,6 +97,25 @@ pub async fn switch_wal(
         detached(async move {
             crate::archive::switch::switch_and_wait(&member, crate::archive::switch::ARCHIVE_WAIT)
                 .await
+        })
+        .await?,
+    ))
+}
+
+pub async fn restore_point(
+    State(state): State<AppState>,
+    body: Result<Json<RestorePointRequest>, JsonRejection>,
+) -> Result<Json<RestorePointResponse>, ApiError> {
+    let Json(req) = body?;
+    let member = state.member.clone();
+    Ok(Json(
+        detached(async move {
+            crate::archive::switch::restore_point(
+                &member,
+                &req.name,
+                crate::archive::switch::ARCHIVE_WAIT,
+            )
+            .await
         })
         .await?,
     ))

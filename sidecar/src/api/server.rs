@@ -1,5 +1,7 @@
 //! Builds the router: open probes and metrics, token-protected `/v1` routes, request counting.
 
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{get, post, put};
@@ -37,6 +39,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/restores/logical", post(backups::restore_logical))
         .route("/v1/wal/switch", post(backups::switch_wal))
         .route("/v1/wal/archived", get(backups::archive_end))
+        .route("/v1/wal/restore-point", post(backups::restore_point))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::note_controller_contact,
@@ -68,7 +71,31 @@ pub fn app(state: AppState) -> Router {
 
 /// What answers while the member bootstraps and Postgres first starts: `/healthz` succeeds,
 /// `/metrics` says Postgres is down, everything else is 503.
-pub fn starting_app() -> Router {
+///
+/// Once a restore has failed (`failure` set), `/v1/status` answers 500 `bootstrap_failed` with
+/// the reason to whoever holds the API token, so that the controller stops waiting at once.
+pub fn starting_app(failure: BootstrapFailure, token: Arc<str>) -> Router {
+    let failed = Router::new()
+        .route(
+            "/v1/status",
+            get(move || {
+                let failure = failure.clone();
+                async move {
+                    match failure.get() {
+                        Some(reason) => ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "bootstrap_failed",
+                            reason.clone(),
+                        ),
+                        None => starting(),
+                    }
+                }
+            }),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            BearerAuth::new(token),
+            require_bearer,
+        ));
     Router::new()
         .route(
             "/healthz",
@@ -91,13 +118,19 @@ pub fn starting_app() -> Router {
                 )
             }),
         )
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "starting",
-                "the sidecar is still bootstrapping or starting Postgres",
-            )
-        })
+        .merge(failed)
+        .fallback(|| async { starting() })
+}
+
+/// Why bootstrapping failed, once it has (set at most once).
+pub type BootstrapFailure = Arc<std::sync::OnceLock<String>>;
+
+fn starting() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "starting",
+        "the sidecar is still bootstrapping or starting Postgres",
+    )
 }
 
 async fn not_found() -> ApiError {

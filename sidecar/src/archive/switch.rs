@@ -3,11 +3,12 @@
 //! far in the archive. Answers with the segment and whether it was archived in time.
 //! `GET /v1/wal/archived`: how far the instance's archive reaches (any member can answer, so a
 //! restore can be checked while the primary is down).
+//! `POST /v1/wal/restore-point`: a named restore point on the primary, then the same switch.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use toygres_common::sidecar_api::{ArchiveEnd, WalSwitchResponse};
+use toygres_common::sidecar_api::{ArchiveEnd, RestorePointResponse, WalSwitchResponse};
 
 use super::walname::{WalFileKind, WalFileName};
 
@@ -66,6 +67,45 @@ pub async fn switch_and_wait(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Makes the restore point `name` on this primary (`pg_create_restore_point`), then switches WAL
+/// and waits (up to `wait`) so that the point is in the archive when this answers.
+pub async fn restore_point(
+    member: &Member,
+    name: &str,
+    wait: Duration,
+) -> Result<RestorePointResponse, OpError> {
+    toygres_common::backup_api::validate_restore_point_name(name).map_err(|message| OpError::Invalid {
+        code: "invalid_restore_point",
+        message,
+    })?;
+    require_running(member)?;
+    let client = sql::connect_local(&member.cfg)
+        .await
+        .context("connect to postgres")?;
+    let row = client
+        .query_one(
+            "SELECT pg_is_in_recovery(), \
+                    CASE WHEN pg_is_in_recovery() THEN NULL \
+                         ELSE pg_create_restore_point($1)::text END",
+            &[&name],
+        )
+        .await
+        .context("create the restore point")?;
+    if row.get::<_, bool>(0) {
+        return Err(OpError::Conflict(
+            "this member is a standby: only the primary can make a restore point".into(),
+        ));
+    }
+    let lsn: String = row.get(1);
+    tracing::info!(name, %lsn, "made a restore point");
+    let switch = switch_and_wait(member, wait).await?;
+    Ok(RestorePointResponse {
+        name: name.to_string(),
+        lsn,
+        switch,
+    })
 }
 
 /// The newest complete segment in the instance's archive, where it ends, and when the newest
