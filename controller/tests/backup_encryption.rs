@@ -17,7 +17,7 @@ use std::time::Duration;
 use support::archive::*;
 use support::*;
 use toygres_common::backup_api::BackupView;
-use toygres_common::controller_api::OperationAccepted;
+use toygres_common::controller_api::{Operation, OperationAccepted};
 
 /// What every encrypted object starts with (the sidecar's `objstore::crypt::MAGIC`).
 const MAGIC: &[u8] = b"TGRSENC1";
@@ -182,33 +182,33 @@ async fn encrypted_backups_are_unreadable_in_the_store_and_restore_only_with_the
         .await;
     assert_eq!(status, 202, "{text}");
     let accepted: OperationAccepted = serde_json::from_str(&text).unwrap();
-    let said = eventually(
+    // It fails fast (not at the primary's readiness timeout), with the sidecar's reason.
+    let asked = std::time::Instant::now();
+    let failed: Operation = eventually(
         Duration::from_secs(120),
         "the wrong key's restore fails",
         || {
-            let logs: String =
-                find_files(&home.path().join("instances").join("wrong"), "sidecar.log")
-                    .iter()
-                    .map(|p| std::fs::read_to_string(p).unwrap_or_default())
-                    .collect();
+            let (api, path) = (&api, format!("/v1/operations/{}", accepted.operation_id));
             async move {
-                logs.lines()
-                    .find(|l| l.contains("wrong encryption key"))
-                    .map(str::to_string)
+                let (status, text) = api.send(reqwest::Method::GET, &path, None).await;
+                assert_eq!(status, 200, "{text}");
+                let operation: Operation = serde_json::from_str(&text).unwrap();
+                operation.is_finished().then_some(operation)
             }
         },
     )
     .await;
-    assert!(said.contains("was encrypted with another key"), "{said}");
-    let (status, text) = api
-        .send(
-            reqwest::Method::GET,
-            &format!("/v1/operations/{}", accepted.operation_id),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{text}");
-    assert!(!text.contains("\"succeeded\""), "{text}");
+    assert_eq!(failed.status, "failed", "{failed:?}");
+    let error = failed.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("wrong encryption key") && error.contains("was encrypted with another key"),
+        "{failed:?}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(90),
+        "the failure took {:?}",
+        asked.elapsed()
+    );
     assert!(
         files_in(&store.join("wrong").join("wal")).is_empty(),
         "the failed restore archived something"

@@ -60,14 +60,7 @@ async fn a_restore_to_an_xid_or_a_restore_point_has_exactly_the_rows_before_it()
         .unwrap()
         .get(0);
     insert_rows(&src, 151, 200).await;
-    let out = stdout(&home.cli(&[
-        "backup",
-        "restore-point",
-        "src",
-        "before-201",
-        "-o",
-        "json",
-    ]));
+    let out = stdout(&home.cli(&["backup", "restore-point", "src", "before-201", "-o", "json"]));
     let point: RestorePointView = serde_json::from_str(&out).unwrap();
     assert_eq!(point.name, "before-201");
     assert!(point.archived, "{point:?}");
@@ -76,9 +69,27 @@ async fn a_restore_to_an_xid_or_a_restore_point_has_exactly_the_rows_before_it()
 
     // Bad ids, names and combinations are refused, and record nothing.
     let restore = "/v1/instances/src/restore";
-    refused(&api, restore, serde_json::json!({"to": "x", "xid": 0}), "xid").await;
-    refused(&api, restore, serde_json::json!({"to": "x", "xid": -5}), "u64").await;
-    refused(&api, restore, serde_json::json!({"to": "x", "xid": "12"}), "u64").await;
+    refused(
+        &api,
+        restore,
+        serde_json::json!({"to": "x", "xid": 0}),
+        "xid",
+    )
+    .await;
+    refused(
+        &api,
+        restore,
+        serde_json::json!({"to": "x", "xid": -5}),
+        "u64",
+    )
+    .await;
+    refused(
+        &api,
+        restore,
+        serde_json::json!({"to": "x", "xid": "12"}),
+        "u64",
+    )
+    .await;
     refused(
         &api,
         restore,
@@ -123,7 +134,10 @@ async fn a_restore_to_an_xid_or_a_restore_point_has_exactly_the_rows_before_it()
     .await;
     let bare = api
         .http
-        .post(format!("{}/v1/instances/src/backups/restore-points", api.url))
+        .post(format!(
+            "{}/v1/instances/src/backups/restore-points",
+            api.url
+        ))
         .json(&serde_json::json!({"name": "anyone"}))
         .send()
         .await
@@ -137,12 +151,22 @@ async fn a_restore_to_an_xid_or_a_restore_point_has_exactly_the_rows_before_it()
     );
     cli_refuses(
         &home,
-        &["backup", "restore", "src", "--to", "x", "--xid", "900", "--name", "p"],
+        &[
+            "backup", "restore", "src", "--to", "x", "--xid", "900", "--name", "p",
+        ],
         "cannot be used with",
     );
     cli_refuses(
         &home,
-        &["backup", "restore", "src", "--to", "x", "--name", &"p".repeat(64)],
+        &[
+            "backup",
+            "restore",
+            "src",
+            "--to",
+            "x",
+            "--name",
+            &"p".repeat(64),
+        ],
         "restore point name",
     );
     cli_refuses(

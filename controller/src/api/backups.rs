@@ -11,7 +11,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use toygres_common::backup_api::{
     BackupAccepted, BackupList, BackupScheduleRequest, BackupScheduleView, BackupView, CleanupPlan,
-    CreateBackupRequest, RecoverabilityWindow, RestorePointCreate, RestorePointView, RestoreRequest,
+    CreateBackupRequest, RecoverabilityWindow, RestorePointCreate, RestorePointView,
+    RestoreRequest,
 };
 use toygres_common::controller_api::OperationAccepted;
 use toygres_common::names::validate_instance_name;
@@ -76,10 +77,7 @@ pub async fn restore_point(
 ) -> Result<(StatusCode, Json<RestorePointView>), ApiError> {
     let JsonObject(request) = body?;
     validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let made = state
-        .engine()?
-        .create_restore_point(&name, request)
-        .await?;
+    let made = state.engine()?.create_restore_point(&name, request).await?;
     Ok((StatusCode::CREATED, Json(made)))
 }
 

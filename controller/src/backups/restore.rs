@@ -63,10 +63,8 @@ impl RestoreTarget {
     ) -> Result<Self, (&'static str, String)> {
         let given = [time.is_some(), lsn.is_some(), xid.is_some(), name.is_some()];
         if given.iter().filter(|g| **g).count() > 1 {
-            let field = ["time", "lsn", "xid", "restore_point"][given
-                .iter()
-                .rposition(|g| *g)
-                .unwrap_or_default()];
+            let field = ["time", "lsn", "xid", "restore_point"]
+                [given.iter().rposition(|g| *g).unwrap_or_default()];
             return Err((
                 field,
                 "give at most one recovery target: a time, an LSN, a transaction id or a \
@@ -469,7 +467,8 @@ mod tests {
             RestoreTarget::from_request(None, None, None, None).unwrap(),
             RestoreTarget::EndOfArchive
         );
-        let t = RestoreTarget::from_request(Some("2026-12-04T16:30:00.25+01:00"), None, None, None).unwrap();
+        let t = RestoreTarget::from_request(Some("2026-12-04T16:30:00.25+01:00"), None, None, None)
+            .unwrap();
         assert_eq!(t.time_text().unwrap(), "2026-12-04T15:30:00.250000Z");
         let l = RestoreTarget::from_request(None, Some("1/A0"), None, None).unwrap();
         assert_eq!(l, RestoreTarget::Lsn(Lsn(0x1_0000_00a0)));
@@ -482,7 +481,9 @@ mod tests {
             (Some("2026-12-04T15:30:00Z"), Some("0/1"), "time"),
         ] {
             assert_eq!(
-                RestoreTarget::from_request(time, lsn, None, None).unwrap_err().0,
+                RestoreTarget::from_request(time, lsn, None, None)
+                    .unwrap_err()
+                    .0,
                 field,
                 "{time:?} {lsn:?}"
             );

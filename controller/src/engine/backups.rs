@@ -71,8 +71,7 @@ impl Engine {
         source: &str,
         request: RestoreRequest,
     ) -> Result<OperationAccepted, EngineError> {
-        let target =
-        RestoreTarget::from_request(
+        let target = RestoreTarget::from_request(
             request.time.as_deref(),
             request.lsn.as_deref(),
             request.xid,

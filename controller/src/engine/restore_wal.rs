@@ -82,7 +82,9 @@ impl Engine {
             .await
             .map_err(|e| match e.status() {
                 Some(400) => EngineError::Invalid(format!("name: {e}")),
-                _ => EngineError::Conflict(format!("{member} could not make the restore point: {e}")),
+                _ => {
+                    EngineError::Conflict(format!("{member} could not make the restore point: {e}"))
+                }
             })?;
         tracing::info!(instance = name, %member, point = %made.name, lsn = %made.lsn, archived = made.switch.archived, "made a restore point");
         Ok(RestorePointView {

@@ -8,7 +8,8 @@ use axum::extract::{Path, State};
 use axum::Json;
 use toygres_common::sidecar_api::{
     ActionResponse, ArchiveEnd, BackupKind, BackupList, BackupManifest, BackupRequest,
-    LogicalRestoreRequest, RestorePointRequest, RestorePointResponse, RetentionRequest, RetentionResponse, VerifyResponse, WalSwitchResponse,
+    LogicalRestoreRequest, RestorePointRequest, RestorePointResponse, RetentionRequest,
+    RetentionResponse, VerifyResponse, WalSwitchResponse,
 };
 
 use super::error::ApiError;

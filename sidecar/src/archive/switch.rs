@@ -76,9 +76,11 @@ pub async fn restore_point(
     name: &str,
     wait: Duration,
 ) -> Result<RestorePointResponse, OpError> {
-    toygres_common::backup_api::validate_restore_point_name(name).map_err(|message| OpError::Invalid {
-        code: "invalid_restore_point",
-        message,
+    toygres_common::backup_api::validate_restore_point_name(name).map_err(|message| {
+        OpError::Invalid {
+            code: "invalid_restore_point",
+            message,
+        }
     })?;
     require_running(member)?;
     let client = sql::connect_local(&member.cfg)
