@@ -281,11 +281,12 @@ pub struct ActionResponse {
 }
 
 /// What a backup holds.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum BackupKind {
     /// A physical copy of the whole cluster (pg_basebackup), restorable to any later point in
     /// time with the archived WAL.
+    #[default]
     Base,
     /// `pg_dump -Fc` of some databases.
     Logical,

@@ -38,7 +38,7 @@ pub struct BackupConfigRequest {
     /// Cron expression of scheduled base backups (stored; the scheduler comes later).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_schedule: Option<String>,
-    /// Cron expression of scheduled logical backups (stored; the scheduler comes later).
+    /// Cron expression of scheduled logical backups of every database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logical_schedule: Option<String>,
     /// How many daily, weekly and monthly backups to keep (stored; applied later).
@@ -132,6 +132,10 @@ pub struct BackupScheduleRequest {
     /// A cron expression (five fields, or six with seconds first; `@daily`, `@weekly`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_schedule: Option<String>,
+    /// The cron expression of scheduled logical backups (of every database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logical_schedule: Option<String>,
+    /// Suspends (or resumes) both schedules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspended: Option<bool>,
 }
@@ -146,6 +150,12 @@ pub struct BackupScheduleView {
     /// RFC 3339; none while suspended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run: Option<String>,
+    /// The logical backup schedule (every database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logical_schedule: Option<String>,
+    /// RFC 3339; none while suspended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_logical_run: Option<String>,
 }
 
 impl BackupConfig {

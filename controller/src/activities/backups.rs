@@ -166,9 +166,19 @@ pub struct ScheduleFacts {
     pub base_schedule: Option<String>,
     #[serde(default)]
     pub suspended: bool,
+    /// The logical backup schedule; `None` when backups are off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logical_schedule: Option<String>,
 }
 
 impl ScheduleFacts {
+    /// [`ScheduleFacts::active_schedule`] for logical backups.
+    pub fn active_logical_schedule(&self) -> Option<String> {
+        self.logical_schedule
+            .clone()
+            .filter(|_| self.running && !self.suspended && self.actor_id.is_some())
+    }
+
     /// The schedule the loop follows now: none while the instance is not running, its
     /// backups are off or its schedule is suspended.
     pub fn active_schedule(&self) -> Option<String> {
@@ -201,6 +211,7 @@ pub async fn read_backup_schedule(
             actor_id: None,
             base_schedule: None,
             suspended: false,
+            logical_schedule: None,
         });
     };
     let config = deps
@@ -214,6 +225,7 @@ pub async fn read_backup_schedule(
         created_at: Some(instance.summary.created_at),
         actor_id: instance.actor_id,
         base_schedule: config.as_ref().map(|c| c.base_schedule.clone()),
+        logical_schedule: config.as_ref().map(|c| c.logical_schedule.clone()),
         suspended: config.is_some_and(|c| c.suspended),
     })
 }

@@ -31,7 +31,7 @@ pub enum BackupCommand {
     List(ListArgs),
     /// Show one backup
     Get(GetArgs),
-    /// Show, change, suspend or resume an instance's scheduled base backups
+    /// Show, change, suspend or resume an instance's scheduled base and logical backups
     Schedule(ScheduleArgs),
     /// Delete the backups the instance's retention policy does not keep (or, with
     /// --dry-run, show them)
@@ -59,12 +59,16 @@ pub struct RestorePointArgs {
     pub output: OutputFormat,
 }
 
-/// `toygres backup schedule NAME [CRON] [--suspend | --resume]`.
+/// `toygres backup schedule NAME [CRON] [--logical CRON] [--suspend | --resume]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScheduleArgs {
     pub name: String,
-    /// The new cron expression (five fields, or six with seconds first; `@daily` …)
+    /// The new cron expression of base backups (five fields, or six with seconds first;
+    /// `@daily` …)
     pub cron: Option<String>,
+    /// The new cron expression of logical backups of every database [default: 0 2 * * *]
+    #[arg(long, value_name = "CRON")]
+    pub logical: Option<String>,
     /// Stop taking scheduled backups (WAL is still archived)
     #[arg(long, conflicts_with = "resume")]
     pub suspend: bool,
@@ -195,6 +199,7 @@ async fn schedule(args: ScheduleArgs) -> anyhow::Result<()> {
     let path = format!("/v1/instances/{}/backups/schedule", args.name);
     let change = BackupScheduleRequest {
         base_schedule: args.cron.clone(),
+        logical_schedule: args.logical.clone(),
         suspended: (args.suspend || args.resume).then_some(args.suspend),
     };
     let view: BackupScheduleView = if change == BackupScheduleRequest::default() {
@@ -210,8 +215,15 @@ async fn schedule(args: ScheduleArgs) -> anyhow::Result<()> {
             } else {
                 "active"
             };
-            println!("schedule  {} ({state})", view.base_schedule);
-            println!("next run  {}", or_dash(view.next_run.as_deref()));
+            println!("schedule          {} ({state})", view.base_schedule);
+            println!("next run          {}", or_dash(view.next_run.as_deref()));
+            if let Some(logical) = &view.logical_schedule {
+                println!("logical schedule  {logical} ({state})");
+                println!(
+                    "next logical run  {}",
+                    or_dash(view.next_logical_run.as_deref())
+                );
+            }
         }
     }
     Ok(())

@@ -118,6 +118,8 @@ mod tests {
             base_schedule: "@daily".into(),
             suspended: false,
             next_run: Some("2026-12-05T00:00:00Z".into()),
+            logical_schedule: None,
+            next_logical_run: None,
         };
         let list: BackupList = serde_json::from_value(serde_json::json!({"backups": [
             {"id": "bk-2", "instance": "db", "kind": "base", "status": "running",

@@ -16,9 +16,12 @@ use toygres_common::domain::InstanceState;
 use super::{Engine, EngineError};
 use crate::backups::restore::{choose_base_backup, RestoreRefusal, RestoreTarget};
 use crate::backups::schedule::Schedule;
-use crate::orchestrations::backup_schedule::{schedule_id, BackupScheduleInput};
+use crate::orchestrations::backup_schedule::{
+    logical_schedule_id, schedule_id, BackupScheduleInput,
+};
 use crate::orchestrations::names;
 use crate::platform::RestoreSource;
+use toygres_common::sidecar_api::BackupKind;
 
 /// A backup's id, from its operation's: `bk-` and the operation's hex digits.
 pub fn backup_id_of(operation_id: &str) -> String {
@@ -165,8 +168,8 @@ impl Engine {
         self.create_instance_from(spec, Some(restore)).await
     }
 
-    /// Starts the instance's *BackupSchedule* loop unless it runs already (none for an
-    /// instance whose backups are off). Idempotent.
+    /// Starts the instance's *BackupSchedule* loops (base and logical) unless they run already
+    /// (none for an instance whose backups are off). Idempotent.
     pub async fn ensure_backup_schedule(&self, name: &str) -> Result<(), EngineError> {
         let Some(instance) = self.cms.get_instance(name).await? else {
             return Ok(());
@@ -179,27 +182,33 @@ impl Engine {
         {
             return Ok(());
         }
-        let id = schedule_id(name, &instance.summary.created_at);
-        let status = self
-            .client
-            .get_orchestration_status(&id)
-            .await
-            .with_context(|| format!("read the status of {name}'s backup schedule"))?;
-        if !matches!(status, OrchestrationStatus::NotFound) {
-            return Ok(());
+        let created_at = &instance.summary.created_at;
+        for (kind, id) in [
+            (BackupKind::Base, schedule_id(name, created_at)),
+            (BackupKind::Logical, logical_schedule_id(name, created_at)),
+        ] {
+            let status = self
+                .client
+                .get_orchestration_status(&id)
+                .await
+                .with_context(|| format!("read the status of {name}'s backup schedule"))?;
+            if !matches!(status, OrchestrationStatus::NotFound) {
+                continue;
+            }
+            let input = serde_json::to_string(&BackupScheduleInput {
+                instance: name.to_string(),
+                created_at: created_at.clone(),
+                planned: None,
+                anchor: None,
+                kind,
+            })
+            .context("encode the backup schedule's input")?;
+            self.client
+                .start_orchestration(&id, names::BACKUP_SCHEDULE, input)
+                .await
+                .with_context(|| format!("start {name}'s backup schedule"))?;
+            tracing::info!(instance = name, %id, ?kind, "started the instance's backup schedule");
         }
-        let input = serde_json::to_string(&BackupScheduleInput {
-            instance: name.to_string(),
-            created_at: instance.summary.created_at.clone(),
-            planned: None,
-            anchor: None,
-        })
-        .context("encode the backup schedule's input")?;
-        self.client
-            .start_orchestration(&id, names::BACKUP_SCHEDULE, input)
-            .await
-            .with_context(|| format!("start {name}'s backup schedule"))?;
-        tracing::info!(instance = name, %id, "started the instance's backup schedule");
         Ok(())
     }
 
@@ -232,6 +241,13 @@ impl Engine {
                 .parse::<Schedule>()
                 .map_err(|e| EngineError::Invalid(format!("base_schedule: {e}")))?;
             config.base_schedule = schedule.expr().to_string();
+        }
+        if let Some(expr) = &request.logical_schedule {
+            let schedule = expr
+                .trim()
+                .parse::<Schedule>()
+                .map_err(|e| EngineError::Invalid(format!("logical_schedule: {e}")))?;
+            config.logical_schedule = schedule.expr().to_string();
         }
         if let Some(suspended) = request.suspended {
             config.suspended = suspended;
@@ -282,16 +298,20 @@ impl Engine {
 
 /// The schedule as the API shows it, with its next run from now.
 fn schedule_view(name: &str, config: &BackupConfig) -> BackupScheduleView {
-    let next_run = (!config.suspended)
-        .then(|| config.base_schedule.parse::<Schedule>().ok())
-        .flatten()
-        .and_then(|s| s.next_after(chrono::Utc::now()))
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let next_run = |expr: &str| {
+        (!config.suspended)
+            .then(|| expr.parse::<Schedule>().ok())
+            .flatten()
+            .and_then(|s| s.next_after(chrono::Utc::now()))
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    };
     BackupScheduleView {
         instance: name.to_string(),
         base_schedule: config.base_schedule.clone(),
         suspended: config.suspended,
-        next_run,
+        next_run: next_run(&config.base_schedule),
+        logical_schedule: Some(config.logical_schedule.clone()),
+        next_logical_run: next_run(&config.logical_schedule),
     }
 }
 

@@ -1,5 +1,5 @@
-//! *BackupSchedule*: one eternal orchestration per instance with backups on, that takes its
-//! scheduled base backups. Each turn reads the instance's schedule from the CMS, asks
+//! *BackupSchedule*: eternal orchestrations per instance with backups on, one that takes its
+//! scheduled base backups and one its scheduled logical backups (of every database). Each turn reads the instance's schedule from the CMS, asks
 //! [`next_step`] whether a run is due, and either queues a base backup on the instance's actor
 //! (so it never runs beside a switchover or another backup) or waits on a durable timer; then it
 //! continues as new, carrying only the schedule it planned for and the time it planned from.
@@ -36,6 +36,11 @@ pub fn schedule_id(instance: &str, created_at: &str) -> String {
     format!("backup-schedule-{instance}-{stamp}")
 }
 
+/// The orchestration id of an instance's logical backup schedule.
+pub fn logical_schedule_id(instance: &str, created_at: &str) -> String {
+    format!("logical-{}", schedule_id(instance, created_at))
+}
+
 /// The loop's state, carried from one execution to the next.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupScheduleInput {
@@ -51,6 +56,14 @@ pub struct BackupScheduleInput {
     /// started, changed or was resumed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anchor: Option<String>,
+    /// Which backups this loop takes (base when absent: the loops started before logical
+    /// schedules existed).
+    #[serde(default, skip_serializing_if = "is_base")]
+    pub kind: BackupKind,
+}
+
+fn is_base(kind: &BackupKind) -> bool {
+    *kind == BackupKind::Base
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -97,7 +110,10 @@ pub async fn backup_schedule(
         return Ok(());
     }
     let now = DateTime::<Utc>::from(ctx.utc_now().await?);
-    let active = facts.active_schedule();
+    let active = match input.kind {
+        BackupKind::Base => facts.active_schedule(),
+        BackupKind::Logical => facts.active_logical_schedule(),
+    };
     let mut next = input.clone();
     let anchor = match (&input.anchor, active == input.planned) {
         (Some(anchor), true) => DateTime::parse_from_rfc3339(anchor)
@@ -128,7 +144,7 @@ pub async fn backup_schedule(
                 operation_id: operation_id.clone(),
                 instance: input.instance.clone(),
                 backup_id: backup_id.clone(),
-                kind: BackupKind::Base,
+                kind: input.kind,
                 label: Some(format!("scheduled {}", rfc3339(due))),
                 databases: Vec::new(),
             });

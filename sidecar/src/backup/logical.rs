@@ -34,19 +34,33 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Dumps `databases` into the store; returns the manifest once every dump is stored.
+/// Dumps `databases` (none given: every database that takes connections, templates aside)
+/// into the store; returns the manifest once every dump is stored.
 pub async fn take_logical_backup(
     member: &Member,
     databases: &[String],
 ) -> Result<BackupManifest, OpError> {
     require_archive(member)?;
     require_running(member)?;
-    if databases.is_empty() {
-        return Err(OpError::invalid(
-            "invalid_request",
-            "a logical backup needs \"databases\": the databases to dump",
-        ));
-    }
+    let every;
+    let databases = if databases.is_empty() {
+        every = member
+            .query_client()
+            .await?
+            .query(
+                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate \
+                 ORDER BY datname",
+                &[],
+            )
+            .await
+            .map_err(|e| OpError::Unavailable(format!("list databases: {e}")))?
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>();
+        every.as_slice()
+    } else {
+        databases
+    };
     for db in databases {
         check_database_name(db).map_err(|e| OpError::invalid("invalid_request", e.to_string()))?;
     }
