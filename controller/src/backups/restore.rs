@@ -64,7 +64,7 @@ impl RestoreTarget {
         let given = [time.is_some(), lsn.is_some(), xid.is_some(), name.is_some()];
         if given.iter().filter(|g| **g).count() > 1 {
             let field = ["time", "lsn", "xid", "restore_point"]
-                [given.iter().rposition(|g| *g).unwrap_or_default()];
+                [given.iter().position(|g| *g).unwrap_or_default()];
             return Err((
                 field,
                 "give at most one recovery target: a time, an LSN, a transaction id or a \
@@ -503,7 +503,7 @@ mod tests {
             (None, Some(""), "restore_point"),
             (None, Some(long.as_str()), "restore_point"),
             (None, Some("a\nb"), "restore_point"),
-            (Some(800), Some("p"), "restore_point"),
+            (Some(800), Some("p"), "xid"),
         ] {
             assert_eq!(
                 RestoreTarget::from_request(None, None, xid, name)
@@ -517,7 +517,7 @@ mod tests {
             RestoreTarget::from_request(None, Some("0/1"), Some(9), None)
                 .unwrap_err()
                 .0,
-            "xid"
+            "lsn"
         );
     }
 
