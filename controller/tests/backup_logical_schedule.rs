@@ -10,32 +10,9 @@ mod support;
 
 use std::time::Duration;
 
+use support::archive::*;
 use support::*;
 use toygres_common::backup_api::{BackupScheduleView, DEFAULT_LOGICAL_SCHEDULE};
-
-/// The instance's scheduled logical backups: how many succeeded, and every run's label (those
-/// retention deleted included, from their events).
-async fn scheduled_logical(home: &Home, name: &str) -> (usize, Vec<String>) {
-    let cms = home.cms_client().await;
-    let rows = cms
-        .query(
-            "SELECT label, status FROM toygres.backups
-              WHERE instance = $1 AND kind = 'logical' AND label LIKE 'scheduled%'
-             UNION ALL
-             SELECT b->>'label', b->>'status'
-               FROM toygres.events e, jsonb_array_elements(e.details->'backups') b
-              WHERE e.instance = $1 AND e.kind = 'backups-deleted'
-                AND b->>'kind' = 'logical' AND b->>'label' LIKE 'scheduled%'",
-            &[&name],
-        )
-        .await
-        .unwrap();
-    let succeeded = rows
-        .iter()
-        .filter(|r| r.get::<_, String>(1) == "succeeded")
-        .count();
-    (succeeded, rows.iter().map(|r| r.get(0)).collect())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_logical_backups_fire_on_durable_timers_and_are_not_doubled_by_a_kill() {
@@ -65,7 +42,7 @@ async fn scheduled_logical_backups_fire_on_durable_timers_and_are_not_doubled_by
         Duration::from_secs(120),
         "a scheduled logical backup",
         || async {
-            let (succeeded, _) = scheduled_logical(&home, "lg").await;
+            let (succeeded, _) = scheduled_backups(&home, "lg", "logical").await;
             (succeeded >= 1).then_some(succeeded)
         },
     )
@@ -91,12 +68,12 @@ async fn scheduled_logical_backups_fire_on_durable_timers_and_are_not_doubled_by
         Duration::from_secs(120),
         "a scheduled logical backup after the restart",
         || async {
-            let (succeeded, _) = scheduled_logical(&home, "lg").await;
+            let (succeeded, _) = scheduled_backups(&home, "lg", "logical").await;
             (succeeded > before).then_some(())
         },
     )
     .await;
-    let (_, mut labels) = scheduled_logical(&home, "lg").await;
+    let (_, mut labels) = scheduled_backups(&home, "lg", "logical").await;
     let all = labels.len();
     labels.sort();
     labels.dedup();

@@ -187,30 +187,6 @@ async fn an_instance_created_without_backups_archives_nothing_and_refuses_a_back
     drop(rw);
 }
 
-/// Every scheduled backup of the instance ever recorded (those the retention policy deleted
-/// live on in their `backups-deleted` event): how many succeeded, and their labels.
-async fn scheduled(home: &Home, name: &str) -> (usize, Vec<String>) {
-    let cms = home.cms_client().await;
-    let rows = cms
-        .query(
-            "SELECT label, status FROM toygres.backups
-              WHERE instance = $1 AND label LIKE 'scheduled%'
-             UNION ALL
-             SELECT b->>'label', b->>'status'
-               FROM toygres.events e, jsonb_array_elements(e.details->'backups') b
-              WHERE e.instance = $1 AND e.kind = 'backups-deleted'
-                AND b->>'label' LIKE 'scheduled%'",
-            &[&name],
-        )
-        .await
-        .unwrap();
-    let succeeded = rows
-        .iter()
-        .filter(|r| r.get::<_, String>(1) == "succeeded")
-        .count();
-    (succeeded, rows.iter().map(|r| r.get(0)).collect())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_backups_fire_on_durable_timers_and_carry_on_after_a_controller_kill() {
     let mut home = Home::new();
@@ -222,7 +198,7 @@ async fn scheduled_backups_fire_on_durable_timers_and_carry_on_after_a_controlle
     assert!(!view.suspended && view.next_run.is_some(), "{view:?}");
 
     let before = eventually(Duration::from_secs(90), "a scheduled backup", || async {
-        let (succeeded, _) = scheduled(&home, "timed").await;
+        let (succeeded, _) = scheduled_backups(&home, "timed", "base").await;
         (succeeded >= 1).then_some(succeeded)
     })
     .await;
@@ -235,12 +211,12 @@ async fn scheduled_backups_fire_on_durable_timers_and_carry_on_after_a_controlle
         Duration::from_secs(90),
         "a scheduled backup after the restart",
         || async {
-            let (succeeded, _) = scheduled(&home, "timed").await;
+            let (succeeded, _) = scheduled_backups(&home, "timed", "base").await;
             (succeeded > before).then_some(())
         },
     )
     .await;
-    let (_, mut labels) = scheduled(&home, "timed").await;
+    let (_, mut labels) = scheduled_backups(&home, "timed", "base").await;
     let all = labels.len();
     labels.sort();
     labels.dedup();

@@ -157,3 +157,28 @@ pub fn processes_holding(needle: &str) -> Vec<String> {
     }
     found
 }
+
+/// Every scheduled backup of `kind` (`base`, `logical`) of the instance ever recorded (those the
+/// retention policy deleted live on in their `backups-deleted` event): how many succeeded, and
+/// their labels.
+pub async fn scheduled_backups(home: &super::Home, name: &str, kind: &str) -> (usize, Vec<String>) {
+    let cms = home.cms_client().await;
+    let rows = cms
+        .query(
+            "SELECT label, status FROM toygres.backups
+              WHERE instance = $1 AND kind = $2 AND label LIKE 'scheduled%'
+             UNION ALL
+             SELECT b->>'label', b->>'status'
+               FROM toygres.events e, jsonb_array_elements(e.details->'backups') b
+              WHERE e.instance = $1 AND e.kind = 'backups-deleted'
+                AND b->>'kind' = $2 AND b->>'label' LIKE 'scheduled%'",
+            &[&name, &kind],
+        )
+        .await
+        .unwrap();
+    let succeeded = rows
+        .iter()
+        .filter(|r| r.get::<_, String>(1) == "succeeded")
+        .count();
+    (succeeded, rows.iter().map(|r| r.get(0)).collect())
+}
