@@ -258,8 +258,18 @@ async fn back_up_restore_and_prune(
     assert_eq!(backup.sha256.len(), 64);
     assert!(backup.stored_bytes < backup.raw_bytes, "{backup:?}");
     let keys = backend.keys(&format!("{source}/base/{}/", backup.id)).await;
-    let tar = if gzip { "base.tar.gz" } else { "base.tar.zst" };
-    for name in [tar, "backup_manifest", "manifest.json"] {
+    // The tar in parts, each compressed on its own, listed in order in the manifest.
+    let part = if gzip {
+        "base.tar.p00000.gz"
+    } else {
+        "base.tar.p00000.zst"
+    };
+    assert_eq!(
+        backup.objects[0].key,
+        format!("{source}/base/{}/{part}", backup.id)
+    );
+    assert!(backup.objects.iter().all(|o| keys.contains(&o.key)));
+    for name in [part, "backup_manifest", "manifest.json"] {
         assert!(
             keys.contains(&format!("{source}/base/{}/{name}", backup.id)),
             "{name} missing: {keys:?}"
