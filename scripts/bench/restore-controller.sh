@@ -23,7 +23,7 @@
 #      store's WAL (zstd -dc, the cheapest fetch there is) until pg_is_in_recovery() is false.
 #
 # Environment: SCALE (50), RUNS (1), PGBR_PROCS ("1 2"), COMPRESS ("zst 1": pgBackRest's
-# compress-type and level; ours is `--backup-compression zstd:LEVEL`), TOYGRES_BIN and
+# compress-type and level; ours is `--backup-compression zstd`, level 1), TOYGRES_BIN and
 # SIDECAR_BIN (target/release/…, built when missing), TOYGRES_BACKUP_JOBS (unset: every core),
 # PG_BIN, KEEP=1 (keep the temp dir), TIMEOUT (900 s per wait).
 #
@@ -72,7 +72,7 @@ LOGS+=("$ROOT/controller.log")
 CTL_PID=$!
 PIDS+=("$CTL_PID")
 wait_for "$CTL_PID" "the controller's /healthz" \
-    curl -sf --max-time 2 "http://127.0.0.1:$CTL_PORT/healthz"
+    curl -sf --max-time 2 --cacert "$TG_HOME/tls/ca.crt" "https://127.0.0.1:$CTL_PORT/healthz"
 
 live_instances() {
     tg list -o json | jq -r '.instances[] | select(.state != "deleted") | .name'
@@ -100,8 +100,8 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
 # ---------------------------------------------------------------------------------------------
 # The source: an instance with a pgbench database.
 
-log "toygres create src (backups on, zstd:$PGBR_LEVEL)"
-tg create src --backup-compression "zstd:$PGBR_LEVEL" >"$ROOT/create-src.log" 2>&1 ||
+log "toygres create src (backups on, zstd: level 1)"
+tg create src --backup-compression zstd >"$ROOT/create-src.log" 2>&1 ||
     die "toygres create src failed: $(tail -5 "$ROOT/create-src.log")"
 tg get src -o json >"$ROOT/src.json"
 RW=$(jq -r .connection.rw "$ROOT/src.json")

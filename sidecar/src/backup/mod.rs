@@ -27,6 +27,7 @@ pub mod parts;
 pub mod retention;
 pub mod stats;
 pub mod stream;
+pub mod syncer;
 pub mod tar;
 pub mod verify;
 

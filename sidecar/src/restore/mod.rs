@@ -60,14 +60,16 @@ pub async fn download_base_backup(
         .split_first()
         .with_context(|| format!("backup {} lists no object", manifest.id))?;
     let started = std::time::Instant::now();
-    let reader = TarReader::new(Extract::new(dest, &["backup_manifest"]));
+    let jobs = parts::jobs();
+    let reader = TarReader::new(Extract::new(dest, &["backup_manifest"]).flushing_on(jobs));
     let reader = if more.is_empty() {
         store_to_writer(store, &object.key, &object.sha256, reader).await?
     } else {
-        parts::parts_to_writer(store, &manifest.objects, reader, parts::jobs()).await?
+        parts::parts_to_writer(store, &manifest.objects, reader, jobs).await?
     };
-    let extracted = reader
-        .finish()
+    let extracted = tokio::task::spawn_blocking(move || reader.finish()?.finish())
+        .await
+        .context("join the unpack task")?
         .with_context(|| format!("unpack {}", store.describe(&object.key)))?;
     let pg_manifest = extracted
         .captured("backup_manifest")
