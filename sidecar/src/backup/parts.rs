@@ -274,9 +274,14 @@ mod tests {
             assert_eq!(total.raw_bytes, 2_688_895, "{c}");
             assert_eq!(parts[2].key, part_key(&prefix, 2, c));
             assert_eq!(total.sha256, combined_sha256(&parts));
-            let raw = parts_to_writer(&store, &parts, Vec::new(), 3).await.unwrap();
+            let raw = parts_to_writer(&store, &parts, Vec::new(), 3)
+                .await
+                .unwrap();
             let expected = (1..=400_000).map(|i| format!("{i}\n")).collect::<String>();
-            assert!(raw == expected.as_bytes(), "{c}: the parts came back changed");
+            assert!(
+                raw == expected.as_bytes(),
+                "{c}: the parts came back changed"
+            );
         }
     }
 
@@ -306,9 +311,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = file_store(&dir);
         let c = Compression::Zstd(1);
-        let (mut parts, _, ()) = command_to_parts(&store, "d/base.tar", seq(200_000), c, (), 300_000, 2)
-            .await
-            .unwrap();
+        let (mut parts, _, ()) =
+            command_to_parts(&store, "d/base.tar", seq(200_000), c, (), 300_000, 2)
+                .await
+                .unwrap();
         assert!(parts.len() > 3);
         let path = dir.path().join("s").join(&parts[1].key);
         let mut bytes = std::fs::read(&path).unwrap();
@@ -319,7 +325,10 @@ mod tests {
             .await
             .unwrap_err();
         let err = format!("{err:#}");
-        assert!(err.contains("corrupted") && err.contains(".p00001.zst"), "{err}");
+        assert!(
+            err.contains("corrupted") && err.contains(".p00001.zst"),
+            "{err}"
+        );
 
         std::fs::remove_file(dir.path().join("s").join(&parts[2].key)).unwrap();
         parts.remove(1);

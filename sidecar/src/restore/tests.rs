@@ -26,10 +26,13 @@ fn source_tree(root: &Path) {
 
 fn tar_of(root: &Path) -> std::process::Command {
     let mut cmd = std::process::Command::new("tar");
-    cmd.arg("--format=ustar")
-        .arg("-C")
-        .arg(root)
-        .args(["-cf", "-", "PG_VERSION", "base", "backup_manifest"]);
+    cmd.arg("--format=ustar").arg("-C").arg(root).args([
+        "-cf",
+        "-",
+        "PG_VERSION",
+        "base",
+        "backup_manifest",
+    ]);
     cmd
 }
 
