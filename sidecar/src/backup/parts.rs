@@ -103,10 +103,12 @@ pub async fn command_to_parts<O: Observe>(
     .buffered(jobs.max(1))
     .try_collect::<Vec<BackupObject>>()
     .await;
-    // A failed upload dropped the receiver: the producer stops and kills the program.
+    // A failed upload dropped the receiver: the producer stops and kills the program, so its
+    // error then only says so; the upload's own error is the one to report. A failing program
+    // ends the parts cleanly, and its error comes next.
     let produced = producer.await.context("join the backup stream task")?;
-    let observe = produced?;
     let parts = parts?;
+    let observe = produced?;
     let streamed = Streamed {
         raw_bytes: parts.iter().map(|p| p.raw_bytes).sum(),
         stored_bytes: parts.iter().map(|p| p.stored_bytes).sum(),
