@@ -356,7 +356,8 @@ pub struct BackupManifest {
     /// `server_version` of the Postgres backed up.
     pub pg_version: String,
     pub system_identifier: String,
-    /// SHA-256 of the main stored object (the base tar), hex.
+    /// SHA-256 of the main stored object (the base tar), hex; for a base tar stored in parts,
+    /// of the parts' SHA-256s (hex, one per line, in order).
     pub sha256: String,
     pub objects: Vec<BackupObject>,
 }
