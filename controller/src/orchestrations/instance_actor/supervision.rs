@@ -74,13 +74,32 @@ pub async fn look_after_primary(
         return rejoin_former_primaries(ctx, input, state, &view).await;
     }
     state.primary_failures = state.primary_failures.saturating_add(1);
-    if state.primary_failures < view.ha.failure_threshold {
-        return state;
-    }
     // Its sidecar answered (Postgres down, or refusing new connections): the controller is
     // not the one cut off.
     let answered = probe.is_some_and(|p| p.role.is_some());
-    decide_failover(ctx, input, state, &view, &primary, answered).await
+    if state.primary_failures < view.ha.failure_threshold {
+        // A probe that ran out its deadline already waited: confirm at once, back to back.
+        let waited = probe.is_some_and(|p| p.latency_ms >= waited_enough_ms(&view, None));
+        if waited {
+            return confirm_down(ctx, input, state, &view, &primary).await;
+        }
+        return state;
+    }
+    decide_failover(ctx, input, state, &view, &primary, answered, None).await
+}
+
+/// How long a re-check of a suspect primary may take: half its check timeout (it already
+/// failed a whole one), never under 100 ms.
+pub fn recheck_timeout_ms(check_timeout_ms: u64) -> u64 {
+    (check_timeout_ms / 2).max(100).min(check_timeout_ms.max(100))
+}
+
+/// A failed probe that took this long ran out its deadline (or waited a check interval): the
+/// next check follows at once instead of after the interval.
+fn waited_enough_ms(view: &ActorView, timeout_ms: Option<u64>) -> f64 {
+    let timeout = timeout_ms.unwrap_or(view.ha.check_timeout_ms);
+    // Timers and scheduling make a probe end a little before its deadline.
+    (view.ha.check_interval_ms.min(timeout) as f64) * 0.9
 }
 
 /// Probes the recorded primary alone; a healthy answer ends the suspicion (the next full round
@@ -92,7 +111,7 @@ pub async fn look_after_primary(
 pub async fn recheck_primary(
     ctx: &OrchestrationContext,
     input: &ActorInput,
-    mut state: ActorState,
+    state: ActorState,
 ) -> ActorState {
     let Some(view) = state.view.clone() else {
         return state;
@@ -112,38 +131,86 @@ pub async fn recheck_primary(
             },
         };
     }
+    confirm_down(ctx, input, state, &view, &primary).await
+}
+
+/// Re-checks a primary that missed a check, each probe with [`recheck_timeout_ms`], back to
+/// back while they run out their deadline, until it answers (suspicion over), a probe fails
+/// fast (the next waits the check interval) or it has missed the threshold (the decision). The
+/// standbys are surveyed during the last re-check, so the decision does not wait for them.
+async fn confirm_down(
+    ctx: &OrchestrationContext,
+    input: &ActorInput,
+    mut state: ActorState,
+    view: &ActorView,
+    primary: &str,
+) -> ActorState {
+    let timeout_ms = recheck_timeout_ms(view.ha.check_timeout_ms);
     loop {
+        let last = state.primary_failures.saturating_add(1) >= view.ha.failure_threshold;
         let probe = call_once::<_, ProbeResult>(
             ctx,
             act::PROBE_MEMBER,
             ProbeInput {
                 instance: input.instance.clone(),
-                member: primary.clone(),
+                member: primary.to_string(),
                 health_query: None,
-                timeout_ms: Some(view.ha.check_timeout_ms),
+                timeout_ms: Some(timeout_ms),
             },
-        )
-        .await;
-        let (timed_out, answered) = match &probe {
+        );
+        let (probe, surveys) = if last && view.ha.failover_enabled {
+            let (probe, surveys) = ctx
+                .join2(probe, survey_standbys(ctx, input, view, primary))
+                .await;
+            (probe, Some(surveys))
+        } else {
+            (probe.await, None)
+        };
+        let (waited, answered) = match &probe {
             Ok(p) if p.healthy && p.role == Some(Role::Primary) => {
                 ctx.trace_info(format!("the primary {primary} answers again"));
                 state.primary_failures = 0;
                 return state;
             }
             Ok(p) => (
-                p.latency_ms >= view.ha.check_interval_ms as f64,
+                p.latency_ms >= waited_enough_ms(view, Some(timeout_ms)),
                 p.role.is_some(),
             ),
             Err(_) => (false, false),
         };
         state.primary_failures = state.primary_failures.saturating_add(1);
         if state.primary_failures >= view.ha.failure_threshold {
-            return decide_failover(ctx, input, state, &view, &primary, answered).await;
+            return decide_failover(ctx, input, state, view, primary, answered, surveys).await;
         }
-        if !timed_out {
+        if !waited {
             return state;
         }
     }
+}
+
+/// Asks every member but the primary what it last heard from it (and its position).
+async fn survey_standbys(
+    ctx: &OrchestrationContext,
+    input: &ActorInput,
+    view: &ActorView,
+    primary: &str,
+) -> Result<Vec<MemberSurvey>, String> {
+    let standbys: Vec<String> = view
+        .members
+        .iter()
+        .filter(|m| m.as_str() != primary)
+        .cloned()
+        .collect();
+    call_once(
+        ctx,
+        act::SURVEY_MEMBERS,
+        &SurveyInput {
+            instance: input.instance.clone(),
+            members: standbys,
+            timeout_ms: view.ha.check_timeout_ms,
+        },
+    )
+    .await
 }
 
 /// The primary missed enough checks: fail over unless disabled, in the cooldown, vetoed by a
@@ -157,6 +224,7 @@ async fn decide_failover(
     view: &ActorView,
     primary: &str,
     sidecar_answered: bool,
+    surveyed: Option<Result<Vec<MemberSurvey>, String>>,
 ) -> ActorState {
     let primary = primary.to_string();
     let down_for = format!(
@@ -195,23 +263,12 @@ async fn decide_failover(
     // Before acting, ask the standbys: one that heard from the primary just now says it lives
     // (the controller, not the primary, may be the one cut off). Only fresh evidence counts: a
     // frozen primary's standbys keep "streaming" until their receive timeout.
-    let standbys: Vec<String> = view
-        .members
-        .iter()
-        .filter(|m| **m != primary)
-        .cloned()
-        .collect();
-    let surveys: Vec<MemberSurvey> = match call_once(
-        ctx,
-        act::SURVEY_MEMBERS,
-        &SurveyInput {
-            instance: input.instance.clone(),
-            members: standbys,
-            timeout_ms: view.ha.check_timeout_ms,
-        },
-    )
-    .await
-    {
+    // Surveyed during the last re-check, or now.
+    let surveyed = match surveyed {
+        Some(surveyed) => surveyed,
+        None => survey_standbys(ctx, input, view, &primary).await,
+    };
+    let surveys = match surveyed {
         Ok(surveys) => surveys,
         Err(e) => {
             ctx.trace_warn(format!("survey the standbys: {e}"));
