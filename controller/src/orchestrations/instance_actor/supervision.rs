@@ -148,16 +148,7 @@ async fn confirm_down(
     let timeout_ms = recheck_timeout_ms(view.ha.check_timeout_ms);
     loop {
         let last = state.primary_failures.saturating_add(1) >= view.ha.failure_threshold;
-        let probe = call_once::<_, ProbeResult>(
-            ctx,
-            act::PROBE_MEMBER,
-            ProbeInput {
-                instance: input.instance.clone(),
-                member: primary.to_string(),
-                health_query: None,
-                timeout_ms: Some(timeout_ms),
-            },
-        );
+        let probe = probe_primary(ctx, input, view, primary);
         let (probe, surveys) = if last && view.ha.failover_enabled {
             let (probe, surveys) = ctx
                 .join2(probe, survey_standbys(ctx, input, view, primary))
@@ -188,6 +179,26 @@ async fn confirm_down(
     }
 }
 
+/// One probe of the suspect primary, with [`recheck_timeout_ms`].
+async fn probe_primary(
+    ctx: &OrchestrationContext,
+    input: &ActorInput,
+    view: &ActorView,
+    primary: &str,
+) -> Result<ProbeResult, String> {
+    call_once(
+        ctx,
+        act::PROBE_MEMBER,
+        ProbeInput {
+            instance: input.instance.clone(),
+            member: primary.to_string(),
+            health_query: None,
+            timeout_ms: Some(recheck_timeout_ms(view.ha.check_timeout_ms)),
+        },
+    )
+    .await
+}
+
 /// Asks every member but the primary what it last heard from it (and its position).
 async fn survey_standbys(
     ctx: &OrchestrationContext,
@@ -213,11 +224,75 @@ async fn survey_standbys(
     .await
 }
 
+/// Past the window of a standby's last contact, before its word counts as stale: the ages
+/// the survey reports and the window are measured on different clocks.
+const STALE_MARGIN_MS: u64 = 50;
+
+/// [`decide_once`]; when a standby's fresh word held the failover back, the primary is
+/// checked and the standbys asked once more as soon as that word goes stale (instead of at the
+/// next round), so a primary cut off from everything fails over one contact window after it
+/// was last heard from. A second veto leaves it to the rounds.
+async fn decide_failover(
+    ctx: &OrchestrationContext,
+    input: &ActorInput,
+    state: ActorState,
+    view: &ActorView,
+    primary: &str,
+    sidecar_answered: bool,
+    surveyed: Option<Result<Vec<MemberSurvey>, String>>,
+) -> ActorState {
+    let mut stale_in = None;
+    let mut state = decide_once(
+        ctx,
+        input,
+        state,
+        view,
+        primary,
+        sidecar_answered,
+        surveyed,
+        &mut stale_in,
+    )
+    .await;
+    let Some(wait_ms) = stale_in else {
+        return state;
+    };
+    ctx.schedule_timer(std::time::Duration::from_millis(wait_ms))
+        .await;
+    let (probe, surveys) = ctx
+        .join2(
+            probe_primary(ctx, input, view, primary),
+            survey_standbys(ctx, input, view, primary),
+        )
+        .await;
+    let answered = match &probe {
+        Ok(p) if p.healthy && p.role == Some(Role::Primary) => {
+            ctx.trace_info(format!("the primary {primary} answers again"));
+            state.primary_failures = 0;
+            return state;
+        }
+        Ok(p) => p.role.is_some(),
+        Err(_) => false,
+    };
+    state.primary_failures = state.primary_failures.saturating_add(1);
+    decide_once(
+        ctx,
+        input,
+        state,
+        view,
+        primary,
+        answered,
+        Some(surveys),
+        &mut None,
+    )
+    .await
+}
+
 /// The primary missed enough checks: fail over unless disabled, in the cooldown, vetoed by a
 /// standby that heard from it just now, or impossible (no standby may take over: an alert).
 /// When the primary's sidecar itself answered (`sidecar_answered`: its Postgres is down or
 /// refuses new connections), no standby's word can say it serves: there is no veto.
-async fn decide_failover(
+#[allow(clippy::too_many_arguments)]
+async fn decide_once(
     ctx: &OrchestrationContext,
     input: &ActorInput,
     mut state: ActorState,
@@ -225,6 +300,7 @@ async fn decide_failover(
     primary: &str,
     sidecar_answered: bool,
     surveyed: Option<Result<Vec<MemberSurvey>, String>>,
+    stale_in: &mut Option<u64>,
 ) -> ActorState {
     let primary = primary.to_string();
     let down_for = format!(
@@ -284,6 +360,8 @@ async fn decide_failover(
         format!("no standby heard from {primary} within {window_ms} ms")
     };
     if let Some((witness, age_ms)) = &evidence.witness {
+        // A little after the window from its last contact, that word is stale.
+        *stale_in = Some(window_ms.saturating_sub(*age_ms) + STALE_MARGIN_MS);
         return alert_once(
             ctx,
             input,
