@@ -489,11 +489,13 @@ pub const HA_DEADLINE: Duration = Duration::from_secs(120);
 /// racing the failover).
 pub const NO_RESTARTS: (&str, &str) = ("TOYGRES_SUPERVISE_INTERVAL_MS", "3600000");
 
-/// One acknowledged commit: its id, the Postgres port that took it, when it returned.
+/// One acknowledged commit: its id, the Postgres port that took it, when it was sent and when
+/// it returned.
 #[derive(Debug, Clone, Copy)]
 pub struct Ack {
     pub id: i64,
     pub port: i32,
+    pub sent: Instant,
     pub at: Instant,
 }
 
@@ -625,6 +627,7 @@ impl Writers {
                             let id = next;
                             next += count;
                             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+                            let sent = Instant::now();
                             let insert = client.query_one(
                                 "INSERT INTO acked (id) VALUES ($1) RETURNING inet_server_port()",
                                 &params,
@@ -633,6 +636,7 @@ impl Writers {
                                 Ok(Ok(row)) => acks.lock().unwrap().push(Ack {
                                     id,
                                     port: row.get(0),
+                                    sent,
                                     at: Instant::now(),
                                 }),
                                 // Not acknowledged: it may or may not be there; never counted.

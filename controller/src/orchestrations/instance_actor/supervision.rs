@@ -80,10 +80,7 @@ pub async fn look_after_primary(
     if state.primary_failures < view.ha.failure_threshold {
         // A probe that ran out its deadline already waited: confirm at once, back to back.
         let waited = probe.is_some_and(|p| p.latency_ms >= waited_enough_ms(&view, None));
-        if waited {
-            return confirm_down(ctx, input, state, &view, &primary).await;
-        }
-        return state;
+        return confirm_down(ctx, input, state, &view, &primary, waited).await;
     }
     decide_failover(ctx, input, state, &view, &primary, answered, None).await
 }
@@ -131,22 +128,28 @@ pub async fn recheck_primary(
             },
         };
     }
-    confirm_down(ctx, input, state, &view, &primary).await
+    confirm_down(ctx, input, state, &view, &primary, true).await
 }
 
-/// Re-checks a primary that missed a check, each probe with [`recheck_timeout_ms`], back to
-/// back while they run out their deadline, until it answers (suspicion over), a probe fails
-/// fast (the next waits the check interval) or it has missed the threshold (the decision). The
-/// standbys are surveyed during the last re-check, so the decision does not wait for them.
+/// Re-checks a primary that missed a check, each probe with [`recheck_timeout_ms`], until it
+/// answers (suspicion over) or it has missed the threshold (the decision): back to back after
+/// a probe that ran out its deadline (`waited`), half a check interval after one that failed
+/// fast (refused: nothing listens). The standbys are surveyed during the last re-check, so the
+/// decision does not wait for them.
 async fn confirm_down(
     ctx: &OrchestrationContext,
     input: &ActorInput,
     mut state: ActorState,
     view: &ActorView,
     primary: &str,
+    mut waited: bool,
 ) -> ActorState {
     let timeout_ms = recheck_timeout_ms(view.ha.check_timeout_ms);
+    let pause = std::time::Duration::from_millis((view.ha.check_interval_ms / 2).max(50));
     loop {
+        if !waited {
+            ctx.schedule_timer(pause).await;
+        }
         let last = state.primary_failures.saturating_add(1) >= view.ha.failure_threshold;
         let probe = probe_primary(ctx, input, view, primary);
         let (probe, surveys) = if last && view.ha.failover_enabled {
@@ -157,7 +160,8 @@ async fn confirm_down(
         } else {
             (probe.await, None)
         };
-        let (waited, answered) = match &probe {
+        let answered;
+        (waited, answered) = match &probe {
             Ok(p) if p.healthy && p.role == Some(Role::Primary) => {
                 ctx.trace_info(format!("the primary {primary} answers again"));
                 state.primary_failures = 0;
@@ -172,9 +176,6 @@ async fn confirm_down(
         state.primary_failures = state.primary_failures.saturating_add(1);
         if state.primary_failures >= view.ha.failure_threshold {
             return decide_failover(ctx, input, state, view, primary, answered, surveys).await;
-        }
-        if !waited {
-            return state;
         }
     }
 }
@@ -228,10 +229,11 @@ async fn survey_standbys(
 /// the survey reports and the window are measured on different clocks.
 const STALE_MARGIN_MS: u64 = 50;
 
-/// [`decide_once`]; when a standby's fresh word held the failover back, the primary is
-/// checked and the standbys asked once more as soon as that word goes stale (instead of at the
-/// next round), so a primary cut off from everything fails over one contact window after it
-/// was last heard from. A second veto leaves it to the rounds.
+/// [`decide_once`]; when a standby's fresh word held the failover back, the standbys are asked
+/// once more as soon as that word goes stale (instead of at the next round), so a primary cut
+/// off from everything fails over one contact window after it was last heard from. A primary
+/// that came back meanwhile is heard from again (a veto), and fenced before any promotion in
+/// any case. A second veto leaves it to the rounds.
 async fn decide_failover(
     ctx: &OrchestrationContext,
     input: &ActorInput,
@@ -242,7 +244,7 @@ async fn decide_failover(
     surveyed: Option<Result<Vec<MemberSurvey>, String>>,
 ) -> ActorState {
     let mut stale_in = None;
-    let mut state = decide_once(
+    let state = decide_once(
         ctx,
         input,
         state,
@@ -258,29 +260,14 @@ async fn decide_failover(
     };
     ctx.schedule_timer(std::time::Duration::from_millis(wait_ms))
         .await;
-    let (probe, surveys) = ctx
-        .join2(
-            probe_primary(ctx, input, view, primary),
-            survey_standbys(ctx, input, view, primary),
-        )
-        .await;
-    let answered = match &probe {
-        Ok(p) if p.healthy && p.role == Some(Role::Primary) => {
-            ctx.trace_info(format!("the primary {primary} answers again"));
-            state.primary_failures = 0;
-            return state;
-        }
-        Ok(p) => p.role.is_some(),
-        Err(_) => false,
-    };
-    state.primary_failures = state.primary_failures.saturating_add(1);
+    let surveys = survey_standbys(ctx, input, view, primary).await;
     decide_once(
         ctx,
         input,
         state,
         view,
         primary,
-        answered,
+        sidecar_answered,
         Some(surveys),
         &mut None,
     )
