@@ -27,6 +27,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use support::archive::{archive_now, connect_rw, files_in};
 use support::*;
+use toygres_common::controller_api::ReplicationStatus;
 
 /// How long writes may pause while the CMS restarts (rw does not depend on it).
 const CMS_BUDGET: Duration = Duration::from_secs(5);
@@ -107,14 +108,27 @@ async fn writes_go_on_while_the_cms_postgres_is_killed_and_restarted() {
     })
     .await;
     let back_at = Instant::now();
-    // Health checks resume: a member checked after the CMS came back.
-    eventually(Duration::from_secs(60), "a health check after the restart", || {
-        let api = &api;
-        async move {
-            let age = last_check_age(api, "cm", "").await;
-            (age < back_at.elapsed().as_secs_f64()).then_some(())
-        }
-    })
+    // Health checks resume: a member checked after the CMS came back (the API answers 503
+    // while the CMS recovers).
+    eventually(
+        Duration::from_secs(60),
+        "a health check after the restart",
+        || {
+            let api = &api;
+            async move {
+                let (status, body) = api
+                    .send(reqwest::Method::GET, "/v1/instances/cm/replicas", None)
+                    .await;
+                let replicas: ReplicationStatus = serde_json::from_str(&body).ok()?;
+                let age = replicas
+                    .members
+                    .iter()
+                    .filter_map(|m| m.last_check_age_seconds)
+                    .fold(f64::INFINITY, f64::min);
+                (status == 200 && age < back_at.elapsed().as_secs_f64()).then_some(())
+            }
+        },
+    )
     .await;
     // Some seconds more: no failover is decided late.
     let until = Instant::now() + Duration::from_secs(5);
@@ -270,7 +284,10 @@ async fn writes_go_on_while_the_object_store_is_unavailable_and_the_archive_catc
     assert_eq!(auto_failovers(&home, "os").await, 0, "{}", home.logs());
     let acks = writers.stop().await;
     assert_no_commit_lost(&rw, &password, &acks, 0).await;
-    assert!(acks.iter().all(|a| a.port == port), "a write left {primary}");
+    assert!(
+        acks.iter().all(|a| a.port == port),
+        "a write left {primary}"
+    );
     chaos_row(
         "object store unavailable (file store read-only)",
         &format!("writes go on, archive failures rise, caught up {caught_up:.1?} after"),
@@ -317,6 +334,8 @@ impl Drop for Mounts {
                 .arg("-l")
                 .arg(dir)
                 .status();
+            // The home's own removal stopped at the mount point.
+            let _ = fs::remove_dir_all(dir);
         }
     }
 }
@@ -360,7 +379,13 @@ async fn a_primary_whose_disk_fills_up_loses_no_acknowledged_commit() {
         api,
         _mounts: mounts,
     };
-    create_ha(&t.home, &t.api, "df", serde_json::json!({"cooldown_secs": 0})).await;
+    create_ha(
+        &t.home,
+        &t.api,
+        "df",
+        serde_json::json!({"cooldown_secs": 0}),
+    )
+    .await;
     let (rw, password) = connection(&t.api, "df").await;
     let writers = Writers::start(3, &rw, &password);
     writers.acked_after(Instant::now(), None, "a write").await;

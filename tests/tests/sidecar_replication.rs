@@ -541,21 +541,29 @@ async fn promote_refuses_while_the_primary_still_serves_unless_forced() {
         .get(0);
     assert_eq!(names, "FIRST 1 (\"pf-0\")");
     let writer = standby.connect().await;
-    let write = tokio::spawn(async move { writer.batch_execute("CREATE TABLE forced (x int)").await });
+    let write =
+        tokio::spawn(async move { writer.batch_execute("CREATE TABLE forced (x int)").await });
     let observer = standby.connect().await;
-    eventually(WAIT, "the first write to wait for a synchronous standby", || async {
-        let waiting: i64 = observer
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
-                &[],
-            )
-            .await
-            .ok()?
-            .get(0);
-        (waiting == 1).then_some(())
-    })
+    eventually(
+        WAIT,
+        "the first write to wait for a synchronous standby",
+        || async {
+            let waiting: i64 = observer
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+                    &[],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (waiting == 1).then_some(())
+        },
+    )
     .await;
-    assert!(!write.is_finished(), "a commit was acknowledged without a synchronous standby");
+    assert!(
+        !write.is_finished(),
+        "a commit was acknowledged without a synchronous standby"
+    );
     write.abort();
 }
 

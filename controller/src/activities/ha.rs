@@ -252,7 +252,9 @@ pub async fn promote_member(
         sync: input.sync.clone(),
     };
     let mut promoted = client.promote_with(&request).await;
-    if request.sync.is_some() && matches!(&promoted, Err(e) if matches!(e.status(), Some(400 | 422))) {
+    if request.sync.is_some()
+        && matches!(&promoted, Err(e) if matches!(e.status(), Some(400 | 422)))
+    {
         // A sidecar of an earlier version takes no policy: promoted without it, the caller
         // sets it after (as before).
         request.sync = None;

@@ -175,7 +175,10 @@ impl Member {
                     Ok(client) => client,
                     Err(e) => return Attempt::GiveUp(format!("connect to postgres: {e}")),
                 };
-                match client.query_one("SHOW synchronous_standby_names", &[]).await {
+                match client
+                    .query_one("SHOW synchronous_standby_names", &[])
+                    .await
+                {
                     Ok(row) if row.get::<_, String>(0) == names => Attempt::Done(()),
                     Ok(row) => Attempt::NotYet(format!("still {:?}", row.get::<_, String>(0))),
                     Err(e) => Attempt::GiveUp(format!("read synchronous_standby_names: {e}")),

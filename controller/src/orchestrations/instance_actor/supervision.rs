@@ -88,7 +88,7 @@ pub async fn look_after_primary(
 /// How long a re-check of a suspect primary may take: half its check timeout (it already
 /// failed a whole one), never under 100 ms.
 pub fn recheck_timeout_ms(check_timeout_ms: u64) -> u64 {
-    (check_timeout_ms / 2).max(100).min(check_timeout_ms.max(100))
+    (check_timeout_ms / 2).max(100).min(check_timeout_ms)
 }
 
 /// A failed probe that took this long ran out its deadline (or waited a check interval): the
