@@ -32,31 +32,6 @@ use toygres_common::controller_api::ReplicationStatus;
 /// How long writes may pause while the CMS restarts (rw does not depend on it).
 const CMS_BUDGET: Duration = Duration::from_secs(5);
 
-/// One row of the chaos suite's table, printed once the test's checks passed.
-fn chaos_row(fault: &str, outcome: &str, took: Duration, acked: usize) {
-    eprintln!(
-        "chaos | {fault} | {outcome} | {:.2} s | {acked} | 0 | 1",
-        took.as_secs_f64()
-    );
-}
-
-/// The longest time without an acknowledged commit between `from` and `to`.
-fn longest_pause(acks: &[Ack], from: Instant, to: Instant) -> Duration {
-    let mut times: Vec<Instant> = acks
-        .iter()
-        .map(|a| a.at)
-        .filter(|at| *at > from && *at <= to)
-        .collect();
-    times.sort();
-    let mut last = from;
-    let mut longest = Duration::ZERO;
-    for at in times.into_iter().chain([to]) {
-        longest = longest.max(at - last);
-        last = at;
-    }
-    longest
-}
-
 /// The automatic failovers the CMS records for `instance`.
 async fn auto_failovers(home: &Home, instance: &str) -> i64 {
     home.cms_client()

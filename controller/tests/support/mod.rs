@@ -715,6 +715,32 @@ pub async fn lost_commits(rw: &str, password: &str, acks: &[Ack]) -> Vec<i64> {
         .collect()
 }
 
+/// The longest time without an acknowledged commit between `from` and `to`.
+pub fn longest_pause(acks: &[Ack], from: Instant, to: Instant) -> Duration {
+    let mut times: Vec<Instant> = acks
+        .iter()
+        .map(|a| a.at)
+        .filter(|at| *at > from && *at <= to)
+        .collect();
+    times.sort();
+    let mut last = from;
+    let mut longest = Duration::ZERO;
+    for at in times.into_iter().chain([to]) {
+        longest = longest.max(at - last);
+        last = at;
+    }
+    longest
+}
+
+/// One row of the chaos suite's table (`scripts/chaos/run.sh` collects them), printed once the
+/// test's checks passed.
+pub fn chaos_row(fault: &str, outcome: &str, took: Duration, acked: usize) {
+    eprintln!(
+        "chaos | {fault} | {outcome} | {:.2} s | {acked} | 0 | 1",
+        took.as_secs_f64()
+    );
+}
+
 /// Every acknowledged commit is there, and in commit order the server that took the writes
 /// changed at most `changes` times (one writer at a time: never back to a superseded primary).
 pub async fn assert_no_commit_lost(rw: &str, password: &str, acks: &[Ack], changes: usize) {
