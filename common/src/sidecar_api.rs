@@ -128,6 +128,11 @@ pub struct PromoteRequest {
     /// two primaries until the old one is fenced). Without it such a promotion is refused (409).
     #[serde(default)]
     pub force: bool,
+    /// The synchronous replication policy the new primary must hold before it accepts its
+    /// first write (as `PUT /v1/replication {"sync": …}` sets it): set while it is still a
+    /// standby, so no commit on it is acknowledged without a synchronous standby.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncPolicy>,
 }
 
 /// `POST /v1/promote` answer.
@@ -137,6 +142,9 @@ pub struct PromoteResponse {
     pub lsn: String,
     /// Time from the request to the server accepting writes.
     pub duration_ms: u64,
+    /// The request's synchronous replication policy was in force before the promotion.
+    #[serde(default)]
+    pub sync_set: bool,
 }
 
 /// `POST /v1/demote`: become a standby of `primary`.

@@ -42,15 +42,18 @@ pub async fn status(State(state): State<AppState>) -> Json<Status> {
     Json(state.member.status().await)
 }
 
-/// `POST /v1/promote`, with an optional body `{"force": true}`.
+/// `POST /v1/promote`, with an optional body `{"force": true, "sync": {…}}`.
 pub async fn promote(
     State(state): State<AppState>,
     body: Result<Option<Json<PromoteRequest>>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<PromoteResponse>, ApiError> {
-    let force = body?.is_some_and(|Json(req)| req.force);
+    let req = body?.map(|Json(req)| req).unwrap_or_default();
+    if let Some(policy) = &req.sync {
+        crate::postgres::sync::validate_policy(policy, &state.member.cfg.member_name)?;
+    }
     let member = state.member.clone();
     Ok(Json(
-        detached(async move { member.promote(force).await }).await?,
+        detached(async move { member.promote(req.force, req.sync).await }).await?,
     ))
 }
 
