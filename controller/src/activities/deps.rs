@@ -23,6 +23,9 @@ pub struct ActivityDeps {
     pub health_interval_ms: u64,
     /// The fast path runs: actors of quiet instances sleep between its wake-ups.
     pub fast_path: bool,
+    /// The running instances the fast path watched in its last pass (their quiet actors'
+    /// safety-net rounds are spread wider as the fleet grows).
+    pub watched_instances: std::sync::atomic::AtomicUsize,
 }
 
 /// An activity's error: the whole chain of causes, as text (it goes into the history).

@@ -4,7 +4,7 @@
 //! timeline, lag class, check or disk changed, the instance's settings or members changed, or
 //! the instance is unhealthy when first seen. The actor then runs its durable round and makes
 //! its decisions exactly as before; while the instance stays quiet it sleeps its quiet interval
-//! ([`QUIET_INTERVAL_MS`]), a safety net.
+//! ([`QUIET_INTERVAL_MS`], longer in a large fleet: [`quiet_interval_ms`]), a safety net.
 //!
 //! A probe that failed wakes the actor again at most every [`NUDGE_EVERY`] health intervals
 //! while it keeps failing, so an actor that missed the change (its own round saw the member
@@ -19,6 +19,7 @@
 //! interval.
 //!
 //! [`QUIET_INTERVAL_MS`]: crate::activities::members::QUIET_INTERVAL_MS
+//! [`quiet_interval_ms`]: crate::activities::members::quiet_interval_ms
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -129,6 +130,8 @@ async fn pass(
         .filter(|i| i.summary.parsed_state() == Some(InstanceState::Running))
         .filter_map(|i| Some((i.summary.name.clone(), i.actor_id?)))
         .collect();
+    deps.watched_instances
+        .store(running.len(), std::sync::atomic::Ordering::Relaxed);
     let mut before = std::mem::take(watched);
     let checks = running.into_iter().map(|(name, actor_id)| {
         let previous = before.remove(&name);
