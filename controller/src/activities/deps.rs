@@ -28,6 +28,22 @@ pub struct ActivityDeps {
     pub watched_instances: std::sync::atomic::AtomicUsize,
 }
 
+impl ActivityDeps {
+    /// The running instances the fast path watched last (0 without it).
+    pub fn fleet_size(&self) -> usize {
+        self.watched_instances
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// How long each of a fleet's `instances` periodic loops waits between its turns so that
+/// together they run at most `per_sec` turns a second, and never less than `floor_ms`: a fixed
+/// per-instance loop would make the durable work grow with the fleet.
+pub fn spread_ms(instances: usize, floor_ms: u64, per_sec: u64) -> u64 {
+    let instances = u64::try_from(instances).unwrap_or(u64::MAX);
+    floor_ms.max(instances.saturating_mul(1000) / per_sec.max(1))
+}
+
 /// An activity's error: the whole chain of causes, as text (it goes into the history).
 pub(crate) fn describe(e: impl Into<anyhow::Error>) -> String {
     format!("{:#}", e.into())

@@ -404,8 +404,7 @@ pub const QUIET_ROUNDS_PER_SEC: u64 = 4;
 /// How long a quiet actor sleeps in a fleet of `instances`: [`QUIET_INTERVAL_MS`], or longer
 /// once the fleet's quiet rounds would exceed [`QUIET_ROUNDS_PER_SEC`] (125 s at 500).
 pub fn quiet_interval_ms(instances: usize) -> u64 {
-    let instances = u64::try_from(instances).unwrap_or(u64::MAX);
-    QUIET_INTERVAL_MS.max(instances.saturating_mul(1000) / QUIET_ROUNDS_PER_SEC)
+    super::deps::spread_ms(instances, QUIET_INTERVAL_MS, QUIET_ROUNDS_PER_SEC)
 }
 
 /// Reads the actor's view of its instance; `None` when the actor is no longer the instance's
@@ -492,12 +491,9 @@ pub async fn actor_view(
             m.parsed_role() == Role::Standby && m.parsed_state() == Some(MemberState::Running)
         }),
         ro,
-        quiet_interval_ms: deps.fast_path.then(|| {
-            quiet_interval_ms(
-                deps.watched_instances
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            )
-        }),
+        quiet_interval_ms: deps
+            .fast_path
+            .then(|| quiet_interval_ms(deps.fleet_size())),
     }))
 }
 
