@@ -26,6 +26,9 @@ pub struct ActivityDeps {
     /// The running instances the fast path watched in its last pass (their quiet actors'
     /// safety-net rounds are spread wider as the fleet grows).
     pub watched_instances: std::sync::atomic::AtomicUsize,
+    /// When each instance's actor last began a health round (read its view): a wake-up sent
+    /// before that is consumed. The fast path sends no other while one is pending.
+    pub rounds_begun: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl ActivityDeps {
@@ -33,6 +36,21 @@ impl ActivityDeps {
     pub fn fleet_size(&self) -> usize {
         self.watched_instances
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The actor of `instance` begins a health round now.
+    pub fn round_begins(&self, instance: &str) {
+        if let Ok(mut rounds) = self.rounds_begun.lock() {
+            rounds.insert(instance.to_string(), std::time::Instant::now());
+        }
+    }
+
+    /// When the actor of `instance` last began a health round (in this process).
+    pub fn round_begun(&self, instance: &str) -> Option<std::time::Instant> {
+        self.rounds_begun
+            .lock()
+            .ok()
+            .and_then(|rounds| rounds.get(instance).copied())
     }
 }
 

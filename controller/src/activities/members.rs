@@ -415,6 +415,7 @@ pub async fn read_actor_view(
     _ctx: ActivityContext,
     input: ActorRef,
 ) -> Result<Option<ActorView>, String> {
+    deps.round_begins(&input.instance);
     actor_view(&deps, &input).await
 }
 
@@ -491,9 +492,7 @@ pub async fn actor_view(
             m.parsed_role() == Role::Standby && m.parsed_state() == Some(MemberState::Running)
         }),
         ro,
-        quiet_interval_ms: deps
-            .fast_path
-            .then(|| quiet_interval_ms(deps.fleet_size())),
+        quiet_interval_ms: deps.fast_path.then(|| quiet_interval_ms(deps.fleet_size())),
     }))
 }
 

@@ -45,6 +45,11 @@ pub const RECORD_EVERY: Duration = Duration::from_secs(5);
 const CONCURRENCY: usize = 64;
 /// While a probe keeps failing, the actor is woken again after this many health intervals.
 pub const NUDGE_EVERY: u32 = 3;
+/// A wake-up the actor has not taken yet (it began no round since) is not repeated for this
+/// many health intervals: its round will see the latest anyway, and wake-ups piling up in a
+/// busy actor's queue would each cost a round (under load, a feedback loop that starved the
+/// failovers of a 100-instance fleet).
+pub const WAKE_PATIENCE: u32 = 10;
 
 /// What the prober remembers of one instance.
 #[derive(Debug, Clone)]
@@ -165,6 +170,9 @@ async fn pass(
             watched.insert(name, kept);
         }
     }
+    if let Ok(mut rounds) = deps.rounds_begun.lock() {
+        rounds.retain(|instance, _| watched.contains_key(instance));
+    }
     // Members and history only: the instance's health is its actor's to write (this pass may
     // judge with a view up to VIEW_REFRESH old, e.g. before a new health query).
     let checks: Vec<_> = reports.iter().flat_map(member_checks).collect();
@@ -262,6 +270,14 @@ async fn check(
             .is_none_or(|t| t.elapsed() >= interval * NUDGE_EVERY);
     watched.memory.members = assessment.state.members.clone();
     watched.digest = Some(digest);
+    let pending = watched.woken.is_some_and(|woken| {
+        woken.elapsed() < interval * WAKE_PATIENCE
+            && deps.round_begun(instance).is_none_or(|begun| begun < woken)
+    });
+    if pending {
+        // Its coming round sees this (and records it).
+        return (Some(watched), Write::Nothing);
+    }
     if changed || settings_changed || nudge {
         let command = serde_json::to_string(&ActorCommand::CheckNow).unwrap_or_default();
         match client

@@ -184,6 +184,7 @@ impl Engine {
             health_interval_ms: settings.actor.health_interval_ms,
             fast_path: settings.fast_path,
             watched_instances: Default::default(),
+            rounds_begun: Default::default(),
         });
         let client = Client::new(Arc::clone(&store));
         let mut background = vec![cms_janitor::spawn(Arc::clone(&cms), client.clone())];
