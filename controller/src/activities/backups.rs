@@ -226,11 +226,11 @@ pub async fn read_backup_schedule(
         actor_id: instance.actor_id,
         base_schedule: config.as_ref().map(|c| c.base_schedule.clone()),
         suspended: config.is_some_and(|c| c.suspended),
-        recheck_ms: Some(super::deps::spread_ms(
+        recheck_ms: Some(super::deps::jittered_ms(super::deps::spread_ms(
             deps.fleet_size(),
             SCHEDULE_RECHECK_MS,
             SCHEDULE_TURNS_PER_SEC,
-        )),
+        ))),
     })
 }
 

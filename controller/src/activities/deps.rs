@@ -62,7 +62,29 @@ pub fn spread_ms(instances: usize, floor_ms: u64, per_sec: u64) -> u64 {
     floor_ms.max(instances.saturating_mul(1000) / per_sec.max(1))
 }
 
+/// `ms` plus up to a quarter more, at random: loops started together (a fleet created at once,
+/// a controller restart) drift apart instead of all waking in the same second, which queued
+/// a hundred rounds at once ahead of a failover's steps. An activity result, so replay safe.
+pub fn jittered_ms(ms: u64) -> u64 {
+    use rand::Rng as _;
+    ms.saturating_add(rand::thread_rng().gen_range(0..=ms / 4))
+}
+
 /// An activity's error: the whole chain of causes, as text (it goes into the history).
 pub(crate) fn describe(e: impl Into<anyhow::Error>) -> String {
     format!("{:#}", e.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_adds_at_most_a_quarter() {
+        for _ in 0..200 {
+            let ms = jittered_ms(30_000);
+            assert!((30_000..=37_500).contains(&ms), "{ms}");
+        }
+        assert_eq!(jittered_ms(0), 0);
+    }
 }

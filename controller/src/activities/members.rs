@@ -492,7 +492,9 @@ pub async fn actor_view(
             m.parsed_role() == Role::Standby && m.parsed_state() == Some(MemberState::Running)
         }),
         ro,
-        quiet_interval_ms: deps.fast_path.then(|| quiet_interval_ms(deps.fleet_size())),
+        quiet_interval_ms: deps
+            .fast_path
+            .then(|| super::deps::jittered_ms(quiet_interval_ms(deps.fleet_size()))),
     }))
 }
 
