@@ -409,7 +409,6 @@ pub fn quiet_interval_ms(instances: usize) -> u64 {
 
 /// Reads the actor's view of its instance; `None` when the actor is no longer the instance's
 /// (replaced, or the instance is being deleted).
-
 pub async fn read_actor_view(
     deps: Arc<ActivityDeps>,
     _ctx: ActivityContext,

@@ -29,7 +29,7 @@ pub struct CapacityArgs {
     pub store_pool_max: Option<u32>,
 
     /// Connections the controller's own CMS queries share (health records, views, the API)
-    /// [default: 1 per core, 2 to 8]
+    /// [default: 1]
     #[arg(long, env = "TOYGRES_CMS_CONNECTIONS", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub cms_connections: Option<u32>,
@@ -75,7 +75,10 @@ impl Capacity {
                 orchestration + STORE_HEADROOM
             ));
         }
-        let cms_connections = args.cms_connections.unwrap_or_else(|| cores.clamp(2, 8));
+        // One: with more, the fast path's batched health writes and the actors' own records
+        // of the same members can deadlock (seen at 100 instances with 2) until those writes
+        // take their rows in one order.
+        let cms_connections = args.cms_connections.unwrap_or(1);
         Ok(Self {
             orchestration_slots: orchestration as usize,
             activity_slots: activity as usize,
@@ -97,7 +100,7 @@ impl Default for Capacity {
             orchestration_slots: 8,
             activity_slots: 16,
             store_pool_max: 16,
-            cms_connections: 2,
+            cms_connections: 1,
         })
     }
 }
@@ -132,7 +135,7 @@ mod tests {
                 orchestration_slots: 8,
                 activity_slots: 16,
                 store_pool_max: 16,
-                cms_connections: 2,
+                cms_connections: 1,
             }
         );
         let one = Capacity::resolve(&none, 1).unwrap();
@@ -145,7 +148,7 @@ mod tests {
                 many.store_pool_max,
                 many.cms_connections
             ),
-            (32, 64, 40, 8)
+            (32, 64, 40, 1)
         );
         assert_eq!(Capacity::default(), two);
     }
