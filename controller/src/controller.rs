@@ -205,8 +205,19 @@ async fn serve(
 
     let platform = start_platform(config, tls.as_ref()).await?;
 
-    let cms = Arc::new(Cms::new(cms_config));
+    let cms = Arc::new(Cms::with_connections(
+        cms_config,
+        config.capacity.cms_connections,
+    ));
     let metrics = Arc::new(ControllerMetrics::default());
+    let capacity = &config.capacity;
+    tracing::info!(
+        orchestration_slots = capacity.orchestration_slots,
+        activity_slots = capacity.activity_slots,
+        store_pool_max = capacity.store_pool_max,
+        cms_connections = capacity.cms_connections,
+        "durable capacity"
+    );
     let store = open_store(&store_url).await?;
     let settings = EngineSettings {
         poll_interval: config.poll_interval,
@@ -217,6 +228,8 @@ async fn serve(
         probe_timeout: config.health_timeout,
         fast_path: config.health_fast_path,
         default_backup: config.default_backup.clone(),
+        orchestration_slots: config.capacity.orchestration_slots,
+        activity_slots: config.capacity.activity_slots,
     };
     let dyn_platform: Arc<dyn Platform> = platform.shared();
     let engine = Arc::new(
