@@ -23,6 +23,8 @@ pub const POD: &str = "toygres-0";
 pub struct InCluster {
     /// The controller's pod.
     pub pod: String,
+    /// Its controller container's log, shown when a test panics.
+    log: PathBuf,
     forward: TcpProxy,
     ca_file: PathBuf,
     token_file: PathBuf,
@@ -107,8 +109,10 @@ impl InCluster {
             (ip.parse::<std::net::IpAddr>().unwrap(), 7700).into(),
         )
         .await;
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
         Self {
             pod: pod.metadata.name.clone().unwrap_or_default(),
+            log: cluster.dir().join("pods").join(uid).join("logs/controller.log"),
             forward,
             ca_file,
             token_file,
@@ -158,5 +162,19 @@ impl InCluster {
             );
         }
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for InCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!(
+                "---- controller {} ----\n{}",
+                self.pod,
+                lines[lines.len().saturating_sub(150)..].join("\n")
+            );
+        }
     }
 }

@@ -146,20 +146,27 @@ pub fn longest_pause(acked: &Acked, from: Instant, to: Instant) -> Duration {
 pub async fn running_with_three_healthy_members(
     get: impl Fn() -> std::process::Output,
 ) -> serde_json::Value {
-    let detail = eventually(
-        WAIT,
-        "the instance running with three healthy members",
-        || async {
-            let detail: serde_json::Value = serde_json::from_slice(&get().stdout).ok()?;
-            let members = detail["members"].as_array()?;
-            (detail["state"] == "running"
-                && detail["health"] == "healthy"
-                && members.len() == 3
-                && members.iter().all(|m| m["health"] == "healthy"))
-            .then_some(detail)
-        },
-    )
-    .await;
+    let deadline = Instant::now() + WAIT;
+    let detail = loop {
+        let out = get();
+        let detail: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let members = detail["members"].as_array().cloned().unwrap_or_default();
+        if detail["state"] == "running"
+            && detail["health"] == "healthy"
+            && members.len() == 3
+            && members.iter().all(|m| m["health"] == "healthy")
+        {
+            break detail;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the instance is not running with three healthy members after {WAIT:?}; `toygres \
+             get` showed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let members = detail["members"].as_array().unwrap();
     let primaries = members.iter().filter(|m| m["role"] == "primary").count();
     assert_eq!(primaries, 1, "{detail}");
