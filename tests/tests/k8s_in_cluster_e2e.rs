@@ -16,8 +16,8 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use toygres_tests::k8s::in_cluster::{helm_install, is_ready, restarts, InCluster, POD};
 use toygres_tests::k8s::orders::{
-    commits_after, created_whole, each_object_once, pauses, start_writer, whole, CREATE,
-    INSTANCE, WAIT,
+    commits_after, created_whole, each_object_once, pauses, start_writer, whole, CREATE, INSTANCE,
+    WAIT,
 };
 use toygres_tests::k8s::toygres::{self, create_namespace, rw_primary, Controller, NS};
 use toygres_tests::k8s::Cluster;
@@ -62,9 +62,12 @@ async fn the_controller_pod_killed_in_the_middle_of_a_create_completes_it_once_i
             serde_json::from_slice(&controller.cli(&["get", INSTANCE, "-o", "json"]).stdout)
                 .ok()?;
         let op = detail["last_operation"].as_str()?.to_string();
-        let op: serde_json::Value =
-            serde_json::from_slice(&controller.cli(&["operation", "get", &op, "-o", "json"]).stdout)
-                .ok()?;
+        let op: serde_json::Value = serde_json::from_slice(
+            &controller
+                .cli(&["operation", "get", &op, "-o", "json"])
+                .stdout,
+        )
+        .ok()?;
         (op["kind"] == "create" && op["status"] == "succeeded" && detail["state"] == "running")
             .then_some(detail)
     })

@@ -112,7 +112,11 @@ impl InCluster {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         Self {
             pod: pod.metadata.name.clone().unwrap_or_default(),
-            log: cluster.dir().join("pods").join(uid).join("logs/controller.log"),
+            log: cluster
+                .dir()
+                .join("pods")
+                .join(uid)
+                .join("logs/controller.log"),
             forward,
             ca_file,
             token_file,
@@ -141,7 +145,10 @@ impl InCluster {
     /// `toygres ARGS` against the in-cluster controller.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(bin_path("toygres"))
-            .env("TOYGRES_URL", format!("https://localhost:{}", self.forward.port))
+            .env(
+                "TOYGRES_URL",
+                format!("https://localhost:{}", self.forward.port),
+            )
             .env("TOYGRES_CA_FILE", &self.ca_file)
             .env("TOYGRES_TOKEN_FILE", &self.token_file)
             .env_remove("TOYGRES_HOME")
