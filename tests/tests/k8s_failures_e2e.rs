@@ -8,11 +8,11 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::{Api, Client};
+use kube::Client;
 use toygres_tests::k8s::orders::{
-    commits_after, each_object_once, longest_pause, running_with_three_healthy_members,
-    start_writer, streaming, three_member_instance, whole, Acked, CREATE, INSTANCE, WAIT,
+    commits_after, create_under_way, each_object_once, longest_pause,
+    running_with_three_healthy_members, start_writer, streaming, three_member_instance,
+    three_members_on_a_new_cluster, whole, writes_through_rw, Acked, CREATE, INSTANCE, WAIT,
 };
 use toygres_tests::k8s::toygres::{
     self, create_namespace, member_pods, ready_endpoints, rw_primary, Controller, NS,
@@ -66,12 +66,7 @@ async fn rejoined_as_standby(client: &Client, pod: &str, password: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_primary_pod_moves_rw_loses_no_commit_and_the_pod_rejoins_as_a_standby() {
-    bin_path("toygres-sidecar");
-    let cluster = Cluster::start().await;
-    let client = cluster.client();
-    create_namespace(&client).await;
-    let controller = Controller::start(&cluster).await;
-    let (password, _) = three_member_instance(&controller, &client).await;
+    let (cluster, client, controller, password) = three_members_on_a_new_cluster().await;
     let (stop, acked, writer) = start_writer(&client, &password).await;
 
     let (first_commit, old, (new, new_ip)) = kill_the_primary(&cluster, &client, &acked).await;
@@ -99,24 +94,13 @@ async fn a_create_the_controller_was_killed_in_the_middle_of_completes_under_a_n
     create_namespace(&client).await;
     let controller = Controller::start(&cluster).await;
     controller.cli_ok(&[&CREATE[..], &["--no-wait"]].concat());
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
-    eventually(WAIT, "the first member's StatefulSet", || async {
-        sets.get_opt("orders-0").await.ok()?.map(|_| ())
-    })
-    .await;
+    create_under_way(&client).await;
     let controller = controller.kill_and_restart().await;
 
     running_with_three_healthy_members(|| controller.cli(&["get", INSTANCE, "-o", "json"])).await;
     each_object_once(&client).await;
     // The instance works: a write through rw.
-    let password = toygres::superuser_password(&client, INSTANCE).await;
-    let (_, ip) = rw_primary(&client, INSTANCE, None).await;
-    toygres::connect(&client, INSTANCE, &ip, &password)
-        .await
-        .expect("connect to rw")
-        .batch_execute("CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept VALUES (1)")
-        .await
-        .unwrap();
+    writes_through_rw(&client).await;
     controller.cli_ok(&["delete", INSTANCE]);
 }
 

@@ -9,15 +9,14 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use toygres_tests::k8s::in_cluster::{helm_install, is_ready, restarts, InCluster, POD};
 use toygres_tests::k8s::orders::{
-    commits_after, created_whole, each_object_once, pauses, start_writer, whole, CREATE, INSTANCE,
-    WAIT,
+    commits_after, create_under_way, created_whole, each_object_once, pauses, start_writer, whole,
+    writes_through_rw, CREATE, INSTANCE, WAIT,
 };
 use toygres_tests::k8s::toygres::{self, create_namespace, rw_primary, Controller, NS};
 use toygres_tests::k8s::Cluster;
@@ -35,11 +34,7 @@ async fn the_controller_pod_killed_in_the_middle_of_a_create_completes_it_once_i
     controller
         .cli_ok(&cluster, &[&CREATE[..], &["--no-wait"]].concat())
         .await;
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
-    eventually(WAIT, "the first member's StatefulSet", || async {
-        sets.get_opt("orders-0").await.ok()?.map(|_| ())
-    })
-    .await;
+    create_under_way(&client).await;
 
     // Every process of the controller's pod (the controller and its embedded CMS) SIGKILLed.
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
@@ -84,14 +79,7 @@ async fn the_controller_pod_killed_in_the_middle_of_a_create_completes_it_once_i
     );
     each_object_once(&client).await;
     // It works: a write through rw, and both standbys stream from the primary.
-    let password = toygres::superuser_password(&client, INSTANCE).await;
-    let (_, ip) = rw_primary(&client, INSTANCE, None).await;
-    toygres::connect(&client, INSTANCE, &ip, &password)
-        .await
-        .expect("connect to rw")
-        .batch_execute("CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept VALUES (1)")
-        .await
-        .unwrap();
+    let password = writes_through_rw(&client).await;
     whole(&client, &password).await;
     controller.cli_ok(&cluster, &["delete", INSTANCE]).await;
 }
@@ -149,25 +137,8 @@ async fn reach(cluster: &Cluster, pod: &Pod) -> InCluster {
 /// bridge address; its URL in Secret `toygres-cms`, as the chart's `databaseUrl` asks.
 async fn external_cms(cluster: &Cluster) -> (Controller, TcpProxy) {
     let cms = Controller::launch(Ipv4Addr::LOCALHOST, &[], &[], true).await;
-    let read = |name: &str| {
-        std::fs::read_to_string(cms.home.path().join("cms").join(name))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
-    let (port, password) = (read("port"), read("superuser.password"));
-    let (pg, connection) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(port.parse().unwrap())
-        .user("postgres")
-        .password(&password)
-        .dbname("postgres")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    pg.batch_execute("CREATE DATABASE leaders").await.unwrap();
-    let proxy = TcpProxy::start_on(cluster.bridge().host_ip().into(), port.parse().unwrap()).await;
+    let (port, password) = cms.cms_database("leaders").await;
+    let proxy = TcpProxy::start_on(cluster.bridge().host_ip().into(), port).await;
     let url = format!(
         "postgres://postgres:{password}@{}:{}/leaders",
         cluster.bridge().host_ip(),

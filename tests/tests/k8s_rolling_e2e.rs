@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use kube::Client;
 use toygres_tests::k8s::orders::{
-    commits_after, pauses, start_writer, three_member_instance, INSTANCE, WAIT,
+    commits_after, pauses, start_writer, three_members_on_a_new_cluster, INSTANCE, WAIT,
 };
 use toygres_tests::k8s::toygres::{
     self, create_namespace, member_pods, rw_primary, Controller, NS,
@@ -58,12 +58,7 @@ async fn shown_on_every_member(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_class_change_rolls_through_three_sync_members_under_writes_losing_no_commit() {
-    bin_path("toygres-sidecar");
-    let cluster = Cluster::start().await;
-    let client = cluster.client();
-    create_namespace(&client).await;
-    let controller = Controller::start(&cluster).await;
-    let (password, _) = three_member_instance(&controller, &client).await;
+    let (_cluster, client, controller, password) = three_members_on_a_new_cluster().await;
     let before = shown_everywhere(&client, &password, "shared_buffers")
         .await
         .expect("every member answers");

@@ -48,6 +48,28 @@ pub fn restarts(pod: &Pod) -> i32 {
         .sum()
 }
 
+/// The host directory behind claim `claim` of `namespace` (the harness's volumes are host
+/// paths).
+pub async fn claim_host_path(cluster: &Cluster, namespace: &str, claim: &str) -> PathBuf {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client(), namespace);
+    let volume = claims
+        .get(claim)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.volume_name)
+        .unwrap();
+    let path = Api::<PersistentVolume>::all(cluster.client())
+        .get(&volume)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.host_path)
+        .unwrap()
+        .path;
+    PathBuf::from(path)
+}
+
 /// `helm install toygres charts/toygres` into the namespace (which must exist) with `values`
 /// (`--set` pairs).
 pub fn helm_install(cluster: &Cluster, values: &[&str]) {
@@ -73,23 +95,8 @@ impl InCluster {
         helm_install(cluster, &[]);
         let pod = Self::wait_ready(cluster, Duration::from_secs(300)).await;
         // Its API token lives in its home, on the claim's volume.
-        let claims: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client(), NS);
-        let volume = claims
-            .get("home-toygres-0")
-            .await
-            .unwrap()
-            .spec
-            .and_then(|s| s.volume_name)
-            .unwrap();
-        let home = Api::<PersistentVolume>::all(cluster.client())
-            .get(&volume)
-            .await
-            .unwrap()
-            .spec
-            .and_then(|s| s.host_path)
-            .unwrap()
-            .path;
-        let token = std::path::Path::new(&home).join("controller.token");
+        let home = claim_host_path(cluster, NS, "home-toygres-0").await;
+        let token = home.join("controller.token");
         Self::reach(cluster, &pod, token).await
     }
 

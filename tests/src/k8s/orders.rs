@@ -36,6 +36,18 @@ pub async fn three_member_instance(controller: &Controller, client: &Client) -> 
     created_whole(|| drop(controller.cli_ok(&CREATE)), client).await
 }
 
+/// A new cluster with the instances' namespace, a controller on the host and a three-member
+/// instance: the cluster, its client, the controller and the superuser password.
+pub async fn three_members_on_a_new_cluster() -> (super::Cluster, Client, Controller, String) {
+    crate::bin_path("toygres-sidecar");
+    let cluster = super::Cluster::start().await;
+    let client = cluster.client();
+    super::toygres::create_namespace(&client).await;
+    let controller = Controller::start(&cluster).await;
+    let (password, _) = three_member_instance(&controller, &client).await;
+    (cluster, client, controller, password)
+}
+
 /// [`three_member_instance`] created by `create` (a `toygres create` of [`CREATE`] against some
 /// controller, which must succeed).
 pub async fn created_whole(create: impl FnOnce(), client: &Client) -> (String, Duration) {
@@ -211,4 +223,28 @@ pub async fn each_object_once(client: &Client) {
         ["data-orders-0-0", "data-orders-1-0", "data-orders-2-0"]
     );
     assert_eq!(starting_with::<Pod>(client, "orders").await.len(), 3);
+}
+
+/// Waits until the create under way has made the first member's StatefulSet: the middle of
+/// the create, where the failure tests kill the controller.
+pub async fn create_under_way(client: &Client) {
+    let sets: kube::Api<StatefulSet> = kube::Api::namespaced(client.clone(), super::toygres::NS);
+    eventually(WAIT, "the first member's StatefulSet", || async {
+        sets.get_opt("orders-0").await.ok()?.map(|_| ())
+    })
+    .await;
+}
+
+/// The instance takes a write through rw (table `kept`, one row); returns the superuser
+/// password.
+pub async fn writes_through_rw(client: &Client) -> String {
+    let password = toygres::superuser_password(client, INSTANCE).await;
+    let (_, ip) = rw_primary(client, INSTANCE, None).await;
+    toygres::connect(client, INSTANCE, &ip, &password)
+        .await
+        .expect("connect to rw")
+        .batch_execute("CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept VALUES (1)")
+        .await
+        .unwrap();
+    password
 }
