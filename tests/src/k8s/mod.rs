@@ -33,8 +33,10 @@
 
 pub mod binaries;
 pub mod control_plane;
+pub mod in_cluster;
 pub mod network;
 pub mod node;
+pub mod orders;
 pub mod pki;
 pub mod process;
 pub mod toygres;
