@@ -5,7 +5,7 @@
 //! renewed certificate or a rotated password in a Secret reaches the pod's processes without a
 //! restart.
 //!
-//! Differences from a kubelet: the period is 2 s instead of about a minute plus the cache's
+//! Differences from a kubelet: the period is 5 s instead of about a minute plus the cache's
 //! lifetime (tests must not wait); files change one by one, not all at once through the `..data`
 //! symlink swap, so a reader may briefly see a new file beside an old one (the sidecar installs
 //! TLS files only when every key matches its certificate); subPath mounts are refreshed too
@@ -24,7 +24,7 @@ use super::env::ObjectCache;
 use super::volumes::write_entries;
 
 /// How often mounted Secrets and ConfigMaps are compared with their objects.
-pub const PERIOD: Duration = Duration::from_secs(2);
+pub const PERIOD: Duration = Duration::from_secs(5);
 
 /// The resync of one pod's volumes; stops when dropped.
 #[derive(Debug)]
