@@ -66,7 +66,7 @@ pub async fn demote(
 ) -> Result<Json<DemoteResponse>, ApiError> {
     let toygres_common::http_api::JsonObject(req) = body?;
     // Only a member of this instance is sent credentials (a rewind uses the superuser's).
-    crate::postgres::replication::check_member_address(&state.member.cfg, &req.primary)?;
+    crate::postgres::membership::check_member_address(&state.member.cfg, &req.primary).await?;
     let member = state.member.clone();
     Ok(Json(
         detached(async move { member.demote(&req).await }).await?,
