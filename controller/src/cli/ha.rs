@@ -3,7 +3,7 @@
 
 use toygres_common::controller_api::{HaSettings, HaSettingsPatch, SyncModeSetting};
 
-use super::args::{ClientArgs, OutputFormat};
+use super::args::{ClientArgs, InstanceArgs, OutputFormat};
 use super::client::ControllerClient;
 
 /// The flags of `toygres ha`.
@@ -17,20 +17,9 @@ pub struct HaArgs {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum HaCommand {
     /// Show the settings
-    Show(ShowArgs),
+    Show(InstanceArgs),
     /// Change some settings (the others stay)
     Set(SetArgs),
-}
-
-/// `toygres ha show NAME`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ShowArgs {
-    pub name: String,
-    #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
 }
 
 /// The sync modes, as flags spell them.

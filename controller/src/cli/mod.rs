@@ -48,7 +48,7 @@ pub enum Command {
     /// List instances
     List(list::ListArgs),
     /// Show an instance: its members, their health, and how to connect
-    Get(instances::GetArgs),
+    Get(args::InstanceArgs),
     /// Delete an instance
     Delete(instances::DeleteArgs),
     /// An instance's standbys: status, add, remove

@@ -5,7 +5,7 @@ use toygres_common::ro_api::{
     RoBackendState, RoBalance, RoEndpointView, RoFallback, RoSettings, RoSettingsPatch,
 };
 
-use super::args::{ClientArgs, OutputFormat};
+use super::args::{ClientArgs, InstanceArgs, OutputFormat};
 use super::client::ControllerClient;
 
 /// The flags of `toygres ro`.
@@ -19,20 +19,9 @@ pub struct RoArgs {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum RoCommand {
     /// Show the rule
-    Show(ShowArgs),
+    Show(InstanceArgs),
     /// Change some of it (the rest stays)
     Set(SetArgs),
-}
-
-/// `toygres ro show NAME`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ShowArgs {
-    pub name: String,
-    #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
 }
 
 /// What ro does without a qualifying standby, as flags spell it.
