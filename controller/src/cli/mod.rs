@@ -17,6 +17,7 @@ pub mod params;
 pub mod replication;
 pub mod ro;
 pub mod secret;
+mod settings;
 pub mod stats;
 mod table;
 
