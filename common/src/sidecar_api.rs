@@ -24,6 +24,7 @@ pub enum Role {
 }
 
 /// `GET /v1/status`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     pub member: String,
@@ -79,6 +80,7 @@ pub struct Status {
 }
 
 /// Space on the filesystem holding the data directory.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct DiskStatus {
     pub total_bytes: u64,
@@ -87,6 +89,7 @@ pub struct DiskStatus {
 }
 
 /// The state of WAL archiving on one member (the sidecar's own counters).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ArchiveStatus {
     /// The store, as a URL without credentials.
@@ -105,6 +108,7 @@ pub struct ArchiveStatus {
 }
 
 /// One connected standby, as its primary sees it (`pg_stat_replication`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StandbyStatus {
     pub application_name: String,
@@ -121,6 +125,7 @@ pub struct StandbyStatus {
 }
 
 /// `POST /v1/promote` body (optional: no body is `{"force": false}`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
@@ -131,6 +136,7 @@ pub struct PromoteRequest {
 }
 
 /// `POST /v1/promote` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PromoteResponse {
     pub timeline: u32,
@@ -140,6 +146,7 @@ pub struct PromoteResponse {
 }
 
 /// `POST /v1/demote`: become a standby of `primary`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DemoteRequest {
@@ -151,6 +158,7 @@ pub struct DemoteRequest {
 }
 
 /// `POST /v1/demote` answer: what it took.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DemoteResponse {
     /// `none` (already a compatible copy), `rewind` or `reclone`.
@@ -159,12 +167,14 @@ pub struct DemoteResponse {
 }
 
 /// `GET /v1/parameters`: every setting of the server.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Parameters {
     pub parameters: Vec<ParameterInfo>,
 }
 
 /// One setting, as `pg_settings` describes it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ParameterInfo {
     pub name: String,
@@ -179,6 +189,7 @@ pub struct ParameterInfo {
 }
 
 /// `PUT /v1/parameters`: names to values; `null` resets a setting to its default.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SetParametersRequest {
@@ -186,6 +197,7 @@ pub struct SetParametersRequest {
 }
 
 /// `PUT /v1/parameters` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SetParametersResponse {
     /// Settings written and reloaded.
@@ -195,6 +207,7 @@ pub struct SetParametersResponse {
 }
 
 /// `PUT /v1/replication`: fields left out are left as they are.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicationRequest {
@@ -213,6 +226,7 @@ pub struct ReplicationRequest {
 }
 
 /// How a primary replicates synchronously.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SyncPolicy {
@@ -245,6 +259,7 @@ fn default_degrade_timeout_secs() -> u64 {
 }
 
 /// See [`SyncPolicy::mode`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncMode {
@@ -254,6 +269,7 @@ pub enum SyncMode {
 }
 
 /// See [`SyncPolicy::method`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncMethod {
@@ -263,6 +279,7 @@ pub enum SyncMethod {
 }
 
 /// `POST /v1/restart`'s optional body.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestartRequest {
@@ -274,6 +291,7 @@ pub struct RestartRequest {
 }
 
 /// `POST /v1/fence`, `POST /v1/unfence`, `POST /v1/restart`, `PUT /v1/replication` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ActionResponse {
     pub ok: bool,
@@ -281,6 +299,7 @@ pub struct ActionResponse {
 }
 
 /// What a backup holds.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum BackupKind {
@@ -292,6 +311,7 @@ pub enum BackupKind {
 }
 
 /// `POST /v1/backups`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BackupRequest {
@@ -302,6 +322,7 @@ pub struct BackupRequest {
 }
 
 /// One object a backup stored.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BackupObject {
     /// The key under the store URL's prefix.
@@ -318,6 +339,7 @@ pub struct BackupObject {
 }
 
 /// A backup's `manifest.json`, written last: a backup without one is incomplete.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BackupManifest {
     pub id: String,
@@ -361,6 +383,7 @@ pub struct BackupManifest {
 }
 
 /// `GET /v1/backups`: complete backups, oldest first.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BackupList {
     pub backups: Vec<BackupManifest>,
@@ -368,6 +391,7 @@ pub struct BackupList {
 
 /// `POST /v1/restores/logical`: restore one database of a logical backup into the running
 /// server.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LogicalRestoreRequest {
@@ -380,6 +404,7 @@ pub struct LogicalRestoreRequest {
 }
 
 /// `POST /v1/backups/{id}/verify` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VerifyResponse {
     pub backup_id: String,
@@ -391,6 +416,7 @@ pub struct VerifyResponse {
 
 /// `POST /v1/backups/retention`: the backups to keep; every other one, and every WAL file no
 /// kept backup needs, is deleted.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionRequest {
@@ -398,6 +424,7 @@ pub struct RetentionRequest {
 }
 
 /// `POST /v1/backups/retention` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RetentionResponse {
     pub kept_backups: Vec<String>,
@@ -408,6 +435,7 @@ pub struct RetentionResponse {
 
 /// `POST /v1/wal/switch` answer: the segment the switch closed, the primary's position after
 /// it, and whether the segment reached the store before the sidecar stopped waiting.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WalSwitchResponse {
     pub segment: String,
@@ -417,6 +445,7 @@ pub struct WalSwitchResponse {
 
 /// `GET /v1/wal/archived` answer: the newest complete segment in the instance's archive, the
 /// position it ends at, and when the newest segment was stored (seconds since the Unix epoch).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ArchiveEnd {
     #[serde(default)]
