@@ -24,6 +24,7 @@ pub enum Role {
 }
 
 /// `GET /v1/status`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     pub member: String,
@@ -79,6 +80,7 @@ pub struct Status {
 }
 
 /// Space on the filesystem holding the data directory.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct DiskStatus {
     pub total_bytes: u64,
@@ -87,6 +89,7 @@ pub struct DiskStatus {
 }
 
 /// The state of WAL archiving on one member (the sidecar's own counters).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ArchiveStatus {
     /// The store, as a URL without credentials.
@@ -105,6 +108,7 @@ pub struct ArchiveStatus {
 }
 
 /// One connected standby, as its primary sees it (`pg_stat_replication`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StandbyStatus {
     pub application_name: String,
@@ -121,6 +125,7 @@ pub struct StandbyStatus {
 }
 
 /// `POST /v1/promote` body (optional: no body is `{"force": false}`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
@@ -136,6 +141,7 @@ pub struct PromoteRequest {
 }
 
 /// `POST /v1/promote` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PromoteResponse {
     pub timeline: u32,
@@ -148,6 +154,7 @@ pub struct PromoteResponse {
 }
 
 /// `POST /v1/demote`: become a standby of `primary`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DemoteRequest {
@@ -159,6 +166,7 @@ pub struct DemoteRequest {
 }
 
 /// `POST /v1/demote` answer: what it took.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DemoteResponse {
     /// `none` (already a compatible copy), `rewind` or `reclone`.
@@ -167,12 +175,14 @@ pub struct DemoteResponse {
 }
 
 /// `GET /v1/parameters`: every setting of the server.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Parameters {
     pub parameters: Vec<ParameterInfo>,
 }
 
 /// One setting, as `pg_settings` describes it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ParameterInfo {
     pub name: String,
@@ -187,6 +197,7 @@ pub struct ParameterInfo {
 }
 
 /// `PUT /v1/parameters`: names to values; `null` resets a setting to its default.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SetParametersRequest {
@@ -194,6 +205,7 @@ pub struct SetParametersRequest {
 }
 
 /// `PUT /v1/parameters` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SetParametersResponse {
     /// Settings written and reloaded.
@@ -203,6 +215,7 @@ pub struct SetParametersResponse {
 }
 
 /// `PUT /v1/replication`: fields left out are left as they are.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicationRequest {
@@ -221,6 +234,7 @@ pub struct ReplicationRequest {
 }
 
 /// How a primary replicates synchronously.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SyncPolicy {
@@ -253,6 +267,7 @@ fn default_degrade_timeout_secs() -> u64 {
 }
 
 /// See [`SyncPolicy::mode`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncMode {
@@ -262,6 +277,7 @@ pub enum SyncMode {
 }
 
 /// See [`SyncPolicy::method`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncMethod {
@@ -271,6 +287,7 @@ pub enum SyncMethod {
 }
 
 /// `POST /v1/restart`'s optional body.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestartRequest {
@@ -282,6 +299,7 @@ pub struct RestartRequest {
 }
 
 /// `POST /v1/fence`, `POST /v1/unfence`, `POST /v1/restart`, `PUT /v1/replication` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ActionResponse {
     pub ok: bool,
@@ -289,6 +307,7 @@ pub struct ActionResponse {
 }
 
 /// What a backup holds.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum BackupKind {
@@ -301,6 +320,7 @@ pub enum BackupKind {
 }
 
 /// `POST /v1/backups`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BackupRequest {
@@ -311,6 +331,7 @@ pub struct BackupRequest {
 }
 
 /// One object a backup stored.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BackupObject {
     /// The key under the store URL's prefix.
@@ -327,6 +348,7 @@ pub struct BackupObject {
 }
 
 /// A backup's `manifest.json`, written last: a backup without one is incomplete.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BackupManifest {
     pub id: String,
@@ -371,6 +393,7 @@ pub struct BackupManifest {
 }
 
 /// `GET /v1/backups`: complete backups, oldest first.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BackupList {
     pub backups: Vec<BackupManifest>,
@@ -378,6 +401,7 @@ pub struct BackupList {
 
 /// `POST /v1/restores/logical`: restore one database of a logical backup into the running
 /// server.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LogicalRestoreRequest {
@@ -390,6 +414,7 @@ pub struct LogicalRestoreRequest {
 }
 
 /// `POST /v1/backups/{id}/verify` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VerifyResponse {
     pub backup_id: String,
@@ -401,6 +426,7 @@ pub struct VerifyResponse {
 
 /// `POST /v1/backups/retention`: the backups to keep; every other one, and every WAL file no
 /// kept backup needs, is deleted.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionRequest {
@@ -408,6 +434,7 @@ pub struct RetentionRequest {
 }
 
 /// `POST /v1/backups/retention` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RetentionResponse {
     pub kept_backups: Vec<String>,
@@ -418,6 +445,7 @@ pub struct RetentionResponse {
 
 /// `POST /v1/wal/switch` answer: the segment the switch closed, the primary's position after
 /// it, and whether the segment reached the store before the sidecar stopped waiting.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WalSwitchResponse {
     pub segment: String,
@@ -427,6 +455,7 @@ pub struct WalSwitchResponse {
 
 /// `POST /v1/wal/restore-point` request: the name of the restore point to make on the primary
 /// (`pg_create_restore_point`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RestorePointRequest {
     pub name: String,
@@ -434,6 +463,7 @@ pub struct RestorePointRequest {
 
 /// `POST /v1/wal/restore-point` answer: where the point is, and the WAL switch after it that
 /// puts it in the archive.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RestorePointResponse {
     pub name: String,
@@ -443,6 +473,7 @@ pub struct RestorePointResponse {
 
 /// `GET /v1/wal/archived` answer: the newest complete segment in the instance's archive, the
 /// position it ends at, and when the newest segment was stored (seconds since the Unix epoch).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ArchiveEnd {
     #[serde(default)]

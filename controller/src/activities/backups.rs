@@ -3,7 +3,6 @@
 //! queue a scheduled backup on the instance's actor.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use duroxide::ActivityContext;
 use serde::{Deserialize, Serialize};
@@ -12,7 +11,7 @@ use toygres_common::sidecar_api::{BackupKind, BackupManifest, BackupRequest};
 
 use super::deps::{describe, ActivityDeps};
 use super::members::InstanceRef;
-use super::sidecar::sidecar;
+use super::sidecar::sidecar_within;
 use crate::backups::source::BackupCandidate;
 use crate::cms::backups::{BackupInsert, BackupStarted};
 
@@ -101,11 +100,11 @@ pub async fn take_backup(
     _ctx: ActivityContext,
     input: TakeBackupInput,
 ) -> Result<BackupManifest, String> {
-    let client = sidecar(
+    let client = sidecar_within(
         &deps,
         &input.instance,
         &input.member,
-        Duration::from_secs(input.timeout_secs.max(60)),
+        input.timeout_secs.max(60),
     )
     .await?;
     client

@@ -13,7 +13,7 @@ use toygres_common::sidecar_api::{
 };
 
 use super::deps::{describe, ActivityDeps};
-use super::sidecar::{poll_status, sidecar, Polled};
+use super::sidecar::{poll_status, sidecar, sidecar_within, Polled};
 use crate::platform::{Bootstrap, MemberSpec, Placement, SecretRefs};
 use toygres_common::sidecar_client::SidecarClientError;
 
@@ -240,13 +240,7 @@ pub async fn promote_member(
     _ctx: ActivityContext,
     input: PromoteInput,
 ) -> Result<Promoted, String> {
-    let client = sidecar(
-        &deps,
-        &input.instance,
-        &input.member,
-        Duration::from_secs(120),
-    )
-    .await?;
+    let client = sidecar_within(&deps, &input.instance, &input.member, 120).await?;
     let mut request = PromoteRequest {
         force: input.force,
         sync: input.sync.clone(),
@@ -292,13 +286,7 @@ pub async fn unfence_member(
     _ctx: ActivityContext,
     input: PromoteInput,
 ) -> Result<(), String> {
-    let client = sidecar(
-        &deps,
-        &input.instance,
-        &input.member,
-        Duration::from_secs(120),
-    )
-    .await?;
+    let client = sidecar_within(&deps, &input.instance, &input.member, 120).await?;
     client.unfence().await.map_err(describe)?;
     Ok(())
 }
@@ -330,13 +318,7 @@ pub async fn repoint_standby(
         .member_address(&input.instance, &input.primary)
         .await
         .map_err(describe)?;
-    let client = sidecar(
-        &deps,
-        &input.instance,
-        &input.member,
-        Duration::from_secs(30),
-    )
-    .await?;
+    let client = sidecar_within(&deps, &input.instance, &input.member, 30).await?;
     let answer = client
         .set_replication(&ReplicationRequest {
             primary: Some(primary.pg),
@@ -367,13 +349,7 @@ pub async fn set_sync_policy(
     _ctx: ActivityContext,
     input: SyncPolicyInput,
 ) -> Result<(), String> {
-    let client = sidecar(
-        &deps,
-        &input.instance,
-        &input.primary,
-        Duration::from_secs(30),
-    )
-    .await?;
+    let client = sidecar_within(&deps, &input.instance, &input.primary, 30).await?;
     let request = match input.policy {
         Some(policy) => ReplicationRequest {
             synchronous_commit: Some("on".into()),
