@@ -77,7 +77,7 @@ start_controller() {
     CTL_PID=$!
     PIDS+=("$CTL_PID")
     wait_for "$CTL_PID" "the controller's /healthz" \
-        curl -sf --max-time 2 "http://127.0.0.1:$CTL_PORT/healthz"
+        controller_get "$TG_HOME" "$CTL_PORT" /healthz --max-time 2 -o /dev/null
 }
 
 # Names of the instances the controller has not deleted.
@@ -153,7 +153,7 @@ sidecars_ticks() {
 }
 
 health_checks() {
-    curl -sf --max-time 5 "http://127.0.0.1:$CTL_PORT/metrics" |
+    controller_get "$TG_HOME" "$CTL_PORT" /metrics --max-time 5 |
         awk '/^toygres_controller_health_checks_total/ { s += $2 } END { print s + 0 }'
 }
 

@@ -96,7 +96,7 @@ start_run() {
     CTL_PID=$!
     PIDS+=("$CTL_PID")
     wait_for "$CTL_PID" "the controller's /healthz" \
-        curl -sf --max-time 2 "http://127.0.0.1:$CTL_PORT/healthz"
+        controller_get "$HOME_DIR" "$CTL_PORT" /healthz --max-time 2 -o /dev/null
 }
 
 # Stops the controller (it stops its CMS), the double, and whatever still runs from the home.
@@ -147,7 +147,7 @@ create_fleet() {
 }
 
 health_checks() {
-    curl -sf --max-time 5 "http://127.0.0.1:$CTL_PORT/metrics" |
+    controller_get "$HOME_DIR" "$CTL_PORT" /metrics --max-time 5 |
         awk '/^toygres_controller_health_checks_total/ { s += $2 } END { print s + 0 }'
 }
 

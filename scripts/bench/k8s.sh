@@ -5,7 +5,10 @@
 # endpoint (resolved through its EndpointSlice), TRIALS kill -9 failovers of every process of
 # the primary's pod and SWITCHOVERS switchovers. Prints the create time, each kill's time to the
 # first commit the new primary acknowledged (then median and max), and each switchover's longest
-# write pause; also the machine's load before and after.
+# write pause; also the machine's load before and after. Then (LOCAL=1, the default) the same
+# trials on the local platform in the same run and build (the HA test's benchmark, three sync
+# members, kill -9 of the primary's sidecar and postmaster), so the two platforms are compared
+# under the same load.
 #
 #   TRIALS=10 SWITCHOVERS=5 scripts/bench/k8s.sh
 #
@@ -26,6 +29,12 @@ status=0
 cargo test --workspace --test k8s_failures_e2e -- --ignored --nocapture \
     bench_k8s_failover_and_switchover >"$out" 2>&1 || status=$?
 grep -E '^BENCH|test result' "$out" || true
+if [[ "${LOCAL:-1}" == 1 ]] && ((status == 0)); then
+    log "load before the local platform's trials: $(cut -d' ' -f1-3 /proc/loadavg)"
+    REPLICATION=sync cargo test --workspace --test ha -- --ignored --nocapture \
+        bench_failover_and_switchover >"$out.local" 2>&1 || status=$?
+    grep -E '^BENCH|test result' "$out.local" | sed 's/^/local: /' || true
+fi
 log "load after: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
 if ((status != 0)); then
     log "the benchmark failed; its whole output is in $out"

@@ -317,6 +317,18 @@ cms_pss_kb() {
 pct() { awk -v t="$1" -v hz="$CLK_TCK" -v s="$2" 'BEGIN { printf "%.1f", 100 * t / hz / s }'; }
 
 # ---------------------------------------------------------------------------------------------
+# The controller
+
+# controller_get HOME PORT PATH [curl args…]: a GET of the controller API, which serves HTTPS with
+# the certificate of HOME's own CA, with HOME's token.
+controller_get() {
+    local home=$1 port=$2 path=$3
+    shift 3
+    curl -sf --cacert "$home/tls/ca.crt" -H "Authorization: Bearer $(cat "$home/controller.token" 2>/dev/null)" \
+        "$@" "https://127.0.0.1:$port$path"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Sidecars
 
 api() { # api METHOD PORT PATH [curl args…]
