@@ -228,13 +228,6 @@ impl Cipher {
         }
     }
 
-    /// This ring, also opening what `older` sealed.
-    #[cfg(test)]
-    pub fn with_older(mut self, older: [u8; 32]) -> Self {
-        self.older.push(Key::new(older));
-        self
-    }
-
     /// Reads the keys from `source`.
     pub fn read(source: KeySource) -> anyhow::Result<Self> {
         match &source {
