@@ -115,6 +115,19 @@ impl Engine {
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };
+            // A sidecar started before key rings reads its one key file again: it cannot take
+            // the new key until it starts again (on the ring its command now names).
+            let reloaded = reloaded.and_then(|keys| {
+                if !view.previous_encryption_secrets.is_empty() && keys.key_ids.len() < 2 {
+                    Err(format!(
+                        "it holds one key (id {}), not the instance's key ring: it was started \
+                         before key rings; restart it",
+                        keys.current_key_id.as_deref().unwrap_or("none")
+                    ))
+                } else {
+                    Ok(keys)
+                }
+            });
             match reloaded {
                 Ok(keys) => {
                     let id = keys.current_key_id;

@@ -46,6 +46,14 @@ impl LocalPlatform {
             &record.spec.member,
             member_host(record),
         )?;
+        // A member of an encrypted instance recorded before key rings gets one (from the key
+        // it was created with) at its next start: its command names the ring.
+        if let Some(archive) = &record.spec.archive {
+            let ring = self.layout.keyring_dir(&record.spec.instance);
+            if archive.encryption_secret.is_some() && !ring.join("current.key").exists() {
+                self.write_keyring(archive, &record.spec.instance)?;
+            }
+        }
         let command = self.sidecar_command(record);
         let pid = process::spawn_detached(&record.spec.member, &command)?;
         record.pid = Some(pid);
