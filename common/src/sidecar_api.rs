@@ -453,6 +453,20 @@ pub struct WalSwitchResponse {
     pub archived: bool,
 }
 
+/// `POST /v1/encryption/reload` answer: the member's encryption keys after it read its key ring
+/// again, by public id (a one-way digest of each key, safe to show); both `None`/empty when the
+/// member has no key.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EncryptionKeys {
+    /// The key that encrypts what the member writes from now on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_key_id: Option<String>,
+    /// Every key the member decrypts with, the current one first.
+    #[serde(default)]
+    pub key_ids: Vec<String>,
+}
+
 /// `POST /v1/wal/restore-point` request: the name of the restore point to make on the primary
 /// (`pg_create_restore_point`).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -226,6 +226,13 @@ impl SidecarClient {
             .await
     }
 
+    /// `POST /v1/encryption/reload`: the member reads its encryption key ring again (after a
+    /// rotation) and says which keys it now holds.
+    pub async fn reload_encryption_keys(&self) -> Result<EncryptionKeys, SidecarClientError> {
+        self.call::<(), _>(Method::POST, "/v1/encryption/reload", None)
+            .await
+    }
+
     /// `POST /v1/wal/restore-point`: makes a named restore point on the primary and archives it.
     pub async fn restore_point(
         &self,

@@ -121,6 +121,12 @@ pub struct RunArgs {
     /// secret, never the key itself.
     #[arg(long, env = "TOYGRES_BACKUP_ENCRYPTION_KEY_FILE")]
     pub backup_encryption_key_file: Option<PathBuf>,
+    /// A key ring directory (wins over `--backup-encryption-key-file`): `current.key` encrypts
+    /// what is written, every `*.key` (64 hex digits each) decrypts what it encrypted, so a
+    /// rotated key leaves older objects readable. Read at start and again on
+    /// `POST /v1/encryption/reload`.
+    #[arg(long, env = "TOYGRES_BACKUP_ENCRYPTION_KEYRING")]
+    pub backup_encryption_keyring: Option<PathBuf>,
     /// The instance name archived WAL is stored under (default: the member name without its
     /// trailing `-<n>`).
     #[arg(long, env = "TOYGRES_INSTANCE_NAME")]
@@ -259,7 +265,10 @@ impl Config {
             // Every store this process opens (archive, backups, restores) uses them.
             crate::objstore::credentials::use_dir(dir);
         }
-        if let Some(file) = &args.backup_encryption_key_file {
+        if let Some(dir) = &args.backup_encryption_keyring {
+            // Every store this process opens encrypts with its current key.
+            crate::objstore::crypt::use_keyring(dir).context("read --backup-encryption-keyring")?;
+        } else if let Some(file) = &args.backup_encryption_key_file {
             // Every store this process opens encrypts with it.
             crate::objstore::crypt::use_key_file(file)
                 .context("read --backup-encryption-key-file")?;

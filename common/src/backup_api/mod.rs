@@ -110,6 +110,10 @@ pub struct BackupConfig {
     /// The store secret holding the encryption key, when WAL and backups are encrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_secret: Option<String>,
+    /// The store secrets of the keys `encryption_secret` replaced (`toygres backup rotate-key`),
+    /// oldest first: what they encrypted is still read with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_encryption_secrets: Vec<String>,
     pub base_schedule: String,
     pub logical_schedule: String,
     pub retention: RetentionSettings,
@@ -249,6 +253,7 @@ impl BackupConfig {
             store_url,
             credentials_secret: request.credentials_secret,
             encryption_secret: request.encryption_secret,
+            previous_encryption_secrets: Vec::new(),
             base_schedule: schedule(&request.base_schedule, DEFAULT_BASE_SCHEDULE),
             logical_schedule: schedule(&request.logical_schedule, DEFAULT_LOGICAL_SCHEDULE),
             retention,
@@ -281,7 +286,15 @@ pub fn validate_secret_name(name: &str) -> Result<(), InvalidRequest> {
 
 /// [`validate_secret_name`] for `backup.encryption_secret`.
 pub fn validate_encryption_secret_name(name: &str) -> Result<(), InvalidRequest> {
-    validate_secret_name(name).map_err(|_| {
+    // 64 hex digits is a key given where its secret's name belongs: refused like any other
+    // non-name (and never echoed).
+    let looks_like_key = name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit());
+    let checked = if looks_like_key {
+        validate_secret_name("")
+    } else {
+        validate_secret_name(name)
+    };
+    checked.map_err(|_| {
         InvalidRequest::new(
             "backup.encryption_secret",
             "must be the name of a store secret (lowercase letters, digits, '-' and '.') holding \
@@ -321,6 +334,39 @@ pub struct RestorePointView {
     pub lsn: String,
     pub member: String,
     pub archived: bool,
+}
+
+/// `POST /v1/instances/{name}/backups/rotate-key`: encrypt the instance's WAL and backups with
+/// the key in another store secret from now on; what the old key encrypted stays readable.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyRequest {
+    /// The store secret holding the new key (`TOYGRES_BACKUP_ENCRYPTION_KEY`): a reference,
+    /// never the key.
+    pub new_secret: String,
+}
+
+/// The instance's keys after a rotation, by store secret and by public key id (a one-way
+/// digest of the key, safe to show).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateKeyView {
+    pub instance: String,
+    /// The secret whose key encrypts from now on.
+    pub encryption_secret: String,
+    /// The secrets of the keys it replaced, oldest first (still used to decrypt).
+    pub previous_encryption_secrets: Vec<String>,
+    /// The id of the key that encrypts from now on, as the members report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The members that took the new key.
+    pub members: Vec<String>,
+    /// Members that could not be asked (down or unreachable): they take the key ring when
+    /// their sidecar starts; until then a running one still encrypts with the old key (which
+    /// stays readable).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
 }
 
 /// `POST /v1/instances/{name}/backups`.

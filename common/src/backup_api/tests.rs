@@ -113,3 +113,28 @@ fn a_backup_request_is_validated_field_by_field() {
         "databases"
     );
 }
+
+#[test]
+fn an_encryption_secret_is_a_name_and_never_a_key() {
+    assert!(validate_encryption_secret_name("orders-key-2").is_ok());
+    let key = "ab".repeat(32);
+    let e = validate_encryption_secret_name(&key).unwrap_err();
+    assert_eq!(e.field, "backup.encryption_secret");
+    assert!(!e.message.contains(&key), "{}", e.message);
+    // A rotated configuration keeps its previous keys' secrets; older records have none.
+    let old: BackupConfig = serde_json::from_str(
+        r#"{"encryption_secret": "k1", "base_schedule": "0 1 * * 0",
+            "logical_schedule": "0 2 * * *", "retention": {"daily": 7, "weekly": 4, "monthly": 3}}"#,
+    )
+    .unwrap();
+    assert!(old.previous_encryption_secrets.is_empty());
+    let rotated = BackupConfig {
+        previous_encryption_secrets: vec!["k0".into()],
+        ..old
+    };
+    let text = serde_json::to_string(&rotated).unwrap();
+    assert!(
+        text.contains(r#""previous_encryption_secrets":["k0"]"#),
+        "{text}"
+    );
+}

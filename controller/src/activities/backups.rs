@@ -252,8 +252,8 @@ pub struct ScheduledBackupInput {
     pub actor_id: String,
     /// The actor's command queue.
     pub queue: String,
-    /// Chosen by the schedule's orchestration (from its replay-safe guid), so a second attempt
-    /// finds the first.
+    /// Chosen by the schedule's orchestration (derived from the run, or from its replay-safe
+    /// guid in version 1.0.0), so a second attempt finds the first.
     pub operation_id: String,
     pub backup_id: String,
     /// The actor's `backup` command, as JSON (the orchestration layer owns its type).
@@ -268,9 +268,15 @@ pub enum QueuedBackup {
     Skipped { reason: String },
 }
 
-/// Records the scheduled backup's operation and queues its command on the actor, once: an
-/// operation already recorded under this id was queued by an earlier attempt. Skipped while
+/// Records the scheduled backup's operation and queues its command on the actor; skipped while
 /// another backup of the instance is in progress.
+///
+/// It runs at least once, and a run is once in effect: the operation id names the run (see
+/// `orchestrations::backup_schedule::scheduled_ids`), so an operation already recorded under
+/// it comes from an earlier attempt. That attempt may have stopped between recording and
+/// queueing, so a command still `pending` is queued again; a second copy in the queue is
+/// harmless, as the actor never runs one operation id twice. An operation the actor already
+/// took (running, finished or cancelled) is not queued again.
 pub async fn queue_scheduled_backup(
     deps: Arc<ActivityDeps>,
     ctx: ActivityContext,
@@ -279,34 +285,36 @@ pub async fn queue_scheduled_backup(
     let queued = QueuedBackup::Queued {
         backup_id: input.backup_id.clone(),
     };
-    if deps
+    let recorded = deps
         .cms
         .get_operation(&input.operation_id)
         .await
-        .map_err(describe)?
-        .is_some()
-    {
-        return Ok(queued);
-    }
-    if let Some(running) = deps
-        .cms
-        .running_backup(&input.instance)
-        .await
-        .map_err(describe)?
-    {
-        return Ok(QueuedBackup::Skipped {
-            reason: format!("backup {running} is still in progress"),
-        });
-    }
-    deps.cms
-        .insert_operation(
-            &input.operation_id,
-            OperationKind::Backup,
-            &input.instance,
-            &input.command,
-        )
-        .await
         .map_err(describe)?;
+    match recorded {
+        Some(operation) if operation.status != "pending" => return Ok(queued),
+        Some(_) => {}
+        None => {
+            if let Some(running) = deps
+                .cms
+                .running_backup(&input.instance)
+                .await
+                .map_err(describe)?
+            {
+                return Ok(QueuedBackup::Skipped {
+                    reason: format!("backup {running} is still in progress"),
+                });
+            }
+            deps.cms
+                .insert_operation(
+                    &input.operation_id,
+                    OperationKind::Backup,
+                    &input.instance,
+                    &input.command,
+                )
+                .await
+                .map_err(describe)?;
+        }
+    }
     ctx.get_client()
         .enqueue_event(&input.actor_id, &input.queue, input.command.to_string())
         .await

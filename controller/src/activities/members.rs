@@ -123,6 +123,7 @@ pub(crate) async fn member_archive(
             store_url: c.store_url?,
             credentials_secret: c.credentials_secret,
             encryption_secret: c.encryption_secret,
+            previous_encryption_secrets: c.previous_encryption_secrets,
         })
     }))
 }

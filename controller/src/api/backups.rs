@@ -4,7 +4,8 @@
 //! /v1/instances/{name}/backups/cleanup`: operations on the actor too); the recoverability
 //! window; restoring them into a new instance (`POST /v1/instances/{name}/restore`, answered
 //! with the new instance's create operation); named restore points to restore to (`POST
-//! /v1/instances/{name}/backups/restore-points`).
+//! /v1/instances/{name}/backups/restore-points`); rotating the backup encryption key (`POST
+//! /v1/instances/{name}/backups/rotate-key`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -12,7 +13,7 @@ use axum::Json;
 use toygres_common::backup_api::{
     BackupAccepted, BackupList, BackupScheduleRequest, BackupScheduleView, BackupView, CleanupPlan,
     CreateBackupRequest, RecoverabilityWindow, RestorePointCreate, RestorePointView,
-    RestoreRequest,
+    RestoreRequest, RotateKeyRequest, RotateKeyView,
 };
 use toygres_common::controller_api::OperationAccepted;
 use toygres_common::names::validate_instance_name;
@@ -79,6 +80,20 @@ pub async fn restore_point(
     validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let made = state.engine()?.create_restore_point(&name, request).await?;
     Ok((StatusCode::CREATED, Json(made)))
+}
+
+/// `POST /v1/instances/{name}/backups/rotate-key`: new WAL and backups are encrypted with the
+/// key in the named store secret; what the old key encrypted stays readable.
+#[utoipa::path(post, path = "/v1/instances/{name}/backups/rotate-key", tag = "backups", params(("name" = String, Path, description = "Instance name")), request_body = RotateKeyRequest, responses((status = 200, description = "The key that encrypts from now on, and the members that took it", body = RotateKeyView), (status = 400, description = "Invalid input, or no such store secret with a key", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such instance", body = ErrorBody), (status = 409, description = "Backups off or not encrypted, or the primary did not take the key", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn rotate_key(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Result<JsonObject<RotateKeyRequest>, BodyRejection>,
+) -> Result<Json<RotateKeyView>, ApiError> {
+    let JsonObject(request) = body?;
+    validate_instance_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let rotated = state.engine()?.rotate_backup_key(&name, request).await?;
+    Ok(Json(rotated))
 }
 
 /// `GET /v1/instances/{name}/backups/schedule`.

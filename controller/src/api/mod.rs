@@ -89,6 +89,10 @@ pub fn app(state: ApiState) -> Router {
             post(backups::restore_point),
         )
         .route(
+            "/v1/instances/{name}/backups/rotate-key",
+            post(backups::rotate_key),
+        )
+        .route(
             "/v1/instances/{name}/parameters",
             get(parameters::get).put(parameters::set),
         )

@@ -2,10 +2,12 @@
 //! followed until it ends unless `--no-wait`) and read the backups the controller recorded.
 //! `toygres restore SOURCE --to NEW …` (also `toygres backup restore`): make a new instance from
 //! a source's backups. `toygres backup restore-point NAME POINT`: a named point to restore to.
+//! `toygres backup rotate-key NAME --new-key SECRET`: encrypt from now on with another key.
 
 use toygres_common::backup_api::{
     BackupAccepted, BackupList, BackupScheduleRequest, BackupScheduleView, BackupView,
-    CreateBackupRequest, RestorePointCreate, RestorePointView, RestoreRequest,
+    CreateBackupRequest, RestorePointCreate, RestorePointView, RestoreRequest, RotateKeyRequest,
+    RotateKeyView,
 };
 use toygres_common::controller_api::{InstanceDetail, OperationAccepted};
 
@@ -44,6 +46,24 @@ pub enum BackupCommand {
     Restore(RestoreArgs),
     /// Make a named restore point on the primary (archived at once) for `restore --name`
     RestorePoint(RestorePointArgs),
+    /// Encrypt new WAL and backups with the key in another store secret (objects of the old
+    /// key stay readable)
+    RotateKey(RotateKeyArgs),
+}
+
+/// `toygres backup rotate-key NAME --new-key SECRET`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RotateKeyArgs {
+    pub name: String,
+    /// The store secret holding the new key (TOYGRES_BACKUP_ENCRYPTION_KEY, 64 hex digits;
+    /// registered with `toygres secret set`): its name, never the key
+    #[arg(long, value_name = "SECRET")]
+    pub new_key: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 }
 
 /// `toygres backup restore-point NAME POINT`.
@@ -132,6 +152,7 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
         BackupCommand::Verify(args) => super::backup_cleanup::verify(args).await,
         BackupCommand::Restore(args) => restore(args).await,
         BackupCommand::RestorePoint(args) => restore_point(args).await,
+        BackupCommand::RotateKey(args) => rotate_key(args).await,
         BackupCommand::Get(args) => {
             let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
             let backup: BackupView = client.get(&format!("/v1/backups/{}", args.id)).await?;
@@ -211,6 +232,48 @@ async fn schedule(args: ScheduleArgs) -> anyhow::Result<()> {
                 println!(
                     "next logical run  {}",
                     or_dash(view.next_logical_run.as_deref())
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `toygres backup rotate-key`.
+async fn rotate_key(args: RotateKeyArgs) -> anyhow::Result<()> {
+    toygres_common::backup_api::validate_encryption_secret_name(&args.new_key)
+        .map_err(|e| anyhow::anyhow!("--new-key: {}", e.message))?;
+    let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
+    let rotated: RotateKeyView = client
+        .post(
+            &format!("/v1/instances/{}/backups/rotate-key", args.name),
+            &RotateKeyRequest {
+                new_secret: args.new_key,
+            },
+        )
+        .await?;
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rotated)?),
+        OutputFormat::Table => {
+            println!("instance          {}", rotated.instance);
+            println!("encryption key    {}", rotated.encryption_secret);
+            println!(
+                "key id            {}",
+                rotated.key_id.as_deref().unwrap_or("-")
+            );
+            println!(
+                "previous keys     {}",
+                if rotated.previous_encryption_secrets.is_empty() {
+                    "-".to_string()
+                } else {
+                    rotated.previous_encryption_secrets.join(", ")
+                }
+            );
+            println!("members           {}", rotated.members.join(", "));
+            if !rotated.pending.is_empty() {
+                println!(
+                    "not reached       {} (they take the key when they start)",
+                    rotated.pending.join(", ")
                 );
             }
         }

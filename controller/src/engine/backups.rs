@@ -153,7 +153,11 @@ impl Engine {
             // the source names (renamed, or given again): the new instance encrypts with it too.
             toygres_common::backup_api::validate_encryption_secret_name(secret)
                 .map_err(|e| EngineError::Invalid(format!("encryption_secret: {}", e.message)))?;
-            config.encryption_secret = Some(secret.clone());
+            // Only that key: the source's previous keys are not this one's.
+            if config.encryption_secret.as_ref() != Some(secret) {
+                config.encryption_secret = Some(secret.clone());
+                config.previous_encryption_secrets.clear();
+            }
         }
         spec.backup = Some(config);
         let restore = RestoreSource {

@@ -27,6 +27,7 @@ use crate::platform::{Platform, RestoreSource};
 use crate::token::hex;
 
 mod actor_operations;
+mod backup_keys;
 mod backup_retention;
 mod backups;
 pub mod cms_janitor;

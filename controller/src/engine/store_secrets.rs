@@ -67,6 +67,7 @@ impl Engine {
             let uses = config.is_some_and(|c| {
                 c.credentials_secret.as_deref() == Some(name)
                     || c.encryption_secret.as_deref() == Some(name)
+                    || c.previous_encryption_secrets.iter().any(|p| p == name)
             });
             if uses {
                 return Err(EngineError::Conflict(format!(

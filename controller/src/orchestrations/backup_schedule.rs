@@ -5,15 +5,23 @@
 //! continues as new, carrying only the schedule it planned for and the time it planned from.
 //!
 //! Durable timers and that small state are what make a controller restart neither lose a run
-//! nor take one twice: a run queued before a crash is in the history (its operation id comes
-//! from `ctx.new_guid()`, and queueing it again is a no-op), and a run that fell due while the
-//! controller was down fires once when it comes back.
+//! nor take one twice: a run queued before a crash is in the history, and a run that fell due
+//! while the controller was down fires once when it comes back. The queueing activity runs at
+//! least once, so a run is made once *in effect* by its operation id: since version 1.0.1 it is
+//! derived from the instance's incarnation, the kind and the cron tick ([`scheduled_ids`]), so
+//! every attempt (and any loop that ever fires the same tick) names the same operation; the
+//! activity records it once and queues it again only while it is still pending, and the actor
+//! never runs one operation id twice (its child orchestration's id is the operation id, and
+//! duroxide refuses a second child of a used id). Version 1.0.0 (ids from `ctx.new_guid()`)
+//! stays registered for the histories that began with it; they move to 1.0.1 at their next
+//! continue-as-new.
 
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use duroxide::OrchestrationContext;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use toygres_common::sidecar_api::BackupKind;
 
 use super::backup::BackupInput;
@@ -72,10 +80,65 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// One turn of the loop, then continue-as-new (or the end, once the instance is gone).
+/// The operation and backup ids of the scheduled run of `instance` (the incarnation created at
+/// `created_at`) of `kind` due at `due`: the same for every attempt at that run, different for
+/// any other tick, kind or incarnation. Shaped like every other id (`op-`/`bk-` and 16 hex
+/// digits).
+pub fn scheduled_ids(
+    instance: &str,
+    created_at: &str,
+    kind: BackupKind,
+    due: DateTime<Utc>,
+) -> (String, String) {
+    let kind = match kind {
+        BackupKind::Base => "base",
+        BackupKind::Logical => "logical",
+    };
+    let digest = Sha256::new()
+        .chain_update(b"toygres scheduled backup v1\0")
+        .chain_update(instance.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(created_at.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(kind.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(rfc3339(due).as_bytes())
+        .finalize();
+    let hex = hex::encode(&digest[..8]);
+    (format!("op-{hex}"), format!("bk-{hex}"))
+}
+
+/// Where a turn gets the ids of a run it queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunIds {
+    /// Version 1.0.0: from the replay-safe GUID (frozen: its histories replay `new_guid`).
+    Guid,
+    /// Version 1.0.1: from the run itself ([`scheduled_ids`]).
+    FromTick,
+}
+
+/// Version 1.0.0 of the loop, kept for the histories that began with it.
 pub async fn backup_schedule(
     ctx: OrchestrationContext,
     input: BackupScheduleInput,
+) -> Result<(), String> {
+    schedule_turn(ctx, input, RunIds::Guid).await
+}
+
+/// Version 1.0.1 of the loop: a run's operation id is derived from the run
+/// ([`scheduled_ids`]), so a run queued twice is one operation.
+pub async fn backup_schedule_1_0_1(
+    ctx: OrchestrationContext,
+    input: BackupScheduleInput,
+) -> Result<(), String> {
+    schedule_turn(ctx, input, RunIds::FromTick).await
+}
+
+/// One turn of the loop, then continue-as-new (or the end, once the instance is gone).
+async fn schedule_turn(
+    ctx: OrchestrationContext,
+    input: BackupScheduleInput,
+    ids: RunIds,
 ) -> Result<(), String> {
     if input.anchor.is_some() {
         // Each turn continues as new: drop the finished executions.
@@ -136,14 +199,20 @@ pub async fn backup_schedule(
                 .await;
         }
         ScheduleStep::Fire(due) => {
-            let guid = ctx.new_guid().await?;
-            let hex: String = guid
-                .chars()
-                .filter(char::is_ascii_hexdigit)
-                .take(16)
-                .collect();
-            let operation_id = format!("op-{hex}");
-            let backup_id = format!("bk-{hex}");
+            let (operation_id, backup_id) = match ids {
+                RunIds::Guid => {
+                    let guid = ctx.new_guid().await?;
+                    let hex: String = guid
+                        .chars()
+                        .filter(char::is_ascii_hexdigit)
+                        .take(16)
+                        .collect();
+                    (format!("op-{hex}"), format!("bk-{hex}"))
+                }
+                RunIds::FromTick => {
+                    scheduled_ids(&input.instance, &input.created_at, input.kind, due)
+                }
+            };
             let command = ActorCommand::Backup(BackupInput {
                 operation_id: operation_id.clone(),
                 instance: input.instance.clone(),
@@ -189,4 +258,39 @@ pub async fn backup_schedule(
         }
     }
     ctx.continue_as_new_typed(&next).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_run_has_the_same_ids_at_every_attempt_and_no_other_run_shares_them() {
+        let due = at("2026-12-06T01:00:00Z");
+        let created = "2026-12-01 10:00:00.123+00";
+        let (op, bk) = scheduled_ids("db", created, BackupKind::Base, due);
+        assert_eq!(
+            (op.clone(), bk.clone()),
+            scheduled_ids("db", created, BackupKind::Base, due)
+        );
+        assert!(op.starts_with("op-") && bk.starts_with("bk-"), "{op} {bk}");
+        assert_eq!(op.len(), 19);
+        assert_eq!(op[3..], bk[3..]);
+        assert!(op[3..].chars().all(|c| c.is_ascii_hexdigit()));
+        let others = [
+            scheduled_ids("db", created, BackupKind::Logical, due),
+            scheduled_ids("db", created, BackupKind::Base, at("2026-12-13T01:00:00Z")),
+            scheduled_ids("db", "2026-12-02 10:00:00+00", BackupKind::Base, due),
+            scheduled_ids("db2", created, BackupKind::Base, due),
+        ];
+        for (other, _) in &others {
+            assert_ne!(&op, other);
+        }
+    }
 }

@@ -37,6 +37,11 @@ pub fn registry() -> Result<OrchestrationRegistry, String> {
         .register_typed(names::REJOIN, ha::rejoin::rejoin_operation)
         .register_typed(names::BACKUP, backup::backup)
         .register_typed(names::BACKUP_SCHEDULE, backup_schedule::backup_schedule)
+        .register_versioned_typed(
+            names::BACKUP_SCHEDULE,
+            "1.0.1",
+            backup_schedule::backup_schedule_1_0_1,
+        )
         .register_typed(names::APPLY_PARAMETERS, parameters::apply_parameters)
         .register_typed(
             names::SCHEDULED_PARAMETERS,

@@ -138,6 +138,10 @@ pub struct MemberArchive {
     /// The name of the store secret holding the key WAL and backups are encrypted with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_secret: Option<String>,
+    /// The store secrets of the keys it replaced (`toygres backup rotate-key`): what they
+    /// encrypted is still decrypted with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_encryption_secrets: Vec<String>,
 }
 
 impl MemberSpec {

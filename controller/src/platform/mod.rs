@@ -126,6 +126,20 @@ pub trait Platform: Send + Sync + fmt::Debug {
         )))
     }
 
+    /// Gives the instance's members the backup encryption keys `archive` names, as the files of
+    /// a key ring: its current key encrypts from now on, its previous keys still decrypt (a
+    /// rotation); members read it again when their sidecar is asked to. The keys are copied
+    /// from their store secrets, never passed through here.
+    async fn put_backup_keyring(
+        &self,
+        instance: &str,
+        _archive: &MemberArchive,
+    ) -> Result<(), PlatformError> {
+        Err(PlatformError::Invalid(format!(
+            "this platform cannot rotate the backup encryption key of {instance} yet"
+        )))
+    }
+
     /// The backup store an instance gets when its create request names none (local: a
     /// `file://` store under `$TOYGRES_HOME/backups`). `None`: the request must name one.
     fn default_backup_store(&self) -> Option<String> {

@@ -1,15 +1,16 @@
 //! Backup routes: `POST /v1/backups` (base or logical), `GET /v1/backups`,
 //! `POST /v1/backups/{id}/verify`, `POST /v1/backups/retention`,
-//! `POST /v1/restores/logical`, `POST /v1/wal/switch`, `POST /v1/wal/restore-point` and `GET /v1/wal/archived`. Each runs in its own task: a client that hangs up does not cut
-//! a backup short.
+//! `POST /v1/restores/logical`, `POST /v1/wal/switch`, `POST /v1/wal/restore-point`,
+//! `GET /v1/wal/archived` and `POST /v1/encryption/reload`. Each runs in its own task: a client
+//! that hangs up does not cut a backup short.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::Json;
 use toygres_common::sidecar_api::{
     ActionResponse, ArchiveEnd, BackupKind, BackupList, BackupManifest, BackupRequest,
-    LogicalRestoreRequest, RestorePointRequest, RestorePointResponse, RetentionRequest,
-    RetentionResponse, VerifyResponse, WalSwitchResponse,
+    EncryptionKeys, LogicalRestoreRequest, RestorePointRequest, RestorePointResponse,
+    RetentionRequest, RetentionResponse, VerifyResponse, WalSwitchResponse,
 };
 use toygres_common::ErrorBody;
 
@@ -135,5 +136,29 @@ pub async fn archive_end(State(state): State<AppState>) -> Result<Json<ArchiveEn
     let member = state.member.clone();
     Ok(Json(
         detached(async move { crate::archive::switch::archive_end(&member).await }).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/encryption/reload", tag = "backups", responses((status = 200, description = "The keys the member holds now, by id", body = EncryptionKeys), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 500, description = "The key ring could not be read; the keys stay as they were", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn reload_encryption(
+    State(state): State<AppState>,
+) -> Result<Json<EncryptionKeys>, ApiError> {
+    let member = state.member.clone();
+    Ok(Json(
+        detached(async move {
+            // The key ring is read again; `wal-push` and `wal-fetch` get its copy at once.
+            let fail = |e: anyhow::Error| OpError::Failed(format!("{e:#}"));
+            let keys = crate::objstore::crypt::reload().map_err(fail)?;
+            if let Some(archive) = &member.cfg.archive {
+                archive.settings.copy_keys(&member.bins).map_err(fail)?;
+            }
+            Ok(
+                keys.map_or_else(EncryptionKeys::default, |k| EncryptionKeys {
+                    current_key_id: Some(k.key_id()),
+                    key_ids: k.key_ids(),
+                }),
+            )
+        })
+        .await?,
     ))
 }

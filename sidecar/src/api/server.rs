@@ -40,6 +40,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/wal/switch", post(backups::switch_wal))
         .route("/v1/wal/archived", get(backups::archive_end))
         .route("/v1/wal/restore-point", post(backups::restore_point))
+        .route("/v1/encryption/reload", post(backups::reload_encryption))
         .route("/v1/openapi.json", get(openapi::document))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -68,8 +68,11 @@ impl ArchiveSettings {
         if let Some(dir) = &settings.credentials_dir {
             crate::objstore::credentials::use_dir(dir);
         }
+        let ring = settings.encryption_keyring_copy();
         let key = settings.encryption_key_copy();
-        if key.exists() {
+        if ring.is_dir() {
+            crate::objstore::crypt::use_keyring(&ring)?;
+        } else if key.exists() {
             crate::objstore::crypt::use_key_file(&key)?;
         }
         Ok(settings)
@@ -115,6 +118,22 @@ impl ArchiveSettings {
     /// when the instance's backups are encrypted).
     pub fn encryption_key_copy(&self) -> PathBuf {
         self.state_dir.join("encryption-key")
+    }
+
+    /// The copy of the instance's key ring `wal-push` and `wal-fetch` read (present only when
+    /// the member was given a ring rather than one key file).
+    pub fn encryption_keyring_copy(&self) -> PathBuf {
+        self.state_dir.join("keyring")
+    }
+
+    /// Writes this process's encryption keys where `wal-push` and `wal-fetch` read them (again
+    /// after a rotation).
+    pub fn copy_keys(&self, bins: &toygres_common::pg_exec::PgBinaries) -> anyhow::Result<()> {
+        crate::objstore::crypt::copy_key_for(
+            bins,
+            &self.encryption_key_copy(),
+            &self.encryption_keyring_copy(),
+        )
     }
 
     /// Where markers of files pushed ahead of Postgres's request live.
@@ -248,7 +267,7 @@ impl ArchiveSetup {
             copy_credentials(bins, source, &copy)?;
             written.credentials_dir = Some(copy);
         }
-        crate::objstore::crypt::copy_key_for(bins, &s.encryption_key_copy())?;
+        s.copy_keys(bins)?;
         let json = serde_json::to_vec_pretty(&written).context("serialize the archive settings")?;
         crate::owned::write_file(bins, &s.config_file(), &json, 0o600)
     }

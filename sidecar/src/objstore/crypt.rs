@@ -14,10 +14,15 @@
 //! ```
 //!
 //! The last frame is marked in its nonce: a cut-off object fails to decrypt. The key id (a
-//! one-way digest of the key) lets a wrong key be told from a damaged object.
+//! one-way digest of the key) lets a wrong key be told from a damaged object, and picks the key
+//! from a *key ring*: after a rotation (`toygres backup rotate-key`) a member seals with the
+//! new key and opens objects of either key. A ring is a directory
+//! (`--backup-encryption-keyring`): `current.key` seals, every `*.key` opens; it is read at
+//! start and again when the controller asks ([`reload`]). A single key file
+//! (`--backup-encryption-key-file`) is a ring of one.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -35,56 +40,170 @@ const FRAME: usize = 64 * 1024;
 /// AES-GCM's tag.
 const TAG: usize = 16;
 
-/// An instance's encryption key. `Debug` shows its id only.
-pub struct Cipher {
+/// One key and its id.
+struct Key {
     key: [u8; 32],
     id: [u8; KEY_ID_LEN],
-    /// The file it was read from (copied for `wal-push` and `wal-fetch`).
-    file: PathBuf,
+}
+
+impl Key {
+    fn new(key: [u8; 32]) -> Self {
+        let mut id = [0u8; KEY_ID_LEN];
+        hkdf::Hkdf::<sha2::Sha256>::new(None, &key)
+            .expand(b"toygres key id v1", &mut id)
+            .expect("8 bytes is a valid HKDF length");
+        Self { key, id }
+    }
+
+    fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read the encryption key file {}", path.display()))?;
+        let key = parse_key(&text).with_context(|| format!("check {}", path.display()))?;
+        Ok(Self::new(key))
+    }
+}
+
+/// Where a member's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// One key file: a ring of one.
+    File(PathBuf),
+    /// A key ring directory: `current.key` seals, every `*.key` opens.
+    Ring(PathBuf),
+}
+
+/// The file of a ring directory whose key seals new objects.
+pub const CURRENT_KEY_FILE: &str = "current.key";
+
+/// An instance's encryption keys: the current one, which seals, and the older ones, which
+/// still open what they sealed. `Debug` shows their ids only.
+pub struct Cipher {
+    current: Key,
+    older: Vec<Key>,
+    /// Where they were read from (copied for `wal-push` and `wal-fetch`).
+    source: KeySource,
 }
 
 impl std::fmt::Debug for Cipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Cipher(key id {})", self.key_id())
+        write!(f, "Cipher(key ids {})", self.key_ids().join(", "))
     }
 }
 
-static KEY: OnceLock<Arc<Cipher>> = OnceLock::new();
+static KEY: RwLock<Option<Arc<Cipher>>> = RwLock::new(None);
 
 /// Makes every store this process opens encrypt and decrypt with the key in `path` (the first
 /// call wins).
 pub fn use_key_file(path: &Path) -> anyhow::Result<()> {
-    if KEY.get().is_some() {
-        return Ok(());
+    use_keys(KeySource::File(path.to_path_buf()))
+}
+
+/// Makes every store this process opens encrypt and decrypt with the key ring in `dir` (the
+/// first call wins; [`reload`] reads it again).
+pub fn use_keyring(dir: &Path) -> anyhow::Result<()> {
+    use_keys(KeySource::Ring(dir.to_path_buf()))
+}
+
+fn use_keys(source: KeySource) -> anyhow::Result<()> {
+    let mut slot = KEY
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if slot.is_none() {
+        *slot = Some(Arc::new(Cipher::read(source)?));
     }
-    let cipher = Cipher::from_file(path)?;
-    let _ = KEY.set(Arc::new(cipher));
     Ok(())
 }
 
-/// The key set with [`use_key_file`], if any.
-pub fn current() -> Option<Arc<Cipher>> {
-    KEY.get().cloned()
+/// Reads this process's keys again from where they came from (a rotated ring); returns them,
+/// or `None` when this process has no key. On an error the keys stay as they were.
+pub fn reload() -> anyhow::Result<Option<Arc<Cipher>>> {
+    let mut slot = KEY
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(old) = slot.as_ref() else {
+        return Ok(None);
+    };
+    let fresh = Arc::new(Cipher::read(old.source.clone())?);
+    *slot = Some(Arc::clone(&fresh));
+    Ok(Some(fresh))
 }
 
-/// Writes this process's key to `copy` (0600, owned by the Postgres OS user), for the
-/// `wal-push` and `wal-fetch` Postgres runs; removes a copy left from before when there is no
-/// key.
-pub fn copy_key_for(bins: &toygres_common::pg_exec::PgBinaries, copy: &Path) -> anyhow::Result<()> {
-    match current() {
-        Some(cipher) => {
-            let text = std::fs::read(&cipher.file).with_context(|| {
-                format!("read the encryption key file {}", cipher.file.display())
-            })?;
+/// The keys set with [`use_key_file`] or [`use_keyring`], if any.
+pub fn current() -> Option<Arc<Cipher>> {
+    KEY.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+/// Writes this process's keys where `wal-push` and `wal-fetch` read them (0600 files owned by
+/// the Postgres OS user): a key file to `copy`, a ring to the directory `ring_copy`; removes
+/// what is left from before and no longer applies.
+pub fn copy_key_for(
+    bins: &toygres_common::pg_exec::PgBinaries,
+    copy: &Path,
+    ring_copy: &Path,
+) -> anyhow::Result<()> {
+    let cipher = current();
+    match cipher.as_ref().map(|c| &c.source) {
+        Some(KeySource::File(file)) => {
+            remove_if_present(ring_copy)?;
+            let text = std::fs::read(file)
+                .with_context(|| format!("read the encryption key file {}", file.display()))?;
             crate::owned::write_file(bins, copy, &text, 0o600)
         }
-        None => match std::fs::remove_file(copy) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("remove {}", copy.display()))
+        Some(KeySource::Ring(dir)) => {
+            remove_if_present(copy)?;
+            crate::owned::ensure_private_dir(bins, ring_copy)?;
+            let mut wanted = Vec::new();
+            for (name, path) in ring_files(dir)? {
+                let text = std::fs::read(&path)
+                    .with_context(|| format!("read the encryption key file {}", path.display()))?;
+                crate::owned::write_file(bins, &ring_copy.join(&name), &text, 0o600)?;
+                wanted.push(name);
             }
-            _ => Ok(()),
-        },
+            for (name, path) in ring_files(ring_copy)? {
+                if !wanted.contains(&name) {
+                    remove_if_present(&path)?;
+                }
+            }
+            Ok(())
+        }
+        None => {
+            remove_if_present(copy)?;
+            remove_if_present(ring_copy)
+        }
     }
+}
+
+/// Removes a file or a directory; one that is not there is no error.
+fn remove_if_present(path: &Path) -> anyhow::Result<()> {
+    let result = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match result {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The `*.key` files of a ring directory (name, path), sorted by name.
+fn ring_files(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)
+        .with_context(|| format!("read the key ring directory {}", dir.display()))?
+    {
+        let entry = entry.with_context(|| format!("read the key ring {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".key") && !name.starts_with('.') && entry.path().is_file() {
+            files.push((name, entry.path()));
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// Reads 32 bytes written as 64 hex digits (surrounding white space allowed).
@@ -99,35 +218,77 @@ pub fn parse_key(text: &str) -> anyhow::Result<[u8; 32]> {
 }
 
 impl Cipher {
+    /// A ring of one key (`file`: where it would be read from).
+    #[cfg(test)]
     pub fn new(key: [u8; 32], file: PathBuf) -> Self {
-        let mut id = [0u8; KEY_ID_LEN];
-        hkdf::Hkdf::<sha2::Sha256>::new(None, &key)
-            .expand(b"toygres key id v1", &mut id)
-            .expect("8 bytes is a valid HKDF length");
-        Self { key, id, file }
+        Self {
+            current: Key::new(key),
+            older: Vec::new(),
+            source: KeySource::File(file),
+        }
     }
 
-    /// Reads the key file (64 hex digits).
-    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("read the encryption key file {}", path.display()))?;
-        let key = parse_key(&text).with_context(|| format!("check {}", path.display()))?;
-        Ok(Self::new(key, path.to_path_buf()))
+    /// Reads the keys from `source`.
+    pub fn read(source: KeySource) -> anyhow::Result<Self> {
+        match &source {
+            KeySource::File(path) => Ok(Self {
+                current: Key::read(path)?,
+                older: Vec::new(),
+                source,
+            }),
+            KeySource::Ring(dir) => {
+                let mut current = None;
+                let mut older = Vec::new();
+                for (name, path) in ring_files(dir)? {
+                    let key = Key::read(&path)?;
+                    if name == CURRENT_KEY_FILE {
+                        current = Some(key);
+                    } else {
+                        older.push(key);
+                    }
+                }
+                let current = current.with_context(|| {
+                    format!("the key ring {} has no {CURRENT_KEY_FILE}", dir.display())
+                })?;
+                older.retain(|k| k.id != current.id);
+                older.dedup_by(|a, b| a.id == b.id);
+                Ok(Self {
+                    current,
+                    older,
+                    source,
+                })
+            }
+        }
     }
 
-    /// The key's public id (hex): a one-way digest, safe to show.
+    /// The current key's public id (hex): a one-way digest, safe to show.
     pub fn key_id(&self) -> String {
-        hex::encode(self.id)
+        hex::encode(self.current.id)
     }
 
-    fn object_cipher(&self, salt: &[u8], object: &str) -> Aes256Gcm {
-        let mut key = [0u8; 32];
+    /// The ids of every key of the ring, the current one first.
+    pub fn key_ids(&self) -> Vec<String> {
+        std::iter::once(&self.current)
+            .chain(&self.older)
+            .map(|k| hex::encode(k.id))
+            .collect()
+    }
+
+    /// The ring's key of id `id`.
+    fn key_of(&self, id: &[u8]) -> Option<&Key> {
+        std::iter::once(&self.current)
+            .chain(&self.older)
+            .find(|k| k.id[..] == *id)
+    }
+
+    fn object_cipher(key: &Key, salt: &[u8], object: &str) -> Aes256Gcm {
+        let mut out = [0u8; 32];
         let mut info = b"toygres object v1\0".to_vec();
         info.extend_from_slice(object.as_bytes());
-        hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), &self.key)
-            .expand(&info, &mut key)
+        hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), &key.key)
+            .expand(&info, &mut out)
             .expect("32 bytes is a valid HKDF length");
-        Aes256Gcm::new(&key.into())
+        Aes256Gcm::new(&out.into())
     }
 
     /// Starts encrypting the object named `object`.
@@ -136,10 +297,10 @@ impl Cipher {
         rand::rngs::OsRng.fill_bytes(&mut salt);
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&self.id);
+        header.extend_from_slice(&self.current.id);
         header.extend_from_slice(&salt);
         Sealer {
-            cipher: self.object_cipher(&salt, object),
+            cipher: Self::object_cipher(&self.current, &salt, object),
             header: Some(header),
             pending: Vec::with_capacity(FRAME),
             frame: 0,
@@ -285,19 +446,19 @@ impl Opener {
                     self.what
                 )
             }
-            Some(key) => {
+            Some(ring) => {
                 let id = &self.pending[MAGIC.len()..MAGIC.len() + KEY_ID_LEN];
-                if id != key.id {
+                let Some(key) = ring.key_of(id) else {
                     bail!(
-                        "{} was encrypted with another key (key id {}; the key given has id {}): \
-                         wrong encryption key",
+                        "{} was encrypted with another key (key id {}; the keys given have ids \
+                         {}): wrong encryption key",
                         self.what,
                         hex::encode(id),
-                        key.key_id()
+                        ring.key_ids().join(", ")
                     );
-                }
+                };
                 let salt = self.pending[MAGIC.len() + KEY_ID_LEN..HEADER_LEN].to_vec();
-                self.cipher = Some(key.object_cipher(&salt, &self.object));
+                self.cipher = Some(Cipher::object_cipher(key, &salt, &self.object));
                 self.pending.drain(..HEADER_LEN);
                 Ok(true)
             }
@@ -459,6 +620,52 @@ mod tests {
     }
 
     #[test]
+    fn a_rotated_ring_seals_with_its_new_key_and_still_opens_the_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = ("11".repeat(32), "22".repeat(32));
+        std::fs::write(dir.path().join(CURRENT_KEY_FILE), &old).unwrap();
+        let before = Cipher::read(KeySource::Ring(dir.path().into())).unwrap();
+        assert_eq!(before.key_ids(), [key(0x11).key_id()]);
+        let sealed_before = before.seal("db/wal/1", b"before").unwrap();
+
+        // The rotation: the old key moves aside, the new one becomes current.
+        std::fs::write(dir.path().join("previous-1.key"), &old).unwrap();
+        std::fs::write(dir.path().join(CURRENT_KEY_FILE), &new).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a key").unwrap();
+        let after = Arc::new(Cipher::read(KeySource::Ring(dir.path().into())).unwrap());
+        assert_eq!(after.key_id(), key(0x22).key_id());
+        assert_eq!(after.key_ids(), [key(0x22).key_id(), key(0x11).key_id()]);
+        let sealed_after = after.seal("db/wal/2", b"after").unwrap();
+        assert_eq!(&sealed_after[8..16], &key(0x22).current.id[..]);
+        assert_eq!(
+            after.opener("db/wal/1", "w").open(&sealed_before).unwrap(),
+            b"before"
+        );
+        assert_eq!(
+            after.opener("db/wal/2", "w").open(&sealed_after).unwrap(),
+            b"after"
+        );
+        // The old key alone cannot open what the new one sealed, and says which key it needs.
+        let e = format!(
+            "{:#}",
+            Arc::new(before)
+                .opener("db/wal/2", "w")
+                .open(&sealed_after)
+                .unwrap_err()
+        );
+        assert!(
+            e.contains("wrong encryption key") && e.contains(&after.key_id()),
+            "{e}"
+        );
+        assert!(!format!("{after:?}").contains(&new[..16]));
+
+        // A ring without a current key is refused, naming the file and no key.
+        std::fs::remove_file(dir.path().join(CURRENT_KEY_FILE)).unwrap();
+        let e = Cipher::read(KeySource::Ring(dir.path().into())).unwrap_err();
+        assert!(format!("{e:#}").contains(CURRENT_KEY_FILE), "{e:#}");
+    }
+
+    #[test]
     fn the_same_content_never_looks_the_same_and_keys_parse_from_hex_only() {
         let k = key(3);
         assert_ne!(k.seal("o", b"same").unwrap(), k.seal("o", b"same").unwrap());
@@ -469,5 +676,6 @@ mod tests {
             assert!(e.contains("64 hex digits") && !e.contains("zz"), "{e}");
         }
         assert!(!format!("{k:?}").contains("030303"));
+        assert!(format!("{k:?}").contains(&k.key_id()));
     }
 }

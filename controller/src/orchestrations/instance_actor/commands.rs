@@ -13,6 +13,10 @@ use crate::orchestrations::parameters::ParametersInput;
 
 /// Starts the child orchestration that carries out an operator's command (`None` for
 /// `CheckNow`, which the loop handles itself).
+///
+/// The child's id is the operation id, so a command delivered twice (a queueing activity that
+/// ran twice) runs once: duroxide refuses a second child of an id already used, and the actor
+/// only logs that copy as failed.
 pub fn start_operation(
     ctx: &OrchestrationContext,
     input: &ActorInput,

@@ -70,6 +70,66 @@ async fn a_queued_base_backup_is_taken_on_the_healthy_standby_and_recorded() {
 }
 
 #[tokio::test]
+async fn a_scheduled_backup_delivered_twice_is_taken_once() {
+    let harness = Harness::start(&[]).await;
+    harness.start_actor("db", 50).await;
+    // The queueing activity ran twice: the same command (one operation id) is in the queue
+    // twice, then another backup behind it.
+    let twice = ActorCommand::Backup(backup_input("db", "op-s1"));
+    harness.queue("db", &twice).await;
+    harness.queue("db", &twice).await;
+    harness
+        .queue("db", &ActorCommand::Backup(backup_input("db", "op-s2")))
+        .await;
+    // The queue is FIFO: once the last backup is done, both copies were taken.
+    for id in ["op-s1", "op-s2"] {
+        let status = harness
+            .client
+            .wait_for_orchestration(id, Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert!(
+            matches!(status, OrchestrationStatus::Completed { .. }),
+            "{id}: {status:?}"
+        );
+    }
+    let started: Vec<String> = harness
+        .calls_to(act::RECORD_BACKUP_STARTED)
+        .iter()
+        .map(|c| c["backup_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        started,
+        ["bk-op-s1", "bk-op-s2"],
+        "one backup per operation"
+    );
+    assert_eq!(harness.calls_to(act::TAKE_BACKUP).len(), 2);
+    let finished = harness.calls_to(act::RECORD_OPERATION_FINISHED);
+    assert_eq!(
+        finished
+            .iter()
+            .filter(|f| f["operation_id"] == "op-s1")
+            .count(),
+        1,
+        "{finished:?}"
+    );
+    // The actor goes on after the refused copy: it still takes commands.
+    harness
+        .queue("db", &ActorCommand::Backup(backup_input("db", "op-s3")))
+        .await;
+    let status = harness
+        .client
+        .wait_for_orchestration("op-s3", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(
+        matches!(status, OrchestrationStatus::Completed { .. }),
+        "{status:?}"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
 async fn a_failed_backup_is_recorded_failed_with_its_error() {
     let harness = Harness::start(&[]).await;
     let status = harness

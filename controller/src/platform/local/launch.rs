@@ -10,6 +10,24 @@ use super::{member_host, process, tls, LocalPlatform};
 use crate::platform::{Bootstrap, SecretRef};
 
 impl LocalPlatform {
+    /// Writes the instance's backup key ring from `archive`'s secrets (nothing when its backups
+    /// are not encrypted).
+    pub(super) fn write_keyring(
+        &self,
+        archive: &crate::platform::MemberArchive,
+        instance: &str,
+    ) -> Result<(), crate::platform::PlatformError> {
+        if let Some(current) = &archive.encryption_secret {
+            super::store_secrets::put_keyring(
+                &self.layout,
+                instance,
+                current,
+                &archive.previous_encryption_secrets,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Starts the member's sidecar and records its pid.
     pub(super) fn start_sidecar(&self, record: &mut MemberRecord) -> anyhow::Result<i32> {
         let member_dir = self
@@ -28,6 +46,14 @@ impl LocalPlatform {
             &record.spec.member,
             member_host(record),
         )?;
+        // A member of an encrypted instance recorded before key rings gets one (from the key
+        // it was created with) at its next start: its command names the ring.
+        if let Some(archive) = &record.spec.archive {
+            let ring = self.layout.keyring_dir(&record.spec.instance);
+            if archive.encryption_secret.is_some() && !ring.join("current.key").exists() {
+                self.write_keyring(archive, &record.spec.instance)?;
+            }
+        }
         let command = self.sidecar_command(record);
         let pid = process::spawn_detached(&record.spec.member, &command)?;
         record.pid = Some(pid);
@@ -104,14 +130,12 @@ impl LocalPlatform {
                     &self.layout.store_secret_dir(name),
                 ));
             }
-            if let Some(name) = &archive.encryption_secret {
-                // A path: the key never travels through argv or the environment.
+            if archive.encryption_secret.is_some() {
+                // A path (the key never travels through argv or the environment): the
+                // instance's key ring, which `create_member` and a rotation write.
                 args.push(flag(
-                    "backup-encryption-key-file",
-                    &self
-                        .layout
-                        .store_secret_dir(name)
-                        .join(toygres_common::store_secret_api::ENCRYPTION_KEY_SETTING),
+                    "backup-encryption-keyring",
+                    &self.layout.keyring_dir(&record.spec.instance),
                 ));
             }
         }

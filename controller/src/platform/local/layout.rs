@@ -72,6 +72,11 @@ impl LocalLayout {
         self.instances_dir().join(instance)
     }
 
+    /// The instance's backup encryption key ring (its members' `--backup-encryption-keyring`).
+    pub fn keyring_dir(&self, instance: &str) -> PathBuf {
+        self.instance_dir(instance).join("keyring")
+    }
+
     /// The instance's credentials.
     pub fn secrets_dir(&self, instance: &str) -> PathBuf {
         self.instance_dir(instance).join("secrets")

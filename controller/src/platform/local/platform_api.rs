@@ -13,8 +13,8 @@ use super::record::{AllRecords, EndpointsRecord, MemberRecord};
 use super::{process, record, secrets, store_secrets, tls, LocalPlatform};
 use crate::endpoints::{BreakerState, ProxyTargets};
 use crate::platform::{
-    validate_member_of, EndpointRoutes, Endpoints, MemberAddress, MemberHandle, MemberInfo,
-    MemberSpec, Platform, PlatformError, SecretRef, SecretRefs, SecretValue,
+    validate_member_of, EndpointRoutes, Endpoints, MemberAddress, MemberArchive, MemberHandle,
+    MemberInfo, MemberSpec, Platform, PlatformError, SecretRef, SecretRefs, SecretValue,
 };
 
 #[async_trait::async_trait]
@@ -31,6 +31,7 @@ impl Platform for LocalPlatform {
         validate_instance_name(instance)?;
         let _lock = self.lock(instance).await;
         remove_path(&self.layout.secrets_dir(instance))?;
+        remove_path(&self.layout.keyring_dir(instance))?;
         remove_dir_if_empty(&self.layout.instance_dir(instance));
         Ok(())
     }
@@ -106,6 +107,16 @@ impl Platform for LocalPlatform {
         Ok(store_secrets::keys(&self.layout, name)?)
     }
 
+    async fn put_backup_keyring(
+        &self,
+        instance: &str,
+        archive: &MemberArchive,
+    ) -> Result<(), PlatformError> {
+        validate_instance_name(instance)?;
+        let _lock = self.lock(instance).await;
+        self.write_keyring(archive, instance)
+    }
+
     async fn delete_store_secret(&self, name: &str) -> Result<(), PlatformError> {
         Ok(store_secrets::delete(&self.layout, name)?)
     }
@@ -165,6 +176,9 @@ impl Platform for LocalPlatform {
             self.write_member(&member)?;
         }
         if !running {
+            if let Some(archive) = &spec.archive {
+                self.write_keyring(archive, &spec.instance)?;
+            }
             self.ensure_running(&mut member).await?;
         }
         Ok(MemberHandle {

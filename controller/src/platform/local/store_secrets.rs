@@ -76,6 +76,54 @@ pub fn delete(layout: &LocalLayout, name: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Writes the instance's backup key ring (`$TOYGRES_HOME/instances/<name>/keyring/`, what its
+/// members' `--backup-encryption-keyring` names): `current.key` from the store secret
+/// `current`, `previous-<secret>.key` from each of `previous` (so what they encrypted stays
+/// readable); each file 0600, through a temporary file renamed into place, the current one
+/// last, then the keys no longer named removed. The values are copied, never shown.
+pub fn put_keyring(
+    layout: &LocalLayout,
+    instance: &str,
+    current: &str,
+    previous: &[String],
+) -> anyhow::Result<()> {
+    let key_of = |name: &str| -> anyhow::Result<Vec<u8>> {
+        let path = layout
+            .store_secret_dir(name)
+            .join(toygres_common::store_secret_api::ENCRYPTION_KEY_SETTING);
+        fs::read(&path).with_context(|| format!("read the encryption key of store secret {name}"))
+    };
+    let dir = layout.keyring_dir(instance);
+    private_dir(&dir)?;
+    let mut files: Vec<(String, Vec<u8>)> = previous
+        .iter()
+        .filter(|name| name.as_str() != current)
+        .map(|name| Ok((format!("previous-{name}.key"), key_of(name)?)))
+        .collect::<anyhow::Result<_>>()?;
+    files.push(("current.key".to_string(), key_of(current)?));
+    for (file, value) in &files {
+        let path = dir.join(file);
+        let tmp = dir.join(format!(".{file}.tmp{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        let written = write_new_private(&tmp, value).and_then(|()| {
+            fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))
+        });
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written?;
+    }
+    for entry in fs::read_dir(&dir).with_context(|| format!("list {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("list {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".key") && !files.iter().any(|(f, _)| *f == name) {
+            fs::remove_file(entry.path())
+                .with_context(|| format!("remove {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn private_dir(dir: &Path) -> anyhow::Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
@@ -117,5 +165,37 @@ mod tests {
         delete(&layout, "s3").unwrap();
         delete(&layout, "s3").unwrap();
         assert_eq!(keys(&layout, "s3").unwrap(), None);
+    }
+
+    #[test]
+    fn a_key_ring_holds_the_current_key_and_the_previous_ones_as_private_files() {
+        let home = tempfile::tempdir().unwrap();
+        let layout = LocalLayout::new(home.path().to_path_buf(), false);
+        let key = toygres_common::store_secret_api::ENCRYPTION_KEY_SETTING;
+        for (name, value) in [("k1", "11"), ("k2", "22"), ("k3", "33")] {
+            let values = BTreeMap::from([(key.to_string(), SecretValue::new(value.repeat(32)))]);
+            put(&layout, name, &values).unwrap();
+        }
+        put_keyring(&layout, "db", "k1", &[]).unwrap();
+        let dir = layout.keyring_dir("db");
+        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        assert_eq!(
+            fs::read_to_string(dir.join("current.key")).unwrap(),
+            "11".repeat(32)
+        );
+        put_keyring(&layout, "db", "k3", &["k1".into(), "k2".into()]).unwrap();
+        put_keyring(&layout, "db", "k3", &["k2".into(), "k3".into()]).unwrap();
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["current.key", "previous-k2.key"]);
+        let current = dir.join("current.key");
+        assert_eq!(fs::read_to_string(&current).unwrap(), "33".repeat(32));
+        assert_eq!(fs::metadata(&current).unwrap().mode() & 0o777, 0o600);
+        let e = put_keyring(&layout, "db", "missing", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("store secret missing"), "{e:#}");
     }
 }
