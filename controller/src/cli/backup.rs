@@ -256,11 +256,18 @@ async fn restore_point(args: RestorePointArgs) -> anyhow::Result<()> {
 /// [--replicas N]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RestoreArgs {
-    /// The instance whose backups are restored (it is not changed)
+    /// The instance whose backups are restored (not changed unless --in-place)
     pub source: String,
     /// The new instance's name
-    #[arg(long, value_name = "NEW")]
-    pub to: String,
+    #[arg(long, value_name = "NEW", required_unless_present = "in_place")]
+    pub to: Option<String>,
+    /// Replace the instance's own data instead (its old data is kept until the restored
+    /// primary accepts writes; its standbys are cloned again); needs --confirm
+    #[arg(long, conflicts_with_all = ["to", "replicas", "backup_encryption_key"])]
+    pub in_place: bool,
+    /// With --in-place: the instance's name again
+    #[arg(long, value_name = "NAME", requires = "in_place")]
+    pub confirm: Option<String>,
     /// Recover to this time (RFC 3339 with a zone, e.g. 2026-12-04T15:30:00Z)
     #[arg(long, group = "target")]
     pub time: Option<String>,
@@ -296,8 +303,9 @@ pub struct RestoreArgs {
 /// connect to it.
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let client = ControllerClient::from_args(&args.op.client, std::env::var_os("HOME"))?;
+    let to = args.to.clone().unwrap_or_else(|| args.source.clone());
     let request = RestoreRequest {
-        to: args.to.clone(),
+        to: args.to.clone().unwrap_or_default(),
         time: args.time.clone(),
         lsn: args.lsn.clone(),
         xid: args.xid,
@@ -306,6 +314,8 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         replicas: args.replicas,
         replication: Some(args.replication.clone()),
         encryption_secret: args.backup_encryption_key.clone(),
+        in_place: args.in_place,
+        confirm: args.confirm.clone(),
     };
     let accepted: OperationAccepted = client
         .post(&format!("/v1/instances/{}/restore", args.source), &request)
@@ -326,13 +336,13 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     }
     let operation = wait(&client, &accepted.operation_id, table).await?;
     fail_unless_succeeded(&operation)?;
-    let detail: InstanceDetail = client.get(&format!("/v1/instances/{}", args.to)).await?;
+    let detail: InstanceDetail = client.get(&format!("/v1/instances/{to}")).await?;
     match args.op.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&detail)?),
         OutputFormat::Table => {
             eprintln!(
-                "Instance {} is running, restored from {} ({:.1} s).",
-                args.to, args.source, operation.elapsed_seconds
+                "Instance {to} is running, restored from {} ({:.1} s).",
+                args.source, operation.elapsed_seconds
             );
             print!("{}", render_connection(&detail));
         }

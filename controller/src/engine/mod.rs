@@ -33,6 +33,7 @@ pub mod cms_janitor;
 mod credentials;
 pub mod health_watch;
 pub mod parameters;
+mod restore_in_place;
 mod restore_wal;
 mod ro;
 mod store_secrets;

@@ -13,6 +13,7 @@ use crate::activities::members::ActorView;
 use crate::orchestrations::backup::BackupInput;
 use crate::orchestrations::backup_cleanup::DeleteBackupsInput;
 use crate::orchestrations::backup_verify::VerifyBackupInput;
+use crate::orchestrations::restore_in_place::RestoreInPlaceInput;
 use crate::orchestrations::credentials::RotateCredentialsInput;
 use crate::orchestrations::ha::target::PrimarySeen;
 use crate::orchestrations::parameters::ParametersInput;
@@ -44,6 +45,8 @@ pub enum ActorCommand {
     RotateCredentials(RotateCredentialsInput),
     /// Verify a base backup (operation *VerifyBackup*).
     VerifyBackup(VerifyBackupInput),
+    /// Replace the instance's data by a restore of its own backup (operation *RestoreInPlace*).
+    RestoreInPlace(RestoreInPlaceInput),
 }
 
 impl ActorCommand {
@@ -61,6 +64,7 @@ impl ActorCommand {
             ActorCommand::DeleteBackups(c) => Some(&c.operation_id),
             ActorCommand::RotateCredentials(c) => Some(&c.operation_id),
             ActorCommand::VerifyBackup(c) => Some(&c.operation_id),
+            ActorCommand::RestoreInPlace(c) => Some(&c.operation_id),
         }
     }
 }
