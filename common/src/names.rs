@@ -73,6 +73,7 @@ pub fn slot_name_for_member(member: &str) -> String {
 }
 
 /// A `host:port` address of a Postgres server.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PgAddress {

@@ -24,6 +24,7 @@ pub enum Role {
 }
 
 /// `GET /v1/status`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     pub member: String,
@@ -79,6 +80,7 @@ pub struct Status {
 }
 
 /// Space on the filesystem holding the data directory.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct DiskStatus {
     pub total_bytes: u64,
@@ -87,6 +89,7 @@ pub struct DiskStatus {
 }
 
 /// The state of WAL archiving on one member (the sidecar's own counters).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ArchiveStatus {
     /// The store, as a URL without credentials.
@@ -105,6 +108,7 @@ pub struct ArchiveStatus {
 }
 
 /// One connected standby, as its primary sees it (`pg_stat_replication`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StandbyStatus {
     pub application_name: String,
@@ -121,6 +125,7 @@ pub struct StandbyStatus {
 }
 
 /// `POST /v1/promote` body (optional: no body is `{"force": false}`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
@@ -128,18 +133,28 @@ pub struct PromoteRequest {
     /// two primaries until the old one is fenced). Without it such a promotion is refused (409).
     #[serde(default)]
     pub force: bool,
+    /// The synchronous replication policy the new primary must hold before it accepts its
+    /// first write (as `PUT /v1/replication {"sync": …}` sets it): set while it is still a
+    /// standby, so no commit on it is acknowledged without a synchronous standby.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncPolicy>,
 }
 
 /// `POST /v1/promote` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PromoteResponse {
     pub timeline: u32,
     pub lsn: String,
     /// Time from the request to the server accepting writes.
     pub duration_ms: u64,
+    /// The request's synchronous replication policy was in force before the promotion.
+    #[serde(default)]
+    pub sync_set: bool,
 }
 
 /// `POST /v1/demote`: become a standby of `primary`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DemoteRequest {
@@ -151,6 +166,7 @@ pub struct DemoteRequest {
 }
 
 /// `POST /v1/demote` answer: what it took.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DemoteResponse {
     /// `none` (already a compatible copy), `rewind` or `reclone`.
@@ -159,12 +175,14 @@ pub struct DemoteResponse {
 }
 
 /// `GET /v1/parameters`: every setting of the server.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Parameters {
     pub parameters: Vec<ParameterInfo>,
 }
 
 /// One setting, as `pg_settings` describes it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ParameterInfo {
     pub name: String,
@@ -179,6 +197,7 @@ pub struct ParameterInfo {
 }
 
 /// `PUT /v1/parameters`: names to values; `null` resets a setting to its default.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SetParametersRequest {
@@ -186,6 +205,7 @@ pub struct SetParametersRequest {
 }
 
 /// `PUT /v1/parameters` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SetParametersResponse {
     /// Settings written and reloaded.
@@ -195,6 +215,7 @@ pub struct SetParametersResponse {
 }
 
 /// `PUT /v1/replication`: fields left out are left as they are.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicationRequest {
@@ -213,6 +234,7 @@ pub struct ReplicationRequest {
 }
 
 /// How a primary replicates synchronously.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SyncPolicy {
@@ -245,6 +267,7 @@ fn default_degrade_timeout_secs() -> u64 {
 }
 
 /// See [`SyncPolicy::mode`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncMode {
@@ -254,6 +277,7 @@ pub enum SyncMode {
 }
 
 /// See [`SyncPolicy::method`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncMethod {
@@ -263,6 +287,7 @@ pub enum SyncMethod {
 }
 
 /// `POST /v1/restart`'s optional body.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestartRequest {
@@ -274,6 +299,7 @@ pub struct RestartRequest {
 }
 
 /// `POST /v1/fence`, `POST /v1/unfence`, `POST /v1/restart`, `PUT /v1/replication` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ActionResponse {
     pub ok: bool,
@@ -281,6 +307,7 @@ pub struct ActionResponse {
 }
 
 /// What a backup holds.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum BackupKind {
@@ -293,6 +320,7 @@ pub enum BackupKind {
 }
 
 /// `POST /v1/backups`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BackupRequest {
@@ -303,6 +331,7 @@ pub struct BackupRequest {
 }
 
 /// One object a backup stored.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BackupObject {
     /// The key under the store URL's prefix.
@@ -319,6 +348,7 @@ pub struct BackupObject {
 }
 
 /// A backup's `manifest.json`, written last: a backup without one is incomplete.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BackupManifest {
     pub id: String,
@@ -356,12 +386,14 @@ pub struct BackupManifest {
     /// `server_version` of the Postgres backed up.
     pub pg_version: String,
     pub system_identifier: String,
-    /// SHA-256 of the main stored object (the base tar), hex.
+    /// SHA-256 of the main stored object (the base tar), hex; for a base tar stored in parts,
+    /// of the parts' SHA-256s (hex, one per line, in order).
     pub sha256: String,
     pub objects: Vec<BackupObject>,
 }
 
 /// `GET /v1/backups`: complete backups, oldest first.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BackupList {
     pub backups: Vec<BackupManifest>,
@@ -369,6 +401,7 @@ pub struct BackupList {
 
 /// `POST /v1/restores/logical`: restore one database of a logical backup into the running
 /// server.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LogicalRestoreRequest {
@@ -381,6 +414,7 @@ pub struct LogicalRestoreRequest {
 }
 
 /// `POST /v1/backups/{id}/verify` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VerifyResponse {
     pub backup_id: String,
@@ -392,6 +426,7 @@ pub struct VerifyResponse {
 
 /// `POST /v1/backups/retention`: the backups to keep; every other one, and every WAL file no
 /// kept backup needs, is deleted.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionRequest {
@@ -399,6 +434,7 @@ pub struct RetentionRequest {
 }
 
 /// `POST /v1/backups/retention` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RetentionResponse {
     pub kept_backups: Vec<String>,
@@ -409,6 +445,7 @@ pub struct RetentionResponse {
 
 /// `POST /v1/wal/switch` answer: the segment the switch closed, the primary's position after
 /// it, and whether the segment reached the store before the sidecar stopped waiting.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WalSwitchResponse {
     pub segment: String,
@@ -418,6 +455,7 @@ pub struct WalSwitchResponse {
 
 /// `POST /v1/wal/restore-point` request: the name of the restore point to make on the primary
 /// (`pg_create_restore_point`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RestorePointRequest {
     pub name: String,
@@ -425,6 +463,7 @@ pub struct RestorePointRequest {
 
 /// `POST /v1/wal/restore-point` answer: where the point is, and the WAL switch after it that
 /// puts it in the archive.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RestorePointResponse {
     pub name: String,
@@ -434,6 +473,7 @@ pub struct RestorePointResponse {
 
 /// `GET /v1/wal/archived` answer: the newest complete segment in the instance's archive, the
 /// position it ends at, and when the newest segment was stored (seconds since the Unix epoch).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ArchiveEnd {
     #[serde(default)]

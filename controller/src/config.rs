@@ -11,9 +11,11 @@ use crate::api_tls::ApiTls;
 use crate::home::ControllerHome;
 use crate::platform::kubernetes::args::{PlatformArgs, PlatformKind};
 
+mod capacity;
 mod database_url;
 mod dotenv;
 
+pub use capacity::{Capacity, CapacityArgs};
 pub use database_url::{describe_cms, parse_database_url, store_url, DatabaseUrlError, SecretUrl};
 pub use dotenv::{load_dotenv, parse_dotenv, DotenvError};
 
@@ -143,6 +145,9 @@ pub struct ControllerArgs {
 
     #[command(flatten)]
     pub default_backup: crate::backups::defaults::DefaultBackupArgs,
+
+    #[command(flatten)]
+    pub capacity: CapacityArgs,
 }
 
 /// Settings that failed validation.
@@ -160,6 +165,8 @@ pub enum ConfigError {
     /// Never carries the URL itself: it may hold a password.
     #[error(transparent)]
     DatabaseUrl(#[from] DatabaseUrlError),
+    #[error("{0}")]
+    Capacity(String),
 }
 
 /// Where the CMS lives.
@@ -200,6 +207,8 @@ pub struct ControllerConfig {
     pub api_tls: crate::api_tls::ApiTls,
     /// The operator's default backup store.
     pub default_backup: crate::backups::defaults::DefaultBackupArgs,
+    /// Dispatcher slots and connection pools.
+    pub capacity: Capacity,
 }
 
 impl ControllerConfig {
@@ -247,9 +256,12 @@ impl ControllerConfig {
             _ if args.platform.kind == PlatformKind::Local => ApiTls::Generated,
             _ => ApiTls::Plain,
         };
+        let capacity = Capacity::resolve(&args.capacity, Capacity::machine_cores())
+            .map_err(ConfigError::Capacity)?;
         Ok(Self {
             home,
             api_tls,
+            capacity,
             listen: args.listen,
             cms,
             database_url,

@@ -205,8 +205,19 @@ async fn serve(
 
     let platform = start_platform(config, tls.as_ref()).await?;
 
-    let cms = Arc::new(Cms::new(cms_config));
+    let cms = Arc::new(Cms::with_connections(
+        cms_config,
+        config.capacity.cms_connections,
+    ));
     let metrics = Arc::new(ControllerMetrics::default());
+    let capacity = &config.capacity;
+    tracing::info!(
+        orchestration_slots = capacity.orchestration_slots,
+        activity_slots = capacity.activity_slots,
+        store_pool_max = capacity.store_pool_max,
+        cms_connections = capacity.cms_connections,
+        "durable capacity"
+    );
     let store = open_store(&store_url).await?;
     let settings = EngineSettings {
         poll_interval: config.poll_interval,
@@ -217,6 +228,8 @@ async fn serve(
         probe_timeout: config.health_timeout,
         fast_path: config.health_fast_path,
         default_backup: config.default_backup.clone(),
+        orchestration_slots: config.capacity.orchestration_slots,
+        activity_slots: config.capacity.activity_slots,
     };
     let dyn_platform: Arc<dyn Platform> = platform.shared();
     let engine = Arc::new(
@@ -382,9 +395,9 @@ async fn become_active(
 enum RunningPlatform {
     /// The local platform and its supervisor (which restarts dead sidecars).
     Local(Arc<LocalPlatform>, tokio::task::JoinHandle<()>),
-    /// The Kubernetes platform (the cluster restarts pods itself) and its relabeler (which
-    /// gives re-created pods their role labels back).
-    Kubernetes(Arc<KubernetesPlatform>, tokio::task::JoinHandle<()>),
+    /// The Kubernetes platform (the cluster restarts pods itself), its relabeler (which gives
+    /// re-created pods their role labels back) and its certificate renewer.
+    Kubernetes(Arc<KubernetesPlatform>, [tokio::task::JoinHandle<()>; 2]),
     /// The local platform with simulated members (benchmarks), and the local supervisor.
     FleetSim(Arc<FleetSimPlatform>, tokio::task::JoinHandle<()>),
 }
@@ -402,10 +415,21 @@ impl RunningPlatform {
         match self {
             // The supervisor holds a weak reference: it ends once the platform is gone.
             RunningPlatform::Local(platform, _supervisor) => platform.shutdown().await,
-            RunningPlatform::Kubernetes(_, relabeler) => relabeler.abort(),
+            RunningPlatform::Kubernetes(_, tasks) => tasks.iter().for_each(|t| t.abort()),
             RunningPlatform::FleetSim(platform, _supervisor) => platform.local().shutdown().await,
         }
     }
+}
+
+/// How often the Kubernetes platform looks for certificates due for renewal: a thirtieth of
+/// their lifetime, at most a minute (one read per member each time) and no more often than the
+/// supervise interval.
+fn renewal_check_interval(config: &ControllerConfig) -> std::time::Duration {
+    let minute = std::time::Duration::from_secs(60);
+    config
+        .cert_lifetime
+        .map_or(minute, |lifetime| (lifetime / 30).min(minute))
+        .max(config.supervise_interval)
 }
 
 /// Sets up the platform `--platform` names: the local one takes over its members and endpoints;
@@ -426,8 +450,11 @@ async fn start_platform(
             "instances run on Kubernetes"
         );
         let platform = Arc::new(platform);
-        let relabeler = platform.spawn_relabeler(config.supervise_interval);
-        return Ok(RunningPlatform::Kubernetes(platform, relabeler));
+        let tasks = [
+            platform.spawn_relabeler(config.supervise_interval),
+            platform.spawn_certificate_renewer(renewal_check_interval(config)),
+        ];
+        return Ok(RunningPlatform::Kubernetes(platform, tasks));
     }
     let mut platform_config = LocalPlatformConfig::new(config.home.root().to_path_buf());
     platform_config.sidecar_bin = config.sidecar_bin.clone();

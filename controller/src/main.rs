@@ -36,7 +36,15 @@ fn main() -> ExitCode {
             init_logging();
             let result = ControllerConfig::from_args(args, std::env::var_os("HOME"))
                 .map_err(anyhow::Error::from)
-                .and_then(|config| runtime.block_on(controller::run(config)));
+                .and_then(|config| {
+                    // duroxide-pg reads its pool size only from the environment. Set here,
+                    // before the controller starts anything on the (still idle) runtime.
+                    std::env::set_var(
+                        "DUROXIDE_PG_POOL_MAX",
+                        config.capacity.store_pool_max.to_string(),
+                    );
+                    runtime.block_on(controller::run(config))
+                });
             match result {
                 Ok(()) => {
                     tracing::info!("the controller stopped");

@@ -27,14 +27,6 @@ const STANDBY_BUDGET: Duration = Duration::from_secs(5);
 /// elsewhere (the controller's own start-up included).
 const RESTART_BUDGET: Duration = Duration::from_secs(60);
 
-/// One row of the chaos suite's table, printed once the test's checks passed.
-fn chaos_row(fault: &str, outcome: &str, took: Duration, acked: usize) {
-    eprintln!(
-        "chaos | {fault} | {outcome} | {:.2} s | {acked} | 0 | 1",
-        took.as_secs_f64()
-    );
-}
-
 /// The standby whose flush confirms the primary's commits now (`sync_state = 'sync'`).
 async fn sync_standby(api: &Api, primary: &str) -> String {
     let client = connect_member(api, "sb", primary).await;
@@ -50,23 +42,6 @@ async fn sync_standby(api: &Api, primary: &str) -> String {
             .map(|row| row.get::<_, String>(0))
     })
     .await
-}
-
-/// The longest time without an acknowledged commit between `from` and `to`.
-fn longest_pause(acks: &[Ack], from: Instant, to: Instant) -> Duration {
-    let mut times: Vec<Instant> = acks
-        .iter()
-        .map(|a| a.at)
-        .filter(|at| *at > from && *at <= to)
-        .collect();
-    times.sort();
-    let mut last = from;
-    let mut longest = Duration::ZERO;
-    for at in times.into_iter().chain([to]) {
-        longest = longest.max(at - last);
-        last = at;
-    }
-    longest
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,8 @@
 # The chaos suite (issue 13): runs the fault tests under continuous writes and prints one table.
 #
 #   scripts/chaos/run.sh            # partitions (3 trials of the isolated primary), kill -9, freeze,
-#                                   # a sync standby killed and frozen, the controller killed mid-failover
+#                                   # a sync standby killed and frozen, the controller killed mid-failover,
+#                                   # the CMS Postgres killed, the object store unavailable, a full disk
 #   TRIALS=8 scripts/chaos/run.sh   # more trials of the isolated primary
 #
 # Each test checks, after its fault: no acknowledged commit lost (sync), in commit order the
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/../.."
 
 trials="${TRIALS:-3}"
 logs="$(mktemp -d -t toygres-chaos.XXXXXX)"
-targets=(ha_partition ha_push ha_freeze ha_chaos)
+targets=(ha_partition ha_push ha_freeze ha_chaos ha_chaos_infra)
 
 cargo build --workspace --bins --quiet
 status=0

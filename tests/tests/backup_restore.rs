@@ -258,8 +258,18 @@ async fn back_up_restore_and_prune(
     assert_eq!(backup.sha256.len(), 64);
     assert!(backup.stored_bytes < backup.raw_bytes, "{backup:?}");
     let keys = backend.keys(&format!("{source}/base/{}/", backup.id)).await;
-    let tar = if gzip { "base.tar.gz" } else { "base.tar.zst" };
-    for name in [tar, "backup_manifest", "manifest.json"] {
+    // The tar in parts, each compressed on its own, listed in order in the manifest.
+    let part = if gzip {
+        "base.tar.p00000.gz"
+    } else {
+        "base.tar.p00000.zst"
+    };
+    assert_eq!(
+        backup.objects[0].key,
+        format!("{source}/base/{}/{part}", backup.id)
+    );
+    assert!(backup.objects.iter().all(|o| keys.contains(&o.key)));
+    for name in [part, "backup_manifest", "manifest.json"] {
         assert!(
             keys.contains(&format!("{source}/base/{}/{name}", backup.id)),
             "{name} missing: {keys:?}"
@@ -802,8 +812,9 @@ async fn verification_catches_corruption_and_retention_deletes_only_unneeded_wal
     assert_eq!(rows(&restored).await, vec![1, 2, 3, 4]);
     restored.stop().await;
 
-    // Flip bytes in the middle of the stored tar.
-    let object = root.join(&second.objects[0].key);
+    // Flip bytes in the middle of the stored tar's last part: every part is checked.
+    assert!(second.objects.len() > 1, "{second:?}");
+    let object = root.join(&second.objects.last().unwrap().key);
     let mut bytes = std::fs::read(&object).expect("read the stored backup");
     let mid = bytes.len() / 2;
     for b in &mut bytes[mid..mid + 16] {

@@ -6,12 +6,11 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{ListParams, PostParams};
 use kube::Api;
 use toygres_tests::k8s::binaries::workspace_root;
+use toygres_tests::k8s::in_cluster::claim_host_path;
 use toygres_tests::k8s::Cluster;
 use toygres_tests::objstores::TcpProxy;
 use toygres_tests::{eventually, TestDir};
@@ -103,22 +102,8 @@ async fn helm_install_with_no_values_schedules_a_controller_stateful_set_with_it
     };
     let ip = ready.status.and_then(|s| s.pod_ip).unwrap();
     // Its API token lives in its home, on the claim's volume.
-    let volume = claims
-        .get("home-toygres-0")
-        .await
-        .unwrap()
-        .spec
-        .and_then(|s| s.volume_name)
-        .unwrap();
-    let home = Api::<PersistentVolume>::all(cluster.client())
-        .get(&volume)
-        .await
-        .unwrap()
-        .spec
-        .and_then(|s| s.host_path)
-        .unwrap()
-        .path;
-    let token_file = std::path::Path::new(&home).join("controller.token");
+    let home = claim_host_path(&cluster, NS, "home-toygres-0").await;
+    let token_file = home.join("controller.token");
 
     // The API serves HTTPS with the certificate the chart made for its Service and for
     // localhost; the CA is public, in a ConfigMap. As `kubectl port-forward` would, a local

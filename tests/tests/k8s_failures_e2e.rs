@@ -5,97 +5,20 @@
 //! same home finishes it, with no object made twice). `bench_k8s_failover_and_switchover`
 //! (ignored; `scripts/bench/k8s.sh` runs it) times create, kill -9 failovers and switchovers.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
-use kube::{Api, Client};
+use kube::Client;
+use toygres_tests::k8s::orders::{
+    commits_after, create_under_way, each_object_once, longest_pause,
+    running_with_three_healthy_members, start_writer, streaming, three_member_instance,
+    three_members_on_a_new_cluster, whole, writes_through_rw, Acked, CREATE, INSTANCE, WAIT,
+};
 use toygres_tests::k8s::toygres::{
-    self, create_namespace, member_pods, ready_endpoints, rw_primary, Ack, Controller, NS,
+    self, create_namespace, member_pods, ready_endpoints, rw_primary, Controller, NS,
 };
 use toygres_tests::k8s::Cluster;
 use toygres_tests::{bin_path, eventually};
-
-const WAIT: Duration = Duration::from_secs(180);
-const INSTANCE: &str = "orders";
-/// `toygres create` of a three-member sync instance.
-const CREATE: [&str; 7] = [
-    "create",
-    INSTANCE,
-    "--replicas",
-    "2",
-    "--replication",
-    "sync",
-    "--no-backup",
-];
-
-type Acked = Arc<Mutex<Vec<Ack>>>;
-
-/// A three-member sync instance with table `kept`, both standbys in `orders-ro`; returns the
-/// superuser password and how long `toygres create` took.
-async fn three_member_instance(controller: &Controller, client: &Client) -> (String, Duration) {
-    let started = Instant::now();
-    controller.cli_ok(&CREATE);
-    let created_in = started.elapsed();
-    let password = toygres::superuser_password(client, INSTANCE).await;
-    let (_, ip) = rw_primary(client, INSTANCE, None).await;
-    toygres::connect(client, INSTANCE, &ip, &password)
-        .await
-        .expect("connect to rw")
-        .batch_execute("CREATE TABLE kept (id int PRIMARY KEY)")
-        .await
-        .unwrap();
-    whole(client, &password).await;
-    (password, created_in)
-}
-
-/// Waits until the instance is whole: one primary behind `orders-rw`, both standbys labelled,
-/// in `orders-ro` and streaming from it.
-async fn whole(client: &Client, password: &str) {
-    eventually(WAIT, "one primary and two streaming standbys", || async {
-        let pods = member_pods(client, INSTANCE).await;
-        let ro = ready_endpoints(client, "orders-ro").await;
-        let standbys: Vec<&String> = pods
-            .values()
-            .filter(|(_, role, _)| role.as_deref() == Some("standby"))
-            .map(|(ip, _, _)| ip)
-            .collect();
-        if standbys.len() != 2 || ready_endpoints(client, "orders-rw").await.len() != 1 {
-            return None;
-        }
-        for ip in standbys {
-            if !ro.contains(ip) || !streaming(client, ip, password).await {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
-}
-
-/// Whether the Postgres at `ip` is a standby whose WAL receiver streams.
-async fn streaming(client: &Client, ip: &str, password: &str) -> bool {
-    let Some(pg) = toygres::connect(client, INSTANCE, ip, password).await else {
-        return false;
-    };
-    let status = pg
-        .query_opt("SELECT status FROM pg_stat_wal_receiver", &[])
-        .await
-        .ok()
-        .flatten()
-        .map(|row| row.get::<_, String>(0));
-    status.as_deref() == Some("streaming")
-}
-
-/// Waits until the writer has `n` more acknowledged commits than `after`.
-async fn commits_after(acked: &Acked, after: usize, n: usize, what: &str) {
-    eventually(WAIT, what, || async {
-        (acked.lock().unwrap().len() >= after + n).then_some(())
-    })
-    .await;
-}
 
 /// kill -9 of every process of the primary's pod under the writer: waits until rw leads to
 /// another primary and it has taken 10 commits; returns the time from the kill to the first
@@ -141,31 +64,9 @@ async fn rejoined_as_standby(client: &Client, pod: &str, password: &str) {
     .await;
 }
 
-async fn start_writer(
-    client: &Client,
-    password: &str,
-) -> (Arc<AtomicBool>, Acked, tokio::task::JoinHandle<()>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked: Acked = Arc::new(Mutex::new(Vec::new()));
-    let writer = toygres::spawn_writer(
-        client.clone(),
-        INSTANCE,
-        password.to_string(),
-        stop.clone(),
-        acked.clone(),
-    );
-    commits_after(&acked, 0, 20, "20 commits before the failure").await;
-    (stop, acked, writer)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_primary_pod_moves_rw_loses_no_commit_and_the_pod_rejoins_as_a_standby() {
-    bin_path("toygres-sidecar");
-    let cluster = Cluster::start().await;
-    let client = cluster.client();
-    create_namespace(&client).await;
-    let controller = Controller::start(&cluster).await;
-    let (password, _) = three_member_instance(&controller, &client).await;
+    let (cluster, client, controller, password) = three_members_on_a_new_cluster().await;
     let (stop, acked, writer) = start_writer(&client, &password).await;
 
     let (first_commit, old, (new, new_ip)) = kill_the_primary(&cluster, &client, &acked).await;
@@ -185,17 +86,6 @@ async fn kill_9_of_the_primary_pod_moves_rw_loses_no_commit_and_the_pod_rejoins_
     controller.cli_ok(&["delete", INSTANCE]);
 }
 
-/// The sorted names of every object of kind `K` in the namespace.
-async fn names<K>(client: &Client) -> Vec<String>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    toygres::names::<K>(client, None).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_the_controller_was_killed_in_the_middle_of_completes_under_a_new_controller() {
     bin_path("toygres-sidecar");
@@ -204,70 +94,13 @@ async fn a_create_the_controller_was_killed_in_the_middle_of_completes_under_a_n
     create_namespace(&client).await;
     let controller = Controller::start(&cluster).await;
     controller.cli_ok(&[&CREATE[..], &["--no-wait"]].concat());
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
-    eventually(WAIT, "the first member's StatefulSet", || async {
-        sets.get_opt("orders-0").await.ok()?.map(|_| ())
-    })
-    .await;
+    create_under_way(&client).await;
     let controller = controller.kill_and_restart().await;
 
-    let detail = eventually(
-        WAIT,
-        "the instance running with three healthy members",
-        || async {
-            let out = controller.cli(&["get", INSTANCE, "-o", "json"]);
-            let detail: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            let members = detail["members"].as_array()?;
-            (detail["state"] == "running"
-                && detail["health"] == "healthy"
-                && members.len() == 3
-                && members.iter().all(|m| m["health"] == "healthy"))
-            .then_some(detail)
-        },
-    )
-    .await;
-    let members = detail["members"].as_array().unwrap();
-    let primaries = members.iter().filter(|m| m["role"] == "primary").count();
-    assert_eq!(primaries, 1, "{detail}");
-
-    // Each object once, under the names of the design.
-    assert_eq!(
-        names::<StatefulSet>(&client).await,
-        ["orders-0", "orders-1", "orders-2"]
-    );
-    assert_eq!(
-        names::<Service>(&client).await,
-        ["orders-members", "orders-ro", "orders-rw"]
-    );
-    let secrets: Vec<String> = names::<Secret>(&client)
-        .await
-        .into_iter()
-        .filter(|n| n.starts_with("orders"))
-        .collect();
-    assert_eq!(
-        secrets,
-        [
-            "orders-0-tls",
-            "orders-1-tls",
-            "orders-2-tls",
-            "orders-ca",
-            "orders-credentials"
-        ]
-    );
-    assert_eq!(
-        names::<PersistentVolumeClaim>(&client).await,
-        ["data-orders-0-0", "data-orders-1-0", "data-orders-2-0"]
-    );
-    assert_eq!(names::<Pod>(&client).await.len(), 3);
+    running_with_three_healthy_members(|| controller.cli(&["get", INSTANCE, "-o", "json"])).await;
+    each_object_once(&client).await;
     // The instance works: a write through rw.
-    let password = toygres::superuser_password(&client, INSTANCE).await;
-    let (_, ip) = rw_primary(&client, INSTANCE, None).await;
-    toygres::connect(&client, INSTANCE, &ip, &password)
-        .await
-        .expect("connect to rw")
-        .batch_execute("CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept VALUES (1)")
-        .await
-        .unwrap();
+    writes_through_rw(&client).await;
     controller.cli_ok(&["delete", INSTANCE]);
 }
 
@@ -276,22 +109,6 @@ fn trials(var: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// The longest gap between consecutive acknowledged commits in `[from, to]`.
-fn longest_pause(acked: &Acked, from: Instant, to: Instant) -> Duration {
-    let times: Vec<Instant> = acked
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|ack| ack.at)
-        .filter(|at| *at >= from && *at <= to)
-        .collect();
-    let first = times.first().map(|at| *at - from).unwrap_or(to - from);
-    times
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .fold(first, Duration::max)
 }
 
 /// Create with two standbys, then TRIALS (10) kill -9 failovers of the primary's pod and

@@ -427,25 +427,8 @@ async fn of_two_controllers_one_acts_and_the_standby_takes_over_when_it_dies() {
     // The CMS: another controller's embedded Postgres (a local-platform controller running
     // nothing), in a database of its own.
     let cms = Controller::launch(Ipv4Addr::LOCALHOST, &[], &[], true).await;
-    let cms_port = std::fs::read_to_string(cms.home.path().join("cms/port")).unwrap();
-    let cms_password =
-        std::fs::read_to_string(cms.home.path().join("cms/superuser.password")).unwrap();
-    let (pg, connection) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(cms_port.trim().parse().unwrap())
-        .user("postgres")
-        .password(cms_password.trim())
-        .dbname("postgres")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    pg.batch_execute("CREATE DATABASE leaders").await.unwrap();
-    let url = format!(
-        "postgres://postgres:{}@127.0.0.1:{}/leaders",
-        cms_password.trim(),
-        cms_port.trim()
-    );
+    let (cms_port, cms_password) = cms.cms_database("leaders").await;
+    let url = format!("postgres://postgres:{cms_password}@127.0.0.1:{cms_port}/leaders");
 
     let args = kubernetes_args(cluster.control_plane().admin_kubeconfig());
     let a = Controller::launch(

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use toygres_common::sidecar_api::{DemoteRequest, ReplicationRequest, Role};
+use toygres_common::sidecar_api::{
+    DemoteRequest, PromoteRequest, ReplicationRequest, Role, SyncMethod, SyncMode, SyncPolicy,
+};
 use toygres_tests::{eventually, Sidecar, SidecarSpec, TestDir};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -504,16 +506,74 @@ async fn promote_refuses_while_the_primary_still_serves_unless_forced() {
     assert_eq!(resp.status().as_u16(), 400);
     assert_eq!(sc.status().await.unwrap().role, Role::Standby);
 
-    // Forced, it goes ahead.
+    // A policy naming the standby itself is refused before anything happens.
+    let own = SyncPolicy {
+        standbys: vec!["pf-1".into()],
+        ..strict_first_one("pf-0")
+    };
+    let err = sc
+        .promote_with(&PromoteRequest {
+            force: true,
+            sync: Some(own),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert_eq!(sc.status().await.unwrap().role, Role::Standby);
+
+    // Forced, it goes ahead, with the synchronous policy it was given in force before its first
+    // write: pf-0 no longer streams from it, so that write waits for a synchronous standby.
     let promoted = sc
-        .promote_with(&toygres_common::sidecar_api::PromoteRequest { force: true })
+        .promote_with(&PromoteRequest {
+            force: true,
+            sync: Some(strict_first_one("pf-0")),
+        })
         .await
         .unwrap();
     assert_eq!(promoted.timeline, 2);
-    standby
+    assert!(promoted.sync_set);
+    let names: String = standby
         .connect()
         .await
-        .batch_execute("CREATE TABLE forced (x int)")
+        .query_one("SHOW synchronous_standby_names", &[])
         .await
-        .unwrap();
+        .unwrap()
+        .get(0);
+    assert_eq!(names, "FIRST 1 (\"pf-0\")");
+    let writer = standby.connect().await;
+    let write =
+        tokio::spawn(async move { writer.batch_execute("CREATE TABLE forced (x int)").await });
+    let observer = standby.connect().await;
+    eventually(
+        WAIT,
+        "the first write to wait for a synchronous standby",
+        || async {
+            let waiting: i64 = observer
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+                    &[],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (waiting == 1).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !write.is_finished(),
+        "a commit was acknowledged without a synchronous standby"
+    );
+    write.abort();
+}
+
+/// `FIRST 1 (standby)`, strict.
+fn strict_first_one(standby: &str) -> SyncPolicy {
+    SyncPolicy {
+        mode: SyncMode::Strict,
+        method: SyncMethod::First,
+        num_sync: 1,
+        standbys: vec![standby.into()],
+        degrade_timeout_secs: 0,
+    }
 }

@@ -178,7 +178,7 @@ impl Default for HaSettings {
             check_interval_ms: 250,
             failure_threshold: 3,
             check_timeout_ms: 500,
-            standby_contact_window_ms: 1500,
+            standby_contact_window_ms: 1000,
             max_lag_bytes: 16 * 1024 * 1024,
             cooldown_secs: 60,
             sync_mode: SyncModeSetting::Strict,

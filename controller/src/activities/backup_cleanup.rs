@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use duroxide::ActivityContext;
 use serde::{Deserialize, Serialize};
@@ -13,7 +12,7 @@ use toygres_common::domain::{BackupStatus, MemberState, Role};
 use toygres_common::sidecar_api::{BackupKind, RetentionRequest};
 
 use super::deps::{describe, ActivityDeps};
-use super::sidecar::sidecar;
+use super::sidecar::sidecar_within;
 use crate::backups::cleanup;
 
 /// What to delete of an instance's backups.
@@ -152,13 +151,7 @@ pub async fn delete_backup_objects(
     _ctx: ActivityContext,
     input: DeleteObjectsInput,
 ) -> Result<DeletedObjects, String> {
-    let client = sidecar(
-        &deps,
-        &input.instance,
-        &input.member,
-        Duration::from_secs(600),
-    )
-    .await?;
+    let client = sidecar_within(&deps, &input.instance, &input.member, 600).await?;
     let stored = client.backups().await.map_err(describe)?.backups;
     let doomed: BTreeSet<&str> = input.store_ids.iter().map(String::as_str).collect();
     if !stored.iter().any(|b| doomed.contains(b.id.as_str())) {

@@ -3,7 +3,6 @@
 //! queue a scheduled backup on the instance's actor.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use duroxide::ActivityContext;
 use serde::{Deserialize, Serialize};
@@ -12,7 +11,7 @@ use toygres_common::sidecar_api::{BackupKind, BackupManifest, BackupRequest};
 
 use super::deps::{describe, ActivityDeps};
 use super::members::InstanceRef;
-use super::sidecar::sidecar;
+use super::sidecar::sidecar_within;
 use crate::backups::source::BackupCandidate;
 use crate::cms::backups::{BackupInsert, BackupStarted};
 
@@ -101,11 +100,11 @@ pub async fn take_backup(
     _ctx: ActivityContext,
     input: TakeBackupInput,
 ) -> Result<BackupManifest, String> {
-    let client = sidecar(
+    let client = sidecar_within(
         &deps,
         &input.instance,
         &input.member,
-        Duration::from_secs(input.timeout_secs.max(60)),
+        input.timeout_secs.max(60),
     )
     .await?;
     client
@@ -169,7 +168,17 @@ pub struct ScheduleFacts {
     /// The logical backup schedule; `None` when backups are off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logical_schedule: Option<String>,
+    /// How long the loop may sleep before it looks again (longer in a large fleet; `None`, as
+    /// in histories written before it: the loop's own default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recheck_ms: Option<u64>,
 }
+
+/// A schedule loop looks at its schedule at least this often (in a small fleet).
+pub const SCHEDULE_RECHECK_MS: u64 = 20_000;
+/// The turns of a whole fleet's schedule loops, per second on average: a larger fleet spreads
+/// them wider (100 s at 500 instances), so a changed schedule is followed later.
+pub const SCHEDULE_TURNS_PER_SEC: u64 = 5;
 
 impl ScheduleFacts {
     /// [`ScheduleFacts::active_schedule`] for logical backups.
@@ -212,6 +221,7 @@ pub async fn read_backup_schedule(
             base_schedule: None,
             suspended: false,
             logical_schedule: None,
+            recheck_ms: None,
         });
     };
     let config = deps
@@ -227,6 +237,11 @@ pub async fn read_backup_schedule(
         base_schedule: config.as_ref().map(|c| c.base_schedule.clone()),
         logical_schedule: config.as_ref().map(|c| c.logical_schedule.clone()),
         suspended: config.is_some_and(|c| c.suspended),
+        recheck_ms: Some(super::deps::jittered_ms(super::deps::spread_ms(
+            deps.fleet_size(),
+            SCHEDULE_RECHECK_MS,
+            SCHEDULE_TURNS_PER_SEC,
+        ))),
     })
 }
 

@@ -23,9 +23,68 @@ pub struct ActivityDeps {
     pub health_interval_ms: u64,
     /// The fast path runs: actors of quiet instances sleep between its wake-ups.
     pub fast_path: bool,
+    /// The running instances the fast path watched in its last pass (their quiet actors'
+    /// safety-net rounds are spread wider as the fleet grows).
+    pub watched_instances: std::sync::atomic::AtomicUsize,
+    /// When each instance's actor last began a health round (read its view): a wake-up sent
+    /// before that is consumed. The fast path sends no other while one is pending.
+    pub rounds_begun: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl ActivityDeps {
+    /// The running instances the fast path watched last (0 without it).
+    pub fn fleet_size(&self) -> usize {
+        self.watched_instances
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The actor of `instance` begins a health round now.
+    pub fn round_begins(&self, instance: &str) {
+        if let Ok(mut rounds) = self.rounds_begun.lock() {
+            rounds.insert(instance.to_string(), std::time::Instant::now());
+        }
+    }
+
+    /// When the actor of `instance` last began a health round (in this process).
+    pub fn round_begun(&self, instance: &str) -> Option<std::time::Instant> {
+        self.rounds_begun
+            .lock()
+            .ok()
+            .and_then(|rounds| rounds.get(instance).copied())
+    }
+}
+
+/// How long each of a fleet's `instances` periodic loops waits between its turns so that
+/// together they run at most `per_sec` turns a second, and never less than `floor_ms`: a fixed
+/// per-instance loop would make the durable work grow with the fleet.
+pub fn spread_ms(instances: usize, floor_ms: u64, per_sec: u64) -> u64 {
+    let instances = u64::try_from(instances).unwrap_or(u64::MAX);
+    floor_ms.max(instances.saturating_mul(1000) / per_sec.max(1))
+}
+
+/// `ms` plus up to a quarter more, at random: loops started together (a fleet created at once,
+/// a controller restart) drift apart instead of all waking in the same second, which queued
+/// a hundred rounds at once ahead of a failover's steps. An activity result, so replay safe.
+pub fn jittered_ms(ms: u64) -> u64 {
+    use rand::Rng as _;
+    ms.saturating_add(rand::thread_rng().gen_range(0..=ms / 4))
 }
 
 /// An activity's error: the whole chain of causes, as text (it goes into the history).
 pub(crate) fn describe(e: impl Into<anyhow::Error>) -> String {
     format!("{:#}", e.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_adds_at_most_a_quarter() {
+        for _ in 0..200 {
+            let ms = jittered_ms(30_000);
+            assert!((30_000..=37_500).contains(&ms), "{ms}");
+        }
+        assert_eq!(jittered_ms(0), 0);
+    }
 }

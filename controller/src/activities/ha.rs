@@ -13,7 +13,7 @@ use toygres_common::sidecar_api::{
 };
 
 use super::deps::{describe, ActivityDeps};
-use super::sidecar::{poll_status, sidecar, Polled};
+use super::sidecar::{poll_status, sidecar, sidecar_within, Polled};
 use crate::platform::{Bootstrap, MemberSpec, Placement, SecretRefs};
 use toygres_common::sidecar_client::SidecarClientError;
 
@@ -217,6 +217,9 @@ pub struct PromoteInput {
     /// and that check waited a second for it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
+    /// The new primary's synchronous replication policy, in force before it takes a write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncPolicy>,
 }
 
 /// What a promotion produced.
@@ -225,6 +228,9 @@ pub struct Promoted {
     pub timeline: u32,
     pub lsn: Option<u64>,
     pub duration_ms: u64,
+    /// The input's policy was set before the promotion (else the caller sets it after).
+    #[serde(default)]
+    pub sync_set: bool,
 }
 
 /// Promotes the member (it replays all the WAL it received first). A member that is already a
@@ -234,23 +240,26 @@ pub async fn promote_member(
     _ctx: ActivityContext,
     input: PromoteInput,
 ) -> Result<Promoted, String> {
-    let client = sidecar(
-        &deps,
-        &input.instance,
-        &input.member,
-        Duration::from_secs(120),
-    )
-    .await?;
-    let promoted = if input.force {
-        client.promote_with(&PromoteRequest { force: true }).await
-    } else {
-        client.promote().await
+    let client = sidecar_within(&deps, &input.instance, &input.member, 120).await?;
+    let mut request = PromoteRequest {
+        force: input.force,
+        sync: input.sync.clone(),
     };
+    let mut promoted = client.promote_with(&request).await;
+    if request.sync.is_some()
+        && matches!(&promoted, Err(e) if matches!(e.status(), Some(400 | 422)))
+    {
+        // A sidecar of an earlier version takes no policy: promoted without it, the caller
+        // sets it after (as before).
+        request.sync = None;
+        promoted = client.promote_with(&request).await;
+    }
     match promoted {
         Ok(promoted) => Ok(Promoted {
             timeline: promoted.timeline,
             lsn: parse_lsn(&promoted.lsn),
             duration_ms: promoted.duration_ms,
+            sync_set: request.sync.is_some() && promoted.sync_set,
         }),
         // Run again after a crash of the controller: the first run did it.
         Err(e) if e.status() == Some(409) => {
@@ -260,6 +269,7 @@ pub async fn promote_member(
                     timeline: status.timeline.unwrap_or(0),
                     lsn: status.current_lsn.as_deref().and_then(parse_lsn),
                     duration_ms: 0,
+                    sync_set: false,
                 })
             } else {
                 Err(describe(e))
@@ -276,13 +286,7 @@ pub async fn unfence_member(
     _ctx: ActivityContext,
     input: PromoteInput,
 ) -> Result<(), String> {
-    let client = sidecar(
-        &deps,
-        &input.instance,
-        &input.member,
-        Duration::from_secs(120),
-    )
-    .await?;
+    let client = sidecar_within(&deps, &input.instance, &input.member, 120).await?;
     client.unfence().await.map_err(describe)?;
     Ok(())
 }
@@ -314,13 +318,7 @@ pub async fn repoint_standby(
         .member_address(&input.instance, &input.primary)
         .await
         .map_err(describe)?;
-    let client = sidecar(
-        &deps,
-        &input.instance,
-        &input.member,
-        Duration::from_secs(30),
-    )
-    .await?;
+    let client = sidecar_within(&deps, &input.instance, &input.member, 30).await?;
     let answer = client
         .set_replication(&ReplicationRequest {
             primary: Some(primary.pg),
@@ -351,13 +349,7 @@ pub async fn set_sync_policy(
     _ctx: ActivityContext,
     input: SyncPolicyInput,
 ) -> Result<(), String> {
-    let client = sidecar(
-        &deps,
-        &input.instance,
-        &input.primary,
-        Duration::from_secs(30),
-    )
-    .await?;
+    let client = sidecar_within(&deps, &input.instance, &input.primary, 30).await?;
     let request = match input.policy {
         Some(policy) => ReplicationRequest {
             synchronous_commit: Some("on".into()),

@@ -393,16 +393,28 @@ impl ActorView {
     }
 }
 
-/// Reads the actor's view of its instance; `None` when the actor is no longer the instance's
-/// (replaced, or the instance is being deleted).
-/// With the fast path, a quiet instance's actor runs a durable round at least this often.
+/// With the fast path, a quiet instance's actor runs a durable round at least this often
+/// (in a small fleet: see [`quiet_interval_ms`]).
 pub const QUIET_INTERVAL_MS: u64 = 30_000;
 
+/// The safety-net rounds of a whole fleet's quiet actors, per second on average: a larger
+/// fleet spreads them wider, so their durable work stays bounded whatever its size.
+pub const QUIET_ROUNDS_PER_SEC: u64 = 4;
+
+/// How long a quiet actor sleeps in a fleet of `instances`: [`QUIET_INTERVAL_MS`], or longer
+/// once the fleet's quiet rounds would exceed [`QUIET_ROUNDS_PER_SEC`] (125 s at 500).
+pub fn quiet_interval_ms(instances: usize) -> u64 {
+    super::deps::spread_ms(instances, QUIET_INTERVAL_MS, QUIET_ROUNDS_PER_SEC)
+}
+
+/// Reads the actor's view of its instance; `None` when the actor is no longer the instance's
+/// (replaced, or the instance is being deleted).
 pub async fn read_actor_view(
     deps: Arc<ActivityDeps>,
     _ctx: ActivityContext,
     input: ActorRef,
 ) -> Result<Option<ActorView>, String> {
+    deps.round_begins(&input.instance);
     actor_view(&deps, &input).await
 }
 
@@ -479,6 +491,28 @@ pub async fn actor_view(
             m.parsed_role() == Role::Standby && m.parsed_state() == Some(MemberState::Running)
         }),
         ro,
-        quiet_interval_ms: deps.fast_path.then_some(QUIET_INTERVAL_MS),
+        quiet_interval_ms: deps
+            .fast_path
+            .then(|| super::deps::jittered_ms(quiet_interval_ms(deps.fleet_size()))),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_rounds_spread_wider_in_a_large_fleet() {
+        assert_eq!(quiet_interval_ms(0), QUIET_INTERVAL_MS);
+        assert_eq!(quiet_interval_ms(100), QUIET_INTERVAL_MS);
+        assert_eq!(quiet_interval_ms(500), 125_000);
+        // The fleet's quiet rounds per second stay at most QUIET_ROUNDS_PER_SEC.
+        for n in [120_u64, 500, 2_000] {
+            let per_sec = n as f64 * 1000.0 / quiet_interval_ms(n as usize) as f64;
+            assert!(
+                per_sec <= QUIET_ROUNDS_PER_SEC as f64 + 1e-9,
+                "{n}: {per_sec}"
+            );
+        }
+    }
 }

@@ -12,7 +12,7 @@ use toygres_common::parameters_api::same_value;
 use toygres_common::sidecar_api::{parse_lsn, RestartRequest, SetParametersRequest};
 
 use super::deps::{describe, ActivityDeps};
-use super::sidecar::{poll_status, sidecar, Polled};
+use super::sidecar::{poll_status, sidecar, sidecar_within, Polled};
 use crate::orchestrations::names::COMMANDS_QUEUE;
 
 /// How long a sidecar may take to restart its Postgres.
@@ -32,13 +32,7 @@ pub async fn write_parameters(
     _ctx: ActivityContext,
     input: WriteParametersInput,
 ) -> Result<Vec<String>, String> {
-    let client = sidecar(
-        &deps,
-        &input.instance,
-        &input.member,
-        Duration::from_secs(30),
-    )
-    .await?;
+    let client = sidecar_within(&deps, &input.instance, &input.member, 30).await?;
     let answer = client
         .set_parameters(&SetParametersRequest {
             parameters: input.parameters,
@@ -65,13 +59,7 @@ pub async fn confirm_parameters(
     input: ConfirmParametersInput,
 ) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(input.timeout_secs);
-    let client = sidecar(
-        &deps,
-        &input.instance,
-        &input.member,
-        Duration::from_secs(10),
-    )
-    .await?;
+    let client = sidecar_within(&deps, &input.instance, &input.member, 10).await?;
     loop {
         let last = match client.parameter_catalog().await {
             Ok(catalog) => {

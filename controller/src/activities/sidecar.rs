@@ -24,6 +24,17 @@ pub(crate) async fn sidecar(
     sidecar_on(deps.platform.as_ref(), instance, member, timeout).await
 }
 
+/// [`sidecar`] with its timeout in seconds: what most activities, which wait a fixed time for one
+/// call, ask for.
+pub(crate) async fn sidecar_within(
+    deps: &ActivityDeps,
+    instance: &str,
+    member: &str,
+    timeout_secs: u64,
+) -> Result<SidecarClient, String> {
+    sidecar(deps, instance, member, Duration::from_secs(timeout_secs)).await
+}
+
 /// A client of the member's sidecar on `platform`, with the instance's sidecar token.
 pub(crate) async fn sidecar_on(
     platform: &dyn Platform,
@@ -424,13 +435,7 @@ pub async fn drop_slot(
     _ctx: ActivityContext,
     input: DropSlotInput,
 ) -> Result<(), String> {
-    let client = sidecar(
-        &deps,
-        &input.instance,
-        &input.primary,
-        Duration::from_secs(30),
-    )
-    .await?;
+    let client = sidecar_within(&deps, &input.instance, &input.primary, 30).await?;
     let deadline = Instant::now() + Duration::from_secs(input.timeout_secs);
     loop {
         match client.drop_slot(&input.member).await {

@@ -49,3 +49,15 @@ pub struct OpArgs {
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 }
+
+/// What every command that reads one instance's settings or state takes: the instance's name,
+/// where the controller is, and how to print.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InstanceArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}

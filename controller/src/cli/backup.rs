@@ -9,7 +9,7 @@ use toygres_common::backup_api::{
 };
 use toygres_common::controller_api::{InstanceDetail, OperationAccepted};
 
-use super::args::{ClientArgs, OpArgs, OutputFormat};
+use super::args::{ClientArgs, InstanceArgs, OpArgs, OutputFormat};
 use super::backup_cleanup::{CleanupArgs, DeleteArgs};
 use super::client::ControllerClient;
 use super::instances::render_connection;
@@ -28,7 +28,7 @@ pub enum BackupCommand {
     /// Take a backup of an instance (from a healthy standby when there is one)
     Create(CreateArgs),
     /// List an instance's backups, newest first
-    List(ListArgs),
+    List(InstanceArgs),
     /// Show one backup
     Get(GetArgs),
     /// Show, change, suspend or resume an instance's scheduled base and logical backups
@@ -98,17 +98,6 @@ pub struct CreateArgs {
     pub databases: Vec<String>,
     #[command(flatten)]
     pub op: OpArgs,
-}
-
-/// `toygres backup list NAME`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ListArgs {
-    pub name: String,
-    #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
 }
 
 /// `toygres backup get ID`.

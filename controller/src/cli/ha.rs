@@ -3,8 +3,8 @@
 
 use toygres_common::controller_api::{HaSettings, HaSettingsPatch, SyncModeSetting};
 
-use super::args::{ClientArgs, OutputFormat};
-use super::client::ControllerClient;
+use super::args::{ClientArgs, InstanceArgs, OutputFormat};
+use super::settings::{self, show_or_set};
 
 /// The flags of `toygres ha`.
 #[derive(Debug, Clone, clap::Args)]
@@ -17,20 +17,9 @@ pub struct HaArgs {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum HaCommand {
     /// Show the settings
-    Show(ShowArgs),
+    Show(InstanceArgs),
     /// Change some settings (the others stay)
     Set(SetArgs),
-}
-
-/// `toygres ha show NAME`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ShowArgs {
-    pub name: String,
-    #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
 }
 
 /// The sync modes, as flags spell them.
@@ -91,16 +80,12 @@ pub struct SetArgs {
 
 /// Runs `toygres ha …`.
 pub async fn run(args: HaArgs) -> anyhow::Result<()> {
-    let (settings, output) = match args.command {
+    let (settings, output): (HaSettings, _) = match args.command {
         HaCommand::Show(args) => {
-            let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
-            let settings: HaSettings = client
-                .get(&format!("/v1/instances/{}/ha", args.name))
-                .await?;
-            (settings, args.output)
+            let settings = show_or_set::<_, HaSettingsPatch>(&args.client, &args.name, "ha", None);
+            (settings.await?, args.output)
         }
         HaCommand::Set(args) => {
-            let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
             let patch = HaSettingsPatch {
                 failover_enabled: args.failover_enabled,
                 check_interval_ms: args.check_interval_ms,
@@ -118,20 +103,11 @@ pub async fn run(args: HaArgs) -> anyhow::Result<()> {
                 degrade_timeout_secs: args.degrade_timeout_secs,
                 health_query: args.health_query,
             };
-            if patch == HaSettingsPatch::default() {
-                anyhow::bail!("nothing to change: give at least one setting (see --help)");
-            }
-            let settings: HaSettings = client
-                .put(&format!("/v1/instances/{}/ha", args.name), &patch)
-                .await?;
-            (settings, args.output)
+            let settings = show_or_set(&args.client, &args.name, "ha", Some(patch));
+            (settings.await?, args.output)
         }
     };
-    match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&settings)?),
-        OutputFormat::Table => print!("{}", render(&settings)),
-    }
-    Ok(())
+    settings::print(&settings, output, render)
 }
 
 fn render(s: &HaSettings) -> String {

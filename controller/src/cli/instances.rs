@@ -7,7 +7,7 @@ use toygres_common::controller_api::{
 };
 use toygres_common::domain::Role;
 
-use super::args::{ClientArgs, OpArgs, OutputFormat};
+use super::args::{InstanceArgs, OpArgs, OutputFormat};
 use super::client::ControllerClient;
 use super::operation::{fail_unless_succeeded, wait};
 use super::params::{memory_mb, parse_settings};
@@ -70,17 +70,6 @@ pub struct CreateArgs {
     pub storage: Option<String>,
     #[command(flatten)]
     pub op: OpArgs,
-}
-
-/// The flags of `toygres get`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct GetArgs {
-    pub name: String,
-    #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
 }
 
 /// The flags of `toygres delete`.
@@ -162,7 +151,7 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
 }
 
 /// Prints an instance.
-pub async fn get(args: GetArgs) -> anyhow::Result<()> {
+pub async fn get(args: InstanceArgs) -> anyhow::Result<()> {
     let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
     let detail: InstanceDetail = client.get(&format!("/v1/instances/{}", args.name)).await?;
     match args.output {

@@ -17,6 +17,7 @@ pub mod params;
 pub mod replication;
 pub mod ro;
 pub mod secret;
+mod settings;
 pub mod stats;
 mod table;
 
@@ -48,7 +49,7 @@ pub enum Command {
     /// List instances
     List(list::ListArgs),
     /// Show an instance: its members, their health, and how to connect
-    Get(instances::GetArgs),
+    Get(args::InstanceArgs),
     /// Delete an instance
     Delete(instances::DeleteArgs),
     /// An instance's standbys: status, add, remove

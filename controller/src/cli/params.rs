@@ -12,7 +12,7 @@ use toygres_common::parameters_api::{
     ParameterCategory, PrimaryUpdate, ProfilePlan, SetInstanceParameters,
 };
 
-use super::args::{ClientArgs, OpArgs, OutputFormat};
+use super::args::{ClientArgs, InstanceArgs, OpArgs, OutputFormat};
 use super::client::ControllerClient;
 use super::operation::{fail_unless_succeeded, wait};
 
@@ -27,7 +27,7 @@ pub struct ParamsArgs {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ParamsCommand {
     /// Show the values set and whether each member runs them
-    Get(GetArgs),
+    Get(InstanceArgs),
     /// Set parameters: NAME key=value …
     Set(SetArgs),
     /// Reset parameters to Postgres's defaults: NAME key …
@@ -62,17 +62,6 @@ pub struct ProfileArgs {
     pub primary_update: PrimaryUpdateArg,
     #[command(flatten)]
     pub op: OpArgs,
-}
-
-/// `toygres params get NAME`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct GetArgs {
-    pub name: String,
-    #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
 }
 
 /// How the primary takes a restart-class change, as flags spell it.
@@ -328,7 +317,7 @@ async fn follow(
     print_parameters(&parameters, output)
 }
 
-async fn get(args: GetArgs) -> anyhow::Result<()> {
+async fn get(args: InstanceArgs) -> anyhow::Result<()> {
     let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
     let parameters: InstanceParameters = client
         .get(&format!("/v1/instances/{}/parameters", args.name))

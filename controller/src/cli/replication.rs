@@ -6,7 +6,7 @@ use toygres_common::controller_api::{
     SwitchoverRequest,
 };
 
-use super::args::{ClientArgs, OpArgs, OutputFormat};
+use super::args::{InstanceArgs, OpArgs, OutputFormat};
 use super::client::ControllerClient;
 use super::instances::{lag_cell, last_check};
 use super::operation::{fail_unless_succeeded, wait};
@@ -23,7 +23,7 @@ pub struct ReplicationArgs {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ReplicationCommand {
     /// Show the members, their roles, lag and sync state
-    Status(StatusArgs),
+    Status(InstanceArgs),
     /// Add a standby
     Add(AddArgs),
     /// Remove a standby
@@ -67,17 +67,6 @@ pub struct FailoverArgs {
     pub force: bool,
     #[command(flatten)]
     pub op: OpArgs,
-}
-
-/// `toygres replication status NAME`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct StatusArgs {
-    pub name: String,
-    #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
 }
 
 /// `toygres replication add NAME`.

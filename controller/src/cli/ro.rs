@@ -5,8 +5,8 @@ use toygres_common::ro_api::{
     RoBackendState, RoBalance, RoEndpointView, RoFallback, RoSettings, RoSettingsPatch,
 };
 
-use super::args::{ClientArgs, OutputFormat};
-use super::client::ControllerClient;
+use super::args::{ClientArgs, InstanceArgs, OutputFormat};
+use super::settings::{self, show_or_set};
 
 /// The flags of `toygres ro`.
 #[derive(Debug, Clone, clap::Args)]
@@ -19,20 +19,9 @@ pub struct RoArgs {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum RoCommand {
     /// Show the rule
-    Show(ShowArgs),
+    Show(InstanceArgs),
     /// Change some of it (the rest stays)
     Set(SetArgs),
-}
-
-/// `toygres ro show NAME`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ShowArgs {
-    pub name: String,
-    #[command(flatten)]
-    pub client: ClientArgs,
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
 }
 
 /// What ro does without a qualifying standby, as flags spell it.
@@ -122,16 +111,12 @@ fn balance(arg: BalanceArg) -> RoBalance {
 
 /// Runs `toygres ro …`.
 pub async fn run(args: RoArgs) -> anyhow::Result<()> {
-    let (settings, output) = match args.command {
+    let (settings, output): (RoSettings, _) = match args.command {
         RoCommand::Show(args) => {
-            let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
-            let settings: RoSettings = client
-                .get(&format!("/v1/instances/{}/ro", args.name))
-                .await?;
-            (settings, args.output)
+            let settings = show_or_set::<_, RoSettingsPatch>(&args.client, &args.name, "ro", None);
+            (settings.await?, args.output)
         }
         RoCommand::Set(args) => {
-            let client = ControllerClient::from_args(&args.client, std::env::var_os("HOME"))?;
             let patch = RoSettingsPatch {
                 max_lag_bytes: args.max_lag_bytes,
                 max_lag_seconds: args.max_lag_seconds,
@@ -139,20 +124,11 @@ pub async fn run(args: RoArgs) -> anyhow::Result<()> {
                 fallback: args.fallback.map(fallback),
                 balance: args.balance.map(balance),
             };
-            if patch == RoSettingsPatch::default() {
-                anyhow::bail!("nothing to change: give at least one setting (see --help)");
-            }
-            let settings: RoSettings = client
-                .put(&format!("/v1/instances/{}/ro", args.name), &patch)
-                .await?;
-            (settings, args.output)
+            let settings = show_or_set(&args.client, &args.name, "ro", Some(patch));
+            (settings.await?, args.output)
         }
     };
-    match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&settings)?),
-        OutputFormat::Table => print!("{}", render(&settings)),
-    }
-    Ok(())
+    settings::print(&settings, output, render)
 }
 
 /// The rule as `toygres ro show` prints it.

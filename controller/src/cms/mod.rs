@@ -73,28 +73,40 @@ pub async fn connect(config: &tokio_postgres::Config) -> Result<Client, tokio_po
     Ok(client)
 }
 
-/// A shared handle on the CMS: one connection, re-opened on demand after it breaks.
+/// A shared handle on the CMS: a few connections taken in turn (each pipelines its callers'
+/// queries, which its server process runs one after another), each opened on first use and
+/// re-opened after it breaks.
 #[derive(Debug)]
 pub struct Cms {
     config: tokio_postgres::Config,
-    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+    clients: Vec<tokio::sync::Mutex<Option<Arc<Client>>>>,
+    next: std::sync::atomic::AtomicUsize,
 }
 
 impl Cms {
-    /// A handle that connects with `config` on first use.
-    pub fn new(mut config: tokio_postgres::Config) -> Self {
+    /// A handle with one connection, opened with `config` on first use.
+    pub fn new(config: tokio_postgres::Config) -> Self {
+        Self::with_connections(config, 1)
+    }
+
+    /// A handle whose queries share `connections` connections (at least one).
+    pub fn with_connections(mut config: tokio_postgres::Config, connections: usize) -> Self {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(QUERY_TIMEOUT);
         }
         Self {
             config,
-            client: tokio::sync::Mutex::new(None),
+            clients: (0..connections.max(1))
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
-    /// The current connection, opening a new one when there is none or it has closed.
+    /// The next connection in turn, opening a new one when there is none or it has closed.
     async fn client(&self) -> Result<Arc<Client>, CmsError> {
-        let mut slot = self.client.lock().await;
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut slot = self.clients[turn % self.clients.len()].lock().await;
         if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(Arc::clone(client));
         }

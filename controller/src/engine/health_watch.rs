@@ -4,7 +4,7 @@
 //! timeline, lag class, check or disk changed, the instance's settings or members changed, or
 //! the instance is unhealthy when first seen. The actor then runs its durable round and makes
 //! its decisions exactly as before; while the instance stays quiet it sleeps its quiet interval
-//! ([`QUIET_INTERVAL_MS`]), a safety net.
+//! ([`QUIET_INTERVAL_MS`], longer in a large fleet: [`quiet_interval_ms`]), a safety net.
 //!
 //! A probe that failed wakes the actor again at most every [`NUDGE_EVERY`] health intervals
 //! while it keeps failing, so an actor that missed the change (its own round saw the member
@@ -19,6 +19,7 @@
 //! interval.
 //!
 //! [`QUIET_INTERVAL_MS`]: crate::activities::members::QUIET_INTERVAL_MS
+//! [`quiet_interval_ms`]: crate::activities::members::quiet_interval_ms
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,6 +45,11 @@ pub const RECORD_EVERY: Duration = Duration::from_secs(5);
 const CONCURRENCY: usize = 64;
 /// While a probe keeps failing, the actor is woken again after this many health intervals.
 pub const NUDGE_EVERY: u32 = 3;
+/// A wake-up the actor has not taken yet (it began no round since) is not repeated for this
+/// many health intervals: its round will see the latest anyway, and wake-ups piling up in a
+/// busy actor's queue would each cost a round (under load, a feedback loop that starved the
+/// failovers of a 100-instance fleet).
+pub const WAKE_PATIENCE: u32 = 10;
 
 /// What the prober remembers of one instance.
 #[derive(Debug, Clone)]
@@ -129,6 +135,8 @@ async fn pass(
         .filter(|i| i.summary.parsed_state() == Some(InstanceState::Running))
         .filter_map(|i| Some((i.summary.name.clone(), i.actor_id?)))
         .collect();
+    deps.watched_instances
+        .store(running.len(), std::sync::atomic::Ordering::Relaxed);
     let mut before = std::mem::take(watched);
     let checks = running.into_iter().map(|(name, actor_id)| {
         let previous = before.remove(&name);
@@ -161,6 +169,9 @@ async fn pass(
         if let Some(kept) = kept {
             watched.insert(name, kept);
         }
+    }
+    if let Ok(mut rounds) = deps.rounds_begun.lock() {
+        rounds.retain(|instance, _| watched.contains_key(instance));
     }
     // Members and history only: the instance's health is its actor's to write (this pass may
     // judge with a view up to VIEW_REFRESH old, e.g. before a new health query).
@@ -259,6 +270,14 @@ async fn check(
             .is_none_or(|t| t.elapsed() >= interval * NUDGE_EVERY);
     watched.memory.members = assessment.state.members.clone();
     watched.digest = Some(digest);
+    let pending = watched.woken.is_some_and(|woken| {
+        woken.elapsed() < interval * WAKE_PATIENCE
+            && deps.round_begun(instance).is_none_or(|begun| begun < woken)
+    });
+    if pending {
+        // Its coming round sees this (and records it).
+        return (Some(watched), Write::Nothing);
+    }
     if changed || settings_changed || nudge {
         let command = serde_json::to_string(&ActorCommand::CheckNow).unwrap_or_default();
         match client

@@ -56,6 +56,10 @@ pub struct EngineSettings {
     pub fast_path: bool,
     /// The operator's default backup store (else the platform's).
     pub default_backup: crate::backups::defaults::DefaultBackupArgs,
+    /// Orchestration turns run at once (duroxide's orchestration dispatchers).
+    pub orchestration_slots: usize,
+    /// Activities run at once (duroxide's activity workers).
+    pub activity_slots: usize,
 }
 
 impl Default for EngineSettings {
@@ -66,6 +70,10 @@ impl Default for EngineSettings {
             probe_timeout: Duration::from_secs(3),
             fast_path: true,
             default_backup: Default::default(),
+            // The controller passes its configured capacity; engines started by tests keep
+            // these.
+            orchestration_slots: 4,
+            activity_slots: 16,
         }
     }
 }
@@ -112,7 +120,7 @@ impl std::fmt::Debug for Engine {
 }
 
 /// The runtime options: a 30 s orchestration lock (the 5 s default poisons messages against a
-/// busy database) and a short minimum poll interval.
+/// busy database), a short minimum poll interval and the configured slots.
 pub fn runtime_options(settings: &EngineSettings) -> RuntimeOptions {
     RuntimeOptions {
         dispatcher_min_poll_interval: settings.poll_interval,
@@ -122,9 +130,11 @@ pub fn runtime_options(settings: &EngineSettings) -> RuntimeOptions {
         // keep that short (locks are renewed while an activity runs).
         worker_lock_timeout: Duration::from_secs(10),
         worker_lock_renewal_buffer: Duration::from_secs(3),
-        orchestration_concurrency: 4,
+        // A turn holds its slot only while it runs; a turn mostly waits on the CMS, so a fleet
+        // wants several per core (every round and failover step queues for one).
+        orchestration_concurrency: settings.orchestration_slots.max(1),
         // Waiting activities (a standby's copy, a health probe) hold a worker slot each.
-        worker_concurrency: 16,
+        worker_concurrency: settings.activity_slots.max(1),
         ..RuntimeOptions::default()
     }
 }
@@ -174,6 +184,8 @@ impl Engine {
             probe_timeout: settings.probe_timeout,
             health_interval_ms: settings.actor.health_interval_ms,
             fast_path: settings.fast_path,
+            watched_instances: Default::default(),
+            rounds_begun: Default::default(),
         });
         let client = Client::new(Arc::clone(&store));
         let mut background = vec![cms_janitor::spawn(Arc::clone(&cms), client.clone())];

@@ -26,8 +26,10 @@ use crate::activities::records::ActorRef;
 use crate::backups::schedule::{next_step, Schedule, ScheduleStep};
 
 /// The longest the loop sleeps before it looks at the schedule again: how long a changed,
-/// suspended or resumed schedule may take to be followed.
-pub const RECHECK: Duration = Duration::from_secs(20);
+/// suspended or resumed schedule may take to be followed (in a large fleet the schedule read
+/// says longer: `ScheduleFacts::recheck_ms`).
+pub const RECHECK: Duration =
+    Duration::from_millis(crate::activities::backups::SCHEDULE_RECHECK_MS);
 
 /// The orchestration id of an instance's schedule: one per incarnation of the name (an
 /// instance deleted and created again gets a new one; a finished id cannot start again).
@@ -126,7 +128,9 @@ pub async fn backup_schedule(
     };
     next.anchor = Some(rfc3339(anchor));
     let schedule = active.as_deref().and_then(|e| e.parse::<Schedule>().ok());
-    match next_step(schedule.as_ref(), anchor, now, RECHECK) {
+    // Timers replay by position, not duration: a recheck that changed is replay safe.
+    let recheck = facts.recheck_ms.map_or(RECHECK, Duration::from_millis);
+    match next_step(schedule.as_ref(), anchor, now, recheck) {
         ScheduleStep::Wait(wait) => {
             ctx.schedule_timer(wait.max(Duration::from_millis(100)))
                 .await;

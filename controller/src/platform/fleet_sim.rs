@@ -65,25 +65,25 @@ impl FleetSimPlatform {
                 host: "127.0.0.1".into(),
                 port: record.pg_port,
             },
-            api_url: format!("{}/m/{}", self.url, record.member),
+            api_url: format!("{}/m/{}", self.url, record.spec.member),
         }
     }
 
     /// Asks the double to simulate the member (again: a killed one runs again).
     async fn register(&self, record: &MemberRecord) -> Result<(), PlatformError> {
         let layout = self.local.layout();
-        let bootstrap = match &record.bootstrap {
+        let bootstrap = match &record.spec.bootstrap {
             Bootstrap::Standby { primary } => {
                 serde_json::json!({"mode": "standby", "primary": primary})
             }
             Bootstrap::Init | Bootstrap::Restore(_) => serde_json::json!({"mode": "init"}),
         };
         let body = serde_json::json!({
-            "instance": record.instance,
-            "member": record.member,
+            "instance": record.spec.instance,
+            "member": record.spec.member,
             "pg": {"host": "127.0.0.1", "port": record.pg_port},
             "bootstrap": bootstrap,
-            "token_file": layout.secret_file(&record.instance, SecretName::SidecarToken),
+            "token_file": layout.secret_file(&record.spec.instance, SecretName::SidecarToken),
         });
         self.send(
             self.http
@@ -91,7 +91,7 @@ impl FleetSimPlatform {
                 .json(&body),
         )
         .await
-        .with_context(|| format!("register the simulated member {}", record.member))?;
+        .with_context(|| format!("register the simulated member {}", record.spec.member))?;
         Ok(())
     }
 
@@ -209,8 +209,8 @@ impl Platform for FleetSimPlatform {
         };
         self.register(&member).await?;
         Ok(MemberHandle {
-            instance: member.instance.clone(),
-            member: member.member.clone(),
+            instance: member.spec.instance.clone(),
+            member: member.spec.member.clone(),
             address: self.address_of(&member),
         })
     }

@@ -489,11 +489,13 @@ pub const HA_DEADLINE: Duration = Duration::from_secs(120);
 /// racing the failover).
 pub const NO_RESTARTS: (&str, &str) = ("TOYGRES_SUPERVISE_INTERVAL_MS", "3600000");
 
-/// One acknowledged commit: its id, the Postgres port that took it, when it returned.
+/// One acknowledged commit: its id, the Postgres port that took it, when it was sent and when
+/// it returned.
 #[derive(Debug, Clone, Copy)]
 pub struct Ack {
     pub id: i64,
     pub port: i32,
+    pub sent: Instant,
     pub at: Instant,
 }
 
@@ -625,6 +627,7 @@ impl Writers {
                             let id = next;
                             next += count;
                             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+                            let sent = Instant::now();
                             let insert = client.query_one(
                                 "INSERT INTO acked (id) VALUES ($1) RETURNING inet_server_port()",
                                 &params,
@@ -633,6 +636,7 @@ impl Writers {
                                 Ok(Ok(row)) => acks.lock().unwrap().push(Ack {
                                     id,
                                     port: row.get(0),
+                                    sent,
                                     at: Instant::now(),
                                 }),
                                 // Not acknowledged: it may or may not be there; never counted.
@@ -709,6 +713,32 @@ pub async fn lost_commits(rw: &str, password: &str, acks: &[Ack]) -> Vec<i64> {
         .map(|a| a.id)
         .filter(|id| !present.contains(id))
         .collect()
+}
+
+/// The longest time without an acknowledged commit between `from` and `to`.
+pub fn longest_pause(acks: &[Ack], from: Instant, to: Instant) -> Duration {
+    let mut times: Vec<Instant> = acks
+        .iter()
+        .map(|a| a.at)
+        .filter(|at| *at > from && *at <= to)
+        .collect();
+    times.sort();
+    let mut last = from;
+    let mut longest = Duration::ZERO;
+    for at in times.into_iter().chain([to]) {
+        longest = longest.max(at - last);
+        last = at;
+    }
+    longest
+}
+
+/// One row of the chaos suite's table (`scripts/chaos/run.sh` collects them), printed once the
+/// test's checks passed.
+pub fn chaos_row(fault: &str, outcome: &str, took: Duration, acked: usize) {
+    eprintln!(
+        "chaos | {fault} | {outcome} | {:.2} s | {acked} | 0 | 1",
+        took.as_secs_f64()
+    );
 }
 
 /// Every acknowledged commit is there, and in commit order the server that took the writes

@@ -11,6 +11,7 @@ use toygres_common::sidecar_api::{
     LogicalRestoreRequest, RestorePointRequest, RestorePointResponse, RetentionRequest,
     RetentionResponse, VerifyResponse, WalSwitchResponse,
 };
+use toygres_common::ErrorBody;
 
 use super::error::ApiError;
 use super::lifecycle::detached;
@@ -18,6 +19,7 @@ use super::state::AppState;
 use crate::backup::{self, base, logical, retention, stats, verify};
 use crate::postgres::OpError;
 
+#[utoipa::path(post, path = "/v1/backups", tag = "backups", request_body = BackupRequest, responses((status = 200, description = "The backup's manifest", body = BackupManifest), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 409, description = "Not possible in the member's current state", body = ErrorBody), (status = 503, description = "Postgres is not available", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     body: Result<Json<BackupRequest>, JsonRejection>,
@@ -49,6 +51,7 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/backups", tag = "backups", responses((status = 200, description = "Complete backups, oldest first", body = BackupList), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 409, description = "Not possible in the member's current state", body = ErrorBody), (status = 503, description = "Postgres is not available", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<BackupList>, ApiError> {
     let member = state.member.clone();
     let backups = detached(async move {
@@ -59,6 +62,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<BackupList>, Api
     Ok(Json(BackupList { backups }))
 }
 
+#[utoipa::path(post, path = "/v1/backups/{id}/verify", tag = "backups", params(("id" = String, Path, description = "Backup id")), responses((status = 200, description = "What the check found", body = VerifyResponse), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such backup", body = ErrorBody), (status = 409, description = "Not possible in the member's current state", body = ErrorBody), (status = 503, description = "Postgres is not available", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn verify(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -69,6 +73,7 @@ pub async fn verify(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/backups/retention", tag = "backups", request_body = RetentionRequest, responses((status = 200, description = "What was kept and deleted", body = RetentionResponse), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 409, description = "Not possible in the member's current state", body = ErrorBody), (status = 503, description = "Postgres is not available", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn retention(
     State(state): State<AppState>,
     body: Result<Json<RetentionRequest>, JsonRejection>,
@@ -80,6 +85,7 @@ pub async fn retention(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/restores/logical", tag = "backups", request_body = LogicalRestoreRequest, responses((status = 200, description = "Restored", body = ActionResponse), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "No such backup or database", body = ErrorBody), (status = 409, description = "Not possible in the member's current state", body = ErrorBody), (status = 503, description = "Postgres is not available", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn restore_logical(
     State(state): State<AppState>,
     body: Result<Json<LogicalRestoreRequest>, JsonRejection>,
@@ -90,6 +96,7 @@ pub async fn restore_logical(
     Ok(Json(ActionResponse { ok: true, message }))
 }
 
+#[utoipa::path(post, path = "/v1/wal/switch", tag = "backups", responses((status = 200, description = "The segment closed", body = WalSwitchResponse), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 409, description = "Not possible in the member's current state", body = ErrorBody), (status = 503, description = "Postgres is not available", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn switch_wal(
     State(state): State<AppState>,
 ) -> Result<Json<WalSwitchResponse>, ApiError> {
@@ -103,6 +110,7 @@ pub async fn switch_wal(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/wal/restore-point", tag = "backups", request_body = RestorePointRequest, responses((status = 200, description = "The restore point, made and archived", body = RestorePointResponse), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 409, description = "Not possible in the member's current state", body = ErrorBody), (status = 503, description = "Postgres is not available", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn restore_point(
     State(state): State<AppState>,
     body: Result<Json<RestorePointRequest>, JsonRejection>,
@@ -122,6 +130,7 @@ pub async fn restore_point(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/wal/archived", tag = "backups", responses((status = 200, description = "The newest archived segment", body = ArchiveEnd), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 409, description = "Not possible in the member's current state", body = ErrorBody), (status = 503, description = "Postgres is not available", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn archive_end(State(state): State<AppState>) -> Result<Json<ArchiveEnd>, ApiError> {
     let member = state.member.clone();
     Ok(Json(

@@ -9,10 +9,12 @@ use toygres_common::sidecar_api::Role;
 
 use super::state::AppState;
 
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The agent answers", body = Object)))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "Ready to serve in its role", body = Object), (status = 503, description = "Not ready, and why", body = Object)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let status = state.member.status().await;
     let bound = state.member.cfg.ready_max_lag_bytes;

@@ -2,6 +2,7 @@
 //! restart. Operations run in their own task, so a client that hangs up does not cut one short.
 
 use std::future::Future;
+use toygres_common::ErrorBody;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -38,22 +39,28 @@ fn done(message: &str) -> Json<ActionResponse> {
     })
 }
 
+#[utoipa::path(get, path = "/v1/status", tag = "lifecycle", responses((status = 200, description = "The member's status", body = Status), (status = 401, description = "Missing or wrong token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn status(State(state): State<AppState>) -> Json<Status> {
     Json(state.member.status().await)
 }
 
-/// `POST /v1/promote`, with an optional body `{"force": true}`.
+/// `POST /v1/promote`, with an optional body `{"force": true, "sync": {…}}`.
+#[utoipa::path(post, path = "/v1/promote", tag = "lifecycle", request_body = Option<PromoteRequest>, responses((status = 200, description = "Promoted (or already the primary)", body = PromoteResponse), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 409, description = "Not possible in the member's current state", body = ErrorBody), (status = 503, description = "Postgres is not available", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn promote(
     State(state): State<AppState>,
     body: Result<Option<Json<PromoteRequest>>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<PromoteResponse>, ApiError> {
-    let force = body?.is_some_and(|Json(req)| req.force);
+    let req = body?.map(|Json(req)| req).unwrap_or_default();
+    if let Some(policy) = &req.sync {
+        crate::postgres::sync::validate_policy(policy, &state.member.cfg.member_name)?;
+    }
     let member = state.member.clone();
     Ok(Json(
-        detached(async move { member.promote(force).await }).await?,
+        detached(async move { member.promote(req.force, req.sync).await }).await?,
     ))
 }
 
+#[utoipa::path(post, path = "/v1/demote", tag = "lifecycle", request_body = DemoteRequest, responses((status = 200, description = "Now a standby of the primary", body = DemoteResponse), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 409, description = "Not possible in the member's current state", body = ErrorBody), (status = 503, description = "Postgres is not available", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn demote(
     State(state): State<AppState>,
     body: Result<
@@ -63,19 +70,21 @@ pub async fn demote(
 ) -> Result<Json<DemoteResponse>, ApiError> {
     let toygres_common::http_api::JsonObject(req) = body?;
     // Only a member of this instance is sent credentials (a rewind uses the superuser's).
-    crate::postgres::replication::check_member_address(&state.member.cfg, &req.primary)?;
+    crate::postgres::membership::check_member_address(&state.member.cfg, &req.primary).await?;
     let member = state.member.clone();
     Ok(Json(
         detached(async move { member.demote(&req).await }).await?,
     ))
 }
 
+#[utoipa::path(post, path = "/v1/fence", tag = "lifecycle", responses((status = 200, description = "Postgres stopped and kept stopped", body = ActionResponse), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 409, description = "Not possible in the member's current state", body = ErrorBody), (status = 503, description = "Postgres is not available", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn fence(State(state): State<AppState>) -> Result<Json<ActionResponse>, ApiError> {
     let member = state.member.clone();
     detached(async move { member.fence().await }).await?;
     Ok(done("fenced: postgres stopped"))
 }
 
+#[utoipa::path(post, path = "/v1/unfence", tag = "lifecycle", responses((status = 200, description = "Postgres running again", body = ActionResponse), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 409, description = "Not possible in the member's current state", body = ErrorBody), (status = 503, description = "Postgres is not available", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn unfence(State(state): State<AppState>) -> Result<Json<ActionResponse>, ApiError> {
     let member = state.member.clone();
     detached(async move { member.unfence().await }).await?;
@@ -84,6 +93,7 @@ pub async fn unfence(State(state): State<AppState>) -> Result<Json<ActionRespons
 
 /// `POST /v1/restart`, with an optional [`RestartRequest`]: values to fall back to when
 /// Postgres does not start with its configuration (the answer then says `ok: false`, and why).
+#[utoipa::path(post, path = "/v1/restart", tag = "lifecycle", request_body = Option<RestartRequest>, responses((status = 200, description = "Restarted, or running again with the fallback values", body = ActionResponse), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 409, description = "Not possible in the member's current state", body = ErrorBody), (status = 503, description = "Postgres is not available", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn restart(
     State(state): State<AppState>,
     body: Option<Json<RestartRequest>>,

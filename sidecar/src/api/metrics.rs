@@ -38,6 +38,7 @@ pub struct DatabaseStats {
     pub databases: Option<Vec<(String, f64, f64, f64)>>,
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
     let status = state.member.status().await;
     let databases = if status.running {

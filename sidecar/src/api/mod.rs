@@ -7,6 +7,7 @@ pub mod error;
 pub mod health;
 pub mod lifecycle;
 pub mod metrics;
+pub mod openapi;
 pub mod patroni;
 pub mod requests;
 pub mod server;

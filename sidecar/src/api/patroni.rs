@@ -20,6 +20,7 @@
 //! its DCS); an unparsable `lag` is a 400, not a silent 200.
 
 use std::collections::HashMap;
+use toygres_common::ErrorBody;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -40,32 +41,44 @@ pub enum Check {
     Readiness,
 }
 
-/// `GET /primary` and `GET /read-write`.
+/// `GET /primary`.
+#[utoipa::path(get, path = "/primary", tag = "patroni", params(("lag" = Option<String>, Query, description = "The most replay lag allowed: bytes, or with kB, MB, GB")), responses((status = 200, description = "A writable primary", body = Object), (status = 400, description = "An unparsable lag", body = ErrorBody), (status = 503, description = "The check does not pass", body = Object)))]
 pub async fn primary(state: State<AppState>, query: Query<HashMap<String, String>>) -> Answer {
     answer(state, query, Check::Primary).await
 }
 
+/// `GET /read-write`: the same check as `/primary`.
+#[utoipa::path(get, path = "/read-write", tag = "patroni", params(("lag" = Option<String>, Query, description = "The most replay lag allowed: bytes, or with kB, MB, GB")), responses((status = 200, description = "A writable primary", body = Object), (status = 400, description = "An unparsable lag", body = ErrorBody), (status = 503, description = "The check does not pass", body = Object)))]
+pub async fn read_write(state: State<AppState>, query: Query<HashMap<String, String>>) -> Answer {
+    answer(state, query, Check::Primary).await
+}
+
 /// `GET /replica[?lag=N]`.
+#[utoipa::path(get, path = "/replica", tag = "patroni", params(("lag" = Option<String>, Query, description = "The most replay lag allowed: bytes, or with kB, MB, GB")), responses((status = 200, description = "A streaming standby within the lag", body = Object), (status = 400, description = "An unparsable lag", body = ErrorBody), (status = 503, description = "The check does not pass", body = Object)))]
 pub async fn replica(state: State<AppState>, query: Query<HashMap<String, String>>) -> Answer {
     answer(state, query, Check::Replica).await
 }
 
 /// `GET /read-only[?lag=N]`.
+#[utoipa::path(get, path = "/read-only", tag = "patroni", params(("lag" = Option<String>, Query, description = "The most replay lag allowed: bytes, or with kB, MB, GB")), responses((status = 200, description = "A primary, or a streaming standby within the lag", body = Object), (status = 400, description = "An unparsable lag", body = ErrorBody), (status = 503, description = "The check does not pass", body = Object)))]
 pub async fn read_only(state: State<AppState>, query: Query<HashMap<String, String>>) -> Answer {
     answer(state, query, Check::ReadOnly).await
 }
 
 /// `GET /health`.
+#[utoipa::path(get, path = "/health", tag = "patroni", params(("lag" = Option<String>, Query, description = "The most replay lag allowed: bytes, or with kB, MB, GB")), responses((status = 200, description = "Postgres runs", body = Object), (status = 400, description = "An unparsable lag", body = ErrorBody), (status = 503, description = "The check does not pass", body = Object)))]
 pub async fn health(state: State<AppState>, query: Query<HashMap<String, String>>) -> Answer {
     answer(state, query, Check::Health).await
 }
 
 /// `GET /readiness[?lag=N]`.
+#[utoipa::path(get, path = "/readiness", tag = "patroni", params(("lag" = Option<String>, Query, description = "The most replay lag allowed: bytes, or with kB, MB, GB")), responses((status = 200, description = "A running primary, or a running standby within the lag", body = Object), (status = 400, description = "An unparsable lag", body = ErrorBody), (status = 503, description = "The check does not pass", body = Object)))]
 pub async fn readiness(state: State<AppState>, query: Query<HashMap<String, String>>) -> Answer {
     answer(state, query, Check::Readiness).await
 }
 
 /// `GET /liveness`: the agent answers, with Postgres up or not.
+#[utoipa::path(get, path = "/liveness", tag = "patroni", responses((status = 200, description = "The agent answers", body = Object)))]
 pub async fn liveness() -> Json<Value> {
     Json(json!({}))
 }

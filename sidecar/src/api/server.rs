@@ -12,7 +12,7 @@ use toygres_common::http_api::{require_bearer, BearerAuth};
 
 use super::error::ApiError;
 use super::state::AppState;
-use super::{auth, backups, health, lifecycle, metrics, patroni, requests, settings};
+use super::{auth, backups, health, lifecycle, metrics, openapi, patroni, requests, settings};
 
 /// The whole API.
 pub fn app(state: AppState) -> Router {
@@ -40,6 +40,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/wal/switch", post(backups::switch_wal))
         .route("/v1/wal/archived", get(backups::archive_end))
         .route("/v1/wal/restore-point", post(backups::restore_point))
+        .route("/v1/openapi.json", get(openapi::document))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::note_controller_contact,
@@ -54,7 +55,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::handler))
         // Patroni's health checks, unauthenticated as Patroni's are.
         .route("/primary", get(patroni::primary))
-        .route("/read-write", get(patroni::primary))
+        .route("/read-write", get(patroni::read_write))
         .route("/replica", get(patroni::replica))
         .route("/read-only", get(patroni::read_only))
         .route("/health", get(patroni::health))

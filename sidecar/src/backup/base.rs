@@ -1,5 +1,6 @@
-//! Base backups: `pg_basebackup -D - -Ft -X fetch` over the local socket, streamed through the
-//! archive's compression into `<instance>/base/<id>/base.tar[.gz]`. On the way, the tar stream
+//! Base backups: `pg_basebackup -D - -Ft -X fetch` over the local socket, cut into parts each
+//! compressed on its own, several at once ([`super::parts`]), into
+//! `<instance>/base/<id>/base.tar.pNNNNN[.zst]`. On the way, the tar stream
 //! is read for `backup_label` (start LSN, timeline, primary or standby) and for the
 //! `backup_manifest` pg_basebackup appends when it writes to stdout (end of the WAL range);
 //! Postgres's manifest is stored beside the tar, then ours, last.
@@ -7,9 +8,9 @@
 use std::ffi::OsStr;
 
 use anyhow::Context;
-use toygres_common::sidecar_api::{BackupKind, BackupManifest, BackupObject};
+use toygres_common::sidecar_api::{BackupKind, BackupManifest};
 
-use super::stream::command_to_store;
+use super::parts::{self, command_to_parts};
 use super::tar::{CaptureFiles, TarReader};
 use super::{clock, require_archive, require_running, Catalog};
 use crate::archive::ArchiveSetup;
@@ -116,13 +117,9 @@ pub async fn take_base_backup(member: &Member) -> Result<BackupManifest, OpError
     let id = catalog
         .claim_id(BackupKind::Base, start, &member.cfg.member_name)
         .await?;
-    let key = format!(
-        "{}/base.tar{}",
-        catalog.base_dir(&id),
-        settings.compression.suffix()
-    );
-    tracing::info!(backup = %id, key = %store.describe(&key), "base backup starting");
-    let result = copy_to_store(member, archive, &catalog, &id, &key, start, facts).await;
+    let prefix = format!("{}/base.tar", catalog.base_dir(&id));
+    tracing::info!(backup = %id, prefix = %store.describe(&prefix), "base backup starting");
+    let result = copy_to_store(member, archive, &catalog, &id, &prefix, start, facts).await;
     if result.is_err() {
         // Nothing of a failed backup stays behind (the claim included).
         catalog.discard_base(&id).await;
@@ -130,13 +127,13 @@ pub async fn take_base_backup(member: &Member) -> Result<BackupManifest, OpError
     result
 }
 
-/// Streams the copy into `key`, then stores Postgres's manifest and ours.
+/// Streams the copy into parts under `prefix`, then stores Postgres's manifest and ours.
 async fn copy_to_store(
     member: &Member,
     archive: &ArchiveSetup,
     catalog: &Catalog,
     id: &str,
-    key: &str,
+    prefix: &str,
     start: i64,
     facts: ServerFacts,
 ) -> Result<BackupManifest, OpError> {
@@ -164,9 +161,17 @@ async fn copy_to_store(
     ]);
     let tar = TarReader::new(CaptureFiles::new(&["backup_label", "backup_manifest"]));
     let failed = |e: anyhow::Error| OpError::Failed(format!("base backup {id}: {e:#}"));
-    let (streamed, tar) = command_to_store(store, key, cmd, settings.compression, tar)
-        .await
-        .map_err(failed)?;
+    let (objects, streamed, tar) = command_to_parts(
+        store,
+        prefix,
+        cmd,
+        settings.compression,
+        tar,
+        parts::PART_BYTES,
+        parts::jobs(),
+    )
+    .await
+    .map_err(failed)?;
     let next_xid = next_xid(member).await;
     let stop = clock::now_micros();
     let captured = tar
@@ -214,20 +219,15 @@ async fn copy_to_store(
         compression: settings.compression.to_string(),
         pg_version: facts.version,
         system_identifier: facts.system_identifier,
-        sha256: streamed.sha256.clone(),
-        objects: vec![BackupObject {
-            key: key.to_string(),
-            database: None,
-            raw_bytes: streamed.raw_bytes,
-            stored_bytes: streamed.stored_bytes,
-            sha256: streamed.sha256,
-        }],
+        sha256: streamed.sha256,
+        objects,
     };
     catalog.put_manifest(&manifest).await.map_err(failed)?;
     tracing::info!(
         backup = %id,
         raw_bytes = manifest.raw_bytes,
         stored_bytes = manifest.stored_bytes,
+        parts = manifest.objects.len(),
         seconds = (stop - start) as f64 / 1e6,
         "base backup complete"
     );

@@ -7,7 +7,9 @@
 //!
 //! ```text
 //! <instance>/base/<id>/claim              reserves the id (create-if-absent, written first)
-//! <instance>/base/<id>/base.tar.gz        the tar pg_basebackup writes, compressed
+//! <instance>/base/<id>/base.tar.p00000.zst the tar pg_basebackup writes, in parts of 16 MiB,
+//! <instance>/base/<id>/base.tar.p00001.zst each compressed on its own (older backups: one
+//!                                         object, base.tar.gz)
 //! <instance>/base/<id>/backup_manifest    Postgres's own manifest of the copy
 //! <instance>/base/<id>/manifest.json      ours (written last: it marks the backup complete)
 //! <instance>/logical/<id>.claim           reserves the id
@@ -21,9 +23,11 @@
 pub mod base;
 pub mod clock;
 pub mod logical;
+pub mod parts;
 pub mod retention;
 pub mod stats;
 pub mod stream;
+pub mod syncer;
 pub mod tar;
 pub mod verify;
 

@@ -92,28 +92,15 @@ impl<H: super::tar::TarHandler + Send + 'static> Observe for super::tar::TarRead
 pub async fn command_to_store<O>(
     store: &Store,
     key: &str,
-    mut cmd: std::process::Command,
+    cmd: std::process::Command,
     compression: Compression,
     mut observe: O,
 ) -> anyhow::Result<(Streamed, O)>
 where
     O: Observe,
 {
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let program = program.rsplit('/').next().unwrap_or(&program).to_string();
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
     let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<(Streamed, O)> {
-        let mut child = cmd.spawn().with_context(|| format!("start {program}"))?;
-        let mut stdout = child.stdout.take().context("take the program's stdout")?;
-        let mut stderr = child.stderr.take().context("take the program's stderr")?;
-        let errors = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
         let mut encoder = Encoder::new(
             ChunkSink {
                 buf: Vec::with_capacity(CHUNK),
@@ -124,9 +111,9 @@ where
             compression,
         )
         .context("start compressing")?;
-        let mut buf = vec![0u8; 256 * 1024];
         let mut raw = 0u64;
-        let pumped = (|| -> anyhow::Result<ChunkSink> {
+        let sink = run_program(cmd, |stdout| {
+            let mut buf = vec![0u8; 256 * 1024];
             loop {
                 let n = match stdout.read(&mut buf) {
                     Ok(0) => break,
@@ -141,24 +128,7 @@ where
             let mut sink = encoder.finish().context("compress")?;
             sink.send().context("compress")?;
             Ok(sink)
-        })();
-        if pumped.is_err() {
-            let _ = child.kill();
-        }
-        drop(stdout);
-        let status = child
-            .wait()
-            .with_context(|| format!("wait for {program}"))?;
-        let stderr = errors.join().unwrap_or_default();
-        for line in stderr.lines() {
-            tracing::info!(target: "postgres", tool = %program, "{line}");
-        }
-        if !status.success() {
-            let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            anyhow::bail!("{program} failed ({status}): {}", tail.join(" / "));
-        }
-        let sink = pumped?;
+        })?;
         Ok((
             Streamed {
                 raw_bytes: raw,
@@ -171,6 +141,46 @@ where
     let done = async { producer.await.context("join the backup stream task")? };
     let (_, out) = store.put_stream(key, rx, done).await?;
     Ok(out)
+}
+
+/// Runs `cmd` with its stdout piped into `pump` (on this thread; its stderr is logged). The
+/// program is killed when `pump` fails; a program that fails is an error naming the last lines
+/// of its stderr, whatever `pump` returned.
+pub fn run_program<T>(
+    mut cmd: std::process::Command,
+    pump: impl FnOnce(&mut std::process::ChildStdout) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let program = program.rsplit('/').next().unwrap_or(&program).to_string();
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| format!("start {program}"))?;
+    let mut stdout = child.stdout.take().context("take the program's stdout")?;
+    let mut stderr = child.stderr.take().context("take the program's stderr")?;
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let pumped = pump(&mut stdout);
+    if pumped.is_err() {
+        let _ = child.kill();
+    }
+    drop(stdout);
+    let status = child
+        .wait()
+        .with_context(|| format!("wait for {program}"))?;
+    let stderr = errors.join().unwrap_or_default();
+    for line in stderr.lines() {
+        tracing::info!(target: "postgres", tool = %program, "{line}");
+    }
+    if !status.success() {
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        anyhow::bail!("{program} failed ({status}): {}", tail.join(" / "));
+    }
+    pumped
 }
 
 /// The downloaded chunks as a reader, hashing them as they are read.

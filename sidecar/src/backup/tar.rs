@@ -357,6 +357,8 @@ pub struct Extract {
     file: Option<io::BufWriter<std::fs::File>>,
     /// Keep these entries' content in memory instead of writing them (e.g. `backup_manifest`).
     capture: CaptureFiles,
+    /// Flushes written files on other threads (else each is flushed before the next is begun).
+    syncer: Option<super::syncer::Syncer>,
 }
 
 impl Extract {
@@ -365,7 +367,22 @@ impl Extract {
             root: root.to_path_buf(),
             file: None,
             capture: CaptureFiles::new(keep_in_memory),
+            syncer: None,
         }
+    }
+
+    /// Flushes written files on `threads` other threads; [`Extract::finish`] waits for them.
+    pub fn flushing_on(mut self, threads: usize) -> Self {
+        self.syncer = Some(super::syncer::Syncer::new(threads));
+        self
+    }
+
+    /// Waits until every extracted file is on disk.
+    pub fn finish(mut self) -> io::Result<Self> {
+        if let Some(syncer) = self.syncer.take() {
+            syncer.finish()?;
+        }
+        Ok(self)
     }
 
     /// The content of an entry kept in memory.
@@ -445,7 +462,10 @@ impl TarHandler for Extract {
         self.capture.entry_end()?;
         if let Some(f) = self.file.take() {
             let f = f.into_inner().map_err(|e| e.into_error())?;
-            f.sync_data()?;
+            match &self.syncer {
+                Some(syncer) => syncer.sync(f)?,
+                None => f.sync_data()?,
+            }
         }
         Ok(())
     }

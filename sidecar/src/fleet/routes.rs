@@ -213,8 +213,12 @@ async fn promote(
     body: Option<Json<PromoteRequest>>,
 ) -> Result<Json<PromoteResponse>, ApiError> {
     admit(&fleet, &member, &headers)?;
-    let force = body.is_some_and(|Json(r)| r.force);
-    Ok(Json(lock(&fleet).promote(&member, force)?))
+    let request = body.map(|Json(r)| r).unwrap_or_default();
+    Ok(Json(lock(&fleet).promote(
+        &member,
+        request.force,
+        request.sync,
+    )?))
 }
 
 async fn demote(

@@ -306,7 +306,12 @@ impl Fleet {
     }
 
     /// `POST /v1/promote`: a standby becomes a primary on a new timeline.
-    pub fn promote(&mut self, member: &str, force: bool) -> Result<PromoteResponse, Refusal> {
+    pub fn promote(
+        &mut self,
+        member: &str,
+        force: bool,
+        sync: Option<SyncPolicy>,
+    ) -> Result<PromoteResponse, Refusal> {
         self.stream();
         let upstream_serves = {
             let m = self.get(member)?;
@@ -339,10 +344,13 @@ impl Fleet {
         m.following = None;
         m.last_contact = None;
         m.since = Instant::now();
+        let sync_set = sync.is_some();
+        m.sync = sync;
         Ok(PromoteResponse {
             timeline: m.timeline,
             lsn: format_lsn(m.lsn),
             duration_ms: 60,
+            sync_set,
         })
     }
 
@@ -513,21 +521,21 @@ mod tests {
         let mut fleet = pair();
         // Refused while its primary serves, as the real sidecar refuses it.
         assert!(matches!(
-            fleet.promote("db-1", false),
+            fleet.promote("db-1", false, None),
             Err(Refusal::Conflict(_))
         ));
         fleet.members.get_mut("db-0").unwrap().killed = true;
         let standby = fleet.status("db-1").unwrap();
         assert_eq!(standby.wal_receiver_status, None);
         assert_eq!(standby.primary_last_contact_seconds, None);
-        let promoted = fleet.promote("db-1", false).unwrap();
+        let promoted = fleet.promote("db-1", false, None).unwrap();
         assert_eq!(promoted.timeline, 2);
         let status = fleet.status("db-1").unwrap();
         assert_eq!(status.role, Role::Primary);
         assert_eq!(status.timeline, Some(2));
         assert!(status.current_lsn.is_some());
         assert!(matches!(
-            fleet.promote("db-1", false),
+            fleet.promote("db-1", false, None),
             Err(Refusal::Conflict(_))
         ));
     }
@@ -537,7 +545,7 @@ mod tests {
         let mut fleet = pair();
         fleet.set_fenced("db-0", true).unwrap();
         assert!(!fleet.status("db-0").unwrap().running);
-        fleet.promote("db-1", false).unwrap();
+        fleet.promote("db-1", false, None).unwrap();
         assert_eq!(fleet.demote("db-0", &pg(2)).unwrap(), "rewind");
         let rejoined = fleet.status("db-0").unwrap();
         assert_eq!(rejoined.role, Role::Standby);

@@ -138,6 +138,13 @@ impl Store {
         })
     }
 
+    /// This store, encrypting with `cipher` (tests; members read their key file at start).
+    #[cfg(test)]
+    pub fn with_cipher(mut self, cipher: crypt::Cipher) -> Self {
+        self.cipher = Some(Arc::new(cipher));
+        self
+    }
+
     /// The object path of `key` (a `/`-separated key relative to the URL's prefix).
     fn path(&self, key: &str) -> ObjectPath {
         if self.url.prefix.is_empty() {

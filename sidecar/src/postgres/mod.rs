@@ -7,6 +7,7 @@ pub mod demote;
 pub mod files;
 pub mod isolation;
 pub mod member;
+pub mod membership;
 pub mod parameters;
 pub mod process;
 pub mod promote;

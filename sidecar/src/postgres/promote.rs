@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use toygres_common::names::PgAddress;
 use toygres_common::poll::{poll, Attempt, PollError};
-use toygres_common::sidecar_api::PromoteResponse;
+use toygres_common::sidecar_api::{PromoteResponse, SyncPolicy};
 
 use super::files;
 use super::member::{Member, OpError};
@@ -19,8 +19,14 @@ const PROMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 impl Member {
     /// Promotes this standby and returns once it accepts writes. Unless `force`, refuses while
     /// the standby still streams from a primary that answers: that primary is alive and not
-    /// fenced, and promoting now would make two.
-    pub async fn promote(self: &Arc<Self>, force: bool) -> Result<PromoteResponse, OpError> {
+    /// fenced, and promoting now would make two. A `sync` policy (validated by the caller) is
+    /// in force before the promotion starts. A request that joins a promotion under way gets
+    /// that one's outcome.
+    pub async fn promote(
+        self: &Arc<Self>,
+        force: bool,
+        sync: Option<SyncPolicy>,
+    ) -> Result<PromoteResponse, OpError> {
         if !force {
             if let Some(primary) = self.live_upstream_primary().await {
                 return Err(OpError::Conflict(format!(
@@ -38,7 +44,7 @@ impl Member {
                     *flight = Some(rx.clone());
                     let member = Arc::clone(self);
                     tokio::spawn(async move {
-                        let result = member.promote_now().await;
+                        let result = member.promote_now(sync).await;
                         let _ = tx.send(Some(result));
                     });
                     rx
@@ -53,7 +59,7 @@ impl Member {
             .unwrap_or_else(|| Err(OpError::Failed("no promotion result".into())))
     }
 
-    async fn promote_now(&self) -> Result<PromoteResponse, OpError> {
+    async fn promote_now(&self, sync: Option<SyncPolicy>) -> Result<PromoteResponse, OpError> {
         let began = Instant::now();
         let mut ops = self.ops.lock().await;
         if self.layout.is_fenced() {
@@ -75,18 +81,25 @@ impl Member {
         if !in_recovery {
             return Err(OpError::Conflict("this server is already a primary".into()));
         }
-        if ops.state.sync_policy.is_some() || ops.state.sync_degraded {
+        let sync_set = sync.is_some();
+        if sync_set || ops.state.sync_policy.is_some() || ops.state.sync_degraded {
             // A policy kept from this member's days as a primary lists other members, maybe this
-            // one: it must not make the new primary's commits wait. The controller sets the new
-            // topology's policy after the promotion.
+            // one: it must not make the new primary's commits wait. The new topology's policy,
+            // when the request brings it, holds before the first write can be taken.
             ops.state.forget_sync_policy();
+            if let Some(policy) = sync {
+                ops.state.synchronous_standby_names = super::sync::standby_names(&policy);
+                ops.state.sync_policy = Some(policy);
+            }
             files::write_config(&self.cfg, &self.bins, &self.layout, &ops.state)?;
             client
                 .execute("SELECT pg_reload_conf()", &[])
                 .await
                 .map_err(|e| OpError::Failed(format!("reload: {e}")))?;
             self.sync.policy_changed();
-            tracing::info!("synchronous replication policy dropped before promotion");
+            let names = ops.state.synchronous_standby_names.clone();
+            self.wait_setting_seen(&names).await?;
+            tracing::info!(synchronous_standby_names = %names, "synchronous replication policy set before promotion");
         }
         tracing::warn!("promoting this standby");
         // pg_promote(wait => true) checks only every 100 ms; start the promotion and poll
@@ -146,6 +159,36 @@ impl Member {
             timeline,
             lsn,
             duration_ms,
+            sync_set,
+        })
+    }
+
+    /// Waits until a new session sees `synchronous_standby_names` as `names` (the postmaster
+    /// has read the reloaded configuration, so every session it starts from now on has it).
+    async fn wait_setting_seen(&self, names: &str) -> Result<(), OpError> {
+        poll(
+            "the reloaded synchronous_standby_names",
+            std::time::Duration::from_millis(5),
+            std::time::Duration::from_secs(10),
+            || async {
+                let client = match super::sql::connect_local(&self.cfg).await {
+                    Ok(client) => client,
+                    Err(e) => return Attempt::GiveUp(format!("connect to postgres: {e}")),
+                };
+                match client
+                    .query_one("SHOW synchronous_standby_names", &[])
+                    .await
+                {
+                    Ok(row) if row.get::<_, String>(0) == names => Attempt::Done(()),
+                    Ok(row) => Attempt::NotYet(format!("still {:?}", row.get::<_, String>(0))),
+                    Err(e) => Attempt::GiveUp(format!("read synchronous_standby_names: {e}")),
+                }
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            PollError::GaveUp(m) => OpError::Failed(m),
+            PollError::TimedOut(t) => OpError::Failed(t.to_string()),
         })
     }
 }

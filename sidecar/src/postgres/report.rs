@@ -16,9 +16,10 @@ use super::member::Member;
 use crate::notify::Notifier;
 
 /// A standby whose WAL receiver heard nothing for this long has lost its primary: a live
-/// primary sends a keepalive about every second (`wal_sender_timeout` is 2 s). It matches the
-/// default `standby_contact_window_ms`, so the check the report causes finds the evidence stale.
-pub const UPSTREAM_STALE: Duration = Duration::from_millis(1_500);
+/// primary sends a keepalive about every half second (`wal_sender_timeout` is 1 s). It matches
+/// the default `standby_contact_window_ms`, so the check the report causes finds the evidence
+/// stale.
+pub const UPSTREAM_STALE: Duration = Duration::from_millis(1_000);
 /// How often a standby looks at its WAL receiver.
 const UPSTREAM_TICK: Duration = Duration::from_millis(250);
 /// Reports under way at most; more are dropped (the controller's rounds still see the change).

@@ -9,13 +9,14 @@ use crate::archive::ArchiveSetup;
 
 /// Replication timeouts every member runs with (in `toygres.conf`). A primary sends its
 /// standbys a keepalive once half of `wal_sender_timeout` passed without a reply, so an idle
-/// standby still hears from a live primary about every second: its `last_msg_receipt_time` is
-/// fresh evidence that the primary lives, which the controller weighs before a failover (only
-/// evidence younger than the instance's `standby_contact_window_ms`, 1.5 s by default, counts).
+/// standby still hears from a live primary about every half second: its `last_msg_receipt_time`
+/// is fresh evidence that the primary lives, which the controller weighs before a failover
+/// (only evidence younger than the instance's `standby_contact_window_ms`, 1 s by default,
+/// counts: twice the keepalive period).
 /// A standby ends a stream that stayed silent for `wal_receiver_timeout` (the default, 60 s,
 /// kept a frozen primary's standbys "streaming" for a minute); CloudNativePG runs both at 5 s.
 pub const REPLICATION_TIMEOUTS: &[&str] =
-    &["wal_sender_timeout = '2s'", "wal_receiver_timeout = '5s'"];
+    &["wal_sender_timeout = '1s'", "wal_receiver_timeout = '5s'"];
 
 /// The settings of the Postgres this sidecar owns.
 #[derive(Debug, Clone)]

@@ -152,7 +152,10 @@ impl Member {
                         CASE WHEN pg_last_wal_receive_lsn() IS NULL \
                                OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0 \
                              ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END, \
-                        ARRAY(SELECT name FROM pg_settings WHERE pending_restart ORDER BY name)",
+                        ARRAY(SELECT name FROM pg_settings WHERE pending_restart ORDER BY name), \
+                        CASE WHEN pg_is_in_recovery() THEN \
+                             (SELECT max(name) FROM pg_ls_waldir() \
+                              WHERE name ~ '^[0-9A-F]{24}$') END",
                 &[],
             )
             .await
@@ -172,7 +175,13 @@ impl Member {
             s.receive_lsn = row.get(7);
             s.replay_lsn = row.get(8);
             let checkpoint_tli: i32 = row.get(9);
-            s.timeline = Some(checkpoint_tli as u32);
+            // The checkpoint's timeline lags behind a timeline switch until the next
+            // restartpoint, and the WAL receiver (which says which timeline it receives) is gone
+            // once the primary died: the newest WAL segment received tells the timeline of the
+            // WAL this standby holds, which a failover compares between standbys.
+            let newest_segment: Option<String> = row.get(12);
+            let received_tli = newest_segment.as_deref().and_then(timeline_of_walfile);
+            s.timeline = Some((checkpoint_tli as u32).max(received_tli.unwrap_or(0)));
             s.lag_seconds = row.get::<_, Option<f64>>(10).map(|v| v.max(0.0));
             let receiver = client
                 .query_opt(

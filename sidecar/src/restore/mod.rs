@@ -1,9 +1,12 @@
 //! Restore from object storage (`run --bootstrap restore`): pick the base backup the target
-//! needs, stream it down (download → SHA-256 check → gunzip → untar) into the bootstrap
+//! needs, bring it down (download → SHA-256 check → decompress → untar; a backup in parts with
+//! several parts downloaded and decompressed at once, see [`crate::backup::parts`]) into the bootstrap
 //! directory, and recover it to the target with `restore_command` fetching the *source*
 //! instance's WAL. The member archives under its own instance name from then on.
 
 pub mod target;
+#[cfg(test)]
+mod tests;
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -17,6 +20,7 @@ pub use target::{RecoveryTarget, RestoreSpec, TargetAction};
 
 use crate::archive::fetch::{keep_prefetch_window, WalFetcher};
 use crate::archive::{walname, ArchiveSettings, ArchiveSetup, Compression};
+use crate::backup::parts;
 use crate::backup::stream::store_to_writer;
 use crate::backup::tar::{Extract, TarReader};
 use crate::backup::Catalog;
@@ -39,24 +43,33 @@ const STALE_FILES: &[&str] = &[
     "backup_manifest",
 ];
 
-/// Streams base backup `manifest` from `store` into the empty directory `dest`, checking the
+/// Brings base backup `manifest` from `store` into the empty directory `dest`, checking every
 /// object's SHA-256, and hands the files to the Postgres OS user. Returns Postgres's
 /// `backup_manifest` of the copy (kept out of the directory).
+///
+/// A backup in parts has its parts downloaded and decompressed [`parts::jobs`] at once; a
+/// backup in one object (as every backup was before parts) is streamed.
 pub async fn download_base_backup(
     store: &Store,
     manifest: &BackupManifest,
     dest: &Path,
     bins: &PgBinaries,
 ) -> anyhow::Result<Vec<u8>> {
-    let object = manifest
+    let (object, more) = manifest
         .objects
-        .first()
+        .split_first()
         .with_context(|| format!("backup {} lists no object", manifest.id))?;
     let started = std::time::Instant::now();
-    let reader = TarReader::new(Extract::new(dest, &["backup_manifest"]));
-    let reader = store_to_writer(store, &object.key, &object.sha256, reader).await?;
-    let extracted = reader
-        .finish()
+    let jobs = parts::jobs();
+    let reader = TarReader::new(Extract::new(dest, &["backup_manifest"]).flushing_on(jobs));
+    let reader = if more.is_empty() {
+        store_to_writer(store, &object.key, &object.sha256, reader).await?
+    } else {
+        parts::parts_to_writer(store, &manifest.objects, reader, jobs).await?
+    };
+    let extracted = tokio::task::spawn_blocking(move || reader.finish()?.finish())
+        .await
+        .context("join the unpack task")?
         .with_context(|| format!("unpack {}", store.describe(&object.key)))?;
     let pg_manifest = extracted
         .captured("backup_manifest")
@@ -69,7 +82,8 @@ pub async fn download_base_backup(
         .context("join the chown task")??;
     tracing::info!(
         backup = %manifest.id,
-        bytes = object.raw_bytes,
+        bytes = manifest.raw_bytes,
+        parts = manifest.objects.len(),
         seconds = started.elapsed().as_secs_f64(),
         "base backup downloaded and unpacked"
     );

@@ -26,15 +26,17 @@
 //! through its EndpointSlices) and other Service names do not resolve (no cluster DNS); no cgroups or
 //! resource limits; no image pulls; no UTS namespace (`HOSTNAME` is set, `hostname` is the
 //! host's); `/tmp` and paths outside the volumes are the host's; `readOnlyRootFilesystem`,
-//! capabilities and seccomp are ignored; Secrets and ConfigMaps are read once per container
-//! start, tokens (1 h) are not rotated; no `kubectl logs/exec/port-forward` (use
+//! capabilities and seccomp are ignored; Secret and ConfigMap files are refreshed every 5 s
+//! (a kubelet takes about a minute) one file at a time, tokens (1 h) are not rotated; no `kubectl logs/exec/port-forward` (use
 //! [`Cluster::container_log`], [`Cluster::exec_in_pod`], the pod IP); nodes never fail (no
 //! node-lifecycle controller).
 
 pub mod binaries;
 pub mod control_plane;
+pub mod in_cluster;
 pub mod network;
 pub mod node;
+pub mod orders;
 pub mod pki;
 pub mod process;
 pub mod toygres;

@@ -266,6 +266,34 @@ impl Drop for Controller {
     }
 }
 
+impl Controller {
+    /// A new database `name` in this controller's embedded CMS Postgres (on loopback), for
+    /// other controllers to use as their CMS: returns the server's port and superuser password.
+    pub async fn cms_database(&self, name: &str) -> (u16, String) {
+        let read = |file: &str| {
+            std::fs::read_to_string(self.home.path().join("cms").join(file))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        let (port, password) = (read("port").parse().unwrap(), read("superuser.password"));
+        let (pg, connection) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(port)
+            .user("postgres")
+            .password(&password)
+            .dbname("postgres")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        pg.batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        (port, password)
+    }
+}
+
 pub async fn create_namespace(client: &Client) {
     let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": NS}}))
         .expect("namespace object");

@@ -193,6 +193,17 @@ pub(super) async fn promote_and_route(
         format!("promoting {target}"),
         handover,
     );
+    // Its synchronous standbys: the other standbys that may be, and the old primary, which
+    // rejoins. The promotion sets them, before the new primary takes its first write.
+    let mut followers: Vec<String> = others
+        .iter()
+        .filter(|s| sync_candidates.contains(s))
+        .cloned()
+        .collect();
+    if let Some(old) = old {
+        followers.push(old.to_string());
+    }
+    let policy = sync_policy(sync, ha, &followers);
     let promoted: Promoted = call(
         ctx,
         act::PROMOTE_MEMBER,
@@ -200,6 +211,7 @@ pub(super) async fn promote_and_route(
             instance: instance.to_string(),
             member: target.to_string(),
             force: old_fenced,
+            sync: policy.clone(),
         },
     )
     .await?;
@@ -213,17 +225,6 @@ pub(super) async fn promote_and_route(
         ),
         handover,
     );
-    // Its synchronous standbys: the other standbys that may be, and the old primary, which
-    // rejoins.
-    let mut followers: Vec<String> = others
-        .iter()
-        .filter(|s| sync_candidates.contains(s))
-        .cloned()
-        .collect();
-    if let Some(old) = old {
-        followers.push(old.to_string());
-    }
-    let policy = sync_policy(sync, ha, &followers);
     // One attempt each: the sidecar answers within its own streaming bound, and a standby
     // that cannot follow is left to the rejoin below and the actor. They run beside the
     // policy, the record and rw below: a sync commit waits for a standby anyway, so rw need
@@ -257,15 +258,21 @@ pub(super) async fn promote_and_route(
     let serve = async {
         // The policy must hold before writes reach the new primary; the new roles are recorded
         // meanwhile.
-        let set_policy = call::<_, ()>(
-            ctx,
-            act::SET_SYNC_POLICY,
-            SyncPolicyInput {
-                instance: instance.to_string(),
-                primary: target.to_string(),
-                policy,
-            },
-        );
+        let set_policy = async {
+            if promoted.sync_set {
+                return Ok(());
+            }
+            call::<_, ()>(
+                ctx,
+                act::SET_SYNC_POLICY,
+                SyncPolicyInput {
+                    instance: instance.to_string(),
+                    primary: target.to_string(),
+                    policy,
+                },
+            )
+            .await
+        };
         let record = call::<_, ()>(
             ctx,
             act::RECORD_HANDOVER,

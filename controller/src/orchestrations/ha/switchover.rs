@@ -240,6 +240,7 @@ async fn run_switchover(
                 instance: instance.clone(),
                 member: old.clone(),
                 force: false,
+                sync: None,
             },
         )
         .await;

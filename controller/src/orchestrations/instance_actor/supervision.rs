@@ -74,13 +74,29 @@ pub async fn look_after_primary(
         return rejoin_former_primaries(ctx, input, state, &view).await;
     }
     state.primary_failures = state.primary_failures.saturating_add(1);
-    if state.primary_failures < view.ha.failure_threshold {
-        return state;
-    }
     // Its sidecar answered (Postgres down, or refusing new connections): the controller is
     // not the one cut off.
     let answered = probe.is_some_and(|p| p.role.is_some());
-    decide_failover(ctx, input, state, &view, &primary, answered).await
+    if state.primary_failures < view.ha.failure_threshold {
+        // A probe that ran out its deadline already waited: confirm at once, back to back.
+        let waited = probe.is_some_and(|p| p.latency_ms >= waited_enough_ms(&view, None));
+        return confirm_down(ctx, input, state, &view, &primary, waited).await;
+    }
+    decide_failover(ctx, input, state, &view, &primary, answered, None).await
+}
+
+/// How long a re-check of a suspect primary may take: half its check timeout (it already
+/// failed a whole one), never under 100 ms.
+pub fn recheck_timeout_ms(check_timeout_ms: u64) -> u64 {
+    (check_timeout_ms / 2).max(100).min(check_timeout_ms)
+}
+
+/// A failed probe that took this long ran out its deadline (or waited a check interval): the
+/// next check follows at once instead of after the interval.
+fn waited_enough_ms(view: &ActorView, timeout_ms: Option<u64>) -> f64 {
+    let timeout = timeout_ms.unwrap_or(view.ha.check_timeout_ms);
+    // Timers and scheduling make a probe end a little before its deadline.
+    (view.ha.check_interval_ms.min(timeout) as f64) * 0.9
 }
 
 /// Probes the recorded primary alone; a healthy answer ends the suspicion (the next full round
@@ -92,7 +108,7 @@ pub async fn look_after_primary(
 pub async fn recheck_primary(
     ctx: &OrchestrationContext,
     input: &ActorInput,
-    mut state: ActorState,
+    state: ActorState,
 ) -> ActorState {
     let Some(view) = state.view.clone() else {
         return state;
@@ -112,51 +128,166 @@ pub async fn recheck_primary(
             },
         };
     }
+    confirm_down(ctx, input, state, &view, &primary, true).await
+}
+
+/// Re-checks a primary that missed a check, each probe with [`recheck_timeout_ms`], until it
+/// answers (suspicion over) or it has missed the threshold (the decision): back to back after
+/// a probe that ran out its deadline (`waited`), half a check interval after one that failed
+/// fast (refused: nothing listens). The standbys are surveyed during the last re-check, so the
+/// decision does not wait for them.
+async fn confirm_down(
+    ctx: &OrchestrationContext,
+    input: &ActorInput,
+    mut state: ActorState,
+    view: &ActorView,
+    primary: &str,
+    mut waited: bool,
+) -> ActorState {
+    let timeout_ms = recheck_timeout_ms(view.ha.check_timeout_ms);
+    let pause = std::time::Duration::from_millis((view.ha.check_interval_ms / 2).max(50));
     loop {
-        let probe = call_once::<_, ProbeResult>(
-            ctx,
-            act::PROBE_MEMBER,
-            ProbeInput {
-                instance: input.instance.clone(),
-                member: primary.clone(),
-                health_query: None,
-                timeout_ms: Some(view.ha.check_timeout_ms),
-            },
-        )
-        .await;
-        let (timed_out, answered) = match &probe {
+        if !waited {
+            ctx.schedule_timer(pause).await;
+        }
+        let last = state.primary_failures.saturating_add(1) >= view.ha.failure_threshold;
+        let probe = probe_primary(ctx, input, view, primary);
+        let (probe, surveys) = if last && view.ha.failover_enabled {
+            let (probe, surveys) = ctx
+                .join2(probe, survey_standbys(ctx, input, view, primary))
+                .await;
+            (probe, Some(surveys))
+        } else {
+            (probe.await, None)
+        };
+        let answered;
+        (waited, answered) = match &probe {
             Ok(p) if p.healthy && p.role == Some(Role::Primary) => {
                 ctx.trace_info(format!("the primary {primary} answers again"));
                 state.primary_failures = 0;
                 return state;
             }
             Ok(p) => (
-                p.latency_ms >= view.ha.check_interval_ms as f64,
+                p.latency_ms >= waited_enough_ms(view, Some(timeout_ms)),
                 p.role.is_some(),
             ),
             Err(_) => (false, false),
         };
         state.primary_failures = state.primary_failures.saturating_add(1);
         if state.primary_failures >= view.ha.failure_threshold {
-            return decide_failover(ctx, input, state, &view, &primary, answered).await;
-        }
-        if !timed_out {
-            return state;
+            return decide_failover(ctx, input, state, view, primary, answered, surveys).await;
         }
     }
+}
+
+/// One probe of the suspect primary, with [`recheck_timeout_ms`].
+async fn probe_primary(
+    ctx: &OrchestrationContext,
+    input: &ActorInput,
+    view: &ActorView,
+    primary: &str,
+) -> Result<ProbeResult, String> {
+    call_once(
+        ctx,
+        act::PROBE_MEMBER,
+        ProbeInput {
+            instance: input.instance.clone(),
+            member: primary.to_string(),
+            health_query: None,
+            timeout_ms: Some(recheck_timeout_ms(view.ha.check_timeout_ms)),
+        },
+    )
+    .await
+}
+
+/// Asks every member but the primary what it last heard from it (and its position).
+async fn survey_standbys(
+    ctx: &OrchestrationContext,
+    input: &ActorInput,
+    view: &ActorView,
+    primary: &str,
+) -> Result<Vec<MemberSurvey>, String> {
+    let standbys: Vec<String> = view
+        .members
+        .iter()
+        .filter(|m| m.as_str() != primary)
+        .cloned()
+        .collect();
+    call_once(
+        ctx,
+        act::SURVEY_MEMBERS,
+        &SurveyInput {
+            instance: input.instance.clone(),
+            members: standbys,
+            timeout_ms: view.ha.check_timeout_ms,
+        },
+    )
+    .await
+}
+
+/// Past the window of a standby's last contact, before its word counts as stale: the ages
+/// the survey reports and the window are measured on different clocks.
+const STALE_MARGIN_MS: u64 = 50;
+
+/// [`decide_once`]; when a standby's fresh word held the failover back, the standbys are asked
+/// once more as soon as that word goes stale (instead of at the next round), so a primary cut
+/// off from everything fails over one contact window after it was last heard from. A primary
+/// that came back meanwhile is heard from again (a veto), and fenced before any promotion in
+/// any case. A second veto leaves it to the rounds.
+async fn decide_failover(
+    ctx: &OrchestrationContext,
+    input: &ActorInput,
+    state: ActorState,
+    view: &ActorView,
+    primary: &str,
+    sidecar_answered: bool,
+    surveyed: Option<Result<Vec<MemberSurvey>, String>>,
+) -> ActorState {
+    let mut stale_in = None;
+    let state = decide_once(
+        ctx,
+        input,
+        state,
+        view,
+        primary,
+        sidecar_answered,
+        surveyed,
+        &mut stale_in,
+    )
+    .await;
+    let Some(wait_ms) = stale_in else {
+        return state;
+    };
+    ctx.schedule_timer(std::time::Duration::from_millis(wait_ms))
+        .await;
+    let surveys = survey_standbys(ctx, input, view, primary).await;
+    decide_once(
+        ctx,
+        input,
+        state,
+        view,
+        primary,
+        sidecar_answered,
+        Some(surveys),
+        &mut None,
+    )
+    .await
 }
 
 /// The primary missed enough checks: fail over unless disabled, in the cooldown, vetoed by a
 /// standby that heard from it just now, or impossible (no standby may take over: an alert).
 /// When the primary's sidecar itself answered (`sidecar_answered`: its Postgres is down or
 /// refuses new connections), no standby's word can say it serves: there is no veto.
-async fn decide_failover(
+#[allow(clippy::too_many_arguments)]
+async fn decide_once(
     ctx: &OrchestrationContext,
     input: &ActorInput,
     mut state: ActorState,
     view: &ActorView,
     primary: &str,
     sidecar_answered: bool,
+    surveyed: Option<Result<Vec<MemberSurvey>, String>>,
+    stale_in: &mut Option<u64>,
 ) -> ActorState {
     let primary = primary.to_string();
     let down_for = format!(
@@ -195,23 +326,12 @@ async fn decide_failover(
     // Before acting, ask the standbys: one that heard from the primary just now says it lives
     // (the controller, not the primary, may be the one cut off). Only fresh evidence counts: a
     // frozen primary's standbys keep "streaming" until their receive timeout.
-    let standbys: Vec<String> = view
-        .members
-        .iter()
-        .filter(|m| **m != primary)
-        .cloned()
-        .collect();
-    let surveys: Vec<MemberSurvey> = match call_once(
-        ctx,
-        act::SURVEY_MEMBERS,
-        &SurveyInput {
-            instance: input.instance.clone(),
-            members: standbys,
-            timeout_ms: view.ha.check_timeout_ms,
-        },
-    )
-    .await
-    {
+    // Surveyed during the last re-check, or now.
+    let surveyed = match surveyed {
+        Some(surveyed) => surveyed,
+        None => survey_standbys(ctx, input, view, &primary).await,
+    };
+    let surveys = match surveyed {
         Ok(surveys) => surveys,
         Err(e) => {
             ctx.trace_warn(format!("survey the standbys: {e}"));
@@ -227,6 +347,8 @@ async fn decide_failover(
         format!("no standby heard from {primary} within {window_ms} ms")
     };
     if let Some((witness, age_ms)) = &evidence.witness {
+        // A little after the window from its last contact, that word is stale.
+        *stale_in = Some(window_ms.saturating_sub(*age_ms) + STALE_MARGIN_MS);
         return alert_once(
             ctx,
             input,

@@ -24,7 +24,7 @@ use toygres_common::parameters_api::{ApplyMode, ParameterCategory};
 pub use self::input::{ParametersInput, STEPS};
 pub use self::steps::{apply_on_new_primary, confirm_everywhere, record_desired};
 use self::steps::{confirm, restart_step, write_everywhere};
-use self::undo::{roll_back, undo_restarts, Failed, Undo};
+use self::undo::{roll_back, undo_restarts, undo_switchover, Failed, Undo};
 use super::durable::{call, sub_orchestration};
 use super::ha::switchover::SwitchoverInput;
 use super::names;
@@ -114,7 +114,8 @@ async fn apply(
     let total = rollout.restarts.len();
     let mut held = None;
     let mut primary_restarted = false;
-    // The members restarted with the change so far (undone if a later one does not start).
+    // The members restarted with the change so far (undone if a later one does not start, or
+    // if the switchover that was to hand the primary role to one of them fails).
     let mut restarted: Vec<RestartStep> = Vec::new();
     for (index, step) in rollout.restarts.iter().enumerate() {
         let doing = match step {
@@ -136,7 +137,16 @@ async fn apply(
             BTreeMap::new()
         };
         match step {
-            RestartStep::Switchover { .. } => switch_over(ctx, input).await?,
+            RestartStep::Switchover { .. } => {
+                if let Err(e) = switch_over(ctx, input).await {
+                    let undo = Undo {
+                        members: &members,
+                        primary: &primary,
+                        restarted: &restarted,
+                    };
+                    return Err(undo_switchover(ctx, input, &undo, &e).await);
+                }
+            }
             RestartStep::HoldPrimary(member) => held = Some(member.clone()),
             RestartStep::Standby(member) | RestartStep::Primary(member) => {
                 let fell_back = restart_step(
@@ -150,8 +160,7 @@ async fn apply(
                 )
                 .await?;
                 match fell_back {
-                    None if input.undo_every_restart => restarted.push(step.clone()),
-                    None => {}
+                    None => restarted.push(step.clone()),
                     Some(why) if !input.undo_every_restart => {
                         return Err(roll_back(ctx, input, &members, member, &why).await)
                     }

@@ -1,13 +1,16 @@
-//! Undoing a restart-class change that a member did not start with: the previous values go
-//! back on every member and as the instance's desired parameters; members already restarted
-//! with the change restart again.
+//! Undoing a restart-class change that a member did not start with, or whose switchover failed:
+//! the previous values go back on every member and as the instance's desired parameters;
+//! members already restarted with the change restart again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use duroxide::OrchestrationContext;
 
 use super::input::{ParametersInput, STEPS};
 use super::steps::{record_desired, restart_step, write_everywhere};
+use crate::activities::members::{InstanceRef, Topology};
+use crate::activities::names as act;
+use crate::orchestrations::durable::call;
 use crate::orchestrations::operation::report;
 use crate::parameters::plan::RestartStep;
 
@@ -79,20 +82,117 @@ pub async fn undo_restarts(
         ),
     );
     let mut problems = Vec::new();
-    for member in undo.members {
+    // The member that failed may be down: its sidecar wrote the previous values when it fell
+    // back.
+    write_previous(ctx, input, undo.members, Some(failed.member), &mut problems).await;
+    let steps: Vec<RestartStep> = undo.restarted.iter().rev().cloned().collect();
+    let again = restart_again(ctx, input, undo.primary, &steps, &mut problems).await;
+    if let Err(e) = record_desired(ctx, &input.instance, &input.previous).await {
+        problems.push(e);
+    }
+    format!(
+        "the change was rolled back: {} {}; {}",
+        failed.member,
+        failed.why,
+        undone(&again, &problems)
+    )
+}
+
+/// The switchover that was to hand the primary role to an updated standby failed (`error`).
+/// If the primary stayed where it was, the change is undone as for a member that did not start
+/// with it: the previous values go back on every member, the standbys restarted with the change
+/// restart again (after the primary, if the switchover's failure left it running the change:
+/// its clean stop and restart read the new values) and the desired parameters are the previous
+/// ones again. If the primary moved, the new primary runs the change, which stays.
+pub async fn undo_switchover(
+    ctx: &OrchestrationContext,
+    input: &ParametersInput,
+    undo: &Undo<'_>,
+    error: &str,
+) -> String {
+    let topology: Result<Topology, String> = call(
+        ctx,
+        act::READ_TOPOLOGY,
+        &InstanceRef {
+            instance: input.instance.clone(),
+        },
+    )
+    .await;
+    match topology.map(|t| t.primary) {
+        Ok(Some(primary)) if primary == undo.primary => {}
+        Ok(Some(primary)) => {
+            return format!(
+                "{error}; {primary} is the primary now and runs the change, which stays: \
+                 {} takes it when it rejoins",
+                undo.primary
+            )
+        }
+        Ok(None) => return format!("{error}; the instance has no primary: the change stays"),
+        Err(e) => return format!("{error}; the change stays (reading the instance failed: {e})"),
+    }
+    report(
+        ctx,
+        3,
+        STEPS,
+        "the switchover failed and the primary stayed: undoing the change",
+    );
+    let mut problems = Vec::new();
+    let pending = write_previous(ctx, input, undo.members, None, &mut problems).await;
+    // Lowered (back) on the primary first, as hot standbys need.
+    let steps: Vec<RestartStep> = pending
+        .contains(undo.primary)
+        .then(|| RestartStep::Primary(undo.primary.to_string()))
+        .into_iter()
+        .chain(undo.restarted.iter().rev().cloned())
+        .collect();
+    let again = restart_again(ctx, input, undo.primary, &steps, &mut problems).await;
+    if let Err(e) = record_desired(ctx, &input.instance, &input.previous).await {
+        problems.push(e);
+    }
+    format!(
+        "the change was rolled back: {error}; {}",
+        undone(&again, &problems)
+    )
+}
+
+/// Writes the previous values into each member's configuration; returns the members whose
+/// Postgres still runs the change (a value waits for their restart). A write to `down` may
+/// fail; any other failure goes to `problems`.
+async fn write_previous(
+    ctx: &OrchestrationContext,
+    input: &ParametersInput,
+    members: &[String],
+    down: Option<&str>,
+    problems: &mut Vec<String>,
+) -> BTreeSet<String> {
+    let mut pending = BTreeSet::new();
+    for member in members {
         let one = std::slice::from_ref(member);
-        let written = write_everywhere(ctx, &input.instance, one, &input.previous).await;
-        match written {
-            Ok(_) => {}
-            // Down: its sidecar wrote the previous values when it fell back.
-            Err(_) if member == failed.member => {}
+        match write_everywhere(ctx, &input.instance, one, &input.previous).await {
+            Ok(waiting) if waiting.is_empty() => {}
+            Ok(_) => {
+                pending.insert(member.clone());
+            }
+            Err(_) if Some(member.as_str()) == down => {}
             Err(e) => problems.push(e),
         }
     }
+    pending
+}
+
+/// Restarts the members of `steps` (standbys and primaries) in order with the previous values;
+/// returns those that restarted.
+async fn restart_again<'a>(
+    ctx: &OrchestrationContext,
+    input: &ParametersInput,
+    primary: &str,
+    steps: &'a [RestartStep],
+    problems: &mut Vec<String>,
+) -> Vec<&'a str> {
     let mut again = Vec::new();
     let mut primary_restarted = false;
     let none = BTreeMap::new();
-    for step in undo.restarted.iter().rev() {
+    for step in steps {
         let (RestartStep::Standby(member) | RestartStep::Primary(member)) = step else {
             continue;
         };
@@ -105,7 +205,7 @@ pub async fn undo_restarts(
         let restarted = restart_step(
             ctx,
             &input.instance,
-            undo.primary,
+            primary,
             step,
             &mut primary_restarted,
             &none,
@@ -117,15 +217,17 @@ pub async fn undo_restarts(
             Err(e) => problems.push(e),
         }
     }
-    if let Err(e) = record_desired(ctx, &input.instance, &input.previous).await {
-        problems.push(e);
-    }
+    again
+}
+
+/// What an undo did: the members `again` restarted, and the `problems` it met.
+fn undone(again: &[&str], problems: &[String]) -> String {
     let restarted = if again.is_empty() {
         "no other member had restarted with it".to_string()
     } else {
         format!("{} restarted again with them", again.join(", "))
     };
-    let rest = if problems.is_empty() {
+    if problems.is_empty() {
         format!(
             "the previous values are back in every member's configuration and in the \
              instance's desired parameters; {restarted}"
@@ -135,9 +237,5 @@ pub async fn undo_restarts(
             "{restarted}; putting the previous values back failed: {}",
             problems.join("; ")
         )
-    };
-    format!(
-        "the change was rolled back: {} {}; {rest}",
-        failed.member, failed.why
-    )
+    }
 }

@@ -159,6 +159,19 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
             "objects": [],
         }),
         n if n == act::REPOINT_STANDBY => json!({"diverged": null}),
+        // A restart-class value written waits for a restart: the change (48MB) everywhere, and
+        // on `unfenced`'s primary (restarted with the change by a failed switchover) whatever
+        // is written.
+        n if n == act::WRITE_PARAMETERS => {
+            let values = input["parameters"].as_object().cloned().unwrap_or_default();
+            let waiting: Vec<&String> = values
+                .iter()
+                .filter(|(_, v)| *v == "48MB" || (instance == "unfenced" && member == "db-0"))
+                .map(|(k, _)| k)
+                .collect();
+            json!(waiting)
+        }
+        n if n == act::WAIT_CAUGHT_UP => json!({"lag_bytes_at_start": 0, "lag_bytes": 0}),
         n if n == act::PLAN_BACKUP_DELETION && instance == "tidy" => json!({"doomed": []}),
         n if n == act::PLAN_BACKUP_DELETION => json!({
             "doomed": [{"id": "bk-old", "store_id": "20261201T000000Z"}, {"id": "bk-failed"}],

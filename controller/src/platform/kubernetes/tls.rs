@@ -56,12 +56,20 @@ pub fn member_tls_secret(
     tls: &MemberTls,
     owner: &OwnerReference,
 ) -> InstanceSecret {
-    let data = tls
-        .files()
+    opaque_secret(
+        settings,
+        member_tls_secret_name(member),
+        member_tls_data(tls),
+        owner,
+    )
+}
+
+/// A member's TLS Secret's data: a key per file of its TLS directory.
+pub fn member_tls_data(tls: &MemberTls) -> BTreeMap<String, ByteString> {
+    tls.files()
         .into_iter()
         .map(|(name, content)| (name.to_string(), ByteString(content.as_bytes().to_vec())))
-        .collect();
-    opaque_secret(settings, member_tls_secret_name(member), data, owner)
+        .collect()
 }
 
 /// Reads key `key` of a Secret as text.

@@ -12,7 +12,9 @@ use crate::platform::{Bootstrap, SecretRef};
 impl LocalPlatform {
     /// Starts the member's sidecar and records its pid.
     pub(super) fn start_sidecar(&self, record: &mut MemberRecord) -> anyhow::Result<i32> {
-        let member_dir = self.layout.member_dir(&record.instance, &record.member);
+        let member_dir = self
+            .layout
+            .member_dir(&record.spec.instance, &record.spec.member);
         self.layout.create_dir(&member_dir)?;
         if let Some(parent) = record.run_dir.parent() {
             if parent != member_dir {
@@ -22,18 +24,18 @@ impl LocalPlatform {
         // A member recorded before instances had certificates gets them at its next start.
         tls::ensure_member(
             &self.layout,
-            &record.instance,
-            &record.member,
+            &record.spec.instance,
+            &record.spec.member,
             member_host(record),
         )?;
         let command = self.sidecar_command(record);
-        let pid = process::spawn_detached(&record.member, &command)?;
+        let pid = process::spawn_detached(&record.spec.member, &command)?;
         record.pid = Some(pid);
         record.starts += 1;
         self.write_member(record)?;
         tracing::info!(
-            instance = record.instance,
-            member = record.member,
+            instance = record.spec.instance,
+            member = record.spec.member,
             pid,
             pg_port = record.pg_port,
             api_port = record.api_port,
@@ -57,24 +59,24 @@ impl LocalPlatform {
             format!("--pg-port={}", record.pg_port).into(),
             format!("--pg-listen={host}").into(),
             format!("--api-addr={}", SocketAddr::new(host, record.api_port)).into(),
-            format!("--member-name={}", record.member).into(),
-            flag("token-file", &secret(&record.secrets.sidecar_token)),
+            format!("--member-name={}", record.spec.member).into(),
+            flag("token-file", &secret(&record.spec.secrets.sidecar_token)),
             flag(
                 "superuser-password-file",
-                &secret(&record.secrets.superuser_password),
+                &secret(&record.spec.secrets.superuser_password),
             ),
             flag(
                 "replication-password-file",
-                &secret(&record.secrets.replication_password),
+                &secret(&record.spec.secrets.replication_password),
             ),
             flag(
                 "tls-dir",
-                &tls::member_dir(&self.layout, &record.instance, &record.member).dir,
+                &tls::member_dir(&self.layout, &record.spec.instance, &record.spec.member).dir,
             ),
             flag("run-dir", &record.run_dir),
             format!("--stop-timeout-secs={}", self.config.stop_timeout.as_secs()).into(),
         ];
-        match &record.bootstrap {
+        match &record.spec.bootstrap {
             Bootstrap::Init => args.push("--bootstrap=init".into()),
             Bootstrap::Standby { primary } => {
                 args.push("--bootstrap=standby".into());
@@ -87,11 +89,11 @@ impl LocalPlatform {
                 }
             }
         }
-        if let Some(archive) = &record.archive {
+        if let Some(archive) = &record.spec.archive {
             // Every member archives under the instance's name; Postgres archives only while
             // the member is the primary (archive_mode=on does nothing during recovery).
             args.push(format!("--archive-url={}", archive.store_url).into());
-            args.push(format!("--instance-name={}", record.instance).into());
+            args.push(format!("--instance-name={}", record.spec.instance).into());
             if let Some(compression) = &archive.compression {
                 args.push(format!("--wal-compression={compression}").into());
             }
@@ -142,7 +144,9 @@ impl LocalPlatform {
                 ),
             ],
             log_file: record.log_file.clone(),
-            working_dir: self.layout.member_dir(&record.instance, &record.member),
+            working_dir: self
+                .layout
+                .member_dir(&record.spec.instance, &record.spec.member),
         }
     }
 }

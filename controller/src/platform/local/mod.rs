@@ -172,7 +172,9 @@ impl LocalPlatform {
 
     fn write_member(&self, member: &MemberRecord) -> anyhow::Result<()> {
         record::write(
-            &self.layout.member_record(&member.instance, &member.member),
+            &self
+                .layout
+                .member_record(&member.spec.instance, &member.spec.member),
             member,
         )
     }

@@ -180,9 +180,9 @@ impl Platform for LocalPlatform {
         if !running {
             // Started again after kill_member or a death: the newest spec wins (its bootstrap
             // only matters while the data directory is still empty).
-            member.bootstrap = spec.bootstrap.clone();
-            member.secrets = spec.secrets.clone();
-            member.placement = spec.placement.clone();
+            member.spec.bootstrap = spec.bootstrap.clone();
+            member.spec.secrets = spec.secrets.clone();
+            member.spec.placement = spec.placement.clone();
         }
         if member.stopped || !running {
             member.stopped = false;
@@ -192,8 +192,8 @@ impl Platform for LocalPlatform {
             self.ensure_running(&mut member).await?;
         }
         Ok(MemberHandle {
-            instance: member.instance.clone(),
-            member: member.member.clone(),
+            instance: member.spec.instance.clone(),
+            member: member.spec.member.clone(),
             address: Self::address_of(&member),
         })
     }
@@ -347,8 +347,8 @@ impl Platform for LocalPlatform {
             members.push(MemberInfo {
                 state: Self::state_of(&record),
                 address: Self::address_of(&record),
-                placement: record.placement,
-                member: record.member,
+                placement: record.spec.placement,
+                member: record.spec.member,
             });
         }
         members.sort_by(|a, b| a.member.cmp(&b.member));

@@ -12,9 +12,7 @@ use rand::Rng as _;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::home::write_file_atomically;
-use crate::platform::{
-    Bootstrap, EndpointRoutes, MemberArchive, MemberSpec, Placement, SecretRefs,
-};
+use crate::platform::{EndpointRoutes, MemberSpec};
 
 /// The version of the records' layout this code writes.
 const RECORD_VERSION: u32 = 1;
@@ -23,16 +21,10 @@ const RECORD_VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberRecord {
     pub version: u32,
-    pub instance: String,
-    pub member: String,
-    /// How the data directory was (or will be) created.
-    pub bootstrap: Bootstrap,
-    pub secrets: SecretRefs,
-    #[serde(default)]
-    pub placement: Placement,
-    /// Where its WAL is archived; none when the instance's backups are off.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub archive: Option<MemberArchive>,
+    /// What the member was created from. Its fields stand at the record's top level (the
+    /// layout records had before it was its own struct, so older records still read).
+    #[serde(flatten)]
+    pub spec: MemberSpec,
     /// Postgres's loopback port, chosen at creation and never changed.
     pub pg_port: u16,
     /// The sidecar API's loopback port, chosen at creation and never changed.
@@ -66,12 +58,7 @@ impl MemberRecord {
     ) -> Self {
         Self {
             version: RECORD_VERSION,
-            instance: spec.instance.clone(),
-            member: spec.member.clone(),
-            bootstrap: spec.bootstrap.clone(),
-            secrets: spec.secrets.clone(),
-            placement: spec.placement.clone(),
-            archive: spec.archive.clone(),
+            spec: spec.clone(),
             pg_port,
             api_port,
             network: None,
@@ -220,8 +207,9 @@ impl AllRecords {
                 }
             }
         }
-        all.members
-            .sort_by(|a, b| (&a.instance, &a.member).cmp(&(&b.instance, &b.member)));
+        all.members.sort_by(|a, b| {
+            (&a.spec.instance, &a.spec.member).cmp(&(&b.spec.instance, &b.spec.member))
+        });
         all.endpoints.sort_by(|a, b| a.instance.cmp(&b.instance));
         Ok(all)
     }
@@ -325,7 +313,7 @@ mod tests {
     use toygres_common::names::PgAddress;
 
     use super::*;
-    use crate::platform::SecretRefs;
+    use crate::platform::{Bootstrap, Placement, SecretRefs};
 
     fn spec() -> MemberSpec {
         MemberSpec {
@@ -369,6 +357,64 @@ mod tests {
         write(&path, &record).unwrap();
         let err = read::<MemberRecord>(&path).unwrap_err();
         assert!(err.to_string().contains("newer controller"), "{err}");
+    }
+
+    /// A record as controllers wrote it before `MemberRecord` held a `MemberSpec`: every field
+    /// at the top level.
+    const OLD_RECORD: &str = r#"{
+  "version": 1,
+  "instance": "db",
+  "member": "db-1",
+  "bootstrap": {
+    "mode": "standby",
+    "primary": {
+      "host": "127.0.0.1",
+      "port": 6000
+    }
+  },
+  "secrets": {
+    "superuser_password": {
+      "instance": "db",
+      "name": "superuser-password"
+    },
+    "replication_password": {
+      "instance": "db",
+      "name": "replication-password"
+    },
+    "sidecar_token": {
+      "instance": "db",
+      "name": "sidecar-token"
+    }
+  },
+  "placement": {
+    "zone": "a"
+  },
+  "pg_port": 6001,
+  "api_port": 6002,
+  "data_dir": "/d",
+  "run_dir": "/r",
+  "log_file": "/l",
+  "pid": 42,
+  "stopped": false,
+  "starts": 3
+}
+"#;
+
+    #[test]
+    fn records_written_before_the_spec_was_embedded_still_read_and_keep_their_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("member.json");
+        fs::write(&path, OLD_RECORD).unwrap();
+        let mut expected =
+            MemberRecord::new(&spec(), 6001, 6002, "/d".into(), "/r".into(), "/l".into());
+        expected.pid = Some(42);
+        expected.starts = 3;
+        let record = read::<MemberRecord>(&path).unwrap().unwrap();
+        assert_eq!(record, expected);
+        // Written again, it has the same fields as before.
+        let written = serde_json::to_value(&record).unwrap();
+        let old: serde_json::Value = serde_json::from_str(OLD_RECORD).unwrap();
+        assert_eq!(written, old);
     }
 
     #[test]

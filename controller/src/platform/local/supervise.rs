@@ -18,18 +18,18 @@ impl LocalPlatform {
         let all = AllRecords::scan(&self.layout.instances_dir())?;
         let mut report = AdoptReport::default();
         for recorded in all.members {
-            let lock = self.lock(&recorded.instance).await;
+            let lock = self.lock(&recorded.spec.instance).await;
             // Re-read under the lock: an operation may have changed it since the scan.
             let path = self
                 .layout
-                .member_record(&recorded.instance, &recorded.member);
+                .member_record(&recorded.spec.instance, &recorded.spec.member);
             let outcome = match record::read::<MemberRecord>(&path) {
                 Ok(Some(current)) if current.stopped => Adoption::LeftStopped,
                 Ok(Some(mut current)) => match self.ensure_running(&mut current).await {
                     Ok(outcome) => outcome,
                     Err(e) => {
                         tracing::error!(
-                            member = current.member,
+                            member = current.spec.member,
                             "restart the member's sidecar: {e:#}"
                         );
                         Adoption::Failed {
@@ -45,7 +45,7 @@ impl LocalPlatform {
             drop(lock);
             report
                 .members
-                .push((recorded.instance, recorded.member, outcome));
+                .push((recorded.spec.instance, recorded.spec.member, outcome));
         }
         for endpoints in all.endpoints {
             let _lock = self.lock(&endpoints.instance).await;
@@ -125,7 +125,7 @@ impl LocalPlatform {
         let all = AllRecords::scan(&self.layout.instances_dir())?;
         let mut renewed = Vec::new();
         for recorded in all.members {
-            let (instance, member) = (&recorded.instance, &recorded.member);
+            let (instance, member) = (&recorded.spec.instance, &recorded.spec.member);
             let _lock = self.lock(instance).await;
             let files = tls::member_dir(&self.layout, instance, member);
             if !files.missing().is_empty() {
@@ -161,7 +161,7 @@ impl LocalPlatform {
         }
         if let Some(pid) = process::find_sidecar_of(&record.data_dir) {
             tracing::info!(
-                member = record.member,
+                member = record.spec.member,
                 pid,
                 "found the member's sidecar running unrecorded; adopting it"
             );

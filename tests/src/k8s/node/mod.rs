@@ -10,9 +10,11 @@ pub mod context;
 pub mod env;
 pub mod hosts;
 pub mod images;
+pub mod mount_points;
 pub mod pod;
 pub mod probes;
 pub mod provisioner;
+pub mod resync;
 pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap};

@@ -389,6 +389,8 @@ async fn run_containers(
             }
         }
     };
+    // Secret and ConfigMap files follow their objects until the pod stops (see `resync`).
+    let _resync = super::resync::spawn(ctx.client.clone(), pod.clone(), pod_dir.clone());
     let spec = pod.spec.clone().unwrap_or_default();
     let runner = ContainerRunner {
         ctx: ctx.clone(),

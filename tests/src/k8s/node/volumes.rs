@@ -1,15 +1,15 @@
 //! A pod's volumes as host directories: `emptyDir` under the pod's dir (gone with the pod),
 //! Secret, ConfigMap, projected (service-account token, `kube-root-ca.crt`, downward API) and
-//! downwardAPI volumes as files written when the pod starts, `hostPath` as is, and a
+//! downwardAPI volumes as files written when the pod starts (Secrets and ConfigMaps kept up to
+//! date while it runs, [`super::resync`]), `hostPath` as is, and a
 //! PersistentVolumeClaim as its bound PersistentVolume's directory (which outlives the pod, so
 //! a StatefulSet pod recreated on any node finds its data). Containers see them at their real
 //! mount paths through bind mounts (see [`super::container`]); mount points missing on the host
-//! are created and removed again by [`MountPoints`].
+//! are created and removed again by [`MountPoints`] ([`super::mount_points`]).
 
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
@@ -20,68 +20,7 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 
 use super::env::{field_value, ObjectCache};
-
-/// Mount points this process created on the host, with how many pods use each.
-static CREATED: Mutex<Vec<(PathBuf, usize)>> = Mutex::new(Vec::new());
-
-/// The mount points one harness created or shares; removed (when empty and no other harness of
-/// this process uses them) on drop.
-#[derive(Debug, Default)]
-pub struct MountPoints {
-    held: Mutex<Vec<PathBuf>>,
-}
-
-impl MountPoints {
-    /// Makes sure `target` exists (a file when `is_file`), remembering every component created.
-    pub fn ensure(&self, target: &Path, is_file: bool) -> anyhow::Result<()> {
-        let mut created = CREATED.lock().expect("mount point registry");
-        let mut held = self.held.lock().expect("held mount points");
-        let components: Vec<PathBuf> = target.ancestors().map(Path::to_path_buf).collect();
-        for (i, path) in components.iter().rev().enumerate() {
-            let last = i + 1 == components.len();
-            if let Some(entry) = created.iter_mut().find(|(p, _)| p == path) {
-                entry.1 += 1;
-                held.push(path.clone());
-            } else if !path.exists() {
-                if last && is_file {
-                    std::fs::write(path, b"")
-                        .with_context(|| format!("create {}", path.display()))?;
-                } else {
-                    std::fs::create_dir(path)
-                        .with_context(|| format!("create {}", path.display()))?;
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-                        .context("chmod a mount point")?;
-                }
-                created.push((path.clone(), 1));
-                held.push(path.clone());
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for MountPoints {
-    fn drop(&mut self) {
-        let mut created = CREATED.lock().expect("mount point registry");
-        let held = std::mem::take(&mut *self.held.lock().expect("held mount points"));
-        for path in held.iter().rev() {
-            if let Some(pos) = created.iter().position(|(p, _)| p == path) {
-                created[pos].1 -= 1;
-                if created[pos].1 == 0 {
-                    created.remove(pos);
-                    if path.is_dir() {
-                        let _ = std::fs::remove_dir(path);
-                    } else if std::fs::metadata(path)
-                        .map(|m| m.len() == 0)
-                        .unwrap_or(false)
-                    {
-                        let _ = std::fs::remove_file(path);
-                    }
-                }
-            }
-        }
-    }
-}
+pub use super::mount_points::MountPoints;
 
 /// One prepared volume.
 #[derive(Debug, Clone)]
@@ -113,7 +52,10 @@ pub fn share_with_group(dir: &Path, fs_group: u32) -> anyhow::Result<()> {
 }
 
 /// Writes `entries` (key, bytes) into `dir` as files: all keys, or just `items` (key → path).
-fn write_entries(
+/// A file whose content changed is replaced through a rename, keeping the owner, group and mode
+/// the node gave it (its `fsGroup`), so a process reading it sees the old file or the new one,
+/// never half of one; unchanged files are left alone (see [`super::resync`]).
+pub(super) fn write_entries(
     dir: &Path,
     entries: &[(String, Vec<u8>)],
     items: Option<&Vec<KeyToPath>>,
@@ -137,11 +79,25 @@ fn write_entries(
     };
     for (path, bytes, mode) in files {
         let file = dir.join(&path);
-        if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent).context("create a volume subdir")?;
+        if std::fs::read(&file).is_ok_and(|old| old == bytes) {
+            continue;
         }
-        std::fs::write(&file, bytes).with_context(|| format!("write {}", file.display()))?;
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).context("chmod")?;
+        let parent = file.parent().unwrap_or(dir);
+        std::fs::create_dir_all(parent).context("create a volume subdir")?;
+        let (mode, owner) = match std::fs::metadata(&file) {
+            Ok(old) => (old.permissions().mode() & 0o7777, old),
+            Err(_) => (
+                mode,
+                std::fs::metadata(parent).context("stat a volume dir")?,
+            ),
+        };
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = parent.join(format!("..{name}.tmp"));
+        std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).context("chmod")?;
+        nix::unistd::chown(&tmp, Some(owner.uid().into()), Some(owner.gid().into()))
+            .context("chown a volume file")?;
+        std::fs::rename(&tmp, &file).with_context(|| format!("replace {}", file.display()))?;
     }
     Ok(())
 }
@@ -354,25 +310,6 @@ async fn pod_token(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mount_points_created_for_a_pod_are_removed_with_the_last_user() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let target = dir.path().join("a/b/c");
-        let file = dir.path().join("a/f.conf");
-        let first = MountPoints::default();
-        let second = MountPoints::default();
-        first.ensure(&target, false).expect("ensure");
-        first.ensure(&file, true).expect("ensure file");
-        second.ensure(&target, false).expect("ensure again");
-        assert!(target.is_dir() && file.is_file());
-        drop(first);
-        assert!(target.is_dir(), "still used by the second harness");
-        assert!(!file.exists(), "only the first harness used the file");
-        drop(second);
-        assert!(!dir.path().join("a").exists());
-        assert!(dir.path().exists(), "what existed before stays");
-    }
 
     #[test]
     fn items_select_keys_and_set_paths_and_modes() {

@@ -1,17 +1,28 @@
 //! The instance's CA and its members' TLS Secrets on the cluster (builders in
-//! [`crate::platform::kubernetes::tls`]): each created once, read back ever after.
+//! [`crate::platform::kubernetes::tls`]): each created once, read back ever after, and a
+//! member's Secret re-issued when its certificates are due for renewal
+//! ([`KubernetesPlatform::renew_certificates`]). The kubelet then refreshes the files mounted
+//! from it, and the sidecar installs them and reloads Postgres, as on the local platform.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::PostParams;
-use toygres_common::tls::pki::{member_server_names, InstanceCa};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{ListParams, PostParams};
+use toygres_common::tls::pki::{member_server_names, renewal_due, InstanceCa};
+use toygres_common::tls::{REPLICATOR_CERT, SERVER_CERT, SUPERUSER_CERT};
 
 use super::{classify, KubernetesPlatform, FIELD_MANAGER};
 use crate::platform::kubernetes::credentials::InstanceSecret;
+use crate::platform::kubernetes::labels::{
+    Component, APP_COMPONENT_KEY, APP_MANAGED_BY_KEY, INSTANCE_KEY, MANAGED_BY, MEMBER_KEY,
+};
 use crate::platform::kubernetes::tls::{
-    ca_secret, ca_secret_name, member_tls_secret, member_tls_secret_name, text_of, CA_CERT_KEY,
-    CA_KEY_KEY,
+    ca_secret, ca_secret_name, member_tls_data, member_tls_secret, member_tls_secret_name, text_of,
+    CA_CERT_KEY, CA_KEY_KEY,
 };
 use crate::platform::kubernetes::InstanceSettings;
 use crate::platform::PlatformError;
@@ -111,4 +122,122 @@ impl KubernetesPlatform {
         text_of(&secret, CA_CERT_KEY)
             .ok_or_else(|| PlatformError::not_found("instance CA", instance.to_string()))
     }
+
+    /// Issues new certificates into the `<member>-tls` Secret of every member whose server or
+    /// client certificates have a third of their lifetime or less left (or do not read),
+    /// server-side applied under the controller's field manager with the CA unchanged; returns
+    /// the members renewed.
+    pub async fn renew_certificates(&self) -> anyhow::Result<Vec<String>> {
+        let selector = format!(
+            "{APP_COMPONENT_KEY}={},{APP_MANAGED_BY_KEY}={MANAGED_BY}",
+            Component::Member.label_value()
+        );
+        let sets = self
+            .api::<StatefulSet>()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .with_context(|| format!("list member StatefulSets in {}", self.namespace))?;
+        let mut renewed = Vec::new();
+        for set in sets {
+            let labels = set.metadata.labels.unwrap_or_default();
+            let (Some(instance), Some(member)) = (labels.get(INSTANCE_KEY), labels.get(MEMBER_KEY))
+            else {
+                continue;
+            };
+            // One read per member: the Role grants no listing of Secrets. A member whose
+            // Secret does not exist yet gets it when it is created.
+            let name = member_tls_secret_name(member);
+            let Some(current) = self
+                .api::<Secret>()
+                .get_opt(&name)
+                .await
+                .with_context(|| format!("read Secret {}/{name}", self.namespace))?
+            else {
+                continue;
+            };
+            if !certificates_due(&current) {
+                continue;
+            }
+            let _lock = self.lock(instance).await;
+            match self.renew_member(instance, member, current).await {
+                Ok(()) => {
+                    tracing::info!(instance, member, "renewed the member's certificates");
+                    renewed.push(member.clone());
+                }
+                Err(e) => tracing::error!(instance, member, "renew the certificates: {e:#}"),
+            }
+        }
+        Ok(renewed)
+    }
+
+    /// Re-issues `<member>-tls` (as `current` read it).
+    async fn renew_member(
+        &self,
+        instance: &str,
+        member: &str,
+        current: Secret,
+    ) -> anyhow::Result<()> {
+        let stored = self
+            .read_ca_secret(instance)
+            .await?
+            .with_context(|| format!("Secret {} is gone", ca_secret_name(instance)))?;
+        let (Some(cert), Some(key)) = (text_of(&stored, CA_CERT_KEY), text_of(&stored, CA_KEY_KEY))
+        else {
+            anyhow::bail!(
+                "Secret {} lacks the CA's certificate or key",
+                ca_secret_name(instance)
+            );
+        };
+        let ca = InstanceCa::from_pem(instance, cert, key).context("read the instance's CA")?;
+        let names = member_server_names(instance, member, Some(&self.namespace));
+        let tls = ca
+            .member_tls(member, &names)
+            .context("issue the member's certificates")?;
+        // The Secret as it is (labels, owner, type), with the new files.
+        let renewed = Secret {
+            metadata: ObjectMeta {
+                name: current.metadata.name,
+                namespace: current.metadata.namespace,
+                labels: current.metadata.labels,
+                owner_references: current.metadata.owner_references,
+                ..ObjectMeta::default()
+            },
+            type_: current.type_,
+            data: Some(member_tls_data(&tls)),
+            ..Secret::default()
+        };
+        self.apply(&renewed).await?;
+        Ok(())
+    }
+
+    /// Runs [`KubernetesPlatform::renew_certificates`] every `interval` in the background; the
+    /// task ends when the platform is dropped.
+    pub fn spawn_certificate_renewer(
+        self: &Arc<Self>,
+        interval: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let platform = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(platform) = platform.upgrade() else {
+                    return;
+                };
+                if let Err(e) = platform.renew_certificates().await {
+                    tracing::error!("renew the members' certificates: {e:#}");
+                }
+            }
+        })
+    }
+}
+
+/// Whether a member's TLS Secret has a server or client certificate with a third of its
+/// lifetime or less left (or one that does not read).
+fn certificates_due(secret: &Secret) -> bool {
+    let now = SystemTime::now();
+    [SERVER_CERT, REPLICATOR_CERT, SUPERUSER_CERT]
+        .iter()
+        .any(|key| text_of(secret, key).is_none_or(|pem| renewal_due(&pem, now)))
 }
