@@ -16,6 +16,8 @@ pub mod exposition;
 pub mod http_api;
 pub mod member_report;
 pub mod names;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod parameters_api;
 pub mod pg_exec;
 pub mod poll;

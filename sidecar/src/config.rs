@@ -5,7 +5,7 @@
 //! token) come from files and never from the command line.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use toygres_common::names::{validate_member_name, PgAddress};
@@ -222,9 +222,9 @@ impl Config {
                 args.max_slot_wal_keep_size
             );
         }
-        let data_dir = absolute(&args.data_dir)?;
+        let data_dir = std::path::absolute(&args.data_dir)?;
         let run_dir = match args.run_dir.clone() {
-            Some(dir) => absolute(&dir)?,
+            Some(dir) => std::path::absolute(&dir)?,
             None => {
                 let mut name = data_dir
                     .file_name()
@@ -243,7 +243,7 @@ impl Config {
             );
         }
         let api_token = ApiToken(read_secret(&args.token_file, "--token-file")?);
-        let secrets = Passwords::from_file(absolute(&args.superuser_password_file)?)?;
+        let secrets = Passwords::from_file(std::path::absolute(&args.superuser_password_file)?)?;
         let tls = crate::postgres::settings::TlsMaterial::read(&args.tls_dir)
             .context("read the TLS files of --tls-dir")?;
         if api_token.0.len() < 16 {
@@ -395,19 +395,11 @@ fn instance_of_member(member: &str) -> String {
     }
 }
 
-fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
-    if path.is_absolute() {
-        Ok(path.to_path_buf())
-    } else {
-        Ok(std::env::current_dir()
-            .context("read the current directory")?
-            .join(path))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
     use clap::Parser;
 
     #[derive(Parser)]

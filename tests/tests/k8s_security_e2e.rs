@@ -281,19 +281,7 @@ async fn member_certificates_are_renewed_in_their_secrets_and_served_without_a_r
         (streaming == 1).then_some(())
     })
     .await;
-    let restarts: i32 = Api::<Pod>::namespaced(client.clone(), NS)
-        .list(&kube::api::ListParams::default().labels(&format!("toygres.io/instance={INSTANCE}")))
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .flat_map(|p| {
-            p.status
-                .iter()
-                .flat_map(|s| s.container_statuses.iter().flatten())
-        })
-        .map(|c| c.restart_count)
-        .sum();
+    let restarts = toygres::pod_restarts(&client, INSTANCE).await;
     assert_eq!(restarts, 0, "a member's container restarted");
     let log = std::fs::read_to_string(&controller.log).unwrap();
     assert!(

@@ -2,25 +2,13 @@
 //! and the request and response types (utoipa), so it cannot drift from the code.
 
 use axum::Json;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use toygres_common::openapi::BearerAuth;
+use utoipa::OpenApi;
 
 use toygres_common::backup_api::*;
 use toygres_common::controller_api::*;
 use toygres_common::parameters_api::*;
 use toygres_common::{ErrorBody, ErrorDetail};
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
 
 /// The document.
 #[derive(OpenApi)]
@@ -107,15 +95,11 @@ mod tests {
 
     use super::*;
 
-    /// The `/v1/…` paths the router in `api/mod.rs` serves (but this document's own), read from
-    /// its `.route("…", …)` calls.
+    /// The `/v1/…` paths the router in `api/mod.rs` serves (but this document's own).
     fn routed_paths() -> BTreeSet<String> {
-        include_str!("mod.rs")
-            .split(".route(")
-            .skip(1)
-            .filter_map(|call| call.trim_start().strip_prefix('"')?.split('"').next())
-            .filter(|path| path.starts_with("/v1/") && *path != "/v1/openapi.json")
-            .map(String::from)
+        toygres_common::openapi::routed_paths(include_str!("mod.rs"))
+            .into_iter()
+            .filter(|path| path.starts_with("/v1/"))
             .collect()
     }
 

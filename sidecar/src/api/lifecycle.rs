@@ -96,9 +96,10 @@ pub async fn unfence(State(state): State<AppState>) -> Result<Json<ActionRespons
 #[utoipa::path(post, path = "/v1/restart", tag = "lifecycle", request_body = Option<RestartRequest>, responses((status = 200, description = "Restarted, or running again with the fallback values", body = ActionResponse), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 409, description = "Not possible in the member's current state", body = ErrorBody), (status = 503, description = "Postgres is not available", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn restart(
     State(state): State<AppState>,
-    body: Option<Json<RestartRequest>>,
+    body: Result<Option<Json<RestartRequest>>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<ActionResponse>, ApiError> {
-    let fallback = body.map(|Json(r)| r.fallback).unwrap_or_default();
+    // A body that is not the documented object is a 400 (not axum's 422), as for promote.
+    let fallback = body?.map(|Json(r)| r.fallback).unwrap_or_default();
     let member = state.member.clone();
     let fell_back = detached(async move { member.restart_with_fallback(&fallback).await }).await?;
     Ok(match fell_back {

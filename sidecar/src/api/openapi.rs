@@ -3,20 +3,8 @@
 //! generated clients and fuzzers (`scripts/schemathesis.sh --sidecar`) see the real contract.
 
 use axum::Json;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
+use toygres_common::openapi::BearerAuth;
+use utoipa::OpenApi;
 
 /// The document.
 #[derive(OpenApi)]
@@ -75,13 +63,7 @@ mod tests {
         let (serving, _starting) = include_str!("server.rs")
             .split_once("pub fn starting_app")
             .unwrap_or_default();
-        serving
-            .split(".route(")
-            .skip(1)
-            .filter_map(|call| call.trim_start().strip_prefix('"')?.split('"').next())
-            .filter(|path| *path != "/v1/openapi.json")
-            .map(String::from)
-            .collect()
+        toygres_common::openapi::routed_paths(serving)
     }
 
     #[test]

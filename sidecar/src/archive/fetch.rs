@@ -36,9 +36,9 @@ pub async fn wal_fetch(args: WalFetchArgs) -> ExitCode {
         Ok(store) => WalFetcher { store, settings },
         Err(e) => return failed(&args.name, e, Some(&state_dir)),
     };
-    let dest = match absolute(&args.path) {
+    let dest = match std::path::absolute(&args.path) {
         Ok(p) => p,
-        Err(e) => return failed(&args.name, e, Some(&state_dir)),
+        Err(e) => return failed(&args.name, e.into(), Some(&state_dir)),
     };
     match fetcher.fetch(&args.name, &dest).await {
         Ok(Fetched::Missing) => ExitCode::from(1),
@@ -61,16 +61,6 @@ fn failed(name: &str, e: anyhow::Error, state_dir: Option<&Path>) -> ExitCode {
         stats::record(dir, |s| s.fetch_failures_total += 1);
     }
     ExitCode::from(2)
-}
-
-fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
-    if path.is_absolute() {
-        Ok(path.to_path_buf())
-    } else {
-        Ok(std::env::current_dir()
-            .context("read the current directory")?
-            .join(path))
-    }
 }
 
 /// How a request was answered.

@@ -428,6 +428,23 @@ pub async fn member_pods(
         .collect()
 }
 
+/// How often the containers of the instance's pods have restarted, in all.
+pub async fn pod_restarts(client: &Client, instance: &str) -> i32 {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    pods.list(&ListParams::default().labels(&format!("toygres.io/instance={instance}")))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .flat_map(|p| {
+            p.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+        })
+        .map(|c| c.restart_count)
+        .sum()
+}
+
 /// The one pod `INSTANCE-rw`'s EndpointSlice lists, once it lists exactly one, that pod
 /// carries the primary label and is not `not`; returns its (name, IP).
 pub async fn rw_primary(client: &Client, instance: &str, not: Option<&str>) -> (String, String) {
