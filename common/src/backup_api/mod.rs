@@ -424,7 +424,8 @@ impl BackupAccepted {
 /// `POST /v1/instances/{name}/restore`: a new instance `to` made from `{name}`'s backups,
 /// recovered to `time` or `lsn` (at most one; the end of the archive when neither), from the
 /// newest base backup complete before that target or from `backup_id`. Answered with the new
-/// instance's create operation.
+/// instance's create operation. With `in_place` (and `confirm` naming `{name}`), `{name}`'s own
+/// data is replaced instead, by an operation queued on the instance.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -88,6 +88,11 @@ impl Engine {
         if request.in_place {
             return self.restore_in_place(source, request).await;
         }
+        if request.confirm.is_some() {
+            return Err(EngineError::Invalid(
+                "confirm: only an in-place restore (\"in_place\": true) is confirmed".into(),
+            ));
+        }
         let target = target_of(&request)?;
         // The restored data holds the source's application database and owner: the new
         // instance keeps them (rather than making empty ones named after itself).
@@ -148,6 +153,7 @@ impl Engine {
             target_lsn: target.lsn_text(),
             target_xid: target.xid_text(),
             target_name: target.name_text(),
+            in_place: false,
         };
         self.create_instance_from(spec, Some(restore)).await
     }

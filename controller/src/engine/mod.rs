@@ -429,6 +429,7 @@ impl Engine {
                 | OperationKind::Parameters
                 | OperationKind::Rejoin
                 | OperationKind::RemoveReplica
+                | OperationKind::RestoreInPlace
                 | OperationKind::Switchover => continue,
             };
             tracing::info!(
@@ -446,7 +447,11 @@ impl Engine {
     /// where it is missing or has ended.
     pub async fn ensure_actors(&self) -> anyhow::Result<()> {
         for instance in self.cms.live_instances().await? {
-            if instance.summary.parsed_state() != Some(InstanceState::Running) {
+            // A restore in place runs in the actor: an instance restoring needs one too.
+            if !matches!(
+                instance.summary.parsed_state(),
+                Some(InstanceState::Running | InstanceState::Restoring)
+            ) {
                 continue;
             }
             let name = &instance.summary.name;

@@ -38,8 +38,22 @@ impl Engine {
                 "encryption_secret: an in-place restore reads the instance's own key".into(),
             ));
         }
+        if request.replicas != 0 || request.replication.is_some() {
+            return Err(EngineError::Invalid(
+                "replicas: an in-place restore keeps the instance's standbys and replication \
+                 mode: leave out \"replicas\" and \"replication\""
+                    .into(),
+            ));
+        }
         let target = target_of(&request)?;
         let instance = self.running_instance(name).await?;
+        if !self.platform.sets_data_aside() {
+            return Err(EngineError::Invalid(
+                "in_place: this platform cannot restore an instance in place yet; restore to a \
+                 new instance (\"to\") instead"
+                    .into(),
+            ));
+        }
         let (_, store_url, chosen) = self
             .restore_plan(name, &target, request.backup_id.as_deref())
             .await?;
@@ -57,6 +71,7 @@ impl Engine {
                 target_lsn: target.lsn_text(),
                 target_xid: target.xid_text(),
                 target_name: target.name_text(),
+                in_place: true,
             },
         });
         self.queue_operation(

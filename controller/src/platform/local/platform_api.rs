@@ -17,12 +17,17 @@ use crate::platform::{
     MemberSpec, Platform, PlatformError, SecretRef, SecretRefs, SecretValue,
 };
 
+/// `data_dir` with `suffix` appended to its name: a sibling directory.
+fn sibling(data_dir: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = data_dir.as_os_str().to_os_string();
+    name.push(suffix);
+    name.into()
+}
+
 /// Where [`Platform::set_data_aside`] keeps a member's data directory (beside it; not the
 /// sidecar's own `.discarded`, which it would put back as a standby).
 fn aside_dir(data_dir: &Path) -> std::path::PathBuf {
-    let mut name = data_dir.as_os_str().to_os_string();
-    name.push(".before-restore");
-    name.into()
+    sibling(data_dir, ".before-restore")
 }
 
 impl LocalPlatform {
@@ -36,7 +41,7 @@ impl LocalPlatform {
             .or_else(|| process::find_sidecar_of(&record.data_dir));
         process::stop_member(pid, &record.data_dir, self.delete_timeout())
             .await
-            .with_context(|| format!("stop member {}", record.member))?;
+            .with_context(|| format!("stop member {}", record.spec.member))?;
         Ok(())
     }
 }
@@ -254,6 +259,10 @@ impl Platform for LocalPlatform {
         Ok(())
     }
 
+    fn sets_data_aside(&self) -> bool {
+        true
+    }
+
     async fn set_data_aside(&self, instance: &str, member: &str) -> Result<(), PlatformError> {
         validate_member_of(instance, member)?;
         let _lock = self.lock(instance).await;
@@ -267,6 +276,8 @@ impl Platform for LocalPlatform {
             remove_path(&aside)?;
             std::fs::rename(&record.data_dir, &aside)
                 .with_context(|| format!("set {member}'s data directory aside"))?;
+            // A re-clone's leftover would be put back by the sidecar in place of the restore.
+            remove_path(&sibling(&record.data_dir, ".discarded"))?;
         }
         tracing::info!(instance, member, aside = %aside.display(), "set the data directory aside");
         Ok(())
@@ -293,9 +304,16 @@ impl Platform for LocalPlatform {
         if aside.join("PG_VERSION").exists() {
             self.stop_recorded(&mut record).await?;
             remove_path(&record.data_dir)?;
+            remove_path(&sibling(&record.data_dir, ".bootstrap"))?;
             std::fs::rename(&aside, &record.data_dir)
                 .with_context(|| format!("put {member}'s data directory back"))?;
             tracing::warn!(instance, member, "put the data directory set aside back");
+        }
+        if !record.data_dir.join("PG_VERSION").exists() {
+            // Started now, the member would bootstrap a new, empty cluster in its place.
+            return Err(PlatformError::Invalid(format!(
+                "{member} has no data directory to put back (none was set aside)"
+            )));
         }
         Ok(())
     }
