@@ -79,8 +79,7 @@ async fn standby_has(api: &Api, name: &str, standby: &str, expected: (i64, Optio
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_in_place_restore_is_refused_unconfirmed_then_keeps_exactly_the_rows_before_the_time()
-{
+async fn an_in_place_restore_is_refused_unconfirmed_then_keeps_exactly_the_rows_before_the_time() {
     let mut home = Home::new();
     let api = home.start().await;
     let store = home.path().join("backups");
@@ -195,7 +194,10 @@ async fn an_in_place_restore_is_refused_unconfirmed_then_keeps_exactly_the_rows_
     // It archives on under its own prefix, on a new timeline: a later backup and a restore of
     // it (to a new instance) work.
     let segment = archive_now(&restored, &store, "db").await;
-    assert!(!segment.starts_with("00000001"), "still timeline 1: {segment}");
+    assert!(
+        !segment.starts_with("00000001"),
+        "still timeline 1: {segment}"
+    );
     assert!(
         files_in(&store.join("db").join("wal"))
             .iter()

@@ -87,7 +87,10 @@ pub async fn restore_in_place(
     result
 }
 
-async fn restore(ctx: &OrchestrationContext, input: &RestoreInPlaceInput) -> Result<String, Failure> {
+async fn restore(
+    ctx: &OrchestrationContext,
+    input: &RestoreInPlaceInput,
+) -> Result<String, Failure> {
     let name = &input.instance;
     let topology: Topology = call(
         ctx,
@@ -185,7 +188,12 @@ async fn restore(ctx: &OrchestrationContext, input: &RestoreInPlaceInput) -> Res
             ctx.trace_warn(format!("remove {member}'s old data set aside: {e}"));
         }
     }
-    report(ctx, 5, STEPS, "cloning the standbys and routing the endpoints");
+    report(
+        ctx,
+        5,
+        STEPS,
+        "cloning the standbys and routing the endpoints",
+    );
     bring_back(ctx, name, &topology, &primary, &primary_address, &standbys)
         .await
         .map_err(|e| Failure::Running(format!("{name} was restored, but {e}")))?;

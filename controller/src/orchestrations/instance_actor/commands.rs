@@ -94,7 +94,12 @@ pub fn start_operation(
         ),
         ActorCommand::RestoreInPlace(command) => (
             command.operation_id.clone(),
-            sub_orchestration(ctx, names::RESTORE_IN_PLACE, &command.operation_id, &command),
+            sub_orchestration(
+                ctx,
+                names::RESTORE_IN_PLACE,
+                &command.operation_id,
+                &command,
+            ),
         ),
         ActorCommand::CheckNow => return None,
     })

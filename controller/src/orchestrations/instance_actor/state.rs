@@ -13,11 +13,11 @@ use crate::activities::members::ActorView;
 use crate::orchestrations::backup::BackupInput;
 use crate::orchestrations::backup_cleanup::DeleteBackupsInput;
 use crate::orchestrations::backup_verify::VerifyBackupInput;
-use crate::orchestrations::restore_in_place::RestoreInPlaceInput;
 use crate::orchestrations::credentials::RotateCredentialsInput;
 use crate::orchestrations::ha::target::PrimarySeen;
 use crate::orchestrations::parameters::ParametersInput;
 use crate::orchestrations::replicas::{AddReplicaInput, RemoveReplicaInput};
+use crate::orchestrations::restore_in_place::RestoreInPlaceInput;
 
 pub use crate::orchestrations::names::COMMANDS_QUEUE;
 
