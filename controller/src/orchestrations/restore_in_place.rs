@@ -16,10 +16,9 @@ use serde::{Deserialize, Serialize};
 use toygres_common::domain::{InstanceState, OperationKind, Role};
 use toygres_common::names::PgAddress;
 
-use super::create_instance::RESTORE_READY_TIMEOUT_SECS;
 use super::durable::{call, call_once, first_error};
 use super::ha::sync::sync_policy;
-use super::members::MEMBER_READY_TIMEOUT_SECS;
+use super::members::{MEMBER_READY_TIMEOUT_SECS, RESTORE_READY_TIMEOUT_SECS};
 use super::operation::{report, route_endpoints, OperationRun};
 use crate::activities::data_aside::DataAsideInput;
 use crate::activities::ha::SyncPolicyInput;

@@ -83,8 +83,7 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
         }),
         n if n == act::WAIT_MEMBER_READY
             && instance == "unrestorable"
-            && input["timeout_secs"]
-                == json!(super::create_instance::RESTORE_READY_TIMEOUT_SECS) =>
+            && input["timeout_secs"] == json!(super::members::RESTORE_READY_TIMEOUT_SECS) =>
         {
             return Err(format!(
                 "member {member} failed to bootstrap: recovery ended before the target"
