@@ -110,6 +110,8 @@ words! {
     InstanceState, "instance state" {
         Creating => "creating",
         Running => "running",
+        /// Its data is being replaced by a restore of one of its backups (in place).
+        Restoring => "restoring",
         Deleting => "deleting",
         Deleted => "deleted",
         Failed => "failed",
@@ -121,7 +123,10 @@ impl InstanceState {
     pub fn is_ending(self) -> bool {
         match self {
             InstanceState::Deleting | InstanceState::Deleted => true,
-            InstanceState::Creating | InstanceState::Running | InstanceState::Failed => false,
+            InstanceState::Creating
+            | InstanceState::Running
+            | InstanceState::Restoring
+            | InstanceState::Failed => false,
         }
     }
 }
@@ -187,6 +192,8 @@ words! {
         CredentialsRotate => "credentials-rotate",
         /// The verification of a base backup (restored aside and queried).
         BackupVerify => "backup-verify",
+        /// An instance's data replaced by a restore of its own backup.
+        RestoreInPlace => "restore-in-place",
     }
 }
 

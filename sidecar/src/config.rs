@@ -151,6 +151,17 @@ pub struct RunArgs {
     /// before the recovery target).
     #[arg(long, env = "TOYGRES_RESTORE_BACKUP_ID")]
     pub restore_backup_id: Option<String>,
+    /// `--bootstrap restore`: the restore replaces the data of the instance it restores (an
+    /// in-place restore, the old data set aside by the platform): this member may then archive
+    /// into that instance's WAL (on the new timeline its promotion starts), which is otherwise
+    /// refused.
+    #[arg(
+        long,
+        env = "TOYGRES_RESTORE_IN_PLACE",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub restore_in_place: bool,
     /// Recover up to this time (with a zone: `2026-11-23 06:15:00+00`).
     #[arg(long, env = "TOYGRES_RECOVERY_TARGET_TIME")]
     pub recovery_target_time: Option<String>,
@@ -352,7 +363,11 @@ fn bootstrap_mode(args: &RunArgs, archive: Option<&ArchiveSetup>) -> anyhow::Res
         args.recovery_target_name.as_deref(),
     )?;
     if args.bootstrap != BootstrapKind::Restore {
-        if target.is_some() || args.restore_instance.is_some() || args.restore_backup_id.is_some() {
+        if target.is_some()
+            || args.restore_instance.is_some()
+            || args.restore_backup_id.is_some()
+            || args.restore_in_place
+        {
             bail!("--restore-* and --recovery-target-* apply only to --bootstrap restore");
         }
         return Ok(match (args.bootstrap, &args.primary) {
@@ -376,7 +391,7 @@ fn bootstrap_mode(args: &RunArgs, archive: Option<&ArchiveSetup>) -> anyhow::Res
         .context("--bootstrap restore needs --restore-instance (the source instance)")?;
     toygres_common::names::validate_instance_name(&instance).context("check --restore-instance")?;
     if let Some(a) = archive {
-        if a.settings.url == url && a.settings.instance == instance {
+        if a.settings.url == url && a.settings.instance == instance && !args.restore_in_place {
             bail!(
                 "this member would archive into the WAL of the instance it restores ({instance});                  give it its own --instance-name"
             );
@@ -563,6 +578,19 @@ mod tests {
             "--restore-instance=db"
         ])
         .contains("own --instance-name"));
+        // Unless the restore replaces db's own data (in place): then it archives on as db.
+        let in_place = Config::from_args(args(
+            dir.path(),
+            &[
+                "--archive-url=file:///tmp/store",
+                "--bootstrap=restore",
+                "--restore-instance=db",
+                "--restore-in-place=true",
+            ],
+        ))
+        .unwrap();
+        assert!(matches!(in_place.bootstrap, BootstrapMode::Restore(_)));
+        assert!(refused(&["--restore-in-place=true"]).contains("only to --bootstrap restore"));
         assert!(refused(&["--bootstrap=restore", "--restore-instance=db"])
             .contains("--restore-from or --archive-url"));
         assert!(

@@ -470,12 +470,14 @@ impl BackupAccepted {
 /// `POST /v1/instances/{name}/restore`: a new instance `to` made from `{name}`'s backups,
 /// recovered to `time` or `lsn` (at most one; the end of the archive when neither), from the
 /// newest base backup complete before that target or from `backup_id`. Answered with the new
-/// instance's create operation.
+/// instance's create operation. With `in_place` (and `confirm` naming `{name}`), `{name}`'s own
+/// data is replaced instead, by an operation queued on the instance.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreRequest {
-    /// The new instance's name.
+    /// The new instance's name (leave it out with `in_place`).
+    #[serde(default)]
     pub to: String,
     /// Recover to just after the last commit at or before this time (RFC 3339 with a zone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -503,6 +505,13 @@ pub struct RestoreRequest {
     /// source's own); the new instance encrypts its own backups with it too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_secret: Option<String>,
+    /// Restore the instance itself instead of making a new one: its data is replaced (kept
+    /// aside until the restored primary accepts writes) and its standbys are cloned again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_place: bool,
+    /// With `in_place`: the instance's name again, or the request is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<String>,
 }
 
 /// `GET /v1/instances/{name}/backups/cleanup`: what applying the instance's retention policy now

@@ -80,7 +80,7 @@ pub struct Handover {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InstanceSummary {
     pub name: String,
-    /// `creating`, `running`, `deleting`, `deleted` or `failed`.
+    /// `creating`, `running`, `restoring` (in place), `deleting`, `deleted` or `failed`.
     pub state: String,
     /// `unknown`, `healthy`, `degraded` or `unavailable`.
     pub health: String,

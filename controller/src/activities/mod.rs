@@ -11,6 +11,7 @@ pub mod backup_verify;
 pub mod backups;
 pub mod cancel;
 pub mod credentials;
+pub mod data_aside;
 mod deps;
 pub mod ha;
 pub mod members;
@@ -46,6 +47,7 @@ pub mod names {
         DELETE_MEMBER = "DeleteMember";
         DELETE_SECRETS = "DeleteSecrets";
         DROP_SLOT = "DropSlot";
+        END_DATA_ASIDE = "EndDataAside";
         ENSURE_APP_ACCESS = "EnsureAppAccess";
         ENSURE_ENDPOINTS = "EnsureEndpoints";
         ENSURE_SECRETS = "EnsureSecrets";
@@ -80,6 +82,7 @@ pub mod names {
         RESTART_MEMBER = "RestartMember";
         ROTATE_PASSWORD = "RotatePassword";
         ROUTE_ENDPOINTS = "RouteEndpoints";
+        SET_DATA_ASIDE = "SetDataAside";
         SET_MEMBER_STATE = "SetMemberState";
         SET_SYNC_POLICY = "SetSyncPolicy";
         STOP_ACTOR = "StopActor";
@@ -216,6 +219,8 @@ pub fn registry(deps: Arc<ActivityDeps>) -> Result<ActivityRegistry, String> {
     );
     let b = register!(b, names::ROTATE_PASSWORD, credentials::rotate_password);
     let b = register!(b, names::VERIFY_BACKUP, backup_verify::verify_backup);
+    let b = register!(b, names::SET_DATA_ASIDE, data_aside::set_data_aside);
+    let b = register!(b, names::END_DATA_ASIDE, data_aside::end_data_aside);
     b.build_result()
 }
 

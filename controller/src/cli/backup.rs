@@ -42,7 +42,8 @@ pub enum BackupCommand {
     Delete(DeleteArgs),
     /// Verify a base backup: restore it aside on a member, check it and query every database
     Verify(DeleteArgs),
-    /// Make a new instance from this one's backups (as `toygres restore`)
+    /// Make a new instance from this one's backups, or replace its data (--in-place), as
+    /// `toygres restore`
     Restore(RestoreArgs),
     /// Make a named restore point on the primary (archived at once) for `restore --name`
     RestorePoint(RestorePointArgs),
@@ -305,14 +306,24 @@ async fn restore_point(args: RestorePointArgs) -> anyhow::Result<()> {
 }
 
 /// `toygres restore SOURCE --to NEW [--time T | --lsn L | --xid X | --name POINT] [--backup ID]
-/// [--replicas N]`.
+/// [--replicas N]`, or `toygres restore NAME --in-place --confirm NAME [target] [--backup ID]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RestoreArgs {
-    /// The instance whose backups are restored (it is not changed)
+    /// The instance whose backups are restored (not changed unless --in-place)
     pub source: String,
     /// The new instance's name
-    #[arg(long, value_name = "NEW")]
-    pub to: String,
+    #[arg(long, value_name = "NEW", required_unless_present = "in_place")]
+    pub to: Option<String>,
+    /// Replace the instance's own data instead (its old data is kept until the restored
+    /// primary accepts writes; its standbys are cloned again); needs --confirm
+    #[arg(
+        long,
+        conflicts_with_all = ["to", "replicas", "replication", "backup_encryption_key"]
+    )]
+    pub in_place: bool,
+    /// With --in-place: the instance's name again
+    #[arg(long, value_name = "NAME", requires = "in_place")]
+    pub confirm: Option<String>,
     /// Recover to this time (RFC 3339 with a zone, e.g. 2026-12-04T15:30:00Z)
     #[arg(long, group = "target")]
     pub time: Option<String>,
@@ -347,17 +358,27 @@ pub struct RestoreArgs {
 /// Runs `toygres restore`: waits for the new instance unless `--no-wait`, then prints how to
 /// connect to it.
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    if args.in_place && args.confirm.as_deref() != Some(args.source.as_str()) {
+        anyhow::bail!(
+            "an in-place restore replaces the data of {0} (its standbys are cloned again): \
+             confirm it with --confirm {0}",
+            args.source
+        );
+    }
     let client = ControllerClient::from_args(&args.op.client, std::env::var_os("HOME"))?;
+    let to = args.to.clone().unwrap_or_else(|| args.source.clone());
     let request = RestoreRequest {
-        to: args.to.clone(),
+        to: args.to.clone().unwrap_or_default(),
         time: args.time.clone(),
         lsn: args.lsn.clone(),
         xid: args.xid,
         restore_point: args.restore_point.clone(),
         backup_id: args.backup_id.clone(),
         replicas: args.replicas,
-        replication: Some(args.replication.clone()),
+        replication: (!args.in_place).then(|| args.replication.clone()),
         encryption_secret: args.backup_encryption_key.clone(),
+        in_place: args.in_place,
+        confirm: args.confirm.clone(),
     };
     let accepted: OperationAccepted = client
         .post(&format!("/v1/instances/{}/restore", args.source), &request)
@@ -370,7 +391,12 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    if table {
+    if table && args.in_place {
+        eprintln!(
+            "Restoring {} in place (operation {})",
+            args.source, accepted.operation_id
+        );
+    } else if table {
         eprintln!(
             "Restoring {} into {} (operation {})",
             args.source, accepted.instance, accepted.operation_id
@@ -378,14 +404,21 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     }
     let operation = wait(&client, &accepted.operation_id, table).await?;
     fail_unless_succeeded(&operation)?;
-    let detail: InstanceDetail = client.get(&format!("/v1/instances/{}", args.to)).await?;
+    let detail: InstanceDetail = client.get(&format!("/v1/instances/{to}")).await?;
     match args.op.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&detail)?),
         OutputFormat::Table => {
-            eprintln!(
-                "Instance {} is running, restored from {} ({:.1} s).",
-                args.to, args.source, operation.elapsed_seconds
-            );
+            if args.in_place {
+                eprintln!(
+                    "Instance {to} is running, restored in place ({:.1} s).",
+                    operation.elapsed_seconds
+                );
+            } else {
+                eprintln!(
+                    "Instance {to} is running, restored from {} ({:.1} s).",
+                    args.source, operation.elapsed_seconds
+                );
+            }
             print!("{}", render_connection(&detail));
         }
     }

@@ -67,8 +67,8 @@ pub enum Command {
     Events(events::EventsArgs),
     /// An instance's backups: create, list, get
     Backup(backup::BackupArgs),
-    /// Make a new instance from another's backups, to a point in time; waits and prints how to
-    /// connect
+    /// Make a new instance from another's backups, to a point in time (or, --in-place
+    /// --confirm NAME, replace the instance's own data); waits and prints how to connect
     Restore(backup::RestoreArgs),
     /// Object-store credentials registered under a name for --backup-credentials: set, get,
     /// delete

@@ -240,15 +240,17 @@ impl Cms {
         rows.first().map(|r| get(r, 0, what)).transpose()
     }
 
-    /// The store ids of `instance`'s base backups that a restore into a new instance still
-    /// running (its create operation pending or running) starts from: a deletion keeps them.
+    /// The store ids of `instance`'s base backups that a restore still running starts from
+    /// (into a new instance: its create operation; in place: its restore operation; pending or
+    /// running): a deletion keeps them.
     pub async fn backups_in_restore(&self, instance: &str) -> Result<Vec<String>, CmsError> {
         let what = "find the backups running restores use";
         let rows = self
             .query(
                 what,
                 "SELECT DISTINCT request->'restore'->>'backup_id' FROM toygres.operations
-                  WHERE kind = 'create' AND status IN ('pending', 'running')
+                  WHERE kind IN ('create', 'restore-in-place')
+                    AND status IN ('pending', 'running')
                     AND request->'restore'->>'instance' = $1
                     AND request->'restore'->>'backup_id' IS NOT NULL",
                 &[&instance],

@@ -55,6 +55,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "fleet_health",
         sql: include_str!("../../../migrations/0008_fleet_health.sql"),
     },
+    Migration {
+        version: 9,
+        name: "restore_in_place",
+        sql: include_str!("../../../migrations/0009_restore_in_place.sql"),
+    },
 ];
 
 /// The advisory lock key every migrating controller takes ("toygres" in ASCII).

@@ -14,7 +14,7 @@ use toygres_common::controller_api::{
 use toygres_common::domain::InstanceState;
 
 use super::{Engine, EngineError};
-use crate::backups::restore::{choose_base_backup, RestoreRefusal, RestoreTarget};
+use crate::backups::restore::{choose_base_backup, ChosenBackup, RestoreRefusal, RestoreTarget};
 use crate::backups::schedule::Schedule;
 use crate::orchestrations::backup_schedule::{
     logical_schedule_id, schedule_id, BackupScheduleInput,
@@ -29,6 +29,17 @@ pub fn backup_id_of(operation_id: &str) -> String {
         "bk-{}",
         operation_id.strip_prefix("op-").unwrap_or(operation_id)
     )
+}
+
+/// The recovery target a restore request names (400 naming the field at fault).
+pub(super) fn target_of(request: &RestoreRequest) -> Result<RestoreTarget, EngineError> {
+    RestoreTarget::from_request(
+        request.time.as_deref(),
+        request.lsn.as_deref(),
+        request.xid,
+        request.restore_point.as_deref(),
+    )
+    .map_err(|(field, message)| EngineError::Invalid(format!("{field}: {message}")))
 }
 
 impl Engine {
@@ -74,13 +85,15 @@ impl Engine {
         source: &str,
         request: RestoreRequest,
     ) -> Result<OperationAccepted, EngineError> {
-        let target = RestoreTarget::from_request(
-            request.time.as_deref(),
-            request.lsn.as_deref(),
-            request.xid,
-            request.restore_point.as_deref(),
-        )
-        .map_err(|(field, message)| EngineError::Invalid(format!("{field}: {message}")))?;
+        if request.in_place {
+            return self.restore_in_place(source, request).await;
+        }
+        if request.confirm.is_some() {
+            return Err(EngineError::Invalid(
+                "confirm: only an in-place restore (\"in_place\": true) is confirmed".into(),
+            ));
+        }
+        let target = target_of(&request)?;
         // The restored data holds the source's application database and owner: the new
         // instance keeps them (rather than making empty ones named after itself).
         let app = self.cms.instance_app_access(source).await?;
@@ -112,33 +125,9 @@ impl Engine {
             .await?
             .filter(|i| i.summary.parsed_state() != Some(InstanceState::Deleted))
             .ok_or_else(|| EngineError::NotFound(format!("instance {source} does not exist")))?;
-        let config = self
-            .cms
-            .get_backup_config(source)
-            .await?
-            .flatten()
-            .ok_or_else(|| {
-                EngineError::Conflict(format!(
-                    "instance {source} was created with backups off (--no-backup): there is \
-                     nothing to restore"
-                ))
-            })?;
-        let store_url = config.store_url.clone().ok_or_else(|| {
-            EngineError::Conflict(format!("instance {source} has no backup store recorded"))
-        })?;
-        let backups = self.cms.list_backups(source).await?;
-        let chosen = choose_base_backup(
-            source,
-            &backups,
-            &target,
-            request.backup_id.as_deref(),
-            chrono::Utc::now(),
-        )
-        .map_err(|refusal| match refusal {
-            RestoreRefusal::UnknownBackup(_) => EngineError::NotFound(refusal.to_string()),
-            RestoreRefusal::NoBackup(_) => EngineError::Conflict(refusal.to_string()),
-            _ => EngineError::Invalid(refusal.to_string()),
-        })?;
+        let (config, store_url, chosen) = self
+            .restore_plan(source, &target, request.backup_id.as_deref())
+            .await?;
         tracing::info!(
             source,
             to = %spec.name,
@@ -168,8 +157,42 @@ impl Engine {
             target_lsn: target.lsn_text(),
             target_xid: target.xid_text(),
             target_name: target.name_text(),
+            in_place: false,
         };
         self.create_instance_from(spec, Some(restore)).await
+    }
+
+    /// What a restore of `source` to `target` uses: its backup configuration, its store, and
+    /// the base backup it starts from (`backup_id`, or the newest before the target). Refused
+    /// (4xx) when backups are off or no backup reaches the target.
+    pub(super) async fn restore_plan(
+        &self,
+        source: &str,
+        target: &RestoreTarget,
+        backup_id: Option<&str>,
+    ) -> Result<(BackupConfig, String, ChosenBackup), EngineError> {
+        let config = self
+            .cms
+            .get_backup_config(source)
+            .await?
+            .flatten()
+            .ok_or_else(|| {
+                EngineError::Conflict(format!(
+                    "instance {source} was created with backups off (--no-backup): there is \
+                     nothing to restore"
+                ))
+            })?;
+        let store_url = config.store_url.clone().ok_or_else(|| {
+            EngineError::Conflict(format!("instance {source} has no backup store recorded"))
+        })?;
+        let backups = self.cms.list_backups(source).await?;
+        let chosen = choose_base_backup(source, &backups, target, backup_id, chrono::Utc::now())
+            .map_err(|refusal| match refusal {
+                RestoreRefusal::UnknownBackup(_) => EngineError::NotFound(refusal.to_string()),
+                RestoreRefusal::NoBackup(_) => EngineError::Conflict(refusal.to_string()),
+                _ => EngineError::Invalid(refusal.to_string()),
+            })?;
+        Ok((config, store_url, chosen))
     }
 
     /// Starts the instance's *BackupSchedule* loops (base and logical) unless they run already

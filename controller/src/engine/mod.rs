@@ -34,6 +34,7 @@ pub mod cms_janitor;
 mod credentials;
 pub mod health_watch;
 pub mod parameters;
+mod restore_in_place;
 mod restore_wal;
 mod ro;
 mod store_secrets;
@@ -429,6 +430,7 @@ impl Engine {
                 | OperationKind::Parameters
                 | OperationKind::Rejoin
                 | OperationKind::RemoveReplica
+                | OperationKind::RestoreInPlace
                 | OperationKind::Switchover => continue,
             };
             tracing::info!(
@@ -446,7 +448,11 @@ impl Engine {
     /// where it is missing or has ended.
     pub async fn ensure_actors(&self) -> anyhow::Result<()> {
         for instance in self.cms.live_instances().await? {
-            if instance.summary.parsed_state() != Some(InstanceState::Running) {
+            // A restore in place runs in the actor: an instance restoring needs one too.
+            if !matches!(
+                instance.summary.parsed_state(),
+                Some(InstanceState::Running | InstanceState::Restoring)
+            ) {
                 continue;
             }
             let name = &instance.summary.name;

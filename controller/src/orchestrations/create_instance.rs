@@ -10,7 +10,9 @@ use toygres_common::domain::{InstanceState, OperationKind, Role};
 use super::durable::{call, call_once, first_error};
 use super::ha::sync::sync_policy;
 use super::instance_actor::{actor_id, ActorInput, ActorSettings};
-use super::members::{delete_members, member_name, MEMBER_READY_TIMEOUT_SECS};
+use super::members::{
+    delete_members, member_name, MEMBER_READY_TIMEOUT_SECS, RESTORE_READY_TIMEOUT_SECS,
+};
 use super::names;
 use super::operation::{report, route_endpoints, OperationRun};
 use super::parameters::{apply_on_new_primary, confirm_everywhere};
@@ -39,10 +41,6 @@ pub struct CreateInstanceInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreSource>,
 }
-
-/// How long a restored primary may take to download its base backup and replay WAL to its
-/// target before the create gives up on it.
-pub const RESTORE_READY_TIMEOUT_SECS: u64 = 6 * 3600;
 
 /// What *CreateInstance* returns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,6 +9,10 @@ use crate::activities::names as act;
 /// How long a new member may take to serve in its role (initdb or pg_basebackup included).
 pub const MEMBER_READY_TIMEOUT_SECS: u64 = 300;
 
+/// How long a restored primary may take to download its base backup and replay WAL to its
+/// target before a restore (into a new instance, or in place) gives up on it.
+pub const RESTORE_READY_TIMEOUT_SECS: u64 = 6 * 3600;
+
 /// The name of member `n` of `instance`.
 pub fn member_name(instance: &str, n: u32) -> String {
     format!("{instance}-{n}")

@@ -19,6 +19,7 @@ pub mod names;
 pub mod operation;
 pub mod parameters;
 pub mod replicas;
+pub mod restore_in_place;
 pub mod scheduled_parameters;
 mod wait_time;
 
@@ -50,6 +51,7 @@ pub fn registry() -> Result<OrchestrationRegistry, String> {
         .register_typed(names::DELETE_BACKUPS, backup_cleanup::delete_backups)
         .register_typed(names::ROTATE_CREDENTIALS, credentials::rotate_credentials)
         .register_typed(names::VERIFY_BACKUP, backup_verify::verify_backup)
+        .register_typed(names::RESTORE_IN_PLACE, restore_in_place::restore_in_place)
         .build_result()
 }
 

@@ -15,6 +15,7 @@ pub const SCHEDULED_PARAMETERS: &str = "ScheduledParameters";
 pub const DELETE_BACKUPS: &str = "DeleteBackups";
 pub const ROTATE_CREDENTIALS: &str = "RotateCredentials";
 pub const VERIFY_BACKUP: &str = "VerifyBackup";
+pub const RESTORE_IN_PLACE: &str = "RestoreInPlace";
 
 /// The durable queue the instance actor takes commands from (here, beside the names, so an
 /// activity that queues a command needs nothing else of the actor's).

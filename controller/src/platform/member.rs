@@ -17,7 +17,7 @@ pub enum Bootstrap {
     Standby { primary: PgAddress },
     /// A base backup of another instance from its store, recovered to a target and promoted:
     /// the first member of an instance made by a restore. It archives under its own instance's
-    /// name, never the source's.
+    /// name, never the source's (unless the restore is in place: then they are the same).
     Restore(RestoreSource),
 }
 
@@ -42,6 +42,10 @@ pub struct RestoreSource {
     /// Recover to this restore point.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_name: Option<String>,
+    /// The restore replaces `instance`'s own data (an in-place restore): the member archives
+    /// into `instance`'s WAL, on the new timeline its promotion starts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_place: bool,
 }
 
 impl RestoreSource {
@@ -91,6 +95,13 @@ impl RestoreSource {
                 "recovery-target-name",
                 "TOYGRES_RECOVERY_TARGET_NAME",
                 name.clone(),
+            ));
+        }
+        if self.in_place {
+            settings.push((
+                "restore-in-place",
+                "TOYGRES_RESTORE_IN_PLACE",
+                "true".to_string(),
             ));
         }
         settings

@@ -160,6 +160,36 @@ pub trait Platform: Send + Sync + fmt::Debug {
         keep_data: bool,
     ) -> Result<(), PlatformError>;
 
+    /// Whether [`Platform::set_data_aside`] and [`Platform::end_data_aside`] work here (an
+    /// in-place restore is refused up front where they do not).
+    fn sets_data_aside(&self) -> bool {
+        false
+    }
+
+    /// Stops the member cleanly and moves its data directory aside (kept, not used), so that
+    /// the next [`Platform::create_member`] bootstraps it afresh (an in-place restore).
+    /// Idempotent. Platforms that cannot do it say so.
+    async fn set_data_aside(&self, _instance: &str, member: &str) -> Result<(), PlatformError> {
+        Err(PlatformError::Invalid(format!(
+            "this platform cannot set {member}'s data aside (in-place restore)"
+        )))
+    }
+
+    /// Ends [`Platform::set_data_aside`]: with `put_back`, stops the member and puts the data
+    /// directory set aside back in place of the new one (start it again with
+    /// [`Platform::create_member`]; fails rather than leave it without data when nothing was
+    /// set aside); without, removes the data set aside. Idempotent.
+    async fn end_data_aside(
+        &self,
+        _instance: &str,
+        member: &str,
+        _put_back: bool,
+    ) -> Result<(), PlatformError> {
+        Err(PlatformError::Invalid(format!(
+            "this platform cannot set {member}'s data aside (in-place restore)"
+        )))
+    }
+
     /// Where the member's Postgres and sidecar API are.
     async fn member_address(
         &self,

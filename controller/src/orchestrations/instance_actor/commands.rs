@@ -96,6 +96,15 @@ pub fn start_operation(
             command.operation_id.clone(),
             sub_orchestration(ctx, names::VERIFY_BACKUP, &command.operation_id, &command),
         ),
+        ActorCommand::RestoreInPlace(command) => (
+            command.operation_id.clone(),
+            sub_orchestration(
+                ctx,
+                names::RESTORE_IN_PLACE,
+                &command.operation_id,
+                &command,
+            ),
+        ),
         ActorCommand::CheckNow => return None,
     })
 }

@@ -90,10 +90,16 @@ pub async fn instance_actor(ctx: OrchestrationContext, input: ActorInput) -> Res
                         continue;
                     }
                 }
+                // Restored in place, the primary's position starts again on a new timeline:
+                // what was seen of the old one says nothing about it.
+                let restored = matches!(command, ActorCommand::RestoreInPlace(_));
                 if let Some((operation_id, child)) = start_operation(&ctx, &input, &state, command)
                 {
                     state = run_command(&ctx, &input, state, &operation_id, child).await;
                     state.primary_failures = 0;
+                    if restored {
+                        state.last_seen = Default::default();
+                    }
                 }
             }
         }

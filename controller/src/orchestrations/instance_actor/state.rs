@@ -17,6 +17,7 @@ use crate::orchestrations::credentials::RotateCredentialsInput;
 use crate::orchestrations::ha::target::PrimarySeen;
 use crate::orchestrations::parameters::ParametersInput;
 use crate::orchestrations::replicas::{AddReplicaInput, RemoveReplicaInput};
+use crate::orchestrations::restore_in_place::RestoreInPlaceInput;
 
 pub use crate::orchestrations::names::COMMANDS_QUEUE;
 
@@ -44,6 +45,8 @@ pub enum ActorCommand {
     RotateCredentials(RotateCredentialsInput),
     /// Verify a base backup (operation *VerifyBackup*).
     VerifyBackup(VerifyBackupInput),
+    /// Replace the instance's data by a restore of its own backup (operation *RestoreInPlace*).
+    RestoreInPlace(RestoreInPlaceInput),
 }
 
 impl ActorCommand {
@@ -61,6 +64,7 @@ impl ActorCommand {
             ActorCommand::DeleteBackups(c) => Some(&c.operation_id),
             ActorCommand::RotateCredentials(c) => Some(&c.operation_id),
             ActorCommand::VerifyBackup(c) => Some(&c.operation_id),
+            ActorCommand::RestoreInPlace(c) => Some(&c.operation_id),
         }
     }
 }

@@ -9,6 +9,7 @@ mod backup;
 mod create_delete;
 mod credentials;
 mod parameters;
+mod restore_in_place;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -80,6 +81,14 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
             "member": member,
             "address": {"pg": {"host": "127.0.0.1", "port": 7000}, "api_url": "https://127.0.0.1:8000"},
         }),
+        n if n == act::WAIT_MEMBER_READY
+            && instance == "unrestorable"
+            && input["timeout_secs"] == json!(super::members::RESTORE_READY_TIMEOUT_SECS) =>
+        {
+            return Err(format!(
+                "member {member} failed to bootstrap: recovery ended before the target"
+            ))
+        }
         n if n == act::WAIT_MEMBER_READY => {
             if failing.contains(&member) {
                 return Err(format!("member {member} did not become ready"));

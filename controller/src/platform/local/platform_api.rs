@@ -17,6 +17,35 @@ use crate::platform::{
     MemberInfo, MemberSpec, Platform, PlatformError, SecretRef, SecretRefs, SecretValue,
 };
 
+/// `data_dir` with `suffix` appended to its name: a sibling directory.
+fn sibling(data_dir: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = data_dir.as_os_str().to_os_string();
+    name.push(suffix);
+    name.into()
+}
+
+/// Where [`Platform::set_data_aside`] keeps a member's data directory (beside it; not the
+/// sidecar's own `.discarded`, which it would put back as a standby).
+fn aside_dir(data_dir: &Path) -> std::path::PathBuf {
+    sibling(data_dir, ".before-restore")
+}
+
+impl LocalPlatform {
+    /// Marks the member stopped (so nothing restarts it) and stops its sidecar and Postgres.
+    async fn stop_recorded(&self, record: &mut MemberRecord) -> Result<(), PlatformError> {
+        record.stopped = true;
+        self.write_member(record)?;
+        let pid = record
+            .pid
+            .filter(|pid| process::is_sidecar_of(*pid, &record.data_dir))
+            .or_else(|| process::find_sidecar_of(&record.data_dir));
+        process::stop_member(pid, &record.data_dir, self.delete_timeout())
+            .await
+            .with_context(|| format!("stop member {}", record.spec.member))?;
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl Platform for LocalPlatform {
     async fn ensure_instance_secrets(&self, instance: &str) -> Result<SecretRefs, PlatformError> {
@@ -241,6 +270,65 @@ impl Platform for LocalPlatform {
         }
         remove_dir_if_empty(&self.layout.home().join("run"));
         remove_dir_if_empty(&self.layout.instance_dir(instance));
+        Ok(())
+    }
+
+    fn sets_data_aside(&self) -> bool {
+        true
+    }
+
+    async fn set_data_aside(&self, instance: &str, member: &str) -> Result<(), PlatformError> {
+        validate_member_of(instance, member)?;
+        let _lock = self.lock(instance).await;
+        let path = self.layout.member_record(instance, member);
+        let mut record = record::read::<MemberRecord>(&path)?
+            .ok_or_else(|| PlatformError::not_found("member", member))?;
+        self.stop_recorded(&mut record).await?;
+        let aside = aside_dir(&record.data_dir);
+        // A retry after the move finds nothing left to move.
+        if record.data_dir.join("PG_VERSION").exists() {
+            remove_path(&aside)?;
+            std::fs::rename(&record.data_dir, &aside)
+                .with_context(|| format!("set {member}'s data directory aside"))?;
+            // A re-clone's leftover would be put back by the sidecar in place of the restore.
+            remove_path(&sibling(&record.data_dir, ".discarded"))?;
+        }
+        tracing::info!(instance, member, aside = %aside.display(), "set the data directory aside");
+        Ok(())
+    }
+
+    async fn end_data_aside(
+        &self,
+        instance: &str,
+        member: &str,
+        put_back: bool,
+    ) -> Result<(), PlatformError> {
+        validate_member_of(instance, member)?;
+        let _lock = self.lock(instance).await;
+        let path = self.layout.member_record(instance, member);
+        let mut record = record::read::<MemberRecord>(&path)?
+            .ok_or_else(|| PlatformError::not_found("member", member))?;
+        let aside = aside_dir(&record.data_dir);
+        if !put_back {
+            remove_path(&aside)?;
+            tracing::info!(instance, member, "removed the data directory set aside");
+            return Ok(());
+        }
+        // A retry after the move back finds nothing set aside.
+        if aside.join("PG_VERSION").exists() {
+            self.stop_recorded(&mut record).await?;
+            remove_path(&record.data_dir)?;
+            remove_path(&sibling(&record.data_dir, ".bootstrap"))?;
+            std::fs::rename(&aside, &record.data_dir)
+                .with_context(|| format!("put {member}'s data directory back"))?;
+            tracing::warn!(instance, member, "put the data directory set aside back");
+        }
+        if !record.data_dir.join("PG_VERSION").exists() {
+            // Started now, the member would bootstrap a new, empty cluster in its place.
+            return Err(PlatformError::Invalid(format!(
+                "{member} has no data directory to put back (none was set aside)"
+            )));
+        }
         Ok(())
     }
 
