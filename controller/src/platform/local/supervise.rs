@@ -128,7 +128,8 @@ impl LocalPlatform {
             let (instance, member) = (&recorded.spec.instance, &recorded.spec.member);
             let _lock = self.lock(instance).await;
             let files = tls::member_dir(&self.layout, instance, member);
-            if !files.missing().is_empty() {
+            // (A member lacking only the files added since, `rewind.crt`, is renewed.)
+            if !files.missing_required().is_empty() {
                 continue;
             }
             let path = self.layout.member_record(instance, member);
