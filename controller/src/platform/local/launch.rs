@@ -30,6 +30,10 @@ impl LocalPlatform {
         )?;
         let command = self.sidecar_command(record);
         let pid = process::spawn_detached(&record.spec.member, &command)?;
+        self.reporting_here
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid);
         record.pid = Some(pid);
         record.starts += 1;
         self.write_member(record)?;
@@ -113,6 +117,12 @@ impl LocalPlatform {
                         .store_secret_dir(name)
                         .join(toygres_common::store_secret_api::ENCRYPTION_KEY_SETTING),
                 ));
+            }
+        }
+        if let Some(notify) = &self.config.notify {
+            args.push(format!("--notify-url={}", notify.url).into());
+            if let Some(ca) = &notify.ca_file {
+                args.push(flag("notify-ca-file", ca));
             }
         }
         if let Some(dir) = &self.config.pg_bin_dir {
