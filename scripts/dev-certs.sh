@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes a CA and, for each member named, the TLS directory a sidecar run by hand reads through
 # --tls-dir: DIR/<member>/{ca.crt,server.crt,server.key,replicator.crt,replicator.key,
-# superuser.crt,superuser.key}. The server certificates name localhost, 127.0.0.1 and ::1 only.
+# superuser.crt,superuser.key,rewind.crt,rewind.key}. The server certificates name localhost, 127.0.0.1 and ::1 only.
 # The controller issues its own (one CA per instance); this is for sidecars outside it.
 #
 # Usage: scripts/dev-certs.sh DIR MEMBER...
@@ -36,4 +36,5 @@ for member in "$@"; do
         "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nextendedKeyUsage=serverAuth"
     issue "$out/replicator" replicator "extendedKeyUsage=clientAuth"
     issue "$out/superuser" postgres "extendedKeyUsage=clientAuth"
+    issue "$out/rewind" toygres_rewind "extendedKeyUsage=clientAuth"
 done

@@ -214,6 +214,19 @@ pub struct SetParametersResponse {
     pub pending_restart: Vec<String>,
 }
 
+/// `PUT /v1/notify`: where the member reports from now on (the controller's API,
+/// `http(s)://HOST:PORT`), and for an `https://` URL the CA (PEM, public) the controller's
+/// certificate must come from. A controller that takes over members an earlier one started
+/// (with another address, or plain HTTP) points their reports at itself with it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyTarget {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+}
+
 /// `PUT /v1/replication`: fields left out are left as they are.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -195,6 +195,14 @@ impl SidecarClient {
         self.call(Method::PUT, "/v1/replication", Some(req)).await
     }
 
+    /// `PUT /v1/notify`: the member reports to `target` from now on.
+    pub async fn set_notify_target(
+        &self,
+        target: &NotifyTarget,
+    ) -> Result<ActionResponse, SidecarClientError> {
+        self.call(Method::PUT, "/v1/notify", Some(target)).await
+    }
+
     /// `POST /v1/backups`: takes a backup; returns its manifest when it is complete.
     pub async fn backup(&self, req: &BackupRequest) -> Result<BackupManifest, SidecarClientError> {
         self.call(Method::POST, "/v1/backups", Some(req)).await

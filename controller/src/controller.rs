@@ -23,7 +23,7 @@ use crate::platform::fleet_sim::FleetSimPlatform;
 use crate::platform::kubernetes::args::PlatformKind;
 use crate::platform::kubernetes::leader::{self, LeaderLease, Leadership};
 use crate::platform::kubernetes::platform::{cluster_client, KubernetesPlatform};
-use crate::platform::local::{LocalPlatform, LocalPlatformConfig};
+use crate::platform::local::{LocalPlatform, LocalPlatformConfig, NotifySetting};
 use crate::platform::Platform;
 use crate::shutdown::ShutdownSignals;
 use crate::token::ApiToken;
@@ -469,14 +469,17 @@ async fn start_platform(
             "sidecars cannot report to the API: its certificate's CA is unknown (--tls-dir with a ca.crt gives it)"
         ),
         Some(Some(ca)) => {
-            platform_config.extra_sidecar_args.extend([
-                format!("--notify-url={}", listen_url(config.listen, true)),
-                format!("--notify-ca-file={}", ca.display()),
-            ]);
+            platform_config.notify = Some(NotifySetting {
+                url: listen_url(config.listen, true),
+                ca_file: Some(ca),
+            });
         }
-        None => platform_config
-            .extra_sidecar_args
-            .push(format!("--notify-url={}", listen_url(config.listen, false))),
+        None => {
+            platform_config.notify = Some(NotifySetting {
+                url: listen_url(config.listen, false),
+                ca_file: None,
+            })
+        }
     }
     if let Some(lease) = config.isolation_lease {
         platform_config

@@ -230,3 +230,135 @@ async fn a_primary_cut_off_from_controller_and_standbys_fences_itself_within_the
     let acks = writers.stop().await;
     assert_no_commit_lost(&rw, &password, &acks, 1).await;
 }
+
+/// A controller that takes over sidecars an earlier one started points their reports at
+/// itself. Here a standby's sidecar runs with a plain-HTTP `--notify-url` (what controllers
+/// before TLS passed) naming the address the next controller serves HTTPS on: once adopted, the
+/// death of its Postgres is reported to that controller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_sidecar_with_an_http_notify_url_reports_to_the_https_controller() {
+    use std::os::unix::process::CommandExt as _;
+
+    let mut home = Home::new();
+    let api = home.start().await;
+    let request = serde_json::json!({"name": "ad", "replicas": 1, "replication": "async"});
+    let created = api.run_operation(&home, "/v1/instances", request).await;
+    assert_eq!(created.status, "succeeded", "{created:?}\n{}", home.logs());
+    wait_all_healthy(&api, &home, "ad", 2).await;
+    let standby = members(&api, "ad")
+        .await
+        .members
+        .into_iter()
+        .find(|m| m.role == "standby")
+        .unwrap()
+        .name;
+    home.kill_controller();
+
+    // The standby's sidecar, started again as an earlier controller would have.
+    let port = free_port();
+    let dir = home.path().join("instances/ad").join(&standby);
+    let record: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("member.json")).unwrap()).unwrap();
+    let pid = i32::try_from(record["pid"].as_i64().unwrap()).unwrap();
+    let split = |bytes: Vec<u8>| -> Vec<String> {
+        bytes
+            .split(|b| *b == 0)
+            .filter(|part| !part.is_empty())
+            .map(|part| String::from_utf8_lossy(part).into_owned())
+            .collect()
+    };
+    let argv = split(fs::read(format!("/proc/{pid}/cmdline")).unwrap());
+    let environ = split(fs::read(format!("/proc/{pid}/environ")).unwrap());
+    assert!(
+        argv.iter().any(|a| a.starts_with("--notify-url=https://")),
+        "{argv:?}"
+    );
+    let old_postmaster = postmaster_of(&home, "ad", &standby);
+    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    eventually(HA_DEADLINE, "the standby's sidecar to stop", || async {
+        (!alive(pid) && !alive(old_postmaster)).then_some(())
+    })
+    .await;
+    let args: Vec<String> = argv[1..]
+        .iter()
+        .filter(|a| !a.starts_with("--notify-ca-file="))
+        .map(|a| match a.starts_with("--notify-url=") {
+            true => format!("--notify-url=http://127.0.0.1:{port}"),
+            false => a.clone(),
+        })
+        .collect();
+    let log = fs::OpenOptions::new()
+        .append(true)
+        .open(record["log_file"].as_str().unwrap())
+        .unwrap();
+    let mut sidecar = std::process::Command::new(&argv[0]);
+    sidecar
+        .args(&args)
+        .env_clear()
+        .envs(environ.iter().filter_map(|kv| kv.split_once('=')))
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0);
+    let mut started = sidecar.spawn().unwrap();
+    let new_pid = i32::try_from(started.id()).unwrap();
+    // Reaped when it exits (the home's cleanup stops it with the other members).
+    std::thread::spawn(move || started.wait());
+    eventually(
+        HA_DEADLINE,
+        "the standby's Postgres to run again",
+        || async {
+            let pid_file = dir.join("data/postmaster.pid");
+            let postmaster: i32 = fs::read_to_string(pid_file)
+                .ok()?
+                .lines()
+                .next()?
+                .trim()
+                .parse()
+                .ok()?;
+            (postmaster != old_postmaster && alive(postmaster)).then_some(())
+        },
+    )
+    .await;
+
+    // The next controller serves HTTPS there and adopts the sidecar (at its start).
+    let api = home.start_at("127.0.0.1", port, &[]).await;
+    let adopted: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("member.json")).unwrap()).unwrap();
+    assert_eq!(
+        adopted["pid"].as_i64(),
+        Some(i64::from(new_pid)),
+        "not adopted"
+    );
+    wait_all_healthy(&api, &home, "ad", 2).await;
+
+    let before = events(&api, "ad").await.events.last().map_or(0, |e| e.id);
+    kill(
+        Pid::from_raw(postmaster_of(&home, "ad", &standby)),
+        Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually(HA_DEADLINE, "the standby's report", || async {
+        events(&api, "ad")
+            .await
+            .events
+            .into_iter()
+            .find(|e| {
+                e.kind == "member-report"
+                    && e.member.as_deref() == Some(standby.as_str())
+                    && e.message.contains("postgres-died")
+                    && e.id > before
+            })
+            .map(|_| ())
+    })
+    .await;
+    // It was pointed here, not started again.
+    assert!(
+        home.logs()
+            .lines()
+            .any(|l| l.contains("the adopted sidecar reports here now") && l.contains(&standby)),
+        "{}",
+        home.logs()
+    );
+}

@@ -65,9 +65,11 @@ pub struct RunArgs {
     #[arg(long, env = "TOYGRES_REPLICATION_PASSWORD_FILE", hide = true)]
     pub replication_password_file: Option<PathBuf>,
     /// A directory holding this member's TLS files from its instance's CA: `ca.crt`,
-    /// `server.crt`/`server.key`, and the client certificates `replicator.crt`/`.key` and
-    /// `superuser.crt`/`.key`. Postgres serves TLS only, replication authenticates with the
-    /// client certificate, and this member connects to another only after verifying it.
+    /// `server.crt`/`server.key`, and the client certificates `replicator.crt`/`.key`,
+    /// `superuser.crt`/`.key` and `rewind.crt`/`.key` (pg_rewind's role `toygres_rewind`;
+    /// optional: without it pg_rewind runs as the superuser). Postgres serves TLS only,
+    /// replication and pg_rewind authenticate with their client certificates, and this member
+    /// connects to another only after verifying it.
     #[arg(long, env = "TOYGRES_TLS_DIR")]
     pub tls_dir: PathBuf,
     /// Directory for Postgres's socket and the sidecar's runtime files (default: `<data-dir>.run`).
@@ -207,6 +209,9 @@ pub struct Config {
     pub bootstrap: BootstrapMode,
     /// Where to report what happens to the member (`--notify-url`).
     pub notify: Option<crate::notify::Notifier>,
+    /// The instance reports name (`--instance-name`, else the member's name without its
+    /// number), also when the controller points the reports elsewhere (`PUT /v1/notify`).
+    pub report_instance: String,
 }
 
 impl Config {
@@ -309,21 +314,31 @@ impl Config {
             }
         };
         let bootstrap = bootstrap_mode(&args, archive.as_ref())?;
+        let report_instance = args
+            .instance_name
+            .clone()
+            .unwrap_or_else(|| instance_of_member(&args.member_name));
         let notify = match &args.notify_url {
             None => None,
-            Some(url) => Some(
-                crate::notify::Notifier::new(
-                    url,
-                    &args
-                        .instance_name
-                        .clone()
-                        .unwrap_or_else(|| instance_of_member(&args.member_name)),
-                    &args.member_name,
-                    &api_token.0,
-                    args.notify_ca_file.as_deref(),
+            Some(url) => {
+                let ca = args
+                    .notify_ca_file
+                    .as_deref()
+                    .map(|file| {
+                        std::fs::read(file).with_context(|| format!("read {}", file.display()))
+                    })
+                    .transpose()?;
+                Some(
+                    crate::notify::Notifier::new(
+                        url,
+                        &report_instance,
+                        &args.member_name,
+                        &api_token.0,
+                        ca.as_deref(),
+                    )
+                    .context("check --notify-url and --notify-ca-file")?,
                 )
-                .context("check --notify-url and --notify-ca-file")?,
-            ),
+            }
         };
         Ok(Config {
             api_addr: args.api_addr,
@@ -349,6 +364,7 @@ impl Config {
             },
             bootstrap,
             notify,
+            report_instance,
         })
     }
 }

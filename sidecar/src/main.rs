@@ -90,6 +90,7 @@ async fn run(args: config::RunArgs) -> anyhow::Result<()> {
         member: settings,
         bootstrap,
         notify,
+        report_instance,
     } = config::Config::from_args(args)?;
     let socket =
         std::net::TcpListener::bind(api_addr).with_context(|| format!("listen on {api_addr}"))?;
@@ -153,6 +154,7 @@ async fn run(args: config::RunArgs) -> anyhow::Result<()> {
     tokio::spawn(member.clone().watch_certificates(files.dir.clone()));
     let state = api::AppState {
         member: member.clone(),
+        report_instance: report_instance.into(),
         token,
         api_metrics: Arc::new(api::requests::ApiMetrics::default()),
     };

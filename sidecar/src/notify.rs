@@ -31,13 +31,13 @@ impl std::fmt::Debug for Notifier {
 impl Notifier {
     /// Reports of `member` (of `instance`) to the controller at `base_url`, authenticated with
     /// the report token derived from `api_token`. An `https://` URL needs the CA the
-    /// controller's certificate comes from (`ca_file`): the token goes to nobody else.
+    /// controller's certificate comes from (`ca_pem`): the token goes to nobody else.
     pub fn new(
         base_url: &str,
         instance: &str,
         member: &str,
         api_token: &str,
-        ca_file: Option<&std::path::Path>,
+        ca_pem: Option<&[u8]>,
     ) -> anyhow::Result<Self> {
         let base = base_url.trim_end_matches('/');
         let valid = (base.starts_with("http://") || base.starts_with("https://"))
@@ -49,20 +49,22 @@ impl Notifier {
         let builder = reqwest::Client::builder()
             .timeout(REPORT_TIMEOUT)
             .connect_timeout(REPORT_TIMEOUT);
-        let client = match (base.starts_with("https://"), ca_file) {
+        let client = match (base.starts_with("https://"), ca_pem) {
             (false, _) => builder.build()?,
-            (true, None) => bail!("an https:// notify URL needs the controller's CA file"),
-            (true, Some(ca_file)) => {
-                let ca = std::fs::read(ca_file)
-                    .with_context(|| format!("read {}", ca_file.display()))?;
-                toygres_common::tls::https::client_trusting(builder, &ca, base)?
-            }
+            (true, None) => bail!("an https:// notify URL needs the controller's CA"),
+            (true, Some(ca)) => toygres_common::tls::https::client_trusting(builder, ca, base)
+                .context("trust the controller's CA")?,
         };
         Ok(Self {
             url: format!("{base}/v1/instances/{instance}/members/{member}/report"),
             token: report_token(api_token, member),
             client,
         })
+    }
+
+    /// The controller's API these reports go to.
+    pub fn base_url(&self) -> &str {
+        self.url.split("/v1/instances/").next().unwrap_or(&self.url)
     }
 
     /// Sends one report and reads the answer.

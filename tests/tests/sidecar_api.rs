@@ -43,6 +43,7 @@ async fn mutating_routes_need_the_bearer_token_and_probes_do_not() {
         ("POST", "/v1/restart"),
         ("PUT", "/v1/parameters"),
         ("PUT", "/v1/replication"),
+        ("PUT", "/v1/notify"),
         ("GET", "/v1/parameters"),
         ("GET", "/v1/status"),
         ("GET", "/v1/openapi.json"),

@@ -1,6 +1,7 @@
 //! TLS with a CA per instance. The controller issues every instance its own CA, and from it a
-//! server certificate per member and client certificates for `replicator` (replication) and
-//! `postgres` (pg_rewind and the sidecar's queries to another member). A member finds its
+//! server certificate per member and client certificates for `replicator` (replication),
+//! `toygres_rewind` (pg_rewind, [`REWIND_ROLE`]) and `postgres` (the sidecar's queries to
+//! another member). A member finds its
 //! certificates as files in one directory ([`MemberTlsFiles`]); a client proves the server is a
 //! member of the instance by verifying its certificate against the instance's CA, before any
 //! password is sent.
@@ -30,12 +31,21 @@ pub const SERVER_KEY: &str = "server.key";
 /// The client certificate and key standbys replicate with (CN `replicator`).
 pub const REPLICATOR_CERT: &str = "replicator.crt";
 pub const REPLICATOR_KEY: &str = "replicator.key";
-/// The client certificate and key of the superuser (CN `postgres`), for pg_rewind.
+/// The client certificate and key of the superuser (CN `postgres`), for the sidecar's queries
+/// to another member.
 pub const SUPERUSER_CERT: &str = "superuser.crt";
 pub const SUPERUSER_KEY: &str = "superuser.key";
+/// The client certificate and key of [`REWIND_ROLE`], which pg_rewind reads the primary as.
+pub const REWIND_CERT: &str = "rewind.crt";
+pub const REWIND_KEY: &str = "rewind.key";
+
+/// The Postgres role pg_rewind connects as: not a superuser, allowed only the functions
+/// pg_rewind calls, authenticated by its client certificate (CN the role's name) and never by a
+/// password.
+pub const REWIND_ROLE: &str = "toygres_rewind";
 
 /// Every file of a member's TLS directory, and whether it is a private key.
-pub const MEMBER_FILES: [(&str, bool); 7] = [
+pub const MEMBER_FILES: [(&str, bool); 9] = [
     (CA_CERT, false),
     (SERVER_CERT, false),
     (SERVER_KEY, true),
@@ -43,6 +53,25 @@ pub const MEMBER_FILES: [(&str, bool); 7] = [
     (REPLICATOR_KEY, true),
     (SUPERUSER_CERT, false),
     (SUPERUSER_KEY, true),
+    (REWIND_CERT, false),
+    (REWIND_KEY, true),
+];
+
+/// The files of [`MEMBER_FILES`] a member's directory may lack: members issued their
+/// certificates before pg_rewind had its own role get them at the next renewal, and until then
+/// rewind as the superuser.
+pub const OPTIONAL_MEMBER_FILES: [&str; 2] = [REWIND_CERT, REWIND_KEY];
+
+/// Whether a member's TLS directory may lack file `name` ([`OPTIONAL_MEMBER_FILES`]).
+pub fn is_optional(name: &str) -> bool {
+    OPTIONAL_MEMBER_FILES.contains(&name)
+}
+
+/// Each client certificate of a member's TLS directory with its key.
+pub const CLIENT_PAIRS: [(&str, &str); 3] = [
+    (REPLICATOR_CERT, REPLICATOR_KEY),
+    (SUPERUSER_CERT, SUPERUSER_KEY),
+    (REWIND_CERT, REWIND_KEY),
 ];
 
 /// The paths of a member's TLS files in one directory.
@@ -79,12 +108,25 @@ impl MemberTlsFiles {
     pub fn superuser_key(&self) -> PathBuf {
         self.file(SUPERUSER_KEY)
     }
+    pub fn rewind_cert(&self) -> PathBuf {
+        self.file(REWIND_CERT)
+    }
+    pub fn rewind_key(&self) -> PathBuf {
+        self.file(REWIND_KEY)
+    }
     /// The files that are missing from the directory.
     pub fn missing(&self) -> Vec<&'static str> {
         MEMBER_FILES
             .iter()
             .filter(|(name, _)| !self.file(name).is_file())
             .map(|(name, _)| *name)
+            .collect()
+    }
+    /// The files without which a sidecar cannot start (all but [`OPTIONAL_MEMBER_FILES`]).
+    pub fn missing_required(&self) -> Vec<&'static str> {
+        self.missing()
+            .into_iter()
+            .filter(|name| !is_optional(name))
             .collect()
     }
 }

@@ -1,6 +1,6 @@
 //! Issuing an instance's CA and its members' certificates (rcgen, ECDSA P-256). The CA is kept
 //! by the controller (its key never reaches a member); a member gets the CA certificate, its
-//! server certificate and the two client certificates ([`MemberTls`]).
+//! server certificate and the three client certificates ([`MemberTls`]).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -62,18 +62,20 @@ impl fmt::Debug for InstanceCa {
 }
 
 /// Everything one member needs: the CA certificate, its server certificate and the client
-/// certificates of `replicator` and `postgres`. `Debug` shows no key.
+/// certificates of `replicator`, `postgres` and `toygres_rewind` ([`super::REWIND_ROLE`]).
+/// `Debug` shows no key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberTls {
     pub ca_cert_pem: String,
     pub server: CertifiedKey,
     pub replicator: CertifiedKey,
     pub superuser: CertifiedKey,
+    pub rewind: CertifiedKey,
 }
 
 impl MemberTls {
     /// The content of each file of a member's TLS directory (see [`super::MEMBER_FILES`]).
-    pub fn files(&self) -> [(&'static str, &str); 7] {
+    pub fn files(&self) -> [(&'static str, &str); 9] {
         [
             (super::CA_CERT, &self.ca_cert_pem),
             (super::SERVER_CERT, &self.server.cert_pem),
@@ -82,6 +84,8 @@ impl MemberTls {
             (super::REPLICATOR_KEY, &self.replicator.key_pem),
             (super::SUPERUSER_CERT, &self.superuser.cert_pem),
             (super::SUPERUSER_KEY, &self.superuser.key_pem),
+            (super::REWIND_CERT, &self.rewind.cert_pem),
+            (super::REWIND_KEY, &self.rewind.key_pem),
         ]
     }
 }
@@ -233,6 +237,7 @@ impl InstanceCa {
             server: self.issue_server(member, names)?,
             replicator: self.issue_client("replicator")?,
             superuser: self.issue_client("postgres")?,
+            rewind: self.issue_client(super::REWIND_ROLE)?,
         })
     }
 }
@@ -286,6 +291,10 @@ mod tests {
         let printed = format!("{tls:?} {ca:?}");
         assert!(!printed.contains("PRIVATE KEY"), "{printed}");
         assert_ne!(tls.replicator.key_pem, tls.superuser.key_pem);
+        assert_ne!(tls.rewind.key_pem, tls.superuser.key_pem);
+        let files: Vec<_> = tls.files().iter().map(|(name, _)| *name).collect();
+        let expected: Vec<_> = super::super::MEMBER_FILES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(files, expected);
     }
 
     #[test]

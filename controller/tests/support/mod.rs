@@ -78,7 +78,11 @@ impl Home {
 
     /// [`Home::start_with_env`], the API listening on `host` (an address of this machine).
     pub async fn start_on(&mut self, host: &str, env: &[(&str, &str)]) -> Api {
-        let port = free_port();
+        self.start_at(host, free_port(), env).await
+    }
+
+    /// [`Home::start_on`], the API listening on `port`.
+    pub async fn start_at(&mut self, host: &str, port: u16, env: &[(&str, &str)]) -> Api {
         self.runs += 1;
         let log = fs::File::create(self.log_path(self.runs)).unwrap();
         let child = self

@@ -21,6 +21,7 @@ use utoipa::OpenApi;
         super::settings::put_parameters,
         super::settings::get_catalog,
         super::settings::put_replication,
+        super::settings::put_notify,
         super::settings::delete_slot,
         super::backups::list,
         super::backups::create,

@@ -29,6 +29,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/parameters/catalog", get(settings::get_catalog))
         .route("/v1/replication", put(settings::put_replication))
+        .route("/v1/notify", put(settings::put_notify))
         .route(
             "/v1/replication/slots/{member}",
             axum::routing::delete(settings::delete_slot),

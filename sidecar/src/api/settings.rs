@@ -1,11 +1,12 @@
-//! Routes that read and change settings: `GET/PUT /v1/parameters`, `GET /v1/parameters/catalog`
-//! and `PUT /v1/replication`.
+//! Routes that read and change settings: `GET/PUT /v1/parameters`, `GET /v1/parameters/catalog`,
+//! `PUT /v1/replication` and `PUT /v1/notify`.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::Json;
 use toygres_common::sidecar_api::{
-    ActionResponse, Parameters, ReplicationRequest, SetParametersRequest, SetParametersResponse,
+    ActionResponse, NotifyTarget, Parameters, ReplicationRequest, SetParametersRequest,
+    SetParametersResponse,
 };
 use toygres_common::ErrorBody;
 
@@ -65,5 +66,40 @@ pub async fn delete_slot(
         } else {
             "no such slot".into()
         },
+    }))
+}
+
+/// Points the member's reports at another controller API: a controller that takes over members
+/// an earlier one started (on another address, or over plain HTTP) makes them report to itself.
+#[utoipa::path(put, path = "/v1/notify", tag = "settings", request_body = NotifyTarget, responses((status = 200, description = "Reports go there from now on", body = ActionResponse), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn put_notify(
+    State(state): State<AppState>,
+    body: Result<
+        toygres_common::http_api::JsonObject<NotifyTarget>,
+        toygres_common::http_api::BodyRejection,
+    >,
+) -> Result<Json<ActionResponse>, ApiError> {
+    let toygres_common::http_api::JsonObject(target) = body?;
+    let member = &state.member.cfg.member_name;
+    let notifier = crate::notify::Notifier::new(
+        &target.url,
+        &state.report_instance,
+        member,
+        &state.token,
+        target.ca_pem.as_deref().map(str::as_bytes),
+    )
+    .map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_notify_target",
+            format!("{e:#}"),
+        )
+    })?;
+    let url = notifier.base_url().to_string();
+    state.member.set_notifier(notifier);
+    tracing::info!(url, "reports go to this controller from now on");
+    Ok(Json(ActionResponse {
+        ok: true,
+        message: format!("reports go to {url}"),
     }))
 }

@@ -9,6 +9,8 @@ use crate::postgres::Member;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub member: Arc<Member>,
+    /// The instance the member's reports name (see `PUT /v1/notify`).
+    pub report_instance: Arc<str>,
     pub token: Arc<str>,
     pub api_metrics: Arc<ApiMetrics>,
 }

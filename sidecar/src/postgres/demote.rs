@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use toygres_common::poll::{poll, Attempt, PollError};
 use toygres_common::sidecar_api::{DemoteRequest, DemoteResponse};
+use toygres_common::tls;
 
 use super::files;
 use super::member::{Member, OpError};
@@ -124,21 +125,65 @@ impl Member {
         })
     }
 
-    /// Runs pg_rewind against the primary; `Ok(false)` when no rewind was needed.
+    /// Runs pg_rewind against the primary; `Ok(false)` when no rewind was needed. It reads the
+    /// primary as [`tls::REWIND_ROLE`] with that role's client certificate, and no password.
+    /// A member issued its certificates before the role existed has none, and a primary whose
+    /// sidecar predates the role refuses it: both rewind as the superuser, as before, with a
+    /// warning (its password in a pgpass file that exists only for the rewind).
     async fn rewind(&self, primary: &toygres_common::names::PgAddress) -> anyhow::Result<bool> {
+        let target = format!("--target-pgdata={}", self.layout.data_dir.display());
+        if self.cfg.tls.has(tls::REWIND_CERT) {
+            let source = format!(
+                "--source-server={}",
+                files::rewind_conninfo(&self.layout, primary)
+            );
+            let rewound = process::run_tool(
+                &self.bins,
+                "pg_rewind",
+                &[OsStr::new(&target), OsStr::new(&source)],
+                &[],
+            )
+            .await;
+            match rewound {
+                Ok(out) => {
+                    tracing::info!(
+                        role = tls::REWIND_ROLE,
+                        "pg_rewind read the primary as {} with its client certificate",
+                        tls::REWIND_ROLE
+                    );
+                    return Ok(!out.contains("no rewind required"));
+                }
+                Err(e) if refused_connection(&e) => tracing::warn!(
+                    "the primary refused pg_rewind as {} ({e:#}); its sidecar may predate \
+                     that role: rewinding as the superuser",
+                    tls::REWIND_ROLE
+                ),
+                Err(e) => return Err(e),
+            }
+        } else {
+            tracing::warn!(
+                "this member has no certificate for the {} role (issued before it existed; the \
+                 next renewal brings it): rewinding as the superuser",
+                tls::REWIND_ROLE
+            );
+        }
         // The superuser's password may have been rotated since this sidecar started.
         files::write_pgpass(&self.cfg, &self.bins, &self.layout)?;
-        let source = files::superuser_conninfo(&self.layout, primary);
-        let target = format!("--target-pgdata={}", self.layout.data_dir.display());
-        let source = format!("--source-server={source}");
+        let source = format!(
+            "--source-server={}",
+            files::superuser_conninfo(&self.layout, primary)
+        );
         let out = process::run_tool(
             &self.bins,
             "pg_rewind",
             &[OsStr::new(&target), OsStr::new(&source)],
             &[("PGPASSFILE", self.layout.pgpass().as_path())],
         )
-        .await?;
-        Ok(!out.contains("no rewind required"))
+        .await;
+        if let Err(e) = files::remove_pgpass(&self.layout) {
+            tracing::warn!("{e:#}");
+        }
+        Ok(!out?.contains("no rewind required"))
     }
 
     /// Throws the data directory away and copies the primary afresh. The old directory is kept
@@ -209,10 +254,36 @@ impl Member {
     }
 }
 
+/// Whether pg_rewind failed because it could not connect to the source server (rather than
+/// while rewinding): only then is another way of connecting worth a try.
+fn refused_connection(e: &anyhow::Error) -> bool {
+    let message = format!("{e:#}");
+    message.contains("connection to server at") || message.contains("could not connect to server")
+}
+
 fn is_loopback(host: &str) -> bool {
     host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
             .map(|ip| ip.is_loopback())
             .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refused_connection_leads_to_the_superuser_fallback() {
+        let refused = anyhow::anyhow!(
+            "pg_rewind failed (exit status: 1): pg_rewind: error: connection to server at \
+             \"127.0.0.1\", port 5433 failed: FATAL:  role \"toygres_rewind\" does not exist"
+        );
+        assert!(refused_connection(&refused));
+        let failed = anyhow::anyhow!(
+            "pg_rewind failed (exit status: 1): pg_rewind: error: could not find common \
+             ancestor of the source and target cluster's timelines"
+        );
+        assert!(!refused_connection(&failed));
+    }
 }

@@ -1,6 +1,7 @@
 //! The files the sidecar owns in and beside the data directory: `toygres.conf` (settings the
-//! sidecar manages, included by `postgresql.conf`), `pg_hba.conf`, the superuser's `pgpass`
-//! file and the member's TLS files (in the run directory),
+//! sidecar manages, included by `postgresql.conf`), `pg_hba.conf`, the member's TLS files (in
+//! the run directory; the superuser's `pgpass` file only during a rewind of a member without
+//! the rewind role's certificate),
 //! `standby.signal`, the fence marker, the archive settings (see [`crate::archive`]), and
 //! `toygres.state.json` (what the sidecar must remember
 //! across restarts: the primary it follows and the synchronous replication settings).
@@ -219,9 +220,28 @@ pub fn replication_conninfo(layout: &Layout, primary: &PgAddress) -> String {
     )
 }
 
-/// The libpq connection string pg_rewind uses to read `primary` as the superuser: its password
-/// from the pgpass file, sent only once the server's certificate is verified against the
-/// instance's CA; the superuser's client certificate presented.
+/// The libpq connection string pg_rewind uses to read `primary` as
+/// [`tls::REWIND_ROLE`]: its client certificate, the CA to verify the primary with, and no
+/// password (the primary's `pg_hba.conf` asks the role for none).
+pub fn rewind_conninfo(layout: &Layout, primary: &PgAddress) -> String {
+    let files = layout.tls();
+    format!(
+        "host={} port={} user={} dbname=postgres connect_timeout=10 {}",
+        conninfo_quote(&primary.host),
+        primary.port,
+        tls::REWIND_ROLE,
+        tls::libpq_params(
+            &primary.host,
+            &files.ca_cert(),
+            Some((&files.rewind_cert(), &files.rewind_key()))
+        ),
+    )
+}
+
+/// The libpq connection string pg_rewind used before it had its own role, still used by a
+/// member without the role's certificate: the superuser, its password from the pgpass file,
+/// sent only once the server's certificate is verified against the instance's CA; the
+/// superuser's client certificate presented.
 pub fn superuser_conninfo(layout: &Layout, primary: &PgAddress) -> String {
     let files = layout.tls();
     format!(
@@ -317,20 +337,26 @@ pub fn render_toygres_conf(
 
 /// `pg_hba.conf`: the local socket (private to the Postgres OS user) is trusted; TCP is TLS
 /// only (no `host` line: a connection without TLS matches nothing and is refused).
-/// `replicator` may only replicate, and authenticates with its client certificate (CN
-/// `replicator`, from the instance's CA) and no password; everyone else with scram-sha-256.
+/// `replicator` may only replicate, and `toygres_rewind` ([`tls::REWIND_ROLE`]) only connect to
+/// the `postgres` database (where pg_rewind reads the files); both authenticate with their
+/// client certificate (CN the role's name, from the instance's CA) and never with a password.
+/// Everyone else authenticates with scram-sha-256.
 pub const PG_HBA: &str = "\
 # Managed by toygres-sidecar: do not edit.
-# TYPE   DATABASE     USER        ADDRESS     METHOD
+# TYPE   DATABASE     USER            ADDRESS     METHOD
 # The socket directory is mode 0700, owned by the Postgres OS user.
-local    all          all                     trust
-local    replication  all                     trust
-hostssl  replication  replicator  0.0.0.0/0   cert
-hostssl  replication  replicator  ::/0        cert
-hostssl  all          replicator  0.0.0.0/0   reject
-hostssl  all          replicator  ::/0        reject
-hostssl  all          all         0.0.0.0/0   scram-sha-256
-hostssl  all          all         ::/0        scram-sha-256
+local    all          all                         trust
+local    replication  all                         trust
+hostssl  replication  replicator      0.0.0.0/0   cert
+hostssl  replication  replicator      ::/0        cert
+hostssl  all          replicator      0.0.0.0/0   reject
+hostssl  all          replicator      ::/0        reject
+hostssl  postgres     toygres_rewind  0.0.0.0/0   cert
+hostssl  postgres     toygres_rewind  ::/0        cert
+hostssl  all          toygres_rewind  0.0.0.0/0   reject
+hostssl  all          toygres_rewind  ::/0        reject
+hostssl  all          all             0.0.0.0/0   scram-sha-256
+hostssl  all          all             ::/0        scram-sha-256
 ";
 
 /// Escapes a pgpass field.
@@ -338,8 +364,8 @@ fn pgpass_escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace(':', "\\:")
 }
 
-/// The pgpass file pg_rewind reads the superuser's password from, with the password its file
-/// holds now.
+/// The pgpass file pg_rewind reads the superuser's password from when the member has no
+/// certificate for the rewind role, with the password its file holds now.
 pub fn render_pgpass(cfg: &MemberSettings) -> anyhow::Result<String> {
     Ok(format!(
         "*:*:*:postgres:{}\n",
@@ -347,8 +373,8 @@ pub fn render_pgpass(cfg: &MemberSettings) -> anyhow::Result<String> {
     ))
 }
 
-/// Rewrites the pgpass file from the superuser's password file, so pg_rewind uses the current
-/// password after a rotation.
+/// Writes the pgpass file from the superuser's password file (the current password, after a
+/// rotation too), for a rewind as the superuser; [`remove_pgpass`] removes it after.
 pub fn write_pgpass(
     cfg: &MemberSettings,
     bins: &PgBinaries,
@@ -362,15 +388,28 @@ pub fn write_pgpass(
     )
 }
 
-/// Writes the run directory's files: the pgpass file and the member's TLS files, private to the
-/// Postgres OS user (Postgres refuses a key file others can read).
+/// Removes the pgpass file, so no copy of the superuser's password stays on disk beside the
+/// data directory (earlier versions kept one there for good).
+pub fn remove_pgpass(layout: &Layout) -> anyhow::Result<()> {
+    let path = layout.pgpass();
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes the run directory's files: the member's TLS files, private to the Postgres OS user
+/// (Postgres refuses a key file others can read). A pgpass file left there by an earlier
+/// version is removed.
 pub fn write_run_files(
     cfg: &MemberSettings,
     bins: &PgBinaries,
     layout: &Layout,
 ) -> anyhow::Result<()> {
     owned::ensure_private_dir(bins, &layout.run_dir)?;
-    write_pgpass(cfg, bins, layout)?;
+    remove_pgpass(layout)?;
     let files = layout.tls();
     owned::ensure_private_dir(bins, &files.dir)?;
     for (name, content) in cfg.tls.files() {
@@ -394,7 +433,7 @@ pub fn read_state(layout: &Layout) -> anyhow::Result<ReplicationState> {
     }
 }
 
-/// Everything the sidecar writes before Postgres starts: the run directory (socket, pgpass),
+/// Everything the sidecar writes before Postgres starts: the run directory (socket, TLS files),
 /// `pg_hba.conf`, `toygres.conf` and the state file.
 pub fn prepare_for_start(
     cfg: &MemberSettings,
@@ -477,6 +516,47 @@ mod tests {
         assert_eq!(conf_quote("a'b\\c"), "'a''b\\\\c'");
         assert_eq!(conninfo_quote("a'b"), "'a\\'b'");
         assert_eq!(pgpass_escape("p:w\\d"), "p\\:w\\\\d");
+    }
+
+    #[test]
+    fn the_rewind_connects_with_its_certificate_and_no_password() {
+        let layout = Layout {
+            data_dir: "/d/data".into(),
+            run_dir: "/d/run".into(),
+        };
+        let primary: PgAddress = "127.0.0.1:5433".parse().unwrap();
+        let conninfo = rewind_conninfo(&layout, &primary);
+        assert!(conninfo.contains("user=toygres_rewind "), "{conninfo}");
+        assert!(conninfo.contains("sslmode=verify-full"), "{conninfo}");
+        assert!(
+            conninfo.contains("sslcert='/d/run/tls/rewind.crt'"),
+            "{conninfo}"
+        );
+        assert!(
+            conninfo.contains("sslkey='/d/run/tls/rewind.key'"),
+            "{conninfo}"
+        );
+        assert!(!conninfo.contains("pass"), "{conninfo}");
+        // The role's lines come before the catch-all password line, and allow only `cert`.
+        let rules: Vec<Vec<&str>> = PG_HBA
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        let first_rewind = rules
+            .iter()
+            .position(|r| r.get(2) == Some(&"toygres_rewind"))
+            .unwrap();
+        let catch_all = rules
+            .iter()
+            .position(|r| r.get(2) == Some(&"all") && r[0] == "hostssl")
+            .unwrap();
+        assert!(first_rewind < catch_all);
+        for rule in rules.iter().filter(|r| r.get(2) == Some(&"toygres_rewind")) {
+            let method = rule.last().unwrap();
+            assert!(*method == "cert" || *method == "reject", "{rule:?}");
+            assert!(*method == "reject" || rule[1] == "postgres", "{rule:?}");
+        }
     }
 
     #[test]

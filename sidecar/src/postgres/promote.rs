@@ -155,6 +155,16 @@ impl Member {
             .map_err(|e| OpError::Failed(format!("reload: {e}")))?;
         let duration_ms = began.elapsed().as_millis() as u64;
         tracing::warn!(timeline, %lsn, duration_ms, "promoted: accepting writes");
+        // An instance made before pg_rewind had its own role gets it from its first primary
+        // that knows it, so the old primary's rejoin needs no superuser password. Not a reason
+        // to fail the promotion: a rewind without the role falls back to the superuser.
+        let ensured = async {
+            let client = super::sql::connect_local(&self.cfg).await?;
+            super::sql::ensure_rewind_role(&client).await
+        };
+        if let Err(e) = ensured.await {
+            tracing::warn!("make sure the rewind role exists: {e:#}");
+        }
         Ok(PromoteResponse {
             timeline,
             lsn,

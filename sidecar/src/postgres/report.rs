@@ -52,14 +52,33 @@ pub fn judge_upstream(row: Option<(String, Option<f64>)>) -> Upstream {
 }
 
 impl Member {
-    /// Sends reports to `notifier` from now on.
+    /// Sends reports to `notifier` from now on (in place of any earlier one).
     pub fn set_notifier(&self, notifier: Notifier) {
-        let _ = self.reporting.notifier.set(notifier);
+        *self
+            .reporting
+            .notifier
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(notifier);
+    }
+
+    /// Whether reports have somewhere to go.
+    pub fn has_notifier(&self) -> bool {
+        self.reporting
+            .notifier
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     /// Reports `kind` to the controller in the background; does nothing without `--notify-url`.
     pub fn report(self: &Arc<Self>, kind: ReportKind, detail: String) {
-        let Some(notifier) = self.reporting.notifier.get().cloned() else {
+        let notifier = self
+            .reporting
+            .notifier
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(notifier) = notifier else {
             return;
         };
         if self.reporting.in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
@@ -136,14 +155,15 @@ impl Member {
     /// Runs until shutdown: a standby whose WAL receiver streamed and then stops (or stops
     /// hearing from the primary) reports `primary-lost`, once per loss.
     pub async fn watch_upstream(self: Arc<Self>) {
-        if self.reporting.notifier.get().is_none() {
-            return;
-        }
         let mut streamed = false;
         loop {
             tokio::time::sleep(UPSTREAM_TICK).await;
             if self.is_shutting_down() {
                 return;
+            }
+            // Nobody to tell (yet: the controller may point reports here later).
+            if !self.has_notifier() {
+                continue;
             }
             if !self.layout.is_standby() || self.layout.is_fenced() || self.pid().is_none() {
                 streamed = false;

@@ -121,11 +121,21 @@ impl TlsMaterial {
         }
     }
 
-    /// Every file of `dir` with its content.
+    /// Every file of `dir` with its content. The optional files
+    /// ([`toygres_common::tls::OPTIONAL_MEMBER_FILES`], the rewind role's certificate and key)
+    /// are left out unless both are there: a member issued its files before that role existed
+    /// has neither, and rewinds as the superuser until its next renewal brings them.
     pub fn read_files(dir: &std::path::Path) -> anyhow::Result<TlsFiles> {
         use anyhow::Context as _;
+        use toygres_common::tls::{is_optional, OPTIONAL_MEMBER_FILES};
+        let optional_present = OPTIONAL_MEMBER_FILES
+            .iter()
+            .all(|name| dir.join(name).is_file());
         let mut files = Vec::new();
         for (name, _) in toygres_common::tls::MEMBER_FILES {
+            if is_optional(name) && !optional_present {
+                continue;
+            }
             let path = dir.join(name);
             let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
             if !bytes.starts_with(b"-----BEGIN ") {
@@ -134,6 +144,15 @@ impl TlsMaterial {
             files.push((name, bytes));
         }
         Ok(files)
+    }
+
+    /// Whether file `name` is held (the optional ones may not be).
+    pub fn has(&self, name: &str) -> bool {
+        self.files
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(n, _)| *n == name)
     }
 
     /// The content of file `name`.
@@ -161,5 +180,35 @@ impl std::fmt::Debug for TlsMaterial {
         f.debug_list()
             .entries(self.files().iter().map(|(name, _)| *name))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use toygres_common::tls::{MEMBER_FILES, REWIND_CERT, REWIND_KEY};
+
+    use super::*;
+
+    #[test]
+    fn the_rewind_certificate_is_optional_but_only_as_a_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, _) in MEMBER_FILES {
+            std::fs::write(dir.path().join(name), format!("-----BEGIN {name}")).unwrap();
+        }
+        let all = TlsMaterial::read(dir.path()).unwrap();
+        assert!(all.has(REWIND_CERT) && all.has(REWIND_KEY));
+        assert_eq!(all.files().len(), MEMBER_FILES.len());
+        // Issued before the role existed: neither file; or caught half-way: one of them.
+        std::fs::remove_file(dir.path().join(REWIND_KEY)).unwrap();
+        let older = TlsMaterial::read(dir.path()).unwrap();
+        assert!(!older.has(REWIND_CERT) && !older.has(REWIND_KEY));
+        assert_eq!(older.files().len(), MEMBER_FILES.len() - 2);
+        std::fs::remove_file(dir.path().join(REWIND_CERT)).unwrap();
+        assert_eq!(TlsMaterial::read(dir.path()).unwrap().files().len(), 7);
+        // The others stay required.
+        std::fs::remove_file(dir.path().join(toygres_common::tls::SUPERUSER_KEY)).unwrap();
+        assert!(TlsMaterial::read(dir.path()).is_err());
     }
 }

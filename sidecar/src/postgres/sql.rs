@@ -171,8 +171,9 @@ pub async fn primary_timeline(client: &Client) -> anyhow::Result<Option<u32>> {
 }
 
 /// Makes sure the `replicator` role exists without a password (it authenticates with its
-/// client certificate), and the superuser's password matches its file. The password goes to the
-/// server as a SCRAM verifier, never as text.
+/// client certificate), the superuser's password matches its file, and the rewind role is
+/// there ([`ensure_rewind_role`]). The password goes to the server as a SCRAM verifier, never
+/// as text.
 pub async fn ensure_roles(client: &Client, cfg: &MemberSettings) -> anyhow::Result<()> {
     let su =
         postgres_protocol::password::scram_sha_256(cfg.secrets.superuser_password()?.as_bytes());
@@ -190,6 +191,65 @@ pub async fn ensure_roles(client: &Client, cfg: &MemberSettings) -> anyhow::Resu
         ))
         .await
         .context("set the roles' passwords")?;
+    ensure_rewind_role(client).await
+}
+
+/// The functions pg_rewind calls on its source server (PostgreSQL 15's documentation, "pg_rewind
+/// … a role having sufficient permissions"): all [`tls::REWIND_ROLE`] may execute beyond what
+/// every role may.
+pub const REWIND_FUNCTIONS: [&str; 4] = [
+    "pg_catalog.pg_ls_dir(text, boolean, boolean)",
+    "pg_catalog.pg_stat_file(text, boolean)",
+    "pg_catalog.pg_read_binary_file(text)",
+    "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+];
+
+/// Makes sure the role pg_rewind reads this primary as ([`tls::REWIND_ROLE`]) exists as it
+/// should: a login that is no superuser, has no password (it authenticates with its client
+/// certificate) and may execute [`REWIND_FUNCTIONS`]. Writes only when something is missing (an
+/// instance made before the role existed gets it when a member next becomes its primary), and
+/// without waiting for synchronous standbys, which a new primary may not have yet.
+pub async fn ensure_rewind_role(client: &Client) -> anyhow::Result<()> {
+    let role = tls::REWIND_ROLE;
+    let granted = REWIND_FUNCTIONS
+        .iter()
+        .map(|f| format!("has_function_privilege('{role}', '{f}', 'EXECUTE')"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let ready: bool = client
+        .query_one(
+            &format!(
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_authid WHERE rolname = '{role}' \
+                   AND rolcanlogin AND NOT rolsuper AND NOT rolreplication \
+                   AND rolpassword IS NULL) THEN {granted} ELSE false END"
+            ),
+            &[],
+        )
+        .await
+        .with_context(|| format!("look up the {role} role"))?
+        .get(0);
+    if ready {
+        return Ok(());
+    }
+    let grants: String = REWIND_FUNCTIONS
+        .iter()
+        .map(|f| format!("GRANT EXECUTE ON FUNCTION {f} TO {role};"))
+        .collect();
+    client
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL synchronous_commit = local; \
+             DO $$ BEGIN \
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN \
+                 CREATE ROLE {role}; \
+               END IF; \
+             END $$; \
+             ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION \
+               NOBYPASSRLS PASSWORD NULL; \
+             {grants} COMMIT;"
+        ))
+        .await
+        .with_context(|| format!("create the {role} role"))?;
+    tracing::info!(role, "created the role pg_rewind reads this primary as");
     Ok(())
 }
 

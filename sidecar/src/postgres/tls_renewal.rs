@@ -16,22 +16,21 @@ use super::{files, Member};
 /// How often the directory is compared with what the member holds.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 
-/// Whether each key in `files` belongs to its certificate (a pair caught half replaced does not).
+/// Whether each key in `files` belongs to its certificate (a pair caught half replaced does
+/// not). An optional pair ([`tls::OPTIONAL_MEMBER_FILES`]) may be absent as a whole.
 fn pairs_match(files: &[(&'static str, Vec<u8>)]) -> bool {
     let content = |name: &str| {
         files
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, bytes)| bytes.as_slice())
-            .unwrap_or_default()
     };
-    [
-        (tls::SERVER_CERT, tls::SERVER_KEY),
-        (tls::REPLICATOR_CERT, tls::REPLICATOR_KEY),
-        (tls::SUPERUSER_CERT, tls::SUPERUSER_KEY),
-    ]
-    .into_iter()
-    .all(|(cert, key)| pair_matches(content(cert), content(key)))
+    std::iter::once((tls::SERVER_CERT, tls::SERVER_KEY))
+        .chain(tls::CLIENT_PAIRS)
+        .all(|(cert, key)| match (content(cert), content(key)) {
+            (None, None) => tls::is_optional(cert) && tls::is_optional(key),
+            (cert, key) => pair_matches(cert.unwrap_or_default(), key.unwrap_or_default()),
+        })
 }
 
 impl Member {

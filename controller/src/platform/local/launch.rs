@@ -56,6 +56,10 @@ impl LocalPlatform {
         }
         let command = self.sidecar_command(record);
         let pid = process::spawn_detached(&record.spec.member, &command)?;
+        self.reporting_here
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid);
         record.pid = Some(pid);
         record.starts += 1;
         self.write_member(record)?;
@@ -137,6 +141,12 @@ impl LocalPlatform {
                     "backup-encryption-keyring",
                     &self.layout.keyring_dir(&record.spec.instance),
                 ));
+            }
+        }
+        if let Some(notify) = &self.config.notify {
+            args.push(format!("--notify-url={}", notify.url).into());
+            if let Some(ca) = &notify.ca_file {
+                args.push(flag("notify-ca-file", ca));
             }
         }
         if let Some(dir) = &self.config.pg_bin_dir {

@@ -8,7 +8,7 @@
 //! restart, [`LocalPlatform::adopt`] re-adopts the sidecars that still run, restarts those that
 //! died, and serves the endpoints again with their last routes. See [`layout`] for the files.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -60,6 +60,10 @@ pub struct LocalPlatformConfig {
     pub stop_timeout: Duration,
     /// More `--flag=value` arguments for every sidecar.
     pub extra_sidecar_args: Vec<String>,
+    /// Where members report what happens to them: this controller's API. Sidecars this
+    /// controller starts get it as flags; running ones it adopts (started by an earlier
+    /// controller, maybe on another address or over plain HTTP) are pointed at it.
+    pub notify: Option<NotifySetting>,
     /// A JSON file naming, by member, the network a new member gets
     /// ([`record::MemberNetwork::read_map`]): used by tests that cut members' links. Members
     /// it does not name (all, when none) listen on loopback.
@@ -76,9 +80,18 @@ impl LocalPlatformConfig {
             sidecar_log_filter: "info".into(),
             stop_timeout: Duration::from_secs(30),
             extra_sidecar_args: Vec::new(),
+            notify: None,
             member_networks: None,
         }
     }
+}
+
+/// The controller API members report to: `--notify-url` and, for an `https://` URL, the CA
+/// file its certificate comes from (`--notify-ca-file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifySetting {
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The local platform. Dropping it stops the endpoints' proxies but never the members.
@@ -94,6 +107,9 @@ pub struct LocalPlatform {
     /// Held from choosing new ports until they are recorded, so two instances never get the
     /// same one.
     port_allocation: Mutex<()>,
+    /// The sidecars (by pid) known to report to this controller: started by it, or pointed at
+    /// it after their adoption ([`LocalPlatform::adopt`]).
+    reporting_here: Mutex<HashSet<i32>>,
 }
 
 impl LocalPlatform {
@@ -120,6 +136,7 @@ impl LocalPlatform {
             locks: Mutex::new(HashMap::new()),
             proxies: Mutex::new(HashMap::new()),
             port_allocation: Mutex::new(()),
+            reporting_here: Mutex::new(HashSet::new()),
         })
     }
 

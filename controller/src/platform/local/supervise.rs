@@ -9,6 +9,9 @@ use super::adoption::{AdoptReport, Adoption};
 use super::record::{self, AllRecords, EndpointsRecord, MemberRecord};
 use super::{member_host, process, tls, LocalPlatform};
 
+/// How long telling one adopted sidecar where to report may take.
+const REPOINT_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl LocalPlatform {
     /// Takes over what an earlier controller left: adopts every recorded member whose sidecar
     /// still runs, restarts those that died (except the ones stopped on purpose), and serves every
@@ -74,6 +77,7 @@ impl LocalPlatform {
                 }
             }
         }
+        self.point_reports_here(&report).await;
         for (instance, member, outcome) in &report.members {
             match outcome {
                 Adoption::Restarted { pid } => {
@@ -91,6 +95,104 @@ impl LocalPlatform {
             }
         }
         Ok(report)
+    }
+
+    /// Points the reports of the adopted sidecars not yet known to report here at this
+    /// controller's API (`PUT /v1/notify`): a sidecar started by an earlier controller keeps
+    /// the `--notify-url` it was started with, which may name another port or plain HTTP where
+    /// this controller serves HTTPS, and its reports would be lost. A sidecar that cannot be
+    /// told is tried again at the next pass, but for one too old to know the route (404), which
+    /// reports where it did until it is restarted.
+    async fn point_reports_here(&self, report: &AdoptReport) {
+        let Some(notify) = &self.config.notify else {
+            return;
+        };
+        let pending: Vec<(&str, &str, i32)> = {
+            let known = self
+                .reporting_here
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            report
+                .members
+                .iter()
+                .filter_map(|(instance, member, outcome)| match outcome {
+                    Adoption::Adopted { pid } if !known.contains(pid) => {
+                        Some((instance.as_str(), member.as_str(), *pid))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        if pending.is_empty() {
+            return;
+        }
+        let ca_pem = match &notify.ca_file {
+            None => None,
+            Some(file) => match std::fs::read_to_string(file) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    tracing::error!(
+                        "read {} to point the members' reports here: {e}",
+                        file.display()
+                    );
+                    return;
+                }
+            },
+        };
+        let target = toygres_common::sidecar_api::NotifyTarget {
+            url: notify.url.clone(),
+            ca_pem,
+        };
+        let tell = pending.iter().map(|(instance, member, pid)| {
+            let target = &target;
+            async move {
+                let client =
+                    crate::platform::sidecar_client(self, instance, member, REPOINT_TIMEOUT)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                match client.set_notify_target(target).await {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.status() == Some(404) => {
+                        tracing::warn!(
+                            instance,
+                            member,
+                            pid,
+                            "the member's sidecar is too old to be told where to report; it \
+                             reports where it did until it is restarted"
+                        );
+                        Ok(false)
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        });
+        let told = futures::future::join_all(tell).await;
+        let mut known = self
+            .reporting_here
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for ((instance, member, pid), outcome) in pending.iter().zip(told) {
+            match outcome {
+                Ok(repointed) => {
+                    if repointed {
+                        tracing::info!(
+                            instance,
+                            member,
+                            pid,
+                            url = notify.url,
+                            "the adopted sidecar reports here now"
+                        );
+                    }
+                    known.insert(*pid);
+                }
+                Err(e) => tracing::warn!(
+                    instance,
+                    member,
+                    pid,
+                    "point the adopted sidecar's reports here: {e}"
+                ),
+            }
+        }
     }
 
     /// Runs [`LocalPlatform::adopt`] every `interval` in the background, so a member whose
@@ -128,7 +230,8 @@ impl LocalPlatform {
             let (instance, member) = (&recorded.spec.instance, &recorded.spec.member);
             let _lock = self.lock(instance).await;
             let files = tls::member_dir(&self.layout, instance, member);
-            if !files.missing().is_empty() {
+            // (A member lacking only the files added since, `rewind.crt`, is renewed.)
+            if !files.missing_required().is_empty() {
                 continue;
             }
             let path = self.layout.member_record(instance, member);

@@ -66,7 +66,7 @@ pub fn ensure_member(
 }
 
 /// Issues the member new certificates when its server or a client certificate has a third of
-/// its lifetime or less left (or does not read); returns whether it did. The sidecar installs
+/// its lifetime or less left (or does not read, or is missing); returns whether it did. The sidecar installs
 /// them and reloads Postgres; its API serves the new one at the next handshake.
 pub fn renew_member_if_due(
     layout: &LocalLayout,
@@ -76,10 +76,13 @@ pub fn renew_member_if_due(
 ) -> anyhow::Result<bool> {
     let files = member_dir(layout, instance, member);
     let now = std::time::SystemTime::now();
+    // A member issued its files before pg_rewind had its own role lacks `rewind.crt`: it is
+    // due, and gets every file anew.
     let due = [
         files.server_cert(),
         files.replicator_cert(),
         files.superuser_cert(),
+        files.rewind_cert(),
     ]
     .iter()
     .any(|path| fs::read_to_string(path).map_or(true, |pem| renewal_due(&pem, now)));
@@ -194,5 +197,14 @@ mod tests {
             .unwrap()
             .starts_with("-----BEGIN CERTIFICATE"));
         assert_eq!(fs::read(files.ca_cert()).unwrap(), ca);
+        // A member issued its files before pg_rewind had its own role gets them all at the
+        // next renewal check.
+        let server = fs::read(files.server_key()).unwrap();
+        fs::remove_file(files.rewind_cert()).unwrap();
+        fs::remove_file(files.rewind_key()).unwrap();
+        assert_eq!(files.missing_required(), Vec::<&str>::new());
+        assert!(renew_member_if_due(&layout, "db", "db-0", LOOPBACK).unwrap());
+        assert!(files.missing().is_empty());
+        assert_ne!(fs::read(files.server_key()).unwrap(), server);
     }
 }

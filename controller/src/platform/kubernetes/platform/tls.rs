@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{ListParams, PostParams};
 use toygres_common::tls::pki::{member_server_names, renewal_due, InstanceCa};
-use toygres_common::tls::{REPLICATOR_CERT, SERVER_CERT, SUPERUSER_CERT};
+use toygres_common::tls::{REPLICATOR_CERT, REWIND_CERT, SERVER_CERT, SUPERUSER_CERT};
 
 use super::{classify, KubernetesPlatform, FIELD_MANAGER};
 use crate::platform::kubernetes::credentials::InstanceSecret;
@@ -234,10 +234,37 @@ impl KubernetesPlatform {
 }
 
 /// Whether a member's TLS Secret has a server or client certificate with a third of its
-/// lifetime or less left (or one that does not read).
+/// lifetime or less left (or one that does not read, or is missing: a Secret made before
+/// pg_rewind had its own role lacks `rewind.crt`, and gets every key anew).
 fn certificates_due(secret: &Secret) -> bool {
     let now = SystemTime::now();
-    [SERVER_CERT, REPLICATOR_CERT, SUPERUSER_CERT]
+    [SERVER_CERT, REPLICATOR_CERT, SUPERUSER_CERT, REWIND_CERT]
         .iter()
         .any(|key| text_of(secret, key).is_none_or(|pem| renewal_due(&pem, now)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use toygres_common::tls::pki::member_server_names;
+    use toygres_common::tls::REWIND_KEY;
+
+    use super::*;
+
+    #[test]
+    fn a_secret_made_before_the_rewind_certificate_is_due_for_renewal() {
+        let ca = InstanceCa::generate("orders").unwrap();
+        let names = member_server_names("orders", "orders-1", Some("db"));
+        let tls = ca.member_tls("orders-1", &names).unwrap();
+        let secret = |data| Secret {
+            data: Some(data),
+            ..Secret::default()
+        };
+        assert!(!certificates_due(&secret(member_tls_data(&tls))));
+        let mut old = member_tls_data(&tls);
+        old.remove(REWIND_CERT);
+        old.remove(REWIND_KEY);
+        assert!(certificates_due(&secret(old)));
+    }
 }
