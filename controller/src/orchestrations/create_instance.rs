@@ -239,26 +239,7 @@ async fn provision(
 
     if !standbys.is_empty() {
         report(ctx, 6, STEPS, "waiting for the standbys to stream");
-        let streaming = ctx
-            .join(
-                standbys
-                    .iter()
-                    .map(|standby| {
-                        call_once::<_, MemberReady>(
-                            ctx,
-                            act::WAIT_MEMBER_READY,
-                            WaitReadyInput {
-                                instance: name.clone(),
-                                member: standby.clone(),
-                                role: ExpectedRole::Standby,
-                                timeout_secs: MEMBER_READY_TIMEOUT_SECS,
-                            },
-                        )
-                    })
-                    .collect(),
-            )
-            .await;
-        first_error(streaming)?;
+        super::members::wait_standbys_streaming(ctx, name, &standbys).await?;
     }
 
     if !input.spec.parameters.is_empty() {

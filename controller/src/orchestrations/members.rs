@@ -2,9 +2,10 @@
 
 use duroxide::OrchestrationContext;
 
-use super::durable::call;
+use super::durable::{call, call_once, first_error};
 use crate::activities::members::DeleteMemberInput;
 use crate::activities::names as act;
+use crate::activities::sidecar::{ExpectedRole, MemberReady, WaitReadyInput};
 
 /// How long a new member may take to serve in its role (initdb or pg_basebackup included).
 pub const MEMBER_READY_TIMEOUT_SECS: u64 = 300;
@@ -31,6 +32,35 @@ pub fn next_member_name(instance: &str, existing: &[String]) -> String {
         .max()
         .map_or(0, |n| n + 1);
     member_name(instance, next)
+}
+
+/// Waits, in parallel, until every one of `standbys` of `instance` streams from its primary; the
+/// first failure once all have ended.
+pub(crate) async fn wait_standbys_streaming(
+    ctx: &OrchestrationContext,
+    instance: &str,
+    standbys: &[String],
+) -> Result<(), String> {
+    let streaming = ctx
+        .join(
+            standbys
+                .iter()
+                .map(|standby| {
+                    call_once::<_, MemberReady>(
+                        ctx,
+                        act::WAIT_MEMBER_READY,
+                        WaitReadyInput {
+                            instance: instance.to_string(),
+                            member: standby.clone(),
+                            role: ExpectedRole::Standby,
+                            timeout_secs: MEMBER_READY_TIMEOUT_SECS,
+                        },
+                    )
+                })
+                .collect(),
+        )
+        .await;
+    first_error(streaming).map(drop)
 }
 
 /// Deletes `members` of `instance` in parallel (their data too unless `keep_data`); one result

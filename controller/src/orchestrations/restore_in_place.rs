@@ -305,26 +305,7 @@ async fn bring_back(
         )
         .await;
     first_error(created)?;
-    let streaming = ctx
-        .join(
-            standbys
-                .iter()
-                .map(|standby| {
-                    call_once::<_, MemberReady>(
-                        ctx,
-                        act::WAIT_MEMBER_READY,
-                        WaitReadyInput {
-                            instance: name.to_string(),
-                            member: standby.clone(),
-                            role: ExpectedRole::Standby,
-                            timeout_secs: MEMBER_READY_TIMEOUT_SECS,
-                        },
-                    )
-                })
-                .collect(),
-        )
-        .await;
-    first_error(streaming)?;
+    super::members::wait_standbys_streaming(ctx, name, standbys).await?;
     if topology.replication_mode == ReplicationMode::Sync {
         let candidates: Vec<String> = topology
             .sync_candidates
