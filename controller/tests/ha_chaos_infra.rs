@@ -278,14 +278,21 @@ const MEMBER_DISK: &str = "size=512m";
 /// or the primary once space is freed).
 const DISK_BUDGET: Duration = Duration::from_secs(60);
 
-/// Tmpfs file systems mounted for a test, lazily unmounted when this drops (after the processes
-/// that use them are stopped, when it is declared after them in a struct).
-struct Mounts(Vec<PathBuf>);
+/// Tmpfs file systems mounted for a test under `root`, lazily unmounted when this drops (after
+/// the processes that use them are stopped, when it is declared after them in a struct); then
+/// `root` is removed, whose own removal stopped at the mount points.
+struct Mounts {
+    dirs: Vec<PathBuf>,
+    root: PathBuf,
+}
 
 impl Mounts {
     /// A tmpfs of [`MEMBER_DISK`] on each directory; `None` where mounting is not allowed.
-    fn tmpfs(dirs: &[PathBuf]) -> Option<Self> {
-        let mut mounts = Mounts(Vec::new());
+    fn tmpfs(root: &Path, dirs: &[PathBuf]) -> Option<Self> {
+        let mut mounts = Mounts {
+            dirs: Vec::new(),
+            root: root.to_path_buf(),
+        };
         for dir in dirs {
             fs::create_dir_all(dir).unwrap();
             let mounted = std::process::Command::new("mount")
@@ -296,7 +303,7 @@ impl Mounts {
             if !mounted {
                 return None;
             }
-            mounts.0.push(dir.clone());
+            mounts.dirs.push(dir.clone());
         }
         Some(mounts)
     }
@@ -304,14 +311,13 @@ impl Mounts {
 
 impl Drop for Mounts {
     fn drop(&mut self) {
-        for dir in &self.0 {
+        for dir in &self.dirs {
             let _ = std::process::Command::new("umount")
                 .arg("-l")
                 .arg(dir)
                 .status();
-            // The home's own removal stopped at the mount point.
-            let _ = fs::remove_dir_all(dir);
         }
+        let _ = fs::remove_dir_all(&self.root);
     }
 }
 
@@ -344,7 +350,7 @@ async fn a_primary_whose_disk_fills_up_loses_no_acknowledged_commit() {
     let mut home = Home::new();
     let instance = home.path().join("instances").join("df");
     let dirs: Vec<PathBuf> = (0..3).map(|i| instance.join(format!("df-{i}"))).collect();
-    let Some(mounts) = Mounts::tmpfs(&dirs) else {
+    let Some(mounts) = Mounts::tmpfs(home.path(), &dirs) else {
         eprintln!("skipped: mounting a tmpfs needs root (CAP_SYS_ADMIN)");
         return;
     };
