@@ -319,13 +319,20 @@ pct() { awk -v t="$1" -v hz="$CLK_TCK" -v s="$2" 'BEGIN { printf "%.1f", 100 * t
 # ---------------------------------------------------------------------------------------------
 # The controller
 
-# controller_get HOME PORT PATH [curl args…]: a GET of the controller API, which serves HTTPS with
-# the certificate of HOME's own CA, with HOME's token.
+# controller_get HOME PORT PATH [curl args…]: a GET of the controller API with HOME's token, over
+# HTTPS with the certificate of HOME's own CA once the controller has made it (the local
+# platform), else over plain HTTP (the fleet double's platform serves no TLS).
 controller_get() {
     local home=$1 port=$2 path=$3
     shift 3
-    curl -sf --cacert "$home/tls/ca.crt" -H "Authorization: Bearer $(cat "$home/controller.token" 2>/dev/null)" \
-        "$@" "https://127.0.0.1:$port$path"
+    local token
+    token=$(cat "$home/controller.token" 2>/dev/null || true)
+    if [[ -f $home/tls/ca.crt ]]; then
+        curl -sf --cacert "$home/tls/ca.crt" -H "Authorization: Bearer $token" "$@" \
+            "https://127.0.0.1:$port$path"
+    else
+        curl -sf -H "Authorization: Bearer $token" "$@" "http://127.0.0.1:$port$path"
+    fi
 }
 
 # ---------------------------------------------------------------------------------------------
