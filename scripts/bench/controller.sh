@@ -80,29 +80,7 @@ start_controller() {
         controller_get "$TG_HOME" "$CTL_PORT" /healthz --max-time 2 -o /dev/null
 }
 
-# Names of the instances the controller has not deleted.
-live_instances() {
-    tg list -o json | jq -r '.instances[] | select(.state != "deleted") | .name'
-}
-
-# Deletes every instance (all at once, then waits for them), stops the controller, then stops
-# whatever still runs from the temp home.
-bench_cleanup_hook() {
-    local name deadline
-    if [[ -n $CTL_PID ]] && pid_alive "$CTL_PID"; then
-        for name in $(live_instances 2>/dev/null); do
-            tg delete "$name" --no-wait >/dev/null 2>&1 || log "could not delete $name"
-        done
-        deadline=$((SECONDS + 120))
-        while [[ -n $(live_instances 2>/dev/null) ]] && ((SECONDS < deadline)); do
-            sleep 0.5
-        done
-        stop_pid "$CTL_PID" TERM 60
-        wait "$CTL_PID" 2>/dev/null
-        forget_pid "$CTL_PID"
-    fi
-    stop_processes_under "$TG_HOME"
-}
+bench_cleanup_hook() { stop_controller_and_instances; }
 
 # ---------------------------------------------------------------------------------------------
 # 1. Create with one standby

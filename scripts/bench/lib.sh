@@ -335,6 +335,31 @@ controller_get() {
     fi
 }
 
+# live_instances: names of the instances the controller (reached with the script's `tg`) has not
+# deleted.
+live_instances() {
+    tg list -o json | jq -r '.instances[] | select(.state != "deleted") | .name'
+}
+
+# stop_controller_and_instances: deletes every instance (all at once, then waits up to 120 s for
+# them), stops the controller CTL_PID, then whatever still runs from the temp home TG_HOME.
+stop_controller_and_instances() {
+    local name deadline
+    if [[ -n $CTL_PID ]] && pid_alive "$CTL_PID"; then
+        for name in $(live_instances 2>/dev/null); do
+            tg delete "$name" --no-wait >/dev/null 2>&1 || log "could not delete $name"
+        done
+        deadline=$((SECONDS + 120))
+        while [[ -n $(live_instances 2>/dev/null) ]] && ((SECONDS < deadline)); do
+            sleep 0.5
+        done
+        stop_pid "$CTL_PID" TERM 60
+        wait "$CTL_PID" 2>/dev/null
+        forget_pid "$CTL_PID"
+    fi
+    stop_processes_under "$TG_HOME"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Sidecars
 

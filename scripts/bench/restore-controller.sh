@@ -72,28 +72,9 @@ LOGS+=("$ROOT/controller.log")
 CTL_PID=$!
 PIDS+=("$CTL_PID")
 wait_for "$CTL_PID" "the controller's /healthz" \
-    curl -sf --max-time 2 --cacert "$TG_HOME/tls/ca.crt" "https://127.0.0.1:$CTL_PORT/healthz"
+    controller_get "$TG_HOME" "$CTL_PORT" /healthz --max-time 2 -o /dev/null
 
-live_instances() {
-    tg list -o json | jq -r '.instances[] | select(.state != "deleted") | .name'
-}
-
-bench_cleanup_hook() {
-    local name deadline
-    if [[ -n $CTL_PID ]] && pid_alive "$CTL_PID"; then
-        for name in $(live_instances 2>/dev/null); do
-            tg delete "$name" --no-wait >/dev/null 2>&1 || log "could not delete $name"
-        done
-        deadline=$((SECONDS + 120))
-        while [[ -n $(live_instances 2>/dev/null) ]] && ((SECONDS < deadline)); do
-            sleep 0.5
-        done
-        stop_pid "$CTL_PID" TERM 60
-        wait "$CTL_PID" 2>/dev/null
-        forget_pid "$CTL_PID"
-    fi
-    stop_processes_under "$TG_HOME"
-}
+bench_cleanup_hook() { stop_controller_and_instances; }
 
 mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
 
