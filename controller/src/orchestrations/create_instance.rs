@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use toygres_common::controller_api::{ReplicationMode, ValidatedCreateInstance};
 use toygres_common::domain::{InstanceState, OperationKind, Role};
 
-use super::durable::{call, call_once, first_error};
+use super::durable::{call, call_once};
 use super::ha::sync::sync_policy;
 use super::instance_actor::{actor_id, ActorInput, ActorSettings};
 use super::members::{
@@ -195,28 +195,7 @@ async fn provision(
             STEPS,
             format!("starting the standbys {}", standbys.join(", ")),
         );
-        let created = ctx
-            .join(
-                standbys
-                    .iter()
-                    .map(|standby| {
-                        call::<_, MemberHandle>(
-                            ctx,
-                            act::CREATE_MEMBER,
-                            CreateMemberInput {
-                                instance: name.clone(),
-                                member: standby.clone(),
-                                bootstrap: Bootstrap::Standby {
-                                    primary: primary.address.pg.clone(),
-                                },
-                                placement: Placement::default(),
-                            },
-                        )
-                    })
-                    .collect(),
-            )
-            .await;
-        first_error(created)?;
+        super::members::create_standbys(ctx, name, &primary.address.pg, &standbys).await?;
     }
 
     report(

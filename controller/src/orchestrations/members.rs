@@ -34,6 +34,38 @@ pub fn next_member_name(instance: &str, existing: &[String]) -> String {
     member_name(instance, next)
 }
 
+/// Starts `standbys` of `instance`, in parallel, as standbys cloned from `primary`; the first
+/// failure once all have ended.
+pub(crate) async fn create_standbys(
+    ctx: &OrchestrationContext,
+    instance: &str,
+    primary: &toygres_common::names::PgAddress,
+    standbys: &[String],
+) -> Result<(), String> {
+    let created = ctx
+        .join(
+            standbys
+                .iter()
+                .map(|standby| {
+                    call::<_, crate::platform::MemberHandle>(
+                        ctx,
+                        act::CREATE_MEMBER,
+                        crate::activities::members::CreateMemberInput {
+                            instance: instance.to_string(),
+                            member: standby.clone(),
+                            bootstrap: crate::platform::Bootstrap::Standby {
+                                primary: primary.clone(),
+                            },
+                            placement: crate::platform::Placement::default(),
+                        },
+                    )
+                })
+                .collect(),
+        )
+        .await;
+    first_error(created).map(drop)
+}
+
 /// Waits, in parallel, until every one of `standbys` of `instance` streams from its primary; the
 /// first failure once all have ended.
 pub(crate) async fn wait_standbys_streaming(

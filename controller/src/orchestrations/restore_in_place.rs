@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use toygres_common::domain::{InstanceState, OperationKind, Role};
 use toygres_common::names::PgAddress;
 
-use super::durable::{call, call_once, first_error};
+use super::durable::{call, call_once};
 use super::ha::sync::sync_policy;
 use super::members::{MEMBER_READY_TIMEOUT_SECS, RESTORE_READY_TIMEOUT_SECS};
 use super::operation::{report, route_endpoints, OperationRun};
@@ -283,28 +283,7 @@ async fn bring_back(
     primary_address: &PgAddress,
     standbys: &[String],
 ) -> Result<(), String> {
-    let created = ctx
-        .join(
-            standbys
-                .iter()
-                .map(|standby| {
-                    call::<_, MemberHandle>(
-                        ctx,
-                        act::CREATE_MEMBER,
-                        CreateMemberInput {
-                            instance: name.to_string(),
-                            member: standby.clone(),
-                            bootstrap: Bootstrap::Standby {
-                                primary: primary_address.clone(),
-                            },
-                            placement: Placement::default(),
-                        },
-                    )
-                })
-                .collect(),
-        )
-        .await;
-    first_error(created)?;
+    super::members::create_standbys(ctx, name, primary_address, standbys).await?;
     super::members::wait_standbys_streaming(ctx, name, standbys).await?;
     if topology.replication_mode == ReplicationMode::Sync {
         let candidates: Vec<String> = topology
