@@ -509,6 +509,57 @@ pub struct ArchiveEnd {
     pub end_lsn: Option<String>,
     #[serde(default)]
     pub archived_unix: Option<i64>,
+    /// The newest timeline the archive holds a history file or a segment of: the one a restore
+    /// to the end of the archive (`recovery_target_timeline = 'latest'`) ends on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u32>,
+    /// That timeline's ancestors and where each one ended (its history file), oldest first;
+    /// empty for timeline 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<TimelineFork>,
+}
+
+/// One ancestor in a timeline's history: the timeline, and the WAL position where the next one
+/// forked from it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TimelineFork {
+    pub timeline: u32,
+    pub end_lsn: String,
+}
+
+impl ArchiveEnd {
+    /// Whether WAL up to `lsn` on `timeline` lies on the archive's newest timeline history, so
+    /// that a recovery that reached it can go on to the end of the archive: `timeline` is the
+    /// newest one, or an ancestor that `lsn` does not pass the end of. `true` when the archive
+    /// does not say its timeline.
+    pub fn holds_history_of(&self, timeline: u32, lsn: u64) -> bool {
+        let Some(newest) = self.timeline else {
+            return true;
+        };
+        if timeline == newest {
+            return true;
+        }
+        self.history
+            .iter()
+            .find(|f| f.timeline == timeline)
+            .and_then(|f| parse_lsn(&f.end_lsn))
+            .is_some_and(|end| lsn <= end)
+    }
+}
+
+/// The entries of a timeline history file (`parent TLI<tab>switch LSN<tab>reason` lines): each
+/// ancestor timeline and the position where it ended, oldest first.
+pub fn parse_timeline_history(history: &str) -> Vec<(u32, u64)> {
+    history
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            Some((fields.next()?.parse().ok()?, parse_lsn(fields.next()?)?))
+        })
+        .collect()
 }
 
 /// Parses an LSN (`16/B374D848`) into a byte position.
@@ -520,4 +571,43 @@ pub fn parse_lsn(lsn: &str) -> Option<u64> {
 /// A byte position as Postgres prints an LSN (`16/B374D848`).
 pub fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::*;
+
+    #[test]
+    fn a_position_is_on_the_history_up_to_where_its_timeline_ended() {
+        let text = "1\t0/3000000\tno recovery target specified\n\n\
+                    2\t0/5000A0\tbefore 2026-12-05 10:00:00+00\n";
+        assert_eq!(
+            parse_timeline_history(text),
+            [(1, 0x300_0000), (2, 0x50_00A0)]
+        );
+        let archive = ArchiveEnd {
+            timeline: Some(3),
+            history: parse_timeline_history(text)
+                .into_iter()
+                .map(|(timeline, lsn)| TimelineFork {
+                    timeline,
+                    end_lsn: format_lsn(lsn),
+                })
+                .collect(),
+            ..ArchiveEnd::default()
+        };
+        assert!(archive.holds_history_of(1, 0x300_0000));
+        assert!(!archive.holds_history_of(1, 0x300_0001));
+        assert!(archive.holds_history_of(2, 0x50_0000));
+        assert!(!archive.holds_history_of(2, 0x60_0000));
+        assert!(archive.holds_history_of(3, u64::MAX));
+        assert!(
+            !archive.holds_history_of(4, 0),
+            "a later timeline is not an ancestor"
+        );
+        assert!(
+            ArchiveEnd::default().holds_history_of(7, 1),
+            "unknown: not refused"
+        );
+    }
 }

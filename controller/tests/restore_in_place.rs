@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use support::archive::*;
 use support::*;
-use toygres_common::backup_api::BackupView;
+use toygres_common::backup_api::{BackupList, BackupView};
 use toygres_common::controller_api::{InstanceDetail, OperationAccepted};
 
 /// Data directories an in-place restore set aside and left behind, anywhere under `dir`.
@@ -83,10 +83,26 @@ async fn an_in_place_restore_is_refused_unconfirmed_then_keeps_exactly_the_rows_
     let mut home = Home::new();
     let api = home.start().await;
     let store = home.path().join("backups");
-    let accepted: OperationAccepted = api.create("db", 1, "async").await;
+    // Every backup of the day is kept (the default keeps a day's newest only).
+    let (status, text) = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/instances",
+            Some(
+                serde_json::json!({"name": "db", "replicas": 1, "replication": "async",
+                "backup": {"retention": {"window_days": 1}}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 202, "{text}");
+    let accepted: OperationAccepted = serde_json::from_str(&text).unwrap();
     let created = api.wait_operation(&home, &accepted.operation_id).await;
     assert_eq!(created.status, "succeeded", "{created:?}");
     let time = rows_around_a_time(&home, &api, "db").await;
+    // A backup after the time: the restore goes back before it, so it is left behind.
+    let out = stdout(&home.cli(&["backup", "create", "db", "-o", "json"]));
+    let left_behind: BackupView = serde_json::from_str(&out).unwrap();
+    assert_eq!(left_behind.status, "succeeded", "{left_behind:?}");
 
     // Unconfirmed (or confirmed with another name): refused, and nothing changes.
     let restore = "/v1/instances/db/restore";
@@ -185,6 +201,7 @@ async fn an_in_place_restore_is_refused_unconfirmed_then_keeps_exactly_the_rows_
         .await
         .unwrap();
     standby_has(&api, "db", "db-1", (201, Some(1000))).await;
+    let after_restore = server_now(&restored).await;
     assert!(
         set_aside_dirs(&home.path().join("instances")).is_empty(),
         "the old data was kept: {:?}",
@@ -217,7 +234,34 @@ async fn an_in_place_restore_is_refused_unconfirmed_then_keeps_exactly_the_rows_
     assert_eq!(copy.summary.state, "running");
     let copy = connect_rw(&api, "copy").await;
     assert_eq!(rows(&copy).await, (202, Some(1001)));
-    drop((restored, copy, cms));
+
+    // The backup taken after the time lies past the fork: it is listed as abandoned, and a
+    // restore to a time after the in-place restore starts from the first backup (the newest
+    // one on the timeline history), not from it.
+    let out = stdout(&home.cli(&["backup", "list", "db", "-o", "json"]));
+    let listed: BackupList = serde_json::from_str(&out).unwrap();
+    let abandoned: Vec<&str> = listed
+        .backups
+        .iter()
+        .filter(|b| b.abandoned)
+        .map(|b| b.id.as_str())
+        .collect();
+    assert_eq!(abandoned, [left_behind.id.as_str()], "{listed:?}");
+    let out = stdout(&home.cli(&[
+        "restore",
+        "db",
+        "--to",
+        "copy2",
+        "--time",
+        &after_restore,
+        "-o",
+        "json",
+    ]));
+    let copy2: InstanceDetail = serde_json::from_str(&out).unwrap();
+    assert_eq!(copy2.summary.state, "running", "{copy2:?}");
+    let copy2 = connect_rw(&api, "copy2").await;
+    assert_eq!(rows(&copy2).await, (201, Some(1000)));
+    drop((restored, copy, copy2, cms));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -576,6 +576,11 @@ pub struct BackupView {
     /// The last verification's result (verification comes later).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<serde_json::Value>,
+    /// A base backup off the archive's newest timeline history: an in-place restore went back
+    /// to a point before it, so a restore of the instance as it is now cannot start from it.
+    /// Kept by the retention policy as a series of its own; never chosen for a restore.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abandoned: bool,
 }
 
 /// `GET /v1/instances/{name}/backups/window`: the points a restore of the instance can reach,

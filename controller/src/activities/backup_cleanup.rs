@@ -14,6 +14,8 @@ use toygres_common::sidecar_api::{BackupKind, RetentionRequest};
 use super::deps::{describe, ActivityDeps};
 use super::sidecar::sidecar_within;
 use crate::backups::cleanup;
+use crate::backups::restore::mark_abandoned;
+use toygres_common::backup_api::BackupView;
 
 /// What to delete of an instance's backups.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +53,7 @@ pub async fn plan_backup_deletion(
     input: PlanDeletionInput,
 ) -> Result<DeletionPlan, String> {
     let cms = &deps.cms;
-    let backups = cms.list_backups(&input.instance).await.map_err(describe)?;
+    let mut backups = cms.list_backups(&input.instance).await.map_err(describe)?;
     let ids: Vec<String> = match &input.backup_ids {
         Some(named) => named.clone(),
         None => {
@@ -61,6 +63,7 @@ pub async fn plan_backup_deletion(
                 .map_err(describe)?
                 .flatten()
                 .ok_or_else(|| format!("instance {} has backups off", input.instance))?;
+            mark_off_history(&deps, &input.instance, &mut backups).await;
             cleanup::plan(
                 &input.instance,
                 &config.retention,
@@ -123,6 +126,38 @@ pub async fn plan_backup_deletion(
         doomed,
         member: Some(member),
     })
+}
+
+/// Marks the base backups an in-place restore left off the archive's timeline history, as the
+/// first running member that answers says (`GET /v1/wal/archived`), so that retention keeps
+/// them as a series of their own; none is marked when no member answers.
+async fn mark_off_history(deps: &ActivityDeps, instance: &str, backups: &mut [BackupView]) {
+    let members = match deps.cms.list_members(instance).await {
+        Ok(members) => members,
+        Err(e) => {
+            tracing::warn!(
+                instance,
+                "cannot tell which backups an in-place restore left behind: {}",
+                describe(e)
+            );
+            return;
+        }
+    };
+    for m in members
+        .iter()
+        .filter(|m| m.parsed_state() == Some(MemberState::Running))
+    {
+        let answer = match sidecar_within(deps, instance, &m.name, 5).await {
+            Ok(client) => client.archive_end().await.map_err(describe),
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(archive) => return mark_abandoned(backups, &archive),
+            Err(e) => {
+                tracing::warn!(instance, member = %m.name, "how the archive's timelines run: {e}")
+            }
+        }
+    }
 }
 
 /// Delete backups from the store through one member's sidecar.

@@ -22,6 +22,7 @@ pub fn policy(settings: &RetentionSettings) -> RetentionPolicy {
 /// then neither kept nor deleted).
 fn facts(view: &BackupView) -> Option<BackupFacts> {
     let series = match view.kind.as_str() {
+        "base" if view.abandoned => Series::Abandoned,
         "base" => Series::Base,
         "logical" => Series::Logical,
         _ => return None,
@@ -114,5 +115,48 @@ mod tests {
         let kept: Vec<&str> = plan.keep.iter().map(|k| k.id.as_str()).collect();
         assert_eq!(kept, ["bk-2", "bk-4", "bk-5"]);
         assert_eq!(plan.keep[1].reasons, ["daily", "newest"]);
+    }
+
+    #[test]
+    fn a_backup_an_in_place_restore_left_behind_never_stands_in_for_the_newest() {
+        let settings = RetentionSettings {
+            daily: 1,
+            weekly: 0,
+            monthly: 0,
+            window_days: None,
+        };
+        // bk-2 is the newest base backup, but an in-place restore went back before it.
+        let mut abandoned = backup("bk-2", "base", "succeeded", "2026-12-03T01:00:00Z");
+        abandoned.abandoned = true;
+        let backups = [
+            backup("bk-1", "base", "succeeded", "2026-12-01T01:00:00Z"),
+            abandoned,
+        ];
+        let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc);
+        let plan = plan("db", &settings, &backups, at("2026-12-03T12:00:00Z"));
+        // The restorable bk-1 stays (the newest of its series); bk-2 is kept by today only.
+        let kept: Vec<(&str, Vec<String>)> = plan
+            .keep
+            .iter()
+            .map(|k| (k.id.as_str(), k.reasons.clone()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("bk-1", vec!["newest".to_string()]),
+                ("bk-2", vec!["daily".to_string()])
+            ]
+        );
+        // A day later it ages out; bk-1 does not.
+        let plan = plan_at(&settings, &backups, at("2026-12-04T12:00:00Z"));
+        assert_eq!(plan.delete, ["bk-2"]);
+    }
+
+    fn plan_at(
+        settings: &RetentionSettings,
+        backups: &[BackupView],
+        now: DateTime<Utc>,
+    ) -> CleanupPlan {
+        plan("db", settings, backups, now)
     }
 }

@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use toygres_common::backup_api::BackupView;
-use toygres_common::sidecar_api::{format_lsn, parse_lsn};
+use toygres_common::sidecar_api::{format_lsn, parse_lsn, ArchiveEnd};
 
 /// Where recovery stops.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +192,13 @@ fn usable(view: &BackupView) -> Result<Usable<'_>, String> {
     if view.parsed_kind() != Some(toygres_common::sidecar_api::BackupKind::Base) {
         return Err(format!("it is a {} backup, not a base backup", view.kind));
     }
+    if view.abandoned {
+        return Err(format!(
+            "an in-place restore went back before it: it lies on timeline {} past where the \
+             instance's history left that timeline",
+            view.timeline.map_or_else(|| "?".into(), |t| t.to_string())
+        ));
+    }
     if view.parsed_status() != Some(toygres_common::domain::BackupStatus::Succeeded) {
         return Err(format!("it is {}, not succeeded", view.status));
     }
@@ -219,6 +226,19 @@ fn usable(view: &BackupView) -> Result<Usable<'_>, String> {
         stop_lsn,
         store_id,
     })
+}
+
+/// Marks the succeeded base backups whose WAL leaves the archive's newest timeline history
+/// (`archive`, a member's `GET /v1/wal/archived`) `abandoned`: an in-place restore went back
+/// to a point before they ended, so recovery from them cannot reach the instance's present.
+pub fn mark_abandoned(backups: &mut [BackupView], archive: &ArchiveEnd) {
+    for b in backups.iter_mut().filter(|b| b.is_succeeded_base()) {
+        if let (Some(timeline), Some(stop)) =
+            (b.timeline, b.stop_lsn.as_deref().and_then(parse_lsn))
+        {
+            b.abandoned = !archive.holds_history_of(timeline, stop);
+        }
+    }
 }
 
 /// The earliest point a restore of `backups`' instance can reach: the id of its oldest
@@ -346,6 +366,7 @@ mod tests {
             finished_at: Some(end.into()),
             error: None,
             verification: None,
+            abandoned: false,
         }
     }
 
@@ -378,6 +399,59 @@ mod tests {
     }
 
     const NOW: &str = "2026-12-04T00:00:00Z";
+
+    /// An archive whose newest timeline is 2, forked from timeline 1 at 0/4000000 (an in-place
+    /// restore to a point between b1 and b2).
+    fn forked_archive() -> ArchiveEnd {
+        ArchiveEnd {
+            timeline: Some(2),
+            history: vec![toygres_common::sidecar_api::TimelineFork {
+                timeline: 1,
+                end_lsn: "0/4000000".into(),
+            }],
+            ..ArchiveEnd::default()
+        }
+    }
+
+    #[test]
+    fn base_backups_past_a_fork_of_the_archives_history_are_abandoned_and_never_chosen() {
+        let mut backups = history();
+        let mut b5 = backup(
+            "b5",
+            "base",
+            "succeeded",
+            "2026-12-03T12:00:00Z",
+            "0/4800000",
+        );
+        b5.timeline = Some(2);
+        backups.push(b5);
+        mark_abandoned(&mut backups, &forked_archive());
+        let abandoned: Vec<&str> = backups
+            .iter()
+            .filter(|b| b.abandoned)
+            .map(|b| b.id.as_str())
+            .collect();
+        // b1 ended before the fork; b2 and b4 after it on timeline 1; b5 is on timeline 2; l1
+        // (logical) and b3 (failed) are not base backups a restore could start from anyway.
+        assert_eq!(abandoned, ["b2", "b4"]);
+        let pick = |target: RestoreTarget| {
+            choose_base_backup("src", &backups, &target, None, at(NOW)).map(|c| c.backup_id)
+        };
+        assert_eq!(pick(RestoreTarget::EndOfArchive).unwrap(), "b5");
+        assert_eq!(
+            pick(RestoreTarget::Time(at("2026-12-03T11:00:00Z"))).unwrap(),
+            "b1",
+            "b4 and b2 end before the time but lie past the fork"
+        );
+        assert!(matches!(
+            choose_base_backup("src", &backups, &RestoreTarget::EndOfArchive, Some("b4"), at(NOW)),
+            Err(RestoreRefusal::UnusableBackup { why, .. }) if why.contains("in-place restore")
+        ));
+        // An archive that does not say its timelines marks nothing.
+        let mut unmarked = history();
+        mark_abandoned(&mut unmarked, &ArchiveEnd::default());
+        assert!(unmarked.iter().all(|b| !b.abandoned));
+    }
 
     fn choose(target: RestoreTarget, named: Option<&str>) -> Result<String, RestoreRefusal> {
         choose_base_backup("src", &history(), &target, named, at(NOW)).map(|c| c.backup_id)

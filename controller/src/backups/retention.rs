@@ -13,6 +13,8 @@
 //! - Whatever the settings, the newest completed backup of each kind is kept, so retention never
 //!   leaves an instance with nothing to restore; a backup still running is never touched.
 //! - A failed backup restores nothing: its leftovers are deleted.
+//! - A base backup an in-place restore left off the timeline history ([`Series::Abandoned`])
+//!   is kept only by the periods and the window, never as the newest.
 //!
 //! Base and logical backups are two separate series: each period keeps one of each kind. The WAL
 //! is not decided here — the sidecar keeps every segment from the oldest kept base backup on, so
@@ -57,6 +59,11 @@ pub enum Series {
     Base,
     /// Logical dumps.
     Logical,
+    /// Base backups an in-place restore left off the instance's timeline history: they restore
+    /// nothing the instance now has, but what it had before (by hand, to their own timeline).
+    /// Kept by the policy's periods and window like the others, but never as the newest or as
+    /// the window's base, so they age out and never stand in for a restorable backup.
+    Abandoned,
 }
 
 /// Where a backup stands, as far as retention cares.
@@ -138,7 +145,8 @@ impl Verdict {
 pub fn decide(policy: &RetentionPolicy, backups: &[BackupFacts], now: DateTime<Utc>) -> Verdict {
     let mut verdict = Verdict::default();
     let mut doomed: Vec<&BackupFacts> = Vec::new();
-    for series in [Series::Base, Series::Logical] {
+    for series in [Series::Base, Series::Logical, Series::Abandoned] {
+        let restorable = series != Series::Abandoned;
         // Newest first; ties broken by id so the decision does not depend on input order.
         let mut completed: Vec<&BackupFacts> = backups
             .iter()
@@ -149,7 +157,7 @@ pub fn decide(policy: &RetentionPolicy, backups: &[BackupFacts], now: DateTime<U
         let mut keep = |id: &str, reason: KeepReason| {
             verdict.keep.entry(id.to_owned()).or_default().push(reason);
         };
-        if let Some(newest) = completed.first() {
+        if let Some(newest) = completed.first().filter(|_| restorable) {
             keep(&newest.id, KeepReason::Newest);
         }
         for (id, reason) in periodic(policy, &completed, now) {
@@ -162,7 +170,11 @@ pub fn decide(policy: &RetentionPolicy, backups: &[BackupFacts], now: DateTime<U
                     keep(&b.id, KeepReason::InWindow);
                 }
             }
-            if let Some(base) = completed.iter().find(|b| b.at < opens) {
+            if let Some(base) = completed
+                .iter()
+                .find(|b| b.at < opens)
+                .filter(|_| restorable)
+            {
                 keep(&base.id, KeepReason::WindowBase);
             }
         }
@@ -273,6 +285,7 @@ mod tests {
         let tag = match series {
             Series::Base => "b",
             Series::Logical => "l",
+            Series::Abandoned => "a",
         };
         BackupFacts {
             id: format!("{tag}-{}", when.format("%Y%m%dT%H")),

@@ -541,6 +541,7 @@ mod tests {
             finished_at: None,
             error: None,
             verification: None,
+            abandoned: false,
         };
         let text = render_list(std::slice::from_ref(&backup));
         assert_eq!(text.lines().count(), 2);

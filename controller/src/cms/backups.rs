@@ -71,6 +71,7 @@ fn backup_view(row: &tokio_postgres::Row, what: &'static str) -> Result<BackupVi
         finished_at: get(row, 15, what)?,
         error: get(row, 16, what)?,
         verification: get(row, 17, what)?,
+        abandoned: false,
     })
 }
 

@@ -51,11 +51,10 @@ impl Engine {
         }
         if backup.is_succeeded_base() {
             let others = self
-                .cms
-                .list_backups(&name)
+                .backups_of(&name)
                 .await?
                 .iter()
-                .filter(|b| b.id != id && b.is_succeeded_base())
+                .filter(|b| b.id != id && b.is_succeeded_base() && !b.abandoned)
                 .count();
             if others == 0 {
                 return Err(EngineError::Conflict(format!(
@@ -130,7 +129,7 @@ impl Engine {
         name: &str,
     ) -> Result<RecoverabilityWindow, EngineError> {
         self.backup_config(name).await?;
-        let backups = self.cms.list_backups(name).await?;
+        let backups = self.backups_of(name).await?;
         let earliest = earliest_restorable(&backups);
         let mut window = RecoverabilityWindow {
             instance: name.to_string(),

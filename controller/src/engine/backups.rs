@@ -14,7 +14,9 @@ use toygres_common::controller_api::{
 use toygres_common::domain::InstanceState;
 
 use super::{Engine, EngineError};
-use crate::backups::restore::{choose_base_backup, ChosenBackup, RestoreRefusal, RestoreTarget};
+use crate::backups::restore::{
+    choose_base_backup, mark_abandoned, ChosenBackup, RestoreRefusal, RestoreTarget,
+};
 use crate::backups::schedule::Schedule;
 use crate::orchestrations::backup_schedule::{
     logical_schedule_id, schedule_id, BackupScheduleInput,
@@ -71,7 +73,24 @@ impl Engine {
             .await?
             .filter(|i| i.summary.parsed_state() != Some(InstanceState::Deleted))
             .ok_or_else(|| EngineError::NotFound(format!("instance {name} does not exist")))?;
-        Ok(self.cms.list_backups(name).await?)
+        self.backups_of(name).await
+    }
+
+    /// The instance's backups as the CMS records them, with those an in-place restore left off
+    /// the archive's timeline history marked `abandoned` (a member says how the archive's
+    /// timelines run; when none answers, nothing is marked and the warning says so).
+    pub(super) async fn backups_of(&self, name: &str) -> Result<Vec<BackupView>, EngineError> {
+        let mut backups = self.cms.list_backups(name).await?;
+        if backups.iter().any(BackupView::is_succeeded_base) {
+            match self.archive_end(name).await {
+                Ok(archive) => mark_abandoned(&mut backups, &archive),
+                Err(e) => tracing::warn!(
+                    instance = name,
+                    "cannot tell which backups an in-place restore left behind: {e}"
+                ),
+            }
+        }
+        Ok(backups)
     }
 
     /// Creates instance `request.to` from `source`'s backups: its primary restores the base
@@ -185,7 +204,7 @@ impl Engine {
         let store_url = config.store_url.clone().ok_or_else(|| {
             EngineError::Conflict(format!("instance {source} has no backup store recorded"))
         })?;
-        let backups = self.cms.list_backups(source).await?;
+        let backups = self.backups_of(source).await?;
         let chosen = choose_base_backup(source, &backups, target, backup_id, chrono::Utc::now())
             .map_err(|refusal| match refusal {
                 RestoreRefusal::UnknownBackup(_) => EngineError::NotFound(refusal.to_string()),
@@ -287,7 +306,7 @@ impl Engine {
     /// What applying the instance's retention policy now would keep and delete.
     pub async fn cleanup_plan(&self, name: &str) -> Result<CleanupPlan, EngineError> {
         let config = self.backup_config(name).await?;
-        let backups = self.cms.list_backups(name).await?;
+        let backups = self.backups_of(name).await?;
         Ok(crate::backups::cleanup::plan(
             name,
             &config.retention,

@@ -138,7 +138,7 @@ impl Engine {
 
     /// How far `source`'s archive reaches, as the first of its running members that answers
     /// says.
-    async fn archive_end(&self, source: &str) -> Result<ArchiveEnd, String> {
+    pub(super) async fn archive_end(&self, source: &str) -> Result<ArchiveEnd, String> {
         let members = self
             .cms
             .list_members(source)
@@ -180,6 +180,7 @@ mod tests {
             segment: Some("000000010000000000000005".into()),
             end_lsn: Some("0/6000000".into()),
             archived_unix: Some(1_796_400_000),
+            ..ArchiveEnd::default()
         };
         let at = |s: i64| RestoreTarget::Time(DateTime::<Utc>::from_timestamp(s, 0).unwrap());
         assert_eq!(past_the_archive(&at(1_796_399_000), &end), None);

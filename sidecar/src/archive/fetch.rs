@@ -135,7 +135,7 @@ impl WalFetcher {
     }
 
     /// The decompressed content of `name`, under whichever compression it was archived with.
-    async fn download(&self, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    pub(crate) async fn download(&self, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
         for key in self.settings.wal_keys(name) {
             if let Some(stored) = self.store.get(&key).await? {
                 let raw = tokio::task::spawn_blocking(move || decompress(&key, stored))

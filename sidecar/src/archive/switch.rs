@@ -8,7 +8,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use toygres_common::sidecar_api::{ArchiveEnd, RestorePointResponse, WalSwitchResponse};
+use toygres_common::sidecar_api::{
+    ArchiveEnd, RestorePointResponse, TimelineFork, WalSwitchResponse,
+};
 
 use super::walname::{WalFileKind, WalFileName};
 
@@ -123,7 +125,35 @@ pub async fn archive_end(member: &Member) -> Result<ArchiveEnd, OpError> {
             a.settings.wal_segment_size
         });
     let objects = catalog.store.list_times(&prefix).await?;
-    Ok(end_of(&prefix, &objects, segment_size))
+    let mut end = end_of(&prefix, &objects, segment_size);
+    if let (Some(timeline), Some(archive)) = (end.timeline, &member.cfg.archive) {
+        if timeline > 1 {
+            // The newest timeline's history names every ancestor and where it ended.
+            let fetcher = super::fetch::WalFetcher {
+                store: catalog.store.clone(),
+                settings: archive.settings.clone(),
+            };
+            let file = format!("{timeline:08X}.history");
+            let text = fetcher
+                .download(&file)
+                .await
+                .with_context(|| format!("read {file} from the archive"))?
+                .ok_or_else(|| {
+                    OpError::Failed(format!(
+                        "the archive holds WAL of timeline {timeline} but not its history file \
+                         {file}"
+                    ))
+                })?;
+            end.history = sql::parse_history(&String::from_utf8_lossy(&text))
+                .into_iter()
+                .map(|(timeline, lsn)| TimelineFork {
+                    timeline,
+                    end_lsn: toygres_common::sidecar_api::format_lsn(lsn),
+                })
+                .collect();
+        }
+    }
+    Ok(end)
 }
 
 /// [`archive_end`] of the objects (key, modified) listed under `prefix`: history, partial and
@@ -138,8 +168,13 @@ fn end_of(prefix: &str, objects: &[(String, i64)], segment_size: u64) -> Archive
             continue;
         };
         let WalFileKind::Segment { timeline, log, seg } = name.kind() else {
+            if name.kind() == WalFileKind::History {
+                let timeline = sql::timeline_of_walfile(plain);
+                end.timeline = end.timeline.max(timeline);
+            }
             continue;
         };
+        end.timeline = end.timeline.max(Some(timeline));
         let segno = u64::from(log) * (0x1_0000_0000 / segment_size) + u64::from(seg);
         end.archived_unix = end.archived_unix.max(Some(*modified));
         if newest.is_none_or(|n| (timeline, segno) > n) {
@@ -173,6 +208,16 @@ mod tests {
         assert_eq!(end.segment.as_deref(), Some("000000020000000100000000"));
         assert_eq!(end.end_lsn.as_deref(), Some("1/1000000"));
         assert_eq!(end.archived_unix, Some(210));
+        assert_eq!(end.timeline, Some(2));
+        let history_only: Vec<(String, i64)> = vec![
+            ("db/wal/000000010000000000000003".into(), 100),
+            ("db/wal/00000003.history.zst".into(), 110),
+        ];
+        assert_eq!(
+            end_of("db/wal/", &history_only, 16 * 1024 * 1024).timeline,
+            Some(3),
+            "a promotion's history file names the newest timeline before its first segment"
+        );
         assert_eq!(
             end_of("db/wal/", &[], 16 * 1024 * 1024),
             ArchiveEnd::default()

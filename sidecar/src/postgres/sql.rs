@@ -327,19 +327,8 @@ pub async fn can_follow(local: &Client, remote: &Client) -> anyhow::Result<Follo
     })
 }
 
-/// The entries of a timeline history file (`parent TLI<tab>switch LSN<tab>reason` lines): each
-/// ancestor timeline and the position where it ended.
-pub fn parse_history(history: &str) -> Vec<(u32, u64)> {
-    history
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            Some((fields.next()?.parse().ok()?, parse_lsn(fields.next()?)?))
-        })
-        .collect()
-}
+/// The entries of a timeline history file: each ancestor timeline and where it ended.
+pub use toygres_common::sidecar_api::parse_timeline_history as parse_history;
 
 /// Where `tli` ended according to a timeline history file; `None` when it is not an ancestor.
 pub fn switchpoint(history: &str, tli: u32) -> Option<u64> {
