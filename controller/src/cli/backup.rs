@@ -446,7 +446,7 @@ fn render_list(backups: &[BackupView]) -> String {
             "{:<20} {:<8} {:<10} {:<12} {:>14} {:<20} {}\n",
             b.id,
             b.kind,
-            b.status,
+            if b.abandoned { "abandoned" } else { &b.status },
             or_dash(b.member.as_deref()),
             or_dash(b.stored_bytes),
             b.started_at,
@@ -462,7 +462,18 @@ fn render_one(b: &BackupView) -> String {
         ("id", b.id.clone()),
         ("instance", b.instance.clone()),
         ("kind", b.kind.clone()),
-        ("status", b.status.clone()),
+        (
+            "status",
+            if b.abandoned {
+                format!(
+                    "{} (abandoned: an in-place restore went back before it; restores start \
+                     from other backups)",
+                    b.status
+                )
+            } else {
+                b.status.clone()
+            },
+        ),
         ("label", or_dash(b.label.as_deref())),
         ("member", or_dash(b.member.as_deref())),
         ("from standby", b.from_standby.to_string()),
@@ -547,5 +558,11 @@ mod tests {
         assert_eq!(text.lines().count(), 2);
         assert!(text.contains("bk-1") && text.contains("1234") && text.contains("before upgrade"));
         assert!(render_one(&backup).contains("from standby  true"));
+        let abandoned = BackupView {
+            abandoned: true,
+            ..backup
+        };
+        assert!(render_list(std::slice::from_ref(&abandoned)).contains(" abandoned "));
+        assert!(render_one(&abandoned).contains("succeeded (abandoned"));
     }
 }
