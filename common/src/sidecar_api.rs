@@ -519,6 +519,63 @@ pub struct ArchiveEnd {
     pub history: Vec<TimelineFork>,
 }
 
+/// `GET /v1/restore/progress`: how far the restore this member bootstraps from has come.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestoreProgress {
+    /// `download` (the base backup downloaded and unpacked at once), `replay` (recovery
+    /// replays archived WAL towards the target) or `done`.
+    pub phase: String,
+    /// The base backup being restored.
+    pub backup: String,
+    /// Bytes of the base backup unpacked so far.
+    pub bytes_done: u64,
+    /// Its size unpacked, as its manifest says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<u64>,
+    /// Where the base backup ends: replay starts about there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_lsn: Option<String>,
+    /// The position replay has reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_lsn: Option<String>,
+    /// Where replay stops: the recovery target, or `the end of the archive`.
+    pub target: String,
+    /// Whole seconds since the restore started.
+    pub seconds: u64,
+}
+
+impl RestoreProgress {
+    /// One line: `download 120 MiB of 300 MiB (40 %)`, `replay at 0/5000060 (from 0/3000100)
+    /// towards the end of the archive`.
+    pub fn line(&self) -> String {
+        const MIB: f64 = 1024.0 * 1024.0;
+        match self.phase.as_str() {
+            "download" => match self.bytes_total.filter(|t| *t > 0) {
+                Some(total) => format!(
+                    "download and unpack of {}: {:.0} MiB of {:.0} MiB ({:.0} %)",
+                    self.backup,
+                    self.bytes_done as f64 / MIB,
+                    total as f64 / MIB,
+                    100.0 * self.bytes_done as f64 / total as f64
+                ),
+                None => format!(
+                    "download and unpack of {}: {:.0} MiB",
+                    self.backup,
+                    self.bytes_done as f64 / MIB
+                ),
+            },
+            "replay" => format!(
+                "WAL replay at {} (from {}) towards {}",
+                self.replay_lsn.as_deref().unwrap_or("?"),
+                self.start_lsn.as_deref().unwrap_or("?"),
+                self.target
+            ),
+            other => format!("{other} ({} s)", self.seconds),
+        }
+    }
+}
+
 /// One ancestor in a timeline's history: the timeline, and the WAL position where the next one
 /// forked from it.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -250,6 +250,13 @@ impl SidecarClient {
             .await
     }
 
+    /// `GET /v1/restore/progress`: how far the restore the member bootstraps from has come
+    /// (a 404 `not_restoring` when it restores nothing).
+    pub async fn restore_progress(&self) -> Result<RestoreProgress, SidecarClientError> {
+        self.call::<(), _>(Method::GET, "/v1/restore/progress", None)
+            .await
+    }
+
     /// `GET /v1/wal/archived`: how far the instance's archive reaches.
     pub async fn archive_end(&self) -> Result<ArchiveEnd, SidecarClientError> {
         self.call::<(), _>(Method::GET, "/v1/wal/archived", None)

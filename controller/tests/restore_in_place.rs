@@ -16,6 +16,7 @@ use support::archive::*;
 use support::*;
 use toygres_common::backup_api::{BackupList, BackupView};
 use toygres_common::controller_api::{InstanceDetail, OperationAccepted};
+use toygres_common::sidecar_api::RestoreProgress;
 
 /// Data directories an in-place restore set aside and left behind, anywhere under `dir`.
 fn set_aside_dirs(dir: &Path) -> Vec<PathBuf> {
@@ -152,6 +153,19 @@ async fn an_in_place_restore_is_refused_unconfirmed_then_keeps_exactly_the_rows_
     assert_eq!(rows(&before).await, (300, Some(300)));
     drop(before);
 
+    let listed: BackupList =
+        serde_json::from_str(&stdout(&home.cli(&["backup", "list", "db", "-o", "json"]))).unwrap();
+    let backup_sizes: std::collections::BTreeMap<String, u64> = listed
+        .backups
+        .iter()
+        .filter_map(|b| {
+            Some((
+                b.store_path.as_deref()?.rsplit('/').next()?.to_string(),
+                b.raw_bytes?,
+            ))
+        })
+        .collect();
+
     // Confirmed, through the CLI: the instance says `restoring` while it runs.
     let mut cli = home.command();
     cli.args([
@@ -167,10 +181,18 @@ async fn an_in_place_restore_is_refused_unconfirmed_then_keeps_exactly_the_rows_
     ]);
     let running = tokio::task::spawn_blocking(move || cli.output().unwrap());
     let mut states = Vec::new();
+    // What the operation says of the restore while the primary recovers.
+    let mut restore_seen: Vec<RestoreProgress> = Vec::new();
     while !running.is_finished() {
-        let state = state_of(&api, "db").await;
-        if states.last() != Some(&state) {
-            states.push(state);
+        let detail: InstanceDetail = api.get("/v1/instances/db").await;
+        if states.last() != Some(&detail.summary.state) {
+            states.push(detail.summary.state);
+        }
+        if let Some(id) = detail.last_operation {
+            let operation: Operation = api.get(&format!("/v1/operations/{id}")).await;
+            if let Some(restore) = operation.progress.and_then(|p| p.restore) {
+                restore_seen.push(restore);
+            }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -180,6 +202,30 @@ async fn an_in_place_restore_is_refused_unconfirmed_then_keeps_exactly_the_rows_
         states.iter().any(|s| s == "restoring"),
         "never seen restoring: {states:?}"
     );
+    // Replay was followed by position, from where the base backup ends; the download by bytes
+    // of the backup's size.
+    let replay: Vec<&RestoreProgress> = restore_seen
+        .iter()
+        .filter(|r| r.phase == "replay")
+        .collect();
+    assert!(
+        !replay.is_empty(),
+        "no replay progress seen: {restore_seen:?}"
+    );
+    for r in &restore_seen {
+        assert_eq!(r.bytes_total, backup_sizes.get(&r.backup).copied(), "{r:?}");
+        assert!(r.bytes_done <= r.bytes_total.unwrap_or(0), "{r:?}");
+        assert!(r.target.contains("time"), "{r:?}");
+    }
+    for r in &replay {
+        assert_eq!(
+            r.bytes_done,
+            r.bytes_total.unwrap_or(0),
+            "unpacked in full before replay: {r:?}"
+        );
+        assert!(r.start_lsn.is_some(), "{r:?}");
+        assert!(r.line().contains("WAL replay at"), "{}", r.line());
+    }
     assert_eq!(detail.summary.state, "running", "{detail:?}");
     let operation: Operation = api
         .get(&format!(

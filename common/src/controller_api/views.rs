@@ -58,6 +58,10 @@ pub struct Progress {
     /// Switchover and failover: what they measured and decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover: Option<Handover>,
+    /// A restore (a create from a backup, an in-place restore) while its member recovers:
+    /// bytes unpacked, then the WAL position replay has reached, as its sidecar says now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<crate::sidecar_api::RestoreProgress>,
 }
 
 /// What a switchover or failover did: from whom to whom, and what it cost.

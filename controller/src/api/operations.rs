@@ -5,6 +5,7 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use toygres_common::controller_api::Operation;
+use toygres_common::domain::OperationKind;
 
 use toygres_common::ErrorBody;
 
@@ -23,6 +24,13 @@ pub async fn get(
         .ok_or_else(|| ApiError::NotFound(format!("operation {id} does not exist")))?;
     if let Some(engine) = &state.engine {
         operation.progress = engine.progress(&id).await;
+        let restoring = matches!(
+            operation.kind.parse::<OperationKind>(),
+            Ok(OperationKind::Create | OperationKind::RestoreInPlace)
+        ) && !operation.is_finished();
+        if let (true, Some(progress)) = (restoring, operation.progress.as_mut()) {
+            progress.restore = engine.restore_progress(&operation.instance).await;
+        }
     }
     Ok(Json(operation))
 }

@@ -89,6 +89,9 @@ pub fn render_operation(operation: &Operation) -> String {
             "PROGRESS   [{}/{}] {}\n",
             progress.step, progress.steps, progress.message
         ));
+        if let Some(restore) = &progress.restore {
+            out.push_str(&format!("RESTORE    {}\n", restore.line()));
+        }
     }
     if let Some(error) = &operation.error {
         out.push_str(&format!("ERROR      {error}\n"));
@@ -118,6 +121,8 @@ pub async fn wait(
 ) -> anyhow::Result<Operation> {
     let started = Instant::now();
     let mut last_message = String::new();
+    // A restore's detail changes at every poll: shown when its phase changes, else every 5 s.
+    let mut last_restore: Option<(String, Instant)> = None;
     loop {
         let operation: Operation = client.get(&format!("/v1/operations/{id}")).await?;
         if show_progress {
@@ -130,6 +135,19 @@ pub async fn wait(
                     eprintln!("{:>6.1}s  {line}", started.elapsed().as_secs_f64());
                     let _ = std::io::stderr().flush();
                     last_message = line;
+                }
+                if let Some(restore) = &progress.restore {
+                    let due = last_restore.as_ref().is_none_or(|(phase, at)| {
+                        *phase != restore.phase || at.elapsed() >= Duration::from_secs(5)
+                    });
+                    if due {
+                        eprintln!(
+                            "{:>6.1}s        {}",
+                            started.elapsed().as_secs_f64(),
+                            restore.line()
+                        );
+                        last_restore = Some((restore.phase.clone(), Instant::now()));
+                    }
                 }
             }
         }

@@ -8,6 +8,7 @@ use chrono::{SecondsFormat, Utc};
 use toygres_common::backup_api::RecoverabilityWindow;
 use toygres_common::controller_api::OperationAccepted;
 use toygres_common::domain::{BackupStatus, MemberState, OperationKind, Role};
+use toygres_common::sidecar_api::RestoreProgress;
 use toygres_common::SidecarClient;
 
 use super::{new_operation_id, Engine, EngineError};
@@ -19,6 +20,9 @@ use crate::orchestrations::instance_actor::ActorCommand;
 
 /// How long the API waits for a primary's sidecar to say how far it archived.
 const ARCHIVE_STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long an operation's view waits for a restoring member to say how far it has come.
+const RESTORE_PROGRESS_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Engine {
     /// Queues the deletion of backup `id` on its instance's actor. Refused: an unknown backup
@@ -162,6 +166,30 @@ impl Engine {
             Err(e) => window.archive_unknown = Some(e),
         }
         Ok(window)
+    }
+
+    /// How far the restore one of the instance's members bootstraps from has come, as the
+    /// first member that restores says now; `None` when none does (or none answers at once).
+    pub async fn restore_progress(&self, name: &str) -> Option<RestoreProgress> {
+        let members = self.cms.list_members(name).await.ok()?;
+        for m in &members {
+            let Ok(client) = sidecar_on(
+                self.platform.as_ref(),
+                name,
+                &m.name,
+                RESTORE_PROGRESS_TIMEOUT,
+            )
+            .await
+            else {
+                continue;
+            };
+            if let Ok(progress) = client.restore_progress().await {
+                if progress.phase != "done" {
+                    return Some(progress);
+                }
+            }
+        }
+        None
     }
 
     /// The instance's primary (as the CMS records it, running) and a client of its sidecar.

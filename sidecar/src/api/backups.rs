@@ -10,7 +10,7 @@ use axum::Json;
 use toygres_common::sidecar_api::{
     ActionResponse, ArchiveEnd, BackupKind, BackupList, BackupManifest, BackupRequest,
     EncryptionKeys, LogicalRestoreRequest, RestorePointRequest, RestorePointResponse,
-    RetentionRequest, RetentionResponse, VerifyResponse, WalSwitchResponse,
+    RestoreProgress, RetentionRequest, RetentionResponse, VerifyResponse, WalSwitchResponse,
 };
 use toygres_common::ErrorBody;
 
@@ -129,6 +129,19 @@ pub async fn restore_point(
         })
         .await?,
     ))
+}
+
+#[utoipa::path(get, path = "/v1/restore/progress", tag = "backups", responses((status = 200, description = "How far the restore this member bootstraps from has come", body = RestoreProgress), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 404, description = "This member restores nothing (`not_restoring`)", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn restore_progress() -> Result<Json<RestoreProgress>, ApiError> {
+    crate::restore::progress::snapshot()
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not_restoring",
+                "this member was not made from a backup since its sidecar started",
+            )
+        })
 }
 
 #[utoipa::path(get, path = "/v1/wal/archived", tag = "backups", responses((status = 200, description = "The newest archived segment", body = ArchiveEnd), (status = 400, description = "Invalid input", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 409, description = "Not possible in the member's current state", body = ErrorBody), (status = 503, description = "Postgres is not available", body = ErrorBody)), security(("bearer" = [])))]

@@ -30,6 +30,7 @@ use utoipa::OpenApi;
         super::backups::restore_logical,
         super::backups::switch_wal,
         super::backups::archive_end,
+        super::backups::restore_progress,
         super::backups::restore_point,
         super::backups::reload_encryption,
         super::health::healthz,

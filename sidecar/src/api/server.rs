@@ -40,6 +40,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/restores/logical", post(backups::restore_logical))
         .route("/v1/wal/switch", post(backups::switch_wal))
         .route("/v1/wal/archived", get(backups::archive_end))
+        .route("/v1/restore/progress", get(backups::restore_progress))
         .route("/v1/wal/restore-point", post(backups::restore_point))
         .route("/v1/encryption/reload", post(backups::reload_encryption))
         .route("/v1/openapi.json", get(openapi::document))
@@ -95,6 +96,7 @@ pub fn starting_app(failure: BootstrapFailure, token: Arc<str>) -> Router {
                 }
             }),
         )
+        .route("/v1/restore/progress", get(backups::restore_progress))
         .route_layer(middleware::from_fn_with_state(
             BearerAuth::new(token),
             require_bearer,

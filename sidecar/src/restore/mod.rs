@@ -4,6 +4,7 @@
 //! directory, and recover it to the target with `restore_command` fetching the *source*
 //! instance's WAL. The member archives under its own instance name from then on.
 
+pub mod progress;
 pub mod target;
 #[cfg(test)]
 mod tests;
@@ -61,8 +62,10 @@ pub async fn download_base_backup(
         .with_context(|| format!("backup {} lists no object", manifest.id))?;
     let started = std::time::Instant::now();
     let jobs = parts::jobs();
-    let reader = TarReader::new(Extract::new(dest, &["backup_manifest"]).flushing_on(jobs));
-    let reader = if more.is_empty() {
+    let reader = progress::Counting(TarReader::new(
+        Extract::new(dest, &["backup_manifest"]).flushing_on(jobs),
+    ));
+    let progress::Counting(reader) = if more.is_empty() {
         store_to_writer(store, &object.key, &object.sha256, reader).await?
     } else {
         parts::parts_to_writer(store, &manifest.objects, reader, jobs).await?
@@ -262,7 +265,16 @@ async fn restore_one(
         target = ?spec.target,
         "restoring base backup"
     );
+    progress::begin(
+        &backup.id,
+        Some(backup.raw_bytes),
+        backup.stop_lsn.clone(),
+        spec.target
+            .as_ref()
+            .map_or_else(|| "the end of the archive".to_string(), |t| t.describe()),
+    );
     download_base_backup(store, backup, work, bins).await?;
+    progress::replaying(None);
     for name in STALE_FILES {
         let _ = std::fs::remove_file(work.join(name));
     }
@@ -352,7 +364,9 @@ async fn wait_for_target(
             if let Ok(row) = row {
                 let in_recovery: bool = row.get(0);
                 let pause_state: Option<String> = row.get(1);
+                progress::replaying(row.get(2));
                 if !pause && !in_recovery {
+                    progress::done();
                     tracing::info!(
                         seconds = started.elapsed().as_secs_f64(),
                         "recovery reached its end and the server was promoted"
@@ -360,6 +374,7 @@ async fn wait_for_target(
                     return Ok(());
                 }
                 if pause && pause_state.as_deref() == Some("paused") {
+                    progress::done();
                     let lsn: Option<String> = row.get(2);
                     tracing::info!(?lsn, "recovery paused at the target");
                     return Ok(());

@@ -42,6 +42,17 @@ pub enum RecoveryTarget {
 }
 
 impl RecoveryTarget {
+    /// The target in words: `time 2026-…`, `LSN 0/5000060`, `transaction 812`, `restore point
+    /// "x"`.
+    pub fn describe(&self) -> String {
+        match self {
+            RecoveryTarget::Time { text, .. } => format!("time {text}"),
+            RecoveryTarget::Lsn { text, .. } => format!("LSN {text}"),
+            RecoveryTarget::Xid(x) => format!("transaction {x}"),
+            RecoveryTarget::Name(n) => format!("restore point {n:?}"),
+        }
+    }
+
     /// Builds the target from the `--recovery-target-*` flags; at most one may be given.
     pub fn from_flags(
         time: Option<&str>,

@@ -42,6 +42,7 @@ pub(super) fn progress(
             message,
             state: Some(state.to_string()),
             handover: Some(h.clone()),
+            restore: None,
         },
     );
 }
