@@ -197,13 +197,11 @@ impl KubernetesPlatform {
                         spec.member, source.backup_id, source.instance
                     ),
                 };
-                self.record(&spec.instance, InstanceEvent::MemberCreated, note)
-                    .await;
+                self.record(&spec.instance, InstanceEvent::MemberCreated, note);
             }
             Some(_) if was_stopped => {
                 let note = format!("member {} started again after it was stopped", spec.member);
-                self.record(&spec.instance, InstanceEvent::MemberStarted, note)
-                    .await;
+                self.record(&spec.instance, InstanceEvent::MemberStarted, note);
             }
             Some(_) => {}
         }
@@ -389,8 +387,7 @@ impl KubernetesPlatform {
             "killed the member's pod (kept at 0 replicas)"
         );
         let note = format!("member {member} killed: its pod deleted at once, kept at 0 replicas");
-        self.record(instance, InstanceEvent::MemberFenced, note)
-            .await;
+        self.record(instance, InstanceEvent::MemberFenced, note);
         Ok(())
     }
 
@@ -453,8 +450,7 @@ impl KubernetesPlatform {
             "member {member} deleted{}",
             if keep_data { ", its PVC kept" } else { "" }
         );
-        self.record(instance, InstanceEvent::MemberDeleted, note)
-            .await;
+        self.record(instance, InstanceEvent::MemberDeleted, note);
         Ok(())
     }
 }
