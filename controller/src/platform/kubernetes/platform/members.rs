@@ -167,6 +167,8 @@ impl KubernetesPlatform {
             ));
         }
         self.apply_instance_objects(&settings, &owner).await?;
+        self.ensure_keyring(&settings, spec.archive.as_ref(), &owner)
+            .await?;
         self.ensure_member_tls(&settings, &owner, &spec.member)
             .await?;
         let existing = self
