@@ -480,6 +480,15 @@ pub struct EncryptionKeys {
     pub key_ids: Vec<String>,
 }
 
+/// The file of a key ring directory that names the ring's version (a digest of its key files),
+/// written by a platform whose ring reaches a member late (a mounted Kubernetes Secret, which
+/// the kubelet refreshes some seconds after it changed): `POST
+/// /v1/encryption/reload?ring_version=V` reads the ring again once this file reads `V`.
+pub const KEYRING_VERSION_FILE: &str = "ring.version";
+
+/// How long `POST /v1/encryption/reload?ring_version=V` waits for the ring to reach `V`.
+pub const KEYRING_SYNC_SECS: u64 = 60;
+
 /// `POST /v1/wal/restore-point` request: the name of the restore point to make on the primary
 /// (`pg_create_restore_point`).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

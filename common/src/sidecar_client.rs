@@ -241,6 +241,21 @@ impl SidecarClient {
             .await
     }
 
+    /// `POST /v1/encryption/reload?ring_version=V`: [`Self::reload_encryption_keys`] once the
+    /// member's key ring reads version `V` (a hex digest; the sidecar waits up to
+    /// [`KEYRING_SYNC_SECS`](crate::sidecar_api::KEYRING_SYNC_SECS) for it).
+    pub async fn reload_encryption_keys_at(
+        &self,
+        ring_version: &str,
+    ) -> Result<EncryptionKeys, SidecarClientError> {
+        let version: String = ring_version
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .collect();
+        let path = format!("/v1/encryption/reload?ring_version={version}");
+        self.call::<(), _>(Method::POST, &path, None).await
+    }
+
     /// `POST /v1/wal/restore-point`: makes a named restore point on the primary and archives it.
     pub async fn restore_point(
         &self,

@@ -566,3 +566,188 @@ async fn a_store_secret_is_mounted_and_the_primary_archives_and_backs_up_into_s3
     controller.cli_ok(&["delete", "orders"]);
     all_of_orders_gone(&client).await;
 }
+
+/// Registers the store secret `name` holding the backup encryption key `key` (from an env
+/// file, removed after).
+fn set_key_secret(controller: &Controller, dir: &TestDir, name: &str, key: &str) {
+    let env_file = dir.path().join(format!("{name}.env"));
+    std::fs::write(&env_file, format!("TOYGRES_BACKUP_ENCRYPTION_KEY={key}\n")).unwrap();
+    controller.cli_ok(&[
+        "secret",
+        "set",
+        name,
+        "--from-env-file",
+        &env_file.to_string_lossy(),
+    ]);
+    std::fs::remove_file(&env_file).unwrap();
+}
+
+/// A new random key: 32 bytes in hex.
+fn random_key() -> String {
+    rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Backup key rotation on Kubernetes: an instance encrypted with the key of store secret
+/// `key-1` takes a backup; `toygres backup rotate-key` to `key-2` rewrites the instance's key
+/// ring Secret (the new key current, the old one kept to decrypt), and each member's sidecar
+/// reads the ring again once the kubelet has refreshed it: both members then encrypt with
+/// another key id than before. Writes and a second backup follow, and no StatefulSet holds a
+/// key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_backup_key_reaches_every_member_through_its_ring_secret() {
+    bin_path("toygres-sidecar");
+    let cluster = Cluster::start().await;
+    let client = cluster.client();
+    create_namespace(&client).await;
+    let emulators = TestDir::new();
+    let moto = Moto::start(emulators.path());
+    moto.create_bucket("k8s-backups").await;
+    let proxy = TcpProxy::start_on(cluster.bridge().host_ip().into(), moto.port).await;
+    let controller = Controller::start_with_env(
+        &cluster,
+        &[
+            ("TOYGRES_DEFAULT_BACKUP_STORE", "s3://k8s-backups/pfx"),
+            ("TOYGRES_DEFAULT_BACKUP_CREDENTIALS", "s3-creds"),
+        ],
+    )
+    .await;
+    let env_file = emulators.path().join("s3.env");
+    std::fs::write(
+        &env_file,
+        format!(
+            "AWS_ACCESS_KEY_ID=toygres\nAWS_SECRET_ACCESS_KEY=tgkey{}\nAWS_REGION=us-east-1\n\
+             AWS_ENDPOINT_URL={}\nAWS_ALLOW_HTTP=true\n",
+            free_port(),
+            proxy.endpoint()
+        ),
+    )
+    .unwrap();
+    controller.cli_ok(&[
+        "secret",
+        "set",
+        "s3-creds",
+        "--from-env-file",
+        &env_file.to_string_lossy(),
+    ]);
+    std::fs::remove_file(&env_file).unwrap();
+    let (old_key, new_key) = (random_key(), random_key());
+    set_key_secret(&controller, &emulators, "key-1", &old_key);
+    set_key_secret(&controller, &emulators, "key-2", &new_key);
+
+    let logs = cluster.keep_logs(NS, &["orders-0", "orders-1"], "sidecar");
+    let created = controller.cli(&[
+        "create",
+        "orders",
+        "--replicas",
+        "1",
+        "--backup-encryption-key",
+        "key-1",
+    ]);
+    assert!(
+        created.status.success(),
+        "create failed:\n{}\n{}---- controller ----\n{}",
+        String::from_utf8_lossy(&created.stderr),
+        logs.dump(),
+        controller.log_tail()
+    );
+    let password = superuser_password(&client).await;
+    let (_, ip) = rw_primary(&client, None).await;
+    let pg = connect(&client, &ip, &password)
+        .await
+        .expect("connect to rw");
+    pg.batch_execute(
+        "CREATE TABLE t (v integer PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)",
+    )
+    .await
+    .unwrap();
+    let backup = |what: &str| {
+        let out = controller.cli_ok(&["backup", "create", "orders", "-o", "json"]);
+        let backup: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(backup["status"], "succeeded", "{what}: {backup}");
+        backup["id"].as_str().unwrap().to_string()
+    };
+    backup("the first backup");
+    // The key every member holds now: a rotation to the current key applies the ring again.
+    let out = controller.cli_ok(&[
+        "backup",
+        "rotate-key",
+        "orders",
+        "--new-key",
+        "key-1",
+        "-o",
+        "json",
+    ]);
+    let unrotated: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        unrotated["members"].as_array().unwrap().len(),
+        2,
+        "{unrotated}"
+    );
+    let old_id = unrotated["key_id"].as_str().unwrap().to_string();
+
+    // The rotation: both members take the new key, the old one stays in their ring.
+    let out = controller.cli_ok(&[
+        "backup",
+        "rotate-key",
+        "orders",
+        "--new-key",
+        "key-2",
+        "-o",
+        "json",
+    ]);
+    let rotated: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rotated["encryption_secret"], "key-2", "{rotated}");
+    assert_eq!(
+        rotated["previous_encryption_secrets"],
+        serde_json::json!(["key-1"])
+    );
+    assert_eq!(rotated["members"].as_array().unwrap().len(), 2, "{rotated}");
+    assert_ne!(rotated["key_id"].as_str().unwrap(), old_id, "{rotated}");
+    assert!(
+        rotated["pending"].as_array().is_none_or(Vec::is_empty),
+        "{rotated}"
+    );
+    pg.batch_execute("INSERT INTO t SELECT generate_series(101, 200)")
+        .await
+        .unwrap();
+    backup("the backup after the rotation");
+
+    // The keys are in the ring Secret only, never in a pod's spec.
+    let ring = Api::<Secret>::namespaced(client.clone(), NS)
+        .get("orders-backup-keyring")
+        .await
+        .unwrap();
+    let ring_files: Vec<String> = ring.data.unwrap_or_default().into_keys().collect();
+    assert_eq!(
+        ring_files,
+        ["current.key", "previous-key-1.key", "ring.version"],
+        "the ring: the new key current, the old one kept"
+    );
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    for member in ["orders-0", "orders-1"] {
+        let set = serde_json::to_string(&sets.get(member).await.unwrap()).unwrap();
+        assert!(
+            set.contains("TOYGRES_BACKUP_ENCRYPTION_KEYRING"),
+            "{member}"
+        );
+        assert!(
+            !set.contains(&old_key) && !set.contains(&new_key),
+            "{member}'s spec holds a key"
+        );
+    }
+    // The rows written under each key are on the primary.
+    assert_eq!(
+        pg.query_one("SELECT count(*), max(v) FROM t", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        200
+    );
+
+    drop(pg);
+    controller.cli_ok(&["delete", "orders"]);
+    all_of_orders_gone(&client).await;
+}

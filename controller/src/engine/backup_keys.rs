@@ -14,6 +14,7 @@ use toygres_common::backup_api::{
     validate_encryption_secret_name, RotateKeyRequest, RotateKeyView,
 };
 use toygres_common::domain::{MemberState, Role};
+use toygres_common::sidecar_api::KEYRING_SYNC_SECS;
 
 use super::{Engine, EngineError};
 use crate::activities::sidecar::sidecar_on;
@@ -69,7 +70,8 @@ impl Engine {
             encryption_secret: Some(new.clone()),
             previous_encryption_secrets: config.previous_encryption_secrets.clone(),
         };
-        self.platform
+        let ring_version = self
+            .platform
             .put_backup_keyring(name, &archive)
             .await
             .map_err(|e| {
@@ -85,7 +87,12 @@ impl Engine {
             );
         }
 
-        // Every member reads the ring again; the primary must (it archives the WAL).
+        // Every member reads the ring again (once it sees the new one, when the platform gives
+        // it to them late); the primary must (it archives the WAL).
+        let timeout = match ring_version {
+            Some(_) => RELOAD_TIMEOUT + Duration::from_secs(KEYRING_SYNC_SECS),
+            None => RELOAD_TIMEOUT,
+        };
         let mut view = RotateKeyView {
             instance: name.to_string(),
             encryption_secret: new,
@@ -101,20 +108,15 @@ impl Engine {
             ) {
                 continue;
             }
-            let reloaded = match sidecar_on(
-                self.platform.as_ref(),
-                name,
-                &member.name,
-                RELOAD_TIMEOUT,
-            )
-            .await
-            {
-                Ok(client) => client
-                    .reload_encryption_keys()
-                    .await
+            let reloaded =
+                match sidecar_on(self.platform.as_ref(), name, &member.name, timeout).await {
+                    Ok(client) => match &ring_version {
+                        Some(version) => client.reload_encryption_keys_at(version).await,
+                        None => client.reload_encryption_keys().await,
+                    }
                     .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
+                    Err(e) => Err(e),
+                };
             // A sidecar started before key rings reads its one key file again: it cannot take
             // the new key until it starts again (on the ring its command now names).
             let reloaded = reloaded.and_then(|keys| {

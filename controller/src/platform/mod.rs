@@ -129,12 +129,14 @@ pub trait Platform: Send + Sync + fmt::Debug {
     /// Gives the instance's members the backup encryption keys `archive` names, as the files of
     /// a key ring: its current key encrypts from now on, its previous keys still decrypt (a
     /// rotation); members read it again when their sidecar is asked to. The keys are copied
-    /// from their store secrets, never passed through here.
+    /// from their store secrets, never passed through here. Returns the ring's version when
+    /// members see the new ring only some time later (a mounted Kubernetes Secret): their
+    /// sidecars read it again once it reads that version; `None` when it is in place at once.
     async fn put_backup_keyring(
         &self,
         instance: &str,
         _archive: &MemberArchive,
-    ) -> Result<(), PlatformError> {
+    ) -> Result<Option<String>, PlatformError> {
         Err(PlatformError::Invalid(format!(
             "this platform cannot rotate the backup encryption key of {instance} yet"
         )))

@@ -5,7 +5,7 @@
 //! that hangs up does not cut a backup short.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::Json;
 use toygres_common::sidecar_api::{
     ActionResponse, ArchiveEnd, BackupKind, BackupList, BackupManifest, BackupRequest,
@@ -152,15 +152,32 @@ pub async fn archive_end(State(state): State<AppState>) -> Result<Json<ArchiveEn
     ))
 }
 
-#[utoipa::path(post, path = "/v1/encryption/reload", tag = "backups", responses((status = 200, description = "The keys the member holds now, by id", body = EncryptionKeys), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 500, description = "The key ring could not be read; the keys stay as they were", body = ErrorBody)), security(("bearer" = [])))]
+/// `POST /v1/encryption/reload`'s query.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+pub struct ReloadQuery {
+    /// Read the key ring again only once its `ring.version` file reads this (a ring its
+    /// platform updates late, like a mounted Kubernetes Secret); waits up to 60 s for it.
+    pub ring_version: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/encryption/reload", tag = "backups", params(ReloadQuery), responses((status = 200, description = "The keys the member holds now, by id", body = EncryptionKeys), (status = 401, description = "Missing or wrong token", body = ErrorBody), (status = 500, description = "The key ring could not be read; the keys stay as they were", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn reload_encryption(
     State(state): State<AppState>,
+    Query(query): Query<ReloadQuery>,
 ) -> Result<Json<EncryptionKeys>, ApiError> {
     let member = state.member.clone();
     Ok(Json(
         detached(async move {
-            // The key ring is read again; `wal-push` and `wal-fetch` get its copy at once.
+            // The key ring is read again (once it is the version asked for); `wal-push` and
+            // `wal-fetch` get its copy at once.
             let fail = |e: anyhow::Error| OpError::Failed(format!("{e:#}"));
+            if let Some(version) = &query.ring_version {
+                let sync =
+                    std::time::Duration::from_secs(toygres_common::sidecar_api::KEYRING_SYNC_SECS);
+                crate::objstore::crypt::wait_for_ring_version(version, sync)
+                    .await
+                    .map_err(fail)?;
+            }
             let keys = crate::objstore::crypt::reload().map_err(fail)?;
             if let Some(archive) = &member.cfg.archive {
                 archive.settings.copy_keys(&member.bins).map_err(fail)?;

@@ -135,6 +135,39 @@ pub fn current() -> Option<Arc<Cipher>> {
         .clone()
 }
 
+/// Waits until this process's key ring's version file
+/// ([`KEYRING_VERSION_FILE`](toygres_common::sidecar_api::KEYRING_VERSION_FILE)) reads
+/// `version`: a ring its platform updates late (a mounted Kubernetes Secret, which the kubelet
+/// refreshes some seconds after it changed) is read again only once it is the ring the
+/// controller wrote. Keys from one file (no ring) have nothing to wait for. Gives up after
+/// `timeout`.
+pub async fn wait_for_ring_version(
+    version: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let dir = match current().map(|c| c.source.clone()) {
+        Some(KeySource::Ring(dir)) => dir,
+        _ => return Ok(()),
+    };
+    let file = dir.join(toygres_common::sidecar_api::KEYRING_VERSION_FILE);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Ok(text) = tokio::fs::read_to_string(&file).await {
+            if text.trim() == version {
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "the key ring {} is not at version {version} after {timeout:?}: its platform has \
+                 not updated it yet",
+                dir.display()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// Writes this process's keys where `wal-push` and `wal-fetch` read them (0600 files owned by
 /// the Postgres OS user): a key file to `copy`, a ring to the directory `ring_copy`; removes
 /// what is left from before and no longer applies.

@@ -462,12 +462,14 @@ pub async fn rw_primary(client: &Client, instance: &str, not: Option<&str>) -> (
     .await
 }
 
-/// A commit the writer saw acknowledged: its id, when, and by the Postgres at which IP.
+/// A commit the writer saw acknowledged: its id, when, by the Postgres at which IP, and when
+/// the writer sent it (the connection it went through ready).
 #[derive(Debug, Clone)]
 pub struct Ack {
     pub id: i32,
     pub at: Instant,
     pub by: String,
+    pub sent: Instant,
 }
 
 /// Inserts consecutive ids into table `kept` through whatever pod `INSTANCE-rw`'s
@@ -501,12 +503,14 @@ pub fn spawn_writer(
                 continue;
             };
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&next];
+            let sent = Instant::now();
             let insert = pg.execute("INSERT INTO kept VALUES ($1)", &params);
             match tokio::time::timeout(Duration::from_secs(2), insert).await {
                 Ok(Ok(_)) => acknowledged.lock().unwrap().push(Ack {
                     id: next,
                     at: Instant::now(),
                     by: by.clone(),
+                    sent,
                 }),
                 _ => conn = None,
             }

@@ -181,8 +181,10 @@ pub struct SidecarSettings {
     /// [`member::STORE_CREDENTIALS_DIR`] (`TOYGRES_STORE_CREDENTIALS_DIR`).
     #[serde(default)]
     pub store_credentials_secret: Option<String>,
-    /// The Secret holding the backup encryption key, mounted read-only at
-    /// [`member::BACKUP_KEY_DIR`] (`TOYGRES_BACKUP_ENCRYPTION_KEY_FILE` names the file).
+    /// The store secret holding the key backups are encrypted with: members mount the
+    /// instance's key ring Secret ([`backup_keyring_secret_name`], made from it and the keys
+    /// it replaced) read-only at [`member::BACKUP_KEYRING_DIR`]
+    /// (`TOYGRES_BACKUP_ENCRYPTION_KEYRING`).
     #[serde(default)]
     pub backup_encryption_secret: Option<String>,
 }
@@ -257,6 +259,11 @@ pub fn ro_service_name(instance: &str) -> String {
 }
 
 /// The Secret holding the instance's credentials: `<instance>-credentials`.
+/// The Secret of an encrypted instance's backup key ring (see `platform::keyring`).
+pub fn backup_keyring_secret_name(instance: &str) -> String {
+    format!("{instance}-backup-keyring")
+}
+
 pub fn credentials_secret_name(instance: &str) -> String {
     format!("{instance}-credentials")
 }

@@ -140,10 +140,11 @@ impl Platform for LocalPlatform {
         &self,
         instance: &str,
         archive: &MemberArchive,
-    ) -> Result<(), PlatformError> {
+    ) -> Result<Option<String>, PlatformError> {
         validate_instance_name(instance)?;
         let _lock = self.lock(instance).await;
-        self.write_keyring(archive, instance)
+        // Written in place: the members see it at once.
+        self.write_keyring(archive, instance).map(|()| None)
     }
 
     async fn delete_store_secret(&self, name: &str) -> Result<(), PlatformError> {

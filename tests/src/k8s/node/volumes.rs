@@ -34,8 +34,17 @@ pub struct PreparedVolume {
     pub generated: bool,
 }
 
-/// Gives `fs_group` read access to every file under `dir` (a generated volume).
+/// Gives `fs_group` read access to every file under `dir` (a generated volume), and `dir`
+/// itself to the group, as a kubelet does: a key the resync adds to the volume later takes
+/// its group from `dir` (see [`write_entries`]) and stays readable.
 pub fn share_with_group(dir: &Path, fs_group: u32) -> anyhow::Result<()> {
+    nix::unistd::chown(dir, None, Some(fs_group.into())).context("chgrp a volume")?;
+    let mode = std::fs::metadata(dir)
+        .context("stat a volume")?
+        .permissions()
+        .mode();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o050))
+        .context("chmod a volume")?;
     for entry in std::fs::read_dir(dir).context("list a volume")? {
         let path = entry.context("read a volume entry")?.path();
         nix::unistd::chown(&path, None, Some(fs_group.into())).context("chgrp a volume file")?;

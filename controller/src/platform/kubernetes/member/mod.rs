@@ -81,9 +81,9 @@ pub const STORE_CREDENTIALS_VOLUME: &str = "store-credentials";
 pub const NOTIFY_CA_DIR: &str = "/etc/toygres/notify-ca";
 /// Its volume's name.
 pub const NOTIFY_CA_VOLUME: &str = "notify-ca";
-/// Where a member mounts the store secret holding its backup encryption key.
-pub const BACKUP_KEY_DIR: &str = "/etc/toygres/backup-encryption";
-/// The volume of the backup encryption key's secret.
+/// Where a member mounts its instance's backup key ring Secret (a key ring directory).
+pub const BACKUP_KEYRING_DIR: &str = "/etc/toygres/backup-keyring";
+/// The volume of the key ring's Secret.
 pub const BACKUP_KEY_VOLUME: &str = "backup-encryption";
 
 /// A volume of the Secret `secret` (a store secret), its files readable by owner and group.
@@ -252,13 +252,10 @@ fn member_pod_spec(
                     .as_ref()
                     .map(|secret| secret_volume(STORE_CREDENTIALS_VOLUME, secret)),
             )
-            .chain(
-                settings
-                    .sidecar
-                    .backup_encryption_secret
-                    .as_ref()
-                    .map(|secret| secret_volume(BACKUP_KEY_VOLUME, secret)),
-            )
+            .chain(settings.sidecar.backup_encryption_secret.as_ref().map(|_| {
+                let ring = super::backup_keyring_secret_name(&settings.instance);
+                secret_volume(BACKUP_KEY_VOLUME, &ring)
+            }))
             .chain(notify_ca_config_map(settings).map(|name| Volume {
                 name: NOTIFY_CA_VOLUME.to_string(),
                 config_map: Some(ConfigMapVolumeSource {
@@ -415,7 +412,7 @@ fn sidecar_container(
                     .sidecar
                     .backup_encryption_secret
                     .as_ref()
-                    .map(|_| volume_mount(BACKUP_KEY_VOLUME, BACKUP_KEY_DIR, true)),
+                    .map(|_| volume_mount(BACKUP_KEY_VOLUME, BACKUP_KEYRING_DIR, true)),
             )
             .collect(),
         ),
@@ -491,11 +488,8 @@ pub fn sidecar_env(
     }
     if sidecar.backup_encryption_secret.is_some() {
         env.push((
-            "TOYGRES_BACKUP_ENCRYPTION_KEY_FILE",
-            format!(
-                "{BACKUP_KEY_DIR}/{}",
-                toygres_common::store_secret_api::ENCRYPTION_KEY_SETTING
-            ),
+            "TOYGRES_BACKUP_ENCRYPTION_KEYRING",
+            BACKUP_KEYRING_DIR.to_string(),
         ));
     }
     if let Some(url) = &sidecar.notify_url {

@@ -224,22 +224,22 @@ fn the_store_secret_is_mounted_read_only_and_named_only_by_its_directory() {
     assert_eq!(env["TOYGRES_ARCHIVE_URL"], "s3://bucket/orders");
     assert!(!env.contains_key("TOYGRES_BACKUP_ENCRYPTION_KEY_FILE"));
 
-    // The encryption key's secret: mounted read-only, its file named, never its value.
+    // The instance's key ring Secret (made from the key's store secret): mounted read-only,
+    // its directory named, never a key's value.
     settings.sidecar.backup_encryption_secret = Some("enc-key".into());
     let set = member_stateful_set(&settings, &standby(1), &fixtures::owner());
     let pod = pod_spec(&set);
     let volume = volume_named(pod, BACKUP_KEY_VOLUME);
     assert_eq!(
         volume.secret.as_ref().unwrap().secret_name.as_deref(),
-        Some("enc-key")
+        Some("orders-backup-keyring")
     );
     let mount = mount_named(&pod.containers[0], BACKUP_KEY_VOLUME);
-    assert_eq!(mount.mount_path, BACKUP_KEY_DIR);
+    assert_eq!(mount.mount_path, BACKUP_KEYRING_DIR);
     assert_eq!(mount.read_only, Some(true));
-    assert_eq!(
-        env_of(&set)["TOYGRES_BACKUP_ENCRYPTION_KEY_FILE"],
-        format!("{BACKUP_KEY_DIR}/TOYGRES_BACKUP_ENCRYPTION_KEY")
-    );
+    let env = env_of(&set);
+    assert_eq!(env["TOYGRES_BACKUP_ENCRYPTION_KEYRING"], BACKUP_KEYRING_DIR);
+    assert!(!env.contains_key("TOYGRES_BACKUP_ENCRYPTION_KEY_FILE"));
 }
 
 #[test]

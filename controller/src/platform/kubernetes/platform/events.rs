@@ -41,37 +41,52 @@ impl InstanceEvent {
 }
 
 impl KubernetesPlatform {
-    /// Publishes `event` with `note` on `instance`'s root ConfigMap.
-    pub(super) async fn record(&self, instance: &str, event: InstanceEvent, note: String) {
-        let (reason, action, type_) = event.reason_and_action();
-        let reference = ObjectReference {
-            api_version: Some("v1".to_string()),
-            kind: Some("ConfigMap".to_string()),
-            name: Some(root_config_map_name(instance)),
-            namespace: Some(self.namespace.clone()),
-            ..ObjectReference::default()
-        };
-        let recorder = Recorder::new(
-            self.client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.to_string(),
-                instance: None,
+    /// Publishes `event` with `note` on `instance`'s root ConfigMap, in the background: an
+    /// Event is an API round trip that nothing the caller does next needs (a failover's fence
+    /// and routing do not wait for it).
+    pub(super) fn record(&self, instance: &str, event: InstanceEvent, note: String) {
+        let client = self.client.clone();
+        let namespace = self.namespace.clone();
+        let instance = instance.to_string();
+        tokio::spawn(async move { publish(client, namespace, &instance, event, note).await });
+    }
+}
+
+async fn publish(
+    client: kube::Client,
+    namespace: String,
+    instance: &str,
+    event: InstanceEvent,
+    note: String,
+) {
+    let (reason, action, type_) = event.reason_and_action();
+    let reference = ObjectReference {
+        api_version: Some("v1".to_string()),
+        kind: Some("ConfigMap".to_string()),
+        name: Some(root_config_map_name(instance)),
+        namespace: Some(namespace),
+        ..ObjectReference::default()
+    };
+    let recorder = Recorder::new(
+        client,
+        Reporter {
+            controller: FIELD_MANAGER.to_string(),
+            instance: None,
+        },
+    );
+    let published = recorder
+        .publish(
+            &Event {
+                type_,
+                reason: reason.to_string(),
+                note: Some(note),
+                action: action.to_string(),
+                secondary: None,
             },
-        );
-        let published = recorder
-            .publish(
-                &Event {
-                    type_,
-                    reason: reason.to_string(),
-                    note: Some(note),
-                    action: action.to_string(),
-                    secondary: None,
-                },
-                &reference,
-            )
-            .await;
-        if let Err(e) = published {
-            tracing::warn!(instance, reason, "write a Kubernetes Event: {e}");
-        }
+            &reference,
+        )
+        .await;
+    if let Err(e) = published {
+        tracing::warn!(instance, reason, "write a Kubernetes Event: {e}");
     }
 }

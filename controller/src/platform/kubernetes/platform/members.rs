@@ -2,13 +2,14 @@
 //! through their pods, killed by scaling to 0 and deleting the pod at once, deleted with or
 //! without their PVC.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::runtime::wait::await_condition;
 use serde_json::json;
 use toygres_common::names::PgAddress;
 
@@ -39,8 +40,13 @@ pub const BOOTSTRAP_ANNOTATION: &str = "toygres.io/bootstrap";
 /// primary's pod, started again, keeps Postgres stopped until it is rejoined as a standby.
 pub const FENCE_ANNOTATION: &str = "toygres.io/fence-token";
 
-/// How often waits look at the cluster again.
-const POLL: Duration = Duration::from_millis(250);
+/// `wait` bounded by `timeout`: `Err` when the time ran out.
+async fn until<T>(
+    timeout: Duration,
+    wait: impl std::future::Future<Output = T>,
+) -> Result<T, tokio::time::error::Elapsed> {
+    tokio::time::timeout(timeout, wait).await
+}
 
 /// The PVC of `member`'s data: `data-<member>-0`.
 pub fn data_claim_name(member: &str) -> String {
@@ -161,6 +167,8 @@ impl KubernetesPlatform {
             ));
         }
         self.apply_instance_objects(&settings, &owner).await?;
+        self.ensure_keyring(&settings, spec.archive.as_ref(), &owner)
+            .await?;
         self.ensure_member_tls(&settings, &owner, &spec.member)
             .await?;
         let existing = self
@@ -197,13 +205,11 @@ impl KubernetesPlatform {
                         spec.member, source.backup_id, source.instance
                     ),
                 };
-                self.record(&spec.instance, InstanceEvent::MemberCreated, note)
-                    .await;
+                self.record(&spec.instance, InstanceEvent::MemberCreated, note);
             }
             Some(_) if was_stopped => {
                 let note = format!("member {} started again after it was stopped", spec.member);
-                self.record(&spec.instance, InstanceEvent::MemberStarted, note)
-                    .await;
+                self.record(&spec.instance, InstanceEvent::MemberStarted, note);
             }
             Some(_) => {}
         }
@@ -221,40 +227,49 @@ impl KubernetesPlatform {
         })
     }
 
-    /// Waits until `member`'s pod has an IP.
+    /// Waits until `member`'s pod has an IP, watching it (no polling).
     async fn wait_pod_address(&self, member: &str) -> anyhow::Result<MemberAddress> {
         let pods = self.api::<Pod>();
         let name = member_pod_name(member);
-        let deadline = Instant::now() + self.config.pod_start_timeout;
-        loop {
-            let pod = pods
-                .get_opt(&name)
-                .await
-                .with_context(|| format!("read Pod {}/{name}", self.namespace))?;
-            if let Some(address) = pod.as_ref().and_then(pod_address) {
-                return Ok(address);
+        let has_ip = |pod: Option<&Pod>| pod.and_then(pod_address).is_some();
+        let timeout = self.config.pod_start_timeout;
+        match until(timeout, await_condition(pods.clone(), &name, has_ip)).await {
+            Ok(Ok(pod)) => {
+                if let Some(address) = pod.as_ref().and_then(pod_address) {
+                    return Ok(address);
+                }
             }
-            if Instant::now() >= deadline {
-                let status = pod
-                    .and_then(|p| p.status)
-                    .map(|s| {
-                        let conditions: Vec<String> = s
-                            .conditions
-                            .unwrap_or_default()
-                            .into_iter()
-                            .filter_map(|c| c.message.map(|m| format!("{}: {m}", c.type_)))
-                            .collect();
-                        format!("phase {:?} {}", s.phase, conditions.join("; "))
-                    })
-                    .unwrap_or_else(|| "no pod".into());
-                anyhow::bail!(
-                    "pod {}/{name} got no IP within {:?} ({status})",
-                    self.namespace,
-                    self.config.pod_start_timeout
-                );
+            Ok(Err(e)) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("watch Pod {}/{name}", self.namespace))
+                )
             }
-            tokio::time::sleep(POLL).await;
+            // Out of time: the pod as it is now says why.
+            Err(_) => {}
         }
+        let pod = pods
+            .get_opt(&name)
+            .await
+            .with_context(|| format!("read Pod {}/{name}", self.namespace))?;
+        if let Some(address) = pod.as_ref().and_then(pod_address) {
+            return Ok(address);
+        }
+        let status = pod
+            .and_then(|p| p.status)
+            .map(|s| {
+                let conditions: Vec<String> = s
+                    .conditions
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|c| c.message.map(|m| format!("{}: {m}", c.type_)))
+                    .collect();
+                format!("phase {:?} {}", s.phase, conditions.join("; "))
+            })
+            .unwrap_or_else(|| "no pod".into());
+        anyhow::bail!(
+            "pod {}/{name} got no IP within {timeout:?} ({status})",
+            self.namespace,
+        );
     }
 
     pub(super) async fn address_of(
@@ -361,19 +376,18 @@ impl KubernetesPlatform {
         // Deleted once the StatefulSet controller has seen the new count, so it does not start
         // the pod again; after a short wait, deleted anyway (a late restart is scaled away).
         let generation = scaled.metadata.generation;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            let observed = sets
-                .get_opt(member)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|s| s.status)
-                .and_then(|s| s.observed_generation);
-            if observed >= generation {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let observed = move |set: Option<&StatefulSet>| {
+            set.and_then(|s| s.status.as_ref())
+                .and_then(|s| s.observed_generation)
+                >= generation
+        };
+        if let Ok(Err(e)) = until(
+            Duration::from_secs(5),
+            await_condition(sets, member, observed),
+        )
+        .await
+        {
+            tracing::debug!(member, "watch StatefulSet {member}: {e}");
         }
         self.delete_if_present::<Pod>(
             &member_pod_name(member),
@@ -389,8 +403,7 @@ impl KubernetesPlatform {
             "killed the member's pod (kept at 0 replicas)"
         );
         let note = format!("member {member} killed: its pod deleted at once, kept at 0 replicas");
-        self.record(instance, InstanceEvent::MemberFenced, note)
-            .await;
+        self.record(instance, InstanceEvent::MemberFenced, note);
         Ok(())
     }
 
@@ -415,20 +428,13 @@ impl KubernetesPlatform {
         self.delete_if_present::<Pod>(&pod, &DeleteParams::default())
             .await?;
         let grace = crate::platform::kubernetes::member::TERMINATION_GRACE_SECS;
-        let deadline = Instant::now() + Duration::from_secs(grace.unsigned_abs() + 30);
-        let pods = self.api::<Pod>();
-        loop {
-            let present = pods
-                .get_opt(&pod)
-                .await
-                .with_context(|| format!("read Pod {pod}"))?;
-            if present.is_none() {
-                break;
+        let bound = Duration::from_secs(grace.unsigned_abs() + 30);
+        let gone = |pod: Option<&Pod>| pod.is_none();
+        match until(bound, await_condition(self.api::<Pod>(), &pod, gone)).await {
+            Ok(watched) => {
+                watched.with_context(|| format!("watch Pod {pod}"))?;
             }
-            if Instant::now() >= deadline {
-                return Err(anyhow::anyhow!("pod {pod} is still terminating").into());
-            }
-            tokio::time::sleep(POLL).await;
+            Err(_) => return Err(anyhow::anyhow!("pod {pod} is still terminating").into()),
         }
         if keep_data {
             tracing::info!(instance, member, "deleted the member, keeping its PVC");
@@ -453,8 +459,7 @@ impl KubernetesPlatform {
             "member {member} deleted{}",
             if keep_data { ", its PVC kept" } else { "" }
         );
-        self.record(instance, InstanceEvent::MemberDeleted, note)
-            .await;
+        self.record(instance, InstanceEvent::MemberDeleted, note);
         Ok(())
     }
 }

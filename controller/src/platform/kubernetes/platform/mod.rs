@@ -41,6 +41,7 @@ use super::{
 use crate::platform::{MemberArchive, PlatformError};
 
 mod events;
+mod keyring;
 mod members;
 mod platform_api;
 mod routing;

@@ -10,7 +10,9 @@ use toygres_common::names::validate_instance_name;
 use super::{classify, KubernetesPlatform, FIELD_MANAGER};
 use crate::platform::kubernetes::credentials::{instance_secret, InstanceCredentials};
 use crate::platform::kubernetes::tls::ca_secret_name;
-use crate::platform::kubernetes::{credentials_secret_name, root_config_map_name};
+use crate::platform::kubernetes::{
+    backup_keyring_secret_name, credentials_secret_name, root_config_map_name,
+};
 use crate::platform::{
     EndpointRoutes, Endpoints, MemberAddress, MemberHandle, MemberInfo, MemberSpec, Platform,
     PlatformError, SecretRef, SecretRefs, SecretValue,
@@ -78,9 +80,27 @@ impl Platform for KubernetesPlatform {
         self.delete_store_secret_object(name).await
     }
 
+    /// The ring is the instance's key ring Secret, which its members mount: the kubelet
+    /// refreshes it in the pods some seconds later, so its version is returned for the sidecars
+    /// to wait for.
+    async fn put_backup_keyring(
+        &self,
+        instance: &str,
+        archive: &crate::platform::MemberArchive,
+    ) -> Result<Option<String>, PlatformError> {
+        validate_instance_name(instance)?;
+        let settings = self.settings(instance, Some(archive));
+        let owner = self.ensure_root(&settings).await?;
+        self.put_keyring(&settings, archive, &owner).await
+    }
+
     async fn delete_instance_secrets(&self, instance: &str) -> Result<(), PlatformError> {
         validate_instance_name(instance)?;
-        for secret in [credentials_secret_name(instance), ca_secret_name(instance)] {
+        for secret in [
+            credentials_secret_name(instance),
+            ca_secret_name(instance),
+            backup_keyring_secret_name(instance),
+        ] {
             self.delete_if_present::<Secret>(&secret, &DeleteParams::default())
                 .await?;
         }

@@ -146,18 +146,34 @@ impl KubernetesPlatform {
     ) -> Result<(), PlatformError> {
         for member in routes.rw.iter().chain(&routes.ro) {
             validate_member_of(instance, member)?;
-            self.api::<StatefulSet>()
-                .get(member)
-                .await
-                .map_err(|e| classify(e, "member", member, format!("read StatefulSet {member}")))?;
         }
         let _lock = self.lock(instance).await;
-        self.record_routes(instance, routes).await?;
-        let pods = self
-            .api::<Pod>()
-            .list(&ListParams::default().labels(&member_pods_selector(instance)))
-            .await
-            .with_context(|| format!("list the pods of instance {instance}"))?;
+        // The members' StatefulSets (each routed member must have one) and pods in one round
+        // trip: two lists at once, not a read per member and then a list.
+        let params = ListParams::default().labels(&member_pods_selector(instance));
+        let (sets, pods) = tokio::try_join!(
+            async {
+                self.api::<StatefulSet>()
+                    .list(&params)
+                    .await
+                    .with_context(|| format!("list the StatefulSets of instance {instance}"))
+            },
+            async {
+                self.api::<Pod>()
+                    .list(&params)
+                    .await
+                    .with_context(|| format!("list the pods of instance {instance}"))
+            },
+        )?;
+        for member in routes.rw.iter().chain(&routes.ro) {
+            if !sets
+                .items
+                .iter()
+                .any(|set| set.metadata.name.as_deref() == Some(member.as_str()))
+            {
+                return Err(PlatformError::not_found("member", member.clone()));
+            }
+        }
         let roles: BTreeMap<String, PodRoles> = pods
             .items
             .iter()
@@ -182,12 +198,17 @@ impl KubernetesPlatform {
         if ro_leads_to == RoleLabel::Primary {
             self.point_ro_service(instance, ro_leads_to).await?;
         }
-        for pod in removals {
-            self.label_pod(&pod, None).await?;
-        }
-        for (pod, role) in additions {
-            self.label_pod(&pod, Some(role)).await?;
-        }
+        // The routes are recorded while the old roles go (the relabeler reads them under the
+        // same lock), then the new roles come, each pass's patches at once.
+        let removed =
+            futures::future::try_join_all(removals.iter().map(|pod| self.label_pod(pod, None)));
+        tokio::try_join!(self.record_routes(instance, routes), removed)?;
+        futures::future::try_join_all(
+            additions
+                .iter()
+                .map(|(pod, role)| self.label_pod(pod, Some(*role))),
+        )
+        .await?;
         if ro_leads_to != RoleLabel::Primary {
             self.point_ro_service(instance, ro_leads_to).await?;
         }
@@ -196,13 +217,11 @@ impl KubernetesPlatform {
             match &new_primary {
                 Some(pod) => {
                     let note = format!("the rw Service leads to pod {pod} (was {was})");
-                    self.record(instance, InstanceEvent::PrimaryChanged, note)
-                        .await;
+                    self.record(instance, InstanceEvent::PrimaryChanged, note);
                 }
                 None => {
                     let note = format!("the rw Service leads nowhere (was pod {was})");
-                    self.record(instance, InstanceEvent::PrimaryUnrouted, note)
-                        .await;
+                    self.record(instance, InstanceEvent::PrimaryUnrouted, note);
                 }
             }
         }
