@@ -4,7 +4,7 @@
 //! This store wraps the real one: a dispatcher that finds no work waits until this process
 //! queues some (a started orchestration, a finished activity, a scheduled activity), until the
 //! next timer it knows of is due (each due time wakes the one dispatcher that claimed it), or
-//! at most `max_wait` (250 ms in the controller), the safety net for work it cannot see coming
+//! at most `max_wait` (1 s in the controller), the safety net for work it cannot see coming
 //! (a lock that expired after a crash, another process's queueing). Work is thus picked up as
 //! soon as it exists instead of at the next poll, and an idle dispatcher asks the database
 //! only a few times a second.
@@ -156,15 +156,12 @@ impl WakingStore {
             let mut notified: Pin<Box<Notified<'_>>> = Box::pin(notified);
             notified.as_mut().enable();
             let fetched_ms = now_ms();
+            // Work found is not passed on to another dispatcher: each queued message woke one
+            // (or left a permit), and a dispatcher fetches again as soon as its work is done,
+            // so a backlog is drained without empty fetches (one per found item, before).
             match fetch().await {
                 Ok(None) => {}
-                found => {
-                    // The wake-up this dispatcher may have taken could have been meant for other
-                    // work: pass one on, so another dispatcher looks for more (a backlog drains
-                    // in parallel, and no queued work waits for the safety net).
-                    wake.notify.notify_one();
-                    return found;
-                }
+                found => return found,
             }
             // Wait for work queued now, the due time claimed, or the deadline; a new or
             // handed-back due time makes the wait be chosen again.
