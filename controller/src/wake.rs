@@ -161,7 +161,13 @@ impl WakingStore {
             // so a backlog is drained without empty fetches (one per found item, before).
             match fetch().await {
                 Ok(None) => {}
-                found => return found,
+                Ok(found) => return Ok(found),
+                Err(e) => {
+                    // This dispatcher now backs off (up to seconds): the wake-up it may have
+                    // taken goes to another one.
+                    wake.notify.notify_one();
+                    return Err(e);
+                }
             }
             // Wait for work queued now, the due time claimed, or the deadline; a new or
             // handed-back due time makes the wait be chosen again.
