@@ -76,7 +76,7 @@ pub struct ControllerArgs {
     pub supervise_interval_ms: u64,
 
     /// Least milliseconds between two fetches of a dispatcher that found no work (idle
-    /// dispatchers wait for wake-ups from this process, and look anyway every 250 ms)
+    /// dispatchers wait for wake-ups from this process, and look anyway every second)
     #[arg(long, env = "TOYGRES_POLL_INTERVAL_MS", value_name = "MS", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub poll_interval_ms: u64,

@@ -3,10 +3,11 @@
 //! interval, which with a 20 ms interval is a thousand queries a second on an idle controller.
 //! This store wraps the real one: a dispatcher that finds no work waits until this process
 //! queues some (a started orchestration, a finished activity, a scheduled activity), until the
-//! next timer it knows of is due, or at most `max_wait` (250 ms in the controller), the safety
-//! net for work it cannot see coming (a lock that expired after a crash, another process's
-//! queueing). Work is thus picked up as soon as it exists instead of at the next poll, and an
-//! idle dispatcher asks the database only a few times a second.
+//! next timer it knows of is due (each due time wakes the one dispatcher that claimed it), or
+//! at most `max_wait` (1 s in the controller), the safety net for work it cannot see coming
+//! (a lock that expired after a crash, another process's queueing). Work is thus picked up as
+//! soon as it exists instead of at the next poll, and an idle dispatcher asks the database
+//! only a few times a second.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -23,42 +24,68 @@ use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 /// One queue's wake-ups: a notification for work queued now, and the times of work queued for
-/// later (timers, delayed retries).
+/// later (timers, delayed retries). An idle dispatcher *claims* the next due time it waits for,
+/// so one dispatcher wakes for each, not all of them (with every idle dispatcher waking at every
+/// timer, most of the CMS's fetches in a large fleet found nothing).
 #[derive(Default)]
 struct Wake {
     notify: Notify,
+    /// A due time was added or handed back: idle dispatchers look again at what to wait for
+    /// (in this process only: no query).
+    reschedule: Notify,
     due_ms: Mutex<BinaryHeap<Reverse<u64>>>,
 }
 
 impl Wake {
-    /// Work was queued, visible at `due_ms` (`None`: now). One waiting dispatcher looks: one
-    /// per item, not all of them (a busy dispatcher fetches again anyway as soon as it is
-    /// done); for later work, it looks again at how long to wait.
+    /// Work was queued, visible at `due_ms` (`None` or past: now). Work visible now wakes one
+    /// waiting dispatcher (not all of them: a busy dispatcher fetches again anyway as soon as it
+    /// is done); work for later is a due time for an idle dispatcher to claim.
     fn queued(&self, due_ms: Option<u64>) {
-        if let (Some(t), Ok(mut due)) = (due_ms, self.due_ms.lock()) {
-            due.push(Reverse(t));
+        match due_ms {
+            Some(t) if t > now_ms() => {
+                if let Ok(mut due) = self.due_ms.lock() {
+                    due.push(Reverse(t));
+                }
+                self.reschedule.notify_waiters();
+            }
+            _ => self.notify.notify_one(),
         }
-        self.notify.notify_one();
     }
 
-    /// How long to wait after a fetch that began at `fetched_ms` found nothing: until the next
-    /// due time after it, at most `cap`. Due times up to `fetched_ms` were visible to that fetch
-    /// and are dropped.
-    fn wait_for(&self, fetched_ms: u64, cap: Duration) -> Duration {
-        let next = match self.due_ms.lock() {
-            Ok(mut due) => {
-                while due.peek().is_some_and(|Reverse(t)| *t <= fetched_ms) {
-                    due.pop();
-                }
-                due.peek().map(|Reverse(t)| *t)
-            }
-            Err(_) => None,
+    /// How long to wait after a fetch that began at `fetched_ms` found nothing, and the due
+    /// time claimed for it: the next due time after the fetch (taken out, so no other
+    /// dispatcher waits for it), or `cap` (nothing claimed) when there is none within `cap`.
+    /// `held` (a time claimed before and not reached) goes back first. Due times up to
+    /// `fetched_ms` were visible to that fetch and are dropped.
+    fn claim(&self, fetched_ms: u64, cap: Duration, held: Option<u64>) -> (Duration, Option<u64>) {
+        let Ok(mut due) = self.due_ms.lock() else {
+            return (cap, None);
         };
-        match next {
-            // One millisecond past it: the store compares with its own reading of the clock.
-            Some(t) => Duration::from_millis(t.saturating_sub(now_ms()) + 1).min(cap),
-            None => cap,
+        if let Some(t) = held {
+            due.push(Reverse(t));
         }
+        while due.peek().is_some_and(|Reverse(t)| *t <= fetched_ms) {
+            due.pop();
+        }
+        let now = now_ms();
+        match due.peek().map(|Reverse(t)| *t) {
+            // One millisecond past it: the store compares with its own reading of the clock.
+            Some(t) if Duration::from_millis(t.saturating_sub(now) + 1) <= cap => {
+                due.pop();
+                (Duration::from_millis(t.saturating_sub(now) + 1), Some(t))
+            }
+            _ => (cap, None),
+        }
+    }
+
+    /// A claimed due time not waited for after all (the dispatcher found work first): back for
+    /// another idle dispatcher.
+    fn hand_back(&self, held: Option<u64>) {
+        let Some(t) = held else { return };
+        if let Ok(mut due) = self.due_ms.lock() {
+            due.push(Reverse(t));
+        }
+        self.reschedule.notify_waiters();
     }
 }
 
@@ -129,22 +156,42 @@ impl WakingStore {
             let mut notified: Pin<Box<Notified<'_>>> = Box::pin(notified);
             notified.as_mut().enable();
             let fetched_ms = now_ms();
+            // Work found is not passed on to another dispatcher: each queued message woke one
+            // (or left a permit), and a dispatcher fetches again as soon as its work is done,
+            // so a backlog is drained without empty fetches (one per found item, before).
             match fetch().await {
                 Ok(None) => {}
-                found => {
-                    // The wake-up this dispatcher may have taken could have been meant for other
-                    // work: pass one on, so another dispatcher looks for more (a backlog drains
-                    // in parallel, and no queued work waits for the safety net).
+                Ok(found) => return Ok(found),
+                Err(e) => {
+                    // This dispatcher now backs off (up to seconds): the wake-up it may have
+                    // taken goes to another one.
                     wake.notify.notify_one();
-                    return found;
+                    return Err(e);
                 }
             }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                return Ok(None);
+            // Wait for work queued now, the due time claimed, or the deadline; a new or
+            // handed-back due time makes the wait be chosen again.
+            let mut held = None;
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    wake.hand_back(held);
+                    return Ok(None);
+                }
+                let rescheduled = wake.reschedule.notified();
+                let mut rescheduled = Box::pin(rescheduled);
+                rescheduled.as_mut().enable();
+                let wait;
+                (wait, held) = wake.claim(fetched_ms, left, held.take());
+                tokio::select! {
+                    () = notified.as_mut() => {
+                        wake.hand_back(held);
+                        break;
+                    }
+                    () = rescheduled => {}
+                    () = tokio::time::sleep(wait) => break,
+                }
             }
-            let wait = wake.wait_for(fetched_ms, left);
-            let _ = tokio::time::timeout(wait, notified).await;
         }
     }
 }
@@ -201,8 +248,8 @@ impl Provider for WakingStore {
         for due in messages {
             self.orchestrations.queued(due);
         }
-        // The instance is unlocked: messages that reached it while it was locked can be fetched.
-        self.orchestrations.queued(None);
+        // Messages that reached the instance while it was locked need no wake-up: duroxide's
+        // dispatcher fetches again as soon as its turn is acknowledged.
         Ok(())
     }
 
@@ -379,28 +426,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_idle_wait_ends_at_the_next_due_time_and_forgets_past_ones() {
+    fn an_idle_wait_claims_the_next_due_time_and_forgets_past_ones() {
         let wake = Wake::default();
         let cap = Duration::from_secs(60);
-        assert_eq!(wake.wait_for(now_ms(), cap), cap);
+        assert_eq!(wake.claim(now_ms(), cap, None), (cap, None));
         // A due time the last fetch could already see is dropped: it waits the cap.
         let fetched = now_ms();
-        wake.queued(Some(fetched - 5));
-        wake.queued(Some(fetched));
-        assert_eq!(wake.wait_for(fetched, cap), cap);
+        wake.due_ms.lock().unwrap().push(Reverse(fetched - 5));
+        wake.due_ms.lock().unwrap().push(Reverse(fetched));
+        assert_eq!(wake.claim(fetched, cap, None), (cap, None));
         assert!(wake.due_ms.lock().unwrap().is_empty());
-        // A later one bounds the wait, and stays until a fetch after it.
+        // A later one bounds the wait and is claimed: a second waiter does not wait for it.
         wake.queued(Some(fetched + 30_000));
-        let wait = wake.wait_for(fetched, cap);
+        let (wait, held) = wake.claim(fetched, cap, None);
         assert!(
             wait <= Duration::from_millis(30_001) && wait > Duration::from_secs(20),
             "{wait:?}"
         );
+        assert_eq!(held, Some(fetched + 30_000));
+        assert_eq!(wake.claim(fetched, cap, None), (cap, None));
+        // Handed back (its waiter found work first), the next waiter claims it.
+        wake.hand_back(held);
+        assert_eq!(wake.claim(fetched, cap, None).1, held);
+        // Held and claimed again when the wait is chosen anew; an earlier one comes first.
+        wake.queued(Some(fetched + 10_000));
+        assert_eq!(wake.claim(fetched, cap, held).1, Some(fetched + 10_000));
         assert_eq!(wake.due_ms.lock().unwrap().len(), 1);
-        assert_eq!(wake.wait_for(fetched + 30_000, cap), cap);
-        // Never longer than the cap.
-        wake.queued(Some(now_ms() + 120_000));
-        assert_eq!(wake.wait_for(now_ms(), cap), cap);
+        // Never longer than the cap, and nothing beyond it is claimed.
+        let far = now_ms() + 120_000;
+        wake.due_ms.lock().unwrap().clear();
+        wake.queued(Some(far));
+        assert_eq!(wake.claim(now_ms(), cap, None), (cap, None));
+        assert_eq!(wake.due_ms.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn work_due_now_wakes_a_fetch_and_work_due_later_does_not() {
+        let wake = Wake::default();
+        wake.queued(Some(now_ms() + 60_000));
+        assert!(tokio_test_ready(&wake.notify).is_none());
+        wake.queued(Some(now_ms().saturating_sub(1)));
+        assert!(tokio_test_ready(&wake.notify).is_some());
+        wake.queued(None);
+        assert!(tokio_test_ready(&wake.notify).is_some());
+    }
+
+    /// Whether a permit is stored in `notify` (taking it).
+    fn tokio_test_ready(notify: &Notify) -> Option<()> {
+        use std::future::Future as _;
+        let mut notified = Box::pin(notify.notified());
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        match notified.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(()) => Some(()),
+            std::task::Poll::Pending => None,
+        }
     }
 
     #[tokio::test]

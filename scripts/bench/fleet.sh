@@ -22,7 +22,9 @@
 # HEALTH_INTERVAL_MS (1000), SETTLE (15 s), SAMPLE_SECONDS (60), SAMPLE_EVERY (5 s),
 # CONCURRENCY (20; 4 for local), FAST_PATH (true/false: the controller's --health-fast-path;
 # unset: not passed), FAILOVERS (1; 0: skip), TOYGRES_BIN and SIDECAR_BIN (default: target/debug, never
-# built here), PG_BIN, KEEP=1, TIMEOUT (600 s for all creates).
+# built here), PG_BIN, KEEP=1, TIMEOUT (600 s for all creates), STATEMENTS (0; 1: load
+# pg_stat_statements into the run's CMS — bench only, the product's CMS does not — and print its
+# TOP_STATEMENTS (25) statements of the window by total time, with calls/s and share of time).
 set -eEuo pipefail
 
 SIZES=${SIZES:-20 100 500}
@@ -35,6 +37,8 @@ SAMPLE_SECONDS=${SAMPLE_SECONDS:-60}
 SAMPLE_EVERY=${SAMPLE_EVERY:-5}
 TIMEOUT=${TIMEOUT:-600}
 FAILOVERS=${FAILOVERS:-1}
+STATEMENTS=${STATEMENTS:-0}
+TOP_STATEMENTS=${TOP_STATEMENTS:-25}
 LOG_TAG=fleet-bench
 # shellcheck source=scripts/bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -89,24 +93,75 @@ start_run() {
     fi
     free_port CTL_PORT
     LOGS+=("$ROOT/controller-$tag.log")
+    start_controller "$tag" "${platform_args[@]}"
+    if [[ $STATEMENTS == 1 ]]; then
+        # The first start made the CMS cluster; load pg_stat_statements into it (a restart).
+        stop_controller
+        printf "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.max = 2000\n" \
+            >>"$HOME_DIR/cms/data/postgresql.conf"
+        start_controller "$tag" "${platform_args[@]}"
+        cms_psql -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+    fi
+}
+
+# start_controller TAG [platform args…]
+start_controller() {
+    local tag=$1
+    shift
     "${TG[@]}" controller --listen "127.0.0.1:$CTL_PORT" --health-interval-ms "$HEALTH_INTERVAL_MS" \
-        --sidecar-bin "$SIDECAR_BIN" --pg-bin-dir "$PG_BIN" "${platform_args[@]}" \
+        --sidecar-bin "$SIDECAR_BIN" --pg-bin-dir "$PG_BIN" "$@" \
         ${FAST_PATH:+--health-fast-path "$FAST_PATH"} \
-        </dev/null >"$ROOT/controller-$tag.log" 2>&1 &
+        </dev/null >>"$ROOT/controller-$tag.log" 2>&1 &
     CTL_PID=$!
     PIDS+=("$CTL_PID")
     wait_for "$CTL_PID" "the controller's /healthz" \
         controller_get "$HOME_DIR" "$CTL_PORT" /healthz --max-time 2 -o /dev/null
 }
 
-# Stops the controller (it stops its CMS), the double, and whatever still runs from the home.
-stop_run() {
+stop_controller() {
     if [[ -n $CTL_PID ]]; then
         stop_pid "$CTL_PID" TERM 60
         wait "$CTL_PID" 2>/dev/null || true
         forget_pid "$CTL_PID"
         CTL_PID=""
     fi
+}
+
+# psql on the run's CMS database, as its superuser over the Unix socket (trusted locally).
+cms_psql() {
+    "$PSQL" -X -q -v ON_ERROR_STOP=1 -h "$HOME_DIR/cms/run" -p "$(cat "$HOME_DIR/cms/port")" \
+        -U postgres -d toygres "$@"
+}
+
+# statements SIZE SECONDS: the window's top statements (pg_stat_statements, reset at its start).
+statements() {
+    local n=$1 dt=$2
+    {
+        echo
+        echo "Top $TOP_STATEMENTS CMS statements, n=$n, ${dt} s window (total time share of all statements):"
+        echo
+        echo "| # | calls/s | total ms/s | share % | mean ms | rows/call | statement |"
+        echo "|---|---|---|---|---|---|---|"
+        cms_psql -At -F '|' -v top="$TOP_STATEMENTS" -v dt="$dt" <<'SQL'
+WITH s AS (SELECT query, calls, total_exec_time AS t, rows FROM pg_stat_statements),
+     tot AS (SELECT sum(t) AS t FROM s)
+SELECT '', row_number() OVER (ORDER BY s.t DESC),
+       round(calls / :dt, 1), round((s.t / :dt)::numeric, 1),
+       round((100 * s.t / nullif(tot.t, 0))::numeric, 1), round((s.t / nullif(calls, 0))::numeric, 3),
+       round(rows::numeric / nullif(calls, 0), 1),
+       left(regexp_replace(query, '\s+', ' ', 'g'), 160), ''
+FROM s, tot ORDER BY s.t DESC LIMIT :top
+SQL
+        cms_psql -At -v dt="$dt" <<'SQL'
+SELECT 'all statements: ' || round(sum(calls) / :dt, 1) || ' calls/s, '
+       || round((sum(total_exec_time) / :dt)::numeric, 1) || ' ms/s' FROM pg_stat_statements
+SQL
+    } | tee -a "$ROOT/statements.md" >&2
+}
+
+# Stops the controller (it stops its CMS), the double, and whatever still runs from the home.
+stop_run() {
+    stop_controller
     if [[ -n $FLEET_PID ]]; then
         stop_pid "$FLEET_PID" TERM 10
         wait "$FLEET_PID" 2>/dev/null || true
@@ -179,6 +234,7 @@ measure() {
     log "n=$n: sampling ${SAMPLE_SECONDS}s: controller $CTL_PID, CMS $pm, ${#members[@]} member processes"
     t0=$(now) c0=$(cpu_ticks "$CTL_PID") m0=$(cms_ticks "$pm") s0=$(ticks_of "${members[@]}")
     h0=$(health_checks) rss0=$(rss_kb "$CTL_PID")
+    [[ $STATEMENTS != 1 ]] || cms_psql -c "SELECT pg_stat_statements_reset()" >/dev/null
     for ((i = 0; i < SAMPLE_SECONDS / SAMPLE_EVERY; i++)); do
         sleep "$SAMPLE_EVERY"
         pid_alive "$CTL_PID" || die "the controller exited"
@@ -190,6 +246,7 @@ measure() {
     c1=$(cpu_ticks "$CTL_PID") m1=$(cms_ticks "$pm") s1=$(ticks_of "${members[@]}")
     h1=$(health_checks)
     dt=$(elapsed "$t0" "$(now)")
+    [[ $STATEMENTS != 1 ]] || statements "$n" "$dt"
     record "n${n}_ctl_cpu" "$(pct $((c1 - c0)) "$dt")"
     record "n${n}_cms_cpu" "$(pct $((m1 - m0)) "$dt")"
     record "n${n}_both_cpu" "$(pct $((c1 - c0 + m1 - m0)) "$dt")"

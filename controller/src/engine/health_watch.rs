@@ -223,7 +223,7 @@ async fn check(
             };
             match previous {
                 Some(mut w) => {
-                    settings_changed = w.view != view;
+                    settings_changed = settings_differ(&w.view, &view);
                     w.view = view;
                     w.view_read = Instant::now();
                     w
@@ -310,6 +310,18 @@ async fn check(
     (Some(watched), write)
 }
 
+/// Whether the instance's settings or members differ between two reads of its view. The quiet
+/// interval is no setting: every read draws it afresh (jittered), so comparing it woke every
+/// quiet actor at every view refresh — a full durable round per instance every
+/// [`VIEW_REFRESH`], the larger part of the CMS's work in a quiet fleet.
+fn settings_differ(before: &ActorView, now: &ActorView) -> bool {
+    let settings = |view: &ActorView| ActorView {
+        quiet_interval_ms: None,
+        ..view.clone()
+    };
+    settings(before) != settings(now)
+}
+
 fn digest_of(state: &ActorState, probes: &[ProbeResult], health: InstanceHealth) -> Digest {
     let members = probes
         .iter()
@@ -331,4 +343,36 @@ fn digest_of(state: &ActorState, probes: &[ProbeResult], health: InstanceHealth)
         })
         .collect();
     Digest { health, members }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn view(quiet_interval_ms: Option<u64>) -> ActorView {
+        let mut view: ActorView = serde_json::from_value(serde_json::json!({
+            "members": ["db-1", "db-2"],
+            "primary": "db-1",
+            "replication_mode": "async",
+            "ha": {},
+            "rejoining": [],
+        }))
+        .unwrap();
+        view.quiet_interval_ms = quiet_interval_ms;
+        view
+    }
+
+    #[test]
+    fn a_new_draw_of_the_quiet_interval_is_no_settings_change() {
+        assert!(!settings_differ(&view(Some(30_000)), &view(Some(36_123))));
+        assert!(!settings_differ(&view(None), &view(Some(30_000))));
+        let mut other = view(Some(30_000));
+        other.members.push("db-3".into());
+        assert!(settings_differ(&view(Some(30_000)), &other));
+        let mut other = view(Some(30_000));
+        other.ha.failover_enabled = !other.ha.failover_enabled;
+        assert!(settings_differ(&view(Some(30_000)), &other));
+    }
 }
