@@ -661,6 +661,9 @@ async fn bench_failover_and_switchover() {
         "BENCH rejoins={rejoins} (one per failover and switchover: {})",
         trials + switchovers
     );
+    if let Some(dir) = std::env::var_os("BENCH_LOG_DIR") {
+        home.save_logs(std::path::Path::new(&dir));
+    }
     let acks = writer.stop().await;
     let client = connect(&rw, &password).await;
     let present: std::collections::BTreeSet<i64> = client

@@ -74,6 +74,10 @@ pub async fn look_after_primary(
         return rejoin_former_primaries(ctx, input, state, &view).await;
     }
     state.primary_failures = state.primary_failures.saturating_add(1);
+    ctx.trace_info(format!(
+        "the primary {primary} failed check {} of {} in the health round",
+        state.primary_failures, view.ha.failure_threshold
+    ));
     // Its sidecar answered (Postgres down, or refusing new connections): the controller is
     // not the one cut off.
     let answered = probe.is_some_and(|p| p.role.is_some());
@@ -174,6 +178,15 @@ async fn confirm_down(
             Err(_) => (false, false),
         };
         state.primary_failures = state.primary_failures.saturating_add(1);
+        ctx.trace_info(format!(
+            "the primary {primary} failed check {} of {}{}",
+            state.primary_failures,
+            view.ha.failure_threshold,
+            match &probe {
+                Ok(p) => format!(" ({:.0} ms)", p.latency_ms),
+                Err(e) => format!(": {e}"),
+            }
+        ));
         if state.primary_failures >= view.ha.failure_threshold {
             return decide_failover(ctx, input, state, view, primary, answered, surveys).await;
         }
