@@ -130,7 +130,7 @@ impl Member {
             PROMOTE_TIMEOUT,
             || async {
                 let look = looks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if look > 0 && look % PROMOTE_NUDGE_EVERY == 0 {
+                if look > 0 && look.is_multiple_of(PROMOTE_NUDGE_EVERY) {
                     if let Err(e) = client.execute("SELECT pg_reload_conf()", &[]).await {
                         return Attempt::GiveUp(format!("wake the promotion: {e}"));
                     }
