@@ -171,6 +171,16 @@ async fn sync_mode_switchover_and_ten_kill_failovers_lose_no_acknowledged_commit
         .filter(|e| e.kind == "failover-automatic")
         .collect();
     assert_eq!(handovers.len(), 10, "{handovers:?}");
+    // Only the old primaries rejoined (one per change of primary): the standby left behind by
+    // each failover followed the new primary as it was, without a rewind or a re-clone.
+    let rejoined: Vec<_> = events(&api, "ha")
+        .await
+        .events
+        .into_iter()
+        .filter(|e| e.kind == "rejoined")
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(rejoined.len(), 11, "{rejoined:#?}");
     failover_times.sort();
     eprintln!(
         "failover to first write: median {:?}, max {:?}",
@@ -624,12 +634,35 @@ async fn bench_failover_and_switchover() {
         let phase = u64::try_from(trial * 379 % 1000).unwrap();
         tokio::time::sleep(Duration::from_millis(phase)).await;
         let killed = Instant::now();
+        let killed_at = chrono::Utc::now();
         kill_member(&home, "bench", &primary);
         let first = writer
             .acked_after(killed, Some(port), "a write after the failover")
             .await;
         failovers.push(first - killed);
+        // When, on the logs' clock, for the per-step timeline.
+        println!(
+            "BENCH trial {}: killed {primary} at {} first commit on the new primary after {:.0} ms",
+            trial + 1,
+            killed_at.format("%H:%M:%S%.3f"),
+            (first - killed).as_secs_f64() * 1000.0
+        );
         wait_all_healthy(&api, &home, "bench", 3).await;
+    }
+    // A standby that had to be rewound or re-cloned to follow the new primary rejoins too:
+    // more rejoins than failovers (and switchovers) says how many did.
+    let rejoins = events(&api, "bench")
+        .await
+        .events
+        .iter()
+        .filter(|e| e.kind == "rejoined")
+        .count();
+    println!(
+        "BENCH rejoins={rejoins} (one per failover and switchover: {})",
+        trials + switchovers
+    );
+    if let Some(dir) = std::env::var_os("BENCH_LOG_DIR") {
+        home.save_logs(std::path::Path::new(&dir));
     }
     let acks = writer.stop().await;
     let client = connect(&rw, &password).await;

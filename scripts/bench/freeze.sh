@@ -11,13 +11,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export TRIALS="${TRIALS:-8}"
-profile="${PROFILE:-release}"
-flag=()
-[[ "$profile" == release ]] && flag=(--release)
-cargo build "${flag[@]}" --workspace --bins >&2
+# The test itself is built in debug (it is only the clients); the controller and sidecars it
+# starts are the release binaries unless PROFILE=debug.
+if [[ "${PROFILE:-release}" == release ]]; then
+    cargo build --release --workspace --bins >&2
+    export TOYGRES_TEST_BIN_DIR="$PWD/target/release"
+fi
 log=$(mktemp /tmp/toygres-freeze-bench.XXXXXX)
 status=0
-cargo test "${flag[@]}" --workspace --test ha_freeze -- --ignored --nocapture \
+cargo test --workspace --test ha_freeze -- --ignored --nocapture \
     bench_freeze_failover >"$log" 2>&1 || status=$?
 grep -E '^BENCH|test result' "$log" || true
 if ((status != 0)); then

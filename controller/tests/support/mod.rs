@@ -23,6 +23,15 @@ pub mod netns;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_toygres");
 
+/// The controller binary the tests run: [`BIN`] (this build's), or the one in
+/// `$TOYGRES_TEST_BIN_DIR` (benchmarks run release binaries from a debug test this way).
+pub fn controller_bin() -> PathBuf {
+    match std::env::var_os("TOYGRES_TEST_BIN_DIR") {
+        Some(dir) => Path::new(&dir).join("toygres"),
+        None => PathBuf::from(BIN),
+    }
+}
+
 /// How long the controller may take to become healthy (initdb of the CMS included).
 pub const START_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -54,7 +63,7 @@ impl Home {
     }
 
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(controller_bin());
         cmd.current_dir(self.path())
             .env("TOYGRES_HOME", self.path())
             .env("RUST_LOG", "info")
@@ -182,6 +191,26 @@ impl Home {
             out.push('\n');
         }
         out
+    }
+
+    /// Copies the controller's logs and every sidecar's log, whole, into `dir` (benchmarks
+    /// keep them for a per-step timeline).
+    pub fn save_logs(&self, dir: &Path) {
+        fs::create_dir_all(dir).unwrap();
+        for run in 1..=self.runs {
+            let _ = fs::copy(
+                self.log_path(run),
+                dir.join(format!("controller-{run}.log")),
+            );
+        }
+        for log in find_files(&self.path().join("instances"), "sidecar.log") {
+            let member = log
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let _ = fs::copy(&log, dir.join(format!("{member}.log")));
+        }
     }
 
     /// A superuser connection to the embedded CMS over its Unix socket.
@@ -331,7 +360,7 @@ impl Api {
 }
 
 pub fn sidecar_bin() -> PathBuf {
-    let path = Path::new(BIN).with_file_name("toygres-sidecar");
+    let path = controller_bin().with_file_name("toygres-sidecar");
     assert!(
         path.is_file(),
         "{} not found: cargo build -p toygres-sidecar --bin toygres-sidecar",

@@ -15,6 +15,9 @@ use super::member::{Member, OpError};
 
 /// How long a promotion may take before it is reported as failed.
 const PROMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Looks at a promotion in progress (5 ms apart, plus the query) between two reloads that
+/// wake a startup process asleep in its retry interval: about every 100 ms.
+const PROMOTE_NUDGE_EVERY: u32 = 20;
 
 impl Member {
     /// Promotes this standby and returns once it accepts writes. Unless `force`, refuses while
@@ -114,11 +117,24 @@ impl Member {
                 "postgres refused to start the promotion".into(),
             ));
         }
+        // Postgres 15 can sleep through a promotion: a promote request noticed while the
+        // startup process waits for the WAL receiver (whose primary died) sends it to its
+        // `wal_retrieve_retry_interval` sleep (5 s) before it looks at the request again, the
+        // wake-up already spent (seen: promote asked, "waiting for WAL to become available",
+        // redo done 5.0 s later). A reload wakes the startup process (its SIGHUP handler sets
+        // its latch): nudge it every 100 ms while it stays in recovery.
+        let looks = std::sync::atomic::AtomicU32::new(0);
         poll(
             "the promotion finishes",
             std::time::Duration::from_millis(5),
             PROMOTE_TIMEOUT,
             || async {
+                let look = looks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if look > 0 && look.is_multiple_of(PROMOTE_NUDGE_EVERY) {
+                    if let Err(e) = client.execute("SELECT pg_reload_conf()", &[]).await {
+                        return Attempt::GiveUp(format!("wake the promotion: {e}"));
+                    }
+                }
                 match client.query_one("SELECT pg_is_in_recovery()", &[]).await {
                     Ok(row) if row.get::<_, bool>(0) => Attempt::NotYet("in recovery".into()),
                     Ok(_) => Attempt::Done(()),

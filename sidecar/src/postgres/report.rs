@@ -21,7 +21,7 @@ use crate::notify::Notifier;
 /// stale.
 pub const UPSTREAM_STALE: Duration = Duration::from_millis(1_000);
 /// How often a standby looks at its WAL receiver.
-const UPSTREAM_TICK: Duration = Duration::from_millis(250);
+const UPSTREAM_TICK: Duration = Duration::from_millis(100);
 /// Reports under way at most; more are dropped (the controller's rounds still see the change).
 const MAX_IN_FLIGHT: usize = 4;
 /// How long the facts a report carries (the timeline, the WAL receiver's state) may take.

@@ -265,66 +265,163 @@ pub enum Follow {
 }
 
 /// Whether this standby (`local`) can follow `remote`: it cannot when `remote` is not a
-/// primary, when its WAL went past the point where the primary's timeline forked from the
+/// primary, when it replayed WAL past the point where the primary's timeline forked from the
 /// standby's, or when its timeline is not in the primary's history at all.
+///
+/// What counts is what Postgres checks itself: the end of the last record the standby
+/// *replayed*. WAL it received past the fork but did not replay is the start of a record the
+/// new primary never got whole (the old primary died in the middle of sending it); streaming
+/// the new timeline overwrites it. Received WAL that is complete is replayed at once, so while
+/// the received position is past the fork the replayed one is watched until it settles (a
+/// standby whose replay stops short of the fork although it has complete records past it,
+/// held by a query conflict, is refused by Postgres when it streams: the re-point then times
+/// out and the rejoin rewinds it).
 pub async fn can_follow(local: &Client, remote: &Client) -> anyhow::Result<Follow> {
     let Some(primary_tli) = primary_timeline(remote).await? else {
         return Ok(Follow::NotPrimary);
     };
-    // The standby's timeline: the one of its last restartpoint, or later if its WAL receiver
-    // got WAL of a later one. (Its history files are no guide: the WAL receiver fetches the
-    // history of a timeline it then cannot follow.)
+    let mut history: Option<String> = None;
+    let mut last_replayed = None;
+    let deadline = tokio::time::Instant::now() + FOLLOW_SETTLE_TIMEOUT;
+    loop {
+        let own = standby_position(local).await?;
+        if own.timeline < primary_tli && history.is_none() {
+            history = Some(
+                remote
+                    .query_one(
+                        "SELECT pg_read_file('pg_wal/' || $1 || '.history')",
+                        &[&format!("{primary_tli:08X}")],
+                    )
+                    .await
+                    .with_context(|| {
+                        format!("read the history of timeline {primary_tli} on the new primary")
+                    })?
+                    .get(0),
+            );
+        }
+        match judge_follow(&own, primary_tli, history.as_deref()) {
+            Verdict::Yes => return Ok(Follow::Yes),
+            Verdict::Diverged(why) => return Ok(Follow::Diverged(why)),
+            Verdict::Unsettled(why) => {
+                // Replay stood still between two looks: what is past the fork is a torn record.
+                if last_replayed.is_some() && last_replayed == own.replayed {
+                    tracing::info!("following although {why}: replay has settled before it");
+                    return Ok(Follow::Yes);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(Follow::Diverged(format!(
+                        "{why}, and replay has not settled"
+                    )));
+                }
+                last_replayed = own.replayed;
+                tokio::time::sleep(FOLLOW_SETTLE_STEP).await;
+            }
+        }
+    }
+}
+
+/// How long [`can_follow`] waits for a standby's replay to settle.
+const FOLLOW_SETTLE_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// Between two looks at a standby's replay position.
+const FOLLOW_SETTLE_STEP: Duration = Duration::from_millis(40);
+
+/// A standby's timeline and positions, as [`judge_follow`] weighs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StandbyPosition {
+    /// The timeline of the WAL it holds: its last restartpoint's, or later if its WAL receiver
+    /// receives (or last received, as the newest segment in `pg_wal` says) a later one. (Its
+    /// history files are no guide: the WAL receiver fetches the history of a timeline it then
+    /// cannot follow. The checkpoint's alone lags a timeline switch until the next
+    /// restartpoint.)
+    pub timeline: u32,
+    /// The end of the WAL it received (flushed).
+    pub received: Option<u64>,
+    /// The end of the last record it replayed.
+    pub replayed: Option<u64>,
+}
+
+async fn standby_position(local: &Client) -> anyhow::Result<StandbyPosition> {
     let row = local
         .query_one(
             "SELECT (SELECT timeline_id FROM pg_control_checkpoint()), \
                     (SELECT received_tli FROM pg_stat_wal_receiver), \
+                    (SELECT max(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'), \
                     pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text",
             &[],
         )
         .await
         .context("ask this standby its position")?;
-    let own_tli =
-        (row.get::<_, i32>(0) as u32).max(row.get::<_, Option<i32>>(1).unwrap_or(0) as u32);
-    let position = [
-        row.get::<_, Option<String>>(2),
-        row.get::<_, Option<String>>(3),
-    ]
-    .iter()
-    .flatten()
-    .filter_map(|l| parse_lsn(l))
-    .max();
-    let Some(position) = position else {
-        return Ok(Follow::Yes);
+    let newest_segment: Option<String> = row.get(2);
+    let timeline = (row.get::<_, i32>(0) as u32)
+        .max(row.get::<_, Option<i32>>(1).unwrap_or(0) as u32)
+        .max(
+            newest_segment
+                .as_deref()
+                .and_then(timeline_of_walfile)
+                .unwrap_or(0),
+        );
+    let lsn = |i: usize| {
+        row.get::<_, Option<String>>(i)
+            .as_deref()
+            .and_then(parse_lsn)
     };
+    Ok(StandbyPosition {
+        timeline,
+        received: lsn(3),
+        replayed: lsn(4),
+    })
+}
+
+/// What [`judge_follow`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Yes,
+    Diverged(String),
+    /// Only received, unreplayed WAL goes past the fork: a torn record (it can follow) or
+    /// records not replayed yet (it cannot); look again once replay settles.
+    Unsettled(String),
+}
+
+/// Whether a standby at `own` can follow a primary on `primary_tli`, whose timeline history
+/// file is `history` (needed when the primary's timeline is later than the standby's).
+pub fn judge_follow(own: &StandbyPosition, primary_tli: u32, history: Option<&str>) -> Verdict {
+    let own_tli = own.timeline;
+    if own.received.is_none() && own.replayed.is_none() {
+        return Verdict::Yes;
+    }
     if primary_tli == own_tli {
-        return Ok(Follow::Yes);
+        return Verdict::Yes;
     }
     if primary_tli < own_tli {
-        return Ok(Follow::Diverged(format!(
+        return Verdict::Diverged(format!(
             "this standby is on timeline {own_tli}, later than the new primary's {primary_tli}"
-        )));
+        ));
     }
-    let history: String = remote
-        .query_one(
-            "SELECT pg_read_file('pg_wal/' || $1 || '.history')",
-            &[&format!("{primary_tli:08X}")],
-        )
-        .await
-        .with_context(|| format!("read the history of timeline {primary_tli} on the new primary"))?
-        .get(0);
-    Ok(match switchpoint(&history, own_tli) {
-        None => Follow::Diverged(format!(
+    let Some(fork) = history.and_then(|h| switchpoint(h, own_tli)) else {
+        return Verdict::Diverged(format!(
             "timeline {own_tli} of this standby is not in the history of the new primary's \
              timeline {primary_tli}"
-        )),
-        Some(fork) if position > fork => Follow::Diverged(format!(
-            "this standby's WAL reaches {} on timeline {own_tli}, past {}, where the new \
+        ));
+    };
+    let replayed = own.replayed.unwrap_or(0);
+    if replayed > fork {
+        return Verdict::Diverged(format!(
+            "this standby replayed WAL up to {} on timeline {own_tli}, past {}, where the new \
              primary's history left it",
-            format_lsn(position),
+            format_lsn(replayed),
             format_lsn(fork)
+        ));
+    }
+    match own.received {
+        Some(received) if received > fork => Verdict::Unsettled(format!(
+            "this standby received WAL up to {} on timeline {own_tli}, past {}, where the new \
+             primary's history left it, but replayed only up to {}",
+            format_lsn(received),
+            format_lsn(fork),
+            format_lsn(replayed)
         )),
-        Some(_) => Follow::Yes,
-    })
+        _ => Verdict::Yes,
+    }
 }
 
 /// The entries of a timeline history file: each ancestor timeline and where it ended.
@@ -363,5 +460,61 @@ mod tests {
         assert_eq!(switchpoint(history, 3), None);
         assert_eq!(switchpoint("# comment\n", 1), None);
         assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
+    }
+
+    #[test]
+    fn a_standby_follows_unless_it_replayed_past_the_fork() {
+        // Timeline 2 left timeline 1 at 0/5000100.
+        let history = "1\t0/5000100\tno recovery target specified\n";
+        let at = |timeline, received, replayed| StandbyPosition {
+            timeline,
+            received: Some(received),
+            replayed: Some(replayed),
+        };
+        let yes = |v: Verdict| v == Verdict::Yes;
+        let diverged = |v: Verdict| matches!(v, Verdict::Diverged(_));
+        let unsettled = |v: Verdict| matches!(v, Verdict::Unsettled(_));
+        // Same timeline; or behind the fork on the parent.
+        assert!(yes(judge_follow(&at(2, 0x600_0000, 0x600_0000), 2, None)));
+        assert!(yes(judge_follow(
+            &at(1, 0x500_0100, 0x500_0100),
+            2,
+            Some(history)
+        )));
+        assert!(yes(judge_follow(
+            &at(1, 0x500_0000, 0x4FF_0000),
+            2,
+            Some(history)
+        )));
+        // Replayed past the fork: only a rewind helps.
+        assert!(diverged(judge_follow(
+            &at(1, 0x500_0200, 0x500_0180),
+            2,
+            Some(history)
+        )));
+        // Received past it, replayed up to it: a torn record, or records still to replay.
+        assert!(unsettled(judge_follow(
+            &at(1, 0x500_0180, 0x500_0100),
+            2,
+            Some(history)
+        )));
+        // A later timeline, or one the primary's history does not hold.
+        assert!(diverged(judge_follow(
+            &at(3, 0x500_0000, 0x500_0000),
+            2,
+            None
+        )));
+        assert!(diverged(judge_follow(
+            &at(1, 0x500_0000, 0x500_0000),
+            3,
+            Some("2\t0/6000000\tx\n")
+        )));
+        // Nothing known: streaming will tell.
+        let unknown = StandbyPosition {
+            timeline: 1,
+            received: None,
+            replayed: None,
+        };
+        assert!(yes(judge_follow(&unknown, 2, None)));
     }
 }
