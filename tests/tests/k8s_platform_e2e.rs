@@ -637,7 +637,11 @@ async fn a_rotated_backup_key_reaches_every_member_through_its_ring_secret() {
     set_key_secret(&controller, &emulators, "key-1", &old_key);
     set_key_secret(&controller, &emulators, "key-2", &new_key);
 
-    let logs = cluster.keep_logs(NS, &["orders-0", "orders-1"], "sidecar");
+    let logs = cluster.keep_logs(
+        NS,
+        &["orders-0", "orders-1", "before-0", "after-0"],
+        "sidecar",
+    );
     let created = controller.cli(&[
         "create",
         "orders",
@@ -645,6 +649,9 @@ async fn a_rotated_backup_key_reaches_every_member_through_its_ring_secret() {
         "1",
         "--backup-encryption-key",
         "key-1",
+        // Both backups of the day are kept (the default keeps the day's newest).
+        "--recovery-window-days",
+        "1",
     ]);
     assert!(
         created.status.success(),
@@ -669,7 +676,17 @@ async fn a_rotated_backup_key_reaches_every_member_through_its_ring_secret() {
         assert_eq!(backup["status"], "succeeded", "{what}: {backup}");
         backup["id"].as_str().unwrap().to_string()
     };
-    backup("the first backup");
+    let first = backup("the first backup");
+    // A time after the first 100 rows and before the next ones: what "before" restores to.
+    let before_rotation: String = pg
+        .query_one(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', \
+                            'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     // The key every member holds now: a rotation to the current key applies the ring again.
     let out = controller.cli_ok(&[
         "backup",
@@ -746,6 +763,44 @@ async fn a_rotated_backup_key_reaches_every_member_through_its_ring_secret() {
             .get::<_, i64>(0),
         200
     );
+
+    // Each backup restores into an instance of its own (a second live instance beside orders:
+    // endpoint ports are the platform's, all Services on 5432): the one before the rotation,
+    // sealed with key-1, and the archive's end, past the rotation, sealed with key-2.
+    let first_to_time = [
+        "--backup",
+        first.as_str(),
+        "--time",
+        before_rotation.as_str(),
+    ];
+    for (copy, target, rows) in [("before", &first_to_time[..], 100), ("after", &[][..], 200)] {
+        let mut args = vec!["restore", "orders", "--to", copy];
+        args.extend(target);
+        let restored = controller.cli(&args);
+        assert!(
+            restored.status.success(),
+            "restore to {copy} failed:\n{}\n{}---- controller ----\n{}",
+            String::from_utf8_lossy(&restored.stderr),
+            logs.dump(),
+            controller.log_tail()
+        );
+        let password = toygres::superuser_password(&client, copy).await;
+        let (_, ip) = toygres::rw_primary(&client, copy, None).await;
+        let db = toygres::connect(&client, copy, &ip, &password)
+            .await
+            .unwrap_or_else(|| panic!("connect to {copy}'s rw"));
+        let row = db
+            .query_one("SELECT count(*), max(v) FROM t", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            (row.get::<_, i64>(0), row.get::<_, Option<i32>>(1)),
+            (rows, Some(i32::try_from(rows).unwrap())),
+            "{copy}"
+        );
+        drop(db);
+        controller.cli_ok(&["delete", copy]);
+    }
 
     drop(pg);
     controller.cli_ok(&["delete", "orders"]);

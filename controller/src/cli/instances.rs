@@ -1,6 +1,6 @@
 //! `toygres create`, `get` and `delete`: one instance's life from the command line.
 
-use toygres_common::backup_api::BackupConfigRequest;
+use toygres_common::backup_api::{BackupConfigRequest, RetentionSettings};
 use toygres_common::controller_api::{
     ConnectionInfo, CreateInstanceRequest, InstanceDetail, InstanceSize, MemberView,
     OperationAccepted, MAX_REPLICAS,
@@ -44,6 +44,19 @@ pub struct CreateArgs {
     /// How WAL and base backups are compressed [default: zstd]
     #[arg(long, value_parser = toygres_common::backup_api::COMPRESSIONS, conflicts_with = "no_backup")]
     pub backup_compression: Option<String>,
+    /// Retention: keep the newest backup of each of the last N days [default: 7]
+    #[arg(long, value_name = "N", conflicts_with = "no_backup")]
+    pub keep_daily: Option<u32>,
+    /// Retention: keep the newest backup of each of the last N ISO weeks [default: 4]
+    #[arg(long, value_name = "N", conflicts_with = "no_backup")]
+    pub keep_weekly: Option<u32>,
+    /// Retention: keep the newest backup of each of the last N months [default: 3]
+    #[arg(long, value_name = "N", conflicts_with = "no_backup")]
+    pub keep_monthly: Option<u32>,
+    /// Retention: also keep every backup of the last DAYS days, and the one before them (a
+    /// recovery window)
+    #[arg(long, value_name = "DAYS", conflicts_with = "no_backup")]
+    pub recovery_window_days: Option<u32>,
     /// The application database [default: the instance's name]
     #[arg(long)]
     pub database: Option<String>,
@@ -86,6 +99,21 @@ pub struct DeleteArgs {
 /// Creates an instance, waits for it with a progress display, and prints how to connect.
 pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
     let client = ControllerClient::from_args(&args.op.client, std::env::var_os("HOME"))?;
+    let keep = [
+        args.keep_daily,
+        args.keep_weekly,
+        args.keep_monthly,
+        args.recovery_window_days,
+    ];
+    let retention = keep.iter().any(Option::is_some).then(|| {
+        let defaults = RetentionSettings::default();
+        RetentionSettings {
+            daily: args.keep_daily.unwrap_or(defaults.daily),
+            weekly: args.keep_weekly.unwrap_or(defaults.weekly),
+            monthly: args.keep_monthly.unwrap_or(defaults.monthly),
+            window_days: args.recovery_window_days,
+        }
+    });
     let request = CreateInstanceRequest {
         name: args.name.clone(),
         replicas: args.replicas,
@@ -96,7 +124,8 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
             || args.backup_credentials.is_some()
             || args.backup_encryption_key.is_some()
             || args.backup_schedule.is_some()
-            || args.backup_compression.is_some())
+            || args.backup_compression.is_some()
+            || retention.is_some())
         .then(|| BackupConfigRequest {
             enabled: Some(!args.no_backup),
             store_url: args.backup_store.clone(),
@@ -104,6 +133,7 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
             encryption_secret: args.backup_encryption_key.clone(),
             base_schedule: args.backup_schedule.clone(),
             compression: args.backup_compression.clone(),
+            retention,
             ..BackupConfigRequest::default()
         }),
         database: args.database.clone(),

@@ -60,6 +60,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "restore_in_place",
         sql: include_str!("../../../migrations/0009_restore_in_place.sql"),
     },
+    Migration {
+        version: 10,
+        name: "endpoint_ports_per_platform",
+        sql: include_str!("../../../migrations/0010_endpoint_ports_per_platform.sql"),
+    },
 ];
 
 /// The advisory lock key every migrating controller takes ("toygres" in ASCII).
