@@ -276,13 +276,26 @@ async fn failover_is_held_back_when_disabled_or_impossible_and_survives_a_contro
         .as_str()
         .unwrap()
         .to_string();
-    eventually(Duration::from_secs(60), "the failover to start", || async {
-        let (status, body) = api
-            .send(reqwest::Method::GET, &format!("/v1/operations/{id}"), None)
-            .await;
-        (status == 200 && serde_json::from_str::<Operation>(&body).unwrap().status != "pending")
-            .then_some(())
-    })
+    // Killed once it has surveyed the members and chosen (past its check that the primary is
+    // down): the restarted controller's platform starts the dead primary's processes again,
+    // and a survey after that would rightly find a healthy primary and refuse.
+    eventually(
+        Duration::from_secs(60),
+        "the failover to choose",
+        || async {
+            let (status, body) = api
+                .send(reqwest::Method::GET, &format!("/v1/operations/{id}"), None)
+                .await;
+            let operation =
+                (status == 200).then(|| serde_json::from_str::<Operation>(&body).unwrap())?;
+            let chosen = operation
+                .progress
+                .as_ref()
+                .and_then(|p| p.handover.as_ref())
+                .is_some_and(|h| h.new_primary.is_some());
+            (chosen || operation.is_finished()).then_some(())
+        },
+    )
     .await;
     home.kill_controller();
     let api = home.start_with_env(&[NO_RESTARTS]).await;
