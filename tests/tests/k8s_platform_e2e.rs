@@ -489,42 +489,8 @@ async fn of_two_controllers_one_acts_and_the_standby_takes_over_when_it_dies() {
 /// `backup.credentialsSecret`), so `toygres create` names neither.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_secret_is_mounted_and_the_primary_archives_and_backs_up_into_s3() {
-    bin_path("toygres-sidecar");
-    let cluster = Cluster::start().await;
+    let (cluster, _emulators, moto, _proxy, controller, key) = s3_backed_controller().await;
     let client = cluster.client();
-    create_namespace(&client).await;
-    let emulators = TestDir::new();
-    let moto = Moto::start(emulators.path());
-    moto.create_bucket("k8s-backups").await;
-    let proxy = TcpProxy::start_on(cluster.bridge().host_ip().into(), moto.port).await;
-    let controller = Controller::start_with_env(
-        &cluster,
-        &[
-            ("TOYGRES_DEFAULT_BACKUP_STORE", "s3://k8s-backups/pfx"),
-            ("TOYGRES_DEFAULT_BACKUP_CREDENTIALS", "s3-creds"),
-        ],
-    )
-    .await;
-
-    let key = format!("tgkey{}", free_port());
-    let env_file = emulators.path().join("s3.env");
-    std::fs::write(
-        &env_file,
-        format!(
-            "AWS_ACCESS_KEY_ID=toygres\nAWS_SECRET_ACCESS_KEY={key}\nAWS_REGION=us-east-1\n\
-             AWS_ENDPOINT_URL={}\nAWS_ALLOW_HTTP=true\n",
-            proxy.endpoint()
-        ),
-    )
-    .unwrap();
-    controller.cli_ok(&[
-        "secret",
-        "set",
-        "s3-creds",
-        "--from-env-file",
-        &env_file.to_string_lossy(),
-    ]);
-    std::fs::remove_file(&env_file).unwrap();
     let secret = Api::<Secret>::namespaced(client.clone(), NS)
         .get("s3-creds")
         .await
@@ -567,6 +533,48 @@ async fn a_store_secret_is_mounted_and_the_primary_archives_and_backs_up_into_s3
     all_of_orders_gone(&client).await;
 }
 
+/// A cluster with the namespace, moto (bucket `k8s-backups`) behind a proxy the pods reach at
+/// the bridge's host address, and a controller whose default backup store is that bucket with
+/// the store secret `s3-creds`, registered (from an env file, removed after). Also the secret
+/// access key the secret holds.
+async fn s3_backed_controller() -> (Cluster, TestDir, Moto, TcpProxy, Controller, String) {
+    bin_path("toygres-sidecar");
+    let cluster = Cluster::start().await;
+    create_namespace(&cluster.client()).await;
+    let emulators = TestDir::new();
+    let moto = Moto::start(emulators.path());
+    moto.create_bucket("k8s-backups").await;
+    let proxy = TcpProxy::start_on(cluster.bridge().host_ip().into(), moto.port).await;
+    let controller = Controller::start_with_env(
+        &cluster,
+        &[
+            ("TOYGRES_DEFAULT_BACKUP_STORE", "s3://k8s-backups/pfx"),
+            ("TOYGRES_DEFAULT_BACKUP_CREDENTIALS", "s3-creds"),
+        ],
+    )
+    .await;
+    let key = format!("tgkey{}", free_port());
+    let env_file = emulators.path().join("s3.env");
+    std::fs::write(
+        &env_file,
+        format!(
+            "AWS_ACCESS_KEY_ID=toygres\nAWS_SECRET_ACCESS_KEY={key}\nAWS_REGION=us-east-1\n\
+             AWS_ENDPOINT_URL={}\nAWS_ALLOW_HTTP=true\n",
+            proxy.endpoint()
+        ),
+    )
+    .unwrap();
+    controller.cli_ok(&[
+        "secret",
+        "set",
+        "s3-creds",
+        "--from-env-file",
+        &env_file.to_string_lossy(),
+    ]);
+    std::fs::remove_file(&env_file).unwrap();
+    (cluster, emulators, moto, proxy, controller, key)
+}
+
 /// Registers the store secret `name` holding the backup encryption key `key` (from an env
 /// file, removed after).
 fn set_key_secret(controller: &Controller, dir: &TestDir, name: &str, key: &str) {
@@ -598,41 +606,8 @@ fn random_key() -> String {
 /// key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_backup_key_reaches_every_member_through_its_ring_secret() {
-    bin_path("toygres-sidecar");
-    let cluster = Cluster::start().await;
+    let (cluster, emulators, _moto, _proxy, controller, _) = s3_backed_controller().await;
     let client = cluster.client();
-    create_namespace(&client).await;
-    let emulators = TestDir::new();
-    let moto = Moto::start(emulators.path());
-    moto.create_bucket("k8s-backups").await;
-    let proxy = TcpProxy::start_on(cluster.bridge().host_ip().into(), moto.port).await;
-    let controller = Controller::start_with_env(
-        &cluster,
-        &[
-            ("TOYGRES_DEFAULT_BACKUP_STORE", "s3://k8s-backups/pfx"),
-            ("TOYGRES_DEFAULT_BACKUP_CREDENTIALS", "s3-creds"),
-        ],
-    )
-    .await;
-    let env_file = emulators.path().join("s3.env");
-    std::fs::write(
-        &env_file,
-        format!(
-            "AWS_ACCESS_KEY_ID=toygres\nAWS_SECRET_ACCESS_KEY=tgkey{}\nAWS_REGION=us-east-1\n\
-             AWS_ENDPOINT_URL={}\nAWS_ALLOW_HTTP=true\n",
-            free_port(),
-            proxy.endpoint()
-        ),
-    )
-    .unwrap();
-    controller.cli_ok(&[
-        "secret",
-        "set",
-        "s3-creds",
-        "--from-env-file",
-        &env_file.to_string_lossy(),
-    ]);
-    std::fs::remove_file(&env_file).unwrap();
     let (old_key, new_key) = (random_key(), random_key());
     set_key_secret(&controller, &emulators, "key-1", &old_key);
     set_key_secret(&controller, &emulators, "key-2", &new_key);
