@@ -24,10 +24,13 @@ pub async fn get(
         .ok_or_else(|| ApiError::NotFound(format!("operation {id} does not exist")))?;
     if let Some(engine) = &state.engine {
         operation.progress = engine.progress(&id).await;
+        // Only an operation that restores asks the members (a plain create's view stays one
+        // CMS read, however often a CLI polls it).
         let restoring = matches!(
             operation.kind.parse::<OperationKind>(),
             Ok(OperationKind::Create | OperationKind::RestoreInPlace)
-        ) && !operation.is_finished();
+        ) && !operation.is_finished()
+            && state.cms.operation_restores(&id).await.unwrap_or(false);
         if let (true, Some(progress)) = (restoring, operation.progress.as_mut()) {
             progress.restore = engine.restore_progress(&operation.instance).await;
         }

@@ -260,6 +260,20 @@ impl Cms {
         rows.iter().map(|r| get(r, 0, what)).collect()
     }
 
+    /// Whether operation `id` restores from a backup (a create from one, or an in-place
+    /// restore): its request names a restore source.
+    pub async fn operation_restores(&self, id: &str) -> Result<bool, CmsError> {
+        let rows = self
+            .query(
+                "find whether an operation restores",
+                "SELECT 1 FROM toygres.operations
+                  WHERE id = $1 AND jsonb_typeof(request->'restore') = 'object'",
+                &[&id],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
     /// Forgets the backups `ids` of `instance` (deleted from the store by operation
     /// `operation_id`, with `wal_files` archived WAL files only they needed), and records one
     /// `backups-deleted` event whose details keep their rows. A running backup is never
