@@ -293,6 +293,12 @@ async fn an_in_place_restore_is_refused_unconfirmed_then_keeps_exactly_the_rows_
         .map(|b| b.id.as_str())
         .collect();
     assert_eq!(abandoned, [left_behind.id.as_str()], "{listed:?}");
+    // `backup get` says so too, and of the backup the restores start from, that it is not.
+    let got = |id: &str| -> BackupView {
+        serde_json::from_str(&stdout(&home.cli(&["backup", "get", id, "-o", "json"]))).unwrap()
+    };
+    assert!(got(&left_behind.id).abandoned);
+    assert!(!got(&backup.id).abandoned);
     let out = stdout(&home.cli(&[
         "restore",
         "db",

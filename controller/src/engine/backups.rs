@@ -333,12 +333,23 @@ impl Engine {
             })
     }
 
-    /// One backup.
+    /// One backup; a base backup is marked `abandoned` as in [`Engine::list_backups`] (which
+    /// needs the archive's timeline history from a member of its instance).
     pub async fn get_backup(&self, id: &str) -> Result<BackupView, EngineError> {
-        self.cms
+        let backup = self
+            .cms
             .get_backup(id)
             .await?
-            .ok_or_else(|| EngineError::NotFound(format!("backup {id} does not exist")))
+            .ok_or_else(|| EngineError::NotFound(format!("backup {id} does not exist")))?;
+        if !backup.is_succeeded_base() {
+            return Ok(backup);
+        }
+        let marked = self
+            .backups_of(&backup.instance)
+            .await?
+            .into_iter()
+            .find(|b| b.id == backup.id);
+        Ok(marked.unwrap_or(backup))
     }
 }
 
