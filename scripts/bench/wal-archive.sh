@@ -25,6 +25,12 @@
 #   - pgbench TPS (archiving shares the machine with the load) and WAL written.
 # The "none" archiver (archive_command=/bin/true, no store) is the baseline for TPS and WAL rate.
 #
+# BACKLOG=1 measures capacity instead: the load runs with archive_command empty (Postgres keeps
+# every segment as .ready and archives nothing), then the archiver is set, and the clock runs
+# from that reload until the whole backlog is archived. Segments per second then is what the
+# archiver can do, not the rate pgbench happened to produce WAL at on a shared machine; the
+# per-run ratio is taken on that row.
+#
 # Environment: RUNS (3), ARCHIVERS ("toygres pgbackrest"; also barman, none), COMPRESSORS
 # ("gz zst lz4"), SCALE (50), CLIENTS (4), JOBS (2), DURATION (30 s), CONCURRENCY (4: our
 # wal-push concurrency = pgBackRest process-max), GZIP_LEVEL (6, pgBackRest's default; barman-
@@ -51,6 +57,7 @@ GZIP_LEVEL=${GZIP_LEVEL:-6}
 ZSTD_LEVEL=${ZSTD_LEVEL:-1}
 SAMPLE_MS=${SAMPLE_MS:-500}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-900}
+BACKLOG=${BACKLOG:-0}
 BUCKET=walbench
 SEG_MIB=16
 LOG_TAG=wal-bench
@@ -191,6 +198,17 @@ ready_stat() { # data dir, now
             END { printf "%d %.2f\n", n, (n ? t - m : 0) }'
 }
 
+# Sets archive_command and waits until the server uses it (a reload is asynchronous).
+set_archive_command() { # command ("" stops archiving; Postgres keeps the .ready files)
+    sql "ALTER SYSTEM SET archive_command = \$\$$1\$\$" >/dev/null
+    sql "SELECT pg_reload_conf()" >/dev/null
+    local deadline=$((SECONDS + 30))
+    until [[ $(sql "SHOW archive_command") == "$1" ]]; do
+        ((SECONDS < deadline)) || die "archive_command did not change"
+        sleep 0.05
+    done
+}
+
 # ---------------------------------------------------------------------------------------------
 # One trial
 
@@ -295,10 +313,10 @@ EOF
         ((SECONDS < deadline)) || die "the init's WAL was not archived (to /bin/true)"
         sleep 0.1
     done
-    sql "ALTER SYSTEM SET archive_command = \$\$$cmd\$\$" >/dev/null
-    sql "SELECT pg_reload_conf()" >/dev/null
-    sleep 1
-    [[ $(sql "SHOW archive_command") == "$cmd" ]] || die "archive_command did not change"
+    # With BACKLOG=1 the load's WAL waits (archive_command empty) for the archiver.
+    local first_cmd=$cmd
+    ((BACKLOG == 1)) && first_cmd=""
+    set_archive_command "$first_cmd"
     sql "CHECKPOINT" >/dev/null
 
     local lsn0 arch0 fail0 t0 t1 t2
@@ -327,6 +345,19 @@ EOF
     lsn1=$(sql "SELECT pg_current_wal_lsn()")
     read -r arch1 < <(sql "SELECT archived_count FROM pg_stat_archiver")
     target=$(sql "SELECT pg_walfile_name(pg_switch_wal())")
+    local backlog=0 t_release=""
+    if ((BACKLOG == 1)); then
+        # The switch's segment becomes .ready once the WAL writer has flushed it: wait for it.
+        deadline=$((SECONDS + 60))
+        until [[ -e $(ready_dir "$data")/$target.ready ]]; do
+            ((SECONDS < deadline)) || die "$id: $target never became .ready"
+            sleep 0.05
+        done
+        read -r backlog age < <(ready_stat "$data" "$(now)")
+        log "run $run, $id: backlog of $backlog segments; releasing the archiver"
+        t_release=$(now)
+        set_archive_command "$cmd"
+    fi
 
     log "run $run, $id: load done ($end_ready .ready); waiting until $target is archived"
     local last arch2 fail2
@@ -347,6 +378,11 @@ EOF
     wait "$sampler" 2>/dev/null || true
     forget_pid "$sampler"
 
+    if ((BACKLOG == 1)); then
+        record "${id}_backlog" "$backlog"
+        record "${id}_seg_per_s_backlog" "$(calc "$backlog / $(elapsed "$t_release" "$t2")")"
+        record "${id}_backlog_s" "$(elapsed "$t_release" "$t2")"
+    fi
     local load_s drain_s window_s segs wal_mib tps max_ready max_age
     load_s=$(elapsed "$t0" "$t1")
     drain_s=$(elapsed "$t1" "$t2")
@@ -413,7 +449,9 @@ row() { # label suffix decimals
 
 # "r1 r2 … (median m)": ours / pgBackRest's archive throughput in each run, for compressor $1.
 per_run_ratios() {
-    awk -v a="toygres_$1_seg_per_s" -v b="pgbackrest_$1_seg_per_s" '
+    local row=seg_per_s
+    ((BACKLOG == 1)) && row=seg_per_s_backlog
+    awk -v a="toygres_$1_$row" -v b="pgbackrest_$1_$row" '
         $1 == a { x[++n] = $2 } $1 == b { y[++m] = $2 }
         END {
             k = (n < m) ? n : m
@@ -438,6 +476,11 @@ row "**archive throughput, load start → all archived (segments/s)**" seg_per_s
 row "… the same in MiB/s of WAL" mibs 1
 row "segments archived per second during the load" seg_per_s_load 2
 row "drain rate after the load, with a backlog (segments/s)" seg_per_s_drain 2
+if ((BACKLOG == 1)); then
+    row "**backlog archived per second, from the archiver's release (segments/s)**" seg_per_s_backlog 2
+    row "backlog (segments waiting when the archiver was set)" backlog 0
+    row "time to archive the backlog (s)" backlog_s 1
+fi
 row "**end of load → everything archived (s)**" drain_s 1
 row "**.ready files at the end of the load**" ready_end 0
 row "oldest .ready at the end of the load (s)" age_end_s 1
@@ -453,6 +496,6 @@ row "1-minute load average when the trial started" load1 2
 echo
 if [[ " $ARCHIVERS " == *" toygres "* && " $ARCHIVERS " == *" pgbackrest "* ]]; then
     for c in $COMPRESSORS; do
-        echo "- ours / pgBackRest, archive throughput, $c, per run: $(per_run_ratios "$c")"
+        echo "- ours / pgBackRest, $( ((BACKLOG == 1)) && echo "backlog archived per second" || echo "archive throughput"), $c, per run: $(per_run_ratios "$c")"
     done
 fi
