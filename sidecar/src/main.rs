@@ -39,6 +39,9 @@ enum Command {
     /// Restore one WAL file from the object store (Postgres's restore_command); exits 1 quietly
     /// when the archive does not hold it.
     WalFetch(archive::WalFetchArgs),
+    /// Keep waiting WAL files uploading ahead of Postgres's archive_command, until SIGTERM (what
+    /// `run` does beside a primary; for Postgres run with wal-push but without this sidecar).
+    WalPushAhead(archive::ahead::WalPushAheadArgs),
     /// A test double: the sidecar API of many simulated members, for fleet benchmarks.
     #[command(hide = true)]
     Fleet(fleet::FleetArgs),
@@ -56,7 +59,8 @@ fn main() -> ExitCode {
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(4)
+        // Compression (backups, WAL uploaded ahead) runs here beside file I/O: room for both.
+        .max_blocking_threads(8)
         .enable_all()
         .build()
     {
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
         Command::Fleet(args) => runtime.block_on(fleet::run(args)),
         Command::WalPush(args) => return runtime.block_on(archive::push::run(args)),
         Command::WalFetch(args) => return runtime.block_on(archive::fetch::wal_fetch(args)),
+        Command::WalPushAhead(args) => runtime.block_on(archive::ahead::run_process(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -151,6 +156,7 @@ async fn run(args: config::RunArgs) -> anyhow::Result<()> {
     tokio::spawn(member.clone().supervise());
     tokio::spawn(member.clone().watch_isolation());
     tokio::spawn(member.clone().watch_upstream());
+    tokio::spawn(member.clone().archive_ahead());
     tokio::spawn(member.clone().watch_certificates(files.dir.clone()));
     let state = api::AppState {
         member: member.clone(),

@@ -350,6 +350,12 @@ async fn archive_under_load_through_an_outage(dir: &TestDir, mut backend: Backen
         missing.is_empty(),
         "segments missing from the store: {missing:?}"
     );
+    // The sidecar uploaded some of them ahead of Postgres's requests (while one upload ran,
+    // and the files piled up in the outage).
+    let ahead = metric(&primary, "toygres_wal_archive_ahead_total")
+        .await
+        .expect("the ahead counter");
+    assert!(ahead > 0.0, "the sidecar uploaded nothing ahead");
     let age = metric(&primary, "toygres_wal_archive_last_success_age_seconds")
         .await
         .expect("the last-success age");

@@ -300,11 +300,16 @@ fn write_backups(x: &Exposition, s: &BackupStats) {
 /// directory, plus the `.ready` files Postgres has not had archived yet.
 fn write_archive(x: &Exposition, archive: &ArchiveSetup, data_dir: &std::path::Path) {
     let s = stats::read(&archive.settings.state_dir);
-    let counters: [(&str, &str, u64); 8] = [
+    let counters: [(&str, &str, u64); 9] = [
         (
             "toygres_wal_archive_success_total",
             "WAL files archived (or found already archived with identical content).",
             s.archived_total,
+        ),
+        (
+            "toygres_wal_archive_ahead_total",
+            "Of the WAL files archived, those the sidecar uploaded ahead of Postgres's request.",
+            s.archived_ahead_total,
         ),
         (
             "toygres_wal_archive_failures_total",
@@ -574,6 +579,7 @@ toygres_standbys_connected gauge {[]} Primary: standbys connected.
 toygres_sync_degrade_total counter {[]} Times synchronous replication was degraded (synchronous_standby_names emptied).
 toygres_sync_degraded gauge {[]} Whether commits stopped waiting for standbys because too few of the policy's stream.
 toygres_sync_restore_total counter {[]} Times synchronous replication was restored after a degrade.
+toygres_wal_archive_ahead_total counter {[]} Of the WAL files archived, those the sidecar uploaded ahead of Postgres's request.
 toygres_wal_archive_bytes_total counter {[]} Bytes of WAL archived, before compression.
 toygres_wal_archive_conflicts_total counter {[]} Archive attempts refused because a different file of the same name is stored.
 toygres_wal_archive_failures_total counter {[]} Failed WAL archive attempts (Postgres keeps the file and retries).

@@ -7,6 +7,7 @@
 //! inherited from the sidecar, or from the credentials directory the settings name. Objects live at
 //! `<instance>/wal/<file>[.gz|.zst|.lz4]` under the store URL ([`compression`]).
 
+pub mod ahead;
 pub mod compression;
 pub mod fetch;
 pub mod push;
@@ -141,6 +142,11 @@ impl ArchiveSettings {
         self.state_dir.join("pushed")
     }
 
+    /// Where claims on WAL files being uploaded live ([`ahead::Claim`]).
+    pub fn claims_dir(&self) -> PathBuf {
+        self.state_dir.join("claims")
+    }
+
     /// Where WAL fetched ahead of replay waits.
     pub fn prefetch_dir(&self) -> PathBuf {
         self.state_dir.join("prefetch")
@@ -228,7 +234,12 @@ impl ArchiveSetup {
     /// read. Runs before every start of Postgres.
     pub fn write_files(&self, bins: &toygres_common::pg_exec::PgBinaries) -> anyhow::Result<()> {
         let s = &self.settings;
-        for dir in [s.state_dir.clone(), s.pushed_dir(), s.prefetch_dir()] {
+        for dir in [
+            s.state_dir.clone(),
+            s.pushed_dir(),
+            s.claims_dir(),
+            s.prefetch_dir(),
+        ] {
             crate::owned::ensure_private_dir(bins, &dir)?;
         }
         // WAL prefetched for an earlier run may belong to a timeline this one never replays:

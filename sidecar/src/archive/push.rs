@@ -17,7 +17,7 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 
 use super::walname::{WalFileKind, WalFileName};
-use super::{compression, decompress, stats, ArchiveSettings, Compression, WalPushArgs};
+use super::{ahead, compression, decompress, stats, ArchiveSettings, Compression, WalPushArgs};
 use crate::objstore::{PutOutcome, Store};
 
 /// A push refused because the store holds a different object under the same name.
@@ -42,6 +42,26 @@ pub struct Pushed {
     pub stored_bytes: u64,
     pub already_stored: bool,
     pub sha256: String,
+    /// The file's identity while it was read ([`file_identity`]), when it did not change.
+    pub identity: Option<String>,
+}
+
+/// Device, inode, size and modification and change times of the file at `path`: a rewritten
+/// or replaced file does not keep them all, so a marker with the identity of a file read for
+/// upload vouches for the same file without hashing it again.
+fn file_identity(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(format!(
+        "{} {} {} {}.{} {}.{}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    ))
 }
 
 /// Archives WAL files to one store.
@@ -75,6 +95,21 @@ pub async fn run(args: WalPushArgs) -> ExitCode {
 pub async fn wal_push(args: WalPushArgs) -> anyhow::Result<()> {
     let settings = ArchiveSettings::load(&args.config)?;
     let state_dir = settings.state_dir.clone();
+    // A file a look-ahead already pushed needs no store: answer before opening one (an S3 or
+    // Azure client loads the TLS trust roots, which costs more CPU than the check itself).
+    if let Ok((path, name)) = wal_path(&args) {
+        if pushed_ahead(&settings, &path, &name).await {
+            tracing::debug!(file = %name, "already pushed ahead");
+            return Ok(());
+        }
+        // The sidecar may be uploading it this moment: wait for that rather than upload twice.
+        if ahead::claimed(&settings, name.as_str()) {
+            ahead::wait_for_claim(&settings, name.as_str()).await;
+            if pushed_ahead(&settings, &path, &name).await {
+                return Ok(());
+            }
+        }
+    }
     match prepare(&args, settings) {
         Ok((archiver, path, name)) => archiver.push_with_look_ahead(&path, &name).await,
         Err(e) => {
@@ -92,6 +127,13 @@ fn prepare(
     args: &WalPushArgs,
     settings: ArchiveSettings,
 ) -> anyhow::Result<(WalArchiver, PathBuf, WalFileName)> {
+    let (path, name) = wal_path(args)?;
+    let store = Store::open(&settings.url)?;
+    Ok((WalArchiver { store, settings }, path, name))
+}
+
+/// The file Postgres asks for, as an absolute path, and its checked name.
+fn wal_path(args: &WalPushArgs) -> anyhow::Result<(PathBuf, WalFileName)> {
     let path = if args.path.is_absolute() {
         args.path.clone()
     } else {
@@ -104,8 +146,35 @@ fn prepare(
         .map(|n| n.to_string_lossy().into_owned())
         .with_context(|| format!("{} names no file", path.display()))?;
     let name = WalFileName::parse(&name)?;
-    let store = Store::open(&settings.url)?;
-    Ok((WalArchiver { store, settings }, path, name))
+    Ok((path, name))
+}
+
+/// The marker a look-ahead leaves for `name` in the state directory.
+fn marker_path(settings: &ArchiveSettings, name: &str) -> PathBuf {
+    settings.pushed_dir().join(name)
+}
+
+/// Whether a look-ahead already pushed exactly this file (its marker holds the SHA-256 of the
+/// file's content as it was pushed); consumes the marker.
+async fn pushed_ahead(settings: &ArchiveSettings, path: &Path, name: &WalFileName) -> bool {
+    let marker = marker_path(settings, name.as_str());
+    let Ok(recorded) = std::fs::read_to_string(&marker) else {
+        return false;
+    };
+    let _ = std::fs::remove_file(&marker);
+    let mut lines = recorded.lines();
+    let expected = lines.next().unwrap_or_default().trim().to_string();
+    if let Some(identity) = lines.next() {
+        if file_identity(path).as_deref() == Some(identity.trim()) {
+            return true;
+        }
+    }
+    let path = path.to_path_buf();
+    let local = tokio::task::spawn_blocking(move || std::fs::read(path).map(|b| sha256_hex(&b)))
+        .await
+        .ok()
+        .and_then(|r| r.ok());
+    local.as_deref() == Some(expected.as_str())
 }
 
 impl WalArchiver {
@@ -116,13 +185,23 @@ impl WalArchiver {
         name: &WalFileName,
     ) -> anyhow::Result<()> {
         let state_dir = &self.settings.state_dir;
-        if self.pushed_ahead(path, name).await {
+        if pushed_ahead(&self.settings, path, name).await {
             tracing::debug!(file = %name, "already pushed ahead");
             return Ok(());
         }
-        let others = self.look_ahead_candidates(path, name);
+        // Claimed while they upload, so the sidecar's pusher leaves them alone (the requested
+        // file is pushed even when another process holds it: Postgres is waiting).
+        let _claim = ahead::Claim::take(&self.settings, name.as_str());
+        let want = self.settings.concurrency.saturating_sub(1);
+        let wal_dir = path.parent().unwrap_or(Path::new("."));
+        let others: Vec<_> = self
+            .waiting_files(wal_dir, Some(name), want)
+            .into_iter()
+            .filter_map(|(p, n)| Some((ahead::Claim::take(&self.settings, n.as_str())?, p, n)))
+            .collect();
+        let ahead_names: Vec<WalFileName> = others.iter().map(|(_, _, n)| n.clone()).collect();
         let main = self.push_file(path, name);
-        let ahead = futures::future::join_all(others.iter().map(|(p, n)| async move {
+        let ahead = futures::future::join_all(others.iter().map(|(_, p, n)| async move {
             let result = self.push_file(p, n).await;
             if let Ok(pushed) = &result {
                 self.write_marker(pushed);
@@ -138,13 +217,7 @@ impl WalArchiver {
         }
         stats::record(state_dir, |s| {
             for p in &stored {
-                s.archived_total += 1;
-                s.archived_bytes_total += p.raw_bytes;
-                s.archived_stored_bytes_total += p.stored_bytes;
-                if is_newer(&p.name, s.last_archived.as_deref()) {
-                    s.last_archived = Some(p.name.clone());
-                }
-                s.last_archived_time = Some(stats::now());
+                s.count_stored(p);
             }
             if let Err(e) = &main_result {
                 s.archive_failures_total += 1;
@@ -154,7 +227,8 @@ impl WalArchiver {
                 }
             }
         });
-        for (r, (_, n)) in ahead_results.iter().zip(&others) {
+        drop(others);
+        for (r, n) in ahead_results.iter().zip(&ahead_names) {
             if let Err(e) = r {
                 tracing::debug!(file = %n, "push ahead: {e:#}");
             }
@@ -166,9 +240,11 @@ impl WalArchiver {
 
     /// Archives one file: compress, create-if-absent, and compare when it already exists.
     pub async fn push_file(&self, path: &Path, name: &WalFileName) -> anyhow::Result<Pushed> {
+        let identity = file_identity(path);
         let raw = tokio::fs::read(path)
             .await
             .with_context(|| format!("read {}", path.display()))?;
+        let identity = identity.filter(|before| file_identity(path).as_ref() == Some(before));
         let compression = self.settings.compression;
         let (raw, sha, stored) = tokio::task::spawn_blocking(move || {
             let sha = sha256_hex(&raw);
@@ -184,6 +260,7 @@ impl WalArchiver {
             stored_bytes,
             already_stored,
             sha256: sha,
+            identity: identity.clone(),
         };
         // The file may exist under another compression's name only if this archive was written
         // with another setting: look there only then (one request per file otherwise).
@@ -311,48 +388,32 @@ impl WalArchiver {
     }
 
     fn marker_path(&self, name: &str) -> PathBuf {
-        self.settings.pushed_dir().join(name)
-    }
-
-    /// Whether a look-ahead already pushed exactly this file; consumes the marker.
-    async fn pushed_ahead(&self, path: &Path, name: &WalFileName) -> bool {
-        let marker = self.marker_path(name.as_str());
-        let Ok(expected) = std::fs::read_to_string(&marker) else {
-            return false;
-        };
-        let path = path.to_path_buf();
-        let local =
-            tokio::task::spawn_blocking(move || std::fs::read(path).map(|b| sha256_hex(&b)))
-                .await
-                .ok()
-                .and_then(|r| r.ok());
-        let _ = std::fs::remove_file(&marker);
-        local.as_deref() == Some(expected.trim())
+        marker_path(&self.settings, name)
     }
 
     /// Records that `pushed` is in the store (temp file, rename).
-    fn write_marker(&self, pushed: &Pushed) {
+    pub(crate) fn write_marker(&self, pushed: &Pushed) {
         let marker = self.marker_path(&pushed.name);
         let tmp = marker.with_extension("tmp");
-        let result =
-            std::fs::write(&tmp, &pushed.sha256).and_then(|()| std::fs::rename(&tmp, &marker));
+        let mut content = pushed.sha256.clone();
+        if let Some(identity) = &pushed.identity {
+            content = format!("{content}\n{identity}\n");
+        }
+        let result = std::fs::write(&tmp, content).and_then(|()| std::fs::rename(&tmp, &marker));
         if let Err(e) = result {
             tracing::warn!(file = %pushed.name, "record a file pushed ahead: {e}");
         }
     }
 
-    /// The oldest waiting files besides `name` (history files first, as Postgres orders them),
-    /// at most `concurrency - 1`, skipping those already pushed ahead. Also drops markers whose
-    /// file no longer waits.
-    fn look_ahead_candidates(
+    /// The oldest files waiting in `wal_dir` besides `except` (history files first, as
+    /// Postgres orders them), at most `want`, skipping those already pushed ahead and those
+    /// another process is uploading. Also drops markers whose file no longer waits.
+    pub(crate) fn waiting_files(
         &self,
-        path: &Path,
-        name: &WalFileName,
+        wal_dir: &Path,
+        except: Option<&WalFileName>,
+        want: usize,
     ) -> Vec<(PathBuf, WalFileName)> {
-        let want = self.settings.concurrency.saturating_sub(1);
-        let Some(wal_dir) = path.parent() else {
-            return Vec::new();
-        };
         let Ok(entries) = std::fs::read_dir(wal_dir.join("archive_status")) else {
             return Vec::new();
         };
@@ -372,38 +433,36 @@ impl WalArchiver {
         if let Ok(markers) = std::fs::read_dir(self.settings.pushed_dir()) {
             for m in markers.flatten() {
                 let file = m.file_name().to_string_lossy().into_owned();
-                if !ready.iter().any(|r| r.as_str() == file) {
+                // A marker being written (another process's temp file) is left alone.
+                if !file.ends_with(".tmp") && !ready.iter().any(|r| r.as_str() == file) {
                     let _ = std::fs::remove_file(m.path());
                 }
             }
         }
         ready
             .into_iter()
-            .filter(|n| n != name && !self.marker_path(n.as_str()).exists())
+            .filter(|n| Some(n) != except && !self.marker_path(n.as_str()).exists())
+            .filter(|n| !ahead::claimed(&self.settings, n.as_str()))
             .take(want)
             .map(|n| (wal_dir.join(n.as_str()), n))
             .collect()
     }
 }
 
-/// Whether `name` sorts after `last` (WAL names sort by timeline, then position).
-fn is_newer(name: &str, last: Option<&str>) -> bool {
-    last.is_none_or(|last| name > last)
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::archive::Compression;
 
-    struct Fixture {
-        _dir: tempfile::TempDir,
-        wal: PathBuf,
-        archiver: WalArchiver,
-        store_root: PathBuf,
+    /// A WAL directory, a state directory and a file store in one temp dir.
+    pub(crate) struct Fixture {
+        pub(crate) _dir: tempfile::TempDir,
+        pub(crate) wal: PathBuf,
+        pub(crate) archiver: WalArchiver,
+        pub(crate) store_root: PathBuf,
     }
 
-    fn fixture(compression: Compression, concurrency: usize) -> Fixture {
+    pub(crate) fn fixture(compression: Compression, concurrency: usize) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let wal = dir.path().join("pg_wal");
         std::fs::create_dir_all(wal.join("archive_status")).unwrap();
@@ -428,19 +487,19 @@ mod tests {
         }
     }
 
-    fn segment(n: u32) -> String {
+    pub(crate) fn segment(n: u32) -> String {
         format!("0000000100000000{n:08X}")
     }
 
     impl Fixture {
-        fn write_ready(&self, n: u32, fill: u8) -> (PathBuf, WalFileName) {
+        pub(crate) fn write_ready(&self, n: u32, fill: u8) -> (PathBuf, WalFileName) {
             let name = segment(n);
             let path = self.wal.join(&name);
             std::fs::write(&path, vec![fill; 64 * 1024]).unwrap();
             std::fs::write(self.wal.join(format!("archive_status/{name}.ready")), b"").unwrap();
             (path, WalFileName::parse(&name).unwrap())
         }
-        fn stored(&self, name: &str) -> Option<Vec<u8>> {
+        pub(crate) fn stored(&self, name: &str) -> Option<Vec<u8>> {
             std::fs::read(self.store_root.join("db/wal").join(name)).ok()
         }
     }
@@ -556,6 +615,25 @@ mod tests {
             WalFileName::parse(&segment(3)).unwrap(),
         );
         f.archiver.push_with_look_ahead(&p3, &n3).await.unwrap();
+        // Nor a marker whose file was rewritten after the upload (same size, other bytes): the
+        // identity it recorded no longer holds, the content is compared, and the push refused.
+        let (p4, n4) = (
+            f.wal.join(segment(4)),
+            WalFileName::parse(&segment(4)).unwrap(),
+        );
+        for n in 2..=3 {
+            std::fs::remove_file(f.wal.join(format!("archive_status/{}.ready", segment(n))))
+                .unwrap();
+        }
+        let (p5, n5) = (
+            f.wal.join(segment(5)),
+            WalFileName::parse(&segment(5)).unwrap(),
+        );
+        f.archiver.push_with_look_ahead(&p5, &n5).await.unwrap();
+        assert!(pushed.join(segment(4)).exists(), "4 not pushed ahead");
+        std::fs::write(&p4, vec![99u8; 64 * 1024]).unwrap();
+        let err = f.archiver.push_with_look_ahead(&p4, &n4).await.unwrap_err();
+        assert!(err.downcast_ref::<ConflictError>().is_some(), "{err:#}");
     }
 
     #[tokio::test]

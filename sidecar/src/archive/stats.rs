@@ -30,6 +30,9 @@ pub struct ArchiveStats {
     pub last_archived: Option<String>,
     /// When it was archived (seconds since the Unix epoch).
     pub last_archived_time: Option<f64>,
+    /// Of the files stored, those the sidecar uploaded ahead of Postgres's request
+    /// ([`super::ahead`]).
+    pub archived_ahead_total: u64,
     /// When the last failure happened.
     pub last_failure_time: Option<f64>,
     /// WAL files `wal-fetch` handed to Postgres.
@@ -38,6 +41,23 @@ pub struct ArchiveStats {
     pub prefetch_hits_total: u64,
     /// `wal-fetch` calls that failed for another reason than a missing file.
     pub fetch_failures_total: u64,
+}
+
+impl ArchiveStats {
+    /// Counts one file stored by a push.
+    pub fn count_stored(&mut self, pushed: &super::push::Pushed) {
+        self.archived_total += 1;
+        self.archived_bytes_total += pushed.raw_bytes;
+        self.archived_stored_bytes_total += pushed.stored_bytes;
+        if self
+            .last_archived
+            .as_deref()
+            .is_none_or(|last| pushed.name.as_str() > last)
+        {
+            self.last_archived = Some(pushed.name.clone());
+        }
+        self.last_archived_time = Some(now());
+    }
 }
 
 const STATS_FILE: &str = "stats.json";

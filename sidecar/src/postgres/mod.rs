@@ -1,6 +1,7 @@
 //! This pod's Postgres: supervision and every operation the API offers on it, and the
 //! primitives bootstrap composes (initdb, pg_basebackup).
 
+pub mod archiving;
 pub mod auto_conf;
 pub mod create;
 pub mod demote;
