@@ -8,6 +8,11 @@
 #   scripts/bench/wal-archive.sh            # from the repo root; RUNS=3 by default
 #   RUNS=1 DURATION=20 scripts/bench/wal-archive.sh
 #
+# Ours runs as in the product: `wal-push` as archive_command, and beside Postgres what the
+# sidecar runs while its member is a primary (`wal-push-ahead`: keeps CONCURRENCY waiting files
+# uploading, so each wal-push finds its file stored). pgBackRest runs with archive-async (its
+# own background process, started by its archive-push).
+#
 # Each trial (one archiver, one run): a fresh moto S3 server and a fresh cluster (initdb as the
 # postgres OS user when root; archive_mode=on). `pgbench -i -s SCALE` runs with
 # archive_command=/bin/true (the load's WAL is what is measured, not the init's), then the
@@ -25,9 +30,10 @@
 #   - pgbench TPS (archiving shares the machine with the load) and WAL written.
 # The "none" archiver (archive_command=/bin/true, no store) is the baseline for TPS and WAL rate.
 #
-# BACKLOG=1 measures capacity instead: the load runs with archive_command empty (Postgres keeps
-# every segment as .ready and archives nothing), then the archiver is set, and the clock runs
-# from that reload until the whole backlog is archived. Segments per second then is what the
+# BACKLOG=1 measures capacity instead: `pgbench -i` and the load run with archive_command empty
+# (Postgres keeps every segment as .ready and archives nothing; at scale 50 the init alone
+# leaves about 50 segments), then the archiver is set, and the clock runs from that reload until
+# the whole backlog is archived. Segments per second then is what the
 # archiver can do, not the rate pgbench happened to produce WAL at on a shared machine; the
 # per-run ratio is taken on that row.
 #
@@ -209,6 +215,17 @@ set_archive_command() { # command ("" stops archiving; Postgres keeps the .ready
     done
 }
 
+# Ours: what the sidecar runs beside a primary that archives (as root, as the sidecar does on
+# the local platform), started when archive_command is set.
+PUSHER_PID=""
+start_pusher() { # archiver dir data
+    [[ $1 == toygres ]] || return 0
+    AWS_ENDPOINT_URL="https://127.0.0.1:$MOTO_PORT" "$SIDECAR_BIN" wal-push-ahead \
+        --config "$2/archive/config.json" --wal-dir "$3/pg_wal" </dev/null >"$2/push-ahead.log" 2>&1 &
+    PUSHER_PID=$!
+    PIDS+=("$PUSHER_PID")
+}
+
 # ---------------------------------------------------------------------------------------------
 # One trial
 
@@ -231,7 +248,7 @@ trial() { # run archiver_compressor
     esac
     case $a in
     toygres)
-        mkdir -p "$dir/archive/pushed" "$dir/archive/prefetch"
+        mkdir -p "$dir/archive/pushed" "$dir/archive/prefetch" "$dir/archive/claims"
         cat >"$dir/archive/config.json" <<EOF
 {"url": "s3://$BUCKET/toygres", "instance": "bench", "compression": "$ours",
  "concurrency": $CONCURRENCY, "state_dir": "$dir/archive", "wal_segment_size": 16777216}
@@ -292,7 +309,7 @@ port = $PGPORT_
 listen_addresses = ''
 unix_socket_directories = '$SOCK'
 archive_mode = on
-archive_command = '/bin/true'
+archive_command = '$( ((BACKLOG == 1)) || echo /bin/true)'
 synchronous_commit = off
 max_wal_size = 4GB
 checkpoint_timeout = 30min
@@ -305,11 +322,12 @@ EOF
         as_pg pgbackrest --config="$dir/pgbackrest.conf" --stanza=bench stanza-create \
             >"$dir/stanza.log" 2>&1 || die "pgbackrest stanza-create failed: $(tail -5 "$dir/stanza.log")"
     fi
-    # The init's WAL goes to /bin/true; then the archiver takes over.
+    # The init's WAL goes to /bin/true (with BACKLOG=1 it waits, with the load's, for the
+    # archiver); then the archiver takes over.
     sql "CHECKPOINT" >/dev/null
     sql "SELECT pg_switch_wal()" >/dev/null
     local deadline=$((SECONDS + 120)) n age
-    while read -r n age < <(ready_stat "$data" "$(now)") && ((n > 0)); do
+    while ((BACKLOG == 0)) && read -r n age < <(ready_stat "$data" "$(now)") && ((n > 0)); do
         ((SECONDS < deadline)) || die "the init's WAL was not archived (to /bin/true)"
         sleep 0.1
     done
@@ -317,6 +335,7 @@ EOF
     local first_cmd=$cmd
     ((BACKLOG == 1)) && first_cmd=""
     set_archive_command "$first_cmd"
+    [[ -n $first_cmd ]] && start_pusher "$a" "$dir" "$data"
     sql "CHECKPOINT" >/dev/null
 
     local lsn0 arch0 fail0 t0 t1 t2
@@ -357,6 +376,7 @@ EOF
         log "run $run, $id: backlog of $backlog segments; releasing the archiver"
         t_release=$(now)
         set_archive_command "$cmd"
+        start_pusher "$a" "$dir" "$data"
     fi
 
     log "run $run, $id: load done ($end_ready .ready); waiting until $target is archived"
@@ -418,6 +438,12 @@ EOF
     fi
 
     as_pg "$PG_BIN/pg_ctl" -D "$data" -m fast -w -s stop || die "pg_ctl stop failed"
+    if [[ -n $PUSHER_PID ]]; then
+        stop_pid "$PUSHER_PID" TERM 10
+        wait "$PUSHER_PID" 2>/dev/null || true
+        forget_pid "$PUSHER_PID"
+        PUSHER_PID=""
+    fi
     stop_pgbackrest_async
     stop_moto
     ((KEEP == 1)) || rm -rf "$dir"
