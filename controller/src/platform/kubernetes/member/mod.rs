@@ -170,6 +170,20 @@ pub fn data_volume_of(set: &StatefulSet) -> String {
         .map_or_else(|| DATA_VOLUME.to_string(), data_volume_of_spec)
 }
 
+/// The annotation on a member's StatefulSet naming the claim template whose PVC holds the data
+/// an in-place restore set aside (`data` for `data-<member>-0`).
+pub const DATA_ASIDE_ANNOTATION: &str = "toygres.io/data-set-aside";
+
+/// The claim template whose PVC holds the data set aside, if any.
+pub fn volume_set_aside(set: &StatefulSet) -> Option<String> {
+    set.metadata
+        .annotations
+        .as_ref()?
+        .get(DATA_ASIDE_ANNOTATION)
+        .filter(|v| !v.is_empty())
+        .cloned()
+}
+
 /// The data volume after `current`: `data` → `data-1` → `data-2` …
 pub fn next_data_volume(current: &str) -> String {
     let n = current

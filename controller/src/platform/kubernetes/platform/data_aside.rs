@@ -24,22 +24,15 @@ use super::events::InstanceEvent;
 use super::members::{claim_name, until, BOOTSTRAP_ANNOTATION};
 use super::{classify, KubernetesPlatform, FIELD_MANAGER};
 use crate::platform::kubernetes::member::{
-    data_volume_of, next_data_volume, use_data_volume, TERMINATION_GRACE_SECS,
+    data_volume_of, next_data_volume, use_data_volume, volume_set_aside, DATA_ASIDE_ANNOTATION,
+    TERMINATION_GRACE_SECS,
 };
 use crate::platform::kubernetes::member_pod_name;
 use crate::platform::{validate_member_of, PlatformError};
 
-/// The annotation on a member's StatefulSet naming the claim template whose PVC holds the data
-/// set aside (`data` for `data-<member>-0`).
-pub const DATA_ASIDE_ANNOTATION: &str = "toygres.io/data-set-aside";
 /// The bootstrap the member was created with, kept while its data is set aside (the restore
 /// records its own bootstrap), and recorded again when the data is put back.
 pub const BOOTSTRAP_BEFORE_ASIDE_ANNOTATION: &str = "toygres.io/bootstrap-before-aside";
-
-/// The claim template whose PVC holds the data set aside, if any.
-pub fn volume_set_aside(set: &StatefulSet) -> Option<String> {
-    annotation(set, DATA_ASIDE_ANNOTATION)
-}
 
 fn annotation(set: &StatefulSet, key: &str) -> Option<String> {
     set.metadata

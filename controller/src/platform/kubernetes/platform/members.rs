@@ -18,7 +18,7 @@ use super::{classify, KubernetesPlatform, FIELD_MANAGER};
 use crate::platform::kubernetes::disruption::instance_disruption_budget;
 use crate::platform::kubernetes::labels::{instance_pods_selector, RoleLabel, MEMBER_KEY};
 use crate::platform::kubernetes::member::{
-    data_volume_of, member_stateful_set, use_data_volume, DATA_VOLUME, ZONE_LABEL,
+    data_volume_of, member_stateful_set, use_data_volume, volume_set_aside, DATA_VOLUME, ZONE_LABEL,
 };
 use crate::platform::kubernetes::services::{
     members_service, ro_service, ro_service_role, rw_service,
@@ -433,9 +433,10 @@ impl KubernetesPlatform {
             .await
             .with_context(|| format!("read StatefulSet {}/{member}", self.namespace))?;
         let mut claims = vec![data_claim_name(member)];
-        for volume in set.iter().flat_map(|s| {
-            std::iter::once(data_volume_of(s)).chain(super::data_aside::volume_set_aside(s))
-        }) {
+        for volume in set
+            .iter()
+            .flat_map(|s| std::iter::once(data_volume_of(s)).chain(volume_set_aside(s)))
+        {
             let claim = claim_name(&volume, member);
             if !claims.contains(&claim) {
                 claims.push(claim);
