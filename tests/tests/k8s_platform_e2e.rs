@@ -313,13 +313,9 @@ async fn a_frozen_primary_is_fenced_and_the_rw_endpoint_moves_without_losing_a_c
 /// ServiceAccount (bound to its Role by its RoleBinding, as `helm template` renders them) and
 /// creates an instance, switches over, rides out a kill -9 of the primary's pod, adds and
 /// removes a standby and deletes the instance, with no request refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_charts_role_is_all_the_kubernetes_platform_needs() {
-    bin_path("toygres-sidecar");
-    let cluster = Cluster::start().await;
-    let client = cluster.client();
-    create_namespace(&client).await;
-
+/// Applies the chart's ServiceAccount, Role and RoleBinding (rendered by `helm template`) in
+/// the namespace and returns a kubeconfig of that ServiceAccount.
+async fn chart_role_kubeconfig(cluster: &Cluster) -> std::path::PathBuf {
     let rbac = cluster.dir().join("rbac.yaml");
     let mut helm = cluster.helm();
     helm.args(["template", "toygres"])
@@ -352,6 +348,26 @@ async fn the_charts_role_is_all_the_kubernetes_platform_needs() {
         .service_account_client(NS, "toygres")
         .await
         .unwrap();
+    kubeconfig
+}
+
+/// The lines of the controller's log where the API server refused a request.
+fn refused_requests(controller: &Controller) -> Vec<String> {
+    let log = std::fs::read_to_string(&controller.log).unwrap();
+    log.lines()
+        .filter(|l| l.contains("forbidden") || l.contains("Forbidden"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_role_is_all_the_kubernetes_platform_needs() {
+    bin_path("toygres-sidecar");
+    let cluster = Cluster::start().await;
+    let client = cluster.client();
+    create_namespace(&client).await;
+
+    let kubeconfig = chart_role_kubeconfig(&cluster).await;
     let controller = Controller::start_as(&cluster, &kubeconfig).await;
 
     controller.cli_ok(&["create", "orders", "--replicas", "1", "--no-backup"]);
@@ -391,11 +407,7 @@ async fn the_charts_role_is_all_the_kubernetes_platform_needs() {
     controller.cli_ok(&["replication", "remove", "orders", "orders-2"]);
     controller.cli_ok(&["delete", "orders"]);
     all_of_orders_gone(&client).await;
-    let log = std::fs::read_to_string(&controller.log).unwrap();
-    let refused: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("forbidden") || l.contains("Forbidden"))
-        .collect();
+    let refused = refused_requests(&controller);
     assert!(
         refused.is_empty(),
         "requests the chart's Role refused:\n{}",
@@ -538,6 +550,13 @@ async fn a_store_secret_is_mounted_and_the_primary_archives_and_backs_up_into_s3
 /// the store secret `s3-creds`, registered (from an env file, removed after). Also the secret
 /// access key the secret holds.
 async fn s3_backed_controller() -> (Cluster, TestDir, Moto, TcpProxy, Controller, String) {
+    s3_backed_controller_as(false).await
+}
+
+/// [`s3_backed_controller`], its controller running as the chart's Role when `chart_role`.
+async fn s3_backed_controller_as(
+    chart_role: bool,
+) -> (Cluster, TestDir, Moto, TcpProxy, Controller, String) {
     bin_path("toygres-sidecar");
     let cluster = Cluster::start().await;
     create_namespace(&cluster.client()).await;
@@ -545,14 +564,16 @@ async fn s3_backed_controller() -> (Cluster, TestDir, Moto, TcpProxy, Controller
     let moto = Moto::start(emulators.path());
     moto.create_bucket("k8s-backups").await;
     let proxy = TcpProxy::start_on(cluster.bridge().host_ip().into(), moto.port).await;
-    let controller = Controller::start_with_env(
-        &cluster,
-        &[
-            ("TOYGRES_DEFAULT_BACKUP_STORE", "s3://k8s-backups/pfx"),
-            ("TOYGRES_DEFAULT_BACKUP_CREDENTIALS", "s3-creds"),
-        ],
-    )
-    .await;
+    let env = [
+        ("TOYGRES_DEFAULT_BACKUP_STORE", "s3://k8s-backups/pfx"),
+        ("TOYGRES_DEFAULT_BACKUP_CREDENTIALS", "s3-creds"),
+    ];
+    let controller = if chart_role {
+        let kubeconfig = chart_role_kubeconfig(&cluster).await;
+        Controller::start_as_with_env(&cluster, &kubeconfig, &env).await
+    } else {
+        Controller::start_with_env(&cluster, &env).await
+    };
     let key = format!("tgkey{}", free_port());
     let env_file = emulators.path().join("s3.env");
     std::fs::write(
@@ -778,6 +799,300 @@ async fn a_rotated_backup_key_reaches_every_member_through_its_ring_secret() {
     }
 
     drop(pg);
+    controller.cli_ok(&["delete", "orders"]);
+    all_of_orders_gone(&client).await;
+}
+
+/// The claims of `orders`' members: name → (uid, phase), those being deleted left out.
+async fn data_claims(client: &Client) -> BTreeMap<String, (String, String)> {
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS)
+        .list(&kube::api::ListParams::default().labels(INSTANCE_SELECTOR))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .map(|c| {
+            let phase = c.status.and_then(|s| s.phase).unwrap_or_default();
+            (
+                c.metadata.name.unwrap_or_default(),
+                (c.metadata.uid.unwrap_or_default(), phase),
+            )
+        })
+        .collect()
+}
+
+/// The names of the PersistentVolumes there are.
+async fn volumes(client: &Client) -> BTreeSet<String> {
+    Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(client.clone())
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|v| v.metadata.name)
+        .collect()
+}
+
+/// Rows in `t`, and its largest value.
+async fn rows_of(pg: &tokio_postgres::Client) -> (i64, Option<i32>) {
+    let row = pg
+        .query_one("SELECT count(*), max(v) FROM t", &[])
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// The timeline `pg` writes (or, on a standby, replays) on.
+async fn timeline_of(pg: &tokio_postgres::Client) -> i32 {
+    pg.query_one("SELECT timeline_id FROM pg_control_checkpoint()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Waits until the standby `orders-1` streams from the primary on `timeline` and holds
+/// `expected`.
+async fn standby_streams(
+    client: &Client,
+    password: &str,
+    timeline: i32,
+    expected: (i64, Option<i32>),
+) {
+    eventually(
+        WAIT,
+        &format!("orders-1 streaming on timeline {timeline} with {expected:?}"),
+        || async {
+            let pods = member_pods(client).await;
+            let (ip, role, _) = pods.get("orders-1-0")?;
+            if role.as_deref() != Some("standby") {
+                return None;
+            }
+            let pg = connect(client, ip, password).await?;
+            let streaming = pg
+                .query_opt(
+                    "SELECT received_tli FROM pg_stat_wal_receiver WHERE status = 'streaming'",
+                    &[],
+                )
+                .await
+                .ok()??;
+            let in_recovery: bool = pg
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .ok()?
+                .get(0);
+            let rows = pg
+                .query_one("SELECT count(*), max(v) FROM t", &[])
+                .await
+                .ok()?;
+            (in_recovery
+                && streaming.get::<_, i32>(0) == timeline
+                && (rows.get::<_, i64>(0), rows.get::<_, Option<i32>>(1)) == expected)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// In-place restore on Kubernetes, run by a controller with only the chart's Role: `orders`
+/// (a primary and a standby, backups into S3) gets rows 1..=100, a base backup, rows
+/// 101..=200, a time, rows 201..=300, all archived. A restore to a transaction that never
+/// happened cannot finish: the instance is put back as it was (the same PVCs, timeline 1, every
+/// row, the standby streaming, no PVC of the restore left). Unconfirmed, a restore is refused
+/// and changes nothing. Confirmed, to the time: `restoring` meanwhile; then exactly rows
+/// 1..=200 through `orders-rw`, on a new timeline, the standby cloned again and streaming on
+/// it, both members on new PVCs and the old PVCs (and their volumes) gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_restore_puts_the_old_data_back_when_it_cannot_finish_and_replaces_it_when_confirmed(
+) {
+    let (cluster, _emulators, moto, _proxy, controller, _) = s3_backed_controller_as(true).await;
+    let client = cluster.client();
+    let logs = cluster.keep_logs(NS, &["orders-0-0", "orders-1-0"], "sidecar");
+    let created = controller.cli(&["create", "orders", "--replicas", "1"]);
+    assert!(
+        created.status.success(),
+        "create failed:\n{}\n{}---- controller ----\n{}",
+        String::from_utf8_lossy(&created.stderr),
+        logs.dump(),
+        controller.log_tail()
+    );
+    let password = superuser_password(&client).await;
+    let (primary, ip) = rw_primary(&client, None).await;
+    assert_eq!(primary, "orders-0-0");
+    let pg = connect(&client, &ip, &password)
+        .await
+        .expect("connect to rw");
+    pg.batch_execute(
+        "CREATE TABLE t (v integer PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)",
+    )
+    .await
+    .unwrap();
+    let backup: serde_json::Value =
+        serde_json::from_str(&controller.cli_ok(&["backup", "create", "orders", "-o", "json"]))
+            .unwrap();
+    assert_eq!(backup["status"], "succeeded", "{backup}");
+    pg.batch_execute("INSERT INTO t SELECT generate_series(101, 200)")
+        .await
+        .unwrap();
+    let time: String = pg
+        .query_one(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', \
+                            'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    pg.batch_execute("INSERT INTO t SELECT generate_series(201, 300)")
+        .await
+        .unwrap();
+    let segment: String = pg
+        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .await
+        .unwrap()
+        .get(0);
+    eventually(WAIT, &format!("{segment} archived"), || async {
+        let wal = moto.list("k8s-backups", "pfx/orders/wal").await;
+        wal.iter().any(|k| k.contains(&segment)).then_some(())
+    })
+    .await;
+    drop(pg);
+    standby_streams(&client, &password, 1, (300, Some(300))).await;
+    let claims_before = data_claims(&client).await;
+    assert_eq!(
+        claims_before.keys().collect::<Vec<_>>(),
+        ["data-orders-0-0", "data-orders-1-0"],
+        "{claims_before:?}"
+    );
+
+    // A transaction that never happened: recovery replays the whole archive without reaching
+    // it, and gives up; the old data is put back.
+    let failed = controller.cli(&[
+        "restore",
+        "orders",
+        "--in-place",
+        "--confirm",
+        "orders",
+        "--xid",
+        "2000000000",
+    ]);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        !failed.status.success() && stderr.contains("put back as it was"),
+        "the impossible restore: {failed:?}\n{}---- controller ----\n{}",
+        logs.dump(),
+        controller.log_tail()
+    );
+    let (primary, ip) = rw_primary(&client, None).await;
+    assert_eq!(primary, "orders-0-0", "the primary is the same member");
+    let pg = connect(&client, &ip, &password)
+        .await
+        .expect("connect to rw");
+    assert_eq!(rows_of(&pg).await, (300, Some(300)));
+    assert_eq!(timeline_of(&pg).await, 1, "the old data was promoted again");
+    pg.batch_execute("INSERT INTO t VALUES (301)")
+        .await
+        .unwrap();
+    standby_streams(&client, &password, 1, (301, Some(301))).await;
+    drop(pg);
+    assert_eq!(
+        data_claims(&client).await,
+        claims_before,
+        "the members are back on their own PVCs, and the restore's are gone"
+    );
+    let detail: serde_json::Value =
+        serde_json::from_str(&controller.cli_ok(&["get", "orders", "-o", "json"])).unwrap();
+    assert_eq!(detail["state"], "running", "{detail}");
+
+    // Unconfirmed: refused, and nothing changes.
+    let refused = controller.cli(&["restore", "orders", "--in-place", "--time", &time]);
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--confirm orders"),
+        "{refused:?}"
+    );
+
+    // Confirmed: `restoring` while it runs, then exactly the rows before the time.
+    let mut cli = controller.command();
+    cli.args([
+        "restore",
+        "orders",
+        "--in-place",
+        "--confirm",
+        "orders",
+        "--time",
+        &time,
+    ]);
+    let running = tokio::task::spawn_blocking(move || cli.output().unwrap());
+    let mut states = Vec::new();
+    while !running.is_finished() {
+        let out = controller.cli(&["get", "orders", "-o", "json"]);
+        if let Ok(detail) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+            let state = detail["state"].as_str().unwrap_or("").to_string();
+            if states.last() != Some(&state) {
+                states.push(state);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let restored = running.await.unwrap();
+    assert!(
+        restored.status.success(),
+        "the restore failed:\n{}\n{}---- controller ----\n{}",
+        String::from_utf8_lossy(&restored.stderr),
+        logs.dump(),
+        controller.log_tail()
+    );
+    assert!(
+        states.iter().any(|s| s == "restoring"),
+        "never seen restoring: {states:?}"
+    );
+    let (primary, ip) = rw_primary(&client, None).await;
+    assert_eq!(primary, "orders-0-0");
+    let pg = connect(&client, &ip, &password)
+        .await
+        .expect("connect to rw");
+    assert_eq!(rows_of(&pg).await, (200, Some(200)));
+    let timeline = timeline_of(&pg).await;
+    assert!(timeline > 1, "still timeline {timeline}");
+    pg.batch_execute("INSERT INTO t VALUES (1000)")
+        .await
+        .unwrap();
+    standby_streams(&client, &password, timeline, (201, Some(1000))).await;
+    drop(pg);
+
+    // Both members on new PVCs; the old ones, and their volumes, gone.
+    eventually(WAIT, "the old data gone", || async {
+        let claims = data_claims(&client).await;
+        let names: Vec<&str> = claims.keys().map(String::as_str).collect();
+        let volumes = volumes(&client).await;
+        let old_volumes: Vec<String> = claims_before
+            .values()
+            .map(|(uid, _)| format!("pvc-{uid}"))
+            .filter(|v| volumes.contains(v))
+            .collect();
+        (names == ["data-1-orders-0-0", "data-1-orders-1-0"]
+            && claims.values().all(|(_, phase)| phase == "Bound")
+            && old_volumes.is_empty())
+        .then_some(())
+    })
+    .await;
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    for member in ["orders-0", "orders-1"] {
+        let set = sets.get(member).await.unwrap();
+        let annotations = set.metadata.annotations.unwrap_or_default();
+        assert!(
+            !annotations.contains_key("toygres.io/data-set-aside"),
+            "{member}: {annotations:?}"
+        );
+    }
+    let refused = refused_requests(&controller);
+    assert!(
+        refused.is_empty(),
+        "requests the chart's Role refused:\n{}",
+        refused.join("\n")
+    );
+
     controller.cli_ok(&["delete", "orders"]);
     all_of_orders_gone(&client).await;
 }

@@ -21,7 +21,7 @@ use super::ha::sync::sync_policy;
 use super::members::{MEMBER_READY_TIMEOUT_SECS, RESTORE_READY_TIMEOUT_SECS};
 use super::operation::{report, route_endpoints, OperationRun};
 use crate::activities::data_aside::DataAsideInput;
-use crate::activities::ha::SyncPolicyInput;
+use crate::activities::ha::{RepointInput, Repointed, SyncPolicyInput};
 use crate::activities::members::{CreateMemberInput, InstanceRef, Topology};
 use crate::activities::names as act;
 use crate::activities::records::{InstanceRunning, MemberRole};
@@ -100,8 +100,7 @@ async fn restore(
     )
     .await
     .map_err(Failure::Running)?;
-    let (Some(primary), Some(primary_address)) =
-        (topology.primary.clone(), topology.primary_address.clone())
+    let (Some(primary), Some(_)) = (topology.primary.clone(), topology.primary_address.as_ref())
     else {
         return Err(Failure::Running(format!(
             "instance {name} has no primary to restore"
@@ -161,8 +160,8 @@ async fn restore(
         RESTORE_READY_TIMEOUT_SECS,
     )
     .await;
-    let ready = match restored {
-        Ok(ready) => ready,
+    let (ready, restored_address) = match restored {
+        Ok(started) => started,
         Err(e) => {
             let e = format!("the restore of {primary} failed: {e}");
             return Err(put_back(ctx, name, &topology, &set_aside, Some(&primary), e).await);
@@ -193,9 +192,18 @@ async fn restore(
         STEPS,
         "cloning the standbys and routing the endpoints",
     );
-    bring_back(ctx, name, &topology, &primary, &primary_address, &standbys)
-        .await
-        .map_err(|e| Failure::Running(format!("{name} was restored, but {e}")))?;
+    // The standbys are cloned afresh from where the restored primary is now.
+    bring_back(
+        ctx,
+        name,
+        &topology,
+        &primary,
+        &restored_address,
+        &standbys,
+        false,
+    )
+    .await
+    .map_err(|e| Failure::Running(format!("{name} was restored, but {e}")))?;
     Ok(format!(
         "done: {name} restored in place from backup {} (timeline {})",
         input.restore.backup_id,
@@ -222,11 +230,12 @@ async fn put_back(
         STEPS,
         format!("failed ({error}): putting the old data back"),
     );
-    let (Some(current), Some(address)) =
+    let (Some(current), Some(mut address)) =
         (topology.primary.clone(), topology.primary_address.clone())
     else {
         return Failure::Broken(error);
     };
+    let recorded = address.clone();
     if let Some(primary) = primary {
         let back = DataAsideInput {
             instance: name.to_string(),
@@ -239,7 +248,7 @@ async fn put_back(
             ));
         }
         // The old data directory is in place again: the bootstrap is not used.
-        if let Err(e) = start_primary(
+        match start_primary(
             ctx,
             name,
             primary,
@@ -248,9 +257,12 @@ async fn put_back(
         )
         .await
         {
-            return Failure::Broken(format!(
-                "{error}; and {primary} did not start again on its old data: {e}"
-            ));
+            Ok((_, now)) => address = now,
+            Err(e) => {
+                return Failure::Broken(format!(
+                    "{error}; and {primary} did not start again on its old data: {e}"
+                ))
+            }
         }
     }
     for standby in standbys {
@@ -264,7 +276,11 @@ async fn put_back(
             ctx.trace_warn(format!("put {standby}'s old data back: {e}"));
         }
     }
-    match bring_back(ctx, name, topology, &current, &address, standbys).await {
+    // The standbys' old data follows the primary where it was; when it started again
+    // elsewhere (a new pod IP), they are pointed at it. Where it has not moved (the local
+    // platform), nothing more is scheduled than before.
+    let moved = address != recorded;
+    match bring_back(ctx, name, topology, &current, &address, standbys, moved).await {
         Ok(()) => Failure::Running(format!("{error}; {name} was put back as it was")),
         Err(e) => Failure::Running(format!(
             "{error}; {name}'s primary was put back as it was, but {e}"
@@ -273,6 +289,7 @@ async fn put_back(
 }
 
 /// Starts the standbys (their data put back, or cloned from `primary` when they have none),
+/// with `repoint` points them at `primary_address` (their data names where the primary was),
 /// waits until they stream, applies the synchronous policy, routes the endpoints and records
 /// the members running.
 async fn bring_back(
@@ -282,8 +299,38 @@ async fn bring_back(
     primary: &str,
     primary_address: &PgAddress,
     standbys: &[String],
+    repoint: bool,
 ) -> Result<(), String> {
     super::members::create_standbys(ctx, name, primary_address, standbys).await?;
+    if repoint {
+        let repointed = ctx
+            .join(
+                standbys
+                    .iter()
+                    .map(|standby| {
+                        call::<_, Repointed>(
+                            ctx,
+                            act::REPOINT_STANDBY,
+                            RepointInput {
+                                instance: name.to_string(),
+                                member: standby.clone(),
+                                primary: primary.to_string(),
+                            },
+                        )
+                    })
+                    .collect(),
+            )
+            .await;
+        for (standby, result) in standbys.iter().zip(repointed) {
+            match result {
+                Ok(Repointed { diverged: None }) => {}
+                Ok(Repointed {
+                    diverged: Some(why),
+                }) => ctx.trace_warn(format!("{standby} cannot follow {primary}: {why}")),
+                Err(e) => ctx.trace_warn(format!("point {standby} at {primary}: {e}")),
+            }
+        }
+    }
     super::members::wait_standbys_streaming(ctx, name, standbys).await?;
     if topology.replication_mode == ReplicationMode::Sync {
         let candidates: Vec<String> = topology
@@ -333,15 +380,16 @@ async fn bring_back(
     .await
 }
 
-/// Starts the primary with `bootstrap` and waits until it accepts writes.
+/// Starts the primary with `bootstrap` and waits until it accepts writes; returns where its
+/// Postgres is now (a Kubernetes pod started again has another IP than the recorded one).
 async fn start_primary(
     ctx: &OrchestrationContext,
     name: &str,
     primary: &str,
     bootstrap: Bootstrap,
     timeout_secs: u64,
-) -> Result<MemberReady, String> {
-    let _: MemberHandle = call(
+) -> Result<(MemberReady, PgAddress), String> {
+    let handle: MemberHandle = call(
         ctx,
         act::CREATE_MEMBER,
         CreateMemberInput {
@@ -352,7 +400,7 @@ async fn start_primary(
         },
     )
     .await?;
-    call_once(
+    let ready = call_once(
         ctx,
         act::WAIT_MEMBER_READY,
         WaitReadyInput {
@@ -362,5 +410,6 @@ async fn start_primary(
             timeout_secs,
         },
     )
-    .await
+    .await?;
+    Ok((ready, handle.address.pg))
 }

@@ -210,15 +210,19 @@ impl Controller {
         self.home.path().join("controller.addr").exists()
     }
 
-    /// `toygres ARGS` against this controller.
-    pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin_path("toygres"))
+    /// `toygres` against this controller, to be given its arguments and run.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(bin_path("toygres"));
+        command
             .env("TOYGRES_HOME", self.home.path())
             .env_remove("TOYGRES_URL")
-            .env_remove("TOYGRES_TOKEN_FILE")
-            .args(args)
-            .output()
-            .unwrap()
+            .env_remove("TOYGRES_TOKEN_FILE");
+        command
+    }
+
+    /// `toygres ARGS` against this controller.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
     }
 
     /// Runs `toygres ARGS`, panicking with its output and the controller's log when it fails.

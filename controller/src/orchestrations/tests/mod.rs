@@ -76,13 +76,19 @@ fn answer(name: &str, input: &Value, failing: &BTreeSet<String>) -> Result<Value
             "rw": {"host": "127.0.0.1", "port": 6000},
             "ro": {"host": "127.0.0.1", "port": 6001},
         }),
+        // A member started again at another address (a Kubernetes pod's new IP).
+        n if n == act::CREATE_MEMBER && instance.ends_with("moved") => json!({
+            "instance": instance,
+            "member": member,
+            "address": {"pg": {"host": "10.0.0.9", "port": 5432}, "api_url": "https://10.0.0.9:8008"},
+        }),
         n if n == act::CREATE_MEMBER => json!({
             "instance": instance,
             "member": member,
             "address": {"pg": {"host": "127.0.0.1", "port": 7000}, "api_url": "https://127.0.0.1:8000"},
         }),
         n if n == act::WAIT_MEMBER_READY
-            && instance == "unrestorable"
+            && instance.starts_with("unrestorable")
             && input["timeout_secs"] == json!(super::members::RESTORE_READY_TIMEOUT_SECS) =>
         {
             return Err(format!(

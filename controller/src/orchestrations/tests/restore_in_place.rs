@@ -167,3 +167,52 @@ async fn a_primary_that_does_not_start_again_leaves_the_instance_failed() {
     );
     harness.stop().await;
 }
+
+#[tokio::test]
+async fn the_standbys_follow_a_primary_started_again_at_another_address() {
+    let harness = Harness::start(&[]).await;
+    // Restored at a new address: the standby is cloned from there.
+    let status = harness
+        .run("op-moved", names::RESTORE_IN_PLACE, &restore_input("moved"))
+        .await;
+    assert!(
+        matches!(status, OrchestrationStatus::Completed { .. }),
+        "{status:?}"
+    );
+    let standby = harness
+        .calls_to(act::CREATE_MEMBER)
+        .into_iter()
+        .find(|c| c["member"] == "db-1")
+        .unwrap();
+    assert_eq!(
+        standby["bootstrap"]["primary"],
+        json!({"host": "10.0.0.9", "port": 5432}),
+        "{standby}"
+    );
+    assert!(harness.calls_to(act::REPOINT_STANDBY).is_empty());
+
+    // Put back, the primary at a new address: the standby, started on its old data (which
+    // names the old one), is pointed at it.
+    let status = harness
+        .run(
+            "op-unrestorable-moved",
+            names::RESTORE_IN_PLACE,
+            &restore_input("unrestorable-moved"),
+        )
+        .await;
+    assert!(
+        matches!(status, OrchestrationStatus::Failed { .. }),
+        "{status:?}"
+    );
+    let repointed = harness.calls_to(act::REPOINT_STANDBY);
+    assert_eq!(repointed.len(), 1, "{repointed:?}");
+    assert_eq!(repointed[0]["member"], "db-1");
+    assert_eq!(repointed[0]["primary"], "db-0");
+    let (state, error) = finished_state(&harness, "op-unrestorable-moved");
+    assert_eq!(state, "running");
+    assert!(
+        error.as_str().unwrap().contains("put back as it was"),
+        "{error}"
+    );
+    harness.stop().await;
+}

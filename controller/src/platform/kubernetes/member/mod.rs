@@ -161,6 +161,71 @@ pub fn member_stateful_set(
     }
 }
 
+/// The name of the claim template (and pod volume) holding `set`'s data: [`DATA_VOLUME`] until
+/// an in-place restore gives the member a fresh one (`data-1`, `data-2`, …; the claim template
+/// of a StatefulSet cannot change, so the StatefulSet is made again with the new name).
+pub fn data_volume_of(set: &StatefulSet) -> String {
+    set.spec
+        .as_ref()
+        .map_or_else(|| DATA_VOLUME.to_string(), data_volume_of_spec)
+}
+
+/// The annotation on a member's StatefulSet naming the claim template whose PVC holds the data
+/// an in-place restore set aside (`data` for `data-<member>-0`).
+pub const DATA_ASIDE_ANNOTATION: &str = "toygres.io/data-set-aside";
+
+/// The claim template whose PVC holds the data set aside, if any.
+pub fn volume_set_aside(set: &StatefulSet) -> Option<String> {
+    set.metadata
+        .annotations
+        .as_ref()?
+        .get(DATA_ASIDE_ANNOTATION)
+        .filter(|v| !v.is_empty())
+        .cloned()
+}
+
+/// The data volume after `current`: `data` → `data-1` → `data-2` …
+pub fn next_data_volume(current: &str) -> String {
+    let n = current
+        .strip_prefix(DATA_VOLUME)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    format!("{DATA_VOLUME}-{}", n + 1)
+}
+
+/// Renames `set`'s data claim template and the sidecar's mount of it to `volume` (the PVC is
+/// then `<volume>-<member>-0`).
+pub fn use_data_volume(set: &mut StatefulSet, volume: &str) {
+    let Some(spec) = set.spec.as_mut() else {
+        return;
+    };
+    let old = data_volume_of_spec(spec);
+    for claim in spec.volume_claim_templates.iter_mut().flatten() {
+        if claim.metadata.name.as_deref() == Some(old.as_str()) {
+            claim.metadata.name = Some(volume.to_string());
+        }
+    }
+    let containers = spec
+        .template
+        .spec
+        .iter_mut()
+        .flat_map(|p| &mut p.containers);
+    for mount in containers.flat_map(|c| c.volume_mounts.iter_mut().flatten()) {
+        if mount.name == old {
+            mount.name = volume.to_string();
+        }
+    }
+}
+
+fn data_volume_of_spec(spec: &StatefulSetSpec) -> String {
+    spec.volume_claim_templates
+        .as_ref()
+        .and_then(|t| t.first())
+        .and_then(|c| c.metadata.name.clone())
+        .unwrap_or_else(|| DATA_VOLUME.to_string())
+}
+
 /// The claim template of the member's data volume.
 fn data_claim_template(
     settings: &InstanceSettings,

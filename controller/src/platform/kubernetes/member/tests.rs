@@ -507,3 +507,31 @@ fn the_container_runs_what_the_sidecar_image_runs() {
     assert!(image_env["TOYGRES_DATA_DIR"].starts_with(DATA_VOLUME_MOUNT));
     assert!(dockerfile.contains("USER 999:999"));
 }
+
+#[test]
+fn an_in_place_restore_gives_the_member_a_new_data_volume_and_mount() {
+    assert_eq!(next_data_volume(DATA_VOLUME), "data-1");
+    assert_eq!(next_data_volume("data-1"), "data-2");
+    assert_eq!(next_data_volume("data-41"), "data-42");
+    let mut set = member_stateful_set(&fixtures::orders(), &primary(), &fixtures::owner());
+    assert_eq!(data_volume_of(&set), DATA_VOLUME);
+    use_data_volume(&mut set, "data-1");
+    assert_eq!(data_volume_of(&set), "data-1");
+    let mount = mount_named(&pod_spec(&set).containers[0], "data-1");
+    assert_eq!(mount.mount_path, DATA_VOLUME_MOUNT);
+    assert!(
+        pod_spec(&set).containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|m| m.name != DATA_VOLUME),
+        "the old volume is still mounted"
+    );
+    use_data_volume(&mut set, DATA_VOLUME);
+    assert_eq!(data_volume_of(&set), DATA_VOLUME);
+    assert_eq!(
+        mount_named(&pod_spec(&set).containers[0], DATA_VOLUME).mount_path,
+        DATA_VOLUME_MOUNT
+    );
+}

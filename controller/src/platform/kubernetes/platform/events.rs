@@ -21,6 +21,8 @@ pub enum InstanceEvent {
     MemberFenced,
     /// A member was deleted.
     MemberDeleted,
+    /// A member's data was set aside for an in-place restore, put back, or deleted.
+    DataSetAside,
     /// The primary label moved to another member: a failover or a switchover.
     PrimaryChanged,
     /// No member carries the primary label: `-rw` leads nowhere.
@@ -34,6 +36,7 @@ impl InstanceEvent {
             InstanceEvent::MemberStarted => ("MemberStarted", "Start", EventType::Normal),
             InstanceEvent::MemberFenced => ("MemberFenced", "Fence", EventType::Warning),
             InstanceEvent::MemberDeleted => ("MemberDeleted", "Delete", EventType::Normal),
+            InstanceEvent::DataSetAside => ("DataSetAside", "Restore", EventType::Normal),
             InstanceEvent::PrimaryChanged => ("PrimaryChanged", "Route", EventType::Normal),
             InstanceEvent::PrimaryUnrouted => ("PrimaryUnrouted", "Route", EventType::Warning),
         }

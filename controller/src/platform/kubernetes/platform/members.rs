@@ -17,7 +17,9 @@ use super::events::InstanceEvent;
 use super::{classify, KubernetesPlatform, FIELD_MANAGER};
 use crate::platform::kubernetes::disruption::instance_disruption_budget;
 use crate::platform::kubernetes::labels::{instance_pods_selector, RoleLabel, MEMBER_KEY};
-use crate::platform::kubernetes::member::{member_stateful_set, DATA_VOLUME, ZONE_LABEL};
+use crate::platform::kubernetes::member::{
+    data_volume_of, member_stateful_set, use_data_volume, volume_set_aside, DATA_VOLUME, ZONE_LABEL,
+};
 use crate::platform::kubernetes::services::{
     members_service, ro_service, ro_service_role, rw_service,
 };
@@ -41,7 +43,7 @@ pub const BOOTSTRAP_ANNOTATION: &str = "toygres.io/bootstrap";
 pub const FENCE_ANNOTATION: &str = "toygres.io/fence-token";
 
 /// `wait` bounded by `timeout`: `Err` when the time ran out.
-async fn until<T>(
+pub(super) async fn until<T>(
     timeout: Duration,
     wait: impl std::future::Future<Output = T>,
 ) -> Result<T, tokio::time::error::Elapsed> {
@@ -50,7 +52,12 @@ async fn until<T>(
 
 /// The PVC of `member`'s data: `data-<member>-0`.
 pub fn data_claim_name(member: &str) -> String {
-    format!("{DATA_VOLUME}-{}", member_pod_name(member))
+    claim_name(DATA_VOLUME, member)
+}
+
+/// The PVC the claim template `volume` of `member`'s StatefulSet makes: `<volume>-<member>-0`.
+pub fn claim_name(volume: &str, member: &str) -> String {
+    format!("{volume}-{}", member_pod_name(member))
 }
 
 /// `instance=<i>,component=member` as a label selector string.
@@ -181,6 +188,11 @@ impl KubernetesPlatform {
         }
         member_settings.fence_token = existing.as_ref().and_then(fence_token);
         let mut set = member_stateful_set(&settings, &member_settings, &owner);
+        // The claim template cannot change: an existing StatefulSet keeps its data volume (a
+        // new one since an in-place restore, see `data_aside`).
+        if let Some(existing) = &existing {
+            use_data_volume(&mut set, &data_volume_of(existing));
+        }
         let bootstrap = serde_json::to_string(&member_settings.bootstrap)
             .context("encode the member's bootstrap")?;
         set.metadata
@@ -414,6 +426,22 @@ impl KubernetesPlatform {
         keep_data: bool,
     ) -> Result<(), PlatformError> {
         validate_member_of(instance, member)?;
+        // Its claims: the one it uses, and the one set aside by an in-place restore.
+        let set = self
+            .api::<StatefulSet>()
+            .get_opt(member)
+            .await
+            .with_context(|| format!("read StatefulSet {}/{member}", self.namespace))?;
+        let mut claims = vec![data_claim_name(member)];
+        for volume in set
+            .iter()
+            .flat_map(|s| std::iter::once(data_volume_of(s)).chain(volume_set_aside(s)))
+        {
+            let claim = claim_name(&volume, member);
+            if !claims.contains(&claim) {
+                claims.push(claim);
+            }
+        }
         self.delete_if_present::<StatefulSet>(
             member,
             &DeleteParams {
@@ -439,11 +467,10 @@ impl KubernetesPlatform {
         if keep_data {
             tracing::info!(instance, member, "deleted the member, keeping its PVC");
         } else {
-            self.delete_if_present::<PersistentVolumeClaim>(
-                &data_claim_name(member),
-                &DeleteParams::default(),
-            )
-            .await?;
+            for claim in &claims {
+                self.delete_if_present::<PersistentVolumeClaim>(claim, &DeleteParams::default())
+                    .await?;
+            }
             self.delete_if_present::<Secret>(
                 &crate::platform::kubernetes::tls::member_tls_secret_name(member),
                 &DeleteParams::default(),
@@ -471,6 +498,7 @@ mod tests {
     #[test]
     fn a_members_claim_and_selector_follow_the_stateful_set_naming() {
         assert_eq!(data_claim_name("orders-1"), "data-orders-1-0");
+        assert_eq!(claim_name("data-2", "orders-1"), "data-2-orders-1-0");
         assert_eq!(
             member_pods_selector("orders"),
             "app.kubernetes.io/component=member,toygres.io/instance=orders"

@@ -40,6 +40,7 @@ use super::{
 };
 use crate::platform::{MemberArchive, PlatformError};
 
+mod data_aside;
 mod events;
 mod keyring;
 mod members;

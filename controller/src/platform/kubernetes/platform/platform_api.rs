@@ -200,6 +200,24 @@ impl Platform for KubernetesPlatform {
             .await
     }
 
+    /// The old data stays in the member's PVC; a new PVC takes the restore (see `data_aside`).
+    fn sets_data_aside(&self) -> bool {
+        true
+    }
+
+    async fn set_data_aside(&self, instance: &str, member: &str) -> Result<(), PlatformError> {
+        self.set_aside(instance, member).await
+    }
+
+    async fn end_data_aside(
+        &self,
+        instance: &str,
+        member: &str,
+        put_back: bool,
+    ) -> Result<(), PlatformError> {
+        self.end_aside(instance, member, put_back).await
+    }
+
     async fn member_address(
         &self,
         instance: &str,
