@@ -13,9 +13,10 @@ const WAITING: usize = 64;
 /// `sync_all` (`fsync`) of the files handed to it, on a few threads.
 ///
 /// A full `fsync`, not `fdatasync`: a restored copy was taken from a running server, so
-/// Postgres's first start `fsync`s every file of it before recovery. After only `fdatasync`
-/// each file's times were still to commit, one journal commit per file in that pass, which
-/// took 1-3 s instead of 0.1 s while other processes wrote to the same file system.
+/// Postgres's first start `fsync`s every file of it before recovery. After only `fdatasync`,
+/// that pass took 1.1-3.3 s while other processes wrote to the same file system (0.07-1.5 s
+/// after `fsync`; BENCHMARKS.md), likely because each file's times were still to commit, one
+/// journal commit per file.
 pub struct Syncer {
     tx: mpsc::SyncSender<File>,
     workers: Vec<JoinHandle<io::Result<()>>>,
