@@ -152,6 +152,8 @@ for run in $(seq 1 "$RUNS"); do
     record ours_unpack_s "$(grep -m1 'downloaded and unpacked' \
         "$TG_HOME/instances/r$run/r$run-0/sidecar.log" | sed -E 's/.*seconds=([0-9.]+).*/\1/' |
         awk '{ printf "%.1f", $1 }')"
+    # The member's log, kept beside the results: its timings break our restore down.
+    cp "$TG_HOME/instances/r$run/r$run-0/sidecar.log" "$ROOT/restore-$run.sidecar.log" || true
     tg delete "r$run" >"$ROOT/delete-$run.log" 2>&1 ||
         die "toygres delete r$run failed: $(tail -5 "$ROOT/delete-$run.log")"
 

@@ -10,7 +10,13 @@ use std::thread::JoinHandle;
 /// Files waiting for a worker (each an open descriptor: bounded well under any fd limit).
 const WAITING: usize = 64;
 
-/// `sync_data` of the files handed to it, on a few threads.
+/// `sync_all` (`fsync`) of the files handed to it, on a few threads.
+///
+/// A full `fsync`, not `fdatasync`: a restored copy was taken from a running server, so
+/// Postgres's first start `fsync`s every file of it before recovery. After only `fdatasync`,
+/// that pass took 1.1-3.3 s while other processes wrote to the same file system (0.07-1.5 s
+/// after `fsync`; BENCHMARKS.md), likely because each file's times were still to commit, one
+/// journal commit per file.
 pub struct Syncer {
     tx: mpsc::SyncSender<File>,
     workers: Vec<JoinHandle<io::Result<()>>>,
@@ -32,7 +38,7 @@ impl Syncer {
                 std::thread::spawn(move || loop {
                     let next = rx.lock().map_err(|_| io::Error::other("poisoned"))?.recv();
                     match next {
-                        Ok(file) => file.sync_data()?,
+                        Ok(file) => file.sync_all()?,
                         Err(_) => return Ok(()),
                     }
                 })

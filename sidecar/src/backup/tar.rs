@@ -464,7 +464,7 @@ impl TarHandler for Extract {
             let f = f.into_inner().map_err(|e| e.into_error())?;
             match &self.syncer {
                 Some(syncer) => syncer.sync(f)?,
-                None => f.sync_data()?,
+                None => f.sync_all()?,
             }
         }
         Ok(())

@@ -70,6 +70,7 @@ pub async fn download_base_backup(
     } else {
         parts::parts_to_writer(store, &manifest.objects, reader, jobs).await?
     };
+    let written = started.elapsed();
     let extracted = tokio::task::spawn_blocking(move || reader.finish()?.finish())
         .await
         .context("join the unpack task")?
@@ -80,6 +81,7 @@ pub async fn download_base_backup(
         .unwrap_or_default();
     let dest = dest.to_path_buf();
     let bins2 = bins.clone();
+    let flushed = started.elapsed();
     tokio::task::spawn_blocking(move || chown_tree(&bins2, &dest))
         .await
         .context("join the chown task")??;
@@ -88,6 +90,8 @@ pub async fn download_base_backup(
         bytes = manifest.raw_bytes,
         parts = manifest.objects.len(),
         seconds = started.elapsed().as_secs_f64(),
+        written_s = written.as_secs_f64(),
+        flush_wait_s = (flushed - written).as_secs_f64(),
         "base backup downloaded and unpacked"
     );
     Ok(pg_manifest)
@@ -334,6 +338,13 @@ async fn restore_one(
     files::write_config(cfg, bins, &staged, &state)
 }
 
+/// How often the recovering server is asked how far it is: a short end of recovery (a few
+/// segments) takes a few hundred milliseconds, which a coarser poll would add to every restore.
+/// One query on a connection kept open, so cheap even during a long replay.
+const RECOVERY_POLL: Duration = Duration::from_millis(20);
+/// How often a connection is tried while the server does not accept one yet.
+const RECONNECT_POLL: Duration = Duration::from_millis(100);
+
 /// Polls the recovering server until it has reached the target: promoted (out of recovery), or
 /// paused at it. Fails when Postgres exits (a target recovery cannot reach is fatal to it).
 async fn wait_for_target(
@@ -344,6 +355,7 @@ async fn wait_for_target(
     let pause = spec.target.is_some() && spec.action == TargetAction::Pause;
     let started = std::time::Instant::now();
     let mut last_note = std::time::Instant::now();
+    let mut client = None;
     loop {
         if let Some(exit) = child.exited() {
             bail!(
@@ -351,8 +363,11 @@ async fn wait_for_target(
                  this backup or the WAL it needs missing; see the log above"
             );
         }
-        if let Ok(client) = sql::connect_local(cfg).await {
-            let row = client
+        if client.is_none() {
+            client = sql::connect_local(cfg).await.ok();
+        }
+        if let Some(connected) = &client {
+            let row = connected
                 .query_one(
                     "SELECT pg_is_in_recovery(), \
                             CASE WHEN pg_is_in_recovery() \
@@ -384,9 +399,18 @@ async fn wait_for_target(
                     tracing::info!(?lsn, "recovering");
                     last_note = std::time::Instant::now();
                 }
+            } else {
+                // Connect again next time (the server may have closed this connection).
+                client = None;
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Each refused connection costs the server a process: try those less often.
+        let next = if client.is_some() {
+            RECOVERY_POLL
+        } else {
+            RECONNECT_POLL
+        };
+        tokio::time::sleep(next).await;
     }
 }
 
