@@ -147,6 +147,15 @@ pub fn spawn(
     })
 }
 
+/// What one pass knows of itself, for each of its checks.
+#[derive(Debug, Clone, Copy)]
+struct PassFacts {
+    max_lag_bytes: u64,
+    interval: Duration,
+    /// The prober runs late: a timed-out probe needs a second pass to count.
+    overloaded: bool,
+}
+
 /// Whether a pass that began `late` after its tick, after a pass that took `last_pass`, runs
 /// on a starved controller.
 fn overloaded(late: Duration, last_pass: Duration, interval: Duration) -> bool {
@@ -175,20 +184,15 @@ async fn pass(
     deps.watched_instances
         .store(running.len(), std::sync::atomic::Ordering::Relaxed);
     let mut before = std::mem::take(watched);
+    let facts = PassFacts {
+        max_lag_bytes,
+        interval,
+        overloaded,
+    };
     let checks = running.into_iter().map(|(name, actor_id)| {
         let previous = before.remove(&name);
         async move {
-            let kept = check(
-                deps,
-                client,
-                max_lag_bytes,
-                interval,
-                overloaded,
-                &name,
-                actor_id,
-                previous,
-            )
-            .await;
+            let kept = check(deps, client, facts, &name, actor_id, previous).await;
             (name, kept)
         }
     });
@@ -239,13 +243,16 @@ async fn pass(
 async fn check(
     deps: &ActivityDeps,
     client: &Client,
-    max_lag_bytes: u64,
-    interval: Duration,
-    overloaded: bool,
+    facts: PassFacts,
     instance: &str,
     actor_id: String,
     previous: Option<Watched>,
 ) -> (Option<Watched>, Write) {
+    let PassFacts {
+        max_lag_bytes,
+        interval,
+        overloaded,
+    } = facts;
     let previous = previous.filter(|w| w.actor_id == actor_id);
     let mut settings_changed = false;
     let mut watched = match previous {

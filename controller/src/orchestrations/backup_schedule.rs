@@ -185,7 +185,7 @@ async fn prune_earlier(ctx: &OrchestrationContext, input: &BackupScheduleInput) 
             instance: input.instance.clone(),
             actor_id: ctx.instance_id(),
         };
-        if let Err(e) = call::<_, ()>(&ctx, act::PRUNE_ACTOR_HISTORY, &prune).await {
+        if let Err(e) = call::<_, ()>(ctx, act::PRUNE_ACTOR_HISTORY, &prune).await {
             ctx.trace_warn(format!("prune the backup schedule's history: {e}"));
         }
     }
