@@ -13,8 +13,25 @@ pub struct ControllerMetrics {
     operations: Mutex<BTreeMap<(String, String), (u64, f64)>>,
     health_checks_ok: AtomicU64,
     health_checks_failed: AtomicU64,
+    /// The health fast path's wake-ups of actors: sent, withheld (one was queued or a round
+    /// ran), and probes that timed out in an overloaded pass held for a second look.
+    wakeups_sent: AtomicU64,
+    wakeups_withheld: AtomicU64,
+    wakeups_uncorroborated: AtomicU64,
     /// High-availability events by kind (failover decisions, alerts).
     ha_events: Mutex<BTreeMap<String, u64>>,
+}
+
+/// What the health fast path did about an instance whose actor it would wake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wakeup {
+    /// A `CheckNow` was queued on the actor.
+    Sent,
+    /// None was: one is still queued, or the actor's round runs (it is owed after).
+    Withheld,
+    /// A probe timed out while the prober itself ran late: not taken as a failure before a
+    /// second pass says so too.
+    Uncorroborated,
 }
 
 /// A snapshot of the operation counters: `(kind, result, count, summed seconds)`.
@@ -42,6 +59,25 @@ impl ControllerMetrics {
             &self.health_checks_failed
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts what the health fast path did about one instance that needed its actor.
+    pub fn record_wakeup(&self, outcome: Wakeup) {
+        let counter = match outcome {
+            Wakeup::Sent => &self.wakeups_sent,
+            Wakeup::Withheld => &self.wakeups_withheld,
+            Wakeup::Uncorroborated => &self.wakeups_uncorroborated,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The fast path's wake-ups so far: (sent, withheld, uncorroborated).
+    pub fn wakeups(&self) -> (u64, u64, u64) {
+        (
+            self.wakeups_sent.load(Ordering::Relaxed),
+            self.wakeups_withheld.load(Ordering::Relaxed),
+            self.wakeups_uncorroborated.load(Ordering::Relaxed),
+        )
     }
 
     /// Counts one high-availability event (`failover-*`, `ha-alert`, `sync-*`) by kind; other

@@ -206,6 +206,15 @@ health_checks() {
         awk '/^toygres_controller_health_checks_total/ { s += $2 } END { print s + 0 }'
 }
 
+# The fast path's wake-ups of actors so far: "sent withheld uncorroborated".
+wakeups() {
+    controller_get "$HOME_DIR" "$CTL_PORT" /metrics --max-time 5 |
+        awk '/^toygres_controller_health_wakeups_total/ {
+                 if ($1 ~ /"sent"/) s = $2; if ($1 ~ /"withheld"/) w = $2
+                 if ($1 ~ /"uncorroborated"/) u = $2 }
+             END { print s + 0, w + 0, u + 0 }'
+}
+
 # What serves the members: the double, or every sidecar under the home.
 member_pids() {
     local p
@@ -228,12 +237,13 @@ ticks_of() {
 # measure SIZE: one window; records SIZE-prefixed metrics.
 measure() {
     local n=$1 pm members c0 m0 s0 h0 t0 c1 m1 s1 h1 dt i rss_max=0 rss pss_max=0 pss rss0
+    local w0 w1 ws0 ww0 wu0 ws1 ww1 wu1
     pm=$(head -1 "$HOME_DIR/cms/data/postmaster.pid")
     [[ $pm =~ ^[0-9]+$ ]] && pid_alive "$pm" || die "no live CMS postmaster"
     mapfile -t members < <(member_pids)
     log "n=$n: sampling ${SAMPLE_SECONDS}s: controller $CTL_PID, CMS $pm, ${#members[@]} member processes"
     t0=$(now) c0=$(cpu_ticks "$CTL_PID") m0=$(cms_ticks "$pm") s0=$(ticks_of "${members[@]}")
-    h0=$(health_checks) rss0=$(rss_kb "$CTL_PID")
+    h0=$(health_checks) rss0=$(rss_kb "$CTL_PID") w0=$(wakeups)
     [[ $STATEMENTS != 1 ]] || cms_psql -c "SELECT pg_stat_statements_reset()" >/dev/null
     for ((i = 0; i < SAMPLE_SECONDS / SAMPLE_EVERY; i++)); do
         sleep "$SAMPLE_EVERY"
@@ -244,8 +254,12 @@ measure() {
         ((pss > pss_max)) && pss_max=$pss
     done
     c1=$(cpu_ticks "$CTL_PID") m1=$(cms_ticks "$pm") s1=$(ticks_of "${members[@]}")
-    h1=$(health_checks)
+    h1=$(health_checks) w1=$(wakeups)
     dt=$(elapsed "$t0" "$(now)")
+    read -r ws0 ww0 wu0 <<<"$w0"
+    read -r ws1 ww1 wu1 <<<"$w1"
+    log "n=$n: fast path in the window: $((ws1 - ws0)) wake-ups sent, $((ww1 - ww0)) withheld," \
+        "$((wu1 - wu0)) timed-out probes held for a second pass; load $(cut -d' ' -f1-3 /proc/loadavg)"
     [[ $STATEMENTS != 1 ]] || statements "$n" "$dt"
     record "n${n}_ctl_cpu" "$(pct $((c1 - c0)) "$dt")"
     record "n${n}_cms_cpu" "$(pct $((m1 - m0)) "$dt")"

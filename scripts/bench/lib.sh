@@ -277,9 +277,9 @@ stop_processes_under() {
     local pid deadline=$((SECONDS + 20)) left
     for pid in $(pids_mentioning "$1"); do
         if [[ $(cat "/proc/$pid/comm" 2>/dev/null) == postgres ]]; then
-            kill -QUIT "$pid" 2>/dev/null
+            kill -QUIT "$pid" 2>/dev/null || true
         else
-            kill -TERM "$pid" 2>/dev/null
+            kill -TERM "$pid" 2>/dev/null || true
         fi
         log "stopped leftover process $pid"
     done

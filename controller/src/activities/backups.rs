@@ -172,6 +172,10 @@ pub struct ScheduleFacts {
     /// in histories written before it: the loop's own default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recheck_ms: Option<u64>,
+    /// RFC 3339: when this was read (the loop's clock since version 1.0.2; `None` in histories
+    /// written before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<String>,
 }
 
 /// A schedule loop looks at its schedule at least this often (in a small fleet).
@@ -222,6 +226,7 @@ pub async fn read_backup_schedule(
             suspended: false,
             logical_schedule: None,
             recheck_ms: None,
+            now: Some(now_rfc3339()),
         });
     };
     let config = deps
@@ -242,7 +247,12 @@ pub async fn read_backup_schedule(
             SCHEDULE_RECHECK_MS,
             SCHEDULE_TURNS_PER_SEC,
         ))),
+        now: Some(now_rfc3339()),
     })
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// A scheduled backup to queue on the instance's actor.

@@ -29,6 +29,9 @@ pub struct ActivityDeps {
     /// When each instance's actor last began a health round (read its view): a wake-up sent
     /// before that is consumed. The fast path sends no other while one is pending.
     pub rounds_begun: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// When each instance's actor last finished a health round (recorded it): a round begun
+    /// after that still runs, and a wake-up sent now would queue one more round behind it.
+    pub rounds_ended: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl ActivityDeps {
@@ -43,6 +46,21 @@ impl ActivityDeps {
         if let Ok(mut rounds) = self.rounds_begun.lock() {
             rounds.insert(instance.to_string(), std::time::Instant::now());
         }
+    }
+
+    /// The actor of `instance` finished a health round now (recorded its health).
+    pub fn round_ends(&self, instance: &str) {
+        if let Ok(mut rounds) = self.rounds_ended.lock() {
+            rounds.insert(instance.to_string(), std::time::Instant::now());
+        }
+    }
+
+    /// When the actor of `instance` last finished a health round (in this process).
+    pub fn round_ended(&self, instance: &str) -> Option<std::time::Instant> {
+        self.rounds_ended
+            .lock()
+            .ok()
+            .and_then(|rounds| rounds.get(instance).copied())
     }
 
     /// When the actor of `instance` last began a health round (in this process).

@@ -247,7 +247,9 @@ pub async fn record_health(
     _ctx: ActivityContext,
     input: HealthReport,
 ) -> Result<(), String> {
-    write_health(&deps, &input).await
+    let written = write_health(&deps, &input).await;
+    deps.round_ends(&input.instance);
+    written
 }
 
 /// Writes a health report to the CMS (the activity's body): members, history and the

@@ -102,6 +102,15 @@ fn render_controller(
     );
     checks.set(&["ok"], ok as f64);
     checks.set(&["failed"], failed as f64);
+    let (sent, withheld, uncorroborated) = metrics.wakeups();
+    let wakeups = x.counters(
+        "toygres_controller_health_wakeups_total",
+        "The health fast path's wake-ups of instance actors, by outcome (sent; withheld: one was queued or a round ran; uncorroborated: a probe timed out while the prober ran late, held for a second pass).",
+        &["outcome"],
+    );
+    wakeups.set(&["sent"], sent as f64);
+    wakeups.set(&["withheld"], withheld as f64);
+    wakeups.set(&["uncorroborated"], uncorroborated as f64);
 }
 
 /// The live instances' ro endpoints: their standbys by state, and where the endpoints lead
@@ -263,6 +272,7 @@ mod tests {
     const EXPECTED_FAMILIES: &str = r#"toygres_controller_cms_up gauge {[]} Whether the CMS database answered the last scrape.
 toygres_controller_ha_events_total counter {["kind"]} High-availability decisions and alerts since start, by kind (ha-alert: a primary is down and no standby may take over).
 toygres_controller_health_checks_total counter {["result"]} Member health probes, by result.
+toygres_controller_health_wakeups_total counter {["outcome"]} The health fast path's wake-ups of instance actors, by outcome (sent; withheld: one was queued or a round ran; uncorroborated: a probe timed out while the prober ran late, held for a second pass).
 toygres_controller_instances gauge {["state"]} Instances recorded in the CMS, by state.
 toygres_controller_instances_health gauge {["health"]} Live instances, by health.
 toygres_controller_operation_duration_seconds summary {["kind", "result"]} How long finished operations took.

@@ -10,6 +10,15 @@
 //! while it keeps failing, so an actor that missed the change (its own round saw the member
 //! answer) counts the failures at its normal speed instead of after its quiet interval.
 //!
+//! An actor is never woken twice for one round: while a wake-up it has not taken is queued, or
+//! while its round runs (begun, not yet recorded), what would wake it is owed and sent once
+//! that round is over (each queued `CheckNow` is a full durable round; under load the rounds
+//! queued behind each other and fed themselves). And a probe that timed out while the prober
+//! itself runs late (its pass began late or the last pass outlasted the interval: the
+//! controller is starved of CPU, and the deadline says more about it than about the member)
+//! counts only when the next pass's probe fails too; a refused connection counts at once, and
+//! so does a timeout when the prober is on time, so a kill or freeze is seen as fast as before.
+//!
 //! The rounds that change nothing are written to the CMS here, batched per pass: member health
 //! and the check history (no events; the instance's health stays its actor's) at most once per
 //! [`RECORD_EVERY`] per instance, and otherwise only the time of the check (one statement),
@@ -34,6 +43,7 @@ use crate::activities::records::{member_checks, ActorRef, HealthReport};
 use crate::activities::sidecar::{probe, ProbeInput, ProbeResult};
 use crate::activities::ActivityDeps;
 use crate::endpoints::ro_rule::LagRule;
+use crate::metrics::Wakeup;
 use crate::orchestrations::instance_actor::health_round::round_deadline_ms;
 use crate::orchestrations::instance_actor::{assess, ActorCommand, ActorState, COMMANDS_QUEUE};
 
@@ -49,7 +59,10 @@ pub const NUDGE_EVERY: u32 = 3;
 /// many health intervals: its round will see the latest anyway, and wake-ups piling up in a
 /// busy actor's queue would each cost a round (under load, a feedback loop that starved the
 /// failovers of a 100-instance fleet).
-pub const WAKE_PATIENCE: u32 = 10;
+pub const WAKE_PATIENCE: u32 = 30;
+/// A pass that begins this fraction of the interval late (or follows a pass longer than the
+/// interval) runs overloaded: its timed-out probes need a second pass to count.
+const LATE_DIVISOR: u32 = 2;
 
 /// What the prober remembers of one instance.
 #[derive(Debug, Clone)]
@@ -64,6 +77,10 @@ struct Watched {
     recorded: Option<Instant>,
     /// When the actor was last woken.
     woken: Option<Instant>,
+    /// A wake-up was withheld (one was queued or a round ran): it is sent once that is over.
+    owed: bool,
+    /// Members whose probe timed out in an overloaded pass, not yet corroborated.
+    suspect: Vec<String>,
 }
 
 /// What a pass does for one instance besides waking its actor.
@@ -108,13 +125,41 @@ pub fn spawn(
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watched: BTreeMap<String, Watched> = BTreeMap::new();
+        let mut last_pass = Duration::ZERO;
         loop {
-            ticks.tick().await;
-            if let Err(e) = pass(&deps, &client, max_lag_bytes, interval, &mut watched).await {
+            let due = ticks.tick().await;
+            let began = tokio::time::Instant::now();
+            let overloaded = overloaded(began.saturating_duration_since(due), last_pass, interval);
+            let passed = pass(
+                &deps,
+                &client,
+                max_lag_bytes,
+                interval,
+                overloaded,
+                &mut watched,
+            )
+            .await;
+            last_pass = began.elapsed();
+            if let Err(e) = passed {
                 tracing::warn!("health fast path: {e}");
             }
         }
     })
+}
+
+/// What one pass knows of itself, for each of its checks.
+#[derive(Debug, Clone, Copy)]
+struct PassFacts {
+    max_lag_bytes: u64,
+    interval: Duration,
+    /// The prober runs late: a timed-out probe needs a second pass to count.
+    overloaded: bool,
+}
+
+/// Whether a pass that began `late` after its tick, after a pass that took `last_pass`, runs
+/// on a starved controller.
+fn overloaded(late: Duration, last_pass: Duration, interval: Duration) -> bool {
+    late >= interval / LATE_DIVISOR || last_pass > interval
 }
 
 /// One pass over every running instance.
@@ -123,6 +168,7 @@ async fn pass(
     client: &Client,
     max_lag_bytes: u64,
     interval: Duration,
+    overloaded: bool,
     watched: &mut BTreeMap<String, Watched>,
 ) -> Result<(), String> {
     let instances = deps
@@ -138,19 +184,15 @@ async fn pass(
     deps.watched_instances
         .store(running.len(), std::sync::atomic::Ordering::Relaxed);
     let mut before = std::mem::take(watched);
+    let facts = PassFacts {
+        max_lag_bytes,
+        interval,
+        overloaded,
+    };
     let checks = running.into_iter().map(|(name, actor_id)| {
         let previous = before.remove(&name);
         async move {
-            let kept = check(
-                deps,
-                client,
-                max_lag_bytes,
-                interval,
-                &name,
-                actor_id,
-                previous,
-            )
-            .await;
+            let kept = check(deps, client, facts, &name, actor_id, previous).await;
             (name, kept)
         }
     });
@@ -171,6 +213,9 @@ async fn pass(
         }
     }
     if let Ok(mut rounds) = deps.rounds_begun.lock() {
+        rounds.retain(|instance, _| watched.contains_key(instance));
+    }
+    if let Ok(mut rounds) = deps.rounds_ended.lock() {
         rounds.retain(|instance, _| watched.contains_key(instance));
     }
     // Members and history only: the instance's health is its actor's to write (this pass may
@@ -198,12 +243,16 @@ async fn pass(
 async fn check(
     deps: &ActivityDeps,
     client: &Client,
-    max_lag_bytes: u64,
-    interval: Duration,
+    facts: PassFacts,
     instance: &str,
     actor_id: String,
     previous: Option<Watched>,
 ) -> (Option<Watched>, Write) {
+    let PassFacts {
+        max_lag_bytes,
+        interval,
+        overloaded,
+    } = facts;
     let previous = previous.filter(|w| w.actor_id == actor_id);
     let mut settings_changed = false;
     let mut watched = match previous {
@@ -236,6 +285,8 @@ async fn check(
                     digest: None,
                     recorded: None,
                     woken: None,
+                    owed: false,
+                    suspect: Vec::new(),
                 },
             }
         }
@@ -252,6 +303,20 @@ async fn check(
         async move { probe(deps, &input).await }
     }))
     .await;
+    // Overloaded: a member that answered last time and timed out now is looked at again next
+    // pass before anything is made of it.
+    let timed_out: Vec<String> = probes
+        .iter()
+        .filter(|p| !p.healthy && p.latency_ms >= deadline_ms as f64 * 0.9)
+        .filter(|p| answered_before(watched.digest.as_ref(), &p.member))
+        .map(|p| p.member.clone())
+        .collect();
+    if overloaded && timed_out.iter().any(|m| !watched.suspect.contains(m)) {
+        deps.metrics.record_wakeup(Wakeup::Uncorroborated);
+        watched.suspect = timed_out;
+        return (Some(watched), Write::Nothing);
+    }
+    watched.suspect.clear();
     let lag_rule = LagRule {
         settings: view.ro.clone(),
         default_bytes: max_lag_bytes,
@@ -270,21 +335,32 @@ async fn check(
             .is_none_or(|t| t.elapsed() >= interval * NUDGE_EVERY);
     watched.memory.members = assessment.state.members.clone();
     watched.digest = Some(digest);
-    let pending = watched.woken.is_some_and(|woken| {
-        woken.elapsed() < interval * WAKE_PATIENCE
-            && deps.round_begun(instance).is_none_or(|begun| begun < woken)
-    });
-    if pending {
-        // Its coming round sees this (and records it).
+    let busy = busy(
+        watched.woken,
+        deps.round_begun(instance),
+        deps.round_ended(instance),
+        interval * WAKE_PATIENCE,
+    );
+    if busy {
+        // A wake-up is queued (its round sees this) or a round runs (it may have probed
+        // before this): nothing more is queued now; a change is owed for after the round.
+        if changed || settings_changed {
+            watched.owed = true;
+            deps.metrics.record_wakeup(Wakeup::Withheld);
+        }
         return (Some(watched), Write::Nothing);
     }
-    if changed || settings_changed || nudge {
+    if changed || settings_changed || nudge || watched.owed {
         let command = serde_json::to_string(&ActorCommand::CheckNow).unwrap_or_default();
         match client
             .enqueue_event(&watched.actor_id, COMMANDS_QUEUE, command)
             .await
         {
-            Ok(()) => watched.woken = Some(Instant::now()),
+            Ok(()) => {
+                watched.woken = Some(Instant::now());
+                watched.owed = false;
+                deps.metrics.record_wakeup(Wakeup::Sent);
+            }
             Err(e) => tracing::warn!(instance, "health fast path: wake the actor: {e}"),
         }
         // Its round records this.
@@ -308,6 +384,26 @@ async fn check(
         Write::Touch(instance.to_string())
     };
     (Some(watched), write)
+}
+
+/// Whether the actor must not be woken now: a wake-up sent at `woken` is not taken yet (no
+/// round began since), or a round began and has not recorded its health. Either holds at most
+/// `patience` (a wake-up lost with a replaced actor, a round that failed before recording).
+fn busy(
+    woken: Option<Instant>,
+    begun: Option<Instant>,
+    ended: Option<Instant>,
+    patience: Duration,
+) -> bool {
+    let queued =
+        woken.is_some_and(|woken| woken.elapsed() < patience && begun.is_none_or(|b| b < woken));
+    let running = begun.is_some_and(|b| b.elapsed() < patience && ended.is_none_or(|e| e < b));
+    queued || running
+}
+
+/// Whether the last pass saw `member` answer.
+fn answered_before(digest: Option<&Digest>, member: &str) -> bool {
+    digest.is_some_and(|d| d.members.iter().any(|m| m.member == member && m.healthy))
 }
 
 /// Whether the instance's settings or members differ between two reads of its view. The quiet
@@ -362,6 +458,47 @@ mod tests {
         .unwrap();
         view.quiet_interval_ms = quiet_interval_ms;
         view
+    }
+
+    #[test]
+    fn an_actor_is_not_woken_while_its_wake_up_is_queued_or_its_round_runs() {
+        let patience = Duration::from_secs(30);
+        let ago = |s: u64| Instant::now().checked_sub(Duration::from_secs(s));
+        // Never woken, no round: free.
+        assert!(!busy(None, None, None, patience));
+        // Woken, no round since: queued.
+        assert!(busy(ago(5), None, None, patience));
+        assert!(busy(ago(5), ago(8), ago(7), patience));
+        // Woken, its round began and has not recorded: running.
+        assert!(busy(ago(5), ago(3), ago(7), patience));
+        // Woken, its round began and recorded: free.
+        assert!(!busy(ago(5), ago(3), ago(2), patience));
+        // A round of its own (a timer) runs: not woken on top of it.
+        assert!(busy(None, ago(1), None, patience));
+        assert!(busy(None, ago(1), ago(10), patience));
+        // Patience: a wake-up never taken, a round never recorded, no longer hold.
+        assert!(!busy(ago(40), None, None, patience));
+        assert!(!busy(None, ago(40), None, patience));
+    }
+
+    #[test]
+    fn a_late_pass_or_a_long_one_is_overloaded() {
+        let second = Duration::from_secs(1);
+        assert!(!overloaded(
+            Duration::from_millis(20),
+            Duration::from_millis(300),
+            second
+        ));
+        assert!(overloaded(
+            Duration::from_millis(600),
+            Duration::from_millis(300),
+            second
+        ));
+        assert!(overloaded(
+            Duration::ZERO,
+            Duration::from_millis(1_400),
+            second
+        ));
     }
 
     #[test]

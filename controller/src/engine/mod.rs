@@ -190,6 +190,7 @@ impl Engine {
             fast_path: settings.fast_path,
             watched_instances: Default::default(),
             rounds_begun: Default::default(),
+            rounds_ended: Default::default(),
         });
         let client = Client::new(Arc::clone(&store));
         let mut background = vec![cms_janitor::spawn(Arc::clone(&cms), client.clone())];

@@ -15,6 +15,12 @@
 //! duroxide refuses a second child of a used id). Version 1.0.0 (ids from `ctx.new_guid()`)
 //! stays registered for the histories that began with it; they move to 1.0.1 at their next
 //! continue-as-new.
+//!
+//! Version 1.0.2 (issue 17: the loops were the largest fixed cost of a quiet fleet, about 5
+//! turns per look at the schedule) looks [`RECHECKS_PER_EXECUTION`] times per execution, so
+//! the continue-as-new and the prune of old executions come once per that many looks, and it
+//! takes the time from the schedule read (an activity's result, so replay safe) instead of a
+//! `utc_now` step: a look costs two turns (the read's result, the timer's).
 
 use std::time::Duration;
 
@@ -38,6 +44,9 @@ use crate::backups::schedule::{next_step, Schedule, ScheduleStep};
 /// says longer: `ScheduleFacts::recheck_ms`).
 pub const RECHECK: Duration =
     Duration::from_millis(crate::activities::backups::SCHEDULE_RECHECK_MS);
+
+/// Version 1.0.2: looks at the schedule this many times before it continues as new.
+pub const RECHECKS_PER_EXECUTION: u32 = 10;
 
 /// The orchestration id of an instance's schedule: one per incarnation of the name (an
 /// instance deleted and created again gets a new one; a finished id cannot start again).
@@ -117,12 +126,25 @@ enum RunIds {
     FromTick,
 }
 
+/// Where a look at the schedule gets the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clock {
+    /// Versions 1.0.0 and 1.0.1: a `utc_now` step (frozen: their histories replay it).
+    Step,
+    /// Version 1.0.2: the schedule read's own time (a `utc_now` step only if it has none).
+    FromRead,
+}
+
 /// Version 1.0.0 of the loop, kept for the histories that began with it.
 pub async fn backup_schedule(
     ctx: OrchestrationContext,
     input: BackupScheduleInput,
 ) -> Result<(), String> {
-    schedule_turn(ctx, input, RunIds::Guid).await
+    prune_earlier(&ctx, &input).await;
+    match look(&ctx, input, RunIds::Guid, Clock::Step).await? {
+        Some(next) => ctx.continue_as_new_typed(&next).await.map(|_| ()),
+        None => Ok(()),
+    }
 }
 
 /// Version 1.0.1 of the loop: a run's operation id is derived from the run
@@ -131,27 +153,54 @@ pub async fn backup_schedule_1_0_1(
     ctx: OrchestrationContext,
     input: BackupScheduleInput,
 ) -> Result<(), String> {
-    schedule_turn(ctx, input, RunIds::FromTick).await
+    prune_earlier(&ctx, &input).await;
+    match look(&ctx, input, RunIds::FromTick, Clock::Step).await? {
+        Some(next) => ctx.continue_as_new_typed(&next).await.map(|_| ()),
+        None => Ok(()),
+    }
 }
 
-/// One turn of the loop, then continue-as-new (or the end, once the instance is gone).
-async fn schedule_turn(
+/// Version 1.0.2 of the loop: [`RECHECKS_PER_EXECUTION`] looks per execution, the time from
+/// the schedule read.
+pub async fn backup_schedule_1_0_2(
     ctx: OrchestrationContext,
     input: BackupScheduleInput,
-    ids: RunIds,
 ) -> Result<(), String> {
+    prune_earlier(&ctx, &input).await;
+    let mut input = input;
+    for _ in 0..RECHECKS_PER_EXECUTION {
+        match look(&ctx, input, RunIds::FromTick, Clock::FromRead).await? {
+            Some(next) => input = next,
+            None => return Ok(()),
+        }
+    }
+    ctx.continue_as_new_typed(&input).await.map(|_| ())
+}
+
+/// Drops the loop's finished executions (every execution but the first continued as new).
+async fn prune_earlier(ctx: &OrchestrationContext, input: &BackupScheduleInput) {
     if input.anchor.is_some() {
         // Each turn continues as new: drop the finished executions.
         let prune = ActorRef {
             instance: input.instance.clone(),
             actor_id: ctx.instance_id(),
         };
-        if let Err(e) = call::<_, ()>(&ctx, act::PRUNE_ACTOR_HISTORY, &prune).await {
+        if let Err(e) = call::<_, ()>(ctx, act::PRUNE_ACTOR_HISTORY, &prune).await {
             ctx.trace_warn(format!("prune the backup schedule's history: {e}"));
         }
     }
+}
+
+/// One look at the schedule: queues the run that is due or waits until the next look.
+/// Returns the state to go on with, `None` once the instance is gone.
+async fn look(
+    ctx: &OrchestrationContext,
+    input: BackupScheduleInput,
+    ids: RunIds,
+    clock: Clock,
+) -> Result<Option<BackupScheduleInput>, String> {
     let read: Result<ScheduleFacts, String> = call(
-        &ctx,
+        ctx,
         act::READ_BACKUP_SCHEDULE,
         &InstanceRef {
             instance: input.instance.clone(),
@@ -164,7 +213,7 @@ async fn schedule_turn(
             // A passing CMS failure must not end the loop: look again later.
             ctx.trace_warn(format!("read {}'s backup schedule: {e}", input.instance));
             ctx.schedule_timer(RECHECK).await;
-            return ctx.continue_as_new_typed(&input).await.map(|_| ());
+            return Ok(Some(input));
         }
     };
     if facts.created_at.as_deref() != Some(input.created_at.as_str()) {
@@ -172,9 +221,17 @@ async fn schedule_turn(
             "backup schedule of {} ends: the instance is gone",
             input.instance
         ));
-        return Ok(());
+        return Ok(None);
     }
-    let now = DateTime::<Utc>::from(ctx.utc_now().await?);
+    let read_at = facts
+        .now
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let now = match (clock, read_at) {
+        (Clock::FromRead, Some(now)) => now,
+        _ => DateTime::<Utc>::from(ctx.utc_now().await?),
+    };
     let active = match input.kind {
         BackupKind::Base => facts.active_schedule(),
         BackupKind::Logical => facts.active_logical_schedule(),
@@ -225,7 +282,7 @@ async fn schedule_turn(
                 Err(e) => Err(format!("encode the backup command: {e}")),
                 Ok(command) => {
                     call(
-                        &ctx,
+                        ctx,
                         act::QUEUE_SCHEDULED_BACKUP,
                         &ScheduledBackupInput {
                             instance: input.instance.clone(),
@@ -257,7 +314,7 @@ async fn schedule_turn(
             next.anchor = Some(rfc3339(now));
         }
     }
-    ctx.continue_as_new_typed(&next).await.map(|_| ())
+    Ok(Some(next))
 }
 
 #[cfg(test)]

@@ -43,6 +43,11 @@ pub fn registry() -> Result<OrchestrationRegistry, String> {
             "1.0.1",
             backup_schedule::backup_schedule_1_0_1,
         )
+        .register_versioned_typed(
+            names::BACKUP_SCHEDULE,
+            "1.0.2",
+            backup_schedule::backup_schedule_1_0_2,
+        )
         .register_typed(names::APPLY_PARAMETERS, parameters::apply_parameters)
         .register_typed(
             names::SCHEDULED_PARAMETERS,
