@@ -32,6 +32,65 @@ pub struct ActivityDeps {
     /// When each instance's actor last finished a health round (recorded it): a round begun
     /// after that still runs, and a wake-up sent now would queue one more round behind it.
     pub rounds_ended: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// The health probes' sidecar clients, kept between probes ([`ProbeClients`]).
+    pub probe_clients: ProbeClients,
+}
+
+/// How long a health probe's sidecar client is reused before it is made again (so a changed
+/// address, token or CA is picked up even when the old one still answers).
+const PROBE_CLIENT_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Kept clients beyond which the stale ones are dropped as a new one is kept.
+const PROBE_CLIENTS_PRUNE_AT: usize = 4096;
+
+/// The sidecar clients of the health probes, one per member, kept between probes: making one
+/// looks up the member's address, token and CA and sets up TLS, and a new client opens a new
+/// connection and handshake, which at a fleet's 1,000 probes a second is most of the prober's
+/// work. A client is dropped when a probe through it fails, and after [`PROBE_CLIENT_TTL`].
+#[derive(Debug, Default)]
+pub struct ProbeClients {
+    clients: std::sync::Mutex<
+        std::collections::HashMap<
+            (String, String),
+            (toygres_common::SidecarClient, std::time::Instant),
+        >,
+    >,
+}
+
+impl ProbeClients {
+    /// The kept client of `member` of `instance`, when one is fresh.
+    pub fn get(&self, instance: &str, member: &str) -> Option<toygres_common::SidecarClient> {
+        let clients = self.clients.lock().ok()?;
+        let (client, made) = clients.get(&(instance.to_string(), member.to_string()))?;
+        (made.elapsed() < PROBE_CLIENT_TTL).then(|| client.clone())
+    }
+
+    /// Keeps `client` for `member` of `instance`.
+    pub fn keep(&self, instance: &str, member: &str, client: toygres_common::SidecarClient) {
+        if let Ok(mut clients) = self.clients.lock() {
+            // Without the fast path's pass to prune it, stale clients go as the map grows.
+            if clients.len() >= PROBE_CLIENTS_PRUNE_AT {
+                clients.retain(|_, (_, made)| made.elapsed() < PROBE_CLIENT_TTL);
+            }
+            clients.insert(
+                (instance.to_string(), member.to_string()),
+                (client, std::time::Instant::now()),
+            );
+        }
+    }
+
+    /// Drops the client of `member` of `instance` (a probe through it failed).
+    pub fn forget(&self, instance: &str, member: &str) {
+        if let Ok(mut clients) = self.clients.lock() {
+            clients.remove(&(instance.to_string(), member.to_string()));
+        }
+    }
+
+    /// Drops the clients of members no longer in `live` (instance, member) pairs.
+    pub fn retain(&self, live: impl Fn(&str, &str) -> bool) {
+        if let Ok(mut clients) = self.clients.lock() {
+            clients.retain(|(i, m), _| live(i, m));
+        }
+    }
 }
 
 impl ActivityDeps {

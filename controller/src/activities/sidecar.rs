@@ -325,13 +325,26 @@ pub async fn probe(deps: &ActivityDeps, input: &ProbeInput) -> ProbeResult {
     let started = Instant::now();
     let deadline = probe_deadline(deps.probe_timeout, input.timeout_ms);
     let asked = async {
-        let client = sidecar(deps, &input.instance, &input.member, deadline).await?;
+        let client = match deps.probe_clients.get(&input.instance, &input.member) {
+            Some(kept) => kept,
+            None => {
+                let made =
+                    sidecar(deps, &input.instance, &input.member, deps.probe_timeout).await?;
+                deps.probe_clients
+                    .keep(&input.instance, &input.member, made.clone());
+                made
+            }
+        };
         client.status().await.map_err(|e| e.to_string())
     };
     let status = match tokio::time::timeout(deadline, asked).await {
         Ok(answer) => answer,
         Err(_) => Err(format!("no answer within {} ms", deadline.as_millis())),
     };
+    if status.is_err() {
+        // The next probe starts afresh: the member may have moved, or its connection be dead.
+        deps.probe_clients.forget(&input.instance, &input.member);
+    }
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let mut result = match status {
         Ok(status) => ProbeResult {

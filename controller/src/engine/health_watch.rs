@@ -218,6 +218,11 @@ async fn pass(
     if let Ok(mut rounds) = deps.rounds_ended.lock() {
         rounds.retain(|instance, _| watched.contains_key(instance));
     }
+    deps.probe_clients.retain(|instance, member| {
+        watched
+            .get(instance)
+            .is_some_and(|w| w.view.members.iter().any(|m| m == member))
+    });
     // Members and history only: the instance's health is its actor's to write (this pass may
     // judge with a view up to VIEW_REFRESH old, e.g. before a new health query).
     let checks: Vec<_> = reports.iter().flat_map(member_checks).collect();

@@ -191,6 +191,7 @@ impl Engine {
             watched_instances: Default::default(),
             rounds_begun: Default::default(),
             rounds_ended: Default::default(),
+            probe_clients: Default::default(),
         });
         let client = Client::new(Arc::clone(&store));
         let mut background = vec![cms_janitor::spawn(Arc::clone(&cms), client.clone())];
