@@ -36,16 +36,18 @@ pub struct ActivityDeps {
     pub probe_clients: ProbeClients,
 }
 
-/// How long a health probe's sidecar client is reused before it is made again (so a changed
-/// address, token or CA is picked up even when the old one still answers).
-const PROBE_CLIENT_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a health probe's sidecar client is reused before it is made again. A changed
+/// address, token or CA fails the next probe, which drops the client; this only bounds how long
+/// a client lives whatever happens (a shorter one would churn a fleet's clients and memory).
+const PROBE_CLIENT_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Kept clients beyond which the stale ones are dropped as a new one is kept.
 const PROBE_CLIENTS_PRUNE_AT: usize = 4096;
 
 /// The sidecar clients of the health probes, one per member, kept between probes: making one
 /// looks up the member's address, token and CA and sets up TLS, and a new client opens a new
 /// connection and handshake, which at a fleet's 1,000 probes a second is most of the prober's
-/// work. A client is dropped when a probe through it fails, and after [`PROBE_CLIENT_TTL`].
+/// work. A client is dropped when a probe through it fails, when its member leaves the fast
+/// path's view, and after [`PROBE_CLIENT_TTL`].
 #[derive(Debug, Default)]
 pub struct ProbeClients {
     clients: std::sync::Mutex<
