@@ -19,7 +19,6 @@
 mod support;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -152,43 +151,33 @@ async fn writes_go_on_while_the_cms_postgres_is_killed_and_restarted() {
     );
 }
 
-/// The directories under `root` (itself included) and their modes.
-fn directories(root: &Path) -> Vec<(PathBuf, u32)> {
-    let mut found = Vec::new();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(dir) = todo.pop() {
-        let Ok(meta) = fs::metadata(&dir) else {
-            continue;
-        };
-        found.push((dir.clone(), meta.permissions().mode()));
-        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                todo.push(entry.path());
-            }
-        }
-    }
-    found
+/// A store prefix made unavailable to every writer, root included (the sidecar, which uploads
+/// WAL ahead of Postgres, runs as root here): the directory is moved aside and a plain file
+/// takes its name, so anything written under it fails. It comes back when this drops, also
+/// when the test fails.
+struct Unavailable {
+    root: PathBuf,
+    aside: PathBuf,
 }
 
-/// A store prefix nobody but root may write to (the archiver runs as `postgres`); the modes
-/// come back when this drops, also when the test fails.
-struct ReadOnly(Vec<(PathBuf, u32)>);
-
-impl ReadOnly {
+impl Unavailable {
     fn make(root: &Path) -> Self {
-        let dirs = directories(root);
-        for (dir, mode) in &dirs {
-            fs::set_permissions(dir, fs::Permissions::from_mode(mode & !0o222)).unwrap();
+        let mut aside = root.as_os_str().to_owned();
+        aside.push(".outage");
+        let aside = PathBuf::from(aside);
+        fs::rename(root, &aside).unwrap();
+        fs::write(root, b"the store is down\n").unwrap();
+        Self {
+            root: root.to_path_buf(),
+            aside,
         }
-        Self(dirs)
     }
 }
 
-impl Drop for ReadOnly {
+impl Drop for Unavailable {
     fn drop(&mut self) {
-        for (dir, mode) in &self.0 {
-            let _ = fs::set_permissions(dir, fs::Permissions::from_mode(*mode));
-        }
+        let _ = fs::remove_file(&self.root);
+        let _ = fs::rename(&self.aside, &self.root);
     }
 }
 
@@ -213,7 +202,7 @@ async fn writes_go_on_while_the_object_store_is_unavailable_and_the_archive_catc
     let port = pg_port(&api, "os", &primary).await;
     let failures_before = archive_failures(&db).await;
 
-    let outage = ReadOnly::make(&store.join("os"));
+    let outage = Unavailable::make(&store.join("os"));
     let fault_at = Instant::now();
     let segment: String = db
         .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
@@ -233,8 +222,15 @@ async fn writes_go_on_while_the_object_store_is_unavailable_and_the_archive_catc
         .acked_after(Instant::now(), None, "a commit during the outage")
         .await;
     let wal = store.join("os").join("wal");
+    // Looked for where the archive's objects are kept meanwhile.
+    let held = files_in(&outage.aside.join("wal"));
     assert!(
-        !files_in(&wal).iter().any(|f| f.starts_with(&segment)),
+        !held.is_empty(),
+        "no archive under {}",
+        outage.aside.display()
+    );
+    assert!(
+        !held.iter().any(|f| f.starts_with(&segment)),
         "{segment} was archived during the outage"
     );
     let until = Instant::now() + Duration::from_secs(3);

@@ -1,5 +1,4 @@
-//! Archiving ahead of Postgres's requests, and the claims that keep two processes from
-//! uploading the same WAL file.
+//! Archiving ahead of Postgres's requests.
 //!
 //! Postgres asks for one file at a time and waits for each `archive_command`. A `wal-push`
 //! uploads its file with up to `concurrency - 1` waiting ones beside it, but it must wait for all
@@ -10,112 +9,21 @@
 //! Postgres's request for it only checks the marker. `wal-push` alone still archives everything
 //! when no sidecar runs (a stopped sidecar, a bench without one).
 //!
-//! A [`Claim`] is a file in the state directory's `claims/` holding the pid of the process
-//! uploading a WAL file. `wal-push` waits for a live claim on the file it is asked for (then
-//! finds the marker) and skips claimed files in its look-ahead; a claim whose process is gone is
-//! taken over. Two uploads of one file would still be safe (the store's create-if-absent and the
-//! content comparison make the second a no-op); claims only save the work.
+//! Both claim the files they upload ([`super::claims`]), so no two processes upload one file.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::claims::Claim;
 use super::push::{Pushed, WalArchiver};
 use super::{stats, ArchiveSettings};
 
-/// A claim older than this is taken over even when its pid is alive (a pid reused).
-const STALE_CLAIM: Duration = Duration::from_secs(600);
-/// How long `wal-push` waits for another process's upload of the file it is asked for.
-pub const CLAIM_WAIT: Duration = Duration::from_secs(120);
-/// How often a waiting `wal-push` looks again.
-const CLAIM_POLL: Duration = Duration::from_millis(10);
 /// After a failed upload ahead, the pusher leaves the files to `wal-push` this long (a store
 /// that is down is not hammered; Postgres's own retries report the failure).
 const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(5);
-
-/// This process's claim on one WAL file; dropping it releases the claim.
-#[derive(Debug)]
-pub struct Claim {
-    path: Option<PathBuf>,
-}
-
-impl Claim {
-    /// Claims `name` for this process. `None` when a live process (this one included) holds it;
-    /// a claim whose process is gone is taken over. Where no claim can be written (no claims
-    /// directory and no right to make one), the work goes on unclaimed.
-    pub fn take(settings: &ArchiveSettings, name: &str) -> Option<Claim> {
-        let dir = settings.claims_dir();
-        let path = dir.join(name);
-        for _ in 0..2 {
-            let created = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path);
-            match created {
-                Ok(mut f) => {
-                    let _ = write!(f, "{}", std::process::id());
-                    return Some(Claim { path: Some(path) });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    if holder_alive(&path) {
-                        return None;
-                    }
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if std::fs::create_dir_all(&dir).is_err() {
-                        return Some(Claim { path: None });
-                    }
-                }
-                Err(_) => return Some(Claim { path: None }),
-            }
-        }
-        None
-    }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        if let Some(path) = &self.path {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// Whether a live process holds the claim at `path`.
-fn holder_alive(path: &Path) -> bool {
-    let Ok(pid) = std::fs::read_to_string(path) else {
-        // Gone, or being written this instant: only a readable, dead holder is stale.
-        return path.exists();
-    };
-    let Ok(pid) = pid.trim().parse::<u32>() else {
-        // Created, its pid not yet written.
-        return true;
-    };
-    let young = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_none_or(|age| age < STALE_CLAIM);
-    young && Path::new("/proc").join(pid.to_string()).exists()
-}
-
-/// Whether another live process holds a claim on `name`.
-pub fn claimed(settings: &ArchiveSettings, name: &str) -> bool {
-    let path = settings.claims_dir().join(name);
-    path.exists() && holder_alive(&path)
-}
-
-/// Waits (at most [`CLAIM_WAIT`]) while another process uploads `name`.
-pub async fn wait_for_claim(settings: &ArchiveSettings, name: &str) {
-    let deadline = Instant::now() + CLAIM_WAIT;
-    while claimed(settings, name) && Instant::now() < deadline {
-        tokio::time::sleep(CLAIM_POLL).await;
-    }
-}
 
 /// Keeps up to `concurrency` waiting WAL files uploading, ahead of Postgres's requests.
 pub struct PushAhead {
@@ -174,7 +82,11 @@ impl PushAhead {
             let Some(claim) = Claim::take(&self.archiver.settings, name.as_str()) else {
                 continue;
             };
-            let archiver = self.archiver.clone();
+            // The key as it is now: a rotation reaches the next upload.
+            let archiver = WalArchiver {
+                store: self.archiver.store.clone().with_current_key(),
+                settings: self.archiver.settings.clone(),
+            };
             self.running.spawn(async move {
                 let result = archiver.push_file(&path, &name).await;
                 if let Ok(pushed) = &result {
@@ -185,7 +97,7 @@ impl PushAhead {
                     // had not yet marked it done): counted then.
                     if !pushed.already_stored {
                         stats::record(&archiver.settings.state_dir, |s| {
-                            s.count_stored(pushed);
+                            s.count_stored(&pushed.name, pushed.raw_bytes, pushed.stored_bytes);
                             s.archived_ahead_total += 1;
                         });
                     }
@@ -300,24 +212,6 @@ mod tests {
                 == 0,
             "a claim was left behind"
         );
-    }
-
-    #[tokio::test]
-    async fn a_live_claim_keeps_others_off_and_a_dead_holders_is_taken_over() {
-        let f = fixture(Compression::None, 2);
-        let s = &f.archiver.settings;
-        let claim = Claim::take(s, "A").unwrap();
-        assert!(claimed(s, "A"));
-        assert!(Claim::take(s, "A").is_none(), "claimed twice");
-        drop(claim);
-        assert!(!claimed(s, "A"));
-        // A claim whose process has exited.
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let dead = child.id();
-        child.wait().unwrap();
-        std::fs::write(s.claims_dir().join("B"), dead.to_string()).unwrap();
-        assert!(!claimed(s, "B"));
-        assert!(Claim::take(s, "B").is_some());
     }
 
     #[tokio::test]

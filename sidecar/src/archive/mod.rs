@@ -8,6 +8,7 @@
 //! `<instance>/wal/<file>[.gz|.zst|.lz4]` under the store URL ([`compression`]).
 
 pub mod ahead;
+pub mod claims;
 pub mod compression;
 pub mod fetch;
 pub mod push;
@@ -142,7 +143,7 @@ impl ArchiveSettings {
         self.state_dir.join("pushed")
     }
 
-    /// Where claims on WAL files being uploaded live ([`ahead::Claim`]).
+    /// Where claims on WAL files being uploaded live ([`claims::Claim`]).
     pub fn claims_dir(&self) -> PathBuf {
         self.state_dir.join("claims")
     }

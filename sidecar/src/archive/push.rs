@@ -17,7 +17,7 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 
 use super::walname::{WalFileKind, WalFileName};
-use super::{ahead, compression, decompress, stats, ArchiveSettings, Compression, WalPushArgs};
+use super::{claims, compression, decompress, stats, ArchiveSettings, Compression, WalPushArgs};
 use crate::objstore::{PutOutcome, Store};
 
 /// A push refused because the store holds a different object under the same name.
@@ -103,8 +103,8 @@ pub async fn wal_push(args: WalPushArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         // The sidecar may be uploading it this moment: wait for that rather than upload twice.
-        if ahead::claimed(&settings, name.as_str()) {
-            ahead::wait_for_claim(&settings, name.as_str()).await;
+        if claims::claimed(&settings, name.as_str()) {
+            claims::wait_for_claim(&settings, name.as_str()).await;
             if pushed_ahead(&settings, &path, &name).await {
                 return Ok(());
             }
@@ -191,13 +191,13 @@ impl WalArchiver {
         }
         // Claimed while they upload, so the sidecar's pusher leaves them alone (the requested
         // file is pushed even when another process holds it: Postgres is waiting).
-        let _claim = ahead::Claim::take(&self.settings, name.as_str());
+        let _claim = claims::Claim::take(&self.settings, name.as_str());
         let want = self.settings.concurrency.saturating_sub(1);
         let wal_dir = path.parent().unwrap_or(Path::new("."));
         let others: Vec<_> = self
             .waiting_files(wal_dir, Some(name), want)
             .into_iter()
-            .filter_map(|(p, n)| Some((ahead::Claim::take(&self.settings, n.as_str())?, p, n)))
+            .filter_map(|(p, n)| Some((claims::Claim::take(&self.settings, n.as_str())?, p, n)))
             .collect();
         let ahead_names: Vec<WalFileName> = others.iter().map(|(_, _, n)| n.clone()).collect();
         let main = self.push_file(path, name);
@@ -217,7 +217,7 @@ impl WalArchiver {
         }
         stats::record(state_dir, |s| {
             for p in &stored {
-                s.count_stored(p);
+                s.count_stored(&p.name, p.raw_bytes, p.stored_bytes);
             }
             if let Err(e) = &main_result {
                 s.archive_failures_total += 1;
@@ -442,7 +442,7 @@ impl WalArchiver {
         ready
             .into_iter()
             .filter(|n| Some(n) != except && !self.marker_path(n.as_str()).exists())
-            .filter(|n| !ahead::claimed(&self.settings, n.as_str()))
+            .filter(|n| !claims::claimed(&self.settings, n.as_str()))
             .take(want)
             .map(|n| (wal_dir.join(n.as_str()), n))
             .collect()
@@ -475,7 +475,7 @@ pub(crate) mod tests {
             compression,
             concurrency,
             state_dir,
-            wal_segment_size: super::super::walname::DEFAULT_SEGMENT_SIZE,
+            wal_segment_size: crate::archive::walname::DEFAULT_SEGMENT_SIZE,
             credentials_dir: None,
         };
         let store = Store::open(&settings.url).unwrap();

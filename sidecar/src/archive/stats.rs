@@ -44,17 +44,14 @@ pub struct ArchiveStats {
 }
 
 impl ArchiveStats {
-    /// Counts one file stored by a push.
-    pub fn count_stored(&mut self, pushed: &super::push::Pushed) {
+    /// Counts one WAL file `name` stored by a push: `raw_bytes` read, `stored_bytes` written.
+    pub fn count_stored(&mut self, name: &str, raw_bytes: u64, stored_bytes: u64) {
         self.archived_total += 1;
-        self.archived_bytes_total += pushed.raw_bytes;
-        self.archived_stored_bytes_total += pushed.stored_bytes;
-        if self
-            .last_archived
-            .as_deref()
-            .is_none_or(|last| pushed.name.as_str() > last)
-        {
-            self.last_archived = Some(pushed.name.clone());
+        self.archived_bytes_total += raw_bytes;
+        self.archived_stored_bytes_total += stored_bytes;
+        // WAL names sort by timeline, then position.
+        if self.last_archived.as_deref().is_none_or(|last| name > last) {
+            self.last_archived = Some(name.to_string());
         }
         self.last_archived_time = Some(now());
     }

@@ -138,6 +138,13 @@ impl Store {
         })
     }
 
+    /// This store, encrypting with this process's key as it is now: a store kept across a key
+    /// rotation would go on encrypting with the key it was opened with.
+    pub fn with_current_key(mut self) -> Self {
+        self.cipher = crypt::current();
+        self
+    }
+
     /// This store, encrypting with `cipher` (tests; members read their key file at start).
     #[cfg(test)]
     pub fn with_cipher(mut self, cipher: crypt::Cipher) -> Self {
