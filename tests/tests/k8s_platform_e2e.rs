@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 use toygres_tests::k8s::toygres::{
     self, create_namespace, kubernetes_args, ready_endpoints, Controller, NS,
 };
-use toygres_tests::k8s::Cluster;
+use toygres_tests::k8s::{Cluster, KeptLogs};
 use toygres_tests::objstores::{Moto, TcpProxy};
 use toygres_tests::{bin_path, eventually, free_port, TestDir};
 
@@ -43,6 +43,31 @@ async fn rw_primary(client: &Client, not: Option<&str>) -> (String, String) {
 
 async fn superuser_password(client: &Client) -> String {
     toygres::superuser_password(client, "orders").await
+}
+
+/// Creates an instance through the CLI (`args`), failing with the sidecars' and the
+/// controller's logs when it does not succeed.
+fn create_ok(controller: &Controller, logs: &KeptLogs, args: &[&str]) {
+    let created = controller.cli(args);
+    assert!(
+        created.status.success(),
+        "create failed:\n{}\n{}---- controller ----\n{}",
+        String::from_utf8_lossy(&created.stderr),
+        logs.dump(),
+        controller.log_tail()
+    );
+}
+
+/// The server's clock now, as an RFC 3339 UTC time to the microsecond (a restore target).
+async fn server_now(pg: &tokio_postgres::Client) -> String {
+    pg.query_one(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', \
+                        'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 async fn connect(client: &Client, ip: &str, password: &str) -> Option<tokio_postgres::Client> {
@@ -511,14 +536,7 @@ async fn a_store_secret_is_mounted_and_the_primary_archives_and_backs_up_into_s3
     assert_eq!(data["AWS_SECRET_ACCESS_KEY"].0, key.as_bytes());
 
     let logs = cluster.keep_logs(NS, &["orders-0", "orders-1"], "sidecar");
-    let created = controller.cli(&["create", "orders", "--replicas", "1"]);
-    assert!(
-        created.status.success(),
-        "create failed:\n{}\n{}---- controller ----\n{}",
-        String::from_utf8_lossy(&created.stderr),
-        logs.dump(),
-        controller.log_tail()
-    );
+    create_ok(&controller, &logs, &["create", "orders", "--replicas", "1"]);
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
     for member in ["orders-0", "orders-1"] {
         let set = serde_json::to_string(&sets.get(member).await.unwrap()).unwrap();
@@ -638,23 +656,20 @@ async fn a_rotated_backup_key_reaches_every_member_through_its_ring_secret() {
         &["orders-0", "orders-1", "before-0", "after-0"],
         "sidecar",
     );
-    let created = controller.cli(&[
-        "create",
-        "orders",
-        "--replicas",
-        "1",
-        "--backup-encryption-key",
-        "key-1",
-        // Both backups of the day are kept (the default keeps the day's newest).
-        "--recovery-window-days",
-        "1",
-    ]);
-    assert!(
-        created.status.success(),
-        "create failed:\n{}\n{}---- controller ----\n{}",
-        String::from_utf8_lossy(&created.stderr),
-        logs.dump(),
-        controller.log_tail()
+    create_ok(
+        &controller,
+        &logs,
+        &[
+            "create",
+            "orders",
+            "--replicas",
+            "1",
+            "--backup-encryption-key",
+            "key-1",
+            // Both backups of the day are kept (the default keeps the day's newest).
+            "--recovery-window-days",
+            "1",
+        ],
     );
     let password = superuser_password(&client).await;
     let (_, ip) = rw_primary(&client, None).await;
@@ -674,15 +689,7 @@ async fn a_rotated_backup_key_reaches_every_member_through_its_ring_secret() {
     };
     let first = backup("the first backup");
     // A time after the first 100 rows and before the next ones: what "before" restores to.
-    let before_rotation: String = pg
-        .query_one(
-            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', \
-                            'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let before_rotation = server_now(&pg).await;
     // The key every member holds now: a rotation to the current key applies the ring again.
     let out = controller.cli_ok(&[
         "backup",
@@ -908,14 +915,7 @@ async fn an_in_place_restore_puts_the_old_data_back_when_it_cannot_finish_and_re
     let (cluster, _emulators, moto, _proxy, controller, _) = s3_backed_controller_as(true).await;
     let client = cluster.client();
     let logs = cluster.keep_logs(NS, &["orders-0-0", "orders-1-0"], "sidecar");
-    let created = controller.cli(&["create", "orders", "--replicas", "1"]);
-    assert!(
-        created.status.success(),
-        "create failed:\n{}\n{}---- controller ----\n{}",
-        String::from_utf8_lossy(&created.stderr),
-        logs.dump(),
-        controller.log_tail()
-    );
+    create_ok(&controller, &logs, &["create", "orders", "--replicas", "1"]);
     let password = superuser_password(&client).await;
     let (primary, ip) = rw_primary(&client, None).await;
     assert_eq!(primary, "orders-0-0");
@@ -934,15 +934,7 @@ async fn an_in_place_restore_puts_the_old_data_back_when_it_cannot_finish_and_re
     pg.batch_execute("INSERT INTO t SELECT generate_series(101, 200)")
         .await
         .unwrap();
-    let time: String = pg
-        .query_one(
-            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', \
-                            'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let time = server_now(&pg).await;
     pg.batch_execute("INSERT INTO t SELECT generate_series(201, 300)")
         .await
         .unwrap();
