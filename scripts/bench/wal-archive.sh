@@ -37,7 +37,13 @@
 # archiver can do, not the rate pgbench happened to produce WAL at on a shared machine; the
 # per-run ratio is taken on that row.
 #
-# Environment: RUNS (3), ARCHIVERS ("toygres pgbackrest"; also barman, none), COMPRESSORS
+# STORE=file compares the archivers without a store server in the way: ours writes to a
+# file:// store and pgBackRest to a posix repository, both in the trial's directory on the same
+# disk, both fsyncing every object (barman-cloud has no file store: not with STORE=file). With
+# STORE=s3 (the default) both push about 30 MB/s of objects into one Python moto process at the
+# rates measured, and the store can be what limits them.
+#
+# Environment: STORE (s3 or file), RUNS (3), ARCHIVERS ("toygres pgbackrest"; also barman, none), COMPRESSORS
 # ("gz zst lz4"), SCALE (50), CLIENTS (4), JOBS (2), DURATION (30 s), CONCURRENCY (4: our
 # wal-push concurrency = pgBackRest process-max), GZIP_LEVEL (6, pgBackRest's default; barman-
 # cloud-wal-archive --gzip has no level: Python's gzip uses 9), ZSTD_LEVEL (1), lz4 in its fast
@@ -64,6 +70,7 @@ ZSTD_LEVEL=${ZSTD_LEVEL:-1}
 SAMPLE_MS=${SAMPLE_MS:-500}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-900}
 BACKLOG=${BACKLOG:-0}
+STORE=${STORE:-s3}
 BUCKET=walbench
 SEG_MIB=16
 LOG_TAG=wal-bench
@@ -72,7 +79,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 SAMPLE_SLEEP=$(awk -v ms="$SAMPLE_MS" 'BEGIN { printf "%.3f", ms / 1000 }')
 
 BENCH_INSTALL_HINT="apt-get install -y pgbackrest barman-cli-cloud stunnel4 openssl curl jq"
-require_tools curl jq awk openssl find stunnel
+require_tools curl jq awk openssl find
+[[ $STORE =~ ^(s3|file)$ ]] || die "STORE must be s3 or file"
+[[ $STORE == s3 ]] && require_tools stunnel
+[[ $STORE == file && " $ARCHIVERS " == *" barman "* ]] && die "barman-cloud has no file store: STORE=file runs without it"
 [[ " $ARCHIVERS " == *" pgbackrest "* ]] && require_tools pgbackrest
 [[ " $ARCHIVERS " == *" barman "* ]] && require_tools barman-cloud-wal-archive
 require_positive_int RUNS
@@ -96,7 +106,7 @@ done
 
 # moto_server: through pyenv's shim the pid would be a wrapper's; use the real script.
 MOTO=$(pyenv which moto_server 2>/dev/null || command -v moto_server || true)
-[[ -n $MOTO ]] || die "moto_server not found: run scripts/install-object-stores.sh"
+[[ $STORE == file || -n $MOTO ]] || die "moto_server not found: run scripts/install-object-stores.sh"
 
 find_sidecar_bin
 find_pg_bin pgbench
@@ -175,8 +185,15 @@ stop_moto() {
     TLS_PID=""
 }
 
-# Objects and total bytes stored under a prefix (moto answers unsigned listings).
+# Objects and total bytes stored under a prefix (moto answers unsigned listings; a file store's
+# prefix is a directory under STORE_DIR).
+STORE_DIR=""
 stored_under() { # prefix -> "count bytes"
+    if [[ $STORE == file ]]; then
+        find "$STORE_DIR/$1" -type f -printf '%s\n' 2>/dev/null |
+            awk '{ n++; s += $1 } END { print n + 0, s + 0 }'
+        return
+    fi
     local token="" url body count=0 bytes=0 c b
     while :; do
         url="https://127.0.0.1:$MOTO_PORT/$BUCKET?list-type=2&prefix=$1"
@@ -238,7 +255,9 @@ trial() { # run archiver_compressor
     free_port PGPORT_
     DATA_DIRS+=("$data")
 
-    [[ $a == none ]] || start_moto "$dir"
+    STORE_DIR=$dir/store
+    mkdir -p "$STORE_DIR"
+    [[ $a == none || $STORE == file ]] || start_moto "$dir"
     local ep="https://127.0.0.1:$MOTO_PORT" cmd prefix ours pgbr_level
     case $comp in
     gz) ours=$GZIP_LEVEL pgbr_level=$GZIP_LEVEL ;;
@@ -249,8 +268,10 @@ trial() { # run archiver_compressor
     case $a in
     toygres)
         mkdir -p "$dir/archive/pushed" "$dir/archive/prefetch" "$dir/archive/claims"
+        local url=s3://$BUCKET/toygres
+        [[ $STORE == file ]] && url=file://$STORE_DIR/toygres
         cat >"$dir/archive/config.json" <<EOF
-{"url": "s3://$BUCKET/toygres", "instance": "bench", "compression": "$ours",
+{"url": "$url", "instance": "bench", "compression": "$ours",
  "concurrency": $CONCURRENCY, "state_dir": "$dir/archive", "wal_segment_size": 16777216}
 EOF
         cmd="AWS_ENDPOINT_URL=$ep $SIDECAR_BIN wal-push --config $dir/archive/config.json %p"
@@ -262,7 +283,14 @@ EOF
         ;;
     pgbackrest)
         mkdir -p "$dir/pgbr/spool" "$dir/pgbr/lock" "$dir/pgbr/log"
-        cat >"$dir/pgbackrest.conf" <<EOF
+        if [[ $STORE == file ]]; then
+            cat >"$dir/pgbackrest.conf" <<EOF
+[global]
+repo1-type=posix
+repo1-path=$STORE_DIR/pgbackrest
+EOF
+        else
+            cat >"$dir/pgbackrest.conf" <<EOF
 [global]
 repo1-type=s3
 repo1-path=/pgbackrest
@@ -274,6 +302,9 @@ repo1-s3-key=$AWS_ACCESS_KEY_ID
 repo1-s3-key-secret=$AWS_SECRET_ACCESS_KEY
 repo1-s3-uri-style=path
 repo1-storage-verify-tls=n
+EOF
+        fi
+        cat >>"$dir/pgbackrest.conf" <<EOF
 compress-type=$comp
 compress-level=$pgbr_level
 archive-async=y
@@ -488,7 +519,7 @@ per_run_ratios() {
 }
 
 echo
-echo "WAL archiving: $RUNS runs, PostgreSQL $(pg_version), pgbench -i -s $SCALE, then -c $CLIENTS -j $JOBS -T $DURATION (synchronous_commit=off); gzip level $GZIP_LEVEL, zstd level $ZSTD_LEVEL, lz4 fast; concurrency $CONCURRENCY (pgBackRest process-max); moto S3 behind stunnel (HTTPS); $(nproc) cores"
+echo "WAL archiving: $RUNS runs, PostgreSQL $(pg_version), pgbench -i -s $SCALE, then -c $CLIENTS -j $JOBS -T $DURATION (synchronous_commit=off); gzip level $GZIP_LEVEL, zstd level $ZSTD_LEVEL, lz4 fast; concurrency $CONCURRENCY (pgBackRest process-max); $([[ $STORE == file ]] && echo "file store and posix repository on the same disk, every object fsynced" || echo "moto S3 behind stunnel (HTTPS)"); $(nproc) cores"
 echo
 header="| measurement (median, min–max) |"
 rule="|---|"

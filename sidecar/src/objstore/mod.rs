@@ -145,6 +145,17 @@ impl Store {
         self
     }
 
+    /// A store in memory that answers as the remote store `url` names would (user metadata
+    /// kept, create-if-absent), for tests.
+    #[cfg(test)]
+    pub fn in_memory(url: &StoreUrl) -> Self {
+        Self {
+            inner: Arc::new(object_store::memory::InMemory::new()),
+            url: url.clone(),
+            cipher: None,
+        }
+    }
+
     /// This store, encrypting with `cipher` (tests; members read their key file at start).
     #[cfg(test)]
     pub fn with_cipher(mut self, cipher: crypt::Cipher) -> Self {
@@ -226,13 +237,12 @@ impl Store {
         !matches!(self.url.location, StoreLocation::File { .. })
     }
 
-    /// `None` when there is no object `key`; otherwise the value of its user metadata `name`,
-    /// if it has one.
+    /// `None` when there is no object `key`; otherwise its user metadata (name to value; empty
+    /// where the store keeps none).
     pub async fn metadata(
         &self,
         key: &str,
-        name: &'static str,
-    ) -> anyhow::Result<Option<Option<String>>> {
+    ) -> anyhow::Result<Option<std::collections::BTreeMap<String, String>>> {
         let opts = GetOptions {
             head: true,
             ..Default::default()
@@ -240,8 +250,14 @@ impl Store {
         match self.inner.get_opts(&self.path(key), opts).await {
             Ok(r) => Ok(Some(
                 r.attributes
-                    .get(&Attribute::Metadata(name.into()))
-                    .map(|v| v.as_ref().to_string()),
+                    .iter()
+                    .filter_map(|(k, v)| match k {
+                        Attribute::Metadata(name) => {
+                            Some((name.to_string(), v.as_ref().to_string()))
+                        }
+                        _ => None,
+                    })
+                    .collect(),
             )),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(redacted(e)).with_context(|| format!("look up {}", self.describe(key))),

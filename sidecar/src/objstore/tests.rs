@@ -27,10 +27,10 @@ async fn file_store_creates_once_and_never_replaces() {
     assert_eq!(store.get("db/wal/missing").await.unwrap(), None);
     assert!(store.exists("db/wal/a").await.unwrap());
     assert_eq!(
-        store.metadata("db/wal/a", "sha256").await.unwrap(),
-        Some(None)
+        store.metadata("db/wal/a").await.unwrap(),
+        Some(Default::default())
     );
-    assert_eq!(store.metadata("db/wal/zz", "sha256").await.unwrap(), None);
+    assert_eq!(store.metadata("db/wal/zz").await.unwrap(), None);
     store.put_new("db/wal/b", b"x".to_vec(), &[]).await.unwrap();
     assert_eq!(
         store.list("db/wal/").await.unwrap(),
