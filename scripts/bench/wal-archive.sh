@@ -269,7 +269,9 @@ trial() { # run archiver_compressor
     toygres)
         mkdir -p "$dir/archive/pushed" "$dir/archive/prefetch" "$dir/archive/claims"
         local url=s3://$BUCKET/toygres
-        [[ $STORE == file ]] && url=file://$STORE_DIR/toygres
+        # As the sidecar does: the instance's WAL directory made beforehand, owned by the
+        # Postgres OS user (wal-push runs as that user, the uploader ahead as root).
+        [[ $STORE == file ]] && url=file://$STORE_DIR/toygres && mkdir -p "$STORE_DIR/toygres/bench/wal"
         cat >"$dir/archive/config.json" <<EOF
 {"url": "$url", "instance": "bench", "compression": "$ours",
  "concurrency": $CONCURRENCY, "state_dir": "$dir/archive", "wal_segment_size": 16777216}

@@ -342,7 +342,15 @@ async fn the_simulated_fleet_answers_as_real_sidecars_do() {
         "set a sync policy",
     )
     .await;
-    let synced = |s: &Value| s["standbys"][0]["sync_state"] == "sync";
+    // Settled: the standby is sync and the status reads the new setting (a real sidecar's
+    // kept connection can answer with the setting from before the reload for a moment after
+    // the walsender already reports sync).
+    let synced = |s: &Value| {
+        s["standbys"][0]["sync_state"] == "sync"
+            && s["synchronous_standby_names"]
+                .as_str()
+                .is_some_and(|v| !v.is_empty())
+    };
     both_status(&http, (&real.primary, &sim.primary), "sync standby", synced).await;
 
     // A slot that does not exist.

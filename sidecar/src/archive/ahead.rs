@@ -54,18 +54,7 @@ impl PushAhead {
     /// `concurrency` at once. Call it often (the sidecar: every few tens of milliseconds).
     pub fn tick(&mut self) {
         while let Some(done) = self.running.try_join_next() {
-            match done {
-                Ok((_, Ok(_))) => {}
-                Ok((name, Err(e))) => {
-                    tracing::info!(
-                        file = %name,
-                        "archiving ahead paused for {}s: {e:#}",
-                        PAUSE_AFTER_FAILURE.as_secs()
-                    );
-                    self.paused_until = Some(Instant::now() + PAUSE_AFTER_FAILURE);
-                }
-                Err(e) => tracing::warn!("an upload ahead ended abnormally: {e}"),
-            }
+            self.ended(done);
         }
         if self.paused_until.is_some_and(|t| Instant::now() < t) {
             return;
@@ -108,12 +97,37 @@ impl PushAhead {
         }
     }
 
-    /// Runs [`PushAhead::tick`] every `every` until `keep_going` says stop; then the uploads in
-    /// flight are abandoned (their claims released; Postgres asks for those files again).
+    /// Takes note of an upload that ended: a failure pauses the uploads ahead.
+    fn ended(&mut self, done: Result<(String, anyhow::Result<Pushed>), tokio::task::JoinError>) {
+        match done {
+            Ok((_, Ok(_))) => {}
+            Ok((name, Err(e))) => {
+                tracing::info!(
+                    file = %name,
+                    "archiving ahead paused for {}s: {e:#}",
+                    PAUSE_AFTER_FAILURE.as_secs()
+                );
+                self.paused_until = Some(Instant::now() + PAUSE_AFTER_FAILURE);
+            }
+            Err(e) => tracing::warn!("an upload ahead ended abnormally: {e}"),
+        }
+    }
+
+    /// Runs [`PushAhead::tick`] every `every`, and at once whenever an upload ends (its slot
+    /// would otherwise stay empty until the next tick), until `keep_going` says stop; then the
+    /// uploads in flight are abandoned (their claims released; Postgres asks for those files
+    /// again).
     pub async fn run(mut self, every: Duration, keep_going: impl Fn() -> bool) {
         while keep_going() {
             self.tick();
-            tokio::time::sleep(every).await;
+            if self.running.is_empty() {
+                tokio::time::sleep(every).await;
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                Some(done) = self.running.join_next() => self.ended(done),
+            }
         }
         self.running.abort_all();
         while self.running.join_next().await.is_some() {}
