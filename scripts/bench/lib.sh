@@ -164,6 +164,40 @@ stop_leftover_postmasters() {
     done
 }
 
+# CPU accounting for a group of processes (cgroup v1 cpuacct, as root): cpu_group NAME makes
+# a group and sets CG to it (empty where there is no such hierarchy, and then cpu_used says
+# 0); in_cpu_group CMD… runs CMD inside CG (its children stay in it, also once detached);
+# cpu_used prints the group's CPU time so far, in seconds. Groups are removed at exit.
+CGROUPS=()
+CG=""
+CPUACCT=/sys/fs/cgroup/cpuacct
+cpu_group() {
+    CG=""
+    [[ -w $CPUACCT/cgroup.procs ]] || return 0
+    local g=$CPUACCT/$LOG_TAG-$$-$1
+    mkdir "$g" 2>/dev/null || return 0
+    CG=$g
+    CGROUPS+=("$g")
+}
+in_cpu_group() {
+    if [[ -n $CG ]]; then
+        (
+            echo "$BASHPID" >"$CG/cgroup.procs"
+            # A command replaces the subshell (its pid is then the one `$!` gave).
+            if declare -F "$1" >/dev/null; then "$@"; else exec "$@"; fi
+        )
+    else
+        "$@"
+    fi
+}
+cpu_used() {
+    if [[ -n $CG ]]; then
+        awk '{ printf "%.3f", $1 / 1e9 }' "$CG/cpuacct.usage"
+    else
+        echo 0
+    fi
+}
+
 bench_cleanup() {
     local rc=$? i f
     trap - EXIT INT TERM ERR
@@ -183,6 +217,10 @@ bench_cleanup() {
         wait "${PIDS[i]}" 2>/dev/null
     done
     stop_leftover_postmasters
+    for f in "${CGROUPS[@]}"; do
+        [[ -d $f ]] || continue
+        rmdir "$f" 2>/dev/null || log "could not remove the cgroup $f (a process still in it?)"
+    done
     if ((KEEP == 1)); then
         log "kept $ROOT"
     else

@@ -237,8 +237,12 @@ set_archive_command() { # command ("" stops archiving; Postgres keeps the .ready
 PUSHER_PID=""
 start_pusher() { # archiver dir data
     [[ $1 == toygres ]] || return 0
-    AWS_ENDPOINT_URL="https://127.0.0.1:$MOTO_PORT" "$SIDECAR_BIN" wal-push-ahead \
-        --config "$2/archive/config.json" --wal-dir "$3/pg_wal" </dev/null >"$2/push-ahead.log" 2>&1 &
+    # In the trial's CPU group; the subshell execs the sidecar, so $! is the sidecar's pid.
+    (
+        [[ -n $CG ]] && echo "$BASHPID" >"$CG/cgroup.procs"
+        AWS_ENDPOINT_URL="https://127.0.0.1:$MOTO_PORT" exec "$SIDECAR_BIN" wal-push-ahead \
+            --config "$2/archive/config.json" --wal-dir "$3/pg_wal"
+    ) </dev/null >"$2/push-ahead.log" 2>&1 &
     PUSHER_PID=$!
     PIDS+=("$PUSHER_PID")
 }
@@ -347,7 +351,10 @@ synchronous_commit = off
 max_wal_size = 4GB
 checkpoint_timeout = 30min
 EOF
-    as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$dir/postgres.log" -w -s start ||
+    # Postgres and everything it starts (archive_command, pgBackRest's async process), and
+    # our uploader, in one CPU accounting group per trial.
+    cpu_group "$run-$id"
+    in_cpu_group as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$dir/postgres.log" -w -s start ||
         die "pg_ctl start failed: $(tail -5 "$dir/postgres.log")"
     as_pg "$PG_BIN/pgbench" -h "$SOCK" -p "$PGPORT_" -U postgres -i -q -s "$SCALE" postgres \
         >"$dir/pgbench-init.log" 2>&1 || die "pgbench -i failed: $(tail -5 "$dir/pgbench-init.log")"
@@ -397,7 +404,7 @@ EOF
     lsn1=$(sql "SELECT pg_current_wal_lsn()")
     read -r arch1 < <(sql "SELECT archived_count FROM pg_stat_archiver")
     target=$(sql "SELECT pg_walfile_name(pg_switch_wal())")
-    local backlog=0 t_release=""
+    local backlog=0 t_release="" cpu0=0
     if ((BACKLOG == 1)); then
         # The switch's segment becomes .ready once the WAL writer has flushed it: wait for it.
         deadline=$((SECONDS + 60))
@@ -408,6 +415,7 @@ EOF
         read -r backlog age < <(ready_stat "$data" "$(now)")
         log "run $run, $id: backlog of $backlog segments; releasing the archiver"
         t_release=$(now)
+        cpu0=$(cpu_used)
         set_archive_command "$cmd"
         start_pusher "$a" "$dir" "$data"
     fi
@@ -427,6 +435,8 @@ EOF
         sleep 0.1
     done
     t2=$(now)
+    local cpu1
+    cpu1=$(cpu_used)
     stop_pid "$sampler" TERM 5
     wait "$sampler" 2>/dev/null || true
     forget_pid "$sampler"
@@ -435,6 +445,8 @@ EOF
         record "${id}_backlog" "$backlog"
         record "${id}_seg_per_s_backlog" "$(calc "$backlog / $(elapsed "$t_release" "$t2")")"
         record "${id}_backlog_s" "$(elapsed "$t_release" "$t2")"
+        # CPU of Postgres (its archiver loop, archive_command) and of the archiver, per segment.
+        [[ -n $CG ]] && record "${id}_cpu_ms_per_segment" "$(calc "1000 * ($cpu1 - $cpu0) / $backlog")"
     fi
     local load_s drain_s window_s segs wal_mib tps max_ready max_age
     load_s=$(elapsed "$t0" "$t1")
@@ -479,6 +491,7 @@ EOF
     fi
     stop_pgbackrest_async
     stop_moto
+    [[ -n $CG ]] && { rmdir "$CG" 2>/dev/null || true; }
     ((KEEP == 1)) || rm -rf "$dir"
 }
 
@@ -506,10 +519,12 @@ row() { # label suffix decimals
     echo "$line"
 }
 
-# "r1 r2 … (median m)": ours / pgBackRest's archive throughput in each run, for compressor $1.
+# "r1 r2 … (median m)": ours / pgBackRest's archive throughput in each run, for compressor $1
+# (or, given a row name as $2, ours / pgBackRest's of that row).
 per_run_ratios() {
     local row=seg_per_s
     ((BACKLOG == 1)) && row=seg_per_s_backlog
+    [[ -n ${2:-} ]] && row=$2
     awk -v a="toygres_$1_$row" -v b="pgbackrest_$1_$row" '
         $1 == a { x[++n] = $2 } $1 == b { y[++m] = $2 }
         END {
@@ -539,6 +554,7 @@ if ((BACKLOG == 1)); then
     row "**backlog archived per second, from the archiver's release (segments/s)**" seg_per_s_backlog 2
     row "backlog (segments waiting when the archiver was set)" backlog 0
     row "time to archive the backlog (s)" backlog_s 1
+    row "CPU per segment, Postgres + archiver, from the release (ms)" cpu_ms_per_segment 1
 fi
 row "**end of load → everything archived (s)**" drain_s 1
 row "**.ready files at the end of the load**" ready_end 0
@@ -556,5 +572,8 @@ echo
 if [[ " $ARCHIVERS " == *" toygres "* && " $ARCHIVERS " == *" pgbackrest "* ]]; then
     for c in $COMPRESSORS; do
         echo "- ours / pgBackRest, $( ((BACKLOG == 1)) && echo "backlog archived per second" || echo "archive throughput"), $c, per run: $(per_run_ratios "$c")"
+        if ((BACKLOG == 1)) && grep -q "^toygres_${c}_cpu_ms_per_segment " "$RESULTS"; then
+            echo "- ours / pgBackRest, CPU per segment, $c, per run: $(per_run_ratios "$c" cpu_ms_per_segment)"
+        fi
     done
 fi
