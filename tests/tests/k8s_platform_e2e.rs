@@ -1143,6 +1143,25 @@ async fn crash_in_restore(
     (controller, operation)
 }
 
+/// The operation `id` once it has ended (polled with `operation get`: bounded, where
+/// `operation wait` would wait for ever).
+async fn operation_ended(controller: &Controller, id: &str) -> serde_json::Value {
+    eventually(
+        Duration::from_secs(900),
+        &format!("operation {id} ended"),
+        || async {
+            let out = controller.cli(&["operation", "get", id, "-o", "json"]);
+            let operation: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            matches!(
+                operation["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            )
+            .then_some(operation)
+        },
+    )
+    .await
+}
+
 /// The annotations of `set`.
 fn annotations_of(set: Option<&StatefulSet>) -> BTreeMap<String, String> {
     set.and_then(|s| s.metadata.annotations.clone())
@@ -1218,7 +1237,8 @@ async fn nothing_left_aside(client: &Client) {
 /// alike (rows to the second time, the next timeline, the PVCs of the first restore gone).
 /// Last, a restore to a transaction that never happened, crashed while the primary's data is
 /// put back, after its StatefulSet was deleted: the restore fails, and the old data is back
-/// (the same PVCs, every row, the same timeline, the standby streaming).
+/// (the same PVCs, every row, the same timeline, the standby streaming); and again, crashed
+/// after the primary's StatefulSet was applied on its old claim template.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_place_restore_completes_or_puts_the_data_back_after_a_controller_crash_at_any_step()
 {
@@ -1279,10 +1299,14 @@ async fn an_in_place_restore_completes_or_puts_the_data_back_after_a_controller_
             set.is_none()
         })
         .await;
-    let done: serde_json::Value =
-        serde_json::from_str(&controller.cli_ok(&["operation", "wait", &operation, "-o", "json"]))
-            .unwrap();
-    assert_eq!(done["status"], "succeeded", "{done}");
+    let done = operation_ended(&controller, &operation).await;
+    assert_eq!(
+        done["status"],
+        "succeeded",
+        "{done}\n{}---- controller ----\n{}",
+        logs.dump(),
+        controller.log_tail()
+    );
     let (primary, ip) = rw_primary(&client, None).await;
     assert_eq!(primary, "orders-0-0");
     let pg = connect(&client, &ip, &password)
@@ -1331,10 +1355,14 @@ async fn an_in_place_restore_completes_or_puts_the_data_back_after_a_controller_
         },
     )
     .await;
-    let done: serde_json::Value =
-        serde_json::from_str(&controller.cli_ok(&["operation", "wait", &operation, "-o", "json"]))
-            .unwrap();
-    assert_eq!(done["status"], "succeeded", "{done}");
+    let done = operation_ended(&controller, &operation).await;
+    assert_eq!(
+        done["status"],
+        "succeeded",
+        "{done}\n{}---- controller ----\n{}",
+        logs.dump(),
+        controller.log_tail()
+    );
     let (primary, ip) = rw_primary(&client, None).await;
     assert_eq!(primary, "orders-0-0");
     let pg = connect(&client, &ip, &password)
@@ -1371,8 +1399,7 @@ async fn an_in_place_restore_completes_or_puts_the_data_back_after_a_controller_
         |set| set.is_none(),
     )
     .await;
-    let failed = controller.cli(&["operation", "wait", &operation, "-o", "json"]);
-    let done: serde_json::Value = serde_json::from_slice(&failed.stdout).unwrap();
+    let done = operation_ended(&controller, &operation).await;
     assert_eq!(done["status"], "failed", "{done}");
     assert!(
         done["error"]
@@ -1403,6 +1430,45 @@ async fn an_in_place_restore_completes_or_puts_the_data_back_after_a_controller_
         claims_second,
         "the members are back on their own PVCs, and the restore's are gone"
     );
+    nothing_left_aside(&client).await;
+    let detail: serde_json::Value =
+        serde_json::from_str(&controller.cli_ok(&["get", "orders", "-o", "json"])).unwrap();
+    assert_eq!(detail["state"], "running", "{detail}");
+
+    // 4. The same, crashed after the primary's StatefulSet was applied on its old claim
+    // template again, before its annotations were cleared and the record removed.
+    let controller = armed_at(controller, "put-back-after-apply").await;
+    let (controller, operation) = crash_in_restore(
+        controller,
+        &client,
+        &["--xid", "2000000000"],
+        "orders-0",
+        |set| claim_template_of(set).as_deref() == Some("data-2"),
+    )
+    .await;
+    let done = operation_ended(&controller, &operation).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        done["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("put back as it was")),
+        "{done}\n{}---- controller ----\n{}",
+        logs.dump(),
+        controller.log_tail()
+    );
+    let (primary, ip) = rw_primary(&client, None).await;
+    assert_eq!(primary, "orders-0-0", "the primary is the same member");
+    let pg = connect(&client, &ip, &password)
+        .await
+        .expect("connect to rw");
+    assert_eq!(rows_of(&pg).await, (204, Some(5000)));
+    assert_eq!(timeline_of(&pg).await, second_timeline);
+    pg.batch_execute("INSERT INTO t VALUES (6000)")
+        .await
+        .unwrap();
+    standby_streams(&client, &password, second_timeline, (205, Some(6000))).await;
+    drop(pg);
+    assert_eq!(data_claims(&client).await, claims_second);
     nothing_left_aside(&client).await;
     let detail: serde_json::Value =
         serde_json::from_str(&controller.cli_ok(&["get", "orders", "-o", "json"])).unwrap();
