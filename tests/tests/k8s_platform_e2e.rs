@@ -1088,3 +1088,394 @@ async fn an_in_place_restore_puts_the_old_data_back_when_it_cannot_finish_and_re
     controller.cli_ok(&["delete", "orders"]);
     all_of_orders_gone(&client).await;
 }
+
+/// The test-only hook that makes the controller abort at a named point of an in-place
+/// restore's set-aside or put-back (see the controller's `data_aside` module).
+const ABORT_AT: &str = "TOYGRES_TEST_ABORT_AT";
+
+/// Restarts the controller (SIGKILL; it was idle) with the hook set to abort at `point`,
+/// first checking that the chart's Role refused it nothing.
+async fn armed_at(controller: Controller, point: &str) -> Controller {
+    let refused = refused_requests(&controller);
+    assert!(refused.is_empty(), "refused:\n{}", refused.join("\n"));
+    controller
+        .kill_and_restart_with(&[(ABORT_AT, point)], &[])
+        .await
+}
+
+/// Starts `toygres restore ARGS` without waiting, waits until the controller, armed with the
+/// hook, aborts at its point, checks the crash left `member`'s StatefulSet as `left` says, and
+/// starts the controller again without the hook. Returns it and the operation's id.
+async fn crash_in_restore(
+    mut controller: Controller,
+    client: &Client,
+    args: &[&str],
+    member: &str,
+    left: impl Fn(Option<&StatefulSet>) -> bool,
+) -> (Controller, String) {
+    let mut command = vec!["restore", "orders", "--in-place", "--confirm", "orders"];
+    command.extend(args);
+    command.extend(["--no-wait", "-o", "json"]);
+    let accepted: serde_json::Value = serde_json::from_str(&controller.cli_ok(&command)).unwrap();
+    let operation = accepted["operation_id"].as_str().unwrap().to_string();
+    let status = controller.wait_exit(Duration::from_secs(600)).await;
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(
+        status.signal(),
+        Some(Signal::SIGABRT as i32),
+        "the controller ended otherwise than by the hook's abort ({status}):\n{}",
+        controller.log_tail()
+    );
+    let log = std::fs::read_to_string(&controller.log).unwrap();
+    assert!(
+        log.contains(ABORT_AT),
+        "no abort logged:\n{}",
+        controller.log_tail()
+    );
+    let refused = refused_requests(&controller);
+    assert!(refused.is_empty(), "refused:\n{}", refused.join("\n"));
+    let set = Api::<StatefulSet>::namespaced(client.clone(), NS)
+        .get_opt(member)
+        .await
+        .unwrap();
+    assert!(left(set.as_ref()), "{member} after the crash: {set:?}");
+    let controller = controller.kill_and_restart_with(&[], &[ABORT_AT]).await;
+    (controller, operation)
+}
+
+/// The operation `id` once it has ended (polled with `operation get`: bounded, where
+/// `operation wait` would wait for ever).
+async fn operation_ended(controller: &Controller, id: &str) -> serde_json::Value {
+    eventually(
+        Duration::from_secs(900),
+        &format!("operation {id} ended"),
+        || async {
+            let out = controller.cli(&["operation", "get", id, "-o", "json"]);
+            let operation: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            matches!(
+                operation["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            )
+            .then_some(operation)
+        },
+    )
+    .await
+}
+
+/// The annotations of `set`.
+fn annotations_of(set: Option<&StatefulSet>) -> BTreeMap<String, String> {
+    set.and_then(|s| s.metadata.annotations.clone())
+        .unwrap_or_default()
+}
+
+/// The claim template `set` keeps its data on.
+fn claim_template_of(set: Option<&StatefulSet>) -> Option<String> {
+    set?.spec
+        .as_ref()?
+        .volume_claim_templates
+        .as_ref()?
+        .first()?
+        .metadata
+        .name
+        .clone()
+}
+
+/// Waits until `orders`' claims are exactly `names`, all bound, and none of the volumes of
+/// `gone` (claims by name → (uid, phase)) is left.
+async fn claims_become(client: &Client, names: &[&str], gone: &BTreeMap<String, (String, String)>) {
+    eventually(
+        WAIT,
+        &format!("the claims {names:?}, the old ones gone"),
+        || async {
+            let claims = data_claims(client).await;
+            let now: Vec<&str> = claims.keys().map(String::as_str).collect();
+            let volumes = volumes(client).await;
+            let left = gone
+                .values()
+                .any(|(uid, _)| volumes.contains(&format!("pvc-{uid}")));
+            (now == names && claims.values().all(|(_, phase)| phase == "Bound") && !left)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// No member's StatefulSet still names data set aside, and the root records no unfinished
+/// remake.
+async fn nothing_left_aside(client: &Client) {
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    for member in ["orders-0", "orders-1"] {
+        let set = sets.get(member).await.unwrap();
+        let annotations = annotations_of(Some(&set));
+        assert!(
+            !annotations.contains_key("toygres.io/data-set-aside"),
+            "{member}: {annotations:?}"
+        );
+    }
+    let root = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .get("orders-toygres")
+        .await
+        .unwrap();
+    let annotations = root.metadata.annotations.unwrap_or_default();
+    assert!(
+        !annotations
+            .keys()
+            .any(|k| k.starts_with("toygres.io/remake.")),
+        "{annotations:?}"
+    );
+}
+
+/// An in-place restore on Kubernetes survives a controller crash at every step of making a
+/// member's StatefulSet again (run as the chart's Role; the controller aborts at a test-only
+/// hook and is started again without it; the activity runs again). `orders` (a primary and a
+/// standby, backups into S3) gets rows 1..=100, a base backup, rows 101..=200, a time, rows
+/// 201..=300. A restore to that time, crashed after the standby's StatefulSet was deleted
+/// (none left): it completes, with exactly rows 1..=200 on a new timeline, the standby
+/// streaming, both members on new PVCs and the old PVCs and volumes gone. Then a second
+/// backup, a time and a restore to it, crashed after the standby's StatefulSet was applied on
+/// its new claim template but before it was annotated with the PVC it keeps: it completes
+/// alike (rows to the second time, the next timeline, the PVCs of the first restore gone).
+/// Last, a restore to a transaction that never happened, crashed while the primary's data is
+/// put back, after its StatefulSet was deleted: the restore fails, and the old data is back
+/// (the same PVCs, every row, the same timeline, the standby streaming); and again, crashed
+/// after the primary's StatefulSet was applied on its old claim template.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_restore_completes_or_puts_the_data_back_after_a_controller_crash_at_any_step()
+{
+    let (cluster, _emulators, moto, _proxy, controller, _) = s3_backed_controller_as(true).await;
+    let client = cluster.client();
+    let logs = cluster.keep_logs(NS, &["orders-0-0", "orders-1-0"], "sidecar");
+    create_ok(&controller, &logs, &["create", "orders", "--replicas", "1"]);
+    let password = superuser_password(&client).await;
+    let (primary, ip) = rw_primary(&client, None).await;
+    assert_eq!(primary, "orders-0-0");
+    let pg = connect(&client, &ip, &password)
+        .await
+        .expect("connect to rw");
+    pg.batch_execute(
+        "CREATE TABLE t (v integer PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)",
+    )
+    .await
+    .unwrap();
+    let backup: serde_json::Value =
+        serde_json::from_str(&controller.cli_ok(&["backup", "create", "orders", "-o", "json"]))
+            .unwrap();
+    assert_eq!(backup["status"], "succeeded", "{backup}");
+    pg.batch_execute("INSERT INTO t SELECT generate_series(101, 200)")
+        .await
+        .unwrap();
+    let time = server_now(&pg).await;
+    pg.batch_execute("INSERT INTO t SELECT generate_series(201, 300)")
+        .await
+        .unwrap();
+    let archived = |pg: tokio_postgres::Client| {
+        let moto = &moto;
+        async move {
+            let segment: String = pg
+                .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+                .await
+                .unwrap()
+                .get(0);
+            eventually(WAIT, &format!("{segment} archived"), || async {
+                let wal = moto.list("k8s-backups", "pfx/orders/wal").await;
+                wal.iter().any(|k| k.contains(&segment)).then_some(())
+            })
+            .await;
+        }
+    };
+    archived(pg).await;
+    standby_streams(&client, &password, 1, (300, Some(300))).await;
+    let claims_before = data_claims(&client).await;
+    assert_eq!(
+        claims_before.keys().collect::<Vec<_>>(),
+        ["data-orders-0-0", "data-orders-1-0"],
+        "{claims_before:?}"
+    );
+
+    // 1. Crashed after the standby's StatefulSet was deleted: it is gone, its PVC kept.
+    let controller = armed_at(controller, "aside-after-delete").await;
+    let (controller, operation) =
+        crash_in_restore(controller, &client, &["--time", &time], "orders-1", |set| {
+            set.is_none()
+        })
+        .await;
+    let done = operation_ended(&controller, &operation).await;
+    assert_eq!(
+        done["status"],
+        "succeeded",
+        "{done}\n{}---- controller ----\n{}",
+        logs.dump(),
+        controller.log_tail()
+    );
+    let (primary, ip) = rw_primary(&client, None).await;
+    assert_eq!(primary, "orders-0-0");
+    let pg = connect(&client, &ip, &password)
+        .await
+        .expect("connect to rw");
+    assert_eq!(rows_of(&pg).await, (200, Some(200)));
+    let first_timeline = timeline_of(&pg).await;
+    assert!(first_timeline > 1, "still timeline {first_timeline}");
+    pg.batch_execute("INSERT INTO t VALUES (1000)")
+        .await
+        .unwrap();
+    standby_streams(&client, &password, first_timeline, (201, Some(1000))).await;
+    claims_become(
+        &client,
+        &["data-1-orders-0-0", "data-1-orders-1-0"],
+        &claims_before,
+    )
+    .await;
+    nothing_left_aside(&client).await;
+
+    // 2. Crashed after the standby's StatefulSet was applied on its new claim template, before
+    // it was annotated with the PVC it keeps.
+    let claims_first = data_claims(&client).await;
+    let backup: serde_json::Value =
+        serde_json::from_str(&controller.cli_ok(&["backup", "create", "orders", "-o", "json"]))
+            .unwrap();
+    assert_eq!(backup["status"], "succeeded", "{backup}");
+    pg.batch_execute("INSERT INTO t VALUES (2000)")
+        .await
+        .unwrap();
+    let second_time = server_now(&pg).await;
+    pg.batch_execute("INSERT INTO t VALUES (3000)")
+        .await
+        .unwrap();
+    archived(pg).await;
+    standby_streams(&client, &password, first_timeline, (203, Some(3000))).await;
+    let controller = armed_at(controller, "aside-after-apply").await;
+    let (controller, operation) = crash_in_restore(
+        controller,
+        &client,
+        &["--time", &second_time],
+        "orders-1",
+        |set| {
+            claim_template_of(set).as_deref() == Some("data-2")
+                && !annotations_of(set).contains_key("toygres.io/data-set-aside")
+        },
+    )
+    .await;
+    let done = operation_ended(&controller, &operation).await;
+    assert_eq!(
+        done["status"],
+        "succeeded",
+        "{done}\n{}---- controller ----\n{}",
+        logs.dump(),
+        controller.log_tail()
+    );
+    let (primary, ip) = rw_primary(&client, None).await;
+    assert_eq!(primary, "orders-0-0");
+    let pg = connect(&client, &ip, &password)
+        .await
+        .expect("connect to rw");
+    assert_eq!(rows_of(&pg).await, (202, Some(2000)));
+    let second_timeline = timeline_of(&pg).await;
+    assert!(
+        second_timeline > first_timeline,
+        "timeline {second_timeline} after {first_timeline}"
+    );
+    pg.batch_execute("INSERT INTO t VALUES (4000)")
+        .await
+        .unwrap();
+    standby_streams(&client, &password, second_timeline, (203, Some(4000))).await;
+    drop(pg);
+    claims_become(
+        &client,
+        &["data-2-orders-0-0", "data-2-orders-1-0"],
+        &claims_first,
+    )
+    .await;
+    nothing_left_aside(&client).await;
+
+    // 3. A restore that cannot finish, crashed while the primary's data is put back, after its
+    // StatefulSet (on the restore's claim template) was deleted.
+    let claims_second = data_claims(&client).await;
+    let controller = armed_at(controller, "put-back-after-delete").await;
+    let (controller, operation) = crash_in_restore(
+        controller,
+        &client,
+        &["--xid", "2000000000"],
+        "orders-0",
+        |set| set.is_none(),
+    )
+    .await;
+    let done = operation_ended(&controller, &operation).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        done["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("put back as it was")),
+        "{done}\n{}---- controller ----\n{}",
+        logs.dump(),
+        controller.log_tail()
+    );
+    let (primary, ip) = rw_primary(&client, None).await;
+    assert_eq!(primary, "orders-0-0", "the primary is the same member");
+    let pg = connect(&client, &ip, &password)
+        .await
+        .expect("connect to rw");
+    assert_eq!(rows_of(&pg).await, (203, Some(4000)));
+    assert_eq!(
+        timeline_of(&pg).await,
+        second_timeline,
+        "the old data was promoted again"
+    );
+    pg.batch_execute("INSERT INTO t VALUES (5000)")
+        .await
+        .unwrap();
+    standby_streams(&client, &password, second_timeline, (204, Some(5000))).await;
+    drop(pg);
+    assert_eq!(
+        data_claims(&client).await,
+        claims_second,
+        "the members are back on their own PVCs, and the restore's are gone"
+    );
+    nothing_left_aside(&client).await;
+    let detail: serde_json::Value =
+        serde_json::from_str(&controller.cli_ok(&["get", "orders", "-o", "json"])).unwrap();
+    assert_eq!(detail["state"], "running", "{detail}");
+
+    // 4. The same, crashed after the primary's StatefulSet was applied on its old claim
+    // template again, before its annotations were cleared and the record removed.
+    let controller = armed_at(controller, "put-back-after-apply").await;
+    let (controller, operation) = crash_in_restore(
+        controller,
+        &client,
+        &["--xid", "2000000000"],
+        "orders-0",
+        |set| claim_template_of(set).as_deref() == Some("data-2"),
+    )
+    .await;
+    let done = operation_ended(&controller, &operation).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        done["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("put back as it was")),
+        "{done}\n{}---- controller ----\n{}",
+        logs.dump(),
+        controller.log_tail()
+    );
+    let (primary, ip) = rw_primary(&client, None).await;
+    assert_eq!(primary, "orders-0-0", "the primary is the same member");
+    let pg = connect(&client, &ip, &password)
+        .await
+        .expect("connect to rw");
+    assert_eq!(rows_of(&pg).await, (204, Some(5000)));
+    assert_eq!(timeline_of(&pg).await, second_timeline);
+    pg.batch_execute("INSERT INTO t VALUES (6000)")
+        .await
+        .unwrap();
+    standby_streams(&client, &password, second_timeline, (205, Some(6000))).await;
+    drop(pg);
+    assert_eq!(data_claims(&client).await, claims_second);
+    nothing_left_aside(&client).await;
+    let detail: serde_json::Value =
+        serde_json::from_str(&controller.cli_ok(&["get", "orders", "-o", "json"])).unwrap();
+    assert_eq!(detail["state"], "running", "{detail}");
+    let refused = refused_requests(&controller);
+    assert!(refused.is_empty(), "refused:\n{}", refused.join("\n"));
+
+    controller.cli_ok(&["delete", "orders"]);
+    all_of_orders_gone(&client).await;
+}

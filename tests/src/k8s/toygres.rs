@@ -112,7 +112,18 @@ impl Controller {
     /// SIGKILLs the controller (no clean stop: what it was doing is left half done) and starts
     /// a new one on the same home, address, flags and environment, which finds the old one's
     /// CMS and orchestrations there.
-    pub async fn kill_and_restart(mut self) -> Self {
+    pub async fn kill_and_restart(self) -> Self {
+        self.kill_and_restart_with(&[], &[]).await
+    }
+
+    /// [`Controller::kill_and_restart`], the new controller's environment changed: the
+    /// variables of `set` set (e.g. a fault-injection hook), those named in `removed` gone.
+    pub async fn kill_and_restart_with(mut self, set: &[(&str, &str)], removed: &[&str]) -> Self {
+        self.env.retain(|(key, _)| {
+            !removed.contains(&key.as_str()) && !set.iter().any(|(k, _)| k == key)
+        });
+        self.env
+            .extend(set.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let pid = Pid::from_raw(self.child.id() as i32);
         if self.child.try_wait().ok().flatten().is_none() {
             let _ = kill(pid, Signal::SIGKILL);
@@ -185,6 +196,23 @@ impl Controller {
                 return controller;
             }
             assert!(Instant::now() < deadline, "no healthy controller");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the controller exits by itself (e.g. aborted by a fault-injection hook),
+    /// and returns how it ended; panics with its log when it still runs after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the controller still runs after {timeout:?}:\n{}",
+                self.log_tail()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
