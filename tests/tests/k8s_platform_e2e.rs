@@ -901,25 +901,51 @@ async fn standby_streams(
     .await;
 }
 
-/// In-place restore on Kubernetes, run by a controller with only the chart's Role: `orders`
-/// (a primary and a standby, backups into S3) gets rows 1..=100, a base backup, rows
-/// 101..=200, a time, rows 201..=300, all archived. A restore to a transaction that never
-/// happened cannot finish: the instance is put back as it was (the same PVCs, timeline 1, every
-/// row, the standby streaming, no PVC of the restore left). Unconfirmed, a restore is refused
-/// and changes nothing. Confirmed, to the time: `restoring` meanwhile; then exactly rows
-/// 1..=200 through `orders-rw`, on a new timeline, the standby cloned again and streaming on
-/// it, both members on new PVCs and the old PVCs (and their volumes) gone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_in_place_restore_puts_the_old_data_back_when_it_cannot_finish_and_replaces_it_when_confirmed(
-) {
-    let (cluster, _emulators, moto, _proxy, controller, _) = s3_backed_controller_as(true).await;
-    let client = cluster.client();
+/// The S3-backed controller as the chart's Role, with the sidecar logs of `orders`' two
+/// members kept.
+async fn s3_backed_with_orders_logs() -> (Cluster, TestDir, Moto, TcpProxy, Controller, KeptLogs) {
+    let (cluster, emulators, moto, proxy, controller, _) = s3_backed_controller_as(true).await;
     let logs = cluster.keep_logs(NS, &["orders-0-0", "orders-1-0"], "sidecar");
-    create_ok(&controller, &logs, &["create", "orders", "--replicas", "1"]);
-    let password = superuser_password(&client).await;
-    let (primary, ip) = rw_primary(&client, None).await;
+    (cluster, emulators, moto, proxy, controller, logs)
+}
+
+/// What an in-place restore test starts from ([`orders_with_a_backup_and_a_time`]).
+struct Orders {
+    password: String,
+    /// A time between rows 200 and 201.
+    time: String,
+    /// The members' PVCs before any restore.
+    claims_before: BTreeMap<String, (String, String)>,
+}
+
+/// Switches WAL on `pg`'s server and waits until that segment is in the S3 archive.
+async fn switch_and_archived(pg: &tokio_postgres::Client, moto: &Moto) {
+    let segment: String = pg
+        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .await
+        .unwrap()
+        .get(0);
+    eventually(WAIT, &format!("{segment} archived"), || async {
+        let wal = moto.list("k8s-backups", "pfx/orders/wal").await;
+        wal.iter().any(|k| k.contains(&segment)).then_some(())
+    })
+    .await;
+}
+
+/// `orders` (a primary and a standby, backups into S3) with rows 1..=100, a base backup, rows
+/// 101..=200, a time, rows 201..=300, all archived and on the standby; its members on their
+/// first PVCs.
+async fn orders_with_a_backup_and_a_time(
+    client: &Client,
+    controller: &Controller,
+    logs: &KeptLogs,
+    moto: &Moto,
+) -> Orders {
+    create_ok(controller, logs, &["create", "orders", "--replicas", "1"]);
+    let password = superuser_password(client).await;
+    let (primary, ip) = rw_primary(client, None).await;
     assert_eq!(primary, "orders-0-0");
-    let pg = connect(&client, &ip, &password)
+    let pg = connect(client, &ip, &password)
         .await
         .expect("connect to rw");
     pg.batch_execute(
@@ -938,24 +964,40 @@ async fn an_in_place_restore_puts_the_old_data_back_when_it_cannot_finish_and_re
     pg.batch_execute("INSERT INTO t SELECT generate_series(201, 300)")
         .await
         .unwrap();
-    let segment: String = pg
-        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
-        .await
-        .unwrap()
-        .get(0);
-    eventually(WAIT, &format!("{segment} archived"), || async {
-        let wal = moto.list("k8s-backups", "pfx/orders/wal").await;
-        wal.iter().any(|k| k.contains(&segment)).then_some(())
-    })
-    .await;
+    switch_and_archived(&pg, moto).await;
     drop(pg);
-    standby_streams(&client, &password, 1, (300, Some(300))).await;
-    let claims_before = data_claims(&client).await;
+    standby_streams(client, &password, 1, (300, Some(300))).await;
+    let claims_before = data_claims(client).await;
     assert_eq!(
         claims_before.keys().collect::<Vec<_>>(),
         ["data-orders-0-0", "data-orders-1-0"],
         "{claims_before:?}"
     );
+    Orders {
+        password,
+        time,
+        claims_before,
+    }
+}
+
+/// In-place restore on Kubernetes, run by a controller with only the chart's Role: `orders`
+/// (a primary and a standby, backups into S3) gets rows 1..=100, a base backup, rows
+/// 101..=200, a time, rows 201..=300, all archived. A restore to a transaction that never
+/// happened cannot finish: the instance is put back as it was (the same PVCs, timeline 1, every
+/// row, the standby streaming, no PVC of the restore left). Unconfirmed, a restore is refused
+/// and changes nothing. Confirmed, to the time: `restoring` meanwhile; then exactly rows
+/// 1..=200 through `orders-rw`, on a new timeline, the standby cloned again and streaming on
+/// it, both members on new PVCs and the old PVCs (and their volumes) gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_restore_puts_the_old_data_back_when_it_cannot_finish_and_replaces_it_when_confirmed(
+) {
+    let (cluster, _emulators, moto, _proxy, controller, logs) = s3_backed_with_orders_logs().await;
+    let client = cluster.client();
+    let Orders {
+        password,
+        time,
+        claims_before,
+    } = orders_with_a_backup_and_a_time(&client, &controller, &logs, &moto).await;
 
     // A transaction that never happened: recovery replays the whole archive without reaching
     // it, and gives up; the old data is put back.
@@ -1242,55 +1284,13 @@ async fn nothing_left_aside(client: &Client) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_place_restore_completes_or_puts_the_data_back_after_a_controller_crash_at_any_step()
 {
-    let (cluster, _emulators, moto, _proxy, controller, _) = s3_backed_controller_as(true).await;
+    let (cluster, _emulators, moto, _proxy, controller, logs) = s3_backed_with_orders_logs().await;
     let client = cluster.client();
-    let logs = cluster.keep_logs(NS, &["orders-0-0", "orders-1-0"], "sidecar");
-    create_ok(&controller, &logs, &["create", "orders", "--replicas", "1"]);
-    let password = superuser_password(&client).await;
-    let (primary, ip) = rw_primary(&client, None).await;
-    assert_eq!(primary, "orders-0-0");
-    let pg = connect(&client, &ip, &password)
-        .await
-        .expect("connect to rw");
-    pg.batch_execute(
-        "CREATE TABLE t (v integer PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)",
-    )
-    .await
-    .unwrap();
-    let backup: serde_json::Value =
-        serde_json::from_str(&controller.cli_ok(&["backup", "create", "orders", "-o", "json"]))
-            .unwrap();
-    assert_eq!(backup["status"], "succeeded", "{backup}");
-    pg.batch_execute("INSERT INTO t SELECT generate_series(101, 200)")
-        .await
-        .unwrap();
-    let time = server_now(&pg).await;
-    pg.batch_execute("INSERT INTO t SELECT generate_series(201, 300)")
-        .await
-        .unwrap();
-    let archived = |pg: tokio_postgres::Client| {
-        let moto = &moto;
-        async move {
-            let segment: String = pg
-                .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
-                .await
-                .unwrap()
-                .get(0);
-            eventually(WAIT, &format!("{segment} archived"), || async {
-                let wal = moto.list("k8s-backups", "pfx/orders/wal").await;
-                wal.iter().any(|k| k.contains(&segment)).then_some(())
-            })
-            .await;
-        }
-    };
-    archived(pg).await;
-    standby_streams(&client, &password, 1, (300, Some(300))).await;
-    let claims_before = data_claims(&client).await;
-    assert_eq!(
-        claims_before.keys().collect::<Vec<_>>(),
-        ["data-orders-0-0", "data-orders-1-0"],
-        "{claims_before:?}"
-    );
+    let Orders {
+        password,
+        time,
+        claims_before,
+    } = orders_with_a_backup_and_a_time(&client, &controller, &logs, &moto).await;
 
     // 1. Crashed after the standby's StatefulSet was deleted: it is gone, its PVC kept.
     let controller = armed_at(controller, "aside-after-delete").await;
@@ -1341,7 +1341,8 @@ async fn an_in_place_restore_completes_or_puts_the_data_back_after_a_controller_
     pg.batch_execute("INSERT INTO t VALUES (3000)")
         .await
         .unwrap();
-    archived(pg).await;
+    switch_and_archived(&pg, &moto).await;
+    drop(pg);
     standby_streams(&client, &password, first_timeline, (203, Some(3000))).await;
     let controller = armed_at(controller, "aside-after-apply").await;
     let (controller, operation) = crash_in_restore(
