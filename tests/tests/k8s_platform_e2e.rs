@@ -1267,6 +1267,69 @@ async fn nothing_left_aside(client: &Client) {
     );
 }
 
+/// A restore of `orders` to a transaction that never happened, with the controller crashed at
+/// `point` while the primary's data is put back (`crashed` tells the primary's StatefulSet
+/// then) and restarted: the restore fails with "put back as it was", and the old data is back:
+/// the same primary with `rows` on `timeline`, a write of `next` streamed to the standby, the
+/// members on `claims`, nothing left aside, the instance running.
+async fn put_back_after_a_crash(
+    controller: Controller,
+    (client, logs, password): (&Client, &KeptLogs, &str),
+    point: &str,
+    crashed: impl Fn(Option<&StatefulSet>) -> bool,
+    rows: (i64, Option<i32>),
+    next: i32,
+    (timeline, claims): (i32, &BTreeMap<String, (String, String)>),
+) -> Controller {
+    let controller = armed_at(controller, point).await;
+    let (controller, operation) = crash_in_restore(
+        controller,
+        client,
+        &["--xid", "2000000000"],
+        "orders-0",
+        crashed,
+    )
+    .await;
+    let done = operation_ended(&controller, &operation).await;
+    assert_eq!(done["status"], "failed", "{point}: {done}");
+    assert!(
+        done["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("put back as it was")),
+        "{point}: {done}\n{}---- controller ----\n{}",
+        logs.dump(),
+        controller.log_tail()
+    );
+    let (primary, ip) = rw_primary(client, None).await;
+    assert_eq!(
+        primary, "orders-0-0",
+        "{point}: the primary is the same member"
+    );
+    let pg = connect(client, &ip, password).await.expect("connect to rw");
+    assert_eq!(rows_of(&pg).await, rows, "{point}");
+    assert_eq!(
+        timeline_of(&pg).await,
+        timeline,
+        "{point}: the old data was promoted again"
+    );
+    pg.batch_execute(&format!("INSERT INTO t VALUES ({next})"))
+        .await
+        .unwrap();
+    let after = (rows.0 + 1, Some(next));
+    standby_streams(client, password, timeline, after).await;
+    drop(pg);
+    assert_eq!(
+        &data_claims(client).await,
+        claims,
+        "{point}: the members are back on their own PVCs, and the restore's are gone"
+    );
+    nothing_left_aside(client).await;
+    let detail: serde_json::Value =
+        serde_json::from_str(&controller.cli_ok(&["get", "orders", "-o", "json"])).unwrap();
+    assert_eq!(detail["state"], "running", "{point}: {detail}");
+    controller
+}
+
 /// An in-place restore on Kubernetes survives a controller crash at every step of making a
 /// member's StatefulSet again (run as the chart's Role; the controller aborts at a test-only
 /// hook and is started again without it; the activity runs again). `orders` (a primary and a
@@ -1391,89 +1454,29 @@ async fn an_in_place_restore_completes_or_puts_the_data_back_after_a_controller_
     // 3. A restore that cannot finish, crashed while the primary's data is put back, after its
     // StatefulSet (on the restore's claim template) was deleted.
     let claims_second = data_claims(&client).await;
-    let controller = armed_at(controller, "put-back-after-delete").await;
-    let (controller, operation) = crash_in_restore(
+    let controller = put_back_after_a_crash(
         controller,
-        &client,
-        &["--xid", "2000000000"],
-        "orders-0",
+        (&client, &logs, &password),
+        "put-back-after-delete",
         |set| set.is_none(),
+        (203, Some(4000)),
+        5000,
+        (second_timeline, &claims_second),
     )
     .await;
-    let done = operation_ended(&controller, &operation).await;
-    assert_eq!(done["status"], "failed", "{done}");
-    assert!(
-        done["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("put back as it was")),
-        "{done}\n{}---- controller ----\n{}",
-        logs.dump(),
-        controller.log_tail()
-    );
-    let (primary, ip) = rw_primary(&client, None).await;
-    assert_eq!(primary, "orders-0-0", "the primary is the same member");
-    let pg = connect(&client, &ip, &password)
-        .await
-        .expect("connect to rw");
-    assert_eq!(rows_of(&pg).await, (203, Some(4000)));
-    assert_eq!(
-        timeline_of(&pg).await,
-        second_timeline,
-        "the old data was promoted again"
-    );
-    pg.batch_execute("INSERT INTO t VALUES (5000)")
-        .await
-        .unwrap();
-    standby_streams(&client, &password, second_timeline, (204, Some(5000))).await;
-    drop(pg);
-    assert_eq!(
-        data_claims(&client).await,
-        claims_second,
-        "the members are back on their own PVCs, and the restore's are gone"
-    );
-    nothing_left_aside(&client).await;
-    let detail: serde_json::Value =
-        serde_json::from_str(&controller.cli_ok(&["get", "orders", "-o", "json"])).unwrap();
-    assert_eq!(detail["state"], "running", "{detail}");
 
     // 4. The same, crashed after the primary's StatefulSet was applied on its old claim
     // template again, before its annotations were cleared and the record removed.
-    let controller = armed_at(controller, "put-back-after-apply").await;
-    let (controller, operation) = crash_in_restore(
+    let controller = put_back_after_a_crash(
         controller,
-        &client,
-        &["--xid", "2000000000"],
-        "orders-0",
+        (&client, &logs, &password),
+        "put-back-after-apply",
         |set| claim_template_of(set).as_deref() == Some("data-2"),
+        (204, Some(5000)),
+        6000,
+        (second_timeline, &claims_second),
     )
     .await;
-    let done = operation_ended(&controller, &operation).await;
-    assert_eq!(done["status"], "failed", "{done}");
-    assert!(
-        done["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("put back as it was")),
-        "{done}\n{}---- controller ----\n{}",
-        logs.dump(),
-        controller.log_tail()
-    );
-    let (primary, ip) = rw_primary(&client, None).await;
-    assert_eq!(primary, "orders-0-0", "the primary is the same member");
-    let pg = connect(&client, &ip, &password)
-        .await
-        .expect("connect to rw");
-    assert_eq!(rows_of(&pg).await, (204, Some(5000)));
-    assert_eq!(timeline_of(&pg).await, second_timeline);
-    pg.batch_execute("INSERT INTO t VALUES (6000)")
-        .await
-        .unwrap();
-    standby_streams(&client, &password, second_timeline, (205, Some(6000))).await;
-    drop(pg);
-    assert_eq!(data_claims(&client).await, claims_second);
-    nothing_left_aside(&client).await;
-    let detail: serde_json::Value =
-        serde_json::from_str(&controller.cli_ok(&["get", "orders", "-o", "json"])).unwrap();
-    assert_eq!(detail["state"], "running", "{detail}");
     let refused = refused_requests(&controller);
     assert!(refused.is_empty(), "refused:\n{}", refused.join("\n"));
 
